@@ -1,0 +1,26 @@
+//! Vocabulary of wok: names, sizes, limits, records. No IO, no wire formats.
+//!
+//! Layer: vocabulary (the bottom). Every other crate may depend on it; it
+//! depends on nothing of ours. Types here do not derive serde: the public wire
+//! shapes live in `api-types` and the gateway converts.
+
+mod names;
+mod records;
+mod size;
+mod spec;
+
+pub use names::{FunctionName, InvocationId, NameError, ProjectId};
+pub use records::{InvocationRecord, LogLine, LogStream, Outcome, Usage, UsageFilter};
+pub use size::{ByteSize, SizeError};
+pub use spec::{FunctionConfig, HttpWorld, Isolation, Limits, ReuseLimits, SpecError};
+
+/// Milliseconds since the Unix epoch, the one time unit stored in records.
+pub type UnixMillis = i64;
+
+/// The current wall-clock time in Unix milliseconds.
+pub fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}

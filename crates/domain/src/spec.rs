@@ -1,0 +1,210 @@
+use crate::ByteSize;
+use std::time::Duration;
+
+/// A deploy setting that is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("memory limit {0} is out of range: it must be a whole number of MiB between 1MiB and 4GiB")]
+    Memory(ByteSize),
+    #[error("timeout {0:?} is out of range: it must be between 1ms and 15m")]
+    Timeout(Duration),
+    #[error("max concurrency {0} is out of range: it must be between 1 and 10000")]
+    Concurrency(u32),
+    #[error("max queue {0} is out of range: it must be between 0 and 100000")]
+    Queue(u32),
+    #[error("environment variable name {0:?} is invalid: it must be non-empty and contain no '=' or NUL")]
+    EnvName(String),
+    #[error("outbound host {0:?} is invalid: use HOST or HOST:PORT, optionally with a leading '*.'")]
+    OutboundHost(String),
+    #[error("instance reuse needs max requests per instance of at least 1")]
+    ReuseRequests,
+    #[error("instance reuse needs max concurrent requests per instance between 1 and 1000")]
+    ReuseConcurrency,
+}
+
+/// Resource limits applied to every invocation of a function version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory (all memories of the instance together) and tables.
+    pub memory: ByteSize,
+    /// Wall-clock time from the start of the invocation to its last body byte.
+    pub timeout: Duration,
+    /// Invocations running at once; more wait in a queue.
+    pub max_concurrency: u32,
+    /// Invocations allowed to wait for a slot; beyond that: 429.
+    pub max_queue: u32,
+    /// Largest request body accepted (413 beyond).
+    pub max_request_body: ByteSize,
+    /// Largest response body streamed back (the stream is cut beyond).
+    pub max_response_body: ByteSize,
+}
+
+impl Limits {
+    pub const DEFAULT_MEMORY: ByteSize = ByteSize::mib(128);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let memory = self.memory.bytes();
+        if memory < ByteSize::MIB || memory > 4 * ByteSize::GIB || memory % ByteSize::MIB != 0 {
+            return Err(SpecError::Memory(self.memory));
+        }
+        if self.timeout < Duration::from_millis(1) || self.timeout > Duration::from_secs(15 * 60) {
+            return Err(SpecError::Timeout(self.timeout));
+        }
+        if !(1..=10_000).contains(&self.max_concurrency) {
+            return Err(SpecError::Concurrency(self.max_concurrency));
+        }
+        if self.max_queue > 100_000 {
+            return Err(SpecError::Queue(self.max_queue));
+        }
+        Ok(())
+    }
+
+    /// The configured memory in whole MiB, the unit usage is billed in.
+    pub fn memory_mib(&self) -> u64 {
+        self.memory.bytes() / ByteSize::MIB
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory: Self::DEFAULT_MEMORY,
+            timeout: Self::DEFAULT_TIMEOUT,
+            max_concurrency: 100,
+            max_queue: 1000,
+            max_request_body: ByteSize::mib(64),
+            max_response_body: ByteSize(8 * ByteSize::GIB),
+        }
+    }
+}
+
+/// Bounds for reusing one instance across requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReuseLimits {
+    /// Requests an instance serves before it is dropped.
+    pub max_requests: u32,
+    /// Requests one instance serves at the same time.
+    pub max_concurrent: u32,
+    /// An instance idle this long is dropped.
+    pub idle_timeout: Duration,
+}
+
+/// How instances are created for requests.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// A fresh instance per request: no state survives between requests.
+    #[default]
+    Fresh,
+    /// Instances are kept and reused within the bounds, never across
+    /// functions or versions. For guests with expensive start-up.
+    Reuse(ReuseLimits),
+}
+
+/// The wasi:http world a component exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HttpWorld {
+    /// `wasi:http/incoming-handler@0.2.x` (the `proxy` world)
+    P2,
+    /// `wasi:http/handler@0.3.x` (the `service` world)
+    P3,
+}
+
+impl HttpWorld {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpWorld::P2 => "wasi:http@0.2",
+            HttpWorld::P3 => "wasi:http@0.3",
+        }
+    }
+}
+
+/// Everything a deploy sets besides the code.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FunctionConfig {
+    pub limits: Limits,
+    /// Visible through `wasi:cli/environment` and `wasi:config/store`.
+    pub env: Vec<(String, String)>,
+    /// Hosts (`example.com`, `*.example.com`, `127.0.0.1:9000`) outbound HTTP may reach.
+    pub allowed_outbound_hosts: Vec<String>,
+    pub isolation: Isolation,
+}
+
+impl FunctionConfig {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.limits.validate()?;
+        for (name, _) in &self.env {
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                return Err(SpecError::EnvName(name.clone()));
+            }
+        }
+        for host in &self.allowed_outbound_hosts {
+            let bare = host.strip_prefix("*.").unwrap_or(host);
+            let valid = !bare.is_empty()
+                && bare.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !valid {
+                return Err(SpecError::OutboundHost(host.clone()));
+            }
+        }
+        if let Isolation::Reuse(reuse) = &self.isolation {
+            if reuse.max_requests == 0 {
+                return Err(SpecError::ReuseRequests);
+            }
+            if !(1..=1000).contains(&reuse.max_concurrent) {
+                return Err(SpecError::ReuseConcurrency);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether outbound HTTP may reach `authority` (`host` or `host:port`).
+    pub fn allows_outbound(&self, authority: &str) -> bool {
+        let host = authority.rsplit_once(':').map_or(authority, |(host, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) { host } else { authority }
+        });
+        self.allowed_outbound_hosts.iter().any(|allowed| {
+            if let Some(suffix) = allowed.strip_prefix("*.") {
+                host.len() > suffix.len() && host.ends_with(suffix) && host[..host.len() - suffix.len()].ends_with('.')
+            } else {
+                allowed.eq_ignore_ascii_case(authority) || allowed.eq_ignore_ascii_case(host)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_hosts(hosts: &[&str]) -> FunctionConfig {
+        FunctionConfig {
+            allowed_outbound_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            ..FunctionConfig::default()
+        }
+    }
+
+    #[test]
+    fn outbound_allow_list_matches_hosts_ports_and_wildcards() {
+        let config = with_hosts(&["api.example.com", "*.internal.net", "127.0.0.1:9000"]);
+        assert!(config.allows_outbound("api.example.com"));
+        assert!(config.allows_outbound("api.example.com:443"));
+        assert!(config.allows_outbound("db.internal.net"));
+        assert!(!config.allows_outbound("internal.net"));
+        assert!(!config.allows_outbound("evilinternal.net"));
+        assert!(config.allows_outbound("127.0.0.1:9000"));
+        assert!(!config.allows_outbound("127.0.0.1:9001"));
+        assert!(!config.allows_outbound("example.com"));
+        assert!(!with_hosts(&[]).allows_outbound("api.example.com"));
+    }
+
+    #[test]
+    fn limits_are_range_checked() {
+        let mut limits = Limits::default();
+        assert_eq!(limits.validate(), Ok(()));
+        limits.memory = ByteSize(1000);
+        assert!(matches!(limits.validate(), Err(SpecError::Memory(_))));
+        limits.memory = ByteSize::mib(64);
+        limits.timeout = Duration::ZERO;
+        assert!(matches!(limits.validate(), Err(SpecError::Timeout(_))));
+    }
+}

@@ -1,0 +1,93 @@
+use crate::Meter;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type requests and responses cross the boundary with.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn empty_body() -> Body {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn full_body(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// A body that counts its bytes into a [`Meter`] and ends with an error once
+/// more than `limit` bytes went through. It holds the meter, so the record is
+/// written only after the body is finished or dropped.
+pub struct CountingBody<B> {
+    inner: B,
+    meter: Arc<Meter>,
+    direction: Direction,
+    seen: u64,
+    limit: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("body exceeds the limit of {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+impl<B> CountingBody<B> {
+    pub fn request(inner: B, meter: Arc<Meter>, limit: u64) -> Self {
+        Self { inner, meter, direction: Direction::In, seen: 0, limit }
+    }
+
+    pub fn response(inner: B, meter: Arc<Meter>, limit: u64) -> Self {
+        Self { inner, meter, direction: Direction::Out, seen: 0, limit }
+    }
+}
+
+impl<B> http_body::Body for CountingBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    this.seen += len;
+                    if this.seen > this.limit {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: this.limit }))));
+                    }
+                    match this.direction {
+                        Direction::In => this.meter.add_bytes_in(len),
+                        Direction::Out => this.meter.add_bytes_out(len),
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

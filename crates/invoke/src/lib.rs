@@ -1,0 +1,117 @@
+//! What runtimes and front ends agree on: an [`Invocation`], how it ends
+//! ([`Outcome`], [`Failure`]), how it is metered ([`Meter`]), and the
+//! [`Executor`] / [`PreparedFunction`] traits a runtime implements.
+//!
+//! Layer: boundary. Knows HTTP types (requests and bodies are what functions
+//! consume) but no runtime (wasmtime, processes) and no server framework.
+//! The gateway reaches runtimes only through these traits.
+
+mod admission;
+mod body;
+mod meter;
+
+pub use admission::{Admission, AdmissionError, Permit};
+pub use body::{Body, BodyTooLarge, BoxError, CountingBody, empty_body, full_body};
+pub use domain::Outcome;
+pub use meter::{LogSink, Meter, MeterInit, RecordSink};
+
+use domain::{FunctionConfig, FunctionName, HttpWorld, InvocationId, ProjectId};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// One call of a function: the request and the meter its record comes from.
+pub struct Invocation {
+    pub id: InvocationId,
+    pub request: http::Request<Body>,
+    pub meter: Arc<Meter>,
+}
+
+/// A guest failure before the response head was produced. Always an outcome
+/// of the guest (or of its limits), never a failure of wok's API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub outcome: Outcome,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(outcome: Outcome, message: impl Into<String>) -> Self {
+        Self { outcome, message: message.into() }
+    }
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A compiled, linked function version, ready to serve invocations.
+pub trait PreparedFunction: Send + Sync + 'static {
+    /// Runs the invocation. Resolves with the response head as soon as the
+    /// guest produced it; the body streams after. A failure after the head is
+    /// reported through the meter and ends the body stream with an error.
+    fn invoke(&self, invocation: Invocation) -> BoxFuture<'static, Result<http::Response<Body>, Failure>>;
+
+    /// Instances kept warm for reuse right now (0 with fresh instances).
+    fn idle_instances(&self) -> usize {
+        0
+    }
+}
+
+/// Why uploaded code cannot be deployed: the user's mistake, said plainly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeployError {
+    #[error("the upload is empty")]
+    Empty,
+    #[error("the upload is not a WebAssembly binary (it does not start with \\0asm)")]
+    NotWasm,
+    #[error(
+        "the upload is a core WebAssembly module, not a component; build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule,
+    #[error("the upload is not a valid component: {0}")]
+    Invalid(String),
+    #[error(
+        "the component does not export a wasi:http handler (wasi:http/incoming-handler@0.2 or wasi:http/handler@0.3); it exports: {0}"
+    )]
+    NoHandler(String),
+    #[error("the component imports something wok does not provide: {0}")]
+    UnsatisfiedImport(String),
+}
+
+/// What a deploy-time compile produced.
+pub struct Compiled {
+    pub world: HttpWorld,
+    /// The runtime's precompiled form, cached by content hash and engine.
+    pub precompiled: Vec<u8>,
+}
+
+/// Everything needed to load one version.
+pub struct LoadSpec {
+    pub project: ProjectId,
+    pub function: FunctionName,
+    pub version: u32,
+    pub world: HttpWorld,
+    pub config: FunctionConfig,
+    /// The precompiled artifact produced by [`Executor::compile`].
+    pub precompiled: PathBuf,
+}
+
+/// A runtime: turns uploaded code into prepared functions.
+pub trait Executor: Send + Sync + 'static {
+    /// Identifies the compiler and its settings: precompiled artifacts made
+    /// under another key must be compiled again.
+    fn engine_key(&self) -> String;
+    /// Validates and compiles uploaded code. CPU-heavy: call off the async runtime.
+    fn compile(&self, code: &[u8]) -> Result<Compiled, DeployError>;
+    /// Loads a precompiled artifact. Fails only if the artifact is unusable
+    /// (then the caller compiles again).
+    fn load(&self, spec: LoadSpec) -> Result<Arc<dyn PreparedFunction>, String>;
+}
+
+/// What a runtime reports for the platform's metrics.
+pub trait RuntimeMetrics: Send + Sync + 'static {
+    /// A new instance was created in `seconds` (a cold start).
+    fn instantiated(&self, function: &FunctionName, seconds: f64);
+    /// Instances currently serving an invocation changed by `delta`.
+    fn instances_in_flight(&self, delta: i64);
+}

@@ -1,0 +1,385 @@
+//! Serving one request: instance creation or reuse, limits, outcome.
+use crate::host::{GuestOutput, HostState, MemoryLimiter, OutboundPolicy};
+use domain::{FunctionConfig, Isolation, Outcome};
+use http_body_util::BodyExt;
+use invoke::{Body, BoxFuture, CountingBody, Failure, Invocation, LoadSpec, Meter, PreparedFunction, RuntimeMetrics};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_config::WasiConfigVariables;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+
+/// A guest blocked in a host call does not see epochs; the host-side timer
+/// catches it this long after the deadline.
+const HOST_TIMEOUT_GRACE: Duration = Duration::from_millis(50);
+
+pub enum Pre {
+    P2(wasmtime_wasi_http::p2::bindings::ProxyPre<HostState>),
+    P3(wasmtime_wasi_http::p3::bindings::ServicePre<HostState>),
+}
+
+/// A kept p2 instance, for functions that opted into reuse.
+struct IdleInstance {
+    store: Store<HostState>,
+    proxy: wasmtime_wasi_http::p2::bindings::Proxy,
+    served: u32,
+    idle_since: Instant,
+}
+
+pub struct FunctionInner {
+    engine: Engine,
+    pre: Pre,
+    spec: LoadSpec,
+    config: Arc<FunctionConfig>,
+    config_vars: Arc<WasiConfigVariables>,
+    stdout: GuestOutput,
+    stderr: GuestOutput,
+    metrics: Arc<dyn RuntimeMetrics>,
+    idle: Mutex<Vec<IdleInstance>>,
+}
+
+pub struct WasmFunction(pub Arc<FunctionInner>);
+
+impl PreparedFunction for WasmFunction {
+    fn invoke(&self, invocation: Invocation) -> BoxFuture<'static, Result<http::Response<Body>, Failure>> {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            match &inner.pre {
+                Pre::P2(_) => inner.invoke_p2(invocation).await,
+                Pre::P3(_) => inner.invoke_p3(invocation).await,
+            }
+        })
+    }
+
+    fn idle_instances(&self) -> usize {
+        self.0.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+}
+
+/// Names how a guest run ended, from the error and what the store saw.
+fn classify(error: &wasmtime::Error, state: &HostState) -> Failure {
+    if state.limiter.hit_limit {
+        return Failure::new(
+            Outcome::OutOfMemory,
+            format!("the function tried to use more than its memory limit of {}", domain::ByteSize(state.limiter.limit as u64)),
+        );
+    }
+    if state.timed_out {
+        return Failure::new(Outcome::Timeout, "the function ran past its timeout");
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => Failure::new(Outcome::StackOverflow, "the function overflowed its call stack"),
+        Some(Trap::Interrupt) => Failure::new(Outcome::Timeout, "the function ran past its timeout"),
+        Some(trap) => Failure::new(Outcome::Trap, format!("the function trapped: {trap}")),
+        None => Failure::new(Outcome::Trap, format!("the function failed: {}", error.root_cause())),
+    }
+}
+
+/// What the guest sees when reading the request body fails.
+fn request_body_error(error: invoke::BoxError) -> wasmtime_wasi_http::Error {
+    match error.downcast_ref::<invoke::BodyTooLarge>() {
+        Some(too_large) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(too_large.limit)),
+        None => wasmtime_wasi_http::Error::InternalError(Some(error.to_string())),
+    }
+}
+
+fn timeout_failure() -> Failure {
+    Failure::new(Outcome::Timeout, "the function ran past its timeout")
+}
+
+impl FunctionInner {
+    pub fn new(
+        engine: Engine,
+        pre: Pre,
+        spec: LoadSpec,
+        stdout: GuestOutput,
+        stderr: GuestOutput,
+        metrics: Arc<dyn RuntimeMetrics>,
+    ) -> Self {
+        let mut config_vars = WasiConfigVariables::new();
+        for (key, value) in &spec.config.env {
+            config_vars.insert(key.clone(), value.clone());
+        }
+        Self {
+            engine,
+            pre,
+            config: Arc::new(spec.config.clone()),
+            spec,
+            config_vars: Arc::new(config_vars),
+            stdout,
+            stderr,
+            metrics,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn new_store(&self, deadline: Instant) -> Store<HostState> {
+        let mut wasi = WasiCtxBuilder::new();
+        // No preopened directories and no socket addresses: an empty
+        // filesystem and no network besides the allow-listed outbound HTTP.
+        wasi.envs(&self.spec.config.env).stdout(self.stdout.clone()).stderr(self.stderr.clone());
+        let state = HostState {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: OutboundPolicy { config: self.config.clone() },
+            limiter: MemoryLimiter::new(self.spec.config.limits.memory.bytes() as usize),
+            config_vars: self.config_vars.clone(),
+            deadline,
+            timed_out: false,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|mut context| {
+            let state = context.data_mut();
+            if Instant::now() >= state.deadline {
+                state.timed_out = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Yield every tick so a busy guest shares its thread.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        store
+    }
+
+    fn set_invocation(&self, invocation: &Invocation) {
+        let mut current = self.stdout.target.invocation.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = invocation.id.clone();
+    }
+
+    fn reuse_limits(&self) -> Option<&domain::ReuseLimits> {
+        match &self.spec.config.isolation {
+            Isolation::Reuse(reuse) => Some(reuse),
+            Isolation::Fresh => None,
+        }
+    }
+
+    fn take_idle(&self) -> Option<IdleInstance> {
+        let reuse = self.reuse_limits()?;
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        idle.retain(|instance| instance.idle_since.elapsed() < reuse.idle_timeout);
+        idle.pop()
+    }
+
+    /// Drops kept instances idle for longer than the idle timeout.
+    pub fn reap_idle(&self) {
+        if let Some(reuse) = self.reuse_limits() {
+            let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            idle.retain(|instance| instance.idle_since.elapsed() < reuse.idle_timeout);
+        }
+    }
+
+    fn wrap_request(
+        &self,
+        request: http::Request<Body>,
+        meter: &Arc<Meter>,
+    ) -> http::Request<impl http_body::Body<Data = bytes::Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static> {
+        let limit = self.spec.config.limits.max_request_body.bytes();
+        request.map(|body| CountingBody::request(body, meter.clone(), limit).map_err(request_body_error))
+    }
+
+    fn wrap_response<B>(&self, response: http::Response<B>, meter: Arc<Meter>) -> http::Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+        B::Error: Into<invoke::BoxError>,
+    {
+        let limit = self.spec.config.limits.max_response_body.bytes();
+        response.map(|body| CountingBody::response(body, meter, limit).boxed_unsync())
+    }
+
+    async fn invoke_p2(self: Arc<Self>, invocation: Invocation) -> Result<http::Response<Body>, Failure> {
+        let Pre::P2(pre) = &self.pre else { unreachable!("invoke_p2 is called for p2 components") };
+        let deadline = Instant::now() + self.spec.config.limits.timeout;
+        self.set_invocation(&invocation);
+        let Invocation { request, meter, .. } = invocation;
+
+        let (mut instance, cold) = match self.take_idle() {
+            Some(instance) => (instance, false),
+            None => {
+                let started = Instant::now();
+                let mut store = self.new_store(deadline);
+                let proxy = match pre.instantiate_async(&mut store).await {
+                    Ok(proxy) => proxy,
+                    Err(error) => {
+                        let failure = classify(&error, store.data());
+                        meter.finish(failure.outcome, store.data().limiter.peak as u64, true);
+                        return Err(failure);
+                    }
+                };
+                self.metrics.instantiated(&self.spec.function, started.elapsed().as_secs_f64());
+                (IdleInstance { store, proxy, served: 0, idle_since: started }, true)
+            }
+        };
+        {
+            let state = instance.store.data_mut();
+            state.deadline = deadline;
+            state.timed_out = false;
+        }
+        let request = self.wrap_request(request, &meter);
+        let prepared = (|| -> wasmtime::Result<_> {
+            let mut http = instance.store.data_mut().http();
+            let request = http.new_incoming_request(Scheme::Http, request)?;
+            let (sender, receiver) = oneshot::channel();
+            let outparam = http.new_response_outparam(sender)?;
+            Ok((request, outparam, receiver))
+        })();
+        let (request, outparam, receiver) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                let failure = Failure::new(Outcome::Internal, format!("preparing the request: {error:#}"));
+                meter.finish(failure.outcome, 0, cold);
+                return Err(failure);
+            }
+        };
+
+        let this = self.clone();
+        let task_meter = meter.clone();
+        let task = tokio::spawn(async move {
+            this.metrics.instances_in_flight(1);
+            let handler = instance.proxy.wasi_http_incoming_handler();
+            let result = tokio::time::timeout_at(
+                (deadline + HOST_TIMEOUT_GRACE).into(),
+                handler.call_handle(&mut instance.store, request, outparam),
+            )
+            .await;
+            this.metrics.instances_in_flight(-1);
+            let peak = instance.store.data().limiter.peak as u64;
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(classify(&error, instance.store.data())),
+                Err(_elapsed) => Some(timeout_failure()),
+            };
+            task_meter.finish(failure.as_ref().map_or(Outcome::Success, |f| f.outcome), peak, cold);
+            drop(task_meter);
+            if failure.is_none()
+                && let Some(reuse) = this.reuse_limits()
+            {
+                instance.served += 1;
+                if instance.served < reuse.max_requests {
+                    instance.idle_since = Instant::now();
+                    this.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(instance);
+                }
+            }
+            failure
+        });
+
+        match receiver.await {
+            Ok(Ok(response)) => Ok(self.wrap_response(response, meter)),
+            Ok(Err(code)) => {
+                Err(Failure::new(Outcome::NoResponse, format!("the function answered with error code {code:?}")))
+            }
+            Err(_) => {
+                drop(meter);
+                let failure = match task.await {
+                    Ok(Some(failure)) => failure,
+                    Ok(None) => Failure::new(Outcome::NoResponse, "the function returned without sending a response"),
+                    Err(error) => Failure::new(Outcome::Internal, format!("the invocation task failed: {error}")),
+                };
+                Err(failure)
+            }
+        }
+    }
+
+    async fn invoke_p3(self: Arc<Self>, invocation: Invocation) -> Result<http::Response<Body>, Failure> {
+        let Pre::P3(pre) = &self.pre else { unreachable!("invoke_p3 is called for p3 components") };
+        let deadline = Instant::now() + self.spec.config.limits.timeout;
+        self.set_invocation(&invocation);
+        let Invocation { request, meter, .. } = invocation;
+        let started = Instant::now();
+        let mut store = self.new_store(deadline);
+        let service = match pre.instantiate_async(&mut store).await {
+            Ok(service) => service,
+            Err(error) => {
+                let failure = classify(&error, store.data());
+                meter.finish(failure.outcome, store.data().limiter.peak as u64, true);
+                return Err(failure);
+            }
+        };
+        self.metrics.instantiated(&self.spec.function, started.elapsed().as_secs_f64());
+        let request = self.wrap_request(request, &meter);
+        let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().hooks, request);
+        let (sender, receiver) = oneshot::channel::<Result<http::Response<Body>, Failure>>();
+
+        let this = self.clone();
+        let task_meter = meter.clone();
+        let task = tokio::spawn(async move {
+            this.metrics.instances_in_flight(1);
+            let result = tokio::time::timeout_at(
+                (deadline + HOST_TIMEOUT_GRACE).into(),
+                store.run_concurrent(async |accessor| {
+                    let response = match service.handle(accessor, request).await? {
+                        Ok(response) => response,
+                        Err(code) => {
+                            let message = format!("the function answered with error code {code:?}");
+                            let _ = sender.send(Err(Failure::new(Outcome::NoResponse, message)));
+                            return wasmtime::Result::Ok(());
+                        }
+                    };
+                    let response = accessor.with(|store| response.into_http(store, async { Ok(()) }))?;
+                    // The store's event loop must keep running while the body
+                    // streams: wait until the client side is done with it.
+                    let (done, finished) = oneshot::channel::<()>();
+                    let response = response.map(|body| NotifyOnDrop { body, _done: done });
+                    let _ = sender.send(Ok(this.wrap_response(response, task_meter.clone())));
+                    let _ = finished.await;
+                    let _ = request_io.await;
+                    Ok(())
+                }),
+            )
+            .await;
+            this.metrics.instances_in_flight(-1);
+            let peak = store.data().limiter.peak as u64;
+            let failure = match result {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(error))) | Ok(Err(error)) => Some(classify(&error, store.data())),
+                Err(_elapsed) => Some(timeout_failure()),
+            };
+            task_meter.finish(failure.as_ref().map_or(Outcome::Success, |f| f.outcome), peak, true);
+            failure
+        });
+
+        match receiver.await {
+            Ok(result) => result,
+            Err(_) => {
+                drop(meter);
+                match task.await {
+                    Ok(Some(failure)) => Err(failure),
+                    Ok(None) => Err(Failure::new(Outcome::NoResponse, "the function returned without a response")),
+                    Err(error) => Err(Failure::new(Outcome::Internal, format!("the invocation task failed: {error}"))),
+                }
+            }
+        }
+    }
+}
+
+/// A response body that signals when it is dropped (fully sent or abandoned).
+struct NotifyOnDrop<B> {
+    body: B,
+    _done: oneshot::Sender<()>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for NotifyOnDrop<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -1,0 +1,236 @@
+//! Runs WebAssembly components that export a `wasi:http` handler.
+//!
+//! Layer: runtimes. The only crate that names wasmtime. It implements
+//! `invoke::Executor` (validate + precompile at deploy, load at start-up) and
+//! `invoke::PreparedFunction` (serve one request). It knows nothing of the
+//! store, the gateway or the wire formats: records leave through the
+//! invocation's `Meter`, guest output through a `LogSink`.
+//!
+//! Isolation: by default every request gets a fresh instance from a
+//! pre-linked `InstancePre` in the pooling allocator; instance reuse is an
+//! opt-in per function and never crosses functions or versions.
+
+mod host;
+mod instance;
+
+use domain::{HttpWorld, LogStream};
+use host::{GuestOutput, HostState, OutputTarget};
+use instance::{FunctionInner, Pre};
+use invoke::{Compiled, DeployError, Executor, LoadSpec, LogSink, PreparedFunction, RuntimeMetrics};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of timeouts and of the time
+/// slices after which a running guest yields to other work.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings of the wasm runtime.
+#[derive(Debug, Clone)]
+pub struct WasmConfig {
+    /// Use the pooling allocator (fast instantiation, reserved address space).
+    pub pooling: bool,
+    /// Instances that can exist at once when pooling.
+    pub max_instances: u32,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        Self { pooling: true, max_instances: 1000 }
+    }
+}
+
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    log_sink: Arc<dyn LogSink>,
+    metrics: Arc<dyn RuntimeMetrics>,
+    _ticker: EpochTicker,
+}
+
+fn engine_config(settings: &WasmConfig, pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model_async(true);
+    config.epoch_interruption(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        let instances = settings.max_instances.max(1);
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 4)
+            .total_memories(instances * 2)
+            .total_tables(instances * 4)
+            .total_stacks(instances)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(32)
+            .max_memories_per_module(2)
+            .max_tables_per_module(8)
+            .table_elements(100_000)
+            .max_core_instance_size(4 << 20)
+            .max_memory_size(4 << 30)
+            // Keeping the first pages resident and scanning the page map to
+            // reset only dirty pages measured fastest here.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(Enabled::Auto);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+impl WasmRuntime {
+    pub fn new(
+        settings: WasmConfig,
+        log_sink: Arc<dyn LogSink>,
+        metrics: Arc<dyn RuntimeMetrics>,
+    ) -> anyhow::Result<Self> {
+        let engine = match Engine::new(&engine_config(&settings, settings.pooling)) {
+            Ok(engine) => engine,
+            Err(error) if settings.pooling => {
+                tracing::warn!("pooling allocator unavailable ({error:#}); allocating instances on demand");
+                Engine::new(&engine_config(&settings, false)).map_err(host_error)?
+            }
+            Err(error) => return Err(host_error(error)),
+        };
+        let mut linker = Linker::<HostState>::new(&engine);
+        // Real guests import the whole wasi:cli set, not only the proxy world;
+        // the WasiCtx of each store keeps those capabilities closed.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(host_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(host_error)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(host_error)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(host_error)?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, |state: &mut HostState| {
+            wasmtime_wasi_config::WasiConfig::new(&state.config_vars)
+        })
+        .map_err(host_error)?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self { engine, linker: Arc::new(linker), log_sink, metrics, _ticker: ticker })
+    }
+
+    fn world_of(&self, component: &Component) -> Result<HttpWorld, DeployError> {
+        let mut names = Vec::new();
+        for (name, _) in component.component_type().exports(&self.engine) {
+            if name.starts_with("wasi:http/incoming-handler@0.2.") {
+                return Ok(HttpWorld::P2);
+            }
+            if name.starts_with("wasi:http/handler@0.3.") {
+                return Ok(HttpWorld::P3);
+            }
+            names.push(name.to_owned());
+        }
+        let exports = if names.is_empty() { "nothing".to_owned() } else { names.join(", ") };
+        Err(DeployError::NoHandler(exports))
+    }
+
+    fn pre(&self, component: &Component, world: HttpWorld) -> Result<Pre, DeployError> {
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|error| DeployError::UnsatisfiedImport(format!("{error:#}")))?;
+        match world {
+            HttpWorld::P2 => wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance_pre)
+                .map(Pre::P2)
+                .map_err(|error| DeployError::NoHandler(format!("{error:#}"))),
+            HttpWorld::P3 => wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre)
+                .map(Pre::P3)
+                .map_err(|error| DeployError::NoHandler(format!("{error:#}"))),
+        }
+    }
+}
+
+impl Executor for WasmRuntime {
+    fn engine_key(&self) -> String {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        format!("wasmtime48-{:016x}", hasher.finish())
+    }
+
+    fn compile(&self, code: &[u8]) -> Result<Compiled, DeployError> {
+        if code.is_empty() {
+            return Err(DeployError::Empty);
+        }
+        if code.len() < 8 || &code[..4] != b"\0asm" {
+            return Err(DeployError::NotWasm);
+        }
+        match code[4..8] {
+            [1, 0, 0, 0] => return Err(DeployError::CoreModule),
+            [0x0d, 0, 1, 0] => {}
+            _ => return Err(DeployError::Invalid("unknown WebAssembly binary version".to_owned())),
+        }
+        let component =
+            Component::new(&self.engine, code).map_err(|error| DeployError::Invalid(format!("{error:#}")))?;
+        let world = self.world_of(&component)?;
+        self.pre(&component, world)?;
+        let precompiled = component.serialize().map_err(|error| DeployError::Invalid(format!("{error:#}")))?;
+        Ok(Compiled { world, precompiled })
+    }
+
+    fn load(&self, spec: LoadSpec) -> Result<Arc<dyn PreparedFunction>, String> {
+        // SAFETY: the file was written by `compile` through `Component::serialize`
+        // with this engine's settings (its name carries `engine_key`), and it
+        // lives in wok's own data directory, which guests and users cannot
+        // write. wasmtime additionally checks its header and compatibility hash.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize_file(&self.engine, &spec.precompiled) }
+            .map_err(|error| format!("{error:#}"))?;
+        let pre = self.pre(&component, spec.world).map_err(|error| error.to_string())?;
+        let target = Arc::new(OutputTarget {
+            sink: self.log_sink.clone(),
+            project: spec.project.clone(),
+            function: spec.function.clone(),
+            invocation: Mutex::new(domain::InvocationId(String::new())),
+        });
+        let inner = FunctionInner::new(
+            self.engine.clone(),
+            pre,
+            spec,
+            GuestOutput { target: target.clone(), stream: LogStream::Stdout },
+            GuestOutput { target, stream: LogStream::Stderr },
+            self.metrics.clone(),
+        );
+        Ok(Arc::new(instance::WasmFunction(Arc::new(inner))))
+    }
+}
+
+fn host_error(error: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{error:#}")
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own;
+/// stopped and joined on drop.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("wok-epoch".to_owned())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

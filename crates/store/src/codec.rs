@@ -1,0 +1,62 @@
+//! The JSON form a function's configuration is stored in. Private to the
+//! store: it is a storage format, not the public API.
+use domain::{ByteSize, FunctionConfig, Isolation, Limits, ReuseLimits};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub fn config_to_json(config: &FunctionConfig) -> String {
+    let limits = &config.limits;
+    let isolation = match &config.isolation {
+        Isolation::Fresh => json!({"mode": "fresh"}),
+        Isolation::Reuse(reuse) => json!({
+            "mode": "reuse",
+            "max_requests": reuse.max_requests,
+            "max_concurrent": reuse.max_concurrent,
+            "idle_timeout_ms": reuse.idle_timeout.as_millis() as u64,
+        }),
+    };
+    json!({
+        "memory": limits.memory.bytes(),
+        "timeout_ms": limits.timeout.as_millis() as u64,
+        "max_concurrency": limits.max_concurrency,
+        "max_queue": limits.max_queue,
+        "max_request_body": limits.max_request_body.bytes(),
+        "max_response_body": limits.max_response_body.bytes(),
+        "env": config.env,
+        "allowed_outbound_hosts": config.allowed_outbound_hosts,
+        "isolation": isolation,
+    })
+    .to_string()
+}
+
+pub fn config_from_json(text: &str) -> Result<FunctionConfig, String> {
+    let value: Value = serde_json::from_str(text).map_err(|error| error.to_string())?;
+    let number = |key: &str| value[key].as_u64().ok_or_else(|| format!("config field {key} is missing"));
+    let env = serde_json::from_value::<Vec<(String, String)>>(value["env"].clone()).map_err(|e| e.to_string())?;
+    let allowed_outbound_hosts =
+        serde_json::from_value::<Vec<String>>(value["allowed_outbound_hosts"].clone()).map_err(|e| e.to_string())?;
+    let isolation = match value["isolation"]["mode"].as_str() {
+        Some("reuse") => {
+            let reuse = &value["isolation"];
+            Isolation::Reuse(ReuseLimits {
+                max_requests: reuse["max_requests"].as_u64().unwrap_or(1) as u32,
+                max_concurrent: reuse["max_concurrent"].as_u64().unwrap_or(1) as u32,
+                idle_timeout: Duration::from_millis(reuse["idle_timeout_ms"].as_u64().unwrap_or(0)),
+            })
+        }
+        _ => Isolation::Fresh,
+    };
+    Ok(FunctionConfig {
+        limits: Limits {
+            memory: ByteSize(number("memory")?),
+            timeout: Duration::from_millis(number("timeout_ms")?),
+            max_concurrency: number("max_concurrency")? as u32,
+            max_queue: number("max_queue")? as u32,
+            max_request_body: ByteSize(number("max_request_body")?),
+            max_response_body: ByteSize(number("max_response_body")?),
+        },
+        env,
+        allowed_outbound_hosts,
+        isolation,
+    })
+}

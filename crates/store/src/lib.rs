@@ -1,0 +1,90 @@
+//! Durable metadata: functions and their immutable versions, invocation
+//! records, and guest log lines.
+//!
+//! Layer: engines. Knows SQLite (the embedded backend) and nothing of HTTP or
+//! wasm. Every call names its project; there is no query across projects.
+//! Calls block: async callers run them on `spawn_blocking`.
+
+mod codec;
+mod sqlite;
+
+pub use domain::HttpWorld;
+pub use sqlite::SqliteStore;
+
+use domain::{
+    FunctionConfig, FunctionName, InvocationRecord, LogLine, ProjectId, UnixMillis, Usage, UsageFilter,
+};
+
+/// One immutable deployed version of a function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionVersion {
+    pub project: ProjectId,
+    pub function: FunctionName,
+    pub version: u32,
+    /// Content hash of the uploaded component (hex sha256).
+    pub artifact: String,
+    pub size_bytes: u64,
+    pub world: HttpWorld,
+    pub config: FunctionConfig,
+    pub created_at: UnixMillis,
+}
+
+/// What a deploy stores besides the bytes.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub artifact: String,
+    pub size_bytes: u64,
+    pub world: HttpWorld,
+    pub config: FunctionConfig,
+}
+
+/// A stored log line with its position, for paging and following.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLogLine {
+    pub seq: i64,
+    pub line: LogLine,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("function {0:?} does not exist")]
+    NoSuchFunction(String),
+    #[error("function {function:?} has no version {version}")]
+    NoSuchVersion { function: String, version: u32 },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+}
+
+/// The metadata store contract. SQLite implements it now; PostgreSQL later
+/// must pass the same contract tests (`tests/it`).
+pub trait MetaStore: Send + Sync + 'static {
+    /// Adds a new version and makes it current, in one transaction.
+    fn create_version(&self, project: &ProjectId, function: &FunctionName, new: NewVersion)
+    -> Result<FunctionVersion, StoreError>;
+    /// Makes an existing version current again.
+    fn set_current(&self, project: &ProjectId, function: &FunctionName, version: u32)
+    -> Result<FunctionVersion, StoreError>;
+    fn current(&self, project: &ProjectId, function: &FunctionName) -> Result<Option<FunctionVersion>, StoreError>;
+    fn versions(&self, project: &ProjectId, function: &FunctionName) -> Result<Vec<FunctionVersion>, StoreError>;
+    /// The current version of every live function of the project.
+    fn list(&self, project: &ProjectId) -> Result<Vec<FunctionVersion>, StoreError>;
+    /// Removes a function; its records and logs stay. Returns whether it existed.
+    fn remove(&self, project: &ProjectId, function: &FunctionName) -> Result<bool, StoreError>;
+    /// Projects that have any live function.
+    fn projects(&self) -> Result<Vec<ProjectId>, StoreError>;
+
+    /// Appends records in one transaction.
+    fn insert_records(&self, records: &[InvocationRecord]) -> Result<(), StoreError>;
+    /// Records of a project, newest first.
+    fn records(&self, project: &ProjectId, filter: &UsageFilter, limit: u32)
+    -> Result<Vec<InvocationRecord>, StoreError>;
+    /// Exact sums over the records the filter selects.
+    fn usage(&self, project: &ProjectId, filter: &UsageFilter) -> Result<Usage, StoreError>;
+
+    fn insert_logs(&self, lines: &[LogLine]) -> Result<(), StoreError>;
+    /// Log lines of a function after position `after`, oldest first.
+    fn logs(&self, project: &ProjectId, function: &FunctionName, after: i64, limit: u32)
+    -> Result<Vec<StoredLogLine>, StoreError>;
+}

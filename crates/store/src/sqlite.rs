@@ -1,0 +1,441 @@
+use crate::codec::{config_from_json, config_to_json};
+use crate::{FunctionVersion, MetaStore, NewVersion, StoreError, StoredLogLine};
+use domain::{
+    FunctionName, HttpWorld, InvocationId, InvocationRecord, LogLine, LogStream, Outcome, ProjectId, Usage, UsageFilter,
+    now_millis,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// The embedded store: one SQLite file in WAL mode with `synchronous=FULL`,
+/// so an acknowledged write survives a crash or power loss.
+pub struct SqliteStore {
+    connection: Mutex<Connection>,
+}
+
+const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS functions (
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    current_version INTEGER,
+    last_version INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (project, name)
+);
+CREATE TABLE IF NOT EXISTS versions (
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    artifact TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    world TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (project, name, version)
+);
+CREATE TABLE IF NOT EXISTS invocations (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    function TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    trigger TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    billed_ms INTEGER NOT NULL,
+    memory_mib INTEGER NOT NULL,
+    peak_memory_bytes INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    cold INTEGER NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invocations_by_start ON invocations (project, start);
+CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (project, function, start);
+CREATE TABLE IF NOT EXISTS logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    project TEXT NOT NULL,
+    function TEXT NOT NULL,
+    invocation TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_function ON logs (project, function, seq);
+";
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let connection = Connection::open(path)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(Self { connection: Mutex::new(connection) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions
+        // roll back on drop), so a poisoned lock is still usable.
+        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+const VERSION_COLUMNS: &str = "project, name, version, artifact, size_bytes, world, config, created_at";
+
+fn version_from_row(row: &Row<'_>) -> rusqlite::Result<Result<FunctionVersion, StoreError>> {
+    let project: String = row.get(0)?;
+    let name: String = row.get(1)?;
+    let world: String = row.get(5)?;
+    let config: String = row.get(6)?;
+    let version = (|| {
+        Ok(FunctionVersion {
+            project: ProjectId::new(project).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            function: FunctionName::new(name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            version: row.get::<_, u32>(2)?,
+            artifact: row.get(3)?,
+            size_bytes: row.get::<_, i64>(4)? as u64,
+            world: match world.as_str() {
+                "p3" => HttpWorld::P3,
+                _ => HttpWorld::P2,
+            },
+            config: config_from_json(&config).map_err(StoreError::Corrupt)?,
+            created_at: row.get(7)?,
+        })
+    })();
+    Ok(version)
+}
+
+fn world_column(world: HttpWorld) -> &'static str {
+    match world {
+        HttpWorld::P2 => "p2",
+        HttpWorld::P3 => "p3",
+    }
+}
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InvocationRecord, StoreError>> {
+    let project: String = row.get(1)?;
+    let function: String = row.get(2)?;
+    let outcome: String = row.get(10)?;
+    let record = (|| {
+        Ok(InvocationRecord {
+            id: InvocationId(row.get(0)?),
+            project: ProjectId::new(project).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            function: FunctionName::new(function).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            version: row.get(3)?,
+            trigger: row.get(4)?,
+            start: row.get(5)?,
+            duration_us: row.get::<_, i64>(6)? as u64,
+            billed_ms: row.get::<_, i64>(7)? as u64,
+            memory_mib: row.get::<_, i64>(8)? as u64,
+            peak_memory_bytes: row.get::<_, i64>(9)? as u64,
+            outcome: Outcome::from_code(&outcome).ok_or_else(|| StoreError::Corrupt(format!("outcome {outcome}")))?,
+            cold: row.get(11)?,
+            bytes_in: row.get::<_, i64>(12)? as u64,
+            bytes_out: row.get::<_, i64>(13)? as u64,
+        })
+    })();
+    Ok(record)
+}
+
+/// The WHERE clause and its parameters for a usage filter.
+fn filter_clause(project: &ProjectId, filter: &UsageFilter) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut clause = String::from("project = ?");
+    let mut values = vec![Value::Text(project.to_string())];
+    if let Some(since) = filter.since {
+        clause.push_str(" AND start >= ?");
+        values.push(Value::Integer(since));
+    }
+    if let Some(until) = filter.until {
+        clause.push_str(" AND start < ?");
+        values.push(Value::Integer(until));
+    }
+    if let Some(function) = &filter.function {
+        clause.push_str(" AND function = ?");
+        values.push(Value::Text(function.to_string()));
+    }
+    (clause, values)
+}
+
+impl MetaStore for SqliteStore {
+    fn create_version(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        new: NewVersion,
+    ) -> Result<FunctionVersion, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let now = now_millis();
+        let last: Option<u32> = transaction
+            .query_row(
+                "SELECT last_version FROM functions WHERE project = ? AND name = ?",
+                params![project.as_str(), function.as_str()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let version = last.unwrap_or(0) + 1;
+        transaction.execute(
+            &format!("INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+            params![
+                project.as_str(),
+                function.as_str(),
+                version,
+                new.artifact,
+                new.size_bytes as i64,
+                world_column(new.world),
+                config_to_json(&new.config),
+                now
+            ],
+        )?;
+        transaction.execute(
+            "INSERT INTO functions (project, name, current_version, last_version, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?3, ?4, ?4)
+             ON CONFLICT (project, name) DO UPDATE SET current_version = ?3, last_version = ?3, updated_at = ?4",
+            params![project.as_str(), function.as_str(), version, now],
+        )?;
+        transaction.commit()?;
+        Ok(FunctionVersion {
+            project: project.clone(),
+            function: function.clone(),
+            version,
+            artifact: new.artifact,
+            size_bytes: new.size_bytes,
+            world: new.world,
+            config: new.config,
+            created_at: now,
+        })
+    }
+
+    fn set_current(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        version: u32,
+    ) -> Result<FunctionVersion, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let live: Option<Option<u32>> = transaction
+            .query_row(
+                "SELECT current_version FROM functions WHERE project = ? AND name = ?",
+                params![project.as_str(), function.as_str()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if !matches!(live, Some(Some(_))) {
+            return Err(StoreError::NoSuchFunction(function.to_string()));
+        }
+        let stored = transaction
+            .query_row(
+                &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE project = ? AND name = ? AND version = ?"),
+                params![project.as_str(), function.as_str(), version],
+                version_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NoSuchVersion { function: function.to_string(), version })??;
+        transaction.execute(
+            "UPDATE functions SET current_version = ?, updated_at = ? WHERE project = ? AND name = ?",
+            params![version, now_millis(), project.as_str(), function.as_str()],
+        )?;
+        transaction.commit()?;
+        Ok(stored)
+    }
+
+    fn current(&self, project: &ProjectId, function: &FunctionName) -> Result<Option<FunctionVersion>, StoreError> {
+        let connection = self.lock();
+        let version = connection
+            .query_row(
+                "SELECT v.project, v.name, v.version, v.artifact, v.size_bytes, v.world, v.config, v.created_at
+                 FROM functions f JOIN versions v
+                   ON v.project = f.project AND v.name = f.name AND v.version = f.current_version
+                 WHERE f.project = ? AND f.name = ?",
+                params![project.as_str(), function.as_str()],
+                version_from_row,
+            )
+            .optional()?;
+        version.transpose()
+    }
+
+    fn versions(&self, project: &ProjectId, function: &FunctionName) -> Result<Vec<FunctionVersion>, StoreError> {
+        let connection = self.lock();
+        let live: Option<Option<u32>> = connection
+            .query_row(
+                "SELECT current_version FROM functions WHERE project = ? AND name = ?",
+                params![project.as_str(), function.as_str()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if !matches!(live, Some(Some(_))) {
+            return Err(StoreError::NoSuchFunction(function.to_string()));
+        }
+        let mut statement = connection.prepare(&format!(
+            "SELECT {VERSION_COLUMNS} FROM versions WHERE project = ? AND name = ? ORDER BY version"
+        ))?;
+        let rows = statement.query_map(params![project.as_str(), function.as_str()], version_from_row)?;
+        rows.map(|row| row?).collect()
+    }
+
+    fn list(&self, project: &ProjectId) -> Result<Vec<FunctionVersion>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT v.project, v.name, v.version, v.artifact, v.size_bytes, v.world, v.config, v.created_at
+             FROM functions f JOIN versions v
+               ON v.project = f.project AND v.name = f.name AND v.version = f.current_version
+             WHERE f.project = ? ORDER BY f.name",
+        )?;
+        let rows = statement.query_map(params![project.as_str()], version_from_row)?;
+        rows.map(|row| row?).collect()
+    }
+
+    fn remove(&self, project: &ProjectId, function: &FunctionName) -> Result<bool, StoreError> {
+        // The row stays with no current version so that version numbers keep
+        // increasing if the name is deployed again: records stay unambiguous.
+        let changed = self.lock().execute(
+            "UPDATE functions SET current_version = NULL, updated_at = ?
+             WHERE project = ? AND name = ? AND current_version IS NOT NULL",
+            params![now_millis(), project.as_str(), function.as_str()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn projects(&self) -> Result<Vec<ProjectId>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare("SELECT DISTINCT project FROM functions WHERE current_version IS NOT NULL ORDER BY project")?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+        rows.map(|row| ProjectId::new(row?).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
+    }
+
+    fn insert_records(&self, records: &[InvocationRecord]) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        {
+            let mut statement = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO invocations (id, project, function, version, trigger, start, duration_us,
+                   billed_ms, memory_mib, peak_memory_bytes, outcome, cold, bytes_in, bytes_out)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?;
+            for record in records {
+                statement.execute(params![
+                    record.id.0,
+                    record.project.as_str(),
+                    record.function.as_str(),
+                    record.version,
+                    record.trigger,
+                    record.start,
+                    record.duration_us as i64,
+                    record.billed_ms as i64,
+                    record.memory_mib as i64,
+                    record.peak_memory_bytes as i64,
+                    record.outcome.code(),
+                    record.cold,
+                    record.bytes_in as i64,
+                    record.bytes_out as i64,
+                ])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn records(
+        &self,
+        project: &ProjectId,
+        filter: &UsageFilter,
+        limit: u32,
+    ) -> Result<Vec<InvocationRecord>, StoreError> {
+        let (clause, mut values) = filter_clause(project, filter);
+        values.push(rusqlite::types::Value::Integer(limit as i64));
+        let connection = self.lock();
+        let mut statement = connection.prepare(&format!(
+            "SELECT id, project, function, version, trigger, start, duration_us, billed_ms, memory_mib,
+                    peak_memory_bytes, outcome, cold, bytes_in, bytes_out
+             FROM invocations WHERE {clause} ORDER BY start DESC, id DESC LIMIT ?"
+        ))?;
+        let rows = statement.query_map(rusqlite::params_from_iter(values), record_from_row)?;
+        rows.map(|row| row?).collect()
+    }
+
+    fn usage(&self, project: &ProjectId, filter: &UsageFilter) -> Result<Usage, StoreError> {
+        let (clause, values) = filter_clause(project, filter);
+        let errors = Outcome::ALL
+            .iter()
+            .filter(|outcome| outcome.is_error())
+            .map(|outcome| format!("'{}'", outcome.code()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let connection = self.lock();
+        // Integer sums in SQLite are exact (it raises an error on overflow).
+        let usage = connection.query_row(
+            &format!(
+                "SELECT COUNT(*), COALESCE(SUM(outcome IN ({errors})), 0), COALESCE(SUM(billed_ms), 0),
+                        COALESCE(SUM(billed_ms * memory_mib), 0)
+                 FROM invocations WHERE {clause}"
+            ),
+            rusqlite::params_from_iter(values),
+            |row| {
+                Ok(Usage {
+                    requests: row.get::<_, i64>(0)? as u64,
+                    errors: row.get::<_, i64>(1)? as u64,
+                    billed_ms: row.get::<_, i64>(2)? as u64,
+                    mib_ms: row.get::<_, i64>(3)? as u64,
+                })
+            },
+        )?;
+        Ok(usage)
+    }
+
+    fn insert_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        {
+            let mut statement = transaction.prepare_cached(
+                "INSERT INTO logs (project, function, invocation, time, stream, line) VALUES (?, ?, ?, ?, ?, ?)",
+            )?;
+            for line in lines {
+                statement.execute(params![
+                    line.project.as_str(),
+                    line.function.as_str(),
+                    line.invocation.0,
+                    line.time,
+                    line.stream.as_str(),
+                    line.line,
+                ])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn logs(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredLogLine>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT seq, invocation, time, stream, line FROM logs
+             WHERE project = ? AND function = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )?;
+        let rows = statement.query_map(params![project.as_str(), function.as_str(), after, limit], |row| {
+            let stream: String = row.get(3)?;
+            Ok(StoredLogLine {
+                seq: row.get(0)?,
+                line: LogLine {
+                    project: project.clone(),
+                    function: function.clone(),
+                    invocation: InvocationId(row.get(1)?),
+                    time: row.get(2)?,
+                    stream: if stream == "stderr" { LogStream::Stderr } else { LogStream::Stdout },
+                    line: row.get(4)?,
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
