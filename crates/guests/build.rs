@@ -13,11 +13,21 @@ fn main() {
     let programs = manifest_dir.join("programs");
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
-    let target_dir = out_dir.ancestors().nth(4).expect("OUT_DIR has the usual shape").join("guests");
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .expect("OUT_DIR has the usual shape")
+        .join("guests");
 
     let members = members(&programs);
-    println!("cargo:rerun-if-changed={}", programs.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", programs.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        programs.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        programs.join("Cargo.lock").display()
+    );
     for member in &members {
         println!("cargo:rerun-if-changed={}", programs.join(member).display());
     }
@@ -34,11 +44,22 @@ fn main() {
         .arg(&target_dir)
         .current_dir(&programs);
     // The host's flags and target settings must not leak into the guest build.
-    for variable in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"] {
+    for variable in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         command.env_remove(variable);
     }
-    let status = command.status().expect("cargo can be started for the guest build");
-    assert!(status.success(), "building the test guests for wasm32-wasip2 failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)");
+    let status = command
+        .status()
+        .expect("cargo can be started for the guest build");
+    assert!(
+        status.success(),
+        "building the test guests for wasm32-wasip2 failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"
+    );
 
     let artifacts = target_dir.join("wasm32-wasip2").join("release");
     let mut generated = String::new();
@@ -49,10 +70,19 @@ fn main() {
         if !path.exists() {
             path = artifacts.join(format!("{file_stem}.wasm"));
         }
-        assert!(path.exists(), "guest {member} was built but {} is missing", path.display());
+        assert!(
+            path.exists(),
+            "guest {member} was built but {} is missing",
+            path.display()
+        );
         let constant = file_stem.to_uppercase();
         writeln!(generated, "/// The `{member}` test guest component.").unwrap();
-        writeln!(generated, "pub const {constant}: &str = {:?};", path.display().to_string()).unwrap();
+        writeln!(
+            generated,
+            "pub const {constant}: &str = {:?};",
+            path.display().to_string()
+        )
+        .unwrap();
         writeln!(all, "    ({member:?}, {constant}),").unwrap();
     }
     all.push_str("];\n");

@@ -1,1 +1,113 @@
-//! api-types
+//! The JSON shapes of the control API, shared by the gateway and the CLI.
+//!
+//! Layer: front. Plain serde types; no behaviour, no internal crates.
+
+use serde::{Deserialize, Serialize};
+
+/// Every error body: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// One function version as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionInfo {
+    pub project: String,
+    pub name: String,
+    pub version: u32,
+    /// `wasi:http@0.2` or `wasi:http@0.3`.
+    pub world: String,
+    /// sha256 of the uploaded component.
+    pub artifact: String,
+    pub size_bytes: u64,
+    pub memory: String,
+    pub timeout_ms: u64,
+    pub max_concurrency: u32,
+    pub max_queue: u32,
+    pub env_keys: Vec<String>,
+    pub allowed_outbound_hosts: Vec<String>,
+    /// `fresh` or `reuse`.
+    pub isolation: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Where the function answers, relative to the server.
+    pub url_path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionList {
+    pub functions: Vec<FunctionInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VersionList {
+    /// The version requests are served by.
+    pub current: u32,
+    pub versions: Vec<FunctionInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RollbackRequest {
+    pub version: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Usage {
+    pub requests: u64,
+    pub errors: u64,
+    pub billed_ms: u64,
+    /// Exact: the sum over records of billed milliseconds times configured MiB.
+    pub mib_milliseconds: u64,
+    /// Derived from `mib_milliseconds` (1 GB = 1024 MiB).
+    pub gb_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InvocationRecord {
+    pub id: String,
+    pub project: String,
+    pub function: String,
+    pub version: u32,
+    pub trigger: String,
+    /// Unix milliseconds.
+    pub start: i64,
+    pub duration_us: u64,
+    pub billed_ms: u64,
+    pub memory_mib: u64,
+    pub peak_memory_bytes: u64,
+    pub outcome: String,
+    pub cold: bool,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InvocationList {
+    pub invocations: Vec<InvocationRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    /// Position, for `?after=`.
+    pub seq: i64,
+    pub invocation: String,
+    /// Unix milliseconds.
+    pub time: i64,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogPage {
+    pub lines: Vec<LogLine>,
+    /// Pass as `?after=` to get what follows.
+    pub next: i64,
+}

@@ -14,7 +14,11 @@ pub enum BlobError {
     #[error("artifact {0} is missing")]
     Missing(String),
     #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 /// Files under one directory: `artifacts/<sha256>.wasm` and
@@ -26,7 +30,11 @@ pub struct ArtifactStore {
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BlobError {
     let path = path.to_owned();
-    move |source| BlobError::Io { action, path, source }
+    move |source| BlobError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// The hex sha256 of `bytes`, the name an artifact is stored under.
@@ -40,7 +48,9 @@ impl ArtifactStore {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
         }
-        Ok(Self { root: root.to_owned() })
+        Ok(Self {
+            root: root.to_owned(),
+        })
     }
 
     pub fn artifact_path(&self, hash: &str) -> PathBuf {
@@ -48,7 +58,9 @@ impl ArtifactStore {
     }
 
     pub fn compiled_path(&self, hash: &str, engine_key: &str) -> PathBuf {
-        self.root.join("compiled").join(format!("{hash}-{engine_key}.cwasm"))
+        self.root
+            .join("compiled")
+            .join(format!("{hash}-{engine_key}.cwasm"))
     }
 
     /// Stores an uploaded component under its content hash; returns the hash.
@@ -65,12 +77,21 @@ impl ArtifactStore {
         let path = self.artifact_path(hash);
         fs::read(&path).map_err(|error| match error.kind() {
             io::ErrorKind::NotFound => BlobError::Missing(hash.to_owned()),
-            _ => BlobError::Io { action: "reading", path: path.clone(), source: error },
+            _ => BlobError::Io {
+                action: "reading",
+                path: path.clone(),
+                source: error,
+            },
         })
     }
 
     /// Stores a precompiled artifact for one engine configuration.
-    pub fn put_compiled(&self, hash: &str, engine_key: &str, bytes: &[u8]) -> Result<PathBuf, BlobError> {
+    pub fn put_compiled(
+        &self,
+        hash: &str,
+        engine_key: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf, BlobError> {
         let path = self.compiled_path(hash, engine_key);
         self.write_atomically(&path, bytes)?;
         Ok(path)
@@ -78,13 +99,23 @@ impl ArtifactStore {
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), BlobError> {
         let tmp_dir = self.root.join("tmp");
-        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io_error("creating a file in", &tmp_dir))?;
-        tmp.write_all(bytes).map_err(io_error("writing", tmp.path()))?;
-        tmp.as_file().sync_all().map_err(io_error("syncing", path))?;
-        tmp.persist(path).map_err(|error| BlobError::Io { action: "renaming into", path: path.to_owned(), source: error.error })?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+            .map_err(io_error("creating a file in", &tmp_dir))?;
+        tmp.write_all(bytes)
+            .map_err(io_error("writing", tmp.path()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_error("syncing", path))?;
+        tmp.persist(path).map_err(|error| BlobError::Io {
+            action: "renaming into",
+            path: path.to_owned(),
+            source: error.error,
+        })?;
         if let Some(parent) = path.parent() {
             // The rename is durable once the directory entry is.
-            File::open(parent).and_then(|dir| dir.sync_all()).map_err(io_error("syncing", parent))?;
+            File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io_error("syncing", parent))?;
         }
         Ok(())
     }
@@ -102,7 +133,16 @@ mod tests {
         assert_eq!(hash, content_hash(b"component bytes"));
         assert_eq!(store.put_artifact(b"component bytes").unwrap(), hash);
         assert_eq!(store.read_artifact(&hash).unwrap(), b"component bytes");
-        assert!(matches!(store.read_artifact("0000"), Err(BlobError::Missing(_))));
-        assert!(fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none(), "no temporary file is left");
+        assert!(matches!(
+            store.read_artifact("0000"),
+            Err(BlobError::Missing(_))
+        ));
+        assert!(
+            fs::read_dir(dir.path().join("tmp"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "no temporary file is left"
+        );
     }
 }

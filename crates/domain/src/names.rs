@@ -6,8 +6,14 @@ pub enum NameError {
     #[error("{kind} name must not be empty")]
     Empty { kind: &'static str },
     #[error("{kind} name {name:?} is longer than {max} characters")]
-    TooLong { kind: &'static str, name: String, max: usize },
-    #[error("{kind} name {name:?} may only contain lowercase letters, digits and '-', and must start with a letter or digit")]
+    TooLong {
+        kind: &'static str,
+        name: String,
+        max: usize,
+    },
+    #[error(
+        "{kind} name {name:?} may only contain lowercase letters, digits and '-', and must start with a letter or digit"
+    )]
     InvalidCharacters { kind: &'static str, name: String },
 }
 
@@ -16,13 +22,22 @@ fn validate(kind: &'static str, name: &str, max: usize) -> Result<(), NameError>
         return Err(NameError::Empty { kind });
     }
     if name.len() > max {
-        return Err(NameError::TooLong { kind, name: name.to_owned(), max });
+        return Err(NameError::TooLong {
+            kind,
+            name: name.to_owned(),
+            max,
+        });
     }
     let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !first_ok || !rest_ok {
-        return Err(NameError::InvalidCharacters { kind, name: name.to_owned() });
+        return Err(NameError::InvalidCharacters {
+            kind,
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -94,10 +109,25 @@ mod tests {
     fn function_names_follow_dns_label_rules() {
         assert!(FunctionName::new("hello-world2").is_ok());
         assert!(FunctionName::new("9lives").is_ok());
-        assert_eq!(FunctionName::new(""), Err(NameError::Empty { kind: "function" }));
-        assert!(matches!(FunctionName::new("-x"), Err(NameError::InvalidCharacters { .. })));
-        assert!(matches!(FunctionName::new("Hello"), Err(NameError::InvalidCharacters { .. })));
-        assert!(matches!(FunctionName::new("a/b"), Err(NameError::InvalidCharacters { .. })));
-        assert!(matches!(FunctionName::new("a".repeat(64)), Err(NameError::TooLong { .. })));
+        assert_eq!(
+            FunctionName::new(""),
+            Err(NameError::Empty { kind: "function" })
+        );
+        assert!(matches!(
+            FunctionName::new("-x"),
+            Err(NameError::InvalidCharacters { .. })
+        ));
+        assert!(matches!(
+            FunctionName::new("Hello"),
+            Err(NameError::InvalidCharacters { .. })
+        ));
+        assert!(matches!(
+            FunctionName::new("a/b"),
+            Err(NameError::InvalidCharacters { .. })
+        ));
+        assert!(matches!(
+            FunctionName::new("a".repeat(64)),
+            Err(NameError::TooLong { .. })
+        ));
     }
 }

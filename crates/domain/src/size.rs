@@ -27,12 +27,16 @@ impl ByteSize {
 
     pub fn parse(text: &str) -> Result<Self, SizeError> {
         let trimmed = text.trim();
-        let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
         let (digits, unit) = trimmed.split_at(split);
         if digits.is_empty() {
             return Err(SizeError::Invalid(text.to_owned()));
         }
-        let number: u64 = digits.parse().map_err(|_| SizeError::Overflow(text.to_owned()))?;
+        let number: u64 = digits
+            .parse()
+            .map_err(|_| SizeError::Overflow(text.to_owned()))?;
         let multiplier = match unit.trim() {
             "" | "B" => 1,
             "KiB" | "Ki" => Self::KIB,
@@ -43,7 +47,10 @@ impl ByteSize {
             "GB" | "G" => 1000 * 1000 * 1000,
             _ => return Err(SizeError::Invalid(text.to_owned())),
         };
-        number.checked_mul(multiplier).map(Self).ok_or_else(|| SizeError::Overflow(text.to_owned()))
+        number
+            .checked_mul(multiplier)
+            .map(Self)
+            .ok_or_else(|| SizeError::Overflow(text.to_owned()))
     }
 }
 
@@ -76,9 +83,18 @@ mod tests {
         assert_eq!(ByteSize::parse("1GiB"), Ok(ByteSize(1 << 30)));
         assert_eq!(ByteSize::parse("4096"), Ok(ByteSize(4096)));
         assert_eq!(ByteSize::parse("10MB"), Ok(ByteSize(10_000_000)));
-        assert!(matches!(ByteSize::parse("lots"), Err(SizeError::Invalid(_))));
-        assert!(matches!(ByteSize::parse("12XB"), Err(SizeError::Invalid(_))));
-        assert!(matches!(ByteSize::parse("99999999999GiB"), Err(SizeError::Overflow(_))));
+        assert!(matches!(
+            ByteSize::parse("lots"),
+            Err(SizeError::Invalid(_))
+        ));
+        assert!(matches!(
+            ByteSize::parse("12XB"),
+            Err(SizeError::Invalid(_))
+        ));
+        assert!(matches!(
+            ByteSize::parse("99999999999GiB"),
+            Err(SizeError::Overflow(_))
+        ));
     }
 
     #[test]

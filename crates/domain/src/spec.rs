@@ -4,7 +4,9 @@ use std::time::Duration;
 /// A deploy setting that is out of range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
-    #[error("memory limit {0} is out of range: it must be a whole number of MiB between 1MiB and 4GiB")]
+    #[error(
+        "memory limit {0} is out of range: it must be a whole number of MiB between 1MiB and 4GiB"
+    )]
     Memory(ByteSize),
     #[error("timeout {0:?} is out of range: it must be between 1ms and 15m")]
     Timeout(Duration),
@@ -12,9 +14,13 @@ pub enum SpecError {
     Concurrency(u32),
     #[error("max queue {0} is out of range: it must be between 0 and 100000")]
     Queue(u32),
-    #[error("environment variable name {0:?} is invalid: it must be non-empty and contain no '=' or NUL")]
+    #[error(
+        "environment variable name {0:?} is invalid: it must be non-empty and contain no '=' or NUL"
+    )]
     EnvName(String),
-    #[error("outbound host {0:?} is invalid: use HOST or HOST:PORT, optionally with a leading '*.'")]
+    #[error(
+        "outbound host {0:?} is invalid: use HOST or HOST:PORT, optionally with a leading '*.'"
+    )]
     OutboundHost(String),
     #[error("instance reuse needs max requests per instance of at least 1")]
     ReuseRequests,
@@ -141,7 +147,9 @@ impl FunctionConfig {
         for host in &self.allowed_outbound_hosts {
             let bare = host.strip_prefix("*.").unwrap_or(host);
             let valid = !bare.is_empty()
-                && bare.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+                && bare
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
             if !valid {
                 return Err(SpecError::OutboundHost(host.clone()));
             }
@@ -159,12 +167,20 @@ impl FunctionConfig {
 
     /// Whether outbound HTTP may reach `authority` (`host` or `host:port`).
     pub fn allows_outbound(&self, authority: &str) -> bool {
-        let host = authority.rsplit_once(':').map_or(authority, |(host, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) { host } else { authority }
-        });
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, port)| {
+                if port.chars().all(|c| c.is_ascii_digit()) {
+                    host
+                } else {
+                    authority
+                }
+            });
         self.allowed_outbound_hosts.iter().any(|allowed| {
             if let Some(suffix) = allowed.strip_prefix("*.") {
-                host.len() > suffix.len() && host.ends_with(suffix) && host[..host.len() - suffix.len()].ends_with('.')
+                host.len() > suffix.len()
+                    && host.ends_with(suffix)
+                    && host[..host.len() - suffix.len()].ends_with('.')
             } else {
                 allowed.eq_ignore_ascii_case(authority) || allowed.eq_ignore_ascii_case(host)
             }

@@ -17,13 +17,19 @@ pub struct Permit {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmissionError {
-    #[error("{running} invocations are running and {waiting} are waiting, the most this function allows")]
+    #[error(
+        "{running} invocations are running and {waiting} are waiting, the most this function allows"
+    )]
     Overloaded { running: u32, waiting: u32 },
 }
 
 impl Admission {
     pub fn new(max_concurrency: u32, max_queue: u32) -> Self {
-        Self { slots: Arc::new(Semaphore::new(max_concurrency as usize)), waiting: AtomicU32::new(0), max_queue }
+        Self {
+            slots: Arc::new(Semaphore::new(max_concurrency as usize)),
+            waiting: AtomicU32::new(0),
+            max_queue,
+        }
     }
 
     pub async fn admit(&self, max_concurrency: u32) -> Result<Permit, AdmissionError> {
@@ -33,7 +39,10 @@ impl Admission {
         let waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
         if waiting >= self.max_queue {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(AdmissionError::Overloaded { running: max_concurrency, waiting });
+            return Err(AdmissionError::Overloaded {
+                running: max_concurrency,
+                waiting,
+            });
         }
         // Decrement the queue count even if the caller gives up while waiting.
         struct Waiting<'a>(&'a AtomicU32);
@@ -43,7 +52,12 @@ impl Admission {
             }
         }
         let _waiting = Waiting(&self.waiting);
-        let permit = self.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         Ok(Permit { _permit: permit })
     }
 }

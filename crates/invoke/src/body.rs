@@ -12,11 +12,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn empty_body() -> Body {
-    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn full_body(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,11 +48,23 @@ pub struct BodyTooLarge {
 
 impl<B> CountingBody<B> {
     pub fn request(inner: B, meter: Arc<Meter>, limit: u64) -> Self {
-        Self { inner, meter, direction: Direction::In, seen: 0, limit }
+        Self {
+            inner,
+            meter,
+            direction: Direction::In,
+            seen: 0,
+            limit,
+        }
     }
 
     pub fn response(inner: B, meter: Arc<Meter>, limit: u64) -> Self {
-        Self { inner, meter, direction: Direction::Out, seen: 0, limit }
+        Self {
+            inner,
+            meter,
+            direction: Direction::Out,
+            seen: 0,
+            limit,
+        }
     }
 }
 
@@ -60,7 +76,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -68,7 +87,9 @@ where
                     let len = data.len() as u64;
                     this.seen += len;
                     if this.seen > this.limit {
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: this.limit }))));
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                            limit: this.limit,
+                        }))));
                     }
                     match this.direction {
                         Direction::In => this.meter.add_bytes_in(len),

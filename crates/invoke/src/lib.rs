@@ -38,7 +38,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(outcome: Outcome, message: impl Into<String>) -> Self {
-        Self { outcome, message: message.into() }
+        Self {
+            outcome,
+            message: message.into(),
+        }
     }
 }
 
@@ -49,12 +52,18 @@ pub trait PreparedFunction: Send + Sync + 'static {
     /// Runs the invocation. Resolves with the response head as soon as the
     /// guest produced it; the body streams after. A failure after the head is
     /// reported through the meter and ends the body stream with an error.
-    fn invoke(&self, invocation: Invocation) -> BoxFuture<'static, Result<http::Response<Body>, Failure>>;
+    fn invoke(
+        &self,
+        invocation: Invocation,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, Failure>>;
 
     /// Instances kept warm for reuse right now (0 with fresh instances).
     fn idle_instances(&self) -> usize {
         0
     }
+
+    /// Periodic upkeep: drops instances idle past their timeout.
+    fn maintain(&self) {}
 }
 
 /// Why uploaded code cannot be deployed: the user's mistake, said plainly.
@@ -89,7 +98,6 @@ pub struct Compiled {
 pub struct LoadSpec {
     pub project: ProjectId,
     pub function: FunctionName,
-    pub version: u32,
     pub world: HttpWorld,
     pub config: FunctionConfig,
     /// The precompiled artifact produced by [`Executor::compile`].
@@ -111,7 +119,7 @@ pub trait Executor: Send + Sync + 'static {
 /// What a runtime reports for the platform's metrics.
 pub trait RuntimeMetrics: Send + Sync + 'static {
     /// A new instance was created in `seconds` (a cold start).
-    fn instantiated(&self, function: &FunctionName, seconds: f64);
+    fn instantiated(&self, project: &ProjectId, function: &FunctionName, seconds: f64);
     /// Instances currently serving an invocation changed by `delta`.
     fn instances_in_flight(&self, delta: i64);
 }

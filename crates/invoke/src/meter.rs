@@ -1,5 +1,8 @@
 use crate::Permit;
-use domain::{FunctionName, InvocationId, InvocationRecord, LogLine, Outcome, ProjectId, UnixMillis, now_millis};
+use domain::{
+    FunctionName, InvocationId, InvocationRecord, LogLine, Outcome, ProjectId, UnixMillis,
+    now_millis,
+};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -52,7 +55,11 @@ pub struct MeterInit {
 }
 
 impl Meter {
-    pub fn new(init: MeterInit, permit: Option<Permit>, sink: std::sync::Arc<dyn RecordSink>) -> Self {
+    pub fn new(
+        init: MeterInit,
+        permit: Option<Permit>,
+        sink: std::sync::Arc<dyn RecordSink>,
+    ) -> Self {
         Self {
             id: init.id,
             project: init.project,
@@ -93,16 +100,28 @@ impl Meter {
     /// Marks the guest's work as done. The first call wins.
     pub fn finish(&self, outcome: Outcome, peak_memory_bytes: u64, cold: bool) {
         let duration_us = self.started.elapsed().as_micros() as u64;
-        let mut finish = self.finish.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut finish = self
+            .finish
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if finish.is_none() {
-            *finish = Some(Finish { outcome, duration_us, peak_memory_bytes, cold });
+            *finish = Some(Finish {
+                outcome,
+                duration_us,
+                peak_memory_bytes,
+                cold,
+            });
         }
     }
 }
 
 impl Drop for Meter {
     fn drop(&mut self) {
-        let finish = self.finish.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let finish = self
+            .finish
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
         let finish = finish.unwrap_or(Finish {
             // Nobody said how it ended: wok lost track of it, which is ours to own.
             outcome: Outcome::Internal,

@@ -1,1 +1,203 @@
-//! metering
+//! Invocation records, guest logs and platform metrics.
+//!
+//! Layer: services. Records and log lines are batched off the request path
+//! onto a dedicated writer thread and written to the store in one transaction
+//! per batch; [`Recorder::shutdown`] drains everything before returning, so a
+//! graceful stop loses none. Metrics are kept in memory in Prometheus form.
+//! Knows no HTTP and no wasm.
+
+mod metrics;
+
+pub use metrics::Metrics;
+
+use domain::{InvocationRecord, LogLine};
+use invoke::{LogSink, RecordSink};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use store::MetaStore;
+
+/// Most items written in one transaction.
+const BATCH: usize = 2048;
+/// Longest a record waits before its batch is written.
+const LINGER: Duration = Duration::from_millis(50);
+/// Log lines allowed to wait for the writer; beyond, lines are dropped and counted.
+const MAX_PENDING_LOG_LINES: u64 = 100_000;
+
+enum Item {
+    Record(InvocationRecord),
+    Log(LogLine),
+    /// Answered once everything sent before it is durable.
+    Flush(mpsc::Sender<()>),
+    Stop,
+}
+
+pub struct Recorder {
+    sender: Mutex<Option<Sender<Item>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    metrics: Arc<Metrics>,
+    pending_logs: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    pub fn start(store: Arc<dyn MetaStore>, metrics: Arc<Metrics>) -> Arc<Self> {
+        let (sender, receiver) = mpsc::channel();
+        let pending_logs = Arc::new(AtomicU64::new(0));
+        let thread = std::thread::Builder::new()
+            .name("wok-recorder".to_owned())
+            .spawn({
+                let pending_logs = pending_logs.clone();
+                move || write_loop(receiver, store, pending_logs)
+            })
+            .expect("spawning the recorder thread");
+        Arc::new(Self {
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+            metrics,
+            pending_logs,
+        })
+    }
+
+    fn send(&self, item: Item) -> bool {
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        sender
+            .as_ref()
+            .is_some_and(|sender| sender.send(item).is_ok())
+    }
+
+    /// Waits until everything recorded so far is in the store.
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.send(Item::Flush(done)) {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Writes everything still queued and stops the writer thread.
+    pub fn shutdown(&self) {
+        self.send(Item::Stop);
+        self.sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl RecordSink for Recorder {
+    fn record(&self, record: InvocationRecord) {
+        self.metrics.observe(&record);
+        if !self.send(Item::Record(record)) {
+            tracing::error!("an invocation record arrived after the recorder stopped");
+        }
+    }
+}
+
+impl LogSink for Recorder {
+    fn log(&self, line: LogLine) {
+        if self.pending_logs.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_LOG_LINES {
+            self.pending_logs.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.log_line_dropped();
+            return;
+        }
+        if !self.send(Item::Log(line)) {
+            self.pending_logs.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn write_loop(receiver: Receiver<Item>, store: Arc<dyn MetaStore>, pending_logs: Arc<AtomicU64>) {
+    let mut records = Vec::with_capacity(BATCH);
+    let mut logs = Vec::with_capacity(BATCH);
+    let mut waiters: Vec<mpsc::Sender<()>> = Vec::new();
+    let mut stop = false;
+    while !stop {
+        // Block for the first item, then gather more until the batch is full
+        // or has lingered long enough.
+        match receiver.recv() {
+            Ok(item) => stop |= take(item, &mut records, &mut logs, &mut waiters),
+            Err(_) => break,
+        }
+        let batch_started = Instant::now();
+        while !stop && records.len() + logs.len() < BATCH && waiters.is_empty() {
+            let left = LINGER.saturating_sub(batch_started.elapsed());
+            match receiver.recv_timeout(left) {
+                Ok(item) => stop |= take(item, &mut records, &mut logs, &mut waiters),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    stop = true;
+                }
+            }
+        }
+        if stop {
+            // Drain whatever is still queued behind the stop.
+            while let Ok(item) = receiver.try_recv() {
+                take(item, &mut records, &mut logs, &mut waiters);
+            }
+        }
+        write(&*store, &mut records, &mut logs, &pending_logs);
+        for waiter in waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+    write(&*store, &mut records, &mut logs, &pending_logs);
+}
+
+/// Files one item; returns whether it asks the loop to stop.
+fn take(
+    item: Item,
+    records: &mut Vec<InvocationRecord>,
+    logs: &mut Vec<LogLine>,
+    waiters: &mut Vec<mpsc::Sender<()>>,
+) -> bool {
+    match item {
+        Item::Record(record) => records.push(record),
+        Item::Log(line) => logs.push(line),
+        Item::Flush(waiter) => waiters.push(waiter),
+        Item::Stop => return true,
+    }
+    false
+}
+
+fn write(
+    store: &dyn MetaStore,
+    records: &mut Vec<InvocationRecord>,
+    logs: &mut Vec<LogLine>,
+    pending: &AtomicU64,
+) {
+    if !records.is_empty() {
+        // A failed write is retried: records are what usage is billed on.
+        let mut attempt = 0;
+        while let Err(error) = store.insert_records(records) {
+            attempt += 1;
+            tracing::error!(
+                "writing {} invocation records failed (attempt {attempt}): {error}",
+                records.len()
+            );
+            if attempt >= 5 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100 * attempt));
+        }
+        records.clear();
+    }
+    if !logs.is_empty() {
+        if let Err(error) = store.insert_logs(logs) {
+            tracing::error!("writing {} log lines failed: {error}", logs.len());
+        }
+        pending.fetch_sub(logs.len() as u64, Ordering::Relaxed);
+        logs.clear();
+    }
+}

@@ -1,7 +1,9 @@
 //! The per-store host state: WASI contexts, the memory limiter, the outbound
 //! HTTP policy and the guest's stdout/stderr.
 use bytes::Bytes;
-use domain::{FunctionConfig, FunctionName, InvocationId, LogLine, LogStream, ProjectId, now_millis};
+use domain::{
+    FunctionConfig, FunctionName, InvocationId, LogLine, LogStream, ProjectId, now_millis,
+};
 use invoke::LogSink;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -29,13 +31,20 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -51,12 +60,22 @@ pub struct MemoryLimiter {
 
 impl MemoryLimiter {
     pub fn new(limit: usize) -> Self {
-        Self { limit, total: 0, peak: 0, hit_limit: false }
+        Self {
+            limit,
+            total: 0,
+            peak: 0,
+            hit_limit: false,
+        }
     }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let next = self.total.saturating_sub(current).saturating_add(desired);
         if next > self.limit {
             self.hit_limit = true;
@@ -67,7 +86,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -96,7 +120,11 @@ impl WasiHttpHooks for OutboundPolicy {
             > + Send,
     > {
         drop(fut);
-        let authority = request.uri().authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
         if !self.config.allows_outbound(&authority) {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
@@ -105,7 +133,8 @@ impl WasiHttpHooks for OutboundPolicy {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                Box::new(io)
+                    as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
             ))
         })
     }
@@ -137,11 +166,17 @@ impl IsTerminal for GuestOutput {
 
 impl StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(LineWriter { output: self.clone(), buffer: Vec::new() })
+        Box::new(LineWriter {
+            output: self.clone(),
+            buffer: Vec::new(),
+        })
     }
 
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(LineWriter { output: self.clone(), buffer: Vec::new() })
+        Box::new(LineWriter {
+            output: self.clone(),
+            buffer: Vec::new(),
+        })
     }
 }
 
@@ -172,7 +207,11 @@ impl LineWriter {
             text.pop();
         }
         let target = &self.output.target;
-        let invocation = target.invocation.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let invocation = target
+            .invocation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
         target.sink.log(LogLine {
             project: target.project.clone(),
             function: target.function.clone(),
@@ -213,7 +252,11 @@ impl OutputStream for LineWriter {
 }
 
 impl tokio::io::AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, bytes: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.push(bytes);
         Poll::Ready(Ok(bytes.len()))
     }

@@ -2,7 +2,10 @@
 use crate::host::{GuestOutput, HostState, MemoryLimiter, OutboundPolicy};
 use domain::{FunctionConfig, Isolation, Outcome};
 use http_body_util::BodyExt;
-use invoke::{Body, BoxFuture, CountingBody, Failure, Invocation, LoadSpec, Meter, PreparedFunction, RuntimeMetrics};
+use invoke::{
+    Body, BoxFuture, CountingBody, Failure, Invocation, LoadSpec, Meter, PreparedFunction,
+    RuntimeMetrics,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -45,7 +48,10 @@ pub struct FunctionInner {
 pub struct WasmFunction(pub Arc<FunctionInner>);
 
 impl PreparedFunction for WasmFunction {
-    fn invoke(&self, invocation: Invocation) -> BoxFuture<'static, Result<http::Response<Body>, Failure>> {
+    fn invoke(
+        &self,
+        invocation: Invocation,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, Failure>> {
         let inner = self.0.clone();
         Box::pin(async move {
             match &inner.pre {
@@ -58,6 +64,10 @@ impl PreparedFunction for WasmFunction {
     fn idle_instances(&self) -> usize {
         self.0.idle.lock().map(|idle| idle.len()).unwrap_or(0)
     }
+
+    fn maintain(&self) {
+        self.0.reap_idle();
+    }
 }
 
 /// Names how a guest run ended, from the error and what the store saw.
@@ -65,17 +75,28 @@ fn classify(error: &wasmtime::Error, state: &HostState) -> Failure {
     if state.limiter.hit_limit {
         return Failure::new(
             Outcome::OutOfMemory,
-            format!("the function tried to use more than its memory limit of {}", domain::ByteSize(state.limiter.limit as u64)),
+            format!(
+                "the function tried to use more than its memory limit of {}",
+                domain::ByteSize(state.limiter.limit as u64)
+            ),
         );
     }
     if state.timed_out {
         return Failure::new(Outcome::Timeout, "the function ran past its timeout");
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::StackOverflow) => Failure::new(Outcome::StackOverflow, "the function overflowed its call stack"),
-        Some(Trap::Interrupt) => Failure::new(Outcome::Timeout, "the function ran past its timeout"),
+        Some(Trap::StackOverflow) => Failure::new(
+            Outcome::StackOverflow,
+            "the function overflowed its call stack",
+        ),
+        Some(Trap::Interrupt) => {
+            Failure::new(Outcome::Timeout, "the function ran past its timeout")
+        }
         Some(trap) => Failure::new(Outcome::Trap, format!("the function trapped: {trap}")),
-        None => Failure::new(Outcome::Trap, format!("the function failed: {}", error.root_cause())),
+        None => Failure::new(
+            Outcome::Trap,
+            format!("the function failed: {}", error.root_cause()),
+        ),
     }
 }
 
@@ -121,12 +142,16 @@ impl FunctionInner {
         let mut wasi = WasiCtxBuilder::new();
         // No preopened directories and no socket addresses: an empty
         // filesystem and no network besides the allow-listed outbound HTTP.
-        wasi.envs(&self.spec.config.env).stdout(self.stdout.clone()).stderr(self.stderr.clone());
+        wasi.envs(&self.spec.config.env)
+            .stdout(self.stdout.clone())
+            .stderr(self.stderr.clone());
         let state = HostState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: OutboundPolicy { config: self.config.clone() },
+            hooks: OutboundPolicy {
+                config: self.config.clone(),
+            },
             limiter: MemoryLimiter::new(self.spec.config.limits.memory.bytes() as usize),
             config_vars: self.config_vars.clone(),
             deadline,
@@ -149,7 +174,12 @@ impl FunctionInner {
     }
 
     fn set_invocation(&self, invocation: &Invocation) {
-        let mut current = self.stdout.target.invocation.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut current = self
+            .stdout
+            .target
+            .invocation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         *current = invocation.id.clone();
     }
 
@@ -162,7 +192,10 @@ impl FunctionInner {
 
     fn take_idle(&self) -> Option<IdleInstance> {
         let reuse = self.reuse_limits()?;
-        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         idle.retain(|instance| instance.idle_since.elapsed() < reuse.idle_timeout);
         idle.pop()
     }
@@ -170,7 +203,10 @@ impl FunctionInner {
     /// Drops kept instances idle for longer than the idle timeout.
     pub fn reap_idle(&self) {
         if let Some(reuse) = self.reuse_limits() {
-            let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             idle.retain(|instance| instance.idle_since.elapsed() < reuse.idle_timeout);
         }
     }
@@ -179,12 +215,20 @@ impl FunctionInner {
         &self,
         request: http::Request<Body>,
         meter: &Arc<Meter>,
-    ) -> http::Request<impl http_body::Body<Data = bytes::Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static> {
+    ) -> http::Request<
+        impl http_body::Body<Data = bytes::Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+    > {
         let limit = self.spec.config.limits.max_request_body.bytes();
-        request.map(|body| CountingBody::request(body, meter.clone(), limit).map_err(request_body_error))
+        request.map(|body| {
+            CountingBody::request(body, meter.clone(), limit).map_err(request_body_error)
+        })
     }
 
-    fn wrap_response<B>(&self, response: http::Response<B>, meter: Arc<Meter>) -> http::Response<Body>
+    fn wrap_response<B>(
+        &self,
+        response: http::Response<B>,
+        meter: Arc<Meter>,
+    ) -> http::Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
         B::Error: Into<invoke::BoxError>,
@@ -193,8 +237,13 @@ impl FunctionInner {
         response.map(|body| CountingBody::response(body, meter, limit).boxed_unsync())
     }
 
-    async fn invoke_p2(self: Arc<Self>, invocation: Invocation) -> Result<http::Response<Body>, Failure> {
-        let Pre::P2(pre) = &self.pre else { unreachable!("invoke_p2 is called for p2 components") };
+    async fn invoke_p2(
+        self: Arc<Self>,
+        invocation: Invocation,
+    ) -> Result<http::Response<Body>, Failure> {
+        let Pre::P2(pre) = &self.pre else {
+            unreachable!("invoke_p2 is called for p2 components")
+        };
         let deadline = Instant::now() + self.spec.config.limits.timeout;
         self.set_invocation(&invocation);
         let Invocation { request, meter, .. } = invocation;
@@ -212,8 +261,20 @@ impl FunctionInner {
                         return Err(failure);
                     }
                 };
-                self.metrics.instantiated(&self.spec.function, started.elapsed().as_secs_f64());
-                (IdleInstance { store, proxy, served: 0, idle_since: started }, true)
+                self.metrics.instantiated(
+                    &self.spec.project,
+                    &self.spec.function,
+                    started.elapsed().as_secs_f64(),
+                );
+                (
+                    IdleInstance {
+                        store,
+                        proxy,
+                        served: 0,
+                        idle_since: started,
+                    },
+                    true,
+                )
             }
         };
         {
@@ -232,7 +293,10 @@ impl FunctionInner {
         let (request, outparam, receiver) = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
-                let failure = Failure::new(Outcome::Internal, format!("preparing the request: {error:#}"));
+                let failure = Failure::new(
+                    Outcome::Internal,
+                    format!("preparing the request: {error:#}"),
+                );
                 meter.finish(failure.outcome, 0, cold);
                 return Err(failure);
             }
@@ -255,7 +319,11 @@ impl FunctionInner {
                 Ok(Err(error)) => Some(classify(&error, instance.store.data())),
                 Err(_elapsed) => Some(timeout_failure()),
             };
-            task_meter.finish(failure.as_ref().map_or(Outcome::Success, |f| f.outcome), peak, cold);
+            task_meter.finish(
+                failure.as_ref().map_or(Outcome::Success, |f| f.outcome),
+                peak,
+                cold,
+            );
             drop(task_meter);
             if failure.is_none()
                 && let Some(reuse) = this.reuse_limits()
@@ -263,7 +331,10 @@ impl FunctionInner {
                 instance.served += 1;
                 if instance.served < reuse.max_requests {
                     instance.idle_since = Instant::now();
-                    this.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(instance);
+                    this.idle
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(instance);
                 }
             }
             failure
@@ -271,23 +342,35 @@ impl FunctionInner {
 
         match receiver.await {
             Ok(Ok(response)) => Ok(self.wrap_response(response, meter)),
-            Ok(Err(code)) => {
-                Err(Failure::new(Outcome::NoResponse, format!("the function answered with error code {code:?}")))
-            }
+            Ok(Err(code)) => Err(Failure::new(
+                Outcome::NoResponse,
+                format!("the function answered with error code {code:?}"),
+            )),
             Err(_) => {
                 drop(meter);
                 let failure = match task.await {
                     Ok(Some(failure)) => failure,
-                    Ok(None) => Failure::new(Outcome::NoResponse, "the function returned without sending a response"),
-                    Err(error) => Failure::new(Outcome::Internal, format!("the invocation task failed: {error}")),
+                    Ok(None) => Failure::new(
+                        Outcome::NoResponse,
+                        "the function returned without sending a response",
+                    ),
+                    Err(error) => Failure::new(
+                        Outcome::Internal,
+                        format!("the invocation task failed: {error}"),
+                    ),
                 };
                 Err(failure)
             }
         }
     }
 
-    async fn invoke_p3(self: Arc<Self>, invocation: Invocation) -> Result<http::Response<Body>, Failure> {
-        let Pre::P3(pre) = &self.pre else { unreachable!("invoke_p3 is called for p3 components") };
+    async fn invoke_p3(
+        self: Arc<Self>,
+        invocation: Invocation,
+    ) -> Result<http::Response<Body>, Failure> {
+        let Pre::P3(pre) = &self.pre else {
+            unreachable!("invoke_p3 is called for p3 components")
+        };
         let deadline = Instant::now() + self.spec.config.limits.timeout;
         self.set_invocation(&invocation);
         let Invocation { request, meter, .. } = invocation;
@@ -301,9 +384,14 @@ impl FunctionInner {
                 return Err(failure);
             }
         };
-        self.metrics.instantiated(&self.spec.function, started.elapsed().as_secs_f64());
+        self.metrics.instantiated(
+            &self.spec.project,
+            &self.spec.function,
+            started.elapsed().as_secs_f64(),
+        );
         let request = self.wrap_request(request, &meter);
-        let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().hooks, request);
+        let (request, request_io) =
+            wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().hooks, request);
         let (sender, receiver) = oneshot::channel::<Result<http::Response<Body>, Failure>>();
 
         let this = self.clone();
@@ -321,7 +409,8 @@ impl FunctionInner {
                             return wasmtime::Result::Ok(());
                         }
                     };
-                    let response = accessor.with(|store| response.into_http(store, async { Ok(()) }))?;
+                    let response =
+                        accessor.with(|store| response.into_http(store, async { Ok(()) }))?;
                     // The store's event loop must keep running while the body
                     // streams: wait until the client side is done with it.
                     let (done, finished) = oneshot::channel::<()>();
@@ -340,7 +429,11 @@ impl FunctionInner {
                 Ok(Ok(Err(error))) | Ok(Err(error)) => Some(classify(&error, store.data())),
                 Err(_elapsed) => Some(timeout_failure()),
             };
-            task_meter.finish(failure.as_ref().map_or(Outcome::Success, |f| f.outcome), peak, true);
+            task_meter.finish(
+                failure.as_ref().map_or(Outcome::Success, |f| f.outcome),
+                peak,
+                true,
+            );
             failure
         });
 
@@ -350,8 +443,14 @@ impl FunctionInner {
                 drop(meter);
                 match task.await {
                     Ok(Some(failure)) => Err(failure),
-                    Ok(None) => Err(Failure::new(Outcome::NoResponse, "the function returned without a response")),
-                    Err(error) => Err(Failure::new(Outcome::Internal, format!("the invocation task failed: {error}"))),
+                    Ok(None) => Err(Failure::new(
+                        Outcome::NoResponse,
+                        "the function returned without a response",
+                    )),
+                    Err(error) => Err(Failure::new(
+                        Outcome::Internal,
+                        format!("the invocation task failed: {error}"),
+                    )),
                 }
             }
         }

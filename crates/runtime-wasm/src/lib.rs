@@ -16,14 +16,16 @@ mod instance;
 use domain::{HttpWorld, LogStream};
 use host::{GuestOutput, HostState, OutputTarget};
 use instance::{FunctionInner, Pre};
-use invoke::{Compiled, DeployError, Executor, LoadSpec, LogSink, PreparedFunction, RuntimeMetrics};
+use invoke::{
+    Compiled, DeployError, Executor, LoadSpec, LogSink, PreparedFunction, RuntimeMetrics,
+};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances: the granularity of timeouts and of the time
 /// slices after which a running guest yields to other work.
@@ -40,7 +42,10 @@ pub struct WasmConfig {
 
 impl Default for WasmConfig {
     fn default() -> Self {
-        Self { pooling: true, max_instances: 1000 }
+        Self {
+            pooling: true,
+            max_instances: 1000,
+        }
     }
 }
 
@@ -91,7 +96,9 @@ impl WasmRuntime {
         let engine = match Engine::new(&engine_config(&settings, settings.pooling)) {
             Ok(engine) => engine,
             Err(error) if settings.pooling => {
-                tracing::warn!("pooling allocator unavailable ({error:#}); allocating instances on demand");
+                tracing::warn!(
+                    "pooling allocator unavailable ({error:#}); allocating instances on demand"
+                );
                 Engine::new(&engine_config(&settings, false)).map_err(host_error)?
             }
             Err(error) => return Err(host_error(error)),
@@ -108,7 +115,13 @@ impl WasmRuntime {
         })
         .map_err(host_error)?;
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Self { engine, linker: Arc::new(linker), log_sink, metrics, _ticker: ticker })
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            log_sink,
+            metrics,
+            _ticker: ticker,
+        })
     }
 
     fn world_of(&self, component: &Component) -> Result<HttpWorld, DeployError> {
@@ -122,7 +135,11 @@ impl WasmRuntime {
             }
             names.push(name.to_owned());
         }
-        let exports = if names.is_empty() { "nothing".to_owned() } else { names.join(", ") };
+        let exports = if names.is_empty() {
+            "nothing".to_owned()
+        } else {
+            names.join(", ")
+        };
         Err(DeployError::NoHandler(exports))
     }
 
@@ -145,7 +162,9 @@ impl WasmRuntime {
 impl Executor for WasmRuntime {
     fn engine_key(&self) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         format!("wasmtime48-{:016x}", hasher.finish())
     }
 
@@ -159,13 +178,19 @@ impl Executor for WasmRuntime {
         match code[4..8] {
             [1, 0, 0, 0] => return Err(DeployError::CoreModule),
             [0x0d, 0, 1, 0] => {}
-            _ => return Err(DeployError::Invalid("unknown WebAssembly binary version".to_owned())),
+            _ => {
+                return Err(DeployError::Invalid(
+                    "unknown WebAssembly binary version".to_owned(),
+                ));
+            }
         }
-        let component =
-            Component::new(&self.engine, code).map_err(|error| DeployError::Invalid(format!("{error:#}")))?;
+        let component = Component::new(&self.engine, code)
+            .map_err(|error| DeployError::Invalid(format!("{error:#}")))?;
         let world = self.world_of(&component)?;
         self.pre(&component, world)?;
-        let precompiled = component.serialize().map_err(|error| DeployError::Invalid(format!("{error:#}")))?;
+        let precompiled = component
+            .serialize()
+            .map_err(|error| DeployError::Invalid(format!("{error:#}")))?;
         Ok(Compiled { world, precompiled })
     }
 
@@ -177,7 +202,9 @@ impl Executor for WasmRuntime {
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize_file(&self.engine, &spec.precompiled) }
             .map_err(|error| format!("{error:#}"))?;
-        let pre = self.pre(&component, spec.world).map_err(|error| error.to_string())?;
+        let pre = self
+            .pre(&component, spec.world)
+            .map_err(|error| error.to_string())?;
         let target = Arc::new(OutputTarget {
             sink: self.log_sink.clone(),
             project: spec.project.clone(),
@@ -188,8 +215,14 @@ impl Executor for WasmRuntime {
             self.engine.clone(),
             pre,
             spec,
-            GuestOutput { target: target.clone(), stream: LogStream::Stdout },
-            GuestOutput { target, stream: LogStream::Stderr },
+            GuestOutput {
+                target: target.clone(),
+                stream: LogStream::Stdout,
+            },
+            GuestOutput {
+                target,
+                stream: LogStream::Stderr,
+            },
             self.metrics.clone(),
         );
         Ok(Arc::new(instance::WasmFunction(Arc::new(inner))))
@@ -222,7 +255,10 @@ impl EpochTicker {
                 }
             })
             .expect("spawning the epoch thread");
-        Self { stop, thread: Some(thread) }
+        Self {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 

@@ -1,1 +1,150 @@
-//! server
+//! Composition: configuration, wiring of the layers, and shutdown.
+//!
+//! Layer: composition. Builds the store, artifacts, recorder, runtime,
+//! function registry and gateway, serves until told to stop, then drains
+//! in-flight requests (bounded) and flushes every record before returning.
+
+use anyhow::Context;
+use blob::ArtifactStore;
+use domain::ByteSize;
+use functions::Functions;
+use gateway::Gateway;
+use metering::{Metrics, Recorder};
+use runtime_wasm::{WasmConfig, WasmRuntime};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::{MetaStore, SqliteStore};
+
+/// The file in the data directory holding the admin credential.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The file in the data directory naming the URL the server listens on.
+pub const ENDPOINT_FILE: &str = "endpoint";
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_upload: ByteSize,
+    /// How long in-flight requests may take to finish after a stop signal.
+    pub shutdown_grace: Duration,
+    pub wasm: WasmConfig,
+}
+
+/// The data directory used when none is given: `$WOK_DATA`, else
+/// `$XDG_DATA_HOME/wok`, else `~/.local/share/wok`, else `./.wok`.
+pub fn default_data_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(dir) = env("WOK_DATA").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = env("XDG_DATA_HOME").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir).join("wok");
+    }
+    if let Some(home) = env("HOME").filter(|home| !home.is_empty()) {
+        return PathBuf::from(home).join(".local/share/wok");
+    }
+    PathBuf::from(".wok")
+}
+
+/// Reads the admin token, creating one (readable by the owner only) on first start.
+pub fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|error| anyhow::anyhow!("generating the admin token: {error}"))?;
+    let token = format!("wok_admin_{}", hex::encode(bytes));
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, token.as_bytes())?;
+    file.sync_all()?;
+    Ok(token)
+}
+
+/// Runs the platform until `shutdown` resolves. `on_ready` gets the bound address.
+pub async fn run(
+    config: ServerConfig,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let token = admin_token(&config.data_dir)?;
+    let store: Arc<dyn MetaStore> = Arc::new(
+        SqliteStore::open(&config.data_dir.join("wok.db"))
+            .context("opening the metadata database")?,
+    );
+    let artifacts =
+        ArtifactStore::open(&config.data_dir).context("opening the artifact directory")?;
+    let metrics = Arc::new(Metrics::new());
+    let recorder = Recorder::start(store.clone(), metrics.clone());
+    let runtime = Arc::new(WasmRuntime::new(
+        config.wasm.clone(),
+        recorder.clone(),
+        metrics.clone(),
+    )?);
+    let functions = Functions::new(store.clone(), artifacts, runtime);
+    let loaded = functions.load_all().await?;
+
+    let gateway = Arc::new(Gateway {
+        functions: functions.clone(),
+        store,
+        recorder: recorder.clone(),
+        metrics,
+        admin_token: token,
+        max_upload_bytes: config.max_upload.bytes(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    std::fs::write(
+        config.data_dir.join(ENDPOINT_FILE),
+        format!("http://{address}\n"),
+    )
+    .context("writing the endpoint file")?;
+    tracing::info!("loaded {loaded} functions in {:?}", started.elapsed());
+    on_ready(address);
+
+    let maintenance = functions.start_maintenance();
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = gateway::router(gateway);
+    let serve = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    let serving = tokio::spawn(async move { serve.await });
+    // Wait for the stop signal, then give in-flight requests a bounded time.
+    let mut serving = serving;
+    tokio::select! {
+        result = &mut serving => { result??; }
+        _ = stopping_rx => {
+            tracing::info!("stopping: waiting up to {:?} for in-flight requests", config.shutdown_grace);
+            match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
+                Ok(result) => result??,
+                Err(_) => {
+                    tracing::warn!("in-flight requests did not finish within {:?}; closing them", config.shutdown_grace);
+                    serving.abort();
+                }
+            }
+        }
+    }
+    maintenance.stop().await;
+    // Records of aborted requests are written when their meters drop, which
+    // the abort above has done by now.
+    tokio::task::spawn_blocking(move || recorder.shutdown()).await?;
+    Ok(())
+}

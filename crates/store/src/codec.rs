@@ -31,10 +31,16 @@ pub fn config_to_json(config: &FunctionConfig) -> String {
 
 pub fn config_from_json(text: &str) -> Result<FunctionConfig, String> {
     let value: Value = serde_json::from_str(text).map_err(|error| error.to_string())?;
-    let number = |key: &str| value[key].as_u64().ok_or_else(|| format!("config field {key} is missing"));
-    let env = serde_json::from_value::<Vec<(String, String)>>(value["env"].clone()).map_err(|e| e.to_string())?;
+    let number = |key: &str| {
+        value[key]
+            .as_u64()
+            .ok_or_else(|| format!("config field {key} is missing"))
+    };
+    let env = serde_json::from_value::<Vec<(String, String)>>(value["env"].clone())
+        .map_err(|e| e.to_string())?;
     let allowed_outbound_hosts =
-        serde_json::from_value::<Vec<String>>(value["allowed_outbound_hosts"].clone()).map_err(|e| e.to_string())?;
+        serde_json::from_value::<Vec<String>>(value["allowed_outbound_hosts"].clone())
+            .map_err(|e| e.to_string())?;
     let isolation = match value["isolation"]["mode"].as_str() {
         Some("reuse") => {
             let reuse = &value["isolation"];

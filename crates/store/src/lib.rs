@@ -12,7 +12,8 @@ pub use domain::HttpWorld;
 pub use sqlite::SqliteStore;
 
 use domain::{
-    FunctionConfig, FunctionName, InvocationRecord, LogLine, ProjectId, UnixMillis, Usage, UsageFilter,
+    FunctionConfig, FunctionName, InvocationRecord, LogLine, ProjectId, UnixMillis, Usage,
+    UsageFilter,
 };
 
 /// One immutable deployed version of a function.
@@ -61,13 +62,29 @@ pub enum StoreError {
 /// must pass the same contract tests (`tests/it`).
 pub trait MetaStore: Send + Sync + 'static {
     /// Adds a new version and makes it current, in one transaction.
-    fn create_version(&self, project: &ProjectId, function: &FunctionName, new: NewVersion)
-    -> Result<FunctionVersion, StoreError>;
+    fn create_version(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        new: NewVersion,
+    ) -> Result<FunctionVersion, StoreError>;
     /// Makes an existing version current again.
-    fn set_current(&self, project: &ProjectId, function: &FunctionName, version: u32)
-    -> Result<FunctionVersion, StoreError>;
-    fn current(&self, project: &ProjectId, function: &FunctionName) -> Result<Option<FunctionVersion>, StoreError>;
-    fn versions(&self, project: &ProjectId, function: &FunctionName) -> Result<Vec<FunctionVersion>, StoreError>;
+    fn set_current(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        version: u32,
+    ) -> Result<FunctionVersion, StoreError>;
+    fn current(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+    ) -> Result<Option<FunctionVersion>, StoreError>;
+    fn versions(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+    ) -> Result<Vec<FunctionVersion>, StoreError>;
     /// The current version of every live function of the project.
     fn list(&self, project: &ProjectId) -> Result<Vec<FunctionVersion>, StoreError>;
     /// Removes a function; its records and logs stay. Returns whether it existed.
@@ -78,13 +95,22 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Appends records in one transaction.
     fn insert_records(&self, records: &[InvocationRecord]) -> Result<(), StoreError>;
     /// Records of a project, newest first.
-    fn records(&self, project: &ProjectId, filter: &UsageFilter, limit: u32)
-    -> Result<Vec<InvocationRecord>, StoreError>;
+    fn records(
+        &self,
+        project: &ProjectId,
+        filter: &UsageFilter,
+        limit: u32,
+    ) -> Result<Vec<InvocationRecord>, StoreError>;
     /// Exact sums over the records the filter selects.
     fn usage(&self, project: &ProjectId, filter: &UsageFilter) -> Result<Usage, StoreError>;
 
     fn insert_logs(&self, lines: &[LogLine]) -> Result<(), StoreError>;
     /// Log lines of a function after position `after`, oldest first.
-    fn logs(&self, project: &ProjectId, function: &FunctionName, after: i64, limit: u32)
-    -> Result<Vec<StoredLogLine>, StoreError>;
+    fn logs(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredLogLine>, StoreError>;
 }

@@ -1,8 +1,8 @@
 use crate::codec::{config_from_json, config_to_json};
 use crate::{FunctionVersion, MetaStore, NewVersion, StoreError, StoredLogLine};
 use domain::{
-    FunctionName, HttpWorld, InvocationId, InvocationRecord, LogLine, LogStream, Outcome, ProjectId, Usage, UsageFilter,
-    now_millis,
+    FunctionName, HttpWorld, InvocationId, InvocationRecord, LogLine, LogStream, Outcome,
+    ProjectId, Usage, UsageFilter, now_millis,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -73,17 +73,22 @@ impl SqliteStore {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
-        Ok(Self { connection: Mutex::new(connection) })
+        Ok(Self {
+            connection: Mutex::new(connection),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions
         // roll back on drop), so a poisoned lock is still usable.
-        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-const VERSION_COLUMNS: &str = "project, name, version, artifact, size_bytes, world, config, created_at";
+const VERSION_COLUMNS: &str =
+    "project, name, version, artifact, size_bytes, world, config, created_at";
 
 fn version_from_row(row: &Row<'_>) -> rusqlite::Result<Result<FunctionVersion, StoreError>> {
     let project: String = row.get(0)?;
@@ -123,7 +128,8 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InvocationRecord, S
         Ok(InvocationRecord {
             id: InvocationId(row.get(0)?),
             project: ProjectId::new(project).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            function: FunctionName::new(function).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            function: FunctionName::new(function)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             version: row.get(3)?,
             trigger: row.get(4)?,
             start: row.get(5)?,
@@ -131,7 +137,8 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InvocationRecord, S
             billed_ms: row.get::<_, i64>(7)? as u64,
             memory_mib: row.get::<_, i64>(8)? as u64,
             peak_memory_bytes: row.get::<_, i64>(9)? as u64,
-            outcome: Outcome::from_code(&outcome).ok_or_else(|| StoreError::Corrupt(format!("outcome {outcome}")))?,
+            outcome: Outcome::from_code(&outcome)
+                .ok_or_else(|| StoreError::Corrupt(format!("outcome {outcome}")))?,
             cold: row.get(11)?,
             bytes_in: row.get::<_, i64>(12)? as u64,
             bytes_out: row.get::<_, i64>(13)? as u64,
@@ -141,7 +148,10 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InvocationRecord, S
 }
 
 /// The WHERE clause and its parameters for a usage filter.
-fn filter_clause(project: &ProjectId, filter: &UsageFilter) -> (String, Vec<rusqlite::types::Value>) {
+fn filter_clause(
+    project: &ProjectId,
+    filter: &UsageFilter,
+) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut clause = String::from("project = ?");
     let mut values = vec![Value::Text(project.to_string())];
@@ -244,7 +254,11 @@ impl MetaStore for SqliteStore {
         Ok(stored)
     }
 
-    fn current(&self, project: &ProjectId, function: &FunctionName) -> Result<Option<FunctionVersion>, StoreError> {
+    fn current(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+    ) -> Result<Option<FunctionVersion>, StoreError> {
         let connection = self.lock();
         let version = connection
             .query_row(
@@ -259,7 +273,11 @@ impl MetaStore for SqliteStore {
         version.transpose()
     }
 
-    fn versions(&self, project: &ProjectId, function: &FunctionName) -> Result<Vec<FunctionVersion>, StoreError> {
+    fn versions(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+    ) -> Result<Vec<FunctionVersion>, StoreError> {
         let connection = self.lock();
         let live: Option<Option<u32>> = connection
             .query_row(
@@ -274,7 +292,10 @@ impl MetaStore for SqliteStore {
         let mut statement = connection.prepare(&format!(
             "SELECT {VERSION_COLUMNS} FROM versions WHERE project = ? AND name = ? ORDER BY version"
         ))?;
-        let rows = statement.query_map(params![project.as_str(), function.as_str()], version_from_row)?;
+        let rows = statement.query_map(
+            params![project.as_str(), function.as_str()],
+            version_from_row,
+        )?;
         rows.map(|row| row?).collect()
     }
 
@@ -306,7 +327,8 @@ impl MetaStore for SqliteStore {
         let mut statement = connection
             .prepare("SELECT DISTINCT project FROM functions WHERE current_version IS NOT NULL ORDER BY project")?;
         let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
-        rows.map(|row| ProjectId::new(row?).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
+        rows.map(|row| ProjectId::new(row?).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
     }
 
     fn insert_records(&self, records: &[InvocationRecord]) -> Result<(), StoreError> {
@@ -422,20 +444,27 @@ impl MetaStore for SqliteStore {
             "SELECT seq, invocation, time, stream, line FROM logs
              WHERE project = ? AND function = ? AND seq > ? ORDER BY seq LIMIT ?",
         )?;
-        let rows = statement.query_map(params![project.as_str(), function.as_str(), after, limit], |row| {
-            let stream: String = row.get(3)?;
-            Ok(StoredLogLine {
-                seq: row.get(0)?,
-                line: LogLine {
-                    project: project.clone(),
-                    function: function.clone(),
-                    invocation: InvocationId(row.get(1)?),
-                    time: row.get(2)?,
-                    stream: if stream == "stderr" { LogStream::Stderr } else { LogStream::Stdout },
-                    line: row.get(4)?,
-                },
-            })
-        })?;
+        let rows = statement.query_map(
+            params![project.as_str(), function.as_str(), after, limit],
+            |row| {
+                let stream: String = row.get(3)?;
+                Ok(StoredLogLine {
+                    seq: row.get(0)?,
+                    line: LogLine {
+                        project: project.clone(),
+                        function: function.clone(),
+                        invocation: InvocationId(row.get(1)?),
+                        time: row.get(2)?,
+                        stream: if stream == "stderr" {
+                            LogStream::Stderr
+                        } else {
+                            LogStream::Stdout
+                        },
+                        line: row.get(4)?,
+                    },
+                })
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

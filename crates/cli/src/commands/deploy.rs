@@ -1,0 +1,133 @@
+use crate::client::Client;
+use anyhow::{Context, bail};
+use api_types::FunctionInfo;
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Deploy a WebAssembly component as a new immutable version of a function.
+#[derive(clap::Args)]
+pub struct Deploy {
+    /// Function name (lowercase letters, digits and '-').
+    name: String,
+    /// The component (.wasm) to deploy.
+    path: PathBuf,
+    /// Memory limit, e.g. 128MiB.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Wall-clock timeout per invocation, e.g. 10s.
+    #[arg(long)]
+    timeout: Option<String>,
+    /// Environment and config variable NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Host outbound HTTP may reach: HOST, HOST:PORT or *.DOMAIN (repeatable).
+    #[arg(long = "allow-outbound", value_name = "HOST")]
+    allow_outbound: Vec<String>,
+    /// Invocations running at once.
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+    /// Invocations waiting for a slot before 429.
+    #[arg(long)]
+    max_queue: Option<u32>,
+    /// Largest request body, e.g. 16MiB.
+    #[arg(long)]
+    max_request_body: Option<String>,
+    /// Largest response body, e.g. 1GiB.
+    #[arg(long)]
+    max_response_body: Option<String>,
+    /// Reuse instances across requests (for guests with slow start-up; not for componentize-js guests).
+    #[arg(long)]
+    reuse: bool,
+    /// With --reuse: requests one instance serves before it is replaced.
+    #[arg(long)]
+    reuse_max_requests: Option<u32>,
+    /// With --reuse: an instance idle this long is dropped, e.g. 60s.
+    #[arg(long)]
+    reuse_idle_timeout: Option<String>,
+}
+
+impl Deploy {
+    fn query(&self) -> anyhow::Result<String> {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        let mut optional = |key: &'static str, value: Option<String>| {
+            if let Some(value) = value {
+                pairs.push((key, value));
+            }
+        };
+        optional("memory", self.memory.clone());
+        optional("timeout", self.timeout.clone());
+        optional(
+            "max_concurrency",
+            self.max_concurrency.map(|n| n.to_string()),
+        );
+        optional("max_queue", self.max_queue.map(|n| n.to_string()));
+        optional("max_request_body", self.max_request_body.clone());
+        optional("max_response_body", self.max_response_body.clone());
+        if self.reuse {
+            optional("reuse", Some("true".to_owned()));
+        }
+        optional(
+            "reuse_max_requests",
+            self.reuse_max_requests.map(|n| n.to_string()),
+        );
+        optional("reuse_idle_timeout", self.reuse_idle_timeout.clone());
+        for env in &self.env {
+            if !env.contains('=') {
+                bail!("--env {env:?} must look like NAME=VALUE");
+            }
+            pairs.push(("env", env.clone()));
+        }
+        for host in &self.allow_outbound {
+            pairs.push(("allow_outbound", host.clone()));
+        }
+        Ok(pairs
+            .iter()
+            .map(|(key, value)| format!("{key}={}", urlencoding::encode(value)))
+            .collect::<Vec<_>>()
+            .join("&"))
+    }
+
+    pub async fn run(self, client: Client) -> anyhow::Result<ExitCode> {
+        let query = self.query()?;
+        let code = tokio::fs::read(&self.path)
+            .await
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        let total = code.len() as u64;
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "uploading {bytes}/{total_bytes} {wide_bar} {eta}",
+            )
+            .expect("a valid template"),
+        );
+        if total < 4 << 20 {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let chunks: Vec<bytes::Bytes> = bytes::Bytes::from(code)
+            .chunks(256 << 10)
+            .map(bytes::Bytes::copy_from_slice)
+            .collect();
+        let progress = bar.clone();
+        let stream = futures::stream::iter(chunks).map(move |chunk| {
+            progress.inc(chunk.len() as u64);
+            Ok::<_, std::io::Error>(chunk)
+        });
+        let request = client
+            .control(
+                reqwest::Method::POST,
+                &format!("/v1/functions/{}/versions?{query}", self.name),
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .header(reqwest::header::CONTENT_LENGTH, total)
+            .body(reqwest::Body::wrap_stream(stream));
+        let result = client.json::<FunctionInfo>(request).await;
+        bar.finish_and_clear();
+        let info = result?;
+        println!(
+            "deployed {} version {} ({}) at {}{}",
+            info.name, info.version, info.world, client.base, info.url_path
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}

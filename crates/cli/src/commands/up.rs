@@ -1,0 +1,76 @@
+use domain::ByteSize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Run the platform in the foreground (embedded storage; Ctrl-C to stop).
+#[derive(clap::Args)]
+pub struct Up {
+    /// Where state is kept (same as --data-dir).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Largest component upload a deploy accepts.
+    #[arg(long, default_value = "256MiB")]
+    max_upload: ByteSize,
+    /// Time in-flight requests get to finish after Ctrl-C or SIGTERM.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+    /// Allocate instances on demand instead of from the pooling allocator.
+    #[arg(long)]
+    no_pooling: bool,
+    /// Instances that can exist at once (pooling allocator slots).
+    #[arg(long, default_value_t = 1000)]
+    max_instances: u32,
+}
+
+async fn stop_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+impl Up {
+    pub async fn run(self, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+        let data_dir = self.data.clone().unwrap_or(data_dir);
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("WOK_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        if self.max_instances == 0 {
+            anyhow::bail!("--max-instances must be at least 1");
+        }
+        let config = server::ServerConfig {
+            listen: self.listen,
+            data_dir: data_dir.clone(),
+            max_upload: self.max_upload,
+            shutdown_grace: self.shutdown_grace,
+            wasm: runtime_wasm::WasmConfig {
+                pooling: !self.no_pooling,
+                max_instances: self.max_instances,
+            },
+        };
+        server::run(
+            config,
+            |address| {
+                println!("wok listening on http://{address}");
+                println!("data directory: {}", data_dir.display());
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+            },
+            stop_signal(),
+        )
+        .await?;
+        eprintln!("wok stopped");
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,344 @@
+//! Function lifecycle: deploy, rollback, remove, and the registry of live
+//! versions that requests are routed to.
+//!
+//! Layer: services. Rules over the engines (`store`, `blob`) and a runtime
+//! reached only through `invoke::Executor`. Knows no HTTP and no wasmtime.
+//!
+//! Invariant: the registry switches a function to a new version in one step
+//! (an `Arc` swap under a write lock), after the version is compiled, loaded
+//! and stored; a failed deploy leaves the previous version serving.
+
+use blob::ArtifactStore;
+use domain::{FunctionConfig, FunctionName, ProjectId, SpecError};
+use invoke::{Admission, DeployError, Executor, LoadSpec, PreparedFunction};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use store::{FunctionVersion, MetaStore, NewVersion, StoreError};
+
+/// A live function version: what a request to it runs.
+pub struct Deployed {
+    pub version: FunctionVersion,
+    pub prepared: Arc<dyn PreparedFunction>,
+    pub admission: Admission,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionsError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error("function {0:?} does not exist")]
+    NoSuchFunction(String),
+    #[error("function {function:?} has no version {version}")]
+    NoSuchVersion { function: String, version: u32 },
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("loading the compiled function failed: {0}")]
+    Load(String),
+}
+
+impl From<StoreError> for FunctionsError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NoSuchFunction(function) => FunctionsError::NoSuchFunction(function),
+            StoreError::NoSuchVersion { function, version } => {
+                FunctionsError::NoSuchVersion { function, version }
+            }
+            other => FunctionsError::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<blob::BlobError> for FunctionsError {
+    fn from(error: blob::BlobError) -> Self {
+        FunctionsError::Storage(error.to_string())
+    }
+}
+
+type Key = (ProjectId, FunctionName);
+
+/// The running upkeep task; stop it before shutting down.
+pub struct Maintenance {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Maintenance {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+pub struct Functions {
+    store: Arc<dyn MetaStore>,
+    artifacts: ArtifactStore,
+    executor: Arc<dyn Executor>,
+    live: RwLock<HashMap<Key, Arc<Deployed>>>,
+    /// Serialises the store-then-registry step of deploys, rollbacks and
+    /// removals so the registry always ends on the store's current version.
+    switch: tokio::sync::Mutex<()>,
+}
+
+/// Runs blocking work (SQLite, files, compilation) off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("blocking task panicked")
+}
+
+impl Functions {
+    pub fn new(
+        store: Arc<dyn MetaStore>,
+        artifacts: ArtifactStore,
+        executor: Arc<dyn Executor>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            artifacts,
+            executor,
+            live: RwLock::new(HashMap::new()),
+            switch: Default::default(),
+        })
+    }
+
+    /// The live version of a function, if any. The request hot path.
+    pub fn get(&self, project: &ProjectId, function: &FunctionName) -> Option<Arc<Deployed>> {
+        let live = self
+            .live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        live.get(&(project.clone(), function.clone())).cloned()
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
+    fn install(
+        &self,
+        version: FunctionVersion,
+        prepared: Arc<dyn PreparedFunction>,
+    ) -> Arc<Deployed> {
+        let limits = &version.config.limits;
+        let deployed = Arc::new(Deployed {
+            admission: Admission::new(limits.max_concurrency, limits.max_queue),
+            version,
+            prepared,
+        });
+        let key = (
+            deployed.version.project.clone(),
+            deployed.version.function.clone(),
+        );
+        self.live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key, deployed.clone());
+        deployed
+    }
+
+    /// Loads a stored version, compiling again if its precompiled artifact is
+    /// missing or was made by another engine.
+    fn load_version(
+        &self,
+        version: &FunctionVersion,
+    ) -> Result<Arc<dyn PreparedFunction>, FunctionsError> {
+        let engine_key = self.executor.engine_key();
+        let compiled = self.artifacts.compiled_path(&version.artifact, &engine_key);
+        let spec = |precompiled| LoadSpec {
+            project: version.project.clone(),
+            function: version.function.clone(),
+            world: version.world,
+            config: version.config.clone(),
+            precompiled,
+        };
+        if compiled.exists() {
+            match self.executor.load(spec(compiled.clone())) {
+                Ok(prepared) => return Ok(prepared),
+                Err(error) => tracing::warn!(
+                    "precompiled {} is unusable ({error}); compiling again",
+                    compiled.display()
+                ),
+            }
+        }
+        let code = self.artifacts.read_artifact(&version.artifact)?;
+        let output = self.executor.compile(&code)?;
+        let compiled =
+            self.artifacts
+                .put_compiled(&version.artifact, &engine_key, &output.precompiled)?;
+        self.executor
+            .load(spec(compiled))
+            .map_err(FunctionsError::Load)
+    }
+
+    /// Loads every live function of every project (start-up).
+    pub async fn load_all(self: &Arc<Self>) -> Result<usize, FunctionsError> {
+        let this = self.clone();
+        blocking(move || {
+            let mut loaded = 0;
+            for project in this.store.projects()? {
+                for version in this.store.list(&project)? {
+                    match this.load_version(&version) {
+                        Ok(prepared) => {
+                            this.install(version, prepared);
+                            loaded += 1;
+                        }
+                        Err(error) => tracing::error!(
+                            "function {}/{} version {} cannot be loaded: {error}",
+                            version.project,
+                            version.function,
+                            version.version
+                        ),
+                    }
+                }
+            }
+            Ok(loaded)
+        })
+        .await
+    }
+
+    /// Validates, compiles, stores and switches to a new version.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        project: ProjectId,
+        function: FunctionName,
+        code: Vec<u8>,
+        config: FunctionConfig,
+    ) -> Result<Arc<Deployed>, FunctionsError> {
+        config.validate()?;
+        let this = self.clone();
+        let spec = LoadSpec {
+            project: project.clone(),
+            function: function.clone(),
+            world: domain::HttpWorld::P2,
+            config: config.clone(),
+            precompiled: Default::default(),
+        };
+        let (new, prepared) = blocking(move || {
+            let output = this.executor.compile(&code)?;
+            let artifact = this.artifacts.put_artifact(&code)?;
+            let precompiled = this.artifacts.put_compiled(
+                &artifact,
+                &this.executor.engine_key(),
+                &output.precompiled,
+            )?;
+            let prepared = this
+                .executor
+                .load(LoadSpec {
+                    world: output.world,
+                    precompiled,
+                    ..spec
+                })
+                .map_err(FunctionsError::Load)?;
+            let new = NewVersion {
+                artifact,
+                size_bytes: code.len() as u64,
+                world: output.world,
+                config,
+            };
+            Ok::<_, FunctionsError>((new, prepared))
+        })
+        .await?;
+        let _switch = self.switch.lock().await;
+        let this = self.clone();
+        let version = blocking(move || this.store.create_version(&project, &function, new)).await?;
+        Ok(self.install(version, prepared))
+    }
+
+    /// Makes an earlier version current again.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        project: ProjectId,
+        function: FunctionName,
+        version: u32,
+    ) -> Result<Arc<Deployed>, FunctionsError> {
+        let _switch = self.switch.lock().await;
+        let this = self.clone();
+        blocking(move || {
+            let stored = this
+                .store
+                .versions(&project, &function)?
+                .into_iter()
+                .find(|stored| stored.version == version)
+                .ok_or_else(|| FunctionsError::NoSuchVersion {
+                    function: function.to_string(),
+                    version,
+                })?;
+            let prepared = this.load_version(&stored)?;
+            let stored = this.store.set_current(&project, &function, version)?;
+            Ok(this.install(stored, prepared))
+        })
+        .await
+    }
+
+    /// Removes a function: requests to it get 404 at once.
+    pub async fn remove(
+        self: &Arc<Self>,
+        project: ProjectId,
+        function: FunctionName,
+    ) -> Result<(), FunctionsError> {
+        let _switch = self.switch.lock().await;
+        let this = self.clone();
+        blocking(move || {
+            let existed = this.store.remove(&project, &function)?;
+            this.live
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&(project, function.clone()));
+            if existed {
+                Ok(())
+            } else {
+                Err(FunctionsError::NoSuchFunction(function.to_string()))
+            }
+        })
+        .await
+    }
+
+    /// Starts the owned upkeep task (idle-instance reaping, every second).
+    pub fn start_maintenance(self: &Arc<Self>) -> Maintenance {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let this = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = interval.tick() => {}
+                }
+                let Some(this) = this.upgrade() else { break };
+                let live: Vec<Arc<Deployed>> = this
+                    .live
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .values()
+                    .cloned()
+                    .collect();
+                for deployed in live {
+                    deployed.prepared.maintain();
+                }
+            }
+        });
+        Maintenance { stop, task }
+    }
+
+    pub async fn list(
+        self: &Arc<Self>,
+        project: ProjectId,
+    ) -> Result<Vec<FunctionVersion>, FunctionsError> {
+        let this = self.clone();
+        Ok(blocking(move || this.store.list(&project)).await?)
+    }
+
+    pub async fn versions(
+        self: &Arc<Self>,
+        project: ProjectId,
+        function: FunctionName,
+    ) -> Result<Vec<FunctionVersion>, FunctionsError> {
+        let this = self.clone();
+        Ok(blocking(move || this.store.versions(&project, &function)).await?)
+    }
+}

@@ -1,0 +1,405 @@
+//! The control API under `/v1/`: admin-only.
+use crate::convert;
+use crate::{ApiError, SharedGateway};
+use api_types::{FunctionList, InvocationList, LogPage, RollbackRequest, VersionList};
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use domain::{
+    ByteSize, FunctionConfig, FunctionName, Isolation, ProjectId, ReuseLimits, UnixMillis,
+    UsageFilter,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("blocking task panicked")
+}
+
+fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+pub async fn require_admin(
+    State(gateway): State<SharedGateway>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let Some(header) = header else {
+        return ApiError::Unauthorized.into_response();
+    };
+    let token = header.strip_prefix("Bearer ").unwrap_or(header).trim();
+    if !constant_time_eq(token.as_bytes(), gateway.admin_token.as_bytes()) {
+        return ApiError::Forbidden.into_response();
+    }
+    next.run(request).await
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".to_owned())
+}
+
+pub async fn metrics(State(gateway): State<SharedGateway>) -> Response {
+    let mut response = gateway.metrics.encode().into_response();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    response
+}
+
+fn function_name(name: &str) -> Result<FunctionName, ApiError> {
+    FunctionName::new(name)
+        .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+}
+
+fn project() -> ProjectId {
+    ProjectId::default_project()
+}
+
+pub async fn list_functions(
+    State(gateway): State<SharedGateway>,
+) -> Result<Json<FunctionList>, ApiError> {
+    let versions = gateway.functions.list(project()).await?;
+    Ok(Json(FunctionList {
+        functions: versions.iter().map(convert::function_info).collect(),
+    }))
+}
+
+pub async fn get_function(
+    State(gateway): State<SharedGateway>,
+    Path(name): Path<String>,
+) -> Result<Json<api_types::FunctionInfo>, ApiError> {
+    let function = function_name(&name)?;
+    let deployed = gateway
+        .functions
+        .get(&project(), &function)
+        .ok_or_else(|| ApiError::FunctionNotFound(format!("function {name:?} does not exist")))?;
+    Ok(Json(convert::function_info(&deployed.version)))
+}
+
+pub async fn remove_function(
+    State(gateway): State<SharedGateway>,
+    Path(name): Path<String>,
+) -> Result<http::StatusCode, ApiError> {
+    gateway
+        .functions
+        .remove(project(), function_name(&name)?)
+        .await?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
+pub async fn list_versions(
+    State(gateway): State<SharedGateway>,
+    Path(name): Path<String>,
+) -> Result<Json<VersionList>, ApiError> {
+    let function = function_name(&name)?;
+    let versions = gateway
+        .functions
+        .versions(project(), function.clone())
+        .await?;
+    let current = gateway
+        .functions
+        .get(&project(), &function)
+        .map(|deployed| deployed.version.version)
+        .unwrap_or(0);
+    Ok(Json(VersionList {
+        current,
+        versions: versions.iter().map(convert::function_info).collect(),
+    }))
+}
+
+pub async fn rollback(
+    State(gateway): State<SharedGateway>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<api_types::FunctionInfo>, ApiError> {
+    let request: RollbackRequest = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("expected {{\"version\": N}}: {error}"),
+        )
+    })?;
+    let deployed = gateway
+        .functions
+        .rollback(project(), function_name(&name)?, request.version)
+        .await?;
+    Ok(Json(convert::function_info(&deployed.version)))
+}
+
+fn parse_duration(key: &str, value: &str) -> Result<Duration, ApiError> {
+    humantime::parse_duration(value).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_config",
+            format!("{key}={value:?} is not a duration (like 10s or 500ms): {error}"),
+        )
+    })
+}
+
+fn parse_size(key: &str, value: &str) -> Result<ByteSize, ApiError> {
+    ByteSize::parse(value)
+        .map_err(|error| ApiError::bad_request("invalid_config", format!("{key}: {error}")))
+}
+
+fn parse_number(key: &str, value: &str) -> Result<u32, ApiError> {
+    value.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_config",
+            format!("{key}={value:?} is not a whole number"),
+        )
+    })
+}
+
+/// Reads a deploy's settings from its query string. Unknown keys are refused
+/// so that a typo fails loudly instead of deploying with a default.
+pub fn config_from_query(pairs: &[(String, String)]) -> Result<FunctionConfig, ApiError> {
+    let mut config = FunctionConfig::default();
+    let mut reuse: Option<ReuseLimits> = None;
+    let reuse_limits = |reuse: &mut Option<ReuseLimits>| -> ReuseLimits {
+        reuse.take().unwrap_or(ReuseLimits {
+            max_requests: 10_000,
+            max_concurrent: 1,
+            idle_timeout: Duration::from_secs(60),
+        })
+    };
+    for (key, value) in pairs {
+        let limits = &mut config.limits;
+        match key.as_str() {
+            "memory" => limits.memory = parse_size(key, value)?,
+            "timeout" => limits.timeout = parse_duration(key, value)?,
+            "max_concurrency" => limits.max_concurrency = parse_number(key, value)?,
+            "max_queue" => limits.max_queue = parse_number(key, value)?,
+            "max_request_body" => limits.max_request_body = parse_size(key, value)?,
+            "max_response_body" => limits.max_response_body = parse_size(key, value)?,
+            "env" => {
+                let (name, env_value) = value.split_once('=').ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_config",
+                        format!("env {value:?} must look like NAME=VALUE"),
+                    )
+                })?;
+                config.env.retain(|(existing, _)| existing != name);
+                config.env.push((name.to_owned(), env_value.to_owned()));
+            }
+            "allow_outbound" => config.allowed_outbound_hosts.push(value.clone()),
+            "reuse" => match value.as_str() {
+                "true" | "1" => reuse = Some(reuse_limits(&mut reuse)),
+                "false" | "0" => reuse = None,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_config",
+                        format!("reuse={value:?} must be true or false"),
+                    ));
+                }
+            },
+            "reuse_max_requests" => {
+                let mut limits = reuse_limits(&mut reuse);
+                limits.max_requests = parse_number(key, value)?;
+                reuse = Some(limits);
+            }
+            "reuse_idle_timeout" => {
+                let mut limits = reuse_limits(&mut reuse);
+                limits.idle_timeout = parse_duration(key, value)?;
+                reuse = Some(limits);
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_config",
+                    format!("unknown deploy setting {key:?}"),
+                ));
+            }
+        }
+    }
+    if let Some(reuse) = reuse {
+        config.isolation = Isolation::Reuse(reuse);
+    }
+    Ok(config)
+}
+
+pub async fn deploy(
+    State(gateway): State<SharedGateway>,
+    Path(name): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    request: Request,
+) -> Result<(http::StatusCode, Json<api_types::FunctionInfo>), ApiError> {
+    let function = function_name(&name)?;
+    let config = config_from_query(&pairs)?;
+    config
+        .validate()
+        .map_err(|error| ApiError::bad_request("invalid_config", error.to_string()))?;
+    let limit = gateway.max_upload_bytes;
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "the upload is larger than the limit of {}",
+            ByteSize(limit)
+        ))
+    };
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let code = axum::body::to_bytes(request.into_body(), limit as usize)
+        .await
+        .map_err(|error| {
+            let too_big = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_big {
+                too_large()
+            } else {
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!("reading the upload failed: {error}"),
+                )
+            }
+        })?;
+    let deployed = gateway
+        .functions
+        .deploy(project(), function, code.to_vec(), config)
+        .await?;
+    Ok((
+        http::StatusCode::CREATED,
+        Json(convert::function_info(&deployed.version)),
+    ))
+}
+
+/// Accepts Unix milliseconds or an RFC 3339 time.
+fn parse_time(key: &str, value: &str) -> Result<UnixMillis, ApiError> {
+    if let Ok(millis) = value.parse::<i64>() {
+        return Ok(millis);
+    }
+    humantime::parse_rfc3339_weak(value)
+        .map(|time| {
+            time.duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_millis() as i64)
+                .unwrap_or(0)
+        })
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("{key}={value:?} is not a time (Unix milliseconds or RFC 3339)"),
+            )
+        })
+}
+
+fn usage_filter(
+    query: &HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<UsageFilter, ApiError> {
+    for key in query.keys() {
+        if !allowed.contains(&key.as_str()) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("unknown query parameter {key:?}"),
+            ));
+        }
+    }
+    Ok(UsageFilter {
+        since: query
+            .get("since")
+            .map(|value| parse_time("since", value))
+            .transpose()?,
+        until: query
+            .get("until")
+            .map(|value| parse_time("until", value))
+            .transpose()?,
+        function: query
+            .get("function")
+            .map(|value| function_name(value))
+            .transpose()?,
+    })
+}
+
+pub async fn usage(
+    State(gateway): State<SharedGateway>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<api_types::Usage>, ApiError> {
+    let filter = usage_filter(&query, &["since", "until", "function"])?;
+    let store = gateway.store.clone();
+    let usage = blocking(move || store.usage(&project(), &filter)).await?;
+    Ok(Json(convert::usage(&usage)))
+}
+
+pub async fn invocations(
+    State(gateway): State<SharedGateway>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<InvocationList>, ApiError> {
+    let filter = usage_filter(&query, &["since", "until", "function", "limit"])?;
+    let limit = query
+        .get("limit")
+        .map(|value| parse_number("limit", value))
+        .transpose()?
+        .unwrap_or(100)
+        .min(100_000);
+    let store = gateway.store.clone();
+    let records = blocking(move || store.records(&project(), &filter, limit)).await?;
+    Ok(Json(InvocationList {
+        invocations: records.iter().map(convert::record).collect(),
+    }))
+}
+
+pub async fn logs(
+    State(gateway): State<SharedGateway>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<LogPage>, ApiError> {
+    for key in query.keys() {
+        if !["after", "limit", "wait"].contains(&key.as_str()) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("unknown query parameter {key:?}"),
+            ));
+        }
+    }
+    let function = function_name(&name)?;
+    let after = match query.get("after") {
+        Some(value) => value
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request("invalid_query", "after must be a number"))?,
+        None => 0,
+    };
+    let limit = query
+        .get("limit")
+        .map(|value| parse_number("limit", value))
+        .transpose()?
+        .unwrap_or(1000)
+        .min(10_000);
+    // `wait` long-polls: with nothing new, answer when lines arrive or the wait ends.
+    let wait = query
+        .get("wait")
+        .map(|value| parse_duration("wait", value))
+        .transpose()?
+        .unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + wait.min(Duration::from_secs(60));
+    loop {
+        let store = gateway.store.clone();
+        let lookup = function.clone();
+        let lines = blocking(move || store.logs(&project(), &lookup, after, limit)).await?;
+        if !lines.is_empty() || tokio::time::Instant::now() >= deadline {
+            let next = lines.last().map_or(after, |line| line.seq);
+            return Ok(Json(LogPage {
+                lines: lines.iter().map(convert::log_line).collect(),
+                next,
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,66 @@
+//! Domain values to wire DTOs.
+use domain::Isolation;
+use store::{FunctionVersion, StoredLogLine};
+
+pub fn function_info(version: &FunctionVersion) -> api_types::FunctionInfo {
+    let config = &version.config;
+    api_types::FunctionInfo {
+        project: version.project.to_string(),
+        name: version.function.to_string(),
+        version: version.version,
+        world: version.world.as_str().to_owned(),
+        artifact: version.artifact.clone(),
+        size_bytes: version.size_bytes,
+        memory: config.limits.memory.to_string(),
+        timeout_ms: config.limits.timeout.as_millis() as u64,
+        max_concurrency: config.limits.max_concurrency,
+        max_queue: config.limits.max_queue,
+        env_keys: config.env.iter().map(|(key, _)| key.clone()).collect(),
+        allowed_outbound_hosts: config.allowed_outbound_hosts.clone(),
+        isolation: match config.isolation {
+            Isolation::Fresh => "fresh".to_owned(),
+            Isolation::Reuse(_) => "reuse".to_owned(),
+        },
+        created_at: version.created_at,
+        url_path: format!("/fn/{}", version.function),
+    }
+}
+
+pub fn usage(usage: &domain::Usage) -> api_types::Usage {
+    api_types::Usage {
+        requests: usage.requests,
+        errors: usage.errors,
+        billed_ms: usage.billed_ms,
+        mib_milliseconds: usage.mib_ms,
+        gb_seconds: usage.gb_seconds(),
+    }
+}
+
+pub fn record(record: &domain::InvocationRecord) -> api_types::InvocationRecord {
+    api_types::InvocationRecord {
+        id: record.id.to_string(),
+        project: record.project.to_string(),
+        function: record.function.to_string(),
+        version: record.version,
+        trigger: record.trigger.clone(),
+        start: record.start,
+        duration_us: record.duration_us,
+        billed_ms: record.billed_ms,
+        memory_mib: record.memory_mib,
+        peak_memory_bytes: record.peak_memory_bytes,
+        outcome: record.outcome.code().to_owned(),
+        cold: record.cold,
+        bytes_in: record.bytes_in,
+        bytes_out: record.bytes_out,
+    }
+}
+
+pub fn log_line(stored: &StoredLogLine) -> api_types::LogLine {
+    api_types::LogLine {
+        seq: stored.seq,
+        invocation: stored.line.invocation.to_string(),
+        time: stored.line.time,
+        stream: stored.line.stream.as_str().to_owned(),
+        line: stored.line.line.clone(),
+    }
+}

@@ -1,0 +1,119 @@
+//! The one table from error kinds to public codes and statuses.
+use api_types::{ErrorBody, ErrorDetail};
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use domain::Outcome;
+use functions::FunctionsError;
+use http::StatusCode;
+use invoke::Failure;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthorized,
+    Forbidden,
+    NotFound(String),
+    FunctionNotFound(String),
+    BadRequest { code: &'static str, message: String },
+    PayloadTooLarge(String),
+    Overloaded(String),
+    Guest(Failure),
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            ApiError::Guest(failure) => {
+                let status = match failure.outcome {
+                    Outcome::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                    Outcome::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                (status, failure.outcome.code())
+            }
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Unauthorized => {
+                "this API needs the admin credential: send `Authorization: Bearer TOKEN`".to_owned()
+            }
+            ApiError::Forbidden => "the credential sent is not valid for this API".to_owned(),
+            ApiError::NotFound(message)
+            | ApiError::FunctionNotFound(message)
+            | ApiError::BadRequest { message, .. }
+            | ApiError::PayloadTooLarge(message)
+            | ApiError::Overloaded(message) => message.clone(),
+            ApiError::Guest(failure) => failure.message.clone(),
+            // Internals are logged, not shown.
+            ApiError::Internal(_) => {
+                "wok failed to handle the request; the server log has details".to_owned()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!("internal error: {detail}");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.message(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::Overloaded(_) = self {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}
+
+impl From<FunctionsError> for ApiError {
+    fn from(error: FunctionsError) -> Self {
+        match error {
+            FunctionsError::Spec(error) => {
+                ApiError::bad_request("invalid_config", error.to_string())
+            }
+            FunctionsError::Deploy(error) => {
+                ApiError::bad_request("invalid_component", error.to_string())
+            }
+            FunctionsError::NoSuchFunction(name) => {
+                ApiError::FunctionNotFound(format!("function {name:?} does not exist"))
+            }
+            error @ FunctionsError::NoSuchVersion { .. } => ApiError::NotFound(error.to_string()),
+            error @ (FunctionsError::Storage(_) | FunctionsError::Load(_)) => {
+                ApiError::Internal(error.to_string())
+            }
+        }
+    }
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(error: store::StoreError) -> Self {
+        FunctionsError::from(error).into()
+    }
+}

@@ -1,0 +1,137 @@
+//! `ANY /fn/NAME/...`: the request hot path.
+use crate::{ApiError, SharedGateway};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use domain::{FunctionName, InvocationId, ProjectId};
+use http::{HeaderValue, Uri};
+use http_body_util::BodyExt;
+use invoke::{BoxError, Invocation, Meter, MeterInit};
+use std::sync::Arc;
+
+/// Header carrying the invocation id on every function response.
+pub const INVOCATION_ID_HEADER: &str = "x-wok-invocation-id";
+
+/// Splits `/fn/NAME/rest?query` into the name and the guest's path-and-query.
+fn split_path(uri: &Uri) -> Option<(&str, String)> {
+    let path = uri.path().strip_prefix("/fn/")?;
+    let (name, rest) = match path.find('/') {
+        Some(slash) => (&path[..slash], &path[slash..]),
+        None => (path, "/"),
+    };
+    let guest_path = match uri.query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_owned(),
+    };
+    Some((name, guest_path))
+}
+
+pub async fn invoke(State(gateway): State<SharedGateway>, request: Request) -> Response {
+    match run(gateway, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn run(gateway: SharedGateway, request: Request) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let (name, guest_path) =
+        split_path(&parts.uri).ok_or_else(|| ApiError::NotFound("no such route".to_owned()))?;
+    let not_found = || ApiError::FunctionNotFound(format!("function {name:?} does not exist"));
+    let function = FunctionName::new(name).map_err(|_| not_found())?;
+    let project = ProjectId::default_project();
+    let deployed = gateway
+        .functions
+        .get(&project, &function)
+        .ok_or_else(not_found)?;
+    let limits = &deployed.version.config.limits;
+
+    let declared_length = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > limits.max_request_body.bytes()) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the request body is larger than this function's limit of {}",
+            limits.max_request_body
+        )));
+    }
+
+    let permit = deployed
+        .admission
+        .admit(limits.max_concurrency)
+        .await
+        .map_err(|error| {
+            gateway.metrics.throttled(&project, &function);
+            ApiError::Overloaded(format!(
+                "function {function:?} is at capacity: {error}; retry later"
+            ))
+        })?;
+
+    let id = InvocationId(uuid::Uuid::now_v7().simple().to_string());
+    let meter = Arc::new(Meter::new(
+        MeterInit {
+            id: id.clone(),
+            project,
+            function,
+            version: deployed.version.version,
+            trigger: "http",
+            memory_mib: limits.memory_mib(),
+        },
+        Some(permit),
+        gateway.recorder.clone(),
+    ));
+
+    // The guest sees the rest of the path and the query, unchanged, with the
+    // authority the client used.
+    let authority = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or("localhost")
+        .to_owned();
+    parts.uri = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(guest_path)
+        .build()
+        .map_err(|error| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("the request URI is invalid: {error}"),
+            )
+        })?;
+    let body = body
+        .map_err(|error| Box::new(error) as BoxError)
+        .boxed_unsync();
+    let invocation = Invocation {
+        id: id.clone(),
+        request: http::Request::from_parts(parts, body),
+        meter,
+    };
+
+    let header_id = HeaderValue::from_str(&id.0).expect("invocation ids are ASCII");
+    let mut response = match deployed.prepared.invoke(invocation).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(failure) => ApiError::Guest(failure).into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(INVOCATION_ID_HEADER, header_id);
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_function_name_from_guest_path() {
+        let uri: Uri = "/fn/hello/a/b?x=1&y=2".parse().unwrap();
+        assert_eq!(split_path(&uri), Some(("hello", "/a/b?x=1&y=2".to_owned())));
+        let uri: Uri = "/fn/hello".parse().unwrap();
+        assert_eq!(split_path(&uri), Some(("hello", "/".to_owned())));
+        let uri: Uri = "/fn/hello?q".parse().unwrap();
+        assert_eq!(split_path(&uri), Some(("hello", "/?q".to_owned())));
+    }
+}

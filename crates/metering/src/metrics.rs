@@ -1,0 +1,148 @@
+use domain::{FunctionName, InvocationRecord, ProjectId};
+use invoke::RuntimeMetrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    project: String,
+    function: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    function: String,
+}
+
+/// The platform's Prometheus metrics.
+pub struct Metrics {
+    registry: Registry,
+    invocations: Family<OutcomeLabels, Counter>,
+    duration: Family<FunctionLabels, Histogram>,
+    instantiation: Family<FunctionLabels, Histogram>,
+    in_flight: Gauge,
+    throttled: Family<FunctionLabels, Counter>,
+    log_lines_dropped: Counter,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    // 10 µs to ~84 s.
+    prometheus_client::metrics::histogram::exponential_buckets(0.00001, 2.5, 18)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("wok");
+        let invocations = Family::<OutcomeLabels, Counter>::default();
+        let duration = Family::<FunctionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        let instantiation = Family::<FunctionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        let in_flight = Gauge::default();
+        let throttled = Family::<FunctionLabels, Counter>::default();
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "invocations",
+            "Invocations by function and outcome",
+            invocations.clone(),
+        );
+        registry.register(
+            "invocation_duration_seconds",
+            "Invocation wall-clock duration",
+            duration.clone(),
+        );
+        registry.register(
+            "instantiation_seconds",
+            "Time to create a new instance (cold start)",
+            instantiation.clone(),
+        );
+        registry.register(
+            "instances_in_flight",
+            "Instances serving an invocation now",
+            in_flight.clone(),
+        );
+        registry.register(
+            "throttled",
+            "Invocations refused for concurrency (429)",
+            throttled.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Guest log lines dropped because the writer fell behind",
+            log_lines_dropped.clone(),
+        );
+        Self {
+            registry,
+            invocations,
+            duration,
+            instantiation,
+            in_flight,
+            throttled,
+            log_lines_dropped,
+        }
+    }
+
+    fn function_label(project: &ProjectId, function: &FunctionName) -> String {
+        format!("{project}/{function}")
+    }
+
+    pub fn observe(&self, record: &InvocationRecord) {
+        let function = Self::function_label(&record.project, &record.function);
+        self.invocations
+            .get_or_create(&OutcomeLabels {
+                project: record.project.to_string(),
+                function: record.function.to_string(),
+                outcome: record.outcome.code(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&FunctionLabels { function })
+            .observe(record.duration_us as f64 / 1e6);
+    }
+
+    pub fn throttled(&self, project: &ProjectId, function: &FunctionName) {
+        self.throttled
+            .get_or_create(&FunctionLabels {
+                function: Self::function_label(project, function),
+            })
+            .inc();
+    }
+
+    pub fn log_line_dropped(&self) {
+        self.log_lines_dropped.inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String");
+        text
+    }
+}
+
+impl RuntimeMetrics for Metrics {
+    fn instantiated(&self, project: &ProjectId, function: &FunctionName, seconds: f64) {
+        let function = Self::function_label(project, function);
+        self.instantiation
+            .get_or_create(&FunctionLabels { function })
+            .observe(seconds);
+    }
+
+    fn instances_in_flight(&self, delta: i64) {
+        self.in_flight.inc_by(delta);
+    }
+}
