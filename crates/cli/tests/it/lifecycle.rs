@@ -1,0 +1,163 @@
+use crate::*;
+use reqwest::Method;
+use std::time::{Duration, SystemTime};
+
+fn compiled_files(server: &test_support::WokServer) -> Vec<(String, SystemTime)> {
+    let mut files: Vec<(String, SystemTime)> =
+        std::fs::read_dir(server.data_dir().join("compiled"))
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.metadata().unwrap().modified().unwrap(),
+                )
+            })
+            .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn a_restart_keeps_every_function_without_recompiling() {
+    let server = server();
+    deploy(&server, "hello", guests::HELLO, &[]);
+    deploy(&server, "echo", guests::ECHO, &["--env", "KEPT=yes"]);
+    deploy(&server, "echo", guests::ENV_CONFIG, &["--env", "KEPT=yes"]);
+    server.cli_ok(&["rollback", "echo", "1"]);
+    let before = compiled_files(&server);
+    assert_eq!(
+        before.len(),
+        3,
+        "one precompiled artifact per distinct component: {before:?}"
+    );
+
+    let server = server.restart();
+    assert_eq!(
+        compiled_files(&server),
+        before,
+        "nothing was compiled again"
+    );
+    assert_eq!(get(&server, "/fn/hello").await.text(), "hello from wok\n");
+    let echo = send(
+        http()
+            .post(format!("{}/fn/echo", server.url))
+            .body("still here"),
+    )
+    .await;
+    assert_eq!(
+        echo.text(),
+        "still here",
+        "the rolled-back version still serves"
+    );
+    let versions = send(control(&server, Method::GET, "/v1/functions/echo/versions"))
+        .await
+        .json();
+    assert_eq!(versions["current"], 1);
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_exits_zero() {
+    let mut server = server();
+    deploy(&server, "slow", guests::SLEEP, &[]);
+    let url = format!("{}/fn/slow?ms=1500", server.url);
+    let in_flight = tokio::spawn(async move { send(http().get(url)).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.send_terminate();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (200, "slept 1500\n")
+    );
+    let status = server.wait();
+    assert!(status.success(), "wok exited with {status}");
+}
+
+#[tokio::test]
+async fn the_control_api_needs_the_admin_credential_and_function_urls_do_not() {
+    let server = server();
+    deploy(&server, "hello", guests::HELLO, &[]);
+    let answer = send(http().get(format!("{}/v1/functions", server.url))).await;
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (401, "unauthorized")
+    );
+    let answer = send(
+        http()
+            .get(format!("{}/v1/functions", server.url))
+            .bearer_auth("wrong"),
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (403, "forbidden")
+    );
+    let answer = send(
+        http()
+            .post(format!("{}/v1/functions/x/versions", server.url))
+            .body("x"),
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(get(&server, "/fn/hello").await.status, 200);
+
+    let output = server
+        .command(&["ls"])
+        .env("WOK_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("forbidden"));
+    // The local CLI found the credential by itself (deploy above), and the
+    // token file is private to its owner.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(server.data_dir().join("admin-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "admin-token is readable by others: {mode:o}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_invocations_by_outcome() {
+    let server = server();
+    deploy(&server, "hello", guests::HELLO, &[]);
+    deploy(&server, "trap", guests::TRAP, &[]);
+    for _ in 0..3 {
+        get(&server, "/fn/hello").await;
+    }
+    get(&server, "/fn/trap").await;
+    wait_for_records(&server, 4).await;
+    let text = get(&server, "/metrics").await.text();
+    let value = |needle: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(needle))
+            .unwrap_or_else(|| panic!("{needle} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        value(r#"wok_invocations_total{project="default",function="hello",outcome="success"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(
+            r#"wok_invocations_total{project="default",function="trap",outcome="function_trap"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(r#"wok_invocation_duration_seconds_count{function="default/hello"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"wok_instantiation_seconds_count{function="default/hello"}"#),
+        3.0
+    );
+    assert_eq!(value("wok_instances_in_flight"), 0.0);
+}

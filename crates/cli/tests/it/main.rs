@@ -1,0 +1,114 @@
+//! End-to-end tests: the real `wok` binary as server and CLI, real guests.
+//! One test binary for the crate (link time); each test runs its own server.
+
+mod deploy;
+mod foreign;
+mod invoke;
+mod lifecycle;
+mod limits;
+mod records;
+
+use std::time::Duration;
+use test_support::WokServer;
+
+pub const WOK: &str = env!("CARGO_BIN_EXE_wok");
+
+pub fn server() -> WokServer {
+    WokServer::start(WOK)
+}
+
+/// Deploys a guest through the CLI; panics with the CLI's message on failure.
+pub fn deploy(server: &WokServer, name: &str, guest: &str, flags: &[&str]) {
+    let mut args = vec!["deploy", name, guest];
+    args.extend_from_slice(flags);
+    let stdout = server.cli_ok(&args);
+    assert!(
+        stdout.contains(&format!("deployed {name} version")),
+        "unexpected deploy output: {stdout}"
+    );
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+/// A control-API request with the server's admin token.
+pub fn control(server: &WokServer, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    http()
+        .request(method, format!("{}{path}", server.url))
+        .bearer_auth(server.admin_token())
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.text()))
+    }
+
+    /// The `code` of a wok error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+pub async fn send(request: reqwest::RequestBuilder) -> Answer {
+    let response = request.send().await.expect("request reaches the server");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("reading the body").to_vec();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn get(server: &WokServer, path: &str) -> Answer {
+    send(http().get(format!("{}{path}", server.url))).await
+}
+
+/// Waits until the records of `count` invocations are stored (they are
+/// written in batches off the request path), bounded by a deadline.
+pub async fn wait_for_records(server: &WokServer, count: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = send(control(
+            server,
+            reqwest::Method::GET,
+            "/v1/invocations?limit=100000",
+        ))
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let records = answer.json()["invocations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if records.len() >= count || std::time::Instant::now() > deadline {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
