@@ -32,6 +32,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", programs.join(member).display());
     }
 
+    ensure_wasm_target();
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
     command
@@ -88,6 +89,29 @@ fn main() {
     all.push_str("];\n");
     generated.push_str(&all);
     std::fs::write(out_dir.join("guests.rs"), generated).unwrap();
+}
+
+/// rust-toolchain.toml names the target, but rustup adds targets only when
+/// it installs the toolchain: on a machine that already had the toolchain,
+/// add the target here.
+fn ensure_wasm_target() {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    let Ok(installed) = installed else { return };
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|line| line.trim() == "wasm32-wasip2")
+    {
+        return;
+    }
+    let status = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status();
+    assert!(
+        status.is_ok_and(|status| status.success()),
+        "`rustup target add wasm32-wasip2` failed"
+    );
 }
 
 fn members(programs: &Path) -> Vec<String> {

@@ -51,7 +51,9 @@ impl Limits {
 
     pub fn validate(&self) -> Result<(), SpecError> {
         let memory = self.memory.bytes();
-        if memory < ByteSize::MIB || memory > 4 * ByteSize::GIB || memory % ByteSize::MIB != 0 {
+        if !(ByteSize::MIB..=4 * ByteSize::GIB).contains(&memory)
+            || !memory.is_multiple_of(ByteSize::MIB)
+        {
             return Err(SpecError::Memory(self.memory));
         }
         if self.timeout < Duration::from_millis(1) || self.timeout > Duration::from_secs(15 * 60) {

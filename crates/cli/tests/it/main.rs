@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `wok` binary as server and CLI, real guests.
 //! One test binary for the crate (link time); each test runs its own server.
 
+mod architecture;
 mod deploy;
 mod foreign;
 mod invoke;

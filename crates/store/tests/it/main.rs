@@ -1,0 +1,204 @@
+//! The `MetaStore` contract, run against every backend (SQLite for now).
+use domain::{
+    FunctionConfig, FunctionName, HttpWorld, InvocationId, InvocationRecord, LogLine, LogStream,
+    Outcome, ProjectId, UsageFilter,
+};
+use store::{MetaStore, NewVersion, SqliteStore, StoreError};
+
+fn name(text: &str) -> FunctionName {
+    FunctionName::new(text).unwrap()
+}
+
+fn new_version(artifact: &str) -> NewVersion {
+    NewVersion {
+        artifact: artifact.to_owned(),
+        size_bytes: 10,
+        world: HttpWorld::P2,
+        config: FunctionConfig::default(),
+    }
+}
+
+fn record(
+    project: &ProjectId,
+    function: &str,
+    id: &str,
+    start: i64,
+    billed_ms: u64,
+    memory_mib: u64,
+    outcome: Outcome,
+) -> InvocationRecord {
+    InvocationRecord {
+        id: InvocationId(id.to_owned()),
+        project: project.clone(),
+        function: name(function),
+        version: 1,
+        trigger: "http".to_owned(),
+        start,
+        duration_us: billed_ms * 1000,
+        billed_ms,
+        memory_mib,
+        peak_memory_bytes: 1,
+        outcome,
+        cold: true,
+        bytes_in: 0,
+        bytes_out: 0,
+    }
+}
+
+fn contract(store: &dyn MetaStore) {
+    let project = ProjectId::default_project();
+    let other = ProjectId::new("other").unwrap();
+
+    // Versions: each deploy is a new version and becomes current.
+    let v1 = store
+        .create_version(&project, &name("app"), new_version("aaa"))
+        .unwrap();
+    let v2 = store
+        .create_version(&project, &name("app"), new_version("bbb"))
+        .unwrap();
+    assert_eq!((v1.version, v2.version), (1, 2));
+    assert_eq!(
+        store
+            .current(&project, &name("app"))
+            .unwrap()
+            .unwrap()
+            .artifact,
+        "bbb"
+    );
+    assert_eq!(
+        store
+            .set_current(&project, &name("app"), 1)
+            .unwrap()
+            .artifact,
+        "aaa"
+    );
+    assert_eq!(
+        store
+            .current(&project, &name("app"))
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+    assert!(matches!(
+        store.set_current(&project, &name("app"), 7),
+        Err(StoreError::NoSuchVersion { .. })
+    ));
+    assert_eq!(store.versions(&project, &name("app")).unwrap().len(), 2);
+
+    // Projects do not see each other.
+    assert!(store.current(&other, &name("app")).unwrap().is_none());
+    assert!(store.list(&other).unwrap().is_empty());
+    store
+        .create_version(&other, &name("app"), new_version("ccc"))
+        .unwrap();
+    assert_eq!(store.list(&project).unwrap().len(), 1);
+    assert_eq!(
+        store.projects().unwrap(),
+        vec![project.clone(), other.clone()]
+    );
+
+    // Removal keeps numbering going.
+    assert!(store.remove(&project, &name("app")).unwrap());
+    assert!(!store.remove(&project, &name("app")).unwrap());
+    assert!(store.current(&project, &name("app")).unwrap().is_none());
+    assert!(matches!(
+        store.versions(&project, &name("app")),
+        Err(StoreError::NoSuchFunction(_))
+    ));
+    assert_eq!(
+        store
+            .create_version(&project, &name("app"), new_version("ddd"))
+            .unwrap()
+            .version,
+        3
+    );
+
+    // Records and exact usage.
+    let records = vec![
+        record(&project, "app", "r1", 1000, 3, 128, Outcome::Success),
+        record(&project, "app", "r2", 2000, 1, 128, Outcome::Trap),
+        record(&project, "other-fn", "r3", 3000, 7, 64, Outcome::Timeout),
+        record(&other, "app", "r4", 3000, 100, 1024, Outcome::Success),
+    ];
+    store.insert_records(&records).unwrap();
+    store.insert_records(&records[..1]).unwrap(); // a repeated record is not counted twice
+    let usage = store.usage(&project, &UsageFilter::default()).unwrap();
+    assert_eq!((usage.requests, usage.errors, usage.billed_ms), (3, 2, 11));
+    assert_eq!(usage.mib_ms, 3 * 128 + 128 + 7 * 64);
+    let filtered = store
+        .usage(
+            &project,
+            &UsageFilter {
+                since: Some(1500),
+                until: Some(3000),
+                function: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(filtered.requests, 1);
+    let by_function = UsageFilter {
+        function: Some(name("app")),
+        ..UsageFilter::default()
+    };
+    assert_eq!(store.usage(&project, &by_function).unwrap().requests, 2);
+    let listed = store
+        .records(&project, &UsageFilter::default(), 10)
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.id.0.as_str()).collect::<Vec<_>>(),
+        ["r3", "r2", "r1"]
+    );
+    assert_eq!(listed[2], records[0]);
+
+    // Logs page by position and stay within their project.
+    let line = |text: &str| LogLine {
+        project: project.clone(),
+        function: name("app"),
+        invocation: InvocationId("r1".to_owned()),
+        time: 5,
+        stream: LogStream::Stderr,
+        line: text.to_owned(),
+    };
+    store
+        .insert_logs(&[line("one"), line("two"), line("three")])
+        .unwrap();
+    let first = store.logs(&project, &name("app"), 0, 2).unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|l| l.line.line.as_str())
+            .collect::<Vec<_>>(),
+        ["one", "two"]
+    );
+    let rest = store
+        .logs(&project, &name("app"), first[1].seq, 10)
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].line, line("three"));
+    assert!(store.logs(&other, &name("app"), 0, 10).unwrap().is_empty());
+}
+
+#[test]
+fn sqlite_store_keeps_the_contract_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wok.db");
+    contract(&SqliteStore::open(&path).unwrap());
+    let reopened = SqliteStore::open(&path).unwrap();
+    let project = ProjectId::default_project();
+    assert_eq!(
+        reopened
+            .current(&project, &name("app"))
+            .unwrap()
+            .unwrap()
+            .version,
+        3
+    );
+    assert_eq!(
+        reopened
+            .usage(&project, &UsageFilter::default())
+            .unwrap()
+            .requests,
+        3
+    );
+}
