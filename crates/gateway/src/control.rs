@@ -255,6 +255,7 @@ pub async fn deploy(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
+        crate::drain_in_background(request.into_body());
         return Err(too_large());
     }
     let code = axum::body::to_bytes(request.into_body(), limit as usize)

@@ -51,6 +51,7 @@ async fn run(gateway: SharedGateway, request: Request) -> Result<Response, ApiEr
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared_length.is_some_and(|length| length > limits.max_request_body.bytes()) {
+        crate::drain_in_background(body);
         return Err(ApiError::PayloadTooLarge(format!(
             "the request body is larger than this function's limit of {}",
             limits.max_request_body

@@ -33,6 +33,26 @@ pub struct Gateway {
 
 pub type SharedGateway = Arc<Gateway>;
 
+/// Most bytes of a refused request body read and thrown away.
+const DRAIN_CAP: usize = 64 << 20;
+
+/// Reads and discards a refused request body in the background (bounded).
+/// Closing a connection with unread data makes the kernel reset it, and the
+/// client would see the reset instead of our 413.
+pub(crate) fn drain_in_background(body: axum::body::Body) {
+    tokio::spawn(async move {
+        use http_body_util::BodyExt;
+        let mut body = body;
+        let mut drained = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            drained += frame.data_ref().map_or(0, |data| data.len());
+            if drained > DRAIN_CAP {
+                break;
+            }
+        }
+    });
+}
+
 pub fn router(gateway: SharedGateway) -> Router {
     let control = Router::new()
         .route("/v1/functions", get(control::list_functions))

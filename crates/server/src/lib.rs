@@ -122,6 +122,11 @@ pub async fn run(
     let maintenance = functions.start_maintenance();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let app = gateway::router(gateway);
+    // Small responses must not wait for Nagle's algorithm.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     let serve = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopping_tx.send(());

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP benchmark of wok against its baselines, in one run.
+#
+#   bench/run.sh [SECONDS_PER_RUN] [FUNCTIONS_FOR_RESTART_TEST]   (defaults: 10, 1000)
+#
+# Servers are pinned to core 0 and wrk (64 connections, 1 thread) to core 1.
+# Compared on the same hello answer:
+#   - hyper-hello (crates/bench): a minimal hyper server, the ceiling;
+#   - `wasmtime serve -S cli=y` on the same component, fresh instance per
+#     request, if a `wasmtime` 48.0.8 is on PATH (install it once, outside the
+#     repo: `cargo install wasmtime-cli@48.0.8 --locked`, ~30 min here);
+#   - wok /fn/hello with a fresh instance per request, and with --reuse.
+# Then: first request after a deploy, restart-to-ready and resident memory
+# with N deployed functions. Prints ratios; record them in BENCHMARKS.md.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SECONDS_PER_RUN="${1:-10}"
+FUNCTIONS="${2:-1000}"
+# wasmtime captures a backtrace per store drop when this is set (see ECOSYSTEM).
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package)" >&2
+  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+fi
+cargo build --release -p cli -p bench --bins -p guests >/dev/null
+WOK="$ROOT/target/release/wok"
+HYPER="$ROOT/target/release/hyper-hello"
+HELLO="$ROOT/target/guests/wasm32-wasip2/release/hello.wasm"
+
+PIDS=()
+DATA="$(mktemp -d)"
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+wait_for() { # URL
+  for _ in $(seq 1 600); do
+    if curl -s -o /dev/null "$1"; then return 0; fi
+    sleep 0.05
+  done
+  echo "timed out waiting for $1" >&2; exit 1
+}
+
+rps() { # URL -> requests per second
+  taskset -c 1 wrk -t1 -c64 -d"${SECONDS_PER_RUN}s" "$1" | awk '/Requests\/sec/ {print $2}'
+}
+
+ms_since() { # start-ns
+  echo "scale=2; ($(date +%s%N) - $1) / 1000000" | bc
+}
+
+WOK_PORT=18181 HYPER_PORT=18182 WASMTIME_PORT=18183
+taskset -c 0 "$WOK" up --listen "127.0.0.1:$WOK_PORT" --data "$DATA" >/dev/null 2>"$DATA.log" &
+PIDS+=($!)
+WOK_PID=$!
+wait_for "http://127.0.0.1:$WOK_PORT/healthz"
+export WOK_DATA="$DATA"
+"$WOK" deploy hello "$HELLO" >/dev/null
+"$WOK" deploy hello-reuse "$HELLO" --reuse >/dev/null
+
+taskset -c 0 "$HYPER" "127.0.0.1:$HYPER_PORT" >/dev/null &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$HYPER_PORT/"
+
+HAVE_WASMTIME=no
+if command -v wasmtime >/dev/null && wasmtime --version | grep -q "48.0.8"; then
+  taskset -c 0 wasmtime serve -S cli=y --addr "127.0.0.1:$WASMTIME_PORT" "$HELLO" >/dev/null 2>&1 &
+  PIDS+=($!)
+  wait_for "http://127.0.0.1:$WASMTIME_PORT/"
+  HAVE_WASMTIME=yes
+fi
+
+echo "== throughput: wrk -t1 -c64 -d${SECONDS_PER_RUN}s, server on core 0, wrk on core 1"
+HYPER_RPS=$(rps "http://127.0.0.1:$HYPER_PORT/")
+FRESH_RPS=$(rps "http://127.0.0.1:$WOK_PORT/fn/hello")
+REUSE_RPS=$(rps "http://127.0.0.1:$WOK_PORT/fn/hello-reuse")
+printf '%-36s %10s req/s\n' "hyper-hello (ceiling)" "$HYPER_RPS"
+printf '%-36s %10s req/s  (%.2f of hyper)\n' "wok /fn/hello, fresh instance" "$FRESH_RPS" "$(echo "$FRESH_RPS / $HYPER_RPS" | bc -l)"
+printf '%-36s %10s req/s  (%.2f of hyper)\n' "wok /fn/hello-reuse, reuse" "$REUSE_RPS" "$(echo "$REUSE_RPS / $HYPER_RPS" | bc -l)"
+if [ "$HAVE_WASMTIME" = yes ]; then
+  WASMTIME_RPS=$(rps "http://127.0.0.1:$WASMTIME_PORT/")
+  printf '%-36s %10s req/s\n' "wasmtime serve -S cli=y (fresh)" "$WASMTIME_RPS"
+  printf '%-36s %10.2fx\n' "wok fresh / wasmtime serve" "$(echo "$FRESH_RPS / $WASMTIME_RPS" | bc -l)"
+else
+  echo "wasmtime 48.0.8 not on PATH: the wasmtime serve comparison was skipped"
+fi
+
+echo "== first request after deploy (deploy call returned -> response complete)"
+for i in 1 2 3 4 5; do
+  "$WOK" deploy "fresh-$i" "$HELLO" >/dev/null
+  start=$(date +%s%N)
+  curl -s -o /dev/null "http://127.0.0.1:$WOK_PORT/fn/fresh-$i"
+  echo "  deploy $i: $(ms_since "$start") ms"
+done
+
+echo "== $FUNCTIONS deployed functions"
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+BEFORE=$(rss_kib "$WOK_PID")
+TOKEN="$(cat "$DATA/admin-token")"
+seq 1 "$FUNCTIONS" | xargs -P 2 -I{} curl -s -o /dev/null -f -H "authorization: Bearer $TOKEN" \
+  --data-binary @"$HELLO" "http://127.0.0.1:$WOK_PORT/v1/functions/many-{}/versions"
+sleep 1
+AFTER=$(rss_kib "$WOK_PID")
+printf 'resident memory: %s KiB before, %s KiB after -> %.1f KiB per idle deployed function\n' \
+  "$BEFORE" "$AFTER" "$(echo "($AFTER - $BEFORE) / $FUNCTIONS" | bc -l)"
+kill -TERM "$WOK_PID"; wait "$WOK_PID" || true
+start=$(date +%s%N)
+taskset -c 0 "$WOK" up --listen "127.0.0.1:$WOK_PORT" --data "$DATA" >"$DATA.out" 2>>"$DATA.log" &
+PIDS+=($!)
+WOK_PID=$!
+until grep -q "listening" "$DATA.out" 2>/dev/null; do sleep 0.005; done
+echo "restart to ready with $((FUNCTIONS + 7)) functions: $(ms_since "$start") ms"
+curl -s "http://127.0.0.1:$WOK_PORT/fn/many-$FUNCTIONS"
+printf 'resident memory after restart: %s KiB\n' "$(rss_kib "$WOK_PID")"

@@ -1,0 +1,128 @@
+//! In-process latency of the wasm runtime, no network: from handing a
+//! request to `PreparedFunction::invoke` to the response head, and to the
+//! last body byte, for the hello guest with a fresh instance and with reuse.
+//!
+//! `cargo bench -p bench --bench latency`
+use domain::{
+    FunctionConfig, FunctionName, InvocationRecord, Isolation, LogLine, ProjectId, ReuseLimits,
+};
+use http_body_util::BodyExt;
+use invoke::{Executor, Invocation, LoadSpec, Meter, MeterInit, RecordSink, RuntimeMetrics};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Discard;
+impl RecordSink for Discard {
+    fn record(&self, _record: InvocationRecord) {}
+}
+impl invoke::LogSink for Discard {
+    fn log(&self, _line: LogLine) {}
+}
+impl RuntimeMetrics for Discard {
+    fn instantiated(&self, _project: &ProjectId, _function: &FunctionName, _seconds: f64) {}
+    fn instances_in_flight(&self, _delta: i64) {}
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn measure(label: &str, function: &Arc<dyn invoke::PreparedFunction>, iterations: usize) {
+    let sink: Arc<dyn RecordSink> = Arc::new(Discard);
+    let (mut head, mut whole) = (
+        Vec::with_capacity(iterations),
+        Vec::with_capacity(iterations),
+    );
+    for i in 0..iterations + 1000 {
+        let meter = Arc::new(Meter::new(
+            MeterInit {
+                id: domain::InvocationId(i.to_string()),
+                project: ProjectId::default_project(),
+                function: FunctionName::new("hello").unwrap(),
+                version: 1,
+                trigger: "http",
+                memory_mib: 128,
+            },
+            None,
+            sink.clone(),
+        ));
+        let request = http::Request::builder()
+            .uri("http://localhost/")
+            .body(invoke::empty_body())
+            .unwrap();
+        let started = Instant::now();
+        let response = function
+            .invoke(Invocation {
+                id: domain::InvocationId(i.to_string()),
+                request,
+                meter,
+            })
+            .await
+            .expect("hello answers");
+        let first = started.elapsed();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let last = started.elapsed();
+        assert_eq!(&body[..], b"hello from wok\n");
+        if i >= 1000 {
+            head.push(first);
+            whole.push(last);
+        }
+    }
+    head.sort();
+    whole.sort();
+    println!(
+        "{label:<28} head p50 {:>7.1?} p99 {:>7.1?} | whole p50 {:>7.1?} p99 {:>7.1?}",
+        percentile(&head, 0.5),
+        percentile(&head, 0.99),
+        percentile(&whole, 0.5),
+        percentile(&whole, 0.99)
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let discard = Arc::new(Discard);
+        let wasm = runtime_wasm::WasmRuntime::new(
+            runtime_wasm::WasmConfig::default(),
+            discard.clone(),
+            discard,
+        )
+        .expect("engine");
+        let code = guests::bytes(guests::HELLO);
+        let compiled = wasm.compile(&code).expect("hello compiles");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hello.cwasm");
+        std::fs::write(&path, &compiled.precompiled).unwrap();
+        let load = |isolation| {
+            wasm.load(LoadSpec {
+                project: ProjectId::default_project(),
+                function: FunctionName::new("hello").unwrap(),
+                world: compiled.world,
+                config: FunctionConfig {
+                    isolation,
+                    ..FunctionConfig::default()
+                },
+                precompiled: path.clone(),
+            })
+            .unwrap()
+        };
+        let iterations = 20_000;
+        measure("hello, fresh instance", &load(Isolation::Fresh), iterations).await;
+        let reuse = ReuseLimits {
+            max_requests: u32::MAX,
+            max_concurrent: 1,
+            idle_timeout: Duration::from_secs(60),
+        };
+        measure(
+            "hello, instance reuse",
+            &load(Isolation::Reuse(reuse)),
+            iterations,
+        )
+        .await;
+    });
+}
