@@ -27,6 +27,8 @@ pub struct HostState {
     pub deadline: Instant,
     /// Set when the epoch callback stopped the guest for its deadline.
     pub timed_out: bool,
+    /// The invocation this store serves now; tags its output lines.
+    pub invocation: Arc<Mutex<InvocationId>>,
 }
 
 impl WasiView for HostState {
@@ -140,21 +142,22 @@ impl WasiHttpHooks for OutboundPolicy {
     }
 }
 
-/// Where one function's guest output goes; the invocation id changes as a
-/// reused instance serves request after request.
+/// Where one function's guest output goes.
 pub struct OutputTarget {
     pub sink: Arc<dyn LogSink>,
     pub project: ProjectId,
     pub function: FunctionName,
-    pub invocation: Mutex<InvocationId>,
 }
 
 /// Longest line kept whole; longer output is split.
 const MAX_LINE: usize = 16 * 1024;
 
+/// One store's stdout or stderr. The invocation cell belongs to the store:
+/// a reused instance updates it for each request it serves.
 #[derive(Clone)]
 pub struct GuestOutput {
     pub target: Arc<OutputTarget>,
+    pub invocation: Arc<Mutex<InvocationId>>,
     pub stream: LogStream,
 }
 
@@ -207,7 +210,8 @@ impl LineWriter {
             text.pop();
         }
         let target = &self.output.target;
-        let invocation = target
+        let invocation = self
+            .output
             .invocation
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -1,6 +1,6 @@
 //! Serving one request: instance creation or reuse, limits, outcome.
-use crate::host::{GuestOutput, HostState, MemoryLimiter, OutboundPolicy};
-use domain::{FunctionConfig, Isolation, Outcome};
+use crate::host::{GuestOutput, HostState, MemoryLimiter, OutboundPolicy, OutputTarget};
+use domain::{FunctionConfig, InvocationId, Isolation, LogStream, Outcome};
 use http_body_util::BodyExt;
 use invoke::{
     Body, BoxFuture, CountingBody, Failure, Invocation, LoadSpec, Meter, PreparedFunction,
@@ -39,8 +39,7 @@ pub struct FunctionInner {
     spec: LoadSpec,
     config: Arc<FunctionConfig>,
     config_vars: Arc<WasiConfigVariables>,
-    stdout: GuestOutput,
-    stderr: GuestOutput,
+    output: Arc<OutputTarget>,
     metrics: Arc<dyn RuntimeMetrics>,
     idle: Mutex<Vec<IdleInstance>>,
 }
@@ -117,8 +116,7 @@ impl FunctionInner {
         engine: Engine,
         pre: Pre,
         spec: LoadSpec,
-        stdout: GuestOutput,
-        stderr: GuestOutput,
+        output: Arc<OutputTarget>,
         metrics: Arc<dyn RuntimeMetrics>,
     ) -> Self {
         let mut config_vars = WasiConfigVariables::new();
@@ -131,20 +129,25 @@ impl FunctionInner {
             config: Arc::new(spec.config.clone()),
             spec,
             config_vars: Arc::new(config_vars),
-            stdout,
-            stderr,
+            output,
             metrics,
             idle: Mutex::new(Vec::new()),
         }
     }
 
-    fn new_store(&self, deadline: Instant) -> Store<HostState> {
+    fn new_store(&self, deadline: Instant, invocation: &InvocationId) -> Store<HostState> {
+        let invocation = Arc::new(Mutex::new(invocation.clone()));
+        let output = |stream| GuestOutput {
+            target: self.output.clone(),
+            invocation: invocation.clone(),
+            stream,
+        };
         let mut wasi = WasiCtxBuilder::new();
         // No preopened directories and no socket addresses: an empty
         // filesystem and no network besides the allow-listed outbound HTTP.
         wasi.envs(&self.spec.config.env)
-            .stdout(self.stdout.clone())
-            .stderr(self.stderr.clone());
+            .stdout(output(LogStream::Stdout))
+            .stderr(output(LogStream::Stderr));
         let state = HostState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
@@ -156,6 +159,7 @@ impl FunctionInner {
             config_vars: self.config_vars.clone(),
             deadline,
             timed_out: false,
+            invocation,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -171,16 +175,6 @@ impl FunctionInner {
         });
         store.set_epoch_deadline(1);
         store
-    }
-
-    fn set_invocation(&self, invocation: &Invocation) {
-        let mut current = self
-            .stdout
-            .target
-            .invocation
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *current = invocation.id.clone();
     }
 
     fn reuse_limits(&self) -> Option<&domain::ReuseLimits> {
@@ -245,14 +239,13 @@ impl FunctionInner {
             unreachable!("invoke_p2 is called for p2 components")
         };
         let deadline = Instant::now() + self.spec.config.limits.timeout;
-        self.set_invocation(&invocation);
-        let Invocation { request, meter, .. } = invocation;
+        let Invocation { id, request, meter } = invocation;
 
         let (mut instance, cold) = match self.take_idle() {
             Some(instance) => (instance, false),
             None => {
                 let started = Instant::now();
-                let mut store = self.new_store(deadline);
+                let mut store = self.new_store(deadline, &id);
                 let proxy = match pre.instantiate_async(&mut store).await {
                     Ok(proxy) => proxy,
                     Err(error) => {
@@ -281,6 +274,10 @@ impl FunctionInner {
             let state = instance.store.data_mut();
             state.deadline = deadline;
             state.timed_out = false;
+            *state
+                .invocation
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = id;
         }
         let request = self.wrap_request(request, &meter);
         let prepared = (|| -> wasmtime::Result<_> {
@@ -372,10 +369,9 @@ impl FunctionInner {
             unreachable!("invoke_p3 is called for p3 components")
         };
         let deadline = Instant::now() + self.spec.config.limits.timeout;
-        self.set_invocation(&invocation);
-        let Invocation { request, meter, .. } = invocation;
+        let Invocation { id, request, meter } = invocation;
         let started = Instant::now();
-        let mut store = self.new_store(deadline);
+        let mut store = self.new_store(deadline, &id);
         let service = match pre.instantiate_async(&mut store).await {
             Ok(service) => service,
             Err(error) => {

@@ -13,15 +13,15 @@
 mod host;
 mod instance;
 
-use domain::{HttpWorld, LogStream};
-use host::{GuestOutput, HostState, OutputTarget};
+use domain::HttpWorld;
+use host::{HostState, OutputTarget};
 use instance::{FunctionInner, Pre};
 use invoke::{
     Compiled, DeployError, Executor, LoadSpec, LogSink, PreparedFunction, RuntimeMetrics,
 };
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
@@ -209,22 +209,9 @@ impl Executor for WasmRuntime {
             sink: self.log_sink.clone(),
             project: spec.project.clone(),
             function: spec.function.clone(),
-            invocation: Mutex::new(domain::InvocationId(String::new())),
         });
-        let inner = FunctionInner::new(
-            self.engine.clone(),
-            pre,
-            spec,
-            GuestOutput {
-                target: target.clone(),
-                stream: LogStream::Stdout,
-            },
-            GuestOutput {
-                target,
-                stream: LogStream::Stderr,
-            },
-            self.metrics.clone(),
-        );
+        let inner =
+            FunctionInner::new(self.engine.clone(), pre, spec, target, self.metrics.clone());
         Ok(Arc::new(instance::WasmFunction(Arc::new(inner))))
     }
 }

@@ -221,18 +221,21 @@ async fn outbound_http_reaches_only_allowed_hosts() {
 async fn guest_output_goes_to_the_function_logs_tagged_by_invocation() {
     let server = server();
     deploy(&server, "talk", guests::STDIO, &[]);
-    let first = get(&server, "/fn/talk").await.header("x-wok-invocation-id");
-    let second = get(&server, "/fn/talk").await.header("x-wok-invocation-id");
-    wait_for_records(&server, 2).await;
+    // Concurrent invocations of one function: each line keeps its own id.
+    let calls =
+        (0..8).map(|_| async { get(&server, "/fn/talk").await.header("x-wok-invocation-id") });
+    let ids = futures::future::join_all(calls).await;
+    wait_for_records(&server, ids.len()).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let logs = loop {
         let logs = server.cli_ok(&["logs", "talk"]);
-        if logs.lines().count() >= 6 || std::time::Instant::now() > deadline {
+        if logs.lines().count() >= 3 * ids.len() || std::time::Instant::now() > deadline {
             break logs;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    for id in [&first, &second] {
+    assert_eq!(logs.lines().count(), 3 * ids.len(), "{logs}");
+    for id in &ids {
         let lines: Vec<&str> = logs
             .lines()
             .filter(|line| line.contains(id.as_str()))
