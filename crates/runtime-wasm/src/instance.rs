@@ -16,6 +16,18 @@ use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
+/// Runs `work` unless the deadline fires first.
+async fn within<T>(
+    expired: &mut oneshot::Receiver<()>,
+    work: impl Future<Output = T>,
+) -> Result<T, ()> {
+    tokio::select! {
+        biased;
+        output = work => Ok(output),
+        _ = expired => Err(()),
+    }
+}
+
 /// A guest blocked in a host call does not see epochs; the host-side timer
 /// catches it this long after the deadline.
 const HOST_TIMEOUT_GRACE: Duration = Duration::from_millis(50);
@@ -31,6 +43,10 @@ struct IdleInstance {
     proxy: wasmtime_wasi_http::p2::bindings::Proxy,
     served: u32,
     idle_since: Instant,
+    /// Its slot in the instance pool, held as long as the instance lives.
+    /// Declared last: fields drop in order, and the slot must be freed only
+    /// after the store has returned its memory to the pool.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 pub struct FunctionInner {
@@ -41,6 +57,8 @@ pub struct FunctionInner {
     config_vars: Arc<WasiConfigVariables>,
     output: Arc<OutputTarget>,
     metrics: Arc<dyn RuntimeMetrics>,
+    watchdog: Arc<crate::watchdog::Watchdog>,
+    slots: Arc<tokio::sync::Semaphore>,
     idle: Mutex<Vec<IdleInstance>>,
 }
 
@@ -118,6 +136,8 @@ impl FunctionInner {
         spec: LoadSpec,
         output: Arc<OutputTarget>,
         metrics: Arc<dyn RuntimeMetrics>,
+        watchdog: Arc<crate::watchdog::Watchdog>,
+        slots: Arc<tokio::sync::Semaphore>,
     ) -> Self {
         let mut config_vars = WasiConfigVariables::new();
         for (key, value) in &spec.config.env {
@@ -131,8 +151,19 @@ impl FunctionInner {
             config_vars: Arc::new(config_vars),
             output,
             metrics,
+            watchdog,
+            slots,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Waits for a free slot in the instance pool.
+    async fn slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the slot semaphore is never closed")
     }
 
     fn new_store(&self, deadline: Instant, invocation: &InvocationId) -> Store<HostState> {
@@ -244,6 +275,7 @@ impl FunctionInner {
         let (mut instance, cold) = match self.take_idle() {
             Some(instance) => (instance, false),
             None => {
+                let slot = self.slot().await;
                 let started = Instant::now();
                 let mut store = self.new_store(deadline, &id);
                 let proxy = match pre.instantiate_async(&mut store).await {
@@ -265,6 +297,7 @@ impl FunctionInner {
                         proxy,
                         served: 0,
                         idle_since: started,
+                        _slot: slot,
                     },
                     true,
                 )
@@ -304,11 +337,13 @@ impl FunctionInner {
         let task = tokio::spawn(async move {
             this.metrics.instances_in_flight(1);
             let handler = instance.proxy.wasi_http_incoming_handler();
-            let result = tokio::time::timeout_at(
-                (deadline + HOST_TIMEOUT_GRACE).into(),
+            let mut watch = this.watchdog.register(deadline + HOST_TIMEOUT_GRACE);
+            let result = within(
+                &mut watch.expired,
                 handler.call_handle(&mut instance.store, request, outparam),
             )
             .await;
+            drop(watch);
             this.metrics.instances_in_flight(-1);
             let peak = instance.store.data().limiter.peak as u64;
             let failure = match result {
@@ -370,6 +405,7 @@ impl FunctionInner {
         };
         let deadline = Instant::now() + self.spec.config.limits.timeout;
         let Invocation { id, request, meter } = invocation;
+        let slot = self.slot().await;
         let started = Instant::now();
         let mut store = self.new_store(deadline, &id);
         let service = match pre.instantiate_async(&mut store).await {
@@ -394,8 +430,9 @@ impl FunctionInner {
         let task_meter = meter.clone();
         let task = tokio::spawn(async move {
             this.metrics.instances_in_flight(1);
-            let result = tokio::time::timeout_at(
-                (deadline + HOST_TIMEOUT_GRACE).into(),
+            let mut watch = this.watchdog.register(deadline + HOST_TIMEOUT_GRACE);
+            let result = within(
+                &mut watch.expired,
                 store.run_concurrent(async |accessor| {
                     let response = match service.handle(accessor, request).await? {
                         Ok(response) => response,
@@ -418,6 +455,7 @@ impl FunctionInner {
                 }),
             )
             .await;
+            drop(watch);
             this.metrics.instances_in_flight(-1);
             let peak = store.data().limiter.peak as u64;
             let failure = match result {
@@ -425,6 +463,9 @@ impl FunctionInner {
                 Ok(Ok(Err(error))) | Ok(Err(error)) => Some(classify(&error, store.data())),
                 Err(_elapsed) => Some(timeout_failure()),
             };
+            // The store gives its memory back to the pool before the slot frees.
+            drop(store);
+            drop(slot);
             task_meter.finish(
                 failure.as_ref().map_or(Outcome::Success, |f| f.outcome),
                 peak,

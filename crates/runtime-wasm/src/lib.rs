@@ -12,6 +12,7 @@
 
 mod host;
 mod instance;
+mod watchdog;
 
 use domain::HttpWorld;
 use host::{HostState, OutputTarget};
@@ -54,6 +55,10 @@ pub struct WasmRuntime {
     linker: Arc<Linker<HostState>>,
     log_sink: Arc<dyn LogSink>,
     metrics: Arc<dyn RuntimeMetrics>,
+    watchdog: Arc<watchdog::Watchdog>,
+    /// One permit per instance the allocator can hold: a request waits for
+    /// a slot instead of failing when the pool is full.
+    slots: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
 }
 
@@ -114,8 +119,13 @@ impl WasmRuntime {
             wasmtime_wasi_config::WasiConfig::new(&state.config_vars)
         })
         .map_err(host_error)?;
-        let ticker = EpochTicker::start(engine.clone());
+        let watchdog = Arc::new(watchdog::Watchdog::default());
+        let ticker = EpochTicker::start(engine.clone(), watchdog.clone());
         Ok(Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_instances.max(1) as usize
+            )),
+            watchdog,
             engine,
             linker: Arc::new(linker),
             log_sink,
@@ -210,8 +220,15 @@ impl Executor for WasmRuntime {
             project: spec.project.clone(),
             function: spec.function.clone(),
         });
-        let inner =
-            FunctionInner::new(self.engine.clone(), pre, spec, target, self.metrics.clone());
+        let inner = FunctionInner::new(
+            self.engine.clone(),
+            pre,
+            spec,
+            target,
+            self.metrics.clone(),
+            self.watchdog.clone(),
+            self.slots.clone(),
+        );
         Ok(Arc::new(instance::WasmFunction(Arc::new(inner))))
     }
 }
@@ -228,7 +245,7 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Self {
+    fn start(engine: Engine, watchdog: Arc<watchdog::Watchdog>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("wok-epoch".to_owned())
@@ -238,6 +255,7 @@ impl EpochTicker {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
                         engine.increment_epoch();
+                        watchdog.fire_expired(std::time::Instant::now());
                     }
                 }
             })

@@ -156,3 +156,24 @@ async fn request_and_response_sizes_are_limited() {
         "a response over the limit is cut, not delivered whole"
     );
 }
+
+#[tokio::test]
+async fn a_guest_blocked_in_a_host_call_still_times_out() {
+    let server = server();
+    deploy(&server, "slow", guests::SLEEP, &["--timeout", "1s"]);
+    let started = std::time::Instant::now();
+    let answer = get(&server, "/fn/slow?ms=30000").await;
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (504, "function_timeout"),
+        "{}",
+        answer.text()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+    let answer = get(&server, "/fn/slow?ms=10").await;
+    assert_eq!((answer.status, answer.text().as_str()), (200, "slept 10\n"));
+}

@@ -103,6 +103,8 @@ async fn usage_is_the_exact_sum_of_the_records() {
 async fn no_record_is_lost_on_graceful_shutdown() {
     let server = server();
     deploy(&server, "hello", guests::HELLO, &[]);
+    // More concurrent requests than the test server has instance slots (64):
+    // they wait for a slot instead of failing.
     let count = 300;
     let client = http();
     let calls = (0..count).map(|_| {
