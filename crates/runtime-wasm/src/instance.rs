@@ -157,13 +157,19 @@ impl FunctionInner {
         }
     }
 
-    /// Waits for a free slot in the instance pool.
-    async fn slot(&self) -> tokio::sync::OwnedSemaphorePermit {
-        self.slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the slot semaphore is never closed")
+    /// A free slot in the instance pool. When the pool is full, waits until
+    /// the invocation's deadline (a timer only on this slow path).
+    async fn slot(&self, deadline: Instant) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        match tokio::time::timeout_at(deadline.into(), self.slots.clone().acquire_owned()).await {
+            Ok(permit) => Ok(permit.expect("the slot semaphore is never closed")),
+            Err(_) => Err(Failure::new(
+                Outcome::Timeout,
+                "no instance slot became free before the timeout (the server is at --max-instances)",
+            )),
+        }
     }
 
     fn new_store(&self, deadline: Instant, invocation: &InvocationId) -> Store<HostState> {
@@ -275,7 +281,13 @@ impl FunctionInner {
         let (mut instance, cold) = match self.take_idle() {
             Some(instance) => (instance, false),
             None => {
-                let slot = self.slot().await;
+                let slot = match self.slot(deadline).await {
+                    Ok(slot) => slot,
+                    Err(failure) => {
+                        meter.finish(failure.outcome, 0, true);
+                        return Err(failure);
+                    }
+                };
                 let started = Instant::now();
                 let mut store = self.new_store(deadline, &id);
                 let proxy = match pre.instantiate_async(&mut store).await {
@@ -405,7 +417,13 @@ impl FunctionInner {
         };
         let deadline = Instant::now() + self.spec.config.limits.timeout;
         let Invocation { id, request, meter } = invocation;
-        let slot = self.slot().await;
+        let slot = match self.slot(deadline).await {
+            Ok(slot) => slot,
+            Err(failure) => {
+                meter.finish(failure.outcome, 0, true);
+                return Err(failure);
+            }
+        };
         let started = Instant::now();
         let mut store = self.new_store(deadline, &id);
         let service = match pre.instantiate_async(&mut store).await {
