@@ -102,7 +102,6 @@ fn main() {
             wasm.load(LoadSpec {
                 project: ProjectId::default_project(),
                 function: FunctionName::new("hello").unwrap(),
-                world: compiled.world,
                 config: FunctionConfig {
                     isolation,
                     ..FunctionConfig::default()
@@ -110,6 +109,7 @@ fn main() {
                 precompiled: path.clone(),
             })
             .unwrap()
+            .prepared
         };
         let iterations = 20_000;
         measure("hello, fresh instance", &load(Isolation::Fresh), iterations).await;

@@ -10,7 +10,7 @@
 
 use blob::ArtifactStore;
 use domain::{FunctionConfig, FunctionName, ProjectId, SpecError};
-use invoke::{Admission, DeployError, Executor, LoadSpec, PreparedFunction};
+use invoke::{Admission, DeployError, Executor, LoadSpec, Loaded, PreparedFunction};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use store::{FunctionVersion, MetaStore, NewVersion, StoreError};
@@ -141,38 +141,64 @@ impl Functions {
         deployed
     }
 
-    /// Loads a stored version, compiling again if its precompiled artifact is
-    /// missing or was made by another engine.
-    fn load_version(
+    /// Loads a component from its precompiled artifact when this engine has
+    /// one, else compiles it (`code`, or the stored artifact) and caches the
+    /// result. Loading checks the handler export and imports again, so a
+    /// cache hit is as validated as a fresh compile.
+    fn prepare(
         &self,
-        version: &FunctionVersion,
-    ) -> Result<Arc<dyn PreparedFunction>, FunctionsError> {
+        artifact: &str,
+        code: Option<&[u8]>,
+        project: &ProjectId,
+        function: &FunctionName,
+        config: &FunctionConfig,
+    ) -> Result<Loaded, FunctionsError> {
         let engine_key = self.executor.engine_key();
-        let compiled = self.artifacts.compiled_path(&version.artifact, &engine_key);
+        let compiled = self.artifacts.compiled_path(artifact, &engine_key);
         let spec = |precompiled| LoadSpec {
-            project: version.project.clone(),
-            function: version.function.clone(),
-            world: version.world,
-            config: version.config.clone(),
+            project: project.clone(),
+            function: function.clone(),
+            config: config.clone(),
             precompiled,
         };
         if compiled.exists() {
             match self.executor.load(spec(compiled.clone())) {
-                Ok(prepared) => return Ok(prepared),
+                Ok(loaded) => return Ok(loaded),
                 Err(error) => tracing::warn!(
                     "precompiled {} is unusable ({error}); compiling again",
                     compiled.display()
                 ),
             }
         }
-        let code = self.artifacts.read_artifact(&version.artifact)?;
-        let output = self.executor.compile(&code)?;
-        let compiled =
-            self.artifacts
-                .put_compiled(&version.artifact, &engine_key, &output.precompiled)?;
+        let stored;
+        let code = match code {
+            Some(code) => code,
+            None => {
+                stored = self.artifacts.read_artifact(artifact)?;
+                &stored
+            }
+        };
+        let output = self.executor.compile(code)?;
+        let compiled = self
+            .artifacts
+            .put_compiled(artifact, &engine_key, &output.precompiled)?;
         self.executor
             .load(spec(compiled))
             .map_err(FunctionsError::Load)
+    }
+
+    fn load_version(
+        &self,
+        version: &FunctionVersion,
+    ) -> Result<Arc<dyn PreparedFunction>, FunctionsError> {
+        let loaded = self.prepare(
+            &version.artifact,
+            None,
+            &version.project,
+            &version.function,
+            &version.config,
+        )?;
+        Ok(loaded.prepared)
     }
 
     /// Loads every live function of every project (start-up).
@@ -210,37 +236,27 @@ impl Functions {
         config: FunctionConfig,
     ) -> Result<Arc<Deployed>, FunctionsError> {
         config.validate()?;
+        let (project_for_load, function_for_load) = (project.clone(), function.clone());
         let this = self.clone();
-        let spec = LoadSpec {
-            project: project.clone(),
-            function: function.clone(),
-            world: domain::HttpWorld::P2,
-            config: config.clone(),
-            precompiled: Default::default(),
-        };
         let (new, prepared) = blocking(move || {
-            let output = this.executor.compile(&code)?;
-            let artifact = this.artifacts.put_artifact(&code)?;
-            let precompiled = this.artifacts.put_compiled(
+            // Validate (compile, or load a cached compile) before storing
+            // anything: a refused upload leaves no file behind.
+            let artifact = blob::content_hash(&code);
+            let loaded = this.prepare(
                 &artifact,
-                &this.executor.engine_key(),
-                &output.precompiled,
+                Some(&code),
+                &project_for_load,
+                &function_for_load,
+                &config,
             )?;
-            let prepared = this
-                .executor
-                .load(LoadSpec {
-                    world: output.world,
-                    precompiled,
-                    ..spec
-                })
-                .map_err(FunctionsError::Load)?;
+            this.artifacts.put_artifact(&code)?;
             let new = NewVersion {
                 artifact,
                 size_bytes: code.len() as u64,
-                world: output.world,
+                world: loaded.world,
                 config,
             };
-            Ok::<_, FunctionsError>((new, prepared))
+            Ok::<_, FunctionsError>((new, loaded.prepared))
         })
         .await?;
         let _switch = self.switch.lock().await;

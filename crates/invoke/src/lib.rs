@@ -98,10 +98,15 @@ pub struct Compiled {
 pub struct LoadSpec {
     pub project: ProjectId,
     pub function: FunctionName,
-    pub world: HttpWorld,
     pub config: FunctionConfig,
     /// The precompiled artifact produced by [`Executor::compile`].
     pub precompiled: PathBuf,
+}
+
+/// A loaded function version and the world it exports.
+pub struct Loaded {
+    pub prepared: Arc<dyn PreparedFunction>,
+    pub world: HttpWorld,
 }
 
 /// A runtime: turns uploaded code into prepared functions.
@@ -111,9 +116,10 @@ pub trait Executor: Send + Sync + 'static {
     fn engine_key(&self) -> String;
     /// Validates and compiles uploaded code. CPU-heavy: call off the async runtime.
     fn compile(&self, code: &[u8]) -> Result<Compiled, DeployError>;
-    /// Loads a precompiled artifact. Fails only if the artifact is unusable
-    /// (then the caller compiles again).
-    fn load(&self, spec: LoadSpec) -> Result<Arc<dyn PreparedFunction>, String>;
+    /// Loads a precompiled artifact, checking again that it exports a
+    /// handler and that every import is provided. Fails only if the artifact
+    /// is unusable (then the caller compiles again).
+    fn load(&self, spec: LoadSpec) -> Result<Loaded, String>;
 }
 
 /// What a runtime reports for the platform's metrics.

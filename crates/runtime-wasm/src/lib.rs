@@ -18,7 +18,7 @@ use domain::HttpWorld;
 use host::{HostState, OutputTarget};
 use instance::{FunctionInner, Pre};
 use invoke::{
-    Compiled, DeployError, Executor, LoadSpec, LogSink, PreparedFunction, RuntimeMetrics,
+    Compiled, DeployError, Executor, LoadSpec, Loaded, LogSink, RuntimeMetrics,
 };
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -204,7 +204,7 @@ impl Executor for WasmRuntime {
         Ok(Compiled { world, precompiled })
     }
 
-    fn load(&self, spec: LoadSpec) -> Result<Arc<dyn PreparedFunction>, String> {
+    fn load(&self, spec: LoadSpec) -> Result<Loaded, String> {
         // SAFETY: the file was written by `compile` through `Component::serialize`
         // with this engine's settings (its name carries `engine_key`), and it
         // lives in wok's own data directory, which guests and users cannot
@@ -212,8 +212,11 @@ impl Executor for WasmRuntime {
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize_file(&self.engine, &spec.precompiled) }
             .map_err(|error| format!("{error:#}"))?;
+        let world = self
+            .world_of(&component)
+            .map_err(|error| error.to_string())?;
         let pre = self
-            .pre(&component, spec.world)
+            .pre(&component, world)
             .map_err(|error| error.to_string())?;
         let target = Arc::new(OutputTarget {
             sink: self.log_sink.clone(),
@@ -229,7 +232,10 @@ impl Executor for WasmRuntime {
             self.watchdog.clone(),
             self.slots.clone(),
         );
-        Ok(Arc::new(instance::WasmFunction(Arc::new(inner))))
+        Ok(Loaded {
+            prepared: Arc::new(instance::WasmFunction(Arc::new(inner))),
+            world,
+        })
     }
 }
 

@@ -58,6 +58,19 @@ async fn a_restart_keeps_every_function_without_recompiling() {
 }
 
 #[tokio::test]
+async fn deploying_bytes_already_compiled_reuses_the_compiled_artifact() {
+    let server = server();
+    deploy(&server, "first", guests::HELLO, &[]);
+    let before = compiled_files(&server);
+    deploy(&server, "second", guests::HELLO, &["--memory", "64MiB"]);
+    deploy(&server, "first", guests::HELLO, &["--env", "NEW=1"]);
+    assert_eq!(compiled_files(&server), before, "no compile happened for known bytes");
+    assert_eq!(get(&server, "/fn/second").await.text(), "hello from wok\n");
+    let info = send(control(&server, Method::GET, "/v1/functions/first")).await.json();
+    assert_eq!((info["version"].as_u64(), info["world"].as_str()), (Some(2), Some("wasi:http@0.2")));
+}
+
+#[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_and_exits_zero() {
     let mut server = server();
     deploy(&server, "slow", guests::SLEEP, &[]);
