@@ -58,16 +58,12 @@ async fn run(gateway: SharedGateway, request: Request) -> Result<Response, ApiEr
         )));
     }
 
-    let permit = deployed
-        .admission
-        .admit(limits.max_concurrency)
-        .await
-        .map_err(|error| {
-            gateway.metrics.throttled(&project, &function);
-            ApiError::Overloaded(format!(
-                "function {function:?} is at capacity: {error}; retry later"
-            ))
-        })?;
+    let permit = deployed.admission.admit().await.map_err(|error| {
+        gateway.metrics.throttled(&project, &function);
+        ApiError::Overloaded(format!(
+            "function {function:?} is at capacity: {error}; retry later"
+        ))
+    })?;
 
     let id = InvocationId(uuid::Uuid::now_v7().simple().to_string());
     let meter = Arc::new(Meter::new(

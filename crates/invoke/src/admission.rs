@@ -7,6 +7,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct Admission {
     slots: Arc<Semaphore>,
     waiting: AtomicU32,
+    max_concurrency: u32,
     max_queue: u32,
 }
 
@@ -28,11 +29,12 @@ impl Admission {
         Self {
             slots: Arc::new(Semaphore::new(max_concurrency as usize)),
             waiting: AtomicU32::new(0),
+            max_concurrency,
             max_queue,
         }
     }
 
-    pub async fn admit(&self, max_concurrency: u32) -> Result<Permit, AdmissionError> {
+    pub async fn admit(&self) -> Result<Permit, AdmissionError> {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(Permit { _permit: permit });
         }
@@ -40,7 +42,7 @@ impl Admission {
         if waiting >= self.max_queue {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(AdmissionError::Overloaded {
-                running: max_concurrency,
+                running: self.max_concurrency,
                 waiting,
             });
         }

@@ -17,9 +17,7 @@ mod watchdog;
 use domain::HttpWorld;
 use host::{HostState, OutputTarget};
 use instance::{FunctionInner, Pre};
-use invoke::{
-    Compiled, DeployError, Executor, LoadSpec, Loaded, LogSink, RuntimeMetrics,
-};
+use invoke::{Compiled, DeployError, Executor, LoadSpec, Loaded, LogSink, RuntimeMetrics};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

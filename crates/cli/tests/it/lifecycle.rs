@@ -64,10 +64,19 @@ async fn deploying_bytes_already_compiled_reuses_the_compiled_artifact() {
     let before = compiled_files(&server);
     deploy(&server, "second", guests::HELLO, &["--memory", "64MiB"]);
     deploy(&server, "first", guests::HELLO, &["--env", "NEW=1"]);
-    assert_eq!(compiled_files(&server), before, "no compile happened for known bytes");
+    assert_eq!(
+        compiled_files(&server),
+        before,
+        "no compile happened for known bytes"
+    );
     assert_eq!(get(&server, "/fn/second").await.text(), "hello from wok\n");
-    let info = send(control(&server, Method::GET, "/v1/functions/first")).await.json();
-    assert_eq!((info["version"].as_u64(), info["world"].as_str()), (Some(2), Some("wasi:http@0.2")));
+    let info = send(control(&server, Method::GET, "/v1/functions/first"))
+        .await
+        .json();
+    assert_eq!(
+        (info["version"].as_u64(), info["world"].as_str()),
+        (Some(2), Some("wasi:http@0.2"))
+    );
 }
 
 #[tokio::test]
