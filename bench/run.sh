@@ -90,6 +90,18 @@ else
   echo "wasmtime 48.0.8 not on PATH: the wasmtime serve comparison was skipped"
 fi
 
+echo "== latency with one connection: wrk -t1 -c1 --latency (seen by the client, loopback included)"
+latency() { # LABEL URL
+  taskset -c 1 wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$2" |
+    awk -v label="$1" '$1 == "50%" {p50 = $2} $1 == "99%" {p99 = $2} END {printf "%-36s p50 %8s  p99 %8s\n", label, p50, p99}'
+}
+latency "hyper-hello" "http://127.0.0.1:$HYPER_PORT/"
+latency "wok /fn/hello, fresh instance" "http://127.0.0.1:$WOK_PORT/fn/hello"
+latency "wok /fn/hello-reuse, reuse" "http://127.0.0.1:$WOK_PORT/fn/hello-reuse"
+if [ "$HAVE_WASMTIME" = yes ]; then
+  latency "wasmtime serve -S cli=y (fresh)" "http://127.0.0.1:$WASMTIME_PORT/"
+fi
+
 echo "== first request after deploy (deploy call returned -> response complete)"
 for i in 1 2 3 4 5; do
   "$WOK" deploy "fresh-$i" "$HELLO" >/dev/null

@@ -2,6 +2,7 @@ use crate::Meter;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
+use std::cell::Cell;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -38,6 +39,10 @@ pub struct CountingBody<B> {
     direction: Direction,
     seen: u64,
     limit: u64,
+    /// The body reached its end (or failed on its own): dropping it then is
+    /// not the client going away.
+    complete: Cell<bool>,
+    wire_length: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,16 +59,32 @@ impl<B> CountingBody<B> {
             direction: Direction::In,
             seen: 0,
             limit,
+            complete: Cell::new(false),
+            wire_length: None,
         }
     }
 
-    pub fn response(inner: B, meter: Arc<Meter>, limit: u64) -> Self {
+    /// A response body. `wire_length` is how many bytes the HTTP layer
+    /// will send, when it knows: 0 for a HEAD request or a 204 or 304
+    /// answer, the `content-length` otherwise. Dropped before its end (or
+    /// before that many bytes) means the client left, which the meter is told.
+    pub fn response(inner: B, meter: Arc<Meter>, limit: u64, wire_length: Option<u64>) -> Self {
         Self {
             inner,
             meter,
             direction: Direction::Out,
             seen: 0,
             limit,
+            complete: Cell::new(wire_length == Some(0)),
+            wire_length,
+        }
+    }
+}
+
+impl<B> Drop for CountingBody<B> {
+    fn drop(&mut self) {
+        if self.direction == Direction::Out && !self.complete.get() {
+            self.meter.client_left();
         }
     }
 }
@@ -87,6 +108,7 @@ where
                     let len = data.len() as u64;
                     this.seen += len;
                     if this.seen > this.limit {
+                        this.complete.set(true);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
                             limit: this.limit,
                         }))));
@@ -95,17 +117,30 @@ where
                         Direction::In => this.meter.add_bytes_in(len),
                         Direction::Out => this.meter.add_bytes_out(len),
                     }
+                    if this.wire_length.is_some_and(|length| this.seen >= length) {
+                        this.complete.set(true);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(error))) => {
+                this.complete.set(true);
+                Poll::Ready(Some(Err(error.into())))
+            }
+            Poll::Ready(None) => {
+                this.complete.set(true);
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        let end = self.inner.is_end_stream();
+        if end {
+            self.complete.set(true);
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -4,7 +4,7 @@ use domain::{
     now_millis,
 };
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Where finished invocation records go (batched to the store by metering).
@@ -38,6 +38,7 @@ pub struct Meter {
     started: Instant,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    client_left: AtomicBool,
     finish: Mutex<Option<Finish>>,
     // Held until the record is written: the concurrency slot is free only
     // once the invocation is entirely over.
@@ -71,6 +72,7 @@ impl Meter {
             started: Instant::now(),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            client_left: AtomicBool::new(false),
             finish: Mutex::new(None),
             permit: Mutex::new(permit),
             sink,
@@ -95,6 +97,11 @@ impl Meter {
 
     pub fn add_bytes_out(&self, bytes: u64) {
         self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The client went away before the whole response reached it.
+    pub fn client_left(&self) {
+        self.client_left.store(true, Ordering::Relaxed);
     }
 
     /// Marks the guest's work as done. The first call wins.
@@ -129,6 +136,15 @@ impl Drop for Meter {
             peak_memory_bytes: 0,
             cold: false,
         });
+        // A guest that fails once nobody reads its answer (most fail on the
+        // closed stream) did not fail on its own. Limits it ran into stay
+        // its own.
+        let outcome = match finish.outcome {
+            Outcome::Success | Outcome::Trap if self.client_left.load(Ordering::Relaxed) => {
+                Outcome::ClientDisconnected
+            }
+            outcome => outcome,
+        };
         let record = InvocationRecord {
             id: self.id.clone(),
             project: self.project.clone(),
@@ -140,7 +156,7 @@ impl Drop for Meter {
             billed_ms: InvocationRecord::billed_ms_for(finish.duration_us),
             memory_mib: self.memory_mib,
             peak_memory_bytes: finish.peak_memory_bytes,
-            outcome: finish.outcome,
+            outcome,
             cold: finish.cold,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),

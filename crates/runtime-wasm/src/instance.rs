@@ -6,7 +6,9 @@ use invoke::{
     Body, BoxFuture, CountingBody, Failure, Invocation, LoadSpec, Meter, PreparedFunction,
     RuntimeMetrics,
 };
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use wasmtime::component::ResourceTable;
@@ -227,8 +229,15 @@ impl FunctionInner {
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.retain(|instance| instance.idle_since.elapsed() < reuse.idle_timeout);
-        idle.pop()
+        // The newest instance is at the end; if it has been idle too long,
+        // so have all the others. The maintenance task reaps the rest.
+        let newest = idle.pop()?;
+        if newest.idle_since.elapsed() < reuse.idle_timeout {
+            Some(newest)
+        } else {
+            idle.clear();
+            None
+        }
     }
 
     /// Drops kept instances idle for longer than the idle timeout.
@@ -259,13 +268,28 @@ impl FunctionInner {
         &self,
         response: http::Response<B>,
         meter: Arc<Meter>,
+        head_request: bool,
     ) -> http::Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
         B::Error: Into<invoke::BoxError>,
     {
         let limit = self.spec.config.limits.max_response_body.bytes();
-        response.map(|body| CountingBody::response(body, meter, limit).boxed_unsync())
+        let status = response.status();
+        let wire_length = if head_request
+            || status.is_informational()
+            || status == http::StatusCode::NO_CONTENT
+            || status == http::StatusCode::NOT_MODIFIED
+        {
+            Some(0)
+        } else {
+            response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse().ok())
+        };
+        response.map(|body| CountingBody::response(body, meter, limit, wire_length).boxed_unsync())
     }
 
     async fn invoke_p2(
@@ -324,6 +348,7 @@ impl FunctionInner {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()) = id;
         }
+        let head_request = request.method() == http::Method::HEAD;
         let request = self.wrap_request(request, &meter);
         let prepared = (|| -> wasmtime::Result<_> {
             let mut http = instance.store.data_mut().http();
@@ -346,7 +371,7 @@ impl FunctionInner {
 
         let this = self.clone();
         let task_meter = meter.clone();
-        let task = tokio::spawn(async move {
+        let call: GuestCall = Box::pin(async move {
             this.metrics.instances_in_flight(1);
             let handler = instance.proxy.wasi_http_incoming_handler();
             let mut watch = this.watchdog.register(deadline + HOST_TIMEOUT_GRACE);
@@ -384,26 +409,32 @@ impl FunctionInner {
             failure
         });
 
-        match receiver.await {
-            Ok(Ok(response)) => Ok(self.wrap_response(response, meter)),
-            Ok(Err(code)) => Err(Failure::new(
-                Outcome::NoResponse,
-                format!("the function answered with error code {code:?}"),
-            )),
-            Err(_) => {
+        // The call runs in the caller's task, not a task of its own: most
+        // guests answer and return within one poll, and a spawn would cost
+        // a hand-off per request. If the guest answers before returning, the
+        // response body carries the rest of the call and drives it.
+        match first_of(call, receiver).await {
+            Head::Answered(Ok(response), call) => {
+                let response = response.map(|body| DriveCall::new(body, call));
+                Ok(self.wrap_response(response, meter, head_request))
+            }
+            Head::Answered(Err(code), call) => {
+                if let Some(call) = call {
+                    finish_in_background(call);
+                }
+                Err(Failure::new(
+                    Outcome::NoResponse,
+                    format!("the function answered with error code {code:?}"),
+                ))
+            }
+            Head::Returned(failure) => {
                 drop(meter);
-                let failure = match task.await {
-                    Ok(Some(failure)) => failure,
-                    Ok(None) => Failure::new(
+                Err(failure.unwrap_or_else(|| {
+                    Failure::new(
                         Outcome::NoResponse,
                         "the function returned without sending a response",
-                    ),
-                    Err(error) => Failure::new(
-                        Outcome::Internal,
-                        format!("the invocation task failed: {error}"),
-                    ),
-                };
-                Err(failure)
+                    )
+                }))
             }
         }
     }
@@ -439,6 +470,7 @@ impl FunctionInner {
             &self.spec.function,
             started.elapsed().as_secs_f64(),
         );
+        let head_request = request.method() == http::Method::HEAD;
         let request = self.wrap_request(request, &meter);
         let (request, request_io) =
             wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().hooks, request);
@@ -466,7 +498,8 @@ impl FunctionInner {
                     // streams: wait until the client side is done with it.
                     let (done, finished) = oneshot::channel::<()>();
                     let response = response.map(|body| NotifyOnDrop { body, _done: done });
-                    let _ = sender.send(Ok(this.wrap_response(response, task_meter.clone())));
+                    let response = this.wrap_response(response, task_meter.clone(), head_request);
+                    let _ = sender.send(Ok(response));
                     let _ = finished.await;
                     let _ = request_io.await;
                     Ok(())
@@ -509,6 +542,110 @@ impl FunctionInner {
                 }
             }
         }
+    }
+}
+
+/// A guest's `handle` call in progress; it ends with how the run went.
+type GuestCall = Pin<Box<dyn Future<Output = Option<Failure>> + Send>>;
+
+type P2Answer = Result<
+    http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+    wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+>;
+
+/// What came first: the guest's answer (with the call, if it is still
+/// running) or the end of the call without an answer.
+enum Head {
+    Answered(P2Answer, Option<GuestCall>),
+    Returned(Option<Failure>),
+}
+
+/// Drives `call` until the guest has either answered or returned.
+async fn first_of(call: GuestCall, mut answer: oneshot::Receiver<P2Answer>) -> Head {
+    let mut call = Some(call);
+    std::future::poll_fn(|cx| {
+        if let Some(running) = call.as_mut()
+            && let Poll::Ready(failure) = running.as_mut().poll(cx)
+        {
+            call = None;
+            // The call is over: the answer was sent by now or never will be.
+            return Poll::Ready(match answer.try_recv() {
+                Ok(answer) => {
+                    if let Some(failure) = failure {
+                        tracing::debug!(?failure, "the function failed after answering");
+                    }
+                    Head::Answered(answer, None)
+                }
+                Err(_) => Head::Returned(failure),
+            });
+        }
+        match Pin::new(&mut answer).poll(cx) {
+            Poll::Ready(Ok(answer)) => Poll::Ready(Head::Answered(answer, call.take())),
+            // The guest dropped its outparam but runs on: wait for the call,
+            // whose waker is registered.
+            Poll::Ready(Err(_)) | Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Runs what is left of a guest call on a task of its own, so that it ends,
+/// is recorded and gives its instance back even when nobody waits for it.
+fn finish_in_background(call: GuestCall) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(call);
+        }
+        // Outside a runtime there is nothing to drive it: dropping the call
+        // cancels the guest, and the meter records that it never finished.
+        Err(_) => drop(call),
+    }
+}
+
+/// A response body that also drives the guest call producing it, for guests
+/// that answer before they return. If the body is dropped first (sent in
+/// full, or the client went away), the call finishes in the background.
+struct DriveCall<B> {
+    body: B,
+    call: Option<GuestCall>,
+}
+
+impl<B> DriveCall<B> {
+    fn new(body: B, call: Option<GuestCall>) -> Self {
+        Self { body, call }
+    }
+}
+
+impl<B> Drop for DriveCall<B> {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            finish_in_background(call);
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for DriveCall<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        if let Some(call) = self.call.as_mut()
+            && call.as_mut().poll(cx).is_ready()
+        {
+            self.call = None;
+        }
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -162,6 +162,65 @@ async fn a_one_gib_response_streams_in_bounded_memory() {
 }
 
 #[tokio::test]
+async fn a_client_leaving_mid_stream_frees_the_function_and_is_recorded_as_such() {
+    let server = server();
+    // One request at a time and no queue: the next request is served only
+    // once the abandoned invocation has fully ended.
+    deploy(
+        &server,
+        "stream",
+        guests::STREAM,
+        &["--max-concurrency", "1", "--max-queue", "0"],
+    );
+    let total: u64 = 1 << 30;
+    let mut response = http()
+        .get(format!(
+            "{}/fn/stream?bytes={total}&chunk=65536",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let id = response
+        .headers()
+        .get("x-wok-invocation-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(response.chunk().await.unwrap().is_some());
+    drop(response);
+
+    let records = wait_for_records(&server, 1).await;
+    let record = records
+        .iter()
+        .find(|record| record["id"] == id.as_str())
+        .expect("the abandoned invocation has a record");
+    let sent = record["bytes_out"].as_u64().unwrap();
+    assert!(sent > 0 && sent < total, "bytes_out {sent}");
+    // The guest fails on the closed stream; that is not its own failure.
+    assert_eq!(record["outcome"], "client_disconnected");
+
+    let answer = get(&server, "/fn/stream?bytes=100").await;
+    assert_eq!((answer.status, answer.body.len()), (200, 100));
+    // A HEAD answer has no body on the wire: nobody left early.
+    let head = http()
+        .head(format!("{}/fn/stream?bytes=100", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    let records = wait_for_records(&server, 3).await;
+    let outcomes: Vec<_> = records
+        .iter()
+        .filter(|record| record["id"] != id.as_str())
+        .map(|record| record["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["success", "success"]);
+}
+
+#[tokio::test]
 async fn outbound_http_reaches_only_allowed_hosts() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
