@@ -102,6 +102,34 @@ if [ "$HAVE_WASMTIME" = yes ]; then
   latency "wasmtime serve -S cli=y (fresh)" "http://127.0.0.1:$WASMTIME_PORT/"
 fi
 
+echo "== server side, request -> response head (wok_response_head_seconds over a -c1 run)"
+head_quantiles() { # LABEL URL
+  local before after
+  before="$(curl -s "http://127.0.0.1:$WOK_PORT/metrics")"
+  taskset -c 1 wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" "$2" >/dev/null
+  after="$(curl -s "http://127.0.0.1:$WOK_PORT/metrics")"
+  python3 - "$1" <(echo "$before") <(echo "$after") <<'PY'
+import re, sys
+def buckets(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r'wok_response_head_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+before, after = buckets(sys.argv[2]), buckets(sys.argv[3])
+counts = sorted(((float("inf") if le == "+Inf" else float(le)), after[le] - before.get(le, 0)) for le in after)
+total = counts[-1][1]
+def quantile(q):
+    for le, count in counts:
+        if count >= q * total:
+            return "%.0f us" % (le * 1e6) if le != float("inf") else "inf"
+print("%-36s p50 <= %-8s p99 <= %-8s (%d requests)" % (sys.argv[1], quantile(0.5), quantile(0.99), total))
+PY
+}
+head_quantiles "wok /fn/hello, fresh instance" "http://127.0.0.1:$WOK_PORT/fn/hello"
+head_quantiles "wok /fn/hello-reuse, reuse" "http://127.0.0.1:$WOK_PORT/fn/hello-reuse"
+
 echo "== first request after deploy (deploy call returned -> response complete)"
 for i in 1 2 3 4 5; do
   "$WOK" deploy "fresh-$i" "$HELLO" >/dev/null

@@ -26,10 +26,14 @@ fn split_path(uri: &Uri) -> Option<(&str, String)> {
 }
 
 pub async fn invoke(State(gateway): State<SharedGateway>, request: Request) -> Response {
-    match run(gateway, request).await {
+    let started = std::time::Instant::now();
+    let metrics = gateway.metrics.clone();
+    let response = match run(gateway, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
+    };
+    metrics.response_head(started.elapsed().as_secs_f64());
+    response
 }
 
 async fn run(gateway: SharedGateway, request: Request) -> Result<Response, ApiError> {

@@ -49,7 +49,8 @@ impl Recorder {
             .name("wok-recorder".to_owned())
             .spawn({
                 let pending_logs = pending_logs.clone();
-                move || write_loop(receiver, store, pending_logs)
+                let metrics = metrics.clone();
+                move || write_loop(receiver, store, metrics, pending_logs)
             })
             .expect("spawning the recorder thread");
         Arc::new(Self {
@@ -98,7 +99,7 @@ impl Recorder {
 
 impl RecordSink for Recorder {
     fn record(&self, record: InvocationRecord) {
-        self.metrics.observe(&record);
+        // Metrics are counted by the writer thread, off the request path.
         if !self.send(Item::Record(record)) {
             tracing::error!("an invocation record arrived after the recorder stopped");
         }
@@ -118,7 +119,20 @@ impl LogSink for Recorder {
     }
 }
 
-fn write_loop(receiver: Receiver<Item>, store: Arc<dyn MetaStore>, pending_logs: Arc<AtomicU64>) {
+fn write_loop(
+    receiver: Receiver<Item>,
+    store: Arc<dyn MetaStore>,
+    metrics: Arc<Metrics>,
+    pending_logs: Arc<AtomicU64>,
+) {
+    let write = |records: &mut Vec<InvocationRecord>, logs: &mut Vec<LogLine>| {
+        // Counted before the write: whoever sees a record also sees it in
+        // the metrics.
+        for record in records.iter() {
+            metrics.observe(record);
+        }
+        write(&*store, records, logs, &pending_logs);
+    };
     let mut records = Vec::with_capacity(BATCH);
     let mut logs = Vec::with_capacity(BATCH);
     let mut waiters: Vec<mpsc::Sender<()>> = Vec::new();
@@ -146,15 +160,15 @@ fn write_loop(receiver: Receiver<Item>, store: Arc<dyn MetaStore>, pending_logs:
                 }
             }
             if records.len() + logs.len() >= BATCH {
-                write(&*store, &mut records, &mut logs, &pending_logs);
+                write(&mut records, &mut logs);
             }
         }
-        write(&*store, &mut records, &mut logs, &pending_logs);
+        write(&mut records, &mut logs);
         for waiter in waiters.drain(..) {
             let _ = waiter.send(());
         }
     }
-    write(&*store, &mut records, &mut logs, &pending_logs);
+    write(&mut records, &mut logs);
 }
 
 /// Files one item; returns whether it asks the loop to stop.

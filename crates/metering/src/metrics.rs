@@ -26,8 +26,20 @@ pub struct Metrics {
     duration: Family<FunctionLabels, Histogram>,
     instantiation: Family<FunctionLabels, Histogram>,
     in_flight: Gauge,
+    response_head: Histogram,
     throttled: Family<FunctionLabels, Counter>,
     log_lines_dropped: Counter,
+}
+
+/// Fine below a millisecond, where the platform's own overhead shows.
+fn response_head_buckets() -> impl Iterator<Item = f64> {
+    [
+        10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 125, 150, 200, 250, 300, 400, 500, 750, 1_000,
+        2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+        10_000_000, 60_000_000,
+    ]
+    .into_iter()
+    .map(|micros| micros as f64 / 1e6)
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -52,6 +64,7 @@ impl Metrics {
             Histogram::new(latency_buckets())
         });
         let in_flight = Gauge::default();
+        let response_head = Histogram::new(response_head_buckets());
         let throttled = Family::<FunctionLabels, Counter>::default();
         let log_lines_dropped = Counter::default();
         registry.register(
@@ -75,6 +88,11 @@ impl Metrics {
             in_flight.clone(),
         );
         registry.register(
+            "response_head_seconds",
+            "Time from a function request reaching wok to its response head being ready",
+            response_head.clone(),
+        );
+        registry.register(
             "throttled",
             "Invocations refused for concurrency (429)",
             throttled.clone(),
@@ -90,6 +108,7 @@ impl Metrics {
             duration,
             instantiation,
             in_flight,
+            response_head,
             throttled,
             log_lines_dropped,
         }
@@ -111,6 +130,11 @@ impl Metrics {
         self.duration
             .get_or_create(&FunctionLabels { function })
             .observe(record.duration_us as f64 / 1e6);
+    }
+
+    /// How long a function request took to get its response head.
+    pub fn response_head(&self, seconds: f64) {
+        self.response_head.observe(seconds);
     }
 
     pub fn throttled(&self, project: &ProjectId, function: &FunctionName) {

@@ -182,4 +182,6 @@ async fn metrics_count_invocations_by_outcome() {
         3.0
     );
     assert_eq!(value("wok_instances_in_flight"), 0.0);
+    // Every function request, answered or failed, had its head timed.
+    assert_eq!(value("wok_response_head_seconds_count"), 4.0);
 }
