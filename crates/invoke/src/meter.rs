@@ -39,6 +39,8 @@ pub struct Meter {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     client_left: AtomicBool,
+    /// What the caller was answered, when that decides the outcome.
+    answered: Mutex<Option<Outcome>>,
     finish: Mutex<Option<Finish>>,
     // Held until the record is written: the concurrency slot is free only
     // once the invocation is entirely over.
@@ -73,6 +75,7 @@ impl Meter {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             client_left: AtomicBool::new(false),
+            answered: Mutex::new(None),
             finish: Mutex::new(None),
             permit: Mutex::new(permit),
             sink,
@@ -102,6 +105,15 @@ impl Meter {
     /// The client went away before the whole response reached it.
     pub fn client_left(&self) {
         self.client_left.store(true, Ordering::Relaxed);
+    }
+
+    /// The caller got an error for this outcome (the guest answered with an
+    /// error code): the record says so, however the guest's run ends.
+    pub fn answered_with(&self, outcome: Outcome) {
+        *self
+            .answered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(outcome);
     }
 
     /// Marks the guest's work as done. The first call wins.
@@ -139,7 +151,11 @@ impl Drop for Meter {
         // A guest that fails once nobody reads its answer (most fail on the
         // closed stream) did not fail on its own. Limits it ran into stay
         // its own.
-        let outcome = match finish.outcome {
+        let answered = *self
+            .answered
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let outcome = match answered.unwrap_or(finish.outcome) {
             Outcome::Success | Outcome::Trap if self.client_left.load(Ordering::Relaxed) => {
                 Outcome::ClientDisconnected
             }

@@ -39,10 +39,17 @@ pub enum Pre {
     P3(wasmtime_wasi_http::p3::bindings::ServicePre<HostState>),
 }
 
-/// A kept p2 instance, for functions that opted into reuse.
+/// An instance's exported handler.
+enum Handler {
+    P2(wasmtime_wasi_http::p2::bindings::Proxy),
+    P3(wasmtime_wasi_http::p3::bindings::Service),
+}
+
+/// An instance serving a request, kept afterwards for functions that opted
+/// into reuse.
 struct IdleInstance {
     store: Store<HostState>,
-    proxy: wasmtime_wasi_http::p2::bindings::Proxy,
+    handler: Handler,
     served: u32,
     idle_since: Instant,
     /// Its slot in the instance pool, held as long as the instance lives.
@@ -251,6 +258,67 @@ impl FunctionInner {
         }
     }
 
+    /// An instance for one request: a kept one when the function reuses
+    /// instances and one is idle, else a new one (`true`: a cold start).
+    /// On failure, also the peak memory the instantiation reached.
+    async fn instance(
+        &self,
+        deadline: Instant,
+        id: &InvocationId,
+    ) -> Result<(IdleInstance, bool), (Failure, u64)> {
+        if let Some(mut instance) = self.take_idle() {
+            let state = instance.store.data_mut();
+            state.deadline = deadline;
+            state.timed_out = false;
+            *state
+                .invocation
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = id.clone();
+            return Ok((instance, false));
+        }
+        let slot = self.slot(deadline).await.map_err(|failure| (failure, 0))?;
+        let started = Instant::now();
+        let mut store = self.new_store(deadline, id);
+        let handler = match &self.pre {
+            Pre::P2(pre) => pre.instantiate_async(&mut store).await.map(Handler::P2),
+            Pre::P3(pre) => pre.instantiate_async(&mut store).await.map(Handler::P3),
+        };
+        let handler = handler.map_err(|error| {
+            let failure = classify(&error, store.data());
+            (failure, store.data().limiter.peak as u64)
+        })?;
+        self.metrics.instantiated(
+            &self.spec.project,
+            &self.spec.function,
+            started.elapsed().as_secs_f64(),
+        );
+        let instance = IdleInstance {
+            store,
+            handler,
+            served: 0,
+            idle_since: started,
+            _slot: slot,
+        };
+        Ok((instance, true))
+    }
+
+    /// Keeps an instance that served a request well, if the function reuses
+    /// instances and this one has requests left; otherwise it is dropped,
+    /// giving its memory and slot back.
+    fn give_back(&self, mut instance: IdleInstance) {
+        let Some(reuse) = self.reuse_limits() else {
+            return;
+        };
+        instance.served += 1;
+        if instance.served < reuse.max_requests {
+            instance.idle_since = Instant::now();
+            self.idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(instance);
+        }
+    }
+
     fn wrap_request(
         &self,
         request: http::Request<Body>,
@@ -296,58 +364,16 @@ impl FunctionInner {
         self: Arc<Self>,
         invocation: Invocation,
     ) -> Result<http::Response<Body>, Failure> {
-        let Pre::P2(pre) = &self.pre else {
-            unreachable!("invoke_p2 is called for p2 components")
-        };
         let deadline = Instant::now() + self.spec.config.limits.timeout;
         let Invocation { id, request, meter } = invocation;
 
-        let (mut instance, cold) = match self.take_idle() {
-            Some(instance) => (instance, false),
-            None => {
-                let slot = match self.slot(deadline).await {
-                    Ok(slot) => slot,
-                    Err(failure) => {
-                        meter.finish(failure.outcome, 0, true);
-                        return Err(failure);
-                    }
-                };
-                let started = Instant::now();
-                let mut store = self.new_store(deadline, &id);
-                let proxy = match pre.instantiate_async(&mut store).await {
-                    Ok(proxy) => proxy,
-                    Err(error) => {
-                        let failure = classify(&error, store.data());
-                        meter.finish(failure.outcome, store.data().limiter.peak as u64, true);
-                        return Err(failure);
-                    }
-                };
-                self.metrics.instantiated(
-                    &self.spec.project,
-                    &self.spec.function,
-                    started.elapsed().as_secs_f64(),
-                );
-                (
-                    IdleInstance {
-                        store,
-                        proxy,
-                        served: 0,
-                        idle_since: started,
-                        _slot: slot,
-                    },
-                    true,
-                )
+        let (mut instance, cold) = match self.instance(deadline, &id).await {
+            Ok(instance) => instance,
+            Err((failure, peak)) => {
+                meter.finish(failure.outcome, peak, true);
+                return Err(failure);
             }
         };
-        {
-            let state = instance.store.data_mut();
-            state.deadline = deadline;
-            state.timed_out = false;
-            *state
-                .invocation
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = id;
-        }
         let head_request = request.method() == http::Method::HEAD;
         let request = self.wrap_request(request, &meter);
         let prepared = (|| -> wasmtime::Result<_> {
@@ -373,7 +399,10 @@ impl FunctionInner {
         let task_meter = meter.clone();
         let call: GuestCall = Box::pin(async move {
             this.metrics.instances_in_flight(1);
-            let handler = instance.proxy.wasi_http_incoming_handler();
+            let Handler::P2(proxy) = &instance.handler else {
+                unreachable!("a p2 function has p2 instances")
+            };
+            let handler = proxy.wasi_http_incoming_handler();
             let mut watch = this.watchdog.register(deadline + HOST_TIMEOUT_GRACE);
             let result = within(
                 &mut watch.expired,
@@ -394,17 +423,8 @@ impl FunctionInner {
                 cold,
             );
             drop(task_meter);
-            if failure.is_none()
-                && let Some(reuse) = this.reuse_limits()
-            {
-                instance.served += 1;
-                if instance.served < reuse.max_requests {
-                    instance.idle_since = Instant::now();
-                    this.idle
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .push(instance);
-                }
+            if failure.is_none() {
+                this.give_back(instance);
             }
             failure
         });
@@ -419,6 +439,7 @@ impl FunctionInner {
                 Ok(self.wrap_response(response, meter, head_request))
             }
             Head::Answered(Err(code), call) => {
+                meter.answered_with(Outcome::NoResponse);
                 if let Some(call) = call {
                     finish_in_background(call);
                 }
@@ -443,51 +464,39 @@ impl FunctionInner {
         self: Arc<Self>,
         invocation: Invocation,
     ) -> Result<http::Response<Body>, Failure> {
-        let Pre::P3(pre) = &self.pre else {
-            unreachable!("invoke_p3 is called for p3 components")
-        };
         let deadline = Instant::now() + self.spec.config.limits.timeout;
         let Invocation { id, request, meter } = invocation;
-        let slot = match self.slot(deadline).await {
-            Ok(slot) => slot,
-            Err(failure) => {
-                meter.finish(failure.outcome, 0, true);
+        let (mut instance, cold) = match self.instance(deadline, &id).await {
+            Ok(instance) => instance,
+            Err((failure, peak)) => {
+                meter.finish(failure.outcome, peak, true);
                 return Err(failure);
             }
         };
-        let started = Instant::now();
-        let mut store = self.new_store(deadline, &id);
-        let service = match pre.instantiate_async(&mut store).await {
-            Ok(service) => service,
-            Err(error) => {
-                let failure = classify(&error, store.data());
-                meter.finish(failure.outcome, store.data().limiter.peak as u64, true);
-                return Err(failure);
-            }
-        };
-        self.metrics.instantiated(
-            &self.spec.project,
-            &self.spec.function,
-            started.elapsed().as_secs_f64(),
-        );
         let head_request = request.method() == http::Method::HEAD;
         let request = self.wrap_request(request, &meter);
-        let (request, request_io) =
-            wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().hooks, request);
+        let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(
+            &mut instance.store.data_mut().hooks,
+            request,
+        );
         let (sender, receiver) = oneshot::channel::<Result<http::Response<Body>, Failure>>();
 
         let this = self.clone();
         let task_meter = meter.clone();
         let task = tokio::spawn(async move {
+            let Handler::P3(service) = &instance.handler else {
+                unreachable!("a p3 function has p3 instances")
+            };
             this.metrics.instances_in_flight(1);
             let mut watch = this.watchdog.register(deadline + HOST_TIMEOUT_GRACE);
             let result = within(
                 &mut watch.expired,
-                store.run_concurrent(async |accessor| {
+                instance.store.run_concurrent(async |accessor| {
                     let response = match service.handle(accessor, request).await? {
                         Ok(response) => response,
                         Err(code) => {
                             let message = format!("the function answered with error code {code:?}");
+                            task_meter.answered_with(Outcome::NoResponse);
                             let _ = sender.send(Err(Failure::new(Outcome::NoResponse, message)));
                             return wasmtime::Result::Ok(());
                         }
@@ -508,20 +517,26 @@ impl FunctionInner {
             .await;
             drop(watch);
             this.metrics.instances_in_flight(-1);
-            let peak = store.data().limiter.peak as u64;
+            let peak = instance.store.data().limiter.peak as u64;
             let failure = match result {
                 Ok(Ok(Ok(()))) => None,
-                Ok(Ok(Err(error))) | Ok(Err(error)) => Some(classify(&error, store.data())),
+                Ok(Ok(Err(error))) | Ok(Err(error)) => {
+                    Some(classify(&error, instance.store.data()))
+                }
                 Err(_elapsed) => Some(timeout_failure()),
             };
-            // The store gives its memory back to the pool before the slot frees.
-            drop(store);
-            drop(slot);
             task_meter.finish(
                 failure.as_ref().map_or(Outcome::Success, |f| f.outcome),
                 peak,
-                true,
+                cold,
             );
+            if failure.is_none() {
+                this.give_back(instance);
+            } else {
+                // The store gives its memory back to the pool before the slot frees.
+                drop(instance);
+            }
+            drop(task_meter);
             failure
         });
 

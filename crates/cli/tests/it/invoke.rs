@@ -41,6 +41,40 @@ async fn wasi_http_0_3_components_run() {
         .await
         .json();
     assert_eq!(info["world"], "wasi:http@0.3");
+
+    // Fresh instances by default; with --reuse, one instance serves in turn.
+    deploy(&server, "p3-reuse", guests::HELLO_P3, &["--reuse"]);
+    let mut counts = Vec::new();
+    for function in ["p3", "p3", "p3-reuse", "p3-reuse", "p3-reuse"] {
+        counts.push(get(&server, &format!("/fn/{function}/count")).await.text());
+    }
+    assert_eq!(counts, ["1", "1", "1", "2", "3"]);
+}
+
+#[tokio::test]
+async fn an_error_code_answer_is_a_502_and_recorded_as_such() {
+    let server = server();
+    deploy(&server, "echo", guests::ECHO, &[]);
+    deploy(&server, "p3", guests::HELLO_P3, &[]);
+    let mut ids = Vec::new();
+    for path in ["/fn/echo/fail", "/fn/p3/fail"] {
+        let answer = get(&server, path).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (502, "function_no_response"),
+            "{path}"
+        );
+        assert!(answer.text().contains("error code"), "{}", answer.text());
+        ids.push(answer.header("x-wok-invocation-id"));
+    }
+    let records = wait_for_records(&server, 2).await;
+    for id in &ids {
+        let record = records
+            .iter()
+            .find(|record| record["id"] == id.as_str())
+            .unwrap();
+        assert_eq!(record["outcome"], "function_no_response");
+    }
 }
 
 #[tokio::test]

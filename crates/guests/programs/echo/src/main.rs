@@ -1,5 +1,6 @@
 //! Echoes the request: method, path-with-query and headers in response headers,
-//! the body streamed back unchanged.
+//! the body streamed back unchanged. The path `/fail` answers with an error
+//! code instead.
 use wstd::http::{Body, Request, Response};
 
 #[wstd::http_server]
@@ -11,6 +12,9 @@ async fn main(request: Request<Body>) -> wstd::http::Result<Response<Body>> {
         .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
         .collect();
     let path_with_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
+    if path_with_query == "/fail" {
+        return Err(wstd::http::Error::msg("asked to fail"));
+    }
     Ok(Response::builder()
         .header("x-echo-method", parts.method.as_str())
         .header("x-echo-path-with-query", path_with_query)
