@@ -6,6 +6,10 @@
 # Servers are pinned to core 0 and wrk (64 connections, 1 thread) to core 1.
 # Compared on the same hello answer:
 #   - hyper-hello (crates/bench): a minimal hyper server, the ceiling;
+#   - raw wasmtime (crates/bench/benches/raw_wasmtime.rs): in-process, the
+#     work of one request with a fresh and with a reused instance; then the
+#     same served by hyper with nothing else (the most a wasmtime-based
+#     server can do), and hyper-hello spinning that long per request;
 #   - `wasmtime serve -S cli=y` on the same component, fresh instance per
 #     request, if a `wasmtime` 48.0.8 is on PATH (install it once, outside the
 #     repo: `cargo install wasmtime-cli@48.0.8 --locked`, ~30 min here);
@@ -25,6 +29,13 @@ if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
 cargo build --release -p cli -p bench --bins -p guests >/dev/null
+# The raw wasmtime baseline is a bench target of crates/bench (see its doc).
+RAW="$(cargo bench -p bench --bench raw_wasmtime --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "raw_wasmtime" and m.get("executable"):
+        print(m["executable"])')"
 WOK="$ROOT/target/release/wok"
 HYPER="$ROOT/target/release/hyper-hello"
 HELLO="$ROOT/target/guests/wasm32-wasip2/release/hello.wasm"
@@ -54,7 +65,11 @@ ms_since() { # start-ns
   echo "scale=2; ($(date +%s%N) - $1) / 1000000" | bc
 }
 
-WOK_PORT=18181 HYPER_PORT=18182 WASMTIME_PORT=18183
+echo "== raw wasmtime in-process (the work of one request, no server): $RAW"
+taskset -c 0 "$RAW" | tee "$DATA.raw"
+RAW_US="$(tail -1 "$DATA.raw")"
+
+WOK_PORT=18181 HYPER_PORT=18182 WASMTIME_PORT=18183 RAW_PORT=18184 SPIN_PORT=18185
 taskset -c 0 "$WOK" up --listen "127.0.0.1:$WOK_PORT" --data "$DATA" >/dev/null 2>"$DATA.log" &
 PIDS+=($!)
 WOK_PID=$!
@@ -66,6 +81,12 @@ export WOK_DATA="$DATA"
 taskset -c 0 "$HYPER" "127.0.0.1:$HYPER_PORT" >/dev/null &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$HYPER_PORT/"
+taskset -c 0 "$RAW" --serve "127.0.0.1:$RAW_PORT" >/dev/null &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$RAW_PORT/"
+taskset -c 0 "$HYPER" "127.0.0.1:$SPIN_PORT" "$RAW_US" >/dev/null &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$SPIN_PORT/"
 
 HAVE_WASMTIME=no
 if command -v wasmtime >/dev/null && wasmtime --version | grep -q "48.0.8"; then
@@ -82,10 +103,16 @@ REUSE_RPS=$(rps "http://127.0.0.1:$WOK_PORT/fn/hello-reuse")
 printf '%-36s %10s req/s\n' "hyper-hello (ceiling)" "$HYPER_RPS"
 printf '%-36s %10s req/s  (%.2f of hyper)\n' "wok /fn/hello, fresh instance" "$FRESH_RPS" "$(echo "$FRESH_RPS / $HYPER_RPS" | bc -l)"
 printf '%-36s %10s req/s  (%.2f of hyper)\n' "wok /fn/hello-reuse, reuse" "$REUSE_RPS" "$(echo "$REUSE_RPS / $HYPER_RPS" | bc -l)"
+RAW_RPS=$(rps "http://127.0.0.1:$RAW_PORT/")
+SPIN_RPS=$(rps "http://127.0.0.1:$SPIN_PORT/")
+printf '%-36s %10s req/s  (wok fresh is %.2f of it)\n' "hyper + raw wasmtime, nothing else" "$RAW_RPS" "$(echo "$FRESH_RPS / $RAW_RPS" | bc -l)"
+printf '%-36s %10s req/s\n' "hyper-hello spinning ${RAW_US} us/request" "$SPIN_RPS"
 if [ "$HAVE_WASMTIME" = yes ]; then
   WASMTIME_RPS=$(rps "http://127.0.0.1:$WASMTIME_PORT/")
   printf '%-36s %10s req/s\n' "wasmtime serve -S cli=y (fresh)" "$WASMTIME_RPS"
   printf '%-36s %10.2fx\n' "wok fresh / wasmtime serve" "$(echo "$FRESH_RPS / $WASMTIME_RPS" | bc -l)"
+  printf '%-36s %10.2fx\n' "hyper + raw wasmtime / wasmtime serve" "$(echo "$RAW_RPS / $WASMTIME_RPS" | bc -l)"
+  printf '%-36s %10.2fx\n' "spinning hyper / wasmtime serve" "$(echo "$SPIN_RPS / $WASMTIME_RPS" | bc -l)"
 else
   echo "wasmtime 48.0.8 not on PATH: the wasmtime serve comparison was skipped"
 fi
