@@ -12,7 +12,7 @@ pub use metrics::Metrics;
 
 use domain::{InvocationRecord, LogLine};
 use invoke::{LogSink, RecordSink};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -39,18 +39,22 @@ pub struct Recorder {
     thread: Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
     pending_logs: Arc<AtomicU64>,
+    /// Set by [`Recorder::shutdown`]: failing writes stop being retried forever.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Recorder {
     pub fn start(store: Arc<dyn MetaStore>, metrics: Arc<Metrics>) -> Arc<Self> {
         let (sender, receiver) = mpsc::channel();
         let pending_logs = Arc::new(AtomicU64::new(0));
+        let stopping = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("wok-recorder".to_owned())
             .spawn({
                 let pending_logs = pending_logs.clone();
                 let metrics = metrics.clone();
-                move || write_loop(receiver, store, metrics, pending_logs)
+                let stopping = stopping.clone();
+                move || write_loop(receiver, store, metrics, pending_logs, stopping)
             })
             .expect("spawning the recorder thread");
         Arc::new(Self {
@@ -58,6 +62,7 @@ impl Recorder {
             thread: Mutex::new(Some(thread)),
             metrics,
             pending_logs,
+            stopping,
         })
     }
 
@@ -81,6 +86,7 @@ impl Recorder {
 
     /// Writes everything still queued and stops the writer thread.
     pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         self.send(Item::Stop);
         self.sender
             .lock()
@@ -124,6 +130,7 @@ fn write_loop(
     store: Arc<dyn MetaStore>,
     metrics: Arc<Metrics>,
     pending_logs: Arc<AtomicU64>,
+    stopping: Arc<AtomicBool>,
 ) {
     let write = |records: &mut Vec<InvocationRecord>, logs: &mut Vec<LogLine>| {
         // Counted before the write: whoever sees a record also sees it in
@@ -131,7 +138,7 @@ fn write_loop(
         for record in records.iter() {
             metrics.observe(record);
         }
-        write(&*store, records, logs, &pending_logs);
+        write(&*store, records, logs, &pending_logs, &stopping);
     };
     let mut records = Vec::with_capacity(BATCH);
     let mut logs = Vec::with_capacity(BATCH);
@@ -187,25 +194,66 @@ fn take(
     false
 }
 
+/// Attempts a write made while stopping before it is given up.
+const ATTEMPTS_WHILE_STOPPING: u32 = 5;
+/// Longest pause between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs `attempt` until it succeeds, pausing longer after each failure (up
+/// to [`MAX_BACKOFF`]). Gives up, returning false, only once `stopping` is
+/// set and [`ATTEMPTS_WHILE_STOPPING`] more attempts have failed, so that a
+/// broken store cannot hang a shutdown.
+fn retry<E>(
+    mut attempt: impl FnMut() -> Result<(), E>,
+    mut failed: impl FnMut(u32, E),
+    stopping: &AtomicBool,
+    mut pause: impl FnMut(Duration),
+) -> bool {
+    let (mut attempts, mut while_stopping) = (0u32, 0u32);
+    loop {
+        match attempt() {
+            Ok(()) => return true,
+            Err(error) => {
+                attempts += 1;
+                failed(attempts, error);
+                if stopping.load(Ordering::Relaxed) {
+                    while_stopping += 1;
+                    if while_stopping >= ATTEMPTS_WHILE_STOPPING {
+                        return false;
+                    }
+                }
+                pause((Duration::from_millis(100) * attempts).min(MAX_BACKOFF));
+            }
+        }
+    }
+}
+
 fn write(
     store: &dyn MetaStore,
     records: &mut Vec<InvocationRecord>,
     logs: &mut Vec<LogLine>,
     pending: &AtomicU64,
+    stopping: &AtomicBool,
 ) {
     if !records.is_empty() {
-        // A failed write is retried: records are what usage is billed on.
-        let mut attempt = 0;
-        while let Err(error) = store.insert_records(records) {
-            attempt += 1;
+        // Records are what usage is billed on: a failed write is retried
+        // until it succeeds, except when the server is stopping.
+        let written = retry(
+            || store.insert_records(records),
+            |attempt, error| {
+                tracing::error!(
+                    "writing {} invocation records failed (attempt {attempt}): {error}",
+                    records.len()
+                )
+            },
+            stopping,
+            std::thread::sleep,
+        );
+        if !written {
             tracing::error!(
-                "writing {} invocation records failed (attempt {attempt}): {error}",
+                "gave up writing {} invocation records while stopping: they are lost",
                 records.len()
             );
-            if attempt >= 5 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100 * attempt));
         }
         records.clear();
     }
@@ -215,5 +263,50 @@ fn write(
         }
         pending.fetch_sub(logs.len() as u64, Ordering::Relaxed);
         logs.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_write_is_retried_until_it_succeeds_with_growing_pauses() {
+        let stopping = AtomicBool::new(false);
+        let (mut calls, mut pauses) = (0, Vec::new());
+        let written = retry(
+            || {
+                calls += 1;
+                if calls < 80 { Err("disk full") } else { Ok(()) }
+            },
+            |_, _| {},
+            &stopping,
+            |pause| pauses.push(pause),
+        );
+        assert!(written);
+        assert_eq!(calls, 80);
+        assert_eq!(pauses[0], Duration::from_millis(100));
+        assert_eq!(pauses[1], Duration::from_millis(200));
+        assert_eq!(*pauses.last().unwrap(), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn while_stopping_a_broken_store_is_given_up_after_a_few_attempts() {
+        let stopping = AtomicBool::new(false);
+        let mut calls = 0;
+        let written = retry(
+            || {
+                calls += 1;
+                if calls == 10 {
+                    stopping.store(true, Ordering::Relaxed);
+                }
+                Err::<(), _>("disk full")
+            },
+            |_, _| {},
+            &stopping,
+            |_| {},
+        );
+        assert!(!written);
+        assert_eq!(calls, 9 + ATTEMPTS_WHILE_STOPPING);
     }
 }
