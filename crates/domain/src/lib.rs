@@ -4,11 +4,13 @@
 //! depends on nothing of ours. Types here do not derive serde: the public wire
 //! shapes live in `api-types` and the gateway converts.
 
+mod keys;
 mod names;
 mod records;
 mod size;
 mod spec;
 
+pub use keys::{ApiKey, KeyKind, Project};
 pub use names::{FunctionName, InvocationId, NameError, ProjectId};
 pub use records::{InvocationRecord, LogLine, LogStream, Outcome, Usage, UsageFilter};
 pub use size::{ByteSize, SizeError};

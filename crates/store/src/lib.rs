@@ -12,8 +12,8 @@ pub use domain::HttpWorld;
 pub use sqlite::SqliteStore;
 
 use domain::{
-    FunctionConfig, FunctionName, InvocationRecord, LogLine, ProjectId, UnixMillis, Usage,
-    UsageFilter,
+    ApiKey, FunctionConfig, FunctionName, InvocationRecord, LogLine, Project, ProjectId,
+    UnixMillis, Usage, UsageFilter,
 };
 
 /// One immutable deployed version of a function.
@@ -52,6 +52,12 @@ pub enum StoreError {
     NoSuchFunction(String),
     #[error("function {function:?} has no version {version}")]
     NoSuchVersion { function: String, version: u32 },
+    #[error("project {0:?} does not exist")]
+    NoSuchProject(String),
+    #[error("project {0:?} exists, or existed: project names are never reused")]
+    ProjectExists(String),
+    #[error("project {0:?} still has functions; remove them first")]
+    ProjectNotEmpty(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -91,6 +97,25 @@ pub trait MetaStore: Send + Sync + 'static {
     fn remove(&self, project: &ProjectId, function: &FunctionName) -> Result<bool, StoreError>;
     /// Projects that have any live function.
     fn projects(&self) -> Result<Vec<ProjectId>, StoreError>;
+
+    /// Creates a project. A name in use, or used before, is refused: the
+    /// records of a removed project must never show up in a new one.
+    fn create_project(&self, project: &ProjectId) -> Result<Project, StoreError>;
+    /// Live projects, by name. `default` always exists.
+    fn list_projects(&self) -> Result<Vec<Project>, StoreError>;
+    fn project(&self, project: &ProjectId) -> Result<Option<Project>, StoreError>;
+    /// Removes an empty project and revokes its keys. Refused while it has
+    /// live functions. Returns whether it existed.
+    fn remove_project(&self, project: &ProjectId) -> Result<bool, StoreError>;
+
+    /// Stores a new key of an existing project.
+    fn create_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    /// A key of the project, revoked or not.
+    fn key(&self, project: &ProjectId, id: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// The project's keys, oldest first, revoked ones included.
+    fn keys(&self, project: &ProjectId) -> Result<Vec<ApiKey>, StoreError>;
+    /// Revokes a key. Returns whether a live key was revoked.
+    fn revoke_key(&self, project: &ProjectId, id: &str) -> Result<bool, StoreError>;
 
     /// Appends records in one transaction.
     fn insert_records(&self, records: &[InvocationRecord]) -> Result<(), StoreError>;

@@ -1,8 +1,8 @@
 use crate::codec::{config_from_json, config_to_json};
 use crate::{FunctionVersion, MetaStore, NewVersion, StoreError, StoredLogLine};
 use domain::{
-    FunctionName, HttpWorld, InvocationId, InvocationRecord, LogLine, LogStream, Outcome,
-    ProjectId, Usage, UsageFilter, now_millis,
+    ApiKey, FunctionName, HttpWorld, InvocationId, InvocationRecord, KeyKind, LogLine, LogStream,
+    Outcome, Project, ProjectId, Usage, UsageFilter, now_millis,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -63,7 +63,45 @@ CREATE TABLE IF NOT EXISTS logs (
     line TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_by_function ON logs (project, function, seq);
+CREATE TABLE IF NOT EXISTS projects (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    removed_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    secret_sha256 BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    PRIMARY KEY (project, id)
+);
 ";
+
+const KEY_COLUMNS: &str = "project, id, kind, name, secret_sha256, created_at, revoked_at";
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ApiKey, StoreError>> {
+    let project: String = row.get(0)?;
+    let kind: String = row.get(2)?;
+    let secret: Vec<u8> = row.get(4)?;
+    let key = (|| {
+        Ok(ApiKey {
+            project: ProjectId::new(project).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            id: row.get(1)?,
+            kind: KeyKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("key kind {kind:?}")))?,
+            name: row.get(3)?,
+            secret_sha256: secret
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("key hash is not 32 bytes".to_owned()))?,
+            created_at: row.get(5)?,
+            revoked_at: row.get(6)?,
+        })
+    })();
+    Ok(key)
+}
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -73,6 +111,17 @@ impl SqliteStore {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
+        // `default` always exists, and so does every project that already
+        // has functions (data directories from before projects were stored).
+        connection.execute(
+            "INSERT OR IGNORE INTO projects (name, created_at) VALUES ('default', ?)",
+            params![now_millis()],
+        )?;
+        connection.execute(
+            "INSERT OR IGNORE INTO projects (name, created_at)
+             SELECT DISTINCT project, ? FROM functions",
+            params![now_millis()],
+        )?;
         Ok(Self {
             connection: Mutex::new(connection),
         })
@@ -329,6 +378,134 @@ impl MetaStore for SqliteStore {
         let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
         rows.map(|row| ProjectId::new(row?).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect()
+    }
+
+    fn create_project(&self, project: &ProjectId) -> Result<Project, StoreError> {
+        let created_at = now_millis();
+        let inserted = self.lock().execute(
+            "INSERT OR IGNORE INTO projects (name, created_at) VALUES (?, ?)",
+            params![project.as_str(), created_at],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::ProjectExists(project.to_string()));
+        }
+        Ok(Project {
+            id: project.clone(),
+            created_at,
+        })
+    }
+
+    fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT name, created_at FROM projects WHERE removed_at IS NULL ORDER BY name",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        rows.map(|row| {
+            let (name, created_at) = row?;
+            Ok(Project {
+                id: ProjectId::new(name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                created_at,
+            })
+        })
+        .collect()
+    }
+
+    fn project(&self, project: &ProjectId) -> Result<Option<Project>, StoreError> {
+        let created_at = self
+            .lock()
+            .query_row(
+                "SELECT created_at FROM projects WHERE name = ? AND removed_at IS NULL",
+                params![project.as_str()],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?;
+        Ok(created_at.map(|created_at| Project {
+            id: project.clone(),
+            created_at,
+        }))
+    }
+
+    fn remove_project(&self, project: &ProjectId) -> Result<bool, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let live: i64 = transaction.query_row(
+            "SELECT COUNT(*) FROM functions WHERE project = ? AND current_version IS NOT NULL",
+            params![project.as_str()],
+            |row| row.get(0),
+        )?;
+        if live > 0 {
+            return Err(StoreError::ProjectNotEmpty(project.to_string()));
+        }
+        let now = now_millis();
+        let removed = transaction.execute(
+            "UPDATE projects SET removed_at = ? WHERE name = ? AND removed_at IS NULL",
+            params![now, project.as_str()],
+        )?;
+        transaction.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE project = ? AND revoked_at IS NULL",
+            params![now, project.as_str()],
+        )?;
+        transaction.commit()?;
+        Ok(removed > 0)
+    }
+
+    fn create_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let live: i64 = transaction.query_row(
+            "SELECT COUNT(*) FROM projects WHERE name = ? AND removed_at IS NULL",
+            params![key.project.as_str()],
+            |row| row.get(0),
+        )?;
+        if live == 0 {
+            return Err(StoreError::NoSuchProject(key.project.to_string()));
+        }
+        transaction.execute(
+            "INSERT INTO api_keys (project, id, kind, name, secret_sha256, created_at, revoked_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            params![
+                key.project.as_str(),
+                key.id,
+                key.kind.as_str(),
+                key.name,
+                key.secret_sha256.as_slice(),
+                key.created_at,
+                key.revoked_at
+            ],
+        )?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn key(&self, project: &ProjectId, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE project = ? AND id = ?"
+        ))?;
+        statement
+            .query_row(params![project.as_str(), id], key_from_row)
+            .optional()?
+            .transpose()
+    }
+
+    fn keys(&self, project: &ProjectId) -> Result<Vec<ApiKey>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE project = ? ORDER BY created_at, id"
+        ))?;
+        let rows = statement.query_map(params![project.as_str()], key_from_row)?;
+        rows.map(|row| row?).collect()
+    }
+
+    fn revoke_key(&self, project: &ProjectId, id: &str) -> Result<bool, StoreError> {
+        let changed = self.lock().execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE project = ? AND id = ? AND revoked_at IS NULL",
+            params![now_millis(), project.as_str(), id],
+        )?;
+        Ok(changed > 0)
     }
 
     fn insert_records(&self, records: &[InvocationRecord]) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! The `MetaStore` contract, run against every backend (SQLite for now).
 use domain::{
-    FunctionConfig, FunctionName, HttpWorld, InvocationId, InvocationRecord, LogLine, LogStream,
-    Outcome, ProjectId, UsageFilter,
+    ApiKey, FunctionConfig, FunctionName, HttpWorld, InvocationId, InvocationRecord, KeyKind,
+    LogLine, LogStream, Outcome, ProjectId, UsageFilter,
 };
 use store::{MetaStore, NewVersion, SqliteStore, StoreError};
 
@@ -177,6 +177,116 @@ fn contract(store: &dyn MetaStore) {
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].line, line("three"));
     assert!(store.logs(&other, &name("app"), 0, 10).unwrap().is_empty());
+}
+
+fn key(project: &ProjectId, id: &str, kind: KeyKind) -> ApiKey {
+    ApiKey {
+        id: id.to_owned(),
+        project: project.clone(),
+        kind,
+        name: format!("{id} key"),
+        secret_sha256: [id.len() as u8; 32],
+        created_at: 1,
+        revoked_at: None,
+    }
+}
+
+/// Projects and their keys.
+fn projects_contract(store: &dyn MetaStore) {
+    let default = ProjectId::default_project();
+    let shop = ProjectId::new("shop").unwrap();
+    let ids = |store: &dyn MetaStore| -> Vec<String> {
+        store
+            .list_projects()
+            .unwrap()
+            .into_iter()
+            .map(|project| project.id.to_string())
+            .collect()
+    };
+    assert_eq!(ids(store), ["default"]);
+    assert!(store.project(&shop).unwrap().is_none());
+    assert!(matches!(
+        store.create_key(&key(&shop, "a1", KeyKind::Service)),
+        Err(StoreError::NoSuchProject(_))
+    ));
+    store.create_project(&shop).unwrap();
+    assert!(matches!(
+        store.create_project(&shop),
+        Err(StoreError::ProjectExists(_))
+    ));
+    assert_eq!(ids(store), ["default", "shop"]);
+
+    store
+        .create_key(&key(&shop, "a1", KeyKind::Service))
+        .unwrap();
+    store
+        .create_key(&key(&shop, "b22", KeyKind::Public))
+        .unwrap();
+    store
+        .create_key(&key(&default, "a1", KeyKind::Public))
+        .unwrap();
+    assert_eq!(
+        store.key(&shop, "a1").unwrap(),
+        Some(key(&shop, "a1", KeyKind::Service))
+    );
+    assert_eq!(store.keys(&shop).unwrap().len(), 2);
+    // Keys are per project: the same id elsewhere is another key.
+    assert_eq!(
+        store.key(&default, "a1").unwrap().unwrap().kind,
+        KeyKind::Public
+    );
+    assert!(store.key(&default, "b22").unwrap().is_none());
+
+    assert!(store.revoke_key(&shop, "a1").unwrap());
+    assert!(!store.revoke_key(&shop, "a1").unwrap());
+    assert!(
+        store
+            .key(&shop, "a1")
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert!(
+        store
+            .key(&default, "a1")
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+
+    // A project with live functions stays; an empty one goes, keys revoked,
+    // and its name is never given out again.
+    store
+        .create_version(&shop, &name("api"), new_version("x"))
+        .unwrap();
+    assert!(matches!(
+        store.remove_project(&shop),
+        Err(StoreError::ProjectNotEmpty(_))
+    ));
+    store.remove(&shop, &name("api")).unwrap();
+    assert!(store.remove_project(&shop).unwrap());
+    assert!(!store.remove_project(&shop).unwrap());
+    assert_eq!(ids(store), ["default"]);
+    assert!(
+        store
+            .key(&shop, "b22")
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert!(matches!(
+        store.create_project(&shop),
+        Err(StoreError::ProjectExists(_))
+    ));
+}
+
+#[test]
+fn sqlite_store_keeps_the_projects_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    projects_contract(&SqliteStore::open(&dir.path().join("wok.db")).unwrap());
 }
 
 #[test]
