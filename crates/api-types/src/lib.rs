@@ -111,3 +111,54 @@ pub struct LogPage {
     /// Pass as `?after=` to get what follows.
     pub next: i64,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProjectInfo {
+    pub name: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProjectList {
+    pub projects: Vec<ProjectInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    pub name: String,
+}
+
+/// A project key as listed: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyInfo {
+    pub id: String,
+    pub project: String,
+    /// `service` or `public`.
+    pub kind: String,
+    pub name: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// `service` or `public`.
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A key just created: `token` is shown this once and never stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IssuedKey {
+    pub key: KeyInfo,
+    pub token: String,
+}

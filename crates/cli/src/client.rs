@@ -8,11 +8,14 @@ pub struct Connection {
     pub server: Option<String>,
     pub token: Option<String>,
     pub data_dir: PathBuf,
+    /// The project function commands act on; `default` when unset.
+    pub project: Option<String>,
 }
 
 pub struct Client {
     pub base: String,
     token: Option<String>,
+    project: Option<String>,
     pub http: reqwest::Client,
 }
 
@@ -38,6 +41,7 @@ impl Connection {
         Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
             token,
+            project: self.project.clone().filter(|project| project != "default"),
             http,
         })
     }
@@ -48,9 +52,25 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
-    /// A control-API request with the admin credential.
+    /// Where function NAME of the chosen project answers.
+    pub fn function_url(&self, name: &str) -> String {
+        match &self.project {
+            Some(project) => self.url(&format!("/p/{project}/fn/{name}")),
+            None => self.url(&format!("/fn/{name}")),
+        }
+    }
+
+    /// A control-API request with the credential. A `/v1/...` path is
+    /// addressed to the chosen project (`/v1/projects/NAME/...`), except
+    /// the project routes themselves.
     pub fn control(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, self.url(path));
+        let path = match (&self.project, path.strip_prefix("/v1/")) {
+            (Some(project), Some(rest)) if !rest.starts_with("projects") => {
+                format!("/v1/projects/{project}/{rest}")
+            }
+            _ => path.to_owned(),
+        };
+        let request = self.http.request(method, self.url(&path));
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,

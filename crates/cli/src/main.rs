@@ -27,6 +27,9 @@ struct Cli {
     /// Data directory of the local server (default: $XDG_DATA_HOME/wok or ~/.local/share/wok).
     #[arg(long, global = true, env = "WOK_DATA")]
     data_dir: Option<PathBuf>,
+    /// Project the function and key commands act on (default: `default`).
+    #[arg(long, short = 'p', global = true, env = "WOK_PROJECT")]
+    project: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +45,10 @@ enum Command {
     Rollback(commands::rollback::Rollback),
     Logs(commands::logs::Logs),
     Usage(commands::usage::Usage),
+    #[command(subcommand)]
+    Project(commands::project::Project),
+    #[command(subcommand)]
+    Keys(commands::keys::Keys),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +82,7 @@ fn main() -> ExitCode {
         server: cli.server,
         token: cli.token,
         data_dir: data_dir.clone(),
+        project: cli.project,
     };
     let result = runtime.block_on(async move {
         match cli.command {
@@ -87,6 +95,8 @@ fn main() -> ExitCode {
             Command::Rollback(command) => command.run(connection.client()?).await,
             Command::Logs(command) => command.run(connection.client()?).await,
             Command::Usage(command) => command.run(connection.client()?).await,
+            Command::Project(command) => command.run(connection.client()?).await,
+            Command::Keys(command) => command.run(connection.client()?).await,
         }
     });
     match result {

@@ -1,14 +1,14 @@
-//! The control API under `/v1/`: admin-only.
+//! The control API under `/v1/`: functions, usage, invocations and logs of
+//! one project (its `Scope`).
 use crate::convert;
+use crate::projects::Scope;
 use crate::{ApiError, SharedGateway};
 use api_types::{FunctionList, InvocationList, LogPage, RollbackRequest, VersionList};
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
-use axum::middleware::Next;
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use domain::{
-    ByteSize, FunctionConfig, FunctionName, Isolation, ProjectId, ReuseLimits, UnixMillis,
-    UsageFilter,
+    ByteSize, FunctionConfig, FunctionName, Isolation, ReuseLimits, UnixMillis, UsageFilter,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,34 +18,6 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     tokio::task::spawn_blocking(work)
         .await
         .expect("blocking task panicked")
-}
-
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len()
-        && left
-            .iter()
-            .zip(right)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-pub async fn require_admin(
-    State(gateway): State<SharedGateway>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let header = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok());
-    let Some(header) = header else {
-        return ApiError::Unauthorized.into_response();
-    };
-    let token = header.strip_prefix("Bearer ").unwrap_or(header).trim();
-    if !constant_time_eq(token.as_bytes(), gateway.admin_token.as_bytes()) {
-        return ApiError::Forbidden.into_response();
-    }
-    next.run(request).await
 }
 
 pub async fn not_found() -> ApiError {
@@ -68,14 +40,11 @@ fn function_name(name: &str) -> Result<FunctionName, ApiError> {
         .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
 }
 
-fn project() -> ProjectId {
-    ProjectId::default_project()
-}
-
 pub async fn list_functions(
     State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
 ) -> Result<Json<FunctionList>, ApiError> {
-    let versions = gateway.functions.list(project()).await?;
+    let versions = gateway.functions.list(project.clone()).await?;
     Ok(Json(FunctionList {
         functions: versions.iter().map(convert::function_info).collect(),
     }))
@@ -83,39 +52,42 @@ pub async fn list_functions(
 
 pub async fn get_function(
     State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
     Path(name): Path<String>,
 ) -> Result<Json<api_types::FunctionInfo>, ApiError> {
     let function = function_name(&name)?;
     let deployed = gateway
         .functions
-        .get(&project(), &function)
+        .get(&project.clone(), &function)
         .ok_or_else(|| ApiError::FunctionNotFound(format!("function {name:?} does not exist")))?;
     Ok(Json(convert::function_info(&deployed.version)))
 }
 
 pub async fn remove_function(
     State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
     Path(name): Path<String>,
 ) -> Result<http::StatusCode, ApiError> {
     gateway
         .functions
-        .remove(project(), function_name(&name)?)
+        .remove(project.clone(), function_name(&name)?)
         .await?;
     Ok(http::StatusCode::NO_CONTENT)
 }
 
 pub async fn list_versions(
     State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
     Path(name): Path<String>,
 ) -> Result<Json<VersionList>, ApiError> {
     let function = function_name(&name)?;
     let versions = gateway
         .functions
-        .versions(project(), function.clone())
+        .versions(project.clone(), function.clone())
         .await?;
     let current = gateway
         .functions
-        .get(&project(), &function)
+        .get(&project.clone(), &function)
         .map(|deployed| deployed.version.version)
         .unwrap_or(0);
     Ok(Json(VersionList {
@@ -126,6 +98,7 @@ pub async fn list_versions(
 
 pub async fn rollback(
     State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<api_types::FunctionInfo>, ApiError> {
@@ -137,7 +110,7 @@ pub async fn rollback(
     })?;
     let deployed = gateway
         .functions
-        .rollback(project(), function_name(&name)?, request.version)
+        .rollback(project.clone(), function_name(&name)?, request.version)
         .await?;
     Ok(Json(convert::function_info(&deployed.version)))
 }
@@ -233,6 +206,7 @@ pub fn config_from_query(pairs: &[(String, String)]) -> Result<FunctionConfig, A
 
 pub async fn deploy(
     State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
     Path(name): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
     request: Request,
@@ -274,7 +248,7 @@ pub async fn deploy(
         })?;
     let deployed = gateway
         .functions
-        .deploy(project(), function, code.to_vec(), config)
+        .deploy(project.clone(), function, code.to_vec(), config)
         .await?;
     Ok((
         http::StatusCode::CREATED,
@@ -331,16 +305,18 @@ fn usage_filter(
 
 pub async fn usage(
     State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<api_types::Usage>, ApiError> {
     let filter = usage_filter(&query, &["since", "until", "function"])?;
     let store = gateway.store.clone();
-    let usage = blocking(move || store.usage(&project(), &filter)).await?;
+    let usage = blocking(move || store.usage(&project.clone(), &filter)).await?;
     Ok(Json(convert::usage(&usage)))
 }
 
 pub async fn invocations(
     State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<InvocationList>, ApiError> {
     let filter = usage_filter(&query, &["since", "until", "function", "limit"])?;
@@ -351,7 +327,7 @@ pub async fn invocations(
         .unwrap_or(100)
         .min(100_000);
     let store = gateway.store.clone();
-    let records = blocking(move || store.records(&project(), &filter, limit)).await?;
+    let records = blocking(move || store.records(&project.clone(), &filter, limit)).await?;
     Ok(Json(InvocationList {
         invocations: records.iter().map(convert::record).collect(),
     }))
@@ -359,6 +335,7 @@ pub async fn invocations(
 
 pub async fn logs(
     State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<LogPage>, ApiError> {
@@ -393,7 +370,8 @@ pub async fn logs(
     loop {
         let store = gateway.store.clone();
         let lookup = function.clone();
-        let lines = blocking(move || store.logs(&project(), &lookup, after, limit)).await?;
+        let scope = project.clone();
+        let lines = blocking(move || store.logs(&scope, &lookup, after, limit)).await?;
         if !lines.is_empty() || tokio::time::Instant::now() >= deadline {
             let next = lines.last().map_or(after, |line| line.seq);
             return Ok(Json(LogPage {

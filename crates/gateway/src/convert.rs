@@ -22,7 +22,34 @@ pub fn function_info(version: &FunctionVersion) -> api_types::FunctionInfo {
             Isolation::Reuse(_) => "reuse".to_owned(),
         },
         created_at: version.created_at,
-        url_path: format!("/fn/{}", version.function),
+        url_path: function_path(&version.project, &version.function),
+    }
+}
+
+/// Where a function answers: `/fn/NAME` in `default`, else `/p/PROJECT/fn/NAME`.
+pub fn function_path(project: &domain::ProjectId, function: &domain::FunctionName) -> String {
+    if *project == domain::ProjectId::default_project() {
+        format!("/fn/{function}")
+    } else {
+        format!("/p/{project}/fn/{function}")
+    }
+}
+
+pub fn project(project: &domain::Project) -> api_types::ProjectInfo {
+    api_types::ProjectInfo {
+        name: project.id.to_string(),
+        created_at: project.created_at,
+    }
+}
+
+pub fn key(key: &domain::ApiKey) -> api_types::KeyInfo {
+    api_types::KeyInfo {
+        id: key.id.clone(),
+        project: key.project.to_string(),
+        kind: key.kind.as_str().to_owned(),
+        name: key.name.clone(),
+        created_at: key.created_at,
+        revoked_at: key.revoked_at,
     }
 }
 

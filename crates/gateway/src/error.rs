@@ -10,10 +10,22 @@ use invoke::Failure;
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
+    /// A key-shaped credential that no live key matches.
+    InvalidKey,
     Forbidden,
+    /// A valid credential that may not do this.
+    NotAllowed(String),
     NotFound(String),
+    ProjectNotFound(String),
+    Conflict {
+        code: &'static str,
+        message: String,
+    },
     FunctionNotFound(String),
-    BadRequest { code: &'static str, message: String },
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
     PayloadTooLarge(String),
     Overloaded(String),
     Guest(Failure),
@@ -31,8 +43,11 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::InvalidKey => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden | ApiError::NotAllowed(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::ProjectNotFound(_) => (StatusCode::NOT_FOUND, "project_not_found"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -52,10 +67,14 @@ impl ApiError {
     fn message(&self) -> String {
         match self {
             ApiError::Unauthorized => {
-                "this API needs the admin credential: send `Authorization: Bearer TOKEN`".to_owned()
+                "this API needs the admin credential or a service key: send `Authorization: Bearer TOKEN`".to_owned()
             }
+            ApiError::InvalidKey => "the key is unknown or revoked".to_owned(),
             ApiError::Forbidden => "the credential sent is not valid for this API".to_owned(),
-            ApiError::NotFound(message)
+            ApiError::NotAllowed(message)
+            | ApiError::ProjectNotFound(message)
+            | ApiError::Conflict { message, .. }
+            | ApiError::NotFound(message)
             | ApiError::FunctionNotFound(message)
             | ApiError::BadRequest { message, .. }
             | ApiError::PayloadTooLarge(message)
@@ -114,6 +133,27 @@ impl From<FunctionsError> for ApiError {
 
 impl From<store::StoreError> for ApiError {
     fn from(error: store::StoreError) -> Self {
-        FunctionsError::from(error).into()
+        match error {
+            store::StoreError::NoSuchProject(_) => ApiError::ProjectNotFound(error.to_string()),
+            store::StoreError::ProjectExists(_) => ApiError::Conflict {
+                code: "project_exists",
+                message: error.to_string(),
+            },
+            store::StoreError::ProjectNotEmpty(_) => ApiError::Conflict {
+                code: "project_not_empty",
+                message: error.to_string(),
+            },
+            error => FunctionsError::from(error).into(),
+        }
+    }
+}
+
+impl From<auth::AuthError> for ApiError {
+    fn from(error: auth::AuthError) -> Self {
+        match error {
+            auth::AuthError::InvalidKey => ApiError::InvalidKey,
+            auth::AuthError::NotACredential => ApiError::Forbidden,
+            auth::AuthError::Store(error) => ApiError::Internal(error.to_string()),
+        }
     }
 }

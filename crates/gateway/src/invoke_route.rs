@@ -11,9 +11,17 @@ use std::sync::Arc;
 /// Header carrying the invocation id on every function response.
 pub const INVOCATION_ID_HEADER: &str = "x-wok-invocation-id";
 
-/// Splits `/fn/NAME/rest?query` into the name and the guest's path-and-query.
-fn split_path(uri: &Uri) -> Option<(&str, String)> {
-    let path = uri.path().strip_prefix("/fn/")?;
+/// Splits `/fn/NAME/rest?query` (project `default`) or
+/// `/p/PROJECT/fn/NAME/rest?query` into the project, the name and the
+/// guest's path-and-query.
+fn split_path(uri: &Uri) -> Option<(Option<&str>, &str, String)> {
+    let (project, path) = match uri.path().strip_prefix("/p/") {
+        Some(scoped) => {
+            let (project, path) = scoped.split_once('/')?;
+            (Some(project), path.strip_prefix("fn/")?)
+        }
+        None => (None, uri.path().strip_prefix("/fn/")?),
+    };
     let (name, rest) = match path.find('/') {
         Some(slash) => (&path[..slash], &path[slash..]),
         None => (path, "/"),
@@ -22,7 +30,7 @@ fn split_path(uri: &Uri) -> Option<(&str, String)> {
         Some(query) => format!("{rest}?{query}"),
         None => rest.to_owned(),
     };
-    Some((name, guest_path))
+    Some((project, name, guest_path))
 }
 
 pub async fn invoke(State(gateway): State<SharedGateway>, request: Request) -> Response {
@@ -38,11 +46,19 @@ pub async fn invoke(State(gateway): State<SharedGateway>, request: Request) -> R
 
 async fn run(gateway: SharedGateway, request: Request) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
-    let (name, guest_path) =
+    let (project, name, guest_path) =
         split_path(&parts.uri).ok_or_else(|| ApiError::NotFound("no such route".to_owned()))?;
-    let not_found = || ApiError::FunctionNotFound(format!("function {name:?} does not exist"));
+    let not_found = || match project {
+        Some(project) => ApiError::FunctionNotFound(format!(
+            "function {name:?} does not exist in project {project:?}"
+        )),
+        None => ApiError::FunctionNotFound(format!("function {name:?} does not exist")),
+    };
     let function = FunctionName::new(name).map_err(|_| not_found())?;
-    let project = ProjectId::default_project();
+    let project = match project {
+        Some(project) => ProjectId::new(project).map_err(|_| not_found())?,
+        None => ProjectId::default_project(),
+    };
     let deployed = gateway
         .functions
         .get(&project, &function)
@@ -129,10 +145,20 @@ mod tests {
     #[test]
     fn splits_function_name_from_guest_path() {
         let uri: Uri = "/fn/hello/a/b?x=1&y=2".parse().unwrap();
-        assert_eq!(split_path(&uri), Some(("hello", "/a/b?x=1&y=2".to_owned())));
+        assert_eq!(
+            split_path(&uri),
+            Some((None, "hello", "/a/b?x=1&y=2".to_owned()))
+        );
         let uri: Uri = "/fn/hello".parse().unwrap();
-        assert_eq!(split_path(&uri), Some(("hello", "/".to_owned())));
+        assert_eq!(split_path(&uri), Some((None, "hello", "/".to_owned())));
         let uri: Uri = "/fn/hello?q".parse().unwrap();
-        assert_eq!(split_path(&uri), Some(("hello", "/?q".to_owned())));
+        assert_eq!(split_path(&uri), Some((None, "hello", "/?q".to_owned())));
+        let uri: Uri = "/p/shop/fn/hello/a?q".parse().unwrap();
+        assert_eq!(
+            split_path(&uri),
+            Some((Some("shop"), "hello", "/a?q".to_owned()))
+        );
+        let uri: Uri = "/p/shop/hello".parse().unwrap();
+        assert_eq!(split_path(&uri), None);
     }
 }

@@ -9,11 +9,12 @@ mod control;
 mod convert;
 mod error;
 mod invoke_route;
+mod projects;
 
 pub use error::ApiError;
 
 use axum::Router;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use functions::Functions;
 use metering::{Metrics, Recorder};
 use std::sync::Arc;
@@ -25,8 +26,8 @@ pub struct Gateway {
     pub store: Arc<dyn MetaStore>,
     pub recorder: Arc<Recorder>,
     pub metrics: Arc<Metrics>,
-    /// The admin credential the control API requires.
-    pub admin_token: String,
+    /// Checks the admin credential and project keys.
+    pub auth: Arc<auth::Auth>,
     /// Largest component upload accepted by deploy.
     pub max_upload_bytes: u64,
 }
@@ -53,8 +54,10 @@ pub(crate) fn drain_in_background(body: axum::body::Body) {
     });
 }
 
-pub fn router(gateway: SharedGateway) -> Router {
-    let control = Router::new()
+/// The `/v1` routes of one project (the request's `Scope`) plus project and
+/// key management, behind authentication.
+pub(crate) fn control_router(gateway: SharedGateway) -> Router {
+    let project_routes = Router::new()
         .route("/v1/functions", get(control::list_functions))
         .route(
             "/v1/functions/{name}",
@@ -68,18 +71,41 @@ pub fn router(gateway: SharedGateway) -> Router {
         .route("/v1/functions/{name}/logs", get(control::logs))
         .route("/v1/usage", get(control::usage))
         .route("/v1/invocations", get(control::invocations))
+        .route_layer(axum::middleware::from_fn(projects::require_project_access));
+    let admin_routes = Router::new()
+        .route(
+            "/v1/projects",
+            get(projects::list_projects).post(projects::create_project),
+        )
+        .route("/v1/projects/{name}", delete(projects::remove_project))
+        .route(
+            "/v1/keys",
+            get(projects::list_keys).post(projects::create_key),
+        )
+        .route("/v1/keys/{id}", delete(projects::revoke_key))
+        .route_layer(axum::middleware::from_fn(projects::require_admin));
+    project_routes
+        .merge(admin_routes)
+        .route("/v1/projects/{name}/{*rest}", any(projects::scoped))
         .fallback(control::not_found)
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
-            control::require_admin,
-        ));
+            projects::authenticate,
+        ))
+        .with_state(gateway)
+}
+
+pub fn router(gateway: SharedGateway) -> Router {
     Router::new()
         .route("/fn/{name}", any(invoke_route::invoke))
         .route("/fn/{name}/", any(invoke_route::invoke))
         .route("/fn/{name}/{*rest}", any(invoke_route::invoke))
+        .route("/p/{project}/fn/{name}", any(invoke_route::invoke))
+        .route("/p/{project}/fn/{name}/", any(invoke_route::invoke))
+        .route("/p/{project}/fn/{name}/{*rest}", any(invoke_route::invoke))
         .route("/metrics", get(control::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .merge(control)
+        .with_state(gateway.clone())
+        .merge(control_router(gateway))
         .fallback(control::not_found)
-        .with_state(gateway)
 }

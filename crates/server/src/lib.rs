@@ -99,12 +99,13 @@ pub async fn run(
     let functions = Functions::new(store.clone(), artifacts, runtime);
     let loaded = functions.load_all().await?;
 
+    let auth = Arc::new(auth::Auth::new(store.clone(), token));
     let gateway = Arc::new(Gateway {
         functions: functions.clone(),
         store,
         recorder: recorder.clone(),
         metrics,
-        admin_token: token,
+        auth,
         max_upload_bytes: config.max_upload.bytes(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)

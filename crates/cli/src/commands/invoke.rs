@@ -47,7 +47,7 @@ impl Invoke {
         };
         let mut request = client
             .http
-            .request(method, client.url(&format!("/fn/{}{path}", self.name)));
+            .request(method, format!("{}{path}", client.function_url(&self.name)));
         for header in &self.headers {
             let (name, value) = header
                 .split_once(':')

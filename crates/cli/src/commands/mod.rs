@@ -1,7 +1,9 @@
 pub mod deploy;
 pub mod invoke;
+pub mod keys;
 pub mod logs;
 pub mod ls;
+pub mod project;
 pub mod rm;
 pub mod rollback;
 pub mod up;

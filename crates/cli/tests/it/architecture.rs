@@ -82,6 +82,11 @@ fn layers_depend_only_downwards() {
     assert!(!uses("gateway", "runtime-wasm"));
     assert!(!uses("functions", "runtime-wasm") && !uses("functions", "gateway"));
     assert!(!uses("metering", "gateway") && !uses("metering", "runtime-wasm"));
+    // auth is a service over the store: no HTTP, no runtime.
+    assert_eq!(
+        internal_uses("auth"),
+        vec!["domain".to_owned(), "store".to_owned()]
+    );
     // Dev-only crates are never normal dependencies.
     for (krate, deps) in &dependencies {
         for dev_only in ["test-support", "guests"] {

@@ -7,6 +7,7 @@ mod foreign;
 mod invoke;
 mod lifecycle;
 mod limits;
+mod projects;
 mod records;
 
 use std::time::Duration;

@@ -1,0 +1,253 @@
+//! Who is calling: the admin credential, and project keys.
+//!
+//! Layer: services. Issues project keys (only the SHA-256 of a key's secret
+//! is stored), checks tokens, and revokes keys with immediate effect. Knows
+//! no HTTP: the gateway maps [`AuthError`] to statuses.
+//!
+//! A key's token is `wok_<sk|pk>_<project>_<id>_<secret>`: the project and
+//! id find the key without a query across projects; the 256-bit secret
+//! proves it.
+
+use domain::{ApiKey, KeyKind, ProjectId, now_millis};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use store::{MetaStore, StoreError};
+
+/// Who a request acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The admin credential: the whole platform.
+    Admin,
+    /// A key of one project.
+    Key {
+        project: ProjectId,
+        kind: KeyKind,
+        id: String,
+    },
+}
+
+impl Caller {
+    /// Whether this caller has full access to `project`'s functions and data.
+    pub fn serves(&self, project: &ProjectId) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Key {
+                project: own,
+                kind: KeyKind::Service,
+                ..
+            } => own == project,
+            Caller::Key { .. } => false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Shaped like a wok key, but no live key matches (unknown, revoked,
+    /// wrong secret, or its project is gone).
+    #[error("the key is unknown or revoked")]
+    InvalidKey,
+    /// Neither the admin credential nor shaped like a key.
+    #[error("the credential is not valid")]
+    NotACredential,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A newly issued key: its stored form and the token, shown only once.
+pub struct IssuedKey {
+    pub key: ApiKey,
+    pub token: String,
+}
+
+pub struct Auth {
+    store: Arc<dyn MetaStore>,
+    admin_token: String,
+    /// Live keys already checked, so that a request does not read the store.
+    /// Revocation goes through [`Auth`], which updates this first-hand.
+    live: RwLock<HashMap<(ProjectId, String), ApiKey>>,
+}
+
+fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).expect("the OS random number generator");
+    hex::encode(buffer)
+}
+
+/// The parts of a key token, if it is shaped like one.
+fn parse_token(token: &str) -> Option<(KeyKind, ProjectId, &str, &str)> {
+    let mut parts = token.split('_');
+    if parts.next()? != "wok" {
+        return None;
+    }
+    let kind = match parts.next()? {
+        "sk" => KeyKind::Service,
+        "pk" => KeyKind::Public,
+        _ => return None,
+    };
+    let project = ProjectId::new(parts.next()?).ok()?;
+    let id = parts.next()?;
+    let secret = parts.next()?;
+    if parts.next().is_some() || id.is_empty() || secret.is_empty() {
+        return None;
+    }
+    Some((kind, project, id, secret))
+}
+
+impl Auth {
+    pub fn new(store: Arc<dyn MetaStore>, admin_token: String) -> Self {
+        Self {
+            store,
+            admin_token,
+            live: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Who `token` (a bearer credential) is. Blocks on the store the first
+    /// time a key is seen.
+    pub fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
+            return Ok(Caller::Admin);
+        }
+        let (kind, project, id, secret) = parse_token(token).ok_or(AuthError::NotACredential)?;
+        let lookup = (project, id.to_owned());
+        let cached = self
+            .live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&lookup)
+            .cloned();
+        let key = match cached {
+            Some(key) => key,
+            None => {
+                let key = self
+                    .store
+                    .key(&lookup.0, id)?
+                    .filter(|key| key.revoked_at.is_none())
+                    .ok_or(AuthError::InvalidKey)?;
+                self.live
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(lookup.clone(), key.clone());
+                key
+            }
+        };
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        if key.kind != kind || !constant_time_eq(&digest, &key.secret_sha256) {
+            return Err(AuthError::InvalidKey);
+        }
+        Ok(Caller::Key {
+            project: lookup.0,
+            kind,
+            id: lookup.1,
+        })
+    }
+
+    /// Issues a key of `project`; the returned token is the only copy of
+    /// its secret.
+    pub fn issue(
+        &self,
+        project: &ProjectId,
+        kind: KeyKind,
+        name: &str,
+    ) -> Result<IssuedKey, StoreError> {
+        let id = random_hex(6);
+        let secret = random_hex(32);
+        let key = ApiKey {
+            id: id.clone(),
+            project: project.clone(),
+            kind,
+            name: name.to_owned(),
+            secret_sha256: Sha256::digest(secret.as_bytes()).into(),
+            created_at: now_millis(),
+            revoked_at: None,
+        };
+        self.store.create_key(&key)?;
+        let token = format!("wok_{}_{project}_{id}_{secret}", kind.tag());
+        Ok(IssuedKey { key, token })
+    }
+
+    /// Revokes a key; from the moment this returns, the key is refused.
+    pub fn revoke(&self, project: &ProjectId, id: &str) -> Result<bool, StoreError> {
+        let revoked = self.store.revoke_key(project, id)?;
+        self.live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&(project.clone(), id.to_owned()));
+        Ok(revoked)
+    }
+
+    /// Removes an empty project and revokes all its keys at once.
+    pub fn remove_project(&self, project: &ProjectId) -> Result<bool, StoreError> {
+        let removed = self.store.remove_project(project)?;
+        self.live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|(owner, _), _| owner != project);
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::SqliteStore;
+
+    #[test]
+    fn issued_keys_authenticate_until_revoked_and_only_with_their_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn MetaStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("wok.db")).unwrap());
+        let auth = Auth::new(store.clone(), "admin-secret".to_owned());
+        let shop = ProjectId::new("shop").unwrap();
+        store.create_project(&shop).unwrap();
+
+        assert_eq!(auth.authenticate("admin-secret").unwrap(), Caller::Admin);
+        assert!(matches!(
+            auth.authenticate("admin-secreT"),
+            Err(AuthError::NotACredential)
+        ));
+
+        let issued = auth.issue(&shop, KeyKind::Service, "ci").unwrap();
+        let caller = auth.authenticate(&issued.token).unwrap();
+        assert!(caller.serves(&shop));
+        assert!(!caller.serves(&ProjectId::default_project()));
+        // Twice: the second check is served from memory.
+        assert_eq!(auth.authenticate(&issued.token).unwrap(), caller);
+
+        let forged = format!("{}0", &issued.token[..issued.token.len() - 1]);
+        assert!(matches!(
+            auth.authenticate(&forged),
+            Err(AuthError::InvalidKey)
+        ));
+        let other_kind = issued.token.replacen("wok_sk_", "wok_pk_", 1);
+        assert!(matches!(
+            auth.authenticate(&other_kind),
+            Err(AuthError::InvalidKey)
+        ));
+
+        let public = auth.issue(&shop, KeyKind::Public, "app").unwrap();
+        assert!(!auth.authenticate(&public.token).unwrap().serves(&shop));
+
+        assert!(auth.revoke(&shop, &issued.key.id).unwrap());
+        assert!(matches!(
+            auth.authenticate(&issued.token),
+            Err(AuthError::InvalidKey)
+        ));
+        auth.remove_project(&shop).unwrap();
+        assert!(matches!(
+            auth.authenticate(&public.token),
+            Err(AuthError::InvalidKey)
+        ));
+    }
+}

@@ -1,0 +1,261 @@
+//! Who may call the control API for which project, and the project and key
+//! routes themselves.
+//!
+//! `/v1/...` addresses the `default` project; `/v1/projects/NAME/...` the
+//! same routes for project NAME. The admin credential may do anything; a
+//! project's service key may use its own project's routes; public keys have
+//! no business with the control API. Projects and keys are managed by the
+//! admin only.
+use crate::convert;
+use crate::{ApiError, SharedGateway};
+use api_types::{CreateKey, CreateProject, IssuedKey, KeyList, ProjectList};
+use auth::Caller;
+use axum::Json;
+use axum::extract::{Extension, Path, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use domain::{KeyKind, ProjectId};
+use tower::ServiceExt;
+
+/// The project a control request addresses.
+#[derive(Debug, Clone)]
+pub struct Scope(pub ProjectId);
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("blocking task panicked")
+}
+
+fn bearer(request: &Request) -> Option<String> {
+    let header = request
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    Some(
+        header
+            .strip_prefix("Bearer ")
+            .unwrap_or(header)
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// Finds who calls, and sets the default scope unless a project route did.
+pub async fn authenticate(
+    State(gateway): State<SharedGateway>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = bearer(&request) else {
+        return ApiError::Unauthorized.into_response();
+    };
+    let auth = gateway.auth.clone();
+    let caller = match blocking(move || auth.authenticate(&token)).await {
+        Ok(caller) => caller,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    if request.extensions().get::<Scope>().is_none() {
+        request
+            .extensions_mut()
+            .insert(Scope(ProjectId::default_project()));
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// For the routes of one project's functions and data: the caller must
+/// serve the scope's project.
+pub async fn require_project_access(
+    Extension(caller): Extension<Caller>,
+    Extension(Scope(project)): Extension<Scope>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !caller.serves(&project) {
+        return ApiError::NotAllowed(format!(
+            "this credential has no access to project {project:?}"
+        ))
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// For project and key management: the admin credential only.
+pub async fn require_admin(
+    Extension(caller): Extension<Caller>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if caller != Caller::Admin {
+        return ApiError::NotAllowed(
+            "managing projects and keys needs the admin credential".to_owned(),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+fn project_name(name: &str) -> Result<ProjectId, ApiError> {
+    ProjectId::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+}
+
+/// `/v1/projects/NAME/REST`: the `/v1/REST` route, scoped to project NAME.
+pub async fn scoped(
+    State(gateway): State<SharedGateway>,
+    Path((name, rest)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let project = project_name(&name)?;
+    if rest == "projects" || rest.starts_with("projects/") {
+        return Err(ApiError::NotFound("no such route".to_owned()));
+    }
+    // Access first: whether another project exists is none of a key's business.
+    if let Some(caller) = request.extensions().get::<Caller>()
+        && !caller.serves(&project)
+    {
+        return Err(ApiError::NotAllowed(format!(
+            "this credential has no access to project {name:?}"
+        )));
+    }
+    let store = gateway.store.clone();
+    let lookup = project.clone();
+    if blocking(move || store.project(&lookup)).await?.is_none() {
+        return Err(ApiError::ProjectNotFound(format!(
+            "project {name:?} does not exist"
+        )));
+    }
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("/v1/{rest}?{query}"),
+        None => format!("/v1/{rest}"),
+    };
+    // A new request, so that nothing of this route (its path parameters
+    // above all) leaks into the inner one; authentication runs again there.
+    let (parts, body) = request.into_parts();
+    let mut inner = Request::new(body);
+    *inner.method_mut() = parts.method;
+    *inner.version_mut() = parts.version;
+    *inner.headers_mut() = parts.headers;
+    *inner.uri_mut() = path_and_query
+        .parse()
+        .map_err(|_| ApiError::NotFound("no such route".to_owned()))?;
+    inner.extensions_mut().insert(Scope(project));
+    let control = crate::control_router(gateway);
+    Ok(control
+        .oneshot(inner)
+        .await
+        .unwrap_or_else(|never| match never {}))
+}
+
+pub async fn list_projects(
+    State(gateway): State<SharedGateway>,
+) -> Result<Json<ProjectList>, ApiError> {
+    let store = gateway.store.clone();
+    let projects = blocking(move || store.list_projects()).await?;
+    Ok(Json(ProjectList {
+        projects: projects.iter().map(convert::project).collect(),
+    }))
+}
+
+pub async fn create_project(
+    State(gateway): State<SharedGateway>,
+    body: axum::body::Bytes,
+) -> Result<(http::StatusCode, Json<api_types::ProjectInfo>), ApiError> {
+    let request: CreateProject = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("expected {{\"name\": \"...\"}}: {error}"),
+        )
+    })?;
+    let project = project_name(&request.name)?;
+    let store = gateway.store.clone();
+    let created = blocking(move || store.create_project(&project)).await?;
+    Ok((http::StatusCode::CREATED, Json(convert::project(&created))))
+}
+
+pub async fn remove_project(
+    State(gateway): State<SharedGateway>,
+    Path(name): Path<String>,
+) -> Result<http::StatusCode, ApiError> {
+    let project = project_name(&name)?;
+    if project == ProjectId::default_project() {
+        return Err(ApiError::Conflict {
+            code: "project_required",
+            message: "the default project always exists".to_owned(),
+        });
+    }
+    let auth = gateway.auth.clone();
+    if blocking(move || auth.remove_project(&project)).await? {
+        Ok(http::StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::ProjectNotFound(format!(
+            "project {name:?} does not exist"
+        )))
+    }
+}
+
+pub async fn list_keys(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+) -> Result<Json<KeyList>, ApiError> {
+    let store = gateway.store.clone();
+    let keys = blocking(move || store.keys(&project)).await?;
+    Ok(Json(KeyList {
+        keys: keys.iter().map(convert::key).collect(),
+    }))
+}
+
+pub async fn create_key(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    body: axum::body::Bytes,
+) -> Result<(http::StatusCode, Json<IssuedKey>), ApiError> {
+    let request: CreateKey = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("expected {{\"kind\": \"service\" or \"public\", \"name\": \"...\"}}: {error}"),
+        )
+    })?;
+    let kind = KeyKind::parse(&request.kind).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!(
+                "kind must be \"service\" or \"public\", not {:?}",
+                request.kind
+            ),
+        )
+    })?;
+    if request.name.len() > 200 {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "a key name is at most 200 bytes",
+        ));
+    }
+    let auth = gateway.auth.clone();
+    let issued = blocking(move || auth.issue(&project, kind, &request.name)).await?;
+    Ok((
+        http::StatusCode::CREATED,
+        Json(IssuedKey {
+            key: convert::key(&issued.key),
+            token: issued.token,
+        }),
+    ))
+}
+
+pub async fn revoke_key(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(id): Path<String>,
+) -> Result<http::StatusCode, ApiError> {
+    let auth = gateway.auth.clone();
+    let lookup = id.clone();
+    if blocking(move || auth.revoke(&project, &lookup)).await? {
+        Ok(http::StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "no live key {id:?} in this project"
+        )))
+    }
+}
