@@ -84,6 +84,11 @@ name_type!(
     ProjectId, "project", 63
 );
 
+name_type!(
+    /// A named key-value store of a project.
+    StoreName, "store", 63
+);
+
 impl ProjectId {
     /// The project that always exists and that `/fn/NAME` addresses.
     pub fn default_project() -> Self {

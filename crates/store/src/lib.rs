@@ -6,9 +6,11 @@
 //! Calls block: async callers run them on `spawn_blocking`.
 
 mod codec;
+mod kv;
 mod sqlite;
 
 pub use domain::HttpWorld;
+pub use kv::{Condition, KvEntry, KvStore, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use sqlite::SqliteStore;
 
 use domain::{
@@ -58,6 +60,12 @@ pub enum StoreError {
     ProjectExists(String),
     #[error("project {0:?} still has functions; remove them first")]
     ProjectNotEmpty(String),
+    #[error("the entry is not as the condition requires")]
+    ConditionFailed,
+    #[error("the value is not a decimal integer")]
+    NotANumber,
+    #[error("the sum does not fit in a signed 64-bit integer")]
+    Overflow,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]

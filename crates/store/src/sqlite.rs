@@ -1,8 +1,10 @@
 use crate::codec::{config_from_json, config_to_json};
-use crate::{FunctionVersion, MetaStore, NewVersion, StoreError, StoredLogLine};
+use crate::{
+    Condition, FunctionVersion, KvEntry, KvStore, MetaStore, NewVersion, StoreError, StoredLogLine,
+};
 use domain::{
     ApiKey, FunctionName, HttpWorld, InvocationId, InvocationRecord, KeyKind, LogLine, LogStream,
-    Outcome, Project, ProjectId, Usage, UsageFilter, now_millis,
+    Outcome, Project, ProjectId, StoreName, UnixMillis, Usage, UsageFilter, now_millis,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -68,6 +70,21 @@ CREATE TABLE IF NOT EXISTS projects (
     created_at INTEGER NOT NULL,
     removed_at INTEGER
 );
+CREATE TABLE IF NOT EXISTS kv_stores (
+    project TEXT NOT NULL,
+    store TEXT NOT NULL,
+    last_version INTEGER NOT NULL,
+    PRIMARY KEY (project, store)
+);
+CREATE TABLE IF NOT EXISTS kv (
+    project TEXT NOT NULL,
+    store TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (project, store, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS api_keys (
     project TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -643,5 +660,234 @@ impl MetaStore for SqliteStore {
             },
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The live entry of a key inside a transaction (expired ones count as absent).
+fn live_entry(
+    transaction: &rusqlite::Transaction<'_>,
+    project: &ProjectId,
+    store: &StoreName,
+    key: &str,
+    now: UnixMillis,
+) -> Result<Option<KvEntry>, StoreError> {
+    Ok(transaction
+        .prepare_cached(
+            "SELECT value, version, expires_at FROM kv
+             WHERE project = ? AND store = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
+        )?
+        .query_row(
+            params![project.as_str(), store.as_str(), key, now],
+            |row| {
+                Ok(KvEntry {
+                    value: row.get(0)?,
+                    version: row.get::<_, i64>(1)? as u64,
+                    expires_at: row.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+fn check(condition: Condition, live: &Option<KvEntry>) -> Result<(), StoreError> {
+    let holds = match condition {
+        Condition::Always => true,
+        Condition::Absent => live.is_none(),
+        Condition::Version(version) => live.as_ref().is_some_and(|entry| entry.version == version),
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(StoreError::ConditionFailed)
+    }
+}
+
+/// The store's next version number (and the store itself, on first write).
+fn next_version(
+    transaction: &rusqlite::Transaction<'_>,
+    project: &ProjectId,
+    store: &StoreName,
+) -> Result<u64, StoreError> {
+    let version: i64 = transaction
+        .prepare_cached(
+            "INSERT INTO kv_stores (project, store, last_version) VALUES (?, ?, 1)
+             ON CONFLICT (project, store) DO UPDATE SET last_version = last_version + 1
+             RETURNING last_version",
+        )?
+        .query_row(params![project.as_str(), store.as_str()], |row| row.get(0))?;
+    Ok(version as u64)
+}
+
+fn put(
+    transaction: &rusqlite::Transaction<'_>,
+    project: &ProjectId,
+    store: &StoreName,
+    key: &str,
+    value: &[u8],
+    expires_at: Option<UnixMillis>,
+) -> Result<u64, StoreError> {
+    let version = next_version(transaction, project, store)?;
+    transaction
+        .prepare_cached(
+            "INSERT INTO kv (project, store, key, value, version, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (project, store, key) DO UPDATE
+             SET value = excluded.value, version = excluded.version, expires_at = excluded.expires_at",
+        )?
+        .execute(params![
+            project.as_str(),
+            store.as_str(),
+            key,
+            value,
+            version as i64,
+            expires_at
+        ])?;
+    Ok(version)
+}
+
+impl KvStore for SqliteStore {
+    fn kv_get(
+        &self,
+        project: &ProjectId,
+        store: &StoreName,
+        key: &str,
+        now: UnixMillis,
+    ) -> Result<Option<KvEntry>, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        live_entry(&transaction, project, store, key, now)
+    }
+
+    fn kv_set(
+        &self,
+        project: &ProjectId,
+        store: &StoreName,
+        key: &str,
+        value: &[u8],
+        expires_at: Option<UnixMillis>,
+        condition: Condition,
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        if condition != Condition::Always {
+            check(
+                condition,
+                &live_entry(&transaction, project, store, key, now)?,
+            )?;
+        }
+        let version = put(&transaction, project, store, key, value, expires_at)?;
+        transaction.commit()?;
+        Ok(version)
+    }
+
+    fn kv_delete(
+        &self,
+        project: &ProjectId,
+        store: &StoreName,
+        key: &str,
+        condition: Condition,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let live = live_entry(&transaction, project, store, key, now)?;
+        check(condition, &live)?;
+        transaction
+            .prepare_cached("DELETE FROM kv WHERE project = ? AND store = ? AND key = ?")?
+            .execute(params![project.as_str(), store.as_str(), key])?;
+        transaction.commit()?;
+        Ok(live.is_some())
+    }
+
+    fn kv_list(
+        &self,
+        project: &ProjectId,
+        store: &StoreName,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+        now: UnixMillis,
+    ) -> Result<Vec<String>, StoreError> {
+        let connection = self.lock();
+        // Keys from max(prefix, after) upwards, while they keep the prefix:
+        // a range scan on the primary key, no offset.
+        let start = match after {
+            Some(after) if after >= prefix => after,
+            _ => prefix,
+        };
+        let strictly_after = after.is_some_and(|after| after >= prefix);
+        let mut statement = connection.prepare_cached(
+            "SELECT key FROM kv
+             WHERE project = ?1 AND store = ?2
+               AND (key > ?3 OR (key = ?3 AND NOT ?4))
+               AND substr(key, 1, length(?5)) = ?5
+               AND (?8 = '' OR key < ?8)
+               AND (expires_at IS NULL OR expires_at > ?6)
+             ORDER BY key LIMIT ?7",
+        )?;
+        // Ends the range scan past the prefix (keys compare as UTF-8 bytes;
+        // no key char is above U+10FFFF).
+        let end = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}\u{10FFFF}\u{10FFFF}")
+        };
+        let rows = statement.query_map(
+            params![
+                project.as_str(),
+                store.as_str(),
+                start,
+                strictly_after,
+                prefix,
+                now,
+                limit,
+                end
+            ],
+            |row| row.get::<_, String>(0),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn kv_increment(
+        &self,
+        project: &ProjectId,
+        store: &StoreName,
+        key: &str,
+        by: i64,
+        now: UnixMillis,
+    ) -> Result<i64, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let live = live_entry(&transaction, project, store, key, now)?;
+        let (current, expires_at) = match &live {
+            None => (0, None),
+            Some(entry) => (
+                std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<i64>().ok())
+                    .ok_or(StoreError::NotANumber)?,
+                entry.expires_at,
+            ),
+        };
+        let sum = current.checked_add(by).ok_or(StoreError::Overflow)?;
+        put(
+            &transaction,
+            project,
+            store,
+            key,
+            sum.to_string().as_bytes(),
+            expires_at,
+        )?;
+        transaction.commit()?;
+        Ok(sum)
+    }
+
+    fn kv_stores(&self, project: &ProjectId) -> Result<Vec<StoreName>, StoreError> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare("SELECT store FROM kv_stores WHERE project = ? ORDER BY store")?;
+        let rows = statement.query_map(params![project.as_str()], |row| row.get::<_, String>(0))?;
+        rows.map(|row| StoreName::new(row?).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
     }
 }

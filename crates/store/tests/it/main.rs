@@ -1,9 +1,9 @@
-//! The `MetaStore` contract, run against every backend (SQLite for now).
+//! The `MetaStore` and `KvStore` contracts, run against every backend (SQLite for now).
 use domain::{
     ApiKey, FunctionConfig, FunctionName, HttpWorld, InvocationId, InvocationRecord, KeyKind,
-    LogLine, LogStream, Outcome, ProjectId, UsageFilter,
+    LogLine, LogStream, Outcome, ProjectId, StoreName, UsageFilter,
 };
-use store::{MetaStore, NewVersion, SqliteStore, StoreError};
+use store::{Condition, KvStore, MetaStore, NewVersion, SqliteStore, StoreError};
 
 fn name(text: &str) -> FunctionName {
     FunctionName::new(text).unwrap()
@@ -281,6 +281,211 @@ fn projects_contract(store: &dyn MetaStore) {
         store.create_project(&shop),
         Err(StoreError::ProjectExists(_))
     ));
+}
+
+/// Key-value stores.
+fn kv_contract(store: &dyn KvStore) {
+    let project = ProjectId::default_project();
+    let other = ProjectId::new("other").unwrap();
+    let cache = StoreName::new("cache").unwrap();
+    let now = 1_000;
+    assert!(store.kv_get(&project, &cache, "a", now).unwrap().is_none());
+    let v1 = store
+        .kv_set(&project, &cache, "a", b"one", None, Condition::Always, now)
+        .unwrap();
+    let entry = store.kv_get(&project, &cache, "a", now).unwrap().unwrap();
+    assert_eq!((entry.value.as_slice(), entry.version), (&b"one"[..], v1));
+    // Same store and key in another project: another entry.
+    assert!(store.kv_get(&other, &cache, "a", now).unwrap().is_none());
+
+    // Conditions: compare-and-swap on the version, create-only.
+    assert!(matches!(
+        store.kv_set(
+            &project,
+            &cache,
+            "a",
+            b"x",
+            None,
+            Condition::Version(v1 + 100),
+            now
+        ),
+        Err(StoreError::ConditionFailed)
+    ));
+    assert!(matches!(
+        store.kv_set(&project, &cache, "a", b"x", None, Condition::Absent, now),
+        Err(StoreError::ConditionFailed)
+    ));
+    let v2 = store
+        .kv_set(
+            &project,
+            &cache,
+            "a",
+            b"two",
+            None,
+            Condition::Version(v1),
+            now,
+        )
+        .unwrap();
+    assert!(v2 > v1);
+    // A deleted then rewritten key never gets an old version back.
+    assert!(
+        store
+            .kv_delete(&project, &cache, "a", Condition::Version(v2), now)
+            .unwrap()
+    );
+    assert!(
+        !store
+            .kv_delete(&project, &cache, "a", Condition::Always, now)
+            .unwrap()
+    );
+    let v3 = store
+        .kv_set(
+            &project,
+            &cache,
+            "a",
+            b"three",
+            None,
+            Condition::Absent,
+            now,
+        )
+        .unwrap();
+    assert!(v3 > v2);
+
+    // Expiry: gone at its time, for reads, lists and conditions.
+    store
+        .kv_set(
+            &project,
+            &cache,
+            "session",
+            b"s",
+            Some(now + 10),
+            Condition::Always,
+            now,
+        )
+        .unwrap();
+    assert!(
+        store
+            .kv_get(&project, &cache, "session", now + 9)
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .kv_get(&project, &cache, "session", now + 10)
+            .unwrap()
+            .is_none()
+    );
+    store
+        .kv_set(
+            &project,
+            &cache,
+            "session",
+            b"s2",
+            None,
+            Condition::Absent,
+            now + 10,
+        )
+        .unwrap();
+
+    // Listing: prefix, cursor, byte order.
+    for key in ["user/1", "user/2", "user/3", "users", "user/10", "v"] {
+        store
+            .kv_set(&project, &cache, key, b"", None, Condition::Always, now)
+            .unwrap();
+    }
+    let page = store
+        .kv_list(&project, &cache, "user/", None, 2, now)
+        .unwrap();
+    assert_eq!(page, ["user/1", "user/10"]);
+    let page = store
+        .kv_list(&project, &cache, "user/", Some("user/10"), 10, now)
+        .unwrap();
+    assert_eq!(page, ["user/2", "user/3"]);
+    assert_eq!(
+        store
+            .kv_list(&project, &cache, "", Some("users"), 10, now)
+            .unwrap(),
+        ["v"]
+    );
+    assert!(
+        store
+            .kv_list(&other, &cache, "", None, 10, now)
+            .unwrap()
+            .is_empty()
+    );
+
+    // Increment: absent is 0, keeps expiry, refuses non-numbers and overflow.
+    assert_eq!(
+        store
+            .kv_increment(&project, &cache, "hits", 5, now)
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        store
+            .kv_increment(&project, &cache, "hits", -7, now)
+            .unwrap(),
+        -2
+    );
+    assert_eq!(
+        store
+            .kv_get(&project, &cache, "hits", now)
+            .unwrap()
+            .unwrap()
+            .value,
+        b"-2"
+    );
+    assert!(matches!(
+        store.kv_increment(&project, &cache, "a", 1, now),
+        Err(StoreError::NotANumber)
+    ));
+    store
+        .kv_set(
+            &project,
+            &cache,
+            "big",
+            i64::MAX.to_string().as_bytes(),
+            None,
+            Condition::Always,
+            now,
+        )
+        .unwrap();
+    assert!(matches!(
+        store.kv_increment(&project, &cache, "big", 1, now),
+        Err(StoreError::Overflow)
+    ));
+    store
+        .kv_set(
+            &project,
+            &cache,
+            "ttl",
+            b"1",
+            Some(now + 50),
+            Condition::Always,
+            now,
+        )
+        .unwrap();
+    store.kv_increment(&project, &cache, "ttl", 1, now).unwrap();
+    assert_eq!(
+        store
+            .kv_get(&project, &cache, "ttl", now)
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        Some(now + 50)
+    );
+
+    assert_eq!(
+        store.kv_stores(&project).unwrap(),
+        [StoreName::new("cache").unwrap()]
+    );
+    assert!(store.kv_stores(&other).unwrap().is_empty());
+}
+
+#[test]
+fn sqlite_store_keeps_the_kv_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    kv_contract(&SqliteStore::open(&dir.path().join("wok.db")).unwrap());
 }
 
 #[test]
