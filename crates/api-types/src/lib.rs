@@ -162,3 +162,27 @@ pub struct IssuedKey {
     pub key: KeyInfo,
     pub token: String,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KvStoreList {
+    pub stores: Vec<String>,
+}
+
+/// A page of keys; `cursor` (the last key) fetches the next page, `null`
+/// when this was the last.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KvKeyList {
+    pub keys: Vec<String>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KvWritten {
+    /// Also the `ETag`; send it back as `If-Match` to compare-and-swap.
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KvCounter {
+    pub value: i64,
+}

@@ -49,6 +49,8 @@ enum Command {
     Project(commands::project::Project),
     #[command(subcommand)]
     Keys(commands::keys::Keys),
+    #[command(subcommand)]
+    Kv(commands::kv::Kv),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
             Command::Usage(command) => command.run(connection.client()?).await,
             Command::Project(command) => command.run(connection.client()?).await,
             Command::Keys(command) => command.run(connection.client()?).await,
+            Command::Kv(command) => command.run(connection.client()?).await,
         }
     });
     match result {

@@ -17,6 +17,8 @@ pub enum ApiError {
     NotAllowed(String),
     NotFound(String),
     ProjectNotFound(String),
+    KeyNotFound(String),
+    PreconditionFailed(String),
     Conflict {
         code: &'static str,
         message: String,
@@ -47,6 +49,10 @@ impl ApiError {
             ApiError::Forbidden | ApiError::NotAllowed(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::ProjectNotFound(_) => (StatusCode::NOT_FOUND, "project_not_found"),
+            ApiError::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
+            ApiError::PreconditionFailed(_) => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+            }
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
@@ -73,6 +79,8 @@ impl ApiError {
             ApiError::Forbidden => "the credential sent is not valid for this API".to_owned(),
             ApiError::NotAllowed(message)
             | ApiError::ProjectNotFound(message)
+            | ApiError::KeyNotFound(message)
+            | ApiError::PreconditionFailed(message)
             | ApiError::Conflict { message, .. }
             | ApiError::NotFound(message)
             | ApiError::FunctionNotFound(message)
@@ -141,6 +149,19 @@ impl From<store::StoreError> for ApiError {
             },
             store::StoreError::ProjectNotEmpty(_) => ApiError::Conflict {
                 code: "project_not_empty",
+                message: error.to_string(),
+            },
+            store::StoreError::ConditionFailed => ApiError::PreconditionFailed(
+                "the key is not at the version If-Match names, or If-None-Match: * found it"
+                    .to_owned(),
+            ),
+            store::StoreError::NotANumber => ApiError::Conflict {
+                code: "not_a_number",
+                message: "the value is not a decimal integer, so it cannot be incremented"
+                    .to_owned(),
+            },
+            store::StoreError::Overflow => ApiError::Conflict {
+                code: "overflow",
                 message: error.to_string(),
             },
             error => FunctionsError::from(error).into(),

@@ -9,6 +9,7 @@ mod control;
 mod convert;
 mod error;
 mod invoke_route;
+mod kv;
 mod projects;
 
 pub use error::ApiError;
@@ -26,6 +27,8 @@ pub struct Gateway {
     pub store: Arc<dyn MetaStore>,
     pub recorder: Arc<Recorder>,
     pub metrics: Arc<Metrics>,
+    /// Key-value stores (the same SQLite database as `store`, for now).
+    pub kv: Arc<dyn store::KvStore>,
     /// Checks the admin credential and project keys.
     pub auth: Arc<auth::Auth>,
     /// Largest component upload accepted by deploy.
@@ -71,6 +74,15 @@ pub(crate) fn control_router(gateway: SharedGateway) -> Router {
         .route("/v1/functions/{name}/logs", get(control::logs))
         .route("/v1/usage", get(control::usage))
         .route("/v1/invocations", get(control::invocations))
+        .route("/v1/kv", get(kv::list_stores))
+        .route("/v1/kv/{store}", get(kv::list_keys))
+        .route(
+            "/v1/kv/{store}/{*key}",
+            get(kv::get)
+                .put(kv::put)
+                .delete(kv::delete)
+                .post(kv::increment),
+        )
         .route_layer(axum::middleware::from_fn(projects::require_project_access));
     let admin_routes = Router::new()
         .route(

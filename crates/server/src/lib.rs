@@ -83,10 +83,12 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let token = admin_token(&config.data_dir)?;
-    let store: Arc<dyn MetaStore> = Arc::new(
+    let sqlite = Arc::new(
         SqliteStore::open(&config.data_dir.join("wok.db"))
             .context("opening the metadata database")?,
     );
+    let store: Arc<dyn MetaStore> = sqlite.clone();
+    let kv: Arc<dyn store::KvStore> = sqlite;
     let artifacts =
         ArtifactStore::open(&config.data_dir).context("opening the artifact directory")?;
     let metrics = Arc::new(Metrics::new());
@@ -105,6 +107,7 @@ pub async fn run(
         store,
         recorder: recorder.clone(),
         metrics,
+        kv,
         auth,
         max_upload_bytes: config.max_upload.bytes(),
     });

@@ -1,6 +1,7 @@
 pub mod deploy;
 pub mod invoke;
 pub mod keys;
+pub mod kv;
 pub mod logs;
 pub mod ls;
 pub mod project;

@@ -5,6 +5,7 @@ mod architecture;
 mod deploy;
 mod foreign;
 mod invoke;
+mod kv;
 mod lifecycle;
 mod limits;
 mod projects;

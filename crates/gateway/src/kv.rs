@@ -1,0 +1,238 @@
+//! Key-value over REST: `/v1/kv/STORE/KEY` for the scope's project.
+use crate::projects::Scope;
+use crate::{ApiError, SharedGateway};
+use axum::Json;
+use axum::extract::{Extension, Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use domain::{StoreName, now_millis};
+use std::collections::HashMap;
+use store::{Condition, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+
+/// Most keys one listing returns.
+const MAX_LIST: u32 = 1000;
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("blocking task panicked")
+}
+
+fn store_name(name: &str) -> Result<StoreName, ApiError> {
+    StoreName::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+}
+
+fn check_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::bad_request(
+            "invalid_key",
+            format!("a key is 1 to {MAX_KEY_BYTES} bytes of UTF-8"),
+        ));
+    }
+    Ok(())
+}
+
+fn only_params(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    match query.keys().find(|key| !allowed.contains(&key.as_str())) {
+        Some(key) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("unknown query parameter {key:?}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn etag(version: u64) -> http::HeaderValue {
+    http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
+}
+
+/// `If-Match: "N"` (compare-and-swap) or `If-None-Match: *` (create only).
+fn condition(headers: &http::HeaderMap) -> Result<Condition, ApiError> {
+    if let Some(value) = headers.get(http::header::IF_MATCH) {
+        let text = value.to_str().unwrap_or_default().trim();
+        let version = text.trim_matches('"').parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_header",
+                format!("If-Match must be an ETag this API gave out, like \"12\"; got {text:?}"),
+            )
+        })?;
+        return Ok(Condition::Version(version));
+    }
+    if let Some(value) = headers.get(http::header::IF_NONE_MATCH) {
+        if value.to_str().unwrap_or_default().trim() == "*" {
+            return Ok(Condition::Absent);
+        }
+        return Err(ApiError::bad_request(
+            "invalid_header",
+            "If-None-Match supports only `*` (create only)",
+        ));
+    }
+    Ok(Condition::Always)
+}
+
+pub async fn list_stores(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+) -> Result<Json<api_types::KvStoreList>, ApiError> {
+    let kv = gateway.kv.clone();
+    let stores = blocking(move || kv.kv_stores(&project)).await?;
+    Ok(Json(api_types::KvStoreList {
+        stores: stores.iter().map(ToString::to_string).collect(),
+    }))
+}
+
+pub async fn list_keys(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(store): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<api_types::KvKeyList>, ApiError> {
+    only_params(&query, &["prefix", "cursor", "limit"])?;
+    let store = store_name(&store)?;
+    let limit = match query.get("limit") {
+        Some(limit) => limit
+            .parse::<u32>()
+            .ok()
+            .filter(|limit| (1..=MAX_LIST).contains(limit))
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid_query", format!("limit must be 1 to {MAX_LIST}"))
+            })?,
+        None => 100,
+    };
+    let prefix = query.get("prefix").cloned().unwrap_or_default();
+    let cursor = query.get("cursor").cloned();
+    let kv = gateway.kv.clone();
+    // One more than asked tells whether there is a next page.
+    let mut keys = blocking(move || {
+        kv.kv_list(
+            &project,
+            &store,
+            &prefix,
+            cursor.as_deref(),
+            limit + 1,
+            now_millis(),
+        )
+    })
+    .await?;
+    let cursor = if keys.len() > limit as usize {
+        keys.truncate(limit as usize);
+        keys.last().cloned()
+    } else {
+        None
+    };
+    Ok(Json(api_types::KvKeyList { keys, cursor }))
+}
+
+pub async fn get(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path((store, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let store = store_name(&store)?;
+    check_key(&key)?;
+    let kv = gateway.kv.clone();
+    let lookup = key.clone();
+    let entry = blocking(move || kv.kv_get(&project, &store, &lookup, now_millis()))
+        .await?
+        .ok_or_else(|| ApiError::KeyNotFound(format!("no key {key:?} in this store")))?;
+    let mut response = entry.value.into_response();
+    let headers = response.headers_mut();
+    headers.insert(http::header::ETAG, etag(entry.version));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(expires_at) = entry.expires_at {
+        headers.insert(
+            "x-wok-expires-at",
+            http::HeaderValue::from_str(&expires_at.to_string()).expect("digits"),
+        );
+    }
+    Ok(response)
+}
+
+pub async fn put(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path((store, key)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    only_params(&query, &["ttl"])?;
+    let store = store_name(&store)?;
+    check_key(&key)?;
+    let condition = condition(request.headers())?;
+    let ttl = query
+        .get("ttl")
+        .map(|ttl| {
+            humantime::parse_duration(ttl)
+                .ok()
+                .filter(|ttl| !ttl.is_zero())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("ttl must be a positive duration like 30s or 1h, not {ttl:?}"),
+                    )
+                })
+        })
+        .transpose()?;
+    let value = axum::body::to_bytes(request.into_body(), MAX_VALUE_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::PayloadTooLarge(format!(
+                "a value is at most {}",
+                domain::ByteSize(MAX_VALUE_BYTES as u64)
+            ))
+        })?;
+    let now = now_millis();
+    let expires_at = ttl.map(|ttl| now.saturating_add(ttl.as_millis() as i64));
+    let kv = gateway.kv.clone();
+    let version =
+        blocking(move || kv.kv_set(&project, &store, &key, &value, expires_at, condition, now))
+            .await?;
+    let mut response = Json(api_types::KvWritten { version }).into_response();
+    response
+        .headers_mut()
+        .insert(http::header::ETAG, etag(version));
+    Ok(response)
+}
+
+pub async fn delete(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path((store, key)): Path<(String, String)>,
+    headers: http::HeaderMap,
+) -> Result<http::StatusCode, ApiError> {
+    let store = store_name(&store)?;
+    check_key(&key)?;
+    let condition = condition(&headers)?;
+    let kv = gateway.kv.clone();
+    blocking(move || kv.kv_delete(&project, &store, &key, condition, now_millis())).await?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/kv/STORE/KEY?increment=N`: atomic add.
+pub async fn increment(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path((store, key)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<api_types::KvCounter>, ApiError> {
+    only_params(&query, &["increment"])?;
+    let store = store_name(&store)?;
+    check_key(&key)?;
+    let by = query
+        .get("increment")
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                "POST on a key needs ?increment=N (a signed 64-bit integer)",
+            )
+        })?
+        .parse::<i64>()
+        .map_err(|_| {
+            ApiError::bad_request("invalid_query", "increment must be a signed 64-bit integer")
+        })?;
+    let kv = gateway.kv.clone();
+    let value = blocking(move || kv.kv_increment(&project, &store, &key, by, now_millis())).await?;
+    Ok(Json(api_types::KvCounter { value }))
+}
