@@ -31,6 +31,12 @@ fn main() {
     for member in &members {
         println!("cargo:rerun-if-changed={}", programs.join(member).display());
     }
+    // A new program directory, and the WIT files guests generate bindings from.
+    println!("cargo:rerun-if-changed={}", programs.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("../../wit").display()
+    );
 
     ensure_wasm_target();
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());

@@ -18,6 +18,34 @@ impl RecordSink for Discard {
 impl invoke::LogSink for Discard {
     fn log(&self, _line: LogLine) {}
 }
+impl invoke::GuestKeyValue for Discard {
+    fn open(&self, _store: &str) -> Result<(), invoke::GuestKvError> {
+        Ok(())
+    }
+    fn get(&self, _store: &str, _key: &str) -> Result<Option<Vec<u8>>, invoke::GuestKvError> {
+        Ok(None)
+    }
+    fn set(&self, _store: &str, _key: &str, _value: &[u8]) -> Result<(), invoke::GuestKvError> {
+        Ok(())
+    }
+    fn delete(&self, _store: &str, _key: &str) -> Result<(), invoke::GuestKvError> {
+        Ok(())
+    }
+    fn list(
+        &self,
+        _store: &str,
+        _after: Option<&str>,
+    ) -> Result<invoke::GuestKeyPage, invoke::GuestKvError> {
+        Ok(invoke::GuestKeyPage {
+            keys: Vec::new(),
+            next: None,
+        })
+    }
+    fn increment(&self, _store: &str, _key: &str, delta: i64) -> Result<i64, invoke::GuestKvError> {
+        Ok(delta)
+    }
+}
+
 impl RuntimeMetrics for Discard {
     fn instantiated(&self, _project: &ProjectId, _function: &FunctionName, _seconds: f64) {}
     fn instances_in_flight(&self, _delta: i64) {}
@@ -107,6 +135,7 @@ fn main() {
                     ..FunctionConfig::default()
                 },
                 precompiled: path.clone(),
+                key_value: Arc::new(Discard),
             })
             .unwrap()
             .prepared

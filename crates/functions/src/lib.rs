@@ -8,6 +8,7 @@
 //! (an `Arc` swap under a write lock), after the version is compiled, loaded
 //! and stored; a failed deploy leaves the previous version serving.
 
+mod guest_kv;
 use blob::ArtifactStore;
 use domain::{FunctionConfig, FunctionName, ProjectId, SpecError};
 use invoke::{Admission, DeployError, Executor, LoadSpec, Loaded, PreparedFunction};
@@ -73,6 +74,7 @@ impl Maintenance {
 
 pub struct Functions {
     store: Arc<dyn MetaStore>,
+    kv: Arc<dyn store::KvStore>,
     artifacts: ArtifactStore,
     executor: Arc<dyn Executor>,
     live: RwLock<HashMap<Key, Arc<Deployed>>>,
@@ -91,11 +93,13 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 impl Functions {
     pub fn new(
         store: Arc<dyn MetaStore>,
+        kv: Arc<dyn store::KvStore>,
         artifacts: ArtifactStore,
         executor: Arc<dyn Executor>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
+            kv,
             artifacts,
             executor,
             live: RwLock::new(HashMap::new()),
@@ -160,6 +164,10 @@ impl Functions {
             function: function.clone(),
             config: config.clone(),
             precompiled,
+            key_value: Arc::new(guest_kv::ProjectKeyValue {
+                project: project.clone(),
+                kv: self.kv.clone(),
+            }),
         };
         if compiled.exists() {
             match self.executor.load(spec(compiled.clone())) {

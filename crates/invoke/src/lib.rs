@@ -9,11 +9,13 @@
 mod admission;
 mod body;
 mod meter;
+mod services;
 
 pub use admission::{Admission, AdmissionError, Permit};
 pub use body::{Body, BodyTooLarge, BoxError, CountingBody, empty_body, full_body};
 pub use domain::Outcome;
 pub use meter::{LogSink, Meter, MeterInit, RecordSink};
+pub use services::{GuestKeyPage, GuestKeyValue, GuestKvError};
 
 use domain::{FunctionConfig, FunctionName, HttpWorld, InvocationId, ProjectId};
 use std::future::Future;
@@ -101,6 +103,8 @@ pub struct LoadSpec {
     pub config: FunctionConfig,
     /// The precompiled artifact produced by [`Executor::compile`].
     pub precompiled: PathBuf,
+    /// Key-value stores of `project`, for the guest.
+    pub key_value: Arc<dyn GuestKeyValue>,
 }
 
 /// A loaded function version and the world it exports.

@@ -29,6 +29,8 @@ pub struct HostState {
     pub timed_out: bool,
     /// The invocation this store serves now; tags its output lines.
     pub invocation: Arc<Mutex<InvocationId>>,
+    /// The function's project's key-value stores (`wasi:keyvalue`).
+    pub key_value: Arc<dyn invoke::GuestKeyValue>,
 }
 
 impl WasiView for HostState {

@@ -206,6 +206,7 @@ impl FunctionInner {
             deadline,
             timed_out: false,
             invocation,
+            key_value: self.spec.key_value.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);

@@ -12,6 +12,7 @@
 
 mod host;
 mod instance;
+mod keyvalue;
 mod watchdog;
 
 use domain::HttpWorld;
@@ -117,6 +118,7 @@ impl WasmRuntime {
             wasmtime_wasi_config::WasiConfig::new(&state.config_vars)
         })
         .map_err(host_error)?;
+        keyvalue::add_to_linker(&mut linker).map_err(host_error)?;
         let watchdog = Arc::new(watchdog::Watchdog::default());
         let ticker = EpochTicker::start(engine.clone(), watchdog.clone());
         Ok(Self {

@@ -258,3 +258,69 @@ fn urlencoding(text: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn guests_use_wasi_keyvalue_on_the_same_data_as_rest() {
+    let server = server();
+    server.cli_ok(&["project", "create", "alpha"]);
+    deploy(&server, "kv", guests::KV, &[]);
+    deploy(&server, "kv", guests::KV, &["--project", "alpha"]);
+    let guest = |method: reqwest::Method, path: &str| {
+        http().request(method, format!("{}/fn/kv{path}", server.url))
+    };
+
+    // Guest writes, REST reads; REST writes, the guest increments.
+    let answer = send(guest(reqwest::Method::PUT, "/cache/greeting").body("hi")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(server.cli_ok(&["kv", "get", "cache", "greeting"]), "hi");
+    server.cli_ok(&["kv", "set", "cache", "n", "41"]);
+    let answer = send(guest(reqwest::Method::POST, "/cache/n?incr=1")).await;
+    assert_eq!(answer.text(), "42");
+    assert_eq!(server.cli_ok(&["kv", "get", "cache", "n"]), "42");
+    assert_eq!(
+        send(guest(reqwest::Method::GET, "/cache/greeting?exists"))
+            .await
+            .text(),
+        "true"
+    );
+    assert_eq!(
+        send(guest(reqwest::Method::DELETE, "/cache/greeting"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(guest(reqwest::Method::GET, "/cache/greeting?exists"))
+            .await
+            .text(),
+        "false"
+    );
+    assert_eq!(
+        send(kv(&server, reqwest::Method::GET, "/cache/greeting"))
+            .await
+            .status,
+        404
+    );
+
+    // Batches, and listing past one page through the guest's cursors.
+    let lines: Vec<String> = (0..1001).map(|i| format!("item{i:04}={i}")).collect();
+    let answer = send(guest(reqwest::Method::POST, "/bulk?set-many").body(lines.join("\n"))).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let listed = send(guest(reqwest::Method::GET, "/bulk?list")).await.text();
+    assert_eq!(listed.lines().count(), 1001);
+    assert_eq!(listed.lines().last(), Some("item1000"));
+    let many = send(guest(reqwest::Method::GET, "/bulk?get-many=item0007,nope"))
+        .await
+        .text();
+    assert_eq!(many, "item0007=7\nnope=<none>");
+
+    // A guest sees only its own project's stores.
+    let alpha = |path: &str| http().get(format!("{}/p/alpha/fn/kv{path}", server.url));
+    assert_eq!(send(alpha("/cache/n")).await.status, 404);
+    assert_eq!(send(alpha("/bulk?list")).await.text(), "");
+    let answer = send(alpha("/Not_A_Store/x")).await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (400, "Error::NoSuchStore")
+    );
+}
