@@ -2,7 +2,7 @@
 //! one project (its `Scope`).
 use crate::convert;
 use crate::projects::Scope;
-use crate::{ApiError, SharedGateway};
+use crate::{ApiError, SharedGateway, blocking};
 use api_types::{FunctionList, InvocationList, LogPage, RollbackRequest, VersionList};
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
@@ -12,13 +12,6 @@ use domain::{
 };
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(work)
-        .await
-        .expect("blocking task panicked")
-}
 
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".to_owned())

@@ -1,6 +1,6 @@
 //! Key-value over REST: `/v1/kv/STORE/KEY` for the scope's project.
 use crate::projects::Scope;
-use crate::{ApiError, SharedGateway};
+use crate::{ApiError, SharedGateway, blocking};
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -10,12 +10,6 @@ use store::{Condition, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// Most keys one listing returns.
 const MAX_LIST: u32 = 1000;
-
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(work)
-        .await
-        .expect("blocking task panicked")
-}
 
 fn store_name(name: &str) -> Result<StoreName, ApiError> {
     StoreName::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))

@@ -37,6 +37,13 @@ pub struct Gateway {
 
 pub type SharedGateway = Arc<Gateway>;
 
+/// Runs blocking store work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("blocking task panicked")
+}
+
 /// Most bytes of a refused request body read and thrown away.
 const DRAIN_CAP: usize = 64 << 20;
 

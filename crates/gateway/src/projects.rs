@@ -7,7 +7,7 @@
 //! no business with the control API. Projects and keys are managed by the
 //! admin only.
 use crate::convert;
-use crate::{ApiError, SharedGateway};
+use crate::{ApiError, SharedGateway, blocking};
 use api_types::{CreateKey, CreateProject, IssuedKey, KeyList, ProjectList};
 use auth::Caller;
 use axum::Json;
@@ -20,13 +20,6 @@ use tower::ServiceExt;
 /// The project a control request addresses.
 #[derive(Debug, Clone)]
 pub struct Scope(pub ProjectId);
-
-/// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(work)
-        .await
-        .expect("blocking task panicked")
-}
 
 fn bearer(request: &Request) -> Option<String> {
     let header = request
