@@ -6,6 +6,7 @@
 //! Calls block: async callers run them on `spawn_blocking`.
 
 mod codec;
+mod group_commit;
 mod kv;
 mod sqlite;
 
@@ -66,6 +67,8 @@ pub enum StoreError {
     NotANumber,
     #[error("the sum does not fit in a signed 64-bit integer")]
     Overflow,
+    #[error("writing failed: {0}")]
+    WriteFailed(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]

@@ -1,4 +1,5 @@
 use crate::codec::{config_from_json, config_to_json};
+use crate::group_commit::{KvDone, KvWriter};
 use crate::{
     Condition, FunctionVersion, KvEntry, KvStore, MetaStore, NewVersion, StoreError, StoredLogLine,
 };
@@ -14,6 +15,19 @@ use std::sync::Mutex;
 /// so an acknowledged write survives a crash or power loss.
 pub struct SqliteStore {
     connection: Mutex<Connection>,
+    /// Key-value writes go through group commit on a connection of its own.
+    kv_writer: KvWriter,
+}
+
+/// A connection with wok's settings: WAL, and `synchronous=FULL` so that a
+/// committed transaction survives a crash or power loss.
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(connection)
 }
 
 const SCHEMA: &str = r"
@@ -122,11 +136,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ApiKey, StoreError>> {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let connection = Connection::open(path)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.pragma_update(None, "foreign_keys", "ON")?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        let connection = open_connection(path)?;
         connection.execute_batch(SCHEMA)?;
         // `default` always exists, and so does every project that already
         // has functions (data directories from before projects were stored).
@@ -141,6 +151,7 @@ impl SqliteStore {
         )?;
         Ok(Self {
             connection: Mutex::new(connection),
+            kv_writer: KvWriter::start(path)?,
         })
     }
 
@@ -744,6 +755,103 @@ fn put(
     Ok(version)
 }
 
+/// One key-value write, applied by the group-commit writer.
+pub(crate) enum KvBatchOp {
+    Set {
+        project: ProjectId,
+        store: StoreName,
+        key: String,
+        value: Vec<u8>,
+        expires_at: Option<UnixMillis>,
+        condition: Condition,
+        now: UnixMillis,
+    },
+    Delete {
+        project: ProjectId,
+        store: StoreName,
+        key: String,
+        condition: Condition,
+        now: UnixMillis,
+    },
+    Increment {
+        project: ProjectId,
+        store: StoreName,
+        key: String,
+        by: i64,
+        now: UnixMillis,
+    },
+}
+
+/// Applies one write inside the batch's transaction. A failed condition or
+/// a value that is not a number writes nothing.
+pub(crate) fn apply_kv_op(
+    transaction: &rusqlite::Transaction<'_>,
+    op: &KvBatchOp,
+) -> Result<KvDone, StoreError> {
+    match op {
+        KvBatchOp::Set {
+            project,
+            store,
+            key,
+            value,
+            expires_at,
+            condition,
+            now,
+        } => {
+            if *condition != Condition::Always {
+                check(
+                    *condition,
+                    &live_entry(transaction, project, store, key, *now)?,
+                )?;
+            }
+            put(transaction, project, store, key, value, *expires_at).map(KvDone::Version)
+        }
+        KvBatchOp::Delete {
+            project,
+            store,
+            key,
+            condition,
+            now,
+        } => {
+            let live = live_entry(transaction, project, store, key, *now)?;
+            check(*condition, &live)?;
+            transaction
+                .prepare_cached("DELETE FROM kv WHERE project = ? AND store = ? AND key = ?")?
+                .execute(params![project.as_str(), store.as_str(), key])?;
+            Ok(KvDone::Deleted(live.is_some()))
+        }
+        KvBatchOp::Increment {
+            project,
+            store,
+            key,
+            by,
+            now,
+        } => {
+            let live = live_entry(transaction, project, store, key, *now)?;
+            let (current, expires_at) = match &live {
+                None => (0, None),
+                Some(entry) => (
+                    std::str::from_utf8(&entry.value)
+                        .ok()
+                        .and_then(|text| text.trim().parse::<i64>().ok())
+                        .ok_or(StoreError::NotANumber)?,
+                    entry.expires_at,
+                ),
+            };
+            let sum = current.checked_add(*by).ok_or(StoreError::Overflow)?;
+            put(
+                transaction,
+                project,
+                store,
+                key,
+                sum.to_string().as_bytes(),
+                expires_at,
+            )?;
+            Ok(KvDone::Sum(sum))
+        }
+    }
+}
+
 impl KvStore for SqliteStore {
     fn kv_get(
         &self,
@@ -767,17 +875,21 @@ impl KvStore for SqliteStore {
         condition: Condition,
         now: UnixMillis,
     ) -> Result<u64, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
-        if condition != Condition::Always {
-            check(
-                condition,
-                &live_entry(&transaction, project, store, key, now)?,
-            )?;
+        let op = KvBatchOp::Set {
+            project: project.clone(),
+            store: store.clone(),
+            key: key.to_owned(),
+            value: value.to_vec(),
+            expires_at,
+            condition,
+            now,
+        };
+        match self.kv_writer.write(op)? {
+            KvDone::Version(version) => Ok(version),
+            other => Err(StoreError::WriteFailed(format!(
+                "unexpected answer {other:?}"
+            ))),
         }
-        let version = put(&transaction, project, store, key, value, expires_at)?;
-        transaction.commit()?;
-        Ok(version)
     }
 
     fn kv_delete(
@@ -788,15 +900,19 @@ impl KvStore for SqliteStore {
         condition: Condition,
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
-        let live = live_entry(&transaction, project, store, key, now)?;
-        check(condition, &live)?;
-        transaction
-            .prepare_cached("DELETE FROM kv WHERE project = ? AND store = ? AND key = ?")?
-            .execute(params![project.as_str(), store.as_str(), key])?;
-        transaction.commit()?;
-        Ok(live.is_some())
+        let op = KvBatchOp::Delete {
+            project: project.clone(),
+            store: store.clone(),
+            key: key.to_owned(),
+            condition,
+            now,
+        };
+        match self.kv_writer.write(op)? {
+            KvDone::Deleted(deleted) => Ok(deleted),
+            other => Err(StoreError::WriteFailed(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
     }
 
     fn kv_list(
@@ -856,30 +972,19 @@ impl KvStore for SqliteStore {
         by: i64,
         now: UnixMillis,
     ) -> Result<i64, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
-        let live = live_entry(&transaction, project, store, key, now)?;
-        let (current, expires_at) = match &live {
-            None => (0, None),
-            Some(entry) => (
-                std::str::from_utf8(&entry.value)
-                    .ok()
-                    .and_then(|text| text.trim().parse::<i64>().ok())
-                    .ok_or(StoreError::NotANumber)?,
-                entry.expires_at,
-            ),
+        let op = KvBatchOp::Increment {
+            project: project.clone(),
+            store: store.clone(),
+            key: key.to_owned(),
+            by,
+            now,
         };
-        let sum = current.checked_add(by).ok_or(StoreError::Overflow)?;
-        put(
-            &transaction,
-            project,
-            store,
-            key,
-            sum.to_string().as_bytes(),
-            expires_at,
-        )?;
-        transaction.commit()?;
-        Ok(sum)
+        match self.kv_writer.write(op)? {
+            KvDone::Sum(sum) => Ok(sum),
+            other => Err(StoreError::WriteFailed(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
     }
 
     fn kv_stores(&self, project: &ProjectId) -> Result<Vec<StoreName>, StoreError> {

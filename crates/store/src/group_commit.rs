@@ -1,0 +1,113 @@
+//! Group commit for key-value writes: one writer thread with a connection
+//! of its own takes every write that is waiting, applies them in order in
+//! one transaction, commits once (one fsync), then answers each caller. A
+//! caller is answered only after the commit, so acknowledged still means
+//! durable; under concurrency, one fsync covers many writes.
+use crate::StoreError;
+use crate::sqlite::{KvBatchOp, apply_kv_op, open_connection};
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::thread::JoinHandle;
+
+/// Most writes in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// What a write answers.
+#[derive(Debug)]
+pub enum KvDone {
+    Version(u64),
+    Deleted(bool),
+    Sum(i64),
+}
+
+struct Job {
+    op: KvBatchOp,
+    reply: SyncSender<Result<KvDone, StoreError>>,
+}
+
+pub struct KvWriter {
+    jobs: Option<Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl KvWriter {
+    pub fn start(path: &Path) -> Result<Self, StoreError> {
+        let connection = open_connection(path)?;
+        let (jobs, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("wok-kv-writer".to_owned())
+            .spawn(move || write_loop(connection, receiver))
+            .map_err(|error| StoreError::WriteFailed(format!("starting the writer: {error}")))?;
+        Ok(Self {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Applies `op` in the next batch; returns once it is durable.
+    pub fn write(&self, op: KvBatchOp) -> Result<KvDone, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(Job { op, reply }).is_ok());
+        if !sent {
+            return Err(StoreError::WriteFailed("the writer has stopped".to_owned()));
+        }
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err(StoreError::WriteFailed("the writer has stopped".to_owned())))
+    }
+}
+
+impl Drop for KvWriter {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop once the queued writes are done.
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_loop(mut connection: Connection, receiver: Receiver<Job>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let outcome = (|| -> Result<Vec<Result<KvDone, StoreError>>, rusqlite::Error> {
+            let transaction = connection.transaction()?;
+            let mut results = Vec::with_capacity(batch.len());
+            for job in &batch {
+                // A write whose condition fails writes nothing and fails
+                // alone; a database error fails the whole batch.
+                match apply_kv_op(&transaction, &job.op) {
+                    Ok(done) => results.push(Ok(done)),
+                    Err(StoreError::Database(error)) => return Err(error),
+                    Err(error) => results.push(Err(error)),
+                }
+            }
+            transaction.commit()?;
+            Ok(results)
+        })();
+        match outcome {
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(error) => {
+                for job in batch {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::WriteFailed(error.to_string())));
+                }
+            }
+        }
+    }
+}
