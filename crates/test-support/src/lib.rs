@@ -152,6 +152,18 @@ impl WokServer {
     pub fn restart(mut self) -> Self {
         let status = self.terminate();
         assert!(status.success(), "wok exited with {status} on SIGTERM");
+        self.relaunch()
+    }
+
+    /// Kills the server with SIGKILL (no chance to flush anything) and
+    /// starts it again on the same data directory.
+    pub fn crash_and_restart(mut self) -> Self {
+        self.signal("-KILL");
+        let _ = self.child.take().expect("running").wait();
+        self.relaunch()
+    }
+
+    fn relaunch(mut self) -> Self {
         let data_dir = std::mem::replace(
             &mut self.data_dir,
             tempfile::tempdir().expect("placeholder"),

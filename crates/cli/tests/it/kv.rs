@@ -324,3 +324,60 @@ async fn guests_use_wasi_keyvalue_on_the_same_data_as_rest() {
         (400, "Error::NoSuchStore")
     );
 }
+
+#[tokio::test]
+async fn every_acknowledged_key_value_write_survives_sigkill() {
+    let mut server = server();
+    let url = server.url.clone();
+    let token = server.admin_token();
+    // Writers keep writing until the server dies under them; each remembers
+    // what the server acknowledged.
+    let writers: Vec<_> = (0..16)
+        .map(|writer| {
+            let (url, token) = (url.clone(), token.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut acknowledged = Vec::new();
+                for i in 0.. {
+                    let key = format!("w{writer}-{i}");
+                    let value = format!("value of {key}");
+                    let sent = client
+                        .put(format!("{url}/v1/kv/durable/{key}"))
+                        .bearer_auth(&token)
+                        .body(value.clone())
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) if response.status() == 200 => acknowledged.push((key, value)),
+                        _ => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    server = server.crash_and_restart();
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.unwrap());
+    }
+    assert!(
+        acknowledged.len() > 100,
+        "only {} writes before the kill",
+        acknowledged.len()
+    );
+    for (key, value) in &acknowledged {
+        let answer = send(kv(
+            &server,
+            reqwest::Method::GET,
+            &format!("/durable/{key}"),
+        ))
+        .await;
+        assert_eq!(
+            (answer.status, answer.text()),
+            (200, value.clone()),
+            "{key}"
+        );
+    }
+}
