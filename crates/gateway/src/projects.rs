@@ -120,9 +120,17 @@ pub async fn scoped(
             "project {name:?} does not exist"
         )));
     }
+    // The rest of the path as sent (still percent-encoded), not the decoded
+    // parameter: keys may hold spaces, `%` or `?`.
+    let raw_rest = request
+        .uri()
+        .path()
+        .strip_prefix("/v1/projects/")
+        .and_then(|path| path.split_once('/'))
+        .map_or(rest.as_str(), |(_, rest)| rest);
     let path_and_query = match request.uri().query() {
-        Some(query) => format!("/v1/{rest}?{query}"),
-        None => format!("/v1/{rest}"),
+        Some(query) => format!("/v1/{raw_rest}?{query}"),
+        None => format!("/v1/{raw_rest}"),
     };
     // A new request, so that nothing of this route (its path parameters
     // above all) leaks into the inner one; authentication runs again there.

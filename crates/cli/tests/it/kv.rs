@@ -216,6 +216,20 @@ async fn key_value_data_is_per_project_and_service_keys_reach_only_their_own() {
         server.cli_ok(&["--project", "alpha", "kv", "get", "cache", "secret"]),
         "of-alpha"
     );
+    // Keys that need percent-encoding work in a project's scope too.
+    server.cli_ok(&[
+        "--project",
+        "alpha",
+        "kv",
+        "set",
+        "cache",
+        "a b/100%?#",
+        "odd",
+    ]);
+    assert_eq!(
+        server.cli_ok(&["--project", "alpha", "kv", "get", "cache", "a b/100%?#"]),
+        "odd"
+    );
 
     let token = server
         .cli_ok(&["--project", "alpha", "keys", "create", "--kind", "service"])
