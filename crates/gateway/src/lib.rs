@@ -111,6 +111,7 @@ pub(crate) fn control_router(gateway: SharedGateway) -> Router {
             gateway.clone(),
             projects::authenticate,
         ))
+        .layer(axum::middleware::map_response(projects::json_errors))
         .with_state(gateway)
 }
 

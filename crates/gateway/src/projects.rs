@@ -260,3 +260,29 @@ pub async fn revoke_key(
         )))
     }
 }
+
+/// axum's own extractor rejections (a path that is not UTF-8 once decoded,
+/// a malformed query) answer in plain text; the control API answers every
+/// error with the JSON error body.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/plain"));
+    if !(status.is_client_error() && plain) {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_owned();
+    let body = api_types::ErrorBody {
+        error: api_types::ErrorDetail {
+            code: "invalid_request".to_owned(),
+            message,
+        },
+    };
+    (status, Json(body)).into_response()
+}
