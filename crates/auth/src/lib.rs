@@ -226,7 +226,11 @@ mod tests {
         assert_eq!(auth.authenticate(&issued.token).unwrap(), caller);
 
         // The same token with its last secret digit changed.
-        let last = if issued.token.ends_with('0') { '1' } else { '0' };
+        let last = if issued.token.ends_with('0') {
+            '1'
+        } else {
+            '0'
+        };
         let forged = format!("{}{last}", &issued.token[..issued.token.len() - 1]);
         assert!(matches!(
             auth.authenticate(&forged),

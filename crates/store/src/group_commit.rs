@@ -12,6 +12,8 @@ use std::thread::JoinHandle;
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 1024;
+/// Most expired entries deleted from disk with one batch.
+const PURGE_PER_BATCH: i64 = 256;
 
 /// What a write answers.
 #[derive(Debug)]
@@ -91,6 +93,16 @@ fn write_loop(mut connection: Connection, receiver: Receiver<Job>) {
                     Err(StoreError::Database(error)) => return Err(error),
                     Err(error) => results.push(Err(error)),
                 }
+            }
+            // Expired entries are invisible already; each batch also deletes
+            // some from disk, in the same commit.
+            if let Some(now) = batch.iter().map(|job| job.op.now()).max() {
+                transaction
+                    .prepare_cached(
+                        "DELETE FROM kv WHERE (project, store, key) IN
+                           (SELECT project, store, key FROM kv WHERE expires_at <= ? LIMIT ?)",
+                    )?
+                    .execute(rusqlite::params![now, PURGE_PER_BATCH])?;
             }
             transaction.commit()?;
             Ok(results)

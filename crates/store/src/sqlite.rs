@@ -99,6 +99,7 @@ CREATE TABLE IF NOT EXISTS kv (
     expires_at INTEGER,
     PRIMARY KEY (project, store, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS api_keys (
     project TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -780,6 +781,17 @@ pub(crate) enum KvBatchOp {
         by: i64,
         now: UnixMillis,
     },
+}
+
+impl KvBatchOp {
+    /// The time the write happens at.
+    pub(crate) fn now(&self) -> UnixMillis {
+        match self {
+            KvBatchOp::Set { now, .. }
+            | KvBatchOp::Delete { now, .. }
+            | KvBatchOp::Increment { now, .. } => *now,
+        }
+    }
 }
 
 /// Applies one write inside the batch's transaction. A failed condition or

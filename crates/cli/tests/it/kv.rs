@@ -102,8 +102,7 @@ async fn key_value_over_rest_and_the_cli() {
     );
 
     // Expiry.
-    let answer =
-        send(kv(&server, reqwest::Method::PUT, "/cache/session?ttl=1s").body("s")).await;
+    let answer = send(kv(&server, reqwest::Method::PUT, "/cache/session?ttl=1s").body("s")).await;
     assert_eq!(answer.status, 200);
     assert_eq!(
         send(kv(&server, reqwest::Method::GET, "/cache/session"))

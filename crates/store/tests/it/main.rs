@@ -565,3 +565,55 @@ fn concurrent_key_value_writes_each_apply_once() {
         .unwrap();
     assert_eq!(keys.len(), 800);
 }
+
+#[test]
+fn expired_key_value_entries_are_deleted_from_disk_by_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wok.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let project = ProjectId::default_project();
+    let cache = StoreName::new("cache").unwrap();
+    store
+        .kv_set(
+            &project,
+            &cache,
+            "session",
+            b"s",
+            Some(1_010),
+            Condition::Always,
+            1_000,
+        )
+        .unwrap();
+    let on_disk = || -> i64 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM kv WHERE key = 'session'", [], |row| {
+                row.get(0)
+            })
+            .unwrap()
+    };
+    store
+        .kv_set(
+            &project,
+            &cache,
+            "other",
+            b"o",
+            None,
+            Condition::Always,
+            1_005,
+        )
+        .unwrap();
+    assert_eq!(on_disk(), 1, "not expired yet");
+    store
+        .kv_set(
+            &project,
+            &cache,
+            "other",
+            b"o",
+            None,
+            Condition::Always,
+            1_010,
+        )
+        .unwrap();
+    assert_eq!(on_disk(), 0);
+}
