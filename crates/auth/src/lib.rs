@@ -84,6 +84,15 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(buffer)
 }
 
+/// Whether `secret` and `kind` are those of `key`.
+fn check_secret(key: &ApiKey, kind: KeyKind, secret: &str) -> Result<(), AuthError> {
+    let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    if key.kind != kind || !constant_time_eq(&digest, &key.secret_sha256) {
+        return Err(AuthError::InvalidKey);
+    }
+    Ok(())
+}
+
 /// The parts of a key token, if it is shaped like one.
 fn parse_token(token: &str) -> Option<(KeyKind, ProjectId, &str, &str)> {
     let mut parts = token.split('_');
@@ -113,39 +122,48 @@ impl Auth {
         }
     }
 
-    /// Who `token` (a bearer credential) is. Blocks on the store the first
-    /// time a key is seen.
-    pub fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+    /// Who `token` is, if that can be told without the store (the admin
+    /// credential, a malformed token, or a key already in memory); `None`
+    /// when [`Auth::authenticate`] must look the key up. Never blocks.
+    pub fn authenticate_cached(&self, token: &str) -> Option<Result<Caller, AuthError>> {
         if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
-            return Ok(Caller::Admin);
+            return Some(Ok(Caller::Admin));
         }
-        let (kind, project, id, secret) = parse_token(token).ok_or(AuthError::NotACredential)?;
+        let Some((kind, project, id, secret)) = parse_token(token) else {
+            return Some(Err(AuthError::NotACredential));
+        };
         let lookup = (project, id.to_owned());
-        let cached = self
+        let key = self
             .live
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(&lookup)
-            .cloned();
-        let key = match cached {
-            Some(key) => key,
-            None => {
-                let key = self
-                    .store
-                    .key(&lookup.0, id)?
-                    .filter(|key| key.revoked_at.is_none())
-                    .ok_or(AuthError::InvalidKey)?;
-                self.live
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .insert(lookup.clone(), key.clone());
-                key
-            }
-        };
-        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        if key.kind != kind || !constant_time_eq(&digest, &key.secret_sha256) {
-            return Err(AuthError::InvalidKey);
+            .cloned()?;
+        Some(check_secret(&key, kind, secret).map(|()| Caller::Key {
+            project: lookup.0,
+            kind,
+            id: lookup.1,
+        }))
+    }
+
+    /// Who `token` (a bearer credential) is. Blocks on the store the first
+    /// time a key is seen.
+    pub fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        if let Some(known) = self.authenticate_cached(token) {
+            return known;
         }
+        let (kind, project, id, secret) = parse_token(token).ok_or(AuthError::NotACredential)?;
+        let lookup = (project, id.to_owned());
+        let key = self
+            .store
+            .key(&lookup.0, id)?
+            .filter(|key| key.revoked_at.is_none())
+            .ok_or(AuthError::InvalidKey)?;
+        self.live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(lookup.clone(), key.clone());
+        check_secret(&key, kind, secret)?;
         Ok(Caller::Key {
             project: lookup.0,
             kind,

@@ -45,8 +45,14 @@ pub async fn authenticate(
     let Some(token) = bearer(&request) else {
         return ApiError::Unauthorized.into_response();
     };
+    let known = gateway.auth.authenticate_cached(&token);
     let auth = gateway.auth.clone();
-    let caller = match blocking(move || auth.authenticate(&token)).await {
+    let caller = match known {
+        Some(known) => known,
+        // A key not seen yet: its lookup reads the store.
+        None => blocking(move || auth.authenticate(&token)).await,
+    };
+    let caller = match caller {
         Ok(caller) => caller,
         Err(error) => return ApiError::from(error).into_response(),
     };

@@ -17,6 +17,8 @@ pub struct SqliteStore {
     connection: Mutex<Connection>,
     /// Key-value writes go through group commit on a connection of its own.
     kv_writer: KvWriter,
+    /// Key-value point reads, on a connection of their own.
+    kv_reader: Mutex<Connection>,
 }
 
 /// A connection with wok's settings: WAL, and `synchronous=FULL` so that a
@@ -153,6 +155,7 @@ impl SqliteStore {
         Ok(Self {
             connection: Mutex::new(connection),
             kv_writer: KvWriter::start(path)?,
+            kv_reader: Mutex::new(open_connection(path)?),
         })
     }
 
@@ -677,7 +680,7 @@ impl MetaStore for SqliteStore {
 
 /// The live entry of a key inside a transaction (expired ones count as absent).
 fn live_entry(
-    transaction: &rusqlite::Transaction<'_>,
+    transaction: &Connection,
     project: &ProjectId,
     store: &StoreName,
     key: &str,
@@ -872,9 +875,13 @@ impl KvStore for SqliteStore {
         key: &str,
         now: UnixMillis,
     ) -> Result<Option<KvEntry>, StoreError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction()?;
-        live_entry(&transaction, project, store, key, now)
+        // A connection of its own: reads wait neither for record batches
+        // nor for key-value commits (WAL readers see the last commit).
+        let connection = self
+            .kv_reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        live_entry(&connection, project, store, key, now)
     }
 
     fn kv_set(
