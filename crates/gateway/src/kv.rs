@@ -6,7 +6,7 @@ use axum::extract::{Extension, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use domain::{StoreName, now_millis};
 use std::collections::HashMap;
-use store::{Condition, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use store::{Condition, KvBatchOp, KvDone, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// Most keys one listing returns.
 const MAX_LIST: u32 = 1000;
@@ -180,10 +180,20 @@ pub async fn put(
         })?;
     let now = now_millis();
     let expires_at = ttl.map(|ttl| now.saturating_add(ttl.as_millis() as i64));
-    let kv = gateway.kv.clone();
-    let version =
-        blocking(move || kv.kv_set(&project, &store, &key, &value, expires_at, condition, now))
-            .await?;
+    let write = KvBatchOp::Set {
+        project,
+        store,
+        key,
+        value: value.to_vec(),
+        expires_at,
+        condition,
+        now,
+    };
+    let KvDone::Version(version) = gateway.kv.kv_write(write).await? else {
+        return Err(ApiError::Internal(
+            "a set answered without a version".to_owned(),
+        ));
+    };
     let mut response = Json(api_types::KvWritten { version }).into_response();
     response
         .headers_mut()
@@ -200,8 +210,14 @@ pub async fn delete(
     let store = store_name(&store)?;
     check_key(&key)?;
     let condition = condition(&headers)?;
-    let kv = gateway.kv.clone();
-    blocking(move || kv.kv_delete(&project, &store, &key, condition, now_millis())).await?;
+    let write = KvBatchOp::Delete {
+        project,
+        store,
+        key,
+        condition,
+        now: now_millis(),
+    };
+    gateway.kv.kv_write(write).await?;
     Ok(http::StatusCode::NO_CONTENT)
 }
 
@@ -227,7 +243,17 @@ pub async fn increment(
         .map_err(|_| {
             ApiError::bad_request("invalid_query", "increment must be a signed 64-bit integer")
         })?;
-    let kv = gateway.kv.clone();
-    let value = blocking(move || kv.kv_increment(&project, &store, &key, by, now_millis())).await?;
+    let write = KvBatchOp::Increment {
+        project,
+        store,
+        key,
+        by,
+        now: now_millis(),
+    };
+    let KvDone::Sum(value) = gateway.kv.kv_write(write).await? else {
+        return Err(ApiError::Internal(
+            "an increment answered without a sum".to_owned(),
+        ));
+    };
     Ok(Json(api_types::KvCounter { value }))
 }

@@ -3,8 +3,9 @@
 //! one transaction, commits once (one fsync), then answers each caller. A
 //! caller is answered only after the commit, so acknowledged still means
 //! durable; under concurrency, one fsync covers many writes.
+use crate::KvBatchOp;
 use crate::StoreError;
-use crate::sqlite::{KvBatchOp, apply_kv_op, open_connection};
+use crate::sqlite::{apply_kv_op, open_connection};
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
@@ -16,16 +17,35 @@ const MAX_BATCH: usize = 1024;
 const PURGE_PER_BATCH: i64 = 256;
 
 /// What a write answers.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum KvDone {
     Version(u64),
     Deleted(bool),
     Sum(i64),
 }
 
+/// Where a write's answer goes: a blocked thread or an awaiting task.
+enum Reply {
+    Blocking(SyncSender<Result<KvDone, StoreError>>),
+    Async(futures_channel::oneshot::Sender<Result<KvDone, StoreError>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<KvDone, StoreError>) {
+        match self {
+            Reply::Blocking(sender) => {
+                let _ = sender.send(result);
+            }
+            Reply::Async(sender) => {
+                let _ = sender.send(result);
+            }
+        }
+    }
+}
+
 struct Job {
     op: KvBatchOp,
-    reply: SyncSender<Result<KvDone, StoreError>>,
+    reply: Reply,
 }
 
 pub struct KvWriter {
@@ -47,19 +67,48 @@ impl KvWriter {
         })
     }
 
+    fn submit(&self, op: KvBatchOp, reply: Reply) {
+        let job = Job { op, reply };
+        if let Some(jobs) = &self.jobs
+            && let Err(mpsc::SendError(job)) = jobs.send(job)
+        {
+            job.reply.send(Err(stopped()));
+        }
+    }
+
     /// Applies `op` in the next batch; returns once it is durable.
     pub fn write(&self, op: KvBatchOp) -> Result<KvDone, StoreError> {
         let (reply, answer) = mpsc::sync_channel(1);
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(Job { op, reply }).is_ok());
-        if !sent {
-            return Err(StoreError::WriteFailed("the writer has stopped".to_owned()));
-        }
-        answer
-            .recv()
-            .unwrap_or_else(|_| Err(StoreError::WriteFailed("the writer has stopped".to_owned())))
+        self.submit(op, Reply::Blocking(reply));
+        answer.recv().unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Queues `op` for the next batch; the answer arrives once it is
+    /// durable, with no thread blocked meanwhile.
+    pub fn write_async(&self, op: KvBatchOp) -> PendingWrite {
+        let (reply, answer) = futures_channel::oneshot::channel();
+        self.submit(op, Reply::Async(reply));
+        PendingWrite(answer)
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::WriteFailed("the writer has stopped".to_owned())
+}
+
+/// A write on its way to disk: resolves once it is durable (or failed).
+pub struct PendingWrite(futures_channel::oneshot::Receiver<Result<KvDone, StoreError>>);
+
+impl std::future::Future for PendingWrite {
+    type Output = Result<KvDone, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or_else(|_| Err(stopped())))
     }
 }
 
@@ -110,13 +159,12 @@ fn write_loop(mut connection: Connection, receiver: Receiver<Job>) {
         match outcome {
             Ok(results) => {
                 for (job, result) in batch.into_iter().zip(results) {
-                    let _ = job.reply.send(result);
+                    job.reply.send(result);
                 }
             }
             Err(error) => {
                 for job in batch {
-                    let _ = job
-                        .reply
+                    job.reply
                         .send(Err(StoreError::WriteFailed(error.to_string())));
                 }
             }

@@ -1,6 +1,7 @@
 //! The key-value contract: named stores of a project, versioned entries,
 //! expiry, atomic increment and conditional writes.
 use crate::StoreError;
+pub use crate::group_commit::{KvDone, PendingWrite};
 use domain::{ProjectId, StoreName, UnixMillis};
 
 /// Longest key, in bytes.
@@ -26,6 +27,34 @@ pub enum Condition {
     Version(u64),
     /// Only if there is no live entry.
     Absent,
+}
+
+/// One key-value write, for [`KvStore::kv_write`].
+#[derive(Debug, Clone)]
+pub enum KvBatchOp {
+    Set {
+        project: ProjectId,
+        store: StoreName,
+        key: String,
+        value: Vec<u8>,
+        expires_at: Option<UnixMillis>,
+        condition: Condition,
+        now: UnixMillis,
+    },
+    Delete {
+        project: ProjectId,
+        store: StoreName,
+        key: String,
+        condition: Condition,
+        now: UnixMillis,
+    },
+    Increment {
+        project: ProjectId,
+        store: StoreName,
+        key: String,
+        by: i64,
+        now: UnixMillis,
+    },
 }
 
 /// The key-value store contract; every call names its project, and `now`
@@ -86,6 +115,11 @@ pub trait KvStore: Send + Sync + 'static {
         by: i64,
         now: UnixMillis,
     ) -> Result<i64, StoreError>;
+
+    /// Queues a write; the returned future resolves once it is durable,
+    /// with the same answer as the matching call above. For async callers:
+    /// no thread waits meanwhile.
+    fn kv_write(&self, write: KvBatchOp) -> PendingWrite;
 
     /// The project's stores that were ever written to.
     fn kv_stores(&self, project: &ProjectId) -> Result<Vec<StoreName>, StoreError>;

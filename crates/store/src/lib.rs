@@ -11,7 +11,9 @@ mod kv;
 mod sqlite;
 
 pub use domain::HttpWorld;
-pub use kv::{Condition, KvEntry, KvStore, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use kv::{
+    Condition, KvBatchOp, KvDone, KvEntry, KvStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, PendingWrite,
+};
 pub use sqlite::SqliteStore;
 
 use domain::{

@@ -1,8 +1,9 @@
 use crate::codec::{config_from_json, config_to_json};
-use crate::group_commit::{KvDone, KvWriter};
+use crate::group_commit::{KvWriter, PendingWrite};
 use crate::{
     Condition, FunctionVersion, KvEntry, KvStore, MetaStore, NewVersion, StoreError, StoredLogLine,
 };
+use crate::{KvBatchOp, KvDone};
 use domain::{
     ApiKey, FunctionName, HttpWorld, InvocationId, InvocationRecord, KeyKind, LogLine, LogStream,
     Outcome, Project, ProjectId, StoreName, UnixMillis, Usage, UsageFilter, now_millis,
@@ -759,36 +760,9 @@ fn put(
     Ok(version)
 }
 
-/// One key-value write, applied by the group-commit writer.
-pub(crate) enum KvBatchOp {
-    Set {
-        project: ProjectId,
-        store: StoreName,
-        key: String,
-        value: Vec<u8>,
-        expires_at: Option<UnixMillis>,
-        condition: Condition,
-        now: UnixMillis,
-    },
-    Delete {
-        project: ProjectId,
-        store: StoreName,
-        key: String,
-        condition: Condition,
-        now: UnixMillis,
-    },
-    Increment {
-        project: ProjectId,
-        store: StoreName,
-        key: String,
-        by: i64,
-        now: UnixMillis,
-    },
-}
-
 impl KvBatchOp {
     /// The time the write happens at.
-    pub(crate) fn now(&self) -> UnixMillis {
+    pub fn now(&self) -> UnixMillis {
         match self {
             KvBatchOp::Set { now, .. }
             | KvBatchOp::Delete { now, .. }
@@ -1004,6 +978,10 @@ impl KvStore for SqliteStore {
                 "unexpected answer {other:?}"
             ))),
         }
+    }
+
+    fn kv_write(&self, write: KvBatchOp) -> PendingWrite {
+        self.kv_writer.write_async(write)
     }
 
     fn kv_stores(&self, project: &ProjectId) -> Result<Vec<StoreName>, StoreError> {

@@ -3,7 +3,9 @@ use domain::{
     ApiKey, FunctionConfig, FunctionName, HttpWorld, InvocationId, InvocationRecord, KeyKind,
     LogLine, LogStream, Outcome, ProjectId, StoreName, UsageFilter,
 };
-use store::{Condition, KvStore, MetaStore, NewVersion, SqliteStore, StoreError};
+use store::{
+    Condition, KvBatchOp, KvDone, KvStore, MetaStore, NewVersion, SqliteStore, StoreError,
+};
 
 fn name(text: &str) -> FunctionName {
     FunctionName::new(text).unwrap()
@@ -616,4 +618,54 @@ fn expired_key_value_entries_are_deleted_from_disk_by_later_writes() {
         )
         .unwrap();
     assert_eq!(on_disk(), 0);
+}
+
+#[tokio::test]
+async fn queued_key_value_writes_answer_as_the_blocking_calls_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("wok.db")).unwrap();
+    let project = ProjectId::default_project();
+    let cache = StoreName::new("cache").unwrap();
+    let set = |key: &str, condition| KvBatchOp::Set {
+        project: project.clone(),
+        store: cache.clone(),
+        key: key.to_owned(),
+        value: b"7".to_vec(),
+        expires_at: None,
+        condition,
+        now: 0,
+    };
+    let KvDone::Version(version) = store.kv_write(set("a", Condition::Absent)).await.unwrap()
+    else {
+        panic!("a set answers with a version");
+    };
+    assert_eq!(
+        store
+            .kv_get(&project, &cache, "a", 0)
+            .unwrap()
+            .unwrap()
+            .version,
+        version
+    );
+    assert!(matches!(
+        store.kv_write(set("a", Condition::Absent)).await,
+        Err(StoreError::ConditionFailed)
+    ));
+    let increment = KvBatchOp::Increment {
+        project: project.clone(),
+        store: cache.clone(),
+        key: "a".to_owned(),
+        by: 3,
+        now: 0,
+    };
+    assert_eq!(store.kv_write(increment).await.unwrap(), KvDone::Sum(10));
+    let delete = KvBatchOp::Delete {
+        project: project.clone(),
+        store: cache.clone(),
+        key: "a".to_owned(),
+        condition: Condition::Always,
+        now: 0,
+    };
+    assert_eq!(store.kv_write(delete).await.unwrap(), KvDone::Deleted(true));
+    assert!(store.kv_get(&project, &cache, "a", 0).unwrap().is_none());
 }
