@@ -66,7 +66,7 @@ pub(crate) fn drain_in_background(body: axum::body::Body) {
 
 /// The `/v1` routes of one project (the request's `Scope`) plus project and
 /// key management, behind authentication.
-pub(crate) fn control_router(gateway: SharedGateway) -> Router {
+fn control_router(gateway: SharedGateway) -> Router {
     let project_routes = Router::new()
         .route("/v1/functions", get(control::list_functions))
         .route(
@@ -105,7 +105,6 @@ pub(crate) fn control_router(gateway: SharedGateway) -> Router {
         .route_layer(axum::middleware::from_fn(projects::require_admin));
     project_routes
         .merge(admin_routes)
-        .route("/v1/projects/{name}/{*rest}", any(projects::scoped))
         .fallback(control::not_found)
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
@@ -113,6 +112,17 @@ pub(crate) fn control_router(gateway: SharedGateway) -> Router {
         ))
         .layer(axum::middleware::map_response(projects::json_errors))
         .with_state(gateway)
+}
+
+/// The whole HTTP service: [`router`] behind the rewrite of project-scoped
+/// control paths, which must happen before routing.
+pub fn app(
+    gateway: SharedGateway,
+) -> tower::util::MapRequest<Router, fn(axum::extract::Request) -> axum::extract::Request> {
+    tower::util::MapRequest::new(
+        router(gateway),
+        projects::scope_from_path as fn(axum::extract::Request) -> axum::extract::Request,
+    )
 }
 
 pub fn router(gateway: SharedGateway) -> Router {

@@ -15,7 +15,6 @@ use axum::extract::{Extension, Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use domain::{KeyKind, ProjectId};
-use tower::ServiceExt;
 
 /// The project a control request addresses.
 #[derive(Debug, Clone)]
@@ -56,13 +55,68 @@ pub async fn authenticate(
         Ok(caller) => caller,
         Err(error) => return ApiError::from(error).into_response(),
     };
-    if request.extensions().get::<Scope>().is_none() {
-        request
-            .extensions_mut()
-            .insert(Scope(ProjectId::default_project()));
+    match request.extensions().get::<Scope>() {
+        // Only the admin learns whether a project exists: a key of another
+        // project is refused (403) before, whatever the name.
+        Some(Scope(project)) if caller == Caller::Admin => {
+            let store = gateway.store.clone();
+            let lookup = project.clone();
+            match blocking(move || store.project(&lookup)).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return ApiError::ProjectNotFound(format!(
+                        "project {:?} does not exist",
+                        project.as_str()
+                    ))
+                    .into_response();
+                }
+                Err(error) => return ApiError::from(error).into_response(),
+            }
+        }
+        Some(_) => {}
+        None => {
+            request
+                .extensions_mut()
+                .insert(Scope(ProjectId::default_project()));
+        }
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// Rewrites `/v1/projects/NAME/REST` to `/v1/REST` with a [`Scope`] of
+/// project NAME, before routing, so every project route exists once. The
+/// rest of the path stays as sent (still percent-encoded). The project
+/// routes themselves (`/v1/projects`, `/v1/projects/NAME`) are left alone.
+pub fn scope_from_path(mut request: Request) -> Request {
+    let Some((name, rest)) = request
+        .uri()
+        .path()
+        .strip_prefix("/v1/projects/")
+        .and_then(|path| path.split_once('/'))
+    else {
+        return request;
+    };
+    if rest.is_empty() || rest == "projects" || rest.starts_with("projects/") {
+        return request;
+    }
+    let Ok(project) = ProjectId::new(name) else {
+        return request;
+    };
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("/v1/{rest}?{query}"),
+        None => format!("/v1/{rest}"),
+    };
+    let Ok(path_and_query) = path_and_query.parse::<http::uri::PathAndQuery>() else {
+        return request;
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = Some(path_and_query);
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+        request.extensions_mut().insert(Scope(project));
+    }
+    request
 }
 
 /// For the routes of one project's functions and data: the caller must
@@ -99,61 +153,6 @@ pub async fn require_admin(
 
 fn project_name(name: &str) -> Result<ProjectId, ApiError> {
     ProjectId::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
-}
-
-/// `/v1/projects/NAME/REST`: the `/v1/REST` route, scoped to project NAME.
-pub async fn scoped(
-    State(gateway): State<SharedGateway>,
-    Path((name, rest)): Path<(String, String)>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let project = project_name(&name)?;
-    if rest == "projects" || rest.starts_with("projects/") {
-        return Err(ApiError::NotFound("no such route".to_owned()));
-    }
-    // Access first: whether another project exists is none of a key's business.
-    if let Some(caller) = request.extensions().get::<Caller>()
-        && !caller.serves(&project)
-    {
-        return Err(ApiError::NotAllowed(format!(
-            "this credential has no access to project {name:?}"
-        )));
-    }
-    let store = gateway.store.clone();
-    let lookup = project.clone();
-    if blocking(move || store.project(&lookup)).await?.is_none() {
-        return Err(ApiError::ProjectNotFound(format!(
-            "project {name:?} does not exist"
-        )));
-    }
-    // The rest of the path as sent (still percent-encoded), not the decoded
-    // parameter: keys may hold spaces, `%` or `?`.
-    let raw_rest = request
-        .uri()
-        .path()
-        .strip_prefix("/v1/projects/")
-        .and_then(|path| path.split_once('/'))
-        .map_or(rest.as_str(), |(_, rest)| rest);
-    let path_and_query = match request.uri().query() {
-        Some(query) => format!("/v1/{raw_rest}?{query}"),
-        None => format!("/v1/{raw_rest}"),
-    };
-    // A new request, so that nothing of this route (its path parameters
-    // above all) leaks into the inner one; authentication runs again there.
-    let (parts, body) = request.into_parts();
-    let mut inner = Request::new(body);
-    *inner.method_mut() = parts.method;
-    *inner.version_mut() = parts.version;
-    *inner.headers_mut() = parts.headers;
-    *inner.uri_mut() = path_and_query
-        .parse()
-        .map_err(|_| ApiError::NotFound("no such route".to_owned()))?;
-    inner.extensions_mut().insert(Scope(project));
-    let control = crate::control_router(gateway);
-    Ok(control
-        .oneshot(inner)
-        .await
-        .unwrap_or_else(|never| match never {}))
 }
 
 pub async fn list_projects(

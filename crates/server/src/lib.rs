@@ -125,13 +125,17 @@ pub async fn run(
 
     let maintenance = functions.start_maintenance();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = gateway::router(gateway);
+    let app = gateway::app(gateway);
     // Small responses must not wait for Nagle's algorithm.
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|stream| {
         let _ = stream.set_nodelay(true);
     });
-    let serve = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
+    let serve = axum::serve(
+        listener,
+        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopping_tx.send(());
     });
