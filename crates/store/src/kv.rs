@@ -57,6 +57,12 @@ pub enum KvBatchOp {
     },
 }
 
+fn unexpected(done: KvDone) -> StoreError {
+    StoreError::WriteFailed(format!(
+        "the writer answered {done:?} to another kind of write"
+    ))
+}
+
 /// The key-value store contract; every call names its project, and `now`
 /// decides what has expired.
 pub trait KvStore: Send + Sync + 'static {
@@ -80,7 +86,21 @@ pub trait KvStore: Send + Sync + 'static {
         expires_at: Option<UnixMillis>,
         condition: Condition,
         now: UnixMillis,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<u64, StoreError> {
+        let write = KvBatchOp::Set {
+            project: project.clone(),
+            store: store.clone(),
+            key: key.to_owned(),
+            value: value.to_vec(),
+            expires_at,
+            condition,
+            now,
+        };
+        match self.kv_write_blocking(write)? {
+            KvDone::Version(version) => Ok(version),
+            other => Err(unexpected(other)),
+        }
+    }
 
     /// Deletes the live entry; returns whether there was one, or
     /// [`StoreError::ConditionFailed`].
@@ -91,7 +111,19 @@ pub trait KvStore: Send + Sync + 'static {
         key: &str,
         condition: Condition,
         now: UnixMillis,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        let write = KvBatchOp::Delete {
+            project: project.clone(),
+            store: store.clone(),
+            key: key.to_owned(),
+            condition,
+            now,
+        };
+        match self.kv_write_blocking(write)? {
+            KvDone::Deleted(deleted) => Ok(deleted),
+            other => Err(unexpected(other)),
+        }
+    }
 
     /// Live keys starting with `prefix` and after `after`, in byte order.
     fn kv_list(
@@ -114,12 +146,28 @@ pub trait KvStore: Send + Sync + 'static {
         key: &str,
         by: i64,
         now: UnixMillis,
-    ) -> Result<i64, StoreError>;
+    ) -> Result<i64, StoreError> {
+        let write = KvBatchOp::Increment {
+            project: project.clone(),
+            store: store.clone(),
+            key: key.to_owned(),
+            by,
+            now,
+        };
+        match self.kv_write_blocking(write)? {
+            KvDone::Sum(sum) => Ok(sum),
+            other => Err(unexpected(other)),
+        }
+    }
 
     /// Queues a write; the returned future resolves once it is durable,
     /// with the same answer as the matching call above. For async callers:
     /// no thread waits meanwhile.
     fn kv_write(&self, write: KvBatchOp) -> PendingWrite;
+
+    /// Applies a write and returns once it is durable. The three calls
+    /// above are this, for one kind of write each.
+    fn kv_write_blocking(&self, write: KvBatchOp) -> Result<KvDone, StoreError>;
 
     /// The project's stores that were ever written to.
     fn kv_stores(&self, project: &ProjectId) -> Result<Vec<StoreName>, StoreError>;

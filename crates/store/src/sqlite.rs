@@ -681,13 +681,13 @@ impl MetaStore for SqliteStore {
 
 /// The live entry of a key inside a transaction (expired ones count as absent).
 fn live_entry(
-    transaction: &Connection,
+    connection: &Connection,
     project: &ProjectId,
     store: &StoreName,
     key: &str,
     now: UnixMillis,
 ) -> Result<Option<KvEntry>, StoreError> {
-    Ok(transaction
+    Ok(connection
         .prepare_cached(
             "SELECT value, version, expires_at FROM kv
              WHERE project = ? AND store = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
@@ -858,56 +858,6 @@ impl KvStore for SqliteStore {
         live_entry(&connection, project, store, key, now)
     }
 
-    fn kv_set(
-        &self,
-        project: &ProjectId,
-        store: &StoreName,
-        key: &str,
-        value: &[u8],
-        expires_at: Option<UnixMillis>,
-        condition: Condition,
-        now: UnixMillis,
-    ) -> Result<u64, StoreError> {
-        let op = KvBatchOp::Set {
-            project: project.clone(),
-            store: store.clone(),
-            key: key.to_owned(),
-            value: value.to_vec(),
-            expires_at,
-            condition,
-            now,
-        };
-        match self.kv_writer.write(op)? {
-            KvDone::Version(version) => Ok(version),
-            other => Err(StoreError::WriteFailed(format!(
-                "unexpected answer {other:?}"
-            ))),
-        }
-    }
-
-    fn kv_delete(
-        &self,
-        project: &ProjectId,
-        store: &StoreName,
-        key: &str,
-        condition: Condition,
-        now: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        let op = KvBatchOp::Delete {
-            project: project.clone(),
-            store: store.clone(),
-            key: key.to_owned(),
-            condition,
-            now,
-        };
-        match self.kv_writer.write(op)? {
-            KvDone::Deleted(deleted) => Ok(deleted),
-            other => Err(StoreError::WriteFailed(format!(
-                "unexpected answer {other:?}"
-            ))),
-        }
-    }
-
     fn kv_list(
         &self,
         project: &ProjectId,
@@ -957,31 +907,12 @@ impl KvStore for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn kv_increment(
-        &self,
-        project: &ProjectId,
-        store: &StoreName,
-        key: &str,
-        by: i64,
-        now: UnixMillis,
-    ) -> Result<i64, StoreError> {
-        let op = KvBatchOp::Increment {
-            project: project.clone(),
-            store: store.clone(),
-            key: key.to_owned(),
-            by,
-            now,
-        };
-        match self.kv_writer.write(op)? {
-            KvDone::Sum(sum) => Ok(sum),
-            other => Err(StoreError::WriteFailed(format!(
-                "unexpected answer {other:?}"
-            ))),
-        }
-    }
-
     fn kv_write(&self, write: KvBatchOp) -> PendingWrite {
         self.kv_writer.write_async(write)
+    }
+
+    fn kv_write_blocking(&self, write: KvBatchOp) -> Result<KvDone, StoreError> {
+        self.kv_writer.write(write)
     }
 
     fn kv_stores(&self, project: &ProjectId) -> Result<Vec<StoreName>, StoreError> {
