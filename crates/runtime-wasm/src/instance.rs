@@ -261,8 +261,23 @@ impl FunctionInner {
 
     /// An instance for one request: a kept one when the function reuses
     /// instances and one is idle, else a new one (`true`: a cold start).
-    /// On failure, also the peak memory the instantiation reached.
+    /// A failure is recorded on `meter` before it is returned.
     async fn instance(
+        &self,
+        deadline: Instant,
+        id: &InvocationId,
+        meter: &Meter,
+    ) -> Result<(IdleInstance, bool), Failure> {
+        self.take_or_create(deadline, id)
+            .await
+            .map_err(|(failure, peak)| {
+                meter.finish(failure.outcome, peak, true);
+                failure
+            })
+    }
+
+    /// [`Self::instance`], with the peak memory reached on failure.
+    async fn take_or_create(
         &self,
         deadline: Instant,
         id: &InvocationId,
@@ -368,13 +383,7 @@ impl FunctionInner {
         let deadline = Instant::now() + self.spec.config.limits.timeout;
         let Invocation { id, request, meter } = invocation;
 
-        let (mut instance, cold) = match self.instance(deadline, &id).await {
-            Ok(instance) => instance,
-            Err((failure, peak)) => {
-                meter.finish(failure.outcome, peak, true);
-                return Err(failure);
-            }
-        };
+        let (mut instance, cold) = self.instance(deadline, &id, &meter).await?;
         let head_request = request.method() == http::Method::HEAD;
         let request = self.wrap_request(request, &meter);
         let prepared = (|| -> wasmtime::Result<_> {
@@ -467,13 +476,7 @@ impl FunctionInner {
     ) -> Result<http::Response<Body>, Failure> {
         let deadline = Instant::now() + self.spec.config.limits.timeout;
         let Invocation { id, request, meter } = invocation;
-        let (mut instance, cold) = match self.instance(deadline, &id).await {
-            Ok(instance) => instance,
-            Err((failure, peak)) => {
-                meter.finish(failure.outcome, peak, true);
-                return Err(failure);
-            }
-        };
+        let (mut instance, cold) = self.instance(deadline, &id, &meter).await?;
         let head_request = request.method() == http::Method::HEAD;
         let request = self.wrap_request(request, &meter);
         let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(
