@@ -11,7 +11,7 @@ mod size;
 mod spec;
 
 pub use keys::{ApiKey, KeyKind, Project};
-pub use names::{FunctionName, InvocationId, NameError, ProjectId, StoreName};
+pub use names::{CollectionName, FunctionName, InvocationId, NameError, ProjectId, StoreName};
 pub use records::{InvocationRecord, LogLine, LogStream, Outcome, Usage, UsageFilter};
 pub use size::{ByteSize, SizeError};
 pub use spec::{FunctionConfig, HttpWorld, Isolation, Limits, ReuseLimits, SpecError};

@@ -88,6 +88,10 @@ name_type!(
     /// A named key-value store of a project.
     StoreName, "store", 63
 );
+name_type!(
+    /// A collection of JSON documents of a project.
+    CollectionName, "collection", 63
+);
 
 impl ProjectId {
     /// The project that always exists and that `/fn/NAME` addresses.

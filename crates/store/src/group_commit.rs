@@ -1,12 +1,14 @@
-//! Group commit for key-value writes: one writer thread with a connection
-//! of its own takes every write that is waiting, applies them in order in
-//! one transaction, commits once (one fsync), then answers each caller. A
-//! caller is answered only after the commit, so acknowledged still means
-//! durable; under concurrency, one fsync covers many writes.
-use crate::KvBatchOp;
-use crate::StoreError;
+//! Group commit for key-value and document writes: one writer thread with a
+//! connection of its own takes every write that is waiting, applies them in
+//! order in one transaction, commits once (one fsync), then answers each
+//! caller. A caller is answered only after the commit, so acknowledged
+//! still means durable; under concurrency, one fsync covers many writes.
+use crate::docs::{DocWrite, DocWritten, Index};
+use crate::docs_sqlite::{apply_create_index, apply_doc_batch, apply_drop_index};
 use crate::sqlite::{apply_kv_op, open_connection};
-use rusqlite::Connection;
+use crate::{KvBatchOp, StoreError};
+use domain::{CollectionName, ProjectId};
+use rusqlite::{Connection, Transaction};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
@@ -24,14 +26,69 @@ pub enum KvDone {
     Sum(i64),
 }
 
+/// One write the writer thread applies.
+#[derive(Debug)]
+pub(crate) enum WriteOp {
+    Kv(KvBatchOp),
+    /// An atomic batch of document writes.
+    Docs {
+        project: ProjectId,
+        writes: Vec<DocWrite>,
+    },
+    CreateIndex {
+        project: ProjectId,
+        collection: CollectionName,
+        index: Index,
+    },
+    DropIndex {
+        project: ProjectId,
+        collection: CollectionName,
+        name: String,
+    },
+}
+
+/// What the writer answers, by kind of write.
+#[derive(Debug)]
+pub(crate) enum Written {
+    Kv(KvDone),
+    Docs(Vec<DocWritten>),
+    Index(bool),
+}
+
+impl WriteOp {
+    /// Applies the write in the group's transaction. A failed write leaves
+    /// nothing behind: a document batch runs in a savepoint of its own.
+    fn apply(&self, transaction: &mut Transaction<'_>) -> Result<Written, StoreError> {
+        match self {
+            WriteOp::Kv(op) => apply_kv_op(transaction, op).map(Written::Kv),
+            WriteOp::Docs { project, writes } => {
+                apply_doc_batch(transaction, project, writes).map(Written::Docs)
+            }
+            WriteOp::CreateIndex {
+                project,
+                collection,
+                index,
+            } => apply_create_index(transaction, project, collection, index)
+                .map(|()| Written::Index(true)),
+            WriteOp::DropIndex {
+                project,
+                collection,
+                name,
+            } => apply_drop_index(transaction, project, collection, name).map(Written::Index),
+        }
+    }
+}
+
+type Answer = Result<Written, StoreError>;
+
 /// Where a write's answer goes: a blocked thread or an awaiting task.
 enum Reply {
-    Blocking(SyncSender<Result<KvDone, StoreError>>),
-    Async(futures_channel::oneshot::Sender<Result<KvDone, StoreError>>),
+    Blocking(SyncSender<Answer>),
+    Async(futures_channel::oneshot::Sender<Answer>),
 }
 
 impl Reply {
-    fn send(self, result: Result<KvDone, StoreError>) {
+    fn send(self, result: Answer) {
         match self {
             Reply::Blocking(sender) => {
                 let _ = sender.send(result);
@@ -44,21 +101,21 @@ impl Reply {
 }
 
 struct Job {
-    op: KvBatchOp,
+    op: WriteOp,
     reply: Reply,
 }
 
-pub struct KvWriter {
+pub struct Writer {
     jobs: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl KvWriter {
+impl Writer {
     pub fn start(path: &Path) -> Result<Self, StoreError> {
         let connection = open_connection(path)?;
         let (jobs, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name("wok-kv-writer".to_owned())
+            .name("wok-writer".to_owned())
             .spawn(move || write_loop(connection, receiver))
             .map_err(|error| StoreError::WriteFailed(format!("starting the writer: {error}")))?;
         Ok(Self {
@@ -67,7 +124,7 @@ impl KvWriter {
         })
     }
 
-    fn submit(&self, op: KvBatchOp, reply: Reply) {
+    fn submit(&self, op: WriteOp, reply: Reply) {
         let job = Job { op, reply };
         if let Some(jobs) = &self.jobs
             && let Err(mpsc::SendError(job)) = jobs.send(job)
@@ -77,18 +134,26 @@ impl KvWriter {
     }
 
     /// Applies `op` in the next batch; returns once it is durable.
-    pub fn write(&self, op: KvBatchOp) -> Result<KvDone, StoreError> {
+    pub(crate) fn write<T>(
+        &self,
+        op: WriteOp,
+        expect: fn(Written) -> Option<T>,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.submit(op, Reply::Blocking(reply));
-        answer.recv().unwrap_or_else(|_| Err(stopped()))
+        unpack(answer.recv().unwrap_or_else(|_| Err(stopped())), expect)
     }
 
     /// Queues `op` for the next batch; the answer arrives once it is
     /// durable, with no thread blocked meanwhile.
-    pub fn write_async(&self, op: KvBatchOp) -> PendingWrite {
+    pub(crate) fn write_async<T>(
+        &self,
+        op: WriteOp,
+        expect: fn(Written) -> Option<T>,
+    ) -> PendingWrite<T> {
         let (reply, answer) = futures_channel::oneshot::channel();
         self.submit(op, Reply::Async(reply));
-        PendingWrite(answer)
+        PendingWrite { answer, expect }
     }
 }
 
@@ -96,23 +161,39 @@ fn stopped() -> StoreError {
     StoreError::WriteFailed("the writer has stopped".to_owned())
 }
 
-/// A write on its way to disk: resolves once it is durable (or failed).
-pub struct PendingWrite(futures_channel::oneshot::Receiver<Result<KvDone, StoreError>>);
+fn unpack<T>(answer: Answer, expect: fn(Written) -> Option<T>) -> Result<T, StoreError> {
+    let written = answer?;
+    let description = format!("{written:?}");
+    expect(written).ok_or_else(|| {
+        StoreError::WriteFailed(format!(
+            "the writer answered {description} to another kind of write"
+        ))
+    })
+}
 
-impl std::future::Future for PendingWrite {
-    type Output = Result<KvDone, StoreError>;
+/// A write on its way to disk: resolves once it is durable (or failed).
+pub struct PendingWrite<T = KvDone> {
+    answer: futures_channel::oneshot::Receiver<Answer>,
+    expect: fn(Written) -> Option<T>,
+}
+
+impl<T> std::future::Future for PendingWrite<T> {
+    type Output = Result<T, StoreError>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
+        let expect = self.expect;
+        std::pin::Pin::new(&mut self.answer)
             .poll(cx)
-            .map(|answer| answer.unwrap_or_else(|_| Err(stopped())))
+            .map(|answer| unpack(answer.unwrap_or_else(|_| Err(stopped())), expect))
     }
 }
 
-impl Drop for KvWriter {
+impl<T> Unpin for PendingWrite<T> {}
+
+impl Drop for Writer {
     fn drop(&mut self) {
         // Closing the channel ends the loop once the queued writes are done.
         self.jobs.take();
@@ -131,13 +212,13 @@ fn write_loop(mut connection: Connection, receiver: Receiver<Job>) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        let outcome = (|| -> Result<Vec<Result<KvDone, StoreError>>, rusqlite::Error> {
-            let transaction = connection.transaction()?;
+        let outcome = (|| -> Result<Vec<Answer>, rusqlite::Error> {
+            let mut transaction = connection.transaction()?;
             let mut results = Vec::with_capacity(batch.len());
             for job in &batch {
                 // A write whose condition fails writes nothing and fails
                 // alone; a database error fails the whole batch.
-                match apply_kv_op(&transaction, &job.op) {
+                match job.op.apply(&mut transaction) {
                     Ok(done) => results.push(Ok(done)),
                     Err(StoreError::Database(error)) => return Err(error),
                     Err(error) => results.push(Err(error)),
@@ -145,7 +226,11 @@ fn write_loop(mut connection: Connection, receiver: Receiver<Job>) {
             }
             // Expired entries are invisible already; each batch also deletes
             // some from disk, in the same commit.
-            if let Some(now) = batch.iter().map(|job| job.op.now()).max() {
+            let kv_now = batch.iter().filter_map(|job| match &job.op {
+                WriteOp::Kv(op) => Some(op.now()),
+                _ => None,
+            });
+            if let Some(now) = kv_now.max() {
                 transaction
                     .prepare_cached(
                         "DELETE FROM kv WHERE (project, store, key) IN

@@ -6,10 +6,13 @@
 //! Calls block: async callers run them on `spawn_blocking`.
 
 mod codec;
+pub mod docs;
+mod docs_sqlite;
 mod group_commit;
 mod kv;
 mod sqlite;
 
+pub use docs::DocStore;
 pub use domain::HttpWorld;
 pub use kv::{
     Condition, KvBatchOp, KvDone, KvEntry, KvStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, PendingWrite,
@@ -69,6 +72,25 @@ pub enum StoreError {
     NotANumber,
     #[error("the sum does not fit in a signed 64-bit integer")]
     Overflow,
+    #[error("document {0:?} does not exist")]
+    NoSuchDocument(String),
+    #[error("document {0:?} exists already")]
+    DocumentExists(String),
+    #[error("{0}")]
+    InvalidDocument(String),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("{0}")]
+    UnindexedQuery(String),
+    #[error("index {0:?} exists already")]
+    IndexExists(String),
+    /// A write of an atomic batch failed, so none of the batch was written.
+    #[error("write {write} of the batch failed, so nothing was written: {error}")]
+    BatchFailed {
+        /// Its position in the batch, from 0.
+        write: usize,
+        error: Box<StoreError>,
+    },
     #[error("writing failed: {0}")]
     WriteFailed(String),
     #[error("stored data is corrupt: {0}")]

@@ -1,12 +1,17 @@
 use crate::codec::{config_from_json, config_to_json};
-use crate::group_commit::{KvWriter, PendingWrite};
+use crate::docs::{
+    CollectionInfo, DocStore, DocWrite, DocWritten, Document, Explain, Index, Query, QueryPage,
+};
+use crate::docs_sqlite::{self, DOCS_SCHEMA};
+use crate::group_commit::{PendingWrite, WriteOp, Writer, Written};
 use crate::{
     Condition, FunctionVersion, KvEntry, KvStore, MetaStore, NewVersion, StoreError, StoredLogLine,
 };
 use crate::{KvBatchOp, KvDone};
 use domain::{
-    ApiKey, FunctionName, HttpWorld, InvocationId, InvocationRecord, KeyKind, LogLine, LogStream,
-    Outcome, Project, ProjectId, StoreName, UnixMillis, Usage, UsageFilter, now_millis,
+    ApiKey, CollectionName, FunctionName, HttpWorld, InvocationId, InvocationRecord, KeyKind,
+    LogLine, LogStream, Outcome, Project, ProjectId, StoreName, UnixMillis, Usage, UsageFilter,
+    now_millis,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -16,10 +21,15 @@ use std::sync::Mutex;
 /// so an acknowledged write survives a crash or power loss.
 pub struct SqliteStore {
     connection: Mutex<Connection>,
-    /// Key-value writes go through group commit on a connection of its own.
-    kv_writer: KvWriter,
+    /// Key-value and document writes go through group commit on a
+    /// connection of its own.
+    writer: Writer,
     /// Key-value point reads, on a connection of their own.
     kv_reader: Mutex<Connection>,
+    /// Document reads, on connections of their own: one per concurrent
+    /// reader, kept for reuse.
+    readers: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
 }
 
 /// A connection with wok's settings: WAL, and `synchronous=FULL` so that a
@@ -142,6 +152,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let connection = open_connection(path)?;
         connection.execute_batch(SCHEMA)?;
+        connection.execute_batch(DOCS_SCHEMA)?;
         // `default` always exists, and so does every project that already
         // has functions (data directories from before projects were stored).
         connection.execute(
@@ -155,9 +166,33 @@ impl SqliteStore {
         )?;
         Ok(Self {
             connection: Mutex::new(connection),
-            kv_writer: KvWriter::start(path)?,
+            writer: Writer::start(path)?,
             kv_reader: Mutex::new(open_connection(path)?),
+            readers: Mutex::new(Vec::new()),
+            path: path.to_owned(),
         })
+    }
+
+    /// Runs `read` on a reader connection of the pool (opened on demand).
+    fn with_reader<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self
+            .readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => open_connection(&self.path)?,
+        };
+        let result = read(&connection);
+        self.readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(connection);
+        result
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -908,11 +943,11 @@ impl KvStore for SqliteStore {
     }
 
     fn kv_write(&self, write: KvBatchOp) -> PendingWrite {
-        self.kv_writer.write_async(write)
+        self.writer.write_async(WriteOp::Kv(write), expect_kv)
     }
 
     fn kv_write_blocking(&self, write: KvBatchOp) -> Result<KvDone, StoreError> {
-        self.kv_writer.write(write)
+        self.writer.write(WriteOp::Kv(write), expect_kv)
     }
 
     fn kv_stores(&self, project: &ProjectId) -> Result<Vec<StoreName>, StoreError> {
@@ -922,5 +957,122 @@ impl KvStore for SqliteStore {
         let rows = statement.query_map(params![project.as_str()], |row| row.get::<_, String>(0))?;
         rows.map(|row| StoreName::new(row?).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect()
+    }
+}
+
+fn expect_kv(written: Written) -> Option<KvDone> {
+    match written {
+        Written::Kv(done) => Some(done),
+        _ => None,
+    }
+}
+
+fn expect_docs(written: Written) -> Option<Vec<DocWritten>> {
+    match written {
+        Written::Docs(done) => Some(done),
+        _ => None,
+    }
+}
+
+fn expect_index(written: Written) -> Option<bool> {
+    match written {
+        Written::Index(done) => Some(done),
+        _ => None,
+    }
+}
+
+impl DocStore for SqliteStore {
+    fn doc_get(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        id: &str,
+    ) -> Result<Option<Document>, StoreError> {
+        self.with_reader(|connection| {
+            docs_sqlite::get_document(connection, project, collection, id)
+        })
+    }
+
+    fn doc_write(
+        &self,
+        project: &ProjectId,
+        writes: Vec<DocWrite>,
+    ) -> PendingWrite<Vec<DocWritten>> {
+        let op = WriteOp::Docs {
+            project: project.clone(),
+            writes,
+        };
+        self.writer.write_async(op, expect_docs)
+    }
+
+    fn doc_write_blocking(
+        &self,
+        project: &ProjectId,
+        writes: Vec<DocWrite>,
+    ) -> Result<Vec<DocWritten>, StoreError> {
+        let op = WriteOp::Docs {
+            project: project.clone(),
+            writes,
+        };
+        self.writer.write(op, expect_docs)
+    }
+
+    fn doc_query(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        query: &Query,
+    ) -> Result<QueryPage, StoreError> {
+        self.with_reader(|connection| docs_sqlite::query(connection, project, collection, query))
+    }
+
+    fn doc_count(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        query: &Query,
+    ) -> Result<u64, StoreError> {
+        self.with_reader(|connection| docs_sqlite::count(connection, project, collection, query))
+    }
+
+    fn doc_explain(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        query: &Query,
+    ) -> Result<Explain, StoreError> {
+        self.with_reader(|connection| docs_sqlite::explain(connection, project, collection, query))
+    }
+
+    fn doc_create_index(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        index: Index,
+    ) -> Result<(), StoreError> {
+        let op = WriteOp::CreateIndex {
+            project: project.clone(),
+            collection: collection.clone(),
+            index,
+        };
+        self.writer.write(op, expect_index).map(|_| ())
+    }
+
+    fn doc_drop_index(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let op = WriteOp::DropIndex {
+            project: project.clone(),
+            collection: collection.clone(),
+            name: name.to_owned(),
+        };
+        self.writer.write(op, expect_index)
+    }
+
+    fn doc_collections(&self, project: &ProjectId) -> Result<Vec<CollectionInfo>, StoreError> {
+        self.with_reader(|connection| docs_sqlite::collections(connection, project))
     }
 }

@@ -7,6 +7,8 @@ use store::{
     Condition, KvBatchOp, KvDone, KvStore, MetaStore, NewVersion, SqliteStore, StoreError,
 };
 
+mod docs;
+
 fn name(text: &str) -> FunctionName {
     FunctionName::new(text).unwrap()
 }
@@ -668,4 +670,13 @@ async fn queued_key_value_writes_answer_as_the_blocking_calls_do() {
     };
     assert_eq!(store.kv_write(delete).await.unwrap(), KvDone::Deleted(true));
     assert!(store.kv_get(&project, &cache, "a", 0).unwrap().is_none());
+}
+
+#[test]
+fn sqlite_store_keeps_the_document_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("wok.db")).unwrap();
+    docs::crud_contract(&store);
+    docs::query_contract(&store);
+    docs::large_collection_contract(&store);
 }

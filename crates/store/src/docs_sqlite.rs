@@ -1,0 +1,739 @@
+//! Documents on SQLite. A collection is a row of `doc_collections` with a
+//! number (`cid`) that documents and index entries are keyed by; an index
+//! entry is `(cid, index number, sort key, document id)`, so a query is a
+//! range scan of one primary key. Writes run on the group-commit writer
+//! thread; reads on a reader connection.
+use crate::StoreError;
+use crate::docs::{
+    Bounds, CollectionInfo, DocCondition, DocWrite, DocWritten, Document, Explain, Index,
+    IndexField, MAX_INDEXES, Plan, Query, QueryPage, encode_part, matches, parse_index_fields,
+    plan, validate_document, validate_id,
+};
+use domain::{CollectionName, ProjectId};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::{Map, Value};
+
+pub(crate) const DOCS_SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS doc_collections (
+    cid INTEGER PRIMARY KEY,
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    last_version INTEGER NOT NULL DEFAULT 0,
+    documents INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (project, name)
+);
+CREATE TABLE IF NOT EXISTS docs (
+    cid INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (cid, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS doc_indexes (
+    cid INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    ino INTEGER NOT NULL,
+    fields TEXT NOT NULL,
+    PRIMARY KEY (cid, name)
+);
+CREATE TABLE IF NOT EXISTS doc_index_entries (
+    cid INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (cid, ino, key, id)
+) WITHOUT ROWID;
+";
+
+/// A collection as stored: its number, size and indexes (with numbers).
+struct Collection {
+    cid: i64,
+    documents: u64,
+    indexes: Vec<(i64, Index)>,
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn fields_to_json(fields: &[IndexField]) -> String {
+    let names: Vec<String> = fields
+        .iter()
+        .map(|field| format!("{}{}", if field.descending { "-" } else { "" }, field.field))
+        .collect();
+    Value::from(names).to_string()
+}
+
+fn collection(
+    connection: &Connection,
+    project: &ProjectId,
+    name: &CollectionName,
+) -> Result<Option<Collection>, StoreError> {
+    let found = connection
+        .prepare_cached(
+            "SELECT cid, documents FROM doc_collections WHERE project = ? AND name = ?",
+        )?
+        .query_row(params![project.as_str(), name.as_str()], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+        })
+        .optional()?;
+    let Some((cid, documents)) = found else {
+        return Ok(None);
+    };
+    Ok(Some(Collection {
+        cid,
+        documents: documents as u64,
+        indexes: indexes(connection, cid)?,
+    }))
+}
+
+fn indexes(connection: &Connection, cid: i64) -> Result<Vec<(i64, Index)>, StoreError> {
+    let mut statement = connection
+        .prepare_cached("SELECT ino, name, fields FROM doc_indexes WHERE cid = ? ORDER BY name")?;
+    let rows = statement.query_map(params![cid], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (ino, name, fields) = row?;
+        let fields: Value = serde_json::from_str(&fields).map_err(corrupt)?;
+        let fields = parse_index_fields(&fields).map_err(corrupt)?;
+        out.push((ino, Index { name, fields }));
+    }
+    Ok(out)
+}
+
+fn ensure_collection(
+    transaction: &Connection,
+    project: &ProjectId,
+    name: &CollectionName,
+) -> Result<Collection, StoreError> {
+    transaction
+        .prepare_cached("INSERT OR IGNORE INTO doc_collections (project, name) VALUES (?, ?)")?
+        .execute(params![project.as_str(), name.as_str()])?;
+    collection(transaction, project, name)?
+        .ok_or_else(|| corrupt(format!("collection {name} vanished while being written")))
+}
+
+fn index_key(index: &Index, data: &Map<String, Value>) -> Vec<u8> {
+    let mut key = Vec::new();
+    for field in &index.fields {
+        encode_part(field.field.get(data), field.descending, &mut key);
+    }
+    key
+}
+
+fn parse_body(body: &str) -> Result<Map<String, Value>, StoreError> {
+    match serde_json::from_str(body).map_err(corrupt)? {
+        Value::Object(data) => Ok(data),
+        _ => Err(corrupt("a stored document is not an object")),
+    }
+}
+
+fn load_document(
+    connection: &Connection,
+    cid: i64,
+    id: &str,
+) -> Result<Option<Document>, StoreError> {
+    let row = connection
+        .prepare_cached("SELECT version, body FROM docs WHERE cid = ? AND id = ?")?
+        .query_row(params![cid, id], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })
+        .optional()?;
+    row.map(|(version, body)| {
+        Ok(Document {
+            id: id.to_owned(),
+            version: version as u64,
+            data: parse_body(&body)?,
+        })
+    })
+    .transpose()
+}
+
+pub(crate) fn get_document(
+    connection: &Connection,
+    project: &ProjectId,
+    name: &CollectionName,
+    id: &str,
+) -> Result<Option<Document>, StoreError> {
+    match collection(connection, project, name)? {
+        Some(found) => load_document(connection, found.cid, id),
+        None => Ok(None),
+    }
+}
+
+/// Applies an atomic batch in a savepoint: all of it, or (on the first
+/// failure) none of it.
+pub(crate) fn apply_doc_batch(
+    transaction: &mut Transaction<'_>,
+    project: &ProjectId,
+    writes: &[DocWrite],
+) -> Result<Vec<DocWritten>, StoreError> {
+    let savepoint = transaction.savepoint()?;
+    let mut results = Vec::with_capacity(writes.len());
+    for (at, write) in writes.iter().enumerate() {
+        match apply_doc_write(&savepoint, project, write) {
+            Ok(done) => results.push(done),
+            // The savepoint rolls back when dropped.
+            Err(StoreError::Database(error)) => return Err(StoreError::Database(error)),
+            Err(error) => {
+                return Err(StoreError::BatchFailed {
+                    write: at,
+                    error: Box::new(error),
+                });
+            }
+        }
+    }
+    savepoint.commit()?;
+    Ok(results)
+}
+
+fn check(condition: DocCondition, live: Option<&Document>) -> Result<(), StoreError> {
+    let holds = match condition {
+        DocCondition::Always => true,
+        DocCondition::Version(version) => live.is_some_and(|live| live.version == version),
+        DocCondition::Exists => live.is_some(),
+        DocCondition::Absent => {
+            if let Some(live) = live {
+                return Err(StoreError::DocumentExists(live.id.clone()));
+            }
+            true
+        }
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(StoreError::ConditionFailed)
+    }
+}
+
+fn apply_doc_write(
+    transaction: &Connection,
+    project: &ProjectId,
+    write: &DocWrite,
+) -> Result<DocWritten, StoreError> {
+    let collection = ensure_collection(transaction, project, write.collection())?;
+    let cid = collection.cid;
+    let (id, condition) = match write {
+        DocWrite::Set { id: None, .. } => (
+            uuid::Uuid::now_v7().simple().to_string(),
+            DocCondition::Absent,
+        ),
+        DocWrite::Set {
+            id: Some(id),
+            condition,
+            ..
+        }
+        | DocWrite::Patch { id, condition, .. }
+        | DocWrite::Delete { id, condition, .. } => (id.clone(), *condition),
+    };
+    validate_id(&id)?;
+    let live = load_document(transaction, cid, &id)?;
+    check(condition, live.as_ref())?;
+    let new_data = match write {
+        DocWrite::Set { data, .. } => Some(data.clone()),
+        DocWrite::Patch { patch, .. } => {
+            let Some(live) = &live else {
+                return Err(StoreError::NoSuchDocument(id));
+            };
+            let mut merged = Value::Object(live.data.clone());
+            json_patch::merge(&mut merged, patch);
+            match merged {
+                Value::Object(data) => Some(data),
+                _ => {
+                    return Err(StoreError::InvalidDocument(
+                        "a merge patch must be a JSON object".to_owned(),
+                    ));
+                }
+            }
+        }
+        DocWrite::Delete { .. } => None,
+    };
+    if let Some(data) = &new_data {
+        validate_document(data)?;
+    }
+
+    // Index entries follow the document: remove the old keys, add the new.
+    for (ino, index) in &collection.indexes {
+        let old_key = live.as_ref().map(|live| index_key(index, &live.data));
+        let new_key = new_data.as_ref().map(|data| index_key(index, data));
+        if old_key == new_key {
+            continue;
+        }
+        if let Some(old_key) = old_key {
+            transaction
+                .prepare_cached(
+                    "DELETE FROM doc_index_entries WHERE cid = ? AND ino = ? AND key = ? AND id = ?",
+                )?
+                .execute(params![cid, ino, old_key, id])?;
+        }
+        if let Some(new_key) = new_key {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO doc_index_entries (cid, ino, key, id) VALUES (?, ?, ?, ?)",
+                )?
+                .execute(params![cid, ino, new_key, id])?;
+        }
+    }
+
+    let existed = live.is_some();
+    let Some(data) = new_data else {
+        if existed {
+            transaction
+                .prepare_cached("DELETE FROM docs WHERE cid = ? AND id = ?")?
+                .execute(params![cid, id])?;
+            transaction
+                .prepare_cached(
+                    "UPDATE doc_collections SET documents = documents - 1 WHERE cid = ?",
+                )?
+                .execute(params![cid])?;
+        }
+        return Ok(DocWritten {
+            id,
+            version: None,
+            existed,
+        });
+    };
+    let version: i64 = transaction
+        .prepare_cached(
+            "UPDATE doc_collections SET last_version = last_version + 1,
+                 documents = documents + ? WHERE cid = ? RETURNING last_version",
+        )?
+        .query_row(params![i64::from(!existed), cid], |row| row.get(0))?;
+    let body = Value::Object(data).to_string();
+    transaction
+        .prepare_cached("INSERT OR REPLACE INTO docs (cid, id, version, body) VALUES (?, ?, ?, ?)")?
+        .execute(params![cid, id, version, body])?;
+    Ok(DocWritten {
+        id,
+        version: Some(version as u64),
+        existed,
+    })
+}
+
+pub(crate) fn apply_create_index(
+    transaction: &mut Transaction<'_>,
+    project: &ProjectId,
+    name: &CollectionName,
+    index: &Index,
+) -> Result<(), StoreError> {
+    let savepoint = transaction.savepoint()?;
+    let collection = ensure_collection(&savepoint, project, name)?;
+    if collection
+        .indexes
+        .iter()
+        .any(|(_, existing)| existing.name == index.name)
+    {
+        return Err(StoreError::IndexExists(index.name.clone()));
+    }
+    if collection.indexes.len() >= MAX_INDEXES {
+        return Err(StoreError::InvalidQuery(format!(
+            "collection {name} has {MAX_INDEXES} indexes already, the most allowed"
+        )));
+    }
+    let ino = collection
+        .indexes
+        .iter()
+        .map(|(ino, _)| ino + 1)
+        .max()
+        .unwrap_or(1);
+    savepoint.execute(
+        "INSERT INTO doc_indexes (cid, name, ino, fields) VALUES (?, ?, ?, ?)",
+        params![
+            collection.cid,
+            index.name,
+            ino,
+            fields_to_json(&index.fields)
+        ],
+    )?;
+    {
+        let mut read = savepoint.prepare("SELECT id, body FROM docs WHERE cid = ?")?;
+        let mut insert = savepoint
+            .prepare("INSERT INTO doc_index_entries (cid, ino, key, id) VALUES (?, ?, ?, ?)")?;
+        let mut rows = read.query(params![collection.cid])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let body: String = row.get(1)?;
+            let key = index_key(index, &parse_body(&body)?);
+            insert.execute(params![collection.cid, ino, key, id])?;
+        }
+    }
+    savepoint.commit()?;
+    Ok(())
+}
+
+pub(crate) fn apply_drop_index(
+    transaction: &mut Transaction<'_>,
+    project: &ProjectId,
+    name: &CollectionName,
+    index: &str,
+) -> Result<bool, StoreError> {
+    let Some(collection) = collection(transaction, project, name)? else {
+        return Ok(false);
+    };
+    let Some((ino, _)) = collection
+        .indexes
+        .iter()
+        .find(|(_, existing)| existing.name == index)
+    else {
+        return Ok(false);
+    };
+    transaction.execute(
+        "DELETE FROM doc_index_entries WHERE cid = ? AND ino = ?",
+        params![collection.cid, ino],
+    )?;
+    transaction.execute(
+        "DELETE FROM doc_indexes WHERE cid = ? AND ino = ?",
+        params![collection.cid, ino],
+    )?;
+    Ok(true)
+}
+
+pub(crate) fn collections(
+    connection: &Connection,
+    project: &ProjectId,
+) -> Result<Vec<CollectionInfo>, StoreError> {
+    let mut statement = connection.prepare(
+        "SELECT cid, name, documents FROM doc_collections WHERE project = ? ORDER BY name",
+    )?;
+    let rows = statement.query_map(params![project.as_str()], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (cid, name, documents) = row?;
+        out.push(CollectionInfo {
+            name: CollectionName::new(name).map_err(corrupt)?,
+            documents: documents as u64,
+            indexes: indexes(connection, cid)?
+                .into_iter()
+                .map(|(_, index)| index)
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// A read position: the sort key and id of the last document returned.
+type Position = (Vec<u8>, String);
+
+/// A 64-bit FNV-1a hash of what a cursor depends on, so that a cursor of
+/// another query is refused instead of giving a wrong page.
+fn fingerprint(query: &Query, plan: &Plan) -> [u8; 8] {
+    let text = format!("{:?}|{:?}|{}", query.filter, query.order_by, plan.kind());
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash.to_be_bytes()
+}
+
+fn encode_cursor(query: &Query, plan: &Plan, (key, id): &Position) -> String {
+    let mut bytes = Vec::with_capacity(13 + key.len() + id.len());
+    bytes.push(plan.kind());
+    bytes.extend_from_slice(&fingerprint(query, plan));
+    bytes.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(key);
+    bytes.extend_from_slice(id.as_bytes());
+    hex::encode(bytes)
+}
+
+fn decode_cursor(query: &Query, plan: &Plan) -> Result<Option<Position>, StoreError> {
+    let Some(cursor) = &query.cursor else {
+        return Ok(None);
+    };
+    let invalid = || {
+        StoreError::InvalidQuery(
+            "the cursor is not one this query returned; start again without it".to_owned(),
+        )
+    };
+    let bytes = hex::decode(cursor).map_err(|_| invalid())?;
+    if bytes.len() < 13 || bytes[0] != plan.kind() || bytes[1..9] != fingerprint(query, plan) {
+        return Err(invalid());
+    }
+    let length = u32::from_be_bytes(bytes[9..13].try_into().map_err(|_| invalid())?) as usize;
+    let key = bytes.get(13..13 + length).ok_or_else(invalid)?.to_vec();
+    let id = String::from_utf8(bytes[13 + length..].to_vec()).map_err(|_| invalid())?;
+    Ok(Some((key, id)))
+}
+
+/// Reads documents in plan order after `after`, a chunk at a time, and
+/// hands each match to `visit` until it says stop.
+fn walk(
+    connection: &Connection,
+    cid: i64,
+    plan: &Plan,
+    mut after: Option<Position>,
+    mut visit: impl FnMut(Position, Document) -> bool,
+) -> Result<(), StoreError> {
+    const CHUNK: usize = 256;
+    match plan {
+        Plan::Scan { residual, order_by } => {
+            // Small collections only (the planner sees to it).
+            let mut statement =
+                connection.prepare_cached("SELECT id, version, body FROM docs WHERE cid = ?")?;
+            let mut rows = statement.query(params![cid])?;
+            let mut found: Vec<(Position, Document)> = Vec::new();
+            while let Some(row) = rows.next()? {
+                let document = document_from(row.get(0)?, row.get(1)?, row.get(2)?)?;
+                if residual
+                    .as_ref()
+                    .is_some_and(|filter| !matches(filter, &document.data))
+                {
+                    continue;
+                }
+                let mut key = Vec::new();
+                for order in order_by {
+                    encode_part(order.field.get(&document.data), order.descending, &mut key);
+                }
+                found.push(((key, document.id.clone()), document));
+            }
+            found.sort_by(|(left, _), (right, _)| left.cmp(right));
+            for (position, document) in found {
+                if after.as_ref().is_some_and(|after| position <= *after) {
+                    continue;
+                }
+                if !visit(position, document) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        Plan::ById { residual } => loop {
+            let mut statement = connection.prepare_cached(
+                "SELECT id, version, body FROM docs WHERE cid = ? AND id > ? ORDER BY id LIMIT ?",
+            )?;
+            let start = after.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
+            let mut rows = statement.query(params![cid, start, CHUNK as i64])?;
+            let mut read = 0;
+            while let Some(row) = rows.next()? {
+                read += 1;
+                let document = document_from(row.get(0)?, row.get(1)?, row.get(2)?)?;
+                let position = (Vec::new(), document.id.clone());
+                after = Some(position.clone());
+                if residual
+                    .as_ref()
+                    .is_some_and(|filter| !matches(filter, &document.data))
+                {
+                    continue;
+                }
+                if !visit(position, document) {
+                    return Ok(());
+                }
+            }
+            if read < CHUNK {
+                return Ok(());
+            }
+        },
+        Plan::Index {
+            index,
+            bounds,
+            reverse,
+            residual,
+            ..
+        } => {
+            let Some(ino) = indexes(connection, cid)?
+                .into_iter()
+                .find(|(_, found)| found.name == index.name)
+                .map(|(ino, _)| ino)
+            else {
+                return Ok(());
+            };
+            loop {
+                let Bounds { lower, upper } = bounds.clone();
+                let sql = if *reverse {
+                    "SELECT e.key, e.id, d.version, d.body FROM doc_index_entries e
+                       JOIN docs d ON d.cid = e.cid AND d.id = e.id
+                     WHERE e.cid = ?1 AND e.ino = ?2 AND e.key >= ?3 AND e.key < ?4
+                       AND (?5 IS NULL OR e.key < ?5 OR (e.key = ?5 AND e.id < ?6))
+                     ORDER BY e.key DESC, e.id DESC LIMIT ?7"
+                } else {
+                    "SELECT e.key, e.id, d.version, d.body FROM doc_index_entries e
+                       JOIN docs d ON d.cid = e.cid AND d.id = e.id
+                     WHERE e.cid = ?1 AND e.ino = ?2 AND e.key >= ?3 AND e.key < ?4
+                       AND (?5 IS NULL OR e.key > ?5 OR (e.key = ?5 AND e.id > ?6))
+                     ORDER BY e.key, e.id LIMIT ?7"
+                };
+                // Start the range at the cursor, so a deep page seeks
+                // instead of reading everything before it. No key is a
+                // prefix of another, so `key ++ 0x00` is just above `key`.
+                let (lower, upper) = match (&after, reverse) {
+                    (Some((key, _)), false) if *key > lower => (key.clone(), upper),
+                    (Some((key, _)), true) => {
+                        let mut above = key.clone();
+                        above.push(0);
+                        (lower, above.min(upper))
+                    }
+                    _ => (lower, upper),
+                };
+                let mut statement = connection.prepare_cached(sql)?;
+                let (after_key, after_id) = match &after {
+                    Some((key, id)) => (Some(key.clone()), id.clone()),
+                    None => (None, String::new()),
+                };
+                let mut rows = statement.query(params![
+                    cid,
+                    ino,
+                    lower,
+                    upper,
+                    after_key,
+                    after_id,
+                    CHUNK as i64
+                ])?;
+                let mut read = 0;
+                while let Some(row) = rows.next()? {
+                    read += 1;
+                    let key: Vec<u8> = row.get(0)?;
+                    let document = document_from(row.get(1)?, row.get(2)?, row.get(3)?)?;
+                    let position = (key, document.id.clone());
+                    after = Some(position.clone());
+                    if residual
+                        .as_ref()
+                        .is_some_and(|filter| !matches(filter, &document.data))
+                    {
+                        continue;
+                    }
+                    if !visit(position, document) {
+                        return Ok(());
+                    }
+                }
+                if read < CHUNK {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn document_from(id: String, version: i64, body: String) -> Result<Document, StoreError> {
+    Ok(Document {
+        id,
+        version: version as u64,
+        data: parse_body(&body)?,
+    })
+}
+
+fn planned(
+    connection: &Connection,
+    project: &ProjectId,
+    name: &CollectionName,
+    query: &Query,
+) -> Result<Option<(Collection, Plan)>, StoreError> {
+    let Some(found) = collection(connection, project, name)? else {
+        return Ok(None);
+    };
+    let indexes: Vec<Index> = found
+        .indexes
+        .iter()
+        .map(|(_, index)| index.clone())
+        .collect();
+    let chosen = plan(query, &indexes, found.documents, name.as_str())?;
+    Ok(Some((found, chosen)))
+}
+
+pub(crate) fn query(
+    connection: &Connection,
+    project: &ProjectId,
+    name: &CollectionName,
+    query: &Query,
+) -> Result<QueryPage, StoreError> {
+    let Some((found, chosen)) = planned(connection, project, name, query)? else {
+        // Checked anyway, so that a bad cursor fails the same way always.
+        if query.cursor.is_some() {
+            decode_cursor(query, &Plan::ById { residual: None })?;
+        }
+        return Ok(QueryPage {
+            documents: Vec::new(),
+            next_cursor: None,
+        });
+    };
+    let after = decode_cursor(query, &chosen)?;
+    let limit = query.limit as usize;
+    let mut documents = Vec::new();
+    let mut last = None;
+    let mut more = false;
+    walk(
+        connection,
+        found.cid,
+        &chosen,
+        after,
+        |position, document| {
+            if documents.len() == limit {
+                more = true;
+                return false;
+            }
+            documents.push(document);
+            last = Some(position);
+            true
+        },
+    )?;
+    let next_cursor = match (more, last) {
+        (true, Some(last)) => Some(encode_cursor(query, &chosen, &last)),
+        _ => None,
+    };
+    Ok(QueryPage {
+        documents,
+        next_cursor,
+    })
+}
+
+pub(crate) fn count(
+    connection: &Connection,
+    project: &ProjectId,
+    name: &CollectionName,
+    query: &Query,
+) -> Result<u64, StoreError> {
+    let Some((found, chosen)) = planned(connection, project, name, query)? else {
+        return Ok(0);
+    };
+    match &chosen {
+        Plan::ById { residual: None } => return Ok(found.documents),
+        Plan::Index {
+            index,
+            bounds,
+            residual: None,
+            ..
+        } => {
+            if let Some((ino, _)) = found.indexes.iter().find(|(_, i)| i.name == index.name) {
+                let total: i64 = connection
+                    .prepare_cached(
+                        "SELECT count(*) FROM doc_index_entries
+                         WHERE cid = ? AND ino = ? AND key >= ? AND key < ?",
+                    )?
+                    .query_row(params![found.cid, ino, bounds.lower, bounds.upper], |row| {
+                        row.get(0)
+                    })?;
+                return Ok(total as u64);
+            }
+        }
+        _ => {}
+    }
+    let mut total = 0;
+    walk(connection, found.cid, &chosen, None, |_, _| {
+        total += 1;
+        true
+    })?;
+    Ok(total)
+}
+
+pub(crate) fn explain(
+    connection: &Connection,
+    project: &ProjectId,
+    name: &CollectionName,
+    query: &Query,
+) -> Result<Explain, StoreError> {
+    match planned(connection, project, name, query)? {
+        Some((found, chosen)) => Ok(chosen.explain(found.documents)),
+        None => Ok(plan(query, &[], 0, name.as_str())?.explain(0)),
+    }
+}

@@ -1,0 +1,597 @@
+//! The `DocStore` contract.
+use domain::{CollectionName, ProjectId};
+use serde_json::{Map, Value, json};
+use store::StoreError;
+use store::docs::{
+    DocCondition, DocStore, DocWrite, Index, MAX_DOCUMENT_DEPTH, Query, SCAN_LIMIT,
+    parse_index_fields, parse_query,
+};
+
+fn collection(name: &str) -> CollectionName {
+    CollectionName::new(name).unwrap()
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    value.as_object().unwrap().clone()
+}
+
+fn set(store: &dyn DocStore, project: &ProjectId, coll: &str, id: &str, data: Value) -> u64 {
+    let write = DocWrite::Set {
+        collection: collection(coll),
+        id: Some(id.to_owned()),
+        data: object(data),
+        condition: DocCondition::Always,
+    };
+    store.doc_write_blocking(project, vec![write]).unwrap()[0]
+        .version
+        .unwrap()
+}
+
+fn inner(error: StoreError) -> StoreError {
+    match error {
+        StoreError::BatchFailed { error, .. } => *error,
+        other => other,
+    }
+}
+
+fn query(text: Value) -> Query {
+    parse_query(&text).unwrap()
+}
+
+/// Every page of the query, following cursors; ids in order.
+fn all_pages(store: &dyn DocStore, project: &ProjectId, coll: &str, mut q: Query) -> Vec<String> {
+    let mut ids = Vec::new();
+    loop {
+        let page = store.doc_query(project, &collection(coll), &q).unwrap();
+        ids.extend(page.documents.into_iter().map(|document| document.id));
+        match page.next_cursor {
+            Some(cursor) => q.cursor = Some(cursor),
+            None => return ids,
+        }
+    }
+}
+
+fn index(name: &str, fields: Value) -> Index {
+    Index {
+        name: name.to_owned(),
+        fields: parse_index_fields(&fields).unwrap(),
+    }
+}
+
+pub fn crud_contract(store: &dyn DocStore) {
+    let project = ProjectId::new("docs-crud").unwrap();
+    let other = ProjectId::new("docs-other").unwrap();
+    let users = collection("users");
+
+    // Create with a server-chosen id, then with the client's.
+    let created = store
+        .doc_write_blocking(
+            &project,
+            vec![DocWrite::Set {
+                collection: users.clone(),
+                id: None,
+                data: object(json!({"name": "ada"})),
+                condition: DocCondition::Absent,
+            }],
+        )
+        .unwrap();
+    let generated = created[0].id.clone();
+    assert!(!generated.is_empty() && !created[0].existed);
+    let fetched = store
+        .doc_get(&project, &users, &generated)
+        .unwrap()
+        .unwrap();
+    assert_eq!(fetched.data, object(json!({"name": "ada"})));
+    assert_eq!(Some(fetched.version), created[0].version);
+
+    let v1 = set(
+        store,
+        &project,
+        "users",
+        "bob",
+        json!({"name": "bob", "address": {"city": "Oslo", "zip": "0150"}}),
+    );
+    let duplicate = store.doc_write_blocking(
+        &project,
+        vec![DocWrite::Set {
+            collection: users.clone(),
+            id: Some("bob".to_owned()),
+            data: object(json!({})),
+            condition: DocCondition::Absent,
+        }],
+    );
+    assert!(matches!(inner(duplicate.unwrap_err()), StoreError::DocumentExists(id) if id == "bob"));
+
+    // Optimistic concurrency: the current version passes, a stale one fails.
+    let replace = |version: u64, data: Value| {
+        store.doc_write_blocking(
+            &project,
+            vec![DocWrite::Set {
+                collection: users.clone(),
+                id: Some("bob".to_owned()),
+                data: object(data),
+                condition: DocCondition::Version(version),
+            }],
+        )
+    };
+    let v2 = replace(
+        v1,
+        json!({"name": "bob", "address": {"city": "Oslo", "zip": "0150"}, "age": 40}),
+    )
+    .unwrap()[0]
+        .version
+        .unwrap();
+    assert!(v2 > v1);
+    assert!(matches!(
+        inner(replace(v1, json!({})).unwrap_err()),
+        StoreError::ConditionFailed
+    ));
+
+    // Merge patch (RFC 7396): nested merge, null removes.
+    let patched = store
+        .doc_write_blocking(
+            &project,
+            vec![DocWrite::Patch {
+                collection: users.clone(),
+                id: "bob".to_owned(),
+                patch: json!({"address": {"zip": null, "street": "Storgata"}, "age": 41}),
+                condition: DocCondition::Always,
+            }],
+        )
+        .unwrap();
+    assert!(patched[0].existed);
+    let bob = store.doc_get(&project, &users, "bob").unwrap().unwrap();
+    assert_eq!(
+        bob.data,
+        object(
+            json!({"name": "bob", "address": {"city": "Oslo", "street": "Storgata"}, "age": 41})
+        )
+    );
+    let missing_patch = store.doc_write_blocking(
+        &project,
+        vec![DocWrite::Patch {
+            collection: users.clone(),
+            id: "nobody".to_owned(),
+            patch: json!({"a": 1}),
+            condition: DocCondition::Always,
+        }],
+    );
+    assert!(matches!(
+        inner(missing_patch.unwrap_err()),
+        StoreError::NoSuchDocument(_)
+    ));
+
+    // Delete, then re-create: the version is never reused.
+    let deleted = store
+        .doc_write_blocking(
+            &project,
+            vec![DocWrite::Delete {
+                collection: users.clone(),
+                id: "bob".to_owned(),
+                condition: DocCondition::Version(bob.version),
+            }],
+        )
+        .unwrap();
+    assert!(deleted[0].existed && deleted[0].version.is_none());
+    assert_eq!(store.doc_get(&project, &users, "bob").unwrap(), None);
+    let again = set(store, &project, "users", "bob", json!({"name": "bob"}));
+    assert!(again > bob.version);
+
+    // A batch commits all or nothing.
+    let batch = vec![
+        DocWrite::Set {
+            collection: users.clone(),
+            id: Some("carol".to_owned()),
+            data: object(json!({"name": "carol"})),
+            condition: DocCondition::Absent,
+        },
+        DocWrite::Set {
+            collection: collection("audit"),
+            id: Some("e1".to_owned()),
+            data: object(json!({"what": "carol joined"})),
+            condition: DocCondition::Always,
+        },
+        DocWrite::Delete {
+            collection: users.clone(),
+            id: "bob".to_owned(),
+            condition: DocCondition::Version(1),
+        },
+    ];
+    match store
+        .doc_write_blocking(&project, batch.clone())
+        .unwrap_err()
+    {
+        StoreError::BatchFailed { write, error } => {
+            assert_eq!(write, 2);
+            assert!(matches!(*error, StoreError::ConditionFailed));
+        }
+        other => panic!("expected a failed batch, got {other:?}"),
+    }
+    assert_eq!(store.doc_get(&project, &users, "carol").unwrap(), None);
+    assert_eq!(
+        store.doc_get(&project, &collection("audit"), "e1").unwrap(),
+        None
+    );
+    let mut batch = batch;
+    batch.pop();
+    let done = store.doc_write_blocking(&project, batch).unwrap();
+    assert_eq!(done.len(), 2);
+    assert!(store.doc_get(&project, &users, "carol").unwrap().is_some());
+
+    // Bad documents and ids are refused with what is wrong.
+    let mut deep = json!(1);
+    for _ in 0..=MAX_DOCUMENT_DEPTH {
+        deep = json!({ "d": deep });
+    }
+    let too_deep = store.doc_write_blocking(
+        &project,
+        vec![DocWrite::Set {
+            collection: users.clone(),
+            id: Some("deep".to_owned()),
+            data: object(deep),
+            condition: DocCondition::Always,
+        }],
+    );
+    assert!(
+        matches!(inner(too_deep.unwrap_err()), StoreError::InvalidDocument(m) if m.contains("levels deep"))
+    );
+    let big = json!({"blob": "x".repeat(store::docs::MAX_DOCUMENT_BYTES)});
+    let too_big = store.doc_write_blocking(
+        &project,
+        vec![DocWrite::Set {
+            collection: users.clone(),
+            id: Some("big".to_owned()),
+            data: object(big),
+            condition: DocCondition::Always,
+        }],
+    );
+    assert!(
+        matches!(inner(too_big.unwrap_err()), StoreError::InvalidDocument(m) if m.contains("bytes"))
+    );
+    for bad in ["", "_hidden", "a/b", "sp ace"] {
+        let result = store.doc_write_blocking(
+            &project,
+            vec![DocWrite::Set {
+                collection: users.clone(),
+                id: Some(bad.to_owned()),
+                data: object(json!({})),
+                condition: DocCondition::Always,
+            }],
+        );
+        assert!(
+            matches!(inner(result.unwrap_err()), StoreError::InvalidDocument(_)),
+            "{bad:?}"
+        );
+    }
+
+    // Another project sees none of it.
+    assert_eq!(store.doc_get(&other, &users, "carol").unwrap(), None);
+    assert!(store.doc_collections(&other).unwrap().is_empty());
+    let everything = store.doc_query(&other, &users, &query(json!({}))).unwrap();
+    assert!(everything.documents.is_empty());
+    let names: Vec<String> = store
+        .doc_collections(&project)
+        .unwrap()
+        .into_iter()
+        .map(|info| info.name.to_string())
+        .collect();
+    assert_eq!(names, ["audit", "users"]);
+}
+
+/// People with ages, cities, tags and nested fields; ids p00..p29.
+fn people(store: &dyn DocStore, project: &ProjectId) {
+    let cities = ["Oslo", "Bergen", "Lima"];
+    let writes = (0..30)
+        .map(|n: i64| {
+            let mut data = json!({
+                "name": format!("person {n:02}"),
+                "age": 20 + (n * 7) % 40,
+                "city": cities[(n % 3) as usize],
+                "tags": if n % 4 == 0 { json!(["admin", "staff"]) } else { json!(["staff"]) },
+                "address": {"zip": format!("{:04}", 1000 + n * 10)},
+            });
+            if n % 5 == 0 {
+                data.as_object_mut().unwrap().remove("age");
+            }
+            if n == 7 {
+                data["age"] = json!("unknown");
+            }
+            DocWrite::Set {
+                collection: collection("people"),
+                id: Some(format!("p{n:02}")),
+                data: object(data),
+                condition: DocCondition::Always,
+            }
+        })
+        .collect();
+    store.doc_write_blocking(project, writes).unwrap();
+}
+
+/// The expected ids, computed by brute force from the same data.
+fn expected(filter: impl Fn(i64) -> bool) -> Vec<String> {
+    (0..30)
+        .filter(|&n| filter(n))
+        .map(|n| format!("p{n:02}"))
+        .collect()
+}
+
+fn age(n: i64) -> Option<i64> {
+    if n % 5 == 0 || n == 7 {
+        None
+    } else {
+        Some(20 + (n * 7) % 40)
+    }
+}
+
+fn city(n: i64) -> &'static str {
+    ["Oslo", "Bergen", "Lima"][(n % 3) as usize]
+}
+
+pub fn query_contract(store: &dyn DocStore) {
+    let project = ProjectId::new("docs-query").unwrap();
+    people(store, &project);
+    let ids = |q: Value| all_pages(store, &project, "people", query(q));
+    let sorted = |mut ids: Vec<String>| {
+        ids.sort();
+        ids
+    };
+
+    // Each operator, with no index (a small collection is read whole).
+    let cases: Vec<(Value, Vec<String>)> = vec![
+        (
+            json!({"where": ["city", "==", "Oslo"]}),
+            expected(|n| city(n) == "Oslo"),
+        ),
+        (
+            json!({"where": ["city", "!=", "Oslo"]}),
+            expected(|n| city(n) != "Oslo"),
+        ),
+        (
+            json!({"where": ["age", ">", 40]}),
+            expected(|n| age(n).is_some_and(|a| a > 40)),
+        ),
+        (
+            json!({"where": ["age", ">=", 41]}),
+            expected(|n| age(n).is_some_and(|a| a >= 41)),
+        ),
+        (
+            json!({"where": ["age", "<", 30]}),
+            expected(|n| age(n).is_some_and(|a| a < 30)),
+        ),
+        (
+            json!({"where": ["age", "<=", 27]}),
+            expected(|n| age(n).is_some_and(|a| a <= 27)),
+        ),
+        (
+            json!({"where": ["city", "in", ["Lima", "Bergen"]]}),
+            expected(|n| city(n) != "Oslo"),
+        ),
+        (
+            json!({"where": ["city", "not-in", ["Lima", "Bergen"]]}),
+            expected(|n| city(n) == "Oslo"),
+        ),
+        (
+            json!({"where": ["tags", "array-contains", "admin"]}),
+            expected(|n| n % 4 == 0),
+        ),
+        (
+            json!({"where": ["age", "exists", false]}),
+            expected(|n| n % 5 == 0),
+        ),
+        (
+            json!({"where": ["address.zip", "prefix", "11"]}),
+            expected(|n| (10..20).contains(&n)),
+        ),
+        (
+            json!({"where": ["address.zip", "==", "1050"]}),
+            expected(|n| n == 5),
+        ),
+        (
+            json!({"where": {"and": [["city", "==", "Oslo"], ["age", ">=", 30]]}}),
+            expected(|n| city(n) == "Oslo" && age(n).is_some_and(|a| a >= 30)),
+        ),
+        (
+            json!({"where": {"or": [["city", "==", "Lima"], {"field": "age", "op": "<", "value": 25}]}}),
+            expected(|n| city(n) == "Lima" || age(n).is_some_and(|a| a < 25)),
+        ),
+    ];
+    for (q, want) in &cases {
+        assert_eq!(sorted(ids(q.clone())), *want, "{q}");
+    }
+
+    // Ordering: a missing field sorts first, a string after numbers; ties
+    // by id.
+    let mut all: Vec<i64> = (0..30).collect();
+    all.sort_by_key(|&n| {
+        let rank = match (n % 5 == 0, n == 7) {
+            (true, _) => 0,
+            (_, true) => 2,
+            _ => 1,
+        };
+        (rank, age(n).unwrap_or(0), n)
+    });
+    let by_age: Vec<String> = all.iter().map(|n| format!("p{n:02}")).collect();
+    assert_eq!(ids(json!({"order_by": ["age"], "limit": 4})), by_age);
+
+    // The same queries through indexes give the same documents, and say so.
+    store
+        .doc_create_index(
+            &project,
+            &collection("people"),
+            index("by-city-age", json!(["city", "age"])),
+        )
+        .unwrap();
+    store
+        .doc_create_index(
+            &project,
+            &collection("people"),
+            index("by-age", json!(["age"])),
+        )
+        .unwrap();
+    store
+        .doc_create_index(
+            &project,
+            &collection("people"),
+            index("by-zip", json!(["address.zip"])),
+        )
+        .unwrap();
+    for (q, want) in &cases {
+        assert_eq!(sorted(ids(q.clone())), *want, "indexed: {q}");
+    }
+    let plan = store
+        .doc_explain(
+            &project,
+            &collection("people"),
+            &query(json!({"where": {"and": [["city", "==", "Oslo"], ["age", ">=", 30], ["tags", "array-contains", "admin"]]}})),
+        )
+        .unwrap();
+    assert_eq!(plan.strategy, "index");
+    assert_eq!(plan.index.as_deref(), Some("by-city-age"));
+    assert_eq!(plan.index_terms.len(), 2);
+    assert_eq!(plan.residual_terms, ["tags array-contains \"admin\""]);
+
+    // Ordered through an index, forwards and backwards, in small pages.
+    let oslo_by_age = {
+        let mut all: Vec<i64> = (0..30)
+            .filter(|&n| city(n) == "Oslo" && age(n).is_some())
+            .collect();
+        all.sort_by_key(|&n| (age(n), n));
+        all.iter().map(|n| format!("p{n:02}")).collect::<Vec<_>>()
+    };
+    let forward = ids(
+        json!({"where": {"and": [["city", "==", "Oslo"], ["age", ">", 0]]}, "order_by": ["age"], "limit": 2}),
+    );
+    assert_eq!(forward, oslo_by_age);
+    let backward = ids(
+        json!({"where": {"and": [["city", "==", "Oslo"], ["age", ">", 0]]}, "order_by": ["-age"], "limit": 3}),
+    );
+    let ages_backward: Vec<Option<i64>> = backward
+        .iter()
+        .map(|id| age(id[1..].parse().unwrap()))
+        .collect();
+    let mut ages_sorted = ages_backward.clone();
+    ages_sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(ages_backward, ages_sorted);
+    assert_eq!(sorted(backward), sorted(oslo_by_age.clone()));
+
+    // Count uses the same plans.
+    let count = store
+        .doc_count(
+            &project,
+            &collection("people"),
+            &query(json!({"where": ["city", "==", "Oslo"]})),
+        )
+        .unwrap();
+    assert_eq!(count as usize, expected(|n| city(n) == "Oslo").len());
+    let count_all = store
+        .doc_count(&project, &collection("people"), &query(json!({})))
+        .unwrap();
+    assert_eq!(count_all, 30);
+
+    // Writes keep indexes current: a moved document leaves its old range.
+    set(
+        store,
+        &project,
+        "people",
+        "p03",
+        json!({"city": "Oslo", "age": 99}),
+    );
+    let oldest = ids(json!({"where": ["city", "==", "Oslo"], "order_by": ["-age"], "limit": 1}));
+    assert_eq!(oldest[0], "p03");
+    store
+        .doc_write_blocking(
+            &project,
+            vec![DocWrite::Delete {
+                collection: collection("people"),
+                id: "p03".to_owned(),
+                condition: DocCondition::Always,
+            }],
+        )
+        .unwrap();
+    let oldest = ids(json!({"where": ["city", "==", "Oslo"], "order_by": ["-age"], "limit": 1}));
+    assert_ne!(oldest[0], "p03");
+
+    // A cursor of another query is refused.
+    let page = store
+        .doc_query(
+            &project,
+            &collection("people"),
+            &query(json!({"order_by": ["age"], "limit": 2})),
+        )
+        .unwrap();
+    let mut other = query(json!({"where": ["city", "==", "Lima"], "limit": 2}));
+    other.cursor = page.next_cursor;
+    assert!(matches!(
+        store.doc_query(&project, &collection("people"), &other),
+        Err(StoreError::InvalidQuery(_))
+    ));
+
+    // Dropping an index: queries fall back to reading the collection.
+    assert!(
+        store
+            .doc_drop_index(&project, &collection("people"), "by-age")
+            .unwrap()
+    );
+    assert!(
+        !store
+            .doc_drop_index(&project, &collection("people"), "by-age")
+            .unwrap()
+    );
+    assert!(matches!(
+        store.doc_create_index(
+            &project,
+            &collection("people"),
+            index("by-zip", json!(["name"]))
+        ),
+        Err(StoreError::IndexExists(_))
+    ));
+    let infos = store.doc_collections(&project).unwrap();
+    assert_eq!(infos[0].indexes.len(), 2);
+}
+
+pub fn large_collection_contract(store: &dyn DocStore) {
+    let project = ProjectId::new("docs-large").unwrap();
+    let total = SCAN_LIMIT + 200;
+    let writes: Vec<DocWrite> = (0..total)
+        .map(|n| {
+            let kind = ["click", "view"][(n % 2) as usize];
+            DocWrite::Set {
+                collection: collection("events"),
+                id: Some(format!("e{n:05}")),
+                data: object(json!({"kind": kind, "at": n})),
+                condition: DocCondition::Always,
+            }
+        })
+        .collect();
+    store.doc_write_blocking(&project, writes).unwrap();
+    let events = collection("events");
+
+    // Listing by id is paging, not a scan: allowed.
+    let first = store
+        .doc_query(&project, &events, &query(json!({"limit": 3})))
+        .unwrap();
+    assert_eq!(first.documents[0].id, "e00000");
+    // A filter no index serves is refused, and the error names the index.
+    let filtered = query(
+        json!({"where": {"and": [["kind", "==", "view"], ["at", ">=", 1000]]}, "order_by": ["at"]}),
+    );
+    match store.doc_query(&project, &events, &filtered) {
+        Err(StoreError::UnindexedQuery(message)) => {
+            assert!(message.contains("[\"kind\", \"at\"]"), "{message}");
+        }
+        other => panic!("expected an unindexed query error, got {other:?}"),
+    }
+    store
+        .doc_create_index(&project, &events, index("kind-at", json!(["kind", "at"])))
+        .unwrap();
+    let found = all_pages(store, &project, "events", filtered.clone());
+    let want: Vec<String> = (1000..total)
+        .filter(|n| n % 2 == 1)
+        .map(|n| format!("e{n:05}"))
+        .collect();
+    assert_eq!(found, want);
+    assert_eq!(
+        store.doc_count(&project, &events, &filtered).unwrap(),
+        want.len() as u64
+    );
+}
