@@ -186,3 +186,100 @@ pub struct KvWritten {
 pub struct KvCounter {
     pub value: i64,
 }
+
+/// A stored document. `version` is also its `ETag`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Document {
+    pub id: String,
+    pub version: u64,
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a document write did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DocWritten {
+    pub id: String,
+    /// The new version; `null` after a delete.
+    pub version: Option<u64>,
+}
+
+/// A page of query results; `next_cursor` fetches the next page, `null`
+/// when this was the last.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DocPage {
+    pub documents: Vec<Document>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DocCount {
+    pub count: u64,
+}
+
+/// How a query runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DocExplain {
+    /// `index` (a range of `index`), `by-id` (the primary key) or `scan`
+    /// (every document of the collection).
+    pub strategy: String,
+    pub index: Option<String>,
+    pub index_terms: Vec<String>,
+    pub residual_terms: Vec<String>,
+    pub sorts_in_memory: bool,
+    pub collection_documents: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DocIndex {
+    pub name: String,
+    /// Field paths in order; `-` in front sorts that field descending.
+    pub fields: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDocIndex {
+    pub fields: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DocCollection {
+    pub name: String,
+    pub documents: u64,
+    pub indexes: Vec<DocIndex>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DocCollectionList {
+    pub collections: Vec<DocCollection>,
+}
+
+/// One write of `POST /v1/docs/_batch`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DocBatchWrite {
+    /// `create` (fails if the id exists; no id: a new one), `set` (create
+    /// or replace), `patch` (JSON merge patch of an existing document) or
+    /// `delete`.
+    pub op: String,
+    pub collection: String,
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The document (`create`, `set`) or the patch (`patch`).
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+    /// Only if the document is at this version (as `If-Match`).
+    #[serde(default)]
+    pub if_version: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DocBatch {
+    pub writes: Vec<DocBatchWrite>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DocBatchResult {
+    pub results: Vec<DocWritten>,
+}

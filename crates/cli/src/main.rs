@@ -51,6 +51,8 @@ enum Command {
     Keys(commands::keys::Keys),
     #[command(subcommand)]
     Kv(commands::kv::Kv),
+    #[command(subcommand)]
+    Docs(commands::docs::Docs),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
             Command::Project(command) => command.run(connection.client()?).await,
             Command::Keys(command) => command.run(connection.client()?).await,
             Command::Kv(command) => command.run(connection.client()?).await,
+            Command::Docs(command) => command.run(connection.client()?).await,
         }
     });
     match result {

@@ -18,7 +18,13 @@ pub enum ApiError {
     NotFound(String),
     ProjectNotFound(String),
     KeyNotFound(String),
+    DocumentNotFound(String),
     PreconditionFailed(String),
+    /// A write of an atomic batch failed, so none was written.
+    Batch {
+        write: usize,
+        error: Box<ApiError>,
+    },
     Conflict {
         code: &'static str,
         message: String,
@@ -50,6 +56,8 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::ProjectNotFound(_) => (StatusCode::NOT_FOUND, "project_not_found"),
             ApiError::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
+            ApiError::DocumentNotFound(_) => (StatusCode::NOT_FOUND, "document_not_found"),
+            ApiError::Batch { error, .. } => error.status_and_code(),
             ApiError::PreconditionFailed(_) => {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed")
             }
@@ -80,6 +88,7 @@ impl ApiError {
             ApiError::NotAllowed(message)
             | ApiError::ProjectNotFound(message)
             | ApiError::KeyNotFound(message)
+            | ApiError::DocumentNotFound(message)
             | ApiError::PreconditionFailed(message)
             | ApiError::Conflict { message, .. }
             | ApiError::NotFound(message)
@@ -88,6 +97,10 @@ impl ApiError {
             | ApiError::PayloadTooLarge(message)
             | ApiError::Overloaded(message) => message.clone(),
             ApiError::Guest(failure) => failure.message.clone(),
+            ApiError::Batch { write, error } => format!(
+                "write {write} of the batch failed, so nothing was written: {}",
+                error.message()
+            ),
             // Internals are logged, not shown.
             ApiError::Internal(_) => {
                 "wok failed to handle the request; the server log has details".to_owned()
@@ -152,9 +165,33 @@ impl From<store::StoreError> for ApiError {
                 message: error.to_string(),
             },
             store::StoreError::ConditionFailed => ApiError::PreconditionFailed(
-                "the key is not at the version If-Match names, or If-None-Match: * found it"
+                "the entry is not at the version If-Match names, or If-None-Match: * found it"
                     .to_owned(),
             ),
+            store::StoreError::NoSuchDocument(id) => {
+                ApiError::DocumentNotFound(format!("no document {id:?} in this collection"))
+            }
+            store::StoreError::DocumentExists(_) => ApiError::Conflict {
+                code: "document_exists",
+                message: error.to_string(),
+            },
+            store::StoreError::IndexExists(_) => ApiError::Conflict {
+                code: "index_exists",
+                message: error.to_string(),
+            },
+            store::StoreError::InvalidDocument(message) => {
+                ApiError::bad_request("invalid_document", message)
+            }
+            store::StoreError::InvalidQuery(message) => {
+                ApiError::bad_request("invalid_query", message)
+            }
+            store::StoreError::UnindexedQuery(message) => {
+                ApiError::bad_request("unindexed_query", message)
+            }
+            store::StoreError::BatchFailed { write, error } => ApiError::Batch {
+                write,
+                error: Box::new((*error).into()),
+            },
             store::StoreError::NotANumber => ApiError::Conflict {
                 code: "not_a_number",
                 message: "the value is not a decimal integer, so it cannot be incremented"

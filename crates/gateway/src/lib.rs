@@ -7,6 +7,7 @@
 
 mod control;
 mod convert;
+mod docs;
 mod error;
 mod invoke_route;
 mod kv;
@@ -15,7 +16,7 @@ mod projects;
 pub use error::ApiError;
 
 use axum::Router;
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, delete, get, post, put};
 use functions::Functions;
 use metering::{Metrics, Recorder};
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Key-value stores (the same SQLite database as `store`, for now).
     pub kv: Arc<dyn store::KvStore>,
+    /// Document collections (the same SQLite database as `store`, for now).
+    pub docs: Arc<dyn store::DocStore>,
     /// Checks the admin credential and project keys.
     pub auth: Arc<auth::Auth>,
     /// Largest component upload accepted by deploy.
@@ -89,6 +92,27 @@ fn control_router(gateway: SharedGateway) -> Router {
                 .put(kv::put)
                 .delete(kv::delete)
                 .post(kv::increment),
+        )
+        .route("/v1/docs", get(docs::list_collections))
+        .route("/v1/docs/_batch", post(docs::batch))
+        .route(
+            "/v1/docs/{collection}",
+            get(docs::list_documents).post(docs::create),
+        )
+        .route("/v1/docs/{collection}/_query", post(docs::query))
+        .route("/v1/docs/{collection}/_count", post(docs::count))
+        .route("/v1/docs/{collection}/_explain", post(docs::explain))
+        .route("/v1/docs/{collection}/_indexes", get(docs::list_indexes))
+        .route(
+            "/v1/docs/{collection}/_indexes/{name}",
+            put(docs::create_index).delete(docs::drop_index),
+        )
+        .route(
+            "/v1/docs/{collection}/{id}",
+            get(docs::get)
+                .put(docs::put)
+                .patch(docs::patch)
+                .delete(docs::delete),
         )
         .route_layer(axum::middleware::from_fn(projects::require_project_access));
     let admin_routes = Router::new()

@@ -74,10 +74,13 @@ pub async fn authenticate(
             }
         }
         Some(_) => {}
+        // Unscoped paths mean the key's own project (the admin's: `default`).
         None => {
-            request
-                .extensions_mut()
-                .insert(Scope(ProjectId::default_project()));
+            let project = match &caller {
+                Caller::Key { project, .. } => project.clone(),
+                Caller::Admin => ProjectId::default_project(),
+            };
+            request.extensions_mut().insert(Scope(project));
         }
     }
     request.extensions_mut().insert(caller);
@@ -129,7 +132,8 @@ pub async fn require_project_access(
 ) -> Response {
     if !caller.serves(&project) {
         return ApiError::NotAllowed(format!(
-            "this credential has no access to project {project:?}"
+            "this credential has no access to project {:?}",
+            project.as_str()
         ))
         .into_response();
     }

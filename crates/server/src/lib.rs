@@ -88,7 +88,8 @@ pub async fn run(
             .context("opening the metadata database")?,
     );
     let store: Arc<dyn MetaStore> = sqlite.clone();
-    let kv: Arc<dyn store::KvStore> = sqlite;
+    let kv: Arc<dyn store::KvStore> = sqlite.clone();
+    let docs: Arc<dyn store::DocStore> = sqlite;
     let artifacts =
         ArtifactStore::open(&config.data_dir).context("opening the artifact directory")?;
     let metrics = Arc::new(Metrics::new());
@@ -108,6 +109,7 @@ pub async fn run(
         recorder: recorder.clone(),
         metrics,
         kv,
+        docs,
         auth,
         max_upload_bytes: config.max_upload.bytes(),
     });

@@ -1,4 +1,5 @@
 pub mod deploy;
+pub mod docs;
 pub mod invoke;
 pub mod keys;
 pub mod kv;

@@ -3,6 +3,7 @@
 
 mod architecture;
 mod deploy;
+mod docs;
 mod foreign;
 mod invoke;
 mod kv;

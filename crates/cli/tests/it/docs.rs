@@ -1,0 +1,422 @@
+use crate::*;
+use serde_json::{Value, json};
+
+fn docs(server: &WokServer, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    control(server, method, &format!("/v1/docs{path}"))
+}
+
+async fn post_json(server: &WokServer, path: &str, body: Value) -> Answer {
+    send(docs(server, reqwest::Method::POST, path).json(&body)).await
+}
+
+#[tokio::test]
+async fn documents_over_rest() {
+    let server = server();
+    // Create with a server-chosen id: 201, ETag, then read it back.
+    let created = post_json(&server, "/users", json!({"name": "ada", "age": 36})).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let version = created.json()["version"].as_u64().unwrap();
+    assert_eq!(created.header("etag"), format!("\"{version}\""));
+    let fetched = send(docs(&server, reqwest::Method::GET, &format!("/users/{id}"))).await;
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.json()["data"], json!({"name": "ada", "age": 36}));
+    assert_eq!(fetched.header("etag"), format!("\"{version}\""));
+
+    // PUT creates (201) then replaces (200); If-Match guards, 412 when stale.
+    let put = |body: Value| docs(&server, reqwest::Method::PUT, "/users/bob").json(&body);
+    assert_eq!(send(put(json!({"name": "bob"}))).await.status, 201);
+    let replaced = send(put(json!({"name": "bob", "age": 40}))).await;
+    assert_eq!(replaced.status, 200);
+    let v2 = replaced.json()["version"].as_u64().unwrap();
+    let stale = send(put(json!({})).header("if-match", format!("\"{}\"", v2 - 1))).await;
+    assert_eq!(
+        (stale.status, stale.error_code().as_str()),
+        (412, "precondition_failed")
+    );
+    let exists = send(put(json!({})).header("if-none-match", "*")).await;
+    assert_eq!(exists.status, 412);
+
+    // Merge patch: nested fields merge, null removes.
+    let patched = send(
+        docs(&server, reqwest::Method::PATCH, "/users/bob")
+            .header("if-match", format!("\"{v2}\""))
+            .json(&json!({"age": null, "address": {"city": "Oslo"}})),
+    )
+    .await;
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    let bob = send(docs(&server, reqwest::Method::GET, "/users/bob")).await;
+    assert_eq!(
+        bob.json()["data"],
+        json!({"name": "bob", "address": {"city": "Oslo"}})
+    );
+    let missing =
+        send(docs(&server, reqwest::Method::PATCH, "/users/nobody").json(&json!({"a": 1}))).await;
+    assert_eq!(
+        (missing.status, missing.error_code().as_str()),
+        (404, "document_not_found")
+    );
+
+    // Bad input: clear 4xx, nothing written.
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            docs(&server, reqwest::Method::POST, "/users").body("{not json"),
+            400,
+            "invalid_json",
+        ),
+        (
+            docs(&server, reqwest::Method::POST, "/users").json(&json!([1, 2])),
+            400,
+            "invalid_document",
+        ),
+        (
+            docs(&server, reqwest::Method::PUT, "/users/_secret").json(&json!({})),
+            400,
+            "invalid_document",
+        ),
+        (
+            docs(&server, reqwest::Method::POST, "/Bad_Name").json(&json!({})),
+            400,
+            "invalid_name",
+        ),
+        (
+            docs(&server, reqwest::Method::POST, "/users")
+                .json(&json!({"blob": "x".repeat(1_100_000)})),
+            400,
+            "invalid_document",
+        ),
+        (
+            docs(&server, reqwest::Method::POST, "/users")
+                .body(format!("{{\"blob\": \"{}\"}}", "x".repeat(3 << 20))),
+            413,
+            "payload_too_large",
+        ),
+        (
+            docs(&server, reqwest::Method::POST, "/users/_query")
+                .json(&json!({"where": ["age", "~", 1]})),
+            400,
+            "invalid_query",
+        ),
+        (
+            docs(&server, reqwest::Method::POST, "/users/_query")
+                .json(&json!({"where": ["age", ">", [1]]})),
+            400,
+            "invalid_query",
+        ),
+        (
+            docs(&server, reqwest::Method::POST, "/users/_query").json(&json!({"limt": 3})),
+            400,
+            "invalid_query",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let answer = send(request).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (status, code),
+            "{}",
+            answer.text()
+        );
+    }
+    let mut deep = json!(1);
+    for _ in 0..40 {
+        deep = json!({ "d": deep });
+    }
+    let too_deep = post_json(&server, "/users", deep).await;
+    assert_eq!(too_deep.status, 400);
+    assert!(
+        too_deep.text().contains("levels deep"),
+        "{}",
+        too_deep.text()
+    );
+    let count = post_json(&server, "/users/_count", json!({})).await;
+    assert_eq!(count.json()["count"], 2);
+
+    // Delete is idempotent; a condition still guards it.
+    let guarded =
+        send(docs(&server, reqwest::Method::DELETE, "/users/bob").header("if-match", "\"1\""))
+            .await;
+    assert_eq!(guarded.status, 412);
+    assert_eq!(
+        send(docs(&server, reqwest::Method::DELETE, "/users/bob"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        send(docs(&server, reqwest::Method::DELETE, "/users/bob"))
+            .await
+            .status,
+        204
+    );
+    let gone = send(docs(&server, reqwest::Method::GET, "/users/bob")).await;
+    assert_eq!(gone.error_code(), "document_not_found");
+}
+
+#[tokio::test]
+async fn batches_commit_all_or_nothing() {
+    let server = server();
+    let failing = post_json(
+        &server,
+        "/_batch",
+        json!({"writes": [
+            {"op": "create", "collection": "orders", "id": "o1", "data": {"total": 10}},
+            {"op": "patch", "collection": "stock", "id": "widget", "data": {"count": 4}},
+        ]}),
+    )
+    .await;
+    assert_eq!(
+        (failing.status, failing.error_code().as_str()),
+        (404, "document_not_found")
+    );
+    assert!(
+        failing.text().contains("write 1 of the batch failed"),
+        "{}",
+        failing.text()
+    );
+    let order = send(docs(&server, reqwest::Method::GET, "/orders/o1")).await;
+    assert_eq!(order.status, 404);
+
+    let ok = post_json(
+        &server,
+        "/_batch",
+        json!({"writes": [
+            {"op": "set", "collection": "stock", "id": "widget", "data": {"count": 5}},
+            {"op": "create", "collection": "orders", "id": "o1", "data": {"total": 10}},
+            {"op": "create", "collection": "orders", "data": {"total": 3}},
+        ]}),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let results = ok.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 3);
+    let stock_version = results[0]["version"].as_u64().unwrap();
+    let stale = post_json(
+        &server,
+        "/_batch",
+        json!({"writes": [
+            {"op": "patch", "collection": "stock", "id": "widget", "data": {"count": 4}, "if_version": stock_version},
+            {"op": "delete", "collection": "orders", "id": "o1", "if_version": stock_version + 100},
+        ]}),
+    )
+    .await;
+    assert_eq!(stale.status, 412, "{}", stale.text());
+    let widget = send(docs(&server, reqwest::Method::GET, "/stock/widget")).await;
+    assert_eq!(widget.json()["data"]["count"], 5);
+
+    for (body, code) in [
+        (json!({"writes": []}), "invalid_batch"),
+        (
+            json!({"writes": [{"op": "upsert", "collection": "a", "id": "x"}]}),
+            "invalid_batch",
+        ),
+        (
+            json!({"writes": [{"op": "set", "collection": "a", "data": {}}]}),
+            "invalid_batch",
+        ),
+        (json!({"rights": []}), "invalid_batch"),
+    ] {
+        let answer = post_json(&server, "/_batch", body).await;
+        assert_eq!((answer.status, answer.error_code().as_str()), (400, code));
+    }
+}
+
+#[tokio::test]
+async fn queries_indexes_and_pages() {
+    let server = server();
+    // 1,100 events: more than a collection may be read whole for a query.
+    for chunk in 0..3 {
+        let writes: Vec<Value> = (chunk * 400..(chunk * 400 + 400).min(1100))
+            .map(|n| {
+                json!({"op": "set", "collection": "events", "id": format!("e{n:04}"),
+                       "data": {"kind": if n % 3 == 0 { "click" } else { "view" }, "at": n,
+                                "meta": {"tags": if n % 10 == 0 { json!(["promo"]) } else { json!([]) }}}})
+            })
+            .collect();
+        let answer = post_json(&server, "/_batch", json!({ "writes": writes })).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let query = json!({"where": {"and": [["kind", "==", "click"], ["at", ">=", 900]]},
+                       "order_by": ["-at"], "limit": 7});
+    let refused = post_json(&server, "/events/_query", query.clone()).await;
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (400, "unindexed_query")
+    );
+    assert!(
+        refused.text().contains("[\\\"kind\\\", \\\"-at\\\"]"),
+        "{}",
+        refused.text()
+    );
+
+    // Declared through the CLI; the query then runs on it, page by page.
+    assert_eq!(
+        server.cli_ok(&["docs", "index", "create", "events", "kind-at", "kind", "at"]),
+        "created index kind-at on [kind, at]\n"
+    );
+    let plan = post_json(&server, "/events/_explain", query.clone()).await;
+    assert_eq!(plan.json()["strategy"], "index");
+    assert_eq!(plan.json()["index"], "kind-at");
+    let mut seen = Vec::new();
+    let mut body = query.clone();
+    loop {
+        let page = post_json(&server, "/events/_query", body.clone()).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let page = page.json();
+        for document in page["documents"].as_array().unwrap() {
+            seen.push(document["data"]["at"].as_i64().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => body["cursor"] = json!(cursor),
+            None => break,
+        }
+    }
+    let want: Vec<i64> = (900..1100).rev().filter(|n| n % 3 == 0).collect();
+    assert_eq!(seen, want);
+    let count = post_json(
+        &server,
+        "/events/_count",
+        json!({"where": query["where"].clone()}),
+    )
+    .await;
+    assert_eq!(count.json()["count"], want.len());
+
+    // Residual terms ride on an index; the CLI prints every page.
+    let promo = json!({"where": {"and": [["kind", "==", "view"], ["meta.tags", "array-contains", "promo"]]}});
+    let lines = server.cli_ok(&["docs", "query", "events", &promo.to_string()]);
+    let ids: Vec<String> = lines
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let want: Vec<String> = (0..1100)
+        .filter(|n| n % 10 == 0 && n % 3 != 0)
+        .map(|n| format!("e{n:04}"))
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, want);
+    assert_eq!(
+        server
+            .cli_ok(&["docs", "query", "events", &promo.to_string(), "--count"])
+            .trim(),
+        want.len().to_string()
+    );
+    let explain = server.cli_ok(&["docs", "query", "events", &promo.to_string(), "--explain"]);
+    assert!(explain.contains("meta.tags array-contains"), "{explain}");
+
+    // Listing by id pages through everything, no offset cap.
+    let first = send(docs(&server, reqwest::Method::GET, "/events?limit=1000")).await;
+    let first = first.json();
+    assert_eq!(first["documents"].as_array().unwrap().len(), 1000);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest = send(docs(
+        &server,
+        reqwest::Method::GET,
+        &format!("/events?limit=1000&cursor={cursor}"),
+    ))
+    .await;
+    assert_eq!(rest.json()["documents"].as_array().unwrap().len(), 100);
+    assert_eq!(rest.json()["documents"][0]["id"], "e1000");
+
+    let listing = server.cli_ok(&["docs", "ls"]);
+    assert_eq!(listing, "events\t1100 documents\tindexes: kind-at\n");
+    assert_eq!(
+        server.cli_ok(&["docs", "index", "ls", "events"]),
+        "kind-at\tkind, at\n"
+    );
+    server.cli_ok(&["docs", "index", "rm", "events", "kind-at"]);
+    let refused = post_json(&server, "/events/_query", query).await;
+    assert_eq!(refused.error_code(), "unindexed_query");
+}
+
+#[tokio::test]
+async fn documents_through_the_cli_and_across_projects() {
+    let server = server();
+    let id = server.cli_ok(&["docs", "create", "notes", r#"{"text": "hi", "n": 1}"#]);
+    let id = id.trim();
+    assert_eq!(
+        serde_json::from_str::<Value>(&server.cli_ok(&["docs", "get", "notes", id])).unwrap(),
+        json!({"text": "hi", "n": 1})
+    );
+    assert!(
+        server
+            .cli_ok(&["docs", "set", "notes", "pinned", r#"{"text": "top"}"#])
+            .starts_with("set pinned (version ")
+    );
+    server.cli_ok(&["docs", "patch", "notes", "pinned", r#"{"n": 2}"#]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&server.cli_ok(&["docs", "get", "notes", "pinned"])).unwrap(),
+        json!({"text": "top", "n": 2})
+    );
+    let stale = server.cli(&["docs", "set", "notes", "pinned", "{}", "--if-version", "1"]);
+    assert!(!stale.success());
+    assert!(
+        stale.stderr().contains("precondition_failed"),
+        "{}",
+        stale.stderr()
+    );
+    let exists = server.cli(&["docs", "create", "notes", "{}", "--id", "pinned"]);
+    assert!(!exists.success());
+    let bad = server.cli(&["docs", "create", "notes", "{oops"]);
+    assert!(!bad.success());
+    assert!(bad.stderr().contains("not JSON"), "{}", bad.stderr());
+    assert_eq!(
+        server.cli_ok(&["docs", "rm", "notes", "pinned"]),
+        "removed pinned\n"
+    );
+
+    // Another project's service key sees none of it, whatever the path.
+    server.cli_ok(&["project", "create", "other"]);
+    let issued = send(
+        control(&server, reqwest::Method::POST, "/v1/projects/other/keys")
+            .json(&json!({"kind": "service"})),
+    )
+    .await;
+    let token = issued.json()["token"].as_str().unwrap().to_owned();
+    let as_other = |method: reqwest::Method, path: &str| {
+        http()
+            .request(method, format!("{}{path}", server.url))
+            .bearer_auth(&token)
+    };
+    let own = send(as_other(reqwest::Method::GET, "/v1/docs")).await;
+    assert_eq!(own.json(), json!({"collections": []}));
+    let own_get = send(as_other(
+        reqwest::Method::GET,
+        &format!("/v1/docs/notes/{id}"),
+    ))
+    .await;
+    assert_eq!(own_get.error_code(), "document_not_found");
+    for path in [
+        format!("/v1/projects/default/docs/notes/{id}"),
+        "/v1/projects/default/docs".to_owned(),
+    ] {
+        let refused = send(as_other(reqwest::Method::GET, &path)).await;
+        assert_eq!(refused.status, 403);
+        assert!(!refused.text().contains("text"), "{}", refused.text());
+    }
+    let refused = send(
+        as_other(
+            reqwest::Method::POST,
+            "/v1/projects/default/docs/notes/_query",
+        )
+        .json(&json!({})),
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+    // Its own writes land in its own project.
+    let mine =
+        send(as_other(reqwest::Method::PUT, "/v1/docs/notes/x").json(&json!({"mine": true}))).await;
+    assert_eq!(mine.status, 201);
+    let listed = server.cli_ok(&["--project", "other", "docs", "query", "notes"]);
+    assert_eq!(listed.lines().count(), 1);
+    assert!(listed.contains("\"mine\":true"));
+    assert_eq!(
+        server.cli_ok(&["docs", "query", "notes", "--count"]).trim(),
+        "1"
+    );
+}

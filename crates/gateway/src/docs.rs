@@ -1,0 +1,528 @@
+//! Documents over REST: `/v1/docs/COLLECTION[/ID]` for the scope's
+//! project, with `_query`, `_count`, `_explain`, `_indexes` and `_batch`
+//! (names that no collection or document id can take).
+use crate::projects::Scope;
+use crate::{ApiError, SharedGateway, blocking};
+use axum::Json;
+use axum::extract::{Extension, Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use domain::CollectionName;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use store::docs::{
+    DocCondition, DocWrite, Index, MAX_BATCH_WRITES, MAX_DOCUMENT_BYTES, parse_index_fields,
+    parse_query,
+};
+
+/// Largest body of a single-document request: the document limit plus room
+/// for pretty-printing.
+const MAX_DOCUMENT_BODY: usize = 2 * MAX_DOCUMENT_BYTES;
+/// Largest batch or query body.
+const MAX_BATCH_BODY: usize = 32 << 20;
+
+fn collection_name(name: &str) -> Result<CollectionName, ApiError> {
+    CollectionName::new(name)
+        .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+}
+
+async fn read_json(request: Request, limit: usize) -> Result<Value, ApiError> {
+    let bytes = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes")))?;
+    if bytes.is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    serde_json::from_slice(&bytes).map_err(|error| {
+        ApiError::bad_request("invalid_json", format!("the body is not JSON: {error}"))
+    })
+}
+
+fn document_object(value: Value) -> Result<Map<String, Value>, ApiError> {
+    match value {
+        Value::Object(data) => Ok(data),
+        other => Err(ApiError::bad_request(
+            "invalid_document",
+            format!("a document is a JSON object, not {}", kind_of(&other)),
+        )),
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn etag(version: u64) -> http::HeaderValue {
+    http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
+}
+
+/// `If-Match: "N"` (only at this version), `If-Match: *` (only if it
+/// exists) or `If-None-Match: *` (only if it does not).
+fn condition(headers: &http::HeaderMap) -> Result<DocCondition, ApiError> {
+    if let Some(value) = headers.get(http::header::IF_MATCH) {
+        let text = value.to_str().unwrap_or_default().trim();
+        if text == "*" {
+            return Ok(DocCondition::Exists);
+        }
+        let version = text.trim_matches('"').parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_header",
+                format!("If-Match must be an ETag this API gave out, like \"12\"; got {text:?}"),
+            )
+        })?;
+        return Ok(DocCondition::Version(version));
+    }
+    if let Some(value) = headers.get(http::header::IF_NONE_MATCH) {
+        if value.to_str().unwrap_or_default().trim() == "*" {
+            return Ok(DocCondition::Absent);
+        }
+        return Err(ApiError::bad_request(
+            "invalid_header",
+            "If-None-Match supports only `*` (create only)",
+        ));
+    }
+    Ok(DocCondition::Always)
+}
+
+fn document_out(document: store::docs::Document) -> api_types::Document {
+    api_types::Document {
+        id: document.id,
+        version: document.version,
+        data: document.data,
+    }
+}
+
+fn written_response(status: http::StatusCode, written: store::docs::DocWritten) -> Response {
+    let version = written.version;
+    let mut response = (
+        status,
+        Json(api_types::DocWritten {
+            id: written.id,
+            version,
+        }),
+    )
+        .into_response();
+    if let Some(version) = version {
+        response
+            .headers_mut()
+            .insert(http::header::ETAG, etag(version));
+    }
+    response
+}
+
+/// Runs a batch of one write and returns its answer, the batch wrapper
+/// taken off its error.
+async fn write_one(
+    gateway: &SharedGateway,
+    project: &domain::ProjectId,
+    write: DocWrite,
+) -> Result<store::docs::DocWritten, ApiError> {
+    match gateway.docs.doc_write(project, vec![write]).await {
+        Ok(mut done) => done
+            .pop()
+            .ok_or_else(|| ApiError::Internal("a write answered nothing".to_owned())),
+        Err(store::StoreError::BatchFailed { error, .. }) => Err((*error).into()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+pub async fn list_collections(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+) -> Result<Json<api_types::DocCollectionList>, ApiError> {
+    let docs = gateway.docs.clone();
+    let collections = blocking(move || docs.doc_collections(&project)).await?;
+    Ok(Json(api_types::DocCollectionList {
+        collections: collections
+            .into_iter()
+            .map(|info| api_types::DocCollection {
+                name: info.name.to_string(),
+                documents: info.documents,
+                indexes: info.indexes.into_iter().map(index_out).collect(),
+            })
+            .collect(),
+    }))
+}
+
+fn index_out(index: Index) -> api_types::DocIndex {
+    api_types::DocIndex {
+        name: index.name,
+        fields: index
+            .fields
+            .iter()
+            .map(|field| format!("{}{}", if field.descending { "-" } else { "" }, field.field))
+            .collect(),
+    }
+}
+
+/// `GET /v1/docs/C?limit=&cursor=`: the collection by id.
+pub async fn list_documents(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(collection): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<api_types::DocPage>, ApiError> {
+    let collection = collection_name(&collection)?;
+    let mut query = serde_json::Map::new();
+    for (key, value) in params {
+        match key.as_str() {
+            "limit" => {
+                let limit = value.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request("invalid_query", "limit must be a positive integer")
+                })?;
+                query.insert(key, Value::from(limit));
+            }
+            "cursor" => {
+                query.insert(key, Value::from(value));
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("unknown query parameter {other:?}; filters go to POST .../_query"),
+                ));
+            }
+        }
+    }
+    run_query(gateway, project, collection, Value::Object(query)).await
+}
+
+async fn run_query(
+    gateway: SharedGateway,
+    project: domain::ProjectId,
+    collection: CollectionName,
+    body: Value,
+) -> Result<Json<api_types::DocPage>, ApiError> {
+    let query = parse_query(&body)?;
+    let docs = gateway.docs.clone();
+    let page = blocking(move || docs.doc_query(&project, &collection, &query)).await?;
+    Ok(Json(api_types::DocPage {
+        documents: page.documents.into_iter().map(document_out).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// `POST /v1/docs/C/_query`.
+pub async fn query(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(collection): Path<String>,
+    request: Request,
+) -> Result<Json<api_types::DocPage>, ApiError> {
+    let collection = collection_name(&collection)?;
+    let body = read_json(request, MAX_BATCH_BODY).await?;
+    run_query(gateway, project, collection, body).await
+}
+
+/// `POST /v1/docs/C/_count`: the query's `where`; no limit or cursor.
+pub async fn count(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(collection): Path<String>,
+    request: Request,
+) -> Result<Json<api_types::DocCount>, ApiError> {
+    let collection = collection_name(&collection)?;
+    let query = parse_query(&read_json(request, MAX_BATCH_BODY).await?)?;
+    let docs = gateway.docs.clone();
+    let count = blocking(move || docs.doc_count(&project, &collection, &query)).await?;
+    Ok(Json(api_types::DocCount { count }))
+}
+
+/// `POST /v1/docs/C/_explain`: how the query would run.
+pub async fn explain(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(collection): Path<String>,
+    request: Request,
+) -> Result<Json<api_types::DocExplain>, ApiError> {
+    let collection = collection_name(&collection)?;
+    let query = parse_query(&read_json(request, MAX_BATCH_BODY).await?)?;
+    let docs = gateway.docs.clone();
+    let plan = blocking(move || docs.doc_explain(&project, &collection, &query)).await?;
+    Ok(Json(api_types::DocExplain {
+        strategy: plan.strategy.to_owned(),
+        index: plan.index,
+        index_terms: plan.index_terms,
+        residual_terms: plan.residual_terms,
+        sorts_in_memory: plan.sorts_in_memory,
+        collection_documents: plan.collection_documents,
+    }))
+}
+
+/// `POST /v1/docs/C`: a new document with a server-chosen id.
+pub async fn create(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(collection): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let collection = collection_name(&collection)?;
+    let data = document_object(read_json(request, MAX_DOCUMENT_BODY).await?)?;
+    let write = DocWrite::Set {
+        collection,
+        id: None,
+        data,
+        condition: DocCondition::Absent,
+    };
+    let written = write_one(&gateway, &project, write).await?;
+    Ok(written_response(http::StatusCode::CREATED, written))
+}
+
+pub async fn get(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path((collection, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let collection = collection_name(&collection)?;
+    let docs = gateway.docs.clone();
+    let lookup = id.clone();
+    let document = blocking(move || docs.doc_get(&project, &collection, &lookup))
+        .await?
+        .ok_or_else(|| {
+            ApiError::DocumentNotFound(format!("no document {id:?} in this collection"))
+        })?;
+    let version = document.version;
+    let mut response = Json(document_out(document)).into_response();
+    response
+        .headers_mut()
+        .insert(http::header::ETAG, etag(version));
+    Ok(response)
+}
+
+/// `PUT /v1/docs/C/ID`: create or replace; 201 when it created.
+pub async fn put(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path((collection, id)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let collection = collection_name(&collection)?;
+    let condition = condition(request.headers())?;
+    let data = document_object(read_json(request, MAX_DOCUMENT_BODY).await?)?;
+    let write = DocWrite::Set {
+        collection,
+        id: Some(id),
+        data,
+        condition,
+    };
+    let written = match write_one(&gateway, &project, write).await {
+        // HTTP says a failed If-None-Match is a failed precondition.
+        Err(ApiError::Conflict {
+            code: "document_exists",
+            message,
+        }) => return Err(ApiError::PreconditionFailed(message)),
+        other => other?,
+    };
+    let status = if written.existed {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::CREATED
+    };
+    Ok(written_response(status, written))
+}
+
+/// `PATCH /v1/docs/C/ID`: a JSON merge patch (RFC 7396).
+pub async fn patch(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path((collection, id)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let collection = collection_name(&collection)?;
+    let condition = condition(request.headers())?;
+    let patch = read_json(request, MAX_DOCUMENT_BODY).await?;
+    if !patch.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_document",
+            format!("a merge patch is a JSON object, not {}", kind_of(&patch)),
+        ));
+    }
+    let write = DocWrite::Patch {
+        collection,
+        id,
+        patch,
+        condition,
+    };
+    let written = write_one(&gateway, &project, write).await?;
+    Ok(written_response(http::StatusCode::OK, written))
+}
+
+/// `DELETE /v1/docs/C/ID`: 204 whether or not it existed (unless a
+/// condition says otherwise).
+pub async fn delete(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path((collection, id)): Path<(String, String)>,
+    headers: http::HeaderMap,
+) -> Result<http::StatusCode, ApiError> {
+    let collection = collection_name(&collection)?;
+    let write = DocWrite::Delete {
+        collection,
+        id,
+        condition: condition(&headers)?,
+    };
+    write_one(&gateway, &project, write).await?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/docs/_batch`: writes that commit together or not at all.
+pub async fn batch(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    request: Request,
+) -> Result<Json<api_types::DocBatchResult>, ApiError> {
+    let body = read_json(request, MAX_BATCH_BODY).await?;
+    let batch: api_types::DocBatch = serde_json::from_value(body)
+        .map_err(|error| ApiError::bad_request("invalid_batch", error.to_string()))?;
+    if batch.writes.is_empty() || batch.writes.len() > MAX_BATCH_WRITES {
+        return Err(ApiError::bad_request(
+            "invalid_batch",
+            format!("a batch has 1 to {MAX_BATCH_WRITES} writes"),
+        ));
+    }
+    let writes = batch
+        .writes
+        .into_iter()
+        .enumerate()
+        .map(|(at, write)| {
+            batch_write(write).map_err(|message| {
+                ApiError::bad_request("invalid_batch", format!("write {at}: {message}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let results = gateway.docs.doc_write(&project, writes).await?;
+    Ok(Json(api_types::DocBatchResult {
+        results: results
+            .into_iter()
+            .map(|done| api_types::DocWritten {
+                id: done.id,
+                version: done.version,
+            })
+            .collect(),
+    }))
+}
+
+fn batch_write(write: api_types::DocBatchWrite) -> Result<DocWrite, String> {
+    let collection = CollectionName::new(write.collection).map_err(|error| error.to_string())?;
+    let condition = match write.if_version {
+        Some(version) => DocCondition::Version(version),
+        None => DocCondition::Always,
+    };
+    let id = || {
+        write
+            .id
+            .clone()
+            .ok_or_else(|| format!("{:?} needs an \"id\"", write.op))
+    };
+    let data = || match write.data.clone() {
+        Some(Value::Object(data)) => Ok(data),
+        _ => Err(format!("{:?} needs \"data\", a JSON object", write.op)),
+    };
+    match write.op.as_str() {
+        "create" => Ok(DocWrite::Set {
+            collection,
+            id: write.id.clone(),
+            data: data()?,
+            condition: match write.if_version {
+                Some(_) => return Err("\"create\" takes no \"if_version\"".to_owned()),
+                None => DocCondition::Absent,
+            },
+        }),
+        "set" => Ok(DocWrite::Set {
+            collection,
+            id: Some(id()?),
+            data: data()?,
+            condition,
+        }),
+        "patch" => Ok(DocWrite::Patch {
+            collection,
+            id: id()?,
+            patch: Value::Object(data()?),
+            condition,
+        }),
+        "delete" => Ok(DocWrite::Delete {
+            collection,
+            id: id()?,
+            condition,
+        }),
+        other => Err(format!(
+            "unknown op {other:?}; expected create, set, patch or delete"
+        )),
+    }
+}
+
+pub async fn list_indexes(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(collection): Path<String>,
+) -> Result<Json<Vec<api_types::DocIndex>>, ApiError> {
+    let collection = collection_name(&collection)?;
+    let docs = gateway.docs.clone();
+    let collections = blocking(move || docs.doc_collections(&project)).await?;
+    let indexes = collections
+        .into_iter()
+        .find(|info| info.name == collection)
+        .map(|info| info.indexes)
+        .unwrap_or_default();
+    Ok(Json(indexes.into_iter().map(index_out).collect()))
+}
+
+fn index_name(name: &str) -> Result<(), ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_name",
+            format!("index name {name:?} must be 1 to 63 lowercase letters, digits or '-'"),
+        ))
+    }
+}
+
+/// `PUT /v1/docs/C/_indexes/NAME` with `{"fields": ["city", "-age"]}`:
+/// declares the index and fills it before answering.
+pub async fn create_index(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path((collection, name)): Path<(String, String)>,
+    request: Request,
+) -> Result<(http::StatusCode, Json<api_types::DocIndex>), ApiError> {
+    let collection = collection_name(&collection)?;
+    index_name(&name)?;
+    let body: api_types::CreateDocIndex =
+        serde_json::from_value(read_json(request, MAX_DOCUMENT_BODY).await?)
+            .map_err(|error| ApiError::bad_request("invalid_index", error.to_string()))?;
+    let fields = parse_index_fields(&body.fields)
+        .map_err(|error| ApiError::bad_request("invalid_index", error.to_string()))?;
+    let index = Index { name, fields };
+    let docs = gateway.docs.clone();
+    let created = index.clone();
+    blocking(move || docs.doc_create_index(&project, &collection, created)).await?;
+    Ok((http::StatusCode::CREATED, Json(index_out(index))))
+}
+
+pub async fn drop_index(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path((collection, name)): Path<(String, String)>,
+) -> Result<http::StatusCode, ApiError> {
+    let collection = collection_name(&collection)?;
+    let docs = gateway.docs.clone();
+    let dropped = name.clone();
+    if blocking(move || docs.doc_drop_index(&project, &collection, &dropped)).await? {
+        Ok(http::StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "no index {name:?} on this collection"
+        )))
+    }
+}
