@@ -46,6 +46,34 @@ impl invoke::GuestKeyValue for Discard {
     }
 }
 
+impl invoke::GuestDocuments for Discard {
+    fn get(
+        &self,
+        _collection: &str,
+        _id: &str,
+    ) -> Result<Option<invoke::GuestDocument>, invoke::GuestDocError> {
+        Ok(None)
+    }
+    fn write(
+        &self,
+        _writes: Vec<invoke::GuestDocWrite>,
+    ) -> Result<Vec<invoke::GuestDocWritten>, invoke::GuestDocError> {
+        Ok(Vec::new())
+    }
+    fn query(
+        &self,
+        _collection: &str,
+        _query: &str,
+    ) -> Result<invoke::GuestDocPage, invoke::GuestDocError> {
+        Ok(invoke::GuestDocPage {
+            documents: Vec::new(),
+            next_cursor: None,
+        })
+    }
+    fn count(&self, _collection: &str, _query: &str) -> Result<u64, invoke::GuestDocError> {
+        Ok(0)
+    }
+}
 impl RuntimeMetrics for Discard {
     fn instantiated(&self, _project: &ProjectId, _function: &FunctionName, _seconds: f64) {}
     fn instances_in_flight(&self, _delta: i64) {}
@@ -136,6 +164,7 @@ fn main() {
                 },
                 precompiled: path.clone(),
                 key_value: Arc::new(Discard),
+                documents: Arc::new(Discard),
             })
             .unwrap()
             .prepared

@@ -8,6 +8,7 @@
 //! (an `Arc` swap under a write lock), after the version is compiled, loaded
 //! and stored; a failed deploy leaves the previous version serving.
 
+mod guest_docs;
 mod guest_kv;
 use blob::ArtifactStore;
 use domain::{FunctionConfig, FunctionName, ProjectId, SpecError};
@@ -75,6 +76,7 @@ impl Maintenance {
 pub struct Functions {
     store: Arc<dyn MetaStore>,
     kv: Arc<dyn store::KvStore>,
+    docs: Arc<dyn store::DocStore>,
     artifacts: ArtifactStore,
     executor: Arc<dyn Executor>,
     live: RwLock<HashMap<Key, Arc<Deployed>>>,
@@ -94,12 +96,14 @@ impl Functions {
     pub fn new(
         store: Arc<dyn MetaStore>,
         kv: Arc<dyn store::KvStore>,
+        docs: Arc<dyn store::DocStore>,
         artifacts: ArtifactStore,
         executor: Arc<dyn Executor>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             kv,
+            docs,
             artifacts,
             executor,
             live: RwLock::new(HashMap::new()),
@@ -167,6 +171,10 @@ impl Functions {
             key_value: Arc::new(guest_kv::ProjectKeyValue {
                 project: project.clone(),
                 kv: self.kv.clone(),
+            }),
+            documents: Arc::new(guest_docs::ProjectDocuments {
+                project: project.clone(),
+                docs: self.docs.clone(),
             }),
         };
         if compiled.exists() {

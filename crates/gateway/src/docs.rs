@@ -10,8 +10,8 @@ use domain::CollectionName;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use store::docs::{
-    DocCondition, DocWrite, Index, MAX_BATCH_WRITES, MAX_DOCUMENT_BYTES, parse_index_fields,
-    parse_query,
+    DocCondition, DocWrite, Index, MAX_BATCH_WRITES, MAX_DOCUMENT_BYTES, WriteKind,
+    parse_index_fields, parse_query,
 };
 
 /// Largest body of a single-document request: the document limit plus room
@@ -408,52 +408,14 @@ pub async fn batch(
 }
 
 fn batch_write(write: api_types::DocBatchWrite) -> Result<DocWrite, String> {
-    let collection = CollectionName::new(write.collection).map_err(|error| error.to_string())?;
-    let condition = match write.if_version {
-        Some(version) => DocCondition::Version(version),
-        None => DocCondition::Always,
-    };
-    let id = || {
-        write
-            .id
-            .clone()
-            .ok_or_else(|| format!("{:?} needs an \"id\"", write.op))
-    };
-    let data = || match write.data.clone() {
-        Some(Value::Object(data)) => Ok(data),
-        _ => Err(format!("{:?} needs \"data\", a JSON object", write.op)),
-    };
-    match write.op.as_str() {
-        "create" => Ok(DocWrite::Set {
-            collection,
-            id: write.id.clone(),
-            data: data()?,
-            condition: match write.if_version {
-                Some(_) => return Err("\"create\" takes no \"if_version\"".to_owned()),
-                None => DocCondition::Absent,
-            },
-        }),
-        "set" => Ok(DocWrite::Set {
-            collection,
-            id: Some(id()?),
-            data: data()?,
-            condition,
-        }),
-        "patch" => Ok(DocWrite::Patch {
-            collection,
-            id: id()?,
-            patch: Value::Object(data()?),
-            condition,
-        }),
-        "delete" => Ok(DocWrite::Delete {
-            collection,
-            id: id()?,
-            condition,
-        }),
-        other => Err(format!(
-            "unknown op {other:?}; expected create, set, patch or delete"
-        )),
-    }
+    let kind = WriteKind::parse(&write.op)?;
+    DocWrite::from_parts(
+        kind,
+        &write.collection,
+        write.id,
+        write.data,
+        write.if_version,
+    )
 }
 
 pub async fn list_indexes(

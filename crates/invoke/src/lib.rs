@@ -15,7 +15,10 @@ pub use admission::{Admission, AdmissionError, Permit};
 pub use body::{Body, BodyTooLarge, BoxError, CountingBody, empty_body, full_body};
 pub use domain::Outcome;
 pub use meter::{LogSink, Meter, MeterInit, RecordSink};
-pub use services::{GuestKeyPage, GuestKeyValue, GuestKvError};
+pub use services::{
+    GuestDocError, GuestDocOp, GuestDocPage, GuestDocWrite, GuestDocWritten, GuestDocument,
+    GuestDocuments, GuestKeyPage, GuestKeyValue, GuestKvError,
+};
 
 use domain::{FunctionConfig, FunctionName, HttpWorld, InvocationId, ProjectId};
 use std::future::Future;
@@ -105,6 +108,8 @@ pub struct LoadSpec {
     pub precompiled: PathBuf,
     /// Key-value stores of `project`, for the guest.
     pub key_value: Arc<dyn GuestKeyValue>,
+    /// The function's project's document collections.
+    pub documents: Arc<dyn GuestDocuments>,
 }
 
 /// A loaded function version and the world it exports.

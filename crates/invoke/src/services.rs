@@ -31,3 +31,69 @@ pub trait GuestKeyValue: Send + Sync + 'static {
     /// Adds `delta` atomically; returns the new value.
     fn increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, GuestKvError>;
 }
+
+/// Why a document call failed, as a guest sees it; each says what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestDocError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unindexed(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A document as guests see it: its data as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDocument {
+    pub id: String,
+    pub version: u64,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestDocOp {
+    Create,
+    Set,
+    Patch,
+    Delete,
+}
+
+/// One write of a batch; `data` is JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDocWrite {
+    pub op: GuestDocOp,
+    pub collection: String,
+    pub id: Option<String>,
+    pub data: Option<String>,
+    pub if_version: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDocWritten {
+    pub id: String,
+    pub version: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDocPage {
+    pub documents: Vec<GuestDocument>,
+    pub next_cursor: Option<String>,
+}
+
+/// The document collections of one project, for its guests: the same data
+/// and rules as the REST API. Calls block.
+pub trait GuestDocuments: Send + Sync + 'static {
+    fn get(&self, collection: &str, id: &str) -> Result<Option<GuestDocument>, GuestDocError>;
+    /// Writes that commit together or not at all.
+    fn write(&self, writes: Vec<GuestDocWrite>) -> Result<Vec<GuestDocWritten>, GuestDocError>;
+    /// `query` is the JSON query of the REST API.
+    fn query(&self, collection: &str, query: &str) -> Result<GuestDocPage, GuestDocError>;
+    fn count(&self, collection: &str, query: &str) -> Result<u64, GuestDocError>;
+}

@@ -31,6 +31,8 @@ pub struct HostState {
     pub invocation: Arc<Mutex<InvocationId>>,
     /// The function's project's key-value stores (`wasi:keyvalue`).
     pub key_value: Arc<dyn invoke::GuestKeyValue>,
+    /// The function's project's document collections (`wok:documents`).
+    pub documents: Arc<dyn invoke::GuestDocuments>,
 }
 
 impl WasiView for HostState {

@@ -207,6 +207,7 @@ impl FunctionInner {
             timed_out: false,
             invocation,
             key_value: self.spec.key_value.clone(),
+            documents: self.spec.documents.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);

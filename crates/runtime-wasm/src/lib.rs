@@ -10,6 +10,7 @@
 //! pre-linked `InstancePre` in the pooling allocator; instance reuse is an
 //! opt-in per function and never crosses functions or versions.
 
+mod documents;
 mod host;
 mod instance;
 mod keyvalue;
@@ -119,6 +120,7 @@ impl WasmRuntime {
         })
         .map_err(host_error)?;
         keyvalue::add_to_linker(&mut linker).map_err(host_error)?;
+        documents::add_to_linker(&mut linker).map_err(host_error)?;
         let watchdog = Arc::new(watchdog::Watchdog::default());
         let ticker = EpochTicker::start(engine.clone(), watchdog.clone());
         Ok(Self {

@@ -253,11 +253,14 @@ async fn key_value_data_is_per_project_and_service_keys_reach_only_their_own() {
     ))
     .await;
     assert_eq!((answer.status, answer.text().as_str()), (200, "of-alpha"));
+    // Unscoped paths mean the key's own project.
+    let answer = send(as_key(reqwest::Method::GET, "/v1/kv/cache/secret")).await;
+    assert_eq!((answer.status, answer.text().as_str()), (200, "of-alpha"));
     for (method, path) in [
-        (reqwest::Method::GET, "/v1/kv/cache/secret"),
-        (reqwest::Method::GET, "/v1/kv/cache"),
-        (reqwest::Method::PUT, "/v1/kv/cache/secret"),
-        (reqwest::Method::GET, "/v1/kv"),
+        (reqwest::Method::GET, "/v1/projects/default/kv/cache/secret"),
+        (reqwest::Method::GET, "/v1/projects/default/kv/cache"),
+        (reqwest::Method::PUT, "/v1/projects/default/kv/cache/secret"),
+        (reqwest::Method::GET, "/v1/projects/default/kv"),
     ] {
         let answer = send(as_key(method.clone(), path)).await;
         assert_eq!(answer.status, 403, "{method} {path}");

@@ -175,6 +175,9 @@ async fn service_keys_act_for_their_own_project_until_revoked() {
     ))
     .await;
     assert_eq!(answer.status, 200);
+    // Unscoped paths mean the key's own project.
+    let unscoped = send(as_key(reqwest::Method::GET, "/v1/functions", &token)).await;
+    assert_eq!(unscoped.json(), answer.json());
 
     // Nothing else: other projects (their names stay out of the answer),
     // the default project, project and key management.
@@ -189,7 +192,7 @@ async fn service_keys_act_for_their_own_project_until_revoked() {
             reqwest::Method::GET,
             "/v1/projects/no-such-project/functions",
         ),
-        (reqwest::Method::GET, "/v1/functions"),
+        (reqwest::Method::GET, "/v1/projects/default/functions"),
         (reqwest::Method::GET, "/v1/projects"),
         (reqwest::Method::POST, "/v1/projects/alpha/keys"),
         (reqwest::Method::GET, "/v1/projects/alpha/keys"),

@@ -379,3 +379,92 @@ pub fn validate_document(data: &Map<String, Value>) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// The kinds of write a batch entry names (REST `op`, the guest `op` enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Fails if the id exists; no id: a new one.
+    Create,
+    /// Creates or replaces.
+    Set,
+    /// A JSON merge patch of an existing document.
+    Patch,
+    Delete,
+}
+
+impl WriteKind {
+    pub fn parse(op: &str) -> Result<Self, String> {
+        match op {
+            "create" => Ok(WriteKind::Create),
+            "set" => Ok(WriteKind::Set),
+            "patch" => Ok(WriteKind::Patch),
+            "delete" => Ok(WriteKind::Delete),
+            other => Err(format!(
+                "unknown op {other:?}; expected create, set, patch or delete"
+            )),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            WriteKind::Create => "create",
+            WriteKind::Set => "set",
+            WriteKind::Patch => "patch",
+            WriteKind::Delete => "delete",
+        }
+    }
+}
+
+impl DocWrite {
+    /// A write from the loose parts that REST batches and guests send;
+    /// the error says which part is missing or wrong.
+    pub fn from_parts(
+        kind: WriteKind,
+        collection: &str,
+        id: Option<String>,
+        data: Option<Value>,
+        if_version: Option<u64>,
+    ) -> Result<DocWrite, String> {
+        let collection = CollectionName::new(collection).map_err(|error| error.to_string())?;
+        let condition = match if_version {
+            Some(version) => DocCondition::Version(version),
+            None => DocCondition::Always,
+        };
+        let op = kind.name();
+        let needs_id = |id: Option<String>| id.ok_or_else(|| format!("{op:?} needs an id"));
+        let needs_object = |data: Option<Value>| match data {
+            Some(Value::Object(data)) => Ok(data),
+            _ => Err(format!("{op:?} needs data, a JSON object")),
+        };
+        match kind {
+            WriteKind::Create => {
+                if if_version.is_some() {
+                    return Err("\"create\" takes no if_version".to_owned());
+                }
+                Ok(DocWrite::Set {
+                    collection,
+                    id,
+                    data: needs_object(data)?,
+                    condition: DocCondition::Absent,
+                })
+            }
+            WriteKind::Set => Ok(DocWrite::Set {
+                collection,
+                id: Some(needs_id(id)?),
+                data: needs_object(data)?,
+                condition,
+            }),
+            WriteKind::Patch => Ok(DocWrite::Patch {
+                collection,
+                id: needs_id(id)?,
+                patch: Value::Object(needs_object(data)?),
+                condition,
+            }),
+            WriteKind::Delete => Ok(DocWrite::Delete {
+                collection,
+                id: needs_id(id)?,
+                condition,
+            }),
+        }
+    }
+}
