@@ -557,3 +557,96 @@ async fn guests_use_wok_documents_on_the_same_data_as_rest() {
         "1"
     );
 }
+
+#[tokio::test]
+async fn acknowledged_document_batches_survive_sigkill_whole_and_torn_ones_vanish() {
+    let mut server = server();
+    let url = server.url.clone();
+    let token = server.admin_token();
+    let index = send(
+        docs(&server, reqwest::Method::PUT, "/orders/_indexes/by-writer")
+            .json(&json!({"fields": ["writer", "n"]})),
+    )
+    .await;
+    assert_eq!(index.status, 201, "{}", index.text());
+    // Each batch writes an order and its line in another collection; the
+    // writers go on until the server dies under them and remember what
+    // was acknowledged and what was in flight.
+    let writers: Vec<_> = (0..12)
+        .map(|writer| {
+            let (url, token) = (url.clone(), token.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut acknowledged = Vec::new();
+                for n in 0.. {
+                    let body = json!({"writes": [
+                        {"op": "set", "collection": "orders", "id": format!("o{writer}-{n}"),
+                         "data": {"writer": writer, "n": n}},
+                        {"op": "create", "collection": "lines", "id": format!("l{writer}-{n}"),
+                         "data": {"order": format!("o{writer}-{n}")}},
+                    ]});
+                    let sent = client
+                        .post(format!("{url}/v1/docs/_batch"))
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) if response.status() == 200 => acknowledged.push(n),
+                        _ => return (writer, acknowledged, n),
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    server = server.crash_and_restart();
+    let mut total = 0;
+    for handle in writers {
+        let (writer, acknowledged, in_flight) = handle.await.unwrap();
+        total += acknowledged.len();
+        for n in acknowledged.iter().copied().chain([in_flight]) {
+            let order = send(docs(
+                &server,
+                reqwest::Method::GET,
+                &format!("/orders/o{writer}-{n}"),
+            ))
+            .await;
+            let line = send(docs(
+                &server,
+                reqwest::Method::GET,
+                &format!("/lines/l{writer}-{n}"),
+            ))
+            .await;
+            if n == in_flight {
+                // Unacknowledged: all of the batch, or none of it.
+                assert_eq!(order.status, line.status, "batch {writer}-{n} is torn");
+            } else {
+                assert_eq!(
+                    (order.status, line.status),
+                    (200, 200),
+                    "batch {writer}-{n} was lost"
+                );
+            }
+        }
+        // The index agrees with the documents after recovery.
+        let indexed = post_json(
+            &server,
+            "/orders/_query",
+            json!({"where": ["writer", "==", writer], "order_by": ["n"], "limit": 1000}),
+        )
+        .await
+        .json();
+        let ns: Vec<u64> = indexed["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|document| document["data"]["n"].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = (0..ns.len() as u64).collect();
+        assert_eq!(ns, expected, "writer {writer}");
+        assert!(ns.len() >= acknowledged.len());
+    }
+    assert!(total > 50, "only {total} batches before the kill");
+}
