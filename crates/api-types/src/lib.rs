@@ -283,3 +283,11 @@ pub struct DocBatch {
 pub struct DocBatchResult {
     pub results: Vec<DocWritten>,
 }
+
+/// The access rule of a collection or bucket: `private` (service keys
+/// only), `public-read` or `public-read-write`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSetting {
+    pub access: String,
+}

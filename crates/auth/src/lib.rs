@@ -1,14 +1,16 @@
-//! Who is calling: the admin credential, and project keys.
+//! Who is calling, and what they may do: the admin credential, project
+//! keys, and the access rules of collections and buckets.
 //!
 //! Layer: services. Issues project keys (only the SHA-256 of a key's secret
-//! is stored), checks tokens, and revokes keys with immediate effect. Knows
-//! no HTTP: the gateway maps [`AuthError`] to statuses.
+//! is stored), checks tokens, revokes keys with immediate effect, and
+//! decides access (`Auth::allows`, the one place every data API asks).
+//! Knows no HTTP: the gateway maps [`AuthError`] to statuses.
 //!
 //! A key's token is `wok_<sk|pk>_<project>_<id>_<secret>`: the project and
 //! id find the key without a query across projects; the 256-bit secret
 //! proves it.
 
-use domain::{ApiKey, KeyKind, ProjectId, now_millis};
+use domain::{Access, AccessRule, ApiKey, KeyKind, ProjectId, ResourceKind, now_millis};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -40,7 +42,19 @@ impl Caller {
             Caller::Key { .. } => false,
         }
     }
+
+    /// Whether this caller belongs to `project` at all: the admin, or any
+    /// live key of it (public keys included; access rules decide the rest).
+    pub fn member_of(&self, project: &ProjectId) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Key { project: own, .. } => own == project,
+        }
+    }
 }
+
+/// One collection or bucket of one project.
+type Resource = (ProjectId, ResourceKind, String);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -67,6 +81,9 @@ pub struct Auth {
     /// Live keys already checked, so that a request does not read the store.
     /// Revocation goes through [`Auth`], which updates this first-hand.
     live: RwLock<HashMap<(ProjectId, String), ApiKey>>,
+    /// Access rules already read (absent ones as `Private`); rules change
+    /// only through [`Auth::set_rule`], which updates this first-hand.
+    rules: RwLock<HashMap<Resource, AccessRule>>,
 }
 
 fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
@@ -119,7 +136,84 @@ impl Auth {
             store,
             admin_token,
             live: RwLock::new(HashMap::new()),
+            rules: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Whether `caller` may do `access` on a collection or bucket of
+    /// `project`: the admin and the project's service keys always may; its
+    /// public keys as the resource's rule says; nobody else. Reads the
+    /// store only for a rule not seen yet.
+    ///
+    /// Per-user rules (with accounts) will be decided here too, from the
+    /// caller and the rule, so every data API keeps asking this one place.
+    pub fn allows(
+        &self,
+        caller: &Caller,
+        project: &ProjectId,
+        kind: ResourceKind,
+        name: &str,
+        access: Access,
+    ) -> Result<bool, StoreError> {
+        if caller.serves(project) {
+            return Ok(true);
+        }
+        if !caller.member_of(project) {
+            return Ok(false);
+        }
+        Ok(self.rule(project, kind, name)?.lets_public(access))
+    }
+
+    /// The rule, if already in memory; never blocks.
+    pub fn cached_rule(
+        &self,
+        project: &ProjectId,
+        kind: ResourceKind,
+        name: &str,
+    ) -> Option<AccessRule> {
+        self.rules
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&(project.clone(), kind, name.to_owned()))
+            .copied()
+    }
+
+    /// The rule of a collection or bucket (`Private` when never set).
+    pub fn rule(
+        &self,
+        project: &ProjectId,
+        kind: ResourceKind,
+        name: &str,
+    ) -> Result<AccessRule, StoreError> {
+        if let Some(rule) = self.cached_rule(project, kind, name) {
+            return Ok(rule);
+        }
+        let resource = (project.clone(), kind, name.to_owned());
+        let rule = self
+            .store
+            .access_rule(project, kind, name)?
+            .unwrap_or_default();
+        self.rules
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(resource, rule);
+        Ok(rule)
+    }
+
+    /// Sets a rule; it applies from the moment this returns.
+    pub fn set_rule(
+        &self,
+        project: &ProjectId,
+        kind: ResourceKind,
+        name: &str,
+        rule: AccessRule,
+    ) -> Result<(), StoreError> {
+        self.store.set_access_rule(project, kind, name, rule)?;
+        self.rules
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert((project.clone(), kind, name.to_owned()), rule);
+        Ok(())
     }
 
     /// Who `token` is, if that can be told without the store (the admin

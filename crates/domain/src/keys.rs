@@ -62,3 +62,69 @@ pub struct ApiKey {
     pub created_at: UnixMillis,
     pub revoked_at: Option<UnixMillis>,
 }
+
+/// What a project's public keys may do with one collection or bucket.
+/// Service keys and the admin credential may always do everything in
+/// their project; rules only ever narrow what public keys do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AccessRule {
+    /// Service keys only (the default).
+    #[default]
+    Private,
+    /// Public keys may read (get, list, query).
+    PublicRead,
+    /// Public keys may read and write.
+    PublicReadWrite,
+}
+
+impl AccessRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessRule::Private => "private",
+            AccessRule::PublicRead => "public-read",
+            AccessRule::PublicReadWrite => "public-read-write",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "private" => Some(AccessRule::Private),
+            "public-read" => Some(AccessRule::PublicRead),
+            "public-read-write" => Some(AccessRule::PublicReadWrite),
+            _ => None,
+        }
+    }
+
+    /// Whether a public key may do `access` under this rule.
+    pub fn lets_public(self, access: Access) -> bool {
+        match (self, access) {
+            (AccessRule::Private, _) => false,
+            (AccessRule::PublicRead, Access::Read) => true,
+            (AccessRule::PublicRead, Access::Write) => false,
+            (AccessRule::PublicReadWrite, _) => true,
+        }
+    }
+}
+
+/// Reading or writing data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// The kinds of data an access rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    Collection,
+    Bucket,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Collection => "collection",
+            ResourceKind::Bucket => "bucket",
+        }
+    }
+}

@@ -10,7 +10,7 @@ mod records;
 mod size;
 mod spec;
 
-pub use keys::{ApiKey, KeyKind, Project};
+pub use keys::{Access, AccessRule, ApiKey, KeyKind, Project, ResourceKind};
 pub use names::{CollectionName, FunctionName, InvocationId, NameError, ProjectId, StoreName};
 pub use records::{InvocationRecord, LogLine, LogStream, Outcome, Usage, UsageFilter};
 pub use size::{ByteSize, SizeError};

@@ -1,4 +1,5 @@
 //! Domain values to wire DTOs.
+use crate::ApiError;
 use domain::Isolation;
 use store::{FunctionVersion, StoredLogLine};
 
@@ -90,4 +91,14 @@ pub fn log_line(stored: &StoredLogLine) -> api_types::LogLine {
         stream: stored.line.stream.as_str().to_owned(),
         line: stored.line.line.clone(),
     }
+}
+
+/// An access rule by its public name.
+pub fn access_rule(name: &str) -> Result<domain::AccessRule, ApiError> {
+    domain::AccessRule::parse(name).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_access",
+            format!("access {name:?} is not one of private, public-read, public-read-write"),
+        )
+    })
 }

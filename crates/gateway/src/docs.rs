@@ -1,12 +1,13 @@
 //! Documents over REST: `/v1/docs/COLLECTION[/ID]` for the scope's
 //! project, with `_query`, `_count`, `_explain`, `_indexes` and `_batch`
 //! (names that no collection or document id can take).
-use crate::projects::Scope;
+use crate::projects::{Scope, authorize, require_service};
 use crate::{ApiError, SharedGateway, blocking};
+use auth::Caller;
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use domain::CollectionName;
+use domain::{Access, CollectionName, ResourceKind};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use store::docs::{
@@ -135,7 +136,9 @@ async fn write_one(
 pub async fn list_collections(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<api_types::DocCollectionList>, ApiError> {
+    require_service(&caller, &project)?;
     let docs = gateway.docs.clone();
     let collections = blocking(move || docs.doc_collections(&project)).await?;
     Ok(Json(api_types::DocCollectionList {
@@ -165,10 +168,20 @@ fn index_out(index: Index) -> api_types::DocIndex {
 pub async fn list_documents(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     Path(collection): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<api_types::DocPage>, ApiError> {
     let collection = collection_name(&collection)?;
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Collection,
+        collection.as_str(),
+        Access::Read,
+    )
+    .await?;
     let mut query = serde_json::Map::new();
     for (key, value) in params {
         match key.as_str() {
@@ -211,10 +224,20 @@ async fn run_query(
 pub async fn query(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     Path(collection): Path<String>,
     request: Request,
 ) -> Result<Json<api_types::DocPage>, ApiError> {
     let collection = collection_name(&collection)?;
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Collection,
+        collection.as_str(),
+        Access::Read,
+    )
+    .await?;
     let body = read_json(request, MAX_BATCH_BODY).await?;
     run_query(gateway, project, collection, body).await
 }
@@ -223,10 +246,20 @@ pub async fn query(
 pub async fn count(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     Path(collection): Path<String>,
     request: Request,
 ) -> Result<Json<api_types::DocCount>, ApiError> {
     let collection = collection_name(&collection)?;
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Collection,
+        collection.as_str(),
+        Access::Read,
+    )
+    .await?;
     let query = parse_query(&read_json(request, MAX_BATCH_BODY).await?)?;
     let docs = gateway.docs.clone();
     let count = blocking(move || docs.doc_count(&project, &collection, &query)).await?;
@@ -237,10 +270,12 @@ pub async fn count(
 pub async fn explain(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     Path(collection): Path<String>,
     request: Request,
 ) -> Result<Json<api_types::DocExplain>, ApiError> {
     let collection = collection_name(&collection)?;
+    require_service(&caller, &project)?;
     let query = parse_query(&read_json(request, MAX_BATCH_BODY).await?)?;
     let docs = gateway.docs.clone();
     let plan = blocking(move || docs.doc_explain(&project, &collection, &query)).await?;
@@ -258,10 +293,20 @@ pub async fn explain(
 pub async fn create(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     Path(collection): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let collection = collection_name(&collection)?;
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Collection,
+        collection.as_str(),
+        Access::Write,
+    )
+    .await?;
     let data = document_object(read_json(request, MAX_DOCUMENT_BODY).await?)?;
     let write = DocWrite::Set {
         collection,
@@ -276,9 +321,19 @@ pub async fn create(
 pub async fn get(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let collection = collection_name(&collection)?;
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Collection,
+        collection.as_str(),
+        Access::Read,
+    )
+    .await?;
     let docs = gateway.docs.clone();
     let lookup = id.clone();
     let document = blocking(move || docs.doc_get(&project, &collection, &lookup))
@@ -298,10 +353,20 @@ pub async fn get(
 pub async fn put(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     Path((collection, id)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let collection = collection_name(&collection)?;
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Collection,
+        collection.as_str(),
+        Access::Write,
+    )
+    .await?;
     let condition = condition(request.headers())?;
     let data = document_object(read_json(request, MAX_DOCUMENT_BODY).await?)?;
     let write = DocWrite::Set {
@@ -330,10 +395,20 @@ pub async fn put(
 pub async fn patch(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     Path((collection, id)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let collection = collection_name(&collection)?;
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Collection,
+        collection.as_str(),
+        Access::Write,
+    )
+    .await?;
     let condition = condition(request.headers())?;
     let patch = read_json(request, MAX_DOCUMENT_BODY).await?;
     if !patch.is_object() {
@@ -357,10 +432,20 @@ pub async fn patch(
 pub async fn delete(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     Path((collection, id)): Path<(String, String)>,
     headers: http::HeaderMap,
 ) -> Result<http::StatusCode, ApiError> {
     let collection = collection_name(&collection)?;
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Collection,
+        collection.as_str(),
+        Access::Write,
+    )
+    .await?;
     let write = DocWrite::Delete {
         collection,
         id,
@@ -374,6 +459,7 @@ pub async fn delete(
 pub async fn batch(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     request: Request,
 ) -> Result<Json<api_types::DocBatchResult>, ApiError> {
     let body = read_json(request, MAX_BATCH_BODY).await?;
@@ -395,6 +481,20 @@ pub async fn batch(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let mut collections: Vec<&CollectionName> = writes.iter().map(DocWrite::collection).collect();
+    collections.sort();
+    collections.dedup();
+    for collection in collections {
+        authorize(
+            &gateway,
+            &caller,
+            &project,
+            ResourceKind::Collection,
+            collection.as_str(),
+            Access::Write,
+        )
+        .await?;
+    }
     let results = gateway.docs.doc_write(&project, writes).await?;
     Ok(Json(api_types::DocBatchResult {
         results: results
@@ -421,9 +521,11 @@ fn batch_write(write: api_types::DocBatchWrite) -> Result<DocWrite, String> {
 pub async fn list_indexes(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     Path(collection): Path<String>,
 ) -> Result<Json<Vec<api_types::DocIndex>>, ApiError> {
     let collection = collection_name(&collection)?;
+    require_service(&caller, &project)?;
     let docs = gateway.docs.clone();
     let collections = blocking(move || docs.doc_collections(&project)).await?;
     let indexes = collections
@@ -455,10 +557,12 @@ fn index_name(name: &str) -> Result<(), ApiError> {
 pub async fn create_index(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     Path((collection, name)): Path<(String, String)>,
     request: Request,
 ) -> Result<(http::StatusCode, Json<api_types::DocIndex>), ApiError> {
     let collection = collection_name(&collection)?;
+    require_service(&caller, &project)?;
     index_name(&name)?;
     let body: api_types::CreateDocIndex =
         serde_json::from_value(read_json(request, MAX_DOCUMENT_BODY).await?)
@@ -475,9 +579,11 @@ pub async fn create_index(
 pub async fn drop_index(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
     Path((collection, name)): Path<(String, String)>,
 ) -> Result<http::StatusCode, ApiError> {
     let collection = collection_name(&collection)?;
+    require_service(&caller, &project)?;
     let docs = gateway.docs.clone();
     let dropped = name.clone();
     if blocking(move || docs.doc_drop_index(&project, &collection, &dropped)).await? {
@@ -487,4 +593,49 @@ pub async fn drop_index(
             "no index {name:?} on this collection"
         )))
     }
+}
+
+/// `GET /v1/docs/C/_access`: who may use the collection with a public key.
+pub async fn get_access(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    Path(collection): Path<String>,
+) -> Result<Json<api_types::AccessSetting>, ApiError> {
+    let collection = collection_name(&collection)?;
+    require_service(&caller, &project)?;
+    let auth = gateway.auth.clone();
+    let rule = blocking(move || auth.rule(&project, ResourceKind::Collection, collection.as_str()))
+        .await?;
+    Ok(Json(api_types::AccessSetting {
+        access: rule.as_str().to_owned(),
+    }))
+}
+
+/// `PUT /v1/docs/C/_access` with `{"access": "private" | "public-read" |
+/// "public-read-write"}`; applies from the answer on.
+pub async fn set_access(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    Path(collection): Path<String>,
+    request: Request,
+) -> Result<Json<api_types::AccessSetting>, ApiError> {
+    let collection = collection_name(&collection)?;
+    require_service(&caller, &project)?;
+    let setting: api_types::AccessSetting =
+        serde_json::from_value(read_json(request, MAX_DOCUMENT_BODY).await?)
+            .map_err(|error| ApiError::bad_request("invalid_access", error.to_string()))?;
+    let rule = crate::convert::access_rule(&setting.access)?;
+    let auth = gateway.auth.clone();
+    blocking(move || {
+        auth.set_rule(
+            &project,
+            ResourceKind::Collection,
+            collection.as_str(),
+            rule,
+        )
+    })
+    .await?;
+    Ok(Json(setting))
 }

@@ -93,6 +93,9 @@ fn control_router(gateway: SharedGateway) -> Router {
                 .delete(kv::delete)
                 .post(kv::increment),
         )
+        .route_layer(axum::middleware::from_fn(projects::require_project_access));
+    // Data routes: public keys too, each handler asking `authorize`.
+    let data_routes = Router::new()
         .route("/v1/docs", get(docs::list_collections))
         .route("/v1/docs/_batch", post(docs::batch))
         .route(
@@ -104,6 +107,10 @@ fn control_router(gateway: SharedGateway) -> Router {
         .route("/v1/docs/{collection}/_explain", post(docs::explain))
         .route("/v1/docs/{collection}/_indexes", get(docs::list_indexes))
         .route(
+            "/v1/docs/{collection}/_access",
+            get(docs::get_access).put(docs::set_access),
+        )
+        .route(
             "/v1/docs/{collection}/_indexes/{name}",
             put(docs::create_index).delete(docs::drop_index),
         )
@@ -114,7 +121,7 @@ fn control_router(gateway: SharedGateway) -> Router {
                 .patch(docs::patch)
                 .delete(docs::delete),
         )
-        .route_layer(axum::middleware::from_fn(projects::require_project_access));
+        .route_layer(axum::middleware::from_fn(projects::require_project_member));
     let admin_routes = Router::new()
         .route(
             "/v1/projects",
@@ -128,6 +135,7 @@ fn control_router(gateway: SharedGateway) -> Router {
         .route("/v1/keys/{id}", delete(projects::revoke_key))
         .route_layer(axum::middleware::from_fn(projects::require_admin));
     project_routes
+        .merge(data_routes)
         .merge(admin_routes)
         .fallback(control::not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -14,7 +14,7 @@ use axum::Json;
 use axum::extract::{Extension, Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use domain::{KeyKind, ProjectId};
+use domain::{Access, KeyKind, ProjectId, ResourceKind};
 
 /// The project a control request addresses.
 #[derive(Debug, Clone)]
@@ -138,6 +138,77 @@ pub async fn require_project_access(
         .into_response();
     }
     next.run(request).await
+}
+
+/// For the routes of a project's data: the caller must belong to the
+/// scope's project (a public key too); each handler then asks
+/// [`authorize`] for the collection or bucket it touches.
+pub async fn require_project_member(
+    Extension(caller): Extension<Caller>,
+    Extension(Scope(project)): Extension<Scope>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !caller.member_of(&project) {
+        return ApiError::NotAllowed(format!(
+            "this credential has no access to project {:?}",
+            project.as_str()
+        ))
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether the caller may `access` one collection or bucket of `project`:
+/// service keys and the admin always; public keys as its rule says.
+pub async fn authorize(
+    gateway: &SharedGateway,
+    caller: &Caller,
+    project: &ProjectId,
+    kind: ResourceKind,
+    name: &str,
+    access: Access,
+) -> Result<(), ApiError> {
+    if caller.serves(project) {
+        return Ok(());
+    }
+    let allowed = if !caller.member_of(project) {
+        false
+    } else {
+        let rule = match gateway.auth.cached_rule(project, kind, name) {
+            Some(rule) => rule,
+            None => {
+                let (auth, project, name) =
+                    (gateway.auth.clone(), project.clone(), name.to_owned());
+                blocking(move || auth.rule(&project, kind, &name)).await?
+            }
+        };
+        rule.lets_public(access)
+    };
+    if allowed {
+        Ok(())
+    } else {
+        let verb = match access {
+            Access::Read => "read",
+            Access::Write => "write",
+        };
+        Err(ApiError::NotAllowed(format!(
+            "this key may not {verb} {} {name:?}",
+            kind.as_str()
+        )))
+    }
+}
+
+/// For management routes of a project's data (indexes, access rules):
+/// service keys and the admin only.
+pub fn require_service(caller: &Caller, project: &ProjectId) -> Result<(), ApiError> {
+    if caller.serves(project) {
+        Ok(())
+    } else {
+        Err(ApiError::NotAllowed(
+            "this needs the project's service key or the admin credential".to_owned(),
+        ))
+    }
 }
 
 /// For project and key management: the admin credential only.

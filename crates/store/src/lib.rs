@@ -20,8 +20,8 @@ pub use kv::{
 pub use sqlite::SqliteStore;
 
 use domain::{
-    ApiKey, FunctionConfig, FunctionName, InvocationRecord, LogLine, Project, ProjectId,
-    UnixMillis, Usage, UsageFilter,
+    AccessRule, ApiKey, FunctionConfig, FunctionName, InvocationRecord, LogLine, Project,
+    ProjectId, ResourceKind, UnixMillis, Usage, UsageFilter,
 };
 
 /// One immutable deployed version of a function.
@@ -142,6 +142,22 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Removes an empty project and revokes its keys. Refused while it has
     /// live functions. Returns whether it existed.
     fn remove_project(&self, project: &ProjectId) -> Result<bool, StoreError>;
+
+    /// The access rule of a collection or bucket (`None`: never set, which
+    /// means [`AccessRule::Private`]).
+    fn access_rule(
+        &self,
+        project: &ProjectId,
+        kind: ResourceKind,
+        name: &str,
+    ) -> Result<Option<AccessRule>, StoreError>;
+    fn set_access_rule(
+        &self,
+        project: &ProjectId,
+        kind: ResourceKind,
+        name: &str,
+        rule: AccessRule,
+    ) -> Result<(), StoreError>;
 
     /// Stores a new key of an existing project.
     fn create_key(&self, key: &ApiKey) -> Result<(), StoreError>;

@@ -9,9 +9,9 @@ use crate::{
 };
 use crate::{KvBatchOp, KvDone};
 use domain::{
-    ApiKey, CollectionName, FunctionName, HttpWorld, InvocationId, InvocationRecord, KeyKind,
-    LogLine, LogStream, Outcome, Project, ProjectId, StoreName, UnixMillis, Usage, UsageFilter,
-    now_millis,
+    AccessRule, ApiKey, CollectionName, FunctionName, HttpWorld, InvocationId, InvocationRecord,
+    KeyKind, LogLine, LogStream, Outcome, Project, ProjectId, ResourceKind, StoreName, UnixMillis,
+    Usage, UsageFilter, now_millis,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -113,6 +113,13 @@ CREATE TABLE IF NOT EXISTS kv (
     PRIMARY KEY (project, store, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS access_rules (
+    project TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    PRIMARY KEY (project, kind, name)
+);
 CREATE TABLE IF NOT EXISTS api_keys (
     project TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -518,6 +525,43 @@ impl MetaStore for SqliteStore {
         )?;
         transaction.commit()?;
         Ok(removed > 0)
+    }
+
+    fn access_rule(
+        &self,
+        project: &ProjectId,
+        kind: ResourceKind,
+        name: &str,
+    ) -> Result<Option<AccessRule>, StoreError> {
+        let connection = self.lock();
+        let rule: Option<String> = connection
+            .prepare_cached(
+                "SELECT rule FROM access_rules WHERE project = ? AND kind = ? AND name = ?",
+            )?
+            .query_row(params![project.as_str(), kind.as_str(), name], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        rule.map(|rule| {
+            AccessRule::parse(&rule)
+                .ok_or_else(|| StoreError::Corrupt(format!("access rule {rule:?}")))
+        })
+        .transpose()
+    }
+
+    fn set_access_rule(
+        &self,
+        project: &ProjectId,
+        kind: ResourceKind,
+        name: &str,
+        rule: AccessRule,
+    ) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO access_rules (project, kind, name, rule) VALUES (?, ?, ?, ?)
+             ON CONFLICT (project, kind, name) DO UPDATE SET rule = excluded.rule",
+            params![project.as_str(), kind.as_str(), name, rule.as_str()],
+        )?;
+        Ok(())
     }
 
     fn create_key(&self, key: &ApiKey) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 use crate::client::Client;
 use api_types::{
-    DocBatchResult, DocCollectionList, DocCount, DocExplain, DocIndex, DocPage, DocWritten,
-    Document,
+    AccessSetting, DocBatchResult, DocCollectionList, DocCount, DocExplain, DocIndex, DocPage,
+    DocWritten, Document,
 };
 use serde_json::Value;
 use std::io::Read;
@@ -66,6 +66,12 @@ pub enum Docs {
     /// Write several documents atomically: a JSON file (or `-`) of
     /// `{"writes": [{"op": "set", "collection": "c", "id": "x", "data": {...}}, ...]}`.
     Batch { file: String },
+    /// Show or set what public keys may do with a collection: `private`
+    /// (service keys only, the default), `public-read`, `public-read-write`.
+    Access {
+        collection: String,
+        rule: Option<String>,
+    },
     /// Declared indexes.
     #[command(subcommand)]
     Index(IndexCommand),
@@ -286,6 +292,17 @@ impl Docs {
                         None => println!("{}\tremoved", written.id),
                     }
                 }
+            }
+            Docs::Access { collection, rule } => {
+                let path = format!("/v1/docs/{collection}/_access");
+                let request = match rule {
+                    Some(rule) => client
+                        .control(reqwest::Method::PUT, &path)
+                        .json(&AccessSetting { access: rule }),
+                    None => client.control(reqwest::Method::GET, &path),
+                };
+                let setting: AccessSetting = client.json(request).await?;
+                println!("{collection}\t{}", setting.access);
             }
             Docs::Index(IndexCommand::Create {
                 collection,

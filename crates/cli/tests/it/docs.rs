@@ -650,3 +650,138 @@ async fn acknowledged_document_batches_survive_sigkill_whole_and_torn_ones_vanis
     }
     assert!(total > 50, "only {total} batches before the kill");
 }
+
+#[tokio::test]
+async fn access_rules_decide_what_public_keys_may_do() {
+    let server = server();
+    let issue = |project: &'static str, kind: &'static str| {
+        let server = &server;
+        async move {
+            let issued = send(
+                control(
+                    server,
+                    reqwest::Method::POST,
+                    &format!("/v1/projects/{project}/keys"),
+                )
+                .json(&json!({ "kind": kind })),
+            )
+            .await;
+            issued.json()["token"].as_str().unwrap().to_owned()
+        }
+    };
+    server.cli_ok(&["project", "create", "other"]);
+    let public = issue("default", "public").await;
+    let foreign = issue("other", "public").await;
+    send(docs(&server, reqwest::Method::PUT, "/posts/p1").json(&json!({"title": "hello", "n": 1})))
+        .await;
+    let as_key = |token: &str, method: reqwest::Method, path: &str| {
+        http()
+            .request(method, format!("{}/v1/docs{path}", server.url))
+            .bearer_auth(token)
+    };
+    // What a public key tries, and whether it reads or writes.
+    let attempts = |token: &str| {
+        vec![
+            (as_key(token, reqwest::Method::GET, "/posts/p1"), false),
+            (as_key(token, reqwest::Method::GET, "/posts"), false),
+            (
+                as_key(token, reqwest::Method::POST, "/posts/_query")
+                    .json(&json!({"where": ["n", "==", 1]})),
+                false,
+            ),
+            (
+                as_key(token, reqwest::Method::POST, "/posts/_count").json(&json!({})),
+                false,
+            ),
+            (
+                as_key(token, reqwest::Method::PUT, "/posts/p2").json(&json!({"n": 2})),
+                true,
+            ),
+            (
+                as_key(token, reqwest::Method::PATCH, "/posts/p1").json(&json!({"n": 1})),
+                true,
+            ),
+            (
+                as_key(token, reqwest::Method::POST, "/posts").json(&json!({"n": 3})),
+                true,
+            ),
+            (
+                as_key(token, reqwest::Method::POST, "/_batch").json(&json!({"writes": [
+                    {"op": "set", "collection": "posts", "id": "p4", "data": {}}]})),
+                true,
+            ),
+        ]
+    };
+    for (rule, reads, writes) in [
+        ("private", false, false),
+        ("public-read", true, false),
+        ("public-read-write", true, true),
+    ] {
+        assert_eq!(
+            server.cli_ok(&["docs", "access", "posts", rule]),
+            format!("posts\t{rule}\n")
+        );
+        for (request, is_write) in attempts(&public) {
+            let allowed = if is_write { writes } else { reads };
+            let answer = send(request).await;
+            if allowed {
+                assert!(answer.status < 300, "{rule}: {}", answer.text());
+            } else {
+                assert_eq!(
+                    (answer.status, answer.error_code().as_str()),
+                    (403, "forbidden"),
+                    "{rule}"
+                );
+                assert!(!answer.text().contains("hello"), "{}", answer.text());
+            }
+        }
+        // Another project's public key: never, whatever the rule.
+        for (request, _) in attempts(&foreign) {
+            let request = request.build().unwrap();
+            let path = request
+                .url()
+                .path()
+                .replacen("/v1/", "/v1/projects/default/", 1);
+            let method = request.method().clone();
+            let answer = send(
+                http()
+                    .request(method, format!("{}{path}", server.url))
+                    .bearer_auth(&foreign)
+                    .json(&json!({})),
+            )
+            .await;
+            assert_eq!(answer.status, 403, "{rule} {path}");
+        }
+    }
+    // A collection without a rule is private; management is never public.
+    send(docs(&server, reqwest::Method::PUT, "/secrets/s1").json(&json!({"k": "v"}))).await;
+    assert_eq!(
+        server.cli_ok(&["docs", "access", "secrets"]),
+        "secrets\tprivate\n"
+    );
+    for (method, path) in [
+        (reqwest::Method::GET, "/secrets/s1"),
+        (reqwest::Method::GET, ""),
+        (reqwest::Method::GET, "/posts/_indexes"),
+        (reqwest::Method::PUT, "/posts/_indexes/by-n"),
+        (reqwest::Method::POST, "/posts/_explain"),
+        (reqwest::Method::PUT, "/posts/_access"),
+    ] {
+        let answer = send(
+            as_key(&public, method.clone(), path)
+                .json(&json!({"fields": ["n"], "access": "private"})),
+        )
+        .await;
+        assert_eq!(answer.status, 403, "{method} {path}: {}", answer.text());
+    }
+    let bad = server.cli(&["docs", "access", "posts", "world-writable"]);
+    assert!(bad.stderr().contains("invalid_access"), "{}", bad.stderr());
+    // Public keys still have nothing to do with functions.
+    let functions = send(
+        http()
+            .get(format!("{}/v1/functions", server.url))
+            .bearer_auth(&public),
+    )
+    .await;
+    assert_eq!(functions.status, 403);
+}

@@ -1,7 +1,7 @@
 //! The `MetaStore` and `KvStore` contracts, run against every backend (SQLite for now).
 use domain::{
-    ApiKey, FunctionConfig, FunctionName, HttpWorld, InvocationId, InvocationRecord, KeyKind,
-    LogLine, LogStream, Outcome, ProjectId, StoreName, UsageFilter,
+    AccessRule, ApiKey, FunctionConfig, FunctionName, HttpWorld, InvocationId, InvocationRecord,
+    KeyKind, LogLine, LogStream, Outcome, ProjectId, ResourceKind, StoreName, UsageFilter,
 };
 use store::{
     Condition, KvBatchOp, KvDone, KvStore, MetaStore, NewVersion, SqliteStore, StoreError,
@@ -209,6 +209,48 @@ fn projects_contract(store: &dyn MetaStore) {
     };
     assert_eq!(ids(store), ["default"]);
     assert!(store.project(&shop).unwrap().is_none());
+
+    // Access rules: per project, kind and name; set again, replaced.
+    assert_eq!(
+        store
+            .access_rule(&default, ResourceKind::Collection, "posts")
+            .unwrap(),
+        None
+    );
+    store
+        .set_access_rule(
+            &default,
+            ResourceKind::Collection,
+            "posts",
+            AccessRule::PublicRead,
+        )
+        .unwrap();
+    store
+        .set_access_rule(
+            &default,
+            ResourceKind::Collection,
+            "posts",
+            AccessRule::PublicReadWrite,
+        )
+        .unwrap();
+    assert_eq!(
+        store
+            .access_rule(&default, ResourceKind::Collection, "posts")
+            .unwrap(),
+        Some(AccessRule::PublicReadWrite)
+    );
+    assert_eq!(
+        store
+            .access_rule(&default, ResourceKind::Bucket, "posts")
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .access_rule(&shop, ResourceKind::Collection, "posts")
+            .unwrap(),
+        None
+    );
     assert!(matches!(
         store.create_key(&key(&shop, "a1", KeyKind::Service)),
         Err(StoreError::NoSuchProject(_))
