@@ -38,6 +38,22 @@ async fn read_json(request: Request, limit: usize) -> Result<Value, ApiError> {
     })
 }
 
+/// Runs a document read on the blocking pool, at most
+/// [`crate::Gateway::document_reads`] at a time: waiting readers queue in
+/// order instead of crowding the cores with threads, which kept the slowest
+/// reads of a loaded server waiting for many scheduler rounds.
+async fn read<T: Send + 'static>(
+    gateway: &SharedGateway,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let _permit = gateway
+        .document_reads
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    blocking(work).await
+}
+
 fn document_object(value: Value) -> Result<Map<String, Value>, ApiError> {
     match value {
         Value::Object(data) => Ok(data),
@@ -213,7 +229,7 @@ async fn run_query(
 ) -> Result<Json<api_types::DocPage>, ApiError> {
     let query = parse_query(&body)?;
     let docs = gateway.docs.clone();
-    let page = blocking(move || docs.doc_query(&project, &collection, &query)).await?;
+    let page = read(&gateway, move || docs.doc_query(&project, &collection, &query)).await?;
     Ok(Json(api_types::DocPage {
         documents: page.documents.into_iter().map(document_out).collect(),
         next_cursor: page.next_cursor,
@@ -262,7 +278,7 @@ pub async fn count(
     .await?;
     let query = parse_query(&read_json(request, MAX_BATCH_BODY).await?)?;
     let docs = gateway.docs.clone();
-    let count = blocking(move || docs.doc_count(&project, &collection, &query)).await?;
+    let count = read(&gateway, move || docs.doc_count(&project, &collection, &query)).await?;
     Ok(Json(api_types::DocCount { count }))
 }
 
@@ -336,7 +352,7 @@ pub async fn get(
     .await?;
     let docs = gateway.docs.clone();
     let lookup = id.clone();
-    let document = blocking(move || docs.doc_get(&project, &collection, &lookup))
+    let document = read(&gateway, move || docs.doc_get(&project, &collection, &lookup))
         .await?
         .ok_or_else(|| {
             ApiError::DocumentNotFound(format!("no document {id:?} in this collection"))

@@ -32,6 +32,8 @@ pub struct Gateway {
     pub kv: Arc<dyn store::KvStore>,
     /// Document collections (the same SQLite database as `store`, for now).
     pub docs: Arc<dyn store::DocStore>,
+    /// Document reads running at once (see `docs::read`).
+    pub document_reads: tokio::sync::Semaphore,
     /// Checks the admin credential and project keys.
     pub auth: Arc<auth::Auth>,
     /// Largest component upload accepted by deploy.

@@ -110,6 +110,10 @@ pub async fn run(
         metrics,
         kv,
         docs,
+        // Twice the cores: one reading while another parses and answers.
+        document_reads: tokio::sync::Semaphore::new(
+            2 * std::thread::available_parallelism().map_or(2, |cores| cores.get()),
+        ),
         auth,
         max_upload_bytes: config.max_upload.bytes(),
     });

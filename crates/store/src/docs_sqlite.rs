@@ -423,6 +423,9 @@ pub(crate) fn collections(
     Ok(out)
 }
 
+/// Rows read at a time when counting.
+const MAX_CHUNK_COUNT: usize = 256;
+
 /// A read position: the sort key and id of the last document returned.
 type Position = (Vec<u8>, String);
 
@@ -471,12 +474,17 @@ fn decode_cursor(query: &Query, plan: &Plan) -> Result<Option<Position>, StoreEr
 /// hands each match to `visit` until it says stop.
 fn walk(
     connection: &Connection,
-    cid: i64,
+    collection: &Collection,
     plan: &Plan,
+    wanted: usize,
     mut after: Option<Position>,
     mut visit: impl FnMut(Position, Document) -> bool,
 ) -> Result<(), StoreError> {
-    const CHUNK: usize = 256;
+    // The first chunk reads what the caller wants (a page and one more);
+    // later ones, when filters dropped documents, read more at a time.
+    const MAX_CHUNK: usize = 256;
+    let mut chunk = wanted.clamp(1, MAX_CHUNK);
+    let cid = collection.cid;
     match plan {
         Plan::Scan { residual, order_by } => {
             // Small collections only (the planner sees to it).
@@ -514,7 +522,7 @@ fn walk(
                 "SELECT id, version, body FROM docs WHERE cid = ? AND id > ? ORDER BY id LIMIT ?",
             )?;
             let start = after.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
-            let mut rows = statement.query(params![cid, start, CHUNK as i64])?;
+            let mut rows = statement.query(params![cid, start, chunk as i64])?;
             let mut read = 0;
             while let Some(row) = rows.next()? {
                 read += 1;
@@ -531,9 +539,10 @@ fn walk(
                     return Ok(());
                 }
             }
-            if read < CHUNK {
+            if read < chunk {
                 return Ok(());
             }
+            chunk = MAX_CHUNK;
         },
         Plan::Index {
             index,
@@ -542,10 +551,11 @@ fn walk(
             residual,
             ..
         } => {
-            let Some(ino) = indexes(connection, cid)?
-                .into_iter()
+            let Some(ino) = collection
+                .indexes
+                .iter()
                 .find(|(_, found)| found.name == index.name)
-                .map(|(ino, _)| ino)
+                .map(|(ino, _)| *ino)
             else {
                 return Ok(());
             };
@@ -588,7 +598,7 @@ fn walk(
                     upper,
                     after_key,
                     after_id,
-                    CHUNK as i64
+                    chunk as i64
                 ])?;
                 let mut read = 0;
                 while let Some(row) = rows.next()? {
@@ -607,9 +617,10 @@ fn walk(
                         return Ok(());
                     }
                 }
-                if read < CHUNK {
+                if read < chunk {
                     return Ok(());
                 }
+                chunk = MAX_CHUNK;
             }
         }
     }
@@ -664,8 +675,9 @@ pub(crate) fn query(
     let mut more = false;
     walk(
         connection,
-        found.cid,
+        &found,
         &chosen,
+        limit + 1,
         after,
         |position, document| {
             if documents.len() == limit {
@@ -719,7 +731,7 @@ pub(crate) fn count(
         _ => {}
     }
     let mut total = 0;
-    walk(connection, found.cid, &chosen, None, |_, _| {
+    walk(connection, &found, &chosen, MAX_CHUNK_COUNT, None, |_, _| {
         total += 1;
         true
     })?;

@@ -43,6 +43,16 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
+/// A connection for reads: the database file memory-mapped, so a page
+/// that the OS has cached costs no `read` call and no copy, and a larger
+/// page cache of its own. (Pages still in the WAL are read as usual.)
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let connection = open_connection(path)?;
+    connection.pragma_update(None, "mmap_size", 1i64 << 32)?;
+    connection.pragma_update(None, "cache_size", -65536)?;
+    Ok(connection)
+}
+
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS functions (
     project TEXT NOT NULL,
@@ -174,7 +184,7 @@ impl SqliteStore {
         Ok(Self {
             connection: Mutex::new(connection),
             writer: Writer::start(path)?,
-            kv_reader: Mutex::new(open_connection(path)?),
+            kv_reader: Mutex::new(open_reader(path)?),
             readers: Mutex::new(Vec::new()),
             path: path.to_owned(),
         })
@@ -192,7 +202,7 @@ impl SqliteStore {
             .pop();
         let connection = match pooled {
             Some(connection) => connection,
-            None => open_connection(&self.path)?,
+            None => open_reader(&self.path)?,
         };
         let result = read(&connection);
         self.readers
