@@ -11,7 +11,9 @@ mod size;
 mod spec;
 
 pub use keys::{Access, AccessRule, ApiKey, KeyKind, Project, ResourceKind};
-pub use names::{CollectionName, FunctionName, InvocationId, NameError, ProjectId, StoreName};
+pub use names::{
+    BucketName, CollectionName, FunctionName, InvocationId, NameError, ProjectId, StoreName,
+};
 pub use records::{InvocationRecord, LogLine, LogStream, Outcome, Usage, UsageFilter};
 pub use size::{ByteSize, SizeError};
 pub use spec::{FunctionConfig, HttpWorld, Isolation, Limits, ReuseLimits, SpecError};

@@ -15,6 +15,10 @@ pub enum NameError {
         "{kind} name {name:?} may only contain lowercase letters, digits and '-', and must start with a letter or digit"
     )]
     InvalidCharacters { kind: &'static str, name: String },
+    #[error(
+        "bucket name {name:?} must be 3 to 63 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+    )]
+    InvalidBucket { name: String },
 }
 
 fn validate(kind: &'static str, name: &str, max: usize) -> Result<(), NameError> {
@@ -92,6 +96,51 @@ name_type!(
     /// A collection of JSON documents of a project.
     CollectionName, "collection", 63
 );
+
+/// A bucket of a project's object storage: 3 to 63 lowercase letters,
+/// digits, `-` and `.`, starting and ending with a letter or digit (the S3
+/// rules, so any S3 client accepts it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BucketName(String);
+
+impl BucketName {
+    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(NameError::Empty { kind: "bucket" });
+        }
+        if name.len() > 63 {
+            return Err(NameError::TooLong {
+                kind: "bucket",
+                name,
+                max: 63,
+            });
+        }
+        let bytes = name.as_bytes();
+        let edge_ok = |byte: u8| byte.is_ascii_lowercase() || byte.is_ascii_digit();
+        let valid = bytes.len() >= 3
+            && edge_ok(bytes[0])
+            && edge_ok(bytes[bytes.len() - 1])
+            && bytes
+                .iter()
+                .all(|&byte| edge_ok(byte) || byte == b'-' || byte == b'.')
+            && !name.contains("..");
+        if !valid {
+            return Err(NameError::InvalidBucket { name });
+        }
+        Ok(Self(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BucketName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl ProjectId {
     /// The project that always exists and that `/fn/NAME` addresses.

@@ -229,7 +229,10 @@ async fn run_query(
 ) -> Result<Json<api_types::DocPage>, ApiError> {
     let query = parse_query(&body)?;
     let docs = gateway.docs.clone();
-    let page = read(&gateway, move || docs.doc_query(&project, &collection, &query)).await?;
+    let page = read(&gateway, move || {
+        docs.doc_query(&project, &collection, &query)
+    })
+    .await?;
     Ok(Json(api_types::DocPage {
         documents: page.documents.into_iter().map(document_out).collect(),
         next_cursor: page.next_cursor,
@@ -278,7 +281,10 @@ pub async fn count(
     .await?;
     let query = parse_query(&read_json(request, MAX_BATCH_BODY).await?)?;
     let docs = gateway.docs.clone();
-    let count = read(&gateway, move || docs.doc_count(&project, &collection, &query)).await?;
+    let count = read(&gateway, move || {
+        docs.doc_count(&project, &collection, &query)
+    })
+    .await?;
     Ok(Json(api_types::DocCount { count }))
 }
 
@@ -352,11 +358,11 @@ pub async fn get(
     .await?;
     let docs = gateway.docs.clone();
     let lookup = id.clone();
-    let document = read(&gateway, move || docs.doc_get(&project, &collection, &lookup))
-        .await?
-        .ok_or_else(|| {
-            ApiError::DocumentNotFound(format!("no document {id:?} in this collection"))
-        })?;
+    let document = read(&gateway, move || {
+        docs.doc_get(&project, &collection, &lookup)
+    })
+    .await?
+    .ok_or_else(|| ApiError::DocumentNotFound(format!("no document {id:?} in this collection")))?;
     let version = document.version;
     let mut response = Json(document_out(document)).into_response();
     response

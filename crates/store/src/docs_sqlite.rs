@@ -731,10 +731,17 @@ pub(crate) fn count(
         _ => {}
     }
     let mut total = 0;
-    walk(connection, &found, &chosen, MAX_CHUNK_COUNT, None, |_, _| {
-        total += 1;
-        true
-    })?;
+    walk(
+        connection,
+        &found,
+        &chosen,
+        MAX_CHUNK_COUNT,
+        None,
+        |_, _| {
+            total += 1;
+            true
+        },
+    )?;
     Ok(total)
 }
 

@@ -5,6 +5,8 @@
 //! still means durable; under concurrency, one fsync covers many writes.
 use crate::docs::{DocWrite, DocWritten, Index};
 use crate::docs_sqlite::{apply_create_index, apply_doc_batch, apply_drop_index};
+use crate::objects::{ObjectDone, ObjectOp};
+use crate::objects_sqlite::apply_object_op;
 use crate::sqlite::{apply_kv_op, open_connection};
 use crate::{KvBatchOp, StoreError};
 use domain::{CollectionName, ProjectId};
@@ -45,6 +47,7 @@ pub(crate) enum WriteOp {
         collection: CollectionName,
         name: String,
     },
+    Objects(ObjectOp),
 }
 
 /// What the writer answers, by kind of write.
@@ -53,6 +56,7 @@ pub(crate) enum Written {
     Kv(KvDone),
     Docs(Vec<DocWritten>),
     Index(bool),
+    Objects(ObjectDone),
 }
 
 impl WriteOp {
@@ -75,6 +79,7 @@ impl WriteOp {
                 collection,
                 name,
             } => apply_drop_index(transaction, project, collection, name).map(Written::Index),
+            WriteOp::Objects(op) => apply_object_op(transaction, op).map(Written::Objects),
         }
     }
 }

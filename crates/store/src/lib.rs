@@ -10,6 +10,8 @@ pub mod docs;
 mod docs_sqlite;
 mod group_commit;
 mod kv;
+pub mod objects;
+mod objects_sqlite;
 mod sqlite;
 
 pub use docs::DocStore;
@@ -17,6 +19,7 @@ pub use domain::HttpWorld;
 pub use kv::{
     Condition, KvBatchOp, KvDone, KvEntry, KvStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, PendingWrite,
 };
+pub use objects::ObjectStore;
 pub use sqlite::SqliteStore;
 
 use domain::{
@@ -91,6 +94,14 @@ pub enum StoreError {
         write: usize,
         error: Box<StoreError>,
     },
+    #[error("bucket {0:?} does not exist")]
+    NoSuchBucket(String),
+    #[error("bucket {0:?} exists already")]
+    BucketExists(String),
+    #[error("bucket {0:?} still holds objects or uploads")]
+    BucketNotEmpty(String),
+    #[error("upload {0:?} does not exist (completed, aborted, or never started)")]
+    NoSuchUpload(String),
     #[error("writing failed: {0}")]
     WriteFailed(String),
     #[error("stored data is corrupt: {0}")]

@@ -4,14 +4,18 @@ use crate::docs::{
 };
 use crate::docs_sqlite::{self, DOCS_SCHEMA};
 use crate::group_commit::{PendingWrite, WriteOp, Writer, Written};
+use crate::objects::{
+    Bucket, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, ObjectStore, Part, Upload,
+};
+use crate::objects_sqlite::{self, OBJECTS_SCHEMA};
 use crate::{
     Condition, FunctionVersion, KvEntry, KvStore, MetaStore, NewVersion, StoreError, StoredLogLine,
 };
 use crate::{KvBatchOp, KvDone};
 use domain::{
-    AccessRule, ApiKey, CollectionName, FunctionName, HttpWorld, InvocationId, InvocationRecord,
-    KeyKind, LogLine, LogStream, Outcome, Project, ProjectId, ResourceKind, StoreName, UnixMillis,
-    Usage, UsageFilter, now_millis,
+    AccessRule, ApiKey, BucketName, CollectionName, FunctionName, HttpWorld, InvocationId,
+    InvocationRecord, KeyKind, LogLine, LogStream, Outcome, Project, ProjectId, ResourceKind,
+    StoreName, UnixMillis, Usage, UsageFilter, now_millis,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -170,6 +174,7 @@ impl SqliteStore {
         let connection = open_connection(path)?;
         connection.execute_batch(SCHEMA)?;
         connection.execute_batch(DOCS_SCHEMA)?;
+        connection.execute_batch(OBJECTS_SCHEMA)?;
         // `default` always exists, and so does every project that already
         // has functions (data directories from before projects were stored).
         connection.execute(
@@ -1128,5 +1133,95 @@ impl DocStore for SqliteStore {
 
     fn doc_collections(&self, project: &ProjectId) -> Result<Vec<CollectionInfo>, StoreError> {
         self.with_reader(|connection| docs_sqlite::collections(connection, project))
+    }
+}
+
+fn expect_objects(written: Written) -> Option<ObjectDone> {
+    match written {
+        Written::Objects(done) => Some(done),
+        _ => None,
+    }
+}
+
+impl ObjectStore for SqliteStore {
+    fn bucket(&self, project: &ProjectId, name: &BucketName) -> Result<Option<Bucket>, StoreError> {
+        self.with_reader(|connection| objects_sqlite::bucket(connection, project, name))
+    }
+
+    fn buckets(&self, project: &ProjectId) -> Result<Vec<Bucket>, StoreError> {
+        self.with_reader(|connection| objects_sqlite::buckets(connection, project))
+    }
+
+    fn object(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        key: &str,
+    ) -> Result<Option<ObjectMeta>, StoreError> {
+        self.with_reader(|connection| objects_sqlite::object(connection, project, bucket, key))
+    }
+
+    fn objects(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ObjectListing, StoreError> {
+        self.with_reader(|connection| {
+            objects_sqlite::objects(connection, project, bucket, prefix, delimiter, after, limit)
+        })
+    }
+
+    fn upload(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        upload_id: &str,
+    ) -> Result<Option<Upload>, StoreError> {
+        self.with_reader(|connection| {
+            objects_sqlite::upload(connection, project, bucket, upload_id)
+        })
+    }
+
+    fn uploads(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<Upload>, StoreError> {
+        self.with_reader(|connection| {
+            objects_sqlite::uploads(connection, project, bucket, prefix, after, limit)
+        })
+    }
+
+    fn parts(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        upload_id: &str,
+        after: u32,
+        limit: u32,
+    ) -> Result<Vec<Part>, StoreError> {
+        self.with_reader(|connection| {
+            objects_sqlite::parts(connection, project, bucket, upload_id, after, limit)
+        })
+    }
+
+    fn object_write(&self, op: ObjectOp) -> PendingWrite<ObjectDone> {
+        self.writer
+            .write_async(WriteOp::Objects(op), expect_objects)
+    }
+
+    fn trash(&self) -> Result<Vec<String>, StoreError> {
+        objects_sqlite::trash_list(&self.lock())
+    }
+
+    fn trash_emptied(&self, blobs: &[String]) -> Result<(), StoreError> {
+        objects_sqlite::trash_emptied(&self.lock(), blobs)
     }
 }

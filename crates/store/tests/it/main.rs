@@ -8,6 +8,7 @@ use store::{
 };
 
 mod docs;
+mod objects;
 
 fn name(text: &str) -> FunctionName {
     FunctionName::new(text).unwrap()
@@ -721,4 +722,11 @@ fn sqlite_store_keeps_the_document_contract() {
     docs::crud_contract(&store);
     docs::query_contract(&store);
     docs::large_collection_contract(&store);
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_the_object_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("wok.db")).unwrap();
+    objects::objects_contract(&store).await;
 }

@@ -1,0 +1,219 @@
+//! The object metadata contract: buckets, objects, multipart uploads. The
+//! bytes live elsewhere (`blob`); an object names the blobs that hold its
+//! bytes, in order (one for a plain upload, one per part for a multipart
+//! one), so completing an upload copies nothing.
+//!
+//! A blob that no object or part names any more goes to the trash in the
+//! same transaction as the write that dropped it; the caller deletes the
+//! file, then empties that trash entry. A crash in between leaves the
+//! entry, and the next start deletes it.
+use crate::StoreError;
+use crate::group_commit::PendingWrite;
+use domain::{BucketName, ProjectId, UnixMillis};
+
+/// A bucket and its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    pub name: BucketName,
+    pub created_at: UnixMillis,
+    /// Largest object accepted; `None`: no limit of the bucket's own.
+    pub max_object_bytes: Option<u64>,
+    /// Content types accepted (`image/png`, or `image/` for every image
+    /// type); empty: any.
+    pub content_types: Vec<String>,
+}
+
+/// One stored run of an object's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub blob: String,
+    pub size: u64,
+}
+
+/// An object's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Hex MD5 of the bytes, or for a multipart upload the MD5 of the
+    /// parts' MD5s and `-N` (the S3 convention), without quotes.
+    pub etag: String,
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-NAME`), names lowercase.
+    pub metadata: Vec<(String, String)>,
+    /// Verified checksums, by algorithm (`CRC32`, `CRC32C`, `SHA1`,
+    /// `SHA256`, `CRC64NVME`), base64 as S3 writes them.
+    pub checksums: Vec<(String, String)>,
+    pub last_modified: UnixMillis,
+    pub segments: Vec<Segment>,
+}
+
+/// What a write requires of the live object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectCondition {
+    Always,
+    /// `If-None-Match: *`: only if there is none.
+    Absent,
+    /// `If-Match: "etag"`: only if the live object has this ETag.
+    ETag(String),
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectListing {
+    pub objects: Vec<ObjectMeta>,
+    /// Keys cut at the delimiter after the prefix, each once.
+    pub common_prefixes: Vec<String>,
+    /// Where the next page starts (exclusive), when the listing was cut.
+    pub next_after: Option<String>,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub upload_id: String,
+    pub key: String,
+    pub initiated: UnixMillis,
+    pub content_type: Option<String>,
+    pub metadata: Vec<(String, String)>,
+    /// The checksum algorithm the client announced, if any.
+    pub checksum_algorithm: Option<String>,
+}
+
+/// One uploaded part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub number: u32,
+    pub size: u64,
+    /// Hex MD5 of the part.
+    pub etag: String,
+    pub checksums: Vec<(String, String)>,
+    pub blob: String,
+    pub last_modified: UnixMillis,
+}
+
+/// One object write, for [`ObjectStore::object_write`].
+#[derive(Debug, Clone)]
+pub enum ObjectOp {
+    CreateBucket {
+        project: ProjectId,
+        bucket: Bucket,
+    },
+    /// Refused with [`StoreError::BucketNotEmpty`] while it holds objects
+    /// or uploads.
+    DeleteBucket {
+        project: ProjectId,
+        bucket: BucketName,
+    },
+    /// Writes an object, replacing the live one (whose blobs go to trash).
+    Put {
+        project: ProjectId,
+        bucket: BucketName,
+        object: ObjectMeta,
+        condition: ObjectCondition,
+    },
+    Delete {
+        project: ProjectId,
+        bucket: BucketName,
+        key: String,
+        condition: ObjectCondition,
+    },
+    CreateUpload {
+        project: ProjectId,
+        bucket: BucketName,
+        upload: Upload,
+    },
+    /// Adds a part, replacing one of the same number.
+    PutPart {
+        project: ProjectId,
+        bucket: BucketName,
+        upload_id: String,
+        part: Part,
+    },
+    /// Turns the upload into `object` (whose segments are some of its
+    /// parts, in order); the other parts go to trash with the upload.
+    Complete {
+        project: ProjectId,
+        bucket: BucketName,
+        upload_id: String,
+        object: ObjectMeta,
+        condition: ObjectCondition,
+    },
+    Abort {
+        project: ProjectId,
+        bucket: BucketName,
+        upload_id: String,
+    },
+}
+
+/// What an object write did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectDone {
+    /// Whether the thing written or removed existed before.
+    pub existed: bool,
+    /// Blobs no longer named by anything, now in the trash: delete their
+    /// files, then call [`ObjectStore::trash_emptied`].
+    pub trash: Vec<String>,
+}
+
+/// The object metadata contract. Every call names its project.
+pub trait ObjectStore: Send + Sync + 'static {
+    fn bucket(&self, project: &ProjectId, name: &BucketName) -> Result<Option<Bucket>, StoreError>;
+    fn buckets(&self, project: &ProjectId) -> Result<Vec<Bucket>, StoreError>;
+
+    fn object(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        key: &str,
+    ) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Objects whose keys start with `prefix`, after `after`, in byte
+    /// order; with a delimiter, keys that have it after the prefix are
+    /// rolled up into common prefixes (each counts once towards `limit`).
+    fn objects(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ObjectListing, StoreError>;
+
+    fn upload(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        upload_id: &str,
+    ) -> Result<Option<Upload>, StoreError>;
+
+    /// Uploads in progress, by key then id, after `(key, upload_id)`.
+    fn uploads(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<Upload>, StoreError>;
+
+    /// Parts of an upload numbered above `after`, in order.
+    fn parts(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        upload_id: &str,
+        after: u32,
+        limit: u32,
+    ) -> Result<Vec<Part>, StoreError>;
+
+    /// Queues a write; resolves once it is durable.
+    fn object_write(&self, op: ObjectOp) -> PendingWrite<ObjectDone>;
+
+    /// Blobs in the trash (left by a crash between a commit and the file
+    /// deletions).
+    fn trash(&self) -> Result<Vec<String>, StoreError>;
+    /// Forgets trash entries whose files are gone.
+    fn trash_emptied(&self, blobs: &[String]) -> Result<(), StoreError>;
+}
