@@ -161,6 +161,15 @@ pub struct CreateKey {
 pub struct IssuedKey {
     pub key: KeyInfo,
     pub token: String,
+    /// The same key as an S3 access key pair, for the S3 endpoint.
+    pub s3: S3Credentials,
+}
+
+/// An S3 access key pair (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -11,6 +11,7 @@
 //! proves it.
 
 use domain::{Access, AccessRule, ApiKey, KeyKind, ProjectId, ResourceKind, now_millis};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -108,6 +109,28 @@ fn check_secret(key: &ApiKey, kind: KeyKind, secret: &str) -> Result<(), AuthErr
         return Err(AuthError::InvalidKey);
     }
     Ok(())
+}
+
+/// The S3 access key id of the admin credential.
+pub const ADMIN_S3_ACCESS_KEY: &str = "wok_admin";
+
+/// The parts of an S3 access key id (`wok_<sk|pk>_<project>_<id>`).
+fn parse_access_key(access_key: &str) -> Option<(KeyKind, ProjectId, &str)> {
+    let mut parts = access_key.split('_');
+    if parts.next()? != "wok" {
+        return None;
+    }
+    let kind = match parts.next()? {
+        "sk" => KeyKind::Service,
+        "pk" => KeyKind::Public,
+        _ => return None,
+    };
+    let project = ProjectId::new(parts.next()?).ok()?;
+    let id = parts.next()?;
+    if parts.next().is_some() || id.is_empty() {
+        return None;
+    }
+    Some((kind, project, id))
 }
 
 /// The parts of a key token, if it is shaped like one.
@@ -262,6 +285,72 @@ impl Auth {
             project: lookup.0,
             kind,
             id: lookup.1,
+        })
+    }
+
+    /// The S3 access key id of a credential: a key's token without its
+    /// secret, or [`ADMIN_S3_ACCESS_KEY`].
+    pub fn s3_access_key(key: &ApiKey) -> String {
+        format!("wok_{}_{}_{}", key.kind.tag(), key.project, key.id)
+    }
+
+    /// The S3 secret of an access key id. SigV4 needs the secret itself on
+    /// both sides, and wok keeps only hashes of key secrets, so the S3
+    /// secret is derived: HMAC-SHA256 keyed with the admin credential. It
+    /// is as strong as the key it belongs to, dies with it, and changes if
+    /// the admin credential does.
+    pub fn s3_secret(&self, access_key: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.admin_token.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(b"wok-s3-secret:");
+        mac.update(access_key.as_bytes());
+        hex::encode(mac.finalize().into_bytes())[..40].to_owned()
+    }
+
+    /// Who an S3 access key id is, if that can be told without the store;
+    /// `None` when [`Auth::s3_caller`] must look the key up.
+    pub fn s3_caller_cached(&self, access_key: &str) -> Option<Result<Caller, AuthError>> {
+        if access_key == ADMIN_S3_ACCESS_KEY {
+            return Some(Ok(Caller::Admin));
+        }
+        let Some((kind, project, id)) = parse_access_key(access_key) else {
+            return Some(Err(AuthError::InvalidKey));
+        };
+        let live = self
+            .live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = live.get(&(project.clone(), id.to_owned()))?;
+        if key.kind != kind {
+            return Some(Err(AuthError::InvalidKey));
+        }
+        Some(Ok(Caller::Key {
+            project,
+            kind,
+            id: id.to_owned(),
+        }))
+    }
+
+    /// Who an S3 access key id is: the admin, or a live key. The request's
+    /// signature, checked with [`Auth::s3_secret`], proves the rest.
+    pub fn s3_caller(&self, access_key: &str) -> Result<Caller, AuthError> {
+        if let Some(known) = self.s3_caller_cached(access_key) {
+            return known;
+        }
+        let (kind, project, id) = parse_access_key(access_key).ok_or(AuthError::InvalidKey)?;
+        let key = self
+            .store
+            .key(&project, id)?
+            .filter(|key| key.revoked_at.is_none() && key.kind == kind)
+            .ok_or(AuthError::InvalidKey)?;
+        self.live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert((project.clone(), id.to_owned()), key);
+        Ok(Caller::Key {
+            project,
+            kind,
+            id: id.to_owned(),
         })
     }
 

@@ -1,8 +1,13 @@
-//! Content-addressed files: uploaded components and their precompiled forms.
+//! Files: uploaded components and their precompiled forms (content-
+//! addressed), and the bytes of stored objects (`objects.rs`).
 //!
 //! Layer: engines. Knows the filesystem (files now; an S3-compatible store
 //! later) and nothing of wasm, HTTP or SQL. Every write goes to a temporary
 //! file, is fsynced, then renamed, so a reader never sees a torn file.
+
+mod objects;
+
+pub use objects::{BlobWriter, ObjectFiles};
 
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
@@ -11,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
-    #[error("artifact {0} is missing")]
+    #[error("blob {0} is missing")]
     Missing(String),
     #[error("{action} {path}: {source}")]
     Io {

@@ -12,6 +12,7 @@ mod error;
 mod invoke_route;
 mod kv;
 mod projects;
+mod s3;
 
 pub use error::ApiError;
 
@@ -32,6 +33,8 @@ pub struct Gateway {
     pub kv: Arc<dyn store::KvStore>,
     /// Document collections (the same SQLite database as `store`, for now).
     pub docs: Arc<dyn store::DocStore>,
+    /// Buckets and objects (S3 and REST).
+    pub objects: Arc<objects::Objects>,
     /// Document reads running at once (see `docs::read`).
     pub document_reads: tokio::sync::Semaphore,
     /// Checks the admin credential and project keys.
@@ -98,6 +101,7 @@ fn control_router(gateway: SharedGateway) -> Router {
         .route_layer(axum::middleware::from_fn(projects::require_project_access));
     // Data routes: public keys too, each handler asking `authorize`.
     let data_routes = Router::new()
+        .route("/v1/s3/credentials", get(projects::own_s3_credentials))
         .route("/v1/docs", get(docs::list_collections))
         .route("/v1/docs/_batch", post(docs::batch))
         .route(
@@ -148,15 +152,18 @@ fn control_router(gateway: SharedGateway) -> Router {
         .with_state(gateway)
 }
 
-/// The whole HTTP service: [`router`] behind the rewrite of project-scoped
+/// The whole HTTP service: requests signed for S3 go to the S3 endpoint
+/// (`s3.rs`); the rest to [`router`], behind the rewrite of project-scoped
 /// control paths, which must happen before routing.
-pub fn app(
-    gateway: SharedGateway,
-) -> tower::util::MapRequest<Router, fn(axum::extract::Request) -> axum::extract::Request> {
-    tower::util::MapRequest::new(
-        router(gateway),
-        projects::scope_from_path as fn(axum::extract::Request) -> axum::extract::Request,
-    )
+pub fn app(gateway: SharedGateway) -> s3::App {
+    let s3 = s3::service(gateway.objects.clone(), gateway.auth.clone());
+    s3::App {
+        inner: tower::util::MapRequest::new(
+            router(gateway),
+            projects::scope_from_path as fn(axum::extract::Request) -> axum::extract::Request,
+        ),
+        s3,
+    }
 }
 
 pub fn router(gateway: SharedGateway) -> Router {

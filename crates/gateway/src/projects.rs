@@ -211,6 +211,25 @@ pub fn require_service(caller: &Caller, project: &ProjectId) -> Result<(), ApiEr
     }
 }
 
+fn s3_credentials(gateway: &SharedGateway, access_key_id: String) -> api_types::S3Credentials {
+    api_types::S3Credentials {
+        secret_access_key: gateway.auth.s3_secret(&access_key_id),
+        access_key_id,
+    }
+}
+
+/// `GET /v1/s3/credentials`: the calling credential's S3 access key pair.
+pub async fn own_s3_credentials(
+    State(gateway): State<SharedGateway>,
+    Extension(caller): Extension<Caller>,
+) -> Json<api_types::S3Credentials> {
+    let access_key_id = match &caller {
+        Caller::Admin => auth::ADMIN_S3_ACCESS_KEY.to_owned(),
+        Caller::Key { project, kind, id } => format!("wok_{}_{project}_{id}", kind.tag()),
+    };
+    Json(s3_credentials(&gateway, access_key_id))
+}
+
 /// For project and key management: the admin credential only.
 pub async fn require_admin(
     Extension(caller): Extension<Caller>,
@@ -321,6 +340,7 @@ pub async fn create_key(
         Json(IssuedKey {
             key: convert::key(&issued.key),
             token: issued.token,
+            s3: s3_credentials(&gateway, auth::Auth::s3_access_key(&issued.key)),
         }),
     ))
 }

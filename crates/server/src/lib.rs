@@ -89,7 +89,14 @@ pub async fn run(
     );
     let store: Arc<dyn MetaStore> = sqlite.clone();
     let kv: Arc<dyn store::KvStore> = sqlite.clone();
-    let docs: Arc<dyn store::DocStore> = sqlite;
+    let docs: Arc<dyn store::DocStore> = sqlite.clone();
+    let object_store: Arc<dyn store::ObjectStore> = sqlite;
+    let objects = objects::Objects::open(
+        object_store,
+        blob::ObjectFiles::open(&config.data_dir).context("opening the object directory")?,
+    )
+    .await
+    .context("opening object storage")?;
     let artifacts =
         ArtifactStore::open(&config.data_dir).context("opening the artifact directory")?;
     let metrics = Arc::new(Metrics::new());
@@ -110,6 +117,7 @@ pub async fn run(
         metrics,
         kv,
         docs,
+        objects,
         // Twice the cores: one reading while another parses and answers.
         document_reads: tokio::sync::Semaphore::new(
             2 * std::thread::available_parallelism().map_or(2, |cores| cores.get()),

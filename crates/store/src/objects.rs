@@ -49,8 +49,9 @@ pub struct ObjectMeta {
 }
 
 /// What a write requires of the live object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ObjectCondition {
+    #[default]
     Always,
     /// `If-None-Match: *`: only if there is none.
     Absent,

@@ -40,6 +40,10 @@ impl Keys {
                     issued.key.kind, issued.key.id, issued.key.project
                 );
                 println!("{}", issued.token);
+                eprintln!(
+                    "as S3 credentials: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={}",
+                    issued.s3.access_key_id, issued.s3.secret_access_key
+                );
             }
             Keys::Ls { json } => {
                 let list: KeyList = client

@@ -1,0 +1,1187 @@
+//! The S3-compatible endpoint: `s3s` speaks the protocol (SigV4 in headers
+//! and presigned URLs, aws-chunked bodies, XML), this file maps its
+//! operations onto `objects::Objects` and `auth::Auth`.
+//!
+//! It answers at the root of wok's address, path-style
+//! (`http://HOST:PORT/BUCKET/KEY`): a request signed for S3 (an
+//! `AWS4-HMAC-SHA256` authorization, or a presigned query) goes here, every
+//! other request to wok's own routes (see [`App`]). An access key is a
+//! project key's token without its secret (or `wok_admin`); its secret is
+//! derived (`Auth::s3_secret`). The key's project is the one addressed.
+//!
+//! s3s leaves to us what it leaves to every backend: conditional requests,
+//! checksum verification (headers and aws-chunked trailers), and URL
+//! encoding of listings (`encoding-type=url`).
+use auth::{Auth, AuthError, Caller};
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use domain::{Access, BucketName, ProjectId, ResourceKind};
+use objects::{ObjectError, Objects, PutOptions};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::{self, ETag, ETagCondition, StreamingBlob, Timestamp};
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, UNIX_EPOCH};
+use store::objects::{ObjectCondition, ObjectMeta};
+
+/// Most keys one listing returns (S3's cap).
+const MAX_KEYS: i32 = 1000;
+
+/// Finds the secret of an access key for s3s's signature check.
+pub struct S3Credentials {
+    pub auth: Arc<Auth>,
+}
+
+async fn caller_of(auth: &Arc<Auth>, access_key: &str) -> Result<Caller, AuthError> {
+    if let Some(known) = auth.s3_caller_cached(access_key) {
+        return known;
+    }
+    let (auth, access_key) = (auth.clone(), access_key.to_owned());
+    tokio::task::spawn_blocking(move || auth.s3_caller(&access_key))
+        .await
+        .unwrap_or_else(|error| {
+            Err(AuthError::Store(store::StoreError::WriteFailed(
+                error.to_string(),
+            )))
+        })
+}
+
+#[async_trait::async_trait]
+impl S3Auth for S3Credentials {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        match caller_of(&self.auth, access_key).await {
+            Ok(_) => Ok(SecretKey::from(self.auth.s3_secret(access_key))),
+            Err(AuthError::Store(error)) => Err(S3Error::internal_error(error)),
+            Err(_) => Err(s3_error!(
+                InvalidAccessKeyId,
+                "the access key is unknown or revoked"
+            )),
+        }
+    }
+}
+
+pub struct WokS3 {
+    pub objects: Arc<Objects>,
+    pub auth: Arc<Auth>,
+}
+
+fn s3_error(error: ObjectError) -> S3Error {
+    let code = match &error {
+        ObjectError::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
+        ObjectError::NoSuchKey(_) => S3ErrorCode::NoSuchKey,
+        ObjectError::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,
+        ObjectError::BucketExists(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
+        ObjectError::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
+        ObjectError::PreconditionFailed => S3ErrorCode::PreconditionFailed,
+        ObjectError::TooLarge { .. } => S3ErrorCode::EntityTooLarge,
+        ObjectError::ContentTypeRefused { .. } => S3ErrorCode::InvalidArgument,
+        ObjectError::BadDigest(_) => S3ErrorCode::BadDigest,
+        ObjectError::IncompleteBody(_) => S3ErrorCode::IncompleteBody,
+        ObjectError::InvalidPart(_) => S3ErrorCode::InvalidPart,
+        ObjectError::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
+        ObjectError::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
+        ObjectError::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
+        ObjectError::Internal(detail) => {
+            tracing::error!("object storage failed: {detail}");
+            return S3Error::with_message(
+                S3ErrorCode::InternalError,
+                "wok failed to handle the request; the server log has details",
+            );
+        }
+    };
+    S3Error::with_message(code, error.to_string())
+}
+
+fn bucket_name(name: &str) -> S3Result<BucketName> {
+    BucketName::new(name).map_err(|error| s3_error!(InvalidBucketName, "{error}"))
+}
+
+fn timestamp(millis: i64) -> Timestamp {
+    // HTTP dates have whole seconds; so must what we compare them with.
+    Timestamp::from(UNIX_EPOCH + Duration::from_secs(millis.max(0) as u64 / 1000))
+}
+
+fn seconds(time: &Timestamp) -> i64 {
+    time::OffsetDateTime::from(time.clone()).unix_timestamp()
+}
+
+fn etag(object: &ObjectMeta) -> ETag {
+    ETag::Strong(object.etag.clone())
+}
+
+fn metadata_map(pairs: &[(String, String)]) -> Option<dto::Metadata> {
+    if pairs.is_empty() {
+        return None;
+    }
+    Some(pairs.iter().cloned().collect())
+}
+
+fn metadata_pairs(map: Option<dto::Metadata>) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = map
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+fn condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> ObjectCondition {
+    match (if_match, if_none_match) {
+        (Some(ETagCondition::ETag(etag)), _) => ObjectCondition::ETag(etag.value().to_owned()),
+        (_, Some(ETagCondition::Any)) => ObjectCondition::Absent,
+        _ => ObjectCondition::Always,
+    }
+}
+
+/// The checksums the client sent before the body, by algorithm.
+#[allow(clippy::too_many_arguments)]
+fn claimed(
+    crc32: Option<String>,
+    crc32c: Option<String>,
+    crc64nvme: Option<String>,
+    sha1: Option<String>,
+    sha256: Option<String>,
+) -> Vec<(String, String)> {
+    [
+        ("CRC32", crc32),
+        ("CRC32C", crc32c),
+        ("CRC64NVME", crc64nvme),
+        ("SHA1", sha1),
+        ("SHA256", sha256),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|value| (name.to_owned(), value)))
+    .collect()
+}
+
+/// The algorithms whose values come in trailers (`x-amz-trailer`) or that
+/// the client named (`x-amz-sdk-checksum-algorithm`).
+fn announced(headers: &http::HeaderMap, algorithm: Option<&dto::ChecksumAlgorithm>) -> Vec<String> {
+    let mut names: Vec<String> = headers
+        .get_all("x-amz-trailer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| name.trim().strip_prefix("x-amz-checksum-"))
+        .map(str::to_ascii_uppercase)
+        .collect();
+    names.extend(algorithm.map(|algorithm| algorithm.as_str().to_ascii_uppercase()));
+    names
+}
+
+/// The checksums that arrived in trailers, read once the body has ended.
+fn trailer_reader(
+    trailers: Option<s3s::TrailingHeaders>,
+) -> impl FnOnce() -> Vec<(String, String)> {
+    move || {
+        let Some(headers) = trailers.and_then(|trailers| trailers.take()) else {
+            return Vec::new();
+        };
+        headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let algorithm = name.as_str().strip_prefix("x-amz-checksum-")?;
+                Some((
+                    algorithm.to_ascii_uppercase(),
+                    value.to_str().ok()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The length the client announced: `Content-Length`, or for aws-chunked
+/// bodies `x-amz-decoded-content-length`.
+fn announced_length(headers: &http::HeaderMap, content_length: Option<i64>) -> Option<u64> {
+    headers
+        .get("x-amz-decoded-content-length")
+        .and_then(|value| value.to_str().ok()?.parse().ok())
+        .or(content_length.and_then(|length| u64::try_from(length).ok()))
+}
+
+/// Sets `checksum_*` fields from stored `(algorithm, value)` pairs.
+macro_rules! set_checksums {
+    ($output:expr, $checksums:expr) => {
+        for (algorithm, value) in $checksums {
+            let value = Some(value.clone());
+            match algorithm.as_str() {
+                "CRC32" => $output.checksum_crc32 = value,
+                "CRC32C" => $output.checksum_crc32c = value,
+                "CRC64NVME" => $output.checksum_crc64nvme = value,
+                "SHA1" => $output.checksum_sha1 = value,
+                "SHA256" => $output.checksum_sha256 = value,
+                _ => {}
+            }
+        }
+    };
+}
+
+/// Percent-encodes a key for `encoding-type=url` listings, keeping `/`.
+fn url_encode(text: &str) -> String {
+    text.split('/')
+        .map(|part| urlencoding::encode(part).into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A continuation token: the position, hex-encoded so any key survives
+/// the round trip through a query string.
+fn token_of(after: &str) -> String {
+    hex::encode(after.as_bytes())
+}
+
+fn position_of(token: &str) -> S3Result<String> {
+    hex::decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "the continuation token is not one wok gave out"
+            )
+        })
+}
+
+/// Evaluates `If-Match`, `If-Unmodified-Since`, `If-None-Match` and
+/// `If-Modified-Since` against the object, as S3 does.
+fn check_conditions(
+    object: &ObjectMeta,
+    if_match: Option<&ETagCondition>,
+    if_unmodified_since: Option<&Timestamp>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let current = etag(object);
+    let modified = object.last_modified / 1000;
+    match if_match {
+        Some(ETagCondition::ETag(wanted)) if !wanted.strong_cmp(&current) => {
+            return Err(s3_error!(PreconditionFailed));
+        }
+        Some(_) => {}
+        None => {
+            if let Some(since) = if_unmodified_since
+                && modified > seconds(since)
+            {
+                return Err(s3_error!(PreconditionFailed));
+            }
+        }
+    }
+    let not_modified = match if_none_match {
+        Some(ETagCondition::Any) => true,
+        Some(ETagCondition::ETag(wanted)) => wanted.weak_cmp(&current),
+        None => if_modified_since.is_some_and(|since| modified <= seconds(since)),
+    };
+    if not_modified {
+        let mut error = s3_error!(NotModified);
+        let mut headers = http::HeaderMap::new();
+        if let Ok(value) = http::HeaderValue::from_str(&format!("\"{}\"", object.etag)) {
+            headers.insert(http::header::ETAG, value);
+        }
+        error.set_headers(headers);
+        return Err(error);
+    }
+    Ok(())
+}
+
+impl WokS3 {
+    /// Who signed the request, and the project that is theirs.
+    async fn who<T>(&self, request: &S3Request<T>) -> S3Result<(Caller, ProjectId)> {
+        let access_key = request
+            .credentials
+            .as_ref()
+            .map(|credentials| credentials.access_key.as_str())
+            .ok_or_else(|| s3_error!(AccessDenied, "a signature is required"))?;
+        let caller = match caller_of(&self.auth, access_key).await {
+            Ok(caller) => caller,
+            Err(AuthError::Store(error)) => return Err(S3Error::internal_error(error)),
+            Err(_) => return Err(s3_error!(InvalidAccessKeyId)),
+        };
+        let project = match &caller {
+            Caller::Key { project, .. } => project.clone(),
+            Caller::Admin => ProjectId::default_project(),
+        };
+        Ok((caller, project))
+    }
+
+    /// `who`, then whether they may `access` the bucket.
+    async fn allowed<T>(
+        &self,
+        request: &S3Request<T>,
+        bucket: &str,
+        access: Access,
+    ) -> S3Result<(ProjectId, BucketName)> {
+        let (caller, project) = self.who(request).await?;
+        let bucket = bucket_name(bucket)?;
+        let allowed = if caller.serves(&project) {
+            true
+        } else {
+            let rule = match self
+                .auth
+                .cached_rule(&project, ResourceKind::Bucket, bucket.as_str())
+            {
+                Some(rule) => rule,
+                None => {
+                    let (auth, lookup, name) =
+                        (self.auth.clone(), project.clone(), bucket.to_string());
+                    tokio::task::spawn_blocking(move || {
+                        auth.rule(&lookup, ResourceKind::Bucket, &name)
+                    })
+                    .await
+                    .map_err(S3Error::internal_error)?
+                    .map_err(S3Error::internal_error)?
+                }
+            };
+            rule.lets_public(access)
+        };
+        if !allowed {
+            let verb = match access {
+                Access::Read => "read",
+                Access::Write => "write",
+            };
+            return Err(s3_error!(
+                AccessDenied,
+                "this key may not {verb} bucket {bucket:?}"
+            ));
+        }
+        Ok((project, bucket))
+    }
+
+    /// For bucket management: service keys and the admin only.
+    async fn managing<T>(&self, request: &S3Request<T>) -> S3Result<ProjectId> {
+        let (caller, project) = self.who(request).await?;
+        if !caller.serves(&project) {
+            return Err(s3_error!(
+                AccessDenied,
+                "managing buckets needs a service key or the admin credential"
+            ));
+        }
+        Ok(project)
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for WokS3 {
+    async fn list_buckets(
+        &self,
+        request: S3Request<dto::ListBucketsInput>,
+    ) -> S3Result<S3Response<dto::ListBucketsOutput>> {
+        let project = self.managing(&request).await?;
+        let buckets = self.objects.buckets(&project).await.map_err(s3_error)?;
+        Ok(S3Response::new(dto::ListBucketsOutput {
+            buckets: Some(
+                buckets
+                    .into_iter()
+                    .map(|bucket| dto::Bucket {
+                        name: Some(bucket.name.to_string()),
+                        creation_date: Some(timestamp(bucket.created_at)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            owner: Some(dto::Owner {
+                display_name: Some(project.to_string()),
+                id: Some(project.to_string()),
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_bucket(
+        &self,
+        request: S3Request<dto::CreateBucketInput>,
+    ) -> S3Result<S3Response<dto::CreateBucketOutput>> {
+        let project = self.managing(&request).await?;
+        let bucket = bucket_name(&request.input.bucket)?;
+        self.objects
+            .create_bucket(&project, &bucket, objects::BucketLimits::default())
+            .await
+            .map_err(s3_error)?;
+        Ok(S3Response::new(dto::CreateBucketOutput {
+            location: Some(format!("/{bucket}")),
+        }))
+    }
+
+    async fn delete_bucket(
+        &self,
+        request: S3Request<dto::DeleteBucketInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketOutput>> {
+        let project = self.managing(&request).await?;
+        let bucket = bucket_name(&request.input.bucket)?;
+        self.objects
+            .delete_bucket(&project, &bucket)
+            .await
+            .map_err(s3_error)?;
+        Ok(S3Response::new(dto::DeleteBucketOutput {}))
+    }
+
+    async fn head_bucket(
+        &self,
+        request: S3Request<dto::HeadBucketInput>,
+    ) -> S3Result<S3Response<dto::HeadBucketOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Read)
+            .await?;
+        self.objects
+            .bucket(&project, &bucket)
+            .await
+            .map_err(s3_error)?;
+        Ok(S3Response::new(dto::HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        request: S3Request<dto::GetBucketLocationInput>,
+    ) -> S3Result<S3Response<dto::GetBucketLocationOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Read)
+            .await?;
+        self.objects
+            .bucket(&project, &bucket)
+            .await
+            .map_err(s3_error)?;
+        Ok(S3Response::new(dto::GetBucketLocationOutput::default()))
+    }
+
+    async fn put_object(
+        &self,
+        mut request: S3Request<dto::PutObjectInput>,
+    ) -> S3Result<S3Response<dto::PutObjectOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Write)
+            .await?;
+        let input = &mut request.input;
+        let body = input.body.take().ok_or_else(|| s3_error!(IncompleteBody))?;
+        let options = PutOptions {
+            content_type: input.content_type.take(),
+            metadata: metadata_pairs(input.metadata.take()),
+            content_md5: input.content_md5.take(),
+            checksums: claimed(
+                input.checksum_crc32.take(),
+                input.checksum_crc32c.take(),
+                input.checksum_crc64nvme.take(),
+                input.checksum_sha1.take(),
+                input.checksum_sha256.take(),
+            ),
+            compute: announced(&request.headers, input.checksum_algorithm.as_ref()),
+            length: announced_length(&request.headers, input.content_length),
+            condition: condition(input.if_match.as_ref(), input.if_none_match.as_ref()),
+        };
+        let key = input.key.clone();
+        let object = self
+            .objects
+            .put(
+                &project,
+                &bucket,
+                &key,
+                body,
+                options,
+                trailer_reader(request.trailing_headers.take()),
+            )
+            .await
+            .map_err(s3_error)?;
+        let mut output = dto::PutObjectOutput {
+            e_tag: Some(etag(&object)),
+            size: Some(object.size as i64),
+            ..Default::default()
+        };
+        set_checksums!(output, &object.checksums);
+        Ok(S3Response::new(output))
+    }
+
+    async fn get_object(
+        &self,
+        request: S3Request<dto::GetObjectInput>,
+    ) -> S3Result<S3Response<dto::GetObjectOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Read)
+            .await?;
+        let input = &request.input;
+        let object = self
+            .objects
+            .head(&project, &bucket, &input.key)
+            .await
+            .map_err(s3_error)?;
+        check_conditions(
+            &object,
+            input.if_match.as_ref(),
+            input.if_unmodified_since.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+        )?;
+        let range = input
+            .range
+            .map(|range| range.check(object.size))
+            .transpose()?;
+        let (start, end) = range
+            .as_ref()
+            .map_or((0, object.size), |range| (range.start, range.end));
+        let body = self.objects.read(&object, start..end);
+        let mut output = dto::GetObjectOutput {
+            body: Some(StreamingBlob::wrap(body)),
+            content_length: Some((end - start) as i64),
+            content_range: range
+                .as_ref()
+                .map(|range| format!("bytes {}-{}/{}", range.start, range.end - 1, object.size)),
+            accept_ranges: Some("bytes".to_owned()),
+            e_tag: Some(etag(&object)),
+            last_modified: Some(timestamp(object.last_modified)),
+            content_type: object.content_type.clone(),
+            metadata: metadata_map(&object.metadata),
+            ..Default::default()
+        };
+        // A checksum describes the whole object: only for whole reads.
+        let wants_checksums = input
+            .checksum_mode
+            .as_ref()
+            .is_some_and(|mode| mode.as_str() == dto::ChecksumMode::ENABLED);
+        if wants_checksums && range.is_none() {
+            set_checksums!(output, &object.checksums);
+        }
+        Ok(S3Response::new(output))
+    }
+
+    async fn head_object(
+        &self,
+        request: S3Request<dto::HeadObjectInput>,
+    ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Read)
+            .await?;
+        let input = &request.input;
+        let object = self
+            .objects
+            .head(&project, &bucket, &input.key)
+            .await
+            .map_err(s3_error)?;
+        check_conditions(
+            &object,
+            input.if_match.as_ref(),
+            input.if_unmodified_since.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+        )?;
+        let mut output = dto::HeadObjectOutput {
+            content_length: Some(object.size as i64),
+            accept_ranges: Some("bytes".to_owned()),
+            e_tag: Some(etag(&object)),
+            last_modified: Some(timestamp(object.last_modified)),
+            content_type: object.content_type.clone(),
+            metadata: metadata_map(&object.metadata),
+            ..Default::default()
+        };
+        if input
+            .checksum_mode
+            .as_ref()
+            .is_some_and(|mode| mode.as_str() == dto::ChecksumMode::ENABLED)
+        {
+            set_checksums!(output, &object.checksums);
+        }
+        Ok(S3Response::new(output))
+    }
+
+    async fn delete_object(
+        &self,
+        request: S3Request<dto::DeleteObjectInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Write)
+            .await?;
+        let condition = condition(request.input.if_match.as_ref(), None);
+        self.objects
+            .delete(&project, &bucket, &request.input.key, condition)
+            .await
+            .map_err(s3_error)?;
+        Ok(S3Response::new(dto::DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(
+        &self,
+        request: S3Request<dto::DeleteObjectsInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Write)
+            .await?;
+        let quiet = request.input.delete.quiet.unwrap_or(false);
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for identifier in &request.input.delete.objects {
+            match self
+                .objects
+                .delete(&project, &bucket, &identifier.key, ObjectCondition::Always)
+                .await
+            {
+                Ok(_) => {
+                    if !quiet {
+                        deleted.push(dto::DeletedObject {
+                            key: Some(identifier.key.clone()),
+                            ..Default::default()
+                        });
+                    }
+                }
+                Err(error) => {
+                    let error = s3_error(error);
+                    errors.push(dto::Error {
+                        code: Some(error.code().as_str().to_owned()),
+                        key: Some(identifier.key.clone()),
+                        message: error.message().map(str::to_owned),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(dto::DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: if errors.is_empty() {
+                None
+            } else {
+                Some(errors)
+            },
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(
+        &self,
+        request: S3Request<dto::CopyObjectInput>,
+    ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
+        let (source_bucket, source_key) = match &request.input.copy_source {
+            dto::CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), key.to_string()),
+            _ => return Err(s3_error!(NotImplemented, "copying from an access point")),
+        };
+        let (project, source_bucket) = self.allowed(&request, &source_bucket, Access::Read).await?;
+        let (_, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Write)
+            .await?;
+        let input = &request.input;
+        let source = self
+            .objects
+            .head(&project, &source_bucket, &source_key)
+            .await
+            .map_err(s3_error)?;
+        check_conditions(
+            &source,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+        )
+        .map_err(|error| match error.code() {
+            // For a copy, every failed source condition is a 412.
+            S3ErrorCode::NotModified => s3_error!(PreconditionFailed),
+            _ => error,
+        })?;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|directive| directive.as_str() == dto::MetadataDirective::REPLACE);
+        let (content_type, metadata) = if replace {
+            (
+                input.content_type.clone(),
+                metadata_pairs(input.metadata.clone()),
+            )
+        } else {
+            (source.content_type.clone(), source.metadata.clone())
+        };
+        let object = self
+            .objects
+            .copy(
+                &project,
+                &source,
+                &bucket,
+                &input.key,
+                content_type,
+                metadata,
+                ObjectCondition::Always,
+            )
+            .await
+            .map_err(s3_error)?;
+        let mut result = dto::CopyObjectResult {
+            e_tag: Some(etag(&object)),
+            last_modified: Some(timestamp(object.last_modified)),
+            ..Default::default()
+        };
+        set_checksums!(result, &object.checksums);
+        Ok(S3Response::new(dto::CopyObjectOutput {
+            copy_object_result: Some(result),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        request: S3Request<dto::ListObjectsV2Input>,
+    ) -> S3Result<S3Response<dto::ListObjectsV2Output>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Read)
+            .await?;
+        let input = &request.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max_keys = input.max_keys.unwrap_or(MAX_KEYS).clamp(0, MAX_KEYS);
+        let token = input
+            .continuation_token
+            .as_deref()
+            .map(position_of)
+            .transpose()?;
+        // Resume after the later of the token and start-after.
+        let after = match (token, input.start_after.clone()) {
+            (Some(token), Some(start)) => Some(token.max(start)),
+            (token, start) => token.or(start),
+        };
+        let listing = if max_keys == 0 {
+            Default::default()
+        } else {
+            self.objects
+                .list(
+                    &project,
+                    &bucket,
+                    &prefix,
+                    input.delimiter.as_deref(),
+                    after.as_deref(),
+                    max_keys as u32,
+                )
+                .await
+                .map_err(s3_error)?
+        };
+        let encode = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|encoding| encoding.as_str() == dto::EncodingType::URL);
+        let text = |value: &str| {
+            if encode {
+                url_encode(value)
+            } else {
+                value.to_owned()
+            }
+        };
+        let count = listing.objects.len() + listing.common_prefixes.len();
+        Ok(S3Response::new(dto::ListObjectsV2Output {
+            name: Some(bucket.to_string()),
+            prefix: Some(text(&prefix)),
+            delimiter: input.delimiter.as_deref().map(text),
+            max_keys: Some(max_keys),
+            key_count: Some(count as i32),
+            is_truncated: Some(listing.next_after.is_some()),
+            continuation_token: input.continuation_token.clone(),
+            next_continuation_token: listing.next_after.as_deref().map(token_of),
+            start_after: input.start_after.as_deref().map(text),
+            encoding_type: input.encoding_type.clone(),
+            contents: Some(
+                listing
+                    .objects
+                    .iter()
+                    .map(|object| dto::Object {
+                        key: Some(text(&object.key)),
+                        size: Some(object.size as i64),
+                        e_tag: Some(etag(object)),
+                        last_modified: Some(timestamp(object.last_modified)),
+                        storage_class: Some(dto::ObjectStorageClass::from_static(
+                            dto::ObjectStorageClass::STANDARD,
+                        )),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                listing
+                    .common_prefixes
+                    .iter()
+                    .map(|common| dto::CommonPrefix {
+                        prefix: Some(text(common)),
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        request: S3Request<dto::ListObjectsInput>,
+    ) -> S3Result<S3Response<dto::ListObjectsOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Read)
+            .await?;
+        let input = &request.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max_keys = input.max_keys.unwrap_or(MAX_KEYS).clamp(1, MAX_KEYS);
+        let listing = self
+            .objects
+            .list(
+                &project,
+                &bucket,
+                &prefix,
+                input.delimiter.as_deref(),
+                input.marker.as_deref(),
+                max_keys as u32,
+            )
+            .await
+            .map_err(s3_error)?;
+        let encode = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|encoding| encoding.as_str() == dto::EncodingType::URL);
+        let text = |value: &str| {
+            if encode {
+                url_encode(value)
+            } else {
+                value.to_owned()
+            }
+        };
+        Ok(S3Response::new(dto::ListObjectsOutput {
+            name: Some(bucket.to_string()),
+            prefix: Some(text(&prefix)),
+            delimiter: input.delimiter.as_deref().map(text),
+            marker: input.marker.as_deref().map(text),
+            max_keys: Some(max_keys),
+            is_truncated: Some(listing.next_after.is_some()),
+            next_marker: listing.next_after.as_deref().map(text),
+            encoding_type: input.encoding_type.clone(),
+            contents: Some(
+                listing
+                    .objects
+                    .iter()
+                    .map(|object| dto::Object {
+                        key: Some(text(&object.key)),
+                        size: Some(object.size as i64),
+                        e_tag: Some(etag(object)),
+                        last_modified: Some(timestamp(object.last_modified)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                listing
+                    .common_prefixes
+                    .iter()
+                    .map(|common| dto::CommonPrefix {
+                        prefix: Some(text(common)),
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        request: S3Request<dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Write)
+            .await?;
+        let input = &request.input;
+        let upload = self
+            .objects
+            .create_upload(
+                &project,
+                &bucket,
+                &input.key,
+                input.content_type.clone(),
+                metadata_pairs(input.metadata.clone()),
+                input
+                    .checksum_algorithm
+                    .as_ref()
+                    .map(|algorithm| algorithm.as_str().to_owned()),
+            )
+            .await
+            .map_err(s3_error)?;
+        Ok(S3Response::new(dto::CreateMultipartUploadOutput {
+            bucket: Some(bucket.to_string()),
+            key: Some(upload.key),
+            upload_id: Some(upload.upload_id),
+            checksum_algorithm: input.checksum_algorithm.clone(),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        mut request: S3Request<dto::UploadPartInput>,
+    ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Write)
+            .await?;
+        let input = &mut request.input;
+        let number = u32::try_from(input.part_number)
+            .map_err(|_| s3_error!(InvalidArgument, "part numbers are 1 to 10000"))?;
+        let body = input.body.take().ok_or_else(|| s3_error!(IncompleteBody))?;
+        let options = PutOptions {
+            content_md5: input.content_md5.take(),
+            checksums: claimed(
+                input.checksum_crc32.take(),
+                input.checksum_crc32c.take(),
+                input.checksum_crc64nvme.take(),
+                input.checksum_sha1.take(),
+                input.checksum_sha256.take(),
+            ),
+            compute: announced(&request.headers, input.checksum_algorithm.as_ref()),
+            length: announced_length(&request.headers, input.content_length),
+            ..PutOptions::default()
+        };
+        let upload_id = input.upload_id.clone();
+        let part = self
+            .objects
+            .upload_part(
+                &project,
+                &bucket,
+                &upload_id,
+                number,
+                body,
+                options,
+                trailer_reader(request.trailing_headers.take()),
+            )
+            .await
+            .map_err(s3_error)?;
+        let mut output = dto::UploadPartOutput {
+            e_tag: Some(ETag::Strong(part.etag.clone())),
+            ..Default::default()
+        };
+        set_checksums!(output, &part.checksums);
+        Ok(S3Response::new(output))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        request: S3Request<dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Write)
+            .await?;
+        let input = &request.input;
+        let listed: Vec<(u32, String)> = input
+            .multipart_upload
+            .as_ref()
+            .and_then(|upload| upload.parts.as_ref())
+            .map(|parts| {
+                parts
+                    .iter()
+                    .map(|part| {
+                        (
+                            part.part_number
+                                .and_then(|n| u32::try_from(n).ok())
+                                .unwrap_or(0),
+                            part.e_tag
+                                .as_ref()
+                                .map(|etag| etag.value().to_owned())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let object = self
+            .objects
+            .complete(
+                &project,
+                &bucket,
+                &input.upload_id,
+                &listed,
+                condition(input.if_match.as_ref(), input.if_none_match.as_ref()),
+            )
+            .await
+            .map_err(s3_error)?;
+        let mut output = dto::CompleteMultipartUploadOutput {
+            bucket: Some(bucket.to_string()),
+            key: Some(object.key.clone()),
+            e_tag: Some(etag(&object)),
+            location: Some(format!("/{bucket}/{}", object.key)),
+            ..Default::default()
+        };
+        set_checksums!(output, &object.checksums);
+        Ok(S3Response::new(output))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        request: S3Request<dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Write)
+            .await?;
+        self.objects
+            .abort(&project, &bucket, &request.input.upload_id)
+            .await
+            .map_err(s3_error)?;
+        Ok(S3Response::new(dto::AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(
+        &self,
+        request: S3Request<dto::ListPartsInput>,
+    ) -> S3Result<S3Response<dto::ListPartsOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Write)
+            .await?;
+        let input = &request.input;
+        let max_parts = input.max_parts.unwrap_or(1000).clamp(1, 1000);
+        let after = input.part_number_marker.unwrap_or(0).max(0) as u32;
+        let upload = self
+            .objects
+            .upload(&project, &bucket, &input.upload_id)
+            .await
+            .map_err(s3_error)?;
+        let mut parts = self
+            .objects
+            .parts(
+                &project,
+                &bucket,
+                &input.upload_id,
+                after,
+                max_parts as u32 + 1,
+            )
+            .await
+            .map_err(s3_error)?;
+        let truncated = parts.len() > max_parts as usize;
+        parts.truncate(max_parts as usize);
+        Ok(S3Response::new(dto::ListPartsOutput {
+            bucket: Some(bucket.to_string()),
+            key: Some(upload.key),
+            upload_id: Some(input.upload_id.clone()),
+            max_parts: Some(max_parts),
+            part_number_marker: input.part_number_marker,
+            is_truncated: Some(truncated),
+            next_part_number_marker: parts.last().map(|part| part.number as i32),
+            parts: Some(
+                parts
+                    .iter()
+                    .map(|part| {
+                        let mut out = dto::Part {
+                            part_number: Some(part.number as i32),
+                            e_tag: Some(ETag::Strong(part.etag.clone())),
+                            size: Some(part.size as i64),
+                            last_modified: Some(timestamp(part.last_modified)),
+                            ..Default::default()
+                        };
+                        set_checksums!(out, &part.checksums);
+                        out
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        request: S3Request<dto::ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
+        let (project, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Write)
+            .await?;
+        let input = &request.input;
+        let max_uploads = input.max_uploads.unwrap_or(1000).clamp(1, 1000);
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let after = input
+            .key_marker
+            .clone()
+            .map(|key| (key, input.upload_id_marker.clone().unwrap_or_default()));
+        let mut uploads = self
+            .objects
+            .uploads(&project, &bucket, &prefix, after, max_uploads as u32 + 1)
+            .await
+            .map_err(s3_error)?;
+        let truncated = uploads.len() > max_uploads as usize;
+        uploads.truncate(max_uploads as usize);
+        Ok(S3Response::new(dto::ListMultipartUploadsOutput {
+            bucket: Some(bucket.to_string()),
+            prefix: Some(prefix),
+            key_marker: input.key_marker.clone(),
+            upload_id_marker: input.upload_id_marker.clone(),
+            max_uploads: Some(max_uploads),
+            is_truncated: Some(truncated),
+            next_key_marker: uploads
+                .last()
+                .filter(|_| truncated)
+                .map(|upload| upload.key.clone()),
+            next_upload_id_marker: uploads
+                .last()
+                .filter(|_| truncated)
+                .map(|upload| upload.upload_id.clone()),
+            uploads: Some(
+                uploads
+                    .into_iter()
+                    .map(|upload| dto::MultipartUpload {
+                        key: Some(upload.key),
+                        upload_id: Some(upload.upload_id),
+                        initiated: Some(timestamp(upload.initiated)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+}
+
+/// Builds the S3 service over the objects and the credentials.
+pub fn service(objects: Arc<Objects>, auth: Arc<Auth>) -> s3s::service::S3Service {
+    let mut builder = s3s::service::S3ServiceBuilder::new(WokS3 {
+        objects,
+        auth: auth.clone(),
+    });
+    builder.set_auth(S3Credentials { auth });
+    builder.build()
+}
+
+/// Whether a request is signed for S3: SigV4 (or V2) in the header, or a
+/// presigned query.
+fn is_s3_request(request: &Request) -> bool {
+    let authorization = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    authorization.starts_with("AWS4-HMAC-SHA256 ")
+        || authorization.starts_with("AWS ")
+        || request
+            .uri()
+            .query()
+            .is_some_and(|query| query.contains("X-Amz-Signature=") || query.contains("Signature="))
+}
+
+type Inner = tower::util::MapRequest<axum::Router, fn(Request) -> Request>;
+
+/// The whole HTTP service: S3-signed requests to the S3 endpoint, the rest
+/// to wok's routes.
+#[derive(Clone)]
+pub struct App {
+    pub(crate) inner: Inner,
+    pub(crate) s3: s3s::service::S3Service,
+}
+
+type S3Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl tower::Service<Request> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures::future::Either<<Inner as tower::Service<Request>>::Future, S3Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::<Request>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if !is_s3_request(&request) {
+            return futures::future::Either::Left(self.inner.call(request));
+        }
+        let s3 = self.s3.clone();
+        futures::future::Either::Right(Box::pin(async move {
+            let request = request.map(s3s::Body::http_body_unsync);
+            Ok(match s3.call(request).await {
+                Ok(response) => response.map(axum::body::Body::new),
+                Err(error) => {
+                    tracing::error!("the S3 endpoint failed: {error:?}");
+                    http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                }
+            })
+        }))
+    }
+}

@@ -1,0 +1,840 @@
+//! Object storage: buckets of a project, objects streamed in and out in
+//! bounded memory, multipart uploads, checksums verified before anything
+//! is committed.
+//!
+//! Layer: services. Puts bytes in `blob::ObjectFiles` and metadata in a
+//! `store::ObjectStore`; knows no HTTP and no S3 wire format (the gateway
+//! speaks S3 and REST on top of this). A write is durable when it returns:
+//! the blob is fsynced and renamed before the metadata commit names it, so
+//! an object is never torn; blobs dropped by a write are deleted after the
+//! commit (through the store's trash, which a start finishes).
+
+mod checksum;
+
+pub use checksum::{ALGORITHMS, algorithm};
+
+use blob::{BlobError, ObjectFiles};
+use bytes::Bytes;
+use domain::{BucketName, ProjectId, now_millis};
+use futures::{Stream, StreamExt};
+use std::collections::VecDeque;
+use std::io::{Seek, SeekFrom};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use store::StoreError;
+use store::objects::{
+    Bucket, ObjectCondition, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, ObjectStore, Part,
+    Segment, Upload,
+};
+use tokio::io::AsyncReadExt;
+
+/// Smallest part of a multipart upload but the last (S3's rule).
+pub const MIN_PART_BYTES: u64 = 5 << 20;
+/// Highest part number.
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("bucket {0:?} does not exist")]
+    NoSuchBucket(String),
+    #[error("no object {0:?} in this bucket")]
+    NoSuchKey(String),
+    #[error("upload {0:?} does not exist (completed, aborted, or never started)")]
+    NoSuchUpload(String),
+    #[error("bucket {0:?} exists already")]
+    BucketExists(String),
+    #[error("bucket {0:?} still holds objects or uploads")]
+    BucketNotEmpty(String),
+    #[error("the object is not as the condition requires")]
+    PreconditionFailed,
+    #[error("the object is larger than this bucket's limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("content type {content_type:?} is not accepted by this bucket (accepted: {allowed})")]
+    ContentTypeRefused {
+        content_type: String,
+        allowed: String,
+    },
+    #[error("the {0} the client sent does not match the bytes received")]
+    BadDigest(String),
+    #[error("the body ended early or failed: {0}")]
+    IncompleteBody(String),
+    #[error("{0}")]
+    InvalidPart(String),
+    #[error("parts must be listed in ascending order of part number")]
+    InvalidPartOrder,
+    #[error("part {part} is {size} bytes; every part but the last must be at least 5 MiB")]
+    EntityTooSmall { part: u32, size: u64 },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("object storage failed: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ObjectError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NoSuchBucket(name) => ObjectError::NoSuchBucket(name),
+            StoreError::BucketExists(name) => ObjectError::BucketExists(name),
+            StoreError::BucketNotEmpty(name) => ObjectError::BucketNotEmpty(name),
+            StoreError::NoSuchUpload(id) => ObjectError::NoSuchUpload(id),
+            StoreError::ConditionFailed => ObjectError::PreconditionFailed,
+            other => ObjectError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<BlobError> for ObjectError {
+    fn from(error: BlobError) -> Self {
+        ObjectError::Internal(error.to_string())
+    }
+}
+
+/// The limits a new bucket is created with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketLimits {
+    pub max_object_bytes: Option<u64>,
+    /// Accepted content types; an entry ending in `/` accepts the family
+    /// (`image/`). Empty: any.
+    pub content_types: Vec<String>,
+}
+
+/// What a write sends besides the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    pub metadata: Vec<(String, String)>,
+    /// `Content-MD5` as sent (base64).
+    pub content_md5: Option<String>,
+    /// Checksums the client sent before the body, by algorithm.
+    pub checksums: Vec<(String, String)>,
+    /// Algorithms whose values arrive after the body (trailers) or that
+    /// the client asked to be computed.
+    pub compute: Vec<String>,
+    /// The length the client announced, if it did.
+    pub length: Option<u64>,
+    pub condition: ObjectCondition,
+}
+
+/// A written blob with what was computed over it.
+struct Written {
+    blob: String,
+    size: u64,
+    md5: [u8; 16],
+    checksums: Vec<(String, String)>,
+}
+
+/// Runs blocking store calls off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ObjectError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ObjectError::Internal(format!("a store call failed: {error}")))?
+        .map_err(ObjectError::from)
+}
+
+fn random_id() -> String {
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).expect("the OS random number generator");
+    hex::encode(random)
+}
+
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    files: ObjectFiles,
+}
+
+impl Objects {
+    /// Opens the service and deletes the blobs a crash left in the trash.
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        files: ObjectFiles,
+    ) -> Result<Arc<Self>, ObjectError> {
+        let objects = Arc::new(Self { store, files });
+        let reader = objects.store.clone();
+        let leftover = blocking(move || reader.trash()).await?;
+        objects.empty_trash(leftover).await;
+        Ok(objects)
+    }
+
+    async fn empty_trash(&self, blobs: Vec<String>) {
+        if blobs.is_empty() {
+            return;
+        }
+        let mut removed = Vec::with_capacity(blobs.len());
+        for blob in blobs {
+            match self.files.remove(&blob).await {
+                Ok(()) => removed.push(blob),
+                Err(error) => tracing::warn!("could not delete blob {blob}: {error}"),
+            }
+        }
+        let store = self.store.clone();
+        if let Err(error) = blocking(move || store.trash_emptied(&removed)).await {
+            tracing::warn!("could not forget deleted blobs: {error}");
+        }
+    }
+
+    async fn write(&self, op: ObjectOp) -> Result<ObjectDone, ObjectError> {
+        let done = self.store.object_write(op).await?;
+        self.empty_trash(done.trash.clone()).await;
+        Ok(done)
+    }
+
+    pub async fn create_bucket(
+        &self,
+        project: &ProjectId,
+        name: &BucketName,
+        limits: BucketLimits,
+    ) -> Result<Bucket, ObjectError> {
+        let bucket = Bucket {
+            name: name.clone(),
+            created_at: now_millis(),
+            max_object_bytes: limits.max_object_bytes,
+            content_types: limits.content_types,
+        };
+        self.write(ObjectOp::CreateBucket {
+            project: project.clone(),
+            bucket: bucket.clone(),
+        })
+        .await?;
+        Ok(bucket)
+    }
+
+    pub async fn delete_bucket(
+        &self,
+        project: &ProjectId,
+        name: &BucketName,
+    ) -> Result<(), ObjectError> {
+        self.write(ObjectOp::DeleteBucket {
+            project: project.clone(),
+            bucket: name.clone(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn bucket(
+        &self,
+        project: &ProjectId,
+        name: &BucketName,
+    ) -> Result<Bucket, ObjectError> {
+        let (store, project, lookup) = (self.store.clone(), project.clone(), name.clone());
+        blocking(move || store.bucket(&project, &lookup))
+            .await?
+            .ok_or_else(|| ObjectError::NoSuchBucket(name.to_string()))
+    }
+
+    pub async fn buckets(&self, project: &ProjectId) -> Result<Vec<Bucket>, ObjectError> {
+        let (store, project) = (self.store.clone(), project.clone());
+        blocking(move || store.buckets(&project)).await
+    }
+
+    /// Streams `body` into a new blob, checking the bucket's limits and
+    /// every checksum the client sent (before the body, or after it through
+    /// `trailer`) before the blob is made durable.
+    async fn write_blob<S, E>(
+        &self,
+        bucket: &Bucket,
+        mut body: S,
+        options: &PutOptions,
+        trailer: impl FnOnce() -> Vec<(String, String)>,
+    ) -> Result<Written, ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let limit = bucket.max_object_bytes.unwrap_or(u64::MAX);
+        if options.length.is_some_and(|length| length > limit) {
+            return Err(ObjectError::TooLarge { limit });
+        }
+        let mut algorithms: Vec<&'static str> = Vec::new();
+        for name in options
+            .checksums
+            .iter()
+            .map(|(name, _)| name)
+            .chain(&options.compute)
+        {
+            algorithms.push(algorithm(name).ok_or_else(|| {
+                ObjectError::InvalidArgument(format!("unknown checksum algorithm {name:?}"))
+            })?);
+        }
+        let mut checksums = checksum::Checksums::new(&algorithms);
+        let mut writer = self.files.create().await?;
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|error| ObjectError::IncompleteBody(error.to_string()))?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(ObjectError::TooLarge { limit });
+            }
+            checksums.update(&chunk);
+            writer.write(&chunk).await?;
+        }
+        if let Some(length) = options.length
+            && length != size
+        {
+            return Err(ObjectError::IncompleteBody(format!(
+                "{size} bytes arrived of the {length} announced"
+            )));
+        }
+        let (md5, computed) = checksums.finalize();
+        if let Some(claimed) = &options.content_md5
+            && *claimed != checksum::base64_md5(&md5)
+        {
+            return Err(ObjectError::BadDigest("Content-MD5".to_owned()));
+        }
+        let mut claimed = options.checksums.clone();
+        claimed.extend(trailer());
+        let mut verified = Vec::new();
+        for (name, value) in claimed {
+            let name = algorithm(&name).ok_or_else(|| {
+                ObjectError::InvalidArgument(format!("unknown checksum algorithm {name:?}"))
+            })?;
+            let Some((_, ours)) = computed.iter().find(|(algorithm, _)| algorithm == name) else {
+                return Err(ObjectError::InvalidArgument(format!(
+                    "a {name} checksum arrived that was not announced before the body"
+                )));
+            };
+            if *ours != value {
+                return Err(ObjectError::BadDigest(format!("{name} checksum")));
+            }
+            verified.push((name.to_owned(), value));
+        }
+        // Computed but not claimed (announced for a trailer that never
+        // came, or asked for): kept, so they can be returned.
+        for (name, value) in computed {
+            if !verified.iter().any(|(known, _)| *known == name) {
+                verified.push((name, value));
+            }
+        }
+        let blob = writer.commit().await?;
+        Ok(Written {
+            blob,
+            size,
+            md5,
+            checksums: verified,
+        })
+    }
+
+    fn check_content_type(bucket: &Bucket, content_type: Option<&str>) -> Result<(), ObjectError> {
+        if bucket.content_types.is_empty() {
+            return Ok(());
+        }
+        let content_type = content_type.unwrap_or("application/octet-stream");
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let accepted = bucket.content_types.iter().any(|allowed| {
+            if allowed.ends_with('/') {
+                essence.starts_with(allowed.as_str())
+            } else {
+                essence == *allowed
+            }
+        });
+        if accepted {
+            Ok(())
+        } else {
+            Err(ObjectError::ContentTypeRefused {
+                content_type: content_type.to_owned(),
+                allowed: bucket.content_types.join(", "),
+            })
+        }
+    }
+
+    /// Writes an object from a stream.
+    pub async fn put<S, E>(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        key: &str,
+        body: S,
+        options: PutOptions,
+        trailer: impl FnOnce() -> Vec<(String, String)>,
+    ) -> Result<ObjectMeta, ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        check_key(key)?;
+        let found = self.bucket(project, bucket).await?;
+        Self::check_content_type(&found, options.content_type.as_deref())?;
+        let written = self.write_blob(&found, body, &options, trailer).await?;
+        let object = ObjectMeta {
+            key: key.to_owned(),
+            size: written.size,
+            etag: hex::encode(written.md5),
+            content_type: options.content_type,
+            metadata: options.metadata,
+            checksums: written.checksums,
+            last_modified: now_millis(),
+            segments: vec![Segment {
+                blob: written.blob.clone(),
+                size: written.size,
+            }],
+        };
+        let op = ObjectOp::Put {
+            project: project.clone(),
+            bucket: bucket.clone(),
+            object: object.clone(),
+            condition: options.condition,
+        };
+        if let Err(error) = self.write(op).await {
+            // Not committed: the blob is nobody's.
+            let _ = self.files.remove(&written.blob).await;
+            return Err(error);
+        }
+        Ok(object)
+    }
+
+    /// An object's metadata.
+    pub async fn head(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        key: &str,
+    ) -> Result<ObjectMeta, ObjectError> {
+        let (store, project_id, bucket_name, lookup) = (
+            self.store.clone(),
+            project.clone(),
+            bucket.clone(),
+            key.to_owned(),
+        );
+        let found = blocking(move || store.object(&project_id, &bucket_name, &lookup)).await?;
+        match found {
+            Some(object) => Ok(object),
+            None => {
+                // Tell a missing bucket from a missing key.
+                self.bucket(project, bucket).await?;
+                Err(ObjectError::NoSuchKey(key.to_owned()))
+            }
+        }
+    }
+
+    /// The bytes `range` (start inclusive, end exclusive) of an object, as
+    /// a stream that reads its files as it goes.
+    pub fn read(&self, object: &ObjectMeta, range: std::ops::Range<u64>) -> ObjectStream {
+        let mut pieces = VecDeque::new();
+        let mut offset = 0u64;
+        for segment in &object.segments {
+            let (start, end) = (offset, offset + segment.size);
+            offset = end;
+            if end <= range.start || start >= range.end {
+                continue;
+            }
+            let from = range.start.max(start) - start;
+            let to = range.end.min(end) - start;
+            pieces.push_back((segment.blob.clone(), from, to - from));
+        }
+        ObjectStream {
+            files: self.files.clone(),
+            pieces,
+            current: None,
+        }
+    }
+
+    pub async fn delete(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        key: &str,
+        condition: ObjectCondition,
+    ) -> Result<bool, ObjectError> {
+        let done = self
+            .write(ObjectOp::Delete {
+                project: project.clone(),
+                bucket: bucket.clone(),
+                key: key.to_owned(),
+                condition,
+            })
+            .await?;
+        Ok(done.existed)
+    }
+
+    /// Copies an object's bytes into a new object (its own blob).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn copy(
+        &self,
+        project: &ProjectId,
+        source: &ObjectMeta,
+        bucket: &BucketName,
+        key: &str,
+        content_type: Option<String>,
+        metadata: Vec<(String, String)>,
+        condition: ObjectCondition,
+    ) -> Result<ObjectMeta, ObjectError> {
+        let stream = self.read(source, 0..source.size);
+        let compute = source
+            .checksums
+            .iter()
+            .filter(|(_, value)| !value.contains('-'))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let options = PutOptions {
+            content_type,
+            metadata,
+            compute,
+            length: Some(source.size),
+            condition,
+            ..PutOptions::default()
+        };
+        self.put(project, bucket, key, stream, options, Vec::new)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn list(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ObjectListing, ObjectError> {
+        self.bucket(project, bucket).await?;
+        let (store, project, bucket) = (self.store.clone(), project.clone(), bucket.clone());
+        let (prefix, delimiter, after) = (
+            prefix.to_owned(),
+            delimiter.map(str::to_owned),
+            after.map(str::to_owned),
+        );
+        blocking(move || {
+            store.objects(
+                &project,
+                &bucket,
+                &prefix,
+                delimiter.as_deref(),
+                after.as_deref(),
+                limit,
+            )
+        })
+        .await
+    }
+
+    pub async fn create_upload(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        key: &str,
+        content_type: Option<String>,
+        metadata: Vec<(String, String)>,
+        checksum_algorithm: Option<String>,
+    ) -> Result<Upload, ObjectError> {
+        check_key(key)?;
+        let found = self.bucket(project, bucket).await?;
+        Self::check_content_type(&found, content_type.as_deref())?;
+        let checksum_algorithm = checksum_algorithm
+            .map(|name| {
+                algorithm(&name).map(str::to_owned).ok_or_else(|| {
+                    ObjectError::InvalidArgument(format!("unknown checksum algorithm {name:?}"))
+                })
+            })
+            .transpose()?;
+        let upload = Upload {
+            upload_id: random_id(),
+            key: key.to_owned(),
+            initiated: now_millis(),
+            content_type,
+            metadata,
+            checksum_algorithm,
+        };
+        self.write(ObjectOp::CreateUpload {
+            project: project.clone(),
+            bucket: bucket.clone(),
+            upload: upload.clone(),
+        })
+        .await?;
+        Ok(upload)
+    }
+
+    pub async fn upload(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        upload_id: &str,
+    ) -> Result<Upload, ObjectError> {
+        let (store, project, bucket_name, id) = (
+            self.store.clone(),
+            project.clone(),
+            bucket.clone(),
+            upload_id.to_owned(),
+        );
+        blocking(move || store.upload(&project, &bucket_name, &id))
+            .await?
+            .ok_or_else(|| ObjectError::NoSuchUpload(upload_id.to_owned()))
+    }
+
+    /// Stores one part of an upload from a stream.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upload_part<S, E>(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        upload_id: &str,
+        number: u32,
+        body: S,
+        mut options: PutOptions,
+        trailer: impl FnOnce() -> Vec<(String, String)>,
+    ) -> Result<Part, ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        if !(1..=MAX_PART_NUMBER).contains(&number) {
+            return Err(ObjectError::InvalidArgument(format!(
+                "part numbers are 1 to {MAX_PART_NUMBER}"
+            )));
+        }
+        let found = self.bucket(project, bucket).await?;
+        let upload = self.upload(project, bucket, upload_id).await?;
+        if let Some(algorithm) = &upload.checksum_algorithm {
+            options.compute.push(algorithm.clone());
+        }
+        let written = self.write_blob(&found, body, &options, trailer).await?;
+        let part = Part {
+            number,
+            size: written.size,
+            etag: hex::encode(written.md5),
+            checksums: written.checksums,
+            blob: written.blob.clone(),
+            last_modified: now_millis(),
+        };
+        let op = ObjectOp::PutPart {
+            project: project.clone(),
+            bucket: bucket.clone(),
+            upload_id: upload_id.to_owned(),
+            part: part.clone(),
+        };
+        if let Err(error) = self.write(op).await {
+            let _ = self.files.remove(&written.blob).await;
+            return Err(error);
+        }
+        Ok(part)
+    }
+
+    pub async fn parts(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        upload_id: &str,
+        after: u32,
+        limit: u32,
+    ) -> Result<Vec<Part>, ObjectError> {
+        self.upload(project, bucket, upload_id).await?;
+        let (store, project, bucket, id) = (
+            self.store.clone(),
+            project.clone(),
+            bucket.clone(),
+            upload_id.to_owned(),
+        );
+        blocking(move || store.parts(&project, &bucket, &id, after, limit)).await
+    }
+
+    /// Every part of an upload, in order.
+    async fn all_parts(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        upload_id: &str,
+    ) -> Result<Vec<Part>, ObjectError> {
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |part: &Part| part.number);
+            let page = self.parts(project, bucket, upload_id, after, 1000).await?;
+            let done = page.len() < 1000;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Turns an upload into an object made of the listed parts, which
+    /// must have been uploaded with these ETags, in ascending order.
+    pub async fn complete(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        upload_id: &str,
+        listed: &[(u32, String)],
+        condition: ObjectCondition,
+    ) -> Result<ObjectMeta, ObjectError> {
+        let upload = self.upload(project, bucket, upload_id).await?;
+        let stored = self.all_parts(project, bucket, upload_id).await?;
+        if listed.is_empty() {
+            return Err(ObjectError::InvalidPart(
+                "a completed upload names at least one part".to_owned(),
+            ));
+        }
+        let mut chosen: Vec<&Part> = Vec::with_capacity(listed.len());
+        for (at, (number, etag)) in listed.iter().enumerate() {
+            if at > 0 && *number <= listed[at - 1].0 {
+                return Err(ObjectError::InvalidPartOrder);
+            }
+            let part = stored
+                .iter()
+                .find(|part| part.number == *number)
+                .filter(|part| part.etag == etag.trim_matches('"'))
+                .ok_or_else(|| {
+                    ObjectError::InvalidPart(format!(
+                        "part {number} was not uploaded with ETag {etag}"
+                    ))
+                })?;
+            chosen.push(part);
+        }
+        for part in &chosen[..chosen.len() - 1] {
+            if part.size < MIN_PART_BYTES {
+                return Err(ObjectError::EntityTooSmall {
+                    part: part.number,
+                    size: part.size,
+                });
+            }
+        }
+        let etags: Vec<String> = chosen.iter().map(|part| part.etag.clone()).collect();
+        let etag = checksum::multipart_etag(&etags)
+            .ok_or_else(|| ObjectError::Internal("a part's ETag is not hex".to_owned()))?;
+        let mut checksums = Vec::new();
+        if let Some(name) = upload.checksum_algorithm.as_deref().and_then(algorithm) {
+            let values: Option<Vec<String>> = chosen
+                .iter()
+                .map(|part| {
+                    part.checksums
+                        .iter()
+                        .find(|(algorithm, _)| algorithm == name)
+                        .map(|(_, value)| value.clone())
+                })
+                .collect();
+            if let Some(value) = values.and_then(|values| checksum::composite(name, &values)) {
+                checksums.push((name.to_owned(), value));
+            }
+        }
+        let object = ObjectMeta {
+            key: upload.key.clone(),
+            size: chosen.iter().map(|part| part.size).sum(),
+            etag,
+            content_type: upload.content_type.clone(),
+            metadata: upload.metadata.clone(),
+            checksums,
+            last_modified: now_millis(),
+            segments: chosen
+                .iter()
+                .map(|part| Segment {
+                    blob: part.blob.clone(),
+                    size: part.size,
+                })
+                .collect(),
+        };
+        self.write(ObjectOp::Complete {
+            project: project.clone(),
+            bucket: bucket.clone(),
+            upload_id: upload_id.to_owned(),
+            object: object.clone(),
+            condition,
+        })
+        .await?;
+        Ok(object)
+    }
+
+    pub async fn abort(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        upload_id: &str,
+    ) -> Result<(), ObjectError> {
+        self.write(ObjectOp::Abort {
+            project: project.clone(),
+            bucket: bucket.clone(),
+            upload_id: upload_id.to_owned(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn uploads(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        prefix: &str,
+        after: Option<(String, String)>,
+        limit: u32,
+    ) -> Result<Vec<Upload>, ObjectError> {
+        self.bucket(project, bucket).await?;
+        let (store, project, bucket, prefix) = (
+            self.store.clone(),
+            project.clone(),
+            bucket.clone(),
+            prefix.to_owned(),
+        );
+        blocking(move || {
+            store.uploads(
+                &project,
+                &bucket,
+                &prefix,
+                after.as_ref().map(|(key, id)| (key.as_str(), id.as_str())),
+                limit,
+            )
+        })
+        .await
+    }
+}
+
+/// Keys are 1 to 1024 bytes of UTF-8, as in S3.
+fn check_key(key: &str) -> Result<(), ObjectError> {
+    if key.is_empty() || key.len() > 1024 {
+        return Err(ObjectError::InvalidArgument(
+            "an object key is 1 to 1024 bytes of UTF-8".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+type FileChunks = tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>;
+
+/// An object's bytes, read file by file as the stream is polled: memory
+/// stays at one read buffer whatever the size.
+pub struct ObjectStream {
+    files: ObjectFiles,
+    /// (blob, offset, length) still to read.
+    pieces: VecDeque<(String, u64, u64)>,
+    current: Option<FileChunks>,
+}
+
+/// Size of each read from an object's files.
+const READ_CHUNK: usize = 256 << 10;
+
+impl Stream for ObjectStream {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(current) = &mut self.current {
+                match Pin::new(current).poll_next(cx) {
+                    Poll::Ready(None) => self.current = None,
+                    other => return other,
+                }
+            }
+            let Some((blob, offset, length)) = self.pieces.pop_front() else {
+                return Poll::Ready(None);
+            };
+            // Opening and seeking take microseconds: done in place rather
+            // than through a thread hop.
+            let opened = std::fs::File::open(self.files.path(&blob)).and_then(|mut file| {
+                file.seek(SeekFrom::Start(offset))?;
+                Ok(file)
+            });
+            match opened {
+                Ok(file) => {
+                    let file = tokio::fs::File::from_std(file).take(length);
+                    self.current = Some(tokio_util::io::ReaderStream::with_capacity(
+                        file, READ_CHUNK,
+                    ));
+                }
+                Err(error) => return Poll::Ready(Some(Err(error))),
+            }
+        }
+    }
+}
