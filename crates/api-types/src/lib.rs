@@ -300,3 +300,68 @@ pub struct DocBatchResult {
 pub struct AccessSetting {
     pub access: String,
 }
+
+/// A bucket and its limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BucketInfo {
+    pub name: String,
+    pub created_at: i64,
+    pub max_object_bytes: Option<u64>,
+    pub content_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BucketList {
+    pub buckets: Vec<BucketInfo>,
+}
+
+/// `PUT /v1/buckets/NAME`: limits of a new bucket (all optional).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBucket {
+    #[serde(default)]
+    pub max_object_bytes: Option<u64>,
+    /// Accepted content types; `image/` accepts every image type.
+    #[serde(default)]
+    pub content_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub content_type: Option<String>,
+    pub last_modified: i64,
+}
+
+/// A page of objects; `next_cursor` fetches the next, `null` on the last.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObjectList {
+    pub objects: Vec<ObjectInfo>,
+    pub common_prefixes: Vec<String>,
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/objects/BUCKET/KEY`: a presigned URL for one method.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Presign {
+    /// `GET` (the default) or `PUT`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// How long the URL works, e.g. `15m`, `1h` (default 1h, at most 7 days).
+    #[serde(default)]
+    pub expires_in: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PresignedUrl {
+    pub method: String,
+    /// Absolute, from the request's `Host`.
+    pub url: String,
+    /// The same, without scheme and host.
+    pub path: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}

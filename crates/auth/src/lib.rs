@@ -114,6 +114,14 @@ fn check_secret(key: &ApiKey, kind: KeyKind, secret: &str) -> Result<(), AuthErr
 /// The S3 access key id of the admin credential.
 pub const ADMIN_S3_ACCESS_KEY: &str = "wok_admin";
 
+/// The project an S3 access key id acts for (`default` for the admin).
+pub fn project_of_access_key(access_key: &str) -> Option<ProjectId> {
+    if access_key == ADMIN_S3_ACCESS_KEY {
+        return Some(ProjectId::default_project());
+    }
+    parse_access_key(access_key).map(|(_, project, _)| project)
+}
+
 /// The parts of an S3 access key id (`wok_<sk|pk>_<project>_<id>`).
 fn parse_access_key(access_key: &str) -> Option<(KeyKind, ProjectId, &str)> {
     let mut parts = access_key.split('_');
@@ -305,6 +313,42 @@ impl Auth {
         mac.update(b"wok-s3-secret:");
         mac.update(access_key.as_bytes());
         hex::encode(mac.finalize().into_bytes())[..40].to_owned()
+    }
+
+    /// The signature of a presigned request: HMAC-SHA256, keyed with the
+    /// signer's S3 secret, over what the URL may do (method, project, path)
+    /// and until when. It binds the URL to its signer, so revoking the key
+    /// revokes its URLs.
+    pub fn presign_signature(
+        &self,
+        access_key: &str,
+        method: &str,
+        project: &ProjectId,
+        path: &str,
+        expires: i64,
+    ) -> String {
+        let secret = self.s3_secret(access_key);
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(format!("wok-presign\n{method}\n{project}\n{path}\n{expires}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Checks a presigned request's signature; the caller is its signer.
+    pub fn verify_presigned(
+        &self,
+        access_key: &str,
+        method: &str,
+        project: &ProjectId,
+        path: &str,
+        expires: i64,
+        signature: &str,
+    ) -> Result<Caller, AuthError> {
+        let expected = self.presign_signature(access_key, method, project, path, expires);
+        if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
+            return Err(AuthError::InvalidKey);
+        }
+        self.s3_caller(access_key)
     }
 
     /// Who an S3 access key id is, if that can be told without the store;

@@ -53,6 +53,8 @@ enum Command {
     Kv(commands::kv::Kv),
     #[command(subcommand)]
     Docs(commands::docs::Docs),
+    #[command(subcommand)]
+    Objects(commands::objects::Objects),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
             Command::Keys(command) => command.run(connection.client()?).await,
             Command::Kv(command) => command.run(connection.client()?).await,
             Command::Docs(command) => command.run(connection.client()?).await,
+            Command::Objects(command) => command.run(connection.client()?).await,
         }
     });
     match result {

@@ -16,6 +16,17 @@ pub enum ApiError {
     /// A valid credential that may not do this.
     NotAllowed(String),
     NotFound(String),
+    /// Not found, with a code saying what (`bucket_not_found`, ...).
+    NotFoundCode {
+        code: &'static str,
+        message: String,
+    },
+    UnsupportedMediaType(String),
+    RangeNotSatisfiable {
+        message: String,
+        /// The object's size, for `Content-Range: bytes */SIZE`.
+        size: u64,
+    },
     ProjectNotFound(String),
     KeyNotFound(String),
     DocumentNotFound(String),
@@ -54,6 +65,13 @@ impl ApiError {
             ApiError::InvalidKey => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden | ApiError::NotAllowed(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFoundCode { code, .. } => (StatusCode::NOT_FOUND, code),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_type_refused")
+            }
+            ApiError::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
             ApiError::ProjectNotFound(_) => (StatusCode::NOT_FOUND, "project_not_found"),
             ApiError::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
             ApiError::DocumentNotFound(_) => (StatusCode::NOT_FOUND, "document_not_found"),
@@ -92,6 +110,9 @@ impl ApiError {
             | ApiError::PreconditionFailed(message)
             | ApiError::Conflict { message, .. }
             | ApiError::NotFound(message)
+            | ApiError::NotFoundCode { message, .. }
+            | ApiError::UnsupportedMediaType(message)
+            | ApiError::RangeNotSatisfiable { message, .. }
             | ApiError::FunctionNotFound(message)
             | ApiError::BadRequest { message, .. }
             | ApiError::PayloadTooLarge(message)
@@ -122,6 +143,13 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::RangeNotSatisfiable { size, .. } = &self
+            && let Ok(value) = http::HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_RANGE, value);
+        }
         if let ApiError::Overloaded(_) = self {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,

@@ -11,6 +11,7 @@ mod docs;
 mod error;
 mod invoke_route;
 mod kv;
+mod objects;
 mod projects;
 mod s3;
 
@@ -34,7 +35,7 @@ pub struct Gateway {
     /// Document collections (the same SQLite database as `store`, for now).
     pub docs: Arc<dyn store::DocStore>,
     /// Buckets and objects (S3 and REST).
-    pub objects: Arc<objects::Objects>,
+    pub objects: Arc<::objects::Objects>,
     /// Document reads running at once (see `docs::read`).
     pub document_reads: tokio::sync::Semaphore,
     /// Checks the admin credential and project keys.
@@ -102,6 +103,23 @@ fn control_router(gateway: SharedGateway) -> Router {
     // Data routes: public keys too, each handler asking `authorize`.
     let data_routes = Router::new()
         .route("/v1/s3/credentials", get(projects::own_s3_credentials))
+        .route("/v1/buckets", get(objects::list_buckets))
+        .route(
+            "/v1/buckets/{bucket}",
+            put(objects::create_bucket).delete(objects::delete_bucket),
+        )
+        .route(
+            "/v1/buckets/{bucket}/_access",
+            get(objects::get_access).put(objects::set_access),
+        )
+        .route("/v1/objects/{bucket}", get(objects::list_objects))
+        .route(
+            "/v1/objects/{bucket}/{*key}",
+            get(objects::get_object)
+                .put(objects::put_object)
+                .delete(objects::delete_object)
+                .post(objects::presign),
+        )
         .route("/v1/docs", get(docs::list_collections))
         .route("/v1/docs/_batch", post(docs::batch))
         .route(

@@ -42,7 +42,24 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let Some(token) = bearer(&request) else {
-        return ApiError::Unauthorized.into_response();
+        // No credential: a presigned object URL, or nothing.
+        let claim = match presigned(&request) {
+            None => return ApiError::Unauthorized.into_response(),
+            Some(Err(error)) => return error.into_response(),
+            Some(Ok(claim)) => claim,
+        };
+        return match presigned_signer(&gateway, claim).await {
+            Ok(caller) => {
+                if request.extensions().get::<Scope>().is_none()
+                    && let Some(project) = caller_project(&caller)
+                {
+                    request.extensions_mut().insert(Scope(project));
+                }
+                request.extensions_mut().insert(caller);
+                next.run(request).await
+            }
+            Err(error) => error.into_response(),
+        };
     };
     let known = gateway.auth.authenticate_cached(&token);
     let auth = gateway.auth.clone();
@@ -85,6 +102,95 @@ pub async fn authenticate(
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+fn caller_project(caller: &Caller) -> Option<ProjectId> {
+    match caller {
+        Caller::Key { project, .. } => Some(project.clone()),
+        Caller::Admin => Some(ProjectId::default_project()),
+    }
+}
+
+/// The query parameters of a presigned URL.
+pub const PRESIGN_KEY: &str = "wok-key";
+pub const PRESIGN_EXPIRES: &str = "wok-expires";
+pub const PRESIGN_SIGNATURE: &str = "wok-signature";
+
+/// What a presigned URL claims, read from the request.
+struct Presigned {
+    access_key: String,
+    method: &'static str,
+    project: ProjectId,
+    path: String,
+    expires: i64,
+    signature: String,
+}
+
+/// A presigned object request (`wok-key`, `wok-expires`, `wok-signature`
+/// in the query, no credential), if it is one.
+fn presigned(request: &Request) -> Option<Result<Presigned, ApiError>> {
+    let params: std::collections::HashMap<String, String> =
+        axum::extract::Query::try_from_uri(request.uri())
+            .map(|axum::extract::Query(params)| params)
+            .ok()?;
+    let signature = params.get(PRESIGN_SIGNATURE)?.clone();
+    let refused = |message: &str| Some(Err(ApiError::NotAllowed(message.to_owned())));
+    let path = request.uri().path().to_owned();
+    if !path.starts_with("/v1/objects/") {
+        return refused("presigned URLs are for objects only");
+    }
+    let method = match *request.method() {
+        http::Method::GET | http::Method::HEAD => "GET",
+        http::Method::PUT => "PUT",
+        _ => return refused("a presigned URL allows GET, HEAD or PUT"),
+    };
+    let (Some(access_key), Some(expires)) = (
+        params.get(PRESIGN_KEY).cloned(),
+        params
+            .get(PRESIGN_EXPIRES)
+            .and_then(|expires| expires.parse::<i64>().ok()),
+    ) else {
+        return refused("the presigned URL is incomplete");
+    };
+    if domain::now_millis() / 1000 > expires {
+        return refused("the presigned URL has expired");
+    }
+    let project = match request.extensions().get::<Scope>() {
+        Some(Scope(project)) => project.clone(),
+        None => match auth::project_of_access_key(&access_key) {
+            Some(project) => project,
+            None => return refused("the presigned URL's signature does not match"),
+        },
+    };
+    Some(Ok(Presigned {
+        access_key,
+        method,
+        project,
+        path,
+        expires,
+        signature,
+    }))
+}
+
+/// The signer of a presigned request, if its signature holds.
+async fn presigned_signer(gateway: &SharedGateway, claim: Presigned) -> Result<Caller, ApiError> {
+    let auth = gateway.auth.clone();
+    blocking(move || {
+        auth.verify_presigned(
+            &claim.access_key,
+            claim.method,
+            &claim.project,
+            &claim.path,
+            claim.expires,
+            &claim.signature,
+        )
+    })
+    .await
+    .map_err(|_| {
+        ApiError::NotAllowed(
+            "the presigned URL's signature does not match, or its key was revoked".to_owned(),
+        )
+    })
 }
 
 /// Rewrites `/v1/projects/NAME/REST` to `/v1/REST` with a [`Scope`] of

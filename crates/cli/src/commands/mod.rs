@@ -5,6 +5,7 @@ pub mod keys;
 pub mod kv;
 pub mod logs;
 pub mod ls;
+pub mod objects;
 pub mod project;
 pub mod rm;
 pub mod rollback;

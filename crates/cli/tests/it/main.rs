@@ -9,6 +9,7 @@ mod invoke;
 mod kv;
 mod lifecycle;
 mod limits;
+mod objects;
 mod projects;
 mod records;
 

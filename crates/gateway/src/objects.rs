@@ -1,0 +1,580 @@
+//! Object storage over plain REST, for app clients and scripts: buckets
+//! under `/v1/buckets`, objects under `/v1/objects/BUCKET/KEY` (bodies
+//! stream both ways), and presigned URLs that need no credential. The S3
+//! endpoint (`s3.rs`) serves the same buckets.
+use crate::projects::{
+    PRESIGN_EXPIRES, PRESIGN_KEY, PRESIGN_SIGNATURE, Scope, authorize, require_service,
+};
+use crate::{ApiError, SharedGateway};
+use auth::Caller;
+use axum::Json;
+use axum::extract::{Extension, Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use domain::{Access, BucketName, ProjectId, ResourceKind};
+use futures::TryStreamExt;
+use objects::{BucketLimits, ObjectError, PutOptions};
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+use store::objects::{Bucket, ObjectCondition, ObjectMeta};
+
+/// Most objects one listing page returns.
+const MAX_LIST: u32 = 1000;
+/// Longest a presigned URL may live.
+const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl From<ObjectError> for ApiError {
+    fn from(error: ObjectError) -> Self {
+        let message = error.to_string();
+        match error {
+            ObjectError::NoSuchBucket(_) => ApiError::NotFoundCode {
+                code: "bucket_not_found",
+                message,
+            },
+            ObjectError::NoSuchKey(_) => ApiError::NotFoundCode {
+                code: "object_not_found",
+                message,
+            },
+            ObjectError::NoSuchUpload(_) => ApiError::NotFoundCode {
+                code: "upload_not_found",
+                message,
+            },
+            ObjectError::BucketExists(_) => ApiError::Conflict {
+                code: "bucket_exists",
+                message,
+            },
+            ObjectError::BucketNotEmpty(_) => ApiError::Conflict {
+                code: "bucket_not_empty",
+                message,
+            },
+            ObjectError::PreconditionFailed => ApiError::PreconditionFailed(message),
+            ObjectError::TooLarge { .. } => ApiError::PayloadTooLarge(message),
+            ObjectError::ContentTypeRefused { .. } => ApiError::UnsupportedMediaType(message),
+            ObjectError::BadDigest(_) => ApiError::bad_request("bad_digest", message),
+            ObjectError::IncompleteBody(_) => ApiError::bad_request("incomplete_body", message),
+            ObjectError::InvalidPart(_)
+            | ObjectError::InvalidPartOrder
+            | ObjectError::EntityTooSmall { .. }
+            | ObjectError::InvalidArgument(_) => ApiError::bad_request("invalid_request", message),
+            ObjectError::Internal(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+fn bucket_name(name: &str) -> Result<BucketName, ApiError> {
+    BucketName::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+}
+
+fn bucket_info(bucket: Bucket) -> api_types::BucketInfo {
+    api_types::BucketInfo {
+        name: bucket.name.to_string(),
+        created_at: bucket.created_at,
+        max_object_bytes: bucket.max_object_bytes,
+        content_types: bucket.content_types,
+    }
+}
+
+fn header_value(text: &str) -> Option<http::HeaderValue> {
+    http::HeaderValue::from_str(text).ok()
+}
+
+pub async fn list_buckets(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<api_types::BucketList>, ApiError> {
+    require_service(&caller, &project)?;
+    let buckets = gateway.objects.buckets(&project).await?;
+    Ok(Json(api_types::BucketList {
+        buckets: buckets.into_iter().map(bucket_info).collect(),
+    }))
+}
+
+/// `PUT /v1/buckets/NAME` with optional limits.
+pub async fn create_bucket(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(http::StatusCode, Json<api_types::BucketInfo>), ApiError> {
+    require_service(&caller, &project)?;
+    let name = bucket_name(&name)?;
+    let request: api_types::CreateBucket = if body.is_empty() {
+        api_types::CreateBucket::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!(
+                    "expected {{\"max_object_bytes\": N, \"content_types\": [\"image/\", ...]}}: {error}"
+                ),
+            )
+        })?
+    };
+    if let Some(bad) = request.content_types.iter().find(|content_type| {
+        !content_type.contains('/') || content_type.contains(char::is_whitespace)
+    }) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("{bad:?} is not a content type like image/png, or a family like image/"),
+        ));
+    }
+    let limits = BucketLimits {
+        max_object_bytes: request.max_object_bytes,
+        content_types: request
+            .content_types
+            .iter()
+            .map(|content_type| content_type.to_ascii_lowercase())
+            .collect(),
+    };
+    let bucket = gateway
+        .objects
+        .create_bucket(&project, &name, limits)
+        .await?;
+    Ok((http::StatusCode::CREATED, Json(bucket_info(bucket))))
+}
+
+pub async fn delete_bucket(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<http::StatusCode, ApiError> {
+    require_service(&caller, &project)?;
+    let name = bucket_name(&name)?;
+    gateway.objects.delete_bucket(&project, &name).await?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/buckets/B/_access`.
+pub async fn get_access(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<api_types::AccessSetting>, ApiError> {
+    require_service(&caller, &project)?;
+    let name = bucket_name(&name)?;
+    let auth = gateway.auth.clone();
+    let rule =
+        crate::blocking(move || auth.rule(&project, ResourceKind::Bucket, name.as_str())).await?;
+    Ok(Json(api_types::AccessSetting {
+        access: rule.as_str().to_owned(),
+    }))
+}
+
+/// `PUT /v1/buckets/B/_access` with `{"access": ...}`.
+pub async fn set_access(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<api_types::AccessSetting>, ApiError> {
+    require_service(&caller, &project)?;
+    let name = bucket_name(&name)?;
+    let setting: api_types::AccessSetting = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::bad_request("invalid_access", error.to_string()))?;
+    let rule = crate::convert::access_rule(&setting.access)?;
+    let auth = gateway.auth.clone();
+    crate::blocking(move || auth.set_rule(&project, ResourceKind::Bucket, name.as_str(), rule))
+        .await?;
+    Ok(Json(setting))
+}
+
+/// `GET /v1/objects/B?prefix=&delimiter=&cursor=&limit=`.
+pub async fn list_objects(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<api_types::ObjectList>, ApiError> {
+    let name = bucket_name(&name)?;
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Bucket,
+        name.as_str(),
+        Access::Read,
+    )
+    .await?;
+    if let Some(unknown) = params
+        .keys()
+        .find(|key| !["prefix", "delimiter", "cursor", "limit"].contains(&key.as_str()))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("unknown query parameter {unknown:?}"),
+        ));
+    }
+    let limit = match params.get("limit") {
+        Some(limit) => limit
+            .parse::<u32>()
+            .ok()
+            .filter(|limit| (1..=MAX_LIST).contains(limit))
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid_query", format!("limit must be 1 to {MAX_LIST}"))
+            })?,
+        None => MAX_LIST,
+    };
+    let listing = gateway
+        .objects
+        .list(
+            &project,
+            &name,
+            params.get("prefix").map_or("", String::as_str),
+            params.get("delimiter").map(String::as_str),
+            params.get("cursor").map(String::as_str),
+            limit,
+        )
+        .await?;
+    Ok(Json(api_types::ObjectList {
+        objects: listing
+            .objects
+            .into_iter()
+            .map(|object| api_types::ObjectInfo {
+                key: object.key,
+                size: object.size,
+                etag: object.etag,
+                content_type: object.content_type,
+                last_modified: object.last_modified,
+            })
+            .collect(),
+        common_prefixes: listing.common_prefixes,
+        next_cursor: listing.next_after,
+    }))
+}
+
+/// `If-Match: "etag"` or `If-None-Match: *` of a write.
+fn write_condition(headers: &http::HeaderMap) -> ObjectCondition {
+    if let Some(etag) = headers
+        .get(http::header::IF_MATCH)
+        .and_then(|value| value.to_str().ok())
+    {
+        return ObjectCondition::ETag(etag.trim().trim_matches('"').to_owned());
+    }
+    match headers
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some("*") => ObjectCondition::Absent,
+        _ => ObjectCondition::Always,
+    }
+}
+
+/// `x-amz-meta-NAME` headers, as S3 clients send user metadata.
+fn user_metadata(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = name.as_str().strip_prefix("x-amz-meta-")?;
+            Some((name.to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+/// `PUT /v1/objects/B/KEY`: the body, streamed into the object.
+pub async fn put_object(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    Path((name, key)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let name = bucket_name(&name)?;
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Bucket,
+        name.as_str(),
+        Access::Write,
+    )
+    .await?;
+    let headers = request.headers();
+    let options = PutOptions {
+        content_type: headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+        metadata: user_metadata(headers),
+        content_md5: headers
+            .get("content-md5")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+        length: headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse().ok()),
+        condition: write_condition(headers),
+        ..PutOptions::default()
+    };
+    let body = request.into_body().into_data_stream();
+    let object = gateway
+        .objects
+        .put(&project, &name, &key, body, options, Vec::new)
+        .await?;
+    let mut response = Json(api_types::ObjectInfo {
+        key: object.key.clone(),
+        size: object.size,
+        etag: object.etag.clone(),
+        content_type: object.content_type.clone(),
+        last_modified: object.last_modified,
+    })
+    .into_response();
+    if let Some(etag) = header_value(&format!("\"{}\"", object.etag)) {
+        response.headers_mut().insert(http::header::ETAG, etag);
+    }
+    Ok(response)
+}
+
+/// A single `Range: bytes=...` of an object of `size` bytes: `None` for
+/// the whole object, `Err` when it cannot be satisfied.
+fn range(headers: &http::HeaderMap, size: u64) -> Result<Option<std::ops::Range<u64>>, ApiError> {
+    let Some(value) = headers
+        .get(http::header::RANGE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let unsatisfiable = || ApiError::RangeNotSatisfiable {
+        message: format!("the range {value:?} is not within the object's {size} bytes"),
+        size,
+    };
+    let spec = value
+        .trim()
+        .strip_prefix("bytes=")
+        .ok_or_else(unsatisfiable)?;
+    let (first, last) = spec.split_once('-').ok_or_else(unsatisfiable)?;
+    let range = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let length: u64 = suffix.parse().map_err(|_| unsatisfiable())?;
+            size.saturating_sub(length)..size
+        }
+        (first, "") => first.parse().map_err(|_| unsatisfiable())?..size,
+        (first, last) => {
+            let first: u64 = first.parse().map_err(|_| unsatisfiable())?;
+            let last: u64 = last.parse().map_err(|_| unsatisfiable())?;
+            first..(last.saturating_add(1)).min(size)
+        }
+    };
+    if range.start >= range.end || range.start >= size {
+        return Err(unsatisfiable());
+    }
+    Ok(Some(range))
+}
+
+fn object_headers(object: &ObjectMeta, headers: &mut http::HeaderMap) {
+    if let Some(etag) = header_value(&format!("\"{}\"", object.etag)) {
+        headers.insert(http::header::ETAG, etag);
+    }
+    let modified = UNIX_EPOCH + Duration::from_millis(object.last_modified.max(0) as u64);
+    if let Some(date) = header_value(&httpdate::fmt_http_date(modified)) {
+        headers.insert(http::header::LAST_MODIFIED, date);
+    }
+    headers.insert(
+        http::header::ACCEPT_RANGES,
+        http::HeaderValue::from_static("bytes"),
+    );
+    for (name, value) in &object.metadata {
+        if let (Ok(name), Some(value)) = (
+            http::HeaderName::from_bytes(format!("x-amz-meta-{name}").as_bytes()),
+            header_value(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// `GET /v1/objects/B/KEY` (and `HEAD`): the bytes, streamed; one
+/// `Range`; `If-None-Match` answers 304.
+pub async fn get_object(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    Path((name, key)): Path<(String, String)>,
+    headers: http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = bucket_name(&name)?;
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Bucket,
+        name.as_str(),
+        Access::Read,
+    )
+    .await?;
+    let object = gateway.objects.head(&project, &name, &key).await?;
+    let mut response_headers = http::HeaderMap::new();
+    object_headers(&object, &mut response_headers);
+    let not_modified = headers
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|wanted| {
+            wanted == "*"
+                || wanted.split(',').any(|etag| {
+                    etag.trim().trim_start_matches("W/").trim_matches('"') == object.etag
+                })
+        });
+    if not_modified {
+        return Ok((http::StatusCode::NOT_MODIFIED, response_headers).into_response());
+    }
+    let range = range(&headers, object.size)?;
+    let (status, span) = match &range {
+        Some(range) => {
+            if let Some(value) = header_value(&format!(
+                "bytes {}-{}/{}",
+                range.start,
+                range.end - 1,
+                object.size
+            )) {
+                response_headers.insert(http::header::CONTENT_RANGE, value);
+            }
+            (http::StatusCode::PARTIAL_CONTENT, range.clone())
+        }
+        None => (http::StatusCode::OK, 0..object.size),
+    };
+    response_headers.insert(
+        http::header::CONTENT_TYPE,
+        object
+            .content_type
+            .as_deref()
+            .and_then(header_value)
+            .unwrap_or(http::HeaderValue::from_static("application/octet-stream")),
+    );
+    response_headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(span.end - span.start),
+    );
+    let stream = gateway
+        .objects
+        .read(&object, span)
+        .map_err(axum::Error::new);
+    let body = axum::body::Body::from_stream(stream);
+    Ok((status, response_headers, body).into_response())
+}
+
+pub async fn delete_object(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    Path((name, key)): Path<(String, String)>,
+    headers: http::HeaderMap,
+) -> Result<http::StatusCode, ApiError> {
+    let name = bucket_name(&name)?;
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Bucket,
+        name.as_str(),
+        Access::Write,
+    )
+    .await?;
+    gateway
+        .objects
+        .delete(&project, &name, &key, write_condition(&headers))
+        .await?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
+fn access_key_of(caller: &Caller) -> String {
+    match caller {
+        Caller::Admin => auth::ADMIN_S3_ACCESS_KEY.to_owned(),
+        Caller::Key { project, kind, id } => format!("wok_{}_{project}_{id}", kind.tag()),
+    }
+}
+
+/// `POST /v1/objects/B/KEY` with `{"method": "GET"|"PUT", "expires_in":
+/// "1h"}`: a URL that does that, without a credential, until it expires or
+/// the signer's key is revoked.
+pub async fn presign(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    Path((name, _key)): Path<(String, String)>,
+    request: Request,
+) -> Result<Json<api_types::PresignedUrl>, ApiError> {
+    let bucket = bucket_name(&name)?;
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    // The path as the gateway sees it after the project scope was taken
+    // off: what the presigned request will be checked against.
+    let path = request.uri().path().to_owned();
+    let body = axum::body::to_bytes(request.into_body(), 64 << 10)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge("the body is larger than 64 KiB".to_owned()))?;
+    let wanted: api_types::Presign = if body.is_empty() {
+        api_types::Presign::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|error| ApiError::bad_request("invalid_body", error.to_string()))?
+    };
+    let (method, access) = match wanted.method.as_deref().unwrap_or("GET") {
+        "GET" => ("GET", Access::Read),
+        "PUT" => ("PUT", Access::Write),
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                format!("method must be GET or PUT, not {other:?}"),
+            ));
+        }
+    };
+    authorize(
+        &gateway,
+        &caller,
+        &project,
+        ResourceKind::Bucket,
+        bucket.as_str(),
+        access,
+    )
+    .await?;
+    let lifetime = match wanted.expires_in.as_deref() {
+        Some(text) => humantime::parse_duration(text)
+            .ok()
+            .filter(|lifetime| !lifetime.is_zero() && *lifetime <= MAX_PRESIGN)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!(
+                        "expires_in must be a duration up to 7 days, like 15m or 1h, not {text:?}"
+                    ),
+                )
+            })?,
+        None => Duration::from_secs(3600),
+    };
+    let expires_at = domain::now_millis() / 1000 + lifetime.as_secs() as i64;
+    let access_key = access_key_of(&caller);
+    let signature =
+        gateway
+            .auth
+            .presign_signature(&access_key, method, &project, &path, expires_at);
+    // Address the project explicitly unless it is the signer's own.
+    let own = match &caller {
+        Caller::Key { project: own, .. } => own.clone(),
+        Caller::Admin => ProjectId::default_project(),
+    };
+    let public_path = if own == project {
+        path.clone()
+    } else {
+        path.replacen("/v1/", &format!("/v1/projects/{project}/"), 1)
+    };
+    let full = format!(
+        "{public_path}?{PRESIGN_KEY}={}&{PRESIGN_EXPIRES}={expires_at}&{PRESIGN_SIGNATURE}={signature}",
+        urlencoding::encode(&access_key)
+    );
+    Ok(Json(api_types::PresignedUrl {
+        method: method.to_owned(),
+        url: format!("http://{host}{full}"),
+        path: full,
+        expires_at,
+    }))
+}
