@@ -74,6 +74,55 @@ impl invoke::GuestDocuments for Discard {
         Ok(0)
     }
 }
+impl invoke::GuestObjects for Discard {
+    fn read<'a>(
+        &'a self,
+        _bucket: &'a str,
+        _key: &'a str,
+        _range: Option<(u64, u64)>,
+    ) -> invoke::ServiceFuture<'a, Option<Vec<u8>>, invoke::GuestObjectError> {
+        Box::pin(async { Ok(None) })
+    }
+    fn head<'a>(
+        &'a self,
+        _bucket: &'a str,
+        _key: &'a str,
+    ) -> invoke::ServiceFuture<'a, Option<invoke::GuestObjectInfo>, invoke::GuestObjectError> {
+        Box::pin(async { Ok(None) })
+    }
+    fn write<'a>(
+        &'a self,
+        _bucket: &'a str,
+        _key: &'a str,
+        _data: Vec<u8>,
+        _content_type: Option<String>,
+    ) -> invoke::ServiceFuture<'a, invoke::GuestObjectInfo, invoke::GuestObjectError> {
+        Box::pin(async { Err(invoke::GuestObjectError::Other("discarded".to_owned())) })
+    }
+    fn delete<'a>(
+        &'a self,
+        _bucket: &'a str,
+        _key: &'a str,
+    ) -> invoke::ServiceFuture<'a, bool, invoke::GuestObjectError> {
+        Box::pin(async { Ok(false) })
+    }
+    fn list<'a>(
+        &'a self,
+        _bucket: &'a str,
+        _prefix: &'a str,
+        _delimiter: Option<&'a str>,
+        _cursor: Option<&'a str>,
+        _limit: u32,
+    ) -> invoke::ServiceFuture<'a, invoke::GuestObjectPage, invoke::GuestObjectError> {
+        Box::pin(async {
+            Ok(invoke::GuestObjectPage {
+                objects: Vec::new(),
+                common_prefixes: Vec::new(),
+                next_cursor: None,
+            })
+        })
+    }
+}
 impl RuntimeMetrics for Discard {
     fn instantiated(&self, _project: &ProjectId, _function: &FunctionName, _seconds: f64) {}
     fn instances_in_flight(&self, _delta: i64) {}
@@ -165,6 +214,7 @@ fn main() {
                 precompiled: path.clone(),
                 key_value: Arc::new(Discard),
                 documents: Arc::new(Discard),
+                objects: Arc::new(Discard),
             })
             .unwrap()
             .prepared

@@ -10,6 +10,7 @@
 
 mod guest_docs;
 mod guest_kv;
+mod guest_objects;
 use blob::ArtifactStore;
 use domain::{FunctionConfig, FunctionName, ProjectId, SpecError};
 use invoke::{Admission, DeployError, Executor, LoadSpec, Loaded, PreparedFunction};
@@ -77,6 +78,7 @@ pub struct Functions {
     store: Arc<dyn MetaStore>,
     kv: Arc<dyn store::KvStore>,
     docs: Arc<dyn store::DocStore>,
+    objects: Arc<objects::Objects>,
     artifacts: ArtifactStore,
     executor: Arc<dyn Executor>,
     live: RwLock<HashMap<Key, Arc<Deployed>>>,
@@ -97,6 +99,7 @@ impl Functions {
         store: Arc<dyn MetaStore>,
         kv: Arc<dyn store::KvStore>,
         docs: Arc<dyn store::DocStore>,
+        objects: Arc<objects::Objects>,
         artifacts: ArtifactStore,
         executor: Arc<dyn Executor>,
     ) -> Arc<Self> {
@@ -104,6 +107,7 @@ impl Functions {
             store,
             kv,
             docs,
+            objects,
             artifacts,
             executor,
             live: RwLock::new(HashMap::new()),
@@ -175,6 +179,10 @@ impl Functions {
             documents: Arc::new(guest_docs::ProjectDocuments {
                 project: project.clone(),
                 docs: self.docs.clone(),
+            }),
+            objects: Arc::new(guest_objects::ProjectObjects {
+                project: project.clone(),
+                objects: self.objects.clone(),
             }),
         };
         if compiled.exists() {

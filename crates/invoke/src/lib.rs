@@ -17,7 +17,8 @@ pub use domain::Outcome;
 pub use meter::{LogSink, Meter, MeterInit, RecordSink};
 pub use services::{
     GuestDocError, GuestDocOp, GuestDocPage, GuestDocWrite, GuestDocWritten, GuestDocument,
-    GuestDocuments, GuestKeyPage, GuestKeyValue, GuestKvError,
+    GuestDocuments, GuestKeyPage, GuestKeyValue, GuestKvError, GuestObjectError, GuestObjectInfo,
+    GuestObjectPage, GuestObjects, ServiceFuture,
 };
 
 use domain::{FunctionConfig, FunctionName, HttpWorld, InvocationId, ProjectId};
@@ -110,6 +111,8 @@ pub struct LoadSpec {
     pub key_value: Arc<dyn GuestKeyValue>,
     /// The function's project's document collections.
     pub documents: Arc<dyn GuestDocuments>,
+    /// The function's project's buckets.
+    pub objects: Arc<dyn GuestObjects>,
 }
 
 /// A loaded function version and the world it exports.

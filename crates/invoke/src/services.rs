@@ -97,3 +97,75 @@ pub trait GuestDocuments: Send + Sync + 'static {
     fn query(&self, collection: &str, query: &str) -> Result<GuestDocPage, GuestDocError>;
     fn count(&self, collection: &str, query: &str) -> Result<u64, GuestDocError>;
 }
+
+/// Why an object call failed, as a guest sees it; each says what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestObjectError {
+    #[error("{0}")]
+    NoSuchBucket(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub content_type: Option<String>,
+    pub last_modified: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestObjectPage {
+    pub objects: Vec<GuestObjectInfo>,
+    pub common_prefixes: Vec<String>,
+    pub next_cursor: Option<String>,
+}
+
+/// A boxed future of a guest service call.
+pub type ServiceFuture<'a, T, E> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send + 'a>>;
+
+/// The buckets of one project, for its guests: the same objects as REST
+/// and S3. Calls are async (object storage streams through files).
+pub trait GuestObjects: Send + Sync + 'static {
+    /// `range`: offset and length; `None` reads the whole object.
+    fn read<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        range: Option<(u64, u64)>,
+    ) -> ServiceFuture<'a, Option<Vec<u8>>, GuestObjectError>;
+    fn head<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> ServiceFuture<'a, Option<GuestObjectInfo>, GuestObjectError>;
+    fn write<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        data: Vec<u8>,
+        content_type: Option<String>,
+    ) -> ServiceFuture<'a, GuestObjectInfo, GuestObjectError>;
+    fn delete<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> ServiceFuture<'a, bool, GuestObjectError>;
+    fn list<'a>(
+        &'a self,
+        bucket: &'a str,
+        prefix: &'a str,
+        delimiter: Option<&'a str>,
+        cursor: Option<&'a str>,
+        limit: u32,
+    ) -> ServiceFuture<'a, GuestObjectPage, GuestObjectError>;
+}

@@ -33,6 +33,8 @@ pub struct HostState {
     pub key_value: Arc<dyn invoke::GuestKeyValue>,
     /// The function's project's document collections (`wok:documents`).
     pub documents: Arc<dyn invoke::GuestDocuments>,
+    /// The function's project's buckets (`wok:objects`).
+    pub objects: Arc<dyn invoke::GuestObjects>,
 }
 
 impl WasiView for HostState {

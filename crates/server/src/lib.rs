@@ -106,7 +106,14 @@ pub async fn run(
         recorder.clone(),
         metrics.clone(),
     )?);
-    let functions = Functions::new(store.clone(), kv.clone(), docs.clone(), artifacts, runtime);
+    let functions = Functions::new(
+        store.clone(),
+        kv.clone(),
+        docs.clone(),
+        objects.clone(),
+        artifacts,
+        runtime,
+    );
     let loaded = functions.load_all().await?;
 
     let auth = Arc::new(auth::Auth::new(store.clone(), token));
