@@ -87,6 +87,20 @@ fn layers_depend_only_downwards() {
         internal_uses("auth"),
         vec!["domain".to_owned(), "store".to_owned()]
     );
+    // objects is a service over the engines: no HTTP, no S3 wire format.
+    assert_eq!(
+        internal_uses("objects"),
+        vec!["blob".to_owned(), "domain".to_owned(), "store".to_owned()]
+    );
+    for wire in ["axum", "hyper", "s3s", "http"] {
+        assert!(!uses("objects", wire), "objects depends on {wire}");
+    }
+    // Only the gateway speaks S3.
+    for (krate, deps) in &dependencies {
+        if krate != "gateway" {
+            assert!(!deps.iter().any(|d| d == "s3s"), "{krate} depends on s3s");
+        }
+    }
     // Dev-only crates are never normal dependencies.
     for (krate, deps) in &dependencies {
         for dev_only in ["test-support", "guests"] {
