@@ -7,6 +7,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${WOK_S3_TOOLS:-$ROOT/target/s3-tools}"
 VERSIONS="boto3==1.43.11 awscli==1.45.11"
+# Tests may run this from several processes at once: one installs, the
+# others wait for it.
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9
 if [ -f "$VENV/installed" ] && [ "$(cat "$VENV/installed")" = "$VERSIONS" ]; then
   echo "$VENV"
   exit 0

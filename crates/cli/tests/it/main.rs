@@ -4,6 +4,7 @@
 mod architecture;
 mod deploy;
 mod docs;
+mod durability;
 mod foreign;
 mod invoke;
 mod kv;
@@ -17,6 +18,26 @@ use std::time::Duration;
 use test_support::WokServer;
 
 pub const WOK: &str = env!("CARGO_BIN_EXE_wok");
+
+/// The S3 clients (boto3, aws-cli) in the virtualenv that
+/// `scripts/install-s3-tools.sh` makes; installed once per test run.
+pub fn s3_tools() -> std::path::PathBuf {
+    static VENV: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let output = std::process::Command::new("bash")
+            .arg(root.join("scripts/install-s3-tools.sh"))
+            .output()
+            .expect("running scripts/install-s3-tools.sh");
+        assert!(
+            output.status.success(),
+            "scripts/install-s3-tools.sh failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    })
+    .clone()
+}
 
 pub fn server() -> WokServer {
     WokServer::start(WOK)
