@@ -143,19 +143,10 @@ fn parse_access_key(access_key: &str) -> Option<(KeyKind, ProjectId, &str)> {
 
 /// The parts of a key token, if it is shaped like one.
 fn parse_token(token: &str) -> Option<(KeyKind, ProjectId, &str, &str)> {
-    let mut parts = token.split('_');
-    if parts.next()? != "wok" {
-        return None;
-    }
-    let kind = match parts.next()? {
-        "sk" => KeyKind::Service,
-        "pk" => KeyKind::Public,
-        _ => return None,
-    };
-    let project = ProjectId::new(parts.next()?).ok()?;
-    let id = parts.next()?;
-    let secret = parts.next()?;
-    if parts.next().is_some() || id.is_empty() || secret.is_empty() {
+    // The token is the access key id, `_`, and the secret (hex: no `_`).
+    let (access_key, secret) = token.rsplit_once('_')?;
+    let (kind, project, id) = parse_access_key(access_key)?;
+    if secret.is_empty() {
         return None;
     }
     Some((kind, project, id, secret))

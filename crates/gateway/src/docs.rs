@@ -26,6 +26,27 @@ fn collection_name(name: &str) -> Result<CollectionName, ApiError> {
         .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
 }
 
+/// The collection a request names, if the caller may `access` it.
+async fn collection_for(
+    gateway: &SharedGateway,
+    caller: &Caller,
+    project: &domain::ProjectId,
+    name: &str,
+    access: Access,
+) -> Result<CollectionName, ApiError> {
+    let collection = collection_name(name)?;
+    authorize(
+        gateway,
+        caller,
+        project,
+        ResourceKind::Collection,
+        collection.as_str(),
+        access,
+    )
+    .await?;
+    Ok(collection)
+}
+
 async fn read_json(request: Request, limit: usize) -> Result<Value, ApiError> {
     let bytes = axum::body::to_bytes(request.into_body(), limit)
         .await
@@ -188,16 +209,7 @@ pub async fn list_documents(
     Path(collection): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<api_types::DocPage>, ApiError> {
-    let collection = collection_name(&collection)?;
-    authorize(
-        &gateway,
-        &caller,
-        &project,
-        ResourceKind::Collection,
-        collection.as_str(),
-        Access::Read,
-    )
-    .await?;
+    let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
     let mut query = serde_json::Map::new();
     for (key, value) in params {
         match key.as_str() {
@@ -247,16 +259,7 @@ pub async fn query(
     Path(collection): Path<String>,
     request: Request,
 ) -> Result<Json<api_types::DocPage>, ApiError> {
-    let collection = collection_name(&collection)?;
-    authorize(
-        &gateway,
-        &caller,
-        &project,
-        ResourceKind::Collection,
-        collection.as_str(),
-        Access::Read,
-    )
-    .await?;
+    let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
     let body = read_json(request, MAX_BATCH_BODY).await?;
     run_query(gateway, project, collection, body).await
 }
@@ -269,16 +272,7 @@ pub async fn count(
     Path(collection): Path<String>,
     request: Request,
 ) -> Result<Json<api_types::DocCount>, ApiError> {
-    let collection = collection_name(&collection)?;
-    authorize(
-        &gateway,
-        &caller,
-        &project,
-        ResourceKind::Collection,
-        collection.as_str(),
-        Access::Read,
-    )
-    .await?;
+    let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
     let query = parse_query(&read_json(request, MAX_BATCH_BODY).await?)?;
     let docs = gateway.docs.clone();
     let count = read(&gateway, move || {
@@ -319,16 +313,8 @@ pub async fn create(
     Path(collection): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let collection = collection_name(&collection)?;
-    authorize(
-        &gateway,
-        &caller,
-        &project,
-        ResourceKind::Collection,
-        collection.as_str(),
-        Access::Write,
-    )
-    .await?;
+    let collection =
+        collection_for(&gateway, &caller, &project, &collection, Access::Write).await?;
     let data = document_object(read_json(request, MAX_DOCUMENT_BODY).await?)?;
     let write = DocWrite::Set {
         collection,
@@ -346,16 +332,7 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let collection = collection_name(&collection)?;
-    authorize(
-        &gateway,
-        &caller,
-        &project,
-        ResourceKind::Collection,
-        collection.as_str(),
-        Access::Read,
-    )
-    .await?;
+    let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
     let docs = gateway.docs.clone();
     let lookup = id.clone();
     let document = read(&gateway, move || {
@@ -379,16 +356,8 @@ pub async fn put(
     Path((collection, id)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let collection = collection_name(&collection)?;
-    authorize(
-        &gateway,
-        &caller,
-        &project,
-        ResourceKind::Collection,
-        collection.as_str(),
-        Access::Write,
-    )
-    .await?;
+    let collection =
+        collection_for(&gateway, &caller, &project, &collection, Access::Write).await?;
     let condition = condition(request.headers())?;
     let data = document_object(read_json(request, MAX_DOCUMENT_BODY).await?)?;
     let write = DocWrite::Set {
@@ -421,16 +390,8 @@ pub async fn patch(
     Path((collection, id)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let collection = collection_name(&collection)?;
-    authorize(
-        &gateway,
-        &caller,
-        &project,
-        ResourceKind::Collection,
-        collection.as_str(),
-        Access::Write,
-    )
-    .await?;
+    let collection =
+        collection_for(&gateway, &caller, &project, &collection, Access::Write).await?;
     let condition = condition(request.headers())?;
     let patch = read_json(request, MAX_DOCUMENT_BODY).await?;
     if !patch.is_object() {
@@ -458,16 +419,8 @@ pub async fn delete(
     Path((collection, id)): Path<(String, String)>,
     headers: http::HeaderMap,
 ) -> Result<http::StatusCode, ApiError> {
-    let collection = collection_name(&collection)?;
-    authorize(
-        &gateway,
-        &caller,
-        &project,
-        ResourceKind::Collection,
-        collection.as_str(),
-        Access::Write,
-    )
-    .await?;
+    let collection =
+        collection_for(&gateway, &caller, &project, &collection, Access::Write).await?;
     let write = DocWrite::Delete {
         collection,
         id,

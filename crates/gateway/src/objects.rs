@@ -64,6 +64,27 @@ fn bucket_name(name: &str) -> Result<BucketName, ApiError> {
     BucketName::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
 }
 
+/// The bucket a request names, if the caller may `access` it.
+async fn bucket_for(
+    gateway: &SharedGateway,
+    caller: &Caller,
+    project: &ProjectId,
+    name: &str,
+    access: Access,
+) -> Result<BucketName, ApiError> {
+    let bucket = bucket_name(name)?;
+    authorize(
+        gateway,
+        caller,
+        project,
+        ResourceKind::Bucket,
+        bucket.as_str(),
+        access,
+    )
+    .await?;
+    Ok(bucket)
+}
+
 fn bucket_info(bucket: Bucket) -> api_types::BucketInfo {
     api_types::BucketInfo {
         name: bucket.name.to_string(),
@@ -190,16 +211,7 @@ pub async fn list_objects(
     Path(name): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<api_types::ObjectList>, ApiError> {
-    let name = bucket_name(&name)?;
-    authorize(
-        &gateway,
-        &caller,
-        &project,
-        ResourceKind::Bucket,
-        name.as_str(),
-        Access::Read,
-    )
-    .await?;
+    let name = bucket_for(&gateway, &caller, &project, &name, Access::Read).await?;
     if let Some(unknown) = params
         .keys()
         .find(|key| !["prefix", "delimiter", "cursor", "limit"].contains(&key.as_str()))
@@ -285,16 +297,7 @@ pub async fn put_object(
     Path((name, key)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let name = bucket_name(&name)?;
-    authorize(
-        &gateway,
-        &caller,
-        &project,
-        ResourceKind::Bucket,
-        name.as_str(),
-        Access::Write,
-    )
-    .await?;
+    let name = bucket_for(&gateway, &caller, &project, &name, Access::Write).await?;
     let headers = request.headers();
     let options = PutOptions {
         content_type: headers
@@ -398,16 +401,7 @@ pub async fn get_object(
     Path((name, key)): Path<(String, String)>,
     headers: http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    let name = bucket_name(&name)?;
-    authorize(
-        &gateway,
-        &caller,
-        &project,
-        ResourceKind::Bucket,
-        name.as_str(),
-        Access::Read,
-    )
-    .await?;
+    let name = bucket_for(&gateway, &caller, &project, &name, Access::Read).await?;
     let object = gateway.objects.head(&project, &name, &key).await?;
     let mut response_headers = http::HeaderMap::new();
     object_headers(&object, &mut response_headers);
@@ -465,16 +459,7 @@ pub async fn delete_object(
     Path((name, key)): Path<(String, String)>,
     headers: http::HeaderMap,
 ) -> Result<http::StatusCode, ApiError> {
-    let name = bucket_name(&name)?;
-    authorize(
-        &gateway,
-        &caller,
-        &project,
-        ResourceKind::Bucket,
-        name.as_str(),
-        Access::Write,
-    )
-    .await?;
+    let name = bucket_for(&gateway, &caller, &project, &name, Access::Write).await?;
     gateway
         .objects
         .delete(&project, &name, &key, write_condition(&headers))

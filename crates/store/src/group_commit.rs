@@ -7,7 +7,7 @@ use crate::docs::{DocWrite, DocWritten, Index};
 use crate::docs_sqlite::{apply_create_index, apply_doc_batch, apply_drop_index};
 use crate::objects::{ObjectDone, ObjectOp};
 use crate::objects_sqlite::apply_object_op;
-use crate::sqlite::{apply_kv_op, open_connection};
+use crate::sqlite::{KvVersions, apply_kv_op, open_connection};
 use crate::{KvBatchOp, StoreError};
 use domain::{CollectionName, ProjectId};
 use rusqlite::{Connection, Transaction};
@@ -62,9 +62,13 @@ pub(crate) enum Written {
 impl WriteOp {
     /// Applies the write in the group's transaction. A failed write leaves
     /// nothing behind: a document batch runs in a savepoint of its own.
-    fn apply(&self, transaction: &mut Transaction<'_>) -> Result<Written, StoreError> {
+    fn apply(
+        &self,
+        transaction: &mut Transaction<'_>,
+        versions: &mut KvVersions,
+    ) -> Result<Written, StoreError> {
         match self {
-            WriteOp::Kv(op) => apply_kv_op(transaction, op).map(Written::Kv),
+            WriteOp::Kv(op) => apply_kv_op(transaction, versions, op).map(Written::Kv),
             WriteOp::Docs { project, writes } => {
                 apply_doc_batch(transaction, project, writes).map(Written::Docs)
             }
@@ -219,11 +223,12 @@ fn write_loop(mut connection: Connection, receiver: Receiver<Job>) {
         }
         let outcome = (|| -> Result<Vec<Answer>, rusqlite::Error> {
             let mut transaction = connection.transaction()?;
+            let mut versions = KvVersions::default();
             let mut results = Vec::with_capacity(batch.len());
             for job in &batch {
                 // A write whose condition fails writes nothing and fails
                 // alone; a database error fails the whole batch.
-                match job.op.apply(&mut transaction) {
+                match job.op.apply(&mut transaction, &mut versions) {
                     Ok(done) => results.push(Ok(done)),
                     Err(StoreError::Database(error)) => return Err(error),
                     Err(error) => results.push(Err(error)),
@@ -235,6 +240,7 @@ fn write_loop(mut connection: Connection, receiver: Receiver<Job>) {
                 WriteOp::Kv(op) => Some(op.now()),
                 _ => None,
             });
+            versions.flush(&transaction)?;
             if let Some(now) = kv_now.max() {
                 transaction
                     .prepare_cached(

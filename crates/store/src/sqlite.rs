@@ -812,31 +812,58 @@ fn check(condition: Condition, live: &Option<KvEntry>) -> Result<(), StoreError>
     }
 }
 
-/// The store's next version number (and the store itself, on first write).
-fn next_version(
-    transaction: &rusqlite::Transaction<'_>,
-    project: &ProjectId,
-    store: &StoreName,
-) -> Result<u64, StoreError> {
-    let version: i64 = transaction
-        .prepare_cached(
-            "INSERT INTO kv_stores (project, store, last_version) VALUES (?, ?, 1)
-             ON CONFLICT (project, store) DO UPDATE SET last_version = last_version + 1
-             RETURNING last_version",
-        )?
-        .query_row(params![project.as_str(), store.as_str()], |row| row.get(0))?;
-    Ok(version as u64)
+/// The next version numbers of the stores a batch writes to, kept in
+/// memory for the batch: each store's counter is read once and written back
+/// once (`flush`), instead of once per write. Only the writer thread writes
+/// the counters, so nothing else can move them meanwhile.
+#[derive(Default)]
+pub(crate) struct KvVersions(std::collections::HashMap<(ProjectId, StoreName), u64>);
+
+impl KvVersions {
+    fn next(
+        &mut self,
+        transaction: &rusqlite::Transaction<'_>,
+        project: &ProjectId,
+        store: &StoreName,
+    ) -> Result<u64, StoreError> {
+        if let Some(last) = self.0.get_mut(&(project.clone(), store.clone())) {
+            *last += 1;
+            return Ok(*last);
+        }
+        let last: i64 = transaction
+            .prepare_cached("SELECT last_version FROM kv_stores WHERE project = ? AND store = ?")?
+            .query_row(params![project.as_str(), store.as_str()], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let next = last as u64 + 1;
+        self.0.insert((project.clone(), store.clone()), next);
+        Ok(next)
+    }
+
+    /// Writes the counters back, in the batch's transaction.
+    pub(crate) fn flush(&mut self, transaction: &rusqlite::Transaction<'_>) -> Result<(), rusqlite::Error> {
+        let mut statement = transaction.prepare_cached(
+            "INSERT INTO kv_stores (project, store, last_version) VALUES (?, ?, ?)
+             ON CONFLICT (project, store) DO UPDATE SET last_version = excluded.last_version",
+        )?;
+        for ((project, store), last) in self.0.drain() {
+            statement.execute(params![project.as_str(), store.as_str(), last as i64])?;
+        }
+        Ok(())
+    }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn put(
     transaction: &rusqlite::Transaction<'_>,
+    versions: &mut KvVersions,
     project: &ProjectId,
     store: &StoreName,
     key: &str,
     value: &[u8],
     expires_at: Option<UnixMillis>,
 ) -> Result<u64, StoreError> {
-    let version = next_version(transaction, project, store)?;
+    let version = versions.next(transaction, project, store)?;
     transaction
         .prepare_cached(
             "INSERT INTO kv (project, store, key, value, version, expires_at) VALUES (?, ?, ?, ?, ?, ?)
@@ -869,6 +896,7 @@ impl KvBatchOp {
 /// a value that is not a number writes nothing.
 pub(crate) fn apply_kv_op(
     transaction: &rusqlite::Transaction<'_>,
+    versions: &mut KvVersions,
     op: &KvBatchOp,
 ) -> Result<KvDone, StoreError> {
     match op {
@@ -887,7 +915,8 @@ pub(crate) fn apply_kv_op(
                     &live_entry(transaction, project, store, key, *now)?,
                 )?;
             }
-            put(transaction, project, store, key, value, *expires_at).map(KvDone::Version)
+            put(transaction, versions, project, store, key, value, *expires_at)
+                .map(KvDone::Version)
         }
         KvBatchOp::Delete {
             project,
@@ -924,6 +953,7 @@ pub(crate) fn apply_kv_op(
             let sum = current.checked_add(*by).ok_or(StoreError::Overflow)?;
             put(
                 transaction,
+                versions,
                 project,
                 store,
                 key,
