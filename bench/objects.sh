@@ -62,6 +62,14 @@ WOK_PUT="$(rate "$start" "$end")"
 start=$(seconds); aws s3 cp --quiet s3://bench/big.bin "$DATA/back.bin"; end=$(seconds)
 WOK_GET="$(rate "$start" "$end")"
 cmp "$DATA/source.bin" "$DATA/back.bin"
+rm "$DATA/back.bin"
+start=$(seconds); aws s3 cp --quiet s3://bench/big.bin - >/dev/null; end=$(seconds)
+WOK_GET_STDOUT="$(rate "$start" "$end")"
+# The server alone: the same object through a presigned URL, with curl.
+URL="$(curl -sf -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v1/objects/bench/big.bin" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')"
+start=$(seconds); taskset -c 1 curl -sf -o /dev/null "$URL"; end=$(seconds)
+CURL_GET="$(rate "$start" "$end")"
 
 echo "object of $MIB MiB"
 echo "raw write (dd, fsync)             $RAW_WRITE"
@@ -69,3 +77,5 @@ echo "wok PUT (aws s3 cp, multipart)    $WOK_PUT"
 echo "raw read, page cache (dd)         $RAW_READ_WARM"
 echo "raw read, O_DIRECT (dd)           $RAW_READ_COLD"
 echo "wok GET (aws s3 cp to a file)     $WOK_GET"
+echo "wok GET (aws s3 cp to stdout)     $WOK_GET_STDOUT"
+echo "wok GET (curl, presigned URL)     $CURL_GET"
