@@ -222,6 +222,15 @@ impl Auth {
         Ok(rule)
     }
 
+    /// Forgets a rule kept in memory, after its resource was removed (and
+    /// its stored rule with it).
+    pub fn forget_rule(&self, project: &ProjectId, kind: ResourceKind, name: &str) {
+        self.rules
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&(project.clone(), kind, name.to_owned()));
+    }
+
     /// Sets a rule; it applies from the moment this returns.
     pub fn set_rule(
         &self,

@@ -163,8 +163,22 @@ pub async fn delete_bucket(
 ) -> Result<http::StatusCode, ApiError> {
     require_service(&caller, &project)?;
     let name = bucket_name(&name)?;
-    gateway.objects.delete_bucket(&project, &name).await?;
+    remove_bucket(&gateway.objects, &gateway.auth, &project, &name).await?;
     Ok(http::StatusCode::NO_CONTENT)
+}
+
+/// Deletes an empty bucket; its access rule goes with it (in the store's
+/// transaction, and here from `Auth`'s memory), so a bucket of the same
+/// name created later starts private.
+pub(crate) async fn remove_bucket(
+    objects: &::objects::Objects,
+    auth: &auth::Auth,
+    project: &ProjectId,
+    bucket: &BucketName,
+) -> Result<(), ObjectError> {
+    objects.delete_bucket(project, bucket).await?;
+    auth.forget_rule(project, ResourceKind::Bucket, bucket.as_str());
+    Ok(())
 }
 
 /// `GET /v1/buckets/B/_access`.

@@ -415,8 +415,7 @@ impl S3 for WokS3 {
     ) -> S3Result<S3Response<dto::DeleteBucketOutput>> {
         let project = self.managing(&request).await?;
         let bucket = bucket_name(&request.input.bucket)?;
-        self.objects
-            .delete_bucket(&project, &bucket)
+        crate::objects::remove_bucket(&self.objects, &self.auth, &project, &bucket)
             .await
             .map_err(s3_error)?;
         Ok(S3Response::new(dto::DeleteBucketOutput {}))
@@ -609,6 +608,11 @@ impl S3 for WokS3 {
         let (project, bucket) = self
             .allowed(&request, &request.input.bucket, Access::Write)
             .await?;
+        // A missing bucket fails the request, not each key.
+        self.objects
+            .bucket(&project, &bucket)
+            .await
+            .map_err(s3_error)?;
         let quiet = request.input.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
@@ -946,6 +950,80 @@ impl S3 for WokS3 {
         };
         set_checksums!(output, &part.checksums);
         Ok(S3Response::new(output))
+    }
+
+    /// A part from (a range of) an existing object: what managed copies of
+    /// large objects send (boto3's `copy`, `aws s3 cp` from S3 to S3).
+    async fn upload_part_copy(
+        &self,
+        request: S3Request<dto::UploadPartCopyInput>,
+    ) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
+        let (source_bucket, source_key) = match &request.input.copy_source {
+            dto::CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), key.to_string()),
+            _ => return Err(s3_error!(NotImplemented, "copying from an access point")),
+        };
+        let (project, source_bucket) = self.allowed(&request, &source_bucket, Access::Read).await?;
+        let (_, bucket) = self
+            .allowed(&request, &request.input.bucket, Access::Write)
+            .await?;
+        let input = &request.input;
+        let number = u32::try_from(input.part_number)
+            .map_err(|_| s3_error!(InvalidArgument, "part numbers are 1 to 10000"))?;
+        let source = self
+            .objects
+            .head(&project, &source_bucket, &source_key)
+            .await
+            .map_err(s3_error)?;
+        check_conditions(
+            &source,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+        )
+        .map_err(|error| match error.code() {
+            S3ErrorCode::NotModified => s3_error!(PreconditionFailed),
+            _ => error,
+        })?;
+        let range = match &input.copy_source_range {
+            Some(text) => {
+                let range = dto::Range::parse(text).map_err(|_| {
+                    s3_error!(
+                        InvalidArgument,
+                        "x-amz-copy-source-range must be bytes=first-last"
+                    )
+                })?;
+                range.check(source.size)?
+            }
+            None => 0..source.size,
+        };
+        let options = PutOptions {
+            length: Some(range.end - range.start),
+            ..PutOptions::default()
+        };
+        let part = self
+            .objects
+            .upload_part(
+                &project,
+                &bucket,
+                &input.upload_id,
+                number,
+                self.objects.read(&source, range),
+                options,
+                Vec::new,
+            )
+            .await
+            .map_err(s3_error)?;
+        let mut result = dto::CopyPartResult {
+            e_tag: Some(ETag::Strong(part.etag.clone())),
+            last_modified: Some(timestamp(part.last_modified)),
+            ..Default::default()
+        };
+        set_checksums!(result, &part.checksums);
+        Ok(S3Response::new(dto::UploadPartCopyOutput {
+            copy_part_result: Some(result),
+            ..Default::default()
+        }))
     }
 
     async fn complete_multipart_upload(

@@ -222,7 +222,11 @@ fn write_loop(mut connection: Connection, receiver: Receiver<Job>) {
             }
         }
         let outcome = (|| -> Result<Vec<Answer>, rusqlite::Error> {
-            let mut transaction = connection.transaction()?;
+            // Immediate: take the write lock first (waiting for it, up to the
+            // busy timeout). A deferred transaction that read first would
+            // fail at once if another connection wrote in between.
+            let mut transaction =
+                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut versions = KvVersions::default();
             let mut results = Vec::with_capacity(batch.len());
             for job in &batch {

@@ -101,7 +101,7 @@ pub enum ObjectOp {
         bucket: Bucket,
     },
     /// Refused with [`StoreError::BucketNotEmpty`] while it holds objects
-    /// or uploads.
+    /// or uploads. Its access rule goes with it.
     DeleteBucket {
         project: ProjectId,
         bucket: BucketName,

@@ -523,6 +523,12 @@ fn apply(transaction: &Connection, op: &ObjectOp) -> Result<ObjectDone, StoreErr
             if deleted == 0 {
                 return Err(StoreError::NoSuchBucket(bucket.to_string()));
             }
+            // A bucket created again later starts private, as a new one.
+            transaction
+                .prepare_cached(
+                    "DELETE FROM access_rules WHERE project = ? AND kind = 'bucket' AND name = ?",
+                )?
+                .execute(params![project.as_str(), bucket.as_str()])?;
             Ok(ObjectDone {
                 existed: true,
                 trash: Vec::new(),

@@ -317,7 +317,8 @@ impl MetaStore for SqliteStore {
         new: NewVersion,
     ) -> Result<FunctionVersion, StoreError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction()?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_millis();
         let last: Option<u32> = transaction
             .query_row(
@@ -366,7 +367,8 @@ impl MetaStore for SqliteStore {
         version: u32,
     ) -> Result<FunctionVersion, StoreError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction()?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let live: Option<Option<u32>> = transaction
             .query_row(
                 "SELECT current_version FROM functions WHERE project = ? AND name = ?",
@@ -520,7 +522,8 @@ impl MetaStore for SqliteStore {
 
     fn remove_project(&self, project: &ProjectId) -> Result<bool, StoreError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction()?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let live: i64 = transaction.query_row(
             "SELECT COUNT(*) FROM functions WHERE project = ? AND current_version IS NOT NULL",
             params![project.as_str()],
@@ -581,7 +584,8 @@ impl MetaStore for SqliteStore {
 
     fn create_key(&self, key: &ApiKey) -> Result<(), StoreError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction()?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let live: i64 = transaction.query_row(
             "SELECT COUNT(*) FROM projects WHERE name = ? AND removed_at IS NULL",
             params![key.project.as_str()],
@@ -637,7 +641,8 @@ impl MetaStore for SqliteStore {
 
     fn insert_records(&self, records: &[InvocationRecord]) -> Result<(), StoreError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction()?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut statement = transaction.prepare_cached(
                 "INSERT OR IGNORE INTO invocations (id, project, function, version, trigger, start, duration_us,
@@ -716,7 +721,8 @@ impl MetaStore for SqliteStore {
 
     fn insert_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
         let mut connection = self.lock();
-        let transaction = connection.transaction()?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut statement = transaction.prepare_cached(
                 "INSERT INTO logs (project, function, invocation, time, stream, line) VALUES (?, ?, ?, ?, ?, ?)",
@@ -841,7 +847,10 @@ impl KvVersions {
     }
 
     /// Writes the counters back, in the batch's transaction.
-    pub(crate) fn flush(&mut self, transaction: &rusqlite::Transaction<'_>) -> Result<(), rusqlite::Error> {
+    pub(crate) fn flush(
+        &mut self,
+        transaction: &rusqlite::Transaction<'_>,
+    ) -> Result<(), rusqlite::Error> {
         let mut statement = transaction.prepare_cached(
             "INSERT INTO kv_stores (project, store, last_version) VALUES (?, ?, ?)
              ON CONFLICT (project, store) DO UPDATE SET last_version = excluded.last_version",
@@ -915,8 +924,16 @@ pub(crate) fn apply_kv_op(
                     &live_entry(transaction, project, store, key, *now)?,
                 )?;
             }
-            put(transaction, versions, project, store, key, value, *expires_at)
-                .map(KvDone::Version)
+            put(
+                transaction,
+                versions,
+                project,
+                store,
+                key,
+                value,
+                *expires_at,
+            )
+            .map(KvDone::Version)
         }
         KvBatchOp::Delete {
             project,

@@ -36,14 +36,24 @@ async fn stop_signal() {
     }
 }
 
+/// `WOK_LOG` (default `info`). The S3 protocol crate logs every refused
+/// request (a bad signature, an unknown key) as an error; those are the
+/// client's mistakes, answered with an S3 error, so it is silenced unless
+/// `WOK_LOG` names it.
+fn log_filter(wok_log: Option<String>) -> tracing_subscriber::EnvFilter {
+    let mut directives = wok_log.unwrap_or_else(|| "info".to_owned());
+    if !directives.contains("s3s") {
+        directives.push_str(",s3s=off");
+    }
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off"))
+}
+
 impl Up {
     pub async fn run(self, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
         let data_dir = self.data.clone().unwrap_or(data_dir);
         tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("WOK_LOG")
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
+            .with_env_filter(log_filter(std::env::var("WOK_LOG").ok()))
             .with_writer(std::io::stderr)
             .init();
         if self.max_instances == 0 {

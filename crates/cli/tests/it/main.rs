@@ -13,6 +13,7 @@ mod limits;
 mod objects;
 mod projects;
 mod records;
+mod s3;
 
 use std::time::Duration;
 use test_support::WokServer;

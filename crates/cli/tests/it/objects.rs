@@ -409,6 +409,25 @@ async fn presigned_urls_and_bucket_access_rules() {
         .await;
         assert_eq!(answer.status, 403, "{method} {path}");
     }
+    // A bucket deleted and created again starts private.
+    for key in ["report.txt", "upload.bin", "public.txt"] {
+        server.cli_ok(&["objects", "rm", "share", key]);
+    }
+    server.cli_ok(&["objects", "rb", "share"]);
+    server.cli_ok(&["objects", "mb", "share"]);
+    assert_eq!(
+        server.cli_ok(&["objects", "access", "share"]),
+        "share\tprivate\n"
+    );
+    send(
+        objects(&server, reqwest::Method::PUT, "/share/report.txt")
+            .header("content-type", "text/plain")
+            .body("quarterly"),
+    )
+    .await;
+    let reborn = send(as_public(reqwest::Method::GET, "/share/report.txt")).await;
+    assert_eq!(reborn.status, 403);
+
     // Another project's keys reach none of it.
     server.cli_ok(&["project", "create", "elsewhere"]);
     let foreign = issue(&server, "elsewhere", "service").await["token"]
