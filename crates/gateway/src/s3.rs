@@ -232,6 +232,52 @@ fn url_encode(text: &str) -> String {
         .join("/")
 }
 
+/// How a listing writes keys and prefixes: percent-encoded when the client
+/// asked for `encoding-type=url` (boto3 and aws-cli do, and decode them).
+fn listing_text(encoding: Option<&dto::EncodingType>) -> impl Fn(&str) -> String {
+    let encode = encoding.is_some_and(|encoding| encoding.as_str() == dto::EncodingType::URL);
+    move |value: &str| {
+        if encode {
+            url_encode(value)
+        } else {
+            value.to_owned()
+        }
+    }
+}
+
+fn listed_objects(
+    listing: &store::objects::ObjectListing,
+    text: &impl Fn(&str) -> String,
+) -> Vec<dto::Object> {
+    listing
+        .objects
+        .iter()
+        .map(|object| dto::Object {
+            key: Some(text(&object.key)),
+            size: Some(object.size as i64),
+            e_tag: Some(etag(object)),
+            last_modified: Some(timestamp(object.last_modified)),
+            storage_class: Some(dto::ObjectStorageClass::from_static(
+                dto::ObjectStorageClass::STANDARD,
+            )),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn listed_prefixes(
+    listing: &store::objects::ObjectListing,
+    text: &impl Fn(&str) -> String,
+) -> Vec<dto::CommonPrefix> {
+    listing
+        .common_prefixes
+        .iter()
+        .map(|common| dto::CommonPrefix {
+            prefix: Some(text(common)),
+        })
+        .collect()
+}
+
 /// A continuation token: the position, hex-encoded so any key survives
 /// the round trip through a query string.
 fn token_of(after: &str) -> String {
@@ -754,54 +800,21 @@ impl S3 for WokS3 {
                 .await
                 .map_err(s3_error)?
         };
-        let encode = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|encoding| encoding.as_str() == dto::EncodingType::URL);
-        let text = |value: &str| {
-            if encode {
-                url_encode(value)
-            } else {
-                value.to_owned()
-            }
-        };
+        let text = listing_text(input.encoding_type.as_ref());
         let count = listing.objects.len() + listing.common_prefixes.len();
         Ok(S3Response::new(dto::ListObjectsV2Output {
             name: Some(bucket.to_string()),
             prefix: Some(text(&prefix)),
-            delimiter: input.delimiter.as_deref().map(text),
+            delimiter: input.delimiter.as_deref().map(&text),
             max_keys: Some(max_keys),
             key_count: Some(count as i32),
             is_truncated: Some(listing.next_after.is_some()),
             continuation_token: input.continuation_token.clone(),
             next_continuation_token: listing.next_after.as_deref().map(token_of),
-            start_after: input.start_after.as_deref().map(text),
+            start_after: input.start_after.as_deref().map(&text),
             encoding_type: input.encoding_type.clone(),
-            contents: Some(
-                listing
-                    .objects
-                    .iter()
-                    .map(|object| dto::Object {
-                        key: Some(text(&object.key)),
-                        size: Some(object.size as i64),
-                        e_tag: Some(etag(object)),
-                        last_modified: Some(timestamp(object.last_modified)),
-                        storage_class: Some(dto::ObjectStorageClass::from_static(
-                            dto::ObjectStorageClass::STANDARD,
-                        )),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            common_prefixes: Some(
-                listing
-                    .common_prefixes
-                    .iter()
-                    .map(|common| dto::CommonPrefix {
-                        prefix: Some(text(common)),
-                    })
-                    .collect(),
-            ),
+            contents: Some(listed_objects(&listing, &text)),
+            common_prefixes: Some(listed_prefixes(&listing, &text)),
             ..Default::default()
         }))
     }
@@ -828,48 +841,18 @@ impl S3 for WokS3 {
             )
             .await
             .map_err(s3_error)?;
-        let encode = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|encoding| encoding.as_str() == dto::EncodingType::URL);
-        let text = |value: &str| {
-            if encode {
-                url_encode(value)
-            } else {
-                value.to_owned()
-            }
-        };
+        let text = listing_text(input.encoding_type.as_ref());
         Ok(S3Response::new(dto::ListObjectsOutput {
             name: Some(bucket.to_string()),
             prefix: Some(text(&prefix)),
-            delimiter: input.delimiter.as_deref().map(text),
-            marker: input.marker.as_deref().map(text),
+            delimiter: input.delimiter.as_deref().map(&text),
+            marker: input.marker.as_deref().map(&text),
             max_keys: Some(max_keys),
             is_truncated: Some(listing.next_after.is_some()),
-            next_marker: listing.next_after.as_deref().map(text),
+            next_marker: listing.next_after.as_deref().map(&text),
             encoding_type: input.encoding_type.clone(),
-            contents: Some(
-                listing
-                    .objects
-                    .iter()
-                    .map(|object| dto::Object {
-                        key: Some(text(&object.key)),
-                        size: Some(object.size as i64),
-                        e_tag: Some(etag(object)),
-                        last_modified: Some(timestamp(object.last_modified)),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            common_prefixes: Some(
-                listing
-                    .common_prefixes
-                    .iter()
-                    .map(|common| dto::CommonPrefix {
-                        prefix: Some(text(common)),
-                    })
-                    .collect(),
-            ),
+            contents: Some(listed_objects(&listing, &text)),
+            common_prefixes: Some(listed_prefixes(&listing, &text)),
             ..Default::default()
         }))
     }
