@@ -7,6 +7,7 @@ mod docs;
 mod durability;
 mod foreign;
 mod invoke;
+mod isolation;
 mod kv;
 mod lifecycle;
 mod limits;
