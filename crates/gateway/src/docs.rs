@@ -1,7 +1,7 @@
 //! Documents over REST: `/v1/docs/COLLECTION[/ID]` for the scope's
 //! project, with `_query`, `_count`, `_explain`, `_indexes` and `_batch`
 //! (names that no collection or document id can take).
-use crate::projects::{Scope, authorize, require_service};
+use crate::projects::{Scope, authorize, read_rule, require_service, write_rule};
 use crate::{ApiError, SharedGateway, blocking};
 use auth::Caller;
 use axum::Json;
@@ -578,39 +578,33 @@ pub async fn get_access(
     Path(collection): Path<String>,
 ) -> Result<Json<api_types::AccessSetting>, ApiError> {
     let collection = collection_name(&collection)?;
-    require_service(&caller, &project)?;
-    let auth = gateway.auth.clone();
-    let rule = blocking(move || auth.rule(&project, ResourceKind::Collection, collection.as_str()))
-        .await?;
-    Ok(Json(api_types::AccessSetting {
-        access: rule.as_str().to_owned(),
-    }))
+    read_rule(
+        &gateway,
+        &caller,
+        project,
+        ResourceKind::Collection,
+        collection.to_string(),
+    )
+    .await
 }
 
-/// `PUT /v1/docs/C/_access` with `{"access": "private" | "public-read" |
-/// "public-read-write"}`; applies from the answer on.
+/// `PUT /v1/docs/C/_access` with `{"access": ...}`.
 pub async fn set_access(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
     Extension(caller): Extension<Caller>,
     Path(collection): Path<String>,
-    request: Request,
+    body: axum::body::Bytes,
 ) -> Result<Json<api_types::AccessSetting>, ApiError> {
     let collection = collection_name(&collection)?;
-    require_service(&caller, &project)?;
-    let setting: api_types::AccessSetting =
-        serde_json::from_value(read_json(request, MAX_DOCUMENT_BODY).await?)
-            .map_err(|error| ApiError::bad_request("invalid_access", error.to_string()))?;
-    let rule = crate::convert::access_rule(&setting.access)?;
-    let auth = gateway.auth.clone();
-    blocking(move || {
-        auth.set_rule(
-            &project,
-            ResourceKind::Collection,
-            collection.as_str(),
-            rule,
-        )
-    })
-    .await?;
-    Ok(Json(setting))
+    let name = collection.to_string();
+    write_rule(
+        &gateway,
+        &caller,
+        project,
+        ResourceKind::Collection,
+        name,
+        &body,
+    )
+    .await
 }

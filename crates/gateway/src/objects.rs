@@ -3,7 +3,8 @@
 //! stream both ways), and presigned URLs that need no credential. The S3
 //! endpoint (`s3.rs`) serves the same buckets.
 use crate::projects::{
-    PRESIGN_EXPIRES, PRESIGN_KEY, PRESIGN_SIGNATURE, Scope, authorize, require_service,
+    PRESIGN_EXPIRES, PRESIGN_KEY, PRESIGN_SIGNATURE, Scope, authorize, read_rule, require_service,
+    write_rule,
 };
 use crate::{ApiError, SharedGateway};
 use auth::Caller;
@@ -188,14 +189,15 @@ pub async fn get_access(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<api_types::AccessSetting>, ApiError> {
-    require_service(&caller, &project)?;
     let name = bucket_name(&name)?;
-    let auth = gateway.auth.clone();
-    let rule =
-        crate::blocking(move || auth.rule(&project, ResourceKind::Bucket, name.as_str())).await?;
-    Ok(Json(api_types::AccessSetting {
-        access: rule.as_str().to_owned(),
-    }))
+    read_rule(
+        &gateway,
+        &caller,
+        project,
+        ResourceKind::Bucket,
+        name.to_string(),
+    )
+    .await
 }
 
 /// `PUT /v1/buckets/B/_access` with `{"access": ...}`.
@@ -206,15 +208,16 @@ pub async fn set_access(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<api_types::AccessSetting>, ApiError> {
-    require_service(&caller, &project)?;
     let name = bucket_name(&name)?;
-    let setting: api_types::AccessSetting = serde_json::from_slice(&body)
-        .map_err(|error| ApiError::bad_request("invalid_access", error.to_string()))?;
-    let rule = crate::convert::access_rule(&setting.access)?;
-    let auth = gateway.auth.clone();
-    crate::blocking(move || auth.set_rule(&project, ResourceKind::Bucket, name.as_str(), rule))
-        .await?;
-    Ok(Json(setting))
+    write_rule(
+        &gateway,
+        &caller,
+        project,
+        ResourceKind::Bucket,
+        name.to_string(),
+        &body,
+    )
+    .await
 }
 
 /// `GET /v1/objects/B?prefix=&delimiter=&cursor=&limit=`.

@@ -336,6 +336,41 @@ pub async fn own_s3_credentials(
     Json(s3_credentials(&gateway, access_key_id))
 }
 
+/// `GET .../_access` of a collection or bucket (service keys and the admin).
+pub async fn read_rule(
+    gateway: &SharedGateway,
+    caller: &Caller,
+    project: ProjectId,
+    kind: ResourceKind,
+    name: String,
+) -> Result<Json<api_types::AccessSetting>, ApiError> {
+    require_service(caller, &project)?;
+    let auth = gateway.auth.clone();
+    let rule = blocking(move || auth.rule(&project, kind, &name)).await?;
+    Ok(Json(api_types::AccessSetting {
+        access: rule.as_str().to_owned(),
+    }))
+}
+
+/// `PUT .../_access` of a collection or bucket with `{"access": "private"
+/// | "public-read" | "public-read-write"}`; applies from the answer on.
+pub async fn write_rule(
+    gateway: &SharedGateway,
+    caller: &Caller,
+    project: ProjectId,
+    kind: ResourceKind,
+    name: String,
+    body: &[u8],
+) -> Result<Json<api_types::AccessSetting>, ApiError> {
+    require_service(caller, &project)?;
+    let setting: api_types::AccessSetting = serde_json::from_slice(body)
+        .map_err(|error| ApiError::bad_request("invalid_access", error.to_string()))?;
+    let rule = convert::access_rule(&setting.access)?;
+    let auth = gateway.auth.clone();
+    blocking(move || auth.set_rule(&project, kind, &name, rule)).await?;
+    Ok(Json(setting))
+}
+
 /// For project and key management: the admin credential only.
 pub async fn require_admin(
     Extension(caller): Extension<Caller>,

@@ -337,6 +337,14 @@ fn check_conditions(
     Ok(())
 }
 
+/// The `x-amz-copy-source-if-*` headers of a copy.
+struct SourceConditions<'a> {
+    if_match: Option<&'a ETagCondition>,
+    if_unmodified_since: Option<&'a Timestamp>,
+    if_none_match: Option<&'a ETagCondition>,
+    if_modified_since: Option<&'a Timestamp>,
+}
+
 impl WokS3 {
     /// Who signed the request, and the project that is theirs.
     async fn who<T>(&self, request: &S3Request<T>) -> S3Result<(Caller, ProjectId)> {
@@ -398,6 +406,38 @@ impl WokS3 {
             ));
         }
         Ok((project, bucket))
+    }
+
+    /// The object a copy reads, if the caller may read it and the
+    /// `x-amz-copy-source-if-*` conditions hold (each failure is a 412).
+    async fn copy_source<T>(
+        &self,
+        request: &S3Request<T>,
+        source: &dto::CopySource,
+        conditions: SourceConditions<'_>,
+    ) -> S3Result<(ProjectId, ObjectMeta)> {
+        let (bucket, key) = match source {
+            dto::CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), key.to_string()),
+            _ => return Err(s3_error!(NotImplemented, "copying from an access point")),
+        };
+        let (project, bucket) = self.allowed(request, &bucket, Access::Read).await?;
+        let object = self
+            .objects
+            .head(&project, &bucket, &key)
+            .await
+            .map_err(s3_error)?;
+        check_conditions(
+            &object,
+            conditions.if_match,
+            conditions.if_unmodified_since,
+            conditions.if_none_match,
+            conditions.if_modified_since,
+        )
+        .map_err(|error| match error.code() {
+            S3ErrorCode::NotModified => s3_error!(PreconditionFailed),
+            _ => error,
+        })?;
+        Ok((project, object))
     }
 
     /// For bucket management: service keys and the admin only.
@@ -702,32 +742,17 @@ impl S3 for WokS3 {
         &self,
         request: S3Request<dto::CopyObjectInput>,
     ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
-        let (source_bucket, source_key) = match &request.input.copy_source {
-            dto::CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), key.to_string()),
-            _ => return Err(s3_error!(NotImplemented, "copying from an access point")),
-        };
-        let (project, source_bucket) = self.allowed(&request, &source_bucket, Access::Read).await?;
-        let (_, bucket) = self
-            .allowed(&request, &request.input.bucket, Access::Write)
-            .await?;
         let input = &request.input;
-        let source = self
-            .objects
-            .head(&project, &source_bucket, &source_key)
-            .await
-            .map_err(s3_error)?;
-        check_conditions(
-            &source,
-            input.copy_source_if_match.as_ref(),
-            input.copy_source_if_unmodified_since.as_ref(),
-            input.copy_source_if_none_match.as_ref(),
-            input.copy_source_if_modified_since.as_ref(),
-        )
-        .map_err(|error| match error.code() {
-            // For a copy, every failed source condition is a 412.
-            S3ErrorCode::NotModified => s3_error!(PreconditionFailed),
-            _ => error,
-        })?;
+        let conditions = SourceConditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+        };
+        let (project, source) = self
+            .copy_source(&request, &input.copy_source, conditions)
+            .await?;
+        let (_, bucket) = self.allowed(&request, &input.bucket, Access::Write).await?;
         let replace = input
             .metadata_directive
             .as_ref()
@@ -941,33 +966,19 @@ impl S3 for WokS3 {
         &self,
         request: S3Request<dto::UploadPartCopyInput>,
     ) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
-        let (source_bucket, source_key) = match &request.input.copy_source {
-            dto::CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), key.to_string()),
-            _ => return Err(s3_error!(NotImplemented, "copying from an access point")),
-        };
-        let (project, source_bucket) = self.allowed(&request, &source_bucket, Access::Read).await?;
-        let (_, bucket) = self
-            .allowed(&request, &request.input.bucket, Access::Write)
-            .await?;
         let input = &request.input;
+        let conditions = SourceConditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+        };
+        let (project, source) = self
+            .copy_source(&request, &input.copy_source, conditions)
+            .await?;
+        let (_, bucket) = self.allowed(&request, &input.bucket, Access::Write).await?;
         let number = u32::try_from(input.part_number)
             .map_err(|_| s3_error!(InvalidArgument, "part numbers are 1 to 10000"))?;
-        let source = self
-            .objects
-            .head(&project, &source_bucket, &source_key)
-            .await
-            .map_err(s3_error)?;
-        check_conditions(
-            &source,
-            input.copy_source_if_match.as_ref(),
-            input.copy_source_if_unmodified_since.as_ref(),
-            input.copy_source_if_none_match.as_ref(),
-            input.copy_source_if_modified_since.as_ref(),
-        )
-        .map_err(|error| match error.code() {
-            S3ErrorCode::NotModified => s3_error!(PreconditionFailed),
-            _ => error,
-        })?;
         let range = match &input.copy_source_range {
             Some(text) => {
                 let range = dto::Range::parse(text).map_err(|_| {
