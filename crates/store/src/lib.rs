@@ -67,7 +67,9 @@ pub enum StoreError {
     NoSuchProject(String),
     #[error("project {0:?} exists, or existed: project names are never reused")]
     ProjectExists(String),
-    #[error("project {0:?} still has functions; remove them first")]
+    #[error(
+        "project {0:?} still has functions, key-value entries, documents or buckets; remove them first"
+    )]
     ProjectNotEmpty(String),
     #[error("the entry is not as the condition requires")]
     ConditionFailed,
@@ -151,7 +153,8 @@ pub trait MetaStore: Send + Sync + 'static {
     fn list_projects(&self) -> Result<Vec<Project>, StoreError>;
     fn project(&self, project: &ProjectId) -> Result<Option<Project>, StoreError>;
     /// Removes an empty project and revokes its keys. Refused while it has
-    /// live functions. Returns whether it existed.
+    /// live functions, key-value entries, documents or buckets. Returns
+    /// whether it existed.
     fn remove_project(&self, project: &ProjectId) -> Result<bool, StoreError>;
 
     /// The access rule of a collection or bucket (`None`: never set, which

@@ -524,12 +524,17 @@ impl MetaStore for SqliteStore {
         let mut connection = self.lock();
         let transaction =
             connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let live: i64 = transaction.query_row(
-            "SELECT COUNT(*) FROM functions WHERE project = ? AND current_version IS NOT NULL",
+        // Functions or data left would be unreachable for good: a removed
+        // project's name is never given out again.
+        let busy: bool = transaction.query_row(
+            "SELECT EXISTS (SELECT 1 FROM functions WHERE project = ?1 AND current_version IS NOT NULL)
+                 OR EXISTS (SELECT 1 FROM kv WHERE project = ?1)
+                 OR EXISTS (SELECT 1 FROM doc_collections WHERE project = ?1 AND documents > 0)
+                 OR EXISTS (SELECT 1 FROM buckets WHERE project = ?1)",
             params![project.as_str()],
             |row| row.get(0),
         )?;
-        if live > 0 {
+        if busy {
             return Err(StoreError::ProjectNotEmpty(project.to_string()));
         }
         let now = now_millis();

@@ -106,6 +106,29 @@ async fn projects_keep_functions_and_usage_apart() {
         output.stderr()
     );
     server.cli_ok(&["--project", "shop", "rm", "hello"]);
+    // Data too: each kind keeps the project until it is gone.
+    let shop = ["--project", "shop"];
+    let data: [(&[&str], &[&str]); 3] = [
+        (
+            &["kv", "set", "cache", "k", "v"],
+            &["kv", "rm", "cache", "k"],
+        ),
+        (
+            &["docs", "set", "notes", "n", "{}"],
+            &["docs", "rm", "notes", "n"],
+        ),
+        (&["objects", "mb", "files"], &["objects", "rb", "files"]),
+    ];
+    for (create, remove) in data {
+        server.cli_ok(&[&shop[..], create].concat());
+        let refused = server.cli(&["project", "rm", "shop"]);
+        assert!(
+            refused.stderr().contains("project_not_empty"),
+            "{create:?}: {}",
+            refused.stderr()
+        );
+        server.cli_ok(&[&shop[..], remove].concat());
+    }
     assert_eq!(
         server.cli_ok(&["project", "rm", "shop"]),
         "removed project shop\n"
