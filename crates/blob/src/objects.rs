@@ -78,6 +78,25 @@ impl ObjectFiles {
             })
     }
 
+    /// Every blob file with its last modification time.
+    pub fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, BlobError> {
+        let mut blobs = Vec::new();
+        for fan in 0..=255u8 {
+            let dir = self.root.join(format!("{fan:02x}"));
+            for entry in std::fs::read_dir(&dir).map_err(io_error("listing", &dir))? {
+                let entry = entry.map_err(io_error("listing", &dir))?;
+                let modified = entry
+                    .metadata()
+                    .and_then(|metadata| metadata.modified())
+                    .map_err(io_error("reading", &entry.path()))?;
+                if let Some(name) = entry.file_name().to_str() {
+                    blobs.push((name.to_owned(), modified));
+                }
+            }
+        }
+        Ok(blobs)
+    }
+
     /// Deletes a blob; one already gone is fine.
     pub async fn remove(&self, id: &str) -> Result<(), BlobError> {
         let path = self.path(id);

@@ -155,7 +155,37 @@ impl Objects {
         let reader = objects.store.clone();
         let leftover = blocking(move || reader.trash()).await?;
         objects.empty_trash(leftover).await;
+        objects.sweep_unnamed(std::time::SystemTime::now()).await?;
         Ok(objects)
+    }
+
+    /// Deletes blob files that no object or part names and that were last
+    /// written before `started`: what a crash between a blob's rename and
+    /// the commit naming it leaves behind. A blob of this process is newer
+    /// than `started`, so an upload in flight is never touched. Returns
+    /// how many were deleted.
+    pub async fn sweep_unnamed(
+        &self,
+        started: std::time::SystemTime,
+    ) -> Result<usize, ObjectError> {
+        let (store, files) = (self.store.clone(), self.files.clone());
+        let unnamed = blocking(move || {
+            let named = store.named_blobs()?;
+            let on_disk = files
+                .list()
+                .map_err(|error| StoreError::WriteFailed(error.to_string()))?;
+            Ok(on_disk
+                .into_iter()
+                .filter(|(blob, modified)| *modified < started && !named.contains(blob))
+                .map(|(blob, _)| blob)
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        for blob in &unnamed {
+            tracing::info!("deleting blob {blob}, which no object names (left by a crash)");
+            self.files.remove(blob).await?;
+        }
+        Ok(unnamed.len())
     }
 
     async fn empty_trash(&self, blobs: Vec<String>) {

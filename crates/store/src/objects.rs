@@ -217,4 +217,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn trash(&self) -> Result<Vec<String>, StoreError>;
     /// Forgets trash entries whose files are gone.
     fn trash_emptied(&self, blobs: &[String]) -> Result<(), StoreError>;
+
+    /// Every blob an object or a part names, in every project: for the
+    /// sweep of files a crash left unnamed (maintenance, like the trash).
+    fn named_blobs(&self) -> Result<std::collections::HashSet<String>, StoreError>;
 }

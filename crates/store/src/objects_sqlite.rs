@@ -685,3 +685,25 @@ pub(crate) fn trash_emptied(connection: &Connection, blobs: &[String]) -> Result
     }
     Ok(())
 }
+
+pub(crate) fn named_blobs(
+    connection: &Connection,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut named = std::collections::HashSet::new();
+    let mut statement = connection.prepare("SELECT segments FROM objects")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let segments: String = row.get(0)?;
+        named.extend(
+            segments_from_json(&segments)?
+                .into_iter()
+                .map(|segment| segment.blob),
+        );
+    }
+    let mut statement = connection.prepare("SELECT blob FROM upload_parts")?;
+    let blobs = statement.query_map([], |row| row.get::<_, String>(0))?;
+    for blob in blobs {
+        named.insert(blob?);
+    }
+    Ok(named)
+}

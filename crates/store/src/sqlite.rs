@@ -1276,4 +1276,8 @@ impl ObjectStore for SqliteStore {
     fn trash_emptied(&self, blobs: &[String]) -> Result<(), StoreError> {
         objects_sqlite::trash_emptied(&self.lock(), blobs)
     }
+
+    fn named_blobs(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.with_reader(objects_sqlite::named_blobs)
+    }
 }

@@ -624,3 +624,27 @@ async fn guests_use_wok_objects_on_the_same_buckets() {
         "           1  only-alpha\n"
     );
 }
+
+#[tokio::test]
+async fn a_start_deletes_blob_files_no_object_names() {
+    let mut server = server();
+    server.cli_ok(&["objects", "mb", "keep"]);
+    send(objects(&server, reqwest::Method::PUT, "/keep/a.txt").body("kept")).await;
+    // What a crash between a blob's rename and its commit leaves: a file
+    // that nothing names.
+    let orphan = server
+        .data_dir()
+        .join("objects/ab/0000000000000000000000000000ffab");
+    std::fs::write(&orphan, b"left by a crash").unwrap();
+    server = server.restart();
+    assert!(!orphan.exists(), "the unnamed blob is still there");
+    let kept = send(objects(&server, reqwest::Method::GET, "/keep/a.txt")).await;
+    assert_eq!((kept.status, kept.text().as_str()), (200, "kept"));
+    let files: usize = std::fs::read_dir(server.data_dir().join("objects"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|dir| dir.file_name() != "tmp")
+        .map(|dir| std::fs::read_dir(dir.path()).unwrap().count())
+        .sum();
+    assert_eq!(files, 1);
+}
