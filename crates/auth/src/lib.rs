@@ -85,6 +85,8 @@ pub struct Auth {
     /// Access rules already read (absent ones as `Private`); rules change
     /// only through [`Auth::set_rule`], which updates this first-hand.
     rules: RwLock<HashMap<Resource, AccessRule>>,
+    /// Projects seen to exist; [`Auth::remove_project`] drops them.
+    projects: RwLock<std::collections::HashSet<ProjectId>>,
 }
 
 fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
@@ -159,7 +161,31 @@ impl Auth {
             admin_token,
             live: RwLock::new(HashMap::new()),
             rules: RwLock::new(HashMap::new()),
+            projects: RwLock::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Whether `project` is known to exist, without the store.
+    pub fn project_known(&self, project: &ProjectId) -> bool {
+        self.projects
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(project)
+    }
+
+    /// Whether `project` exists (live); reads the store the first time.
+    pub fn project_exists(&self, project: &ProjectId) -> Result<bool, StoreError> {
+        if self.project_known(project) {
+            return Ok(true);
+        }
+        let exists = self.store.project(project)?.is_some();
+        if exists {
+            self.projects
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(project.clone());
+        }
+        Ok(exists)
     }
 
     /// Whether `caller` may do `access` on a collection or bucket of
@@ -435,6 +461,10 @@ impl Auth {
     /// Removes an empty project and revokes all its keys at once.
     pub fn remove_project(&self, project: &ProjectId) -> Result<bool, StoreError> {
         let removed = self.store.remove_project(project)?;
+        self.projects
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(project);
         self.live
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -75,12 +75,12 @@ pub async fn authenticate(
     match request.extensions().get::<Scope>() {
         // Only the admin learns whether a project exists: a key of another
         // project is refused (403) before, whatever the name.
-        Some(Scope(project)) if caller == Caller::Admin => {
-            let store = gateway.store.clone();
+        Some(Scope(project)) if caller == Caller::Admin && !gateway.auth.project_known(project) => {
+            let auth = gateway.auth.clone();
             let lookup = project.clone();
-            match blocking(move || store.project(&lookup)).await {
-                Ok(Some(_)) => {}
-                Ok(None) => {
+            match blocking(move || auth.project_exists(&lookup)).await {
+                Ok(true) => {}
+                Ok(false) => {
                     return ApiError::ProjectNotFound(format!(
                         "project {:?} does not exist",
                         project.as_str()

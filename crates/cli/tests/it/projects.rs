@@ -134,6 +134,17 @@ async fn projects_keep_functions_and_usage_apart() {
         "removed project shop\n"
     );
     assert_eq!(server.cli_ok(&["project", "ls"]), "default\n");
+    // Its routes are gone at once (they were in use a moment ago).
+    let gone = send(control(
+        &server,
+        reqwest::Method::GET,
+        "/v1/projects/shop/functions",
+    ))
+    .await;
+    assert_eq!(
+        (gone.status, gone.error_code().as_str()),
+        (404, "project_not_found")
+    );
     let output = server.cli(&["project", "create", "shop"]);
     assert!(
         output.stderr().contains("project_exists"),
