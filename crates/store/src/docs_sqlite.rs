@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS doc_indexes (
     name TEXT NOT NULL,
     ino INTEGER NOT NULL,
     fields TEXT NOT NULL,
+    ready INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (cid, name)
 );
 CREATE TABLE IF NOT EXISTS doc_index_entries (
@@ -49,7 +50,19 @@ CREATE TABLE IF NOT EXISTS doc_index_entries (
 struct Collection {
     cid: i64,
     documents: u64,
+    /// Every index, built or being built: writes keep all of them.
     indexes: Vec<(i64, Index)>,
+    /// Numbers of the indexes still being filled: queries do not use them.
+    building: Vec<i64>,
+}
+
+impl Collection {
+    /// The indexes queries may use.
+    fn ready(&self) -> impl Iterator<Item = &(i64, Index)> {
+        self.indexes
+            .iter()
+            .filter(|(ino, _)| !self.building.contains(ino))
+    }
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -80,29 +93,41 @@ fn collection(
     let Some((cid, documents)) = found else {
         return Ok(None);
     };
+    let all = indexes(connection, cid)?;
     Ok(Some(Collection {
         cid,
         documents: documents as u64,
-        indexes: indexes(connection, cid)?,
+        building: all
+            .iter()
+            .filter(|(_, _, ready)| !ready)
+            .map(|(ino, _, _)| *ino)
+            .collect(),
+        indexes: all
+            .into_iter()
+            .map(|(ino, index, _)| (ino, index))
+            .collect(),
     }))
 }
 
-fn indexes(connection: &Connection, cid: i64) -> Result<Vec<(i64, Index)>, StoreError> {
-    let mut statement = connection
-        .prepare_cached("SELECT ino, name, fields FROM doc_indexes WHERE cid = ? ORDER BY name")?;
+/// A collection's indexes: number, definition, and whether it is filled.
+fn indexes(connection: &Connection, cid: i64) -> Result<Vec<(i64, Index, bool)>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT ino, name, fields, ready FROM doc_indexes WHERE cid = ? ORDER BY name",
+    )?;
     let rows = statement.query_map(params![cid], |row| {
         Ok((
             row.get::<_, i64>(0)?,
             row.get::<_, String>(1)?,
             row.get::<_, String>(2)?,
+            row.get::<_, bool>(3)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (ino, name, fields) = row?;
+        let (ino, name, fields, ready) = row?;
         let fields: Value = serde_json::from_str(&fields).map_err(corrupt)?;
         let fields = parse_index_fields(&fields).map_err(corrupt)?;
-        out.push((ino, Index { name, fields }));
+        out.push((ino, Index { name, fields }, ready));
     }
     Ok(out)
 }
@@ -316,12 +341,14 @@ fn apply_doc_write(
     })
 }
 
+/// Declares an index, not yet filled (queries do not use it); returns the
+/// collection's and the index's numbers for [`apply_fill_index`].
 pub(crate) fn apply_create_index(
     transaction: &mut Transaction<'_>,
     project: &ProjectId,
     name: &CollectionName,
     index: &Index,
-) -> Result<(), StoreError> {
+) -> Result<(i64, i64), StoreError> {
     let savepoint = transaction.savepoint()?;
     let collection = ensure_collection(&savepoint, project, name)?;
     if collection
@@ -343,7 +370,7 @@ pub(crate) fn apply_create_index(
         .max()
         .unwrap_or(1);
     savepoint.execute(
-        "INSERT INTO doc_indexes (cid, name, ino, fields) VALUES (?, ?, ?, ?)",
+        "INSERT INTO doc_indexes (cid, name, ino, fields, ready) VALUES (?, ?, ?, ?, 0)",
         params![
             collection.cid,
             index.name,
@@ -351,19 +378,64 @@ pub(crate) fn apply_create_index(
             fields_to_json(&index.fields)
         ],
     )?;
-    {
-        let mut read = savepoint.prepare("SELECT id, body FROM docs WHERE cid = ?")?;
-        let mut insert = savepoint
-            .prepare("INSERT INTO doc_index_entries (cid, ino, key, id) VALUES (?, ?, ?, ?)")?;
-        let mut rows = read.query(params![collection.cid])?;
-        while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let body: String = row.get(1)?;
-            let key = index_key(index, &parse_body(&body)?);
-            insert.execute(params![collection.cid, ino, key, id])?;
-        }
-    }
     savepoint.commit()?;
+    Ok((collection.cid, ino))
+}
+
+/// Fills an index being built with the entries of up to `limit` documents
+/// after `after` (by id). Writes meanwhile keep the index current for the
+/// documents they touch; `INSERT OR IGNORE` makes the two meet. Returns
+/// where to continue, or `None` when done (or the index was dropped).
+pub(crate) fn apply_fill_index(
+    transaction: &Connection,
+    cid: i64,
+    ino: i64,
+    after: &str,
+    limit: u32,
+) -> Result<Option<String>, StoreError> {
+    let Some((_, index, _)) = indexes(transaction, cid)?
+        .into_iter()
+        .find(|(number, _, ready)| *number == ino && !ready)
+    else {
+        return Ok(None);
+    };
+    let mut read = transaction
+        .prepare_cached("SELECT id, body FROM docs WHERE cid = ? AND id > ? ORDER BY id LIMIT ?")?;
+    let mut insert = transaction.prepare_cached(
+        "INSERT OR IGNORE INTO doc_index_entries (cid, ino, key, id) VALUES (?, ?, ?, ?)",
+    )?;
+    let mut rows = read.query(params![cid, after, limit])?;
+    let mut last = None;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let body: String = row.get(1)?;
+        let key = index_key(&index, &parse_body(&body)?);
+        insert.execute(params![cid, ino, key, id])?;
+        last = Some(id);
+    }
+    Ok(last)
+}
+
+/// Marks a filled index ready for queries.
+pub(crate) fn apply_finish_index(
+    transaction: &Connection,
+    cid: i64,
+    ino: i64,
+) -> Result<bool, StoreError> {
+    Ok(transaction.execute(
+        "UPDATE doc_indexes SET ready = 1 WHERE cid = ? AND ino = ?",
+        params![cid, ino],
+    )? > 0)
+}
+
+/// Drops indexes whose filling a stop interrupted (their requests were
+/// never answered), with their entries.
+pub(crate) fn drop_unfinished_indexes(connection: &Connection) -> Result<(), StoreError> {
+    connection.execute_batch(
+        "DELETE FROM doc_index_entries WHERE (cid, ino) IN
+           (SELECT cid, ino FROM doc_indexes WHERE ready = 0);
+         DELETE FROM doc_indexes WHERE ready = 0;",
+    )?;
     Ok(())
 }
 
@@ -416,7 +488,8 @@ pub(crate) fn collections(
             documents: documents as u64,
             indexes: indexes(connection, cid)?
                 .into_iter()
-                .map(|(_, index)| index)
+                .filter(|(_, _, ready)| *ready)
+                .map(|(_, index, _)| index)
                 .collect(),
         });
     }
@@ -643,11 +716,7 @@ fn planned(
     let Some(found) = collection(connection, project, name)? else {
         return Ok(None);
     };
-    let indexes: Vec<Index> = found
-        .indexes
-        .iter()
-        .map(|(_, index)| index.clone())
-        .collect();
+    let indexes: Vec<Index> = found.ready().map(|(_, index)| index.clone()).collect();
     let chosen = plan(query, &indexes, found.documents, name.as_str())?;
     Ok(Some((found, chosen)))
 }

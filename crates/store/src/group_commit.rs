@@ -4,7 +4,9 @@
 //! caller. A caller is answered only after the commit, so acknowledged
 //! still means durable; under concurrency, one fsync covers many writes.
 use crate::docs::{DocWrite, DocWritten, Index};
-use crate::docs_sqlite::{apply_create_index, apply_doc_batch, apply_drop_index};
+use crate::docs_sqlite::{
+    apply_create_index, apply_doc_batch, apply_drop_index, apply_fill_index, apply_finish_index,
+};
 use crate::objects::{ObjectDone, ObjectOp};
 use crate::objects_sqlite::apply_object_op;
 use crate::sqlite::{KvVersions, apply_kv_op, open_connection};
@@ -47,6 +49,18 @@ pub(crate) enum WriteOp {
         collection: CollectionName,
         name: String,
     },
+    /// One chunk of an index being filled (a chunk a batch, so other
+    /// writes go on between chunks).
+    FillIndex {
+        cid: i64,
+        ino: i64,
+        after: String,
+        limit: u32,
+    },
+    FinishIndex {
+        cid: i64,
+        ino: i64,
+    },
     Objects(ObjectOp),
 }
 
@@ -56,6 +70,10 @@ pub(crate) enum Written {
     Kv(KvDone),
     Docs(Vec<DocWritten>),
     Index(bool),
+    /// A new index's collection and index numbers.
+    IndexStarted(i64, i64),
+    /// Where filling continues; `None` when done.
+    Filled(Option<String>),
     Objects(ObjectDone),
 }
 
@@ -77,12 +95,21 @@ impl WriteOp {
                 collection,
                 index,
             } => apply_create_index(transaction, project, collection, index)
-                .map(|()| Written::Index(true)),
+                .map(|(cid, ino)| Written::IndexStarted(cid, ino)),
             WriteOp::DropIndex {
                 project,
                 collection,
                 name,
             } => apply_drop_index(transaction, project, collection, name).map(Written::Index),
+            WriteOp::FillIndex {
+                cid,
+                ino,
+                after,
+                limit,
+            } => apply_fill_index(transaction, *cid, *ino, after, *limit).map(Written::Filled),
+            WriteOp::FinishIndex { cid, ino } => {
+                apply_finish_index(transaction, *cid, *ino).map(Written::Index)
+            }
             WriteOp::Objects(op) => apply_object_op(transaction, op).map(Written::Objects),
         }
     }

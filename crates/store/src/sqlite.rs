@@ -174,6 +174,18 @@ impl SqliteStore {
         let connection = open_connection(path)?;
         connection.execute_batch(SCHEMA)?;
         connection.execute_batch(DOCS_SCHEMA)?;
+        // Databases from before indexes were filled in chunks.
+        let has_ready: bool = connection.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('doc_indexes') WHERE name = 'ready')",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_ready {
+            connection.execute_batch(
+                "ALTER TABLE doc_indexes ADD COLUMN ready INTEGER NOT NULL DEFAULT 1",
+            )?;
+        }
+        docs_sqlite::drop_unfinished_indexes(&connection)?;
         connection.execute_batch(OBJECTS_SCHEMA)?;
         // `default` always exists, and so does every project that already
         // has functions (data directories from before projects were stored).
@@ -1161,12 +1173,37 @@ impl DocStore for SqliteStore {
         collection: &CollectionName,
         index: Index,
     ) -> Result<(), StoreError> {
+        /// Documents indexed per chunk: other writes wait for one chunk at
+        /// most, not for the whole collection.
+        const FILL_CHUNK: u32 = 500;
         let op = WriteOp::CreateIndex {
             project: project.clone(),
             collection: collection.clone(),
             index,
         };
-        self.writer.write(op, expect_index).map(|_| ())
+        let (cid, ino) = self.writer.write(op, |written| match written {
+            Written::IndexStarted(cid, ino) => Some((cid, ino)),
+            _ => None,
+        })?;
+        let mut after = String::new();
+        loop {
+            let op = WriteOp::FillIndex {
+                cid,
+                ino,
+                after: after.clone(),
+                limit: FILL_CHUNK,
+            };
+            match self.writer.write(op, |written| match written {
+                Written::Filled(next) => Some(next),
+                _ => None,
+            })? {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        self.writer
+            .write(WriteOp::FinishIndex { cid, ino }, expect_index)
+            .map(|_| ())
     }
 
     fn doc_drop_index(

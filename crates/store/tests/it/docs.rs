@@ -595,3 +595,81 @@ pub fn large_collection_contract(store: &dyn DocStore) {
         want.len() as u64
     );
 }
+
+/// An index filled while writes go on ends exactly like the documents.
+pub fn index_filled_during_writes_contract(store: &(dyn DocStore + Sync)) {
+    let project = ProjectId::new("docs-filling").unwrap();
+    let items = collection("items");
+    let writes: Vec<DocWrite> = (0..3000)
+        .map(|n| DocWrite::Set {
+            collection: items.clone(),
+            id: Some(format!("i{n:05}")),
+            data: object(json!({"group": n % 7, "n": n})),
+            condition: DocCondition::Always,
+        })
+        .collect();
+    store.doc_write_blocking(&project, writes).unwrap();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            // Updates, deletes and new documents across the whole id range
+            // while the index fills chunk by chunk.
+            for n in (0..3000).step_by(13) {
+                let write = if n % 2 == 0 {
+                    DocWrite::Set {
+                        collection: items.clone(),
+                        id: Some(format!("i{n:05}")),
+                        data: object(json!({"group": 100, "n": n})),
+                        condition: DocCondition::Always,
+                    }
+                } else {
+                    DocWrite::Delete {
+                        collection: items.clone(),
+                        id: format!("i{n:05}"),
+                        condition: DocCondition::Always,
+                    }
+                };
+                let added = DocWrite::Set {
+                    collection: items.clone(),
+                    id: Some(format!("new{n:05}")),
+                    data: object(json!({"group": 100, "n": n})),
+                    condition: DocCondition::Always,
+                };
+                store
+                    .doc_write_blocking(&project, vec![write, added])
+                    .unwrap();
+            }
+        });
+        store
+            .doc_create_index(&project, &items, index("by-group", json!(["group", "n"])))
+            .unwrap();
+        writer.join().unwrap();
+    });
+    // What the index answers = what reading every document by id says.
+    let mut everything = Vec::new();
+    let mut q = query(json!({"limit": 1000}));
+    loop {
+        let page = store.doc_query(&project, &items, &q).unwrap();
+        everything.extend(page.documents);
+        match page.next_cursor {
+            Some(cursor) => q.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    for group in [0, 3, 100] {
+        let mut want: Vec<(i64, String)> = everything
+            .iter()
+            .filter(|document| document.data["group"] == json!(group))
+            .map(|document| (document.data["n"].as_i64().unwrap(), document.id.clone()))
+            .collect();
+        want.sort();
+        let want: Vec<String> = want.into_iter().map(|(_, id)| id).collect();
+        let q = query(json!({"where": ["group", "==", group], "order_by": ["n"]}));
+        let plan = store.doc_explain(&project, &items, &q).unwrap();
+        assert_eq!(plan.index.as_deref(), Some("by-group"));
+        assert_eq!(
+            all_pages(store, &project, "items", q),
+            want,
+            "group {group}"
+        );
+    }
+}

@@ -722,6 +722,7 @@ fn sqlite_store_keeps_the_document_contract() {
     docs::crud_contract(&store);
     docs::query_contract(&store);
     docs::large_collection_contract(&store);
+    docs::index_filled_during_writes_contract(&store);
 }
 
 #[tokio::test]
