@@ -275,21 +275,20 @@ pub async fn authorize(
     name: &str,
     access: Access,
 ) -> Result<(), ApiError> {
-    if caller.serves(project) {
-        return Ok(());
-    }
-    let allowed = if !caller.member_of(project) {
-        false
-    } else {
-        let rule = match gateway.auth.cached_rule(project, kind, name) {
-            Some(rule) => rule,
-            None => {
-                let (auth, project, name) =
-                    (gateway.auth.clone(), project.clone(), name.to_owned());
-                blocking(move || auth.rule(&project, kind, &name)).await?
-            }
-        };
-        rule.lets_public(access)
+    let allowed = match gateway
+        .auth
+        .allows_cached(caller, project, kind, name, access)
+    {
+        Some(allowed) => allowed,
+        None => {
+            let (auth, caller, project, name) = (
+                gateway.auth.clone(),
+                caller.clone(),
+                project.clone(),
+                name.to_owned(),
+            );
+            blocking(move || auth.allows(&caller, &project, kind, &name, access)).await?
+        }
     };
     if allowed {
         Ok(())

@@ -374,26 +374,23 @@ impl WokS3 {
     ) -> S3Result<(ProjectId, BucketName)> {
         let (caller, project) = self.who(request).await?;
         let bucket = bucket_name(bucket)?;
-        let allowed = if caller.serves(&project) {
-            true
-        } else {
-            let rule = match self
-                .auth
-                .cached_rule(&project, ResourceKind::Bucket, bucket.as_str())
-            {
-                Some(rule) => rule,
-                None => {
-                    let (auth, lookup, name) =
-                        (self.auth.clone(), project.clone(), bucket.to_string());
-                    tokio::task::spawn_blocking(move || {
-                        auth.rule(&lookup, ResourceKind::Bucket, &name)
-                    })
-                    .await
-                    .map_err(S3Error::internal_error)?
-                    .map_err(S3Error::internal_error)?
-                }
-            };
-            rule.lets_public(access)
+        let allowed = match self.auth.allows_cached(
+            &caller,
+            &project,
+            ResourceKind::Bucket,
+            bucket.as_str(),
+            access,
+        ) {
+            Some(allowed) => allowed,
+            None => {
+                let (auth, lookup, name) = (self.auth.clone(), project.clone(), bucket.to_string());
+                tokio::task::spawn_blocking(move || {
+                    auth.allows(&caller, &lookup, ResourceKind::Bucket, &name, access)
+                })
+                .await
+                .map_err(S3Error::internal_error)?
+                .map_err(S3Error::internal_error)?
+            }
         };
         if !allowed {
             let verb = match access {
