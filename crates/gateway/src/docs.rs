@@ -1,6 +1,7 @@
 //! Documents over REST: `/v1/docs/COLLECTION[/ID]` for the scope's
 //! project, with `_query`, `_count`, `_explain`, `_indexes` and `_batch`
 //! (names that no collection or document id can take).
+use crate::http_util::{Precondition, etag, precondition};
 use crate::projects::{Scope, authorize, read_rule, require_service, write_rule};
 use crate::{ApiError, SharedGateway, blocking};
 use auth::Caller;
@@ -96,36 +97,15 @@ fn kind_of(value: &Value) -> &'static str {
     }
 }
 
-fn etag(version: u64) -> http::HeaderValue {
-    http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
-}
-
 /// `If-Match: "N"` (only at this version), `If-Match: *` (only if it
 /// exists) or `If-None-Match: *` (only if it does not).
 fn condition(headers: &http::HeaderMap) -> Result<DocCondition, ApiError> {
-    if let Some(value) = headers.get(http::header::IF_MATCH) {
-        let text = value.to_str().unwrap_or_default().trim();
-        if text == "*" {
-            return Ok(DocCondition::Exists);
-        }
-        let version = text.trim_matches('"').parse::<u64>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_header",
-                format!("If-Match must be an ETag this API gave out, like \"12\"; got {text:?}"),
-            )
-        })?;
-        return Ok(DocCondition::Version(version));
-    }
-    if let Some(value) = headers.get(http::header::IF_NONE_MATCH) {
-        if value.to_str().unwrap_or_default().trim() == "*" {
-            return Ok(DocCondition::Absent);
-        }
-        return Err(ApiError::bad_request(
-            "invalid_header",
-            "If-None-Match supports only `*` (create only)",
-        ));
-    }
-    Ok(DocCondition::Always)
+    Ok(match precondition(headers)? {
+        Precondition::None => DocCondition::Always,
+        Precondition::Version(version) => DocCondition::Version(version),
+        Precondition::Exists => DocCondition::Exists,
+        Precondition::Absent => DocCondition::Absent,
+    })
 }
 
 fn document_out(document: store::docs::Document) -> api_types::Document {

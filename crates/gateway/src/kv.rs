@@ -1,4 +1,5 @@
 //! Key-value over REST: `/v1/kv/STORE/KEY` for the scope's project.
+use crate::http_util::{Precondition, etag, only_params, precondition};
 use crate::projects::Scope;
 use crate::{ApiError, SharedGateway, blocking};
 use axum::Json;
@@ -25,42 +26,19 @@ fn check_key(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn only_params(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
-    match query.keys().find(|key| !allowed.contains(&key.as_str())) {
-        Some(key) => Err(ApiError::bad_request(
-            "invalid_query",
-            format!("unknown query parameter {key:?}"),
-        )),
-        None => Ok(()),
-    }
-}
-
-fn etag(version: u64) -> http::HeaderValue {
-    http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
-}
-
 /// `If-Match: "N"` (compare-and-swap) or `If-None-Match: *` (create only).
 fn condition(headers: &http::HeaderMap) -> Result<Condition, ApiError> {
-    if let Some(value) = headers.get(http::header::IF_MATCH) {
-        let text = value.to_str().unwrap_or_default().trim();
-        let version = text.trim_matches('"').parse::<u64>().map_err(|_| {
-            ApiError::bad_request(
+    Ok(match precondition(headers)? {
+        Precondition::None => Condition::Always,
+        Precondition::Version(version) => Condition::Version(version),
+        Precondition::Absent => Condition::Absent,
+        Precondition::Exists => {
+            return Err(ApiError::bad_request(
                 "invalid_header",
-                format!("If-Match must be an ETag this API gave out, like \"12\"; got {text:?}"),
-            )
-        })?;
-        return Ok(Condition::Version(version));
-    }
-    if let Some(value) = headers.get(http::header::IF_NONE_MATCH) {
-        if value.to_str().unwrap_or_default().trim() == "*" {
-            return Ok(Condition::Absent);
+                "If-Match on a key must be an ETag this API gave out, like \"12\"",
+            ));
         }
-        return Err(ApiError::bad_request(
-            "invalid_header",
-            "If-None-Match supports only `*` (create only)",
-        ));
-    }
-    Ok(Condition::Always)
+    })
 }
 
 pub async fn list_stores(

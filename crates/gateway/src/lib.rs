@@ -9,6 +9,7 @@ mod control;
 mod convert;
 mod docs;
 mod error;
+mod http_util;
 mod invoke_route;
 mod kv;
 mod objects;

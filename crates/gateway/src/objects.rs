@@ -2,6 +2,7 @@
 //! under `/v1/buckets`, objects under `/v1/objects/BUCKET/KEY` (bodies
 //! stream both ways), and presigned URLs that need no credential. The S3
 //! endpoint (`s3.rs`) serves the same buckets.
+use crate::http_util::only_params;
 use crate::projects::{
     PRESIGN_EXPIRES, PRESIGN_KEY, PRESIGN_SIGNATURE, Scope, authorize, read_rule, require_service,
     write_rule,
@@ -229,15 +230,7 @@ pub async fn list_objects(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<api_types::ObjectList>, ApiError> {
     let name = bucket_for(&gateway, &caller, &project, &name, Access::Read).await?;
-    if let Some(unknown) = params
-        .keys()
-        .find(|key| !["prefix", "delimiter", "cursor", "limit"].contains(&key.as_str()))
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("unknown query parameter {unknown:?}"),
-        ));
-    }
+    only_params(&params, &["prefix", "delimiter", "cursor", "limit"])?;
     let limit = match params.get("limit") {
         Some(limit) => limit
             .parse::<u32>()
