@@ -78,6 +78,28 @@ impl ObjectFiles {
             })
     }
 
+    /// Whether the last stop was clean (a marker left by
+    /// [`ObjectFiles::mark_clean_stop`]); the marker is consumed, so a
+    /// crash of this run is not mistaken for a clean stop.
+    pub fn take_clean_stop(&self) -> Result<bool, BlobError> {
+        let marker = self.root.join("clean-stop");
+        match std::fs::remove_file(&marker) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(BlobError::Io {
+                action: "removing",
+                path: marker,
+                source: error,
+            }),
+        }
+    }
+
+    /// Records that every write has finished and the process stops cleanly.
+    pub fn mark_clean_stop(&self) -> Result<(), BlobError> {
+        let marker = self.root.join("clean-stop");
+        std::fs::write(&marker, b"").map_err(io_error("writing", &marker))
+    }
+
     /// Every blob file with its last modification time.
     pub fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, BlobError> {
         let mut blobs = Vec::new();

@@ -155,8 +155,18 @@ impl Objects {
         let reader = objects.store.clone();
         let leftover = blocking(move || reader.trash()).await?;
         objects.empty_trash(leftover).await;
-        objects.sweep_unnamed(std::time::SystemTime::now()).await?;
+        // Unnamed files come only from a crash: after a clean stop there is
+        // nothing to look for, and the scan of every object is skipped.
+        if !objects.files.take_clean_stop()? {
+            objects.sweep_unnamed(std::time::SystemTime::now()).await?;
+        }
         Ok(objects)
+    }
+
+    /// Records a clean stop, once no write is in flight any more: the next
+    /// start then skips [`Objects::sweep_unnamed`].
+    pub fn stopped_cleanly(&self) -> Result<(), ObjectError> {
+        Ok(self.files.mark_clean_stop()?)
     }
 
     /// Deletes blob files that no object or part names and that were last

@@ -124,7 +124,7 @@ pub async fn run(
         metrics,
         kv,
         docs,
-        objects,
+        objects: objects.clone(),
         // Twice the cores: one reading while another parses and answers.
         document_reads: tokio::sync::Semaphore::new(
             2 * std::thread::available_parallelism().map_or(2, |cores| cores.get()),
@@ -163,22 +163,28 @@ pub async fn run(
     let serving = tokio::spawn(async move { serve.await });
     // Wait for the stop signal, then give in-flight requests a bounded time.
     let mut serving = serving;
-    tokio::select! {
-        result = &mut serving => { result??; }
+    let drained = tokio::select! {
+        result = &mut serving => { result??; true }
         _ = stopping_rx => {
             tracing::info!("stopping: waiting up to {:?} for in-flight requests", config.shutdown_grace);
             match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
-                Ok(result) => result??,
+                Ok(result) => { result??; true }
                 Err(_) => {
                     tracing::warn!("in-flight requests did not finish within {:?}; closing them", config.shutdown_grace);
                     serving.abort();
+                    false
                 }
             }
         }
-    }
+    };
     maintenance.stop().await;
     // Records of aborted requests are written when their meters drop, which
     // the abort above has done by now.
     tokio::task::spawn_blocking(move || recorder.shutdown()).await?;
+    // Cut-off requests may have left an object file without its commit:
+    // only a full drain counts as a clean stop.
+    if drained {
+        objects.stopped_cleanly()?;
+    }
     Ok(())
 }
