@@ -142,7 +142,6 @@ fn condition(
 }
 
 /// The checksums the client sent before the body, by algorithm.
-#[allow(clippy::too_many_arguments)]
 fn claimed(
     crc32: Option<String>,
     crc32c: Option<String>,

@@ -525,7 +525,6 @@ impl Objects {
             .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub async fn list(
         &self,
         project: &ProjectId,

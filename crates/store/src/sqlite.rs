@@ -879,7 +879,6 @@ impl KvVersions {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn put(
     transaction: &rusqlite::Transaction<'_>,
     versions: &mut KvVersions,
