@@ -1,26 +1,29 @@
-//! Group commit for key-value and document writes: one writer thread with a
-//! connection of its own takes every write that is waiting, applies them in
-//! order in one transaction, commits once (one fsync), then answers each
-//! caller. A caller is answered only after the commit, so acknowledged
-//! still means durable; under concurrency, one fsync covers many writes.
+//! Group commit for key-value, document and object writes: one writer
+//! thread with a connection of its own takes every write that is waiting,
+//! applies them in order, makes them durable together, then answers each
+//! caller. Key-value writes go to the key-value journal (one append, one
+//! `fdatasync`; see `kv_journal`), the others into one transaction (one
+//! commit, one fsync). A caller is answered only after that, so
+//! acknowledged still means durable; under concurrency, one sync covers
+//! many writes.
 use crate::docs::{DocWrite, DocWritten, Index};
 use crate::docs_sqlite::{
     apply_create_index, apply_doc_batch, apply_drop_index, apply_fill_index, apply_finish_index,
 };
 use crate::objects::{ObjectDone, ObjectOp};
 use crate::objects_sqlite::apply_object_op;
-use crate::sqlite::{KvVersions, apply_kv_op, open_connection};
+use crate::kv_journal::{KvJournal, KvOverlay};
+use crate::sqlite::open_connection;
 use crate::{KvBatchOp, StoreError};
 use domain::{CollectionName, ProjectId};
 use rusqlite::{Connection, Transaction};
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 1024;
-/// Most expired entries deleted from disk with one batch.
-const PURGE_PER_BATCH: i64 = 256;
 
 /// What a write answers.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,6 +37,8 @@ pub enum KvDone {
 #[derive(Debug)]
 pub(crate) enum WriteOp {
     Kv(KvBatchOp),
+    /// Writes the key-value entries acknowledged so far into the table.
+    KvCheckpoint,
     /// An atomic batch of document writes.
     Docs {
         project: ProjectId,
@@ -68,6 +73,7 @@ pub(crate) enum WriteOp {
 #[derive(Debug)]
 pub(crate) enum Written {
     Kv(KvDone),
+    Checkpointed,
     Docs(Vec<DocWritten>),
     Index(bool),
     /// A new index's collection and index numbers.
@@ -78,15 +84,14 @@ pub(crate) enum Written {
 }
 
 impl WriteOp {
-    /// Applies the write in the group's transaction. A failed write leaves
-    /// nothing behind: a document batch runs in a savepoint of its own.
-    fn apply(
-        &self,
-        transaction: &mut Transaction<'_>,
-        versions: &mut KvVersions,
-    ) -> Result<Written, StoreError> {
+    /// Applies a write other than key-value in the group's transaction. A
+    /// failed write leaves nothing behind: a document batch runs in a
+    /// savepoint of its own.
+    fn apply(&self, transaction: &mut Transaction<'_>) -> Result<Written, StoreError> {
         match self {
-            WriteOp::Kv(op) => apply_kv_op(transaction, versions, op).map(Written::Kv),
+            WriteOp::Kv(_) | WriteOp::KvCheckpoint => Err(StoreError::WriteFailed(
+                "a key-value write in the transaction".to_owned(),
+            )),
             WriteOp::Docs { project, writes } => {
                 apply_doc_batch(transaction, project, writes).map(Written::Docs)
             }
@@ -147,12 +152,15 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(path: &Path) -> Result<Self, StoreError> {
-        let connection = open_connection(path)?;
+    /// Starts the writer on the database at `path`, after replaying the
+    /// key-value journal at `journal` into it.
+    pub fn start(path: &Path, journal: &Path, overlay: Arc<KvOverlay>) -> Result<Self, StoreError> {
+        let mut connection = open_connection(path)?;
+        let journal = KvJournal::open(&mut connection, journal, overlay)?;
         let (jobs, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("wok-writer".to_owned())
-            .spawn(move || write_loop(connection, receiver))
+            .spawn(move || write_loop(connection, journal, receiver))
             .map_err(|error| StoreError::WriteFailed(format!("starting the writer: {error}")))?;
         Ok(Self {
             jobs: Some(jobs),
@@ -239,62 +247,122 @@ impl Drop for Writer {
     }
 }
 
-fn write_loop(mut connection: Connection, receiver: Receiver<Job>) {
-    while let Ok(first) = receiver.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+fn write_loop(mut connection: Connection, mut journal: KvJournal, receiver: Receiver<Job>) {
+    loop {
+        // Waiting for writes, up to when the key-value journal is due for
+        // a checkpoint.
+        let first = match journal.checkpoint_due() {
+            None => match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            Some(wait) => match receiver.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    // A failed checkpoint is tried again later; meanwhile
+                    // the entries stay in the journal and in memory.
+                    let _ = journal.checkpoint(&mut connection);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        let batch = gather(first, &receiver);
+        let answers = run_batch(&mut connection, &mut journal, &batch);
+        for (job, answer) in batch.into_iter().zip(answers) {
+            job.reply.send(answer);
         }
+        if journal.checkpoint_due() == Some(std::time::Duration::ZERO) {
+            let _ = journal.checkpoint(&mut connection);
+        }
+    }
+    let _ = journal.checkpoint(&mut connection);
+}
+
+/// Applies a batch and makes it durable; one answer per job, in order.
+fn run_batch(connection: &mut Connection, journal: &mut KvJournal, batch: &[Job]) -> Vec<Answer> {
+    let mut answers: Vec<Option<Answer>> = batch.iter().map(|_| None).collect();
+    // Key-value writes: into the journal, one append and one sync.
+    let mut journaled = Vec::new();
+    for (i, job) in batch.iter().enumerate() {
+        if let WriteOp::Kv(op) = &job.op {
+            let answer = journal.apply(connection, op).map(Written::Kv);
+            if answer.is_ok() {
+                journaled.push(i);
+            }
+            answers[i] = Some(answer);
+        }
+    }
+    if let Err(error) = journal.commit() {
+        let why = error.to_string();
+        for i in journaled {
+            answers[i] = Some(Err(StoreError::WriteFailed(why.clone())));
+        }
+    }
+    // Checkpoints asked for: after the batch's key-value writes.
+    for (i, job) in batch.iter().enumerate() {
+        if let WriteOp::KvCheckpoint = &job.op {
+            answers[i] = Some(journal.checkpoint(connection).map(|()| Written::Checkpointed));
+        }
+    }
+    // The other writes: one transaction, one commit.
+    let others: Vec<usize> = (0..batch.len()).filter(|i| answers[*i].is_none()).collect();
+    if !others.is_empty() {
         let outcome = (|| -> Result<Vec<Answer>, rusqlite::Error> {
             // Immediate: take the write lock first (waiting for it, up to the
             // busy timeout). A deferred transaction that read first would
             // fail at once if another connection wrote in between.
             let mut transaction =
                 connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut versions = KvVersions::default();
-            let mut results = Vec::with_capacity(batch.len());
-            for job in &batch {
+            let mut results = Vec::with_capacity(others.len());
+            for &i in &others {
                 // A write whose condition fails writes nothing and fails
-                // alone; a database error fails the whole batch.
-                match job.op.apply(&mut transaction, &mut versions) {
+                // alone; a database error fails the whole transaction.
+                match batch[i].op.apply(&mut transaction) {
                     Ok(done) => results.push(Ok(done)),
                     Err(StoreError::Database(error)) => return Err(error),
                     Err(error) => results.push(Err(error)),
                 }
-            }
-            // Expired entries are invisible already; each batch also deletes
-            // some from disk, in the same commit.
-            let kv_now = batch.iter().filter_map(|job| match &job.op {
-                WriteOp::Kv(op) => Some(op.now()),
-                _ => None,
-            });
-            versions.flush(&transaction)?;
-            if let Some(now) = kv_now.max() {
-                transaction
-                    .prepare_cached(
-                        "DELETE FROM kv WHERE (project, store, key) IN
-                           (SELECT project, store, key FROM kv WHERE expires_at <= ? LIMIT ?)",
-                    )?
-                    .execute(rusqlite::params![now, PURGE_PER_BATCH])?;
             }
             transaction.commit()?;
             Ok(results)
         })();
         match outcome {
             Ok(results) => {
-                for (job, result) in batch.into_iter().zip(results) {
-                    job.reply.send(result);
+                for (i, result) in others.into_iter().zip(results) {
+                    answers[i] = Some(result);
                 }
             }
             Err(error) => {
-                for job in batch {
-                    job.reply
-                        .send(Err(StoreError::WriteFailed(error.to_string())));
+                for i in others {
+                    answers[i] = Some(Err(StoreError::WriteFailed(error.to_string())));
                 }
             }
         }
     }
+    answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(|| Err(stopped())))
+        .collect()
+}
+
+/// The batch that starts with `first`: every write waiting, and no more.
+/// (Waiting for more would leave the core idle while the batch syncs:
+/// the writes that arrive meanwhile make the next batch.)
+fn gather(first: Job, receiver: &Receiver<Job>) -> Vec<Job> {
+    let mut batch = vec![first];
+    let drain = |batch: &mut Vec<Job>| {
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+    };
+    drain(&mut batch);
+    if batch.len() == 1 {
+        std::thread::yield_now();
+        drain(&mut batch);
+    }
+    batch
 }

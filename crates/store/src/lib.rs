@@ -10,6 +10,7 @@ pub mod docs;
 mod docs_sqlite;
 mod group_commit;
 mod kv;
+mod kv_journal;
 pub mod objects;
 mod objects_sqlite;
 mod sqlite;

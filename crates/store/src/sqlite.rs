@@ -4,12 +4,13 @@ use crate::docs::{
 };
 use crate::docs_sqlite::{self, DOCS_SCHEMA};
 use crate::group_commit::{PendingWrite, WriteOp, Writer, Written};
+use crate::kv_journal::KvOverlay;
 use crate::objects::{
     Bucket, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, ObjectStore, Part, Upload,
 };
 use crate::objects_sqlite::{self, OBJECTS_SCHEMA};
 use crate::{
-    Condition, FunctionVersion, KvEntry, KvStore, MetaStore, NewVersion, StoreError, StoredLogLine,
+    FunctionVersion, KvEntry, KvStore, MetaStore, NewVersion, StoreError, StoredLogLine,
 };
 use crate::{KvBatchOp, KvDone};
 use domain::{
@@ -19,21 +20,31 @@ use domain::{
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The embedded store: one SQLite file in WAL mode with `synchronous=FULL`,
 /// so an acknowledged write survives a crash or power loss.
 pub struct SqliteStore {
     connection: Mutex<Connection>,
-    /// Key-value and document writes go through group commit on a
+    /// Key-value, document and object writes go through group commit on a
     /// connection of its own.
     writer: Writer,
+    /// Key-value writes acknowledged and not yet in the table.
+    kv_overlay: Arc<KvOverlay>,
     /// Key-value point reads, on a connection of their own.
     kv_reader: Mutex<Connection>,
     /// Document reads, on connections of their own: one per concurrent
     /// reader, kept for reuse.
     readers: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
+}
+
+/// The key-value journal of the database at `path`: `wok.db` has
+/// `wok.db-kv-journal` (like SQLite's own `-wal`).
+fn kv_journal_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-kv-journal");
+    name.into()
 }
 
 /// A connection with wok's settings: WAL, and `synchronous=FULL` so that a
@@ -198,13 +209,26 @@ impl SqliteStore {
              SELECT DISTINCT project, ? FROM functions",
             params![now_millis()],
         )?;
+        let kv_overlay = Arc::new(KvOverlay::default());
         Ok(Self {
             connection: Mutex::new(connection),
-            writer: Writer::start(path)?,
+            writer: Writer::start(path, &kv_journal_path(path), kv_overlay.clone())?,
+            kv_overlay,
             kv_reader: Mutex::new(open_reader(path)?),
             readers: Mutex::new(Vec::new()),
             path: path.to_owned(),
         })
+    }
+
+    /// Writes the key-value entries acknowledged so far from the journal
+    /// into the table (the writer also does so on its own, at least once a
+    /// second while there are any).
+    pub fn kv_checkpoint(&self) -> Result<(), StoreError> {
+        self.writer
+            .write(WriteOp::KvCheckpoint, |written| match written {
+                Written::Checkpointed => Some(()),
+                _ => None,
+            })
     }
 
     /// Runs `read` on a reader connection of the pool (opened on demand).
@@ -533,6 +557,8 @@ impl MetaStore for SqliteStore {
     }
 
     fn remove_project(&self, project: &ProjectId) -> Result<bool, StoreError> {
+        // Key-value entries still in the journal count too.
+        self.kv_checkpoint()?;
         let mut connection = self.lock();
         let transaction =
             connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -796,8 +822,8 @@ impl MetaStore for SqliteStore {
     }
 }
 
-/// The live entry of a key inside a transaction (expired ones count as absent).
-fn live_entry(
+/// The live entry of a key in the table (expired ones count as absent).
+pub(crate) fn live_entry(
     connection: &Connection,
     project: &ProjectId,
     store: &StoreName,
@@ -822,90 +848,6 @@ fn live_entry(
         .optional()?)
 }
 
-fn check(condition: Condition, live: &Option<KvEntry>) -> Result<(), StoreError> {
-    let holds = match condition {
-        Condition::Always => true,
-        Condition::Absent => live.is_none(),
-        Condition::Version(version) => live.as_ref().is_some_and(|entry| entry.version == version),
-    };
-    if holds {
-        Ok(())
-    } else {
-        Err(StoreError::ConditionFailed)
-    }
-}
-
-/// The next version numbers of the stores a batch writes to, kept in
-/// memory for the batch: each store's counter is read once and written back
-/// once (`flush`), instead of once per write. Only the writer thread writes
-/// the counters, so nothing else can move them meanwhile.
-#[derive(Default)]
-pub(crate) struct KvVersions(std::collections::HashMap<(ProjectId, StoreName), u64>);
-
-impl KvVersions {
-    fn next(
-        &mut self,
-        transaction: &rusqlite::Transaction<'_>,
-        project: &ProjectId,
-        store: &StoreName,
-    ) -> Result<u64, StoreError> {
-        if let Some(last) = self.0.get_mut(&(project.clone(), store.clone())) {
-            *last += 1;
-            return Ok(*last);
-        }
-        let last: i64 = transaction
-            .prepare_cached("SELECT last_version FROM kv_stores WHERE project = ? AND store = ?")?
-            .query_row(params![project.as_str(), store.as_str()], |row| row.get(0))
-            .optional()?
-            .unwrap_or(0);
-        let next = last as u64 + 1;
-        self.0.insert((project.clone(), store.clone()), next);
-        Ok(next)
-    }
-
-    /// Writes the counters back, in the batch's transaction.
-    pub(crate) fn flush(
-        &mut self,
-        transaction: &rusqlite::Transaction<'_>,
-    ) -> Result<(), rusqlite::Error> {
-        let mut statement = transaction.prepare_cached(
-            "INSERT INTO kv_stores (project, store, last_version) VALUES (?, ?, ?)
-             ON CONFLICT (project, store) DO UPDATE SET last_version = excluded.last_version",
-        )?;
-        for ((project, store), last) in self.0.drain() {
-            statement.execute(params![project.as_str(), store.as_str(), last as i64])?;
-        }
-        Ok(())
-    }
-}
-
-fn put(
-    transaction: &rusqlite::Transaction<'_>,
-    versions: &mut KvVersions,
-    project: &ProjectId,
-    store: &StoreName,
-    key: &str,
-    value: &[u8],
-    expires_at: Option<UnixMillis>,
-) -> Result<u64, StoreError> {
-    let version = versions.next(transaction, project, store)?;
-    transaction
-        .prepare_cached(
-            "INSERT INTO kv (project, store, key, value, version, expires_at) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (project, store, key) DO UPDATE
-             SET value = excluded.value, version = excluded.version, expires_at = excluded.expires_at",
-        )?
-        .execute(params![
-            project.as_str(),
-            store.as_str(),
-            key,
-            value,
-            version as i64,
-            expires_at
-        ])?;
-    Ok(version)
-}
-
 impl KvBatchOp {
     /// The time the write happens at.
     pub fn now(&self) -> UnixMillis {
@@ -913,87 +855,6 @@ impl KvBatchOp {
             KvBatchOp::Set { now, .. }
             | KvBatchOp::Delete { now, .. }
             | KvBatchOp::Increment { now, .. } => *now,
-        }
-    }
-}
-
-/// Applies one write inside the batch's transaction. A failed condition or
-/// a value that is not a number writes nothing.
-pub(crate) fn apply_kv_op(
-    transaction: &rusqlite::Transaction<'_>,
-    versions: &mut KvVersions,
-    op: &KvBatchOp,
-) -> Result<KvDone, StoreError> {
-    match op {
-        KvBatchOp::Set {
-            project,
-            store,
-            key,
-            value,
-            expires_at,
-            condition,
-            now,
-        } => {
-            if *condition != Condition::Always {
-                check(
-                    *condition,
-                    &live_entry(transaction, project, store, key, *now)?,
-                )?;
-            }
-            put(
-                transaction,
-                versions,
-                project,
-                store,
-                key,
-                value,
-                *expires_at,
-            )
-            .map(KvDone::Version)
-        }
-        KvBatchOp::Delete {
-            project,
-            store,
-            key,
-            condition,
-            now,
-        } => {
-            let live = live_entry(transaction, project, store, key, *now)?;
-            check(*condition, &live)?;
-            transaction
-                .prepare_cached("DELETE FROM kv WHERE project = ? AND store = ? AND key = ?")?
-                .execute(params![project.as_str(), store.as_str(), key])?;
-            Ok(KvDone::Deleted(live.is_some()))
-        }
-        KvBatchOp::Increment {
-            project,
-            store,
-            key,
-            by,
-            now,
-        } => {
-            let live = live_entry(transaction, project, store, key, *now)?;
-            let (current, expires_at) = match &live {
-                None => (0, None),
-                Some(entry) => (
-                    std::str::from_utf8(&entry.value)
-                        .ok()
-                        .and_then(|text| text.trim().parse::<i64>().ok())
-                        .ok_or(StoreError::NotANumber)?,
-                    entry.expires_at,
-                ),
-            };
-            let sum = current.checked_add(*by).ok_or(StoreError::Overflow)?;
-            put(
-                transaction,
-                versions,
-                project,
-                store,
-                key,
-                sum.to_string().as_bytes(),
-                expires_at,
-            )?;
-            Ok(KvDone::Sum(sum))
         }
     }
 }
@@ -1006,6 +867,12 @@ impl KvStore for SqliteStore {
         key: &str,
         now: UnixMillis,
     ) -> Result<Option<KvEntry>, StoreError> {
+        // Acknowledged writes not yet in the table first. Checkpoints empty
+        // the overlay only after their commit, so a key missing here is in
+        // the table by the time it is read there.
+        if let Some(state) = self.kv_overlay.get(project, store, key, now) {
+            return Ok(state);
+        }
         // A connection of its own: reads wait neither for record batches
         // nor for key-value commits (WAL readers see the last commit).
         let connection = self
@@ -1024,7 +891,6 @@ impl KvStore for SqliteStore {
         limit: u32,
         now: UnixMillis,
     ) -> Result<Vec<String>, StoreError> {
-        let connection = self.lock();
         // Keys from max(prefix, after) upwards, while they keep the prefix:
         // a range scan on the primary key, no offset.
         let start = match after {
@@ -1032,6 +898,13 @@ impl KvStore for SqliteStore {
             _ => prefix,
         };
         let strictly_after = after.is_some_and(|after| after >= prefix);
+        // Acknowledged writes not yet in the table win over it; read them
+        // first (see `kv_get`). Each can hide at most one key of the table,
+        // so that many more keys are read from it.
+        let newer = self
+            .kv_overlay
+            .range(project, store, start, strictly_after, prefix, now);
+        let connection = self.lock();
         let mut statement = connection.prepare_cached(
             "SELECT key FROM kv
              WHERE project = ?1 AND store = ?2
@@ -1056,12 +929,21 @@ impl KvStore for SqliteStore {
                 strictly_after,
                 prefix,
                 now,
-                limit,
+                i64::from(limit) + newer.len() as i64,
                 end
             ],
             |row| row.get::<_, String>(0),
         )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut keys = std::collections::BTreeMap::new();
+        for key in rows {
+            keys.insert(key?, true);
+        }
+        keys.extend(newer);
+        Ok(keys
+            .into_iter()
+            .filter_map(|(key, live)| live.then_some(key))
+            .take(limit as usize)
+            .collect())
     }
 
     fn kv_write(&self, write: KvBatchOp) -> PendingWrite {
@@ -1077,7 +959,12 @@ impl KvStore for SqliteStore {
         let mut statement =
             connection.prepare("SELECT store FROM kv_stores WHERE project = ? ORDER BY store")?;
         let rows = statement.query_map(params![project.as_str()], |row| row.get::<_, String>(0))?;
-        rows.map(|row| StoreName::new(row?).map_err(|e| StoreError::Corrupt(e.to_string())))
+        let mut stores = rows.collect::<Result<std::collections::BTreeSet<_>, _>>()?;
+        // Stores first written since the last checkpoint.
+        stores.extend(self.kv_overlay.stores(project));
+        stores
+            .into_iter()
+            .map(|store| StoreName::new(store).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect()
     }
 }

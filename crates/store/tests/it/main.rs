@@ -614,23 +614,17 @@ fn concurrent_key_value_writes_each_apply_once() {
 }
 
 #[test]
-fn expired_key_value_entries_are_deleted_from_disk_by_later_writes() {
+fn expired_key_value_entries_are_deleted_from_disk_by_later_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wok.db");
     let store = SqliteStore::open(&path).unwrap();
     let project = ProjectId::default_project();
     let cache = StoreName::new("cache").unwrap();
-    store
-        .kv_set(
-            &project,
-            &cache,
-            "session",
-            b"s",
-            Some(1_010),
-            Condition::Always,
-            1_000,
-        )
-        .unwrap();
+    let set = |key: &str, expires_at, now| {
+        store
+            .kv_set(&project, &cache, key, b"v", expires_at, Condition::Always, now)
+            .unwrap();
+    };
     let on_disk = || -> i64 {
         rusqlite::Connection::open(&path)
             .unwrap()
@@ -639,30 +633,136 @@ fn expired_key_value_entries_are_deleted_from_disk_by_later_writes() {
             })
             .unwrap()
     };
-    store
-        .kv_set(
-            &project,
-            &cache,
-            "other",
-            b"o",
-            None,
-            Condition::Always,
-            1_005,
-        )
-        .unwrap();
+    set("session", Some(1_010), 1_000);
+    set("other", None, 1_005);
+    store.kv_checkpoint().unwrap();
     assert_eq!(on_disk(), 1, "not expired yet");
-    store
-        .kv_set(
-            &project,
-            &cache,
-            "other",
-            b"o",
-            None,
-            Condition::Always,
-            1_010,
-        )
-        .unwrap();
+    set("other", None, 1_010);
+    assert_eq!(on_disk(), 1, "still in the journal's checkpoint");
+    store.kv_checkpoint().unwrap();
     assert_eq!(on_disk(), 0);
+    assert!(store.kv_get(&project, &cache, "session", 1_010).unwrap().is_none());
+}
+
+/// Copies the database and its key-value journal as a crash would leave
+/// them: the journal first, so that a checkpoint in between finds its
+/// entries in the database's WAL instead.
+fn crash_copy(from: &std::path::Path, to: &std::path::Path) {
+    for suffix in ["-kv-journal", "-wal", ""] {
+        let name = |dir: &std::path::Path| {
+            let mut name = dir.join("wok.db").into_os_string();
+            name.push(suffix);
+            std::path::PathBuf::from(name)
+        };
+        if name(from).exists() {
+            std::fs::copy(name(from), name(to)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn acknowledged_key_value_writes_survive_a_crash_through_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("wok.db")).unwrap();
+    let project = ProjectId::default_project();
+    let cache = StoreName::new("cache").unwrap();
+    let set = |key: &str, value: &[u8]| {
+        store
+            .kv_set(&project, &cache, key, value, None, Condition::Always, 0)
+            .unwrap()
+    };
+    // Some in the table already, some only in the journal. The journal
+    // is reused after a checkpoint: "gone" is written last, so that its
+    // record lies past the newer ones and must not be replayed. (With
+    // today's record format, the 57 bytes make the newer records end just
+    // where the record of "gone" starts.)
+    set("kept", b"1");
+    set("changed", &[b'3'; 57]);
+    set("gone", b"2");
+    store.kv_checkpoint().unwrap();
+    store
+        .kv_delete(&project, &cache, "gone", Condition::Always, 0)
+        .unwrap();
+    let changed = set("changed", b"4");
+    let sum = store.kv_increment(&project, &cache, "count", 5, 0).unwrap();
+    assert_eq!(sum, 5);
+    let copy = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), copy.path());
+    // A torn record where the records end (the first long run of zeros):
+    // a batch that was never acknowledged.
+    let mut journal = copy.path().join("wok.db").into_os_string();
+    journal.push("-kv-journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let end = bytes
+        .windows(32)
+        .position(|window| window.iter().all(|byte| *byte == 0))
+        .unwrap();
+    bytes[end..end + 9].copy_from_slice(&[40, 0, 0, 0, 1, 2, 3, 4, 1]);
+    std::fs::write(&journal, bytes).unwrap();
+
+    let reopened = SqliteStore::open(&copy.path().join("wok.db")).unwrap();
+    let get = |key| reopened.kv_get(&project, &cache, key, 0).unwrap();
+    assert_eq!(get("kept").unwrap().value, b"1");
+    assert!(get("gone").is_none());
+    let entry = get("changed").unwrap();
+    assert_eq!((entry.value.as_slice(), entry.version), (&b"4"[..], changed));
+    assert_eq!(get("count").unwrap().value, b"5");
+    // Versions go on from the replayed ones: never reused.
+    let next = reopened
+        .kv_set(&project, &cache, "new", b"n", None, Condition::Always, 0)
+        .unwrap();
+    assert!(next > changed, "{next} after {changed}");
+    assert_eq!(
+        reopened.kv_list(&project, &cache, "", None, 100, 0).unwrap(),
+        ["changed", "count", "kept", "new"]
+    );
+}
+
+#[test]
+fn key_value_listings_merge_the_journal_with_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("wok.db")).unwrap();
+    let project = ProjectId::default_project();
+    let cache = StoreName::new("cache").unwrap();
+    let set = |key: &str, expires_at| {
+        store
+            .kv_set(&project, &cache, key, b"v", expires_at, Condition::Always, 100)
+            .unwrap();
+    };
+    for key in ["a", "b", "c", "d", "e"] {
+        set(key, None);
+    }
+    store.kv_checkpoint().unwrap();
+    // Newer than the table: deleted, expiring, new.
+    store
+        .kv_delete(&project, &cache, "b", Condition::Always, 100)
+        .unwrap();
+    set("c", Some(150));
+    set("bb", None);
+    set("f", None);
+    let list = |after: Option<&str>, limit, now| {
+        store
+            .kv_list(&project, &cache, "", after, limit, now)
+            .unwrap()
+    };
+    assert_eq!(list(None, 100, 100), ["a", "bb", "c", "d", "e", "f"]);
+    assert_eq!(list(None, 100, 200), ["a", "bb", "d", "e", "f"]);
+    // Pages of two, each continuing after the last key.
+    assert_eq!(list(None, 2, 200), ["a", "bb"]);
+    assert_eq!(list(Some("bb"), 2, 200), ["d", "e"]);
+    assert_eq!(list(Some("e"), 2, 200), ["f"]);
+    // Stores written to only since the checkpoint are listed too.
+    let fresh = StoreName::new("fresh").unwrap();
+    store
+        .kv_set(&project, &fresh, "k", b"v", None, Condition::Always, 100)
+        .unwrap();
+    let stores: Vec<String> = store
+        .kv_stores(&project)
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(stores, ["cache", "fresh"]);
 }
 
 #[tokio::test]

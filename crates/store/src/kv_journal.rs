@@ -1,0 +1,734 @@
+//! Key-value writes, journaled. A batch of key-value writes is appended to
+//! an append-only journal file next to the database and made durable with
+//! one `fdatasync`; only then are its callers answered. The entries live
+//! in memory (the overlay, which reads consult first) until a checkpoint
+//! writes them into the `kv` table in one transaction, in key order, and
+//! empties the journal. A start replays what the journal holds.
+//!
+//! Why: a durable write into the B-tree costs a 4 KiB WAL page per small
+//! value (64 writes to random keys dirty about 64 leaf pages), while the
+//! journal costs the bytes of the write. A checkpoint writes each page once
+//! for all the writes it covers, and a key written many times once.
+//!
+//! The file is reused, not truncated: it is extended with zeros ahead of
+//! the records (so that a sync writes data, not the file's size), and after
+//! a checkpoint the next records overwrite it from the start under the
+//! next generation number. Replay reads from the start while records carry
+//! the generation of the first one, and stops at the first record that is
+//! short, zero or fails its check: only a batch that was never
+//! acknowledged can be torn.
+//!
+//! Record format, little-endian: `u32` payload length, `u32` CRC-32 of the
+//! payload, then the payload: `u64` generation, `u8` kind (1 set,
+//! 2 delete), `u64` version, `i64` expiry (`i64::MIN`: none), then project,
+//! store and key, each as a `u16` length and bytes, and for a set the
+//! value as a `u32` length and bytes.
+//!
+//! Replaying a record applied already is harmless: records hold the state
+//! they leave (an increment is journaled as the set it amounts to), so the
+//! last record of a key is its state, and the newest generation is the one
+//! at the start of the file.
+use crate::kv::{Condition, KvBatchOp, KvDone, KvEntry};
+use crate::sqlite::live_entry;
+use crate::StoreError;
+use domain::{ProjectId, StoreName, UnixMillis, now_millis};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// A checkpoint runs once the oldest entry not yet in the table is this old.
+pub(crate) const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
+/// ... or once this many keys wait in memory.
+const CHECKPOINT_ENTRIES: usize = 32_768;
+/// ... or once the journal holds this many bytes.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// The journal file grows by at least this much at a time, in zeros.
+const EXTEND_BY: u64 = 4 << 20;
+/// Most expired entries deleted from disk by one checkpoint.
+const PURGE_PER_CHECKPOINT: i64 = 10_000;
+
+const SET: u8 = 1;
+const DELETE: u8 = 2;
+
+/// A key's state not yet written to the table: its value, or `None` for
+/// a deletion.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    value: Option<Vec<u8>>,
+    version: u64,
+    expires_at: Option<UnixMillis>,
+}
+
+impl Pending {
+    /// The entry as a read at `now` sees it.
+    fn live(&self, now: UnixMillis) -> Option<KvEntry> {
+        let value = self.value.as_ref()?;
+        if self.expires_at.is_some_and(|at| at <= now) {
+            return None;
+        }
+        Some(KvEntry {
+            value: value.clone(),
+            version: self.version,
+            expires_at: self.expires_at,
+        })
+    }
+
+    fn is_live(&self, now: UnixMillis) -> bool {
+        self.value.is_some() && self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// `project NUL store NUL key`: names hold no NUL, so one store's keys are
+/// one range, in the table's (byte) order.
+fn composite(project: &str, store: &str, key: &str) -> String {
+    let mut text = String::with_capacity(project.len() + store.len() + key.len() + 2);
+    text.push_str(project);
+    text.push('\0');
+    text.push_str(store);
+    text.push('\0');
+    text.push_str(key);
+    text
+}
+
+fn split(composite: &str) -> Option<(&str, &str, &str)> {
+    let (project, rest) = composite.split_once('\0')?;
+    let (store, key) = rest.split_once('\0')?;
+    Some((project, store, key))
+}
+
+/// The acknowledged key-value writes not yet in the table, for reads.
+#[derive(Default)]
+pub(crate) struct KvOverlay {
+    entries: RwLock<BTreeMap<String, Pending>>,
+    /// Stores written to since the last checkpoint (the table lists the
+    /// others).
+    stores: RwLock<BTreeSet<(String, String)>>,
+}
+
+impl KvOverlay {
+    /// `Some` when the key has a state newer than the table's: the entry,
+    /// or `None` inside if it is deleted or expired.
+    pub(crate) fn get(
+        &self,
+        project: &ProjectId,
+        store: &StoreName,
+        key: &str,
+        now: UnixMillis,
+    ) -> Option<Option<KvEntry>> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(&composite(project.as_str(), store.as_str(), key))
+            .map(|pending| pending.live(now))
+    }
+
+    /// The keys of the store from `start` on (past it if `strictly_after`)
+    /// that start with `prefix`, each with whether it is live at `now`.
+    pub(crate) fn range(
+        &self,
+        project: &ProjectId,
+        store: &StoreName,
+        start: &str,
+        strictly_after: bool,
+        prefix: &str,
+        now: UnixMillis,
+    ) -> Vec<(String, bool)> {
+        let from = composite(project.as_str(), store.as_str(), start);
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .range(from..)
+            .map_while(|(composite, pending)| {
+                let (p, s, key) = split(composite)?;
+                (p == project.as_str() && s == store.as_str() && key.starts_with(prefix))
+                    .then(|| (key.to_owned(), pending.is_live(now)))
+            })
+            .filter(|(key, _)| !(strictly_after && key == start))
+            .collect()
+    }
+
+    /// The project's stores written to since the last checkpoint.
+    pub(crate) fn stores(&self, project: &ProjectId) -> Vec<String> {
+        let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
+        stores
+            .iter()
+            .filter(|(p, _)| p == project.as_str())
+            .map(|(_, store)| store.clone())
+            .collect()
+    }
+}
+
+/// The writer's side: the journal file, the batch being built, and the
+/// version counters.
+pub(crate) struct KvJournal {
+    file: File,
+    /// The generation of the records being written.
+    generation: u64,
+    /// Where the next batch goes: the end of this generation's records.
+    len: u64,
+    /// The file's size: written through, zeros past `len`.
+    extent: u64,
+    overlay: Arc<KvOverlay>,
+    /// The batch's writes, not yet durable: seen by later writes of the
+    /// batch, not by reads.
+    batch: BTreeMap<String, Pending>,
+    buffer: Vec<u8>,
+    /// Each store's last version; read from the table once, then kept here
+    /// (only this writer gives out versions).
+    versions: HashMap<(ProjectId, StoreName), u64>,
+    /// Stores whose counter moved since the last checkpoint.
+    moved: BTreeSet<(ProjectId, StoreName)>,
+    expiry: KvExpiry,
+    /// When the oldest write not yet in the table was made durable.
+    since: Option<Instant>,
+    /// The latest `now` a write carried (the clock at start): what has
+    /// expired at checkpoints.
+    latest_now: UnixMillis,
+    /// Set when a failed append could not be marked as the end: what
+    /// follows the last good record is unknown, so no more writes go in.
+    broken: Option<String>,
+}
+
+impl KvJournal {
+    /// Opens the journal at `path`, replays it into the table and empties
+    /// it.
+    pub(crate) fn open(
+        connection: &mut Connection,
+        path: &Path,
+        overlay: Arc<KvOverlay>,
+    ) -> Result<Self, StoreError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|error| journal_error("opening", &error))?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut bytes)
+            .map_err(|error| journal_error("reading", &error))?;
+        let mut journal = Self {
+            generation: 0,
+            len: 0,
+            extent: bytes.len() as u64,
+            file,
+            overlay,
+            batch: BTreeMap::new(),
+            buffer: Vec::new(),
+            versions: HashMap::new(),
+            moved: BTreeSet::new(),
+            expiry: KvExpiry::load(connection)?,
+            since: None,
+            latest_now: now_millis(),
+            broken: None,
+        };
+        let mut replayed = BTreeMap::new();
+        let mut rest = bytes.as_slice();
+        let mut first = None;
+        while let Some((record, tail)) = Record::decode(rest) {
+            if *first.get_or_insert(record.generation) != record.generation {
+                break;
+            }
+            rest = tail;
+            let (Ok(project), Ok(store)) = (
+                ProjectId::new(record.project),
+                StoreName::new(record.store),
+            ) else {
+                break;
+            };
+            if record.pending.value.is_some() {
+                let last = journal
+                    .versions
+                    .entry((project.clone(), store.clone()))
+                    .or_insert(0);
+                *last = (*last).max(record.pending.version);
+                journal.moved.insert((project.clone(), store.clone()));
+                if let Some(at) = record.pending.expires_at {
+                    journal.expiry.lower(at);
+                }
+            }
+            replayed.insert(
+                composite(project.as_str(), store.as_str(), record.key),
+                record.pending,
+            );
+        }
+        *journal
+            .overlay
+            .entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = replayed;
+        // Counters replayed are maxima of what the journal holds; the
+        // table's may be higher.
+        journal.generation = first.unwrap_or(0);
+        journal.checkpoint(connection)?;
+        journal.versions.clear();
+        // From now on, time is what the writes say (every call of the
+        // contract names its `now`).
+        journal.latest_now = UnixMillis::MIN;
+        Ok(journal)
+    }
+
+    /// Applies one write to the batch; a failed condition or a value that
+    /// is not a number writes nothing.
+    pub(crate) fn apply(
+        &mut self,
+        connection: &Connection,
+        op: &KvBatchOp,
+    ) -> Result<KvDone, StoreError> {
+        if let Some(why) = &self.broken {
+            return Err(StoreError::WriteFailed(why.clone()));
+        }
+        self.latest_now = self.latest_now.max(op.now());
+        match op {
+            KvBatchOp::Set {
+                project,
+                store,
+                key,
+                value,
+                expires_at,
+                condition,
+                now,
+            } => {
+                if *condition != Condition::Always {
+                    let live = self.live(connection, project, store, key, *now)?;
+                    check(*condition, &live)?;
+                }
+                self.put(connection, project, store, key, value.clone(), *expires_at)
+                    .map(KvDone::Version)
+            }
+            KvBatchOp::Delete {
+                project,
+                store,
+                key,
+                condition,
+                now,
+            } => {
+                let live = self.live(connection, project, store, key, *now)?;
+                check(*condition, &live)?;
+                if live.is_some() {
+                    let pending = Pending {
+                        value: None,
+                        version: 0,
+                        expires_at: None,
+                    };
+                    self.record(project, store, key, pending);
+                }
+                Ok(KvDone::Deleted(live.is_some()))
+            }
+            KvBatchOp::Increment {
+                project,
+                store,
+                key,
+                by,
+                now,
+            } => {
+                let live = self.live(connection, project, store, key, *now)?;
+                let (current, expires_at) = match &live {
+                    None => (0, None),
+                    Some(entry) => (
+                        std::str::from_utf8(&entry.value)
+                            .ok()
+                            .and_then(|text| text.trim().parse::<i64>().ok())
+                            .ok_or(StoreError::NotANumber)?,
+                        entry.expires_at,
+                    ),
+                };
+                let sum = current.checked_add(*by).ok_or(StoreError::Overflow)?;
+                self.put(
+                    connection,
+                    project,
+                    store,
+                    key,
+                    sum.to_string().into_bytes(),
+                    expires_at,
+                )?;
+                Ok(KvDone::Sum(sum))
+            }
+        }
+    }
+
+    /// The live entry as the batch sees it: its own writes, then the
+    /// acknowledged ones, then the table.
+    fn live(
+        &self,
+        connection: &Connection,
+        project: &ProjectId,
+        store: &StoreName,
+        key: &str,
+        now: UnixMillis,
+    ) -> Result<Option<KvEntry>, StoreError> {
+        if let Some(pending) = self
+            .batch
+            .get(&composite(project.as_str(), store.as_str(), key))
+        {
+            return Ok(pending.live(now));
+        }
+        if let Some(state) = self.overlay.get(project, store, key, now) {
+            return Ok(state);
+        }
+        live_entry(connection, project, store, key, now)
+    }
+
+    fn put(
+        &mut self,
+        connection: &Connection,
+        project: &ProjectId,
+        store: &StoreName,
+        key: &str,
+        value: Vec<u8>,
+        expires_at: Option<UnixMillis>,
+    ) -> Result<u64, StoreError> {
+        let counter = (project.clone(), store.clone());
+        let last = match self.versions.get(&counter) {
+            Some(last) => *last,
+            None => connection
+                .prepare_cached("SELECT last_version FROM kv_stores WHERE project = ? AND store = ?")?
+                .query_row(params![project.as_str(), store.as_str()], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .optional()?
+                .unwrap_or(0) as u64,
+        };
+        let version = last + 1;
+        self.versions.insert(counter.clone(), version);
+        self.moved.insert(counter);
+        if let Some(at) = expires_at {
+            self.expiry.lower(at);
+        }
+        let pending = Pending {
+            value: Some(value),
+            version,
+            expires_at,
+        };
+        self.record(project, store, key, pending);
+        Ok(version)
+    }
+
+    fn record(&mut self, project: &ProjectId, store: &StoreName, key: &str, pending: Pending) {
+        Record {
+            generation: self.generation,
+            project: project.as_str(),
+            store: store.as_str(),
+            key,
+            pending: pending.clone(),
+        }
+        .encode(&mut self.buffer);
+        self.batch
+            .insert(composite(project.as_str(), store.as_str(), key), pending);
+    }
+
+    /// Makes the batch durable (one write, one `fdatasync`), then visible.
+    /// On failure nothing of the batch stays, and its writes fail.
+    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+        if self.buffer.is_empty() {
+            self.batch.clear();
+            return Ok(());
+        }
+        let end = self.len + self.buffer.len() as u64;
+        // Zeros after the batch end the journal there (the next batch
+        // overwrites them); past them may lie an older generation.
+        self.buffer.extend_from_slice(&[0; 8]);
+        let written = self
+            .extend(end + 8)
+            .and_then(|()| self.file.write_all_at(&self.buffer, self.len))
+            .and_then(|()| self.file.sync_data());
+        self.buffer.clear();
+        let batch = std::mem::take(&mut self.batch);
+        if let Err(error) = written {
+            // Zeros where the batch starts end the journal there, so that
+            // a record of this batch that did reach the disk is not
+            // replayed later.
+            if let Err(mark) = self
+                .file
+                .write_all_at(&[0; 8], self.len)
+                .and_then(|()| self.file.sync_data())
+            {
+                self.broken = Some(format!(
+                    "the key-value journal could not be marked after a failed write ({mark}); restart wok"
+                ));
+            }
+            return Err(journal_error("writing", &error));
+        }
+        self.len = end;
+        self.since.get_or_insert_with(Instant::now);
+        let mut stores = self
+            .overlay
+            .stores
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        for (composite, pending) in &batch {
+            if pending.value.is_some()
+                && let Some((project, store, _)) = split(composite)
+                && !stores.contains(&(project.to_owned(), store.to_owned()))
+            {
+                stores.insert((project.to_owned(), store.to_owned()));
+            }
+        }
+        drop(stores);
+        let mut entries = self
+            .overlay
+            .entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        entries.extend(batch);
+        Ok(())
+    }
+
+    /// Grows the file with zeros to hold `needed` bytes (and some more),
+    /// so that appends overwrite written blocks. Unsynced: the batch's sync
+    /// covers it.
+    fn extend(&mut self, needed: u64) -> std::io::Result<()> {
+        if needed > self.extent {
+            let target = needed.max(self.extent + EXTEND_BY);
+            let zeros = vec![0; (target - self.extent) as usize];
+            self.file.write_all_at(&zeros, self.extent)?;
+            self.extent = target;
+        }
+        Ok(())
+    }
+
+    /// Whether a checkpoint is due now; `None` if nothing waits, else how
+    /// long until one is.
+    pub(crate) fn checkpoint_due(&self) -> Option<Duration> {
+        let since = self.since?;
+        let entries = self
+            .overlay
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        if entries >= CHECKPOINT_ENTRIES || self.len >= CHECKPOINT_BYTES {
+            return Some(Duration::ZERO);
+        }
+        Some(CHECKPOINT_AFTER.saturating_sub(since.elapsed()))
+    }
+
+    /// Writes every entry waiting in memory into the table in one
+    /// transaction, deletes expired entries from disk, then empties the
+    /// journal.
+    pub(crate) fn checkpoint(&mut self, connection: &mut Connection) -> Result<(), StoreError> {
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            // Only this thread changes the overlay: it stays as read here.
+            let entries = self
+                .overlay
+                .entries
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut upsert = transaction.prepare_cached(
+                "INSERT INTO kv (project, store, key, value, version, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (project, store, key) DO UPDATE
+                 SET value = excluded.value, version = excluded.version, expires_at = excluded.expires_at",
+            )?;
+            let mut delete = transaction
+                .prepare_cached("DELETE FROM kv WHERE project = ? AND store = ? AND key = ?")?;
+            for (composite, pending) in entries.iter() {
+                let (project, store, key) = split(composite)
+                    .ok_or_else(|| StoreError::Corrupt("a key-value journal key".to_owned()))?;
+                match &pending.value {
+                    Some(value) => upsert.execute(params![
+                        project,
+                        store,
+                        key,
+                        value,
+                        pending.version as i64,
+                        pending.expires_at
+                    ])?,
+                    None => delete.execute(params![project, store, key])?,
+                };
+            }
+            let mut counter = transaction.prepare_cached(
+                "INSERT INTO kv_stores (project, store, last_version) VALUES (?, ?, ?)
+                 ON CONFLICT (project, store) DO UPDATE
+                 SET last_version = max(last_version, excluded.last_version)",
+            )?;
+            for moved in &self.moved {
+                if let Some(last) = self.versions.get(moved) {
+                    counter.execute(params![moved.0.as_str(), moved.1.as_str(), *last as i64])?;
+                }
+            }
+        }
+        self.expiry.purge(&transaction, self.latest_now)?;
+        transaction.commit()?;
+        // In the table now: reads find them there.
+        self.overlay
+            .entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.overlay
+            .stores
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.moved.clear();
+        self.since = None;
+        // The next records overwrite the file from the start, under a new
+        // generation: until the first of them is durable, a start replays
+        // this generation again, which is harmless.
+        self.generation += 1;
+        self.len = 0;
+        Ok(())
+    }
+}
+
+fn journal_error(doing: &str, error: &std::io::Error) -> StoreError {
+    StoreError::WriteFailed(format!("{doing} the key-value journal: {error}"))
+}
+
+fn check(condition: Condition, live: &Option<KvEntry>) -> Result<(), StoreError> {
+    let holds = match condition {
+        Condition::Always => true,
+        Condition::Absent => live.is_none(),
+        Condition::Version(version) => live.as_ref().is_some_and(|entry| entry.version == version),
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(StoreError::ConditionFailed)
+    }
+}
+
+/// One journal record.
+struct Record<'a> {
+    generation: u64,
+    project: &'a str,
+    store: &'a str,
+    key: &'a str,
+    pending: Pending,
+}
+
+impl<'a> Record<'a> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        out.push(if self.pending.value.is_some() { SET } else { DELETE });
+        out.extend_from_slice(&self.pending.version.to_le_bytes());
+        out.extend_from_slice(&self.pending.expires_at.unwrap_or(i64::MIN).to_le_bytes());
+        for text in [self.project, self.store, self.key] {
+            // Names are at most 63 bytes and keys 1 KiB: a u16 holds them.
+            out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+        if let Some(value) = &self.pending.value {
+            // Values are at most 1 MiB.
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+        let payload = &out[start + 8..];
+        let length = (payload.len() as u32).to_le_bytes();
+        let crc = crc32fast::hash(payload).to_le_bytes();
+        out[start..start + 4].copy_from_slice(&length);
+        out[start + 4..start + 8].copy_from_slice(&crc);
+    }
+
+    /// The record at the start of `bytes` and what follows it; `None` at
+    /// the end or at a torn or damaged record.
+    fn decode(bytes: &'a [u8]) -> Option<(Self, &'a [u8])> {
+        let length = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        if length == 0 {
+            return None;
+        }
+        let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+        let payload = bytes.get(8..8usize.checked_add(length)?)?;
+        if crc32fast::hash(payload) != crc {
+            return None;
+        }
+        let mut reader = Reader(payload);
+        let generation = u64::from_le_bytes(reader.take(8)?.try_into().ok()?);
+        let kind = reader.take(1)?[0];
+        let version = u64::from_le_bytes(reader.take(8)?.try_into().ok()?);
+        let expires_at = match i64::from_le_bytes(reader.take(8)?.try_into().ok()?) {
+            i64::MIN => None,
+            at => Some(at),
+        };
+        let project = reader.text()?;
+        let store = reader.text()?;
+        let key = reader.text()?;
+        let value = match kind {
+            SET => {
+                let len = u32::from_le_bytes(reader.take(4)?.try_into().ok()?) as usize;
+                Some(reader.take(len)?.to_vec())
+            }
+            DELETE => None,
+            _ => return None,
+        };
+        let record = Record {
+            generation,
+            project,
+            store,
+            key,
+            pending: Pending {
+                value,
+                version,
+                expires_at,
+            },
+        };
+        Some((record, &bytes[8 + length..]))
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn text(&mut self) -> Option<&'a str> {
+        let len = u16::from_le_bytes(self.take(2)?.try_into().ok()?) as usize;
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+}
+
+/// When the earliest expiring entry on disk expires, as the writer knows
+/// it: read once at start, lowered by every write with an expiry. Expired
+/// entries are invisible already; checkpoints delete them from disk (some
+/// at a time), and do nothing about expiry while none has.
+struct KvExpiry(Option<UnixMillis>);
+
+impl KvExpiry {
+    fn load(connection: &Connection) -> Result<Self, rusqlite::Error> {
+        Ok(Self(earliest_expiry(connection)?))
+    }
+
+    fn lower(&mut self, at: UnixMillis) {
+        self.0 = Some(self.0.map_or(at, |earliest| earliest.min(at)));
+    }
+
+    fn purge(
+        &mut self,
+        transaction: &rusqlite::Transaction<'_>,
+        now: UnixMillis,
+    ) -> Result<(), rusqlite::Error> {
+        if self.0.is_none_or(|earliest| earliest > now) {
+            return Ok(());
+        }
+        transaction
+            .prepare_cached(
+                "DELETE FROM kv WHERE (project, store, key) IN
+                   (SELECT project, store, key FROM kv WHERE expires_at <= ? LIMIT ?)",
+            )?
+            .execute(params![now, PURGE_PER_CHECKPOINT])?;
+        self.0 = earliest_expiry(transaction)?;
+        Ok(())
+    }
+}
+
+fn earliest_expiry(connection: &Connection) -> Result<Option<UnixMillis>, rusqlite::Error> {
+    connection
+        .prepare_cached(
+            "SELECT expires_at FROM kv WHERE expires_at IS NOT NULL ORDER BY expires_at LIMIT 1",
+        )?
+        .query_row([], |row| row.get(0))
+        .optional()
+}
