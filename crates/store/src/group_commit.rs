@@ -10,9 +10,9 @@ use crate::docs::{DocWrite, DocWritten, Index};
 use crate::docs_sqlite::{
     apply_create_index, apply_doc_batch, apply_drop_index, apply_fill_index, apply_finish_index,
 };
+use crate::kv_journal::{KvJournal, KvOverlay};
 use crate::objects::{ObjectDone, ObjectOp};
 use crate::objects_sqlite::apply_object_op;
-use crate::kv_journal::{KvJournal, KvOverlay};
 use crate::sqlite::open_connection;
 use crate::{KvBatchOp, StoreError};
 use domain::{CollectionName, ProjectId};
@@ -302,7 +302,11 @@ fn run_batch(connection: &mut Connection, journal: &mut KvJournal, batch: &[Job]
     // Checkpoints asked for: after the batch's key-value writes.
     for (i, job) in batch.iter().enumerate() {
         if let WriteOp::KvCheckpoint = &job.op {
-            answers[i] = Some(journal.checkpoint(connection).map(|()| Written::Checkpointed));
+            answers[i] = Some(
+                journal
+                    .checkpoint(connection)
+                    .map(|()| Written::Checkpointed),
+            );
         }
     }
     // The other writes: one transaction, one commit.

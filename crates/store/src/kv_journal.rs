@@ -28,9 +28,9 @@
 //! they leave (an increment is journaled as the set it amounts to), so the
 //! last record of a key is its state, and the newest generation is the one
 //! at the start of the file.
+use crate::StoreError;
 use crate::kv::{Condition, KvBatchOp, KvDone, KvEntry};
 use crate::sqlite::live_entry;
-use crate::StoreError;
 use domain::{ProjectId, StoreName, UnixMillis, now_millis};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -106,7 +106,8 @@ pub(crate) struct KvOverlay {
     entries: RwLock<BTreeMap<String, Pending>>,
     /// Stores written to since the last checkpoint (the table lists the
     /// others).
-    stores: RwLock<BTreeSet<(String, String)>>,
+    /// (`project NUL store`).
+    stores: RwLock<BTreeSet<String>>,
 }
 
 impl KvOverlay {
@@ -154,8 +155,10 @@ impl KvOverlay {
         let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
         stores
             .iter()
-            .filter(|(p, _)| p == project.as_str())
-            .map(|(_, store)| store.clone())
+            .filter_map(|both| {
+                let (p, store) = both.split_once('\0')?;
+                (p == project.as_str()).then(|| store.to_owned())
+            })
             .collect()
     }
 }
@@ -232,10 +235,9 @@ impl KvJournal {
                 break;
             }
             rest = tail;
-            let (Ok(project), Ok(store)) = (
-                ProjectId::new(record.project),
-                StoreName::new(record.store),
-            ) else {
+            let (Ok(project), Ok(store)) =
+                (ProjectId::new(record.project), StoreName::new(record.store))
+            else {
                 break;
             };
             if record.pending.value.is_some() {
@@ -251,7 +253,7 @@ impl KvJournal {
             }
             replayed.insert(
                 composite(project.as_str(), store.as_str(), record.key),
-                record.pending,
+                record.pending.into_owned(),
             );
         }
         *journal
@@ -384,7 +386,9 @@ impl KvJournal {
         let last = match self.versions.get(&counter) {
             Some(last) => *last,
             None => connection
-                .prepare_cached("SELECT last_version FROM kv_stores WHERE project = ? AND store = ?")?
+                .prepare_cached(
+                    "SELECT last_version FROM kv_stores WHERE project = ? AND store = ?",
+                )?
                 .query_row(params![project.as_str(), store.as_str()], |row| {
                     row.get::<_, i64>(0)
                 })
@@ -412,7 +416,7 @@ impl KvJournal {
             project: project.as_str(),
             store: store.as_str(),
             key,
-            pending: pending.clone(),
+            pending: std::borrow::Cow::Borrowed(&pending),
         }
         .encode(&mut self.buffer);
         self.batch
@@ -461,9 +465,11 @@ impl KvJournal {
         for (composite, pending) in &batch {
             if pending.value.is_some()
                 && let Some((project, store, _)) = split(composite)
-                && !stores.contains(&(project.to_owned(), store.to_owned()))
             {
-                stores.insert((project.to_owned(), store.to_owned()));
+                let both = &composite[..project.len() + 1 + store.len()];
+                if !stores.contains(both) {
+                    stores.insert(both.to_owned());
+                }
             }
         }
         drop(stores);
@@ -598,7 +604,7 @@ struct Record<'a> {
     project: &'a str,
     store: &'a str,
     key: &'a str,
-    pending: Pending,
+    pending: std::borrow::Cow<'a, Pending>,
 }
 
 impl<'a> Record<'a> {
@@ -606,7 +612,11 @@ impl<'a> Record<'a> {
         let start = out.len();
         out.extend_from_slice(&[0; 8]);
         out.extend_from_slice(&self.generation.to_le_bytes());
-        out.push(if self.pending.value.is_some() { SET } else { DELETE });
+        out.push(if self.pending.value.is_some() {
+            SET
+        } else {
+            DELETE
+        });
         out.extend_from_slice(&self.pending.version.to_le_bytes());
         out.extend_from_slice(&self.pending.expires_at.unwrap_or(i64::MIN).to_le_bytes());
         for text in [self.project, self.store, self.key] {
@@ -662,11 +672,11 @@ impl<'a> Record<'a> {
             project,
             store,
             key,
-            pending: Pending {
+            pending: std::borrow::Cow::Owned(Pending {
                 value,
                 version,
                 expires_at,
-            },
+            }),
         };
         Some((record, &bytes[8 + length..]))
     }

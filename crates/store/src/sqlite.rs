@@ -9,9 +9,7 @@ use crate::objects::{
     Bucket, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, ObjectStore, Part, Upload,
 };
 use crate::objects_sqlite::{self, OBJECTS_SCHEMA};
-use crate::{
-    FunctionVersion, KvEntry, KvStore, MetaStore, NewVersion, StoreError, StoredLogLine,
-};
+use crate::{FunctionVersion, KvEntry, KvStore, MetaStore, NewVersion, StoreError, StoredLogLine};
 use crate::{KvBatchOp, KvDone};
 use domain::{
     AccessRule, ApiKey, BucketName, CollectionName, FunctionName, HttpWorld, InvocationId,

@@ -622,7 +622,15 @@ fn expired_key_value_entries_are_deleted_from_disk_by_later_checkpoints() {
     let cache = StoreName::new("cache").unwrap();
     let set = |key: &str, expires_at, now| {
         store
-            .kv_set(&project, &cache, key, b"v", expires_at, Condition::Always, now)
+            .kv_set(
+                &project,
+                &cache,
+                key,
+                b"v",
+                expires_at,
+                Condition::Always,
+                now,
+            )
             .unwrap();
     };
     let on_disk = || -> i64 {
@@ -641,7 +649,12 @@ fn expired_key_value_entries_are_deleted_from_disk_by_later_checkpoints() {
     assert_eq!(on_disk(), 1, "still in the journal's checkpoint");
     store.kv_checkpoint().unwrap();
     assert_eq!(on_disk(), 0);
-    assert!(store.kv_get(&project, &cache, "session", 1_010).unwrap().is_none());
+    assert!(
+        store
+            .kv_get(&project, &cache, "session", 1_010)
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// Copies the database and its key-value journal as a crash would leave
@@ -705,7 +718,10 @@ fn acknowledged_key_value_writes_survive_a_crash_through_the_journal() {
     assert_eq!(get("kept").unwrap().value, b"1");
     assert!(get("gone").is_none());
     let entry = get("changed").unwrap();
-    assert_eq!((entry.value.as_slice(), entry.version), (&b"4"[..], changed));
+    assert_eq!(
+        (entry.value.as_slice(), entry.version),
+        (&b"4"[..], changed)
+    );
     assert_eq!(get("count").unwrap().value, b"5");
     // Versions go on from the replayed ones: never reused.
     let next = reopened
@@ -713,7 +729,9 @@ fn acknowledged_key_value_writes_survive_a_crash_through_the_journal() {
         .unwrap();
     assert!(next > changed, "{next} after {changed}");
     assert_eq!(
-        reopened.kv_list(&project, &cache, "", None, 100, 0).unwrap(),
+        reopened
+            .kv_list(&project, &cache, "", None, 100, 0)
+            .unwrap(),
         ["changed", "count", "kept", "new"]
     );
 }
@@ -726,7 +744,15 @@ fn key_value_listings_merge_the_journal_with_the_table() {
     let cache = StoreName::new("cache").unwrap();
     let set = |key: &str, expires_at| {
         store
-            .kv_set(&project, &cache, key, b"v", expires_at, Condition::Always, 100)
+            .kv_set(
+                &project,
+                &cache,
+                key,
+                b"v",
+                expires_at,
+                Condition::Always,
+                100,
+            )
             .unwrap();
     };
     for key in ["a", "b", "c", "d", "e"] {
