@@ -160,7 +160,10 @@ impl Writer {
         let (jobs, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("wok-writer".to_owned())
-            .spawn(move || write_loop(connection, journal, receiver))
+            .spawn(move || {
+                disfavor_on_wake_up();
+                write_loop(connection, journal, receiver)
+            })
             .map_err(|error| StoreError::WriteFailed(format!("starting the writer: {error}")))?;
         Ok(Self {
             jobs: Some(jobs),
@@ -245,6 +248,21 @@ impl Drop for Writer {
             let _ = thread.join();
         }
     }
+}
+
+/// Puts the writer thread under `SCHED_BATCH`: same share of the CPU,
+/// but waking up does not preempt the thread that woke it. When the
+/// callers share its core, the writer then runs once they have queued what
+/// they had (or their slice ends), not at the first write: batches grow,
+/// and one sync covers more writes. With a core of its own, nothing
+/// changes. Best effort: where the policy is refused, the writer runs as
+/// any thread.
+fn disfavor_on_wake_up() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` outlives the call,
+    // which only reads it.
+    #[allow(unsafe_code)]
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
 }
 
 fn write_loop(mut connection: Connection, mut journal: KvJournal, receiver: Receiver<Job>) {
@@ -364,9 +382,5 @@ fn gather(first: Job, receiver: &Receiver<Job>) -> Vec<Job> {
         }
     };
     drain(&mut batch);
-    if batch.len() == 1 {
-        std::thread::yield_now();
-        drain(&mut batch);
-    }
     batch
 }
