@@ -1,7 +1,17 @@
 //! Small HTTP pieces the data routes share: ETags of versions, the
-//! precondition headers, and strict query parameters.
+//! precondition headers, strict query parameters, and closing connections
+//! whose request body was not read.
 use crate::ApiError;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 /// Refuses query parameters other than `allowed`, so a typo fails loudly.
 pub fn only_params(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
@@ -57,4 +67,71 @@ pub fn precondition(headers: &http::HeaderMap) -> Result<Precondition, ApiError>
         ));
     }
     Ok(Precondition::None)
+}
+
+/// Whether a request comes with a body.
+pub(crate) fn has_body(request: &Request) -> bool {
+    let headers = request.headers();
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0")
+}
+
+/// A request body that tells when it has been read to its end.
+struct WatchedBody {
+    inner: Body,
+    ended: Arc<AtomicBool>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.ended.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Watches whether the request's body gets read to its end.
+pub(crate) fn watch_body(request: Request) -> (Request, Arc<AtomicBool>) {
+    let ended = Arc::new(AtomicBool::new(false));
+    let watched = ended.clone();
+    let request = request.map(|inner| {
+        Body::new(WatchedBody {
+            inner,
+            ended: watched,
+        })
+    });
+    (request, ended)
+}
+
+/// Closes the connection after a response given before the request's body
+/// was read (a refusal, a size limit). What the client does with the body
+/// it holds is unknown then: one that sent `Expect: 100-continue` (boto3
+/// does) may send it anyway after a second without an answer, and those
+/// bytes must not be taken for its next request.
+pub(crate) fn close_unless_read(mut response: Response, ended: &AtomicBool) -> Response {
+    if !ended.load(Ordering::Relaxed) {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }

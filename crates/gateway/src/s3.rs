@@ -12,6 +12,7 @@
 //! s3s leaves to us what it leaves to every backend: conditional requests,
 //! checksum verification (headers and aws-chunked trailers), and URL
 //! encoding of listings (`encoding-type=url`).
+use crate::http_util::{close_unless_read, has_body, watch_body};
 use auth::{Auth, AuthError, Caller};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -1237,19 +1238,39 @@ impl tower::Service<Request> for App {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if !is_s3_request(&request) {
+        let s3 = is_s3_request(&request);
+        if !s3 && !has_body(&request) {
             return futures::future::Either::Left(self.inner.call(request));
+        }
+        // A body that is not read by the time of the response closes the
+        // connection (see `close_unless_read`).
+        let (request, ended) = if has_body(&request) {
+            let (request, ended) = watch_body(request);
+            (request, Some(ended))
+        } else {
+            (request, None)
+        };
+        let finish = move |response: Response| match &ended {
+            Some(ended) => close_unless_read(response, ended),
+            None => response,
+        };
+        if !s3 {
+            let answer = self.inner.call(request);
+            return futures::future::Either::Right(Box::pin(
+                async move { Ok(finish(answer.await?)) },
+            ));
         }
         let s3 = self.s3.clone();
         futures::future::Either::Right(Box::pin(async move {
             let request = request.map(s3s::Body::http_body_unsync);
-            Ok(match s3.call(request).await {
+            let response = match s3.call(request).await {
                 Ok(response) => response.map(axum::body::Body::new),
                 Err(error) => {
                     tracing::error!("the S3 endpoint failed: {error:?}");
                     http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
                 }
-            })
+            };
+            Ok(finish(response))
         }))
     }
 }

@@ -177,3 +177,73 @@ async fn a_guest_blocked_in_a_host_call_still_times_out() {
     let answer = get(&server, "/fn/slow?ms=10").await;
     assert_eq!((answer.status, answer.text().as_str()), (200, "slept 10\n"));
 }
+
+/// Sends `request` on `stream` and reads one response head and body
+/// (`Content-Length` bodies only).
+fn exchange(stream: &mut std::net::TcpStream, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    stream.write_all(request).unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "closed before a whole response: {received:?}");
+        received.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&received).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .map_or(0, |length| length.trim().parse().unwrap());
+            if received.len() >= end + 4 + length {
+                return text;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_request_refused_before_its_body_is_read_closes_the_connection() {
+    // boto3 sends `Expect: 100-continue` and, after a second without an
+    // answer, the body anyway: bytes the server did not read must not be
+    // taken for the client's next request, so such a refusal says
+    // `Connection: close` and the client opens a new connection.
+    let server = server();
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let token = server.admin_token();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    let refused = exchange(
+        &mut stream,
+        b"PUT /v1/kv/s/k HTTP/1.1\r\nHost: wok\r\nAuthorization: Bearer wrong\r\n\
+          Expect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("connection: close"),
+        "{refused}"
+    );
+
+    // A body that was read leaves the connection open for the next request.
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    let put = format!(
+        "PUT /v1/kv/s/k HTTP/1.1\r\nHost: wok\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 5\r\n\r\nvalue"
+    );
+    let written = exchange(&mut stream, put.as_bytes());
+    assert!(written.starts_with("HTTP/1.1 200"), "{written}");
+    assert!(
+        !written.to_ascii_lowercase().contains("connection: close"),
+        "{written}"
+    );
+    let get =
+        format!("GET /v1/kv/s/k HTTP/1.1\r\nHost: wok\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let read = exchange(&mut stream, get.as_bytes());
+    assert!(
+        read.starts_with("HTTP/1.1 200") && read.ends_with("value"),
+        "{read}"
+    );
+}
