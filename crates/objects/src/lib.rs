@@ -198,6 +198,32 @@ impl Objects {
         Ok(unnamed.len())
     }
 
+    /// Aborts the multipart uploads begun more than `age` ago, in every
+    /// project (like S3's `AbortIncompleteMultipartUpload` rule): their
+    /// parts would otherwise hold disk space for good. Returns how many.
+    pub async fn expire_uploads(&self, age: std::time::Duration) -> Result<usize, ObjectError> {
+        let before = domain::now_millis().saturating_sub(age.as_millis() as i64);
+        let mut expired = 0;
+        loop {
+            let store = self.store.clone();
+            let stale = blocking(move || store.stale_uploads(before, 100)).await?;
+            let last_page = stale.len() < 100;
+            for (project, bucket, upload_id) in stale {
+                tracing::info!(
+                    "aborting multipart upload {upload_id} in bucket {bucket} of project {project}: begun more than {age:?} ago"
+                );
+                match self.abort(&project, &bucket, &upload_id).await {
+                    // Completed or aborted meanwhile: nothing left to do.
+                    Ok(()) | Err(ObjectError::NoSuchUpload(_)) => expired += 1,
+                    Err(error) => return Err(error),
+                }
+            }
+            if last_page {
+                return Ok(expired);
+            }
+        }
+    }
+
     async fn empty_trash(&self, blobs: Vec<String>) {
         if blobs.is_empty() {
             return;

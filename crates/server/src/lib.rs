@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub max_upload: ByteSize,
     /// How long in-flight requests may take to finish after a stop signal.
     pub shutdown_grace: Duration,
+    /// Multipart uploads neither completed nor aborted are aborted this
+    /// long after they began.
+    pub upload_expiry: Duration,
     pub wasm: WasmConfig,
 }
 
@@ -145,6 +148,7 @@ pub async fn run(
     on_ready(address);
 
     let maintenance = functions.start_maintenance();
+    let expiry = tokio::spawn(expire_uploads(objects.clone(), config.upload_expiry));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let app = gateway::app(gateway);
     // Small responses must not wait for Nagle's algorithm.
@@ -178,6 +182,7 @@ pub async fn run(
         }
     };
     maintenance.stop().await;
+    expiry.abort();
     // Records of aborted requests are written when their meters drop, which
     // the abort above has done by now.
     tokio::task::spawn_blocking(move || recorder.shutdown()).await?;
@@ -187,4 +192,20 @@ pub async fn run(
         objects.stopped_cleanly()?;
     }
     Ok(())
+}
+
+/// Aborts abandoned multipart uploads, at start and then every
+/// `age / 4` (at most hourly, at least every 100 ms).
+async fn expire_uploads(objects: Arc<objects::Objects>, age: Duration) {
+    let every = (age / 4).clamp(Duration::from_millis(100), Duration::from_secs(3600));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match objects.expire_uploads(age).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!("aborted {expired} abandoned multipart uploads"),
+            Err(error) => tracing::warn!("expiring abandoned multipart uploads: {error}"),
+        }
+    }
 }

@@ -221,4 +221,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Every blob an object or a part names, in every project: for the
     /// sweep of files a crash left unnamed (maintenance, like the trash).
     fn named_blobs(&self) -> Result<std::collections::HashSet<String>, StoreError>;
+
+    /// Multipart uploads begun before `before`, in every project, oldest
+    /// first: for the expiry of abandoned uploads (maintenance, like the
+    /// trash).
+    fn stale_uploads(
+        &self,
+        before: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<(ProjectId, BucketName, String)>, StoreError>;
 }

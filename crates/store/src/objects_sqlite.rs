@@ -4,7 +4,7 @@ use crate::StoreError;
 use crate::objects::{
     Bucket, ObjectCondition, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, Part, Segment, Upload,
 };
-use domain::{BucketName, ProjectId};
+use domain::{BucketName, ProjectId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
 
@@ -706,4 +706,32 @@ pub(crate) fn named_blobs(
         named.insert(blob?);
     }
     Ok(named)
+}
+
+pub(crate) fn stale_uploads(
+    connection: &Connection,
+    before: UnixMillis,
+    limit: u32,
+) -> Result<Vec<(ProjectId, BucketName, String)>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT project, bucket, upload_id FROM uploads
+         WHERE initiated < ? ORDER BY initiated LIMIT ?",
+    )?;
+    let rows = statement.query_map(params![before, limit], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (project, bucket, upload_id) = row?;
+        let corrupt = |error: domain::NameError| StoreError::Corrupt(error.to_string());
+        Ok((
+            ProjectId::new(project).map_err(corrupt)?,
+            BucketName::new(bucket).map_err(corrupt)?,
+            upload_id,
+        ))
+    })
+    .collect()
 }

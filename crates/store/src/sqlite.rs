@@ -1201,4 +1201,12 @@ impl ObjectStore for SqliteStore {
     fn named_blobs(&self) -> Result<std::collections::HashSet<String>, StoreError> {
         self.with_reader(objects_sqlite::named_blobs)
     }
+
+    fn stale_uploads(
+        &self,
+        before: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<(ProjectId, BucketName, String)>, StoreError> {
+        self.with_reader(|connection| objects_sqlite::stale_uploads(connection, before, limit))
+    }
 }

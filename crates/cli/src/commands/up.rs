@@ -19,6 +19,10 @@ pub struct Up {
     /// Time in-flight requests get to finish after Ctrl-C or SIGTERM.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// Multipart uploads neither completed nor aborted are aborted (their
+    /// parts deleted) this long after they began.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    upload_expiry: Duration,
     /// Allocate instances on demand instead of from the pooling allocator.
     #[arg(long)]
     no_pooling: bool,
@@ -59,11 +63,15 @@ impl Up {
         if self.max_instances == 0 {
             anyhow::bail!("--max-instances must be at least 1");
         }
+        if self.upload_expiry.is_zero() {
+            anyhow::bail!("--upload-expiry must be longer than zero");
+        }
         let config = server::ServerConfig {
             listen: self.listen,
             data_dir: data_dir.clone(),
             max_upload: self.max_upload,
             shutdown_grace: self.shutdown_grace,
+            upload_expiry: self.upload_expiry,
             wasm: runtime_wasm::WasmConfig {
                 pooling: !self.no_pooling,
                 max_instances: self.max_instances,

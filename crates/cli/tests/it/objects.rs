@@ -654,3 +654,86 @@ async fn a_start_after_a_crash_deletes_blob_files_no_object_names() {
     let files = blob_files(&server);
     assert_eq!(files, 1);
 }
+
+/// boto3 on the bucket `scratch`: `begin KEY` starts a multipart upload
+/// with one 5 MiB part and prints its id; `list` prints the keys of the
+/// uploads in progress; `part KEY ID` uploads a part and prints `ok` or
+/// the S3 error code.
+const UPLOADS: &str = r#"
+import os, sys, boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+s3 = boto3.client("s3", endpoint_url=os.environ["WOK_S3_ENDPOINT"], region_name="us-east-1",
+                  config=Config(s3={"addressing_style": "path"}))
+if sys.argv[1] == "begin":
+    key = sys.argv[2]
+    upload = s3.create_multipart_upload(Bucket="scratch", Key=key)["UploadId"]
+    s3.upload_part(Bucket="scratch", Key=key, UploadId=upload, PartNumber=1, Body=b"x" * (5 << 20))
+    print(upload)
+elif sys.argv[1] == "list":
+    print(" ".join(u["Key"] for u in s3.list_multipart_uploads(Bucket="scratch").get("Uploads", [])))
+else:
+    try:
+        s3.upload_part(Bucket="scratch", Key=sys.argv[2], UploadId=sys.argv[3], PartNumber=2, Body=b"y")
+        print("ok")
+    except ClientError as error:
+        print(error.response["Error"]["Code"])
+"#;
+
+#[tokio::test]
+async fn abandoned_multipart_uploads_expire_with_their_parts() {
+    let server = WokServer::start_with(WOK, &["--upload-expiry", "5s"]);
+    assert_eq!(
+        send(control(
+            &server,
+            reqwest::Method::PUT,
+            "/v1/buckets/scratch"
+        ))
+        .await
+        .status,
+        201
+    );
+    let credentials = send(control(&server, reqwest::Method::GET, "/v1/s3/credentials"))
+        .await
+        .json();
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), UPLOADS).unwrap();
+    let boto3 = |args: &[&str]| {
+        let output = std::process::Command::new(crate::s3_tools().join("bin/python"))
+            .arg(script.path())
+            .args(args)
+            .env("WOK_S3_ENDPOINT", &server.url)
+            .env(
+                "AWS_ACCESS_KEY_ID",
+                credentials["access_key_id"].as_str().unwrap(),
+            )
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                credentials["secret_access_key"].as_str().unwrap(),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    // An upload is listed, and its part is on disk, until it is older than
+    // the expiry.
+    let upload_id = boto3(&["begin", "abandoned"]);
+    assert_eq!(boto3(&["part", "abandoned", &upload_id]), "ok");
+    assert_eq!(blob_files(&server), 2, "two parts on disk");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !boto3(&["list"]).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upload {upload_id} still listed after 30s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    // Aborted: its parts are gone, and it takes no more.
+    assert_eq!(blob_files(&server), 0);
+    assert_eq!(boto3(&["part", "abandoned", &upload_id]), "NoSuchUpload");
+}

@@ -279,6 +279,12 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
         *upload_id = "u2".to_owned();
     }
     write(store, p).await.unwrap();
+    // The uploads begun before a time, for expiry: u2 began at 7.
+    assert_eq!(
+        store.stale_uploads(8, 10).unwrap(),
+        [(project.clone(), photos.clone(), "u2".to_owned())]
+    );
+    assert!(store.stale_uploads(7, 10).unwrap().is_empty());
     let aborted = write(
         store,
         ObjectOp::Abort {
