@@ -550,6 +550,32 @@ pub async fn drop_index(
     }
 }
 
+/// `DELETE /v1/docs/C`: every document and index of the collection, and
+/// its access rule (service keys only).
+pub async fn drop_collection(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    Path(collection): Path<String>,
+) -> Result<http::StatusCode, ApiError> {
+    let collection = collection_name(&collection)?;
+    require_service(&caller, &project)?;
+    let (docs, dropped) = (gateway.docs.clone(), collection.clone());
+    let scope = project.clone();
+    if blocking(move || docs.doc_drop_collection(&scope, &dropped)).await? {
+        // Created again later, it starts private.
+        gateway
+            .auth
+            .forget_rule(&project, ResourceKind::Collection, collection.as_str());
+        Ok(http::StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFoundCode {
+            code: "collection_not_found",
+            message: format!("no collection {collection} in this project (or it is empty)"),
+        })
+    }
+}
+
 /// `GET /v1/docs/C/_access`: who may use the collection with a public key.
 pub async fn get_access(
     State(gateway): State<SharedGateway>,

@@ -125,7 +125,9 @@ fn control_router(gateway: SharedGateway) -> Router {
         .route("/v1/docs/_batch", post(docs::batch))
         .route(
             "/v1/docs/{collection}",
-            get(docs::list_documents).post(docs::create),
+            get(docs::list_documents)
+                .post(docs::create)
+                .delete(docs::drop_collection),
         )
         .route("/v1/docs/{collection}/_query", post(docs::query))
         .route("/v1/docs/{collection}/_count", post(docs::count))

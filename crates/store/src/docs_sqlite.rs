@@ -466,12 +466,52 @@ pub(crate) fn apply_drop_index(
     Ok(true)
 }
 
+/// Deletes every document and index of a collection, and its access rule.
+/// The collection's row stays, with its version counter, so that versions
+/// are never given out again (an old ETag cannot match a new document);
+/// a collection with no documents and no indexes is not listed. Returns
+/// whether there was anything to drop.
+pub(crate) fn apply_drop_collection(
+    transaction: &mut Transaction<'_>,
+    project: &ProjectId,
+    name: &CollectionName,
+) -> Result<bool, StoreError> {
+    let Some(collection) = collection(transaction, project, name)? else {
+        return Ok(false);
+    };
+    let indexed: bool = transaction.query_row(
+        "SELECT EXISTS (SELECT 1 FROM doc_indexes WHERE cid = ?)",
+        params![collection.cid],
+        |row| row.get(0),
+    )?;
+    if collection.documents == 0 && !indexed {
+        return Ok(false);
+    }
+    for statement in [
+        "DELETE FROM doc_index_entries WHERE cid = ?",
+        "DELETE FROM doc_indexes WHERE cid = ?",
+        "DELETE FROM docs WHERE cid = ?",
+        "UPDATE doc_collections SET documents = 0 WHERE cid = ?",
+    ] {
+        transaction.execute(statement, params![collection.cid])?;
+    }
+    // Created again later, it starts private, as a new one.
+    transaction.execute(
+        "DELETE FROM access_rules WHERE project = ? AND kind = 'collection' AND name = ?",
+        params![project.as_str(), name.as_str()],
+    )?;
+    Ok(true)
+}
+
 pub(crate) fn collections(
     connection: &Connection,
     project: &ProjectId,
 ) -> Result<Vec<CollectionInfo>, StoreError> {
+    // Those with documents or indexes (dropped or emptied ones are not).
     let mut statement = connection.prepare(
-        "SELECT cid, name, documents FROM doc_collections WHERE project = ? ORDER BY name",
+        "SELECT cid, name, documents FROM doc_collections c WHERE project = ?
+           AND (documents > 0 OR EXISTS (SELECT 1 FROM doc_indexes i WHERE i.cid = c.cid))
+         ORDER BY name",
     )?;
     let rows = statement.query_map(params![project.as_str()], |row| {
         Ok((

@@ -8,7 +8,8 @@
 //! many writes.
 use crate::docs::{DocWrite, DocWritten, Index};
 use crate::docs_sqlite::{
-    apply_create_index, apply_doc_batch, apply_drop_index, apply_fill_index, apply_finish_index,
+    apply_create_index, apply_doc_batch, apply_drop_collection, apply_drop_index, apply_fill_index,
+    apply_finish_index,
 };
 use crate::kv_journal::{KvJournal, KvOverlay};
 use crate::objects::{ObjectDone, ObjectOp};
@@ -53,6 +54,10 @@ pub(crate) enum WriteOp {
         project: ProjectId,
         collection: CollectionName,
         name: String,
+    },
+    DropCollection {
+        project: ProjectId,
+        collection: CollectionName,
     },
     /// One chunk of an index being filled (a chunk a batch, so other
     /// writes go on between chunks).
@@ -106,6 +111,10 @@ impl WriteOp {
                 collection,
                 name,
             } => apply_drop_index(transaction, project, collection, name).map(Written::Index),
+            WriteOp::DropCollection {
+                project,
+                collection,
+            } => apply_drop_collection(transaction, project, collection).map(Written::Index),
             WriteOp::FillIndex {
                 cid,
                 ino,

@@ -1104,6 +1104,18 @@ impl DocStore for SqliteStore {
         self.writer.write(op, expect_index)
     }
 
+    fn doc_drop_collection(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+    ) -> Result<bool, StoreError> {
+        let op = WriteOp::DropCollection {
+            project: project.clone(),
+            collection: collection.clone(),
+        };
+        self.writer.write(op, expect_index)
+    }
+
     fn doc_collections(&self, project: &ProjectId) -> Result<Vec<CollectionInfo>, StoreError> {
         self.with_reader(|connection| docs_sqlite::collections(connection, project))
     }

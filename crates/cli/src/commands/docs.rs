@@ -49,6 +49,9 @@ pub enum Docs {
         #[arg(long)]
         if_version: Option<u64>,
     },
+    /// Delete a whole collection: every document and index, and its access
+    /// rule.
+    Drop { collection: String },
     /// Run a query and print the matching documents, one JSON object a
     /// line, following every page.
     Query {
@@ -214,6 +217,13 @@ impl Docs {
                     client.control(reqwest::Method::DELETE, &document_path(&collection, &id));
                 client.send(if_version(request, version)).await?;
                 println!("removed {id}");
+            }
+            Docs::Drop { collection } => {
+                let path = format!("/v1/docs/{collection}");
+                client
+                    .send(client.control(reqwest::Method::DELETE, &path))
+                    .await?;
+                println!("dropped collection {collection}");
             }
             Docs::Query {
                 collection,

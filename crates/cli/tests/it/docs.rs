@@ -785,3 +785,69 @@ async fn access_rules_decide_what_public_keys_may_do() {
     .await;
     assert_eq!(functions.status, 403);
 }
+
+#[tokio::test]
+async fn a_collection_is_dropped_whole_and_its_versions_go_on() {
+    let server = server();
+    let written =
+        send(docs(&server, reqwest::Method::PUT, "/logs/l1").json(&json!({"n": 1}))).await;
+    assert_eq!(written.status, 201);
+    let old_etag = written.header("etag");
+    send(docs(&server, reqwest::Method::PUT, "/logs/l2").json(&json!({"n": 2}))).await;
+    server.cli_ok(&["docs", "index", "create", "logs", "by-n", "n"]);
+    server.cli_ok(&["docs", "access", "logs", "public-read-write"]);
+
+    // Not with a public key, whatever the rule.
+    let issued =
+        send(control(&server, reqwest::Method::POST, "/v1/keys").json(&json!({"kind": "public"})))
+            .await;
+    let public = issued.json()["token"].as_str().unwrap().to_owned();
+    let refused = send(
+        http()
+            .delete(format!("{}/v1/docs/logs", server.url))
+            .bearer_auth(&public),
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+
+    assert_eq!(
+        server.cli_ok(&["docs", "drop", "logs"]),
+        "dropped collection logs\n"
+    );
+    let listed = send(docs(&server, reqwest::Method::GET, "")).await;
+    assert_eq!(listed.json(), json!({"collections": []}));
+    let gone = send(docs(&server, reqwest::Method::GET, "/logs/l1")).await;
+    assert_eq!(gone.error_code(), "document_not_found");
+    assert_eq!(
+        server.cli_ok(&["docs", "access", "logs"]),
+        "logs\tprivate\n"
+    );
+    let again = send(docs(&server, reqwest::Method::DELETE, "/logs")).await;
+    assert_eq!(again.error_code(), "collection_not_found");
+
+    // Written again: a new version, so an ETag from before never matches.
+    let stale = send(
+        docs(&server, reqwest::Method::PUT, "/logs/l1")
+            .header("if-match", &old_etag)
+            .json(&json!({"n": 3})),
+    )
+    .await;
+    assert_eq!(stale.status, 412, "{}", stale.text());
+    let fresh = send(docs(&server, reqwest::Method::PUT, "/logs/l1").json(&json!({"n": 3}))).await;
+    assert_eq!(fresh.status, 201);
+    assert_ne!(fresh.header("etag"), old_etag);
+    let indexes = send(docs(&server, reqwest::Method::GET, "/logs/_indexes")).await;
+    assert_eq!(indexes.json(), json!([]));
+
+    // Dropping collections is how a project is emptied before removal.
+    server.cli_ok(&["project", "create", "temp"]);
+    server.cli_ok(&["--project", "temp", "docs", "set", "notes", "a", "{}"]);
+    let busy = server.cli(&["project", "rm", "temp"]);
+    assert!(
+        busy.stderr().contains("project_not_empty"),
+        "{}",
+        busy.stderr()
+    );
+    server.cli_ok(&["--project", "temp", "docs", "drop", "notes"]);
+    server.cli_ok(&["project", "rm", "temp"]);
+}

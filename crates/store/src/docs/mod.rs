@@ -332,7 +332,17 @@ pub trait DocStore: Send + Sync + 'static {
         name: &str,
     ) -> Result<bool, StoreError>;
 
-    /// The project's collections, by name: those ever written to or indexed.
+    /// Deletes every document and index of the collection, and its access
+    /// rule, in one write; versions go on from where they were, so none is
+    /// given out again. Returns whether there was anything to drop.
+    fn doc_drop_collection(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+    ) -> Result<bool, StoreError>;
+
+    /// The project's collections, by name: those holding documents or
+    /// indexes.
     fn doc_collections(&self, project: &ProjectId) -> Result<Vec<CollectionInfo>, StoreError>;
 }
 

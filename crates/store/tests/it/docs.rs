@@ -276,6 +276,36 @@ pub fn crud_contract(store: &dyn DocStore) {
         .map(|info| info.name.to_string())
         .collect();
     assert_eq!(names, ["audit", "users"]);
+
+    // Dropping a collection deletes its documents; versions go on.
+    let before = set(store, &project, "users", "zed", json!({}));
+    assert!(store.doc_drop_collection(&project, &users).unwrap());
+    assert_eq!(store.doc_get(&project, &users, "zed").unwrap(), None);
+    assert!(
+        store
+            .doc_query(&project, &users, &query(json!({})))
+            .unwrap()
+            .documents
+            .is_empty()
+    );
+    let listed = |store: &dyn DocStore| -> Vec<String> {
+        store
+            .doc_collections(&project)
+            .unwrap()
+            .into_iter()
+            .map(|info| info.name.to_string())
+            .collect()
+    };
+    assert_eq!(listed(store), ["audit"]);
+    assert!(!store.doc_drop_collection(&project, &users).unwrap());
+    assert!(
+        !store
+            .doc_drop_collection(&other, &collection("audit"))
+            .unwrap()
+    );
+    let after = set(store, &project, "users", "zed", json!({}));
+    assert!(after > before, "version {after} after {before}");
+    assert_eq!(listed(store), ["audit", "users"]);
 }
 
 /// People with ages, cities, tags and nested fields; ids p00..p29.
