@@ -94,6 +94,24 @@ pub async fn list_keys(
     Ok(Json(api_types::KvKeyList { keys, cursor }))
 }
 
+/// `DELETE /v1/kv/STORE`: every entry of the store, in one write.
+pub async fn drop_store(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(store): Path<String>,
+) -> Result<http::StatusCode, ApiError> {
+    let store = store_name(&store)?;
+    let (kv, dropped) = (gateway.kv.clone(), store.clone());
+    if blocking(move || kv.kv_drop_store(&project, &dropped)).await? {
+        Ok(http::StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFoundCode {
+            code: "store_not_found",
+            message: format!("no store {store} in this project (or it is empty)"),
+        })
+    }
+}
+
 pub async fn get(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,

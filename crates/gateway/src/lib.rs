@@ -92,7 +92,7 @@ fn control_router(gateway: SharedGateway) -> Router {
         .route("/v1/usage", get(control::usage))
         .route("/v1/invocations", get(control::invocations))
         .route("/v1/kv", get(kv::list_stores))
-        .route("/v1/kv/{store}", get(kv::list_keys))
+        .route("/v1/kv/{store}", get(kv::list_keys).delete(kv::drop_store))
         .route(
             "/v1/kv/{store}/{*key}",
             get(kv::get)

@@ -40,6 +40,11 @@ pub(crate) enum WriteOp {
     Kv(KvBatchOp),
     /// Writes the key-value entries acknowledged so far into the table.
     KvCheckpoint,
+    /// Deletes every entry of a key-value store.
+    KvDropStore {
+        project: ProjectId,
+        store: domain::StoreName,
+    },
     /// An atomic batch of document writes.
     Docs {
         project: ProjectId,
@@ -94,9 +99,9 @@ impl WriteOp {
     /// savepoint of its own.
     fn apply(&self, transaction: &mut Transaction<'_>) -> Result<Written, StoreError> {
         match self {
-            WriteOp::Kv(_) | WriteOp::KvCheckpoint => Err(StoreError::WriteFailed(
-                "a key-value write in the transaction".to_owned(),
-            )),
+            WriteOp::Kv(_) | WriteOp::KvCheckpoint | WriteOp::KvDropStore { .. } => Err(
+                StoreError::WriteFailed("a key-value write in the transaction".to_owned()),
+            ),
             WriteOp::Docs { project, writes } => {
                 apply_doc_batch(transaction, project, writes).map(Written::Docs)
             }
@@ -326,14 +331,25 @@ fn run_batch(connection: &mut Connection, journal: &mut KvJournal, batch: &[Job]
             answers[i] = Some(Err(StoreError::WriteFailed(why.clone())));
         }
     }
-    // Checkpoints asked for: after the batch's key-value writes.
+    // Checkpoints and dropped stores asked for: after the batch's
+    // key-value writes.
     for (i, job) in batch.iter().enumerate() {
-        if let WriteOp::KvCheckpoint = &job.op {
-            answers[i] = Some(
-                journal
-                    .checkpoint(connection)
-                    .map(|()| Written::Checkpointed),
-            );
+        match &job.op {
+            WriteOp::KvCheckpoint => {
+                answers[i] = Some(
+                    journal
+                        .checkpoint(connection)
+                        .map(|()| Written::Checkpointed),
+                );
+            }
+            WriteOp::KvDropStore { project, store } => {
+                answers[i] = Some(
+                    journal
+                        .drop_store(connection, project, store)
+                        .map(Written::Index),
+                );
+            }
+            _ => {}
         }
     }
     // The other writes: one transaction, one commit.

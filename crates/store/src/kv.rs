@@ -169,6 +169,11 @@ pub trait KvStore: Send + Sync + 'static {
     /// above are this, for one kind of write each.
     fn kv_write_blocking(&self, write: KvBatchOp) -> Result<KvDone, StoreError>;
 
-    /// The project's stores that were ever written to.
+    /// The project's stores that hold entries (expired ones may count until
+    /// they are deleted from disk).
     fn kv_stores(&self, project: &ProjectId) -> Result<Vec<StoreName>, StoreError>;
+
+    /// Deletes every entry of the store, in one write; versions go on from
+    /// where they were. Returns whether there was any entry.
+    fn kv_drop_store(&self, project: &ProjectId, store: &StoreName) -> Result<bool, StoreError>;
 }

@@ -573,11 +573,41 @@ impl KvJournal {
         self.moved.clear();
         self.since = None;
         // The next records overwrite the file from the start, under a new
-        // generation: until the first of them is durable, a start replays
-        // this generation again, which is harmless.
+        // generation. Until the first of them is durable, a start would
+        // replay this generation again, which is harmless as long as the
+        // table changes only by checkpoints; zeros at the start end that
+        // too (best effort here; `drop_store` needs them).
         self.generation += 1;
         self.len = 0;
+        let _ = self.seal();
         Ok(())
+    }
+
+    /// Makes the journal durably empty: zeros at its start.
+    fn seal(&self) -> Result<(), StoreError> {
+        self.file
+            .write_all_at(&[0; 8], 0)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|error| journal_error("emptying", &error))
+    }
+
+    /// Deletes every entry of a store: after a checkpoint, so that nothing
+    /// of the store waits in memory or could be replayed, in one
+    /// transaction. The store's version counter stays, so versions go on.
+    /// Returns whether there was any entry.
+    pub(crate) fn drop_store(
+        &mut self,
+        connection: &mut Connection,
+        project: &ProjectId,
+        store: &StoreName,
+    ) -> Result<bool, StoreError> {
+        self.checkpoint(connection)?;
+        self.seal()?;
+        let deleted = connection.execute(
+            "DELETE FROM kv WHERE project = ? AND store = ?",
+            params![project.as_str(), store.as_str()],
+        )?;
+        Ok(deleted > 0)
     }
 }
 

@@ -952,10 +952,21 @@ impl KvStore for SqliteStore {
         self.writer.write(WriteOp::Kv(write), expect_kv)
     }
 
+    fn kv_drop_store(&self, project: &ProjectId, store: &StoreName) -> Result<bool, StoreError> {
+        let op = WriteOp::KvDropStore {
+            project: project.clone(),
+            store: store.clone(),
+        };
+        self.writer.write(op, expect_index)
+    }
+
     fn kv_stores(&self, project: &ProjectId) -> Result<Vec<StoreName>, StoreError> {
         let connection = self.lock();
-        let mut statement =
-            connection.prepare("SELECT store FROM kv_stores WHERE project = ? ORDER BY store")?;
+        let mut statement = connection.prepare(
+            "SELECT store FROM kv_stores s WHERE project = ?
+                   AND EXISTS (SELECT 1 FROM kv WHERE kv.project = s.project AND kv.store = s.store)
+                 ORDER BY store",
+        )?;
         let rows = statement.query_map(params![project.as_str()], |row| row.get::<_, String>(0))?;
         let mut stores = rows.collect::<Result<std::collections::BTreeSet<_>, _>>()?;
         // Stores first written since the last checkpoint.

@@ -33,6 +33,8 @@ pub enum Kv {
     },
     /// Delete a key.
     Rm { store: String, key: String },
+    /// Delete a whole store: every key.
+    Drop { store: String },
     /// Add to a counter atomically and print the new value.
     Incr {
         store: String,
@@ -114,6 +116,12 @@ impl Kv {
                     .send(client.control(reqwest::Method::DELETE, &key_path(&store, &key)))
                     .await?;
                 println!("removed {key}");
+            }
+            Kv::Drop { store } => {
+                client
+                    .send(client.control(reqwest::Method::DELETE, &format!("/v1/kv/{store}")))
+                    .await?;
+                println!("dropped store {store}");
             }
             Kv::Incr { store, key, by } => {
                 let path = format!("{}?increment={by}", key_path(&store, &key));

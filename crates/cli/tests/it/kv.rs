@@ -405,3 +405,59 @@ async fn every_acknowledged_key_value_write_survives_sigkill() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_store_is_dropped_whole_and_its_versions_go_on() {
+    let server = server();
+    let first = send(kv(&server, reqwest::Method::PUT, "/sessions/a").body("1")).await;
+    let old_etag = first.header("etag");
+    server.cli_ok(&["kv", "set", "sessions", "b", "2"]);
+    server.cli_ok(&["kv", "set", "other", "c", "3"]);
+    assert_eq!(
+        server.cli_ok(&["kv", "drop", "sessions"]),
+        "dropped store sessions\n"
+    );
+    let gone = send(kv(&server, reqwest::Method::GET, "/sessions/a")).await;
+    assert_eq!(gone.error_code(), "key_not_found");
+    assert_eq!(server.cli_ok(&["kv", "ls", "sessions"]), "");
+    let stores = send(kv(&server, reqwest::Method::GET, "")).await;
+    assert_eq!(stores.json(), serde_json::json!({"stores": ["other"]}));
+    let again = send(kv(&server, reqwest::Method::DELETE, "/sessions")).await;
+    assert_eq!(again.error_code(), "store_not_found");
+    // Written again: a new version, so an ETag from before never matches.
+    let stale = send(
+        kv(&server, reqwest::Method::PUT, "/sessions/a")
+            .header("if-match", &old_etag)
+            .body("x"),
+    )
+    .await;
+    assert_eq!(stale.status, 412);
+    let fresh = send(kv(&server, reqwest::Method::PUT, "/sessions/a").body("x")).await;
+    assert_ne!(fresh.header("etag"), old_etag);
+
+    // Dropping stores is how a project's key-value data is emptied before
+    // removal; a public key cannot.
+    server.cli_ok(&["project", "create", "temp"]);
+    server.cli_ok(&["--project", "temp", "kv", "set", "cache", "k", "v"]);
+    let busy = server.cli(&["project", "rm", "temp"]);
+    assert!(
+        busy.stderr().contains("project_not_empty"),
+        "{}",
+        busy.stderr()
+    );
+    let issued = send(
+        control(&server, reqwest::Method::POST, "/v1/projects/temp/keys")
+            .json(&serde_json::json!({"kind": "public"})),
+    )
+    .await;
+    let public = issued.json()["token"].as_str().unwrap().to_owned();
+    let refused = send(
+        http()
+            .delete(format!("{}/v1/kv/cache", server.url))
+            .bearer_auth(&public),
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+    server.cli_ok(&["--project", "temp", "kv", "drop", "cache"]);
+    server.cli_ok(&["project", "rm", "temp"]);
+}

@@ -527,6 +527,35 @@ fn kv_contract(store: &dyn KvStore) {
         [StoreName::new("cache").unwrap()]
     );
     assert!(store.kv_stores(&other).unwrap().is_empty());
+
+    // Dropping a store deletes every entry; versions go on.
+    let before = store
+        .kv_set(&project, &cache, "last", b"1", None, Condition::Always, now)
+        .unwrap();
+    assert!(!store.kv_drop_store(&other, &cache).unwrap());
+    assert!(store.kv_drop_store(&project, &cache).unwrap());
+    assert!(
+        store
+            .kv_get(&project, &cache, "last", now)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .kv_list(&project, &cache, "", None, 100, now)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.kv_stores(&project).unwrap().is_empty());
+    assert!(!store.kv_drop_store(&project, &cache).unwrap());
+    let after = store
+        .kv_set(&project, &cache, "last", b"2", None, Condition::Always, now)
+        .unwrap();
+    assert!(after > before, "version {after} after {before}");
+    assert_eq!(
+        store.kv_stores(&project).unwrap(),
+        [StoreName::new("cache").unwrap()]
+    );
 }
 
 #[test]
@@ -733,6 +762,19 @@ fn acknowledged_key_value_writes_survive_a_crash_through_the_journal() {
             .kv_list(&project, &cache, "", None, 100, 0)
             .unwrap(),
         ["changed", "count", "kept", "new"]
+    );
+
+    // A dropped store stays dropped after a crash: what the journal held
+    // before the drop is never replayed over it.
+    assert!(reopened.kv_drop_store(&project, &cache).unwrap());
+    let after_drop = tempfile::tempdir().unwrap();
+    crash_copy(copy.path(), after_drop.path());
+    let reopened = SqliteStore::open(&after_drop.path().join("wok.db")).unwrap();
+    assert!(
+        reopened
+            .kv_list(&project, &cache, "", None, 100, 0)
+            .unwrap()
+            .is_empty()
     );
 }
 
