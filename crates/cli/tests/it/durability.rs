@@ -61,23 +61,12 @@ async fn sigkill_loses_no_acknowledged_write_and_tears_nothing() {
     );
 
     // Multipart uploads through the S3 endpoint, in a Python process.
-    let venv = crate::s3_tools();
     let credentials = send(control(&server, reqwest::Method::GET, "/v1/s3/credentials"))
         .await
         .json();
     let script = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(script.path(), MULTIPART_WRITER).unwrap();
-    let multipart = std::process::Command::new(venv.join("bin/python"))
-        .arg(script.path())
-        .env("WOK_S3_ENDPOINT", &url)
-        .env(
-            "AWS_ACCESS_KEY_ID",
-            credentials["access_key_id"].as_str().unwrap(),
-        )
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            credentials["secret_access_key"].as_str().unwrap(),
-        )
+    let multipart = crate::boto3(script.path(), &url, &credentials)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -41,6 +41,28 @@ pub fn s3_tools() -> std::path::PathBuf {
     .clone()
 }
 
+/// Python with boto3 (the S3 tools) running `script` against the S3
+/// endpoint at `url`, with a key pair as `GET /v1/s3/credentials` gives it.
+pub fn boto3(
+    script: &std::path::Path,
+    url: &str,
+    credentials: &serde_json::Value,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(s3_tools().join("bin/python"));
+    command
+        .arg(script)
+        .env("WOK_S3_ENDPOINT", url)
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            credentials["access_key_id"].as_str().unwrap(),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            credentials["secret_access_key"].as_str().unwrap(),
+        );
+    command
+}
+
 pub fn server() -> WokServer {
     WokServer::start(WOK)
 }

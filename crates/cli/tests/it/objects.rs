@@ -699,18 +699,8 @@ async fn abandoned_multipart_uploads_expire_with_their_parts() {
     let script = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(script.path(), UPLOADS).unwrap();
     let boto3 = |args: &[&str]| {
-        let output = std::process::Command::new(crate::s3_tools().join("bin/python"))
-            .arg(script.path())
+        let output = crate::boto3(script.path(), &server.url, &credentials)
             .args(args)
-            .env("WOK_S3_ENDPOINT", &server.url)
-            .env(
-                "AWS_ACCESS_KEY_ID",
-                credentials["access_key_id"].as_str().unwrap(),
-            )
-            .env(
-                "AWS_SECRET_ACCESS_KEY",
-                credentials["secret_access_key"].as_str().unwrap(),
-            )
             .output()
             .unwrap();
         assert!(
