@@ -61,12 +61,9 @@ async fn sigkill_loses_no_acknowledged_write_and_tears_nothing() {
     );
 
     // Multipart uploads through the S3 endpoint, in a Python process.
-    let credentials = send(control(&server, reqwest::Method::GET, "/v1/s3/credentials"))
-        .await
-        .json();
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(script.path(), MULTIPART_WRITER).unwrap();
-    let multipart = crate::boto3(script.path(), &url, &credentials)
+    let script = crate::Boto3::new(&server, MULTIPART_WRITER).await;
+    let multipart = script
+        .command()
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

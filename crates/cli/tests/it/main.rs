@@ -41,26 +41,44 @@ pub fn s3_tools() -> std::path::PathBuf {
     .clone()
 }
 
-/// Python with boto3 (the S3 tools) running `script` against the S3
-/// endpoint at `url`, with a key pair as `GET /v1/s3/credentials` gives it.
-pub fn boto3(
-    script: &std::path::Path,
-    url: &str,
-    credentials: &serde_json::Value,
-) -> std::process::Command {
-    let mut command = std::process::Command::new(s3_tools().join("bin/python"));
-    command
-        .arg(script)
-        .env("WOK_S3_ENDPOINT", url)
-        .env(
-            "AWS_ACCESS_KEY_ID",
-            credentials["access_key_id"].as_str().unwrap(),
-        )
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            credentials["secret_access_key"].as_str().unwrap(),
-        );
-    command
+/// A Python script using boto3 (the S3 tools) against a server's S3
+/// endpoint, with the admin's S3 key pair.
+pub struct Boto3 {
+    script: tempfile::NamedTempFile,
+    url: String,
+    credentials: serde_json::Value,
+}
+
+impl Boto3 {
+    pub async fn new(server: &WokServer, script: &str) -> Self {
+        let credentials = send(control(server, reqwest::Method::GET, "/v1/s3/credentials"))
+            .await
+            .json();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), script).unwrap();
+        Self {
+            script: file,
+            url: server.url.clone(),
+            credentials,
+        }
+    }
+
+    /// A run of the script (add its arguments).
+    pub fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(s3_tools().join("bin/python"));
+        command
+            .arg(self.script.path())
+            .env("WOK_S3_ENDPOINT", &self.url)
+            .env(
+                "AWS_ACCESS_KEY_ID",
+                self.credentials["access_key_id"].as_str().unwrap(),
+            )
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                self.credentials["secret_access_key"].as_str().unwrap(),
+            );
+        command
+    }
 }
 
 pub fn server() -> WokServer {

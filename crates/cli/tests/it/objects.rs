@@ -693,16 +693,9 @@ async fn abandoned_multipart_uploads_expire_with_their_parts() {
         .status,
         201
     );
-    let credentials = send(control(&server, reqwest::Method::GET, "/v1/s3/credentials"))
-        .await
-        .json();
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(script.path(), UPLOADS).unwrap();
+    let script = crate::Boto3::new(&server, UPLOADS).await;
     let boto3 = |args: &[&str]| {
-        let output = crate::boto3(script.path(), &server.url, &credentials)
-            .args(args)
-            .output()
-            .unwrap();
+        let output = script.command().args(args).output().unwrap();
         assert!(
             output.status.success(),
             "{}",
