@@ -1238,13 +1238,13 @@ impl tower::Service<Request> for App {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let s3 = is_s3_request(&request);
-        if !s3 && !has_body(&request) {
+        let (s3, body) = (is_s3_request(&request), has_body(&request));
+        if !s3 && !body {
             return futures::future::Either::Left(self.inner.call(request));
         }
         // A body that is not read by the time of the response closes the
         // connection (see `close_unless_read`).
-        let (request, ended) = if has_body(&request) {
+        let (request, ended) = if body {
             let (request, ended) = watch_body(request);
             (request, Some(ended))
         } else {
