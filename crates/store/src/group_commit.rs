@@ -398,14 +398,11 @@ fn run_batch(connection: &mut Connection, journal: &mut KvJournal, batch: &[Job]
 /// the writes that arrive meanwhile make the next batch.)
 fn gather(first: Job, receiver: &Receiver<Job>) -> Vec<Job> {
     let mut batch = vec![first];
-    let drain = |batch: &mut Vec<Job>| {
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+    while batch.len() < MAX_BATCH {
+        match receiver.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
         }
-    };
-    drain(&mut batch);
+    }
     batch
 }
