@@ -100,6 +100,15 @@ fn split(composite: &str) -> Option<(&str, &str, &str)> {
     Some((project, store, key))
 }
 
+/// Where a listing of keys starting with `prefix`, after `after`, starts:
+/// at max(prefix, after), past it if it is `after`.
+pub(crate) fn list_start<'a>(prefix: &'a str, after: Option<&'a str>) -> (&'a str, bool) {
+    match after {
+        Some(after) if after >= prefix => (after, true),
+        _ => (prefix, false),
+    }
+}
+
 /// The acknowledged key-value writes not yet in the table, for reads.
 #[derive(Default)]
 pub(crate) struct KvOverlay {
@@ -126,28 +135,41 @@ impl KvOverlay {
             .map(|pending| pending.live(now))
     }
 
-    /// The keys of the store from `start` on (past it if `strictly_after`)
-    /// that start with `prefix`, each with whether it is live at `now`.
+    /// The keys of the store that start with `prefix` and come after
+    /// `after`, each with whether it is live at `now`, up to the `live`-th
+    /// live one: a listing of `live` keys ends there at the latest.
     pub(crate) fn range(
         &self,
         project: &ProjectId,
         store: &StoreName,
-        start: &str,
-        strictly_after: bool,
         prefix: &str,
+        after: Option<&str>,
         now: UnixMillis,
+        live: usize,
     ) -> Vec<(String, bool)> {
+        let (start, strictly_after) = list_start(prefix, after);
         let from = composite(project.as_str(), store.as_str(), start);
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        entries
-            .range(from..)
-            .map_while(|(composite, pending)| {
-                let (p, s, key) = split(composite)?;
-                (p == project.as_str() && s == store.as_str() && key.starts_with(prefix))
-                    .then(|| (key.to_owned(), pending.is_live(now)))
-            })
-            .filter(|(key, _)| !(strictly_after && key == start))
-            .collect()
+        let mut found = Vec::new();
+        let mut live_found = 0;
+        for (composite, pending) in entries.range(from..) {
+            let Some((p, s, key)) = split(composite) else {
+                break;
+            };
+            if p != project.as_str() || s != store.as_str() || !key.starts_with(prefix) {
+                break;
+            }
+            if strictly_after && key == start {
+                continue;
+            }
+            let is_live = pending.is_live(now);
+            found.push((key.to_owned(), is_live));
+            live_found += usize::from(is_live);
+            if live_found == live {
+                break;
+            }
+        }
+        found
     }
 
     /// The project's stores written to since the last checkpoint.
@@ -511,10 +533,21 @@ impl KvJournal {
         Some(CHECKPOINT_AFTER.saturating_sub(since.elapsed()))
     }
 
-    /// Writes every entry waiting in memory into the table in one
-    /// transaction, deletes expired entries from disk, then empties the
-    /// journal.
+    /// Writes every entry waiting in memory into the table, then empties
+    /// the journal.
     pub(crate) fn checkpoint(&mut self, connection: &mut Connection) -> Result<(), StoreError> {
+        self.write_out(connection)?;
+        // Best effort: a journal not sealed replays only what the table
+        // has already, which is harmless while the table changes by
+        // checkpoints alone (`drop_store` needs the seal).
+        let _ = self.seal();
+        Ok(())
+    }
+
+    /// Writes every entry waiting in memory into the table in one
+    /// transaction and deletes expired entries from disk; the next records
+    /// go to the start of the journal, under a new generation.
+    fn write_out(&mut self, connection: &mut Connection) -> Result<(), StoreError> {
         let transaction =
             connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
@@ -572,14 +605,8 @@ impl KvJournal {
             .clear();
         self.moved.clear();
         self.since = None;
-        // The next records overwrite the file from the start, under a new
-        // generation. Until the first of them is durable, a start would
-        // replay this generation again, which is harmless as long as the
-        // table changes only by checkpoints; zeros at the start end that
-        // too (best effort here; `drop_store` needs them).
         self.generation += 1;
         self.len = 0;
-        let _ = self.seal();
         Ok(())
     }
 
@@ -601,7 +628,7 @@ impl KvJournal {
         project: &ProjectId,
         store: &StoreName,
     ) -> Result<bool, StoreError> {
-        self.checkpoint(connection)?;
+        self.write_out(connection)?;
         self.seal()?;
         let deleted = connection.execute(
             "DELETE FROM kv WHERE project = ? AND store = ?",

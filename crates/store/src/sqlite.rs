@@ -4,7 +4,7 @@ use crate::docs::{
 };
 use crate::docs_sqlite::{self, DOCS_SCHEMA};
 use crate::group_commit::{PendingWrite, WriteOp, Writer, Written};
-use crate::kv_journal::KvOverlay;
+use crate::kv_journal::{KvOverlay, list_start};
 use crate::objects::{
     Bucket, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, ObjectStore, Part, Upload,
 };
@@ -891,17 +891,14 @@ impl KvStore for SqliteStore {
     ) -> Result<Vec<String>, StoreError> {
         // Keys from max(prefix, after) upwards, while they keep the prefix:
         // a range scan on the primary key, no offset.
-        let start = match after {
-            Some(after) if after >= prefix => after,
-            _ => prefix,
-        };
-        let strictly_after = after.is_some_and(|after| after >= prefix);
+        let (start, strictly_after) = list_start(prefix, after);
         // Acknowledged writes not yet in the table win over it; read them
         // first (see `kv_get`). Each can hide at most one key of the table,
-        // so that many more keys are read from it.
+        // so that many more keys are read from it. Past the `limit`-th live
+        // one, neither they nor the table's keys can be in the page.
         let newer = self
             .kv_overlay
-            .range(project, store, start, strictly_after, prefix, now);
+            .range(project, store, prefix, after, now, limit as usize);
         let connection = self.lock();
         let mut statement = connection.prepare_cached(
             "SELECT key FROM kv
