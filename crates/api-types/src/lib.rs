@@ -39,6 +39,9 @@ pub struct FunctionInfo {
     pub created_at: i64,
     /// Where the function answers, relative to the server.
     pub url_path: String,
+    /// Its triggers, each as its canonical line.
+    #[serde(default)]
+    pub triggers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -364,4 +367,143 @@ pub struct PresignedUrl {
     pub path: String,
     /// Unix seconds.
     pub expires_at: i64,
+}
+
+/// One message of `POST /v1/topics/TOPIC/_batch`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PublishMessage {
+    /// A JSON payload (content type `application/json`)...
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+    /// ...or any bytes, base64-encoded.
+    #[serde(default)]
+    pub data_base64: Option<String>,
+    /// Messages with the same ordering key are delivered one at a time, in order.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The payload's content type (with `data_base64`).
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBatch {
+    pub messages: Vec<PublishMessage>,
+}
+
+/// A message published: durable once this is answered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Published {
+    pub id: String,
+    /// Its position in the project's event log.
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub time: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PublishedList {
+    pub events: Vec<Published>,
+}
+
+/// An event as the API shows it (CloudEvents attribute names).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventInfo {
+    pub seq: i64,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub subject: Option<String>,
+    pub key: Option<String>,
+    /// Unix milliseconds.
+    pub time: i64,
+    pub content_type: Option<String>,
+    /// The payload as text when it is UTF-8...
+    pub data: Option<String>,
+    /// ...else base64.
+    pub data_base64: Option<String>,
+}
+
+/// A page of a topic's events; `next` (a position) fetches the next.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<EventInfo>,
+    pub next: Option<i64>,
+}
+
+/// A trigger of a live function and where its delivery stands.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TriggerInfo {
+    pub function: String,
+    pub trigger: String,
+    /// Its canonical line.
+    pub spec: String,
+    /// Every event up to this position was handled.
+    pub cursor: i64,
+    /// Events waiting for a retry.
+    pub retrying: u64,
+    /// Dead letters.
+    pub dead: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TriggerList {
+    pub triggers: Vec<TriggerInfo>,
+}
+
+/// An event whose delivery failed for good.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetter {
+    pub function: String,
+    pub trigger: String,
+    pub attempts: u32,
+    /// The last failure.
+    pub error: String,
+    /// Unix milliseconds.
+    pub first_failed_at: i64,
+    pub died_at: i64,
+    pub event: EventInfo,
+}
+
+/// A page of dead letters; `next` (a position) fetches the next.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetterPage {
+    pub dead_letters: Vec<DeadLetter>,
+    pub next: Option<i64>,
+}
+
+/// Which dead letters `_redrive` and `DELETE` take (all fields optional).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterFilter {
+    #[serde(default)]
+    pub function: Option<String>,
+    #[serde(default)]
+    pub trigger: Option<String>,
+    #[serde(default)]
+    pub seq: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Count {
+    pub count: u64,
+}
+
+/// `POST /v1/functions/NAME/triggers/TRIGGER/_replay`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Unix milliseconds or an RFC 3339 time: events from then on are
+    /// delivered again.
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Replayed {
+    pub cursor: i64,
 }

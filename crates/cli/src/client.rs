@@ -12,6 +12,7 @@ pub struct Connection {
     pub project: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct Client {
     pub base: String,
     token: Option<String>,

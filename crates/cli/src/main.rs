@@ -5,6 +5,7 @@
 
 mod client;
 mod commands;
+mod manifest;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ enum Command {
     Docs(commands::docs::Docs),
     #[command(subcommand)]
     Objects(commands::objects::Objects),
+    Publish(commands::publish::Publish),
+    #[command(subcommand)]
+    Events(commands::events::Events),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +110,8 @@ fn main() -> ExitCode {
             Command::Kv(command) => command.run(connection.client()?).await,
             Command::Docs(command) => command.run(connection.client()?).await,
             Command::Objects(command) => command.run(connection.client()?).await,
+            Command::Publish(command) => command.run(connection.client()?).await,
+            Command::Events(command) => command.run(connection.client()?).await,
         }
     });
     match result {

@@ -9,14 +9,20 @@ mod names;
 mod records;
 mod size;
 mod spec;
+mod triggers;
 
 pub use keys::{Access, AccessRule, ApiKey, KeyKind, Project, ResourceKind};
 pub use names::{
     BucketName, CollectionName, FunctionName, InvocationId, NameError, ProjectId, StoreName,
+    TopicName, TriggerName,
 };
 pub use records::{InvocationRecord, LogLine, LogStream, Outcome, Usage, UsageFilter};
 pub use size::{ByteSize, SizeError};
 pub use spec::{FunctionConfig, HttpWorld, Isolation, Limits, ReuseLimits, SpecError};
+pub use triggers::{
+    Change, ChangeKinds, MAX_TRIGGERS, RetryPolicy, TriggerError, TriggerSource, TriggerSpec,
+    documents_stream, objects_stream, topic_stream, validate_triggers,
+};
 
 /// Milliseconds since the Unix epoch, the one time unit stored in records.
 pub type UnixMillis = i64;

@@ -96,6 +96,16 @@ name_type!(
     /// A collection of JSON documents of a project.
     CollectionName, "collection", 63
 );
+name_type!(
+    /// A queue topic of a project: messages published to it are kept in
+    /// order and delivered to every subscriber.
+    TopicName, "topic", 63
+);
+name_type!(
+    /// A trigger of a function, unique among that function's triggers; its
+    /// delivery position survives new versions.
+    TriggerName, "trigger", 63
+);
 
 /// A bucket of a project's object storage: 3 to 63 lowercase letters,
 /// digits, `-` and `.`, starting and ending with a letter or digit (the S3

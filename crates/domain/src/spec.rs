@@ -1,4 +1,4 @@
-use crate::ByteSize;
+use crate::{ByteSize, TriggerError, TriggerSpec};
 use std::time::Duration;
 
 /// A deploy setting that is out of range.
@@ -26,6 +26,8 @@ pub enum SpecError {
     ReuseRequests,
     #[error("instance reuse needs max concurrent requests per instance between 1 and 1000")]
     ReuseConcurrency,
+    #[error(transparent)]
+    Trigger(#[from] TriggerError),
 }
 
 /// Resource limits applied to every invocation of a function version.
@@ -136,6 +138,8 @@ pub struct FunctionConfig {
     /// Hosts (`example.com`, `*.example.com`, `127.0.0.1:9000`) outbound HTTP may reach.
     pub allowed_outbound_hosts: Vec<String>,
     pub isolation: Isolation,
+    /// What runs the function besides HTTP requests.
+    pub triggers: Vec<TriggerSpec>,
 }
 
 impl FunctionConfig {
@@ -156,6 +160,7 @@ impl FunctionConfig {
                 return Err(SpecError::OutboundHost(host.clone()));
             }
         }
+        crate::validate_triggers(&self.triggers)?;
         if let Isolation::Reuse(reuse) = &self.isolation {
             if reuse.max_requests == 0 {
                 return Err(SpecError::ReuseRequests);

@@ -1,6 +1,6 @@
 //! `invoke::GuestDocuments` over the document store, bound to one project:
 //! the same parsing, limits and errors as the REST API.
-use domain::{CollectionName, ProjectId};
+use domain::{CollectionName, FunctionName, ProjectId};
 use invoke::{
     GuestDocError, GuestDocOp, GuestDocPage, GuestDocWrite, GuestDocWritten, GuestDocument,
     GuestDocuments,
@@ -12,6 +12,8 @@ use store::docs::{DocStore, DocWrite, MAX_BATCH_WRITES, WriteKind, parse_query};
 
 pub struct ProjectDocuments {
     pub project: ProjectId,
+    /// The function writing: its writes' change events name it.
+    pub function: FunctionName,
     pub docs: Arc<dyn DocStore>,
 }
 
@@ -105,7 +107,7 @@ impl GuestDocuments for ProjectDocuments {
         let single = writes.len() == 1;
         let done = self
             .docs
-            .doc_write_blocking(&self.project, writes)
+            .doc_write_blocking_as(&self.project, Some(&self.function), writes)
             .map_err(|error| match error {
                 // A single write's error needs no batch wrapper.
                 StoreError::BatchFailed { error, .. } if single => guest_error(*error),

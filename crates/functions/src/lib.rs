@@ -85,6 +85,8 @@ pub struct Functions {
     /// Serialises the store-then-registry step of deploys, rollbacks and
     /// removals so the registry always ends on the store's current version.
     switch: tokio::sync::Mutex<()>,
+    /// Bumped whenever the registry changes.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Runs blocking work (SQLite, files, compilation) off the async threads.
@@ -112,6 +114,7 @@ impl Functions {
             executor,
             live: RwLock::new(HashMap::new()),
             switch: Default::default(),
+            changes: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -122,6 +125,26 @@ impl Functions {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         live.get(&(project.clone(), function.clone())).cloned()
+    }
+
+    /// Every live version.
+    pub fn live(&self) -> Vec<Arc<Deployed>> {
+        self.live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Changes each time a function is deployed, rolled back or removed.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     pub fn live_count(&self) -> usize {
@@ -150,6 +173,7 @@ impl Functions {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(key, deployed.clone());
+        self.changed();
         deployed
     }
 
@@ -178,6 +202,7 @@ impl Functions {
             }),
             documents: Arc::new(guest_docs::ProjectDocuments {
                 project: project.clone(),
+                function: function.clone(),
                 docs: self.docs.clone(),
             }),
             objects: Arc::new(guest_objects::ProjectObjects {
@@ -329,6 +354,7 @@ impl Functions {
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .remove(&(project, function.clone()));
+            this.changed();
             if existed {
                 Ok(())
             } else {

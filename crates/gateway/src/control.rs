@@ -28,7 +28,7 @@ pub async fn metrics(State(gateway): State<SharedGateway>) -> Response {
     response
 }
 
-fn function_name(name: &str) -> Result<FunctionName, ApiError> {
+pub(crate) fn function_name(name: &str) -> Result<FunctionName, ApiError> {
     FunctionName::new(name)
         .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
 }
@@ -163,6 +163,14 @@ pub fn config_from_query(pairs: &[(String, String)]) -> Result<FunctionConfig, A
                 config.env.push((name.to_owned(), env_value.to_owned()));
             }
             "allow_outbound" => config.allowed_outbound_hosts.push(value.clone()),
+            "trigger" => {
+                let trigger = domain::TriggerSpec::parse(value)
+                    .map_err(|error| ApiError::bad_request("invalid_config", error.to_string()))?;
+                events::validate_trigger(&trigger).map_err(|message| {
+                    ApiError::bad_request("invalid_config", format!("trigger {value:?}: {message}"))
+                })?;
+                config.triggers.push(trigger);
+            }
             "reuse" => match value.as_str() {
                 "true" | "1" => reuse = Some(reuse_limits(&mut reuse)),
                 "false" | "0" => reuse = None,
@@ -250,7 +258,7 @@ pub async fn deploy(
 }
 
 /// Accepts Unix milliseconds or an RFC 3339 time.
-fn parse_time(key: &str, value: &str) -> Result<UnixMillis, ApiError> {
+pub(crate) fn parse_time(key: &str, value: &str) -> Result<UnixMillis, ApiError> {
     if let Ok(millis) = value.parse::<i64>() {
         return Ok(millis);
     }

@@ -9,6 +9,7 @@ mod control;
 mod convert;
 mod docs;
 mod error;
+mod events;
 mod http_util;
 mod invoke_route;
 mod kv;
@@ -41,6 +42,10 @@ pub struct Gateway {
     pub document_reads: tokio::sync::Semaphore,
     /// Checks the admin credential and project keys.
     pub auth: Arc<auth::Auth>,
+    /// Topics, change streams, subscriptions and dead letters.
+    pub events: Arc<dyn store::EventStore>,
+    /// The trigger workers (for replays).
+    pub dispatcher: Arc<::events::Dispatcher>,
     /// Largest component upload accepted by deploy.
     pub max_upload_bytes: u64,
 }
@@ -89,6 +94,19 @@ fn control_router(gateway: SharedGateway) -> Router {
         )
         .route("/v1/functions/{name}/rollback", post(control::rollback))
         .route("/v1/functions/{name}/logs", get(control::logs))
+        .route(
+            "/v1/functions/{name}/triggers/{trigger}/_replay",
+            post(events::replay),
+        )
+        .route("/v1/triggers", get(events::list_triggers))
+        .route("/v1/topics/{topic}", post(events::publish))
+        .route("/v1/topics/{topic}/_batch", post(events::publish_batch))
+        .route("/v1/topics/{topic}/events", get(events::read_topic))
+        .route(
+            "/v1/events/dead",
+            get(events::dead_letters).delete(events::purge_dead),
+        )
+        .route("/v1/events/dead/_redrive", post(events::redrive))
         .route("/v1/usage", get(control::usage))
         .route("/v1/invocations", get(control::invocations))
         .route("/v1/kv", get(kv::list_stores))

@@ -19,8 +19,29 @@ struct FunctionLabels {
     function: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    function: String,
+    trigger: String,
+    kind: &'static str,
+}
+
+impl TriggerLabels {
+    fn of(target: &events::Target) -> Self {
+        Self {
+            function: Metrics::function_label(&target.project, &target.function),
+            trigger: target.trigger.name.to_string(),
+            kind: target.trigger.kind(),
+        }
+    }
+}
+
 /// The platform's Prometheus metrics.
 pub struct Metrics {
+    event_deliveries: Family<TriggerLabels, Counter>,
+    event_latency: Family<TriggerLabels, Histogram>,
+    event_retries: Family<TriggerLabels, Counter>,
+    event_dead_letters: Family<TriggerLabels, Counter>,
     registry: Registry,
     invocations: Family<OutcomeLabels, Counter>,
     duration: Family<FunctionLabels, Histogram>,
@@ -67,6 +88,32 @@ impl Metrics {
         let response_head = Histogram::new(response_head_buckets());
         let throttled = Family::<FunctionLabels, Counter>::default();
         let log_lines_dropped = Counter::default();
+        let event_deliveries = Family::<TriggerLabels, Counter>::default();
+        let event_latency = Family::<TriggerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        let event_retries = Family::<TriggerLabels, Counter>::default();
+        let event_dead_letters = Family::<TriggerLabels, Counter>::default();
+        registry.register(
+            "event_deliveries",
+            "Events delivered to functions by trigger",
+            event_deliveries.clone(),
+        );
+        registry.register(
+            "event_delivery_latency_seconds",
+            "Time from an event being logged to its acknowledged delivery",
+            event_latency.clone(),
+        );
+        registry.register(
+            "event_retries",
+            "Failed deliveries that will be tried again",
+            event_retries.clone(),
+        );
+        registry.register(
+            "event_dead_letters",
+            "Events that became dead letters",
+            event_dead_letters.clone(),
+        );
         registry.register(
             "invocations",
             "Invocations by function and outcome",
@@ -103,6 +150,10 @@ impl Metrics {
             log_lines_dropped.clone(),
         );
         Self {
+            event_deliveries,
+            event_latency,
+            event_retries,
+            event_dead_letters,
             registry,
             invocations,
             duration,
@@ -168,5 +219,27 @@ impl RuntimeMetrics for Metrics {
 
     fn instances_in_flight(&self, delta: i64) {
         self.in_flight.inc_by(delta);
+    }
+}
+
+impl events::DeliveryMetrics for Metrics {
+    fn delivered(&self, target: &events::Target, latency: std::time::Duration) {
+        let labels = TriggerLabels::of(target);
+        self.event_latency
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
+        self.event_deliveries.get_or_create(&labels).inc();
+    }
+
+    fn retried(&self, target: &events::Target) {
+        self.event_retries
+            .get_or_create(&TriggerLabels::of(target))
+            .inc();
+    }
+
+    fn dead_lettered(&self, target: &events::Target) {
+        self.event_dead_letters
+            .get_or_create(&TriggerLabels::of(target))
+            .inc();
     }
 }

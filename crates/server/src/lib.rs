@@ -93,6 +93,7 @@ pub async fn run(
     let store: Arc<dyn MetaStore> = sqlite.clone();
     let kv: Arc<dyn store::KvStore> = sqlite.clone();
     let docs: Arc<dyn store::DocStore> = sqlite.clone();
+    let event_store: Arc<dyn store::EventStore> = sqlite.clone();
     let object_store: Arc<dyn store::ObjectStore> = sqlite;
     let objects = objects::Objects::open(
         object_store,
@@ -118,6 +119,15 @@ pub async fn run(
         runtime,
     );
     let loaded = functions.load_all().await?;
+    let dispatcher = events::Dispatcher::new(
+        event_store.clone(),
+        Arc::new(triggers::FunctionDeliver {
+            functions: functions.clone(),
+            records: recorder.clone(),
+        }),
+        Arc::new(events::SystemClock),
+        metrics.clone(),
+    );
 
     let auth = Arc::new(auth::Auth::new(store.clone(), token));
     let gateway = Arc::new(Gateway {
@@ -133,6 +143,8 @@ pub async fn run(
             2 * std::thread::available_parallelism().map_or(2, |cores| cores.get()),
         ),
         auth,
+        events: event_store,
+        dispatcher: dispatcher.clone(),
         max_upload_bytes: config.max_upload.bytes(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -148,6 +160,7 @@ pub async fn run(
     on_ready(address);
 
     let maintenance = functions.start_maintenance();
+    let reconciler = triggers::Reconciler::start(functions.clone(), dispatcher.clone());
     let expiry = tokio::spawn(expire_uploads(objects.clone(), config.upload_expiry));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let app = gateway::app(gateway);
@@ -183,6 +196,10 @@ pub async fn run(
     };
     maintenance.stop().await;
     expiry.abort();
+    // Deliveries under way get the same grace; what they do not finish is
+    // delivered again after the next start.
+    reconciler.stop().await;
+    dispatcher.stop(config.shutdown_grace).await;
     // Records of aborted requests are written when their meters drop, which
     // the abort above has done by now.
     tokio::task::spawn_blocking(move || recorder.shutdown()).await?;

@@ -1,6 +1,6 @@
 //! The JSON form a function's configuration is stored in. Private to the
 //! store: it is a storage format, not the public API.
-use domain::{ByteSize, FunctionConfig, Isolation, Limits, ReuseLimits};
+use domain::{ByteSize, FunctionConfig, Isolation, Limits, ReuseLimits, TriggerSpec};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ pub fn config_to_json(config: &FunctionConfig) -> String {
         "env": config.env,
         "allowed_outbound_hosts": config.allowed_outbound_hosts,
         "isolation": isolation,
+        "triggers": config.triggers.iter().map(TriggerSpec::to_text).collect::<Vec<_>>(),
     })
     .to_string()
 }
@@ -52,7 +53,17 @@ pub fn config_from_json(text: &str) -> Result<FunctionConfig, String> {
         }
         _ => Isolation::Fresh,
     };
+    // Versions from before triggers have none.
+    let triggers = match value.get("triggers") {
+        None => Vec::new(),
+        Some(lines) => serde_json::from_value::<Vec<String>>(lines.clone())
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|line| TriggerSpec::parse(line).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?,
+    };
     Ok(FunctionConfig {
+        triggers,
         limits: Limits {
             memory: ByteSize(number("memory")?),
             timeout: Duration::from_millis(number("timeout_ms")?),

@@ -9,7 +9,9 @@ use crate::docs::{
     IndexField, MAX_INDEXES, Plan, Query, QueryPage, encode_part, matches, parse_index_fields,
     plan, validate_document, validate_id,
 };
-use domain::{CollectionName, ProjectId};
+use crate::events::NewEvent;
+use crate::events_sqlite;
+use domain::{CollectionName, FunctionName, ProjectId};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Map, Value};
 
@@ -197,12 +199,13 @@ pub(crate) fn get_document(
 pub(crate) fn apply_doc_batch(
     transaction: &mut Transaction<'_>,
     project: &ProjectId,
+    origin: Option<&FunctionName>,
     writes: &[DocWrite],
 ) -> Result<Vec<DocWritten>, StoreError> {
     let savepoint = transaction.savepoint()?;
     let mut results = Vec::with_capacity(writes.len());
     for (at, write) in writes.iter().enumerate() {
-        match apply_doc_write(&savepoint, project, write) {
+        match apply_doc_write(&savepoint, project, origin, write) {
             Ok(done) => results.push(done),
             // The savepoint rolls back when dropped.
             Err(StoreError::Database(error)) => return Err(StoreError::Database(error)),
@@ -237,9 +240,42 @@ fn check(condition: DocCondition, live: Option<&Document>) -> Result<(), StoreEr
     }
 }
 
+/// The event of a document change: `wok.document.created`, `.updated` or
+/// `.deleted`, its subject the id, its data the document before and after.
+fn change_event(
+    stream: String,
+    origin: Option<&FunctionName>,
+    id: &str,
+    version: u64,
+    before: Option<&Map<String, Value>>,
+    after: Option<&Map<String, Value>>,
+) -> NewEvent {
+    let change = match (before, after) {
+        (None, _) => domain::Change::Created,
+        (Some(_), Some(_)) => domain::Change::Updated,
+        (Some(_), None) => domain::Change::Deleted,
+    };
+    let data = serde_json::json!({
+        "id": id,
+        "version": version,
+        "before": before,
+        "after": after,
+    });
+    NewEvent {
+        stream,
+        kind: format!("wok.document.{}", change.as_str()),
+        subject: Some(id.to_owned()),
+        key: None,
+        content_type: Some("application/json".to_owned()),
+        data: data.to_string().into_bytes(),
+        origin: origin.cloned(),
+    }
+}
+
 fn apply_doc_write(
     transaction: &Connection,
     project: &ProjectId,
+    origin: Option<&FunctionName>,
     write: &DocWrite,
 ) -> Result<DocWritten, StoreError> {
     let collection = ensure_collection(transaction, project, write.collection())?;
@@ -307,7 +343,15 @@ fn apply_doc_write(
     }
 
     let existed = live.is_some();
+    let stream = domain::documents_stream(write.collection());
+    let log = events_sqlite::watched(transaction, project, &stream)?;
     let Some(data) = new_data else {
+        if let Some(live) = &live
+            && log
+        {
+            let change = change_event(stream, origin, &id, live.version, Some(&live.data), None);
+            events_sqlite::log_change(transaction, project, change)?;
+        }
         if existed {
             transaction
                 .prepare_cached("DELETE FROM docs WHERE cid = ? AND id = ?")?
@@ -330,6 +374,11 @@ fn apply_doc_write(
                  documents = documents + ? WHERE cid = ? RETURNING last_version",
         )?
         .query_row(params![i64::from(!existed), cid], |row| row.get(0))?;
+    if log {
+        let before = live.as_ref().map(|live| &live.data);
+        let change = change_event(stream, origin, &id, version as u64, before, Some(&data));
+        events_sqlite::log_change(transaction, project, change)?;
+    }
     let body = Value::Object(data).to_string();
     transaction
         .prepare_cached("INSERT OR REPLACE INTO docs (cid, id, version, body) VALUES (?, ?, ?, ?)")?

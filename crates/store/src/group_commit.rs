@@ -11,16 +11,18 @@ use crate::docs_sqlite::{
     apply_create_index, apply_doc_batch, apply_drop_collection, apply_drop_index, apply_fill_index,
     apply_finish_index,
 };
+use crate::events::{Event, FailedEvent, FailedFilter, NewEvent, Settle};
+use crate::events_sqlite;
 use crate::kv_journal::{KvJournal, KvOverlay};
 use crate::objects::{ObjectDone, ObjectOp};
 use crate::objects_sqlite::apply_object_op;
 use crate::sqlite::open_connection;
 use crate::{KvBatchOp, StoreError};
-use domain::{CollectionName, ProjectId};
+use domain::{CollectionName, FunctionName, ProjectId, TriggerName};
 use rusqlite::{Connection, Transaction};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 /// Most writes in one transaction.
@@ -48,6 +50,8 @@ pub(crate) enum WriteOp {
     /// An atomic batch of document writes.
     Docs {
         project: ProjectId,
+        /// The function that writes, if a function does.
+        origin: Option<FunctionName>,
         writes: Vec<DocWrite>,
     },
     CreateIndex {
@@ -77,6 +81,42 @@ pub(crate) enum WriteOp {
         ino: i64,
     },
     Objects(ObjectOp),
+    Publish {
+        project: ProjectId,
+        events: Vec<NewEvent>,
+    },
+    Advance {
+        project: ProjectId,
+        function: FunctionName,
+        trigger: TriggerName,
+        cursor: i64,
+        failed: Vec<FailedEvent>,
+    },
+    SetCursor {
+        project: ProjectId,
+        function: FunctionName,
+        trigger: TriggerName,
+        cursor: i64,
+    },
+    Settle {
+        project: ProjectId,
+        function: FunctionName,
+        trigger: TriggerName,
+        seq: i64,
+        settle: Settle,
+    },
+    Redrive {
+        project: ProjectId,
+        filter: FailedFilter,
+    },
+    PurgeDead {
+        project: ProjectId,
+        filter: FailedFilter,
+    },
+    PruneEvents {
+        project: ProjectId,
+        before: domain::UnixMillis,
+    },
 }
 
 /// What the writer answers, by kind of write.
@@ -91,6 +131,9 @@ pub(crate) enum Written {
     /// Where filling continues; `None` when done.
     Filled(Option<String>),
     Objects(ObjectDone),
+    Events(Vec<Event>),
+    Done,
+    Count(u64),
 }
 
 impl WriteOp {
@@ -102,9 +145,11 @@ impl WriteOp {
             WriteOp::Kv(_) | WriteOp::KvCheckpoint | WriteOp::KvDropStore { .. } => Err(
                 StoreError::WriteFailed("a key-value write in the transaction".to_owned()),
             ),
-            WriteOp::Docs { project, writes } => {
-                apply_doc_batch(transaction, project, writes).map(Written::Docs)
-            }
+            WriteOp::Docs {
+                project,
+                origin,
+                writes,
+            } => apply_doc_batch(transaction, project, origin.as_ref(), writes).map(Written::Docs),
             WriteOp::CreateIndex {
                 project,
                 collection,
@@ -130,6 +175,48 @@ impl WriteOp {
                 apply_finish_index(transaction, *cid, *ino).map(Written::Index)
             }
             WriteOp::Objects(op) => apply_object_op(transaction, op).map(Written::Objects),
+            WriteOp::Publish { project, events } => {
+                events_sqlite::apply_publish(transaction, project, events).map(Written::Events)
+            }
+            WriteOp::Advance {
+                project,
+                function,
+                trigger,
+                cursor,
+                failed,
+            } => events_sqlite::apply_advance(
+                transaction,
+                project,
+                function,
+                trigger,
+                *cursor,
+                failed,
+            )
+            .map(|()| Written::Done),
+            WriteOp::SetCursor {
+                project,
+                function,
+                trigger,
+                cursor,
+            } => events_sqlite::apply_set_cursor(transaction, project, function, trigger, *cursor)
+                .map(Written::Index),
+            WriteOp::Settle {
+                project,
+                function,
+                trigger,
+                seq,
+                settle,
+            } => events_sqlite::apply_settle(transaction, project, function, trigger, *seq, settle)
+                .map(|()| Written::Done),
+            WriteOp::Redrive { project, filter } => {
+                events_sqlite::apply_redrive(transaction, project, filter).map(Written::Count)
+            }
+            WriteOp::PurgeDead { project, filter } => {
+                events_sqlite::apply_purge_dead(transaction, project, filter).map(Written::Count)
+            }
+            WriteOp::PruneEvents { project, before } => {
+                events_sqlite::apply_prune(transaction, project, *before).map(Written::Count)
+            }
         }
     }
 }
@@ -160,6 +247,9 @@ struct Job {
     reply: Reply,
 }
 
+/// Called after a commit that logged events.
+pub(crate) type EventHook = Arc<RwLock<Option<Box<dyn Fn() + Send + Sync>>>>;
+
 pub struct Writer {
     jobs: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
@@ -168,7 +258,12 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer on the database at `path`, after replaying the
     /// key-value journal at `journal` into it.
-    pub fn start(path: &Path, journal: &Path, overlay: Arc<KvOverlay>) -> Result<Self, StoreError> {
+    pub fn start(
+        path: &Path,
+        journal: &Path,
+        overlay: Arc<KvOverlay>,
+        hook: EventHook,
+    ) -> Result<Self, StoreError> {
         let mut connection = open_connection(path)?;
         let journal = KvJournal::open(&mut connection, journal, overlay)?;
         let (jobs, receiver) = mpsc::channel();
@@ -176,7 +271,7 @@ impl Writer {
             .name("wok-writer".to_owned())
             .spawn(move || {
                 disfavor_on_wake_up();
-                write_loop(connection, journal, receiver)
+                write_loop(connection, journal, receiver, hook)
             })
             .map_err(|error| StoreError::WriteFailed(format!("starting the writer: {error}")))?;
         Ok(Self {
@@ -279,7 +374,12 @@ fn disfavor_on_wake_up() {
     let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
 }
 
-fn write_loop(mut connection: Connection, mut journal: KvJournal, receiver: Receiver<Job>) {
+fn write_loop(
+    mut connection: Connection,
+    mut journal: KvJournal,
+    receiver: Receiver<Job>,
+    hook: EventHook,
+) {
     loop {
         // Waiting for writes, up to when the key-value journal is due for
         // a checkpoint.
@@ -303,6 +403,14 @@ fn write_loop(mut connection: Connection, mut journal: KvJournal, receiver: Rece
         let answers = run_batch(&mut connection, &mut journal, &batch);
         for (job, answer) in batch.into_iter().zip(answers) {
             job.reply.send(answer);
+        }
+        if events_sqlite::take_logged()
+            && let Some(hook) = hook
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .as_ref()
+        {
+            hook();
         }
         if journal.checkpoint_due() == Some(std::time::Duration::ZERO) {
             let _ = journal.checkpoint(&mut connection);

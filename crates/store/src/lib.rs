@@ -8,6 +8,8 @@
 mod codec;
 pub mod docs;
 mod docs_sqlite;
+pub mod events;
+mod events_sqlite;
 mod group_commit;
 mod kv;
 mod kv_journal;
@@ -17,6 +19,7 @@ mod sqlite;
 
 pub use docs::DocStore;
 pub use domain::HttpWorld;
+pub use events::EventStore;
 pub use kv::{
     Condition, KvBatchOp, KvDone, KvEntry, KvStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, PendingWrite,
 };

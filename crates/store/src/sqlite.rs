@@ -3,7 +3,9 @@ use crate::docs::{
     CollectionInfo, DocStore, DocWrite, DocWritten, Document, Explain, Index, Query, QueryPage,
 };
 use crate::docs_sqlite::{self, DOCS_SCHEMA};
-use crate::group_commit::{PendingWrite, WriteOp, Writer, Written};
+use crate::events::{Event, EventStore, FailedEvent, FailedFilter, NewEvent, Settle, Subscription};
+use crate::events_sqlite::{self, EVENTS_SCHEMA};
+use crate::group_commit::{EventHook, PendingWrite, WriteOp, Writer, Written};
 use crate::kv_journal::{KvOverlay, list_start};
 use crate::objects::{
     Bucket, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, ObjectStore, Part, Upload,
@@ -14,7 +16,7 @@ use crate::{KvBatchOp, KvDone};
 use domain::{
     AccessRule, ApiKey, BucketName, CollectionName, FunctionName, HttpWorld, InvocationId,
     InvocationRecord, KeyKind, LogLine, LogStream, Outcome, Project, ProjectId, ResourceKind,
-    StoreName, UnixMillis, Usage, UsageFilter, now_millis,
+    StoreName, TriggerName, UnixMillis, Usage, UsageFilter, now_millis,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -35,6 +37,8 @@ pub struct SqliteStore {
     /// reader, kept for reuse.
     readers: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
+    /// Called after a commit that logged events.
+    event_hook: EventHook,
 }
 
 /// The key-value journal of the database at `path`: `wok.db` has
@@ -196,6 +200,7 @@ impl SqliteStore {
         }
         docs_sqlite::drop_unfinished_indexes(&connection)?;
         connection.execute_batch(OBJECTS_SCHEMA)?;
+        connection.execute_batch(EVENTS_SCHEMA)?;
         // `default` always exists, and so does every project that already
         // has functions (data directories from before projects were stored).
         connection.execute(
@@ -208,9 +213,16 @@ impl SqliteStore {
             params![now_millis()],
         )?;
         let kv_overlay = Arc::new(KvOverlay::default());
+        let event_hook = EventHook::default();
         Ok(Self {
             connection: Mutex::new(connection),
-            writer: Writer::start(path, &kv_journal_path(path), kv_overlay.clone())?,
+            writer: Writer::start(
+                path,
+                &kv_journal_path(path),
+                kv_overlay.clone(),
+                event_hook.clone(),
+            )?,
+            event_hook,
             kv_overlay,
             kv_reader: Mutex::new(open_reader(path)?),
             readers: Mutex::new(Vec::new()),
@@ -381,6 +393,7 @@ impl MetaStore for SqliteStore {
              ON CONFLICT (project, name) DO UPDATE SET current_version = ?3, last_version = ?3, updated_at = ?4",
             params![project.as_str(), function.as_str(), version, now],
         )?;
+        events_sqlite::sync_subscriptions(&transaction, project, function, &new.config.triggers)?;
         transaction.commit()?;
         Ok(FunctionVersion {
             project: project.clone(),
@@ -424,6 +437,12 @@ impl MetaStore for SqliteStore {
         transaction.execute(
             "UPDATE functions SET current_version = ?, updated_at = ? WHERE project = ? AND name = ?",
             params![version, now_millis(), project.as_str(), function.as_str()],
+        )?;
+        events_sqlite::sync_subscriptions(
+            &transaction,
+            project,
+            function,
+            &stored.config.triggers,
         )?;
         transaction.commit()?;
         Ok(stored)
@@ -489,11 +508,16 @@ impl MetaStore for SqliteStore {
     fn remove(&self, project: &ProjectId, function: &FunctionName) -> Result<bool, StoreError> {
         // The row stays with no current version so that version numbers keep
         // increasing if the name is deployed again: records stay unambiguous.
-        let changed = self.lock().execute(
+        let mut connection = self.lock();
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let changed = transaction.execute(
             "UPDATE functions SET current_version = NULL, updated_at = ?
              WHERE project = ? AND name = ? AND current_version IS NOT NULL",
             params![now_millis(), project.as_str(), function.as_str()],
         )?;
+        events_sqlite::sync_subscriptions(&transaction, project, function, &[])?;
+        transaction.commit()?;
         Ok(changed > 0)
     }
 
@@ -1008,25 +1032,29 @@ impl DocStore for SqliteStore {
         })
     }
 
-    fn doc_write(
+    fn doc_write_as(
         &self,
         project: &ProjectId,
+        origin: Option<&FunctionName>,
         writes: Vec<DocWrite>,
     ) -> PendingWrite<Vec<DocWritten>> {
         let op = WriteOp::Docs {
             project: project.clone(),
+            origin: origin.cloned(),
             writes,
         };
         self.writer.write_async(op, expect_docs)
     }
 
-    fn doc_write_blocking(
+    fn doc_write_blocking_as(
         &self,
         project: &ProjectId,
+        origin: Option<&FunctionName>,
         writes: Vec<DocWrite>,
     ) -> Result<Vec<DocWritten>, StoreError> {
         let op = WriteOp::Docs {
             project: project.clone(),
+            origin: origin.cloned(),
             writes,
         };
         self.writer.write(op, expect_docs)
@@ -1228,5 +1256,187 @@ impl ObjectStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<(ProjectId, BucketName, String)>, StoreError> {
         self.with_reader(|connection| objects_sqlite::stale_uploads(connection, before, limit))
+    }
+}
+
+fn expect_done(written: Written) -> Option<()> {
+    match written {
+        Written::Done => Some(()),
+        _ => None,
+    }
+}
+
+fn expect_count(written: Written) -> Option<u64> {
+    match written {
+        Written::Count(count) => Some(count),
+        _ => None,
+    }
+}
+
+impl EventStore for SqliteStore {
+    fn publish(&self, project: &ProjectId, events: Vec<NewEvent>) -> PendingWrite<Vec<Event>> {
+        let op = WriteOp::Publish {
+            project: project.clone(),
+            events,
+        };
+        self.writer.write_async(op, |written| match written {
+            Written::Events(events) => Some(events),
+            _ => None,
+        })
+    }
+
+    fn events(
+        &self,
+        project: &ProjectId,
+        stream: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.with_reader(|connection| {
+            events_sqlite::events(connection, project, stream, after, limit)
+        })
+    }
+
+    fn position_at(
+        &self,
+        project: &ProjectId,
+        stream: &str,
+        time: UnixMillis,
+    ) -> Result<i64, StoreError> {
+        self.with_reader(|connection| events_sqlite::position_at(connection, project, stream, time))
+    }
+
+    fn subscriptions(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        self.with_reader(|connection| events_sqlite::subscriptions(connection, project, function))
+    }
+
+    fn advance(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        cursor: i64,
+        failed: Vec<FailedEvent>,
+    ) -> PendingWrite<()> {
+        let op = WriteOp::Advance {
+            project: project.clone(),
+            function: function.clone(),
+            trigger: trigger.clone(),
+            cursor,
+            failed,
+        };
+        self.writer.write_async(op, expect_done)
+    }
+
+    fn set_cursor(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        cursor: i64,
+    ) -> PendingWrite<bool> {
+        let op = WriteOp::SetCursor {
+            project: project.clone(),
+            function: function.clone(),
+            trigger: trigger.clone(),
+            cursor,
+        };
+        self.writer.write_async(op, expect_index)
+    }
+
+    fn failures_due(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<FailedEvent>, StoreError> {
+        self.with_reader(|connection| {
+            events_sqlite::failures_due(connection, project, function, trigger, now, limit)
+        })
+    }
+
+    fn retry_state(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+    ) -> Result<(Option<UnixMillis>, Vec<String>), StoreError> {
+        self.with_reader(|connection| {
+            events_sqlite::retry_state(connection, project, function, trigger)
+        })
+    }
+
+    fn settle(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        seq: i64,
+        settle: Settle,
+    ) -> PendingWrite<()> {
+        let op = WriteOp::Settle {
+            project: project.clone(),
+            function: function.clone(),
+            trigger: trigger.clone(),
+            seq,
+            settle,
+        };
+        self.writer.write_async(op, expect_done)
+    }
+
+    fn dead_letters(
+        &self,
+        project: &ProjectId,
+        filter: &FailedFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<FailedEvent>, StoreError> {
+        self.with_reader(|connection| {
+            events_sqlite::dead_letters(connection, project, filter, after, limit)
+        })
+    }
+
+    fn failure_counts(
+        &self,
+        project: &ProjectId,
+    ) -> Result<Vec<(FunctionName, TriggerName, u64, u64)>, StoreError> {
+        self.with_reader(|connection| events_sqlite::failure_counts(connection, project))
+    }
+
+    fn redrive(&self, project: &ProjectId, filter: FailedFilter) -> PendingWrite<u64> {
+        let op = WriteOp::Redrive {
+            project: project.clone(),
+            filter,
+        };
+        self.writer.write_async(op, expect_count)
+    }
+
+    fn purge_dead(&self, project: &ProjectId, filter: FailedFilter) -> PendingWrite<u64> {
+        let op = WriteOp::PurgeDead {
+            project: project.clone(),
+            filter,
+        };
+        self.writer.write_async(op, expect_count)
+    }
+
+    fn prune_events(&self, project: &ProjectId, before: UnixMillis) -> PendingWrite<u64> {
+        let op = WriteOp::PruneEvents {
+            project: project.clone(),
+            before,
+        };
+        self.writer.write_async(op, expect_count)
+    }
+
+    fn on_events(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        *self
+            .event_hook
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hook);
     }
 }

@@ -5,13 +5,18 @@ use futures::StreamExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Deploy a WebAssembly component as a new immutable version of a function.
-#[derive(clap::Args)]
+/// Deploy a WebAssembly component as a new immutable version of a function;
+/// with no NAME and PATH, deploy every function `wok.toml` names.
+#[derive(clap::Args, Default)]
 pub struct Deploy {
     /// Function name (lowercase letters, digits and '-').
-    name: String,
+    #[arg(requires = "path")]
+    name: Option<String>,
     /// The component (.wasm) to deploy.
-    path: PathBuf,
+    path: Option<PathBuf>,
+    /// The manifest read when NAME and PATH are not given.
+    #[arg(long, default_value = "wok.toml", conflicts_with = "name")]
+    manifest: PathBuf,
     /// Memory limit, e.g. 128MiB.
     #[arg(long)]
     memory: Option<String>,
@@ -45,6 +50,10 @@ pub struct Deploy {
     /// With --reuse: an instance idle this long is dropped, e.g. 60s.
     #[arg(long)]
     reuse_idle_timeout: Option<String>,
+    /// A trigger (repeatable): `queue=TOPIC`, `cron=SCHEDULE`, `docs=COLLECTION`
+    /// or `objects=BUCKET`, then `;KEY=VALUE` settings (see the README).
+    #[arg(long = "trigger", value_name = "TRIGGER")]
+    triggers: Vec<String>,
 }
 
 impl Deploy {
@@ -81,6 +90,9 @@ impl Deploy {
         for host in &self.allow_outbound {
             pairs.push(("allow_outbound", host.clone()));
         }
+        for trigger in &self.triggers {
+            pairs.push(("trigger", trigger.clone()));
+        }
         Ok(pairs
             .iter()
             .map(|(key, value)| format!("{key}={}", urlencoding::encode(value)))
@@ -89,10 +101,17 @@ impl Deploy {
     }
 
     pub async fn run(self, client: Client) -> anyhow::Result<ExitCode> {
+        let (Some(name), Some(path)) = (&self.name, &self.path) else {
+            for deploy in crate::manifest::read(&self.manifest)? {
+                Box::pin(deploy.run(client.clone())).await?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        };
+        let (name, path) = (name.clone(), path.clone());
         let query = self.query()?;
-        let code = tokio::fs::read(&self.path)
+        let code = tokio::fs::read(&path)
             .await
-            .with_context(|| format!("reading {}", self.path.display()))?;
+            .with_context(|| format!("reading {}", path.display()))?;
         let total = code.len() as u64;
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
@@ -116,7 +135,7 @@ impl Deploy {
         let request = client
             .control(
                 reqwest::Method::POST,
-                &format!("/v1/functions/{}/versions?{query}", self.name),
+                &format!("/v1/functions/{name}/versions?{query}"),
             )
             .header(reqwest::header::CONTENT_TYPE, "application/wasm")
             .header(reqwest::header::CONTENT_LENGTH, total)
@@ -128,6 +147,37 @@ impl Deploy {
             "deployed {} version {} ({}) at {}{}",
             info.name, info.version, info.world, client.base, info.url_path
         );
+        for trigger in &info.triggers {
+            println!("  trigger {trigger}");
+        }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl Deploy {
+    /// A deploy of `path` as `name`, with settings from a manifest.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_manifest(
+        name: String,
+        path: PathBuf,
+        settings: crate::manifest::Settings,
+    ) -> Deploy {
+        Deploy {
+            name: Some(name),
+            path: Some(path),
+            memory: settings.memory,
+            timeout: settings.timeout,
+            env: settings.env,
+            allow_outbound: settings.allow_outbound,
+            max_concurrency: settings.max_concurrency,
+            max_queue: settings.max_queue,
+            max_request_body: settings.max_request_body,
+            max_response_body: settings.max_response_body,
+            reuse: settings.reuse,
+            reuse_max_requests: settings.reuse_max_requests,
+            reuse_idle_timeout: settings.reuse_idle_timeout,
+            triggers: settings.triggers,
+            ..Deploy::default()
+        }
     }
 }

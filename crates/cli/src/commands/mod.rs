@@ -1,5 +1,6 @@
 pub mod deploy;
 pub mod docs;
+pub mod events;
 pub mod invoke;
 pub mod keys;
 pub mod kv;
@@ -7,6 +8,7 @@ pub mod logs;
 pub mod ls;
 pub mod objects;
 pub mod project;
+pub mod publish;
 pub mod rm;
 pub mod rollback;
 pub mod up;

@@ -95,6 +95,17 @@ fn layers_depend_only_downwards() {
     for wire in ["axum", "hyper", "s3s", "http"] {
         assert!(!uses("objects", wire), "objects depends on {wire}");
     }
+    // events is a service over the event log: no HTTP, no runtime, no
+    // functions (how an event reaches one is the front's `Deliver`).
+    assert_eq!(
+        internal_uses("events"),
+        vec!["domain".to_owned(), "store".to_owned()]
+    );
+    for wire in ["axum", "hyper", "http"] {
+        assert!(!uses("events", wire), "events depends on {wire}");
+    }
+    // triggers reaches functions through the registry and invoke only.
+    assert!(!uses("triggers", "runtime-wasm") && !uses("triggers", "gateway"));
     // Only the gateway speaks S3.
     for (krate, deps) in &dependencies {
         if krate != "gateway" {

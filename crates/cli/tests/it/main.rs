@@ -5,6 +5,7 @@ mod architecture;
 mod deploy;
 mod docs;
 mod durability;
+mod events;
 mod foreign;
 mod invoke;
 mod isolation;

@@ -18,7 +18,7 @@ pub(crate) use sortkey::encode_part;
 
 use crate::StoreError;
 pub use crate::group_commit::PendingWrite;
-use domain::{CollectionName, ProjectId};
+use domain::{CollectionName, FunctionName, ProjectId};
 use serde_json::{Map, Value};
 
 /// Largest document, as compact JSON.
@@ -284,12 +284,33 @@ pub trait DocStore: Send + Sync + 'static {
         &self,
         project: &ProjectId,
         writes: Vec<DocWrite>,
+    ) -> PendingWrite<Vec<DocWritten>> {
+        self.doc_write_as(project, None, writes)
+    }
+
+    /// [`DocStore::doc_write`] by a function: the change events name it
+    /// as their origin (so its own triggers can leave them out).
+    fn doc_write_as(
+        &self,
+        project: &ProjectId,
+        origin: Option<&FunctionName>,
+        writes: Vec<DocWrite>,
     ) -> PendingWrite<Vec<DocWritten>>;
 
     /// [`DocStore::doc_write`], waiting on this thread.
     fn doc_write_blocking(
         &self,
         project: &ProjectId,
+        writes: Vec<DocWrite>,
+    ) -> Result<Vec<DocWritten>, StoreError> {
+        self.doc_write_blocking_as(project, None, writes)
+    }
+
+    /// [`DocStore::doc_write_as`], waiting on this thread.
+    fn doc_write_blocking_as(
+        &self,
+        project: &ProjectId,
+        origin: Option<&FunctionName>,
         writes: Vec<DocWrite>,
     ) -> Result<Vec<DocWritten>, StoreError>;
 

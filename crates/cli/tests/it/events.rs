@@ -1,0 +1,553 @@
+//! Events: triggers deliver queue messages, document changes and cron ticks
+//! to functions as CloudEvents; failures are retried, then dead-lettered,
+//! and can be re-driven; nothing accepted is lost across a SIGKILL.
+use crate::*;
+use serde_json::{Value, json};
+
+/// What the `events` guest recorded for one delivery.
+#[derive(Debug)]
+struct Received {
+    attempt: u32,
+    kind: String,
+    source: String,
+    subject: String,
+    key: String,
+    content_type: String,
+    body: String,
+}
+
+async fn received(server: &WokServer, id: &str) -> Option<Received> {
+    let answer = send(control(
+        server,
+        reqwest::Method::GET,
+        &format!("/v1/kv/received/{id}"),
+    ))
+    .await;
+    if answer.status == 404 {
+        return None;
+    }
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let text = answer.text();
+    let mut lines = text.splitn(7, '\n');
+    let mut next = || lines.next().unwrap_or_default().to_owned();
+    Some(Received {
+        attempt: next().parse().unwrap(),
+        kind: next(),
+        source: next(),
+        subject: next(),
+        key: next(),
+        content_type: next(),
+        body: next(),
+    })
+}
+
+/// Waits (bounded) until the guest recorded the event `id`.
+async fn delivered(server: &WokServer, id: &str) -> Received {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(received) = received(server, id).await {
+            return received;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "event {id} was not delivered within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Deliveries the guest counted.
+async fn count(server: &WokServer) -> u64 {
+    let answer = send(control(
+        server,
+        reqwest::Method::GET,
+        "/v1/kv/received/count",
+    ))
+    .await;
+    if answer.status == 404 {
+        return 0;
+    }
+    answer.text().parse().unwrap()
+}
+
+/// The guest's delivery log, in order: `(ce-id, partitionkey, body)`.
+async fn log(server: &WokServer) -> Vec<(String, String, String)> {
+    let mut entries = Vec::new();
+    for n in 1..=count(server).await {
+        let answer = send(control(
+            server,
+            reqwest::Method::GET,
+            &format!("/v1/kv/received/log-{n:08}"),
+        ))
+        .await;
+        let text = answer.text();
+        let mut parts = text.splitn(3, ' ');
+        let mut next = || parts.next().unwrap_or_default().to_owned();
+        entries.push((next(), next(), next()));
+    }
+    entries
+}
+
+async fn publish(server: &WokServer, topic: &str, query: &str, body: &str) -> String {
+    let answer = send(
+        control(
+            server,
+            reqwest::Method::POST,
+            &format!("/v1/topics/{topic}{query}"),
+        )
+        .header("content-type", "text/plain")
+        .body(body.to_owned()),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    answer.json()["id"].as_str().unwrap().to_owned()
+}
+
+async fn publish_batch(server: &WokServer, topic: &str, messages: Value) -> Vec<String> {
+    let answer = send(
+        control(
+            server,
+            reqwest::Method::POST,
+            &format!("/v1/topics/{topic}/_batch"),
+        )
+        .json(&json!({ "messages": messages })),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    answer.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn queue_messages_reach_functions_as_cloudevents() {
+    let server = server();
+    deploy(
+        &server,
+        "worker",
+        guests::EVENTS,
+        &["--trigger", "queue=orders"],
+    );
+
+    // Through the CLI: JSON, with a subject.
+    let stdout = server.cli_ok(&["publish", "orders", r#"{"order": 1}"#, "--subject", "o-1"]);
+    let id = stdout.split_whitespace().nth(1).unwrap().to_owned();
+    let first = delivered(&server, &id).await;
+    assert_eq!(first.kind, "wok.queue.message");
+    assert_eq!(first.source, "/projects/default/topics/orders");
+    assert_eq!(first.subject, "o-1");
+    assert_eq!(first.content_type, "application/json");
+    assert_eq!(first.body, r#"{"order": 1}"#);
+    assert_eq!(first.attempt, 1);
+
+    // Through REST, with an ordering key.
+    let id = publish(&server, "orders", "?key=customer-7", "plain text").await;
+    let second = delivered(&server, &id).await;
+    assert_eq!(
+        (second.key.as_str(), second.body.as_str()),
+        ("customer-7", "plain text")
+    );
+    assert_eq!(second.content_type, "text/plain");
+
+    // A topic nobody reads keeps its messages; it can be read and replayed.
+    publish(&server, "audit", "", "kept").await;
+    let page = send(control(
+        &server,
+        reqwest::Method::GET,
+        "/v1/topics/audit/events",
+    ))
+    .await;
+    assert_eq!(page.json()["events"][0]["data"], "kept");
+    assert_eq!(page.json()["events"][0]["type"], "wok.queue.message");
+
+    // Deliveries are invocations, recorded with their trigger.
+    let records = wait_for_records(&server, 2).await;
+    assert!(
+        records
+            .iter()
+            .filter(|record| record["trigger"] == "queue")
+            .count()
+            >= 2,
+        "{records:?}"
+    );
+    let triggers = server.cli_ok(&["events", "triggers"]);
+    assert!(triggers.contains("worker/queue-orders"), "{triggers}");
+    assert!(triggers.contains("retrying 0  dead 0"), "{triggers}");
+
+    // Replaying from the start delivers both messages again.
+    let before = count(&server).await;
+    server.cli_ok(&["events", "replay", "worker", "queue-orders", "--from", "0"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count(&server).await < before + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replay delivered nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn failed_deliveries_are_retried_then_dead_lettered_and_can_be_redriven() {
+    let server = server();
+    let trigger = "queue=jobs;max_attempts=3;retry_delay=50ms";
+    deploy(&server, "worker", guests::EVENTS, &["--trigger", trigger]);
+
+    // Fails once, then succeeds on the retry.
+    let id = publish(&server, "jobs", "", "fail-until-2").await;
+    assert_eq!(delivered(&server, &id).await.attempt, 2);
+
+    // Fails every time: a dead letter after three attempts.
+    let doomed = publish(&server, "jobs", "", "fail-always").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let page = send(control(&server, reqwest::Method::GET, "/v1/events/dead")).await;
+        let letters = page.json()["dead_letters"].as_array().cloned().unwrap();
+        if !letters.is_empty() {
+            break letters;
+        }
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["event"]["id"], doomed.as_str());
+    assert_eq!(dead[0]["attempts"], 3);
+    assert_eq!(dead[0]["function"], "worker");
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("500 Internal Server Error: failing as asked"),
+        "{dead:?}"
+    );
+    let listed = server.cli_ok(&["events", "dead"]);
+    assert!(
+        listed.contains("worker/queue-jobs") && listed.contains("attempts 3"),
+        "{listed}"
+    );
+    let failed_records = wait_for_records(&server, 5).await;
+    assert_eq!(
+        failed_records
+            .iter()
+            .filter(|record| record["trigger"] == "queue")
+            .count(),
+        5,
+        "2 + 3 deliveries"
+    );
+
+    // The fix is deployed, then the dead letter re-driven: delivered.
+    deploy(
+        &server,
+        "worker",
+        guests::EVENTS,
+        &["--trigger", trigger, "--env", "HEALED=1"],
+    );
+    let redriven = server.cli_ok(&["events", "redrive", "--function", "worker"]);
+    assert!(redriven.contains("re-driving 1 dead letters"), "{redriven}");
+    let healed = delivered(&server, &doomed).await;
+    assert_eq!(healed.body, "fail-always");
+    let page = send(control(&server, reqwest::Method::GET, "/v1/events/dead")).await;
+    assert_eq!(page.json()["dead_letters"], json!([]));
+
+    // Bad input: clear errors.
+    let bad = send(
+        control(&server, reqwest::Method::POST, "/v1/events/dead/_redrive").body("{\"fn\": 1}"),
+    )
+    .await;
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (400, "invalid_body")
+    );
+    let missing = send(
+        control(
+            &server,
+            reqwest::Method::POST,
+            "/v1/functions/worker/triggers/nope/_replay",
+        )
+        .json(&json!({"from": "0"})),
+    )
+    .await;
+    assert_eq!(
+        (missing.status, missing.error_code().as_str()),
+        (404, "trigger_not_found")
+    );
+}
+
+#[tokio::test]
+async fn messages_with_an_ordering_key_arrive_in_order_through_retries() {
+    let server = server();
+    deploy(
+        &server,
+        "worker",
+        guests::EVENTS,
+        &["--trigger", "queue=updates;concurrency=8;retry_delay=20ms"],
+    );
+    // Key a: its second message fails once; the ones after it must wait.
+    let mut messages = Vec::new();
+    for n in 0..6 {
+        for key in ["a", "b"] {
+            let body = if key == "a" && n == 1 {
+                format!("{key}{n} fail-until-2")
+            } else {
+                format!("{key}{n}")
+            };
+            messages.push(json!({"data_base64": base64_text(&body), "key": key, "content_type": "text/plain"}));
+        }
+    }
+    let ids = publish_batch(&server, "updates", Value::Array(messages)).await;
+    for id in &ids {
+        delivered(&server, id).await;
+    }
+    let log = log(&server).await;
+    for key in ["a", "b"] {
+        let bodies: Vec<String> = log
+            .iter()
+            .filter(|(_, entry_key, _)| entry_key == key)
+            .map(|(_, _, body)| body.split(' ').next().unwrap().to_owned())
+            .collect();
+        let expected: Vec<String> = (0..6).map(|n| format!("{key}{n}")).collect();
+        assert_eq!(bodies, expected, "key {key} out of order: {log:?}");
+    }
+}
+
+fn base64_text(text: &str) -> String {
+    const TABLE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let bytes = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn document_changes_trigger_a_function_that_does_not_trigger_itself() {
+    let server = server();
+    // On each new order the guest creates another order: its own write,
+    // which must not trigger it again.
+    deploy(
+        &server,
+        "echo",
+        guests::EVENTS,
+        &[
+            "--trigger",
+            "docs=orders;on=created",
+            "--env",
+            "ECHO_COLLECTION=orders",
+        ],
+    );
+    let create = |id: &str| {
+        control(
+            &server,
+            reqwest::Method::PUT,
+            &format!("/v1/docs/orders/{id}"),
+        )
+        .json(&json!({"total": 12}))
+    };
+    assert_eq!(send(create("first")).await.status, 201);
+    let log_entries = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while count(&server).await < 1 {
+            assert!(std::time::Instant::now() < deadline, "no delivery");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        log(&server).await
+    };
+    let first = received(&server, &log_entries[0].0).await.unwrap();
+    assert_eq!(first.kind, "wok.document.created");
+    assert_eq!(first.source, "/projects/default/collections/orders");
+    assert_eq!(first.subject, "first");
+    let data: Value = serde_json::from_str(&first.body).unwrap();
+    assert_eq!(data["before"], Value::Null);
+    assert_eq!(data["after"], json!({"total": 12}));
+    assert_eq!(data["id"], "first");
+
+    // An update is not a creation; a second creation by a client is
+    // delivered, and by then the echo's own write has been passed over.
+    let update = control(&server, reqwest::Method::PATCH, "/v1/docs/orders/first")
+        .json(&json!({"total": 13}));
+    assert_eq!(send(update).await.status, 200);
+    assert_eq!(send(create("second")).await.status, 201);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count(&server).await < 2 {
+        assert!(std::time::Instant::now() < deadline, "no second delivery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the echo of "second" be logged and passed over too, then check.
+    let listed = send(control(
+        &server,
+        reqwest::Method::GET,
+        "/v1/docs/orders?limit=100",
+    ))
+    .await;
+    let documents = listed.json()["documents"].as_array().unwrap().len();
+    assert!(
+        documents >= 3,
+        "the guest's echoes were written: {}",
+        listed.text()
+    );
+    let log = log(&server).await;
+    let subjects: Vec<String> = {
+        let mut subjects = Vec::new();
+        for (id, _, _) in &log {
+            subjects.push(received(&server, id).await.unwrap().subject);
+        }
+        subjects
+    };
+    assert_eq!(subjects, ["first", "second"], "only clients' creations");
+}
+
+#[tokio::test]
+async fn a_cron_trigger_fires_on_its_schedule() {
+    let server = server();
+    deploy(
+        &server,
+        "ticker",
+        guests::EVENTS,
+        &["--trigger", "cron=* * * * * *;name=every-second"],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count(&server).await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the schedule did not fire twice"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = log(&server).await;
+    let tick = received(&server, &log[0].0).await.unwrap();
+    assert_eq!(tick.kind, "wok.cron.tick");
+    assert_eq!(
+        tick.source,
+        "/projects/default/functions/ticker/triggers/every-second"
+    );
+    let data: Value = serde_json::from_str(&tick.body).unwrap();
+    let scheduled = data["scheduled"].as_str().unwrap();
+    assert!(
+        scheduled.ends_with(".000Z"),
+        "on a whole second: {scheduled}"
+    );
+    let records = wait_for_records(&server, 2).await;
+    assert!(records.iter().all(|record| record["trigger"] == "cron"));
+
+    // Bad schedules are refused at deploy, with the reason.
+    for (trigger, says) in [
+        ("cron=* * *", "is invalid"),
+        ("cron=* * * * *;tz=Mars/Olympus", "IANA"),
+        ("queue=Orders", "lowercase"),
+        ("docs=users;batch=3", "not a setting"),
+    ] {
+        let output = server.cli(&["deploy", "bad", guests::EVENTS, "--trigger", trigger]);
+        assert!(!output.success(), "{trigger} was accepted");
+        assert!(
+            output.stderr().contains(says),
+            "{trigger}: {}",
+            output.stderr()
+        );
+        assert!(
+            output.stderr().contains("invalid_config"),
+            "{}",
+            output.stderr()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_manifest_deploys_functions_with_their_triggers() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(guests::EVENTS, dir.path().join("events.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("wok.toml"),
+        r#"
+[functions.worker]
+path = "events.wasm"
+memory = "64MiB"
+triggers = [
+    "queue=orders;batch=1",
+    { queue = "returns", max_attempts = 2, name = "returns" },
+]
+"#,
+    )
+    .unwrap();
+    let output = server
+        .command(&["deploy"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("deployed worker version 1"), "{stdout}");
+    assert!(
+        stdout.contains("trigger queue=returns;batch=1;name=returns"),
+        "{stdout}"
+    );
+    let id = publish(&server, "returns", "", "back").await;
+    assert_eq!(delivered(&server, &id).await.body, "back");
+
+    // A typo fails loudly, naming it.
+    std::fs::write(
+        dir.path().join("wok.toml"),
+        "[functions.worker]\npath = \"events.wasm\"\ntriger = []\n",
+    )
+    .unwrap();
+    let output = server
+        .command(&["deploy"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("triger"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn no_accepted_event_is_lost_when_the_server_is_killed() {
+    let server = server();
+    deploy(
+        &server,
+        "worker",
+        guests::EVENTS,
+        &["--trigger", "queue=stream;concurrency=4"],
+    );
+    // Publish while deliveries run; kill the server in the middle.
+    let mut ids = Vec::new();
+    for round in 0..10 {
+        let messages: Vec<Value> = (0..30)
+            .map(|n| json!({"data": {"round": round, "n": n}}))
+            .collect();
+        ids.extend(publish_batch(&server, "stream", Value::Array(messages)).await);
+    }
+    let server = server.crash_and_restart();
+    for round in 10..12 {
+        let messages: Vec<Value> = (0..30)
+            .map(|n| json!({"data": {"round": round, "n": n}}))
+            .collect();
+        ids.extend(publish_batch(&server, "stream", Value::Array(messages)).await);
+    }
+    for id in &ids {
+        delivered(&server, id).await;
+    }
+    assert!(count(&server).await >= ids.len() as u64);
+}

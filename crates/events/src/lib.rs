@@ -1,0 +1,329 @@
+//! Event delivery: one worker per function trigger reads its stream from
+//! the subscription's cursor, hands events to a [`Deliver`], moves the
+//! cursor on, and retries failed events with exponential backoff and jitter
+//! until they succeed or become dead letters. Cron triggers get a ticker
+//! that logs a tick event at each time of the schedule.
+//!
+//! Layer: services. Rules over the `store` event log; knows no HTTP and no
+//! runtime (how an event reaches a function is the [`Deliver`]'s business).
+//!
+//! Delivery is at least once: the cursor moves only after every event up
+//! to it was delivered, skipped by the trigger's filter, or recorded as
+//! failed, so a crash before that delivers them again.
+
+mod schedule;
+mod worker;
+
+pub use schedule::Schedule;
+
+use domain::{FunctionName, ProjectId, TriggerName, TriggerSource, TriggerSpec, UnixMillis};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::EventStore;
+use store::events::Event;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Where a trigger's events go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub project: ProjectId,
+    pub function: FunctionName,
+    pub trigger: TriggerSpec,
+}
+
+/// Runs a function on events. Resolves `Ok` when the function acknowledged
+/// them (for HTTP: a 2xx), `Err` with a reason otherwise (an error status,
+/// a trap, a timeout, no such function).
+pub trait Deliver: Send + Sync + 'static {
+    /// `events` holds one event, or up to the trigger's batch size;
+    /// `attempt` counts from 1.
+    fn deliver(
+        &self,
+        target: Arc<Target>,
+        events: Vec<Event>,
+        attempt: u32,
+    ) -> BoxFuture<Result<(), String>>;
+}
+
+/// Wall-clock time, injectable in tests.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> UnixMillis;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixMillis {
+        domain::now_millis()
+    }
+}
+
+/// Checks what the domain cannot: that a cron trigger's schedule and time
+/// zone parse.
+pub fn validate_trigger(trigger: &TriggerSpec) -> Result<(), String> {
+    match &trigger.source {
+        TriggerSource::Cron { schedule, timezone } => {
+            Schedule::parse(schedule, timezone).map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Counters of deliveries, for metrics.
+pub trait DeliveryMetrics: Send + Sync + 'static {
+    /// An event was delivered `latency` after it was logged.
+    fn delivered(&self, target: &Target, latency: Duration);
+    /// A delivery failed and will be tried again.
+    fn retried(&self, target: &Target);
+    /// An event became a dead letter.
+    fn dead_lettered(&self, target: &Target);
+}
+
+/// Metrics that go nowhere.
+pub struct NoMetrics;
+
+impl DeliveryMetrics for NoMetrics {
+    fn delivered(&self, _: &Target, _: Duration) {}
+    fn retried(&self, _: &Target) {}
+    fn dead_lettered(&self, _: &Target) {}
+}
+
+type Key = (ProjectId, FunctionName, TriggerName);
+
+struct Running {
+    target: Arc<Target>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What workers share.
+pub(crate) struct Shared {
+    pub store: Arc<dyn EventStore>,
+    pub deliver: Arc<dyn Deliver>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<dyn DeliveryMetrics>,
+    /// Bumped after every commit that logged events.
+    pub logged: tokio::sync::watch::Receiver<u64>,
+}
+
+/// The workers of every trigger of every live function. Owned: stop it
+/// before shutting down.
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    running: Mutex<HashMap<Key, Running>>,
+}
+
+impl Dispatcher {
+    /// Creates the dispatcher and hooks it to the store's commits.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        deliver: Arc<dyn Deliver>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<dyn DeliveryMetrics>,
+    ) -> Arc<Dispatcher> {
+        let (logged_tx, logged) = tokio::sync::watch::channel(0u64);
+        store.on_events(Box::new(move || {
+            logged_tx.send_modify(|count| *count = count.wrapping_add(1));
+        }));
+        Arc::new(Dispatcher {
+            shared: Arc::new(Shared {
+                store,
+                deliver,
+                clock,
+                metrics,
+                logged,
+            }),
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Runs exactly the workers of `targets`: starts the new, stops the
+    /// gone, restarts the changed. Call it after every deploy, rollback and
+    /// removal (from a tokio runtime).
+    pub fn sync(&self, targets: Vec<Target>) {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let wanted: HashMap<Key, Target> = targets
+            .into_iter()
+            .map(|target| {
+                let key = (
+                    target.project.clone(),
+                    target.function.clone(),
+                    target.trigger.name.clone(),
+                );
+                (key, target)
+            })
+            .collect();
+        running.retain(|key, worker| {
+            let keep = wanted.get(key) == Some(&*worker.target);
+            if !keep {
+                let _ = worker.stop.send(true);
+            }
+            keep
+        });
+        for (key, target) in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let target = Arc::new(target);
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let mut tasks = vec![tokio::spawn(worker::run(
+                self.shared.clone(),
+                target.clone(),
+                stopped.clone(),
+            ))];
+            if let TriggerSource::Cron { schedule, timezone } = &target.trigger.source {
+                match Schedule::parse(schedule, timezone) {
+                    Ok(schedule) => tasks.push(tokio::spawn(worker::tick(
+                        self.shared.clone(),
+                        target.clone(),
+                        schedule,
+                        stopped,
+                    ))),
+                    Err(error) => tracing::error!(
+                        "function {}/{} trigger {}: {error}",
+                        target.project,
+                        target.function,
+                        target.trigger.name
+                    ),
+                }
+            }
+            running.insert(
+                key,
+                Running {
+                    target,
+                    stop,
+                    tasks,
+                },
+            );
+        }
+    }
+
+    /// Moves a trigger's cursor back (or forward) to the last event before
+    /// `from`, so its events from then on are delivered again. The worker
+    /// is stopped while the cursor moves, so it cannot move it on over the
+    /// replay. Returns the new cursor, or `None` if the trigger has no
+    /// subscription.
+    pub async fn replay(
+        &self,
+        target: &Target,
+        from: UnixMillis,
+    ) -> Result<Option<i64>, store::StoreError> {
+        let key = (
+            target.project.clone(),
+            target.function.clone(),
+            target.trigger.name.clone(),
+        );
+        let taken = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&key);
+        if let Some(running) = taken {
+            let _ = running.stop.send(true);
+            for task in running.tasks {
+                let _ = task.await;
+            }
+        }
+        let store = self.shared.store.clone();
+        let stream = target.trigger.stream(&target.function);
+        let project = target.project.clone();
+        let position =
+            tokio::task::spawn_blocking(move || store.position_at(&project, &stream, from))
+                .await
+                .map_err(|error| store::StoreError::WriteFailed(error.to_string()))??;
+        let moved = self
+            .shared
+            .store
+            .set_cursor(
+                &target.project,
+                &target.function,
+                &target.trigger.name,
+                position,
+            )
+            .await?;
+        let mut targets: Vec<Target> = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .map(|running| (*running.target).clone())
+            .collect();
+        targets.push(target.clone());
+        self.sync(targets);
+        Ok(moved.then_some(position))
+    }
+
+    /// Triggers with a running worker.
+    pub fn running(&self) -> usize {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
+    /// Stops every worker: each finishes the deliveries it started, for at
+    /// most `grace`; what was not acknowledged by then is delivered again
+    /// after the next start.
+    pub async fn stop(&self, grace: Duration) {
+        let stopped: Vec<Running> = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .drain()
+            .map(|(_, running)| running)
+            .collect();
+        let mut tasks = Vec::new();
+        for running in stopped {
+            let _ = running.stop.send(true);
+            tasks.extend(running.tasks);
+        }
+        let aborts: Vec<_> = tasks.iter().map(|task| task.abort_handle()).collect();
+        if tokio::time::timeout(grace, futures::future::join_all(tasks))
+            .await
+            .is_err()
+        {
+            for abort in aborts {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// The wait before retry `attempt` (the first retry is attempt 2):
+/// `delay * 2^(attempt-2)`, at most [`domain::RetryPolicy::MAX_DELAY`], then
+/// a random share between half and all of it (jitter, so retries of many
+/// events do not arrive together).
+pub fn backoff(delay: Duration, attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(2).min(30);
+    let full = delay
+        .saturating_mul(1 << doublings)
+        .min(domain::RetryPolicy::MAX_DELAY);
+    full.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let delay = Duration::from_secs(1);
+        for _ in 0..100 {
+            let second = backoff(delay, 2);
+            assert!(second >= Duration::from_millis(500) && second <= delay);
+            let fourth = backoff(delay, 4);
+            assert!(fourth >= Duration::from_secs(2) && fourth <= Duration::from_secs(4));
+            let late = backoff(delay, 40);
+            assert!(late <= domain::RetryPolicy::MAX_DELAY);
+            assert!(late >= domain::RetryPolicy::MAX_DELAY / 2);
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! One trigger's worker: fresh events from the cursor, then retries when
+//! due; and a cron trigger's ticker.
+use crate::{Schedule, Shared, Target, backoff};
+use domain::{Change, TriggerSource, UnixMillis};
+use futures::StreamExt;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use store::events::{Event, FailedEvent, NewEvent, Settle};
+
+/// Events read from the stream at a time.
+const READ_LIMIT: u32 = 512;
+/// Failed events taken for a retry at a time.
+const RETRY_LIMIT: u32 = 128;
+/// The longest wait without looking at the stream (a commit's wake-up may
+/// be lost, e.g. after a failed read).
+const POLL: Duration = Duration::from_secs(1);
+
+type Stop = tokio::sync::watch::Receiver<bool>;
+
+fn stopped(stop: &Stop) -> bool {
+    *stop.borrow()
+}
+
+/// Whether the trigger wants this event (its change kinds, key filters and
+/// own-writes rule); others are passed over.
+fn wanted(target: &Target, event: &Event) -> bool {
+    let trigger = &target.trigger;
+    if !trigger.own_writes && event.origin.as_ref() == Some(&target.function) {
+        return false;
+    }
+    let change = || {
+        event
+            .kind
+            .rsplit('.')
+            .next()
+            .and_then(Change::parse)
+            .unwrap_or(Change::Updated)
+    };
+    match &trigger.source {
+        TriggerSource::Cron { .. } | TriggerSource::Queue { .. } => true,
+        TriggerSource::Documents { changes, .. } => changes.includes(change()),
+        TriggerSource::Objects {
+            changes,
+            prefix,
+            suffix,
+            ..
+        } => {
+            let key = event.subject.as_deref().unwrap_or("");
+            changes.includes(change()) && key.starts_with(prefix) && key.ends_with(suffix)
+        }
+    }
+}
+
+/// What a failed delivery records.
+fn failure(
+    target: &Target,
+    event: Event,
+    attempts: u32,
+    now: UnixMillis,
+    first_failed_at: UnixMillis,
+    error: String,
+) -> FailedEvent {
+    let retry = &target.trigger.retry;
+    let age = Duration::from_millis(now.saturating_sub(event.time).max(0) as u64);
+    let dead = attempts >= retry.max_attempts || age >= retry.max_age;
+    FailedEvent {
+        function: target.function.clone(),
+        trigger: target.trigger.name.clone(),
+        event,
+        dead,
+        attempts,
+        next_at: if dead {
+            now
+        } else {
+            now + backoff(retry.delay, attempts + 1).as_millis() as i64
+        },
+        first_failed_at,
+        error,
+    }
+}
+
+/// An event held back behind an earlier one with the same ordering key.
+fn waiting(target: &Target, event: Event, now: UnixMillis) -> FailedEvent {
+    FailedEvent {
+        function: target.function.clone(),
+        trigger: target.trigger.name.clone(),
+        event,
+        dead: false,
+        attempts: 0,
+        next_at: now,
+        first_failed_at: now,
+        error: "waiting for an earlier event with the same ordering key".to_owned(),
+    }
+}
+
+/// Deliveries made together: a batch of unordered events, or the events
+/// of one ordering key, one after another.
+enum Unit {
+    Batch(Vec<Event>),
+    Ordered(Vec<Event>),
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, target: Arc<Target>, mut stop: Stop) {
+    let mut logged = shared.logged.clone();
+    let label = format!(
+        "{}/{} trigger {}",
+        target.project, target.function, target.trigger.name
+    );
+    let mut cursor = None;
+    while !stopped(&stop) {
+        logged.borrow_and_update();
+        let next_retry = match step(&shared, &target, &mut cursor).await {
+            Ok(Step::More) => continue,
+            Ok(Step::Idle(next_retry)) => next_retry,
+            Err(error) => {
+                tracing::warn!("{label}: {error}");
+                None
+            }
+        };
+        let wait = next_retry
+            .map(|at| Duration::from_millis(at.saturating_sub(shared.clock.now()).max(0) as u64))
+            .unwrap_or(POLL)
+            .min(POLL);
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = logged.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+enum Step {
+    /// Work was done; look again at once.
+    More,
+    /// Nothing to do; the next retry is due then.
+    Idle(Option<UnixMillis>),
+}
+
+async fn step(
+    shared: &Arc<Shared>,
+    target: &Arc<Target>,
+    cursor: &mut Option<i64>,
+) -> Result<Step, String> {
+    let store = shared.store.clone();
+    let (project, function) = (target.project.clone(), target.function.clone());
+    let trigger = target.trigger.name.clone();
+    let position = match *cursor {
+        Some(position) => position,
+        None => {
+            let subscriptions = blocking({
+                let store = store.clone();
+                let (project, function) = (project.clone(), function.clone());
+                move || store.subscriptions(&project, &function)
+            })
+            .await?;
+            let found = subscriptions
+                .into_iter()
+                .find(|subscription| subscription.trigger == trigger)
+                .ok_or_else(|| "its subscription does not exist (yet)".to_owned())?;
+            *cursor = Some(found.cursor);
+            found.cursor
+        }
+    };
+
+    // Retries due.
+    let now = shared.clock.now();
+    let due = blocking({
+        let store = store.clone();
+        let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
+        move || store.failures_due(&project, &function, &trigger, now, RETRY_LIMIT)
+    })
+    .await?;
+    if !due.is_empty() {
+        let concurrency = target.trigger.concurrency as usize;
+        let settled: Vec<Result<(), String>> = futures::stream::iter(due)
+            .map(|failed| retry(shared, target, failed))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        settled.into_iter().collect::<Result<Vec<()>, String>>()?;
+        return Ok(Step::More);
+    }
+
+    // Fresh events.
+    let stream = target.trigger.stream(&function);
+    let (next_retry, held_keys) = blocking({
+        let store = store.clone();
+        let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
+        move || store.retry_state(&project, &function, &trigger)
+    })
+    .await?;
+    let events = blocking({
+        let store = store.clone();
+        let project = project.clone();
+        move || store.events(&project, &stream, position, READ_LIMIT)
+    })
+    .await?;
+    let Some(last) = events.last().map(|event| event.seq) else {
+        return Ok(Step::Idle(next_retry));
+    };
+    let now = shared.clock.now();
+    let mut failed = Vec::new();
+    let held: HashSet<String> = held_keys.into_iter().collect();
+    let mut units = Vec::new();
+    let mut batch = Vec::new();
+    let mut chains: Vec<(String, Vec<Event>)> = Vec::new();
+    for event in events.into_iter().filter(|event| wanted(target, event)) {
+        match &event.key {
+            Some(key) if held.contains(key) => failed.push(waiting(target, event, now)),
+            Some(key) => match chains.iter_mut().find(|(chain, _)| chain == key) {
+                Some((_, chain)) => chain.push(event),
+                None => chains.push((key.clone(), vec![event])),
+            },
+            None => {
+                batch.push(event);
+                if batch.len() == target.trigger.batch as usize {
+                    units.push(Unit::Batch(std::mem::take(&mut batch)));
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        units.push(Unit::Batch(batch));
+    }
+    units.extend(chains.into_iter().map(|(_, chain)| Unit::Ordered(chain)));
+    let concurrency = target.trigger.concurrency as usize;
+    let outcomes: Vec<Vec<FailedEvent>> = futures::stream::iter(units)
+        .map(|unit| deliver_unit(shared, target, unit))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    failed.extend(outcomes.into_iter().flatten());
+    for failed in &failed {
+        if failed.dead {
+            shared.metrics.dead_lettered(target);
+        } else if failed.attempts > 0 {
+            shared.metrics.retried(target);
+        }
+    }
+    let done = {
+        let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
+        store.advance(&project, &function, &trigger, last, failed)
+    };
+    done.await
+        .map_err(|error| format!("moving the cursor: {error}"))?;
+    *cursor = Some(last);
+    Ok(Step::More)
+}
+
+/// Delivers a unit; returns what failed.
+async fn deliver_unit(shared: &Arc<Shared>, target: &Arc<Target>, unit: Unit) -> Vec<FailedEvent> {
+    match unit {
+        Unit::Batch(events) => {
+            let result = shared
+                .deliver
+                .deliver(target.clone(), events.clone(), 1)
+                .await;
+            let now = shared.clock.now();
+            match result {
+                Ok(()) => {
+                    for event in &events {
+                        delivered(shared, target, event, now);
+                    }
+                    Vec::new()
+                }
+                Err(error) => events
+                    .into_iter()
+                    .map(|event| failure(target, event, 1, now, now, error.clone()))
+                    .collect(),
+            }
+        }
+        Unit::Ordered(events) => {
+            let mut failed = Vec::new();
+            for event in events {
+                if !failed.is_empty() {
+                    failed.push(waiting(target, event, shared.clock.now()));
+                    continue;
+                }
+                let result = shared
+                    .deliver
+                    .deliver(target.clone(), vec![event.clone()], 1)
+                    .await;
+                let now = shared.clock.now();
+                match result {
+                    Ok(()) => delivered(shared, target, &event, now),
+                    Err(error) => failed.push(failure(target, event, 1, now, now, error)),
+                }
+            }
+            failed
+        }
+    }
+}
+
+fn delivered(shared: &Shared, target: &Target, event: &Event, now: UnixMillis) {
+    let latency = Duration::from_millis(now.saturating_sub(event.time).max(0) as u64);
+    shared.metrics.delivered(target, latency);
+}
+
+/// Tries a failed event again and records the result.
+async fn retry(
+    shared: &Arc<Shared>,
+    target: &Arc<Target>,
+    failed: FailedEvent,
+) -> Result<(), String> {
+    let attempt = failed.attempts + 1;
+    let result = shared
+        .deliver
+        .deliver(target.clone(), vec![failed.event.clone()], attempt)
+        .await;
+    let now = shared.clock.now();
+    let settle = match result {
+        Ok(()) => {
+            delivered(shared, target, &failed.event, now);
+            Settle::Delivered
+        }
+        Err(error) => {
+            let again = failure(
+                target,
+                failed.event.clone(),
+                attempt,
+                now,
+                failed.first_failed_at,
+                error,
+            );
+            if again.dead {
+                shared.metrics.dead_lettered(target);
+                Settle::Dead {
+                    attempts: attempt,
+                    error: again.error,
+                }
+            } else {
+                shared.metrics.retried(target);
+                Settle::Retry {
+                    attempts: attempt,
+                    next_at: again.next_at,
+                    error: again.error,
+                }
+            }
+        }
+    };
+    shared
+        .store
+        .settle(
+            &target.project,
+            &target.function,
+            &target.trigger.name,
+            failed.event.seq,
+            settle,
+        )
+        .await
+        .map_err(|error| format!("recording a retry: {error}"))
+}
+
+/// Logs a tick event at each time of the schedule (times passed while the
+/// server was down are not made up for).
+pub(crate) async fn tick(
+    shared: Arc<Shared>,
+    target: Arc<Target>,
+    schedule: Schedule,
+    mut stop: Stop,
+) {
+    let mut last = shared.clock.now();
+    let stream = target.trigger.stream(&target.function);
+    while !stopped(&stop) {
+        let now = shared.clock.now();
+        let Some(next) = schedule.next_after(now.max(last)) else {
+            break;
+        };
+        let wait = Duration::from_millis(next.saturating_sub(now).max(0) as u64);
+        tokio::select! {
+            _ = stop.changed() => continue,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        last = next;
+        let scheduled = chrono::DateTime::from_timestamp_millis(next)
+            .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default();
+        let event = NewEvent {
+            stream: stream.clone(),
+            kind: "wok.cron.tick".to_owned(),
+            subject: Some(target.trigger.name.to_string()),
+            key: None,
+            content_type: Some("application/json".to_owned()),
+            data: serde_json::json!({ "scheduled": scheduled })
+                .to_string()
+                .into_bytes(),
+            origin: None,
+        };
+        if let Err(error) = shared.store.publish(&target.project, vec![event]).await {
+            tracing::warn!(
+                "{}/{} trigger {}: logging a tick failed: {error}",
+                target.project,
+                target.function,
+                target.trigger.name
+            );
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, store::StoreError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(|error| error.to_string()),
+        Err(error) => Err(format!("a store read failed: {error}")),
+    }
+}

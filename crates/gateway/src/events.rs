@@ -1,0 +1,419 @@
+//! Topics, triggers and dead letters over REST, for the scope's project:
+//! `POST /v1/topics/TOPIC` publishes, `GET /v1/topics/TOPIC/events` reads
+//! (and replays), `GET /v1/triggers` shows where each trigger's delivery
+//! stands, `/v1/events/dead` lists, re-drives and purges dead letters.
+use crate::control::{function_name, parse_time};
+use crate::projects::Scope;
+use crate::{ApiError, SharedGateway, blocking};
+use api_types::{
+    Count, DeadLetter, DeadLetterFilter, DeadLetterPage, EventInfo, EventPage, PublishBatch,
+    Published, PublishedList, ReplayRequest, Replayed, TriggerInfo, TriggerList,
+};
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use base64::Engine;
+use domain::{TopicName, TriggerName, topic_stream};
+use std::collections::HashMap;
+use store::events::{Event, FailedFilter, MAX_EVENT_BYTES, MAX_EVENT_KEY_BYTES, NewEvent};
+
+/// Most messages one batch publishes.
+const MAX_PUBLISH_BATCH: usize = 1000;
+/// Most events or dead letters one page returns.
+const MAX_PAGE: u32 = 1000;
+
+fn topic_name(name: &str) -> Result<TopicName, ApiError> {
+    TopicName::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+}
+
+fn only(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    match query.keys().find(|key| !allowed.contains(&key.as_str())) {
+        Some(key) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("unknown query parameter {key:?}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    query: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
+    query
+        .get(key)
+        .map(|value| {
+            value.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("{key}={value:?} is not a whole number"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn check_attribute(what: &str, value: &Option<String>) -> Result<(), ApiError> {
+    if value
+        .as_ref()
+        .is_some_and(|value| value.is_empty() || value.len() > MAX_EVENT_KEY_BYTES)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_event",
+            format!("the {what} must be 1 to {MAX_EVENT_KEY_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_size(data: &[u8]) -> Result<(), ApiError> {
+    if data.len() > MAX_EVENT_BYTES {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "a message is at most {MAX_EVENT_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn event_info(event: &Event) -> EventInfo {
+    let (data, data_base64) = match std::str::from_utf8(&event.data) {
+        Ok(text) => (Some(text.to_owned()), None),
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(&event.data)),
+        ),
+    };
+    EventInfo {
+        seq: event.seq,
+        id: event.id.clone(),
+        source: triggers::source(&event.project, &event.stream),
+        kind: event.kind.clone(),
+        subject: event.subject.clone(),
+        key: event.key.clone(),
+        time: event.time,
+        content_type: event.content_type.clone(),
+        data,
+        data_base64,
+    }
+}
+
+fn published(events: Vec<Event>) -> Vec<Published> {
+    events
+        .into_iter()
+        .map(|event| Published {
+            id: event.id,
+            seq: event.seq,
+            time: event.time,
+        })
+        .collect()
+}
+
+/// `POST /v1/topics/TOPIC[?key=K&subject=S]`: the body is the message, its
+/// `Content-Type` the message's.
+pub async fn publish(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(topic): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(http::StatusCode, Json<Published>), ApiError> {
+    let topic = topic_name(&topic)?;
+    only(&query, &["key", "subject"])?;
+    let key = query.get("key").cloned();
+    let subject = query.get("subject").cloned();
+    check_attribute("ordering key", &key)?;
+    check_attribute("subject", &subject)?;
+    check_size(&body)?;
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let event = NewEvent {
+        stream: topic_stream(&topic),
+        kind: "wok.queue.message".to_owned(),
+        subject,
+        key,
+        content_type,
+        data: body.to_vec(),
+        origin: None,
+    };
+    let events = gateway.events.publish(&project, vec![event]).await?;
+    let first = published(events)
+        .pop()
+        .ok_or_else(|| ApiError::Internal("a publish returned no event".to_owned()))?;
+    Ok((http::StatusCode::CREATED, Json(first)))
+}
+
+/// `POST /v1/topics/TOPIC/_batch`: several messages, in one write.
+pub async fn publish_batch(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(topic): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(http::StatusCode, Json<PublishedList>), ApiError> {
+    let topic = topic_name(&topic)?;
+    let batch: PublishBatch = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("expected {{\"messages\": [{{\"data\": ...}}, ...]}}: {error}"),
+        )
+    })?;
+    if batch.messages.is_empty() || batch.messages.len() > MAX_PUBLISH_BATCH {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("a batch holds 1 to {MAX_PUBLISH_BATCH} messages"),
+        ));
+    }
+    let mut events = Vec::with_capacity(batch.messages.len());
+    for (at, message) in batch.messages.into_iter().enumerate() {
+        let invalid = |message: String| {
+            ApiError::bad_request("invalid_event", format!("message {at}: {message}"))
+        };
+        let (data, content_type) = match (message.data, message.data_base64) {
+            (Some(data), None) => (
+                data.to_string().into_bytes(),
+                Some("application/json".to_owned()),
+            ),
+            (None, Some(encoded)) => (
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded.as_bytes())
+                    .map_err(|error| invalid(format!("data_base64 is not base64: {error}")))?,
+                message.content_type,
+            ),
+            (None, None) => (Vec::new(), message.content_type),
+            (Some(_), Some(_)) => {
+                return Err(invalid("give data or data_base64, not both".to_owned()));
+            }
+        };
+        check_attribute("ordering key", &message.key)?;
+        check_attribute("subject", &message.subject)?;
+        check_size(&data)?;
+        events.push(NewEvent {
+            stream: topic_stream(&topic),
+            kind: "wok.queue.message".to_owned(),
+            subject: message.subject,
+            key: message.key,
+            content_type,
+            data,
+            origin: None,
+        });
+    }
+    let events = gateway.events.publish(&project, events).await?;
+    Ok((
+        http::StatusCode::CREATED,
+        Json(PublishedList {
+            events: published(events),
+        }),
+    ))
+}
+
+/// `GET /v1/topics/TOPIC/events?after=SEQ|since=TIME&limit=N`: the topic's
+/// events in order, from a position or a time.
+pub async fn read_topic(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(topic): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<EventPage>, ApiError> {
+    let topic = topic_name(&topic)?;
+    only(&query, &["after", "since", "limit"])?;
+    let limit = number::<u32>(&query, "limit")?
+        .unwrap_or(100)
+        .clamp(1, MAX_PAGE);
+    let stream = topic_stream(&topic);
+    let store = gateway.events.clone();
+    let after = match (number::<i64>(&query, "after")?, query.get("since")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "give after or since, not both",
+            ));
+        }
+        (Some(after), None) => after,
+        (None, Some(since)) => {
+            let since = parse_time("since", since)?;
+            let (store, project, stream) = (store.clone(), project.clone(), stream.clone());
+            blocking(move || store.position_at(&project, &stream, since)).await?
+        }
+        (None, None) => 0,
+    };
+    let events = blocking(move || store.events(&project, &stream, after, limit)).await?;
+    let next = (events.len() == limit as usize)
+        .then(|| events.last().map(|event| event.seq))
+        .flatten();
+    Ok(Json(EventPage {
+        events: events.iter().map(event_info).collect(),
+        next,
+    }))
+}
+
+/// `GET /v1/triggers`: every trigger of the project's live functions.
+pub async fn list_triggers(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+) -> Result<Json<TriggerList>, ApiError> {
+    let mut live: Vec<_> = gateway
+        .functions
+        .live()
+        .into_iter()
+        .filter(|deployed| deployed.version.project == project)
+        .collect();
+    live.sort_by(|a, b| a.version.function.cmp(&b.version.function));
+    let store = gateway.events.clone();
+    let triggers = blocking(move || {
+        let counts = store.failure_counts(&project)?;
+        let mut triggers = Vec::new();
+        for deployed in live {
+            let function = &deployed.version.function;
+            let subscriptions = store.subscriptions(&project, function)?;
+            for spec in &deployed.version.config.triggers {
+                let cursor = subscriptions
+                    .iter()
+                    .find(|subscription| subscription.trigger == spec.name)
+                    .map_or(0, |subscription| subscription.cursor);
+                let (retrying, dead) = counts
+                    .iter()
+                    .find(|(f, t, _, _)| f == function && *t == spec.name)
+                    .map_or((0, 0), |(_, _, waiting, dead)| (*waiting, *dead));
+                triggers.push(TriggerInfo {
+                    function: function.to_string(),
+                    trigger: spec.name.to_string(),
+                    spec: spec.to_text(),
+                    cursor,
+                    retrying,
+                    dead,
+                });
+            }
+        }
+        Ok::<_, store::StoreError>(triggers)
+    })
+    .await?;
+    Ok(Json(TriggerList { triggers }))
+}
+
+/// `POST /v1/functions/NAME/triggers/TRIGGER/_replay` `{"from": TIME}`.
+pub async fn replay(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path((name, trigger)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Replayed>, ApiError> {
+    let function = function_name(&name)?;
+    let request: ReplayRequest = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("expected {{\"from\": TIME}}: {error}"),
+        )
+    })?;
+    let from = parse_time("from", &request.from)?;
+    let target =
+        triggers::target(&gateway.functions, &project, &function, &trigger).ok_or_else(|| {
+            ApiError::NotFoundCode {
+                code: "trigger_not_found",
+                message: format!("function {name:?} has no trigger {trigger:?}"),
+            }
+        })?;
+    let cursor = gateway
+        .dispatcher
+        .replay(&target, from)
+        .await?
+        .ok_or_else(|| ApiError::NotFoundCode {
+            code: "trigger_not_found",
+            message: format!("function {name:?} has no trigger {trigger:?}"),
+        })?;
+    Ok(Json(Replayed { cursor }))
+}
+
+fn failed_filter(filter: DeadLetterFilter) -> Result<FailedFilter, ApiError> {
+    Ok(FailedFilter {
+        function: filter.function.as_deref().map(function_name).transpose()?,
+        trigger: filter
+            .trigger
+            .map(|trigger| {
+                TriggerName::new(trigger)
+                    .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+            })
+            .transpose()?,
+        seq: filter.seq,
+    })
+}
+
+fn filter_from_query(query: &HashMap<String, String>) -> Result<FailedFilter, ApiError> {
+    failed_filter(DeadLetterFilter {
+        function: query.get("function").cloned(),
+        trigger: query.get("trigger").cloned(),
+        seq: number(query, "seq")?,
+    })
+}
+
+/// `GET /v1/events/dead?function=F&trigger=T&after=SEQ&limit=N`.
+pub async fn dead_letters(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<DeadLetterPage>, ApiError> {
+    only(&query, &["function", "trigger", "seq", "after", "limit"])?;
+    let filter = filter_from_query(&query)?;
+    let after = number::<i64>(&query, "after")?.unwrap_or(0);
+    let limit = number::<u32>(&query, "limit")?
+        .unwrap_or(100)
+        .clamp(1, MAX_PAGE);
+    let store = gateway.events.clone();
+    let dead = blocking(move || store.dead_letters(&project, &filter, after, limit)).await?;
+    let next = (dead.len() == limit as usize)
+        .then(|| dead.last().map(|failed| failed.event.seq))
+        .flatten();
+    Ok(Json(DeadLetterPage {
+        dead_letters: dead
+            .iter()
+            .map(|failed| DeadLetter {
+                function: failed.function.to_string(),
+                trigger: failed.trigger.to_string(),
+                attempts: failed.attempts,
+                error: failed.error.clone(),
+                first_failed_at: failed.first_failed_at,
+                died_at: failed.next_at,
+                event: event_info(&failed.event),
+            })
+            .collect(),
+        next,
+    }))
+}
+
+fn filter_from_body(body: &[u8]) -> Result<FailedFilter, ApiError> {
+    let filter: DeadLetterFilter = if body.is_empty() {
+        DeadLetterFilter::default()
+    } else {
+        serde_json::from_slice(body).map_err(|error| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("expected {{\"function\": F, \"trigger\": T, \"seq\": N}} (each optional): {error}"),
+            )
+        })?
+    };
+    failed_filter(filter)
+}
+
+/// `POST /v1/events/dead/_redrive` `{"function", "trigger", "seq"}` (each
+/// optional): the dead letters chosen are delivered again.
+pub async fn redrive(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    body: axum::body::Bytes,
+) -> Result<Json<Count>, ApiError> {
+    let filter = filter_from_body(&body)?;
+    let count = gateway.events.redrive(&project, filter).await?;
+    Ok(Json(Count { count }))
+}
+
+/// `DELETE /v1/events/dead?function=F&trigger=T&seq=N`.
+pub async fn purge_dead(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Count>, ApiError> {
+    only(&query, &["function", "trigger", "seq"])?;
+    let filter = filter_from_query(&query)?;
+    let count = gateway.events.purge_dead(&project, filter).await?;
+    Ok(Json(Count { count }))
+}

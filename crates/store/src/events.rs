@@ -1,0 +1,218 @@
+//! Events: one ordered log per project and stream (a topic's messages, a
+//! collection's or a bucket's changes, a schedule's ticks), the
+//! subscriptions that read it (one per function trigger, each with its own
+//! cursor), and the events whose delivery failed (waiting for a retry, or
+//! dead letters).
+//!
+//! Changes to documents and objects are logged in the transaction that
+//! makes them (an outbox), and only while a trigger reads their stream: a
+//! committed change never loses its event, a failed one never has one.
+use crate::{PendingWrite, StoreError};
+use domain::{FunctionName, ProjectId, TriggerName, UnixMillis};
+
+/// Largest event payload.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Longest ordering key and subject.
+pub const MAX_EVENT_KEY_BYTES: usize = 1024;
+
+/// An event to append to a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub stream: String,
+    /// The CloudEvents `type`, e.g. `wok.queue.message`.
+    pub kind: String,
+    /// The CloudEvents `subject`: the document id, the object key, or what
+    /// the publisher said.
+    pub subject: Option<String>,
+    /// Events with the same ordering key are delivered one at a time, in
+    /// order.
+    pub key: Option<String>,
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+    /// The function whose write caused the event, if a function's.
+    pub origin: Option<FunctionName>,
+}
+
+/// An event of a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Its position: increasing, never reused.
+    pub seq: i64,
+    pub project: ProjectId,
+    pub stream: String,
+    /// Unique (a UUIDv7), the CloudEvents `id`.
+    pub id: String,
+    pub kind: String,
+    pub subject: Option<String>,
+    pub key: Option<String>,
+    pub time: UnixMillis,
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+    pub origin: Option<FunctionName>,
+}
+
+/// A function trigger reading a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub project: ProjectId,
+    pub function: FunctionName,
+    pub trigger: TriggerName,
+    pub stream: String,
+    /// Every event up to this position was delivered, skipped, or moved to
+    /// the failed events.
+    pub cursor: i64,
+}
+
+/// An event whose delivery to a trigger failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedEvent {
+    pub function: FunctionName,
+    pub trigger: TriggerName,
+    pub event: Event,
+    /// No more attempts: a dead letter, until re-driven.
+    pub dead: bool,
+    /// Deliveries tried so far.
+    pub attempts: u32,
+    /// When the next attempt is due (for a dead letter: when it died).
+    pub next_at: UnixMillis,
+    pub first_failed_at: UnixMillis,
+    pub error: String,
+}
+
+/// What became of a retried event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settle {
+    /// Delivered: forgotten.
+    Delivered,
+    /// Failed again; try again at `next_at`.
+    Retry {
+        attempts: u32,
+        next_at: UnixMillis,
+        error: String,
+    },
+    /// Failed for the last time: a dead letter.
+    Dead { attempts: u32, error: String },
+}
+
+/// Which failed events an operation takes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FailedFilter {
+    pub function: Option<FunctionName>,
+    pub trigger: Option<TriggerName>,
+    /// Only this event.
+    pub seq: Option<i64>,
+}
+
+/// The event log contract. Every call names its project.
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends events (one transaction); resolves with them, numbered, once
+    /// durable.
+    fn publish(&self, project: &ProjectId, events: Vec<NewEvent>) -> PendingWrite<Vec<Event>>;
+
+    /// Events of a stream after position `after`, oldest first.
+    fn events(
+        &self,
+        project: &ProjectId,
+        stream: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// The position just before the stream's first event at or after `time`.
+    fn position_at(
+        &self,
+        project: &ProjectId,
+        stream: &str,
+        time: UnixMillis,
+    ) -> Result<i64, StoreError>;
+
+    /// The subscriptions of a function (one per trigger of its current
+    /// version: deploys, rollbacks and removals keep them in step, in the
+    /// same transaction).
+    fn subscriptions(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+    ) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Moves a subscription's cursor forward to `cursor` and records the
+    /// events of that stretch whose delivery failed, in one transaction.
+    fn advance(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        cursor: i64,
+        failed: Vec<FailedEvent>,
+    ) -> PendingWrite<()>;
+
+    /// Sets a subscription's cursor, backwards too (a replay). Returns
+    /// whether the subscription exists.
+    fn set_cursor(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        cursor: i64,
+    ) -> PendingWrite<bool>;
+
+    /// Failed events of a trigger due for another attempt at `now`, oldest
+    /// first; of events sharing an ordering key, only the oldest.
+    fn failures_due(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<FailedEvent>, StoreError>;
+
+    /// When the trigger's next retry is due, and the ordering keys held by
+    /// events waiting for a retry (later events with those keys wait too).
+    fn retry_state(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+    ) -> Result<(Option<UnixMillis>, Vec<String>), StoreError>;
+
+    /// Records what became of a retried event.
+    fn settle(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        seq: i64,
+        settle: Settle,
+    ) -> PendingWrite<()>;
+
+    /// Dead letters, oldest first, after `after` (an event position).
+    fn dead_letters(
+        &self,
+        project: &ProjectId,
+        filter: &FailedFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<FailedEvent>, StoreError>;
+
+    /// Failed events (waiting or dead) per function and trigger.
+    fn failure_counts(
+        &self,
+        project: &ProjectId,
+    ) -> Result<Vec<(FunctionName, TriggerName, u64, u64)>, StoreError>;
+
+    /// Makes dead letters due again now, with a fresh count of attempts.
+    /// Returns how many.
+    fn redrive(&self, project: &ProjectId, filter: FailedFilter) -> PendingWrite<u64>;
+
+    /// Deletes dead letters. Returns how many.
+    fn purge_dead(&self, project: &ProjectId, filter: FailedFilter) -> PendingWrite<u64>;
+
+    /// Deletes the project's events older than `before` that every
+    /// subscription has passed. Returns how many.
+    fn prune_events(&self, project: &ProjectId, before: UnixMillis) -> PendingWrite<u64>;
+
+    /// Called (on the writer's thread: keep it short) after a commit that
+    /// logged events. One hook; a second call replaces the first.
+    fn on_events(&self, hook: Box<dyn Fn() + Send + Sync>);
+}

@@ -1,0 +1,625 @@
+//! The event log in SQLite: `events` (one row an event, numbered by an
+//! autoincrement key, so positions are never reused), `subscriptions` (a
+//! cursor per function trigger) and `event_failures` (a copy of each event
+//! whose delivery failed, so pruning the log never loses one).
+use crate::StoreError;
+use crate::events::{Event, FailedEvent, FailedFilter, NewEvent, Settle, Subscription};
+use domain::{FunctionName, ProjectId, TriggerName, TriggerSpec, UnixMillis, now_millis};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::cell::Cell;
+
+pub(crate) const EVENTS_SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    project TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    subject TEXT,
+    key TEXT,
+    time INTEGER NOT NULL,
+    content_type TEXT,
+    data BLOB NOT NULL,
+    origin TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_stream ON events (project, stream, seq);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    project TEXT NOT NULL,
+    function TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    cursor INTEGER NOT NULL,
+    PRIMARY KEY (project, function, trigger)
+);
+CREATE INDEX IF NOT EXISTS subscriptions_by_stream ON subscriptions (project, stream);
+CREATE TABLE IF NOT EXISTS event_failures (
+    project TEXT NOT NULL,
+    function TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    dead INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at INTEGER NOT NULL,
+    first_failed_at INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    subject TEXT,
+    key TEXT,
+    time INTEGER NOT NULL,
+    content_type TEXT,
+    data BLOB NOT NULL,
+    origin TEXT,
+    PRIMARY KEY (project, function, trigger, seq)
+);
+";
+
+thread_local! {
+    /// Set when the writer's current transaction logged an event, so it
+    /// calls the hook after the commit.
+    static LOGGED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether events were logged since the last call (and forgets it).
+pub(crate) fn take_logged() -> bool {
+    LOGGED.with(|logged| logged.replace(false))
+}
+
+const EVENT_COLUMNS: &str =
+    "seq, project, stream, id, type, subject, key, time, content_type, data, origin";
+
+fn corrupt(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(error.to_string())
+}
+
+/// Reads an event from `EVENT_COLUMNS` starting at column `at`.
+fn event_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<Result<Event, StoreError>> {
+    let project: String = row.get(at + 1)?;
+    let origin: Option<String> = row.get(at + 10)?;
+    let event = (|| {
+        Ok(Event {
+            seq: row.get(at)?,
+            project: ProjectId::new(project).map_err(corrupt)?,
+            stream: row.get(at + 2)?,
+            id: row.get(at + 3)?,
+            kind: row.get(at + 4)?,
+            subject: row.get(at + 5)?,
+            key: row.get(at + 6)?,
+            time: row.get(at + 7)?,
+            content_type: row.get(at + 8)?,
+            data: row.get(at + 9)?,
+            origin: origin.map(FunctionName::new).transpose().map_err(corrupt)?,
+        })
+    })();
+    Ok(event)
+}
+
+fn insert_event(
+    connection: &Connection,
+    project: &ProjectId,
+    event: NewEvent,
+    time: UnixMillis,
+) -> Result<Event, StoreError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    connection
+        .prepare_cached(
+            "INSERT INTO events (project, stream, id, type, subject, key, time, content_type, data, origin)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(params![
+            project.as_str(),
+            event.stream,
+            id,
+            event.kind,
+            event.subject,
+            event.key,
+            time,
+            event.content_type,
+            event.data,
+            event.origin.as_ref().map(FunctionName::as_str),
+        ])?;
+    LOGGED.with(|logged| logged.set(true));
+    Ok(Event {
+        seq: connection.last_insert_rowid(),
+        project: project.clone(),
+        stream: event.stream,
+        id,
+        kind: event.kind,
+        subject: event.subject,
+        key: event.key,
+        time,
+        content_type: event.content_type,
+        data: event.data,
+        origin: event.origin,
+    })
+}
+
+pub(crate) fn apply_publish(
+    connection: &Connection,
+    project: &ProjectId,
+    events: &[NewEvent],
+) -> Result<Vec<Event>, StoreError> {
+    let time = now_millis();
+    events
+        .iter()
+        .map(|event| insert_event(connection, project, event.clone(), time))
+        .collect()
+}
+
+/// Whether any trigger reads the stream: changes are logged only then.
+pub(crate) fn watched(
+    connection: &Connection,
+    project: &ProjectId,
+    stream: &str,
+) -> Result<bool, StoreError> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE project = ? AND stream = ?)",
+        )?
+        .query_row(params![project.as_str(), stream], |row| row.get(0))?)
+}
+
+/// Logs a change (the outbox): in the transaction of the change itself,
+/// if a trigger reads its stream.
+pub(crate) fn log_change(
+    connection: &Connection,
+    project: &ProjectId,
+    event: NewEvent,
+) -> Result<(), StoreError> {
+    if watched(connection, project, &event.stream)? {
+        insert_event(connection, project, event, now_millis())?;
+    }
+    Ok(())
+}
+
+/// Brings a function's subscriptions in step with its current triggers
+/// (in the deploy's, rollback's or removal's transaction). A trigger kept
+/// keeps its cursor and failed events; a new one starts at the end of the
+/// log; one gone takes its failed events with it.
+pub(crate) fn sync_subscriptions(
+    connection: &Connection,
+    project: &ProjectId,
+    function: &FunctionName,
+    triggers: &[TriggerSpec],
+) -> Result<(), StoreError> {
+    let existing: Vec<(String, String)> = connection
+        .prepare_cached(
+            "SELECT trigger, stream FROM subscriptions WHERE project = ? AND function = ?",
+        )?
+        .query_map(params![project.as_str(), function.as_str()], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let end: i64 = connection.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
+        row.get(0)
+    })?;
+    let forget = |trigger: &str| -> Result<(), StoreError> {
+        connection
+            .prepare_cached(
+                "DELETE FROM subscriptions WHERE project = ? AND function = ? AND trigger = ?",
+            )?
+            .execute(params![project.as_str(), function.as_str(), trigger])?;
+        connection
+            .prepare_cached(
+                "DELETE FROM event_failures WHERE project = ? AND function = ? AND trigger = ?",
+            )?
+            .execute(params![project.as_str(), function.as_str(), trigger])?;
+        Ok(())
+    };
+    for (trigger, stream) in &existing {
+        let kept = triggers
+            .iter()
+            .any(|spec| spec.name.as_str() == trigger && &spec.stream(function) == stream);
+        if !kept {
+            forget(trigger)?;
+        }
+    }
+    for spec in triggers {
+        connection
+            .prepare_cached(
+                "INSERT OR IGNORE INTO subscriptions (project, function, trigger, stream, cursor)
+                 VALUES (?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                project.as_str(),
+                function.as_str(),
+                spec.name.as_str(),
+                spec.stream(function),
+                end
+            ])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn events(
+    connection: &Connection,
+    project: &ProjectId,
+    stream: &str,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<Event>, StoreError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE project = ? AND stream = ? AND seq > ? ORDER BY seq LIMIT ?"
+        ))?
+        .query_map(params![project.as_str(), stream, after, limit], |row| {
+            event_from_row(row, 0)
+        })?
+        .map(|row| row?)
+        .collect()
+}
+
+pub(crate) fn position_at(
+    connection: &Connection,
+    project: &ProjectId,
+    stream: &str,
+    time: UnixMillis,
+) -> Result<i64, StoreError> {
+    // Times follow positions (both grow as events are logged), so the
+    // first event at or after `time` is found by position.
+    let first: Option<i64> = connection
+        .query_row(
+            "SELECT seq FROM events WHERE project = ? AND stream = ? AND time >= ?
+             ORDER BY seq LIMIT 1",
+            params![project.as_str(), stream, time],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match first {
+        Some(seq) => Ok(seq - 1),
+        None => Ok(connection.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM events",
+            [],
+            |row| row.get(0),
+        )?),
+    }
+}
+
+pub(crate) fn subscriptions(
+    connection: &Connection,
+    project: &ProjectId,
+    function: &FunctionName,
+) -> Result<Vec<Subscription>, StoreError> {
+    connection
+        .prepare_cached(
+            "SELECT trigger, stream, cursor FROM subscriptions
+             WHERE project = ? AND function = ? ORDER BY trigger",
+        )?
+        .query_map(params![project.as_str(), function.as_str()], |row| {
+            let trigger: String = row.get(0)?;
+            Ok(TriggerName::new(trigger)
+                .map_err(corrupt)
+                .map(|trigger| Subscription {
+                    project: project.clone(),
+                    function: function.clone(),
+                    trigger,
+                    stream: row.get(1).unwrap_or_default(),
+                    cursor: row.get(2).unwrap_or_default(),
+                }))
+        })?
+        .map(|row| row?)
+        .collect()
+}
+
+const FAILURE_COLUMNS: &str = "function, trigger, dead, attempts, next_at, first_failed_at, error, \
+    seq, project, stream, id, type, subject, key, time, content_type, data, origin";
+
+fn failure_from_row(row: &Row<'_>) -> rusqlite::Result<Result<FailedEvent, StoreError>> {
+    let function: String = row.get(0)?;
+    let trigger: String = row.get(1)?;
+    let event = event_from_row(row, 7)?;
+    Ok((|| {
+        Ok(FailedEvent {
+            function: FunctionName::new(function).map_err(corrupt)?,
+            trigger: TriggerName::new(trigger).map_err(corrupt)?,
+            dead: row.get(2)?,
+            attempts: row.get(3)?,
+            next_at: row.get(4)?,
+            first_failed_at: row.get(5)?,
+            error: row.get(6)?,
+            event: event?,
+        })
+    })())
+}
+
+fn insert_failure(
+    connection: &Connection,
+    project: &ProjectId,
+    failed: &FailedEvent,
+) -> Result<(), StoreError> {
+    let event = &failed.event;
+    connection
+        .prepare_cached(&format!(
+            "INSERT OR REPLACE INTO event_failures ({FAILURE_COLUMNS})
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))?
+        .execute(params![
+            failed.function.as_str(),
+            failed.trigger.as_str(),
+            failed.dead,
+            failed.attempts,
+            failed.next_at,
+            failed.first_failed_at,
+            failed.error,
+            event.seq,
+            project.as_str(),
+            event.stream,
+            event.id,
+            event.kind,
+            event.subject,
+            event.key,
+            event.time,
+            event.content_type,
+            event.data,
+            event.origin.as_ref().map(FunctionName::as_str),
+        ])?;
+    Ok(())
+}
+
+pub(crate) fn apply_advance(
+    connection: &Connection,
+    project: &ProjectId,
+    function: &FunctionName,
+    trigger: &TriggerName,
+    cursor: i64,
+    failed: &[FailedEvent],
+) -> Result<(), StoreError> {
+    let moved = connection
+        .prepare_cached(
+            "UPDATE subscriptions SET cursor = MAX(cursor, ?)
+             WHERE project = ? AND function = ? AND trigger = ?",
+        )?
+        .execute(params![
+            cursor,
+            project.as_str(),
+            function.as_str(),
+            trigger.as_str()
+        ])?;
+    // A trigger removed meanwhile: its failures go with it.
+    if moved == 1 {
+        for failed in failed {
+            insert_failure(connection, project, failed)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn apply_set_cursor(
+    connection: &Connection,
+    project: &ProjectId,
+    function: &FunctionName,
+    trigger: &TriggerName,
+    cursor: i64,
+) -> Result<bool, StoreError> {
+    Ok(connection
+        .prepare_cached(
+            "UPDATE subscriptions SET cursor = ? WHERE project = ? AND function = ? AND trigger = ?",
+        )?
+        .execute(params![
+            cursor,
+            project.as_str(),
+            function.as_str(),
+            trigger.as_str()
+        ])?
+        == 1)
+}
+
+pub(crate) fn failures_due(
+    connection: &Connection,
+    project: &ProjectId,
+    function: &FunctionName,
+    trigger: &TriggerName,
+    now: UnixMillis,
+    limit: u32,
+) -> Result<Vec<FailedEvent>, StoreError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {FAILURE_COLUMNS} FROM event_failures f
+             WHERE project = ?1 AND function = ?2 AND trigger = ?3 AND dead = 0 AND next_at <= ?4
+               AND (key IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM event_failures g
+                   WHERE g.project = ?1 AND g.function = ?2 AND g.trigger = ?3
+                     AND g.dead = 0 AND g.key = f.key AND g.seq < f.seq))
+             ORDER BY seq LIMIT ?5"
+        ))?
+        .query_map(
+            params![
+                project.as_str(),
+                function.as_str(),
+                trigger.as_str(),
+                now,
+                limit
+            ],
+            failure_from_row,
+        )?
+        .map(|row| row?)
+        .collect()
+}
+
+pub(crate) fn retry_state(
+    connection: &Connection,
+    project: &ProjectId,
+    function: &FunctionName,
+    trigger: &TriggerName,
+) -> Result<(Option<UnixMillis>, Vec<String>), StoreError> {
+    let scope = params![project.as_str(), function.as_str(), trigger.as_str()];
+    let next: Option<UnixMillis> = connection
+        .prepare_cached(
+            "SELECT MIN(next_at) FROM event_failures
+             WHERE project = ? AND function = ? AND trigger = ? AND dead = 0",
+        )?
+        .query_row(scope, |row| row.get(0))?;
+    let keys = connection
+        .prepare_cached(
+            "SELECT DISTINCT key FROM event_failures
+             WHERE project = ? AND function = ? AND trigger = ? AND dead = 0 AND key IS NOT NULL",
+        )?
+        .query_map(scope, |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok((next, keys))
+}
+
+pub(crate) fn apply_settle(
+    connection: &Connection,
+    project: &ProjectId,
+    function: &FunctionName,
+    trigger: &TriggerName,
+    seq: i64,
+    settle: &Settle,
+) -> Result<(), StoreError> {
+    let scope = (project.as_str(), function.as_str(), trigger.as_str(), seq);
+    match settle {
+        Settle::Delivered => {
+            connection
+                .prepare_cached(
+                    "DELETE FROM event_failures
+                     WHERE project = ? AND function = ? AND trigger = ? AND seq = ?",
+                )?
+                .execute(params![scope.0, scope.1, scope.2, scope.3])?;
+        }
+        Settle::Retry {
+            attempts,
+            next_at,
+            error,
+        } => {
+            connection
+                .prepare_cached(
+                    "UPDATE event_failures SET attempts = ?, next_at = ?, error = ?
+                     WHERE project = ? AND function = ? AND trigger = ? AND seq = ?",
+                )?
+                .execute(params![
+                    attempts, next_at, error, scope.0, scope.1, scope.2, scope.3
+                ])?;
+        }
+        Settle::Dead { attempts, error } => {
+            connection
+                .prepare_cached(
+                    "UPDATE event_failures SET dead = 1, attempts = ?, next_at = ?, error = ?
+                     WHERE project = ? AND function = ? AND trigger = ? AND seq = ?",
+                )?
+                .execute(params![
+                    attempts,
+                    now_millis(),
+                    error,
+                    scope.0,
+                    scope.1,
+                    scope.2,
+                    scope.3
+                ])?;
+        }
+    }
+    Ok(())
+}
+
+/// The `WHERE` clause of a filter over failed events, with its parameters.
+fn filter_clause(
+    project: &ProjectId,
+    filter: &FailedFilter,
+) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut clause = "project = ?".to_owned();
+    let mut values = vec![Value::Text(project.to_string())];
+    if let Some(function) = &filter.function {
+        clause.push_str(" AND function = ?");
+        values.push(Value::Text(function.to_string()));
+    }
+    if let Some(trigger) = &filter.trigger {
+        clause.push_str(" AND trigger = ?");
+        values.push(Value::Text(trigger.to_string()));
+    }
+    if let Some(seq) = filter.seq {
+        clause.push_str(" AND seq = ?");
+        values.push(Value::Integer(seq));
+    }
+    (clause, values)
+}
+
+pub(crate) fn dead_letters(
+    connection: &Connection,
+    project: &ProjectId,
+    filter: &FailedFilter,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<FailedEvent>, StoreError> {
+    let (clause, mut values) = filter_clause(project, filter);
+    values.push(rusqlite::types::Value::Integer(after));
+    values.push(rusqlite::types::Value::Integer(limit.into()));
+    connection
+        .prepare(&format!(
+            "SELECT {FAILURE_COLUMNS} FROM event_failures
+             WHERE {clause} AND dead = 1 AND seq > ? ORDER BY seq, function, trigger LIMIT ?"
+        ))?
+        .query_map(rusqlite::params_from_iter(values), failure_from_row)?
+        .map(|row| row?)
+        .collect()
+}
+
+pub(crate) fn failure_counts(
+    connection: &Connection,
+    project: &ProjectId,
+) -> Result<Vec<(FunctionName, TriggerName, u64, u64)>, StoreError> {
+    connection
+        .prepare_cached(
+            "SELECT function, trigger, SUM(dead = 0), SUM(dead = 1) FROM event_failures
+             WHERE project = ? GROUP BY function, trigger ORDER BY function, trigger",
+        )?
+        .query_map(params![project.as_str()], |row| {
+            let function: String = row.get(0)?;
+            let trigger: String = row.get(1)?;
+            let waiting: i64 = row.get(2)?;
+            let dead: i64 = row.get(3)?;
+            Ok((|| {
+                Ok((
+                    FunctionName::new(function).map_err(corrupt)?,
+                    TriggerName::new(trigger).map_err(corrupt)?,
+                    waiting as u64,
+                    dead as u64,
+                ))
+            })())
+        })?
+        .map(|row| row?)
+        .collect()
+}
+
+pub(crate) fn apply_redrive(
+    connection: &Connection,
+    project: &ProjectId,
+    filter: &FailedFilter,
+) -> Result<u64, StoreError> {
+    let (clause, mut values) = filter_clause(project, filter);
+    values.insert(0, rusqlite::types::Value::Integer(now_millis()));
+    Ok(connection.execute(
+        &format!(
+            "UPDATE event_failures SET dead = 0, attempts = 0, next_at = ? WHERE {clause} AND dead = 1"
+        ),
+        rusqlite::params_from_iter(values),
+    )? as u64)
+}
+
+pub(crate) fn apply_purge_dead(
+    connection: &Connection,
+    project: &ProjectId,
+    filter: &FailedFilter,
+) -> Result<u64, StoreError> {
+    let (clause, values) = filter_clause(project, filter);
+    Ok(connection.execute(
+        &format!("DELETE FROM event_failures WHERE {clause} AND dead = 1"),
+        rusqlite::params_from_iter(values),
+    )? as u64)
+}
+
+pub(crate) fn apply_prune(
+    connection: &Connection,
+    project: &ProjectId,
+    before: UnixMillis,
+) -> Result<u64, StoreError> {
+    // An event is kept while a subscription of its stream has not passed it.
+    Ok(connection.execute(
+        "DELETE FROM events WHERE project = ?1 AND time < ?2
+           AND NOT EXISTS (SELECT 1 FROM subscriptions s
+                           WHERE s.project = ?1 AND s.stream = events.stream AND s.cursor < events.seq)",
+        params![project.as_str(), before],
+    )? as u64)
+}
