@@ -1,9 +1,10 @@
 //! `invoke::GuestObjects` over the objects service, bound to one project:
 //! the same buckets, limits and errors as REST and S3.
-use domain::{BucketName, ProjectId};
+use domain::{BucketName, FunctionName, ProjectId};
 use invoke::{GuestObjectError, GuestObjectInfo, GuestObjectPage, GuestObjects, ServiceFuture};
 use objects::{ObjectError, Objects, PutOptions};
 use std::sync::Arc;
+use store::events::with_origin;
 use store::objects::{ObjectCondition, ObjectMeta};
 
 /// Largest object `read` hands a guest whole; larger ones are read in
@@ -12,6 +13,8 @@ pub const MAX_GUEST_READ: u64 = 16 << 20;
 
 pub struct ProjectObjects {
     pub project: ProjectId,
+    /// The function writing: its writes' change events name it.
+    pub function: FunctionName,
     pub objects: Arc<Objects>,
 }
 
@@ -126,9 +129,10 @@ impl GuestObjects for ProjectObjects {
                 condition: ObjectCondition::Always,
                 ..PutOptions::default()
             };
-            let object = self
+            let put = self
                 .objects
-                .put(&self.project, &bucket, key, body, options, Vec::new)
+                .put(&self.project, &bucket, key, body, options, Vec::new);
+            let object = with_origin(self.function.clone(), put)
                 .await
                 .map_err(guest_error)?;
             Ok(info(&object))
@@ -142,8 +146,10 @@ impl GuestObjects for ProjectObjects {
     ) -> ServiceFuture<'a, bool, GuestObjectError> {
         Box::pin(async move {
             let bucket = bucket_name(bucket)?;
-            self.objects
-                .delete(&self.project, &bucket, key, ObjectCondition::Always)
+            let delete = self
+                .objects
+                .delete(&self.project, &bucket, key, ObjectCondition::Always);
+            with_origin(self.function.clone(), delete)
                 .await
                 .map_err(guest_error)
         })

@@ -207,6 +207,7 @@ impl Functions {
             }),
             objects: Arc::new(guest_objects::ProjectObjects {
                 project: project.clone(),
+                function: function.clone(),
                 objects: self.objects.clone(),
             }),
         };

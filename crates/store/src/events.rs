@@ -216,3 +216,45 @@ pub trait EventStore: Send + Sync + 'static {
     /// logged events. One hook; a second call replaces the first.
     fn on_events(&self, hook: Box<dyn Fn() + Send + Sync>);
 }
+
+thread_local! {
+    /// The function on whose behalf the current poll writes (see [`WithOrigin`]).
+    static ORIGIN: std::cell::RefCell<Option<FunctionName>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A future whose store writes are made on behalf of `origin`: the change
+/// events they log name it, so its own triggers can pass them over. (For
+/// writes whose API does not name an origin, such as object writes made
+/// through the objects service.)
+pub struct WithOrigin<F> {
+    origin: FunctionName,
+    inner: std::pin::Pin<Box<F>>,
+}
+
+/// Runs `future` on behalf of `origin`.
+pub fn with_origin<F: std::future::Future>(origin: FunctionName, future: F) -> WithOrigin<F> {
+    WithOrigin {
+        origin,
+        inner: Box::pin(future),
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for WithOrigin<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let origin = self.origin.clone();
+        let previous = ORIGIN.with(|current| current.replace(Some(origin)));
+        let result = self.inner.as_mut().poll(cx);
+        ORIGIN.with(|current| *current.borrow_mut() = previous);
+        result
+    }
+}
+
+/// The function the current poll writes for, if any.
+pub(crate) fn current_origin() -> Option<FunctionName> {
+    ORIGIN.with(|current| current.borrow().clone())
+}

@@ -80,7 +80,8 @@ pub(crate) enum WriteOp {
         cid: i64,
         ino: i64,
     },
-    Objects(ObjectOp),
+    /// An object write, and the function making it, if a function does.
+    Objects(ObjectOp, Option<FunctionName>),
     Publish {
         project: ProjectId,
         events: Vec<NewEvent>,
@@ -174,7 +175,9 @@ impl WriteOp {
             WriteOp::FinishIndex { cid, ino } => {
                 apply_finish_index(transaction, *cid, *ino).map(Written::Index)
             }
-            WriteOp::Objects(op) => apply_object_op(transaction, op).map(Written::Objects),
+            WriteOp::Objects(op, origin) => {
+                apply_object_op(transaction, op, origin.as_ref()).map(Written::Objects)
+            }
             WriteOp::Publish { project, events } => {
                 events_sqlite::apply_publish(transaction, project, events).map(Written::Events)
             }

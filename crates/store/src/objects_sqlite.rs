@@ -1,10 +1,12 @@
 //! Object metadata on SQLite. Writes run on the group-commit writer thread
 //! (`apply_object_op`), reads on reader connections.
 use crate::StoreError;
+use crate::events::NewEvent;
+use crate::events_sqlite;
 use crate::objects::{
     Bucket, ObjectCondition, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, Part, Segment, Upload,
 };
-use domain::{BucketName, ProjectId, UnixMillis};
+use domain::{BucketName, FunctionName, ProjectId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
 
@@ -479,11 +481,74 @@ fn drop_upload(
 pub(crate) fn apply_object_op(
     transaction: &mut Transaction<'_>,
     op: &ObjectOp,
+    origin: Option<&FunctionName>,
 ) -> Result<ObjectDone, StoreError> {
     let savepoint = transaction.savepoint()?;
     let done = apply(&savepoint, op)?;
+    log_object_change(&savepoint, op, &done, origin)?;
     savepoint.commit()?;
     Ok(done)
+}
+
+/// Logs an object's creation (a put, a completed upload) or deletion, in
+/// the write's transaction (the outbox), if a trigger reads the bucket.
+fn log_object_change(
+    transaction: &Connection,
+    op: &ObjectOp,
+    done: &ObjectDone,
+    origin: Option<&FunctionName>,
+) -> Result<(), StoreError> {
+    let (project, bucket, change, data) = match op {
+        ObjectOp::Put {
+            project,
+            bucket,
+            object,
+            ..
+        }
+        | ObjectOp::Complete {
+            project,
+            bucket,
+            object,
+            ..
+        } => (
+            project,
+            bucket,
+            domain::Change::Created,
+            serde_json::json!({
+                "bucket": bucket.as_str(),
+                "key": object.key,
+                "size": object.size,
+                "etag": object.etag,
+                "content_type": object.content_type,
+            }),
+        ),
+        ObjectOp::Delete {
+            project,
+            bucket,
+            key,
+            ..
+        } if done.existed => (
+            project,
+            bucket,
+            domain::Change::Deleted,
+            serde_json::json!({ "bucket": bucket.as_str(), "key": key }),
+        ),
+        _ => return Ok(()),
+    };
+    let key = data["key"].as_str().unwrap_or_default().to_owned();
+    events_sqlite::log_change(
+        transaction,
+        project,
+        NewEvent {
+            stream: domain::objects_stream(bucket),
+            kind: format!("wok.object.{}", change.as_str()),
+            subject: Some(key),
+            key: None,
+            content_type: Some("application/json".to_owned()),
+            data: data.to_string().into_bytes(),
+            origin: origin.cloned(),
+        },
+    )
 }
 
 fn apply(transaction: &Connection, op: &ObjectOp) -> Result<ObjectDone, StoreError> {

@@ -1234,8 +1234,9 @@ impl ObjectStore for SqliteStore {
     }
 
     fn object_write(&self, op: ObjectOp) -> PendingWrite<ObjectDone> {
+        let origin = crate::events::current_origin();
         self.writer
-            .write_async(WriteOp::Objects(op), expect_objects)
+            .write_async(WriteOp::Objects(op, origin), expect_objects)
     }
 
     fn trash(&self) -> Result<Vec<String>, StoreError> {

@@ -551,3 +551,84 @@ async fn no_accepted_event_is_lost_when_the_server_is_killed() {
     }
     assert!(count(&server).await >= ids.len() as u64);
 }
+
+#[tokio::test]
+async fn object_changes_trigger_functions_by_key_filters() {
+    let server = server();
+    let created = send(control(&server, reqwest::Method::PUT, "/v1/buckets/photos")).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    // On each new .jpg the guest writes echo-KEY (also a .jpg) to the same
+    // bucket: its own write, passed over.
+    deploy(
+        &server,
+        "thumbs",
+        guests::EVENTS,
+        &[
+            "--trigger",
+            "objects=photos;on=created;suffix=.jpg",
+            "--env",
+            "ECHO_BUCKET=photos",
+        ],
+    );
+    let put = |key: &str| {
+        control(
+            &server,
+            reqwest::Method::PUT,
+            &format!("/v1/objects/photos/{key}"),
+        )
+        .header("content-type", "image/jpeg")
+        .body(vec![7u8; 10])
+    };
+    let wait_for = |n: u64| {
+        let server = &server;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while count(server).await < n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "fewer than {n} deliveries"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(send(put("a.jpg")).await.status, 200);
+    wait_for(1).await;
+    // Not a .jpg; a deletion (on=created only); then one more .jpg.
+    assert_eq!(send(put("notes.txt")).await.status, 200);
+    let deleted = send(control(
+        &server,
+        reqwest::Method::DELETE,
+        "/v1/objects/photos/a.jpg",
+    ))
+    .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    assert_eq!(send(put("c.jpg")).await.status, 200);
+    wait_for(2).await;
+    let log = log(&server).await;
+    let mut deliveries = Vec::new();
+    for (id, _, _) in &log {
+        deliveries.push(received(&server, id).await.unwrap());
+    }
+    let subjects: Vec<&str> = deliveries.iter().map(|d| d.subject.as_str()).collect();
+    assert_eq!(subjects, ["a.jpg", "c.jpg"]);
+    assert_eq!(deliveries[0].kind, "wok.object.created");
+    assert_eq!(deliveries[0].source, "/projects/default/buckets/photos");
+    let data: Value = serde_json::from_str(&deliveries[0].body).unwrap();
+    assert_eq!(
+        (
+            data["key"].as_str(),
+            data["size"].as_u64(),
+            data["content_type"].as_str()
+        ),
+        (Some("a.jpg"), Some(10), Some("image/jpeg"))
+    );
+    // The echoes were written, and each was an event the trigger passed over.
+    let echo = send(control(
+        &server,
+        reqwest::Method::GET,
+        "/v1/objects/photos/echo-c.jpg",
+    ))
+    .await;
+    assert_eq!(echo.status, 200);
+}

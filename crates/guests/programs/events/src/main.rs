@@ -9,14 +9,24 @@
 //! A body containing `fail-always` is refused (500); `fail-until-N` is
 //! refused while the attempt (`ce-wokattempt`) is below N (unless `HEALED`
 //! is set); `slow-MS` sleeps that long first. With `ECHO_COLLECTION` set, a `wok.document.created`
-//! event makes it create a document in that collection, to check that a
-//! function does not trigger itself.
+//! event makes it create a document in that collection, and with
+//! `ECHO_BUCKET` set, a `wok.object.created` event makes it write
+//! `echo-<key>` to that bucket, to check that a function does not trigger
+//! itself.
 use wstd::http::{Body, Request, Response, StatusCode};
 
 mod kv {
     wit_bindgen::generate!({
         path: "../../../../wit/deps/keyvalue",
         world: "wasi:keyvalue/imports",
+        generate_all,
+    });
+}
+
+mod objects {
+    wit_bindgen::generate!({
+        path: "../../../../wit/objects",
+        world: "wok:objects/imports",
         generate_all,
     });
 }
@@ -80,6 +90,36 @@ async fn main(mut request: Request<Body>) -> wstd::http::Result<Response<Body>> 
         );
     }
 
+    // Echo first, then record: once a delivery is recorded, its echo's
+    // change event is in the log.
+    if kind == "wok.document.created"
+        && let Ok(collection) = std::env::var("ECHO_COLLECTION")
+    {
+        let write = docs::wok::documents::documents::Write {
+            op: docs::wok::documents::documents::Op::Create,
+            collection,
+            id: None,
+            data: Some(format!("{{\"echo\": {subject:?}}}")),
+            if_version: None,
+        };
+        if let Err(error) = docs::wok::documents::documents::batch(&[write]) {
+            return answer(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:?}"));
+        }
+    }
+    if kind == "wok.object.created"
+        && let Ok(bucket) = std::env::var("ECHO_BUCKET")
+    {
+        let written = objects::wok::objects::objects::write(
+            &bucket,
+            &format!("echo-{subject}"),
+            b"echo",
+            None,
+        );
+        if let Err(error) = written {
+            return answer(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:?}"));
+        }
+    }
+
     let received = match store::open("received") {
         Ok(bucket) => bucket,
         Err(error) => return answer(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:?}")),
@@ -99,19 +139,5 @@ async fn main(mut request: Request<Body>) -> wstd::http::Result<Response<Body>> 
         return answer(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:?}"));
     }
 
-    if kind == "wok.document.created"
-        && let Ok(collection) = std::env::var("ECHO_COLLECTION")
-    {
-        let write = docs::wok::documents::documents::Write {
-            op: docs::wok::documents::documents::Op::Create,
-            collection,
-            id: None,
-            data: Some(format!("{{\"echo\": {subject:?}}}")),
-            if_version: None,
-        };
-        if let Err(error) = docs::wok::documents::documents::batch(&[write]) {
-            return answer(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:?}"));
-        }
-    }
     answer(StatusCode::OK, "ok")
 }
