@@ -507,3 +507,39 @@ pub struct ReplayRequest {
 pub struct Replayed {
     pub cursor: i64,
 }
+
+/// `202 Accepted` for `Prefer: respond-async`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AsyncAccepted {
+    pub id: String,
+    /// `queued`, or where an earlier call with the same idempotency key stands.
+    pub status: String,
+    /// Where the status and the response can be read (control API).
+    pub url: String,
+}
+
+/// The response an asynchronous invocation got.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AsyncResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// The body as text when it is UTF-8 (at most 1 MiB is kept)...
+    pub body: Option<String>,
+    /// ...else base64.
+    pub body_base64: Option<String>,
+}
+
+/// `GET /v1/invocations/ID`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AsyncInvocationInfo {
+    pub id: String,
+    pub function: String,
+    /// `queued`, `retrying`, `succeeded` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub response: Option<AsyncResponse>,
+    pub error: Option<String>,
+}

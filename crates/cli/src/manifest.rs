@@ -48,6 +48,11 @@ struct RawSettings {
     reuse_idle_timeout: Option<String>,
     #[serde(default)]
     triggers: Vec<Trigger>,
+    on_success: Option<String>,
+    on_failure: Option<String>,
+    async_max_attempts: Option<u32>,
+    async_retry_delay: Option<String>,
+    async_max_age: Option<String>,
 }
 
 /// A trigger: its line, or a table of the same settings.
@@ -72,6 +77,11 @@ pub struct Settings {
     pub reuse_max_requests: Option<u32>,
     pub reuse_idle_timeout: Option<String>,
     pub triggers: Vec<String>,
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
+    pub async_max_attempts: Option<u32>,
+    pub async_retry_delay: Option<String>,
+    pub async_max_age: Option<String>,
 }
 
 /// The sources a trigger table may start with.
@@ -160,6 +170,11 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Deploy>> {
                 reuse_max_requests: raw.reuse_max_requests,
                 reuse_idle_timeout: raw.reuse_idle_timeout,
                 triggers,
+                on_success: raw.on_success,
+                on_failure: raw.on_failure,
+                async_max_attempts: raw.async_max_attempts,
+                async_retry_delay: raw.async_retry_delay,
+                async_max_age: raw.async_max_age,
             };
             Ok(Deploy::from_manifest(
                 name,

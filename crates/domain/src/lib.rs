@@ -20,8 +20,9 @@ pub use records::{InvocationRecord, LogLine, LogStream, Outcome, Usage, UsageFil
 pub use size::{ByteSize, SizeError};
 pub use spec::{FunctionConfig, HttpWorld, Isolation, Limits, ReuseLimits, SpecError};
 pub use triggers::{
-    Change, ChangeKinds, MAX_TRIGGERS, RetryPolicy, TriggerError, TriggerSource, TriggerSpec,
-    documents_stream, objects_stream, topic_stream, validate_triggers,
+    ASYNC_TRIGGER, AsyncConfig, Change, ChangeKinds, Destination, MAX_TRIGGERS, RetryPolicy,
+    TriggerError, TriggerSource, TriggerSpec, async_stream, documents_stream, objects_stream,
+    topic_stream, validate_triggers,
 };
 
 /// Milliseconds since the Unix epoch, the one time unit stored in records.

@@ -1,4 +1,4 @@
-use crate::{ByteSize, TriggerError, TriggerSpec};
+use crate::{AsyncConfig, ByteSize, TriggerError, TriggerSpec};
 use std::time::Duration;
 
 /// A deploy setting that is out of range.
@@ -28,6 +28,10 @@ pub enum SpecError {
     ReuseConcurrency,
     #[error(transparent)]
     Trigger(#[from] TriggerError),
+    #[error(
+        "asynchronous invocations: the retry delay must be from 10ms to 1h, and the max age from 1s to 14 days"
+    )]
+    AsyncRetry,
 }
 
 /// Resource limits applied to every invocation of a function version.
@@ -140,9 +144,22 @@ pub struct FunctionConfig {
     pub isolation: Isolation,
     /// What runs the function besides HTTP requests.
     pub triggers: Vec<TriggerSpec>,
+    /// Retries and destinations of asynchronous invocations.
+    pub async_invocation: AsyncConfig,
 }
 
 impl FunctionConfig {
+    /// The declared triggers and the implicit one of asynchronous
+    /// invocations.
+    pub fn all_triggers(&self) -> Vec<TriggerSpec> {
+        let mut triggers = self.triggers.clone();
+        triggers.push(TriggerSpec::async_invocations(
+            &self.async_invocation,
+            self.limits.max_concurrency,
+        ));
+        triggers
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
         self.limits.validate()?;
         for (name, _) in &self.env {
@@ -161,6 +178,12 @@ impl FunctionConfig {
             }
         }
         crate::validate_triggers(&self.triggers)?;
+        let retry = &self.async_invocation.retry;
+        if !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&retry.delay)
+            || !(Duration::from_secs(1)..=Duration::from_secs(14 * 86400)).contains(&retry.max_age)
+        {
+            return Err(SpecError::AsyncRetry);
+        }
         if let Isolation::Reuse(reuse) = &self.isolation {
             if reuse.max_requests == 0 {
                 return Err(SpecError::ReuseRequests);

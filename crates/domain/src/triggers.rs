@@ -94,6 +94,72 @@ pub enum TriggerSource {
         prefix: String,
         suffix: String,
     },
+    /// The function's asynchronous invocations (`Prefer: respond-async`):
+    /// every function has this one trigger, named `async`, implicitly.
+    Async,
+}
+
+/// The name of the implicit trigger of asynchronous invocations.
+pub const ASYNC_TRIGGER: &str = "async";
+
+/// Where the outcome of an asynchronous invocation is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Published to a topic of the project.
+    Topic(TopicName),
+    /// Invoked asynchronously (the outcome record is the request body).
+    Function(FunctionName),
+}
+
+impl Destination {
+    /// `topic:NAME` or `function:NAME`.
+    pub fn parse(text: &str) -> Result<Destination, TriggerError> {
+        let invalid = |message: String| TriggerError::Invalid {
+            trigger: text.to_owned(),
+            message,
+        };
+        match text.split_once(':') {
+            Some(("topic", name)) => TopicName::new(name)
+                .map(Destination::Topic)
+                .map_err(|error| invalid(error.to_string())),
+            Some(("function", name)) => FunctionName::new(name)
+                .map(Destination::Function)
+                .map_err(|error| invalid(error.to_string())),
+            _ => Err(invalid(
+                "a destination is topic:NAME or function:NAME".to_owned(),
+            )),
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        match self {
+            Destination::Topic(topic) => format!("topic:{topic}"),
+            Destination::Function(function) => format!("function:{function}"),
+        }
+    }
+}
+
+/// How a function's asynchronous invocations are retried, and where their
+/// outcomes go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncConfig {
+    pub retry: RetryPolicy,
+    pub on_success: Option<Destination>,
+    pub on_failure: Option<Destination>,
+}
+
+impl Default for AsyncConfig {
+    fn default() -> Self {
+        // Lambda's defaults: two retries, events kept six hours.
+        Self {
+            retry: RetryPolicy {
+                max_attempts: 3,
+                ..RetryPolicy::default()
+            },
+            on_success: None,
+            on_failure: None,
+        }
+    }
 }
 
 /// How failed deliveries are retried: the n-th retry waits about
@@ -277,6 +343,7 @@ impl TriggerSpec {
                 TriggerSource::Objects { bucket, .. } => {
                     format!("objects-{}", bucket.as_str().replace('.', "-"))
                 }
+                TriggerSource::Async => ASYNC_TRIGGER.to_owned(),
             })
             .map_err(|_| invalid("the default name is too long; set one with name=".to_owned()))?,
         };
@@ -309,6 +376,7 @@ impl TriggerSpec {
                 let _ = write!(text, "docs={collection}");
                 changes(&mut text, kinds);
             }
+            TriggerSource::Async => text.push_str(ASYNC_TRIGGER),
             TriggerSource::Objects {
                 bucket,
                 changes: kinds,
@@ -346,6 +414,19 @@ impl TriggerSpec {
             TriggerSource::Queue { topic } => topic_stream(topic),
             TriggerSource::Documents { collection, .. } => documents_stream(collection),
             TriggerSource::Objects { bucket, .. } => objects_stream(bucket),
+            TriggerSource::Async => async_stream(function),
+        }
+    }
+
+    /// The implicit trigger of a function's asynchronous invocations.
+    pub fn async_invocations(config: &AsyncConfig, concurrency: u32) -> TriggerSpec {
+        TriggerSpec {
+            name: TriggerName::new(ASYNC_TRIGGER).expect("a valid name"),
+            source: TriggerSource::Async,
+            concurrency: concurrency.min(1000),
+            batch: 1,
+            retry: config.retry.clone(),
+            own_writes: true,
         }
     }
 
@@ -356,8 +437,14 @@ impl TriggerSpec {
             TriggerSource::Queue { .. } => "queue",
             TriggerSource::Documents { .. } => "docs",
             TriggerSource::Objects { .. } => "objects",
+            TriggerSource::Async => "async",
         }
     }
+}
+
+/// The stream of a function's asynchronous invocations.
+pub fn async_stream(function: &FunctionName) -> String {
+    format!("invoke/{function}")
 }
 
 /// The stream of a topic's messages.
@@ -381,6 +468,14 @@ pub fn validate_triggers(triggers: &[TriggerSpec]) -> Result<(), TriggerError> {
         return Err(TriggerError::TooMany { max: MAX_TRIGGERS });
     }
     for (i, trigger) in triggers.iter().enumerate() {
+        if trigger.name.as_str() == ASYNC_TRIGGER {
+            return Err(TriggerError::Invalid {
+                trigger: trigger.to_text(),
+                message: format!(
+                    "the name {ASYNC_TRIGGER:?} is the asynchronous invocations'; choose another with name="
+                ),
+            });
+        }
         if triggers[..i].iter().any(|other| other.name == trigger.name) {
             return Err(TriggerError::Duplicate(trigger.name.to_string()));
         }

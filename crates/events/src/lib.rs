@@ -47,6 +47,19 @@ pub trait Deliver: Send + Sync + 'static {
         events: Vec<Event>,
         attempt: u32,
     ) -> BoxFuture<Result<(), String>>;
+
+    /// An event became a dead letter after `attempts` failed deliveries
+    /// (called once it is recorded as one).
+    fn dead_lettered(
+        &self,
+        target: Arc<Target>,
+        event: Event,
+        attempts: u32,
+        error: String,
+    ) -> BoxFuture<()> {
+        let _ = (target, event, attempts, error);
+        Box::pin(async {})
+    }
 }
 
 /// Wall-clock time, injectable in tests.

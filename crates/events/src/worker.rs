@@ -38,7 +38,7 @@ fn wanted(target: &Target, event: &Event) -> bool {
             .unwrap_or(Change::Updated)
     };
     match &trigger.source {
-        TriggerSource::Cron { .. } | TriggerSource::Queue { .. } => true,
+        TriggerSource::Cron { .. } | TriggerSource::Queue { .. } | TriggerSource::Async => true,
         TriggerSource::Documents { changes, .. } => changes.includes(change()),
         TriggerSource::Objects {
             changes,
@@ -309,6 +309,7 @@ async fn retry(
         .deliver(target.clone(), vec![failed.event.clone()], attempt)
         .await;
     let now = shared.clock.now();
+    let mut died = None;
     let settle = match result {
         Ok(()) => {
             delivered(shared, target, &failed.event, now);
@@ -325,6 +326,7 @@ async fn retry(
             );
             if again.dead {
                 shared.metrics.dead_lettered(target);
+                died = Some(again.error.clone());
                 Settle::Dead {
                     attempts: attempt,
                     error: again.error,
@@ -349,7 +351,14 @@ async fn retry(
             settle,
         )
         .await
-        .map_err(|error| format!("recording a retry: {error}"))
+        .map_err(|error| format!("recording a retry: {error}"))?;
+    if let Some(error) = died {
+        shared
+            .deliver
+            .dead_lettered(target.clone(), failed.event, attempt, error)
+            .await;
+    }
+    Ok(())
 }
 
 /// Logs a tick event at each time of the schedule (times passed while the

@@ -171,6 +171,29 @@ pub fn config_from_query(pairs: &[(String, String)]) -> Result<FunctionConfig, A
                 })?;
                 config.triggers.push(trigger);
             }
+            "on_success" | "on_failure" => {
+                let destination = domain::Destination::parse(value)
+                    .map_err(|error| ApiError::bad_request("invalid_config", error.to_string()))?;
+                if key == "on_success" {
+                    config.async_invocation.on_success = Some(destination);
+                } else {
+                    config.async_invocation.on_failure = Some(destination);
+                }
+            }
+            "async_max_attempts" => {
+                let attempts = parse_number(key, value)?;
+                if !(1..=100).contains(&attempts) {
+                    return Err(ApiError::bad_request(
+                        "invalid_config",
+                        "async_max_attempts must be from 1 to 100",
+                    ));
+                }
+                config.async_invocation.retry.max_attempts = attempts;
+            }
+            "async_max_age" => config.async_invocation.retry.max_age = parse_duration(key, value)?,
+            "async_retry_delay" => {
+                config.async_invocation.retry.delay = parse_duration(key, value)?
+            }
             "reuse" => match value.as_str() {
                 "true" | "1" => reuse = Some(reuse_limits(&mut reuse)),
                 "false" | "0" => reuse = None,

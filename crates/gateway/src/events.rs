@@ -266,7 +266,7 @@ pub async fn list_triggers(
         for deployed in live {
             let function = &deployed.version.function;
             let subscriptions = store.subscriptions(&project, function)?;
-            for spec in &deployed.version.config.triggers {
+            for spec in &deployed.version.config.all_triggers() {
                 let cursor = subscriptions
                     .iter()
                     .find(|subscription| subscription.trigger == spec.name)
@@ -416,4 +416,132 @@ pub async fn purge_dead(
     let filter = filter_from_query(&query)?;
     let count = gateway.events.purge_dead(&project, filter).await?;
     Ok(Json(Count { count }))
+}
+
+/// Most bytes of an asynchronous invocation's request body.
+pub const MAX_ASYNC_REQUEST: usize = MAX_EVENT_BYTES;
+
+/// `POST /fn/NAME/...` with `Prefer: respond-async`: the request is queued
+/// durably and answered `202` with its id; an `Idempotency-Key` makes a
+/// repeated call return the first one's id instead of queuing again.
+pub(crate) async fn invoke_async(
+    gateway: &SharedGateway,
+    project: domain::ProjectId,
+    function: domain::FunctionName,
+    parts: http::request::Parts,
+    body: axum::body::Body,
+    guest_path: String,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "an asynchronous invocation's request body is at most {MAX_ASYNC_REQUEST} bytes"
+        ))
+    };
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_ASYNC_REQUEST as u64) {
+        crate::drain_in_background(body);
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, MAX_ASYNC_REQUEST)
+        .await
+        .map_err(|_| too_large())?;
+    let idempotency_key = parts
+        .headers
+        .get("idempotency-key")
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .filter(|key| !key.is_empty() && key.len() <= MAX_EVENT_KEY_BYTES)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_header",
+                        format!("Idempotency-Key must be 1 to {MAX_EVENT_KEY_BYTES} visible ASCII characters"),
+                    )
+                })
+        })
+        .transpose()?;
+    let mut headers = parts.headers.clone();
+    for hop in [
+        "prefer",
+        "idempotency-key",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+    ] {
+        headers.remove(hop);
+    }
+    let request = triggers::async_request(&function, &parts.method, &guest_path, &headers, &body);
+    let (invocation, queued) = gateway
+        .events
+        .enqueue_async(&project, &function, request, idempotency_key)
+        .await?;
+    let url = format!("/v1/projects/{project}/invocations/{}", invocation.id);
+    let accepted = api_types::AsyncAccepted {
+        id: invocation.id.clone(),
+        status: invocation.status.as_str().to_owned(),
+        url: url.clone(),
+    };
+    let status = if queued {
+        http::StatusCode::ACCEPTED
+    } else {
+        http::StatusCode::OK
+    };
+    let mut response = (status, Json(accepted)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = http::HeaderValue::from_str(&url) {
+        headers.insert(http::header::LOCATION, location);
+    }
+    headers.insert(
+        "preference-applied",
+        http::HeaderValue::from_static("respond-async"),
+    );
+    Ok(response)
+}
+
+/// `GET /v1/invocations/ID`: an asynchronous invocation's status and response.
+pub async fn async_invocation(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(id): Path<String>,
+) -> Result<Json<api_types::AsyncInvocationInfo>, ApiError> {
+    let store = gateway.events.clone();
+    let lookup = id.clone();
+    let invocation = blocking(move || store.async_invocation(&project, &lookup))
+        .await?
+        .ok_or_else(|| ApiError::NotFoundCode {
+            code: "invocation_not_found",
+            message: format!("no asynchronous invocation {id:?} in this project"),
+        })?;
+    let response = invocation.response.map(|(status, headers, body)| {
+        let (body, body_base64) = match String::from_utf8(body) {
+            Ok(text) => (Some(text), None),
+            Err(error) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(error.into_bytes())),
+            ),
+        };
+        api_types::AsyncResponse {
+            status,
+            headers,
+            body,
+            body_base64,
+        }
+    });
+    Ok(Json(api_types::AsyncInvocationInfo {
+        id: invocation.id,
+        function: invocation.function.to_string(),
+        status: invocation.status.as_str().to_owned(),
+        attempts: invocation.attempts,
+        created_at: invocation.created_at,
+        finished_at: invocation.finished_at,
+        response,
+        error: invocation.error,
+    }))
 }

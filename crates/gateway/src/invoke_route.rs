@@ -33,6 +33,17 @@ fn split_path(uri: &Uri) -> Option<(Option<&str>, &str, String)> {
     Some((project, name, guest_path))
 }
 
+/// Whether the caller asked for an asynchronous invocation
+/// (`Prefer: respond-async`, RFC 7240).
+fn wants_async(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|preference| preference.trim().eq_ignore_ascii_case("respond-async"))
+}
+
 pub async fn invoke(State(gateway): State<SharedGateway>, request: Request) -> Response {
     let started = std::time::Instant::now();
     let metrics = gateway.metrics.clone();
@@ -64,6 +75,11 @@ async fn run(gateway: SharedGateway, request: Request) -> Result<Response, ApiEr
         .get(&project, &function)
         .ok_or_else(not_found)?;
     let limits = &deployed.version.config.limits;
+
+    if wants_async(&parts.headers) {
+        return crate::events::invoke_async(&gateway, project, function, parts, body, guest_path)
+            .await;
+    }
 
     let declared_length = parts
         .headers

@@ -109,6 +109,7 @@ fn control_router(gateway: SharedGateway) -> Router {
         .route("/v1/events/dead/_redrive", post(events::redrive))
         .route("/v1/usage", get(control::usage))
         .route("/v1/invocations", get(control::invocations))
+        .route("/v1/invocations/{id}", get(events::async_invocation))
         .route("/v1/kv", get(kv::list_stores))
         .route("/v1/kv/{store}", get(kv::list_keys).delete(kv::drop_store))
         .route(

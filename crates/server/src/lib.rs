@@ -124,6 +124,7 @@ pub async fn run(
         Arc::new(triggers::FunctionDeliver {
             functions: functions.clone(),
             records: recorder.clone(),
+            events: event_store.clone(),
         }),
         Arc::new(events::SystemClock),
         metrics.clone(),

@@ -1,6 +1,9 @@
 //! The JSON form a function's configuration is stored in. Private to the
 //! store: it is a storage format, not the public API.
-use domain::{ByteSize, FunctionConfig, Isolation, Limits, ReuseLimits, TriggerSpec};
+use domain::{
+    AsyncConfig, ByteSize, Destination, FunctionConfig, Isolation, Limits, RetryPolicy,
+    ReuseLimits, TriggerSpec,
+};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -26,6 +29,13 @@ pub fn config_to_json(config: &FunctionConfig) -> String {
         "allowed_outbound_hosts": config.allowed_outbound_hosts,
         "isolation": isolation,
         "triggers": config.triggers.iter().map(TriggerSpec::to_text).collect::<Vec<_>>(),
+        "async": {
+            "max_attempts": config.async_invocation.retry.max_attempts,
+            "max_age_ms": config.async_invocation.retry.max_age.as_millis() as u64,
+            "retry_delay_ms": config.async_invocation.retry.delay.as_millis() as u64,
+            "on_success": config.async_invocation.on_success.as_ref().map(Destination::to_text),
+            "on_failure": config.async_invocation.on_failure.as_ref().map(Destination::to_text),
+        },
     })
     .to_string()
 }
@@ -62,8 +72,36 @@ pub fn config_from_json(text: &str) -> Result<FunctionConfig, String> {
             .map(|line| TriggerSpec::parse(line).map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?,
     };
+    // Versions from before asynchronous invocations have the defaults.
+    let async_invocation = match value.get("async") {
+        None => AsyncConfig::default(),
+        Some(config) => {
+            let destination = |key: &str| {
+                config[key]
+                    .as_str()
+                    .map(|text| Destination::parse(text).map_err(|e| e.to_string()))
+                    .transpose()
+            };
+            let millis = |key: &str| {
+                config[key]
+                    .as_u64()
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| format!("async field {key} is missing"))
+            };
+            AsyncConfig {
+                retry: RetryPolicy {
+                    max_attempts: config["max_attempts"].as_u64().unwrap_or(3) as u32,
+                    max_age: millis("max_age_ms")?,
+                    delay: millis("retry_delay_ms")?,
+                },
+                on_success: destination("on_success")?,
+                on_failure: destination("on_failure")?,
+            }
+        }
+    };
     Ok(FunctionConfig {
         triggers,
+        async_invocation,
         limits: Limits {
             memory: ByteSize(number("memory")?),
             timeout: Duration::from_millis(number("timeout_ms")?),

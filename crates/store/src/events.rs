@@ -103,6 +103,59 @@ pub struct FailedFilter {
     pub seq: Option<i64>,
 }
 
+/// An asynchronous invocation and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsyncInvocation {
+    /// The id of its request event.
+    pub id: String,
+    pub function: FunctionName,
+    /// Its request event's position.
+    pub seq: i64,
+    pub status: AsyncStatus,
+    /// Deliveries tried so far.
+    pub attempts: u32,
+    pub created_at: UnixMillis,
+    pub finished_at: Option<UnixMillis>,
+    /// The last response: status, headers and (up to a limit) body.
+    pub response: Option<(u16, Vec<(String, String)>, Vec<u8>)>,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+}
+
+/// Where an asynchronous invocation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsyncStatus {
+    /// Not delivered yet.
+    Queued,
+    /// Failed; tried again later.
+    Retrying,
+    Succeeded,
+    /// Failed for good: a dead letter.
+    Failed,
+}
+
+impl AsyncStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AsyncStatus::Queued => "queued",
+            AsyncStatus::Retrying => "retrying",
+            AsyncStatus::Succeeded => "succeeded",
+            AsyncStatus::Failed => "failed",
+        }
+    }
+}
+
+/// What an attempt at an asynchronous invocation came to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsyncAttempt {
+    pub attempts: u32,
+    pub succeeded: bool,
+    /// The last attempt failed: it is a dead letter now.
+    pub failed: bool,
+    pub response: Option<(u16, Vec<(String, String)>, Vec<u8>)>,
+    pub error: Option<String>,
+}
+
 /// The event log contract. Every call names its project.
 pub trait EventStore: Send + Sync + 'static {
     /// Appends events (one transaction); resolves with them, numbered, once
@@ -211,6 +264,33 @@ pub trait EventStore: Send + Sync + 'static {
     /// Deletes the project's events older than `before` that every
     /// subscription has passed. Returns how many.
     fn prune_events(&self, project: &ProjectId, before: UnixMillis) -> PendingWrite<u64>;
+
+    /// Queues an asynchronous invocation of `function` (its request as the
+    /// event) in one transaction. With an idempotency key already used for
+    /// the function, nothing is queued and the earlier invocation is
+    /// returned instead; the flag says whether this call queued it.
+    fn enqueue_async(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        request: NewEvent,
+        idempotency_key: Option<String>,
+    ) -> PendingWrite<(AsyncInvocation, bool)>;
+
+    /// Records an attempt at an asynchronous invocation.
+    fn record_async(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        attempt: AsyncAttempt,
+    ) -> PendingWrite<()>;
+
+    /// An asynchronous invocation of the project.
+    fn async_invocation(
+        &self,
+        project: &ProjectId,
+        id: &str,
+    ) -> Result<Option<AsyncInvocation>, StoreError>;
 
     /// Called (on the writer's thread: keep it short) after a commit that
     /// logged events. One hook; a second call replaces the first.

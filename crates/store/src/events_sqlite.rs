@@ -3,7 +3,10 @@
 //! cursor per function trigger) and `event_failures` (a copy of each event
 //! whose delivery failed, so pruning the log never loses one).
 use crate::StoreError;
-use crate::events::{Event, FailedEvent, FailedFilter, NewEvent, Settle, Subscription};
+use crate::events::{
+    AsyncAttempt, AsyncInvocation, AsyncStatus, Event, FailedEvent, FailedFilter, NewEvent, Settle,
+    Subscription,
+};
 use domain::{FunctionName, ProjectId, TriggerName, TriggerSpec, UnixMillis, now_millis};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::cell::Cell;
@@ -53,6 +56,26 @@ CREATE TABLE IF NOT EXISTS event_failures (
     origin TEXT,
     PRIMARY KEY (project, function, trigger, seq)
 );
+CREATE TABLE IF NOT EXISTS async_invocations (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    idempotency_key TEXT,
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    response_status INTEGER,
+    response_headers TEXT,
+    response_body BLOB,
+    error TEXT,
+    PRIMARY KEY (project, id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS async_by_idempotency_key
+    ON async_invocations (project, function, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 ";
 
 thread_local! {
@@ -622,4 +645,187 @@ pub(crate) fn apply_prune(
                            WHERE s.project = ?1 AND s.stream = events.stream AND s.cursor < events.seq)",
         params![project.as_str(), before],
     )? as u64)
+}
+
+const ASYNC_COLUMNS: &str = "id, function, seq, succeeded, attempts, created_at, finished_at, \
+    response_status, response_headers, response_body, error, failed";
+
+fn async_from_row(row: &Row<'_>) -> rusqlite::Result<Result<AsyncInvocation, StoreError>> {
+    let function: String = row.get(1)?;
+    let succeeded: bool = row.get(3)?;
+    let failed: bool = row.get(11)?;
+    let status: Option<u16> = row.get(7)?;
+    let headers: Option<String> = row.get(8)?;
+    let body: Option<Vec<u8>> = row.get(9)?;
+    Ok((|| {
+        let response = match status {
+            Some(status) => Some((
+                status,
+                serde_json::from_str(headers.as_deref().unwrap_or("[]")).map_err(corrupt)?,
+                body.unwrap_or_default(),
+            )),
+            None => None,
+        };
+        Ok(AsyncInvocation {
+            id: row.get(0)?,
+            function: FunctionName::new(function).map_err(corrupt)?,
+            seq: row.get(2)?,
+            status: if succeeded {
+                AsyncStatus::Succeeded
+            } else if failed {
+                AsyncStatus::Failed
+            } else {
+                AsyncStatus::Queued
+            },
+            attempts: row.get(4)?,
+            created_at: row.get(5)?,
+            finished_at: row.get(6)?,
+            response,
+            error: row.get(10)?,
+        })
+    })())
+}
+
+fn find_async(
+    connection: &Connection,
+    project: &ProjectId,
+    id: &str,
+) -> Result<Option<AsyncInvocation>, StoreError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {ASYNC_COLUMNS} FROM async_invocations WHERE project = ? AND id = ?"
+        ))?
+        .query_row(params![project.as_str(), id], async_from_row)
+        .optional()?
+        .transpose()
+}
+
+pub(crate) fn apply_enqueue_async(
+    connection: &Connection,
+    project: &ProjectId,
+    function: &FunctionName,
+    request: &NewEvent,
+    idempotency_key: Option<&str>,
+) -> Result<(AsyncInvocation, bool), StoreError> {
+    if let Some(key) = idempotency_key {
+        let earlier: Option<String> = connection
+            .prepare_cached(
+                "SELECT id FROM async_invocations
+                 WHERE project = ? AND function = ? AND idempotency_key = ?",
+            )?
+            .query_row(params![project.as_str(), function.as_str(), key], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        if let Some(id) = earlier
+            && let Some(invocation) = find_async(connection, project, &id)?
+        {
+            return Ok((invocation, false));
+        }
+    }
+    let event = insert_event(connection, project, request.clone(), now_millis())?;
+    connection
+        .prepare_cached(
+            "INSERT INTO async_invocations (project, id, function, seq, idempotency_key, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(params![
+            project.as_str(),
+            event.id,
+            function.as_str(),
+            event.seq,
+            idempotency_key,
+            event.time
+        ])?;
+    let invocation = AsyncInvocation {
+        id: event.id,
+        function: function.clone(),
+        seq: event.seq,
+        status: AsyncStatus::Queued,
+        attempts: 0,
+        created_at: event.time,
+        finished_at: None,
+        response: None,
+        error: None,
+    };
+    Ok((invocation, true))
+}
+
+pub(crate) fn apply_record_async(
+    connection: &Connection,
+    project: &ProjectId,
+    id: &str,
+    attempt: &AsyncAttempt,
+) -> Result<(), StoreError> {
+    let (status, headers, body) = match &attempt.response {
+        Some((status, headers, body)) => (
+            Some(*status),
+            Some(serde_json::to_string(headers).map_err(corrupt)?),
+            Some(body.as_slice()),
+        ),
+        None => (None, None, None),
+    };
+    connection
+        .prepare_cached(
+            "UPDATE async_invocations SET attempts = MAX(attempts, ?), succeeded = succeeded OR ?,
+                 failed = ?, finished_at = ?,
+                 response_status = COALESCE(?, response_status),
+                 response_headers = COALESCE(?, response_headers),
+                 response_body = COALESCE(?, response_body),
+                 error = ?
+             WHERE project = ? AND id = ?",
+        )?
+        .execute(params![
+            attempt.attempts,
+            attempt.succeeded,
+            attempt.failed,
+            now_millis(),
+            status,
+            headers,
+            body,
+            attempt.error,
+            project.as_str(),
+            id
+        ])?;
+    Ok(())
+}
+
+/// An asynchronous invocation, its status decided by its failed event (if
+/// any): waiting for a retry, or dead.
+pub(crate) fn async_invocation(
+    connection: &Connection,
+    project: &ProjectId,
+    id: &str,
+) -> Result<Option<AsyncInvocation>, StoreError> {
+    let Some(mut invocation) = find_async(connection, project, id)? else {
+        return Ok(None);
+    };
+    if invocation.status == AsyncStatus::Succeeded {
+        return Ok(Some(invocation));
+    }
+    let dead: Option<bool> = connection
+        .prepare_cached(
+            "SELECT dead FROM event_failures
+             WHERE project = ? AND function = ? AND trigger = ? AND seq = ?",
+        )?
+        .query_row(
+            params![
+                project.as_str(),
+                invocation.function.as_str(),
+                domain::ASYNC_TRIGGER,
+                invocation.seq
+            ],
+            |row| row.get(0),
+        )
+        .optional()?;
+    invocation.status = match dead {
+        Some(true) => AsyncStatus::Failed,
+        Some(false) => AsyncStatus::Retrying,
+        // A purged dead letter stays failed.
+        None if invocation.status == AsyncStatus::Failed => AsyncStatus::Failed,
+        // Failed, and about to be recorded for a retry.
+        None if invocation.attempts > 0 => AsyncStatus::Retrying,
+        None => AsyncStatus::Queued,
+    };
+    Ok(Some(invocation))
 }

@@ -11,7 +11,9 @@ use crate::docs_sqlite::{
     apply_create_index, apply_doc_batch, apply_drop_collection, apply_drop_index, apply_fill_index,
     apply_finish_index,
 };
-use crate::events::{Event, FailedEvent, FailedFilter, NewEvent, Settle};
+use crate::events::{
+    AsyncAttempt, AsyncInvocation, Event, FailedEvent, FailedFilter, NewEvent, Settle,
+};
 use crate::events_sqlite;
 use crate::kv_journal::{KvJournal, KvOverlay};
 use crate::objects::{ObjectDone, ObjectOp};
@@ -118,6 +120,17 @@ pub(crate) enum WriteOp {
         project: ProjectId,
         before: domain::UnixMillis,
     },
+    EnqueueAsync {
+        project: ProjectId,
+        function: FunctionName,
+        request: NewEvent,
+        idempotency_key: Option<String>,
+    },
+    RecordAsync {
+        project: ProjectId,
+        id: String,
+        attempt: AsyncAttempt,
+    },
 }
 
 /// What the writer answers, by kind of write.
@@ -133,6 +146,7 @@ pub(crate) enum Written {
     Filled(Option<String>),
     Objects(ObjectDone),
     Events(Vec<Event>),
+    Queued(AsyncInvocation, bool),
     Done,
     Count(u64),
 }
@@ -220,6 +234,25 @@ impl WriteOp {
             WriteOp::PruneEvents { project, before } => {
                 events_sqlite::apply_prune(transaction, project, *before).map(Written::Count)
             }
+            WriteOp::EnqueueAsync {
+                project,
+                function,
+                request,
+                idempotency_key,
+            } => events_sqlite::apply_enqueue_async(
+                transaction,
+                project,
+                function,
+                request,
+                idempotency_key.as_deref(),
+            )
+            .map(|(invocation, queued)| Written::Queued(invocation, queued)),
+            WriteOp::RecordAsync {
+                project,
+                id,
+                attempt,
+            } => events_sqlite::apply_record_async(transaction, project, id, attempt)
+                .map(|()| Written::Done),
         }
     }
 }

@@ -3,7 +3,10 @@ use crate::docs::{
     CollectionInfo, DocStore, DocWrite, DocWritten, Document, Explain, Index, Query, QueryPage,
 };
 use crate::docs_sqlite::{self, DOCS_SCHEMA};
-use crate::events::{Event, EventStore, FailedEvent, FailedFilter, NewEvent, Settle, Subscription};
+use crate::events::{
+    AsyncAttempt, AsyncInvocation, Event, EventStore, FailedEvent, FailedFilter, NewEvent, Settle,
+    Subscription,
+};
 use crate::events_sqlite::{self, EVENTS_SCHEMA};
 use crate::group_commit::{EventHook, PendingWrite, WriteOp, Writer, Written};
 use crate::kv_journal::{KvOverlay, list_start};
@@ -393,7 +396,12 @@ impl MetaStore for SqliteStore {
              ON CONFLICT (project, name) DO UPDATE SET current_version = ?3, last_version = ?3, updated_at = ?4",
             params![project.as_str(), function.as_str(), version, now],
         )?;
-        events_sqlite::sync_subscriptions(&transaction, project, function, &new.config.triggers)?;
+        events_sqlite::sync_subscriptions(
+            &transaction,
+            project,
+            function,
+            &new.config.all_triggers(),
+        )?;
         transaction.commit()?;
         Ok(FunctionVersion {
             project: project.clone(),
@@ -442,7 +450,7 @@ impl MetaStore for SqliteStore {
             &transaction,
             project,
             function,
-            &stored.config.triggers,
+            &stored.config.all_triggers(),
         )?;
         transaction.commit()?;
         Ok(stored)
@@ -1432,6 +1440,47 @@ impl EventStore for SqliteStore {
             before,
         };
         self.writer.write_async(op, expect_count)
+    }
+
+    fn enqueue_async(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        request: NewEvent,
+        idempotency_key: Option<String>,
+    ) -> PendingWrite<(AsyncInvocation, bool)> {
+        let op = WriteOp::EnqueueAsync {
+            project: project.clone(),
+            function: function.clone(),
+            request,
+            idempotency_key,
+        };
+        self.writer.write_async(op, |written| match written {
+            Written::Queued(invocation, queued) => Some((invocation, queued)),
+            _ => None,
+        })
+    }
+
+    fn record_async(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        attempt: AsyncAttempt,
+    ) -> PendingWrite<()> {
+        let op = WriteOp::RecordAsync {
+            project: project.clone(),
+            id: id.to_owned(),
+            attempt,
+        };
+        self.writer.write_async(op, expect_done)
+    }
+
+    fn async_invocation(
+        &self,
+        project: &ProjectId,
+        id: &str,
+    ) -> Result<Option<AsyncInvocation>, StoreError> {
+        self.with_reader(|connection| events_sqlite::async_invocation(connection, project, id))
     }
 
     fn on_events(&self, hook: Box<dyn Fn() + Send + Sync>) {

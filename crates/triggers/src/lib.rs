@@ -9,23 +9,109 @@
 //! version (through `functions` and the `invoke` traits, never a runtime),
 //! metered and recorded like HTTP requests but with the trigger's kind.
 
-use domain::{FunctionName, InvocationId, ProjectId};
+use domain::{Destination, FunctionName, InvocationId, ProjectId, TriggerSource};
 use events::{BoxFuture, Deliver, Dispatcher, Target};
 use functions::Functions;
 use http_body_util::BodyExt;
 use invoke::{BoxError, Invocation, Meter, MeterInit, RecordSink};
 use std::sync::Arc;
-use store::events::Event;
+use store::EventStore;
+use store::events::{AsyncAttempt, Event, NewEvent};
 
 /// The CloudEvents batch content type.
 pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
 /// Most bytes of a failed delivery's response kept as its error.
 const ERROR_SNIPPET: usize = 512;
 
+/// Most bytes of an asynchronous invocation's response kept.
+pub const MAX_ASYNC_RESPONSE: usize = 1 << 20;
+
 /// Delivers events by invoking functions.
 pub struct FunctionDeliver {
     pub functions: Arc<Functions>,
     pub records: Arc<dyn RecordSink>,
+    /// Where asynchronous invocations record their outcome and send it on.
+    pub events: Arc<dyn EventStore>,
+}
+
+/// The event that queues an asynchronous invocation: the request itself.
+pub fn async_request(
+    function: &FunctionName,
+    method: &http::Method,
+    path_and_query: &str,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> NewEvent {
+    use base64::Engine;
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .collect();
+    let request = serde_json::json!({
+        "method": method.as_str(),
+        "path": path_and_query,
+        "headers": headers,
+        "body_base64": base64::engine::general_purpose::STANDARD.encode(body),
+    });
+    NewEvent {
+        stream: domain::async_stream(function),
+        kind: "wok.invocation.requested".to_owned(),
+        subject: Some(path_and_query.to_owned()),
+        key: None,
+        content_type: Some("application/json".to_owned()),
+        data: request.to_string().into_bytes(),
+        origin: None,
+    }
+}
+
+/// The request an asynchronous invocation's event holds.
+fn decode_async(event: &Event) -> Result<http::Request<bytes::Bytes>, String> {
+    use base64::Engine;
+    let corrupt = |what: &str| format!("the queued request is unreadable: {what}");
+    let request: serde_json::Value =
+        serde_json::from_slice(&event.data).map_err(|error| corrupt(&error.to_string()))?;
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(request["body_base64"].as_str().unwrap_or_default())
+        .map_err(|error| corrupt(&error.to_string()))?;
+    let mut builder = http::Request::builder()
+        .method(request["method"].as_str().unwrap_or("POST"))
+        .uri(format!(
+            "http://localhost{}",
+            request["path"].as_str().unwrap_or("/")
+        ));
+    for pair in request["headers"].as_array().into_iter().flatten() {
+        if let (Some(name), Some(value)) = (pair[0].as_str(), pair[1].as_str()) {
+            builder = builder.header(name, value);
+        }
+    }
+    builder
+        .header("x-wok-async-id", &event.id)
+        .body(bytes::Bytes::from(body))
+        .map_err(|error| corrupt(&error.to_string()))
+}
+
+/// The outcome record sent to a destination.
+fn outcome_record(
+    target: &Target,
+    event: &Event,
+    succeeded: bool,
+    attempts: u32,
+    response: Option<&(u16, Vec<(String, String)>, Vec<u8>)>,
+    error: Option<&str>,
+) -> serde_json::Value {
+    let request: serde_json::Value = serde_json::from_slice(&event.data).unwrap_or_default();
+    serde_json::json!({
+        "id": event.id,
+        "function": target.function.as_str(),
+        "status": if succeeded { "succeeded" } else { "failed" },
+        "attempts": attempts,
+        "request": request,
+        "response": response.map(|(status, _, body)| serde_json::json!({
+            "status": status,
+            "body": String::from_utf8_lossy(body),
+        })),
+        "error": error,
+    })
 }
 
 /// The CloudEvents `source` of an event: the topic, collection, bucket or
@@ -128,6 +214,196 @@ pub fn request(
     }
 }
 
+/// What an invocation answered: status, headers, and the start of the body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+impl FunctionDeliver {
+    /// Invokes the live version on `request`; reads the response to its
+    /// end (the invocation, and its record, end with it), keeping up to
+    /// `keep` bytes of the body.
+    async fn invoke(
+        functions: &Functions,
+        records: Arc<dyn RecordSink>,
+        target: &Target,
+        request: http::Request<bytes::Bytes>,
+        keep: usize,
+    ) -> Result<Answer, String> {
+        let deployed = functions
+            .get(&target.project, &target.function)
+            .ok_or_else(|| format!("function {:?} does not exist", target.function.as_str()))?;
+        let permit = deployed
+            .admission
+            .admit()
+            .await
+            .map_err(|error| format!("the function is at capacity: {error}"))?;
+        let limits = &deployed.version.config.limits;
+        let id = InvocationId(uuid::Uuid::now_v7().simple().to_string());
+        let meter = Arc::new(Meter::new(
+            MeterInit {
+                id: id.clone(),
+                project: target.project.clone(),
+                function: target.function.clone(),
+                version: deployed.version.version,
+                trigger: target.trigger.kind(),
+                memory_mib: limits.memory_mib(),
+            },
+            Some(permit),
+            records,
+        ));
+        let request = request.map(|body| {
+            http_body_util::Full::new(body)
+                .map_err(|never| -> BoxError { match never {} })
+                .boxed_unsync()
+        });
+        let response = deployed
+            .prepared
+            .invoke(Invocation { id, request, meter })
+            .await
+            .map_err(|failure| format!("{}: {}", failure.outcome.code(), failure.message))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+            .collect();
+        let mut body = response.into_body();
+        let mut kept = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| format!("the response failed: {error}"))?;
+            if let Some(data) = frame.data_ref()
+                && kept.len() < keep
+            {
+                let room = keep - kept.len();
+                kept.extend_from_slice(&data[..data.len().min(room)]);
+            }
+        }
+        Ok((status, headers, kept))
+    }
+
+    /// Sends an asynchronous invocation's outcome on, as its function's
+    /// configuration says.
+    async fn send_outcome(
+        &self,
+        target: &Target,
+        event: &Event,
+        succeeded: bool,
+        attempts: u32,
+        response: Option<&Answer>,
+        error: Option<&str>,
+    ) {
+        let Some(deployed) = self.functions.get(&target.project, &target.function) else {
+            return;
+        };
+        let config = &deployed.version.config.async_invocation;
+        let destination = if succeeded {
+            &config.on_success
+        } else {
+            &config.on_failure
+        };
+        let Some(destination) = destination else {
+            return;
+        };
+        let record = outcome_record(target, event, succeeded, attempts, response, error);
+        let kind = if succeeded {
+            "wok.invocation.succeeded"
+        } else {
+            "wok.invocation.failed"
+        };
+        let sent = match destination {
+            Destination::Topic(topic) => {
+                let message = NewEvent {
+                    stream: domain::topic_stream(topic),
+                    kind: kind.to_owned(),
+                    subject: Some(event.id.clone()),
+                    key: None,
+                    content_type: Some("application/json".to_owned()),
+                    data: record.to_string().into_bytes(),
+                    origin: Some(target.function.clone()),
+                };
+                self.events
+                    .publish(&target.project, vec![message])
+                    .await
+                    .map(|_| ())
+            }
+            Destination::Function(function) => {
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                headers.insert("ce-type", http::HeaderValue::from_static(kind));
+                let request = async_request(
+                    function,
+                    &http::Method::POST,
+                    "/",
+                    &headers,
+                    record.to_string().as_bytes(),
+                );
+                self.events
+                    .enqueue_async(&target.project, function, request, None)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        if let Err(error) = sent {
+            tracing::warn!(
+                "{}/{}: sending the outcome of {} to {} failed: {error}",
+                target.project,
+                target.function,
+                event.id,
+                destination.to_text()
+            );
+        }
+    }
+
+    async fn deliver_async(
+        &self,
+        target: &Target,
+        event: Event,
+        attempt: u32,
+    ) -> Result<(), String> {
+        let request = decode_async(&event)?;
+        let result = Self::invoke(
+            &self.functions,
+            self.records.clone(),
+            target,
+            request,
+            MAX_ASYNC_RESPONSE,
+        )
+        .await;
+        let (succeeded, response, error) = match result {
+            Ok(answer) if (200..300).contains(&answer.0) => (true, Some(answer), None),
+            Ok(answer) => {
+                let error = format!(
+                    "the function answered {}: {}",
+                    answer.0,
+                    String::from_utf8_lossy(&answer.2[..answer.2.len().min(ERROR_SNIPPET)]).trim()
+                );
+                (false, Some(answer), Some(error))
+            }
+            Err(error) => (false, None, Some(error)),
+        };
+        let attempt_record = AsyncAttempt {
+            attempts: attempt,
+            succeeded,
+            failed: false,
+            response: response.clone(),
+            error: error.clone(),
+        };
+        self.events
+            .record_async(&target.project, &event.id, attempt_record)
+            .await
+            .map_err(|error| format!("recording the outcome: {error}"))?;
+        if succeeded {
+            self.send_outcome(target, &event, true, attempt, response.as_ref(), None)
+                .await;
+            Ok(())
+        } else {
+            Err(error.unwrap_or_default())
+        }
+    }
+}
+
 impl Deliver for FunctionDeliver {
     fn deliver(
         &self,
@@ -135,64 +411,81 @@ impl Deliver for FunctionDeliver {
         events: Vec<Event>,
         attempt: u32,
     ) -> BoxFuture<Result<(), String>> {
-        let functions = self.functions.clone();
-        let records = self.records.clone();
+        let this = self.clone_parts();
         Box::pin(async move {
-            let deployed = functions
-                .get(&target.project, &target.function)
-                .ok_or_else(|| format!("function {:?} does not exist", target.function.as_str()))?;
-            let permit = deployed
-                .admission
-                .admit()
-                .await
-                .map_err(|error| format!("the function is at capacity: {error}"))?;
-            let limits = &deployed.version.config.limits;
-            let id = InvocationId(uuid::Uuid::now_v7().simple().to_string());
-            let meter = Arc::new(Meter::new(
-                MeterInit {
-                    id: id.clone(),
-                    project: target.project.clone(),
-                    function: target.function.clone(),
-                    version: deployed.version.version,
-                    trigger: target.trigger.kind(),
-                    memory_mib: limits.memory_mib(),
-                },
-                Some(permit),
-                records,
-            ));
+            if matches!(target.trigger.source, TriggerSource::Async) {
+                let event = events
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| "no event".to_owned())?;
+                return this.deliver_async(&target, event, attempt).await;
+            }
             let request = request(&target, &events, attempt)
                 .map_err(|error| format!("the event cannot be sent as HTTP: {error}"))?;
-            let request = request.map(|body| {
-                http_body_util::Full::new(body)
-                    .map_err(|never| -> BoxError { match never {} })
-                    .boxed_unsync()
-            });
-            let response = deployed
-                .prepared
-                .invoke(Invocation { id, request, meter })
-                .await
-                .map_err(|failure| format!("{}: {}", failure.outcome.code(), failure.message))?;
-            let status = response.status();
-            // Read the body to its end: the invocation (and its record) ends
-            // with it; a failure keeps the start as the error.
-            let mut body = response.into_body();
-            let mut snippet = Vec::new();
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|error| format!("the response failed: {error}"))?;
-                if let Some(data) = frame.data_ref()
-                    && snippet.len() < ERROR_SNIPPET
-                {
-                    let room = ERROR_SNIPPET - snippet.len();
-                    snippet.extend_from_slice(&data[..data.len().min(room)]);
-                }
-            }
-            if status.is_success() {
+            let (status, _, body) = Self::invoke(
+                &this.functions,
+                this.records.clone(),
+                &target,
+                request,
+                ERROR_SNIPPET,
+            )
+            .await?;
+            if (200..300).contains(&status) {
                 Ok(())
             } else {
-                let text = String::from_utf8_lossy(&snippet);
-                Err(format!("the function answered {status}: {}", text.trim()))
+                let text = String::from_utf8_lossy(&body);
+                Err(format!(
+                    "the function answered {} {}: {}",
+                    status,
+                    http::StatusCode::from_u16(status)
+                        .ok()
+                        .and_then(|status| status.canonical_reason())
+                        .unwrap_or(""),
+                    text.trim()
+                ))
             }
         })
+    }
+
+    fn dead_lettered(
+        &self,
+        target: Arc<Target>,
+        event: Event,
+        attempts: u32,
+        error: String,
+    ) -> BoxFuture<()> {
+        let this = self.clone_parts();
+        Box::pin(async move {
+            if !matches!(target.trigger.source, TriggerSource::Async) {
+                return;
+            }
+            let attempt = AsyncAttempt {
+                attempts,
+                succeeded: false,
+                failed: true,
+                response: None,
+                error: Some(error.clone()),
+            };
+            if let Err(failure) = this
+                .events
+                .record_async(&target.project, &event.id, attempt)
+                .await
+            {
+                tracing::warn!("recording the failure of {}: {failure}", event.id);
+            }
+            this.send_outcome(&target, &event, false, attempts, None, Some(&error))
+                .await;
+        })
+    }
+}
+
+impl FunctionDeliver {
+    fn clone_parts(&self) -> FunctionDeliver {
+        FunctionDeliver {
+            functions: self.functions.clone(),
+            records: self.records.clone(),
+            events: self.events.clone(),
+        }
     }
 }
 
@@ -205,12 +498,12 @@ pub fn targets(functions: &Functions) -> Vec<Target> {
             let version = &deployed.version;
             version
                 .config
-                .triggers
-                .iter()
+                .all_triggers()
+                .into_iter()
                 .map(|trigger| Target {
                     project: version.project.clone(),
                     function: version.function.clone(),
-                    trigger: trigger.clone(),
+                    trigger,
                 })
                 .collect::<Vec<_>>()
         })
@@ -228,13 +521,13 @@ pub fn target(
     let trigger = deployed
         .version
         .config
-        .triggers
-        .iter()
+        .all_triggers()
+        .into_iter()
         .find(|trigger| trigger.name.as_str() == name)?;
     Some(Target {
         project: project.clone(),
         function: function.clone(),
-        trigger: trigger.clone(),
+        trigger,
     })
 }
 

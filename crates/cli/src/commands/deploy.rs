@@ -54,6 +54,21 @@ pub struct Deploy {
     /// or `objects=BUCKET`, then `;KEY=VALUE` settings (see the README).
     #[arg(long = "trigger", value_name = "TRIGGER")]
     triggers: Vec<String>,
+    /// Where a successful asynchronous invocation's outcome goes: topic:NAME or function:NAME.
+    #[arg(long)]
+    on_success: Option<String>,
+    /// Where a failed asynchronous invocation's outcome goes: topic:NAME or function:NAME.
+    #[arg(long)]
+    on_failure: Option<String>,
+    /// Deliveries of an asynchronous invocation before it fails (default 3).
+    #[arg(long)]
+    async_max_attempts: Option<u32>,
+    /// First wait before an asynchronous invocation is retried (default 1s; doubles).
+    #[arg(long)]
+    async_retry_delay: Option<String>,
+    /// Oldest an asynchronous invocation is tried (default 6h).
+    #[arg(long)]
+    async_max_age: Option<String>,
 }
 
 impl Deploy {
@@ -81,6 +96,14 @@ impl Deploy {
             self.reuse_max_requests.map(|n| n.to_string()),
         );
         optional("reuse_idle_timeout", self.reuse_idle_timeout.clone());
+        optional("on_success", self.on_success.clone());
+        optional("on_failure", self.on_failure.clone());
+        optional(
+            "async_max_attempts",
+            self.async_max_attempts.map(|n| n.to_string()),
+        );
+        optional("async_retry_delay", self.async_retry_delay.clone());
+        optional("async_max_age", self.async_max_age.clone());
         for env in &self.env {
             if !env.contains('=') {
                 bail!("--env {env:?} must look like NAME=VALUE");
@@ -93,6 +116,7 @@ impl Deploy {
         for trigger in &self.triggers {
             pairs.push(("trigger", trigger.clone()));
         }
+
         Ok(pairs
             .iter()
             .map(|(key, value)| format!("{key}={}", urlencoding::encode(value)))
@@ -177,6 +201,11 @@ impl Deploy {
             reuse_max_requests: settings.reuse_max_requests,
             reuse_idle_timeout: settings.reuse_idle_timeout,
             triggers: settings.triggers,
+            on_success: settings.on_success,
+            on_failure: settings.on_failure,
+            async_max_attempts: settings.async_max_attempts,
+            async_retry_delay: settings.async_retry_delay,
+            async_max_age: settings.async_max_age,
             ..Deploy::default()
         }
     }

@@ -23,6 +23,13 @@ pub struct Invoke {
     /// Print the response status and headers too.
     #[arg(long, short = 'i')]
     include: bool,
+    /// Queue the call and print its id at once (`Prefer: respond-async`);
+    /// `wok invocation ID` shows how it went.
+    #[arg(long = "async")]
+    asynchronous: bool,
+    /// With --async: a repeat with the same key returns the first call's id.
+    #[arg(long, requires = "asynchronous")]
+    idempotency_key: Option<String>,
 }
 
 impl Invoke {
@@ -56,6 +63,15 @@ impl Invoke {
         }
         if let Some(body) = body {
             request = request.body(body);
+        }
+        if self.asynchronous {
+            request = request.header("prefer", "respond-async");
+            if let Some(key) = &self.idempotency_key {
+                request = request.header("idempotency-key", key);
+            }
+            let accepted: api_types::AsyncAccepted = client.json(request).await?;
+            println!("{} {}", accepted.status, accepted.id);
+            return Ok(ExitCode::SUCCESS);
         }
         let mut response = request.send().await.map_err(|error| {
             anyhow::anyhow!("cannot reach the wok server at {}: {error}", client.base)
@@ -91,5 +107,44 @@ impl Invoke {
             eprintln!("error: the function answered HTTP {status}");
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// Show an asynchronous invocation: its status, attempts and response.
+#[derive(clap::Args)]
+pub struct Invocation {
+    /// The id `wok invoke --async` printed.
+    id: String,
+    /// Print it as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Invocation {
+    pub async fn run(self, client: Client) -> anyhow::Result<ExitCode> {
+        let info: api_types::AsyncInvocationInfo = client
+            .json(client.control(
+                reqwest::Method::GET,
+                &format!("/v1/invocations/{}", self.id),
+            ))
+            .await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "{} {}  {}  attempts {}",
+            info.function, info.id, info.status, info.attempts
+        );
+        if let Some(error) = &info.error {
+            println!("error: {error}");
+        }
+        if let Some(response) = &info.response {
+            println!("HTTP {}", response.status);
+            if let Some(body) = &response.body {
+                println!("{body}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     }
 }

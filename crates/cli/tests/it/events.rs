@@ -632,3 +632,174 @@ async fn object_changes_trigger_functions_by_key_filters() {
     .await;
     assert_eq!(echo.status, 200);
 }
+
+/// Waits (bounded) until an asynchronous invocation is `status`.
+async fn async_status(server: &WokServer, id: &str, status: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = send(control(
+            server,
+            reqwest::Method::GET,
+            &format!("/v1/invocations/{id}"),
+        ))
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        if answer.json()["status"] == status {
+            return answer.json();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "invocation {id} is not {status}: {}",
+            answer.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn asynchronous_invocations_are_queued_retried_and_report_their_outcome() {
+    let server = server();
+    deploy(&server, "echo", guests::ECHO, &[]);
+    // 202 with an id at once; the response is kept for later.
+    let accepted = send(
+        http()
+            .post(format!("{}/fn/echo/hello?x=1", server.url))
+            .header("prefer", "respond-async")
+            .body("ping"),
+    )
+    .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    assert_eq!(accepted.header("preference-applied"), "respond-async");
+    let id = accepted.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        accepted.header("location"),
+        format!("/v1/projects/default/invocations/{id}")
+    );
+    let done = async_status(&server, &id, "succeeded").await;
+    assert_eq!(done["response"]["status"], 200);
+    assert_eq!(done["response"]["body"], "ping");
+    assert_eq!(done["attempts"], 1);
+    let path = done["response"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|pair| pair[0] == "x-echo-path-with-query")
+        .map(|pair| pair[1].clone());
+    assert_eq!(path, Some(json!("/hello?x=1")));
+    let shown = server.cli_ok(&["invocation", &id]);
+    assert!(
+        shown.contains("succeeded") && shown.contains("ping"),
+        "{shown}"
+    );
+
+    // A failing function: retried, then failed, its outcome sent to a
+    // topic; a successful one's to another.
+    deploy(
+        &server,
+        "worker",
+        guests::EVENTS,
+        &[
+            "--async-max-attempts",
+            "2",
+            "--async-retry-delay",
+            "20ms",
+            "--on-failure",
+            "topic:failures",
+            "--on-success",
+            "topic:done",
+        ],
+    );
+    let queued = server.cli_ok(&["invoke", "worker", "--async", "-d", "fail-always"]);
+    let failing = queued.split_whitespace().nth(1).unwrap().to_owned();
+    let failed = async_status(&server, &failing, "failed").await;
+    assert_eq!(failed["attempts"], 2);
+    assert_eq!(failed["response"]["status"], 500);
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("failing as asked")
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let outcome = loop {
+        let page = send(control(
+            &server,
+            reqwest::Method::GET,
+            "/v1/topics/failures/events",
+        ))
+        .await;
+        if let Some(event) = page.json()["events"].get(0).cloned() {
+            break event;
+        }
+        assert!(std::time::Instant::now() < deadline, "no failure outcome");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(outcome["type"], "wok.invocation.failed");
+    let record: Value = serde_json::from_str(outcome["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (
+            record["id"].as_str(),
+            record["status"].as_str(),
+            record["attempts"].as_u64()
+        ),
+        (Some(failing.as_str()), Some("failed"), Some(2))
+    );
+
+    // An idempotency key: the second call returns the first's id, and the
+    // function runs once.
+    let call = || {
+        http()
+            .post(format!("{}/fn/worker", server.url))
+            .header("prefer", "respond-async")
+            .header("idempotency-key", "order-42")
+            .body("once")
+    };
+    let first = send(call()).await;
+    assert_eq!(first.status, 202);
+    let second = send(call()).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(first.json()["id"], second.json()["id"]);
+    let once = first.json()["id"].as_str().unwrap().to_owned();
+    async_status(&server, &once, "succeeded").await;
+    let page = send(control(
+        &server,
+        reqwest::Method::GET,
+        "/v1/topics/done/events",
+    ))
+    .await;
+    let done_events = page.json()["events"].as_array().cloned().unwrap();
+    assert_eq!(done_events.len(), 1, "one success outcome: {done_events:?}");
+    let records = wait_for_records(&server, 4).await;
+    let worker_runs = records
+        .iter()
+        .filter(|record| record["function"] == "worker" && record["trigger"] == "async")
+        .count();
+    assert_eq!(worker_runs, 3, "two failed attempts and one success");
+
+    // Bad input.
+    let unknown = send(control(
+        &server,
+        reqwest::Method::GET,
+        "/v1/invocations/nope",
+    ))
+    .await;
+    assert_eq!(
+        (unknown.status, unknown.error_code().as_str()),
+        (404, "invocation_not_found")
+    );
+    let too_big = send(
+        http()
+            .post(format!("{}/fn/echo", server.url))
+            .header("prefer", "respond-async")
+            .body(vec![b'x'; (1 << 20) + 1]),
+    )
+    .await;
+    assert_eq!(too_big.status, 413);
+    let bad = server.cli(&["deploy", "x", guests::ECHO, "--on-failure", "queue:x"]);
+    assert!(!bad.success());
+    assert!(
+        bad.stderr().contains("topic:NAME or function:NAME"),
+        "{}",
+        bad.stderr()
+    );
+}
