@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Up(commands::up::Up),
-    Deploy(commands::deploy::Deploy),
+    Deploy(Box<commands::deploy::Deploy>),
     Invoke(commands::invoke::Invoke),
     Invocation(commands::invoke::Invocation),
     Ls(commands::ls::Ls),

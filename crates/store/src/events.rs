@@ -103,6 +103,9 @@ pub struct FailedFilter {
     pub seq: Option<i64>,
 }
 
+/// A response kept: status, headers and (up to a limit) body.
+pub type StoredResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// An asynchronous invocation and where it stands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AsyncInvocation {
@@ -117,7 +120,7 @@ pub struct AsyncInvocation {
     pub created_at: UnixMillis,
     pub finished_at: Option<UnixMillis>,
     /// The last response: status, headers and (up to a limit) body.
-    pub response: Option<(u16, Vec<(String, String)>, Vec<u8>)>,
+    pub response: Option<StoredResponse>,
     /// Why the last attempt failed.
     pub error: Option<String>,
 }
@@ -152,7 +155,7 @@ pub struct AsyncAttempt {
     pub succeeded: bool,
     /// The last attempt failed: it is a dead letter now.
     pub failed: bool,
-    pub response: Option<(u16, Vec<(String, String)>, Vec<u8>)>,
+    pub response: Option<StoredResponse>,
     pub error: Option<String>,
 }
 

@@ -96,7 +96,7 @@ fn outcome_record(
     event: &Event,
     succeeded: bool,
     attempts: u32,
-    response: Option<&(u16, Vec<(String, String)>, Vec<u8>)>,
+    response: Option<&Answer>,
     error: Option<&str>,
 ) -> serde_json::Value {
     let request: serde_json::Value = serde_json::from_slice(&event.data).unwrap_or_default();
@@ -215,7 +215,7 @@ pub fn request(
 }
 
 /// What an invocation answered: status, headers, and the start of the body.
-type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+type Answer = store::events::StoredResponse;
 
 impl FunctionDeliver {
     /// Invokes the live version on `request`; reads the response to its
