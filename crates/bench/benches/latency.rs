@@ -123,6 +123,16 @@ impl invoke::GuestObjects for Discard {
         })
     }
 }
+impl invoke::GuestMessaging for Discard {
+    fn publish<'a>(
+        &'a self,
+        _topic: &'a str,
+        _messages: Vec<invoke::GuestMessage>,
+    ) -> invoke::ServiceFuture<'a, Vec<String>, invoke::GuestMessagingError> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
 impl RuntimeMetrics for Discard {
     fn instantiated(&self, _project: &ProjectId, _function: &FunctionName, _seconds: f64) {}
     fn instances_in_flight(&self, _delta: i64) {}
@@ -215,6 +225,7 @@ fn main() {
                 key_value: Arc::new(Discard),
                 documents: Arc::new(Discard),
                 objects: Arc::new(Discard),
+                messaging: Arc::new(Discard),
             })
             .unwrap()
             .prepared

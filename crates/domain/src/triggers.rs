@@ -198,9 +198,10 @@ pub struct TriggerSpec {
     /// more send a JSON array of events (`application/cloudevents-batch+json`).
     pub batch: u32,
     pub retry: RetryPolicy,
-    /// Whether events caused by this function's own writes are delivered to
-    /// it. Off by default, so a function that writes to the collection or
-    /// bucket that triggers it does not trigger itself.
+    /// Whether changes this function made itself to the collection or bucket
+    /// that triggers it are delivered to it. Off by default, so such a
+    /// function does not trigger itself. (Queue triggers always get the
+    /// messages a function publishes, its own included.)
     pub own_writes: bool,
 }
 

@@ -26,9 +26,9 @@ fn stopped(stop: &Stop) -> bool {
 /// own-writes rule); others are passed over.
 fn wanted(target: &Target, event: &Event) -> bool {
     let trigger = &target.trigger;
-    if !trigger.own_writes && event.origin.as_ref() == Some(&target.function) {
-        return false;
-    }
+    // A change the function made itself (to a collection or bucket; a
+    // message it publishes to a topic it reads is meant for it).
+    let own = !trigger.own_writes && event.origin.as_ref() == Some(&target.function);
     let change = || {
         event
             .kind
@@ -39,7 +39,7 @@ fn wanted(target: &Target, event: &Event) -> bool {
     };
     match &trigger.source {
         TriggerSource::Cron { .. } | TriggerSource::Queue { .. } | TriggerSource::Async => true,
-        TriggerSource::Documents { changes, .. } => changes.includes(change()),
+        TriggerSource::Documents { changes, .. } => !own && changes.includes(change()),
         TriggerSource::Objects {
             changes,
             prefix,
@@ -47,7 +47,7 @@ fn wanted(target: &Target, event: &Event) -> bool {
             ..
         } => {
             let key = event.subject.as_deref().unwrap_or("");
-            changes.includes(change()) && key.starts_with(prefix) && key.ends_with(suffix)
+            !own && changes.includes(change()) && key.starts_with(prefix) && key.ends_with(suffix)
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod guest_docs;
 mod guest_kv;
+mod guest_messaging;
 mod guest_objects;
 use blob::ArtifactStore;
 use domain::{FunctionConfig, FunctionName, ProjectId, SpecError};
@@ -79,6 +80,7 @@ pub struct Functions {
     kv: Arc<dyn store::KvStore>,
     docs: Arc<dyn store::DocStore>,
     objects: Arc<objects::Objects>,
+    events: Arc<dyn store::EventStore>,
     artifacts: ArtifactStore,
     executor: Arc<dyn Executor>,
     live: RwLock<HashMap<Key, Arc<Deployed>>>,
@@ -102,6 +104,7 @@ impl Functions {
         kv: Arc<dyn store::KvStore>,
         docs: Arc<dyn store::DocStore>,
         objects: Arc<objects::Objects>,
+        events: Arc<dyn store::EventStore>,
         artifacts: ArtifactStore,
         executor: Arc<dyn Executor>,
     ) -> Arc<Self> {
@@ -110,6 +113,7 @@ impl Functions {
             kv,
             docs,
             objects,
+            events,
             artifacts,
             executor,
             live: RwLock::new(HashMap::new()),
@@ -209,6 +213,11 @@ impl Functions {
                 project: project.clone(),
                 function: function.clone(),
                 objects: self.objects.clone(),
+            }),
+            messaging: Arc::new(guest_messaging::ProjectMessaging {
+                project: project.clone(),
+                function: function.clone(),
+                events: self.events.clone(),
             }),
         };
         if compiled.exists() {

@@ -14,10 +14,11 @@ use axum::extract::{Extension, Path, Query, State};
 use base64::Engine;
 use domain::{TopicName, TriggerName, topic_stream};
 use std::collections::HashMap;
-use store::events::{Event, FailedFilter, MAX_EVENT_BYTES, MAX_EVENT_KEY_BYTES, NewEvent};
+use store::events::{
+    Event, FailedFilter, MAX_EVENT_BYTES, MAX_EVENT_KEY_BYTES, MessageError, NewEvent,
+    check_messages,
+};
 
-/// Most messages one batch publishes.
-const MAX_PUBLISH_BATCH: usize = 1000;
 /// Most events or dead letters one page returns.
 const MAX_PAGE: u32 = 1000;
 
@@ -52,26 +53,11 @@ fn number<T: std::str::FromStr>(
         .transpose()
 }
 
-fn check_attribute(what: &str, value: &Option<String>) -> Result<(), ApiError> {
-    if value
-        .as_ref()
-        .is_some_and(|value| value.is_empty() || value.len() > MAX_EVENT_KEY_BYTES)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_event",
-            format!("the {what} must be 1 to {MAX_EVENT_KEY_BYTES} bytes"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_size(data: &[u8]) -> Result<(), ApiError> {
-    if data.len() > MAX_EVENT_BYTES {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "a message is at most {MAX_EVENT_BYTES} bytes"
-        )));
-    }
-    Ok(())
+fn check(messages: &[NewEvent]) -> Result<(), ApiError> {
+    check_messages(messages).map_err(|error| match error {
+        MessageError::Invalid(message) => ApiError::bad_request("invalid_event", message),
+        MessageError::TooLarge(message) => ApiError::PayloadTooLarge(message),
+    })
 }
 
 pub(crate) fn event_info(event: &Event) -> EventInfo {
@@ -121,9 +107,6 @@ pub async fn publish(
     only(&query, &["key", "subject"])?;
     let key = query.get("key").cloned();
     let subject = query.get("subject").cloned();
-    check_attribute("ordering key", &key)?;
-    check_attribute("subject", &subject)?;
-    check_size(&body)?;
     let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -137,6 +120,7 @@ pub async fn publish(
         data: body.to_vec(),
         origin: None,
     };
+    check(std::slice::from_ref(&event))?;
     let events = gateway.events.publish(&project, vec![event]).await?;
     let first = published(events)
         .pop()
@@ -158,12 +142,6 @@ pub async fn publish_batch(
             format!("expected {{\"messages\": [{{\"data\": ...}}, ...]}}: {error}"),
         )
     })?;
-    if batch.messages.is_empty() || batch.messages.len() > MAX_PUBLISH_BATCH {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            format!("a batch holds 1 to {MAX_PUBLISH_BATCH} messages"),
-        ));
-    }
     let mut events = Vec::with_capacity(batch.messages.len());
     for (at, message) in batch.messages.into_iter().enumerate() {
         let invalid = |message: String| {
@@ -185,9 +163,6 @@ pub async fn publish_batch(
                 return Err(invalid("give data or data_base64, not both".to_owned()));
             }
         };
-        check_attribute("ordering key", &message.key)?;
-        check_attribute("subject", &message.subject)?;
-        check_size(&data)?;
         events.push(NewEvent {
             stream: topic_stream(&topic),
             kind: "wok.queue.message".to_owned(),
@@ -198,6 +173,7 @@ pub async fn publish_batch(
             origin: None,
         });
     }
+    check(&events)?;
     let events = gateway.events.publish(&project, events).await?;
     Ok((
         http::StatusCode::CREATED,

@@ -17,8 +17,9 @@ pub use domain::Outcome;
 pub use meter::{LogSink, Meter, MeterInit, RecordSink};
 pub use services::{
     GuestDocError, GuestDocOp, GuestDocPage, GuestDocWrite, GuestDocWritten, GuestDocument,
-    GuestDocuments, GuestKeyPage, GuestKeyValue, GuestKvError, GuestObjectError, GuestObjectInfo,
-    GuestObjectPage, GuestObjects, ServiceFuture,
+    GuestDocuments, GuestKeyPage, GuestKeyValue, GuestKvError, GuestMessage, GuestMessaging,
+    GuestMessagingError, GuestObjectError, GuestObjectInfo, GuestObjectPage, GuestObjects,
+    ServiceFuture,
 };
 
 use domain::{FunctionConfig, FunctionName, HttpWorld, InvocationId, ProjectId};
@@ -113,6 +114,8 @@ pub struct LoadSpec {
     pub documents: Arc<dyn GuestDocuments>,
     /// The function's project's buckets.
     pub objects: Arc<dyn GuestObjects>,
+    /// The function's project's topics.
+    pub messaging: Arc<dyn GuestMessaging>,
 }
 
 /// A loaded function version and the world it exports.

@@ -169,3 +169,30 @@ pub trait GuestObjects: Send + Sync + 'static {
         limit: u32,
     ) -> ServiceFuture<'a, GuestObjectPage, GuestObjectError>;
 }
+
+/// Why a guest's publish failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestMessagingError {
+    Invalid(String),
+    TooLarge(String),
+    Other(String),
+}
+
+/// A message a guest publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestMessage {
+    pub data: Vec<u8>,
+    pub content_type: Option<String>,
+    pub key: Option<String>,
+    pub subject: Option<String>,
+}
+
+/// The topics of one project, as guests see them (`wok:messaging`).
+pub trait GuestMessaging: Send + Sync + 'static {
+    /// Publishes in one write; the ids once durable.
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        messages: Vec<GuestMessage>,
+    ) -> ServiceFuture<'a, Vec<String>, GuestMessagingError>;
+}

@@ -35,6 +35,8 @@ pub struct HostState {
     pub documents: Arc<dyn invoke::GuestDocuments>,
     /// The function's project's buckets (`wok:objects`).
     pub objects: Arc<dyn invoke::GuestObjects>,
+    /// The function's project's topics (`wok:messaging`).
+    pub messaging: Arc<dyn invoke::GuestMessaging>,
 }
 
 impl WasiView for HostState {

@@ -208,6 +208,7 @@ impl FunctionInner {
             invocation,
             key_value: self.spec.key_value.clone(),
             documents: self.spec.documents.clone(),
+            messaging: self.spec.messaging.clone(),
             objects: self.spec.objects.clone(),
         };
         let mut store = Store::new(&self.engine, state);

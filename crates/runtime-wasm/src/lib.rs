@@ -14,6 +14,7 @@ mod documents;
 mod host;
 mod instance;
 mod keyvalue;
+mod messaging;
 mod objects;
 mod watchdog;
 
@@ -122,6 +123,7 @@ impl WasmRuntime {
         .map_err(host_error)?;
         keyvalue::add_to_linker(&mut linker).map_err(host_error)?;
         documents::add_to_linker(&mut linker).map_err(host_error)?;
+        messaging::add_to_linker(&mut linker).map_err(host_error)?;
         objects::add_to_linker(&mut linker).map_err(host_error)?;
         let watchdog = Arc::new(watchdog::Watchdog::default());
         let ticker = EpochTicker::start(engine.clone(), watchdog.clone());

@@ -115,6 +115,7 @@ pub async fn run(
         kv.clone(),
         docs.clone(),
         objects.clone(),
+        event_store.clone(),
         artifacts,
         runtime,
     );

@@ -15,6 +15,55 @@ pub const MAX_EVENT_BYTES: usize = 1 << 20;
 /// Longest ordering key and subject.
 pub const MAX_EVENT_KEY_BYTES: usize = 1024;
 
+/// Most messages one publish takes.
+pub const MAX_PUBLISH_BATCH: usize = 1000;
+
+/// Why a message cannot be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+/// Checks a batch of messages a client or a guest publishes: 1 to
+/// [`MAX_PUBLISH_BATCH`] messages, each at most [`MAX_EVENT_BYTES`], keys
+/// and subjects 1 to [`MAX_EVENT_KEY_BYTES`] bytes.
+pub fn check_messages(messages: &[NewEvent]) -> Result<(), MessageError> {
+    if messages.is_empty() {
+        return Err(MessageError::Invalid(
+            "publish at least one message".to_owned(),
+        ));
+    }
+    if messages.len() > MAX_PUBLISH_BATCH {
+        return Err(MessageError::TooLarge(format!(
+            "publish at most {MAX_PUBLISH_BATCH} messages at once"
+        )));
+    }
+    for (at, message) in messages.iter().enumerate() {
+        if message.data.len() > MAX_EVENT_BYTES {
+            return Err(MessageError::TooLarge(format!(
+                "message {at} is larger than {MAX_EVENT_BYTES} bytes"
+            )));
+        }
+        for (what, value) in [
+            ("ordering key", &message.key),
+            ("subject", &message.subject),
+        ] {
+            if value
+                .as_ref()
+                .is_some_and(|value| value.is_empty() || value.len() > MAX_EVENT_KEY_BYTES)
+            {
+                return Err(MessageError::Invalid(format!(
+                    "message {at}: the {what} must be 1 to {MAX_EVENT_KEY_BYTES} bytes"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An event to append to a stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {

@@ -803,3 +803,56 @@ async fn asynchronous_invocations_are_queued_retried_and_report_their_outcome() 
         bad.stderr()
     );
 }
+
+#[tokio::test]
+async fn functions_publish_to_topics_that_several_functions_read() {
+    let server = server();
+    // relay reads `inbox` and publishes what it gets to `outbox`, which two
+    // functions read, each at its own position.
+    deploy(
+        &server,
+        "relay",
+        guests::EVENTS,
+        &["--trigger", "queue=inbox", "--env", "FORWARD_TOPIC=outbox"],
+    );
+    for reader in ["left", "right"] {
+        deploy(
+            &server,
+            reader,
+            guests::EVENTS,
+            &["--trigger", "queue=outbox"],
+        );
+    }
+    publish(&server, "inbox", "?key=k1", "relayed").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count(&server).await < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than 3 deliveries"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut sources = Vec::new();
+    for (id, key, body) in log(&server).await {
+        assert_eq!((key.as_str(), body.as_str()), ("k1", "relayed"));
+        sources.push(received(&server, &id).await.unwrap().source);
+    }
+    sources.sort();
+    assert_eq!(
+        sources,
+        [
+            "/projects/default/topics/inbox",
+            "/projects/default/topics/outbox",
+            "/projects/default/topics/outbox"
+        ]
+    );
+    let triggers = send(control(&server, reqwest::Method::GET, "/v1/triggers")).await;
+    let cursors: Vec<i64> = triggers.json()["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|trigger| trigger["trigger"] == "queue-outbox")
+        .map(|trigger| trigger["cursor"].as_i64().unwrap())
+        .collect();
+    assert_eq!(cursors.len(), 2, "{}", triggers.text());
+}

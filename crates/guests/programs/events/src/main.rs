@@ -12,7 +12,8 @@
 //! event makes it create a document in that collection, and with
 //! `ECHO_BUCKET` set, a `wok.object.created` event makes it write
 //! `echo-<key>` to that bucket, to check that a function does not trigger
-//! itself.
+//! itself. With `FORWARD_TOPIC` set, it publishes each body it gets to that
+//! topic (`wok:messaging`).
 use wstd::http::{Body, Request, Response, StatusCode};
 
 mod kv {
@@ -27,6 +28,14 @@ mod objects {
     wit_bindgen::generate!({
         path: "../../../../wit/objects",
         world: "wok:objects/imports",
+        generate_all,
+    });
+}
+
+mod messaging {
+    wit_bindgen::generate!({
+        path: "../../../../wit/messaging",
+        world: "wok:messaging/imports",
         generate_all,
     });
 }
@@ -116,6 +125,18 @@ async fn main(mut request: Request<Body>) -> wstd::http::Result<Response<Body>> 
             None,
         );
         if let Err(error) = written {
+            return answer(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:?}"));
+        }
+    }
+
+    if let Ok(topic) = std::env::var("FORWARD_TOPIC") {
+        let message = messaging::wok::messaging::topics::Message {
+            data: body.clone(),
+            content_type: Some(content_type.clone()).filter(|value| !value.is_empty()),
+            key: Some(key.clone()).filter(|value| !value.is_empty()),
+            subject: Some(subject.clone()).filter(|value| !value.is_empty()),
+        };
+        if let Err(error) = messaging::wok::messaging::topics::publish(&topic, &[message]) {
             return answer(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:?}"));
         }
     }
