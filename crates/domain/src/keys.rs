@@ -118,6 +118,8 @@ pub enum Access {
 pub enum ResourceKind {
     Collection,
     Bucket,
+    /// A topic: public keys may subscribe to it (read) as its rule says.
+    Topic,
 }
 
 impl ResourceKind {
@@ -125,6 +127,7 @@ impl ResourceKind {
         match self {
             ResourceKind::Collection => "collection",
             ResourceKind::Bucket => "bucket",
+            ResourceKind::Topic => "topic",
         }
     }
 }

@@ -11,9 +11,11 @@
 //! to it was delivered, skipped by the trigger's filter, or recorded as
 //! failed, so a crash before that delivers them again.
 
+mod hub;
 mod schedule;
 mod worker;
 
+pub use hub::{FollowError, Follower, Hub};
 pub use schedule::Schedule;
 
 use domain::{FunctionName, ProjectId, TriggerName, TriggerSource, TriggerSpec, UnixMillis};
@@ -272,6 +274,11 @@ impl Dispatcher {
         targets.push(target.clone());
         self.sync(targets);
         Ok(moved.then_some(position))
+    }
+
+    /// Changes after every commit that logged events (for a [`Hub`]).
+    pub fn logged(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.logged.clone()
     }
 
     /// Triggers with a running worker.

@@ -59,6 +59,15 @@ impl ApiError {
         }
     }
 
+    /// The public code and message (for errors sent outside an HTTP
+    /// response, such as over a WebSocket).
+    pub(crate) fn code_and_message(&self) -> (&'static str, String) {
+        if let ApiError::Internal(detail) = self {
+            tracing::error!("internal error: {detail}");
+        }
+        (self.status_and_code().1, self.message())
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),

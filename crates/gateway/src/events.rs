@@ -521,3 +521,42 @@ pub async fn async_invocation(
         error: invocation.error,
     }))
 }
+
+/// `GET /v1/topics/TOPIC/_access`.
+pub async fn get_access(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<auth::Caller>,
+    Path(topic): Path<String>,
+) -> Result<Json<api_types::AccessSetting>, ApiError> {
+    let topic = topic_name(&topic)?;
+    crate::projects::read_rule(
+        &gateway,
+        &caller,
+        project,
+        domain::ResourceKind::Topic,
+        topic.to_string(),
+    )
+    .await
+}
+
+/// `PUT /v1/topics/TOPIC/_access`: `public-read` lets public keys
+/// subscribe to the topic over `/v1/realtime`.
+pub async fn set_access(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<auth::Caller>,
+    Path(topic): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<api_types::AccessSetting>, ApiError> {
+    let topic = topic_name(&topic)?;
+    crate::projects::write_rule(
+        &gateway,
+        &caller,
+        project,
+        domain::ResourceKind::Topic,
+        topic.to_string(),
+        &body,
+    )
+    .await
+}

@@ -15,6 +15,7 @@ mod invoke_route;
 mod kv;
 mod objects;
 mod projects;
+mod realtime;
 mod s3;
 
 pub use error::ApiError;
@@ -46,6 +47,8 @@ pub struct Gateway {
     pub events: Arc<dyn store::EventStore>,
     /// The trigger workers (for replays).
     pub dispatcher: Arc<::events::Dispatcher>,
+    /// Live streams followed by realtime clients.
+    pub hub: Arc<::events::Hub>,
     /// Largest component upload accepted by deploy.
     pub max_upload_bytes: u64,
 }
@@ -100,7 +103,10 @@ fn control_router(gateway: SharedGateway) -> Router {
         )
         .route("/v1/triggers", get(events::list_triggers))
         .route("/v1/topics/{topic}", post(events::publish))
-        .route("/v1/topics/{topic}/_batch", post(events::publish_batch))
+        .route(
+            "/v1/topics/{topic}/_batch",
+            post(events::publish_batch).layer(axum::extract::DefaultBodyLimit::max(16 << 20)),
+        )
         .route("/v1/topics/{topic}/events", get(events::read_topic))
         .route(
             "/v1/events/dead",
@@ -139,6 +145,11 @@ fn control_router(gateway: SharedGateway) -> Router {
                 .put(objects::put_object)
                 .delete(objects::delete_object)
                 .post(objects::presign),
+        )
+        .route("/v1/realtime", get(realtime::realtime))
+        .route(
+            "/v1/topics/{topic}/_access",
+            get(events::get_access).put(events::set_access),
         )
         .route("/v1/docs", get(docs::list_collections))
         .route("/v1/docs/_batch", post(docs::batch))

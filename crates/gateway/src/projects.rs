@@ -21,11 +21,20 @@ use domain::{Access, KeyKind, ProjectId, ResourceKind};
 pub struct Scope(pub ProjectId);
 
 fn bearer(request: &Request) -> Option<String> {
-    let header = request
-        .headers()
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let Some(header) = request.headers().get(http::header::AUTHORIZATION) else {
+        // Browsers cannot set headers on a WebSocket: the realtime
+        // endpoint takes the key as `?access_token=` too.
+        if request.uri().path().ends_with("/realtime") {
+            return request.uri().query()?.split('&').find_map(|pair| {
+                let token = pair.strip_prefix("access_token=")?;
+                urlencoding::decode(token)
+                    .ok()
+                    .map(|token| token.into_owned())
+            });
+        }
+        return None;
+    };
+    let header = header.to_str().ok()?;
     Some(
         header
             .strip_prefix("Bearer ")

@@ -344,6 +344,11 @@ pub trait EventStore: Send + Sync + 'static {
         id: &str,
     ) -> Result<Option<AsyncInvocation>, StoreError>;
 
+    /// Makes sure changes to `stream` (a collection's or a bucket's) are
+    /// logged from now on, for live queries, even with no trigger reading
+    /// it. Resolves once the change is durable.
+    fn watch_stream(&self, project: &ProjectId, stream: &str) -> PendingWrite<()>;
+
     /// Called (on the writer's thread: keep it short) after a commit that
     /// logged events. One hook; a second call replaces the first.
     fn on_events(&self, hook: Box<dyn Fn() + Send + Sync>);

@@ -829,3 +829,23 @@ pub(crate) fn async_invocation(
     };
     Ok(Some(invocation))
 }
+
+/// The pseudo-function whose subscriptions keep a stream logged for live
+/// queries (function names start with a letter or digit, so no function
+/// can take it). Their cursor is the largest position, so they never hold
+/// back pruning.
+pub(crate) const WATCHER: &str = "_realtime";
+
+pub(crate) fn apply_watch_stream(
+    connection: &Connection,
+    project: &ProjectId,
+    stream: &str,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT OR IGNORE INTO subscriptions (project, function, trigger, stream, cursor)
+             VALUES (?, ?, ?, ?, ?)",
+        )?
+        .execute(params![project.as_str(), WATCHER, stream, stream, i64::MAX])?;
+    Ok(())
+}

@@ -131,6 +131,10 @@ pub(crate) enum WriteOp {
         id: String,
         attempt: AsyncAttempt,
     },
+    WatchStream {
+        project: ProjectId,
+        stream: String,
+    },
 }
 
 /// What the writer answers, by kind of write.
@@ -253,6 +257,10 @@ impl WriteOp {
                 attempt,
             } => events_sqlite::apply_record_async(transaction, project, id, attempt)
                 .map(|()| Written::Done),
+            WriteOp::WatchStream { project, stream } => {
+                events_sqlite::apply_watch_stream(transaction, project, stream)
+                    .map(|()| Written::Done)
+            }
         }
     }
 }

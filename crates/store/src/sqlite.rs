@@ -1077,6 +1077,38 @@ impl DocStore for SqliteStore {
         self.with_reader(|connection| docs_sqlite::query(connection, project, collection, query))
     }
 
+    fn doc_snapshot(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        query: &Query,
+    ) -> Result<(Vec<Document>, i64), StoreError> {
+        let mut query = query.clone();
+        query.limit = crate::docs::MAX_QUERY_LIMIT;
+        query.cursor = None;
+        self.with_reader(|connection| {
+            // One read transaction: the position and the documents agree.
+            connection.execute_batch("BEGIN")?;
+            let read = (|| {
+                let position: i64 = connection.query_row(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events",
+                    [],
+                    |row| row.get(0),
+                )?;
+                let page = docs_sqlite::query(connection, project, collection, &query)?;
+                if page.next_cursor.is_some() {
+                    return Err(StoreError::InvalidQuery(format!(
+                        "a live query may match at most {} documents; narrow its filter",
+                        crate::docs::MAX_QUERY_LIMIT
+                    )));
+                }
+                Ok((page.documents, position))
+            })();
+            connection.execute_batch("COMMIT")?;
+            read
+        })
+    }
+
     fn doc_count(
         &self,
         project: &ProjectId,
@@ -1481,6 +1513,14 @@ impl EventStore for SqliteStore {
         id: &str,
     ) -> Result<Option<AsyncInvocation>, StoreError> {
         self.with_reader(|connection| events_sqlite::async_invocation(connection, project, id))
+    }
+
+    fn watch_stream(&self, project: &ProjectId, stream: &str) -> PendingWrite<()> {
+        let op = WriteOp::WatchStream {
+            project: project.clone(),
+            stream: stream.to_owned(),
+        };
+        self.writer.write_async(op, expect_done)
     }
 
     fn on_events(&self, hook: Box<dyn Fn() + Send + Sync>) {

@@ -14,6 +14,7 @@ mod lifecycle;
 mod limits;
 mod objects;
 mod projects;
+mod realtime;
 mod records;
 mod s3;
 

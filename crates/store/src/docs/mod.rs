@@ -178,6 +178,16 @@ pub struct Query {
     pub cursor: Option<String>,
 }
 
+impl Query {
+    /// Whether a document's data passes the query's filter (order and
+    /// limit aside): what a live query decides for each change.
+    pub fn matches(&self, data: &Map<String, Value>) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|filter| filter::matches(filter, data))
+    }
+}
+
 /// One page of a query's results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryPage {
@@ -320,6 +330,17 @@ pub trait DocStore: Send + Sync + 'static {
         collection: &CollectionName,
         query: &Query,
     ) -> Result<QueryPage, StoreError>;
+
+    /// Every document the query matches (at most [`MAX_QUERY_LIMIT`]; more
+    /// is an error) and the event log's position, read together: the
+    /// snapshot a live query starts from. Changes logged after the position
+    /// are exactly those the snapshot does not show.
+    fn doc_snapshot(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        query: &Query,
+    ) -> Result<(Vec<Document>, i64), StoreError>;
 
     /// How many documents match (`limit` and `cursor` are ignored).
     fn doc_count(

@@ -1,0 +1,233 @@
+//! Live fan-out of a stream to many followers (realtime clients): one
+//! reader per followed stream reads each new event from the log once and
+//! broadcasts it; a follower first reads what it missed (from the position
+//! it gives), then takes the broadcast. A follower that falls more than
+//! the broadcast's capacity behind is told so, and must resume from its
+//! last position.
+use domain::ProjectId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use store::EventStore;
+use store::events::Event;
+use tokio::sync::broadcast;
+
+/// Events a stream's broadcast holds for its slowest follower.
+const BROADCAST_CAPACITY: usize = 4096;
+/// Events read from the log at a time.
+const PAGE: u32 = 1000;
+
+type Key = (ProjectId, String);
+
+/// One followed stream: its reader task and its broadcast.
+struct Feed {
+    sender: broadcast::Sender<Arc<Event>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The live streams followed now.
+pub struct Hub {
+    store: Arc<dyn EventStore>,
+    logged: tokio::sync::watch::Receiver<u64>,
+    feeds: Mutex<HashMap<Key, Weak<Feed>>>,
+}
+
+/// Why following stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FollowError {
+    #[error("fell more than {BROADCAST_CAPACITY} events behind; resume from the last position")]
+    Lagged,
+    #[error("reading the event log failed: {0}")]
+    Store(String),
+}
+
+/// One follower of a stream.
+pub struct Follower {
+    store: Arc<dyn EventStore>,
+    project: ProjectId,
+    stream: String,
+    /// The last position handed out.
+    position: i64,
+    /// Read from the log, not yet handed out.
+    backlog: std::collections::VecDeque<Arc<Event>>,
+    /// Still reading what was missed from the log.
+    catching_up: bool,
+    receiver: broadcast::Receiver<Arc<Event>>,
+    _feed: Arc<Feed>,
+}
+
+impl Hub {
+    pub fn new(store: Arc<dyn EventStore>, logged: tokio::sync::watch::Receiver<u64>) -> Hub {
+        Hub {
+            store,
+            logged,
+            feeds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Follows a stream from after `after` (or from now). The position
+    /// returned is where the follower starts: events after it are handed
+    /// out in order, none twice.
+    pub async fn follow(
+        &self,
+        project: &ProjectId,
+        stream: &str,
+        after: Option<i64>,
+    ) -> Result<(Follower, i64), FollowError> {
+        let feed = self.feed(project, stream);
+        // Subscribe before reading the position: nothing falls in between.
+        let receiver = feed.sender.subscribe();
+        let position = match after {
+            Some(after) => after,
+            None => {
+                let store = self.store.clone();
+                let (project, stream) = (project.clone(), stream.to_owned());
+                tokio::task::spawn_blocking(move || store.position_at(&project, &stream, i64::MAX))
+                    .await
+                    .map_err(|error| FollowError::Store(error.to_string()))?
+                    .map_err(|error| FollowError::Store(error.to_string()))?
+            }
+        };
+        let follower = Follower {
+            store: self.store.clone(),
+            project: project.clone(),
+            stream: stream.to_owned(),
+            position,
+            backlog: Default::default(),
+            catching_up: true,
+            receiver,
+            _feed: feed,
+        };
+        Ok((follower, position))
+    }
+
+    /// The stream's feed, started if nobody follows it yet.
+    fn feed(&self, project: &ProjectId, stream: &str) -> Arc<Feed> {
+        let mut feeds = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        feeds.retain(|_, feed| feed.strong_count() > 0);
+        let key = (project.clone(), stream.to_owned());
+        if let Some(feed) = feeds.get(&key).and_then(Weak::upgrade) {
+            return feed;
+        }
+        let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let task = tokio::spawn(read_feed(
+            self.store.clone(),
+            self.logged.clone(),
+            key.clone(),
+            sender.clone(),
+        ));
+        let feed = Arc::new(Feed { sender, task });
+        feeds.insert(key, Arc::downgrade(&feed));
+        feed
+    }
+}
+
+/// Reads a stream's new events as they are logged and broadcasts them.
+async fn read_feed(
+    store: Arc<dyn EventStore>,
+    mut logged: tokio::sync::watch::Receiver<u64>,
+    (project, stream): Key,
+    sender: broadcast::Sender<Arc<Event>>,
+) {
+    let mut last = None;
+    loop {
+        logged.borrow_and_update();
+        let store_now = store.clone();
+        let (project_now, stream_now) = (project.clone(), stream.clone());
+        let read = tokio::task::spawn_blocking(move || -> Result<Vec<Event>, store::StoreError> {
+            let after = match last {
+                Some(after) => after,
+                None => store_now.position_at(&project_now, &stream_now, i64::MAX)?,
+            };
+            let mut events = store_now.events(&project_now, &stream_now, after, PAGE)?;
+            if last.is_none() && events.is_empty() {
+                // Remember where the log stood.
+                events.push(Event {
+                    seq: after,
+                    project: project_now,
+                    stream: String::new(),
+                    id: String::new(),
+                    kind: String::new(),
+                    subject: None,
+                    key: None,
+                    time: 0,
+                    content_type: None,
+                    data: Vec::new(),
+                    origin: None,
+                });
+            }
+            Ok(events)
+        })
+        .await;
+        let mut more = false;
+        match read {
+            Ok(Ok(events)) => {
+                more = events.len() == PAGE as usize;
+                for event in events {
+                    last = Some(event.seq);
+                    if !event.id.is_empty() {
+                        let _ = sender.send(Arc::new(event));
+                    }
+                }
+            }
+            Ok(Err(error)) => tracing::warn!("following {project}/{stream}: {error}"),
+            Err(error) => tracing::warn!("following {project}/{stream}: {error}"),
+        }
+        if more {
+            continue;
+        }
+        tokio::select! {
+            changed = logged.changed() => if changed.is_err() { break },
+            // A lost wake-up costs at most this.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+impl Follower {
+    /// The next event, in order; waits for one.
+    pub async fn next(&mut self) -> Result<Arc<Event>, FollowError> {
+        loop {
+            if let Some(event) = self.backlog.pop_front() {
+                self.position = event.seq;
+                return Ok(event);
+            }
+            if self.catching_up {
+                let store = self.store.clone();
+                let (project, stream, after) =
+                    (self.project.clone(), self.stream.clone(), self.position);
+                let events = tokio::task::spawn_blocking(move || {
+                    store.events(&project, &stream, after, PAGE)
+                })
+                .await
+                .map_err(|error| FollowError::Store(error.to_string()))?
+                .map_err(|error| FollowError::Store(error.to_string()))?;
+                if events.len() < PAGE as usize {
+                    self.catching_up = false;
+                }
+                self.backlog.extend(events.into_iter().map(Arc::new));
+                continue;
+            }
+            match self.receiver.recv().await {
+                Ok(event) if event.seq <= self.position => continue,
+                Ok(event) => {
+                    self.position = event.seq;
+                    return Ok(event);
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => return Err(FollowError::Lagged),
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(FollowError::Store("the stream's reader stopped".to_owned()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! `GET /v1/realtime`: one WebSocket per client carrying many
+//! subscriptions, to topics and to live document queries. Messages are JSON
+//! text frames (the protocol is in the README):
+//!
+//! - client: `{"type": "subscribe", "id", "topic" | "collection" + "query",
+//!   "after"?}`, `{"type": "unsubscribe", "id"}`, `{"type": "ping"}`;
+//! - server: `subscribed`, `event` (topics), `snapshot` then `change`
+//!   (`added`, `modified`, `removed`) for queries, `error`, `pong`.
+//!
+//! Every message carries the event log's position; a client that
+//! reconnects subscribes with `after` set to the last position it got and
+//! misses nothing. Each connection's outgoing buffer is bounded: a client
+//! that does not read is disconnected (close code 4008) instead of growing
+//! the server. Access rules are checked at subscribe time and again for
+//! every event delivered.
+use crate::projects::Scope;
+use crate::{ApiError, SharedGateway, blocking};
+use auth::Caller;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, State};
+use axum::response::Response;
+use domain::{Access, CollectionName, ProjectId, ResourceKind, TopicName};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Messages waiting to be written to one client; beyond, it is too slow.
+pub const OUT_BUFFER: usize = 1024;
+/// Close code for a client that does not keep up.
+pub const SLOW_CONSUMER: u16 = 4008;
+/// Subscriptions one connection holds.
+const MAX_SUBSCRIPTIONS: usize = 100;
+/// Largest client message.
+const MAX_CLIENT_MESSAGE: usize = 64 << 10;
+
+pub async fn realtime(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<Caller>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| connection(gateway, project, caller, socket))
+}
+
+/// Asks the writer to close the connection with a code and a reason (once).
+type CloseOnce = Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<(u16, String)>>>>;
+
+/// The sending side shared by a connection's subscriptions.
+#[derive(Clone)]
+struct Out {
+    messages: tokio::sync::mpsc::Sender<String>,
+    close: CloseOnce,
+}
+
+impl Out {
+    /// Queues a message; a full buffer closes the connection. Returns
+    /// whether the message was queued.
+    async fn send(&self, message: Value) -> bool {
+        match self.messages.try_send(message.to_string()) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                self.close(
+                    SLOW_CONSUMER,
+                    format!("slow consumer: more than {OUT_BUFFER} messages unread"),
+                )
+                .await;
+                false
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    async fn close(&self, code: u16, reason: String) {
+        if let Some(close) = self.close.lock().await.take() {
+            let _ = close.send((code, reason));
+        }
+    }
+
+    async fn error(&self, id: Option<&str>, code: &str, message: impl Into<String>) -> bool {
+        self.send(json!({
+            "type": "error",
+            "id": id,
+            "code": code,
+            "message": message.into(),
+        }))
+        .await
+    }
+}
+
+async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, socket: WebSocket) {
+    let (mut sink, mut incoming) = socket.split();
+    let (messages, mut outgoing) = tokio::sync::mpsc::channel::<String>(OUT_BUFFER);
+    let (close, mut closed) = tokio::sync::oneshot::channel::<(u16, String)>();
+    let out = Out {
+        messages,
+        close: Arc::new(tokio::sync::Mutex::new(Some(close))),
+    };
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                reason = &mut closed => {
+                    if let Ok((code, reason)) = reason {
+                        let frame = CloseFrame { code, reason: reason.into() };
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                    }
+                    break;
+                }
+                message = outgoing.recv() => match message {
+                    Some(text) => if sink.send(Message::Text(text.into())).await.is_err() { break },
+                    None => break,
+                },
+            }
+        }
+    });
+    let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut writer = writer;
+    loop {
+        let message = tokio::select! {
+            message = incoming.next() => message,
+            _ = &mut writer => break,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue,
+        };
+        subscriptions.retain(|_, task| !task.is_finished());
+        let request: Value = match serde_json::from_str(text.as_str()) {
+            Ok(request) => request,
+            Err(error) => {
+                out.error(None, "invalid_message", format!("not JSON: {error}"))
+                    .await;
+                continue;
+            }
+        };
+        let id = request["id"].as_str().map(str::to_owned);
+        match (request["type"].as_str(), id) {
+            (Some("ping"), _) => {
+                out.send(json!({"type": "pong"})).await;
+            }
+            (Some("unsubscribe"), Some(id)) => {
+                if let Some(task) = subscriptions.remove(&id) {
+                    task.abort();
+                }
+                out.send(json!({"type": "unsubscribed", "id": id})).await;
+            }
+            (Some("subscribe"), Some(id)) => {
+                if subscriptions.contains_key(&id) {
+                    out.error(
+                        Some(&id),
+                        "invalid_message",
+                        "this id is subscribed already",
+                    )
+                    .await;
+                    continue;
+                }
+                if subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                    out.error(
+                        Some(&id),
+                        "too_many_subscriptions",
+                        format!("a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions"),
+                    )
+                    .await;
+                    continue;
+                }
+                let task = tokio::spawn(subscription(
+                    gateway.clone(),
+                    project.clone(),
+                    caller.clone(),
+                    out.clone(),
+                    id.clone(),
+                    request,
+                ));
+                subscriptions.insert(id, task);
+            }
+            _ => {
+                out.error(
+                    None,
+                    "invalid_message",
+                    "expected {\"type\": \"subscribe\" | \"unsubscribe\" | \"ping\", \"id\": ...}",
+                )
+                .await;
+            }
+        }
+    }
+    for task in subscriptions.into_values() {
+        task.abort();
+    }
+    drop(out);
+    writer.abort();
+}
+
+/// What a subscription follows.
+enum Target {
+    Topic(TopicName),
+    Query {
+        collection: CollectionName,
+        query: store::docs::Query,
+    },
+}
+
+fn target(request: &Value) -> Result<Target, ApiError> {
+    let invalid = |message: String| ApiError::bad_request("invalid_message", message);
+    match (request.get("topic"), request.get("collection")) {
+        (Some(topic), None) => {
+            let topic = topic
+                .as_str()
+                .ok_or_else(|| invalid("topic must be a string".to_owned()))?;
+            TopicName::new(topic)
+                .map(Target::Topic)
+                .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+        }
+        (None, Some(collection)) => {
+            let collection = collection
+                .as_str()
+                .ok_or_else(|| invalid("collection must be a string".to_owned()))?;
+            let collection = CollectionName::new(collection)
+                .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))?;
+            let query = request.get("query").cloned().unwrap_or_else(|| json!({}));
+            let query = store::docs::parse_query(&query)?;
+            Ok(Target::Query { collection, query })
+        }
+        _ => Err(invalid(
+            "a subscription names a topic, or a collection (with a query)".to_owned(),
+        )),
+    }
+}
+
+/// Whether the caller may read the topic or collection (now).
+async fn may_read(
+    gateway: &SharedGateway,
+    caller: &Caller,
+    project: &ProjectId,
+    kind: ResourceKind,
+    name: &str,
+) -> bool {
+    crate::projects::authorize(gateway, caller, project, kind, name, Access::Read)
+        .await
+        .is_ok()
+}
+
+fn document_json(id: &str, version: u64, data: &Value) -> Value {
+    json!({ "id": id, "version": version, "data": data })
+}
+
+async fn subscription(
+    gateway: SharedGateway,
+    project: ProjectId,
+    caller: Caller,
+    out: Out,
+    id: String,
+    request: Value,
+) {
+    let after = request.get("after").and_then(Value::as_i64);
+    let target = match target(&request) {
+        Ok(target) => target,
+        Err(error) => {
+            let (code, message) = error.code_and_message();
+            out.error(Some(&id), code, message).await;
+            return;
+        }
+    };
+    let (kind, name, stream) = match &target {
+        Target::Topic(topic) => (
+            ResourceKind::Topic,
+            topic.to_string(),
+            domain::topic_stream(topic),
+        ),
+        Target::Query { collection, .. } => (
+            ResourceKind::Collection,
+            collection.to_string(),
+            domain::documents_stream(collection),
+        ),
+    };
+    if !may_read(&gateway, &caller, &project, kind, &name).await {
+        out.error(
+            Some(&id),
+            "forbidden",
+            format!("this key may not read {} {name:?}", kind.as_str()),
+        )
+        .await;
+        return;
+    }
+    // A live query: its changes are logged from now on; then the snapshot
+    // and the position it was read at, together.
+    let mut start = after;
+    if let Target::Query { collection, query } = &target {
+        if let Err(error) = gateway.events.watch_stream(&project, &stream).await {
+            let (code, message) = ApiError::from(error).code_and_message();
+            out.error(Some(&id), code, message).await;
+            return;
+        }
+        if after.is_none() {
+            let (docs, lookup, collection, query) = (
+                gateway.docs.clone(),
+                project.clone(),
+                collection.clone(),
+                query.clone(),
+            );
+            match blocking(move || docs.doc_snapshot(&lookup, &collection, &query)).await {
+                Ok((documents, position)) => {
+                    let documents: Vec<Value> = documents
+                        .iter()
+                        .map(|document| {
+                            document_json(
+                                &document.id,
+                                document.version,
+                                &Value::Object(document.data.clone()),
+                            )
+                        })
+                        .collect();
+                    let snapshot = json!({
+                        "type": "snapshot",
+                        "id": id,
+                        "position": position,
+                        "documents": documents,
+                    });
+                    if !out.send(snapshot).await {
+                        return;
+                    }
+                    start = Some(position);
+                }
+                Err(error) => {
+                    let (code, message) = ApiError::from(error).code_and_message();
+                    out.error(Some(&id), code, message).await;
+                    return;
+                }
+            }
+        }
+    }
+    let (mut follower, position) = match gateway.hub.follow(&project, &stream, start).await {
+        Ok(following) => following,
+        Err(error) => {
+            out.error(Some(&id), "internal_error", error.to_string())
+                .await;
+            return;
+        }
+    };
+    if !out
+        .send(json!({"type": "subscribed", "id": id, "position": position}))
+        .await
+    {
+        return;
+    }
+    loop {
+        let event = match follower.next().await {
+            Ok(event) => event,
+            Err(events::FollowError::Lagged) => {
+                out.close(
+                    SLOW_CONSUMER,
+                    "slow consumer: fell behind the stream; resume from the last position"
+                        .to_owned(),
+                )
+                .await;
+                return;
+            }
+            Err(error) => {
+                out.error(Some(&id), "internal_error", error.to_string())
+                    .await;
+                return;
+            }
+        };
+        // Rules can change while a subscription lasts.
+        if !may_read(&gateway, &caller, &project, kind, &name).await {
+            out.error(
+                Some(&id),
+                "forbidden",
+                format!("this key may no longer read {} {name:?}", kind.as_str()),
+            )
+            .await;
+            return;
+        }
+        let message = match &target {
+            Target::Topic(_) => json!({
+                "type": "event",
+                "id": id,
+                "position": event.seq,
+                "event": crate::events::event_info(&event),
+            }),
+            Target::Query { query, .. } => match change(query, &event.data) {
+                Some((change, document)) => json!({
+                    "type": "change",
+                    "id": id,
+                    "position": event.seq,
+                    "change": change,
+                    "document": document,
+                }),
+                None => continue,
+            },
+        };
+        if !out.send(message).await {
+            return;
+        }
+    }
+}
+
+/// What a document change is to a live query: from its images before and
+/// after, whether the document joins the results (`added`), stays in them
+/// (`modified`), or leaves them (`removed`: deleted, or no longer matching).
+fn change(query: &store::docs::Query, data: &[u8]) -> Option<(&'static str, Value)> {
+    let change: Value = serde_json::from_slice(data).ok()?;
+    let matching = |image: &Value| {
+        image
+            .as_object()
+            .is_some_and(|document| query.matches(document))
+    };
+    let before = matching(&change["before"]);
+    let after = matching(&change["after"]);
+    let id = change["id"].as_str()?;
+    let version = change["version"].as_u64()?;
+    match (before, after) {
+        (false, true) => Some(("added", document_json(id, version, &change["after"]))),
+        (true, true) => Some(("modified", document_json(id, version, &change["after"]))),
+        (true, false) => Some((
+            "removed",
+            document_json(
+                id,
+                version,
+                if change["after"].is_null() {
+                    &change["before"]
+                } else {
+                    &change["after"]
+                },
+            ),
+        )),
+        (false, false) => None,
+    }
+}
