@@ -99,6 +99,9 @@ pub struct UsageFilter {
     pub since: Option<UnixMillis>,
     pub until: Option<UnixMillis>,
     pub function: Option<FunctionName>,
+    /// Only invocations started this way: `http`, `queue`, `cron`, `docs`,
+    /// `objects` or `async`.
+    pub trigger: Option<String>,
 }
 
 /// Exact sums over invocation records.

@@ -97,6 +97,9 @@ pub trait DeliveryMetrics: Send + Sync + 'static {
     fn retried(&self, target: &Target);
     /// An event became a dead letter.
     fn dead_lettered(&self, target: &Target);
+    /// Where the trigger stands: events not yet read, events waiting for a
+    /// retry, dead letters.
+    fn standing(&self, target: &Target, backlog: u64, retrying: u64, dead: u64);
 }
 
 /// Metrics that go nowhere.
@@ -106,6 +109,7 @@ impl DeliveryMetrics for NoMetrics {
     fn delivered(&self, _: &Target, _: Duration) {}
     fn retried(&self, _: &Target) {}
     fn dead_lettered(&self, _: &Target) {}
+    fn standing(&self, _: &Target, _: u64, _: u64, _: u64) {}
 }
 
 type Key = (ProjectId, FunctionName, TriggerName);

@@ -108,8 +108,17 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Arc<Target>, mut stop: Stop
         target.project, target.function, target.trigger.name
     );
     let mut cursor = None;
+    let mut reported = std::time::Instant::now() - POLL;
     while !stopped(&stop) {
         logged.borrow_and_update();
+        if reported.elapsed() >= POLL
+            && let Some(position) = cursor
+        {
+            reported = std::time::Instant::now();
+            if let Err(error) = report(&shared, &target, position).await {
+                tracing::warn!("{label}: {error}");
+            }
+        }
         let next_retry = match step(&shared, &target, &mut cursor).await {
             Ok(Step::More) => continue,
             Ok(Step::Idle(next_retry)) => next_retry,
@@ -128,6 +137,29 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Arc<Target>, mut stop: Stop
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Tells the metrics where the trigger stands (at most once a poll).
+async fn report(shared: &Arc<Shared>, target: &Arc<Target>, position: i64) -> Result<(), String> {
+    let store = shared.store.clone();
+    let (project, function, trigger) = (
+        target.project.clone(),
+        target.function.clone(),
+        target.trigger.name.clone(),
+    );
+    let stream = target.trigger.stream(&function);
+    let (backlog, retrying, dead) = blocking(move || {
+        let backlog = store.backlog(&project, &stream, position)?;
+        let (retrying, dead) = store
+            .failure_counts(&project)?
+            .into_iter()
+            .find(|(f, t, _, _)| *f == function && *t == trigger)
+            .map_or((0, 0), |(_, _, retrying, dead)| (retrying, dead));
+        Ok((backlog, retrying, dead))
+    })
+    .await?;
+    shared.metrics.standing(target, backlog, retrying, dead);
+    Ok(())
 }
 
 enum Step {

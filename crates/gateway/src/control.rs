@@ -324,6 +324,18 @@ fn usage_filter(
             .get("function")
             .map(|value| function_name(value))
             .transpose()?,
+        trigger: query
+            .get("trigger")
+            .map(|value| match value.as_str() {
+                "http" | "queue" | "cron" | "docs" | "objects" | "async" => Ok(value.clone()),
+                _ => Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "trigger={value:?}: the triggers are http, queue, cron, docs, objects and async"
+                    ),
+                )),
+            })
+            .transpose()?,
     })
 }
 
@@ -332,7 +344,7 @@ pub async fn usage(
     Extension(Scope(project)): Extension<Scope>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<api_types::Usage>, ApiError> {
-    let filter = usage_filter(&query, &["since", "until", "function"])?;
+    let filter = usage_filter(&query, &["since", "until", "function", "trigger"])?;
     let store = gateway.store.clone();
     let usage = blocking(move || store.usage(&project.clone(), &filter)).await?;
     Ok(Json(convert::usage(&usage)))
@@ -343,7 +355,7 @@ pub async fn invocations(
     Extension(Scope(project)): Extension<Scope>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<InvocationList>, ApiError> {
-    let filter = usage_filter(&query, &["since", "until", "function", "limit"])?;
+    let filter = usage_filter(&query, &["since", "until", "function", "trigger", "limit"])?;
     let limit = query
         .get("limit")
         .map(|value| parse_number("limit", value))

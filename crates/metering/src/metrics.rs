@@ -42,6 +42,9 @@ pub struct Metrics {
     event_latency: Family<TriggerLabels, Histogram>,
     event_retries: Family<TriggerLabels, Counter>,
     event_dead_letters: Family<TriggerLabels, Counter>,
+    event_backlog: Family<TriggerLabels, Gauge>,
+    event_retrying: Family<TriggerLabels, Gauge>,
+    event_dead: Family<TriggerLabels, Gauge>,
     registry: Registry,
     invocations: Family<OutcomeLabels, Counter>,
     duration: Family<FunctionLabels, Histogram>,
@@ -61,6 +64,16 @@ fn response_head_buckets() -> impl Iterator<Item = f64> {
     ]
     .into_iter()
     .map(|micros| micros as f64 / 1e6)
+}
+
+/// Event times are whole milliseconds: buckets from 1 ms to 5 min.
+fn event_latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        1, 2, 3, 4, 5, 7, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500, 750, 1_000, 2_000,
+        5_000, 10_000, 30_000, 60_000, 300_000,
+    ]
+    .into_iter()
+    .map(|millis| millis as f64 / 1e3)
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -90,10 +103,28 @@ impl Metrics {
         let log_lines_dropped = Counter::default();
         let event_deliveries = Family::<TriggerLabels, Counter>::default();
         let event_latency = Family::<TriggerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(latency_buckets())
+            Histogram::new(event_latency_buckets())
         });
         let event_retries = Family::<TriggerLabels, Counter>::default();
         let event_dead_letters = Family::<TriggerLabels, Counter>::default();
+        let event_backlog = Family::<TriggerLabels, Gauge>::default();
+        let event_retrying = Family::<TriggerLabels, Gauge>::default();
+        let event_dead = Family::<TriggerLabels, Gauge>::default();
+        registry.register(
+            "event_backlog",
+            "Events of a trigger's stream not yet read (queue depth)",
+            event_backlog.clone(),
+        );
+        registry.register(
+            "event_retrying",
+            "Events of a trigger waiting for a retry",
+            event_retrying.clone(),
+        );
+        registry.register(
+            "event_dead_letter_size",
+            "Dead letters of a trigger",
+            event_dead.clone(),
+        );
         registry.register(
             "event_deliveries",
             "Events delivered to functions by trigger",
@@ -154,6 +185,9 @@ impl Metrics {
             event_latency,
             event_retries,
             event_dead_letters,
+            event_backlog,
+            event_retrying,
+            event_dead,
             registry,
             invocations,
             duration,
@@ -235,6 +269,17 @@ impl events::DeliveryMetrics for Metrics {
         self.event_retries
             .get_or_create(&TriggerLabels::of(target))
             .inc();
+    }
+
+    fn standing(&self, target: &events::Target, backlog: u64, retrying: u64, dead: u64) {
+        let labels = TriggerLabels::of(target);
+        self.event_backlog
+            .get_or_create(&labels)
+            .set(backlog as i64);
+        self.event_retrying
+            .get_or_create(&labels)
+            .set(retrying as i64);
+        self.event_dead.get_or_create(&labels).set(dead as i64);
     }
 
     fn dead_lettered(&self, target: &events::Target) {

@@ -223,6 +223,9 @@ pub trait EventStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError>;
 
+    /// How many events of the stream lie after position `after`.
+    fn backlog(&self, project: &ProjectId, stream: &str, after: i64) -> Result<u64, StoreError>;
+
     /// The position just before the stream's first event at or after `time`.
     fn position_at(
         &self,

@@ -849,3 +849,15 @@ pub(crate) fn apply_watch_stream(
         .execute(params![project.as_str(), WATCHER, stream, stream, i64::MAX])?;
     Ok(())
 }
+
+pub(crate) fn backlog(
+    connection: &Connection,
+    project: &ProjectId,
+    stream: &str,
+    after: i64,
+) -> Result<u64, StoreError> {
+    let count: i64 = connection
+        .prepare_cached("SELECT COUNT(*) FROM events WHERE project = ? AND stream = ? AND seq > ?")?
+        .query_row(params![project.as_str(), stream, after], |row| row.get(0))?;
+    Ok(count as u64)
+}

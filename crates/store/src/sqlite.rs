@@ -355,6 +355,10 @@ fn filter_clause(
         clause.push_str(" AND function = ?");
         values.push(Value::Text(function.to_string()));
     }
+    if let Some(trigger) = &filter.trigger {
+        clause.push_str(" AND trigger = ?");
+        values.push(Value::Text(trigger.clone()));
+    }
     (clause, values)
 }
 
@@ -1336,6 +1340,10 @@ impl EventStore for SqliteStore {
         self.with_reader(|connection| {
             events_sqlite::events(connection, project, stream, after, limit)
         })
+    }
+
+    fn backlog(&self, project: &ProjectId, stream: &str, after: i64) -> Result<u64, StoreError> {
+        self.with_reader(|connection| events_sqlite::backlog(connection, project, stream, after))
     }
 
     fn position_at(

@@ -13,6 +13,9 @@ pub struct Usage {
     /// Only this function.
     #[arg(long)]
     function: Option<String>,
+    /// Only invocations started by: http, queue, cron, docs, objects or async.
+    #[arg(long)]
+    trigger: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -26,6 +29,9 @@ impl Usage {
         }
         if let Some(until) = &self.until {
             query.push(format!("until={}", parse_since(until)?));
+        }
+        if let Some(trigger) = &self.trigger {
+            query.push(format!("trigger={trigger}"));
         }
         if let Some(function) = &self.function {
             query.push(format!("function={}", urlencoding::encode(function)));

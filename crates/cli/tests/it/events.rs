@@ -775,6 +775,25 @@ async fn asynchronous_invocations_are_queued_retried_and_report_their_outcome() 
         .filter(|record| record["function"] == "worker" && record["trigger"] == "async")
         .count();
     assert_eq!(worker_runs, 3, "two failed attempts and one success");
+    // Usage by trigger: the echo call and the worker's three (a 500 is
+    // an answer, not an error of the function: errors count traps and
+    // timeouts).
+    let usage = server.cli_ok(&["usage", "--trigger", "async", "--json"]);
+    let usage: Value = serde_json::from_str(&usage).unwrap();
+    assert_eq!(
+        (usage["requests"].as_u64(), usage["errors"].as_u64()),
+        (Some(4), Some(0)),
+        "{usage}"
+    );
+    let http_usage = server.cli_ok(&["usage", "--trigger", "http", "--json"]);
+    let http_usage: Value = serde_json::from_str(&http_usage).unwrap();
+    assert_eq!(http_usage["requests"].as_u64(), Some(0), "{http_usage}");
+    let bad = server.cli(&["usage", "--trigger", "smoke-signal"]);
+    assert!(
+        !bad.success() && bad.stderr().contains("the triggers are"),
+        "{}",
+        bad.stderr()
+    );
 
     // Bad input.
     let unknown = send(control(

@@ -137,7 +137,7 @@ fn contract(store: &dyn MetaStore) {
             &UsageFilter {
                 since: Some(1500),
                 until: Some(3000),
-                function: None,
+                ..UsageFilter::default()
             },
         )
         .unwrap();

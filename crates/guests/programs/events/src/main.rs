@@ -81,6 +81,8 @@ async fn main(mut request: Request<Body>) -> wstd::http::Result<Response<Body>> 
     let body = request.body_mut().contents().await?.to_vec();
     let text = String::from_utf8_lossy(&body).into_owned();
 
+    // A log line per delivery (`wok logs` shows them).
+    println!("received {kind} {id} attempt {attempt}");
     if let Some(millis) = number_after(&text, "slow-") {
         wstd::task::sleep(wstd::time::Duration::from_millis(millis)).await;
     }
