@@ -107,12 +107,12 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Arc<Target>, mut stop: Stop
         "{}/{} trigger {}",
         target.project, target.function, target.trigger.name
     );
-    let mut cursor = None;
+    let mut cursor = Position::default();
     let mut reported = std::time::Instant::now() - POLL;
     while !stopped(&stop) {
         logged.borrow_and_update();
         if reported.elapsed() >= POLL
-            && let Some(position) = cursor
+            && let Some(position) = cursor.at
         {
             reported = std::time::Instant::now();
             if let Err(error) = report(&shared, &target, position).await {
@@ -162,6 +162,27 @@ async fn report(shared: &Arc<Shared>, target: &Arc<Target>, position: i64) -> Re
     Ok(())
 }
 
+/// Where a worker is: the cursor it moved to, and the write moving it
+/// there, if not yet known to be durable. The next batch is read while
+/// that write commits; it is awaited before the next one (writes commit in
+/// order anyway), before looking at failures, and before waiting idle.
+#[derive(Default)]
+struct Position {
+    at: Option<i64>,
+    moving: Option<store::PendingWrite<()>>,
+}
+
+impl Position {
+    async fn settled(&mut self) -> Result<(), String> {
+        match self.moving.take() {
+            Some(write) => write
+                .await
+                .map_err(|error| format!("moving the cursor: {error}")),
+            None => Ok(()),
+        }
+    }
+}
+
 enum Step {
     /// Work was done; look again at once.
     More,
@@ -172,12 +193,12 @@ enum Step {
 async fn step(
     shared: &Arc<Shared>,
     target: &Arc<Target>,
-    cursor: &mut Option<i64>,
+    cursor: &mut Position,
 ) -> Result<Step, String> {
     let store = shared.store.clone();
     let (project, function) = (target.project.clone(), target.function.clone());
     let trigger = target.trigger.name.clone();
-    let position = match *cursor {
+    let position = match cursor.at {
         Some(position) => position,
         None => {
             let subscriptions = blocking({
@@ -190,12 +211,12 @@ async fn step(
                 .into_iter()
                 .find(|subscription| subscription.trigger == trigger)
                 .ok_or_else(|| "its subscription does not exist (yet)".to_owned())?;
-            *cursor = Some(found.cursor);
+            cursor.at = Some(found.cursor);
             found.cursor
         }
     };
 
-    // Retries due.
+    // Retries due (a batch with failures recorded them before it ended).
     let now = shared.clock.now();
     let due = blocking({
         let store = store.clone();
@@ -214,7 +235,17 @@ async fn step(
         return Ok(Step::More);
     }
 
-    // Fresh events.
+    // Fresh events. A schedule's ticks are logged already due (see
+    // `tick`): they come only through the retry path above.
+    if matches!(target.trigger.source, TriggerSource::Cron { .. }) {
+        let (next_retry, _) = blocking({
+            let store = store.clone();
+            let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
+            move || store.retry_state(&project, &function, &trigger)
+        })
+        .await?;
+        return Ok(Step::Idle(next_retry));
+    }
     let stream = target.trigger.stream(&function);
     let (next_retry, held_keys) = blocking({
         let store = store.clone();
@@ -229,8 +260,11 @@ async fn step(
     })
     .await?;
     let Some(last) = events.last().map(|event| event.seq) else {
+        cursor.settled().await?;
         return Ok(Step::Idle(next_retry));
     };
+    // The previous batch's cursor write had the read above to commit.
+    cursor.settled().await?;
     let now = shared.clock.now();
     let mut failed = Vec::new();
     let held: HashSet<String> = held_keys.into_iter().collect();
@@ -270,13 +304,24 @@ async fn step(
             shared.metrics.retried(target);
         }
     }
-    let done = {
-        let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
-        store.advance(&project, &function, &trigger, last, failed)
-    };
-    done.await
-        .map_err(|error| format!("moving the cursor: {error}"))?;
-    *cursor = Some(last);
+    let dead: Vec<FailedEvent> = failed
+        .iter()
+        .filter(|failed| failed.dead)
+        .cloned()
+        .collect();
+    let any_failed = !failed.is_empty();
+    cursor.moving = Some(store.advance(&project, &function, &trigger, last, failed));
+    cursor.at = Some(last);
+    if any_failed {
+        // Retries and ordering keys read the failures back: record them now.
+        cursor.settled().await?;
+    }
+    for failed in dead {
+        shared
+            .deliver
+            .dead_lettered(target.clone(), failed.event, failed.attempts, failed.error)
+            .await;
+    }
     Ok(Step::More)
 }
 
@@ -393,8 +438,14 @@ async fn retry(
     Ok(())
 }
 
-/// Logs a tick event at each time of the schedule (times passed while the
-/// server was down are not made up for).
+/// How long before its time a tick is logged: the write is out of the way
+/// when the tick is due, so a busy write lock cannot make it late.
+const TICK_LEAD: Duration = Duration::from_millis(1000);
+
+/// Logs a tick event for each time of the schedule, a little ahead, due at
+/// that time (times passed while the server was down are not made up for;
+/// a tick logged and not yet delivered when it stopped is delivered after
+/// the next start, late).
 pub(crate) async fn tick(
     shared: Arc<Shared>,
     target: Arc<Target>,
@@ -408,7 +459,8 @@ pub(crate) async fn tick(
         let Some(next) = schedule.next_after(now.max(last)) else {
             break;
         };
-        let wait = Duration::from_millis(next.saturating_sub(now).max(0) as u64);
+        let lead = TICK_LEAD.as_millis() as i64;
+        let wait = Duration::from_millis((next - lead).saturating_sub(now).max(0) as u64);
         tokio::select! {
             _ = stop.changed() => continue,
             _ = tokio::time::sleep(wait) => {}
@@ -428,7 +480,17 @@ pub(crate) async fn tick(
                 .into_bytes(),
             origin: None,
         };
-        if let Err(error) = shared.store.publish(&target.project, vec![event]).await {
+        let logged = shared
+            .store
+            .schedule(
+                &target.project,
+                &target.function,
+                &target.trigger.name,
+                event,
+                next,
+            )
+            .await;
+        if let Err(error) = logged {
             tracing::warn!(
                 "{}/{} trigger {}: logging a tick failed: {error}",
                 target.project,

@@ -254,6 +254,18 @@ pub trait EventStore: Send + Sync + 'static {
         failed: Vec<FailedEvent>,
     ) -> PendingWrite<()>;
 
+    /// Logs `event` on a trigger's own stream (a schedule's) and makes it
+    /// due for delivery at `at`, in one transaction: it is delivered then
+    /// by the retry path (attempt 1), with no write on the way.
+    fn schedule(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        event: NewEvent,
+        at: UnixMillis,
+    ) -> PendingWrite<Event>;
+
     /// Sets a subscription's cursor, backwards too (a replay). Returns
     /// whether the subscription exists.
     fn set_cursor(

@@ -585,7 +585,7 @@ pub(crate) fn failure_counts(
 ) -> Result<Vec<(FunctionName, TriggerName, u64, u64)>, StoreError> {
     connection
         .prepare_cached(
-            "SELECT function, trigger, SUM(dead = 0), SUM(dead = 1) FROM event_failures
+            "SELECT function, trigger, SUM(dead = 0 AND attempts > 0), SUM(dead = 1) FROM event_failures
              WHERE project = ? GROUP BY function, trigger ORDER BY function, trigger",
         )?
         .query_map(params![project.as_str()], |row| {
@@ -860,4 +860,43 @@ pub(crate) fn backlog(
         .prepare_cached("SELECT COUNT(*) FROM events WHERE project = ? AND stream = ? AND seq > ?")?
         .query_row(params![project.as_str(), stream, after], |row| row.get(0))?;
     Ok(count as u64)
+}
+
+/// What a scheduled event's failure row says until it is delivered.
+pub(crate) const SCHEDULED: &str = "scheduled";
+
+pub(crate) fn apply_schedule(
+    connection: &Connection,
+    project: &ProjectId,
+    function: &FunctionName,
+    trigger: &TriggerName,
+    event: &NewEvent,
+    at: UnixMillis,
+) -> Result<Event, StoreError> {
+    let event = insert_event(connection, project, event.clone(), now_millis())?;
+    let moved = connection
+        .prepare_cached(
+            "UPDATE subscriptions SET cursor = MAX(cursor, ?)
+             WHERE project = ? AND function = ? AND trigger = ?",
+        )?
+        .execute(params![
+            event.seq,
+            project.as_str(),
+            function.as_str(),
+            trigger.as_str()
+        ])?;
+    if moved == 1 {
+        let due = FailedEvent {
+            function: function.clone(),
+            trigger: trigger.clone(),
+            event: event.clone(),
+            dead: false,
+            attempts: 0,
+            next_at: at,
+            first_failed_at: at,
+            error: SCHEDULED.to_owned(),
+        };
+        insert_failure(connection, project, &due)?;
+    }
+    Ok(event)
 }

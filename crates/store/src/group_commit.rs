@@ -135,6 +135,13 @@ pub(crate) enum WriteOp {
         project: ProjectId,
         stream: String,
     },
+    Schedule {
+        project: ProjectId,
+        function: FunctionName,
+        trigger: TriggerName,
+        event: NewEvent,
+        at: domain::UnixMillis,
+    },
 }
 
 /// What the writer answers, by kind of write.
@@ -257,6 +264,14 @@ impl WriteOp {
                 attempt,
             } => events_sqlite::apply_record_async(transaction, project, id, attempt)
                 .map(|()| Written::Done),
+            WriteOp::Schedule {
+                project,
+                function,
+                trigger,
+                event,
+                at,
+            } => events_sqlite::apply_schedule(transaction, project, function, trigger, event, *at)
+                .map(|event| Written::Events(vec![event])),
             WriteOp::WatchStream { project, stream } => {
                 events_sqlite::apply_watch_stream(transaction, project, stream)
                     .map(|()| Written::Done)

@@ -1381,6 +1381,27 @@ impl EventStore for SqliteStore {
         self.writer.write_async(op, expect_done)
     }
 
+    fn schedule(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        event: NewEvent,
+        at: UnixMillis,
+    ) -> PendingWrite<Event> {
+        let op = WriteOp::Schedule {
+            project: project.clone(),
+            function: function.clone(),
+            trigger: trigger.clone(),
+            event,
+            at,
+        };
+        self.writer.write_async(op, |written| match written {
+            Written::Events(mut events) => events.pop(),
+            _ => None,
+        })
+    }
+
     fn set_cursor(
         &self,
         project: &ProjectId,

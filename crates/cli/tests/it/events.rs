@@ -441,6 +441,16 @@ async fn a_cron_trigger_fires_on_its_schedule() {
         scheduled.ends_with(".000Z"),
         "on a whole second: {scheduled}"
     );
+    // Each time of the schedule is delivered once, at its time.
+    let mut scheduled = Vec::new();
+    for (id, _, _) in &log {
+        let tick = received(&server, id).await.unwrap();
+        let data: Value = serde_json::from_str(&tick.body).unwrap();
+        scheduled.push(data["scheduled"].as_str().unwrap().to_owned());
+    }
+    let mut unique = scheduled.clone();
+    unique.dedup();
+    assert_eq!(unique, scheduled, "a tick was delivered twice");
     let records = wait_for_records(&server, 2).await;
     assert!(records.iter().all(|record| record["trigger"] == "cron"));
 
@@ -761,13 +771,22 @@ async fn asynchronous_invocations_are_queued_retried_and_report_their_outcome() 
     assert_eq!(first.json()["id"], second.json()["id"]);
     let once = first.json()["id"].as_str().unwrap().to_owned();
     async_status(&server, &once, "succeeded").await;
-    let page = send(control(
-        &server,
-        reqwest::Method::GET,
-        "/v1/topics/done/events",
-    ))
-    .await;
-    let done_events = page.json()["events"].as_array().cloned().unwrap();
+    // The outcome is sent on after the status is recorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let done_events = loop {
+        let page = send(control(
+            &server,
+            reqwest::Method::GET,
+            "/v1/topics/done/events",
+        ))
+        .await;
+        let events = page.json()["events"].as_array().cloned().unwrap();
+        if !events.is_empty() {
+            break events;
+        }
+        assert!(std::time::Instant::now() < deadline, "no success outcome");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(done_events.len(), 1, "one success outcome: {done_events:?}");
     let records = wait_for_records(&server, 4).await;
     let worker_runs = records
