@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// Multipart uploads neither completed nor aborted are aborted this
     /// long after they began.
     pub upload_expiry: Duration,
+    /// Events every trigger has passed are deleted this long after they
+    /// were logged (finished asynchronous invocations too).
+    pub event_retention: Duration,
     pub wasm: WasmConfig,
 }
 
@@ -132,6 +135,7 @@ pub async fn run(
     );
 
     let auth = Arc::new(auth::Auth::new(store.clone(), token));
+    let (store_for_pruning, event_store_for_pruning) = (store.clone(), event_store.clone());
     let gateway = Arc::new(Gateway {
         functions: functions.clone(),
         store,
@@ -165,6 +169,11 @@ pub async fn run(
     let maintenance = functions.start_maintenance();
     let reconciler = triggers::Reconciler::start(functions.clone(), dispatcher.clone());
     let expiry = tokio::spawn(expire_uploads(objects.clone(), config.upload_expiry));
+    let pruning = tokio::spawn(prune_events(
+        store_for_pruning,
+        event_store_for_pruning,
+        config.event_retention,
+    ));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let app = gateway::app(gateway);
     // Small responses must not wait for Nagle's algorithm.
@@ -199,6 +208,7 @@ pub async fn run(
     };
     maintenance.stop().await;
     expiry.abort();
+    pruning.abort();
     // Deliveries under way get the same grace; what they do not finish is
     // delivered again after the next start.
     reconciler.stop().await;
@@ -226,6 +236,41 @@ async fn expire_uploads(objects: Arc<objects::Objects>, age: Duration) {
             Ok(0) => {}
             Ok(expired) => tracing::info!("aborted {expired} abandoned multipart uploads"),
             Err(error) => tracing::warn!("expiring abandoned multipart uploads: {error}"),
+        }
+    }
+}
+
+/// Deletes old events every trigger has passed, project by project, at
+/// start and then every `retention / 4` (at most hourly, at least every
+/// 100 ms).
+async fn prune_events(
+    store: Arc<dyn MetaStore>,
+    events: Arc<dyn store::EventStore>,
+    retention: Duration,
+) {
+    let every = (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(3600));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let lister = store.clone();
+        let projects = match tokio::task::spawn_blocking(move || lister.list_projects()).await {
+            Ok(Ok(projects)) => projects,
+            Ok(Err(error)) => {
+                tracing::warn!("pruning events: listing projects: {error}");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let before = domain::now_millis() - retention.as_millis() as i64;
+        for project in projects {
+            match events.prune_events(&project.id, before).await {
+                Ok(0) => {}
+                Ok(pruned) => {
+                    tracing::info!("pruned {pruned} old events of project {}", project.id)
+                }
+                Err(error) => tracing::warn!("pruning events of project {}: {error}", project.id),
+            }
         }
     }
 }

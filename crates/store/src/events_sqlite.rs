@@ -639,12 +639,19 @@ pub(crate) fn apply_prune(
     before: UnixMillis,
 ) -> Result<u64, StoreError> {
     // An event is kept while a subscription of its stream has not passed it.
-    Ok(connection.execute(
+    let pruned = connection.execute(
         "DELETE FROM events WHERE project = ?1 AND time < ?2
            AND NOT EXISTS (SELECT 1 FROM subscriptions s
                            WHERE s.project = ?1 AND s.stream = events.stream AND s.cursor < events.seq)",
         params![project.as_str(), before],
-    )? as u64)
+    )?;
+    // Finished asynchronous invocations (their idempotency keys with them).
+    connection.execute(
+        "DELETE FROM async_invocations WHERE project = ? AND created_at < ?
+           AND (succeeded = 1 OR failed = 1)",
+        params![project.as_str(), before],
+    )?;
+    Ok(pruned as u64)
 }
 
 const ASYNC_COLUMNS: &str = "id, function, seq, succeeded, attempts, created_at, finished_at, \

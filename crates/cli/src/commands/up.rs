@@ -23,6 +23,11 @@ pub struct Up {
     /// parts deleted) this long after they began.
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     upload_expiry: Duration,
+    /// Events (topic messages, change logs, ticks, asynchronous requests)
+    /// are kept this long once every trigger reading them has passed them,
+    /// for replays and reconnecting clients; idempotency keys as long.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    event_retention: Duration,
     /// Allocate instances on demand instead of from the pooling allocator.
     #[arg(long)]
     no_pooling: bool,
@@ -66,12 +71,16 @@ impl Up {
         if self.upload_expiry.is_zero() {
             anyhow::bail!("--upload-expiry must be longer than zero");
         }
+        if self.event_retention.is_zero() {
+            anyhow::bail!("--event-retention must be longer than zero");
+        }
         let config = server::ServerConfig {
             listen: self.listen,
             data_dir: data_dir.clone(),
             max_upload: self.max_upload,
             shutdown_grace: self.shutdown_grace,
             upload_expiry: self.upload_expiry,
+            event_retention: self.event_retention,
             wasm: runtime_wasm::WasmConfig {
                 pooling: !self.no_pooling,
                 max_instances: self.max_instances,

@@ -381,6 +381,15 @@ async fn document_changes_trigger_a_function_that_does_not_trigger_itself() {
     let update = control(&server, reqwest::Method::PATCH, "/v1/docs/orders/first")
         .json(&json!({"total": 13}));
     assert_eq!(send(update).await.status, 200);
+    // A batch that fails commits nothing, so it emits nothing: "lost" never
+    // reaches the function.
+    let batch = json!({"writes": [
+        {"op": "create", "collection": "orders", "id": "lost", "data": {"total": 1}},
+        {"op": "create", "collection": "orders", "id": "first", "data": {"total": 1}},
+    ]});
+    let failed =
+        send(control(&server, reqwest::Method::POST, "/v1/docs/_batch").json(&batch)).await;
+    assert_eq!(failed.status, 409, "{}", failed.text());
     assert_eq!(send(create("second")).await.status, 201);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while count(&server).await < 2 {

@@ -8,6 +8,7 @@ use store::{
 };
 
 mod docs;
+mod events;
 mod objects;
 
 fn name(text: &str) -> FunctionName {
