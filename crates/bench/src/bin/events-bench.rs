@@ -65,6 +65,24 @@ async fn histogram(http: &reqwest::Client, url: &str) -> (Vec<(f64, u64)>, u64) 
     (buckets, delivered)
 }
 
+/// Waits until `published` more deliveries than `before` are counted, or
+/// the deadline; returns the deliveries counted.
+async fn drain(
+    http: &reqwest::Client,
+    url: &str,
+    before: u64,
+    published: u64,
+    deadline: Instant,
+) -> u64 {
+    loop {
+        let (_, delivered) = histogram(http, url).await;
+        if delivered - before >= published || Instant::now() > deadline {
+            return delivered - before;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn histogram_percentile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> f64 {
     let counts: Vec<(f64, u64)> = after
         .iter()
@@ -126,13 +144,14 @@ async fn queue(url: &str, token: &str, rate: u64, seconds: u64) {
     }
     let publishing = started.elapsed();
     // Drain: wait until every message is delivered (bounded).
-    let delivered = loop {
-        let (_, delivered) = histogram(&http, url).await;
-        if delivered - delivered_before >= published || started.elapsed() > publishing * 4 {
-            break delivered - delivered_before;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let delivered = drain(
+        &http,
+        url,
+        delivered_before,
+        published,
+        started + publishing * 4,
+    )
+    .await;
     let total = started.elapsed();
     let (after, _) = histogram(&http, url).await;
     println!(
@@ -186,14 +205,14 @@ async fn burst(url: &str, token: &str, count: u64) {
         published += task.await.unwrap();
     }
     let publishing = started.elapsed();
-    let delivered = loop {
-        let (_, delivered) = histogram(&http, url).await;
-        if delivered - delivered_before >= published || started.elapsed() > Duration::from_secs(300)
-        {
-            break delivered - delivered_before;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let delivered = drain(
+        &http,
+        url,
+        delivered_before,
+        published,
+        started + Duration::from_secs(300),
+    )
+    .await;
     let total = started.elapsed();
     println!(
         "published {published} in {:.2} s; delivered {delivered} in {:.2} s: {:.0} deliveries/s",

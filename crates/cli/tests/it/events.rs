@@ -41,19 +41,50 @@ async fn received(server: &WokServer, id: &str) -> Option<Received> {
     })
 }
 
-/// Waits (bounded) until the guest recorded the event `id`.
-async fn delivered(server: &WokServer, id: &str) -> Received {
+/// Polls `probe` every 20 ms until it gives something (at most 30 s).
+async fn eventually<T, F>(what: &str, mut probe: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(received) = received(server, id).await {
-            return received;
+        if let Some(found) = probe().await {
+            return found;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "event {id} was not delivered within 30 s"
+            "{what}: not within 30 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until the guest recorded the event `id`.
+async fn delivered(server: &WokServer, id: &str) -> Received {
+    eventually(&format!("event {id} delivered"), || received(server, id)).await
+}
+
+/// Waits until the guest counted at least `n` deliveries.
+async fn deliveries(server: &WokServer, n: u64) {
+    eventually(&format!("{n} deliveries"), || async move {
+        (count(server).await >= n).then_some(())
+    })
+    .await
+}
+
+/// Waits until a topic holds a message; returns its messages.
+async fn topic_events(server: &WokServer, topic: &str) -> Vec<Value> {
+    eventually(&format!("a message on {topic}"), || async move {
+        let page = send(control(
+            server,
+            reqwest::Method::GET,
+            &format!("/v1/topics/{topic}/events"),
+        ))
+        .await;
+        let events = page.json()["events"].as_array().cloned().unwrap();
+        (!events.is_empty()).then_some(events)
+    })
+    .await
 }
 
 /// Deliveries the guest counted.
@@ -180,14 +211,7 @@ async fn queue_messages_reach_functions_as_cloudevents() {
     // Replaying from the start delivers both messages again.
     let before = count(&server).await;
     server.cli_ok(&["events", "replay", "worker", "queue-orders", "--from", "0"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while count(&server).await < before + 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replay delivered nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    deliveries(&server, before + 2).await;
 }
 
 #[tokio::test]
@@ -202,16 +226,12 @@ async fn failed_deliveries_are_retried_then_dead_lettered_and_can_be_redriven() 
 
     // Fails every time: a dead letter after three attempts.
     let doomed = publish(&server, "jobs", "", "fail-always").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let dead = loop {
+    let dead = eventually("a dead letter", || async {
         let page = send(control(&server, reqwest::Method::GET, "/v1/events/dead")).await;
         let letters = page.json()["dead_letters"].as_array().cloned().unwrap();
-        if !letters.is_empty() {
-            break letters;
-        }
-        assert!(std::time::Instant::now() < deadline, "no dead letter");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["event"]["id"], doomed.as_str());
     assert_eq!(dead[0]["attempts"], 3);
@@ -360,11 +380,7 @@ async fn document_changes_trigger_a_function_that_does_not_trigger_itself() {
     };
     assert_eq!(send(create("first")).await.status, 201);
     let log_entries = {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while count(&server).await < 1 {
-            assert!(std::time::Instant::now() < deadline, "no delivery");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        deliveries(&server, 1).await;
         log(&server).await
     };
     let first = received(&server, &log_entries[0].0).await.unwrap();
@@ -391,11 +407,7 @@ async fn document_changes_trigger_a_function_that_does_not_trigger_itself() {
         send(control(&server, reqwest::Method::POST, "/v1/docs/_batch").json(&batch)).await;
     assert_eq!(failed.status, 409, "{}", failed.text());
     assert_eq!(send(create("second")).await.status, 201);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while count(&server).await < 2 {
-        assert!(std::time::Instant::now() < deadline, "no second delivery");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    deliveries(&server, 2).await;
     // Let the echo of "second" be logged and passed over too, then check.
     let listed = send(control(
         &server,
@@ -429,14 +441,7 @@ async fn a_cron_trigger_fires_on_its_schedule() {
         guests::EVENTS,
         &["--trigger", "cron=* * * * * *;name=every-second"],
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while count(&server).await < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the schedule did not fire twice"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    deliveries(&server, 2).await;
     let log = log(&server).await;
     let tick = received(&server, &log[0].0).await.unwrap();
     assert_eq!(tick.kind, "wok.cron.tick");
@@ -598,21 +603,8 @@ async fn object_changes_trigger_functions_by_key_filters() {
         .header("content-type", "image/jpeg")
         .body(vec![7u8; 10])
     };
-    let wait_for = |n: u64| {
-        let server = &server;
-        async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while count(server).await < n {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "fewer than {n} deliveries"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
     assert_eq!(send(put("a.jpg")).await.status, 200);
-    wait_for(1).await;
+    deliveries(&server, 1).await;
     // Not a .jpg; a deletion (on=created only); then one more .jpg.
     assert_eq!(send(put("notes.txt")).await.status, 200);
     let deleted = send(control(
@@ -623,7 +615,7 @@ async fn object_changes_trigger_functions_by_key_filters() {
     .await;
     assert_eq!(deleted.status, 204, "{}", deleted.text());
     assert_eq!(send(put("c.jpg")).await.status, 200);
-    wait_for(2).await;
+    deliveries(&server, 2).await;
     let log = log(&server).await;
     let mut deliveries = Vec::new();
     for (id, _, _) in &log {
@@ -654,8 +646,7 @@ async fn object_changes_trigger_functions_by_key_filters() {
 
 /// Waits (bounded) until an asynchronous invocation is `status`.
 async fn async_status(server: &WokServer, id: &str, status: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(&format!("invocation {id} {status}"), || async move {
         let answer = send(control(
             server,
             reqwest::Method::GET,
@@ -663,16 +654,9 @@ async fn async_status(server: &WokServer, id: &str, status: &str) -> Value {
         ))
         .await;
         assert_eq!(answer.status, 200, "{}", answer.text());
-        if answer.json()["status"] == status {
-            return answer.json();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "invocation {id} is not {status}: {}",
-            answer.text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (answer.json()["status"] == status).then(|| answer.json())
+    })
+    .await
 }
 
 #[tokio::test]
@@ -739,20 +723,7 @@ async fn asynchronous_invocations_are_queued_retried_and_report_their_outcome() 
             .unwrap()
             .contains("failing as asked")
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let outcome = loop {
-        let page = send(control(
-            &server,
-            reqwest::Method::GET,
-            "/v1/topics/failures/events",
-        ))
-        .await;
-        if let Some(event) = page.json()["events"].get(0).cloned() {
-            break event;
-        }
-        assert!(std::time::Instant::now() < deadline, "no failure outcome");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let outcome = topic_events(&server, "failures").await[0].clone();
     assert_eq!(outcome["type"], "wok.invocation.failed");
     let record: Value = serde_json::from_str(outcome["data"].as_str().unwrap()).unwrap();
     assert_eq!(
@@ -781,21 +752,7 @@ async fn asynchronous_invocations_are_queued_retried_and_report_their_outcome() 
     let once = first.json()["id"].as_str().unwrap().to_owned();
     async_status(&server, &once, "succeeded").await;
     // The outcome is sent on after the status is recorded.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let done_events = loop {
-        let page = send(control(
-            &server,
-            reqwest::Method::GET,
-            "/v1/topics/done/events",
-        ))
-        .await;
-        let events = page.json()["events"].as_array().cloned().unwrap();
-        if !events.is_empty() {
-            break events;
-        }
-        assert!(std::time::Instant::now() < deadline, "no success outcome");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let done_events = topic_events(&server, "done").await;
     assert_eq!(done_events.len(), 1, "one success outcome: {done_events:?}");
     let records = wait_for_records(&server, 4).await;
     let worker_runs = records
@@ -871,14 +828,7 @@ async fn functions_publish_to_topics_that_several_functions_read() {
         );
     }
     publish(&server, "inbox", "?key=k1", "relayed").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while count(&server).await < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "fewer than 3 deliveries"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    deliveries(&server, 3).await;
     let mut sources = Vec::new();
     for (id, key, body) in log(&server).await {
         assert_eq!((key.as_str(), body.as_str()), ("k1", "relayed"));
