@@ -204,6 +204,9 @@ impl SqliteStore {
         docs_sqlite::drop_unfinished_indexes(&connection)?;
         connection.execute_batch(OBJECTS_SCHEMA)?;
         connection.execute_batch(EVENTS_SCHEMA)?;
+        // Functions deployed before triggers existed get their subscriptions
+        // (the implicit `async` one at least); existing ones are kept.
+        sync_all_subscriptions(&connection)?;
         // `default` always exists, and so does every project that already
         // has functions (data directories from before projects were stored).
         connection.execute(
@@ -333,6 +336,26 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InvocationRecord, S
         })
     })();
     Ok(record)
+}
+
+/// Brings every live function's subscriptions in step with its current
+/// version (at open: a no-op unless a data directory predates them).
+fn sync_all_subscriptions(connection: &Connection) -> Result<(), StoreError> {
+    let live: Vec<(String, String, String)> = connection
+        .prepare(
+            "SELECT v.project, v.name, v.config FROM functions f JOIN versions v
+               ON v.project = f.project AND v.name = f.name AND v.version = f.current_version",
+        )?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (project, function, config) in live {
+        let corrupt = |error: String| StoreError::Corrupt(error);
+        let project = ProjectId::new(project).map_err(|e| corrupt(e.to_string()))?;
+        let function = FunctionName::new(function).map_err(|e| corrupt(e.to_string()))?;
+        let config = config_from_json(&config).map_err(corrupt)?;
+        events_sqlite::sync_subscriptions(connection, &project, &function, &config.all_triggers())?;
+    }
+    Ok(())
 }
 
 /// The WHERE clause and its parameters for a usage filter.

@@ -364,3 +364,28 @@ fn sqlite_store_keeps_the_event_contract() {
         .unwrap();
     contract(&store);
 }
+
+#[test]
+fn functions_from_before_triggers_get_their_subscriptions_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wok.db");
+    let project = ProjectId::default_project();
+    let worker = FunctionName::new("worker").unwrap();
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        deploy(&store, &project, "worker", &["queue=jobs"]);
+    }
+    // As a data directory from before events: no subscriptions.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("DELETE FROM subscriptions", [])
+        .unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    let names: Vec<String> = store
+        .subscriptions(&project, &worker)
+        .unwrap()
+        .iter()
+        .map(|subscription| subscription.trigger.to_string())
+        .collect();
+    assert_eq!(names, ["async", "queue-jobs"]);
+}
