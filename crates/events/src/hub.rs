@@ -34,7 +34,7 @@ impl Drop for Feed {
 /// The live streams followed now.
 pub struct Hub {
     store: Arc<dyn EventStore>,
-    logged: tokio::sync::watch::Receiver<u64>,
+    streams: Arc<crate::Streams>,
     feeds: Mutex<HashMap<Key, Weak<Feed>>>,
 }
 
@@ -63,10 +63,10 @@ pub struct Follower {
 }
 
 impl Hub {
-    pub fn new(store: Arc<dyn EventStore>, logged: tokio::sync::watch::Receiver<u64>) -> Hub {
+    pub fn new(store: Arc<dyn EventStore>, streams: Arc<crate::Streams>) -> Hub {
         Hub {
             store,
-            logged,
+            streams,
             feeds: Mutex::new(HashMap::new()),
         }
     }
@@ -121,7 +121,7 @@ impl Hub {
         let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
         let task = tokio::spawn(read_feed(
             self.store.clone(),
-            self.logged.clone(),
+            self.streams.watch(project, stream),
             key.clone(),
             sender.clone(),
         ));

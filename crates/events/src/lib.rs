@@ -120,14 +120,46 @@ struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// A change counter per stream, bumped after each commit that logged
+/// events on it: what wakes the workers and the hub's readers of that
+/// stream (and no others).
+#[derive(Default)]
+pub struct Streams(Mutex<HashMap<(ProjectId, String), tokio::sync::watch::Sender<u64>>>);
+
+impl Streams {
+    /// A receiver that changes whenever `stream` has news.
+    pub fn watch(&self, project: &ProjectId, stream: &str) -> tokio::sync::watch::Receiver<u64> {
+        let mut streams = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        streams.retain(|_, sender| sender.receiver_count() > 0);
+        streams
+            .entry((project.clone(), stream.to_owned()))
+            .or_insert_with(|| tokio::sync::watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn bump(&self, logged: &[(ProjectId, String)]) {
+        let streams = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for key in logged {
+            if let Some(sender) = streams.get(key) {
+                sender.send_modify(|count| *count = count.wrapping_add(1));
+            }
+        }
+    }
+}
+
 /// What workers share.
 pub(crate) struct Shared {
     pub store: Arc<dyn EventStore>,
     pub deliver: Arc<dyn Deliver>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<dyn DeliveryMetrics>,
-    /// Bumped after every commit that logged events.
-    pub logged: tokio::sync::watch::Receiver<u64>,
+    pub streams: Arc<Streams>,
 }
 
 /// The workers of every trigger of every live function. Owned: stop it
@@ -145,9 +177,10 @@ impl Dispatcher {
         clock: Arc<dyn Clock>,
         metrics: Arc<dyn DeliveryMetrics>,
     ) -> Arc<Dispatcher> {
-        let (logged_tx, logged) = tokio::sync::watch::channel(0u64);
-        store.on_events(Box::new(move || {
-            logged_tx.send_modify(|count| *count = count.wrapping_add(1));
+        let streams = Arc::new(Streams::default());
+        store.on_events(Box::new({
+            let streams = streams.clone();
+            move |logged| streams.bump(logged)
         }));
         Arc::new(Dispatcher {
             shared: Arc::new(Shared {
@@ -155,7 +188,7 @@ impl Dispatcher {
                 deliver,
                 clock,
                 metrics,
-                logged,
+                streams,
             }),
             running: Mutex::new(HashMap::new()),
         })
@@ -280,9 +313,9 @@ impl Dispatcher {
         Ok(moved.then_some(position))
     }
 
-    /// Changes after every commit that logged events (for a [`Hub`]).
-    pub fn logged(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.logged.clone()
+    /// The per-stream change counters (for a [`Hub`]).
+    pub fn streams(&self) -> Arc<Streams> {
+        self.shared.streams.clone()
     }
 
     /// Triggers with a running worker.

@@ -12,9 +12,9 @@ use store::events::{Event, FailedEvent, NewEvent, Settle};
 const READ_LIMIT: u32 = 512;
 /// Failed events taken for a retry at a time.
 const RETRY_LIMIT: u32 = 128;
-/// The longest wait without looking at the stream (a commit's wake-up may
-/// be lost, e.g. after a failed read).
-const POLL: Duration = Duration::from_secs(1);
+/// The longest wait without looking at the stream (commits on it wake the
+/// worker at once; this covers a failed read, and refreshes the gauges).
+const POLL: Duration = Duration::from_secs(5);
 
 type Stop = tokio::sync::watch::Receiver<bool>;
 
@@ -102,7 +102,9 @@ enum Unit {
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, target: Arc<Target>, mut stop: Stop) {
-    let mut logged = shared.logged.clone();
+    let mut logged = shared
+        .streams
+        .watch(&target.project, &target.trigger.stream(&target.function));
     let label = format!(
         "{}/{} trigger {}",
         target.project, target.function, target.trigger.name

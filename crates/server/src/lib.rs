@@ -149,7 +149,7 @@ pub async fn run(
             2 * std::thread::available_parallelism().map_or(2, |cores| cores.get()),
         ),
         auth,
-        hub: Arc::new(events::Hub::new(event_store.clone(), dispatcher.logged())),
+        hub: Arc::new(events::Hub::new(event_store.clone(), dispatcher.streams())),
         events: event_store,
         dispatcher: dispatcher.clone(),
         max_upload_bytes: config.max_upload.bytes(),

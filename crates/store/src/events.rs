@@ -15,6 +15,10 @@ pub const MAX_EVENT_BYTES: usize = 1 << 20;
 /// Longest ordering key and subject.
 pub const MAX_EVENT_KEY_BYTES: usize = 1024;
 
+/// What [`EventStore::on_events`] calls: the project and stream of each
+/// stream with news.
+pub type Hook = Box<dyn Fn(&[(ProjectId, String)]) + Send + Sync>;
+
 /// Most messages one publish takes.
 pub const MAX_PUBLISH_BATCH: usize = 1000;
 
@@ -365,8 +369,9 @@ pub trait EventStore: Send + Sync + 'static {
     fn watch_stream(&self, project: &ProjectId, stream: &str) -> PendingWrite<()>;
 
     /// Called (on the writer's thread: keep it short) after a commit that
-    /// logged events. One hook; a second call replaces the first.
-    fn on_events(&self, hook: Box<dyn Fn() + Send + Sync>);
+    /// logged events (or re-drove dead letters), with the streams concerned.
+    /// One hook; a second call replaces the first.
+    fn on_events(&self, hook: Hook);
 }
 
 thread_local! {

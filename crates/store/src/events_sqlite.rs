@@ -9,7 +9,7 @@ use crate::events::{
 };
 use domain::{FunctionName, ProjectId, TriggerName, TriggerSpec, UnixMillis, now_millis};
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use std::cell::Cell;
+use std::cell::RefCell;
 
 pub(crate) const EVENTS_SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS events (
@@ -79,14 +79,24 @@ CREATE UNIQUE INDEX IF NOT EXISTS async_by_idempotency_key
 ";
 
 thread_local! {
-    /// Set when the writer's current transaction logged an event, so it
-    /// calls the hook after the commit.
-    static LOGGED: Cell<bool> = const { Cell::new(false) };
+    /// The streams the writer's current batch logged events on (or made
+    /// failed events due on), for the hook called after the commit.
+    static LOGGED: RefCell<Vec<(ProjectId, String)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether events were logged since the last call (and forgets it).
-pub(crate) fn take_logged() -> bool {
-    LOGGED.with(|logged| logged.replace(false))
+/// Notes that `stream` has news for its readers.
+fn touched(project: &ProjectId, stream: &str) {
+    LOGGED.with(|logged| {
+        let mut logged = logged.borrow_mut();
+        if !logged.iter().any(|(p, s)| p == project && s == stream) {
+            logged.push((project.clone(), stream.to_owned()));
+        }
+    });
+}
+
+/// The streams with news since the last call (and forgets them).
+pub(crate) fn take_logged() -> Vec<(ProjectId, String)> {
+    LOGGED.with(|logged| std::mem::take(&mut *logged.borrow_mut()))
 }
 
 const EVENT_COLUMNS: &str =
@@ -142,7 +152,7 @@ fn insert_event(
             event.data,
             event.origin.as_ref().map(FunctionName::as_str),
         ])?;
-    LOGGED.with(|logged| logged.set(true));
+    touched(project, &event.stream);
     Ok(Event {
         seq: connection.last_insert_rowid(),
         project: project.clone(),
@@ -612,6 +622,16 @@ pub(crate) fn apply_redrive(
     filter: &FailedFilter,
 ) -> Result<u64, StoreError> {
     let (clause, mut values) = filter_clause(project, filter);
+    // Their triggers' workers are told: the events are due now.
+    let streams: Vec<String> = connection
+        .prepare(&format!(
+            "SELECT DISTINCT stream FROM event_failures WHERE {clause} AND dead = 1"
+        ))?
+        .query_map(rusqlite::params_from_iter(values.clone()), |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for stream in streams {
+        touched(project, &stream);
+    }
     values.insert(0, rusqlite::types::Value::Integer(now_millis()));
     Ok(connection.execute(
         &format!(

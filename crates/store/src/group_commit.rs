@@ -306,8 +306,8 @@ struct Job {
     reply: Reply,
 }
 
-/// Called after a commit that logged events.
-pub(crate) type EventHook = Arc<RwLock<Option<Box<dyn Fn() + Send + Sync>>>>;
+/// Called after a commit that logged events, with the streams they are on.
+pub(crate) type EventHook = Arc<RwLock<Option<crate::events::Hook>>>;
 
 pub struct Writer {
     jobs: Option<Sender<Job>>,
@@ -463,13 +463,14 @@ fn write_loop(
         for (job, answer) in batch.into_iter().zip(answers) {
             job.reply.send(answer);
         }
-        if events_sqlite::take_logged()
+        let logged = events_sqlite::take_logged();
+        if !logged.is_empty()
             && let Some(hook) = hook
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .as_ref()
         {
-            hook();
+            hook(&logged);
         }
         if journal.checkpoint_due() == Some(std::time::Duration::ZERO) {
             let _ = journal.checkpoint(&mut connection);

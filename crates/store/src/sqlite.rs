@@ -1575,7 +1575,7 @@ impl EventStore for SqliteStore {
         self.writer.write_async(op, expect_done)
     }
 
-    fn on_events(&self, hook: Box<dyn Fn() + Send + Sync>) {
+    fn on_events(&self, hook: crate::events::Hook) {
         *self
             .event_hook
             .write()
