@@ -780,6 +780,40 @@ async fn asynchronous_invocations_are_queued_retried_and_report_their_outcome() 
         bad.stderr()
     );
 
+    // One attempt only, its failure sent to another function, invoked
+    // asynchronously with the outcome as its body.
+    deploy(&server, "audit", guests::ECHO, &[]);
+    deploy(
+        &server,
+        "once",
+        guests::EVENTS,
+        &[
+            "--async-max-attempts",
+            "1",
+            "--on-failure",
+            "function:audit",
+        ],
+    );
+    let queued = server.cli_ok(&["invoke", "once", "--async", "-d", "fail-always"]);
+    let once_id = queued.split_whitespace().nth(1).unwrap().to_owned();
+    assert_eq!(
+        async_status(&server, &once_id, "failed").await["attempts"],
+        1
+    );
+    let audit_run = eventually("the audit function runs", || async {
+        let records = send(control(
+            &server,
+            reqwest::Method::GET,
+            "/v1/invocations?function=audit&trigger=async",
+        ))
+        .await;
+        records.json()["invocations"]
+            .as_array()
+            .and_then(|records| records.first().cloned())
+    })
+    .await;
+    assert_eq!(audit_run["outcome"], "success");
+
     // Bad input.
     let unknown = send(control(
         &server,
