@@ -64,9 +64,12 @@ pub trait Deliver: Send + Sync + 'static {
     }
 }
 
-/// Wall-clock time, injectable in tests.
+/// Wall-clock time, injectable in tests: what retries and schedules wait
+/// for.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> UnixMillis;
+    /// Resolves once [`Clock::now`] reaches `at`.
+    fn sleep_until(&self, at: UnixMillis) -> BoxFuture<()>;
 }
 
 /// The system clock.
@@ -75,6 +78,11 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> UnixMillis {
         domain::now_millis()
+    }
+
+    fn sleep_until(&self, at: UnixMillis) -> BoxFuture<()> {
+        let wait = Duration::from_millis(at.saturating_sub(self.now()).max(0) as u64);
+        Box::pin(tokio::time::sleep(wait))
     }
 }
 

@@ -13,8 +13,11 @@ const READ_LIMIT: u32 = 512;
 /// Failed events taken for a retry at a time.
 const RETRY_LIMIT: u32 = 128;
 /// The longest wait without looking at the stream (commits on it wake the
-/// worker at once; this covers a failed read, and refreshes the gauges).
-const POLL: Duration = Duration::from_secs(5);
+/// worker at once, due retries when the clock says; this covers a failed
+/// read, and refreshes the gauges of an idle trigger).
+const POLL: Duration = Duration::from_secs(30);
+/// The gauges of a busy trigger are refreshed at most this often.
+const REPORT: Duration = Duration::from_secs(1);
 
 type Stop = tokio::sync::watch::Receiver<bool>;
 
@@ -111,32 +114,41 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Arc<Target>, mut stop: Stop
     );
     let mut cursor = Position::default();
     let mut reported = std::time::Instant::now() - POLL;
+    let mut active = true;
     while !stopped(&stop) {
         logged.borrow_and_update();
-        if reported.elapsed() >= POLL
+        let due = if active { REPORT } else { POLL };
+        if reported.elapsed() >= due
             && let Some(position) = cursor.at
         {
             reported = std::time::Instant::now();
+            active = false;
             if let Err(error) = report(&shared, &target, position).await {
                 tracing::warn!("{label}: {error}");
             }
         }
         let next_retry = match step(&shared, &target, &mut cursor).await {
-            Ok(Step::More) => continue,
+            Ok(Step::More) => {
+                active = true;
+                continue;
+            }
             Ok(Step::Idle(next_retry)) => next_retry,
             Err(error) => {
                 tracing::warn!("{label}: {error}");
                 None
             }
         };
-        let wait = next_retry
-            .map(|at| Duration::from_millis(at.saturating_sub(shared.clock.now()).max(0) as u64))
-            .unwrap_or(POLL)
-            .min(POLL);
+        let retry = async {
+            match next_retry {
+                Some(at) => shared.clock.sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.changed() => {}
-            _ = logged.changed() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = logged.changed() => active = true,
+            _ = retry => active = true,
+            _ = tokio::time::sleep(POLL) => {}
         }
     }
 }
@@ -462,10 +474,9 @@ pub(crate) async fn tick(
             break;
         };
         let lead = TICK_LEAD.as_millis() as i64;
-        let wait = Duration::from_millis((next - lead).saturating_sub(now).max(0) as u64);
         tokio::select! {
             _ = stop.changed() => continue,
-            _ = tokio::time::sleep(wait) => {}
+            _ = shared.clock.sleep_until(next - lead) => {}
         }
         last = next;
         let scheduled = chrono::DateTime::from_timestamp_millis(next)

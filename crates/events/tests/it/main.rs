@@ -9,11 +9,33 @@ use store::events::{Event, NewEvent};
 use store::{EventStore, MetaStore, NewVersion, SqliteStore};
 
 /// A clock the test moves.
-struct ManualClock(AtomicI64);
+struct ManualClock {
+    now: Arc<AtomicI64>,
+    moved: tokio::sync::watch::Sender<()>,
+}
+
+impl ManualClock {
+    fn set(&self, now: UnixMillis) {
+        self.now.store(now, Ordering::SeqCst);
+        self.moved.send_replace(());
+    }
+}
 
 impl Clock for ManualClock {
     fn now(&self) -> UnixMillis {
-        self.0.load(Ordering::SeqCst)
+        self.now.load(Ordering::SeqCst)
+    }
+
+    fn sleep_until(&self, at: UnixMillis) -> BoxFuture<()> {
+        let now = self.now.clone();
+        let mut moved = self.moved.subscribe();
+        Box::pin(async move {
+            while now.load(Ordering::SeqCst) < at {
+                if moved.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
     }
 }
 
@@ -81,7 +103,10 @@ async fn a_failed_event_is_retried_when_the_clock_says_so() {
         )
         .unwrap();
     let start = domain::now_millis();
-    let clock = Arc::new(ManualClock(AtomicI64::new(start)));
+    let clock = Arc::new(ManualClock {
+        now: Arc::new(AtomicI64::new(start)),
+        moved: tokio::sync::watch::channel(()).0,
+    });
     let (attempts, mut attempted) = tokio::sync::mpsc::unbounded_channel();
     let dispatcher = Dispatcher::new(
         store.clone(),
@@ -142,7 +167,7 @@ async fn a_failed_event_is_retried_when_the_clock_says_so() {
     assert!(attempted.try_recv().is_err(), "retried before its time");
 
     // Time passes (for the clock): retried, and acknowledged.
-    clock.0.store(start + 61_000, Ordering::SeqCst);
+    clock.set(start + 61_000);
     assert_eq!(next(&mut attempted).await, (published[0].id.clone(), 2));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !due_now(i64::MAX).is_empty() {
