@@ -105,13 +105,17 @@ async fn count(server: &WokServer) -> u64 {
 async fn log(server: &WokServer) -> Vec<(String, String, String)> {
     let mut entries = Vec::new();
     for n in 1..=count(server).await {
-        let answer = send(control(
-            server,
-            reqwest::Method::GET,
-            &format!("/v1/kv/received/log-{n:08}"),
-        ))
+        // The guest counts a delivery, then writes its log entry.
+        let text = eventually(&format!("log entry {n}"), || async move {
+            let answer = send(control(
+                server,
+                reqwest::Method::GET,
+                &format!("/v1/kv/received/log-{n:08}"),
+            ))
+            .await;
+            (answer.status == 200).then(|| answer.text())
+        })
         .await;
-        let text = answer.text();
         let mut parts = text.splitn(3, ' ');
         let mut next = || parts.next().unwrap_or_default().to_owned();
         entries.push((next(), next(), next()));
