@@ -891,3 +891,32 @@ async fn functions_publish_to_topics_that_several_functions_read() {
         .collect();
     assert_eq!(cursors.len(), 2, "{}", triggers.text());
 }
+
+#[tokio::test]
+async fn a_queue_trigger_with_a_batch_size_gets_messages_together() {
+    let server = server();
+    deploy(
+        &server,
+        "batcher",
+        guests::EVENTS,
+        &["--trigger", "queue=bulk;batch=5"],
+    );
+    // Five messages in one write: one call, with all five.
+    let messages: Vec<Value> = (0..5).map(|n| json!({"data": {"n": n}})).collect();
+    let ids = publish_batch(&server, "bulk", Value::Array(messages)).await;
+    deliveries(&server, 1).await;
+    let batch = received(&server, "batch").await.unwrap();
+    assert_eq!(batch.content_type, "application/cloudevents-batch+json");
+    let events: Value = serde_json::from_str(&batch.body).unwrap();
+    let events = events.as_array().unwrap();
+    let batch_ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        batch_ids,
+        ids.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(events[3]["specversion"], "1.0");
+    assert_eq!(events[3]["type"], "wok.queue.message");
+    assert_eq!(events[3]["source"], "/projects/default/topics/bulk");
+    assert_eq!(events[3]["data"], json!({"n": 3}));
+    assert_eq!(count(&server).await, 1, "one invocation for the batch");
+}
