@@ -12,10 +12,13 @@ use store::events::{Event, FailedEvent, NewEvent, Settle};
 const READ_LIMIT: u32 = 512;
 /// Failed events taken for a retry at a time.
 const RETRY_LIMIT: u32 = 128;
-/// The longest wait without looking at the stream (commits on it wake the
-/// worker at once, due retries when the clock says; this covers a failed
-/// read, and refreshes the gauges of an idle trigger).
-const POLL: Duration = Duration::from_secs(30);
+/// The longest wait without looking at the stream: commits on it (and
+/// re-driven or purged dead letters) wake the worker at once, due retries
+/// when the clock says, so an idle trigger costs nothing; this only
+/// refreshes the gauges of an idle trigger now and then.
+const POLL: Duration = Duration::from_secs(600);
+/// The wait after a failed read or write before trying again.
+const AFTER_ERROR: Duration = Duration::from_secs(1);
 /// The gauges of a busy trigger are refreshed at most this often.
 const REPORT: Duration = Duration::from_secs(1);
 
@@ -113,15 +116,16 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Arc<Target>, mut stop: Stop
         target.project, target.function, target.trigger.name
     );
     let mut cursor = Position::default();
-    let mut reported = std::time::Instant::now() - POLL;
+    // When the gauges were last refreshed (never yet: at once).
+    let mut reported: Option<std::time::Instant> = None;
     let mut active = true;
     while !stopped(&stop) {
         logged.borrow_and_update();
         let due = if active { REPORT } else { POLL };
-        if reported.elapsed() >= due
+        if reported.is_none_or(|at| at.elapsed() >= due)
             && let Some(position) = cursor.at
         {
-            reported = std::time::Instant::now();
+            reported = Some(std::time::Instant::now());
             active = false;
             if let Err(error) = report(&shared, &target, position).await {
                 tracing::warn!("{label}: {error}");
@@ -135,7 +139,9 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Arc<Target>, mut stop: Stop
             Ok(Step::Idle(next_retry)) => next_retry,
             Err(error) => {
                 tracing::warn!("{label}: {error}");
-                None
+                // Nothing new to report; try again after a pause.
+                active = false;
+                Some(shared.clock.now() + AFTER_ERROR.as_millis() as i64)
             }
         };
         let retry = async {
@@ -144,11 +150,18 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Arc<Target>, mut stop: Stop
                 None => std::future::pending().await,
             }
         };
+        // Activity not yet in the gauges is reported within `REPORT`.
+        let since = reported.map_or(REPORT, |at| at.elapsed());
+        let refresh = if active {
+            REPORT.saturating_sub(since)
+        } else {
+            POLL
+        };
         tokio::select! {
             _ = stop.changed() => {}
             _ = logged.changed() => active = true,
             _ = retry => active = true,
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(refresh) => {}
         }
     }
 }

@@ -622,16 +622,7 @@ pub(crate) fn apply_redrive(
     filter: &FailedFilter,
 ) -> Result<u64, StoreError> {
     let (clause, mut values) = filter_clause(project, filter);
-    // Their triggers' workers are told: the events are due now.
-    let streams: Vec<String> = connection
-        .prepare(&format!(
-            "SELECT DISTINCT stream FROM event_failures WHERE {clause} AND dead = 1"
-        ))?
-        .query_map(rusqlite::params_from_iter(values.clone()), |row| row.get(0))?
-        .collect::<Result<_, _>>()?;
-    for stream in streams {
-        touched(project, &stream);
-    }
+    touch_dead(connection, project, &clause, &values)?;
     values.insert(0, rusqlite::types::Value::Integer(now_millis()));
     Ok(connection.execute(
         &format!(
@@ -641,12 +632,33 @@ pub(crate) fn apply_redrive(
     )? as u64)
 }
 
+/// Tells the workers of the streams whose dead letters a redrive or purge
+/// takes (they are due now, or their counts change).
+fn touch_dead(
+    connection: &Connection,
+    project: &ProjectId,
+    clause: &str,
+    values: &[rusqlite::types::Value],
+) -> Result<(), StoreError> {
+    let streams: Vec<String> = connection
+        .prepare(&format!(
+            "SELECT DISTINCT stream FROM event_failures WHERE {clause} AND dead = 1"
+        ))?
+        .query_map(rusqlite::params_from_iter(values), |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for stream in streams {
+        touched(project, &stream);
+    }
+    Ok(())
+}
+
 pub(crate) fn apply_purge_dead(
     connection: &Connection,
     project: &ProjectId,
     filter: &FailedFilter,
 ) -> Result<u64, StoreError> {
     let (clause, values) = filter_clause(project, filter);
+    touch_dead(connection, project, &clause, &values)?;
     Ok(connection.execute(
         &format!("DELETE FROM event_failures WHERE {clause} AND dead = 1"),
         rusqlite::params_from_iter(values),
