@@ -478,10 +478,16 @@ pub(crate) fn retry_state(
     trigger: &TriggerName,
 ) -> Result<(Option<UnixMillis>, Vec<String>), StoreError> {
     let scope = params![project.as_str(), function.as_str(), trigger.as_str()];
+    // The soonest of the events that can go then: an event held behind an
+    // earlier one with its ordering key waits for that one, not its own time.
     let next: Option<UnixMillis> = connection
         .prepare_cached(
-            "SELECT MIN(next_at) FROM event_failures
-             WHERE project = ? AND function = ? AND trigger = ? AND dead = 0",
+            "SELECT MIN(next_at) FROM event_failures f
+             WHERE project = ?1 AND function = ?2 AND trigger = ?3 AND dead = 0
+               AND (key IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM event_failures g
+                   WHERE g.project = ?1 AND g.function = ?2 AND g.trigger = ?3
+                     AND g.dead = 0 AND g.key = f.key AND g.seq < f.seq))",
         )?
         .query_row(scope, |row| row.get(0))?;
     let keys = connection
