@@ -527,9 +527,14 @@ pub async fn json_errors(response: Response) -> Response {
         .await
         .unwrap_or_default();
     let message = String::from_utf8_lossy(&body).trim().to_owned();
+    // The one code of a status, where the error table has one.
+    let code = match status {
+        http::StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        _ => "invalid_request",
+    };
     let body = api_types::ErrorBody {
         error: api_types::ErrorDetail {
-            code: "invalid_request".to_owned(),
+            code: code.to_owned(),
             message,
         },
     };

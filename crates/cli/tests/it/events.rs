@@ -276,7 +276,19 @@ async fn failed_deliveries_are_retried_then_dead_lettered_and_can_be_redriven() 
     let page = send(control(&server, reqwest::Method::GET, "/v1/events/dead")).await;
     assert_eq!(page.json()["dead_letters"], json!([]));
 
-    // Bad input: clear errors.
+    // Bad input: clear errors. A batch over the 16 MiB body limit:
+    let huge: Vec<Value> = (0..20)
+        .map(|_| json!({"data": "x".repeat(1 << 20)}))
+        .collect();
+    let too_big = send(
+        control(&server, reqwest::Method::POST, "/v1/topics/jobs/_batch")
+            .json(&json!({"messages": huge})),
+    )
+    .await;
+    assert_eq!(
+        (too_big.status, too_big.error_code().as_str()),
+        (413, "payload_too_large")
+    );
     let bad = send(
         control(&server, reqwest::Method::POST, "/v1/events/dead/_redrive").body("{\"fn\": 1}"),
     )
