@@ -932,3 +932,78 @@ async fn a_queue_trigger_with_a_batch_size_gets_messages_together() {
     assert_eq!(events[3]["data"], json!({"n": 3}));
     assert_eq!(count(&server).await, 1, "one invocation for the batch");
 }
+
+#[tokio::test]
+async fn a_trap_or_a_timeout_is_a_failed_delivery() {
+    let server = server();
+    deploy(
+        &server,
+        "crashy",
+        guests::TRAP,
+        &["--trigger", "queue=work;max_attempts=2;retry_delay=20ms"],
+    );
+    deploy(
+        &server,
+        "slowpoke",
+        guests::SLEEP,
+        &[
+            "--timeout",
+            "20ms",
+            "--trigger",
+            "queue=work;max_attempts=1",
+        ],
+    );
+    publish(&server, "work", "", "job").await;
+    let dead = eventually("two dead letters", || async {
+        let page = send(control(&server, reqwest::Method::GET, "/v1/events/dead")).await;
+        let letters = page.json()["dead_letters"].as_array().cloned().unwrap();
+        (letters.len() == 2).then_some(letters)
+    })
+    .await;
+    let of = |function: &str| {
+        dead.iter()
+            .find(|letter| letter["function"] == function)
+            .cloned()
+            .unwrap()
+    };
+    let crashy = of("crashy");
+    assert_eq!(crashy["attempts"], 2);
+    assert!(
+        crashy["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("function_trap"),
+        "{crashy}"
+    );
+    let slowpoke = of("slowpoke");
+    assert_eq!(slowpoke["attempts"], 1);
+    assert!(
+        slowpoke["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("function_timeout"),
+        "{slowpoke}"
+    );
+    let records = wait_for_records(&server, 3).await;
+    let outcomes: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["function"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == ("crashy", "function_trap"))
+            .count(),
+        2,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&("slowpoke", "function_timeout")),
+        "{outcomes:?}"
+    );
+}
