@@ -262,24 +262,19 @@ async fn step(
         return Ok(Step::More);
     }
 
-    // Fresh events. A schedule's ticks are logged already due (see
-    // `tick`): they come only through the retry path above.
-    if matches!(target.trigger.source, TriggerSource::Cron { .. }) {
-        let (next_retry, _) = blocking({
-            let store = store.clone();
-            let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
-            move || store.retry_state(&project, &function, &trigger)
-        })
-        .await?;
-        return Ok(Step::Idle(next_retry));
-    }
-    let stream = target.trigger.stream(&function);
+    // Fresh events.
     let (next_retry, held_keys) = blocking({
         let store = store.clone();
         let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
         move || store.retry_state(&project, &function, &trigger)
     })
     .await?;
+    // A schedule's ticks are logged already due (see `tick`): they come only
+    // through the retry path above.
+    if matches!(target.trigger.source, TriggerSource::Cron { .. }) {
+        return Ok(Step::Idle(next_retry));
+    }
+    let stream = target.trigger.stream(&function);
     let events = blocking({
         let store = store.clone();
         let project = project.clone();

@@ -98,7 +98,9 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
         messages,
         close: Arc::new(tokio::sync::Mutex::new(Some(close))),
     };
-    let writer = tokio::spawn(async move {
+    // Writes queued messages; a close request goes first (a slow client's
+    // queue is dropped with it).
+    let mut writer = tokio::spawn(async move {
         loop {
             tokio::select! {
                 biased;
@@ -117,7 +119,6 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
         }
     });
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-    let mut writer = writer;
     loop {
         let message = tokio::select! {
             message = incoming.next() => message,
