@@ -142,6 +142,10 @@ pub(crate) enum WriteOp {
         event: NewEvent,
         at: domain::UnixMillis,
     },
+    /// Invocation records (from the recorder).
+    Records(Vec<domain::InvocationRecord>),
+    /// Guest log lines (from the recorder).
+    Logs(Vec<domain::LogLine>),
 }
 
 /// What the writer answers, by kind of write.
@@ -272,6 +276,12 @@ impl WriteOp {
                 at,
             } => events_sqlite::apply_schedule(transaction, project, function, trigger, event, *at)
                 .map(|event| Written::Events(vec![event])),
+            WriteOp::Records(records) => {
+                crate::sqlite::apply_insert_records(transaction, records).map(|()| Written::Done)
+            }
+            WriteOp::Logs(lines) => {
+                crate::sqlite::apply_insert_logs(transaction, lines).map(|()| Written::Done)
+            }
             WriteOp::WatchStream { project, stream } => {
                 events_sqlite::apply_watch_stream(transaction, project, stream)
                     .map(|()| Written::Done)

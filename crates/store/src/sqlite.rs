@@ -740,36 +740,11 @@ impl MetaStore for SqliteStore {
     }
 
     fn insert_records(&self, records: &[InvocationRecord]) -> Result<(), StoreError> {
-        let mut connection = self.lock();
-        let transaction =
-            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut statement = transaction.prepare_cached(
-                "INSERT OR IGNORE INTO invocations (id, project, function, version, trigger, start, duration_us,
-                   billed_ms, memory_mib, peak_memory_bytes, outcome, cold, bytes_in, bytes_out)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )?;
-            for record in records {
-                statement.execute(params![
-                    record.id.0,
-                    record.project.as_str(),
-                    record.function.as_str(),
-                    record.version,
-                    record.trigger,
-                    record.start,
-                    record.duration_us as i64,
-                    record.billed_ms as i64,
-                    record.memory_mib as i64,
-                    record.peak_memory_bytes as i64,
-                    record.outcome.code(),
-                    record.cold,
-                    record.bytes_in as i64,
-                    record.bytes_out as i64,
-                ])?;
-            }
-        }
-        transaction.commit()?;
-        Ok(())
+        // Through the writer: one write lock for every writer of the
+        // database, so a large batch of records never makes another
+        // write wait on SQLite's busy handler.
+        self.writer
+            .write(WriteOp::Records(records.to_vec()), expect_done)
     }
 
     fn records(
@@ -820,26 +795,8 @@ impl MetaStore for SqliteStore {
     }
 
     fn insert_logs(&self, lines: &[LogLine]) -> Result<(), StoreError> {
-        let mut connection = self.lock();
-        let transaction =
-            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut statement = transaction.prepare_cached(
-                "INSERT INTO logs (project, function, invocation, time, stream, line) VALUES (?, ?, ?, ?, ?, ?)",
-            )?;
-            for line in lines {
-                statement.execute(params![
-                    line.project.as_str(),
-                    line.function.as_str(),
-                    line.invocation.0,
-                    line.time,
-                    line.stream.as_str(),
-                    line.line,
-                ])?;
-            }
-        }
-        transaction.commit()?;
-        Ok(())
+        self.writer
+            .write(WriteOp::Logs(lines.to_vec()), expect_done)
     }
 
     fn logs(
@@ -1581,4 +1538,57 @@ impl EventStore for SqliteStore {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hook);
     }
+}
+
+/// Appends invocation records (a repeated id is ignored), in the writer's
+/// transaction.
+pub(crate) fn apply_insert_records(
+    connection: &Connection,
+    records: &[InvocationRecord],
+) -> Result<(), StoreError> {
+    let mut statement = connection.prepare_cached(
+        "INSERT OR IGNORE INTO invocations (id, project, function, version, trigger, start, duration_us,
+           billed_ms, memory_mib, peak_memory_bytes, outcome, cold, bytes_in, bytes_out)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    for record in records {
+        statement.execute(params![
+            record.id.0,
+            record.project.as_str(),
+            record.function.as_str(),
+            record.version,
+            record.trigger,
+            record.start,
+            record.duration_us as i64,
+            record.billed_ms as i64,
+            record.memory_mib as i64,
+            record.peak_memory_bytes as i64,
+            record.outcome.code(),
+            record.cold,
+            record.bytes_in as i64,
+            record.bytes_out as i64,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Appends guest log lines, in the writer's transaction.
+pub(crate) fn apply_insert_logs(
+    connection: &Connection,
+    lines: &[LogLine],
+) -> Result<(), StoreError> {
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO logs (project, function, invocation, time, stream, line) VALUES (?, ?, ?, ?, ?, ?)",
+    )?;
+    for line in lines {
+        statement.execute(params![
+            line.project.as_str(),
+            line.function.as_str(),
+            line.invocation.0,
+            line.time,
+            line.stream.as_str(),
+            line.line,
+        ])?;
+    }
+    Ok(())
 }
