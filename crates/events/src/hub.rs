@@ -138,57 +138,42 @@ async fn read_feed(
     (project, stream): Key,
     sender: broadcast::Sender<Arc<Event>>,
 ) {
-    let mut last = None;
+    // Where the log stood when the feed started, then the last event read.
+    let mut last: Option<i64> = None;
     loop {
         logged.borrow_and_update();
-        let store_now = store.clone();
-        let (project_now, stream_now) = (project.clone(), stream.clone());
-        let read = tokio::task::spawn_blocking(move || -> Result<Vec<Event>, store::StoreError> {
+        let (store_now, project_now, stream_now) = (store.clone(), project.clone(), stream.clone());
+        let read = tokio::task::spawn_blocking(move || {
             let after = match last {
                 Some(after) => after,
                 None => store_now.position_at(&project_now, &stream_now, i64::MAX)?,
             };
-            let mut events = store_now.events(&project_now, &stream_now, after, PAGE)?;
-            if last.is_none() && events.is_empty() {
-                // Remember where the log stood.
-                events.push(Event {
-                    seq: after,
-                    project: project_now,
-                    stream: String::new(),
-                    id: String::new(),
-                    kind: String::new(),
-                    subject: None,
-                    key: None,
-                    time: 0,
-                    content_type: None,
-                    data: Vec::new(),
-                    origin: None,
-                });
-            }
-            Ok(events)
+            let events = store_now.events(&project_now, &stream_now, after, PAGE)?;
+            Ok::<_, store::StoreError>((after, events))
         })
-        .await;
-        let mut more = false;
+        .await
+        .map_err(|error| error.to_string())
+        .and_then(|read| read.map_err(|error| error.to_string()));
         match read {
-            Ok(Ok(events)) => {
-                more = events.len() == PAGE as usize;
+            Ok((after, events)) => {
+                let more = events.len() == PAGE as usize;
+                last = Some(events.last().map_or(after, |event| event.seq));
                 for event in events {
-                    last = Some(event.seq);
-                    if !event.id.is_empty() {
-                        let _ = sender.send(Arc::new(event));
-                    }
+                    let _ = sender.send(Arc::new(event));
+                }
+                if more {
+                    continue;
                 }
             }
-            Ok(Err(error)) => tracing::warn!("following {project}/{stream}: {error}"),
-            Err(error) => tracing::warn!("following {project}/{stream}: {error}"),
+            Err(error) => {
+                tracing::warn!("following {project}/{stream}: {error}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
         }
-        if more {
-            continue;
-        }
-        tokio::select! {
-            changed = logged.changed() => if changed.is_err() { break },
-            // A lost wake-up costs at most this.
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        // Commits on the stream bump the counter: no wake-up is lost.
+        if logged.changed().await.is_err() {
+            break;
         }
     }
 }
