@@ -27,6 +27,7 @@ const ERROR_SNIPPET: usize = 512;
 pub const MAX_ASYNC_RESPONSE: usize = 1 << 20;
 
 /// Delivers events by invoking functions.
+#[derive(Clone)]
 pub struct FunctionDeliver {
     pub functions: Arc<Functions>,
     pub records: Arc<dyn RecordSink>,
@@ -217,18 +218,35 @@ pub fn request(
 /// What an invocation answered: status, headers, and the start of the body.
 type Answer = store::events::StoredResponse;
 
+/// Why an answer is not an acknowledgement (`None`: a 2xx, it is one):
+/// its status and the start of its body.
+fn refusal((status, _, body): &Answer) -> Option<String> {
+    if (200..300).contains(status) {
+        return None;
+    }
+    let reason = http::StatusCode::from_u16(*status)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+        .unwrap_or("");
+    let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_SNIPPET)]);
+    Some(format!(
+        "the function answered {status} {reason}: {}",
+        text.trim()
+    ))
+}
+
 impl FunctionDeliver {
     /// Invokes the live version on `request`; reads the response to its
     /// end (the invocation, and its record, end with it), keeping up to
     /// `keep` bytes of the body.
     async fn invoke(
-        functions: &Functions,
-        records: Arc<dyn RecordSink>,
+        &self,
         target: &Target,
         request: http::Request<bytes::Bytes>,
         keep: usize,
     ) -> Result<Answer, String> {
-        let deployed = functions
+        let deployed = self
+            .functions
             .get(&target.project, &target.function)
             .ok_or_else(|| format!("function {:?} does not exist", target.function.as_str()))?;
         let permit = deployed
@@ -248,7 +266,7 @@ impl FunctionDeliver {
                 memory_mib: limits.memory_mib(),
             },
             Some(permit),
-            records,
+            self.records.clone(),
         ));
         let request = request.map(|body| {
             http_body_util::Full::new(body)
@@ -363,24 +381,12 @@ impl FunctionDeliver {
         attempt: u32,
     ) -> Result<(), String> {
         let request = decode_async(&event)?;
-        let result = Self::invoke(
-            &self.functions,
-            self.records.clone(),
-            target,
-            request,
-            MAX_ASYNC_RESPONSE,
-        )
-        .await;
+        let result = self.invoke(target, request, MAX_ASYNC_RESPONSE).await;
         let (succeeded, response, error) = match result {
-            Ok(answer) if (200..300).contains(&answer.0) => (true, Some(answer), None),
-            Ok(answer) => {
-                let error = format!(
-                    "the function answered {}: {}",
-                    answer.0,
-                    String::from_utf8_lossy(&answer.2[..answer.2.len().min(ERROR_SNIPPET)]).trim()
-                );
-                (false, Some(answer), Some(error))
-            }
+            Ok(answer) => match refusal(&answer) {
+                None => (true, Some(answer), None),
+                Some(error) => (false, Some(answer), Some(error)),
+            },
             Err(error) => (false, None, Some(error)),
         };
         let attempt_record = AsyncAttempt {
@@ -411,7 +417,7 @@ impl Deliver for FunctionDeliver {
         events: Vec<Event>,
         attempt: u32,
     ) -> BoxFuture<Result<(), String>> {
-        let this = self.clone_parts();
+        let this = self.clone();
         Box::pin(async move {
             if matches!(target.trigger.source, TriggerSource::Async) {
                 let event = events
@@ -422,27 +428,10 @@ impl Deliver for FunctionDeliver {
             }
             let request = request(&target, &events, attempt)
                 .map_err(|error| format!("the event cannot be sent as HTTP: {error}"))?;
-            let (status, _, body) = Self::invoke(
-                &this.functions,
-                this.records.clone(),
-                &target,
-                request,
-                ERROR_SNIPPET,
-            )
-            .await?;
-            if (200..300).contains(&status) {
-                Ok(())
-            } else {
-                let text = String::from_utf8_lossy(&body);
-                Err(format!(
-                    "the function answered {} {}: {}",
-                    status,
-                    http::StatusCode::from_u16(status)
-                        .ok()
-                        .and_then(|status| status.canonical_reason())
-                        .unwrap_or(""),
-                    text.trim()
-                ))
+            let answer = this.invoke(&target, request, ERROR_SNIPPET).await?;
+            match refusal(&answer) {
+                None => Ok(()),
+                Some(error) => Err(error),
             }
         })
     }
@@ -454,7 +443,7 @@ impl Deliver for FunctionDeliver {
         attempts: u32,
         error: String,
     ) -> BoxFuture<()> {
-        let this = self.clone_parts();
+        let this = self.clone();
         Box::pin(async move {
             if !matches!(target.trigger.source, TriggerSource::Async) {
                 return;
@@ -476,16 +465,6 @@ impl Deliver for FunctionDeliver {
             this.send_outcome(&target, &event, false, attempts, None, Some(&error))
                 .await;
         })
-    }
-}
-
-impl FunctionDeliver {
-    fn clone_parts(&self) -> FunctionDeliver {
-        FunctionDeliver {
-            functions: self.functions.clone(),
-            records: self.records.clone(),
-            events: self.events.clone(),
-        }
     }
 }
 
