@@ -268,7 +268,8 @@ impl TriggerSpec {
                     })
             };
             let duration = |low: Duration, high: Duration| -> Result<Duration, TriggerError> {
-                humantime_like(value)
+                humantime::parse_duration(value)
+                    .ok()
                     .filter(|d| (low..=high).contains(d))
                     .ok_or_else(|| {
                         invalid(format!(
@@ -400,8 +401,8 @@ impl TriggerSpec {
             self.name,
             self.concurrency,
             self.retry.max_attempts,
-            format_duration(self.retry.max_age),
-            format_duration(self.retry.delay),
+            humantime::format_duration(self.retry.max_age),
+            humantime::format_duration(self.retry.delay),
             self.own_writes
         );
         text
@@ -482,40 +483,6 @@ pub fn validate_triggers(triggers: &[TriggerSpec]) -> Result<(), TriggerError> {
         }
     }
     Ok(())
-}
-
-/// `250ms`, `10s`, `5m`, `2h`, `3d`, or a bare number of milliseconds.
-fn humantime_like(text: &str) -> Option<Duration> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let millis = match unit.trim() {
-        "" | "ms" => number,
-        "s" => number.checked_mul(1000)?,
-        "m" => number.checked_mul(60_000)?,
-        "h" => number.checked_mul(3_600_000)?,
-        "d" => number.checked_mul(86_400_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(millis))
-}
-
-/// The largest whole unit that divides the duration exactly.
-fn format_duration(duration: Duration) -> String {
-    let millis = duration.as_millis() as u64;
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
-        if millis > 0 && millis.is_multiple_of(size) {
-            return format!("{}{unit}", millis / size);
-        }
-    }
-    format!("{millis}ms")
 }
 
 #[cfg(test)]
