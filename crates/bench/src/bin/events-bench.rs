@@ -102,24 +102,28 @@ fn histogram_percentile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> 
         .map_or(f64::NAN, |(bound, _)| *bound)
 }
 
-async fn queue(url: &str, token: &str, rate: u64, seconds: u64) {
-    let http = reqwest::Client::new();
-    let (before, delivered_before) = histogram(&http, url).await;
-    // Four publishers, each a quarter of the rate, 250 messages a batch.
-    let publishers = 4u64;
-    let batch = 250u64;
-    let interval = Duration::from_secs_f64((batch * publishers) as f64 / rate as f64);
-    let started = Instant::now();
+/// Four publishers post batches of `batch` messages to topic `bench`, each
+/// until it sent `share` messages or `until` passed, a batch every
+/// `interval` (`None`: back to back). Returns the messages published.
+async fn publish(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    batch: u64,
+    share: u64,
+    until: Instant,
+    interval: Option<Duration>,
+) -> u64 {
     let messages: Vec<Value> = (0..batch).map(|n| json!({"data": {"n": n}})).collect();
     let body = json!({ "messages": messages }).to_string();
     let mut tasks = Vec::new();
-    for _ in 0..publishers {
+    for _ in 0..4 {
         let (http, url, token, body) =
             (http.clone(), url.to_owned(), token.to_owned(), body.clone());
         tasks.push(tokio::spawn(async move {
             let mut published = 0u64;
             let mut next = Instant::now();
-            while started.elapsed() < Duration::from_secs(seconds) {
+            while published < share && Instant::now() < until {
                 let answer = http
                     .post(format!("{url}/v1/topics/bench/_batch"))
                     .bearer_auth(&token)
@@ -130,9 +134,11 @@ async fn queue(url: &str, token: &str, rate: u64, seconds: u64) {
                     .unwrap();
                 assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
                 published += batch;
-                next += interval;
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    tokio::time::sleep(wait).await;
+                if let Some(interval) = interval {
+                    next += interval;
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
             }
             published
@@ -142,6 +148,18 @@ async fn queue(url: &str, token: &str, rate: u64, seconds: u64) {
     for task in tasks {
         published += task.await.unwrap();
     }
+    published
+}
+
+async fn queue(url: &str, token: &str, rate: u64, seconds: u64) {
+    let http = reqwest::Client::new();
+    let (before, delivered_before) = histogram(&http, url).await;
+    // Each of the four publishers a quarter of the rate, 250 messages a batch.
+    let batch = 250u64;
+    let interval = Duration::from_secs_f64((batch * 4) as f64 / rate as f64);
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let published = publish(&http, url, token, batch, u64::MAX, until, Some(interval)).await;
     let publishing = started.elapsed();
     // Drain: wait until every message is delivered (bounded).
     let delivered = drain(
@@ -174,36 +192,9 @@ async fn queue(url: &str, token: &str, rate: u64, seconds: u64) {
 async fn burst(url: &str, token: &str, count: u64) {
     let http = reqwest::Client::new();
     let (_, delivered_before) = histogram(&http, url).await;
-    let batch = 500u64;
-    let messages: Vec<Value> = (0..batch).map(|n| json!({"data": {"n": n}})).collect();
-    let body = json!({ "messages": messages }).to_string();
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for publisher in 0..4u64 {
-        let (http, url, token, body) =
-            (http.clone(), url.to_owned(), token.to_owned(), body.clone());
-        let share = count / 4 + if publisher < count % 4 { 1 } else { 0 };
-        tasks.push(tokio::spawn(async move {
-            let mut published = 0;
-            while published < share {
-                let answer = http
-                    .post(format!("{url}/v1/topics/bench/_batch"))
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(answer.status(), 201);
-                published += batch;
-            }
-            published
-        }));
-    }
-    let mut published = 0;
-    for task in tasks {
-        published += task.await.unwrap();
-    }
+    let until = started + Duration::from_secs(300);
+    let published = publish(&http, url, token, 500, count.div_ceil(4), until, None).await;
     let publishing = started.elapsed();
     let delivered = drain(
         &http,
