@@ -326,14 +326,6 @@ impl Dispatcher {
         self.shared.streams.clone()
     }
 
-    /// Triggers with a running worker.
-    pub fn running(&self) -> usize {
-        self.running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
-    }
-
     /// Stops every worker: each finishes the deliveries it started, for at
     /// most `grace`; what was not acknowledged by then is delivered again
     /// after the next start.

@@ -46,7 +46,7 @@ pub async fn realtime(
 }
 
 /// Asks the writer to close the connection with a code and a reason (once).
-type CloseOnce = Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<(u16, String)>>>>;
+type CloseOnce = Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<(u16, String)>>>>;
 
 /// The sending side shared by a connection's subscriptions.
 #[derive(Clone)]
@@ -58,35 +58,38 @@ struct Out {
 impl Out {
     /// Queues a message; a full buffer closes the connection. Returns
     /// whether the message was queued.
-    async fn send(&self, message: Value) -> bool {
+    fn send(&self, message: Value) -> bool {
         match self.messages.try_send(message.to_string()) {
             Ok(()) => true,
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
                 self.close(
                     SLOW_CONSUMER,
                     format!("slow consumer: more than {OUT_BUFFER} messages unread"),
-                )
-                .await;
+                );
                 false
             }
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
-    async fn close(&self, code: u16, reason: String) {
-        if let Some(close) = self.close.lock().await.take() {
+    fn close(&self, code: u16, reason: String) {
+        let taken = self
+            .close
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(close) = taken {
             let _ = close.send((code, reason));
         }
     }
 
-    async fn error(&self, id: Option<&str>, code: &str, message: impl Into<String>) -> bool {
+    fn error(&self, id: Option<&str>, code: &str, message: impl Into<String>) -> bool {
         self.send(json!({
             "type": "error",
             "id": id,
             "code": code,
             "message": message.into(),
         }))
-        .await
     }
 }
 
@@ -96,7 +99,7 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
     let (close, mut closed) = tokio::sync::oneshot::channel::<(u16, String)>();
     let out = Out {
         messages,
-        close: Arc::new(tokio::sync::Mutex::new(Some(close))),
+        close: Arc::new(std::sync::Mutex::new(Some(close))),
     };
     // Writes queued messages; a close request goes first (a slow client's
     // queue is dropped with it).
@@ -133,21 +136,20 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
         let request: Value = match serde_json::from_str(text.as_str()) {
             Ok(request) => request,
             Err(error) => {
-                out.error(None, "invalid_message", format!("not JSON: {error}"))
-                    .await;
+                out.error(None, "invalid_message", format!("not JSON: {error}"));
                 continue;
             }
         };
         let id = request["id"].as_str().map(str::to_owned);
         match (request["type"].as_str(), id) {
             (Some("ping"), _) => {
-                out.send(json!({"type": "pong"})).await;
+                out.send(json!({"type": "pong"}));
             }
             (Some("unsubscribe"), Some(id)) => {
                 if let Some(task) = subscriptions.remove(&id) {
                     task.abort();
                 }
-                out.send(json!({"type": "unsubscribed", "id": id})).await;
+                out.send(json!({"type": "unsubscribed", "id": id}));
             }
             (Some("subscribe"), Some(id)) => {
                 if subscriptions.contains_key(&id) {
@@ -155,8 +157,7 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
                         Some(&id),
                         "invalid_message",
                         "this id is subscribed already",
-                    )
-                    .await;
+                    );
                     continue;
                 }
                 if subscriptions.len() >= MAX_SUBSCRIPTIONS {
@@ -164,8 +165,7 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
                         Some(&id),
                         "too_many_subscriptions",
                         format!("a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions"),
-                    )
-                    .await;
+                    );
                     continue;
                 }
                 let task = tokio::spawn(subscription(
@@ -183,8 +183,7 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
                     None,
                     "invalid_message",
                     "expected {\"type\": \"subscribe\" | \"unsubscribe\" | \"ping\", \"id\": ...}",
-                )
-                .await;
+                );
             }
         }
     }
@@ -261,7 +260,7 @@ async fn subscription(
         Ok(target) => target,
         Err(error) => {
             let (code, message) = error.code_and_message();
-            out.error(Some(&id), code, message).await;
+            out.error(Some(&id), code, message);
             return;
         }
     };
@@ -282,8 +281,7 @@ async fn subscription(
             Some(&id),
             "forbidden",
             format!("this key may not read {} {name:?}", kind.as_str()),
-        )
-        .await;
+        );
         return;
     }
     // A live query: its changes are logged from now on; then the snapshot
@@ -292,7 +290,7 @@ async fn subscription(
     if let Target::Query { collection, query } = &target {
         if let Err(error) = gateway.events.watch_stream(&project, &stream).await {
             let (code, message) = ApiError::from(error).code_and_message();
-            out.error(Some(&id), code, message).await;
+            out.error(Some(&id), code, message);
             return;
         }
         if after.is_none() {
@@ -320,14 +318,14 @@ async fn subscription(
                         "position": position,
                         "documents": documents,
                     });
-                    if !out.send(snapshot).await {
+                    if !out.send(snapshot) {
                         return;
                     }
                     start = Some(position);
                 }
                 Err(error) => {
                     let (code, message) = ApiError::from(error).code_and_message();
-                    out.error(Some(&id), code, message).await;
+                    out.error(Some(&id), code, message);
                     return;
                 }
             }
@@ -336,15 +334,11 @@ async fn subscription(
     let (mut follower, position) = match gateway.hub.follow(&project, &stream, start).await {
         Ok(following) => following,
         Err(error) => {
-            out.error(Some(&id), "internal_error", error.to_string())
-                .await;
+            out.error(Some(&id), "internal_error", error.to_string());
             return;
         }
     };
-    if !out
-        .send(json!({"type": "subscribed", "id": id, "position": position}))
-        .await
-    {
+    if !out.send(json!({"type": "subscribed", "id": id, "position": position})) {
         return;
     }
     loop {
@@ -355,13 +349,11 @@ async fn subscription(
                     SLOW_CONSUMER,
                     "slow consumer: fell behind the stream; resume from the last position"
                         .to_owned(),
-                )
-                .await;
+                );
                 return;
             }
             Err(error) => {
-                out.error(Some(&id), "internal_error", error.to_string())
-                    .await;
+                out.error(Some(&id), "internal_error", error.to_string());
                 return;
             }
         };
@@ -371,8 +363,7 @@ async fn subscription(
                 Some(&id),
                 "forbidden",
                 format!("this key may no longer read {} {name:?}", kind.as_str()),
-            )
-            .await;
+            );
             return;
         }
         let message = match &target {
@@ -393,7 +384,7 @@ async fn subscription(
                 None => continue,
             },
         };
-        if !out.send(message).await {
+        if !out.send(message) {
             return;
         }
     }

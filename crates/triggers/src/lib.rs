@@ -19,12 +19,12 @@ use store::EventStore;
 use store::events::{AsyncAttempt, Event, NewEvent};
 
 /// The CloudEvents batch content type.
-pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
+const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
 /// Most bytes of a failed delivery's response kept as its error.
 const ERROR_SNIPPET: usize = 512;
 
 /// Most bytes of an asynchronous invocation's response kept.
-pub const MAX_ASYNC_RESPONSE: usize = 1 << 20;
+const MAX_ASYNC_RESPONSE: usize = 1 << 20;
 
 /// Delivers events by invoking functions.
 #[derive(Clone)]
@@ -175,7 +175,7 @@ fn structured(event: &Event) -> serde_json::Value {
 }
 
 /// The request a delivery makes.
-pub fn request(
+fn request(
     target: &Target,
     events: &[Event],
     attempt: u32,
