@@ -303,14 +303,7 @@ fn usage_filter(
     query: &HashMap<String, String>,
     allowed: &[&str],
 ) -> Result<UsageFilter, ApiError> {
-    for key in query.keys() {
-        if !allowed.contains(&key.as_str()) {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("unknown query parameter {key:?}"),
-            ));
-        }
-    }
+    crate::http_util::only_params(query, allowed)?;
     Ok(UsageFilter {
         since: query
             .get("since")

@@ -3,6 +3,7 @@
 //! (and replays), `GET /v1/triggers` shows where each trigger's delivery
 //! stands, `/v1/events/dead` lists, re-drives and purges dead letters.
 use crate::control::{function_name, parse_time};
+use crate::http_util::only_params;
 use crate::projects::Scope;
 use crate::{ApiError, SharedGateway, blocking};
 use api_types::{
@@ -24,16 +25,6 @@ const MAX_PAGE: u32 = 1000;
 
 fn topic_name(name: &str) -> Result<TopicName, ApiError> {
     TopicName::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
-}
-
-fn only(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
-    match query.keys().find(|key| !allowed.contains(&key.as_str())) {
-        Some(key) => Err(ApiError::bad_request(
-            "invalid_query",
-            format!("unknown query parameter {key:?}"),
-        )),
-        None => Ok(()),
-    }
 }
 
 fn number<T: std::str::FromStr>(
@@ -104,7 +95,7 @@ pub async fn publish(
     body: axum::body::Bytes,
 ) -> Result<(http::StatusCode, Json<Published>), ApiError> {
     let topic = topic_name(&topic)?;
-    only(&query, &["key", "subject"])?;
+    only_params(&query, &["key", "subject"])?;
     let key = query.get("key").cloned();
     let subject = query.get("subject").cloned();
     let content_type = headers
@@ -192,7 +183,7 @@ pub async fn read_topic(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<EventPage>, ApiError> {
     let topic = topic_name(&topic)?;
-    only(&query, &["after", "since", "limit"])?;
+    only_params(&query, &["after", "since", "limit"])?;
     let limit = number::<u32>(&query, "limit")?
         .unwrap_or(100)
         .clamp(1, MAX_PAGE);
@@ -328,7 +319,7 @@ pub async fn dead_letters(
     Extension(Scope(project)): Extension<Scope>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<DeadLetterPage>, ApiError> {
-    only(&query, &["function", "trigger", "seq", "after", "limit"])?;
+    only_params(&query, &["function", "trigger", "seq", "after", "limit"])?;
     let filter = filter_from_query(&query)?;
     let after = number::<i64>(&query, "after")?.unwrap_or(0);
     let limit = number::<u32>(&query, "limit")?
@@ -388,7 +379,7 @@ pub async fn purge_dead(
     Extension(Scope(project)): Extension<Scope>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Count>, ApiError> {
-    only(&query, &["function", "trigger", "seq"])?;
+    only_params(&query, &["function", "trigger", "seq"])?;
     let filter = filter_from_query(&query)?;
     let count = gateway.events.purge_dead(&project, filter).await?;
     Ok(Json(Count { count }))
