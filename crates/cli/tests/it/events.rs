@@ -252,6 +252,26 @@ async fn failed_deliveries_are_retried_then_dead_lettered_and_can_be_redriven() 
         listed.contains("worker/queue-jobs") && listed.contains("attempts 3"),
         "{listed}"
     );
+    // Metrics: the retries, and the trigger's dead-letter gauge.
+    let labels = r#"{function="default/worker",trigger="queue-jobs",kind="queue"}"#;
+    let metrics = eventually("the dead-letter gauge", || async {
+        let metrics = get(&server, "/metrics").await.text();
+        metrics
+            .contains(&format!("wok_event_dead_letter_size{labels} 1"))
+            .then_some(metrics)
+    })
+    .await;
+    assert!(
+        metrics.contains(&format!("wok_event_retries_total{labels} 3")),
+        "{metrics}"
+    );
+    // Each attempt left its log line (written off the delivery path).
+    let attempt_lines = format!("received wok.queue.message {doomed} attempt");
+    eventually("three log lines of the doomed event", || async {
+        let logs = server.cli_ok(&["logs", "worker"]);
+        (logs.matches(&attempt_lines).count() == 3).then_some(())
+    })
+    .await;
     let failed_records = wait_for_records(&server, 5).await;
     assert_eq!(
         failed_records
@@ -276,8 +296,10 @@ async fn failed_deliveries_are_retried_then_dead_lettered_and_can_be_redriven() 
     let page = send(control(&server, reqwest::Method::GET, "/v1/events/dead")).await;
     assert_eq!(page.json()["dead_letters"], json!([]));
 
-    // Bad input: clear errors. A batch over the 16 MiB body limit:
-    let huge: Vec<Value> = (0..20)
+    // Bad input: clear errors. A batch just over the 16 MiB body limit (just
+    // over: the server stops reading at the limit, and a client still
+    // writing megabytes would see its connection reset first):
+    let huge: Vec<Value> = (0..16)
         .map(|_| json!({"data": "x".repeat(1 << 20)}))
         .collect();
     let too_big = send(
@@ -334,9 +356,8 @@ async fn messages_with_an_ordering_key_arrive_in_order_through_retries() {
         }
     }
     let ids = publish_batch(&server, "updates", Value::Array(messages)).await;
-    for id in &ids {
-        delivered(&server, id).await;
-    }
+    // The guest records an event, then counts it: wait for the counts too.
+    deliveries(&server, ids.len() as u64).await;
     let log = log(&server).await;
     for key in ["a", "b"] {
         let bodies: Vec<String> = log
@@ -589,7 +610,7 @@ async fn no_accepted_event_is_lost_when_the_server_is_killed() {
     for id in &ids {
         delivered(&server, id).await;
     }
-    assert!(count(&server).await >= ids.len() as u64);
+    deliveries(&server, ids.len() as u64).await;
 }
 
 #[tokio::test]
