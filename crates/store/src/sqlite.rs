@@ -338,15 +338,21 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InvocationRecord, S
     Ok(record)
 }
 
-/// Brings every live function's subscriptions in step with its current
-/// version (at open: a no-op unless a data directory predates them).
+/// Gives the live functions deployed before subscriptions existed (those
+/// without the `async` one every deploy makes) their subscriptions; at
+/// open, usually a single query that finds none.
 fn sync_all_subscriptions(connection: &Connection) -> Result<(), StoreError> {
     let live: Vec<(String, String, String)> = connection
         .prepare(
             "SELECT v.project, v.name, v.config FROM functions f JOIN versions v
-               ON v.project = f.project AND v.name = f.name AND v.version = f.current_version",
+               ON v.project = f.project AND v.name = f.name AND v.version = f.current_version
+             WHERE NOT EXISTS (SELECT 1 FROM subscriptions s
+                               WHERE s.project = f.project AND s.function = f.name
+                                 AND s.trigger = ?)",
         )?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .query_map([domain::ASYNC_TRIGGER], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
     for (project, function, config) in live {
         let corrupt = |error: String| StoreError::Corrupt(error);
