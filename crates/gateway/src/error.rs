@@ -46,6 +46,10 @@ pub enum ApiError {
         message: String,
     },
     PayloadTooLarge(String),
+    /// A path that does not take the request's method.
+    MethodNotAllowed(String),
+    /// The client was too slow (a request body below the minimum rate).
+    RequestTimeout(String),
     Overloaded(String),
     Guest(Failure),
     Internal(String),
@@ -92,6 +96,8 @@ impl ApiError {
             ApiError::FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::Guest(failure) => {
                 let status = match failure.outcome {
@@ -125,6 +131,8 @@ impl ApiError {
             | ApiError::FunctionNotFound(message)
             | ApiError::BadRequest { message, .. }
             | ApiError::PayloadTooLarge(message)
+            | ApiError::RequestTimeout(message)
+            | ApiError::MethodNotAllowed(message)
             | ApiError::Overloaded(message) => message.clone(),
             ApiError::Guest(failure) => failure.message.clone(),
             ApiError::Batch { write, error } => format!(
@@ -167,6 +175,37 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// A whole HTTP/1.1 error answer as bytes (JSON error body, then the
+/// connection closes), for answers written to a socket without hyper: a
+/// connection refused at the cap, or a request hyper could not parse.
+pub(crate) fn raw_error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    headers: &[(&str, &str)],
+) -> bytes::Bytes {
+    let body = serde_json::to_vec(&ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    })
+    .expect("an error body serializes");
+    let mut answer = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    for (name, value) in headers {
+        answer.push_str(&format!("{name}: {value}\r\n"));
+    }
+    answer.push_str("\r\n");
+    let mut answer = answer.into_bytes();
+    answer.extend_from_slice(&body);
+    answer.into()
 }
 
 impl From<FunctionsError> for ApiError {

@@ -17,8 +17,10 @@ mod objects;
 mod projects;
 mod realtime;
 mod s3;
+mod serve;
 
 pub use error::ApiError;
+pub use serve::{BODY_GRACE, ConnectionLimits, serve};
 
 use axum::Router;
 use axum::routing::{any, delete, get, post, put};
@@ -225,9 +227,14 @@ pub fn router(gateway: SharedGateway) -> Router {
         .route("/p/{project}/fn/{name}", any(invoke_route::invoke))
         .route("/p/{project}/fn/{name}/", any(invoke_route::invoke))
         .route("/p/{project}/fn/{name}/{*rest}", any(invoke_route::invoke))
-        .route("/metrics", get(control::metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
         .with_state(gateway.clone())
+        .merge(
+            Router::new()
+                .route("/metrics", get(control::metrics))
+                .route("/healthz", get(|| async { "ok\n" }))
+                .layer(axum::middleware::map_response(projects::json_errors))
+                .with_state(gateway.clone()),
+        )
         .merge(control_router(gateway))
         .fallback(control::not_found)
 }

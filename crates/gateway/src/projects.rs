@@ -510,17 +510,34 @@ pub async fn revoke_key(
     }
 }
 
-/// axum's own extractor rejections (a path that is not UTF-8 once decoded,
-/// a malformed query) answer in plain text; the control API answers every
-/// error with the JSON error body.
+/// axum's own answers (extractor rejections such as a path that is not
+/// UTF-8 once decoded or a malformed query, in plain text; a method a route
+/// does not have, with no body) are not the JSON error body; the control
+/// API answers every error with it.
 pub async fn json_errors(response: Response) -> Response {
     let status = response.status();
-    let plain = response
+    let content_type = response
         .headers()
         .get(http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("text/plain"));
-    if !(status.is_client_error() && plain) {
+        .and_then(|value| value.to_str().ok());
+    let plain = content_type.is_some_and(|value| value.starts_with("text/plain"));
+    if !(status.is_client_error() && (plain || content_type.is_none())) {
+        return response;
+    }
+    if status == http::StatusCode::METHOD_NOT_ALLOWED {
+        let allow = response.headers().get(http::header::ALLOW).cloned();
+        let methods = allow
+            .as_ref()
+            .and_then(|allow| allow.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        let mut response = ApiError::MethodNotAllowed(format!(
+            "this path does not take that method; it takes {methods}"
+        ))
+        .into_response();
+        if let Some(allow) = allow {
+            response.headers_mut().insert(http::header::ALLOW, allow);
+        }
         return response;
     }
     let body = axum::body::to_bytes(response.into_body(), 64 << 10)

@@ -20,6 +20,16 @@ struct FunctionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    how: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimeoutLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TriggerLabels {
     function: String,
     trigger: String,
@@ -53,6 +63,9 @@ pub struct Metrics {
     response_head: Histogram,
     throttled: Family<FunctionLabels, Counter>,
     log_lines_dropped: Counter,
+    connections_open: Gauge,
+    connections_shed: Family<ShedLabels, Counter>,
+    connections_timed_out: Family<TimeoutLabels, Counter>,
 }
 
 /// Fine below a millisecond, where the platform's own overhead shows.
@@ -180,7 +193,28 @@ impl Metrics {
             "Guest log lines dropped because the writer fell behind",
             log_lines_dropped.clone(),
         );
+        let connections_open = Gauge::default();
+        let connections_shed = Family::<ShedLabels, Counter>::default();
+        let connections_timed_out = Family::<TimeoutLabels, Counter>::default();
+        registry.register(
+            "connections_open",
+            "HTTP connections open now",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_shed",
+            "Connections shed at the connection limit: idle ones closed to make room (closed_idle), new ones refused (refused)",
+            connections_shed.clone(),
+        );
+        registry.register(
+            "connections_timed_out",
+            "Connections closed for a timeout: header, idle, body (too slow) or write (a client not reading)",
+            connections_timed_out.clone(),
+        );
         Self {
+            connections_open,
+            connections_shed,
+            connections_timed_out,
             event_deliveries,
             event_latency,
             event_retries,
@@ -232,6 +266,28 @@ impl Metrics {
 
     pub fn log_line_dropped(&self) {
         self.log_lines_dropped.inc();
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections_open.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections_open.dec();
+    }
+
+    /// A connection shed at the limit: `closed_idle` or `refused`.
+    pub fn connection_shed(&self, how: &'static str) {
+        self.connections_shed
+            .get_or_create(&ShedLabels { how })
+            .inc();
+    }
+
+    /// A connection closed for a timeout (`header`, `idle`, `body`, `write`).
+    pub fn connection_timed_out(&self, reason: &'static str) {
+        self.connections_timed_out
+            .get_or_create(&TimeoutLabels { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -8,6 +8,7 @@ use anyhow::Context;
 use blob::ArtifactStore;
 use domain::ByteSize;
 use functions::Functions;
+pub use gateway::ConnectionLimits;
 use gateway::Gateway;
 use metering::{Metrics, Recorder};
 use runtime_wasm::{WasmConfig, WasmRuntime};
@@ -36,6 +37,8 @@ pub struct ServerConfig {
     /// Events every trigger has passed are deleted this long after they
     /// were logged (finished asynchronous invocations too).
     pub event_retention: Duration,
+    /// What each HTTP connection may hold, and how many there may be.
+    pub connections: gateway::ConnectionLimits,
     pub wasm: WasmConfig,
 }
 
@@ -86,6 +89,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    raise_open_files_limit();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let token = admin_token(&config.data_dir)?;
@@ -154,9 +158,7 @@ pub async fn run(
         dispatcher: dispatcher.clone(),
         max_upload_bytes: config.max_upload.bytes(),
     });
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     std::fs::write(
         config.data_dir.join(ENDPOINT_FILE),
@@ -175,29 +177,26 @@ pub async fn run(
         config.event_retention,
     ));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = gateway::app(gateway);
-    // Small responses must not wait for Nagle's algorithm.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|stream| {
-        let _ = stream.set_nodelay(true);
-    });
-    let serve = axum::serve(
+    let app = gateway::app(gateway.clone());
+    let serve = gateway::serve(
         listener,
-        axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    });
-    let serving = tokio::spawn(async move { serve.await });
+        app,
+        config.connections.clone(),
+        gateway.metrics.clone(),
+        async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        },
+    );
+    let serving = tokio::spawn(serve);
     // Wait for the stop signal, then give in-flight requests a bounded time.
     let mut serving = serving;
     let drained = tokio::select! {
-        result = &mut serving => { result??; true }
+        result = &mut serving => { result?; true }
         _ = stopping_rx => {
             tracing::info!("stopping: waiting up to {:?} for in-flight requests", config.shutdown_grace);
             match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
-                Ok(result) => { result??; true }
+                Ok(result) => { result?; true }
                 Err(_) => {
                     tracing::warn!("in-flight requests did not finish within {:?}; closing them", config.shutdown_grace);
                     serving.abort();
@@ -222,6 +221,48 @@ pub async fn run(
         objects.stopped_cleanly()?;
     }
     Ok(())
+}
+
+/// Connections the kernel may queue before the server accepts them
+/// (capped by `net.core.somaxconn`): a burst beyond the queue has its
+/// handshakes dropped and retried, or worse lost.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection
+/// is a file descriptor, and the usual soft limit (1,024) is far below
+/// what the connection cap allows.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!("raising the open-files limit: {error}");
+        }
+    }
+}
+
+/// The default connection cap: 10,000, or three quarters of the open-files
+/// limit (as [`run`] raises it) if that is lower; the rest is for the
+/// database, objects and artifacts.
+pub fn default_max_connections() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let files = limit.maximum.or(limit.current).unwrap_or(u64::MAX);
+    (files / 4 * 3).clamp(64, 10_000) as usize
 }
 
 /// Aborts abandoned multipart uploads, at start and then every

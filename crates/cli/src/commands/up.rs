@@ -34,7 +34,31 @@ pub struct Up {
     /// Instances that can exist at once (pooling allocator slots).
     #[arg(long, default_value_t = 1000)]
     max_instances: u32,
+    /// HTTP connections open at once (default: 10000, or three quarters of
+    /// the open-files limit if that is lower). At the limit, the oldest
+    /// idle connection is closed to make room; if none is idle, the new
+    /// one gets a 503.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Time a new connection, or a request that has begun, has to send its
+    /// whole headers.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Time a kept-alive connection may wait for its next request.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Slowest request body accepted (a second), once its first 10 seconds
+    /// have passed; slower bodies are cut with 408 request_timeout.
+    #[arg(long, default_value = "1KiB")]
+    min_body_rate: ByteSize,
+    /// Time a response write may make no progress (a client that does not
+    /// read) before the connection is closed.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    write_timeout: Duration,
 }
+
+/// Largest request line and headers a connection accepts.
+const MAX_HEADER_BYTES: usize = 64 << 10;
 
 async fn stop_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -74,6 +98,23 @@ impl Up {
         if self.event_retention.is_zero() {
             anyhow::bail!("--event-retention must be longer than zero");
         }
+        for (flag, duration) in [
+            ("--header-timeout", self.header_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--write-timeout", self.write_timeout),
+        ] {
+            if duration < Duration::from_millis(100) {
+                anyhow::bail!("{flag} must be at least 100ms");
+            }
+        }
+        if self.min_body_rate.bytes() == 0 {
+            anyhow::bail!("--min-body-rate must be at least 1 byte");
+        }
+        let max_connections = match self.max_connections {
+            Some(0) => anyhow::bail!("--max-connections must be at least 1"),
+            Some(max) => max,
+            None => server::default_max_connections(),
+        };
         let config = server::ServerConfig {
             listen: self.listen,
             data_dir: data_dir.clone(),
@@ -81,6 +122,14 @@ impl Up {
             shutdown_grace: self.shutdown_grace,
             upload_expiry: self.upload_expiry,
             event_retention: self.event_retention,
+            connections: server::ConnectionLimits {
+                max_connections,
+                header_timeout: self.header_timeout,
+                idle_timeout: self.idle_timeout,
+                min_body_rate: self.min_body_rate.bytes(),
+                write_timeout: self.write_timeout,
+                max_header_bytes: MAX_HEADER_BYTES,
+            },
             wasm: runtime_wasm::WasmConfig {
                 pooling: !self.no_pooling,
                 max_instances: self.max_instances,

@@ -116,6 +116,35 @@ async fn bad_settings_and_oversized_uploads_are_refused() {
         (413, "payload_too_large")
     );
 
+    // The server refuses before reading the upload; the CLI, still
+    // sending, shows the refusal (not a broken pipe).
+    let big = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(big.path(), vec![0u8; 64 << 20]).unwrap();
+    let big = big.path().to_str().unwrap();
+    // (A closing server that does not read the rest resets the
+    // connection, and the reset often loses the answer: a few tries each.)
+    for _ in 0..5 {
+        for (args, expected) in [
+            (&["big"][..], "(payload_too_large, HTTP 413)"),
+            (&["Bad_Name"], "(invalid_name, HTTP 400)"),
+            (&["big", "--token", "wrong"], "(forbidden, HTTP 403)"),
+            (
+                &["big", "--project", "nope"],
+                "(project_not_found, HTTP 404)",
+            ),
+        ] {
+            let mut command = vec!["deploy", args[0], big];
+            command.extend_from_slice(&args[1..]);
+            let output = server.cli(&command);
+            assert!(!output.success());
+            assert!(
+                output.stderr().contains(expected),
+                "{command:?}: {}",
+                output.stderr()
+            );
+        }
+    }
+
     let output = server.cli(&["deploy", "hello", guests::HELLO, "--env", "NOEQUALS"]);
     assert!(!output.success());
     assert!(

@@ -2,6 +2,7 @@
 //! One test binary for the crate (link time); each test runs its own server.
 
 mod architecture;
+mod connections;
 mod deploy;
 mod docs;
 mod durability;

@@ -1,0 +1,250 @@
+//! What a connection may hold: timeouts for headers, idle keep-alives and
+//! slow bodies, the connection cap and its shedding, and JSON answers for
+//! requests hyper cannot parse.
+use crate::*;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn address(server: &WokServer) -> String {
+    server.url.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the server closes the connection (or `limit` passes);
+/// returns what it sent and whether it closed.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Err(_) => return (received, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (received, true),
+            Ok(Ok(read)) => received.extend_from_slice(&buffer[..read]),
+        }
+    }
+}
+
+/// The value of one sample of `/metrics` (0 if absent).
+async fn metric(server: &WokServer, sample: &str) -> f64 {
+    let text = send(control(server, reqwest::Method::GET, "/metrics"))
+        .await
+        .text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed_while_a_healthy_client_is_served() {
+    let server = WokServer::start_with(
+        WOK,
+        &[
+            "--header-timeout",
+            "2s",
+            "--idle-timeout",
+            "2s",
+            "--min-body-rate",
+            "1KiB",
+        ],
+    );
+    let address = address(&server);
+    let token = server.admin_token();
+
+    // Silent connections, slowloris (a header byte every 500 ms), idle
+    // keep-alives (one request, then nothing) and trickled bodies.
+    let mut attackers = Vec::new();
+    for index in 0..2000 {
+        if index % 200 == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let address = address.clone();
+        let token = token.clone();
+        attackers.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(&address).await.unwrap();
+            let kind = index % 4;
+            let started = Instant::now();
+            match kind {
+                0 => {}
+                1 => {
+                    for byte in b"GET /healthz HTTP/1.1\r\nHost: wok\r\n".iter() {
+                        if stream.write_all(&[*byte]).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+                2 => {
+                    stream
+                        .write_all(b"GET /healthz HTTP/1.1\r\nHost: wok\r\n\r\n")
+                        .await
+                        .unwrap();
+                }
+                _ => {
+                    let head = format!(
+                        "PUT /v1/kv/slow/k HTTP/1.1\r\nHost: wok\r\nAuthorization: Bearer {token}\r\nContent-Length: 100000\r\n\r\n"
+                    );
+                    stream.write_all(head.as_bytes()).await.unwrap();
+                    // A byte every 2 s: far below 1 KiB a second.
+                    let (mut reader, mut writer) = stream.into_split();
+                    let trickle = tokio::spawn(async move {
+                        while writer.write_all(b"x").await.is_ok() {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                    });
+                    let mut received = Vec::new();
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(60),
+                        reader.read_to_end(&mut received),
+                    )
+                    .await;
+                    trickle.abort();
+                    return (kind, started.elapsed(), received);
+                }
+            }
+            let (received, closed) = read_until_closed(&mut stream, Duration::from_secs(60)).await;
+            assert!(closed, "kind {kind}: still open after 60 s");
+            (kind, started.elapsed(), received)
+        }));
+    }
+
+    // Meanwhile a healthy client keeps being served.
+    let client = http();
+    let started = Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(14) {
+        let answer = send(client.get(format!("{}/healthz", server.url))).await;
+        assert_eq!((answer.status, answer.text().as_str()), (200, "ok\n"));
+        served += 1;
+    }
+    assert!(served > 10, "only {served} healthy requests were served");
+
+    for attacker in attackers {
+        let (kind, lasted, received) = attacker.await.unwrap();
+        let text = String::from_utf8_lossy(&received);
+        match kind {
+            // Closed without an answer, at the header timeout.
+            0 | 1 => {
+                assert!(received.is_empty(), "kind {kind}: {text}");
+                assert!(lasted < Duration::from_secs(10), "kind {kind}: {lasted:?}");
+            }
+            2 => {
+                assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+                assert!(lasted < Duration::from_secs(10), "idle: {lasted:?}");
+            }
+            _ => {
+                assert!(
+                    text.starts_with("HTTP/1.1 408"),
+                    "slow body after {lasted:?}: {text}"
+                );
+                assert!(text.contains("\"request_timeout\""), "{text}");
+                assert!(
+                    lasted < Duration::from_secs(30),
+                    "a slow body was held {lasted:?}"
+                );
+            }
+        }
+    }
+    for (reason, at_least) in [("header", 1000.0), ("idle", 500.0), ("body", 500.0)] {
+        let counted = metric(
+            &server,
+            &format!("wok_connections_timed_out_total{{reason=\"{reason}\"}}"),
+        )
+        .await;
+        assert!(counted >= at_least, "{reason}: {counted}");
+    }
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_refuse() {
+    let server = WokServer::start_with(WOK, &["--max-connections", "20"]);
+    deploy(&server, "slow", guests::SLEEP, &[]);
+    let address = address(&server);
+
+    // Twenty idle connections do not keep a new client out: the oldest
+    // idle one is closed to make room.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(TcpStream::connect(&address).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = send(http().get(format!("{}/healthz", server.url))).await;
+    assert_eq!(answer.status, 200);
+    let (_, closed) = read_until_closed(&mut idle[0], Duration::from_secs(5)).await;
+    assert!(closed, "the oldest idle connection was closed to make room");
+    drop(idle);
+
+    // Twenty busy connections: a new one is refused with a 503.
+    let mut busy = Vec::new();
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(b"GET /fn/slow?ms=3000 HTTP/1.1\r\nHost: wok\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        busy.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut refused = TcpStream::connect(&address).await.unwrap();
+    let (answer, closed) = read_until_closed(&mut refused, Duration::from_secs(5)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(closed);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("\"too_many_connections\""), "{answer}");
+    // The busy ones were served.
+    for mut stream in busy {
+        let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(20)).await;
+        let answer = String::from_utf8_lossy(&answer).to_string();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("slept 3000\n"), "{answer}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(metric(&server, "wok_connections_shed_total{how=\"closed_idle\"}").await >= 1.0);
+    assert!(metric(&server, "wok_connections_shed_total{how=\"refused\"}").await >= 1.0);
+}
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_get_the_json_error_body() {
+    let server = server();
+    let address = address(&server);
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: wok\r\n\r\n", "a".repeat(70_000));
+    let big_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: wok\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    for (request, status, code) in [
+        (
+            b"NOT HTTP AT ALL\r\n\r\n".to_vec(),
+            "400",
+            "invalid_request",
+        ),
+        (long_uri.into_bytes(), "414", "uri_too_long"),
+        (big_header.into_bytes(), "431", "headers_too_large"),
+    ] {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        let _ = stream.write_all(&request).await;
+        let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(closed);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_str(body).expect(&answer);
+        assert_eq!(body["error"]["code"], code, "{answer}");
+    }
+
+    // A method a path does not take.
+    for (method, path) in [
+        (reqwest::Method::PATCH, "/v1/functions"),
+        (reqwest::Method::POST, "/healthz"),
+        (reqwest::Method::DELETE, "/metrics"),
+    ] {
+        let answer = send(control(&server, method.clone(), path)).await;
+        assert_eq!(answer.status, 405, "{method} {path}");
+        assert_eq!(answer.error_code(), "method_not_allowed", "{method} {path}");
+        assert!(answer.header("allow").contains("GET"), "{method} {path}");
+    }
+}
