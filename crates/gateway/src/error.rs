@@ -41,6 +41,11 @@ pub enum ApiError {
         message: String,
     },
     FunctionNotFound(String),
+    /// Well-formed, but not something that can be done (422).
+    Unprocessable {
+        code: &'static str,
+        message: String,
+    },
     BadRequest {
         code: &'static str,
         message: String,
@@ -95,6 +100,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -130,6 +136,7 @@ impl ApiError {
             | ApiError::RangeNotSatisfiable { message, .. }
             | ApiError::FunctionNotFound(message)
             | ApiError::BadRequest { message, .. }
+            | ApiError::Unprocessable { message, .. }
             | ApiError::PayloadTooLarge(message)
             | ApiError::RequestTimeout(message)
             | ApiError::MethodNotAllowed(message)
@@ -273,6 +280,11 @@ impl From<store::StoreError> for ApiError {
                 message: "the value is not a decimal integer, so it cannot be incremented"
                     .to_owned(),
             },
+            store::StoreError::IdempotencyKeyReused => ApiError::Unprocessable {
+                code: "idempotency_key_reused",
+                message: error.to_string(),
+            },
+            store::StoreError::AsyncQueueFull { .. } => ApiError::Overloaded(error.to_string()),
             store::StoreError::Overflow => ApiError::Conflict {
                 code: "overflow",
                 message: error.to_string(),

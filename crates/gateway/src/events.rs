@@ -445,10 +445,36 @@ pub(crate) async fn invoke_async(
         headers.remove(hop);
     }
     let request = triggers::async_request(&function, &parts.method, &guest_path, &headers, &body);
-    let (invocation, queued) = gateway
+    // An idempotency key is the caller's own: scoped to the credential it
+    // sent (whatever it is: a wok key, or the function's own tokens), and
+    // bound to what it asked.
+    let caller = parts.headers.get(http::header::AUTHORIZATION).map_or_else(
+        || "anonymous".to_owned(),
+        |value| digest(&[value.as_bytes()]),
+    );
+    let fingerprint = digest(&[
+        parts.method.as_str().as_bytes(),
+        guest_path.as_bytes(),
+        &body,
+    ]);
+    let request = store::events::AsyncRequest {
+        request,
+        idempotency_key: idempotency_key.map(|key| format!("{caller}:{key}")),
+        fingerprint,
+        limit: Some(gateway.async_queue),
+    };
+    let (invocation, queued) = match gateway
         .events
-        .enqueue_async(&project, &function, request, idempotency_key)
-        .await?;
+        .enqueue_async(&project, &function, request)
+        .await
+    {
+        Ok(queued) => queued,
+        Err(error @ store::StoreError::AsyncQueueFull { .. }) => {
+            gateway.metrics.async_refused(&project, &function);
+            return Err(ApiError::Overloaded(format!("{error}; retry later")));
+        }
+        Err(error) => return Err(error.into()),
+    };
     let url = format!("/v1/projects/{project}/invocations/{}", invocation.id);
     let accepted = api_types::AsyncAccepted {
         id: invocation.id.clone(),
@@ -470,6 +496,17 @@ pub(crate) async fn invoke_async(
         http::HeaderValue::from_static("respond-async"),
     );
     Ok(response)
+}
+
+/// SHA-256 over `parts`, each length-prefixed, in hex (32 characters).
+fn digest(parts: &[&[u8]]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hex::encode(&hasher.finalize()[..16])
 }
 
 /// `GET /v1/invocations/ID`: an asynchronous invocation's status and response.

@@ -53,6 +53,8 @@ pub struct Gateway {
     pub hub: Arc<::events::Hub>,
     /// Largest component upload accepted by deploy.
     pub max_upload_bytes: u64,
+    /// How many asynchronous requests of one function may wait, and their size.
+    pub async_queue: store::events::AsyncQueueLimit,
 }
 
 pub type SharedGateway = Arc<Gateway>;

@@ -63,6 +63,7 @@ pub struct Metrics {
     response_head: Histogram,
     throttled: Family<FunctionLabels, Counter>,
     log_lines_dropped: Counter,
+    async_refused: Family<FunctionLabels, Counter>,
     connections_open: Gauge,
     connections_shed: Family<ShedLabels, Counter>,
     connections_timed_out: Family<TimeoutLabels, Counter>,
@@ -193,6 +194,12 @@ impl Metrics {
             "Guest log lines dropped because the writer fell behind",
             log_lines_dropped.clone(),
         );
+        let async_refused = Family::<FunctionLabels, Counter>::default();
+        registry.register(
+            "async_refused",
+            "Asynchronous requests refused because the function's queue was full (429)",
+            async_refused.clone(),
+        );
         let connections_open = Gauge::default();
         let connections_shed = Family::<ShedLabels, Counter>::default();
         let connections_timed_out = Family::<TimeoutLabels, Counter>::default();
@@ -212,6 +219,7 @@ impl Metrics {
             connections_timed_out.clone(),
         );
         Self {
+            async_refused,
             connections_open,
             connections_shed,
             connections_timed_out,
@@ -258,6 +266,14 @@ impl Metrics {
 
     pub fn throttled(&self, project: &ProjectId, function: &FunctionName) {
         self.throttled
+            .get_or_create(&FunctionLabels {
+                function: Self::function_label(project, function),
+            })
+            .inc();
+    }
+
+    pub fn async_refused(&self, project: &ProjectId, function: &FunctionName) {
+        self.async_refused
             .get_or_create(&FunctionLabels {
                 function: Self::function_label(project, function),
             })

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+pub use store::events::AsyncQueueLimit;
 use store::{MetaStore, SqliteStore};
 
 /// The file in the data directory holding the admin credential.
@@ -39,6 +40,8 @@ pub struct ServerConfig {
     pub event_retention: Duration,
     /// What each HTTP connection may hold, and how many there may be.
     pub connections: gateway::ConnectionLimits,
+    /// Asynchronous requests that may wait per function, and their size.
+    pub async_queue: AsyncQueueLimit,
     pub wasm: WasmConfig,
 }
 
@@ -157,6 +160,7 @@ pub async fn run(
         events: event_store,
         dispatcher: dispatcher.clone(),
         max_upload_bytes: config.max_upload.bytes(),
+        async_queue: config.async_queue,
     });
     let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;

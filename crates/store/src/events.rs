@@ -201,6 +201,30 @@ impl AsyncStatus {
     }
 }
 
+/// An asynchronous request to queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsyncRequest {
+    /// The request, as its event.
+    pub request: NewEvent,
+    /// A repeated call with this key gets the first call's invocation. The
+    /// caller scopes it (to whoever sent it).
+    pub idempotency_key: Option<String>,
+    /// A digest of what was asked (method, path, body): a key used again
+    /// with another request is refused.
+    pub fingerprint: String,
+    /// The function's queue of requests not yet finished (queued or
+    /// retrying) may not grow past this; `None` for no bound.
+    pub limit: Option<AsyncQueueLimit>,
+}
+
+/// How many asynchronous requests of one function may wait, and how large
+/// (their stored requests) in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncQueueLimit {
+    pub requests: u64,
+    pub bytes: u64,
+}
+
 /// What an attempt at an asynchronous invocation came to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AsyncAttempt {
@@ -339,13 +363,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// Queues an asynchronous invocation of `function` (its request as the
     /// event) in one transaction. With an idempotency key already used for
     /// the function, nothing is queued and the earlier invocation is
-    /// returned instead; the flag says whether this call queued it.
+    /// returned instead (the flag says whether this call queued it), or
+    /// [`StoreError::IdempotencyKeyReused`] if it was for another request.
+    /// A queue at its limit refuses with [`StoreError::AsyncQueueFull`].
     fn enqueue_async(
         &self,
         project: &ProjectId,
         function: &FunctionName,
-        request: NewEvent,
-        idempotency_key: Option<String>,
+        request: AsyncRequest,
     ) -> PendingWrite<(AsyncInvocation, bool)>;
 
     /// Records an attempt at an asynchronous invocation.

@@ -4,8 +4,8 @@
 //! whose delivery failed, so pruning the log never loses one).
 use crate::StoreError;
 use crate::events::{
-    AsyncAttempt, AsyncInvocation, AsyncStatus, Event, FailedEvent, FailedFilter, NewEvent, Settle,
-    Subscription,
+    AsyncAttempt, AsyncInvocation, AsyncRequest, AsyncStatus, Event, FailedEvent, FailedFilter,
+    NewEvent, Settle, Subscription,
 };
 use domain::{FunctionName, ProjectId, TriggerName, TriggerSpec, UnixMillis, now_millis};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -77,6 +77,35 @@ CREATE UNIQUE INDEX IF NOT EXISTS async_by_idempotency_key
     ON async_invocations (project, function, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 ";
+
+/// Columns added to `async_invocations` after it was first made: a digest
+/// of the request (an idempotency key is bound to it) and its stored size
+/// (the queue's bound counts it). Rows from before have neither.
+pub(crate) fn migrate_async_invocations(connection: &Connection) -> Result<(), StoreError> {
+    for (column, definition) in [
+        ("fingerprint", "TEXT"),
+        ("bytes", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
+        let exists: bool = connection.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('async_invocations') WHERE name = ?)",
+            [column],
+            |row| row.get(0),
+        )?;
+        if !exists {
+            connection.execute_batch(&format!(
+                "ALTER TABLE async_invocations ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    // The requests not finished yet, per function, with their sizes: what
+    // the queue's bound counts.
+    connection.execute_batch(
+        "CREATE INDEX IF NOT EXISTS async_pending
+             ON async_invocations (project, function, bytes)
+             WHERE succeeded = 0 AND failed = 0",
+    )?;
+    Ok(())
+}
 
 thread_local! {
     /// The streams the writer's current batch logged events on (or made
@@ -749,38 +778,62 @@ pub(crate) fn apply_enqueue_async(
     connection: &Connection,
     project: &ProjectId,
     function: &FunctionName,
-    request: &NewEvent,
-    idempotency_key: Option<&str>,
+    request: &AsyncRequest,
 ) -> Result<(AsyncInvocation, bool), StoreError> {
-    if let Some(key) = idempotency_key {
-        let earlier: Option<String> = connection
+    if let Some(key) = &request.idempotency_key {
+        let earlier: Option<(String, Option<String>)> = connection
             .prepare_cached(
-                "SELECT id FROM async_invocations
+                "SELECT id, fingerprint FROM async_invocations
                  WHERE project = ? AND function = ? AND idempotency_key = ?",
             )?
             .query_row(params![project.as_str(), function.as_str(), key], |row| {
-                row.get(0)
+                Ok((row.get(0)?, row.get(1)?))
             })
             .optional()?;
-        if let Some(id) = earlier
-            && let Some(invocation) = find_async(connection, project, &id)?
-        {
-            return Ok((invocation, false));
+        if let Some((id, fingerprint)) = earlier {
+            if fingerprint.is_some_and(|fingerprint| fingerprint != request.fingerprint) {
+                return Err(StoreError::IdempotencyKeyReused);
+            }
+            if let Some(invocation) = find_async(connection, project, &id)? {
+                return Ok((invocation, false));
+            }
         }
     }
-    let event = insert_event(connection, project, request.clone(), now_millis())?;
+    let bytes = request.request.data.len() as u64;
+    if let Some(limit) = request.limit {
+        let (requests, waiting): (i64, i64) = connection
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM async_invocations
+                 WHERE project = ? AND function = ? AND succeeded = 0 AND failed = 0",
+            )?
+            .query_row(params![project.as_str(), function.as_str()], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
+        let (requests, waiting) = (requests as u64, waiting as u64);
+        if requests >= limit.requests || waiting + bytes > limit.bytes {
+            return Err(StoreError::AsyncQueueFull {
+                function: function.to_string(),
+                requests,
+                bytes: waiting,
+            });
+        }
+    }
+    let event = insert_event(connection, project, request.request.clone(), now_millis())?;
     connection
         .prepare_cached(
-            "INSERT INTO async_invocations (project, id, function, seq, idempotency_key, created_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO async_invocations
+                 (project, id, function, seq, idempotency_key, created_at, fingerprint, bytes)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )?
         .execute(params![
             project.as_str(),
             event.id,
             function.as_str(),
             event.seq,
-            idempotency_key,
-            event.time
+            request.idempotency_key,
+            event.time,
+            request.fingerprint,
+            bytes as i64
         ])?;
     let invocation = AsyncInvocation {
         id: event.id,

@@ -12,7 +12,7 @@ use crate::docs_sqlite::{
     apply_finish_index,
 };
 use crate::events::{
-    AsyncAttempt, AsyncInvocation, Event, FailedEvent, FailedFilter, NewEvent, Settle,
+    AsyncAttempt, AsyncInvocation, AsyncRequest, Event, FailedEvent, FailedFilter, NewEvent, Settle,
 };
 use crate::events_sqlite;
 use crate::kv_journal::{KvJournal, KvOverlay};
@@ -123,8 +123,7 @@ pub(crate) enum WriteOp {
     EnqueueAsync {
         project: ProjectId,
         function: FunctionName,
-        request: NewEvent,
-        idempotency_key: Option<String>,
+        request: AsyncRequest,
     },
     RecordAsync {
         project: ProjectId,
@@ -253,15 +252,8 @@ impl WriteOp {
                 project,
                 function,
                 request,
-                idempotency_key,
-            } => events_sqlite::apply_enqueue_async(
-                transaction,
-                project,
-                function,
-                request,
-                idempotency_key.as_deref(),
-            )
-            .map(|(invocation, queued)| Written::Queued(invocation, queued)),
+            } => events_sqlite::apply_enqueue_async(transaction, project, function, request)
+                .map(|(invocation, queued)| Written::Queued(invocation, queued)),
             WriteOp::RecordAsync {
                 project,
                 id,

@@ -108,6 +108,16 @@ pub enum StoreError {
     BucketNotEmpty(String),
     #[error("upload {0:?} does not exist (completed, aborted, or never started)")]
     NoSuchUpload(String),
+    #[error(
+        "function {function:?} has {requests} asynchronous requests ({bytes} bytes) waiting, its limit"
+    )]
+    AsyncQueueFull {
+        function: String,
+        requests: u64,
+        bytes: u64,
+    },
+    #[error("this Idempotency-Key was used for another request (another method, path or body)")]
+    IdempotencyKeyReused,
     #[error("writing failed: {0}")]
     WriteFailed(String),
     #[error("stored data is corrupt: {0}")]

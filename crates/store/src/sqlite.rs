@@ -4,8 +4,8 @@ use crate::docs::{
 };
 use crate::docs_sqlite::{self, DOCS_SCHEMA};
 use crate::events::{
-    AsyncAttempt, AsyncInvocation, Event, EventStore, FailedEvent, FailedFilter, NewEvent, Settle,
-    Subscription,
+    AsyncAttempt, AsyncInvocation, AsyncRequest, Event, EventStore, FailedEvent, FailedFilter,
+    NewEvent, Settle, Subscription,
 };
 use crate::events_sqlite::{self, EVENTS_SCHEMA};
 use crate::group_commit::{EventHook, PendingWrite, WriteOp, Writer, Written};
@@ -204,6 +204,7 @@ impl SqliteStore {
         docs_sqlite::drop_unfinished_indexes(&connection)?;
         connection.execute_batch(OBJECTS_SCHEMA)?;
         connection.execute_batch(EVENTS_SCHEMA)?;
+        events_sqlite::migrate_async_invocations(&connection)?;
         // Functions deployed before triggers existed get their subscriptions
         // (the implicit `async` one at least); existing ones are kept.
         sync_all_subscriptions(&connection)?;
@@ -1493,14 +1494,12 @@ impl EventStore for SqliteStore {
         &self,
         project: &ProjectId,
         function: &FunctionName,
-        request: NewEvent,
-        idempotency_key: Option<String>,
+        request: AsyncRequest,
     ) -> PendingWrite<(AsyncInvocation, bool)> {
         let op = WriteOp::EnqueueAsync {
             project: project.clone(),
             function: function.clone(),
             request,
-            idempotency_key,
         };
         self.writer.write_async(op, |written| match written {
             Written::Queued(invocation, queued) => Some((invocation, queued)),

@@ -357,8 +357,16 @@ impl FunctionDeliver {
                     &headers,
                     record.to_string().as_bytes(),
                 );
+                // Not bounded: the outcomes come at the pace of the
+                // sender's own (bounded) queue.
+                let request = store::events::AsyncRequest {
+                    request,
+                    idempotency_key: None,
+                    fingerprint: String::new(),
+                    limit: None,
+                };
                 self.events
-                    .enqueue_async(&target.project, function, request, None)
+                    .enqueue_async(&target.project, function, request)
                     .await
                     .map(|_| ())
             }

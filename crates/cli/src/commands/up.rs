@@ -55,6 +55,13 @@ pub struct Up {
     /// read) before the connection is closed.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     write_timeout: Duration,
+    /// Asynchronous requests (`Prefer: respond-async`) that may wait for
+    /// each function, queued or retrying; beyond, 429.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    async_max_queued: u64,
+    /// Total size of the stored requests that may wait for each function.
+    #[arg(long, default_value = "256MiB")]
+    async_max_queued_bytes: ByteSize,
 }
 
 /// Largest request line and headers a connection accepts.
@@ -107,6 +114,9 @@ impl Up {
                 anyhow::bail!("{flag} must be at least 100ms");
             }
         }
+        if self.async_max_queued == 0 || self.async_max_queued_bytes.bytes() == 0 {
+            anyhow::bail!("--async-max-queued and --async-max-queued-bytes must be above zero");
+        }
         if self.min_body_rate.bytes() == 0 {
             anyhow::bail!("--min-body-rate must be at least 1 byte");
         }
@@ -122,6 +132,10 @@ impl Up {
             shutdown_grace: self.shutdown_grace,
             upload_expiry: self.upload_expiry,
             event_retention: self.event_retention,
+            async_queue: server::AsyncQueueLimit {
+                requests: self.async_max_queued,
+                bytes: self.async_max_queued_bytes.bytes(),
+            },
             connections: server::ConnectionLimits {
                 max_connections,
                 header_timeout: self.header_timeout,

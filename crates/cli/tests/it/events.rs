@@ -1028,3 +1028,87 @@ async fn a_trap_or_a_timeout_is_a_failed_delivery() {
         "{outcomes:?}"
     );
 }
+
+#[tokio::test]
+async fn asynchronous_requests_are_bounded_and_idempotency_keys_belong_to_their_caller() {
+    let server = test_support::WokServer::start_with(
+        WOK,
+        &[
+            "--async-max-queued",
+            "3",
+            "--async-max-queued-bytes",
+            "64KiB",
+        ],
+    );
+    // One at a time, each taking a while: requests wait in the queue.
+    for name in ["slow", "slower"] {
+        deploy(&server, name, guests::SLEEP, &["--max-concurrency", "1"]);
+    }
+    let queue = |function: &str, body: Vec<u8>| {
+        http()
+            .post(format!("{}/fn/{function}?ms=3000", server.url))
+            .header("prefer", "respond-async")
+            .body(body)
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let answer = send(queue("slow", b"x".to_vec())).await;
+        if answer.status == 429 {
+            assert_eq!(answer.error_code(), "too_many_requests");
+            assert_eq!(answer.header("retry-after"), "1");
+            assert!(
+                answer.text().contains("asynchronous requests"),
+                "{}",
+                answer.text()
+            );
+        }
+        statuses.push(answer.status);
+    }
+    assert_eq!(statuses, [202, 202, 202, 429, 429, 429]);
+    // Bytes: two requests of 20 KiB fit in 64 KiB (as stored), a third
+    // does not; another function's queue is its own.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(send(queue("slower", vec![b'y'; 20 << 10])).await.status);
+    }
+    assert_eq!(statuses, [202, 202, 429]);
+    let text = send(control(&server, reqwest::Method::GET, "/metrics"))
+        .await
+        .text();
+    assert!(
+        text.contains("wok_async_refused_total{function=\"default/slow\"} 3"),
+        "{text}"
+    );
+
+    // Idempotency keys: per caller (the credential it sends), and bound to
+    // the request.
+    let keyed = |token: &str, body: &str| {
+        http()
+            .post(format!("{}/fn/slower?ms=1", server.url))
+            .header("prefer", "respond-async")
+            .header("idempotency-key", "order-7")
+            .bearer_auth(token)
+            .body(body.to_owned())
+    };
+    eventually("room in the queue", || async {
+        let answer = send(keyed("alice", "pay 10")).await;
+        (answer.status == 202).then(|| answer.json())
+    })
+    .await;
+    let again = send(keyed("alice", "pay 10")).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    let other_caller = eventually("room in the queue", || async {
+        let answer = send(keyed("bob", "pay 10")).await;
+        (answer.status != 429).then_some(answer)
+    })
+    .await;
+    assert_eq!(other_caller.status, 202, "another caller's key is its own");
+    assert_ne!(other_caller.json()["id"], again.json()["id"]);
+    let changed = send(keyed("alice", "pay 1000")).await;
+    assert_eq!(
+        (changed.status, changed.error_code().as_str()),
+        (422, "idempotency_key_reused"),
+        "{}",
+        changed.text()
+    );
+}

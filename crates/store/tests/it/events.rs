@@ -5,7 +5,8 @@ use domain::{FunctionConfig, FunctionName, HttpWorld, ProjectId, TriggerName, Tr
 use serde_json::json;
 use store::docs::{DocCondition, DocWrite};
 use store::events::{
-    AsyncAttempt, AsyncStatus, Event, FailedEvent, FailedFilter, NewEvent, Settle,
+    AsyncAttempt, AsyncQueueLimit, AsyncRequest, AsyncStatus, Event, FailedEvent, FailedFilter,
+    NewEvent, Settle,
 };
 use store::{DocStore, EventStore, MetaStore, NewVersion, SqliteStore};
 
@@ -319,18 +320,50 @@ pub fn contract<S: EventStore + DocStore + MetaStore>(store: &S) {
     );
     assert_eq!(left[0].id, keyed[1].id);
 
-    // Asynchronous invocations: an idempotency key returns the first.
-    let request = |data: &str| message("invoke/worker", data, None);
+    // Asynchronous invocations: an idempotency key returns the first, for
+    // the same request only.
+    let limit = AsyncQueueLimit {
+        requests: 3,
+        bytes: 1000,
+    };
+    let request = |data: &str, key: Option<&str>, fingerprint: &str| AsyncRequest {
+        request: message("invoke/worker", data, None),
+        idempotency_key: key.map(str::to_owned),
+        fingerprint: fingerprint.to_owned(),
+        limit: Some(limit),
+    };
     let (first, queued) =
-        block(store.enqueue_async(&project, &worker, request("a"), Some("key-1".to_owned())))
-            .unwrap();
+        block(store.enqueue_async(&project, &worker, request("a", Some("key-1"), "a"))).unwrap();
     assert!(queued);
     let (again, queued) =
-        block(store.enqueue_async(&project, &worker, request("b"), Some("key-1".to_owned())))
-            .unwrap();
+        block(store.enqueue_async(&project, &worker, request("a", Some("key-1"), "a"))).unwrap();
     assert!(!queued);
     assert_eq!(again.id, first.id);
     assert_eq!(first.status, AsyncStatus::Queued);
+    assert!(matches!(
+        block(store.enqueue_async(&project, &worker, request("b", Some("key-1"), "b"))),
+        Err(store::StoreError::IdempotencyKeyReused)
+    ));
+    // The queue is bounded in requests and in bytes; a finished request
+    // makes room.
+    let (second, _) =
+        block(store.enqueue_async(&project, &worker, request("b", None, "b"))).unwrap();
+    assert!(matches!(
+        block(store.enqueue_async(&project, &worker, request(&"x".repeat(999), None, "x"))),
+        Err(store::StoreError::AsyncQueueFull {
+            requests: 2,
+            bytes: 2,
+            ..
+        })
+    ));
+    block(store.enqueue_async(&project, &worker, request("c", None, "c"))).unwrap();
+    assert!(matches!(
+        block(store.enqueue_async(&project, &worker, request("d", None, "d"))),
+        Err(store::StoreError::AsyncQueueFull { requests: 3, .. })
+    ));
+    // Another function's queue is its own.
+    let other_function = FunctionName::new("other-worker").unwrap();
+    block(store.enqueue_async(&project, &other_function, request("d", None, "d"))).unwrap();
     block(store.record_async(
         &project,
         &first.id,
@@ -349,6 +382,25 @@ pub fn contract<S: EventStore + DocStore + MetaStore>(store: &S) {
         .unwrap();
     assert_eq!(found.status, AsyncStatus::Succeeded);
     assert_eq!(found.response.unwrap().2, b"ok");
+    block(store.record_async(
+        &project,
+        &second.id,
+        AsyncAttempt {
+            attempts: 2,
+            succeeded: false,
+            failed: true,
+            response: None,
+            error: Some("trap".to_owned()),
+        },
+    ))
+    .unwrap();
+    for data in ["d", "e"] {
+        block(store.enqueue_async(&project, &worker, request(data, None, data))).unwrap();
+    }
+    assert!(matches!(
+        block(store.enqueue_async(&project, &worker, request("f", None, "f"))),
+        Err(store::StoreError::AsyncQueueFull { requests: 3, .. })
+    ));
     assert_eq!(store.async_invocation(&other, &first.id).unwrap(), None);
 
     // Removing the function removes its subscriptions.
