@@ -85,6 +85,11 @@ pub struct Auth {
     /// Access rules already read (absent ones as `Private`); rules change
     /// only through [`Auth::set_rule`], which updates this first-hand.
     rules: RwLock<HashMap<Resource, AccessRule>>,
+    /// Whether any resource of a kind lets public keys write, per project;
+    /// dropped when one of the project's rules changes.
+    /// (With a count of the changes, so that an answer read from the store
+    /// while a rule changed is not kept.)
+    public_writes: RwLock<(u64, HashMap<(ProjectId, ResourceKind), bool>)>,
     /// Projects seen to exist; [`Auth::remove_project`] drops them.
     projects: RwLock<std::collections::HashSet<ProjectId>>,
 }
@@ -161,6 +166,7 @@ impl Auth {
             admin_token,
             live: RwLock::new(HashMap::new()),
             rules: RwLock::new(HashMap::new()),
+            public_writes: RwLock::new((0, HashMap::new())),
             projects: RwLock::new(std::collections::HashSet::new()),
         }
     }
@@ -229,6 +235,54 @@ impl Auth {
             .map(|rule| rule.lets_public(access))
     }
 
+    /// Whether `caller` may write to some collection (bucket, topic) of
+    /// `project`: what a request naming its resources only in its body
+    /// (a batch) is checked for before the body is read.
+    pub fn may_write_some(
+        &self,
+        caller: &Caller,
+        project: &ProjectId,
+        kind: ResourceKind,
+    ) -> Result<bool, StoreError> {
+        if caller.serves(project) {
+            return Ok(true);
+        }
+        if !caller.member_of(project) {
+            return Ok(false);
+        }
+        let (changes, cached) = {
+            let public_writes = self
+                .public_writes
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            (
+                public_writes.0,
+                public_writes.1.get(&(project.clone(), kind)).copied(),
+            )
+        };
+        if let Some(any) = cached {
+            return Ok(any);
+        }
+        let any = self.store.any_public_write(project, kind)?;
+        let mut public_writes = self
+            .public_writes
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if public_writes.0 == changes {
+            public_writes.1.insert((project.clone(), kind), any);
+        }
+        Ok(any)
+    }
+
+    fn forget_public_writes(&self, project: &ProjectId, kind: ResourceKind) {
+        let mut public_writes = self
+            .public_writes
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        public_writes.0 += 1;
+        public_writes.1.remove(&(project.clone(), kind));
+    }
+
     /// The rule, if already in memory; never blocks.
     pub fn cached_rule(
         &self,
@@ -272,6 +326,7 @@ impl Auth {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&(project.clone(), kind, name.to_owned()));
+        self.forget_public_writes(project, kind);
     }
 
     /// Sets a rule; it applies from the moment this returns.
@@ -287,6 +342,7 @@ impl Auth {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert((project.clone(), kind, name.to_owned()), rule);
+        self.forget_public_writes(project, kind);
         Ok(())
     }
 

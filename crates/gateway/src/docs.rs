@@ -1,7 +1,7 @@
 //! Documents over REST: `/v1/docs/COLLECTION[/ID]` for the scope's
 //! project, with `_query`, `_count`, `_explain`, `_indexes` and `_batch`
 //! (names that no collection or document id can take).
-use crate::http_util::{Precondition, etag, precondition};
+use crate::http_util::{Precondition, etag, precondition, read_json_body};
 use crate::projects::{Scope, authorize, read_rule, require_service, write_rule};
 use crate::{ApiError, SharedGateway, blocking};
 use auth::Caller;
@@ -19,8 +19,12 @@ use store::docs::{
 /// Largest body of a single-document request: the document limit plus room
 /// for pretty-printing.
 const MAX_DOCUMENT_BODY: usize = 2 * MAX_DOCUMENT_BYTES;
-/// Largest batch or query body.
-const MAX_BATCH_BODY: usize = 32 << 20;
+/// Largest batch body (Firestore's limit for a request, too).
+const MAX_BATCH_BODY: usize = 10 << 20;
+/// Largest index declaration.
+const MAX_INDEX_BODY: usize = 16 << 10;
+/// Largest query body: 100 terms with their values, and a cursor.
+const MAX_QUERY_BODY: usize = 256 << 10;
 
 fn collection_name(name: &str) -> Result<CollectionName, ApiError> {
     CollectionName::new(name)
@@ -48,16 +52,20 @@ async fn collection_for(
     Ok(collection)
 }
 
-async fn read_json(request: Request, limit: usize) -> Result<Value, ApiError> {
-    let bytes = axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes")))?;
-    if bytes.is_empty() {
-        return Ok(Value::Object(Map::new()));
-    }
-    serde_json::from_slice(&bytes).map_err(|error| {
-        ApiError::bad_request("invalid_json", format!("the body is not JSON: {error}"))
-    })
+/// A JSON body (`{}` when empty); see [`read_json_body`] for the permit.
+async fn read_json(
+    gateway: &SharedGateway,
+    request: Request,
+    limit: usize,
+) -> Result<(Value, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
+    read_json_body(
+        gateway,
+        request,
+        limit,
+        || Ok(Value::Object(Map::new())),
+        |error| ApiError::bad_request("invalid_json", format!("the body is not JSON: {error}")),
+    )
+    .await
 }
 
 /// Runs a document read on the blocking pool, at most
@@ -240,7 +248,7 @@ pub async fn query(
     request: Request,
 ) -> Result<Json<api_types::DocPage>, ApiError> {
     let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
-    let body = read_json(request, MAX_BATCH_BODY).await?;
+    let (body, _permit) = read_json(&gateway, request, MAX_QUERY_BODY).await?;
     run_query(gateway, project, collection, body).await
 }
 
@@ -253,7 +261,7 @@ pub async fn count(
     request: Request,
 ) -> Result<Json<api_types::DocCount>, ApiError> {
     let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
-    let query = parse_query(&read_json(request, MAX_BATCH_BODY).await?)?;
+    let query = parse_query(&read_json(&gateway, request, MAX_QUERY_BODY).await?.0)?;
     let docs = gateway.docs.clone();
     let count = read(&gateway, move || {
         docs.doc_count(&project, &collection, &query)
@@ -272,7 +280,7 @@ pub async fn explain(
 ) -> Result<Json<api_types::DocExplain>, ApiError> {
     let collection = collection_name(&collection)?;
     require_service(&caller, &project)?;
-    let query = parse_query(&read_json(request, MAX_BATCH_BODY).await?)?;
+    let query = parse_query(&read_json(&gateway, request, MAX_QUERY_BODY).await?.0)?;
     let docs = gateway.docs.clone();
     let plan = blocking(move || docs.doc_explain(&project, &collection, &query)).await?;
     Ok(Json(api_types::DocExplain {
@@ -295,7 +303,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let collection =
         collection_for(&gateway, &caller, &project, &collection, Access::Write).await?;
-    let data = document_object(read_json(request, MAX_DOCUMENT_BODY).await?)?;
+    let (data, _permit) = read_json(&gateway, request, MAX_DOCUMENT_BODY).await?;
+    let data = document_object(data)?;
     let write = DocWrite::Set {
         collection,
         id: None,
@@ -339,7 +348,8 @@ pub async fn put(
     let collection =
         collection_for(&gateway, &caller, &project, &collection, Access::Write).await?;
     let condition = condition(request.headers())?;
-    let data = document_object(read_json(request, MAX_DOCUMENT_BODY).await?)?;
+    let (data, _permit) = read_json(&gateway, request, MAX_DOCUMENT_BODY).await?;
+    let data = document_object(data)?;
     let write = DocWrite::Set {
         collection,
         id: Some(id),
@@ -373,7 +383,7 @@ pub async fn patch(
     let collection =
         collection_for(&gateway, &caller, &project, &collection, Access::Write).await?;
     let condition = condition(request.headers())?;
-    let patch = read_json(request, MAX_DOCUMENT_BODY).await?;
+    let (patch, _permit) = read_json(&gateway, request, MAX_DOCUMENT_BODY).await?;
     if !patch.is_object() {
         return Err(ApiError::bad_request(
             "invalid_document",
@@ -417,9 +427,32 @@ pub async fn batch(
     Extension(caller): Extension<Caller>,
     request: Request,
 ) -> Result<Json<api_types::DocBatchResult>, ApiError> {
-    let body = read_json(request, MAX_BATCH_BODY).await?;
-    let batch: api_types::DocBatch = serde_json::from_value(body)
-        .map_err(|error| ApiError::bad_request("invalid_batch", error.to_string()))?;
+    // The collections are named in the body: a key that may write to none
+    // of the project's is refused before it is read.
+    let auth = gateway.auth.clone();
+    let (lookup_caller, lookup_project) = (caller.clone(), project.clone());
+    if !blocking(move || {
+        auth.may_write_some(&lookup_caller, &lookup_project, ResourceKind::Collection)
+    })
+    .await?
+    {
+        return Err(ApiError::NotAllowed(
+            "this key may not write to any collection of this project".to_owned(),
+        ));
+    }
+    let (batch, _permit): (api_types::DocBatch, _) = read_json_body(
+        &gateway,
+        request,
+        MAX_BATCH_BODY,
+        || {
+            Err(ApiError::bad_request(
+                "invalid_batch",
+                "expected {\"writes\": [...]}",
+            ))
+        },
+        |error| ApiError::bad_request("invalid_batch", error.to_string()),
+    )
+    .await?;
     if batch.writes.is_empty() || batch.writes.len() > MAX_BATCH_WRITES {
         return Err(ApiError::bad_request(
             "invalid_batch",
@@ -520,7 +553,7 @@ pub async fn create_index(
     require_service(&caller, &project)?;
     index_name(&name)?;
     let body: api_types::CreateDocIndex =
-        serde_json::from_value(read_json(request, MAX_DOCUMENT_BODY).await?)
+        serde_json::from_value(read_json(&gateway, request, MAX_INDEX_BODY).await?.0)
             .map_err(|error| ApiError::bad_request("invalid_index", error.to_string()))?;
     let fields = parse_index_fields(&body.fields)
         .map_err(|error| ApiError::bad_request("invalid_index", error.to_string()))?;

@@ -20,6 +20,9 @@ use store::events::{
     check_messages,
 };
 
+/// Largest body of a batch publish (up to 1,000 messages).
+pub(crate) const MAX_BATCH_BODY: usize = 16 << 20;
+
 /// Most events or dead letters one page returns.
 const MAX_PAGE: u32 = 1000;
 
@@ -124,15 +127,28 @@ pub async fn publish_batch(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
     Path(topic): Path<String>,
-    body: axum::body::Bytes,
+    request: axum::extract::Request,
 ) -> Result<(http::StatusCode, Json<PublishedList>), ApiError> {
     let topic = topic_name(&topic)?;
-    let batch: PublishBatch = serde_json::from_slice(&body).map_err(|error| {
+    let invalid = |error: String| {
         ApiError::bad_request(
             "invalid_body",
             format!("expected {{\"messages\": [{{\"data\": ...}}, ...]}}: {error}"),
         )
-    })?;
+    };
+    let (batch, _permit): (PublishBatch, _) = crate::http_util::read_json_body(
+        &gateway,
+        request,
+        MAX_BATCH_BODY,
+        || Err(invalid("the body is empty".to_owned())),
+        |error| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("expected {{\"messages\": [{{\"data\": ...}}, ...]}}: {error}"),
+            )
+        },
+    )
+    .await?;
     let mut events = Vec::with_capacity(batch.messages.len());
     for (at, message) in batch.messages.into_iter().enumerate() {
         let invalid = |message: String| {

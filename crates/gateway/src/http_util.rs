@@ -69,6 +69,92 @@ pub fn precondition(headers: &http::HeaderMap) -> Result<Precondition, ApiError>
     Ok(Precondition::None)
 }
 
+/// Bodies up to this size are parsed as JSON on the async thread that
+/// read them; larger ones on the blocking pool.
+pub(crate) const SMALL_BODY: usize = 64 << 10;
+
+/// The MiB of large JSON request bodies read or parsed at once (see
+/// [`read_json_body`]).
+pub const JSON_BODY_BUDGET_MIB: usize = 32;
+
+/// How long a large body waits for its turn before the request is refused.
+const JSON_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a request body of at most `limit` bytes and parses it as JSON.
+///
+/// A parsed JSON value takes up to ~16 times its text in memory, so large
+/// bodies (over [`SMALL_BODY`], or of unknown length) take their size from
+/// [`crate::Gateway::json_bodies`] before they are read and give it back
+/// when the returned permit drops (hold it while the value lives); a body
+/// declared larger than `limit` is refused unread (413). Large bodies are
+/// parsed off the async threads. An empty body is `empty`.
+pub(crate) async fn read_json_body<T: serde::de::DeserializeOwned + Send + 'static>(
+    gateway: &crate::SharedGateway,
+    request: Request,
+    limit: usize,
+    empty: impl FnOnce() -> Result<T, ApiError>,
+    invalid: fn(serde_json::Error) -> ApiError,
+) -> Result<(T, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
+    let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes"));
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let expected = declared.map_or(limit, |length| length as usize);
+    let permit = if expected > SMALL_BODY {
+        let mib = expected.div_ceil(1 << 20).min(JSON_BODY_BUDGET_MIB) as u32;
+        let waited = tokio::time::timeout(
+            JSON_BODY_WAIT,
+            gateway.json_bodies.clone().acquire_many_owned(mib),
+        )
+        .await;
+        match waited {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                return Err(ApiError::Overloaded(
+                    "the server is reading other large request bodies; retry later".to_owned(),
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    let bytes = match axum::body::to_bytes(request.into_body(), limit).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            use std::error::Error;
+            let limited = error.source().is_some_and(|source| {
+                source.is::<http_body_util::LengthLimitError>()
+                    || source
+                        .source()
+                        .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>())
+            });
+            return Err(if limited {
+                too_large()
+            } else {
+                ApiError::bad_request(
+                    "invalid_request",
+                    format!("reading the body failed: {error}"),
+                )
+            });
+        }
+    };
+    if bytes.is_empty() {
+        return Ok((empty()?, permit));
+    }
+    let value = if bytes.len() > SMALL_BODY {
+        crate::blocking(move || serde_json::from_slice(&bytes)).await
+    } else {
+        serde_json::from_slice(&bytes)
+    }
+    .map_err(invalid)?;
+    Ok((value, permit))
+}
+
 /// Whether a request comes with a body.
 pub(crate) fn has_body(request: &Request) -> bool {
     let headers = request.headers();

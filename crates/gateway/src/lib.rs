@@ -20,6 +20,7 @@ mod s3;
 mod serve;
 
 pub use error::ApiError;
+pub use http_util::JSON_BODY_BUDGET_MIB;
 pub use serve::{BODY_GRACE, ConnectionLimits, serve};
 
 use axum::Router;
@@ -53,6 +54,9 @@ pub struct Gateway {
     pub hub: Arc<::events::Hub>,
     /// Largest component upload accepted by deploy.
     pub max_upload_bytes: u64,
+    /// MiB of large JSON bodies being read and parsed at once (see
+    /// `http_util::read_json_body`).
+    pub json_bodies: Arc<tokio::sync::Semaphore>,
     /// How many asynchronous requests of one function may wait, and their size.
     pub async_queue: store::events::AsyncQueueLimit,
 }
@@ -65,6 +69,10 @@ pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send 
         .await
         .expect("blocking task panicked")
 }
+
+/// Largest body that axum reads whole for a control route, unless the
+/// route says otherwise.
+const SMALL_BODY_LIMIT: usize = 64 << 10;
 
 /// Most bytes of a refused request body read and thrown away.
 const DRAIN_CAP: usize = 64 << 20;
@@ -106,11 +114,13 @@ fn control_router(gateway: SharedGateway) -> Router {
             post(events::replay),
         )
         .route("/v1/triggers", get(events::list_triggers))
-        .route("/v1/topics/{topic}", post(events::publish))
         .route(
-            "/v1/topics/{topic}/_batch",
-            post(events::publish_batch).layer(axum::extract::DefaultBodyLimit::max(16 << 20)),
+            "/v1/topics/{topic}",
+            post(events::publish).layer(axum::extract::DefaultBodyLimit::max(
+                store::events::MAX_EVENT_BYTES,
+            )),
         )
+        .route("/v1/topics/{topic}/_batch", post(events::publish_batch))
         .route("/v1/topics/{topic}/events", get(events::read_topic))
         .route(
             "/v1/events/dead",
@@ -199,6 +209,9 @@ fn control_router(gateway: SharedGateway) -> Router {
         .merge(data_routes)
         .merge(admin_routes)
         .fallback(control::not_found)
+        // Bodies read whole by axum (settings, rules, names) are small;
+        // routes that take more say so, or read their body themselves.
+        .layer(axum::extract::DefaultBodyLimit::max(SMALL_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             projects::authenticate,

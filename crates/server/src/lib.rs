@@ -161,6 +161,7 @@ pub async fn run(
         dispatcher: dispatcher.clone(),
         max_upload_bytes: config.max_upload.bytes(),
         async_queue: config.async_queue,
+        json_bodies: Arc::new(tokio::sync::Semaphore::new(gateway::JSON_BODY_BUDGET_MIB)),
     });
     let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;

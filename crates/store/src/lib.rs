@@ -186,6 +186,10 @@ pub trait MetaStore: Send + Sync + 'static {
         name: &str,
         rule: AccessRule,
     ) -> Result<(), StoreError>;
+    /// Whether any collection (bucket, topic) of the project lets public
+    /// keys write.
+    fn any_public_write(&self, project: &ProjectId, kind: ResourceKind)
+    -> Result<bool, StoreError>;
 
     /// Stores a new key of an existing project.
     fn create_key(&self, key: &ApiKey) -> Result<(), StoreError>;

@@ -689,6 +689,24 @@ impl MetaStore for SqliteStore {
         Ok(())
     }
 
+    fn any_public_write(
+        &self,
+        project: &ProjectId,
+        kind: ResourceKind,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM access_rules WHERE project = ? AND kind = ? AND rule = ?)",
+        )?
+        .query_row(
+            params![
+                project.as_str(),
+                kind.as_str(),
+                AccessRule::PublicReadWrite.as_str()
+            ],
+            |row| row.get(0),
+        )?)
+    }
+
     fn create_key(&self, key: &ApiKey) -> Result<(), StoreError> {
         let mut connection = self.lock();
         let transaction =

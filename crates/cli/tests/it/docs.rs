@@ -851,3 +851,104 @@ async fn a_collection_is_dropped_whole_and_its_versions_go_on() {
     server.cli_ok(&["--project", "temp", "docs", "drop", "notes"]);
     server.cli_ok(&["project", "rm", "temp"]);
 }
+
+/// Sends a request head that announces a body of `length` bytes, and no
+/// body: an answer means the server decided without reading it.
+async fn answer_without_body(server: &WokServer, path: &str, token: &str, length: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: wok\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("an answer before the body was sent")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
+#[tokio::test]
+async fn bodies_are_refused_before_they_are_read_when_access_or_size_rules_them_out() {
+    let server = server();
+    let issued =
+        send(control(&server, reqwest::Method::POST, "/v1/keys").json(&json!({"kind": "public"})))
+            .await;
+    let public = issued.json()["token"].as_str().unwrap().to_owned();
+
+    // A public key, and no collection it may write: the batch is refused
+    // unread, whatever it says.
+    let answer = answer_without_body(&server, "/v1/docs/_batch", &public, 5 << 20).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains("may not write to any collection"),
+        "{answer}"
+    );
+    // Once a collection lets public keys write, its batches go through, and
+    // the others' are still refused after the body is read.
+    server.cli_ok(&["docs", "access", "guestbook", "public-read-write"]);
+    let batch = |collection: &str| {
+        http()
+            .post(format!("{}/v1/docs/_batch", server.url))
+            .bearer_auth(&public)
+            .json(
+                &json!({"writes": [{"op": "create", "collection": collection, "data": {"hi": 1}}]}),
+            )
+    };
+    assert_eq!(send(batch("guestbook")).await.status, 200);
+    let refused = send(batch("secrets")).await;
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (403, "forbidden")
+    );
+    // Rule changes apply to the early refusal at once.
+    server.cli_ok(&["docs", "access", "guestbook", "public-read"]);
+    let answer = answer_without_body(&server, "/v1/docs/_batch", &public, 100).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+
+    // Limits sized to the route, refused unread when the length says so:
+    // a batch of 10 MiB, a query of 256 KiB, a document of 2 MiB.
+    let token = server.admin_token();
+    for (path, length) in [
+        ("/v1/docs/_batch", (10 << 20) + 1),
+        ("/v1/docs/posts/_query", (256 << 10) + 1),
+        ("/v1/docs/posts/_count", (256 << 10) + 1),
+        ("/v1/docs/posts", (2 << 20) + 1),
+        ("/v1/topics/news/_batch", (16 << 20) + 1),
+    ] {
+        let answer = answer_without_body(&server, path, &token, length).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        assert!(answer.contains("\"payload_too_large\""), "{path}: {answer}");
+    }
+    // Small settings bodies are read up to their limit (64 KiB), a message
+    // up to its 1 MiB.
+    for (path, length) in [
+        ("/v1/keys", (64 << 10) + 1),
+        ("/v1/topics/news", (1 << 20) + 1),
+    ] {
+        let answer =
+            send(control(&server, reqwest::Method::POST, path).body(vec![b' '; length])).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (413, "payload_too_large"),
+            "{path}"
+        );
+    }
+    // A large query body of no declared length is cut at the limit too.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+        Ok(b"{\"where\": [\"a\", \"==\", \"".to_vec()),
+        Ok(vec![b'x'; 300 << 10]),
+    ];
+    let answer = send(
+        docs(&server, reqwest::Method::POST, "/posts/_query")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (413, "payload_too_large")
+    );
+}
