@@ -57,6 +57,9 @@ impl Caller {
 /// One collection or bucket of one project.
 type Resource = (ProjectId, ResourceKind, String);
 
+/// Per project and kind of resource: whether one of them lets public keys write.
+type PublicWrites = HashMap<(ProjectId, ResourceKind), bool>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// Shaped like a wok key, but no live key matches (unknown, revoked,
@@ -89,7 +92,7 @@ pub struct Auth {
     /// dropped when one of the project's rules changes.
     /// (With a count of the changes, so that an answer read from the store
     /// while a rule changed is not kept.)
-    public_writes: RwLock<(u64, HashMap<(ProjectId, ResourceKind), bool>)>,
+    public_writes: RwLock<(u64, PublicWrites)>,
     /// Projects seen to exist; [`Auth::remove_project`] drops them.
     projects: RwLock<std::collections::HashSet<ProjectId>>,
 }
