@@ -93,6 +93,9 @@ pub struct Auth {
     /// (With a count of the changes, so that an answer read from the store
     /// while a rule changed is not kept.)
     public_writes: RwLock<(u64, PublicWrites)>,
+    /// Bumped by every revocation, project removal and rule change: what
+    /// long-lived connections watch to check their access again.
+    changes: tokio::sync::watch::Sender<u64>,
     /// Projects seen to exist; [`Auth::remove_project`] drops them.
     projects: RwLock<std::collections::HashSet<ProjectId>>,
 }
@@ -170,6 +173,7 @@ impl Auth {
             live: RwLock::new(HashMap::new()),
             rules: RwLock::new(HashMap::new()),
             public_writes: RwLock::new((0, HashMap::new())),
+            changes: tokio::sync::watch::Sender::new(0),
             projects: RwLock::new(std::collections::HashSet::new()),
         }
     }
@@ -277,6 +281,39 @@ impl Auth {
         Ok(any)
     }
 
+    /// Changes whenever a key is revoked, a project removed or a rule
+    /// changed: holders of a long-lived connection then check again
+    /// ([`Auth::still_valid`], [`Auth::allows`]).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|count| *count += 1);
+    }
+
+    /// Whether `caller`'s credential is still live (not revoked, its
+    /// project not removed). Reads the store only for a key no longer in
+    /// memory.
+    pub fn still_valid(&self, caller: &Caller) -> Result<bool, StoreError> {
+        let Caller::Key { project, id, .. } = caller else {
+            return Ok(true);
+        };
+        let lookup = (project.clone(), id.clone());
+        if self
+            .live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains_key(&lookup)
+        {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .key(project, id)?
+            .is_some_and(|key| key.revoked_at.is_none()))
+    }
+
     fn forget_public_writes(&self, project: &ProjectId, kind: ResourceKind) {
         let mut public_writes = self
             .public_writes
@@ -330,6 +367,7 @@ impl Auth {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&(project.clone(), kind, name.to_owned()));
         self.forget_public_writes(project, kind);
+        self.changed();
     }
 
     /// Sets a rule; it applies from the moment this returns.
@@ -346,6 +384,7 @@ impl Auth {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert((project.clone(), kind, name.to_owned()), rule);
         self.forget_public_writes(project, kind);
+        self.changed();
         Ok(())
     }
 
@@ -531,6 +570,7 @@ impl Auth {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&(project.clone(), id.to_owned()));
+        self.changed();
         Ok(revoked)
     }
 
@@ -545,6 +585,7 @@ impl Auth {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .retain(|(owner, _), _| owner != project);
+        self.changed();
         Ok(removed)
     }
 }

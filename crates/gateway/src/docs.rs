@@ -72,7 +72,7 @@ async fn read_json(
 /// [`crate::Gateway::document_reads`] at a time: waiting readers queue in
 /// order instead of crowding the cores with threads, which kept the slowest
 /// reads of a loaded server waiting for many scheduler rounds.
-async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     gateway: &SharedGateway,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> T {

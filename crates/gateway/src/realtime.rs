@@ -24,9 +24,20 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// Messages waiting to be written to one client; beyond, it is too slow.
 pub const OUT_BUFFER: usize = 1024;
+/// Bytes of messages waiting to be written to one client; beyond, it is
+/// too slow. (A snapshot is at most `store::docs::MAX_SNAPSHOT_BYTES`.)
+pub const OUT_BUFFER_BYTES: usize = 16 << 20;
+/// Longest a write to the client may take; a client that does not read
+/// for that long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the closing frame may wait for a client that does not read
+/// (it comes after what the client has not read yet).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Close code for a client that does not keep up.
 pub const SLOW_CONSUMER: u16 = 4008;
 /// Subscriptions one connection holds.
@@ -42,6 +53,10 @@ pub async fn realtime(
 ) -> Response {
     upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        // What tungstenite itself buffers for writing: one snapshot and a
+        // little more; the queue's own budget is above.
+        .max_write_buffer_size(2 * store::docs::MAX_SNAPSHOT_BYTES)
         .on_upgrade(move |socket| connection(gateway, project, caller, socket))
 }
 
@@ -52,23 +67,38 @@ type CloseOnce = Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<(u16, 
 #[derive(Clone)]
 struct Out {
     messages: tokio::sync::mpsc::Sender<String>,
+    /// Bytes of the messages queued and not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
     close: CloseOnce,
+    metrics: Arc<metering::Metrics>,
 }
 
 impl Out {
-    /// Queues a message; a full buffer closes the connection. Returns
-    /// whether the message was queued.
+    /// Queues a message; a full buffer (in messages or bytes) closes the
+    /// connection. Returns whether the message was queued.
     fn send(&self, message: Value) -> bool {
-        match self.messages.try_send(message.to_string()) {
+        let text = message.to_string();
+        let length = text.len();
+        if self.queued.fetch_add(length, Ordering::Relaxed) + length > OUT_BUFFER_BYTES {
+            self.queued.fetch_sub(length, Ordering::Relaxed);
+            self.close(
+                SLOW_CONSUMER,
+                format!("slow consumer: more than {OUT_BUFFER_BYTES} bytes unread"),
+            );
+            return false;
+        }
+        match self.messages.try_send(text) {
             Ok(()) => true,
-            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                self.close(
-                    SLOW_CONSUMER,
-                    format!("slow consumer: more than {OUT_BUFFER} messages unread"),
-                );
+            Err(error) => {
+                self.queued.fetch_sub(length, Ordering::Relaxed);
+                if let tokio::sync::mpsc::error::TrySendError::Full(_) = error {
+                    self.close(
+                        SLOW_CONSUMER,
+                        format!("slow consumer: more than {OUT_BUFFER} messages unread"),
+                    );
+                }
                 false
             }
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
@@ -79,6 +109,11 @@ impl Out {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
         if let Some(close) = taken {
+            self.metrics.realtime_closed(match code {
+                SLOW_CONSUMER => "slow_consumer",
+                POLICY_VIOLATION => "revoked",
+                _ => "protocol",
+            });
             let _ = close.send((code, reason));
         }
     }
@@ -93,43 +128,117 @@ impl Out {
     }
 }
 
+/// Writes queued messages. A close request goes first, even while a write
+/// is stuck (a slow client's queue is dropped with it); each write gets
+/// [`WRITE_TIMEOUT`] and the closing frame [`CLOSE_TIMEOUT`], so a client
+/// that does not read never holds the server.
+async fn write_messages(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut outgoing: tokio::sync::mpsc::Receiver<String>,
+    mut closed: tokio::sync::oneshot::Receiver<(u16, String)>,
+    queued: Arc<AtomicUsize>,
+    metrics: Arc<metering::Metrics>,
+) {
+    let close = loop {
+        let text = tokio::select! {
+            biased;
+            close = &mut closed => break close.ok(),
+            message = outgoing.recv() => match message {
+                Some(text) => text,
+                None => break None,
+            },
+        };
+        queued.fetch_sub(text.len(), Ordering::Relaxed);
+        let write = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into())));
+        tokio::select! {
+            biased;
+            close = &mut closed => break close.ok(),
+            written = write => match written {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break None,
+                // A client that did not read in time.
+                Err(_) => {
+                    metrics.realtime_closed("write_timeout");
+                    break None;
+                }
+            },
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+    }
+}
+
+/// The close code for an error reading the client's messages, if one
+/// fits (else the connection is just dropped).
+fn protocol_close(error: axum::Error) -> Option<(u16, String)> {
+    let error = error.into_inner();
+    let error = error.downcast_ref::<tungstenite::Error>()?;
+    Some(match error {
+        tungstenite::Error::Capacity(_) => (
+            1009,
+            format!("a message is at most {MAX_CLIENT_MESSAGE} bytes"),
+        ),
+        tungstenite::Error::Utf8(_) => (1007, "a text message is not valid UTF-8".to_owned()),
+        tungstenite::Error::Protocol(problem) => (1002, problem.to_string()),
+        _ => return None,
+    })
+}
+
 async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, socket: WebSocket) {
-    let (mut sink, mut incoming) = socket.split();
-    let (messages, mut outgoing) = tokio::sync::mpsc::channel::<String>(OUT_BUFFER);
-    let (close, mut closed) = tokio::sync::oneshot::channel::<(u16, String)>();
+    let (sink, mut incoming) = socket.split();
+    let (messages, outgoing) = tokio::sync::mpsc::channel::<String>(OUT_BUFFER);
+    let (close, closed) = tokio::sync::oneshot::channel::<(u16, String)>();
+    let queued = Arc::new(AtomicUsize::new(0));
     let out = Out {
         messages,
+        queued: queued.clone(),
         close: Arc::new(std::sync::Mutex::new(Some(close))),
+        metrics: gateway.metrics.clone(),
     };
-    // Writes queued messages; a close request goes first (a slow client's
-    // queue is dropped with it).
-    let mut writer = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                biased;
-                reason = &mut closed => {
-                    if let Ok((code, reason)) = reason {
-                        let frame = CloseFrame { code, reason: reason.into() };
-                        let _ = sink.send(Message::Close(Some(frame))).await;
-                    }
-                    break;
-                }
-                message = outgoing.recv() => match message {
-                    Some(text) => if sink.send(Message::Text(text.into())).await.is_err() { break },
-                    None => break,
-                },
-            }
-        }
-    });
+    let mut writer = tokio::spawn(write_messages(
+        sink,
+        outgoing,
+        closed,
+        queued,
+        gateway.metrics.clone(),
+    ));
+    let mut changes = gateway.auth.changes();
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut writer_done = false;
     loop {
         let message = tokio::select! {
             message = incoming.next() => message,
-            _ = &mut writer => break,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
+            // A revoked key (or a removed project) ends the connection at once.
+            Ok(()) = changes.changed() => {
+                let (auth, checked) = (gateway.auth.clone(), caller.clone());
+                if !blocking(move || auth.still_valid(&checked)).await.unwrap_or(false) {
+                    out.close(POLICY_VIOLATION, "the key was revoked".to_owned());
+                }
+                continue;
+            }
         };
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(Message::Binary(_))) => {
+                out.error(None, "invalid_message", "messages are JSON text frames");
+                continue;
+            }
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Err(error)) => {
+                if let Some((code, reason)) = protocol_close(error) {
+                    out.close(code, reason);
+                }
+                break;
+            }
             Some(Ok(_)) => continue,
         };
         subscriptions.retain(|_, task| !task.is_finished());
@@ -191,8 +300,18 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
         task.abort();
     }
     drop(out);
-    writer.abort();
+    // A closing frame asked for gets its (bounded) chance to be written.
+    if !writer_done
+        && tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)
+            .await
+            .is_err()
+    {
+        writer.abort();
+    }
 }
+
+/// Close code for a key that was revoked (RFC 6455: policy violation).
+const POLICY_VIOLATION: u16 = 1008;
 
 /// What a subscription follows.
 enum Target {
@@ -300,7 +419,12 @@ async fn subscription(
                 collection.clone(),
                 query.clone(),
             );
-            match blocking(move || docs.doc_snapshot(&lookup, &collection, &query)).await {
+            // Snapshots are document reads: as many at once as REST's.
+            let snapshot = crate::docs::read(&gateway, move || {
+                docs.doc_snapshot(&lookup, &collection, &query)
+            })
+            .await;
+            match snapshot {
                 Ok((documents, position)) => {
                     let documents: Vec<Value> = documents
                         .iter()
@@ -341,8 +465,25 @@ async fn subscription(
     if !out.send(json!({"type": "subscribed", "id": id, "position": position})) {
         return;
     }
+    let mut changes = gateway.auth.changes();
     loop {
-        let event = match follower.next().await {
+        let next = tokio::select! {
+            next = follower.next() => next,
+            // A rule that no longer lets the key read ends the subscription
+            // at once, not at its next event.
+            Ok(()) = changes.changed() => {
+                if !may_read(&gateway, &caller, &project, kind, &name).await {
+                    out.error(
+                        Some(&id),
+                        "forbidden",
+                        format!("this key may no longer read {} {name:?}; the subscription ended", kind.as_str()),
+                    );
+                    return;
+                }
+                continue;
+            }
+        };
+        let event = match next {
             Ok(event) => event,
             Err(events::FollowError::Lagged) => {
                 out.close(
@@ -357,12 +498,16 @@ async fn subscription(
                 return;
             }
         };
-        // Rules can change while a subscription lasts.
+        // Rules can change while a subscription lasts (checked again here
+        // too: the change may not have been seen yet).
         if !may_read(&gateway, &caller, &project, kind, &name).await {
             out.error(
                 Some(&id),
                 "forbidden",
-                format!("this key may no longer read {} {name:?}", kind.as_str()),
+                format!(
+                    "this key may no longer read {} {name:?}; the subscription ended",
+                    kind.as_str()
+                ),
             );
             return;
         }

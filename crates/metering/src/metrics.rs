@@ -64,6 +64,7 @@ pub struct Metrics {
     throttled: Family<FunctionLabels, Counter>,
     log_lines_dropped: Counter,
     async_refused: Family<FunctionLabels, Counter>,
+    realtime_closed: Family<TimeoutLabels, Counter>,
     connections_open: Gauge,
     connections_shed: Family<ShedLabels, Counter>,
     connections_timed_out: Family<TimeoutLabels, Counter>,
@@ -200,6 +201,12 @@ impl Metrics {
             "Asynchronous requests refused because the function's queue was full (429)",
             async_refused.clone(),
         );
+        let realtime_closed = Family::<TimeoutLabels, Counter>::default();
+        registry.register(
+            "realtime_closed",
+            "Realtime connections closed by the server: slow_consumer, write_timeout, revoked, protocol",
+            realtime_closed.clone(),
+        );
         let connections_open = Gauge::default();
         let connections_shed = Family::<ShedLabels, Counter>::default();
         let connections_timed_out = Family::<TimeoutLabels, Counter>::default();
@@ -220,6 +227,7 @@ impl Metrics {
         );
         Self {
             async_refused,
+            realtime_closed,
             connections_open,
             connections_shed,
             connections_timed_out,
@@ -277,6 +285,13 @@ impl Metrics {
             .get_or_create(&FunctionLabels {
                 function: Self::function_label(project, function),
             })
+            .inc();
+    }
+
+    /// A realtime connection the server closed, and why.
+    pub fn realtime_closed(&self, reason: &'static str) {
+        self.realtime_closed
+            .get_or_create(&TimeoutLabels { reason })
             .inc();
     }
 

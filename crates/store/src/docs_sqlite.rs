@@ -640,7 +640,7 @@ fn walk(
     plan: &Plan,
     wanted: usize,
     mut after: Option<Position>,
-    mut visit: impl FnMut(Position, Document) -> bool,
+    mut visit: impl FnMut(Position, Document, usize) -> bool,
 ) -> Result<(), StoreError> {
     // The first chunk reads what the caller wants (a page and one more);
     // later ones, when filters dropped documents, read more at a time.
@@ -653,9 +653,9 @@ fn walk(
             let mut statement =
                 connection.prepare_cached("SELECT id, version, body FROM docs WHERE cid = ?")?;
             let mut rows = statement.query(params![cid])?;
-            let mut found: Vec<(Position, Document)> = Vec::new();
+            let mut found: Vec<(Position, Document, usize)> = Vec::new();
             while let Some(row) = rows.next()? {
-                let document = document_from(row.get(0)?, row.get(1)?, row.get(2)?)?;
+                let (document, bytes) = document_from(row.get(0)?, row.get(1)?, row.get(2)?)?;
                 if residual
                     .as_ref()
                     .is_some_and(|filter| !matches(filter, &document.data))
@@ -666,14 +666,14 @@ fn walk(
                 for order in order_by {
                     encode_part(order.field.get(&document.data), order.descending, &mut key);
                 }
-                found.push(((key, document.id.clone()), document));
+                found.push(((key, document.id.clone()), document, bytes));
             }
-            found.sort_by(|(left, _), (right, _)| left.cmp(right));
-            for (position, document) in found {
+            found.sort_by(|(left, ..), (right, ..)| left.cmp(right));
+            for (position, document, bytes) in found {
                 if after.as_ref().is_some_and(|after| position <= *after) {
                     continue;
                 }
-                if !visit(position, document) {
+                if !visit(position, document, bytes) {
                     break;
                 }
             }
@@ -688,7 +688,7 @@ fn walk(
             let mut read = 0;
             while let Some(row) = rows.next()? {
                 read += 1;
-                let document = document_from(row.get(0)?, row.get(1)?, row.get(2)?)?;
+                let (document, bytes) = document_from(row.get(0)?, row.get(1)?, row.get(2)?)?;
                 let position = (Vec::new(), document.id.clone());
                 after = Some(position.clone());
                 if residual
@@ -697,7 +697,7 @@ fn walk(
                 {
                     continue;
                 }
-                if !visit(position, document) {
+                if !visit(position, document, bytes) {
                     return Ok(());
                 }
             }
@@ -766,7 +766,7 @@ fn walk(
                 while let Some(row) = rows.next()? {
                     read += 1;
                     let key: Vec<u8> = row.get(0)?;
-                    let document = document_from(row.get(1)?, row.get(2)?, row.get(3)?)?;
+                    let (document, bytes) = document_from(row.get(1)?, row.get(2)?, row.get(3)?)?;
                     let position = (key, document.id.clone());
                     after = Some(position.clone());
                     if residual
@@ -775,7 +775,7 @@ fn walk(
                     {
                         continue;
                     }
-                    if !visit(position, document) {
+                    if !visit(position, document, bytes) {
                         return Ok(());
                     }
                 }
@@ -788,12 +788,14 @@ fn walk(
     }
 }
 
-fn document_from(id: String, version: i64, body: String) -> Result<Document, StoreError> {
-    Ok(Document {
+/// A stored document, and the size of its stored body.
+fn document_from(id: String, version: i64, body: String) -> Result<(Document, usize), StoreError> {
+    let document = Document {
         id,
         version: version as u64,
         data: parse_body(&body)?,
-    })
+    };
+    Ok((document, body.len()))
 }
 
 fn planned(
@@ -810,11 +812,14 @@ fn planned(
     Ok(Some((found, chosen)))
 }
 
+/// A page of the query's results: at most its `limit` documents, and at
+/// most `max_bytes` of them (as stored; a page holds one document at least).
 pub(crate) fn query(
     connection: &Connection,
     project: &ProjectId,
     name: &CollectionName,
     query: &Query,
+    max_bytes: usize,
 ) -> Result<QueryPage, StoreError> {
     let Some((found, chosen)) = planned(connection, project, name, query)? else {
         // Checked anyway, so that a bad cursor fails the same way always.
@@ -831,17 +836,20 @@ pub(crate) fn query(
     let mut documents = Vec::new();
     let mut last = None;
     let mut more = false;
+    let mut page_bytes = 0;
     walk(
         connection,
         &found,
         &chosen,
         limit + 1,
         after,
-        |position, document| {
-            if documents.len() == limit {
+        |position, document, bytes| {
+            if documents.len() == limit || (!documents.is_empty() && page_bytes + bytes > max_bytes)
+            {
                 more = true;
                 return false;
             }
+            page_bytes += bytes;
             documents.push(document);
             last = Some(position);
             true
@@ -895,7 +903,7 @@ pub(crate) fn count(
         &chosen,
         MAX_CHUNK_COUNT,
         None,
-        |_, _| {
+        |_, _, _| {
             total += 1;
             true
         },

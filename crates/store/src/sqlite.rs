@@ -185,6 +185,10 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ApiKey, StoreError>> {
     Ok(key)
 }
 
+/// Reader connections kept open between reads; more are opened for bursts
+/// and closed after.
+const MAX_IDLE_READERS: usize = 8;
+
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let connection = open_connection(path)?;
@@ -263,10 +267,14 @@ impl SqliteStore {
             None => open_reader(&self.path)?,
         };
         let result = read(&connection);
-        self.readers
+        let mut readers = self
+            .readers
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(connection);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // More readers than that were opened for a burst: closed again.
+        if readers.len() < MAX_IDLE_READERS {
+            readers.push(connection);
+        }
         result
     }
 
@@ -1083,7 +1091,15 @@ impl DocStore for SqliteStore {
         collection: &CollectionName,
         query: &Query,
     ) -> Result<QueryPage, StoreError> {
-        self.with_reader(|connection| docs_sqlite::query(connection, project, collection, query))
+        self.with_reader(|connection| {
+            docs_sqlite::query(
+                connection,
+                project,
+                collection,
+                query,
+                crate::docs::MAX_PAGE_BYTES,
+            )
+        })
     }
 
     fn doc_snapshot(
@@ -1104,11 +1120,18 @@ impl DocStore for SqliteStore {
                     [],
                     |row| row.get(0),
                 )?;
-                let page = docs_sqlite::query(connection, project, collection, &query)?;
+                let page = docs_sqlite::query(
+                    connection,
+                    project,
+                    collection,
+                    &query,
+                    crate::docs::MAX_SNAPSHOT_BYTES,
+                )?;
                 if page.next_cursor.is_some() {
                     return Err(StoreError::InvalidQuery(format!(
-                        "a live query may match at most {} documents; narrow its filter",
-                        crate::docs::MAX_QUERY_LIMIT
+                        "a live query may match at most {} documents and {} MiB of them; narrow its filter",
+                        crate::docs::MAX_QUERY_LIMIT,
+                        crate::docs::MAX_SNAPSHOT_BYTES >> 20
                     )));
                 }
                 Ok((page.documents, position))

@@ -208,6 +208,43 @@ async fn topics_push_to_public_keys_only_as_their_access_rule_allows() {
     assert!(tokio_tungstenite::connect_async(url).await.is_err());
 }
 
+/// The value of one sample of `/metrics` (0 if absent).
+async fn metric(server: &WokServer, sample: &str) -> f64 {
+    let text = send(control(server, reqwest::Method::GET, "/metrics"))
+        .await
+        .text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The server's resident memory, in bytes.
+fn rss(server: &WokServer) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib << 10
+}
+
+/// Publishes 400 messages of 4 KB to `topic`.
+async fn publish_burst(server: &WokServer, topic: &str) {
+    let payload = "x".repeat(4000);
+    let messages: Vec<Value> = (0..400).map(|_| json!({"data": payload})).collect();
+    let answer = send(
+        control(
+            server,
+            reqwest::Method::POST,
+            &format!("/v1/topics/{topic}/_batch"),
+        )
+        .json(&json!({"messages": messages})),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+}
+
 #[tokio::test]
 async fn a_client_that_does_not_read_is_disconnected_with_a_reason() {
     let server = server();
@@ -218,18 +255,20 @@ async fn a_client_that_does_not_read_is_disconnected_with_a_reason() {
     )
     .await;
     assert_eq!(next(&mut socket).await["type"], "subscribed");
-    // Publish far more than the connection may buffer, without reading.
-    let payload = "x".repeat(4000);
-    for _ in 0..75 {
-        let messages: Vec<Value> = (0..400).map(|_| json!({"data": payload})).collect();
-        let answer = send(
-            control(&server, reqwest::Method::POST, "/v1/topics/firehose/_batch")
-                .json(&json!({"messages": messages})),
-        )
-        .await;
-        assert_eq!(answer.status, 201, "{}", answer.text());
+    // Publish far more than the connection may buffer, without reading,
+    // until the server gives up on the client.
+    let slow = "wok_realtime_closed_total{reason=\"slow_consumer\"}";
+    let mut bursts = 0;
+    while metric(&server, slow).await < 1.0 {
+        publish_burst(&server, "firehose").await;
+        bursts += 1;
+        assert!(
+            bursts < 200,
+            "the server kept buffering for a client that does not read"
+        );
     }
-    // Reading now: some events, then the close frame with its reason.
+    // Reading now: what was sent already, then the close frame with its
+    // reason (it waits a few seconds for a client that reads again).
     let mut events = 0;
     let close = loop {
         let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
@@ -245,11 +284,250 @@ async fn a_client_that_does_not_read_is_disconnected_with_a_reason() {
     assert_eq!(u16::from(close.code), 4008);
     assert!(close.reason.contains("slow consumer"), "{}", close.reason);
     assert!(
-        events < 30_000,
+        events < bursts * 400,
         "the server stopped before sending everything"
     );
     // The server is fine: a new connection works.
     let mut socket = connect(&server, &server.admin_token()).await;
     send_json(&mut socket, json!({"type": "ping"})).await;
     assert_eq!(next(&mut socket).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn clients_that_never_read_are_dropped_and_the_server_does_not_grow() {
+    let server = server();
+    let mut sockets = Vec::new();
+    for index in 0..8 {
+        let mut socket = connect(&server, &server.admin_token()).await;
+        send_json(
+            &mut socket,
+            json!({"type": "subscribe", "id": format!("s{index}"), "topic": "firehose"}),
+        )
+        .await;
+        assert_eq!(next(&mut socket).await["type"], "subscribed");
+        sockets.push(socket);
+    }
+    let before = rss(&server);
+    let mut peak = before;
+    // 8 clients that never read again: 100 MB of messages for each.
+    let started = std::time::Instant::now();
+    for _ in 0..60 {
+        publish_burst(&server, "firehose").await;
+        peak = peak.max(rss(&server));
+    }
+    // Each is dropped (no close frame can reach a client that does not
+    // read) within the write and close timeouts.
+    let dropped = "wok_realtime_closed_total{reason=\"slow_consumer\"}";
+    while metric(&server, dropped).await < 8.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not all slow clients were dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        peak = peak.max(rss(&server));
+    }
+    loop {
+        // The metrics request's own connection is the one left.
+        if metric(&server, "wok_connections_open").await <= 1.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the sockets are still open"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        peak - before < 400 << 20,
+        "the server grew by {} MiB for 8 clients that do not read",
+        (peak - before) >> 20
+    );
+    drop(sockets);
+}
+
+#[tokio::test]
+async fn a_live_query_with_too_large_a_snapshot_is_refused_with_a_reason() {
+    let server = server();
+    // 9 documents of ~1 MB: more than a snapshot (4 MiB) or a REST page
+    // (8 MiB) may hold.
+    let big = "y".repeat(1_000_000);
+    for id in ["a", "b", "c", "d", "e", "f", "g", "h", "i"] {
+        put_doc(&server, id, json!({"status": "open", "blob": big})).await;
+    }
+    let mut socket = connect(&server, &server.admin_token()).await;
+    send_json(
+        &mut socket,
+        json!({"type": "subscribe", "id": "all", "collection": "orders",
+               "query": {"where": ["status", "==", "open"]}}),
+    )
+    .await;
+    let refused = next(&mut socket).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("invalid_query")),
+        "{refused}"
+    );
+    assert!(
+        refused["message"].as_str().unwrap().contains("narrow"),
+        "{refused}"
+    );
+    // A narrower query gets its snapshot on the same connection.
+    send_json(
+        &mut socket,
+        json!({"type": "subscribe", "id": "one", "collection": "orders",
+               "query": {"where": ["blob", "==", "nothing"]}}),
+    )
+    .await;
+    let snapshot = next(&mut socket).await;
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    // A REST page of the same documents ends early, with a cursor.
+    let page = send(
+        control(&server, reqwest::Method::POST, "/v1/docs/orders/_query")
+            .json(&json!({"limit": 9})),
+    )
+    .await;
+    let page = page.json();
+    let shown = page["documents"].as_array().unwrap().len();
+    assert!((1..9).contains(&shown), "{shown} documents in one page");
+    assert!(page["next_cursor"].is_string());
+}
+
+#[tokio::test]
+async fn revoking_a_key_closes_its_sockets_and_a_rule_change_ends_its_subscriptions() {
+    let server = server();
+    let public = server
+        .cli_ok(&["keys", "create", "--kind", "public", "--name", "app"])
+        .trim()
+        .to_owned();
+    let rule = |access: &str| {
+        control(&server, reqwest::Method::PUT, "/v1/topics/chat/_access")
+            .json(&json!({"access": access}))
+    };
+    assert_eq!(send(rule("public-read")).await.status, 200);
+    let mut socket = connect(&server, &public).await;
+    send_json(
+        &mut socket,
+        json!({"type": "subscribe", "id": "chat", "topic": "chat"}),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await["type"], "subscribed");
+    // Made private: the subscription ends at once, with nothing published.
+    assert_eq!(send(rule("private")).await.status, 200);
+    let ended = next(&mut socket).await;
+    assert_eq!(
+        (
+            ended["type"].as_str(),
+            ended["id"].as_str(),
+            ended["code"].as_str()
+        ),
+        (Some("error"), Some("chat"), Some("forbidden")),
+        "{ended}"
+    );
+    send_json(&mut socket, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut socket).await["type"], "pong");
+
+    // Revoked: the socket closes with 1008 and a reason.
+    let keys = send(control(&server, reqwest::Method::GET, "/v1/keys"))
+        .await
+        .json();
+    let id = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["name"] == "app")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.cli_ok(&["keys", "revoke", &id]);
+    let close = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("closed within 10 s of the revocation");
+        match message {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame"),
+            Some(Ok(_)) => continue,
+            other => panic!("ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(close.reason.contains("revoked"), "{}", close.reason);
+}
+
+/// A WebSocket opened by hand, to send frames no client library sends.
+async fn raw_socket(server: &WokServer) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET /v1/realtime HTTP/1.1\r\nHost: wok\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        server.admin_token()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// A masked client frame.
+fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![first];
+    match payload.len() {
+        length @ 0..=125 => bytes.push(0x80 | length as u8),
+        length @ 126..=65535 => {
+            bytes.push(0x80 | 126);
+            bytes.extend_from_slice(&(length as u16).to_be_bytes());
+        }
+        length => {
+            bytes.push(0x80 | 127);
+            bytes.extend_from_slice(&(length as u64).to_be_bytes());
+        }
+    }
+    let mask = [1u8, 2, 3, 4];
+    bytes.extend_from_slice(&mask);
+    bytes.extend(
+        payload
+            .iter()
+            .enumerate()
+            .map(|(at, byte)| byte ^ mask[at % 4]),
+    );
+    bytes
+}
+
+#[tokio::test]
+async fn websocket_protocol_errors_close_with_their_codes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server();
+    for (sent, code) in [
+        // A text frame that is not UTF-8.
+        (frame(0x81, &[0xff, 0xfe, 0xfd]), 1007u16),
+        // A message over 64 KiB.
+        (frame(0x81, &vec![b' '; 100 << 10]), 1009),
+        // Reserved bits set.
+        (frame(0xf1, b"{}"), 1002),
+    ] {
+        let mut stream = raw_socket(&server).await;
+        let _ = stream.write_all(&sent).await;
+        let mut received = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received))
+            .await
+            .expect("the server closes within 10 s");
+        // A close frame from the server: 0x88, length, then the code.
+        let close = received
+            .windows(4)
+            .find(|window| window[0] == 0x88)
+            .unwrap_or_else(|| panic!("no close frame for code {code}: {received:?}"));
+        assert_eq!(u16::from_be_bytes([close[2], close[3]]), code);
+    }
 }

@@ -29,6 +29,12 @@ pub const MAX_DOCUMENT_DEPTH: usize = 32;
 pub const MAX_ID_BYTES: usize = 128;
 /// Most documents one query page returns.
 pub const MAX_QUERY_LIMIT: u32 = 1000;
+/// Most document data (as stored) in one page of query results: a page
+/// ends early, with a cursor, rather than hold more.
+pub const MAX_PAGE_BYTES: usize = 8 << 20;
+/// Most document data (as stored) in a live query's snapshot; a query that
+/// matches more is refused.
+pub const MAX_SNAPSHOT_BYTES: usize = 4 << 20;
 /// Page size when a query names none.
 pub const DEFAULT_QUERY_LIMIT: u32 = 100;
 /// Most terms (comparisons, `and`, `or`) in one filter, and values in an
@@ -331,8 +337,9 @@ pub trait DocStore: Send + Sync + 'static {
         query: &Query,
     ) -> Result<QueryPage, StoreError>;
 
-    /// Every document the query matches (at most [`MAX_QUERY_LIMIT`]; more
-    /// is an error) and the event log's position, read together: the
+    /// Every document the query matches (at most [`MAX_QUERY_LIMIT`] and
+    /// [`MAX_SNAPSHOT_BYTES`]; more is an error) and the event log's
+    /// position, read together: the
     /// snapshot a live query starts from. Changes logged after the position
     /// are exactly those the snapshot does not show.
     fn doc_snapshot(
