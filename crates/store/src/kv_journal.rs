@@ -15,8 +15,12 @@
 //! a checkpoint the next records overwrite it from the start under the
 //! next generation number. Replay reads from the start while records carry
 //! the generation of the first one, and stops at the first record that is
-//! short, zero or fails its check: only a batch that was never
-//! acknowledged can be torn.
+//! zero or short; a record that fails its check is damage in the middle if
+//! a record the table does not have yet follows it (it is logged as an
+//! error, the journal is copied aside, and replay goes on after it), else
+//! a torn end (a batch never acknowledged: dropped, with a warning).
+//! Every record carries its store's version, so replay leaves out what the
+//! table has already (`kv_stores.last_version`), whatever generation.
 //!
 //! Record format, little-endian: `u32` payload length, `u32` CRC-32 of the
 //! payload, then the payload: `u64` generation, `u8` kind (1 set,
@@ -250,19 +254,54 @@ impl KvJournal {
             broken: None,
         };
         let mut replayed = BTreeMap::new();
-        let mut rest = bytes.as_slice();
+        let mut checkpointed = Checkpointed::default();
+        let mut position = 0;
         let mut first = None;
-        while let Some((record, tail)) = Record::decode(rest) {
-            if *first.get_or_insert(record.generation) != record.generation {
+        let mut damaged = Vec::new();
+        loop {
+            let (record, size) = match Record::decode(&bytes[position..]) {
+                Decoded::End => break,
+                Decoded::Record(record, size) => (record, size),
+                Decoded::Damaged => {
+                    // Damage in the middle (acknowledged records after it)
+                    // or a torn end (a batch that was never acknowledged).
+                    match next_fresh_record(&bytes, position + 1, connection, &mut checkpointed)? {
+                        Some(next) => {
+                            damaged.push(position);
+                            position = next;
+                            continue;
+                        }
+                        None => {
+                            tracing::warn!(
+                                "the key-value journal ends in a torn or damaged record at byte {position}: a batch that was never acknowledged, dropped"
+                            );
+                            break;
+                        }
+                    }
+                }
+            };
+            // Past damage, the generation no longer tells where the records
+            // end: freshness does (below).
+            if damaged.is_empty() && *first.get_or_insert(record.generation) != record.generation {
                 break;
             }
-            rest = tail;
+            position += size;
             let (Ok(project), Ok(store)) =
                 (ProjectId::new(record.project), StoreName::new(record.store))
             else {
                 break;
             };
-            if record.pending.value.is_some() {
+            // A record the table has already (an older generation's, or one
+            // replayed before) is left out; a delete of the journal's first
+            // format has no version and counts as fresh only in order.
+            let fresh = match record.pending.version {
+                0 => damaged.is_empty(),
+                version => version > checkpointed.version(connection, &project, &store)?,
+            };
+            if !fresh {
+                continue;
+            }
+            if record.pending.version > 0 {
                 let last = journal
                     .versions
                     .entry((project.clone(), store.clone()))
@@ -276,6 +315,25 @@ impl KvJournal {
             replayed.insert(
                 composite(project.as_str(), store.as_str(), record.key),
                 record.pending.into_owned(),
+            );
+        }
+        if !damaged.is_empty() {
+            // Never silently: the damaged records' writes are lost; what
+            // followed them was replayed. A copy is kept for inspection.
+            let mut copy = path.as_os_str().to_owned();
+            copy.push(format!(".damaged-{}", now_millis()));
+            let kept = std::fs::write(&copy, &bytes);
+            tracing::error!(
+                "the key-value journal {} is damaged at byte(s) {damaged:?}: the acknowledged write(s) recorded there are lost; the {} entries after the damage were replayed; {}",
+                path.display(),
+                replayed.len(),
+                match kept {
+                    Ok(()) => format!(
+                        "a copy of the journal is at {}",
+                        std::path::Path::new(&copy).display()
+                    ),
+                    Err(error) => format!("keeping a copy of it failed: {error}"),
+                }
             );
         }
         *journal
@@ -332,9 +390,12 @@ impl KvJournal {
                 let live = self.live(connection, project, store, key, *now)?;
                 check(*condition, &live)?;
                 if live.is_some() {
+                    // A version of its own, as every record: replay tells by
+                    // it what the table has already.
+                    let version = self.next_version(connection, project, store)?;
                     let pending = Pending {
                         value: None,
-                        version: 0,
+                        version,
                         expires_at: None,
                     };
                     self.record(project, store, key, pending);
@@ -404,6 +465,26 @@ impl KvJournal {
         value: Vec<u8>,
         expires_at: Option<UnixMillis>,
     ) -> Result<u64, StoreError> {
+        let version = self.next_version(connection, project, store)?;
+        if let Some(at) = expires_at {
+            self.expiry.lower(at);
+        }
+        let pending = Pending {
+            value: Some(value),
+            version,
+            expires_at,
+        };
+        self.record(project, store, key, pending);
+        Ok(version)
+    }
+
+    /// The store's next version (never given out before).
+    fn next_version(
+        &mut self,
+        connection: &Connection,
+        project: &ProjectId,
+        store: &StoreName,
+    ) -> Result<u64, StoreError> {
         let counter = (project.clone(), store.clone());
         let last = match self.versions.get(&counter) {
             Some(last) => *last,
@@ -420,15 +501,6 @@ impl KvJournal {
         let version = last + 1;
         self.versions.insert(counter.clone(), version);
         self.moved.insert(counter);
-        if let Some(at) = expires_at {
-            self.expiry.lower(at);
-        }
-        let pending = Pending {
-            value: Some(value),
-            version,
-            expires_at,
-        };
-        self.record(project, store, key, pending);
         Ok(version)
     }
 
@@ -693,13 +765,23 @@ impl<'a> Record<'a> {
         out[start + 4..start + 8].copy_from_slice(&crc);
     }
 
-    /// The record at the start of `bytes` and what follows it; `None` at
-    /// the end or at a torn or damaged record.
-    fn decode(bytes: &'a [u8]) -> Option<(Self, &'a [u8])> {
-        let length = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    /// The record at the start of `bytes` and its size; the end (zeros, or
+    /// the file's end); or a record that is torn or damaged.
+    fn decode(bytes: &'a [u8]) -> Decoded<'a> {
+        let Some(length) = bytes.get(..4) else {
+            return Decoded::End;
+        };
+        let length = u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
         if length == 0 {
-            return None;
+            return Decoded::End;
         }
+        match Self::decode_record(bytes, length) {
+            Some(record) => Decoded::Record(record, 8 + length),
+            None => Decoded::Damaged,
+        }
+    }
+
+    fn decode_record(bytes: &'a [u8], length: usize) -> Option<Self> {
         let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
         let payload = bytes.get(8..8usize.checked_add(length)?)?;
         if crc32fast::hash(payload) != crc {
@@ -724,7 +806,7 @@ impl<'a> Record<'a> {
             DELETE => None,
             _ => return None,
         };
-        let record = Record {
+        Some(Record {
             generation,
             project,
             store,
@@ -734,9 +816,70 @@ impl<'a> Record<'a> {
                 version,
                 expires_at,
             }),
-        };
-        Some((record, &bytes[8 + length..]))
+        })
     }
+}
+
+/// What lies at a position of the journal.
+enum Decoded<'a> {
+    /// A whole record, and its size in bytes.
+    Record(Record<'a>, usize),
+    /// Zeros (the end of the records) or the end of the file.
+    End,
+    /// Bytes that are not a whole record: torn or damaged.
+    Damaged,
+}
+
+/// Each store's version counter as the table has it: records at or below
+/// it are in the table already.
+#[derive(Default)]
+struct Checkpointed(HashMap<(ProjectId, StoreName), u64>);
+
+impl Checkpointed {
+    fn version(
+        &mut self,
+        connection: &Connection,
+        project: &ProjectId,
+        store: &StoreName,
+    ) -> Result<u64, StoreError> {
+        if let Some(version) = self.0.get(&(project.clone(), store.clone())) {
+            return Ok(*version);
+        }
+        let version = connection
+            .prepare_cached("SELECT last_version FROM kv_stores WHERE project = ? AND store = ?")?
+            .query_row(params![project.as_str(), store.as_str()], |row| {
+                row.get::<_, i64>(0)
+            })
+            .optional()?
+            .unwrap_or(0) as u64;
+        self.0.insert((project.clone(), store.clone()), version);
+        Ok(version)
+    }
+}
+
+/// Where the next record after damage at `from` starts that the table does
+/// not have yet (an acknowledged write), if any: damage in the middle of
+/// the journal, not a torn end.
+fn next_fresh_record(
+    bytes: &[u8],
+    from: usize,
+    connection: &Connection,
+    checkpointed: &mut Checkpointed,
+) -> Result<Option<usize>, StoreError> {
+    for at in from..bytes.len() {
+        let Decoded::Record(record, _) = Record::decode(&bytes[at..]) else {
+            continue;
+        };
+        let (Ok(project), Ok(store)) =
+            (ProjectId::new(record.project), StoreName::new(record.store))
+        else {
+            continue;
+        };
+        if record.pending.version > checkpointed.version(connection, &project, &store)? {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
 }
 
 struct Reader<'a>(&'a [u8]);

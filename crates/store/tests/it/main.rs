@@ -900,3 +900,168 @@ async fn sqlite_store_keeps_the_object_contract() {
     let store = SqliteStore::open(&dir.path().join("wok.db")).unwrap();
     objects::objects_contract(&store).await;
 }
+
+/// Writes `count` keys (`key-000`, ...) to store `cache`, queued together.
+async fn write_keys(store: &SqliteStore, count: usize) {
+    let project = ProjectId::default_project();
+    let cache = StoreName::new("cache").unwrap();
+    let writes: Vec<_> = (0..count)
+        .map(|n| {
+            store.kv_write(KvBatchOp::Set {
+                project: project.clone(),
+                store: cache.clone(),
+                key: format!("key-{n:03}"),
+                value: format!("value-{n:03}").into_bytes(),
+                expires_at: None,
+                condition: Condition::Always,
+                now: 0,
+            })
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap();
+    }
+}
+
+fn journal_of(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut journal = dir.join("wok.db").into_os_string();
+    journal.push("-kv-journal");
+    journal.into()
+}
+
+/// The keys of store `cache` that are there after the store reopens.
+fn surviving_keys(dir: &std::path::Path) -> Vec<String> {
+    let store = SqliteStore::open(&dir.join("wok.db")).unwrap();
+    let cache = StoreName::new("cache").unwrap();
+    store
+        .kv_list(&ProjectId::default_project(), &cache, "", None, 1000, 0)
+        .unwrap()
+}
+
+fn damaged_copies(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("-kv-journal.damaged-")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_damaged_journal_record_loses_only_itself_and_is_never_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("wok.db")).unwrap();
+    write_keys(&store, 100).await;
+    let copy = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), copy.path());
+    // One flipped byte in the middle: in the value of key-050's record.
+    let journal = journal_of(copy.path());
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let at = bytes
+        .windows(9)
+        .position(|window| window == b"value-050")
+        .expect("key-050's record is in the journal");
+    bytes[at] ^= 0x20;
+    std::fs::write(&journal, &bytes).unwrap();
+
+    let keys = surviving_keys(copy.path());
+    let expected: Vec<String> = (0..100)
+        .filter(|n| *n != 50)
+        .map(|n| format!("key-{n:03}"))
+        .collect();
+    assert_eq!(keys, expected, "only the damaged record is lost");
+    // The damage was kept for inspection (and logged as an error).
+    assert_eq!(damaged_copies(copy.path()), 1);
+}
+
+#[tokio::test]
+async fn a_torn_last_batch_is_dropped_and_what_came_before_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("wok.db")).unwrap();
+    write_keys(&store, 10).await;
+    let project = ProjectId::default_project();
+    let cache = StoreName::new("cache").unwrap();
+    store
+        .kv_set(
+            &project,
+            &cache,
+            "last",
+            &[b'z'; 300],
+            None,
+            Condition::Always,
+            0,
+        )
+        .unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), copy.path());
+    // The last record, cut in its middle as a crash during its write would
+    // leave it (the rest of the block still zeros).
+    let journal = journal_of(copy.path());
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let start = bytes
+        .windows(4)
+        .position(|window| window == b"last")
+        .unwrap();
+    for byte in &mut bytes[start + 100..start + 304] {
+        *byte = 0;
+    }
+    std::fs::write(&journal, &bytes).unwrap();
+
+    let keys = surviving_keys(copy.path());
+    let expected: Vec<String> = (0..10).map(|n| format!("key-{n:03}")).collect();
+    assert_eq!(keys, expected);
+    assert_eq!(damaged_copies(copy.path()), 0, "a torn end is not damage");
+}
+
+#[test]
+fn deletes_replayed_after_damage_are_not_undone_by_older_records() {
+    // A key set, checkpointed, then deleted; the journal's start is
+    // damaged: replay must not bring the old value back from records the
+    // table has already, whatever their generation.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("wok.db")).unwrap();
+    let project = ProjectId::default_project();
+    let cache = StoreName::new("cache").unwrap();
+    for n in 0..5 {
+        store
+            .kv_set(
+                &project,
+                &cache,
+                &format!("old-{n}"),
+                b"old",
+                None,
+                Condition::Always,
+                0,
+            )
+            .unwrap();
+    }
+    store.kv_checkpoint().unwrap();
+    store
+        .kv_set(&project, &cache, "first", b"1", None, Condition::Always, 0)
+        .unwrap();
+    store
+        .kv_delete(&project, &cache, "old-3", Condition::Always, 0)
+        .unwrap();
+    store
+        .kv_set(&project, &cache, "after", b"2", None, Condition::Always, 0)
+        .unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), copy.path());
+    let journal = journal_of(copy.path());
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let at = bytes
+        .windows(5)
+        .position(|window| window == b"first")
+        .unwrap();
+    bytes[at] ^= 1;
+    std::fs::write(&journal, &bytes).unwrap();
+    assert_eq!(
+        surviving_keys(copy.path()),
+        ["after", "old-0", "old-1", "old-2", "old-4"]
+    );
+}
