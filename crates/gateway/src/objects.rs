@@ -315,6 +315,13 @@ pub async fn put_object(
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned),
         metadata: user_metadata(headers),
+        headers: objects::KEPT_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = headers.get(*name)?.to_str().ok()?;
+                Some(((*name).to_owned(), value.to_owned()))
+            })
+            .collect(),
         content_md5: headers
             .get("content-md5")
             .and_then(|value| value.to_str().ok())
@@ -395,6 +402,14 @@ fn object_headers(object: &ObjectMeta, headers: &mut http::HeaderMap) {
     for (name, value) in &object.metadata {
         if let (Ok(name), Some(value)) = (
             http::HeaderName::from_bytes(format!("x-amz-meta-{name}").as_bytes()),
+            header_value(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    for (name, value) in &object.headers {
+        if let (Ok(name), Some(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
             header_value(value),
         ) {
             headers.insert(name, value);

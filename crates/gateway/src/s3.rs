@@ -81,6 +81,21 @@ fn s3_error(error: ObjectError) -> S3Error {
         ObjectError::TooLarge { .. } => S3ErrorCode::EntityTooLarge,
         ObjectError::ContentTypeRefused { .. } => S3ErrorCode::InvalidArgument,
         ObjectError::BadDigest(_) => S3ErrorCode::BadDigest,
+        // What s3s found wrong in the body it decoded (its errors are not
+        // public types; their messages name the kind).
+        ObjectError::IncompleteBody(message) if message.contains("SignatureMismatch") => {
+            return S3Error::with_message(
+                S3ErrorCode::SignatureDoesNotMatch,
+                "a chunk's signature does not match",
+            );
+        }
+        ObjectError::IncompleteBody(message) if message.contains("Sha256Mismatch") => {
+            return custom_error(
+                "XAmzContentSHA256Mismatch",
+                http::StatusCode::BAD_REQUEST,
+                "the body's SHA-256 is not the x-amz-content-sha256 the request was signed with",
+            );
+        }
         ObjectError::IncompleteBody(_) => S3ErrorCode::IncompleteBody,
         ObjectError::InvalidPart(_) => S3ErrorCode::InvalidPart,
         ObjectError::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
@@ -95,6 +110,13 @@ fn s3_error(error: ObjectError) -> S3Error {
         }
     };
     S3Error::with_message(code, error.to_string())
+}
+
+/// An S3 error code s3s has no name for.
+fn custom_error(code: &'static str, status: http::StatusCode, message: &'static str) -> S3Error {
+    let mut error = S3Error::with_message(S3ErrorCode::Custom(code.into()), message);
+    error.set_status_code(status);
+    error
 }
 
 fn bucket_name(name: &str) -> S3Result<BucketName> {
@@ -224,6 +246,54 @@ macro_rules! set_checksums {
     };
 }
 
+/// The response headers kept with an object, from a request's fields
+/// (names as in `objects::KEPT_HEADERS`).
+macro_rules! kept_headers {
+    ($input:expr) => {{
+        let input = &$input;
+        let expires = input.expires.as_ref().and_then(http_date);
+        [
+            ("cache-control", input.cache_control.clone()),
+            ("content-disposition", input.content_disposition.clone()),
+            ("content-encoding", input.content_encoding.clone()),
+            ("content-language", input.content_language.clone()),
+            ("expires", expires),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value?)))
+        .collect::<Vec<(String, String)>>()
+    }};
+}
+
+/// Sets the response headers kept with an object on an output.
+macro_rules! set_kept_headers {
+    ($output:expr, $headers:expr) => {
+        for (name, value) in $headers {
+            let value = Some(value.clone());
+            match name.as_str() {
+                "cache-control" => $output.cache_control = value,
+                "content-disposition" => $output.content_disposition = value,
+                "content-encoding" => $output.content_encoding = value,
+                "content-language" => $output.content_language = value,
+                "expires" => {
+                    $output.expires = value.and_then(|value| {
+                        Timestamp::parse(s3s::dto::TimestampFormat::HttpDate, &value).ok()
+                    })
+                }
+                _ => {}
+            }
+        }
+    };
+}
+
+/// A time as an HTTP date (`Expires`).
+fn http_date(time: &Timestamp) -> Option<String> {
+    let mut text = Vec::new();
+    time.format(s3s::dto::TimestampFormat::HttpDate, &mut text)
+        .ok()?;
+    String::from_utf8(text).ok()
+}
+
 /// Percent-encodes a key for `encoding-type=url` listings, keeping `/`.
 fn url_encode(text: &str) -> String {
     text.split('/')
@@ -276,6 +346,46 @@ fn listed_prefixes(
             prefix: Some(text(common)),
         })
         .collect()
+}
+
+/// How many parts an object was uploaded in (1 for a single put).
+fn parts_count(object: &ObjectMeta) -> i32 {
+    object.segments.len().max(1) as i32
+}
+
+/// The bytes of part `number` of an object (`GET ?partNumber=N`).
+fn part_range(object: &ObjectMeta, number: i32) -> S3Result<std::ops::Range<u64>> {
+    let count = parts_count(object);
+    if !(1..=count).contains(&number) {
+        return Err(custom_error(
+            "InvalidPartNumber",
+            http::StatusCode::RANGE_NOT_SATISFIABLE,
+            "the requested part number is not satisfiable",
+        ));
+    }
+    let start: u64 = object
+        .segments
+        .iter()
+        .take(number as usize - 1)
+        .map(|segment| segment.size)
+        .sum();
+    let size = object
+        .segments
+        .get(number as usize - 1)
+        .map_or(object.size, |segment| segment.size);
+    Ok(start..start + size)
+}
+
+/// Whether a copy's source is the object it writes.
+fn source_is(source: &dto::CopySource, bucket: &BucketName, key: &str) -> bool {
+    match source {
+        dto::CopySource::Bucket {
+            bucket: source_bucket,
+            key: source_key,
+            version_id: None,
+        } => source_bucket.as_ref() == bucket.as_str() && source_key.as_ref() == key,
+        _ => false,
+    }
 }
 
 /// A continuation token: the position, hex-encoded so any key survives
@@ -544,6 +654,7 @@ impl S3 for WokS3 {
         let options = PutOptions {
             content_type: input.content_type.take(),
             metadata: metadata_pairs(input.metadata.take()),
+            headers: kept_headers!(input),
             content_md5: input.content_md5.take(),
             checksums: claimed(
                 input.checksum_crc32.take(),
@@ -598,10 +709,17 @@ impl S3 for WokS3 {
             input.if_none_match.as_ref(),
             input.if_modified_since.as_ref(),
         )?;
-        let range = input
-            .range
-            .map(|range| range.check(object.size))
-            .transpose()?;
+        let range = match (input.part_number, &input.range) {
+            (Some(_), Some(_)) => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "a request names a part number or a range, not both"
+                ));
+            }
+            (Some(number), None) => Some(part_range(&object, number)?),
+            (None, Some(range)) => Some(range.check(object.size)?),
+            (None, None) => None,
+        };
         let (start, end) = range
             .as_ref()
             .map_or((0, object.size), |range| (range.start, range.end));
@@ -612,6 +730,7 @@ impl S3 for WokS3 {
             content_range: range
                 .as_ref()
                 .map(|range| format!("bytes {}-{}/{}", range.start, range.end - 1, object.size)),
+            parts_count: input.part_number.map(|_| parts_count(&object)),
             accept_ranges: Some("bytes".to_owned()),
             e_tag: Some(etag(&object)),
             last_modified: Some(timestamp(object.last_modified)),
@@ -627,7 +746,13 @@ impl S3 for WokS3 {
         if wants_checksums && range.is_none() {
             set_checksums!(output, &object.checksums);
         }
-        Ok(S3Response::new(output))
+        set_kept_headers!(output, &object.headers);
+        let mut response = S3Response::new(output);
+        // A part is part of the object, like a range.
+        if input.part_number.is_some() && parts_count(&object) > 1 {
+            response.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        }
+        Ok(response)
     }
 
     async fn head_object(
@@ -650,8 +775,16 @@ impl S3 for WokS3 {
             input.if_none_match.as_ref(),
             input.if_modified_since.as_ref(),
         )?;
+        let part = input
+            .part_number
+            .map(|number| part_range(&object, number))
+            .transpose()?;
         let mut output = dto::HeadObjectOutput {
-            content_length: Some(object.size as i64),
+            content_length: Some(
+                part.as_ref()
+                    .map_or(object.size, |range| range.end - range.start) as i64,
+            ),
+            parts_count: input.part_number.map(|_| parts_count(&object)),
             accept_ranges: Some("bytes".to_owned()),
             e_tag: Some(etag(&object)),
             last_modified: Some(timestamp(object.last_modified)),
@@ -666,6 +799,7 @@ impl S3 for WokS3 {
         {
             set_checksums!(output, &object.checksums);
         }
+        set_kept_headers!(output, &object.headers);
         Ok(S3Response::new(output))
     }
 
@@ -696,6 +830,12 @@ impl S3 for WokS3 {
             .bucket(&project, &bucket)
             .await
             .map_err(s3_error)?;
+        if request.input.delete.objects.len() > MAX_KEYS as usize {
+            return Err(s3_error!(
+                MalformedXML,
+                "a DeleteObjects request names at most {MAX_KEYS} keys"
+            ));
+        }
         let quiet = request.input.delete.quiet.unwrap_or(false);
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
@@ -754,13 +894,24 @@ impl S3 for WokS3 {
             .metadata_directive
             .as_ref()
             .is_some_and(|directive| directive.as_str() == dto::MetadataDirective::REPLACE);
-        let (content_type, metadata) = if replace {
-            (
-                input.content_type.clone(),
-                metadata_pairs(input.metadata.clone()),
-            )
+        if !replace && source_is(&input.copy_source, &bucket, &input.key) {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
+        let description = if replace {
+            objects::Description {
+                content_type: input.content_type.clone(),
+                metadata: metadata_pairs(input.metadata.clone()),
+                headers: kept_headers!(input),
+            }
         } else {
-            (source.content_type.clone(), source.metadata.clone())
+            objects::Description {
+                content_type: source.content_type.clone(),
+                metadata: source.metadata.clone(),
+                headers: source.headers.clone(),
+            }
         };
         let object = self
             .objects
@@ -769,8 +920,7 @@ impl S3 for WokS3 {
                 &source,
                 &bucket,
                 &input.key,
-                content_type,
-                metadata,
+                description,
                 ObjectCondition::Always,
             )
             .await
@@ -815,7 +965,10 @@ impl S3 for WokS3 {
                     &project,
                     &bucket,
                     &prefix,
-                    input.delimiter.as_deref(),
+                    input
+                        .delimiter
+                        .as_deref()
+                        .filter(|delimiter| !delimiter.is_empty()),
                     after.as_deref(),
                     max_keys as u32,
                 )
@@ -827,7 +980,11 @@ impl S3 for WokS3 {
         Ok(S3Response::new(dto::ListObjectsV2Output {
             name: Some(bucket.to_string()),
             prefix: Some(text(&prefix)),
-            delimiter: input.delimiter.as_deref().map(&text),
+            delimiter: input
+                .delimiter
+                .as_deref()
+                .filter(|delimiter| !delimiter.is_empty())
+                .map(&text),
             max_keys: Some(max_keys),
             key_count: Some(count as i32),
             is_truncated: Some(listing.next_after.is_some()),
@@ -850,28 +1007,54 @@ impl S3 for WokS3 {
             .await?;
         let input = &request.input;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let max_keys = input.max_keys.unwrap_or(MAX_KEYS).clamp(1, MAX_KEYS);
-        let listing = self
-            .objects
-            .list(
-                &project,
-                &bucket,
-                &prefix,
-                input.delimiter.as_deref(),
-                input.marker.as_deref(),
-                max_keys as u32,
-            )
-            .await
-            .map_err(s3_error)?;
+        let max_keys = input.max_keys.unwrap_or(MAX_KEYS).clamp(0, MAX_KEYS);
+        let delimiter = input
+            .delimiter
+            .as_deref()
+            .filter(|delimiter| !delimiter.is_empty());
+        let marker = input.marker.as_deref().unwrap_or_default();
+        // A marker that is a common prefix (the NextMarker of a listing with
+        // this delimiter) resumes after everything under it.
+        let after = match delimiter {
+            Some(delimiter) if marker.starts_with(&prefix) && marker.ends_with(delimiter) => {
+                Some(format!("{marker}{}", char::MAX))
+            }
+            _ => (!marker.is_empty()).then(|| marker.to_owned()),
+        };
+        let listing = if max_keys == 0 {
+            Default::default()
+        } else {
+            self.objects
+                .list(
+                    &project,
+                    &bucket,
+                    &prefix,
+                    delimiter,
+                    after.as_deref(),
+                    max_keys as u32,
+                )
+                .await
+                .map_err(s3_error)?
+        };
         let text = listing_text(input.encoding_type.as_ref());
+        let truncated = listing.next_after.is_some();
+        // S3 gives NextMarker with a delimiter only: the last key or common
+        // prefix listed (without one, clients resume after the last key).
+        let last_listed = listing
+            .objects
+            .last()
+            .map(|object| object.key.as_str())
+            .max(listing.common_prefixes.last().map(String::as_str));
         Ok(S3Response::new(dto::ListObjectsOutput {
             name: Some(bucket.to_string()),
             prefix: Some(text(&prefix)),
-            delimiter: input.delimiter.as_deref().map(&text),
-            marker: input.marker.as_deref().map(&text),
+            delimiter: delimiter.map(&text),
+            marker: Some(text(marker)),
             max_keys: Some(max_keys),
-            is_truncated: Some(listing.next_after.is_some()),
-            next_marker: listing.next_after.as_deref().map(&text),
+            is_truncated: Some(truncated),
+            next_marker: last_listed
+                .filter(|_| truncated && delimiter.is_some())
+                .map(&text),
             encoding_type: input.encoding_type.clone(),
             contents: Some(listed_objects(&listing, &text)),
             common_prefixes: Some(listed_prefixes(&listing, &text)),
@@ -893,8 +1076,11 @@ impl S3 for WokS3 {
                 &project,
                 &bucket,
                 &input.key,
-                input.content_type.clone(),
-                metadata_pairs(input.metadata.clone()),
+                objects::Description {
+                    content_type: input.content_type.clone(),
+                    metadata: metadata_pairs(input.metadata.clone()),
+                    headers: kept_headers!(input),
+                },
                 input
                     .checksum_algorithm
                     .as_ref()
@@ -1025,34 +1211,50 @@ impl S3 for WokS3 {
             .allowed(&request, &request.input.bucket, Access::Write)
             .await?;
         let input = &request.input;
-        let listed: Vec<(u32, String)> = input
+        let listed: Vec<objects::ListedPart> = input
             .multipart_upload
             .as_ref()
             .and_then(|upload| upload.parts.as_ref())
             .map(|parts| {
                 parts
                     .iter()
-                    .map(|part| {
-                        (
-                            part.part_number
-                                .and_then(|n| u32::try_from(n).ok())
-                                .unwrap_or(0),
-                            part.e_tag
-                                .as_ref()
-                                .map(|etag| etag.value().to_owned())
-                                .unwrap_or_default(),
-                        )
+                    .map(|part| objects::ListedPart {
+                        number: part
+                            .part_number
+                            .and_then(|n| u32::try_from(n).ok())
+                            .unwrap_or(0),
+                        etag: part
+                            .e_tag
+                            .as_ref()
+                            .map(|etag| etag.value().to_owned())
+                            .unwrap_or_default(),
+                        checksums: claimed(
+                            part.checksum_crc32.clone(),
+                            part.checksum_crc32c.clone(),
+                            part.checksum_crc64nvme.clone(),
+                            part.checksum_sha1.clone(),
+                            part.checksum_sha256.clone(),
+                        ),
                     })
                     .collect()
             })
             .unwrap_or_default();
+        let whole = claimed(
+            input.checksum_crc32.clone(),
+            input.checksum_crc32c.clone(),
+            input.checksum_crc64nvme.clone(),
+            input.checksum_sha1.clone(),
+            input.checksum_sha256.clone(),
+        );
         let object = self
             .objects
             .complete(
                 &project,
                 &bucket,
+                &input.key,
                 &input.upload_id,
                 &listed,
+                &whole,
                 condition(input.if_match.as_ref(), input.if_none_match.as_ref()),
             )
             .await
@@ -1216,6 +1418,191 @@ fn is_s3_request(request: &Request) -> bool {
             .is_some_and(|query| query.contains("X-Amz-Signature=") || query.contains("Signature="))
 }
 
+/// The longest a presigned S3 URL may be valid: a week, as S3 allows.
+const MAX_PRESIGNED_EXPIRY_SECONDS: u64 = 604_800;
+
+/// The refusal of a presigned request whose `X-Amz-Expires` is not 1 to
+/// 604800 seconds (s3s takes any number).
+fn refuse_presigned_expiry(request: &Request) -> Option<Response> {
+    let expires = request
+        .uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("X-Amz-Expires="))?;
+    if expires
+        .parse::<u64>()
+        .is_ok_and(|seconds| (1..=MAX_PRESIGNED_EXPIRY_SECONDS).contains(&seconds))
+    {
+        return None;
+    }
+    let error = S3Error::with_message(
+        S3ErrorCode::AuthorizationQueryParametersError,
+        "X-Amz-Expires must be a number of seconds from 1 to 604800 (a week)",
+    );
+    Some(match error.to_http_response() {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(_) => http::StatusCode::BAD_REQUEST.into_response(),
+    })
+}
+
+/// Whether a request's body is aws-chunked (SigV4 streaming).
+fn is_aws_chunked(request: &Request) -> bool {
+    request
+        .headers()
+        .get("x-amz-content-sha256")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("STREAMING-"))
+}
+
+/// Where an aws-chunked body stands: `SIZE[;chunk-signature=...]\r\n`,
+/// then SIZE bytes and `\r\n`, again and again until a chunk of size 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Size(u64),
+    Extension(u64),
+    Data(u64),
+    DataEnd(u8),
+    Final,
+}
+
+/// Passes an aws-chunked body through, and fails it if it ends before its
+/// final (zero-sized) chunk: s3s takes such a body as whole, which lets a
+/// body cut at a chunk boundary through unsigned at its end.
+struct ChunkFraming {
+    inner: axum::body::Body,
+    state: Framing,
+}
+
+impl ChunkFraming {
+    fn new(inner: axum::body::Body) -> Self {
+        Self {
+            inner,
+            state: Framing::Size(0),
+        }
+    }
+
+    fn advance(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            self.state = match self.state {
+                Framing::Size(size) => {
+                    let byte = bytes[0];
+                    bytes = &bytes[1..];
+                    match (byte as char).to_digit(16) {
+                        Some(digit) => Framing::Size(size.saturating_mul(16) + u64::from(digit)),
+                        None if byte == b'\n' => Self::after_size(size),
+                        None => Framing::Extension(size),
+                    }
+                }
+                Framing::Extension(size) => match bytes.iter().position(|byte| *byte == b'\n') {
+                    Some(at) => {
+                        bytes = &bytes[at + 1..];
+                        Self::after_size(size)
+                    }
+                    None => {
+                        bytes = &[];
+                        Framing::Extension(size)
+                    }
+                },
+                Framing::Data(left) => {
+                    let taken = left.min(bytes.len() as u64);
+                    bytes = &bytes[taken as usize..];
+                    if taken == left {
+                        Framing::DataEnd(2)
+                    } else {
+                        Framing::Data(left - taken)
+                    }
+                }
+                Framing::DataEnd(left) => {
+                    bytes = &bytes[1..];
+                    if left == 1 {
+                        Framing::Size(0)
+                    } else {
+                        Framing::DataEnd(left - 1)
+                    }
+                }
+                // Trailers, or the closing line.
+                Framing::Final => return,
+            };
+        }
+    }
+
+    fn after_size(size: u64) -> Framing {
+        if size == 0 {
+            Framing::Final
+        } else {
+            Framing::Data(size)
+        }
+    }
+}
+
+impl http_body::Body for ChunkFraming {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let data = data.clone();
+                    self.advance(&data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) if self.state != Framing::Final => {
+                self.state = Framing::Final;
+                Poll::Ready(Some(Err(axum::Error::new(
+                    "the aws-chunked body ended before its final chunk",
+                ))))
+            }
+            other => other,
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Names an S3 answer, as S3 does: `x-amz-request-id` on every response,
+/// and `<RequestId>` in error bodies (which SDKs log and users quote).
+async fn with_request_id(response: Response) -> Response {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let (mut parts, body) = response.into_parts();
+    parts.headers.insert(
+        "x-amz-request-id",
+        http::HeaderValue::from_str(&id).expect("hex is a valid header"),
+    );
+    let is_error_xml = parts.status.as_u16() >= 400
+        && parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.contains("xml"));
+    if !is_error_xml {
+        return Response::from_parts(parts, body);
+    }
+    // Error bodies are a few hundred bytes.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let text = match text.rfind("</Error>") {
+        Some(end) if !text.contains("<RequestId>") => {
+            format!(
+                "{}<RequestId>{id}</RequestId>{}",
+                &text[..end],
+                &text[end..]
+            )
+        }
+        _ => text.into_owned(),
+    };
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(text))
+}
+
 type Inner = tower::util::MapRequest<axum::Router, fn(Request) -> Request>;
 
 /// The whole HTTP service: S3-signed requests to the S3 endpoint, the rest
@@ -1260,6 +1647,16 @@ impl tower::Service<Request> for App {
                 async move { Ok(finish(answer.await?)) },
             ));
         }
+        if let Some(refused) = refuse_presigned_expiry(&request) {
+            return futures::future::Either::Right(Box::pin(async move {
+                Ok(finish(with_request_id(refused).await))
+            }));
+        }
+        let request = if is_aws_chunked(&request) {
+            request.map(|body| axum::body::Body::new(ChunkFraming::new(body)))
+        } else {
+            request
+        };
         let s3 = self.s3.clone();
         futures::future::Either::Right(Box::pin(async move {
             let request = request.map(s3s::Body::http_body_unsync);
@@ -1270,7 +1667,7 @@ impl tower::Service<Request> for App {
                     http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
                 }
             };
-            Ok(finish(response))
+            Ok(finish(with_request_id(response).await))
         }))
     }
 }

@@ -90,6 +90,34 @@ impl From<BlobError> for ObjectError {
     }
 }
 
+/// The response headers a client may store with an object, sent back with
+/// it (S3 keeps the same ones; `Content-Type` has a field of its own).
+pub const KEPT_HEADERS: [&str; 5] = [
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+];
+
+/// What describes an object beside its bytes: its content type, user
+/// metadata and kept response headers.
+#[derive(Debug, Clone, Default)]
+pub struct Description {
+    pub content_type: Option<String>,
+    pub metadata: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A part named by a completion: its number, ETag and the checksums the
+/// client claims for it.
+#[derive(Debug, Clone, Default)]
+pub struct ListedPart {
+    pub number: u32,
+    pub etag: String,
+    pub checksums: Vec<(String, String)>,
+}
+
 /// The limits a new bucket is created with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BucketLimits {
@@ -104,6 +132,8 @@ pub struct BucketLimits {
 pub struct PutOptions {
     pub content_type: Option<String>,
     pub metadata: Vec<(String, String)>,
+    /// Response headers kept with the object ([`KEPT_HEADERS`]).
+    pub headers: Vec<(String, String)>,
     /// `Content-MD5` as sent (base64).
     pub content_md5: Option<String>,
     /// Checksums the client sent before the body, by algorithm.
@@ -296,12 +326,14 @@ impl Objects {
         blocking(move || store.buckets(&project)).await
     }
 
-    /// Streams `body` into a new blob, checking the bucket's limits and
-    /// every checksum the client sent (before the body, or after it through
-    /// `trailer`) before the blob is made durable.
+    /// Streams `body` into a new blob of at most `room` bytes (what the
+    /// bucket's object size limit leaves), checking every checksum the
+    /// client sent (before the body, or after it through `trailer`) before
+    /// the blob is made durable.
     async fn write_blob<S, E>(
         &self,
         bucket: &Bucket,
+        room: u64,
         mut body: S,
         options: &PutOptions,
         trailer: impl FnOnce() -> Vec<(String, String)>,
@@ -311,7 +343,7 @@ impl Objects {
         E: std::fmt::Display,
     {
         let limit = bucket.max_object_bytes.unwrap_or(u64::MAX);
-        if options.length.is_some_and(|length| length > limit) {
+        if options.length.is_some_and(|length| length > room) {
             return Err(ObjectError::TooLarge { limit });
         }
         let mut algorithms: Vec<&'static str> = Vec::new();
@@ -331,7 +363,7 @@ impl Objects {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|error| ObjectError::IncompleteBody(error.to_string()))?;
             size += chunk.len() as u64;
-            if size > limit {
+            if size > room {
                 return Err(ObjectError::TooLarge { limit });
             }
             checksums.update(&chunk);
@@ -428,13 +460,17 @@ impl Objects {
         check_key(key)?;
         let found = self.bucket(project, bucket).await?;
         Self::check_content_type(&found, options.content_type.as_deref())?;
-        let written = self.write_blob(&found, body, &options, trailer).await?;
+        let room = found.max_object_bytes.unwrap_or(u64::MAX);
+        let written = self
+            .write_blob(&found, room, body, &options, trailer)
+            .await?;
         let object = ObjectMeta {
             key: key.to_owned(),
             size: written.size,
             etag: hex::encode(written.md5),
             content_type: options.content_type,
             metadata: options.metadata,
+            headers: options.headers,
             checksums: written.checksums,
             last_modified: now_millis(),
             segments: vec![Segment {
@@ -528,10 +564,14 @@ impl Objects {
         source: &ObjectMeta,
         bucket: &BucketName,
         key: &str,
-        content_type: Option<String>,
-        metadata: Vec<(String, String)>,
+        description: Description,
         condition: ObjectCondition,
     ) -> Result<ObjectMeta, ObjectError> {
+        let Description {
+            content_type,
+            metadata,
+            headers,
+        } = description;
         let stream = self.read(source, 0..source.size);
         let compute = source
             .checksums
@@ -542,6 +582,7 @@ impl Objects {
         let options = PutOptions {
             content_type,
             metadata,
+            headers,
             compute,
             length: Some(source.size),
             condition,
@@ -585,10 +626,14 @@ impl Objects {
         project: &ProjectId,
         bucket: &BucketName,
         key: &str,
-        content_type: Option<String>,
-        metadata: Vec<(String, String)>,
+        description: Description,
         checksum_algorithm: Option<String>,
     ) -> Result<Upload, ObjectError> {
+        let Description {
+            content_type,
+            metadata,
+            headers,
+        } = description;
         check_key(key)?;
         let found = self.bucket(project, bucket).await?;
         Self::check_content_type(&found, content_type.as_deref())?;
@@ -605,6 +650,7 @@ impl Objects {
             initiated: now_millis(),
             content_type,
             metadata,
+            headers,
             checksum_algorithm,
         };
         self.write(ObjectOp::CreateUpload {
@@ -659,7 +705,24 @@ impl Objects {
         if let Some(algorithm) = &upload.checksum_algorithm {
             options.compute.push(algorithm.clone());
         }
-        let written = self.write_blob(&found, body, &options, trailer).await?;
+        // The parts together make one object: its limit counts them all
+        // (the other parts uploaded so far, checked again at completion).
+        let room = match found.max_object_bytes {
+            Some(limit) => {
+                let others: u64 = self
+                    .all_parts(project, bucket, upload_id)
+                    .await?
+                    .iter()
+                    .filter(|part| part.number != number)
+                    .map(|part| part.size)
+                    .sum();
+                limit.saturating_sub(others)
+            }
+            None => u64::MAX,
+        };
+        let written = self
+            .write_blob(&found, room, body, &options, trailer)
+            .await?;
         let part = Part {
             number,
             size: written.size,
@@ -720,15 +783,34 @@ impl Objects {
 
     /// Turns an upload into an object made of the listed parts, which
     /// must have been uploaded with these ETags, in ascending order.
+    /// Completes an upload of `key` from the listed parts. Completing it
+    /// again (a client's retry after a lost answer) answers the object it
+    /// made, if it is still there. `claimed` is a whole-object checksum the
+    /// client sent (a composite, `VALUE-N`), checked too.
+    #[allow(clippy::too_many_arguments)]
     pub async fn complete(
         &self,
         project: &ProjectId,
         bucket: &BucketName,
+        key: &str,
         upload_id: &str,
-        listed: &[(u32, String)],
+        listed: &[ListedPart],
+        claimed: &[(String, String)],
         condition: ObjectCondition,
     ) -> Result<ObjectMeta, ObjectError> {
-        let upload = self.upload(project, bucket, upload_id).await?;
+        let upload = match self.upload(project, bucket, upload_id).await {
+            Ok(upload) => upload,
+            Err(ObjectError::NoSuchUpload(id)) => {
+                return self
+                    .completed_already(project, bucket, key, listed)
+                    .await
+                    .ok_or(ObjectError::NoSuchUpload(id));
+            }
+            Err(error) => return Err(error),
+        };
+        if upload.key != key {
+            return Err(ObjectError::NoSuchUpload(upload_id.to_owned()));
+        }
         let stored = self.all_parts(project, bucket, upload_id).await?;
         if listed.is_empty() {
             return Err(ObjectError::InvalidPart(
@@ -736,19 +818,34 @@ impl Objects {
             ));
         }
         let mut chosen: Vec<&Part> = Vec::with_capacity(listed.len());
-        for (at, (number, etag)) in listed.iter().enumerate() {
-            if at > 0 && *number <= listed[at - 1].0 {
+        for (at, listed_part) in listed.iter().enumerate() {
+            let number = listed_part.number;
+            if at > 0 && number <= listed[at - 1].number {
                 return Err(ObjectError::InvalidPartOrder);
             }
+            let etag = &listed_part.etag;
             let part = stored
                 .iter()
-                .find(|part| part.number == *number)
+                .find(|part| part.number == number)
                 .filter(|part| part.etag == etag.trim_matches('"'))
                 .ok_or_else(|| {
                     ObjectError::InvalidPart(format!(
                         "part {number} was not uploaded with ETag {etag}"
                     ))
                 })?;
+            for (name, value) in &listed_part.checksums {
+                let ours = algorithm(name).and_then(|name| {
+                    part.checksums
+                        .iter()
+                        .find(|(algorithm, _)| algorithm == name)
+                        .map(|(_, value)| value)
+                });
+                if ours != Some(value) {
+                    return Err(ObjectError::InvalidPart(format!(
+                        "part {number} was not uploaded with checksum {name} {value}"
+                    )));
+                }
+            }
             chosen.push(part);
         }
         for part in &chosen[..chosen.len() - 1] {
@@ -758,6 +855,13 @@ impl Objects {
                     size: part.size,
                 });
             }
+        }
+        let size: u64 = chosen.iter().map(|part| part.size).sum();
+        let found = self.bucket(project, bucket).await?;
+        if let Some(limit) = found.max_object_bytes
+            && size > limit
+        {
+            return Err(ObjectError::TooLarge { limit });
         }
         let etags: Vec<String> = chosen.iter().map(|part| part.etag.clone()).collect();
         let etag = checksum::multipart_etag(&etags)
@@ -777,12 +881,32 @@ impl Objects {
                 checksums.push((name.to_owned(), value));
             }
         }
+        // A whole-object claim is checked against the composite checksum
+        // (with or without its `-N`); one of an algorithm the upload did not
+        // compute cannot be checked (a full-object CRC, say) and is ignored.
+        for (name, value) in claimed {
+            let ours = algorithm(name).and_then(|name| {
+                checksums
+                    .iter()
+                    .find(|(algorithm, _)| algorithm == name)
+                    .map(|(_, value)| value)
+            });
+            if let Some(ours) = ours
+                && value != ours
+                && Some(value.as_str()) != ours.rsplit_once('-').map(|(digest, _)| digest)
+            {
+                return Err(ObjectError::BadDigest(format!(
+                    "{name} of the whole object"
+                )));
+            }
+        }
         let object = ObjectMeta {
             key: upload.key.clone(),
-            size: chosen.iter().map(|part| part.size).sum(),
+            size,
             etag,
             content_type: upload.content_type.clone(),
             metadata: upload.metadata.clone(),
+            headers: upload.headers.clone(),
             checksums,
             last_modified: now_millis(),
             segments: chosen
@@ -802,6 +926,24 @@ impl Objects {
         })
         .await?;
         Ok(object)
+    }
+
+    /// The object a completion of these parts made at `key`, if it is still
+    /// there: its ETag is the parts' (the MD5 of their MD5s).
+    async fn completed_already(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        key: &str,
+        listed: &[ListedPart],
+    ) -> Option<ObjectMeta> {
+        let etags: Vec<String> = listed
+            .iter()
+            .map(|part| part.etag.trim_matches('"').to_owned())
+            .collect();
+        let etag = checksum::multipart_etag(&etags)?;
+        let object = self.head(project, bucket, key).await.ok()?;
+        (object.etag == etag).then_some(object)
     }
 
     pub async fn abort(

@@ -41,6 +41,10 @@ pub struct ObjectMeta {
     pub content_type: Option<String>,
     /// User metadata (`x-amz-meta-NAME`), names lowercase.
     pub metadata: Vec<(String, String)>,
+    /// Response headers kept with the object and sent with it:
+    /// `cache-control`, `content-disposition`, `content-encoding`,
+    /// `content-language`, `expires` (names lowercase).
+    pub headers: Vec<(String, String)>,
     /// Verified checksums, by algorithm (`CRC32`, `CRC32C`, `SHA1`,
     /// `SHA256`, `CRC64NVME`), base64 as S3 writes them.
     pub checksums: Vec<(String, String)>,
@@ -77,6 +81,8 @@ pub struct Upload {
     pub initiated: UnixMillis,
     pub content_type: Option<String>,
     pub metadata: Vec<(String, String)>,
+    /// The object's response headers (see [`ObjectMeta::headers`]).
+    pub headers: Vec<(String, String)>,
     /// The checksum algorithm the client announced, if any.
     pub checksum_algorithm: Option<String>,
 }

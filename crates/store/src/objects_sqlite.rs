@@ -80,6 +80,36 @@ fn pairs_from_json(text: &str) -> Result<Vec<(String, String)>, StoreError> {
     Ok(pairs)
 }
 
+/// An object's response headers are kept in its `metadata` column, named
+/// `:NAME`: no user metadata name can hold a colon (it is not a header
+/// name character), and rows from before headers were kept read the same.
+const HEADER_MARK: char = ':';
+
+fn described_to_json(metadata: &[(String, String)], headers: &[(String, String)]) -> String {
+    let mut pairs = metadata.to_vec();
+    pairs.extend(
+        headers
+            .iter()
+            .map(|(name, value)| (format!("{HEADER_MARK}{name}"), value.clone())),
+    );
+    pairs_to_json(&pairs)
+}
+
+/// Name-value pairs, as objects keep them.
+type Pairs = Vec<(String, String)>;
+
+/// User metadata and response headers, from a `metadata` column.
+fn described_from_json(text: &str) -> Result<(Pairs, Pairs), StoreError> {
+    let (mut metadata, mut headers) = (Vec::new(), Vec::new());
+    for (name, value) in pairs_from_json(text)? {
+        match name.strip_prefix(HEADER_MARK) {
+            Some(header) => headers.push((header.to_owned(), value)),
+            None => metadata.push((name, value)),
+        }
+    }
+    Ok((metadata, headers))
+}
+
 fn segments_to_json(segments: &[Segment]) -> String {
     Value::Array(
         segments
@@ -111,12 +141,14 @@ fn object_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ObjectMeta, StoreEr
     let content_type: Option<String> = row.get(3)?;
     let last_modified: i64 = row.get(6)?;
     Ok((|| {
+        let (metadata, headers) = described_from_json(&metadata)?;
         Ok(ObjectMeta {
             key,
             size: size as u64,
             etag,
             content_type,
-            metadata: pairs_from_json(&metadata)?,
+            metadata,
+            headers,
             checksums: pairs_from_json(&checksums)?,
             last_modified,
             segments: segments_from_json(&segments)?,
@@ -135,9 +167,16 @@ fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Upload, StoreError>
         initiated: row.get(2)?,
         content_type: row.get(3)?,
         metadata: Vec::new(),
+        headers: Vec::new(),
         checksum_algorithm: row.get(5)?,
     };
-    Ok(pairs_from_json(&metadata).map(|metadata| Upload { metadata, ..upload }))
+    Ok(
+        described_from_json(&metadata).map(|(metadata, headers)| Upload {
+            metadata,
+            headers,
+            ..upload
+        }),
+    )
 }
 
 fn bucket_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Bucket, StoreError>> {
@@ -440,7 +479,7 @@ fn replace_object(
             object.size as i64,
             object.etag,
             object.content_type,
-            pairs_to_json(&object.metadata),
+            described_to_json(&object.metadata, &object.headers),
             pairs_to_json(&object.checksums),
             object.last_modified,
             segments_to_json(&object.segments),
@@ -650,7 +689,7 @@ fn apply(transaction: &Connection, op: &ObjectOp) -> Result<ObjectDone, StoreErr
                     upload.key,
                     upload.initiated,
                     upload.content_type,
-                    pairs_to_json(&upload.metadata),
+                    described_to_json(&upload.metadata, &upload.headers),
                     upload.checksum_algorithm,
                 ])?;
             Ok(ObjectDone::default())

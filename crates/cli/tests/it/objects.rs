@@ -88,6 +88,9 @@ async fn objects_over_rest_and_the_cli() {
         objects(&server, reqwest::Method::PUT, "/media/notes/a.txt")
             .header("content-type", "text/plain")
             .header("x-amz-meta-author", "ada")
+            .header("cache-control", "max-age=60")
+            .header("content-disposition", "inline")
+            .header("content-language", "nb")
             .body("hello objects"),
     )
     .await;
@@ -98,6 +101,10 @@ async fn objects_over_rest_and_the_cli() {
     assert_eq!((got.status, got.text().as_str()), (200, "hello objects"));
     assert_eq!(got.header("content-type"), "text/plain");
     assert_eq!(got.header("x-amz-meta-author"), "ada");
+    // The response headers it was stored with come back with it.
+    assert_eq!(got.header("cache-control"), "max-age=60");
+    assert_eq!(got.header("content-disposition"), "inline");
+    assert_eq!(got.header("content-language"), "nb");
     assert_eq!(got.header("etag"), etag);
     assert!(!got.header("last-modified").is_empty());
     let part = send(

@@ -731,6 +731,85 @@ def multipart_complete_refuses_wrong_etag_and_small_parts():
     s3.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
 
 
+def rest(method, path, body=None):
+    """Calls wok's REST API with the admin token; returns (status, JSON)."""
+    request = urllib.request.Request(
+        f"{ENDPOINT}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {os.environ['WOK_S3_ADMIN_TOKEN']}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request) as response:
+            text = response.read()
+            return response.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+@check
+def multipart_uploads_keep_the_bucket_size_limit():
+    bucket = "limited-parts"
+    status, _ = rest("PUT", f"/v1/buckets/{bucket}", {"max_object_bytes": 6 * MiB})
+    expect("creating a bucket with a 6 MiB limit", status, 201)
+    key = "too-big.bin"
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    first = random_bytes(5 * MiB, "limit 1")
+    one = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=first)
+    # The second part would make the object 10 MiB: refused at once.
+    expect_error(
+        "UploadPart past the bucket's limit",
+        lambda: s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=2, Body=random_bytes(5 * MiB, "limit 2")),
+        "EntityTooLarge",
+        400,
+    )
+    # Parts uploaded at once each fit, but not together: refused at completion.
+    other = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=3, Body=b"small")
+    expect_error(
+        "CompleteMultipartUpload past the bucket's limit (uploaded concurrently)",
+        lambda: rest_concurrent_parts(bucket),
+        "EntityTooLarge",
+        400,
+    )
+    # What fits completes.
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": one["ETag"]}, {"PartNumber": 3, "ETag": other["ETag"]}]},
+    )
+    expect("the object that fits", s3.head_object(Bucket=bucket, Key=key)["ContentLength"], 5 * MiB + 5)
+    s3.delete_object(Bucket=bucket, Key=key)
+    s3.delete_bucket(Bucket=bucket)
+
+
+def rest_concurrent_parts(bucket):
+    """Uploads two 5 MiB parts at the same time (each fits the 6 MiB
+    limit while the other is not stored yet), then completes them."""
+    import concurrent.futures
+
+    key = "concurrent.bin"
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            replies = list(
+                pool.map(
+                    lambda number: s3.upload_part(
+                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=random_bytes(5 * MiB, f"c{number}")
+                    ),
+                    [1, 2],
+                )
+            )
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": reply["ETag"]} for n, reply in zip([1, 2], replies)]},
+        )
+    finally:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+
 @check
 def multipart_part_order_reupload_and_special_keys():
     key = "multipart/a+b c%20é.bin"
@@ -1023,6 +1102,283 @@ def aws_chunked_trailer_checksums():
         parts = [h for h in sent if h.get("x-amz-content-sha256") == "STREAMING-UNSIGNED-PAYLOAD-TRAILER"]
         expect("parts sent aws-chunked", len(parts), 2)
     expect_bytes("multipart in trailer mode", s3.get_object(Bucket=BUCKET, Key="trailer/multipart")["Body"].read(), big)
+
+
+@check
+def completing_an_upload_again_answers_the_same_object():
+    key = "multipart/twice.bin"
+    upload_id, etags = upload_parts(key, [random_bytes(5 * MiB, "twice 1"), b"end"])
+    parts = {"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags, start=1)]}
+    first = s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload=parts)
+    # An SDK retries when the first answer was lost: S3 answers again.
+    again = s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload=parts)
+    expect("the second completion's ETag", again["ETag"], first["ETag"])
+    expect("the second completion's status", status_of(again), 200)
+    # Not for other parts, nor once the object is gone.
+    expect_error(
+        "completing again with other parts",
+        lambda: s3.complete_multipart_upload(
+            Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etags[0]}]}
+        ),
+        "NoSuchUpload",
+        404,
+    )
+    s3.delete_object(Bucket=BUCKET, Key=key)
+    expect_error(
+        "completing again once the object is gone",
+        lambda: s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload=parts),
+        "NoSuchUpload",
+        404,
+    )
+
+
+@check
+def completion_checksums_are_verified():
+    key = "multipart/checksummed.bin"
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=key, ChecksumAlgorithm="SHA256")["UploadId"]
+    data = [random_bytes(5 * MiB, "sum 1"), b"tail of it"]
+    replies = [
+        s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=n, Body=part, ChecksumAlgorithm="SHA256")
+        for n, part in enumerate(data, start=1)
+    ]
+    right = [{"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]} for n, r in enumerate(replies, start=1)]
+    wrong = [dict(part) for part in right]
+    wrong[1]["ChecksumSHA256"] = sha256_b64(b"not this part")
+    expect_error(
+        "CompleteMultipartUpload with a part's wrong ChecksumSHA256",
+        lambda: s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload={"Parts": wrong}),
+        "InvalidPart",
+        400,
+    )
+    expect_true("no object after a wrong part checksum", not exists(BUCKET, key))
+    expect_error(
+        "CompleteMultipartUpload with a wrong whole-object ChecksumSHA256",
+        lambda: s3.complete_multipart_upload(
+            Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload={"Parts": right}, ChecksumSHA256=sha256_b64(b"no")
+        ),
+        "BadDigest",
+        400,
+    )
+    reply = s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload={"Parts": right})
+    expect_true("the right checksums complete", reply["ETag"].endswith('-2"'), reply["ETag"])
+
+
+@check
+def list_objects_v1_markers_and_edges():
+    bucket = "listing-v1"
+    ensure_bucket(bucket)
+    for key in ["a/1", "a/2", "b/1", "c", "d"]:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    page = s3.list_objects(Bucket=bucket, Delimiter="/", MaxKeys=2)
+    expect("v1 first page", ([p["Prefix"] for p in page.get("CommonPrefixes", [])], page["IsTruncated"]), (["a/", "b/"], True))
+    expect("v1 NextMarker is the last entry listed", page.get("NextMarker"), "b/")
+    expect("v1 Marker of a first page", page.get("Marker"), "")
+    page = s3.list_objects(Bucket=bucket, Delimiter="/", MaxKeys=2, Marker=page["NextMarker"])
+    expect("v1 second page", [o["Key"] for o in page.get("Contents", [])], ["c", "d"])
+    expect("v1 second page is the last", page["IsTruncated"], False)
+    expect("v1 Marker echoed", page.get("Marker"), "b/")
+    page = s3.list_objects(Bucket=bucket, MaxKeys=2)
+    expect("v1 without a delimiter has no NextMarker", (page.get("NextMarker"), page["IsTruncated"]), (None, True))
+    page = s3.list_objects(Bucket=bucket, MaxKeys=0)
+    expect("v1 max-keys=0", (page.get("Contents", []), page["IsTruncated"]), ([], False))
+    page = s3.list_objects(Bucket=bucket, Delimiter="")
+    expect("v1 an empty delimiter is none", (page.get("Delimiter"), len(page.get("Contents", []))), (None, 5))
+    page = s3.list_objects_v2(Bucket=bucket, Delimiter="")
+    expect("v2 an empty delimiter is none", (page.get("Delimiter"), page["KeyCount"]), (None, 5))
+    for key in ["a/1", "a/2", "b/1", "c", "d"]:
+        s3.delete_object(Bucket=bucket, Key=key)
+    s3.delete_bucket(Bucket=bucket)
+
+
+@check
+def responses_carry_a_request_id():
+    reply = s3.head_bucket(Bucket=BUCKET)
+    expect_true("x-amz-request-id on a success", reply["ResponseMetadata"]["HTTPHeaders"].get("x-amz-request-id"))
+    error = expect_error("GetObject of a missing key", lambda: s3.get_object(Bucket=BUCKET, Key="no/such"), "NoSuchKey", 404)
+    request_id = error.response["ResponseMetadata"].get("RequestId")
+    expect_true("RequestId in an error body", request_id and len(request_id) >= 16, repr(error.response))
+    expect("the body's RequestId is the header's", error.response["ResponseMetadata"]["HTTPHeaders"].get("x-amz-request-id"), request_id)
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "no/such"}, ExpiresIn=60)
+    try:
+        urllib.request.urlopen(url)
+        raise CheckFailed("a missing key was served")
+    except urllib.error.HTTPError as failure:
+        body = failure.read().decode()
+        header = failure.headers.get("x-amz-request-id")
+        expect_true("<RequestId> in the XML error body", header and f"<RequestId>{header}</RequestId>" in body, body)
+
+
+@check
+def delete_objects_takes_at_most_1000_keys():
+    expect_error(
+        "DeleteObjects with 1001 keys",
+        lambda: s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": f"k{n}"} for n in range(1001)]}),
+        "MalformedXML",
+        400,
+    )
+    reply = s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": f"k{n}"} for n in range(1000)]})
+    expect("DeleteObjects with 1000 keys", len(reply.get("Deleted", [])), 1000)
+
+
+@check
+def copying_an_object_onto_itself_needs_a_change():
+    s3.put_object(Bucket=BUCKET, Key="self/copy", Body=b"me", Metadata={"v": "1"})
+    expect_error(
+        "CopyObject onto itself with nothing changed",
+        lambda: s3.copy_object(Bucket=BUCKET, Key="self/copy", CopySource={"Bucket": BUCKET, "Key": "self/copy"}),
+        "InvalidRequest",
+        400,
+    )
+    s3.copy_object(
+        Bucket=BUCKET, Key="self/copy", CopySource={"Bucket": BUCKET, "Key": "self/copy"}, MetadataDirective="REPLACE", Metadata={"v": "2"}
+    )
+    expect("metadata replaced in place", s3.head_object(Bucket=BUCKET, Key="self/copy")["Metadata"], {"v": "2"})
+
+
+@check
+def get_object_by_part_number():
+    key = "multipart/by-part.bin"
+    parts = [random_bytes(5 * MiB, "bp 1"), random_bytes(5 * MiB, "bp 2"), b"the third"]
+    upload_id, etags = upload_parts(key, parts)
+    s3.complete_multipart_upload(
+        Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, start=1)]}
+    )
+    got = s3.get_object(Bucket=BUCKET, Key=key, PartNumber=2)
+    expect_bytes("part 2", got["Body"].read(), parts[1])
+    expect("PartsCount", got.get("PartsCount"), 3)
+    expect("status of a part", status_of(got), 206)
+    third = s3.get_object(Bucket=BUCKET, Key=key, PartNumber=3)
+    expect("Content-Range of part 3", third.get("ContentRange"), f"bytes {10 * MiB}-{10 * MiB + 8}/{10 * MiB + 9}")
+    head = s3.head_object(Bucket=BUCKET, Key=key, PartNumber=1)
+    expect("HeadObject of part 1", head["ContentLength"], 5 * MiB)
+    expect_error("part 4 of 3", lambda: s3.get_object(Bucket=BUCKET, Key=key, PartNumber=4), "InvalidPartNumber", 416)
+    s3.put_object(Bucket=BUCKET, Key="single/part", Body=b"whole")
+    expect_bytes("part 1 of a single put", s3.get_object(Bucket=BUCKET, Key="single/part", PartNumber=1)["Body"].read(), b"whole")
+
+
+@check
+def kept_response_headers_round_trip():
+    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    headers = dict(
+        CacheControl="public, max-age=60",
+        ContentDisposition='attachment; filename="report.txt"',
+        ContentEncoding="identity",
+        ContentLanguage="nb-NO",
+        Expires=expires,
+    )
+    s3.put_object(Bucket=BUCKET, Key="headers/kept", Body=b"with headers", **headers)
+
+    def check_headers(what, reply):
+        for name, value in headers.items():
+            expect(f"{what} {name}", reply.get(name), value)
+
+    check_headers("GetObject", s3.get_object(Bucket=BUCKET, Key="headers/kept"))
+    check_headers("HeadObject", s3.head_object(Bucket=BUCKET, Key="headers/kept"))
+    s3.copy_object(Bucket=BUCKET, Key="headers/copied", CopySource={"Bucket": BUCKET, "Key": "headers/kept"})
+    check_headers("a copy", s3.head_object(Bucket=BUCKET, Key="headers/copied"))
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key="headers/multipart", **headers)["UploadId"]
+    part = s3.upload_part(Bucket=BUCKET, Key="headers/multipart", UploadId=upload_id, PartNumber=1, Body=b"one part")
+    s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="headers/multipart", UploadId=upload_id, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+    )
+    check_headers("a multipart object", s3.head_object(Bucket=BUCKET, Key="headers/multipart"))
+
+
+@check
+def presigned_urls_are_valid_a_week_at_most():
+    # SigV4 presigning (boto3 presigns with SigV2 by default, whose expiry
+    # is a time, not a duration).
+    v4 = client(signature_version="s3v4")
+    s3.put_object(Bucket=BUCKET, Key="presigned/week", Body=b"a week")
+    url = v4.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "presigned/week"}, ExpiresIn=604801)
+    try:
+        urllib.request.urlopen(url)
+        raise CheckFailed("a presigned URL valid over a week was served")
+    except urllib.error.HTTPError as error:
+        body = error.read().decode()
+        expect("status of an over-long presigned URL", error.code, 400)
+        expect_true("its error code", "<Code>AuthorizationQueryParametersError</Code>" in body, body)
+    url = v4.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "presigned/week"}, ExpiresIn=604800)
+    with urllib.request.urlopen(url) as response:
+        expect("a presigned URL valid a week", response.read(), b"a week")
+
+
+def sigv4_put(key, body, content_sha256, chunks=None, tamper_chunk=None, final_chunk=True):
+    """A PutObject signed by hand (SigV4): with `chunks`, an aws-chunked
+    body (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) of those chunks, each signed;
+    `tamper_chunk` flips a byte of that chunk's data after signing;
+    `final_chunk=False` leaves the closing zero chunk out. Returns (status,
+    body)."""
+    import hmac
+    import http.client
+    import urllib.parse
+
+    access_key, secret_key = pair("")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    scope = f"{day}/us-east-1/s3/aws4_request"
+    host = urllib.parse.urlparse(ENDPOINT).netloc
+    path = f"/{BUCKET}/{key}"
+    headers = {"host": host, "x-amz-content-sha256": content_sha256, "x-amz-date": amz_date}
+    if chunks is not None:
+        headers["content-encoding"] = "aws-chunked"
+        headers["x-amz-decoded-content-length"] = str(sum(len(chunk) for chunk in chunks))
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join(
+        ["PUT", path, "", *[f"{name}:{headers[name]}" for name in sorted(headers)], "", signed, content_sha256]
+    )
+
+    def hmac_sha256(key_bytes, text):
+        return hmac.new(key_bytes, text.encode(), hashlib.sha256).digest()
+
+    signing_key = hmac_sha256(
+        hmac_sha256(hmac_sha256(hmac_sha256(f"AWS4{secret_key}".encode(), day), "us-east-1"), "s3"), "aws4_request"
+    )
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    signature = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
+    if chunks is not None:
+        payload = b""
+        previous = signature
+        empty = hashlib.sha256(b"").hexdigest()
+        for index, chunk in enumerate(chunks + ([b""] if final_chunk else [])):
+            chunk_to_sign = "\n".join(
+                ["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, previous, empty, hashlib.sha256(chunk).hexdigest()]
+            )
+            previous = hmac.new(signing_key, chunk_to_sign.encode(), hashlib.sha256).hexdigest()
+            if index == tamper_chunk:
+                chunk = bytes([chunk[0] ^ 1]) + chunk[1:]
+            payload += f"{len(chunk):x};chunk-signature={previous}\r\n".encode() + chunk + b"\r\n"
+        body = payload
+    headers["content-length"] = str(len(body))
+    connection = http.client.HTTPConnection(host)
+    connection.request("PUT", path, body=body, headers=headers)
+    response = connection.getresponse()
+    return response.status, response.read().decode()
+
+
+@check
+def signed_bodies_are_verified():
+    body = b"the signed body"
+    status, _ = sigv4_put("signed/plain", body, hashlib.sha256(body).hexdigest())
+    expect("a signed body with its SHA-256", status, 200)
+    status, text = sigv4_put("signed/mismatch", body, hashlib.sha256(b"another body").hexdigest())
+    expect("a body whose SHA-256 is not the signed one", status, 400)
+    expect_true("its code", "<Code>XAmzContentSHA256Mismatch</Code>" in text, text)
+    expect_true("nothing stored after a hash mismatch", not exists(BUCKET, "signed/mismatch"))
+    chunks = [random_bytes(64 * 1024, "chunk 1"), b"the last data chunk"]
+    streaming = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+    status, text = sigv4_put("signed/chunked", b"", streaming, chunks=chunks)
+    expect("an aws-chunked body with every chunk signed", status, 200)
+    expect_bytes("the chunked object", s3.get_object(Bucket=BUCKET, Key="signed/chunked")["Body"].read(), b"".join(chunks))
+    status, text = sigv4_put("signed/bad-chunk", b"", streaming, chunks=chunks, tamper_chunk=1)
+    expect("a chunk whose signature does not match", status, 403)
+    expect_true("its code", "<Code>SignatureDoesNotMatch</Code>" in text, text)
+    status, text = sigv4_put("signed/no-final", b"", streaming, chunks=chunks, final_chunk=False)
+    expect("an aws-chunked body without its final chunk", status, 400)
+    expect_true("its code", "<Code>IncompleteBody</Code>" in text, text)
+    for key in ["signed/bad-chunk", "signed/no-final"]:
+        expect_true(f"nothing stored at {key}", not exists(BUCKET, key))
 
 
 @check

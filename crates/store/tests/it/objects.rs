@@ -16,6 +16,7 @@ fn meta(key: &str, blobs: &[&str]) -> ObjectMeta {
         etag: format!("etag-of-{key}"),
         content_type: Some("text/plain".to_owned()),
         metadata: vec![("owner".to_owned(), "ada".to_owned())],
+        headers: vec![("cache-control".to_owned(), "max-age=60".to_owned())],
         checksums: vec![("CRC32".to_owned(), "AAAAAA==".to_owned())],
         last_modified: 1_000,
         segments: blobs
@@ -183,6 +184,7 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
         initiated: 7,
         content_type: Some("image/png".to_owned()),
         metadata: Vec::new(),
+        headers: vec![("content-language".to_owned(), "nb".to_owned())],
         checksum_algorithm: Some("CRC32".to_owned()),
     };
     write(
