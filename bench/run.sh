@@ -132,9 +132,9 @@ fi
 echo "== server side, request -> response head (wok_response_head_seconds over a -c1 run)"
 head_quantiles() { # LABEL URL
   local before after
-  before="$(curl -s "http://127.0.0.1:$WOK_PORT/metrics")"
+  before="$(curl -s -H "Authorization: Bearer $(cat "$WOK_DATA/metrics-token")" "http://127.0.0.1:$WOK_PORT/metrics")"
   taskset -c 1 wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" "$2" >/dev/null
-  after="$(curl -s "http://127.0.0.1:$WOK_PORT/metrics")"
+  after="$(curl -s -H "Authorization: Bearer $(cat "$WOK_DATA/metrics-token")" "http://127.0.0.1:$WOK_PORT/metrics")"
   python3 - "$1" <(echo "$before") <(echo "$after") <<'PY'
 import re, sys
 def buckets(path):

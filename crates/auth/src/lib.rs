@@ -100,7 +100,9 @@ pub struct Auth {
     projects: RwLock<std::collections::HashSet<ProjectId>>,
 }
 
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+/// Whether two secrets are equal, in time that does not depend on where
+/// they differ.
+pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     left.len() == right.len()
         && left
             .iter()

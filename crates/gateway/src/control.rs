@@ -17,7 +17,29 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".to_owned())
 }
 
-pub async fn metrics(State(gateway): State<SharedGateway>) -> Response {
+/// `GET /metrics`: with the admin token or the metrics token (unless the
+/// server makes metrics public), as a scraper is configured.
+pub async fn metrics(State(gateway): State<SharedGateway>, headers: http::HeaderMap) -> Response {
+    if let crate::MetricsAccess::Token(expected) = &gateway.metrics_access {
+        let sent = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        let allowed = sent.is_some_and(|token| {
+            auth::constant_time_eq(token.as_bytes(), expected.as_bytes())
+                || matches!(
+                    gateway.auth.authenticate_cached(token),
+                    Some(Ok(auth::Caller::Admin))
+                )
+        });
+        if !allowed {
+            return ApiError::NotAllowedUnauthenticated(
+                "/metrics needs the metrics token (`metrics-token` in the data directory) or the admin token: send `Authorization: Bearer TOKEN`".to_owned(),
+            )
+            .into_response();
+        }
+    }
     let mut response = gateway.metrics.encode().into_response();
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

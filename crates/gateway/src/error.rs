@@ -10,6 +10,8 @@ use invoke::Failure;
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
+    /// No credential (or a wrong one) where a particular one is needed.
+    NotAllowedUnauthenticated(String),
     /// A key-shaped credential that no live key matches.
     InvalidKey,
     Forbidden,
@@ -81,6 +83,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidKey => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotAllowedUnauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden | ApiError::NotAllowed(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::NotFoundCode { code, .. } => (StatusCode::NOT_FOUND, code),
@@ -125,6 +128,7 @@ impl ApiError {
             ApiError::InvalidKey => "the key is unknown or revoked".to_owned(),
             ApiError::Forbidden => "the credential sent is not valid for this API".to_owned(),
             ApiError::NotAllowed(message)
+            | ApiError::NotAllowedUnauthenticated(message)
             | ApiError::ProjectNotFound(message)
             | ApiError::KeyNotFound(message)
             | ApiError::DocumentNotFound(message)

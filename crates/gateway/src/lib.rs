@@ -30,6 +30,15 @@ use metering::{Metrics, Recorder};
 use std::sync::Arc;
 use store::MetaStore;
 
+/// Who may read `/metrics`.
+#[derive(Debug, Clone)]
+pub enum MetricsAccess {
+    /// Anyone (`wok up --public-metrics`).
+    Public,
+    /// The admin token, or this token.
+    Token(String),
+}
+
 /// What the routes share.
 pub struct Gateway {
     pub functions: Arc<Functions>,
@@ -57,6 +66,8 @@ pub struct Gateway {
     /// MiB of large JSON bodies being read and parsed at once (see
     /// `http_util::read_json_body`).
     pub json_bodies: Arc<tokio::sync::Semaphore>,
+    /// Who may read `/metrics`.
+    pub metrics_access: MetricsAccess,
     /// How many asynchronous requests of one function may wait, and their size.
     pub async_queue: store::events::AsyncQueueLimit,
 }

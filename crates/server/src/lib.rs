@@ -24,6 +24,8 @@ use store::{MetaStore, SqliteStore};
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// The file in the data directory naming the URL the server listens on.
 pub const ENDPOINT_FILE: &str = "endpoint";
+/// The file in the data directory holding the token that reads `/metrics`.
+pub const METRICS_TOKEN_FILE: &str = "metrics-token";
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -42,6 +44,8 @@ pub struct ServerConfig {
     pub connections: gateway::ConnectionLimits,
     /// Asynchronous requests that may wait per function, and their size.
     pub async_queue: AsyncQueueLimit,
+    /// `/metrics` without a credential.
+    pub public_metrics: bool,
     pub wasm: WasmConfig,
 }
 
@@ -62,27 +66,55 @@ pub fn default_data_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
 
 /// Reads the admin token, creating one (readable by the owner only) on first start.
 pub fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join(ADMIN_TOKEN_FILE);
-    match std::fs::read_to_string(&path) {
+    secret_file(&data_dir.join(ADMIN_TOKEN_FILE), "wok_admin_")
+}
+
+/// Reads the metrics token, creating one (readable by the owner only) on
+/// first start: what a scraper sends to read `/metrics`.
+pub fn metrics_token(data_dir: &Path) -> anyhow::Result<String> {
+    secret_file(&data_dir.join(METRICS_TOKEN_FILE), "wok_metrics_")
+}
+
+/// A random token in a file of its own (mode 0600), made on first use.
+fn secret_file(path: &Path, prefix: &str) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
         Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
         Ok(_) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
     }
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|error| anyhow::anyhow!("generating the admin token: {error}"))?;
-    let token = format!("wok_admin_{}", hex::encode(bytes));
+    getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("generating a token: {error}"))?;
+    let token = format!("{prefix}{}", hex::encode(bytes));
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut file, token.as_bytes())?;
     file.sync_all()?;
     Ok(token)
+}
+
+/// The data directory holds every project's data: only its owner may
+/// enter it, and what the server creates in it is the owner's alone
+/// (files 0600, directories 0700, whatever the umask was).
+fn restrict_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {} to its owner", data_dir.display()))?;
+    // Files a server from before this made with the old umask.
+    for name in ["wok.db", "wok.db-wal", "wok.db-shm", "wok.db-kv-journal"] {
+        let path = data_dir.join(name);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {} to its owner", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs the platform until `shutdown` resolves. `on_ready` gets the bound address.
@@ -95,7 +127,13 @@ pub async fn run(
     raise_open_files_limit();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    restrict_data_dir(&config.data_dir)?;
     let token = admin_token(&config.data_dir)?;
+    let metrics_access = if config.public_metrics {
+        gateway::MetricsAccess::Public
+    } else {
+        gateway::MetricsAccess::Token(metrics_token(&config.data_dir)?)
+    };
     let sqlite = Arc::new(
         SqliteStore::open(&config.data_dir.join("wok.db"))
             .context("opening the metadata database")?,
@@ -161,6 +199,7 @@ pub async fn run(
         dispatcher: dispatcher.clone(),
         max_upload_bytes: config.max_upload.bytes(),
         async_queue: config.async_queue,
+        metrics_access,
         json_bodies: Arc::new(tokio::sync::Semaphore::new(gateway::JSON_BODY_BUDGET_MIB)),
     });
     let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;

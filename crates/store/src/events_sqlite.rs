@@ -971,7 +971,8 @@ pub(crate) fn apply_schedule(
     event: &NewEvent,
     at: UnixMillis,
 ) -> Result<Event, StoreError> {
-    let event = insert_event(connection, project, event.clone(), now_millis())?;
+    // Its time is the scheduled one (CloudEvents' `time`: when it happened).
+    let event = insert_event(connection, project, event.clone(), at)?;
     let moved = connection
         .prepare_cached(
             "UPDATE subscriptions SET cursor = MAX(cursor, ?)

@@ -28,9 +28,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// The delivery-latency histogram of trigger `queue-bench`: (upper bound
 /// in seconds, cumulative count), and the deliveries.
-async fn histogram(http: &reqwest::Client, url: &str) -> (Vec<(f64, u64)>, u64) {
+async fn histogram(http: &reqwest::Client, url: &str, token: &str) -> (Vec<(f64, u64)>, u64) {
     let text = http
         .get(format!("{url}/metrics"))
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
@@ -70,12 +71,13 @@ async fn histogram(http: &reqwest::Client, url: &str) -> (Vec<(f64, u64)>, u64) 
 async fn drain(
     http: &reqwest::Client,
     url: &str,
+    token: &str,
     before: u64,
     published: u64,
     deadline: Instant,
 ) -> u64 {
     loop {
-        let (_, delivered) = histogram(http, url).await;
+        let (_, delivered) = histogram(http, url, token).await;
         if delivered - before >= published || Instant::now() > deadline {
             return delivered - before;
         }
@@ -153,7 +155,7 @@ async fn publish(
 
 async fn queue(url: &str, token: &str, rate: u64, seconds: u64) {
     let http = reqwest::Client::new();
-    let (before, delivered_before) = histogram(&http, url).await;
+    let (before, delivered_before) = histogram(&http, url, token).await;
     // Each of the four publishers a quarter of the rate, 250 messages a batch.
     let batch = 250u64;
     let interval = Duration::from_secs_f64((batch * 4) as f64 / rate as f64);
@@ -165,13 +167,14 @@ async fn queue(url: &str, token: &str, rate: u64, seconds: u64) {
     let delivered = drain(
         &http,
         url,
+        token,
         delivered_before,
         published,
         started + publishing * 4,
     )
     .await;
     let total = started.elapsed();
-    let (after, _) = histogram(&http, url).await;
+    let (after, _) = histogram(&http, url, token).await;
     println!(
         "published {published} in {:.2} s ({:.0}/s); delivered {delivered} in {:.2} s ({:.0}/s)",
         publishing.as_secs_f64(),
@@ -191,7 +194,7 @@ async fn queue(url: &str, token: &str, rate: u64, seconds: u64) {
 /// until the last is delivered: the delivery ceiling.
 async fn burst(url: &str, token: &str, count: u64) {
     let http = reqwest::Client::new();
-    let (_, delivered_before) = histogram(&http, url).await;
+    let (_, delivered_before) = histogram(&http, url, token).await;
     let started = Instant::now();
     let until = started + Duration::from_secs(300);
     let published = publish(&http, url, token, 500, count.div_ceil(4), until, None).await;
@@ -199,6 +202,7 @@ async fn burst(url: &str, token: &str, count: u64) {
     let delivered = drain(
         &http,
         url,
+        token,
         delivered_before,
         published,
         started + Duration::from_secs(300),

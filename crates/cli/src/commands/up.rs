@@ -62,6 +62,10 @@ pub struct Up {
     /// Total size of the stored requests that may wait for each function.
     #[arg(long, default_value = "256MiB")]
     async_max_queued_bytes: ByteSize,
+    /// Serve `/metrics` to anyone (by default it needs the metrics token,
+    /// `metrics-token` in the data directory, or the admin token).
+    #[arg(long)]
+    public_metrics: bool,
 }
 
 /// Largest request line and headers a connection accepts.
@@ -132,6 +136,7 @@ impl Up {
             shutdown_grace: self.shutdown_grace,
             upload_expiry: self.upload_expiry,
             event_retention: self.event_retention,
+            public_metrics: self.public_metrics,
             async_queue: server::AsyncQueueLimit {
                 requests: self.async_max_queued,
                 bytes: self.async_max_queued_bytes.bytes(),

@@ -13,6 +13,7 @@ struct Received {
     subject: String,
     key: String,
     content_type: String,
+    time: String,
     body: String,
 }
 
@@ -28,7 +29,7 @@ async fn received(server: &WokServer, id: &str) -> Option<Received> {
     }
     assert_eq!(answer.status, 200, "{}", answer.text());
     let text = answer.text();
-    let mut lines = text.splitn(7, '\n');
+    let mut lines = text.splitn(8, '\n');
     let mut next = || lines.next().unwrap_or_default().to_owned();
     Some(Received {
         attempt: next().parse().unwrap(),
@@ -37,6 +38,7 @@ async fn received(server: &WokServer, id: &str) -> Option<Received> {
         subject: next(),
         key: next(),
         content_type: next(),
+        time: next(),
         body: next(),
     })
 }
@@ -255,7 +257,9 @@ async fn failed_deliveries_are_retried_then_dead_lettered_and_can_be_redriven() 
     // Metrics: the retries, and the trigger's dead-letter gauge.
     let labels = r#"{function="default/worker",trigger="queue-jobs",kind="queue"}"#;
     let metrics = eventually("the dead-letter gauge", || async {
-        let metrics = get(&server, "/metrics").await.text();
+        let metrics = send(control(&server, reqwest::Method::GET, "/metrics"))
+            .await
+            .text();
         metrics
             .contains(&format!("wok_event_dead_letter_size{labels} 1"))
             .then_some(metrics)
@@ -492,6 +496,8 @@ async fn a_cron_trigger_fires_on_its_schedule() {
         scheduled.ends_with(".000Z"),
         "on a whole second: {scheduled}"
     );
+    // CloudEvents' `time` is when the occurrence happened: the tick's time.
+    assert_eq!(tick.time, scheduled);
     // Each time of the schedule is delivered once, at its time.
     let mut scheduled = Vec::new();
     for (id, _, _) in &log {

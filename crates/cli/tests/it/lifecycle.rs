@@ -155,7 +155,9 @@ async fn metrics_count_invocations_by_outcome() {
     }
     get(&server, "/fn/trap").await;
     wait_for_records(&server, 4).await;
-    let text = get(&server, "/metrics").await.text();
+    let text = send(control(&server, reqwest::Method::GET, "/metrics"))
+        .await
+        .text();
     let value = |needle: &str| -> f64 {
         let line = text
             .lines()
@@ -184,4 +186,73 @@ async fn metrics_count_invocations_by_outcome() {
     assert_eq!(value("wok_instances_in_flight"), 0.0);
     // Every function request, answered or failed, had its head timed.
     assert_eq!(value("wok_response_head_seconds_count"), 4.0);
+}
+
+#[tokio::test]
+async fn metrics_need_the_metrics_or_admin_token_unless_made_public() {
+    let server = server();
+    let metrics_token = std::fs::read_to_string(server.data_dir().join("metrics-token")).unwrap();
+    let service = server
+        .cli_ok(&["keys", "create", "--kind", "service"])
+        .trim()
+        .to_owned();
+    let read = |token: Option<&str>| {
+        let request = http().get(format!("{}/metrics", server.url));
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        send(request)
+    };
+    for token in [None, Some("wrong"), Some(service.as_str())] {
+        let answer = read(token).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (401, "unauthorized"),
+            "{token:?}"
+        );
+        assert!(answer.text().contains("metrics-token"), "{}", answer.text());
+    }
+    for token in [metrics_token.trim().to_owned(), server.admin_token()] {
+        let answer = read(Some(&token)).await;
+        assert_eq!(answer.status, 200);
+        assert!(answer.text().contains("wok_connections_open"));
+    }
+
+    let public = WokServer::start_with(WOK, &["--public-metrics"]);
+    assert_eq!(get(&public, "/metrics").await.status, 200);
+}
+
+#[tokio::test]
+async fn the_data_directory_and_its_files_are_its_owners_alone() {
+    let server = server();
+    deploy(&server, "hello", guests::HELLO, &[]);
+    server.cli_ok(&["kv", "set", "s", "k", "v"]);
+    server.cli_ok(&["objects", "mb", "media"]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), b"bytes").unwrap();
+    server.cli_ok(&[
+        "objects",
+        "put",
+        "media",
+        "a.txt",
+        file.path().to_str().unwrap(),
+    ]);
+    server.cli_ok(&["docs", "set", "posts", "p1", "{\"a\": 1}"]);
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen = 0;
+    let mut pending = vec![server.data_dir().to_owned()];
+    while let Some(path) = pending.pop() {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", path.display());
+        seen += 1;
+        if path.is_dir() {
+            pending.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .map(|entry| entry.unwrap().path()),
+            );
+        }
+    }
+    assert!(seen > 10, "only {seen} files and directories");
 }
