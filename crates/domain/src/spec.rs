@@ -8,7 +8,9 @@ pub enum SpecError {
         "memory limit {0} is out of range: it must be a whole number of MiB between 1MiB and 4GiB"
     )]
     Memory(ByteSize),
-    #[error("timeout {0:?} is out of range: it must be between 1ms and 15m")]
+    #[error(
+        "timeout {0:?} is out of range: it must be between 100ms (what a guest blocked in a host call is held to) and 15m"
+    )]
     Timeout(Duration),
     #[error("max concurrency {0} is out of range: it must be between 1 and 10000")]
     Concurrency(u32),
@@ -54,6 +56,10 @@ pub struct Limits {
 impl Limits {
     pub const DEFAULT_MEMORY: ByteSize = ByteSize::mib(128);
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The shortest timeout: a guest blocked in a host call is stopped up
+    /// to 50 ms after its deadline (busy ones within 2 ms), so a shorter
+    /// timeout would not be what it says.
+    pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 
     pub fn validate(&self) -> Result<(), SpecError> {
         let memory = self.memory.bytes();
@@ -62,7 +68,7 @@ impl Limits {
         {
             return Err(SpecError::Memory(self.memory));
         }
-        if self.timeout < Duration::from_millis(1) || self.timeout > Duration::from_secs(15 * 60) {
+        if self.timeout < Self::MIN_TIMEOUT || self.timeout > Duration::from_secs(15 * 60) {
             return Err(SpecError::Timeout(self.timeout));
         }
         if !(1..=10_000).contains(&self.max_concurrency) {

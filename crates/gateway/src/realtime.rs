@@ -77,7 +77,11 @@ impl Out {
     /// Queues a message; a full buffer (in messages or bytes) closes the
     /// connection. Returns whether the message was queued.
     fn send(&self, message: Value) -> bool {
-        let text = message.to_string();
+        self.send_text(message.to_string())
+    }
+
+    /// [`Out::send`] for a message already written as JSON text.
+    fn send_text(&self, text: String) -> bool {
         let length = text.len();
         if self.queued.fetch_add(length, Ordering::Relaxed) + length > OUT_BUFFER_BYTES {
             self.queued.fetch_sub(length, Ordering::Relaxed);
@@ -419,30 +423,30 @@ async fn subscription(
                 collection.clone(),
                 query.clone(),
             );
-            // Snapshots are document reads: as many at once as REST's.
+            // Snapshots are document reads: as many at once as REST's,
+            // made into their message there too (megabytes of JSON are
+            // no work for an async thread).
+            let subscription = id.clone();
             let snapshot = crate::docs::read(&gateway, move || {
-                docs.doc_snapshot(&lookup, &collection, &query)
+                let (documents, position) = docs.doc_snapshot(&lookup, &collection, &query)?;
+                let documents: Vec<Value> = documents
+                    .into_iter()
+                    .map(|document| {
+                        json!({"id": document.id, "version": document.version, "data": document.data})
+                    })
+                    .collect();
+                let message = json!({
+                    "type": "snapshot",
+                    "id": subscription,
+                    "position": position,
+                    "documents": documents,
+                });
+                Ok::<_, store::StoreError>((message.to_string(), position))
             })
             .await;
             match snapshot {
-                Ok((documents, position)) => {
-                    let documents: Vec<Value> = documents
-                        .iter()
-                        .map(|document| {
-                            document_json(
-                                &document.id,
-                                document.version,
-                                &Value::Object(document.data.clone()),
-                            )
-                        })
-                        .collect();
-                    let snapshot = json!({
-                        "type": "snapshot",
-                        "id": id,
-                        "position": position,
-                        "documents": documents,
-                    });
-                    if !out.send(snapshot) {
+                Ok((message, position)) => {
+                    if !out.send_text(message) {
                         return;
                     }
                     start = Some(position);

@@ -219,8 +219,16 @@ impl FunctionInner {
                 state.timed_out = true;
                 Ok(UpdateDeadline::Interrupt)
             } else {
-                // Yield every tick so a busy guest shares its thread.
-                Ok(UpdateDeadline::Yield(1))
+                // Yield every tick so a busy guest shares its thread, with
+                // tokio's yield: the task goes behind every other ready
+                // task and the I/O driver's news (new requests), where a
+                // plain self-wake would let busy guests take turns among
+                // themselves while the driver is polled only every 61
+                // polls (seconds, at 10 ms a poll).
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
             }
         });
         store.set_epoch_deadline(1);
@@ -298,10 +306,15 @@ impl FunctionInner {
         let slot = self.slot(deadline).await.map_err(|failure| (failure, 0))?;
         let started = Instant::now();
         let mut store = self.new_store(deadline, id);
+        // Instantiation runs guest code too (start functions): the epoch
+        // ticker must be awake for it to be sliced and timed out, and a
+        // registered deadline keeps it so.
+        let running = self.watchdog.register(deadline + HOST_TIMEOUT_GRACE);
         let handler = match &self.pre {
             Pre::P2(pre) => pre.instantiate_async(&mut store).await.map(Handler::P2),
             Pre::P3(pre) => pre.instantiate_async(&mut store).await.map(Handler::P3),
         };
+        drop(running);
         let handler = handler.map_err(|error| {
             let failure = classify(&error, store.data());
             (failure, store.data().limiter.peak as u64)

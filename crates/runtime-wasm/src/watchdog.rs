@@ -4,6 +4,9 @@
 //! on every request (measured: a context switch per request); instead the
 //! epoch ticker thread checks this registry every tick and fires the expired
 //! ones. Registering and dropping a deadline is a mutex-guarded map insert.
+//! Every running invocation holds a deadline, so the ticker sleeps while
+//! there is none (an idle server does not tick), and the first
+//! registration wakes it.
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +17,8 @@ use tokio::sync::oneshot;
 pub struct Watchdog {
     next: AtomicU64,
     deadlines: Mutex<HashMap<u64, (Instant, oneshot::Sender<()>)>>,
+    /// The ticker thread, woken when the first deadline is registered.
+    ticker: std::sync::OnceLock<std::thread::Thread>,
 }
 
 /// A registered deadline; dropping it unregisters.
@@ -28,12 +33,28 @@ impl Watchdog {
     pub fn register(&self, at: Instant) -> Deadline<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (sender, expired) = oneshot::channel();
-        self.lock().insert(id, (at, sender));
+        let mut deadlines = self.lock();
+        let first = deadlines.is_empty();
+        deadlines.insert(id, (at, sender));
+        drop(deadlines);
+        if first && let Some(ticker) = self.ticker.get() {
+            ticker.unpark();
+        }
         Deadline {
             watchdog: self,
             id,
             expired,
         }
+    }
+
+    /// Makes the calling thread the ticker that registrations wake.
+    pub fn set_ticker(&self) {
+        let _ = self.ticker.set(std::thread::current());
+    }
+
+    /// Whether no invocation is running (no deadline is registered).
+    pub fn is_idle(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// Fires every deadline that has passed; called by the ticker thread.

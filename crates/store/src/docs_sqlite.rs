@@ -6,8 +6,8 @@
 use crate::StoreError;
 use crate::docs::{
     Bounds, CollectionInfo, DocCondition, DocWrite, DocWritten, Document, Explain, Index,
-    IndexField, MAX_INDEXES, Plan, Query, QueryPage, encode_part, matches, parse_index_fields,
-    plan, validate_document, validate_id,
+    IndexField, MAX_INDEXES, Order, Plan, Query, QueryPage, encode_part, matches,
+    parse_index_fields, plan, validate_document, validate_id,
 };
 use crate::events::NewEvent;
 use crate::events_sqlite;
@@ -709,7 +709,6 @@ fn walk(
         Plan::Index {
             index,
             bounds,
-            reverse,
             residual,
             ..
         } => {
@@ -723,30 +722,16 @@ fn walk(
             };
             loop {
                 let Bounds { lower, upper } = bounds.clone();
-                let sql = if *reverse {
-                    "SELECT e.key, e.id, d.version, d.body FROM doc_index_entries e
-                       JOIN docs d ON d.cid = e.cid AND d.id = e.id
-                     WHERE e.cid = ?1 AND e.ino = ?2 AND e.key >= ?3 AND e.key < ?4
-                       AND (?5 IS NULL OR e.key < ?5 OR (e.key = ?5 AND e.id < ?6))
-                     ORDER BY e.key DESC, e.id DESC LIMIT ?7"
-                } else {
-                    "SELECT e.key, e.id, d.version, d.body FROM doc_index_entries e
+                let sql = "SELECT e.key, e.id, d.version, d.body FROM doc_index_entries e
                        JOIN docs d ON d.cid = e.cid AND d.id = e.id
                      WHERE e.cid = ?1 AND e.ino = ?2 AND e.key >= ?3 AND e.key < ?4
                        AND (?5 IS NULL OR e.key > ?5 OR (e.key = ?5 AND e.id > ?6))
-                     ORDER BY e.key, e.id LIMIT ?7"
-                };
+                     ORDER BY e.key, e.id LIMIT ?7";
                 // Start the range at the cursor, so a deep page seeks
-                // instead of reading everything before it. No key is a
-                // prefix of another, so `key ++ 0x00` is just above `key`.
-                let (lower, upper) = match (&after, reverse) {
-                    (Some((key, _)), false) if *key > lower => (key.clone(), upper),
-                    (Some((key, _)), true) => {
-                        let mut above = key.clone();
-                        above.push(0);
-                        (lower, above.min(upper))
-                    }
-                    _ => (lower, upper),
+                // instead of reading everything before it.
+                let lower = match &after {
+                    Some((key, _)) if *key > lower => key.clone(),
+                    _ => lower,
                 };
                 let mut statement = connection.prepare_cached(sql)?;
                 let (after_key, after_id) = match &after {
@@ -803,12 +788,13 @@ fn planned(
     project: &ProjectId,
     name: &CollectionName,
     query: &Query,
+    order: Order,
 ) -> Result<Option<(Collection, Plan)>, StoreError> {
     let Some(found) = collection(connection, project, name)? else {
         return Ok(None);
     };
     let indexes: Vec<Index> = found.ready().map(|(_, index)| index.clone()).collect();
-    let chosen = plan(query, &indexes, found.documents, name.as_str())?;
+    let chosen = plan(query, &indexes, found.documents, name.as_str(), order)?;
     Ok(Some((found, chosen)))
 }
 
@@ -821,7 +807,7 @@ pub(crate) fn query(
     query: &Query,
     max_bytes: usize,
 ) -> Result<QueryPage, StoreError> {
-    let Some((found, chosen)) = planned(connection, project, name, query)? else {
+    let Some((found, chosen)) = planned(connection, project, name, query, Order::Matters)? else {
         // Checked anyway, so that a bad cursor fails the same way always.
         if query.cursor.is_some() {
             decode_cursor(query, &Plan::ById { residual: None })?;
@@ -871,7 +857,7 @@ pub(crate) fn count(
     name: &CollectionName,
     query: &Query,
 ) -> Result<u64, StoreError> {
-    let Some((found, chosen)) = planned(connection, project, name, query)? else {
+    let Some((found, chosen)) = planned(connection, project, name, query, Order::Ignored)? else {
         return Ok(0);
     };
     match &chosen {
@@ -917,8 +903,8 @@ pub(crate) fn explain(
     name: &CollectionName,
     query: &Query,
 ) -> Result<Explain, StoreError> {
-    match planned(connection, project, name, query)? {
+    match planned(connection, project, name, query, Order::Matters)? {
         Some((found, chosen)) => Ok(chosen.explain(found.documents)),
-        None => Ok(plan(query, &[], 0, name.as_str())?.explain(0)),
+        None => Ok(plan(query, &[], 0, name.as_str(), Order::Matters)?.explain(0)),
     }
 }

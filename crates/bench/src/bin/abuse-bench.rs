@@ -4,6 +4,8 @@
 //! side by side with a baseline run of the healthy client alone.
 //!
 //! `abuse-bench URL TOKEN PUBLIC_TOKEN SERVER_PID SECONDS [CASE...]`
+//! (`bench/abuse.sh` runs each case on a fresh server, so that one case's
+//! memory is not the next one's).
 //!
 //! The healthy client calls `GET /fn/hello` one request at a time on one
 //! kept-alive connection (a new connection after an error). Cases:
@@ -108,6 +110,7 @@ where
     F: FnOnce(Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>>,
 {
     let stop = Arc::new(AtomicBool::new(false));
+    let rss_before = rss_mib(target.pid);
     let attackers = attack(stop.clone());
     // The attack settles in first.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -128,12 +131,13 @@ where
         .sort_by(|a, b| a.partial_cmp(b).unwrap());
     let sorted = &healthy.latencies_ms;
     println!(
-        "{name:<14} healthy: {:>5} ok {:>3} failed  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms   server RSS max {:>7.1} MiB",
+        "{name:<14} healthy: {:>5} ok {:>3} failed  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms   server RSS {:>6.1} -> max {:>7.1} MiB",
         sorted.len(),
         healthy.errors,
         percentile(sorted, 50.0),
         percentile(sorted, 99.0),
         sorted.last().copied().unwrap_or(f64::NAN),
+        rss_before,
         rss,
     );
     // Let the server settle before the next case.

@@ -975,7 +975,7 @@ async fn a_trap_or_a_timeout_is_a_failed_delivery() {
         guests::SLEEP,
         &[
             "--timeout",
-            "20ms",
+            "100ms",
             "--trigger",
             "queue=work;max_attempts=1",
         ],

@@ -13,7 +13,7 @@ mod sortkey;
 
 pub(crate) use filter::matches;
 pub use parse::{parse_index_fields, parse_query};
-pub(crate) use plan::{Bounds, Plan, plan};
+pub(crate) use plan::{Bounds, Order, Plan, plan};
 pub(crate) use sortkey::encode_part;
 
 use crate::StoreError;

@@ -5,9 +5,13 @@
 //! An index `(f1, f2, ..., fn)` serves a query when its leading fields
 //! carry equality filters, the next field (if ascending) may carry range
 //! filters (`<`, `<=`, `>`, `>=`, `prefix`), and the query's `order_by`,
-//! after dropping fields fixed by equality, is the following fields of the
-//! index in the same directions, or all reversed (the index is read
-//! backwards). Every other term is checked on each document read.
+//! after dropping fields fixed by equality (without one: the first range
+//! term's field, ascending; else none), is the rest of the index's fields,
+//! in the same directions. The index is read forward, and its
+//! entries end with the document id: results tie-break by id ascending,
+//! as a read sorted in memory does, so adding an index never changes a
+//! page (Firestore asks for exact indexes for the same reason). Every other
+//! term is checked on each document read.
 use super::sortkey::{
     TAG_FALSE, TAG_STRING, TAG_TRUE, encode_part, encode_str_open, prefix_end, type_class,
 };
@@ -34,7 +38,6 @@ pub(crate) enum Plan {
         index: Index,
         /// Its position among the collection's indexes, as stored.
         bounds: Bounds,
-        reverse: bool,
         residual: Option<Filter>,
         index_terms: Vec<String>,
     },
@@ -58,8 +61,7 @@ impl Plan {
     pub fn kind(&self) -> u8 {
         match self {
             Plan::ById { .. } => 1,
-            Plan::Index { reverse: false, .. } => 2,
-            Plan::Index { reverse: true, .. } => 3,
+            Plan::Index { .. } => 2,
             Plan::Scan { .. } => 4,
         }
     }
@@ -171,10 +173,22 @@ struct Candidate {
     equalities: usize,
     ranged: bool,
     bounds: Bounds,
-    reverse: bool,
 }
 
-fn candidate(index: &Index, terms: &[Filter], order_by: &[OrderBy]) -> Option<Candidate> {
+/// Whether the results' order matters to a plan: a count takes any index
+/// that narrows the read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    Matters,
+    Ignored,
+}
+
+fn candidate(
+    index: &Index,
+    terms: &[Filter],
+    order_by: &[OrderBy],
+    order: Order,
+) -> Option<Candidate> {
     let mut used = Vec::new();
     let mut prefix = Vec::new();
     let mut equalities = 0;
@@ -191,24 +205,19 @@ fn candidate(index: &Index, terms: &[Filter], order_by: &[OrderBy]) -> Option<Ca
         equalities += 1;
     }
     let rest = &index.fields[equalities..];
-    // The order the index gives after the fixed fields: forward or reversed.
-    let reverse = match order_by.first() {
-        None => false,
-        Some(first) => {
-            let reverse = rest
-                .first()
-                .is_some_and(|field| field.descending != first.descending);
-            let served = order_by.len() <= rest.len()
-                && order_by.iter().zip(rest).all(|(wanted, field)| {
-                    wanted.field == field.field
-                        && (wanted.descending != field.descending) == reverse
-                });
-            if !served {
-                return None;
-            }
-            reverse
-        }
-    };
+    // The order the index gives after the fixed fields, then the id: it
+    // must be the order asked, whole (none: by id), or ties would come out
+    // otherwise than by id (a reversed read reverses them; further fields
+    // order them).
+    let served = order == Order::Ignored
+        || (order_by.len() == rest.len()
+            && order_by
+                .iter()
+                .zip(rest)
+                .all(|(wanted, field)| wanted == field));
+    if !served {
+        return None;
+    }
     let mut bounds = Bounds {
         lower: prefix.clone(),
         upper: prefix_end(&prefix).unwrap_or_else(|| KEY_MAX.to_vec()),
@@ -292,7 +301,6 @@ fn candidate(index: &Index, terms: &[Filter], order_by: &[OrderBy]) -> Option<Ca
         equalities,
         ranged,
         bounds,
-        reverse,
     })
 }
 
@@ -303,24 +311,42 @@ pub(crate) fn plan(
     indexes: &[Index],
     documents: u64,
     collection: &str,
+    order: Order,
 ) -> Result<Plan, StoreError> {
     let mut terms = Vec::new();
     conjuncts(query.filter.as_ref(), &mut terms);
     // Fields fixed by an equality need no ordering.
-    let order_by: Vec<OrderBy> = query
+    let fixed = |field: &FieldPath| {
+        terms
+            .iter()
+            .any(|term| equality(term).is_some_and(|(fixed, _)| fixed == field))
+    };
+    let mut order_by: Vec<OrderBy> = query
         .order_by
         .iter()
-        .filter(|order| {
-            !terms
-                .iter()
-                .any(|term| equality(term).is_some_and(|(field, _)| *field == order.field))
-        })
+        .filter(|order| !fixed(&order.field))
         .cloned()
         .collect();
+    // Without an order, a range term orders by its field (the first such
+    // term), as the index that serves it does; else the order is by id.
+    // Every plan gives that order, so an index never changes a result.
+    if order == Order::Ignored {
+        order_by.clear();
+    } else if order_by.is_empty()
+        && let Some(field) = terms
+            .iter()
+            .filter_map(range_field)
+            .find(|field| !fixed(field))
+    {
+        order_by.push(OrderBy {
+            field: field.clone(),
+            descending: false,
+        });
+    }
 
     let best = indexes
         .iter()
-        .filter_map(|index| candidate(index, &terms, &order_by))
+        .filter_map(|index| candidate(index, &terms, &order_by, order))
         .max_by_key(|candidate| (candidate.equalities, candidate.ranged));
     if let Some(best) = best {
         let index_terms = best.used.iter().map(|&at| describe(&terms[at])).collect();
@@ -333,7 +359,6 @@ pub(crate) fn plan(
         return Ok(Plan::Index {
             index: best.index,
             bounds: best.bounds,
-            reverse: best.reverse,
             residual: residual_of(residual),
             index_terms,
         });

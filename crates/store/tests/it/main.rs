@@ -892,6 +892,7 @@ fn sqlite_store_keeps_the_document_contract() {
     docs::query_contract(&store);
     docs::large_collection_contract(&store);
     docs::index_filled_during_writes_contract(&store);
+    docs::plans_agree_contract(&store);
 }
 
 #[tokio::test]
