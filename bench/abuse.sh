@@ -27,7 +27,7 @@ GUESTS="$ROOT/target/guests/wasm32-wasip2/release"
 
 CASES=("$@")
 if [ ${#CASES[@]} -eq 0 ]; then
-  CASES=(baseline connections async-flood batch-parse realtime live-queries spinners)
+  CASES=(baseline connections async-flood batch-parse realtime live-queries spinners unknown-keys)
 fi
 DATA="$(mktemp -d)"
 PIDS=()

@@ -8,10 +8,19 @@
 //!
 //! A key's token is `wok_<sk|pk>_<project>_<id>_<secret>`: the project and
 //! id find the key without a query across projects; the 256-bit secret
-//! proves it.
+//! proves it. Every live key is held in memory (loaded at start, kept in
+//! step by issue, revoke and project removal, which all go through here):
+//! a token is checked without the store, and an unknown key costs what a
+//! wrong secret does, so timing tells nothing and nothing is amplified.
+//!
+//! Each key also has an S3 secret of its own (SigV4 needs the secret on
+//! both sides), kept sealed (AES-256-GCM) under the server key and
+//! rotatable on its own; the admin's S3 secret is derived from the admin
+//! token.
 
 use domain::{Access, AccessRule, ApiKey, KeyKind, ProjectId, ResourceKind, now_millis};
 use hmac::{Hmac, Mac};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -73,18 +82,29 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
-/// A newly issued key: its stored form and the token, shown only once.
+/// A newly issued key: its stored form and the token, shown only once,
+/// and its S3 pair.
 pub struct IssuedKey {
     pub key: ApiKey,
     pub token: String,
+    pub s3: S3Pair,
+}
+
+/// An S3 access key pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Pair {
+    pub access_key_id: String,
+    pub secret_access_key: String,
 }
 
 pub struct Auth {
     store: Arc<dyn MetaStore>,
     admin_token: String,
-    /// Live keys already checked, so that a request does not read the store.
-    /// Revocation goes through [`Auth`], which updates this first-hand.
+    /// Every live key. Issue, revocation and project removal go through
+    /// [`Auth`], which updates this first-hand.
     live: RwLock<HashMap<(ProjectId, String), ApiKey>>,
+    /// Seals and opens S3 secrets at rest.
+    server_key: LessSafeKey,
     /// Access rules already read (absent ones as `Private`); rules change
     /// only through [`Auth::set_rule`], which updates this first-hand.
     rules: RwLock<HashMap<Resource, AccessRule>>,
@@ -168,16 +188,83 @@ fn parse_token(token: &str) -> Option<(KeyKind, ProjectId, &str, &str)> {
 }
 
 impl Auth {
-    pub fn new(store: Arc<dyn MetaStore>, admin_token: String) -> Self {
+    /// An `Auth` with no key loaded (see [`Auth::open`]).
+    pub fn new(store: Arc<dyn MetaStore>, admin_token: String, server_key: [u8; 32]) -> Self {
         Self {
             store,
             admin_token,
             live: RwLock::new(HashMap::new()),
+            server_key: LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, &server_key).expect("a 256-bit key"),
+            ),
             rules: RwLock::new(HashMap::new()),
             public_writes: RwLock::new((0, HashMap::new())),
             changes: tokio::sync::watch::Sender::new(0),
             projects: RwLock::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// An `Auth` holding every live key of every project (a start-up read,
+    /// project by project). Keys from before S3 secrets were their own get
+    /// theirs now: the secret they had (derived from the admin token),
+    /// sealed, so that their S3 clients keep working and a later rotation
+    /// of the admin token leaves them alone.
+    pub fn open(
+        store: Arc<dyn MetaStore>,
+        admin_token: String,
+        server_key: [u8; 32],
+    ) -> Result<Self, StoreError> {
+        let auth = Self::new(store.clone(), admin_token, server_key);
+        let mut live = HashMap::new();
+        for project in store.list_projects()? {
+            for mut key in store.keys(&project.id)? {
+                if key.revoked_at.is_some() {
+                    continue;
+                }
+                if key.s3_secret.is_none() {
+                    let access_key = Self::s3_access_key(&key);
+                    let sealed = auth.seal(&access_key, &auth.legacy_s3_secret(&access_key));
+                    store.set_key_s3_secret(&key.project, &key.id, &sealed)?;
+                    key.s3_secret = Some(sealed);
+                }
+                live.insert((key.project.clone(), key.id.clone()), key);
+            }
+        }
+        *auth
+            .live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = live;
+        Ok(auth)
+    }
+
+    /// A secret sealed for one access key (the id is bound in, so a sealed
+    /// secret cannot be moved to another key): nonce, then ciphertext and tag.
+    fn seal(&self, access_key: &str, secret: &str) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator");
+        let mut sealed = secret.as_bytes().to_vec();
+        self.server_key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(access_key.as_bytes()),
+                &mut sealed,
+            )
+            .expect("sealing a short secret");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// The secret sealed for `access_key`, if the server key opens it.
+    fn unseal(&self, access_key: &str, sealed: &[u8]) -> Option<String> {
+        let (nonce, sealed) = sealed.split_at_checked(NONCE_LEN)?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buffer = sealed.to_vec();
+        let opened = self
+            .server_key
+            .open_in_place(nonce, Aad::from(access_key.as_bytes()), &mut buffer)
+            .ok()?;
+        String::from_utf8(opened.to_vec()).ok()
     }
 
     /// Whether `project` is known to exist, without the store.
@@ -295,25 +382,16 @@ impl Auth {
     }
 
     /// Whether `caller`'s credential is still live (not revoked, its
-    /// project not removed). Reads the store only for a key no longer in
-    /// memory.
-    pub fn still_valid(&self, caller: &Caller) -> Result<bool, StoreError> {
-        let Caller::Key { project, id, .. } = caller else {
-            return Ok(true);
-        };
-        let lookup = (project.clone(), id.clone());
-        if self
-            .live
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains_key(&lookup)
-        {
-            return Ok(true);
+    /// project not removed).
+    pub fn still_valid(&self, caller: &Caller) -> bool {
+        match caller {
+            Caller::Admin => true,
+            Caller::Key { project, id, .. } => self
+                .live
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .contains_key(&(project.clone(), id.clone())),
         }
-        Ok(self
-            .store
-            .key(project, id)?
-            .is_some_and(|key| key.revoked_at.is_none()))
     }
 
     fn forget_public_writes(&self, project: &ProjectId, kind: ResourceKind) {
@@ -390,48 +468,30 @@ impl Auth {
         Ok(())
     }
 
-    /// Who `token` is, if that can be told without the store (the admin
-    /// credential, a malformed token, or a key already in memory); `None`
-    /// when [`Auth::authenticate`] must look the key up. Never blocks.
-    pub fn authenticate_cached(&self, token: &str) -> Option<Result<Caller, AuthError>> {
+    /// Who `token` (a bearer credential) is. Never reads the store: every
+    /// live key is in memory, and an unknown key costs what a wrong secret
+    /// does (the secret is hashed either way).
+    pub fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
         if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
-            return Some(Ok(Caller::Admin));
+            return Ok(Caller::Admin);
         }
-        let Some((kind, project, id, secret)) = parse_token(token) else {
-            return Some(Err(AuthError::NotACredential));
-        };
+        let (kind, project, id, secret) = parse_token(token).ok_or(AuthError::NotACredential)?;
         let lookup = (project, id.to_owned());
         let key = self
             .live
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(&lookup)
-            .cloned()?;
-        Some(check_secret(&key, kind, secret).map(|()| Caller::Key {
-            project: lookup.0,
-            kind,
-            id: lookup.1,
-        }))
-    }
-
-    /// Who `token` (a bearer credential) is. Blocks on the store the first
-    /// time a key is seen.
-    pub fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
-        if let Some(known) = self.authenticate_cached(token) {
-            return known;
+            .cloned();
+        match key {
+            Some(key) => check_secret(&key, kind, secret)?,
+            None => {
+                // The work of a wrong secret, so that timing tells nothing.
+                let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+                std::hint::black_box(constant_time_eq(&digest, &[0; 32]));
+                return Err(AuthError::InvalidKey);
+            }
         }
-        let (kind, project, id, secret) = parse_token(token).ok_or(AuthError::NotACredential)?;
-        let lookup = (project, id.to_owned());
-        let key = self
-            .store
-            .key(&lookup.0, id)?
-            .filter(|key| key.revoked_at.is_none())
-            .ok_or(AuthError::InvalidKey)?;
-        self.live
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(lookup.clone(), key.clone());
-        check_secret(&key, kind, secret)?;
         Ok(Caller::Key {
             project: lookup.0,
             kind,
@@ -445,17 +505,70 @@ impl Auth {
         format!("wok_{}_{}_{}", key.kind.tag(), key.project, key.id)
     }
 
-    /// The S3 secret of an access key id. SigV4 needs the secret itself on
-    /// both sides, and wok keeps only hashes of key secrets, so the S3
-    /// secret is derived: HMAC-SHA256 keyed with the admin credential. It
-    /// is as strong as the key it belongs to, dies with it, and changes if
-    /// the admin credential does.
-    pub fn s3_secret(&self, access_key: &str) -> String {
+    /// The admin's S3 secret, and the one keys had before theirs were
+    /// their own: HMAC-SHA256 keyed with the admin token.
+    fn legacy_s3_secret(&self, access_key: &str) -> String {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.admin_token.as_bytes())
             .expect("HMAC takes keys of any length");
         mac.update(b"wok-s3-secret:");
         mac.update(access_key.as_bytes());
         hex::encode(mac.finalize().into_bytes())[..40].to_owned()
+    }
+
+    /// The S3 secret of an access key id: a live key's own (unsealed), or
+    /// the admin's (derived from the admin token); `None` for anything else.
+    pub fn s3_secret(&self, access_key: &str) -> Option<String> {
+        if access_key == ADMIN_S3_ACCESS_KEY {
+            return Some(self.legacy_s3_secret(access_key));
+        }
+        let (kind, project, id) = parse_access_key(access_key)?;
+        let live = self
+            .live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = live.get(&(project, id.to_owned()))?;
+        if key.kind != kind {
+            return None;
+        }
+        self.unseal(access_key, key.s3_secret.as_deref()?)
+    }
+
+    /// Gives a key a new S3 secret, effective at once (the old one, and
+    /// presigned URLs signed with it, stop working); returns it. `None`
+    /// if there is no such live key.
+    pub fn rotate_s3_secret(
+        &self,
+        project: &ProjectId,
+        id: &str,
+    ) -> Result<Option<S3Pair>, StoreError> {
+        let lookup = (project.clone(), id.to_owned());
+        let Some(key) = self
+            .live
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&lookup)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let access_key = Self::s3_access_key(&key);
+        let secret = random_hex(20);
+        let sealed = self.seal(&access_key, &secret);
+        if !self.store.set_key_s3_secret(project, id, &sealed)? {
+            return Ok(None);
+        }
+        if let Some(key) = self
+            .live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get_mut(&lookup)
+        {
+            key.s3_secret = Some(sealed);
+        }
+        Ok(Some(S3Pair {
+            access_key_id: access_key,
+            secret_access_key: secret,
+        }))
     }
 
     /// The signature of a presigned request: HMAC-SHA256, keyed with the
@@ -469,12 +582,12 @@ impl Auth {
         project: &ProjectId,
         path: &str,
         expires: i64,
-    ) -> String {
-        let secret = self.s3_secret(access_key);
+    ) -> Option<String> {
+        let secret = self.s3_secret(access_key)?;
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
             .expect("HMAC takes keys of any length");
         mac.update(format!("wok-presign\n{method}\n{project}\n{path}\n{expires}").as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        Some(hex::encode(mac.finalize().into_bytes()))
     }
 
     /// Checks a presigned request's signature; the caller is its signer.
@@ -487,53 +600,32 @@ impl Auth {
         expires: i64,
         signature: &str,
     ) -> Result<Caller, AuthError> {
-        let expected = self.presign_signature(access_key, method, project, path, expires);
+        let expected = self
+            .presign_signature(access_key, method, project, path, expires)
+            .ok_or(AuthError::InvalidKey)?;
         if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
             return Err(AuthError::InvalidKey);
         }
         self.s3_caller(access_key)
     }
 
-    /// Who an S3 access key id is, if that can be told without the store;
-    /// `None` when [`Auth::s3_caller`] must look the key up.
-    pub fn s3_caller_cached(&self, access_key: &str) -> Option<Result<Caller, AuthError>> {
-        if access_key == ADMIN_S3_ACCESS_KEY {
-            return Some(Ok(Caller::Admin));
-        }
-        let Some((kind, project, id)) = parse_access_key(access_key) else {
-            return Some(Err(AuthError::InvalidKey));
-        };
-        let live = self
-            .live
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = live.get(&(project.clone(), id.to_owned()))?;
-        if key.kind != kind {
-            return Some(Err(AuthError::InvalidKey));
-        }
-        Some(Ok(Caller::Key {
-            project,
-            kind,
-            id: id.to_owned(),
-        }))
-    }
-
-    /// Who an S3 access key id is: the admin, or a live key. The request's
-    /// signature, checked with [`Auth::s3_secret`], proves the rest.
+    /// Who an S3 access key id is: the admin, or a live key (from memory).
+    /// The request's signature, checked with [`Auth::s3_secret`], proves
+    /// the rest.
     pub fn s3_caller(&self, access_key: &str) -> Result<Caller, AuthError> {
-        if let Some(known) = self.s3_caller_cached(access_key) {
-            return known;
+        if access_key == ADMIN_S3_ACCESS_KEY {
+            return Ok(Caller::Admin);
         }
         let (kind, project, id) = parse_access_key(access_key).ok_or(AuthError::InvalidKey)?;
-        let key = self
-            .store
-            .key(&project, id)?
-            .filter(|key| key.revoked_at.is_none() && key.kind == kind)
-            .ok_or(AuthError::InvalidKey)?;
-        self.live
-            .write()
+        let known = self
+            .live
+            .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert((project.clone(), id.to_owned()), key);
+            .get(&(project.clone(), id.to_owned()))
+            .is_some_and(|key| key.kind == kind);
+        if !known {
+            return Err(AuthError::InvalidKey);
+        }
         Ok(Caller::Key {
             project,
             kind,
@@ -542,7 +634,7 @@ impl Auth {
     }
 
     /// Issues a key of `project`; the returned token is the only copy of
-    /// its secret.
+    /// its secret. Its S3 secret is sealed with the server key.
     pub fn issue(
         &self,
         project: &ProjectId,
@@ -551,7 +643,7 @@ impl Auth {
     ) -> Result<IssuedKey, StoreError> {
         let id = random_hex(6);
         let secret = random_hex(32);
-        let key = ApiKey {
+        let mut key = ApiKey {
             id: id.clone(),
             project: project.clone(),
             kind,
@@ -559,10 +651,25 @@ impl Auth {
             secret_sha256: Sha256::digest(secret.as_bytes()).into(),
             created_at: now_millis(),
             revoked_at: None,
+            s3_secret: None,
         };
+        let access_key = Self::s3_access_key(&key);
+        let s3_secret = random_hex(20);
+        key.s3_secret = Some(self.seal(&access_key, &s3_secret));
         self.store.create_key(&key)?;
+        self.live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert((project.clone(), id.clone()), key.clone());
         let token = format!("wok_{}_{project}_{id}_{secret}", kind.tag());
-        Ok(IssuedKey { key, token })
+        Ok(IssuedKey {
+            key,
+            token,
+            s3: S3Pair {
+                access_key_id: access_key,
+                secret_access_key: s3_secret,
+            },
+        })
     }
 
     /// Revokes a key; from the moment this returns, the key is refused.
@@ -602,7 +709,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn MetaStore> =
             Arc::new(SqliteStore::open(&dir.path().join("wok.db")).unwrap());
-        let auth = Auth::new(store.clone(), "admin-secret".to_owned());
+        let auth = Auth::new(store.clone(), "admin-secret".to_owned(), [7; 32]);
         let shop = ProjectId::new("shop").unwrap();
         store.create_project(&shop).unwrap();
 
@@ -638,6 +745,46 @@ mod tests {
 
         let public = auth.issue(&shop, KeyKind::Public, "app").unwrap();
         assert!(!auth.authenticate(&public.token).unwrap().serves(&shop));
+
+        // S3 secrets: each key's own, sealed at rest, rotatable alone, kept
+        // across a change of the admin token, useless without the server key.
+        let pair = &public.s3;
+        assert_eq!(
+            auth.s3_secret(&pair.access_key_id).as_deref(),
+            Some(pair.secret_access_key.as_str())
+        );
+        let rotated = auth
+            .rotate_s3_secret(&shop, &public.key.id)
+            .unwrap()
+            .unwrap();
+        assert_ne!(rotated.secret_access_key, pair.secret_access_key);
+        assert_eq!(
+            auth.s3_secret(&pair.access_key_id),
+            Some(rotated.secret_access_key.clone())
+        );
+        let stored = store.key(&shop, &public.key.id).unwrap().unwrap();
+        let sealed = stored.s3_secret.unwrap();
+        assert!(
+            !sealed
+                .windows(rotated.secret_access_key.len())
+                .any(|window| window == rotated.secret_access_key.as_bytes()),
+            "the secret is not stored in the clear"
+        );
+        let reopened = Auth::open(store.clone(), "new-admin-secret".to_owned(), [7; 32]).unwrap();
+        assert_eq!(
+            reopened.s3_secret(&pair.access_key_id),
+            Some(rotated.secret_access_key.clone())
+        );
+        assert_eq!(
+            reopened.authenticate(&public.token).unwrap(),
+            auth.authenticate(&public.token).unwrap()
+        );
+        let wrong_key = Auth::open(store.clone(), "admin-secret".to_owned(), [8; 32]).unwrap();
+        assert_eq!(wrong_key.s3_secret(&pair.access_key_id), None);
+        assert!(
+            auth.authenticate(&format!("wok_pk_shop_nosuchid_{}", "0".repeat(64)))
+                .is_err()
+        );
 
         assert!(auth.revoke(&shop, &issued.key.id).unwrap());
         assert!(matches!(

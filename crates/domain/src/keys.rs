@@ -61,6 +61,9 @@ pub struct ApiKey {
     pub secret_sha256: [u8; 32],
     pub created_at: UnixMillis,
     pub revoked_at: Option<UnixMillis>,
+    /// Its S3 secret, sealed with the server key (nonce, ciphertext, tag);
+    /// `None` for keys from before S3 secrets were their own.
+    pub s3_secret: Option<Vec<u8>>,
 }
 
 /// What a project's public keys may do with one collection or bucket.

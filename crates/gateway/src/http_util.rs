@@ -75,7 +75,7 @@ pub(crate) const SMALL_BODY: usize = 64 << 10;
 
 /// The MiB of large JSON request bodies read or parsed at once (see
 /// [`read_json_body`]).
-pub const JSON_BODY_BUDGET_MIB: usize = 32;
+pub const JSON_BODY_BUDGET_MIB: usize = 12;
 
 /// How long a large body waits for its turn before the request is refused.
 const JSON_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -215,6 +215,7 @@ fn control_router(gateway: SharedGateway) -> Router {
             get(projects::list_keys).post(projects::create_key),
         )
         .route("/v1/keys/{id}", delete(projects::revoke_key))
+        .route("/v1/keys/{id}/s3-secret", post(projects::rotate_s3_secret))
         .route_layer(axum::middleware::from_fn(projects::require_admin));
     project_routes
         .merge(data_routes)

@@ -563,10 +563,14 @@ pub async fn presign(
     };
     let expires_at = domain::now_millis() / 1000 + lifetime.as_secs() as i64;
     let access_key = access_key_of(&caller);
-    let signature =
-        gateway
-            .auth
-            .presign_signature(&access_key, method, &project, &path, expires_at);
+    let signature = gateway
+        .auth
+        .presign_signature(&access_key, method, &project, &path, expires_at)
+        .ok_or_else(|| {
+            ApiError::Internal(format!(
+                "the S3 secret of {access_key} cannot be opened (another server key?)"
+            ))
+        })?;
     // Address the project explicitly unless it is the signer's own.
     let own = match &caller {
         Caller::Key { project: own, .. } => own.clone(),

@@ -70,14 +70,8 @@ pub async fn authenticate(
             Err(error) => error.into_response(),
         };
     };
-    let known = gateway.auth.authenticate_cached(&token);
-    let auth = gateway.auth.clone();
-    let caller = match known {
-        Some(known) => known,
-        // A key not seen yet: its lookup reads the store.
-        None => blocking(move || auth.authenticate(&token)).await,
-    };
-    let caller = match caller {
+    // Every live key is in memory: no store read, whatever the token.
+    let caller = match gateway.auth.authenticate(&token) {
         Ok(caller) => caller,
         Err(error) => return ApiError::from(error).into_response(),
     };
@@ -183,9 +177,9 @@ fn presigned(request: &Request) -> Option<Result<Presigned, ApiError>> {
 
 /// The signer of a presigned request, if its signature holds.
 async fn presigned_signer(gateway: &SharedGateway, claim: Presigned) -> Result<Caller, ApiError> {
-    let auth = gateway.auth.clone();
-    blocking(move || {
-        auth.verify_presigned(
+    gateway
+        .auth
+        .verify_presigned(
             &claim.access_key,
             claim.method,
             &claim.project,
@@ -193,13 +187,11 @@ async fn presigned_signer(gateway: &SharedGateway, claim: Presigned) -> Result<C
             claim.expires,
             &claim.signature,
         )
-    })
-    .await
-    .map_err(|_| {
-        ApiError::NotAllowed(
-            "the presigned URL's signature does not match, or its key was revoked".to_owned(),
-        )
-    })
+        .map_err(|_| {
+            ApiError::NotAllowed(
+                "the presigned URL's signature does not match, or its key was revoked".to_owned(),
+            )
+        })
 }
 
 /// Rewrites `/v1/projects/NAME/REST` to `/v1/REST` with a [`Scope`] of
@@ -325,10 +317,10 @@ pub fn require_service(caller: &Caller, project: &ProjectId) -> Result<(), ApiEr
     }
 }
 
-fn s3_credentials(gateway: &SharedGateway, access_key_id: String) -> api_types::S3Credentials {
+fn s3_pair(pair: auth::S3Pair) -> api_types::S3Credentials {
     api_types::S3Credentials {
-        secret_access_key: gateway.auth.s3_secret(&access_key_id),
-        access_key_id,
+        access_key_id: pair.access_key_id,
+        secret_access_key: pair.secret_access_key,
     }
 }
 
@@ -336,12 +328,36 @@ fn s3_credentials(gateway: &SharedGateway, access_key_id: String) -> api_types::
 pub async fn own_s3_credentials(
     State(gateway): State<SharedGateway>,
     Extension(caller): Extension<Caller>,
-) -> Json<api_types::S3Credentials> {
+) -> Result<Json<api_types::S3Credentials>, ApiError> {
     let access_key_id = match &caller {
         Caller::Admin => auth::ADMIN_S3_ACCESS_KEY.to_owned(),
         Caller::Key { project, kind, id } => format!("wok_{}_{project}_{id}", kind.tag()),
     };
-    Json(s3_credentials(&gateway, access_key_id))
+    let secret_access_key = gateway.auth.s3_secret(&access_key_id).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "the S3 secret of {access_key_id} cannot be opened (another server key?)"
+        ))
+    })?;
+    Ok(Json(api_types::S3Credentials {
+        access_key_id,
+        secret_access_key,
+    }))
+}
+
+/// `POST /v1/keys/ID/s3-secret`: a new S3 secret for a key (admin), in
+/// effect at once; the old one, and URLs presigned with it, stop working.
+/// The key's token is unchanged.
+pub async fn rotate_s3_secret(
+    State(gateway): State<SharedGateway>,
+    Extension(Scope(project)): Extension<Scope>,
+    Path(id): Path<String>,
+) -> Result<Json<api_types::S3Credentials>, ApiError> {
+    let auth = gateway.auth.clone();
+    let lookup = id.clone();
+    blocking(move || auth.rotate_s3_secret(&project, &lookup))
+        .await?
+        .map(|pair| Json(s3_pair(pair)))
+        .ok_or_else(|| ApiError::NotFound(format!("no live key {id:?} in this project")))
 }
 
 /// `GET .../_access` of a collection or bucket (service keys and the admin).
@@ -489,7 +505,7 @@ pub async fn create_key(
         Json(IssuedKey {
             key: convert::key(&issued.key),
             token: issued.token,
-            s3: s3_credentials(&gateway, auth::Auth::s3_access_key(&issued.key)),
+            s3: s3_pair(issued.s3),
         }),
     ))
 }

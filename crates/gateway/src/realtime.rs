@@ -14,7 +14,7 @@
 //! the server. Access rules are checked at subscribe time and again for
 //! every event delivered.
 use crate::projects::Scope;
-use crate::{ApiError, SharedGateway, blocking};
+use crate::{ApiError, SharedGateway};
 use auth::Caller;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
@@ -223,8 +223,7 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
             }
             // A revoked key (or a removed project) ends the connection at once.
             Ok(()) = changes.changed() => {
-                let (auth, checked) = (gateway.auth.clone(), caller.clone());
-                if !blocking(move || auth.still_valid(&checked)).await.unwrap_or(false) {
+                if !gateway.auth.still_valid(&caller) {
                     out.close(POLICY_VIOLATION, "the key was revoked".to_owned());
                 }
                 continue;

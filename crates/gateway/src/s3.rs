@@ -7,13 +7,14 @@
 //! `AWS4-HMAC-SHA256` authorization, or a presigned query) goes here, every
 //! other request to wok's own routes (see [`App`]). An access key is a
 //! project key's token without its secret (or `wok_admin`); its secret is
-//! derived (`Auth::s3_secret`). The key's project is the one addressed.
+//! the key's own, sealed at rest (`Auth::s3_secret`). The key's project is
+//! the one addressed.
 //!
 //! s3s leaves to us what it leaves to every backend: conditional requests,
 //! checksum verification (headers and aws-chunked trailers), and URL
 //! encoding of listings (`encoding-type=url`).
 use crate::http_util::{close_unless_read, has_body, watch_body};
-use auth::{Auth, AuthError, Caller};
+use auth::{Auth, Caller};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use domain::{Access, BucketName, ProjectId, ResourceKind};
@@ -37,27 +38,13 @@ pub struct S3Credentials {
     pub auth: Arc<Auth>,
 }
 
-async fn caller_of(auth: &Arc<Auth>, access_key: &str) -> Result<Caller, AuthError> {
-    if let Some(known) = auth.s3_caller_cached(access_key) {
-        return known;
-    }
-    let (auth, access_key) = (auth.clone(), access_key.to_owned());
-    tokio::task::spawn_blocking(move || auth.s3_caller(&access_key))
-        .await
-        .unwrap_or_else(|error| {
-            Err(AuthError::Store(store::StoreError::WriteFailed(
-                error.to_string(),
-            )))
-        })
-}
-
 #[async_trait::async_trait]
 impl S3Auth for S3Credentials {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        match caller_of(&self.auth, access_key).await {
-            Ok(_) => Ok(SecretKey::from(self.auth.s3_secret(access_key))),
-            Err(AuthError::Store(error)) => Err(S3Error::internal_error(error)),
-            Err(_) => Err(s3_error!(
+        // Keys are in memory: no store read, known or not.
+        match self.auth.s3_secret(access_key) {
+            Some(secret) => Ok(SecretKey::from(secret)),
+            None => Err(s3_error!(
                 InvalidAccessKeyId,
                 "the access key is unknown or revoked"
             )),
@@ -463,11 +450,10 @@ impl WokS3 {
             .as_ref()
             .map(|credentials| credentials.access_key.as_str())
             .ok_or_else(|| s3_error!(AccessDenied, "a signature is required"))?;
-        let caller = match caller_of(&self.auth, access_key).await {
-            Ok(caller) => caller,
-            Err(AuthError::Store(error)) => return Err(S3Error::internal_error(error)),
-            Err(_) => return Err(s3_error!(InvalidAccessKeyId)),
-        };
+        let caller = self
+            .auth
+            .s3_caller(access_key)
+            .map_err(|_| s3_error!(InvalidAccessKeyId))?;
         let project = match &caller {
             Caller::Key { project, .. } => project.clone(),
             Caller::Admin => ProjectId::default_project(),

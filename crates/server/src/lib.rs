@@ -26,6 +26,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub const ENDPOINT_FILE: &str = "endpoint";
 /// The file in the data directory holding the token that reads `/metrics`.
 pub const METRICS_TOKEN_FILE: &str = "metrics-token";
+/// The file in the data directory holding the key that seals S3 secrets.
+pub const SERVER_KEY_FILE: &str = "server-key";
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -73,6 +75,22 @@ pub fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
 /// first start: what a scraper sends to read `/metrics`.
 pub fn metrics_token(data_dir: &Path) -> anyhow::Result<String> {
     secret_file(&data_dir.join(METRICS_TOKEN_FILE), "wok_metrics_")
+}
+
+/// The key that seals key S3 secrets at rest, made on first start.
+pub fn server_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let text = secret_file(&data_dir.join(SERVER_KEY_FILE), "wok_serverkey_")?;
+    let bytes = text
+        .strip_prefix("wok_serverkey_")
+        .and_then(|hex_key| hex::decode(hex_key).ok())
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} does not hold a server key (wok_serverkey_ and 64 hex digits)",
+                data_dir.join(SERVER_KEY_FILE).display()
+            )
+        })?;
+    Ok(bytes)
 }
 
 /// A random token in a file of its own (mode 0600), made on first use.
@@ -179,7 +197,10 @@ pub async fn run(
         metrics.clone(),
     );
 
-    let auth = Arc::new(auth::Auth::new(store.clone(), token));
+    let auth = Arc::new(
+        auth::Auth::open(store.clone(), token, server_key(&config.data_dir)?)
+            .context("loading the project keys")?,
+    );
     let (store_for_pruning, event_store_for_pruning) = (store.clone(), event_store.clone());
     let gateway = Arc::new(Gateway {
         functions: functions.clone(),

@@ -319,6 +319,15 @@ pub(crate) fn position_at(
     stream: &str,
     time: UnixMillis,
 ) -> Result<i64, StoreError> {
+    // Now: the log's end, without reading the stream (a subscription asks
+    // this; a scan of the stream's events would cost their size each time).
+    if time == UnixMillis::MAX {
+        return Ok(connection.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM events",
+            [],
+            |row| row.get(0),
+        )?);
+    }
     // Times follow positions (both grow as events are logged), so the
     // first event at or after `time` is found by position.
     let first: Option<i64> = connection

@@ -193,6 +193,13 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Stores a new key of an existing project.
     fn create_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    /// Replaces a live key's sealed S3 secret; whether there was one to change.
+    fn set_key_s3_secret(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        sealed: &[u8],
+    ) -> Result<bool, StoreError>;
     /// A key of the project, revoked or not.
     fn key(&self, project: &ProjectId, id: &str) -> Result<Option<ApiKey>, StoreError>;
     /// The project's keys, oldest first, revoked ones included.

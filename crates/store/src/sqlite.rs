@@ -158,11 +158,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
     secret_sha256 BLOB NOT NULL,
     created_at INTEGER NOT NULL,
     revoked_at INTEGER,
+    s3_secret BLOB,
     PRIMARY KEY (project, id)
 );
 ";
 
-const KEY_COLUMNS: &str = "project, id, kind, name, secret_sha256, created_at, revoked_at";
+const KEY_COLUMNS: &str =
+    "project, id, kind, name, secret_sha256, created_at, revoked_at, s3_secret";
 
 fn key_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ApiKey, StoreError>> {
     let project: String = row.get(0)?;
@@ -180,6 +182,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ApiKey, StoreError>> {
                 .map_err(|_| StoreError::Corrupt("key hash is not 32 bytes".to_owned()))?,
             created_at: row.get(5)?,
             revoked_at: row.get(6)?,
+            s3_secret: row.get(7)?,
         })
     })();
     Ok(key)
@@ -209,6 +212,15 @@ impl SqliteStore {
         connection.execute_batch(OBJECTS_SCHEMA)?;
         connection.execute_batch(EVENTS_SCHEMA)?;
         events_sqlite::migrate_async_invocations(&connection)?;
+        // Keys from before their S3 secrets were their own.
+        let has_s3_secret: bool = connection.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('api_keys') WHERE name = 's3_secret')",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_s3_secret {
+            connection.execute_batch("ALTER TABLE api_keys ADD COLUMN s3_secret BLOB")?;
+        }
         // Functions deployed before triggers existed get their subscriptions
         // (the implicit `async` one at least); existing ones are kept.
         sync_all_subscriptions(&connection)?;
@@ -697,6 +709,19 @@ impl MetaStore for SqliteStore {
         Ok(())
     }
 
+    fn set_key_s3_secret(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        sealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        let changed = self.lock().execute(
+            "UPDATE api_keys SET s3_secret = ? WHERE project = ? AND id = ? AND revoked_at IS NULL",
+            params![sealed, project.as_str(), id],
+        )?;
+        Ok(changed == 1)
+    }
+
     fn any_public_write(
         &self,
         project: &ProjectId,
@@ -728,8 +753,8 @@ impl MetaStore for SqliteStore {
             return Err(StoreError::NoSuchProject(key.project.to_string()));
         }
         transaction.execute(
-            "INSERT INTO api_keys (project, id, kind, name, secret_sha256, created_at, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (project, id, kind, name, secret_sha256, created_at, revoked_at, s3_secret)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             params![
                 key.project.as_str(),
                 key.id,
@@ -737,7 +762,8 @@ impl MetaStore for SqliteStore {
                 key.name,
                 key.secret_sha256.as_slice(),
                 key.created_at,
-                key.revoked_at
+                key.revoked_at,
+                key.s3_secret
             ],
         )?;
         transaction.commit()?;

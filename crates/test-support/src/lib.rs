@@ -149,9 +149,16 @@ impl WokServer {
     }
 
     /// Stops gracefully and starts again on the same data directory.
-    pub fn restart(mut self) -> Self {
+    pub fn restart(self) -> Self {
+        self.restart_after(|_| {})
+    }
+
+    /// Stops gracefully, lets `change` alter the stopped server's data
+    /// directory (as an operator would), and starts again on it.
+    pub fn restart_after(mut self, change: impl FnOnce(&Path)) -> Self {
         let status = self.terminate();
         assert!(status.success(), "wok exited with {status} on SIGTERM");
+        change(self.data_dir.path());
         self.relaunch()
     }
 

@@ -25,6 +25,12 @@ pub enum Keys {
         /// Key id, as `wok keys ls` shows it.
         id: String,
     },
+    /// Give a key a new S3 secret (its token stays), effective immediately:
+    /// the old secret and URLs presigned with it stop working.
+    RotateS3 {
+        /// Key id, as `wok keys ls` shows it.
+        id: String,
+    },
 }
 
 impl Keys {
@@ -68,6 +74,17 @@ impl Keys {
                     .send(client.control(reqwest::Method::DELETE, &format!("/v1/keys/{id}")))
                     .await?;
                 println!("revoked key {id}");
+            }
+            Keys::RotateS3 { id } => {
+                let pair: api_types::S3Credentials = client
+                    .json(
+                        client.control(reqwest::Method::POST, &format!("/v1/keys/{id}/s3-secret")),
+                    )
+                    .await?;
+                println!(
+                    "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}",
+                    pair.access_key_id, pair.secret_access_key
+                );
             }
         }
         Ok(ExitCode::SUCCESS)

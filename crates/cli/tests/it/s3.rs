@@ -102,3 +102,129 @@ async fn boto3_and_aws_cli_work_against_the_s3_endpoint() {
     assert_eq!(revocation.status, 204, "{}", revocation.text());
     run_suite(&server, "revoked", &env).await;
 }
+
+/// What an S3 client holding `pair` gets when it lists the buckets: `ok`,
+/// or the S3 error code.
+fn list_buckets_with(server: &WokServer, pair: &serde_json::Value) -> String {
+    let script = "\
+import os, boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+s3 = boto3.client('s3', endpoint_url=os.environ['WOK_S3_ENDPOINT'], region_name='us-east-1',
+                  config=Config(s3={'addressing_style': 'path'}, retries={'max_attempts': 1}))
+try:
+    s3.list_buckets()
+    print('ok')
+except ClientError as error:
+    print(error.response['Error']['Code'])
+";
+    let output = std::process::Command::new(s3_tools().join("bin/python"))
+        .args(["-c", script])
+        .env("WOK_S3_ENDPOINT", &server.url)
+        .env("AWS_ACCESS_KEY_ID", pair["access_key_id"].as_str().unwrap())
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            pair["secret_access_key"].as_str().unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn each_keys_s3_secret_is_its_own_and_rotates_alone() {
+    let server = server();
+    let (id, pair) = issue_key(&server, "default", "service").await;
+    let (_, other) = issue_key(&server, "default", "service").await;
+    let admin = send(control(&server, reqwest::Method::GET, "/v1/s3/credentials"))
+        .await
+        .json();
+    assert_eq!(list_buckets_with(&server, &pair), "ok");
+    // Stored sealed: the secret is nowhere in the database in the clear.
+    let secret = pair["secret_access_key"].as_str().unwrap().as_bytes();
+    for file in ["wok.db", "wok.db-wal"] {
+        let bytes = std::fs::read(server.data_dir().join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(secret.len()).any(|window| window == secret),
+            "{file}"
+        );
+    }
+
+    // The admin token changes (as an operator rotates it): the keys' S3
+    // pairs go on working; the admin's own pair is the new token's.
+    let server = server.restart_after(|data| {
+        std::fs::write(
+            data.join("admin-token"),
+            format!("wok_admin_{}", "5".repeat(64)),
+        )
+        .unwrap();
+    });
+    assert_eq!(list_buckets_with(&server, &pair), "ok");
+    assert_eq!(list_buckets_with(&server, &admin), "SignatureDoesNotMatch");
+    let new_admin = send(control(&server, reqwest::Method::GET, "/v1/s3/credentials"))
+        .await
+        .json();
+    assert_eq!(list_buckets_with(&server, &new_admin), "ok");
+
+    // One key's secret rotates alone; its token and the other keys stay.
+    send(control(&server, reqwest::Method::PUT, "/v1/buckets/media")).await;
+    let put =
+        send(control(&server, reqwest::Method::PUT, "/v1/objects/media/a.txt").body("a")).await;
+    assert_eq!(put.status, 200);
+    let token =
+        send(control(&server, reqwest::Method::POST, "/v1/keys").json(&json!({"kind": "service"})))
+            .await
+            .json();
+    let (token_id, token) = (
+        token["key"]["id"].as_str().unwrap().to_owned(),
+        token["token"].as_str().unwrap().to_owned(),
+    );
+    let presigned = send(
+        http()
+            .post(format!("{}/v1/objects/media/a.txt", server.url))
+            .bearer_auth(&token)
+            .json(&json!({"method": "GET", "expires_in": "1h"})),
+    )
+    .await
+    .json();
+    let url = presigned["url"].as_str().unwrap().to_owned();
+    assert_eq!(send(http().get(&url)).await.status, 200);
+    let rotated = server.cli_ok(&["keys", "rotate-s3", &token_id]);
+    assert!(rotated.contains("AWS_SECRET_ACCESS_KEY="), "{rotated}");
+    assert_eq!(
+        send(http().get(&url)).await.status,
+        403,
+        "URLs presigned with the old secret stop working"
+    );
+    let answer = send(
+        http()
+            .get(format!("{}/v1/buckets", server.url))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "the key's token is unchanged");
+    let rotated = send(control(
+        &server,
+        reqwest::Method::POST,
+        &format!("/v1/keys/{id}/s3-secret"),
+    ))
+    .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let rotated = rotated.json();
+    assert_ne!(rotated["secret_access_key"], pair["secret_access_key"]);
+    assert_eq!(list_buckets_with(&server, &pair), "SignatureDoesNotMatch");
+    assert_eq!(list_buckets_with(&server, &rotated), "ok");
+    assert_eq!(list_buckets_with(&server, &other), "ok");
+    let missing = send(control(
+        &server,
+        reqwest::Method::POST,
+        "/v1/keys/nosuchkey/s3-secret",
+    ))
+    .await;
+    assert_eq!(missing.status, 404);
+}

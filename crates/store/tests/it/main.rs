@@ -194,6 +194,7 @@ fn key(project: &ProjectId, id: &str, kind: KeyKind) -> ApiKey {
         secret_sha256: [id.len() as u8; 32],
         created_at: 1,
         revoked_at: None,
+        s3_secret: Some(vec![id.len() as u8; 44]),
     }
 }
 
@@ -284,8 +285,18 @@ fn projects_contract(store: &dyn MetaStore) {
         KeyKind::Public
     );
     assert!(store.key(&default, "b22").unwrap().is_none());
+    // A live key's sealed S3 secret is replaced alone.
+    assert!(store.set_key_s3_secret(&shop, "b22", b"sealed").unwrap());
+    let b22 = store.key(&shop, "b22").unwrap().unwrap();
+    assert_eq!(b22.s3_secret.as_deref(), Some(&b"sealed"[..]));
+    assert_eq!(
+        b22.secret_sha256,
+        key(&shop, "b22", KeyKind::Public).secret_sha256
+    );
+    assert!(!store.set_key_s3_secret(&shop, "nope", b"sealed").unwrap());
 
     assert!(store.revoke_key(&shop, "a1").unwrap());
+    assert!(!store.set_key_s3_secret(&shop, "a1", b"sealed").unwrap());
     assert!(!store.revoke_key(&shop, "a1").unwrap());
     assert!(
         store
