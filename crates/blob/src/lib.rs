@@ -6,8 +6,10 @@
 //! file, is fsynced, then renamed, so a reader never sees a torn file.
 
 mod objects;
+mod reserve;
 
 pub use objects::{BlobWriter, ObjectFiles};
+pub use reserve::Reserve;
 
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
@@ -18,6 +20,8 @@ use std::path::{Path, PathBuf};
 pub enum BlobError {
     #[error("blob {0} is missing")]
     Missing(String),
+    #[error("{action} {path}: the disk is full")]
+    DiskFull { action: &'static str, path: PathBuf },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -35,10 +39,13 @@ pub struct ArtifactStore {
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BlobError {
     let path = path.to_owned();
-    move |source| BlobError::Io {
-        action,
-        path,
-        source,
+    move |source| match source.kind() {
+        io::ErrorKind::StorageFull => BlobError::DiskFull { action, path },
+        _ => BlobError::Io {
+            action,
+            path,
+            source,
+        },
     }
 }
 

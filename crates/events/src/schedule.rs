@@ -16,10 +16,23 @@ impl Schedule {
         let timezone: chrono_tz::Tz = timezone.parse().map_err(|_| {
             format!("time zone {timezone:?} is not an IANA time zone name such as Europe/Paris")
         })?;
+        let fields = expression.split_whitespace().count();
+        if !(5..=6).contains(&fields) {
+            return Err(format!(
+                "cron schedule {expression:?} is invalid: it has {fields} fields, and a schedule has five (minute first) or six (second first)"
+            ));
+        }
         let cron = croner::parser::CronParser::new()
             .parse(expression)
             .map_err(|error| format!("cron schedule {expression:?} is invalid: {error}"))?;
-        Ok(Schedule { cron, timezone })
+        let schedule = Schedule { cron, timezone };
+        // A day that no month has (30 February): it would never fire.
+        if schedule.next_after(domain::now_millis()).is_none() {
+            return Err(format!(
+                "cron schedule {expression:?} never fires (no such date)"
+            ));
+        }
+        Ok(schedule)
     }
 
     /// The first time of the schedule strictly after `after`.
@@ -68,5 +81,23 @@ mod tests {
                 .unwrap_err()
                 .contains("IANA")
         );
+        // Schedules that never fire, and field counts that are not cron's.
+        assert!(
+            Schedule::parse("0 0 0 30 2 *", "UTC")
+                .unwrap_err()
+                .contains("never fires")
+        );
+        assert!(
+            Schedule::parse("0 0 0 29 2 *", "UTC").is_ok(),
+            "leap days come"
+        );
+        for fields in ["* * * *", "* * * * * * *", "@daily"] {
+            assert!(
+                Schedule::parse(fields, "UTC")
+                    .unwrap_err()
+                    .contains("fields"),
+                "{fields}"
+            );
+        }
     }
 }

@@ -38,6 +38,8 @@ pub enum FunctionsError {
     NoSuchVersion { function: String, version: u32 },
     #[error("storage failed: {0}")]
     Storage(String),
+    #[error("{0}")]
+    DiskFull(String),
     #[error("loading the compiled function failed: {0}")]
     Load(String),
 }
@@ -49,6 +51,7 @@ impl From<StoreError> for FunctionsError {
             StoreError::NoSuchVersion { function, version } => {
                 FunctionsError::NoSuchVersion { function, version }
             }
+            error @ StoreError::DiskFull(_) => FunctionsError::DiskFull(error.to_string()),
             other => FunctionsError::Storage(other.to_string()),
         }
     }
@@ -56,7 +59,10 @@ impl From<StoreError> for FunctionsError {
 
 impl From<blob::BlobError> for FunctionsError {
     fn from(error: blob::BlobError) -> Self {
-        FunctionsError::Storage(error.to_string())
+        match error {
+            error @ blob::BlobError::DiskFull { .. } => FunctionsError::DiskFull(error.to_string()),
+            error => FunctionsError::Storage(error.to_string()),
+        }
     }
 }
 

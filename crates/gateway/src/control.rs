@@ -368,12 +368,7 @@ pub async fn invocations(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<InvocationList>, ApiError> {
     let filter = usage_filter(&query, &["since", "until", "function", "trigger", "limit"])?;
-    let limit = query
-        .get("limit")
-        .map(|value| parse_number("limit", value))
-        .transpose()?
-        .unwrap_or(100)
-        .min(100_000);
+    let limit = crate::http_util::page_limit(&query, 100, 100_000)?;
     let store = gateway.store.clone();
     let records = blocking(move || store.records(&project.clone(), &filter, limit)).await?;
     Ok(Json(InvocationList {
@@ -396,18 +391,8 @@ pub async fn logs(
         }
     }
     let function = function_name(&name)?;
-    let after = match query.get("after") {
-        Some(value) => value
-            .parse::<i64>()
-            .map_err(|_| ApiError::bad_request("invalid_query", "after must be a number"))?,
-        None => 0,
-    };
-    let limit = query
-        .get("limit")
-        .map(|value| parse_number("limit", value))
-        .transpose()?
-        .unwrap_or(1000)
-        .min(10_000);
+    let after = crate::http_util::log_position(&query, "after")?.unwrap_or(0);
+    let limit = crate::http_util::page_limit(&query, 1000, 10_000)?;
     // `wait` long-polls: with nothing new, answer when lines arrive or the wait ends.
     let wait = query
         .get("wait")

@@ -58,6 +58,8 @@ pub enum ApiError {
     /// The client was too slow (a request body below the minimum rate).
     RequestTimeout(String),
     Overloaded(String),
+    /// The disk is full: writes are refused until space is freed.
+    InsufficientStorage(String),
     Guest(Failure),
     Internal(String),
 }
@@ -108,6 +110,9 @@ impl ApiError {
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            ApiError::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             ApiError::Guest(failure) => {
                 let status = match failure.outcome {
                     Outcome::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -144,7 +149,8 @@ impl ApiError {
             | ApiError::PayloadTooLarge(message)
             | ApiError::RequestTimeout(message)
             | ApiError::MethodNotAllowed(message)
-            | ApiError::Overloaded(message) => message.clone(),
+            | ApiError::Overloaded(message)
+            | ApiError::InsufficientStorage(message) => message.clone(),
             ApiError::Guest(failure) => failure.message.clone(),
             ApiError::Batch { write, error } => format!(
                 "write {write} of the batch failed, so nothing was written: {}",
@@ -232,6 +238,7 @@ impl From<FunctionsError> for ApiError {
                 ApiError::FunctionNotFound(format!("function {name:?} does not exist"))
             }
             error @ FunctionsError::NoSuchVersion { .. } => ApiError::NotFound(error.to_string()),
+            FunctionsError::DiskFull(message) => ApiError::InsufficientStorage(message),
             error @ (FunctionsError::Storage(_) | FunctionsError::Load(_)) => {
                 ApiError::Internal(error.to_string())
             }
@@ -289,6 +296,7 @@ impl From<store::StoreError> for ApiError {
                 message: error.to_string(),
             },
             store::StoreError::AsyncQueueFull { .. } => ApiError::Overloaded(error.to_string()),
+            store::StoreError::DiskFull(_) => ApiError::InsufficientStorage(error.to_string()),
             store::StoreError::Overflow => ApiError::Conflict {
                 code: "overflow",
                 message: error.to_string(),

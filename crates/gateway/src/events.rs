@@ -3,7 +3,7 @@
 //! (and replays), `GET /v1/triggers` shows where each trigger's delivery
 //! stands, `/v1/events/dead` lists, re-drives and purges dead letters.
 use crate::control::{function_name, parse_time};
-use crate::http_util::only_params;
+use crate::http_util::{log_position, only_params, page_limit};
 use crate::projects::Scope;
 use crate::{ApiError, SharedGateway, blocking};
 use api_types::{
@@ -28,23 +28,6 @@ const MAX_PAGE: u32 = 1000;
 
 fn topic_name(name: &str) -> Result<TopicName, ApiError> {
     TopicName::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
-}
-
-fn number<T: std::str::FromStr>(
-    query: &HashMap<String, String>,
-    key: &str,
-) -> Result<Option<T>, ApiError> {
-    query
-        .get(key)
-        .map(|value| {
-            value.parse().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    format!("{key}={value:?} is not a whole number"),
-                )
-            })
-        })
-        .transpose()
 }
 
 fn check(messages: &[NewEvent]) -> Result<(), ApiError> {
@@ -200,12 +183,10 @@ pub async fn read_topic(
 ) -> Result<Json<EventPage>, ApiError> {
     let topic = topic_name(&topic)?;
     only_params(&query, &["after", "since", "limit"])?;
-    let limit = number::<u32>(&query, "limit")?
-        .unwrap_or(100)
-        .clamp(1, MAX_PAGE);
+    let limit = page_limit(&query, 100, MAX_PAGE)?;
     let stream = topic_stream(&topic);
     let store = gateway.events.clone();
-    let after = match (number::<i64>(&query, "after")?, query.get("since")) {
+    let after = match (log_position(&query, "after")?, query.get("since")) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "invalid_query",
@@ -325,7 +306,7 @@ fn filter_from_query(query: &HashMap<String, String>) -> Result<FailedFilter, Ap
     failed_filter(DeadLetterFilter {
         function: query.get("function").cloned(),
         trigger: query.get("trigger").cloned(),
-        seq: number(query, "seq")?,
+        seq: log_position(query, "seq")?,
     })
 }
 
@@ -337,10 +318,8 @@ pub async fn dead_letters(
 ) -> Result<Json<DeadLetterPage>, ApiError> {
     only_params(&query, &["function", "trigger", "seq", "after", "limit"])?;
     let filter = filter_from_query(&query)?;
-    let after = number::<i64>(&query, "after")?.unwrap_or(0);
-    let limit = number::<u32>(&query, "limit")?
-        .unwrap_or(100)
-        .clamp(1, MAX_PAGE);
+    let after = log_position(&query, "after")?.unwrap_or(0);
+    let limit = page_limit(&query, 100, MAX_PAGE)?;
     let store = gateway.events.clone();
     let dead = blocking(move || store.dead_letters(&project, &filter, after, limit)).await?;
     let next = (dead.len() == limit as usize)

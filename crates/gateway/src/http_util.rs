@@ -24,6 +24,49 @@ pub fn only_params(query: &HashMap<String, String>, allowed: &[&str]) -> Result<
     }
 }
 
+/// A page size from `?limit=`: 1 to `max` (`default` without one); else
+/// 400 `invalid_query`.
+pub fn page_limit(
+    query: &HashMap<String, String>,
+    default: u32,
+    max: u32,
+) -> Result<u32, ApiError> {
+    match query.get("limit") {
+        None => Ok(default),
+        Some(value) => value
+            .parse::<u32>()
+            .ok()
+            .filter(|limit| (1..=max).contains(limit))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("limit must be a whole number from 1 to {max}, not {value:?}"),
+                )
+            }),
+    }
+}
+
+/// A position in a log from `?KEY=` (0 or more); else 400 `invalid_query`.
+pub fn log_position(query: &HashMap<String, String>, key: &str) -> Result<Option<i64>, ApiError> {
+    query
+        .get(key)
+        .map(|value| {
+            value
+                .parse::<i64>()
+                .ok()
+                .filter(|position| *position >= 0)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!(
+                            "{key} must be a position (a whole number, 0 or more), not {value:?}"
+                        ),
+                    )
+                })
+        })
+        .transpose()
+}
+
 /// The `ETag` of a version: `"N"`.
 pub fn etag(version: u64) -> http::HeaderValue {
     http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")

@@ -60,16 +60,7 @@ pub async fn list_keys(
 ) -> Result<Json<api_types::KvKeyList>, ApiError> {
     only_params(&query, &["prefix", "cursor", "limit"])?;
     let store = store_name(&store)?;
-    let limit = match query.get("limit") {
-        Some(limit) => limit
-            .parse::<u32>()
-            .ok()
-            .filter(|limit| (1..=MAX_LIST).contains(limit))
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_query", format!("limit must be 1 to {MAX_LIST}"))
-            })?,
-        None => 100,
-    };
+    let limit = crate::http_util::page_limit(&query, 100, MAX_LIST)?;
     let prefix = query.get("prefix").cloned().unwrap_or_default();
     let cursor = query.get("cursor").cloned();
     let kv = gateway.kv.clone();

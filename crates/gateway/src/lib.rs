@@ -68,6 +68,8 @@ pub struct Gateway {
     pub json_bodies: Arc<tokio::sync::Semaphore>,
     /// Who may read `/metrics`.
     pub metrics_access: MetricsAccess,
+    /// Room kept on the data directory's disk (see `blob::Reserve`).
+    pub disk: Arc<blob::Reserve>,
     /// How many asynchronous requests of one function may wait, and their size.
     pub async_queue: store::events::AsyncQueueLimit,
 }
@@ -238,6 +240,7 @@ fn control_router(gateway: SharedGateway) -> Router {
 pub fn app(gateway: SharedGateway) -> s3::App {
     let s3 = s3::service(gateway.objects.clone(), gateway.auth.clone());
     s3::App {
+        disk: gateway.disk.clone(),
         inner: tower::util::MapRequest::new(
             router(gateway),
             projects::scope_from_path as fn(axum::extract::Request) -> axum::extract::Request,

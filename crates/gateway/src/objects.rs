@@ -49,6 +49,7 @@ impl From<ObjectError> for ApiError {
                 message,
             },
             ObjectError::PreconditionFailed => ApiError::PreconditionFailed(message),
+            ObjectError::DiskFull(_) => ApiError::InsufficientStorage(message),
             ObjectError::TooLarge { .. } => ApiError::PayloadTooLarge(message),
             ObjectError::ContentTypeRefused { .. } => ApiError::UnsupportedMediaType(message),
             ObjectError::BadDigest(_) => ApiError::bad_request("bad_digest", message),
@@ -231,16 +232,7 @@ pub async fn list_objects(
 ) -> Result<Json<api_types::ObjectList>, ApiError> {
     let name = bucket_for(&gateway, &caller, &project, &name, Access::Read).await?;
     only_params(&params, &["prefix", "delimiter", "cursor", "limit"])?;
-    let limit = match params.get("limit") {
-        Some(limit) => limit
-            .parse::<u32>()
-            .ok()
-            .filter(|limit| (1..=MAX_LIST).contains(limit))
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_query", format!("limit must be 1 to {MAX_LIST}"))
-            })?,
-        None => MAX_LIST,
-    };
+    let limit = crate::http_util::page_limit(&params, MAX_LIST, MAX_LIST)?;
     let listing = gateway
         .objects
         .list(

@@ -560,9 +560,11 @@ pub async fn json_errors(response: Response) -> Response {
         .await
         .unwrap_or_default();
     let message = String::from_utf8_lossy(&body).trim().to_owned();
-    // The one code of a status, where the error table has one.
+    // The one code of a status, where the error table has one; a query
+    // string axum could not read is a query error.
     let code = match status {
         http::StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        _ if message.starts_with("Failed to deserialize query string") => "invalid_query",
         _ => "invalid_request",
     };
     let body = api_types::ErrorBody {

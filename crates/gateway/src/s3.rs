@@ -88,6 +88,13 @@ fn s3_error(error: ObjectError) -> S3Error {
         ObjectError::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
         ObjectError::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
         ObjectError::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
+        ObjectError::DiskFull(_) => {
+            return custom_error(
+                "InsufficientStorage",
+                http::StatusCode::INSUFFICIENT_STORAGE,
+                "the server's disk is full: writes are refused until space is freed (deletes go on)",
+            );
+        }
         ObjectError::Internal(detail) => {
             tracing::error!("object storage failed: {detail}");
             return S3Error::with_message(
@@ -1404,6 +1411,45 @@ fn is_s3_request(request: &Request) -> bool {
             .is_some_and(|query| query.contains("X-Amz-Signature=") || query.contains("Signature="))
 }
 
+/// Whether a request writes (refused while the disk is full): every
+/// function call, and every request but reads and deletes (S3's
+/// DeleteObjects is a POST with `?delete`).
+fn writes(request: &Request, s3: bool) -> bool {
+    let path = request.uri().path();
+    if path.starts_with("/fn/") || (path.starts_with("/p/") && path.contains("/fn/")) {
+        return true;
+    }
+    match *request.method() {
+        http::Method::GET | http::Method::HEAD | http::Method::DELETE | http::Method::OPTIONS => {
+            false
+        }
+        http::Method::POST if s3 => !request.uri().query().is_some_and(|query| {
+            query
+                .split('&')
+                .any(|pair| pair == "delete" || pair.starts_with("delete="))
+        }),
+        _ => true,
+    }
+}
+
+/// The refusal of a write while the disk is full.
+fn disk_full_answer(s3: bool) -> Response {
+    let message =
+        "the server's disk is full: writes are refused until space is freed (deletes go on)";
+    if s3 {
+        let error = custom_error(
+            "InsufficientStorage",
+            http::StatusCode::INSUFFICIENT_STORAGE,
+            message,
+        );
+        return match error.to_http_response() {
+            Ok(response) => response.map(axum::body::Body::new),
+            Err(_) => http::StatusCode::INSUFFICIENT_STORAGE.into_response(),
+        };
+    }
+    crate::ApiError::InsufficientStorage(message.to_owned()).into_response()
+}
+
 /// The longest a presigned S3 URL may be valid: a week, as S3 allows.
 const MAX_PRESIGNED_EXPIRY_SECONDS: u64 = 604_800;
 
@@ -1597,6 +1643,8 @@ type Inner = tower::util::MapRequest<axum::Router, fn(Request) -> Request>;
 pub struct App {
     pub(crate) inner: Inner,
     pub(crate) s3: s3s::service::S3Service,
+    /// Room kept for a full disk; while the disk is full, writes are refused.
+    pub(crate) disk: Arc<blob::Reserve>,
 }
 
 type S3Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -1612,8 +1660,32 @@ impl tower::Service<Request> for App {
 
     fn call(&mut self, request: Request) -> Self::Future {
         let (s3, body) = (is_s3_request(&request), has_body(&request));
+        // A full disk takes deletes and reads only (a function call writes
+        // its record, so it waits too).
+        if self.disk.is_full() && writes(&request, s3) {
+            let refused = disk_full_answer(s3);
+            return futures::future::Either::Right(Box::pin(async move {
+                Ok(if s3 {
+                    with_request_id(refused).await
+                } else {
+                    refused
+                })
+            }));
+        }
+        let disk = self.disk.clone();
+        // A write that failed for a full disk: room for deletes, and no
+        // more writes until the disk has room again.
+        let noting = move |response: Response| {
+            if response.status() == http::StatusCode::INSUFFICIENT_STORAGE {
+                disk.filled();
+            }
+            response
+        };
         if !s3 && !body {
-            return futures::future::Either::Left(self.inner.call(request));
+            let answer = self.inner.call(request);
+            return futures::future::Either::Right(Box::pin(
+                async move { Ok(noting(answer.await?)) },
+            ));
         }
         // A body that is not read by the time of the response closes the
         // connection (see `close_unless_read`).
@@ -1623,9 +1695,12 @@ impl tower::Service<Request> for App {
         } else {
             (request, None)
         };
-        let finish = move |response: Response| match &ended {
-            Some(ended) => close_unless_read(response, ended),
-            None => response,
+        let finish = move |response: Response| {
+            let response = noting(response);
+            match &ended {
+                Some(ended) => close_unless_read(response, ended),
+                None => response,
+            }
         };
         if !s3 {
             let answer = self.inner.call(request);

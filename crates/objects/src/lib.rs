@@ -67,6 +67,8 @@ pub enum ObjectError {
     EntityTooSmall { part: u32, size: u64 },
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("{0}")]
+    DiskFull(String),
     #[error("object storage failed: {0}")]
     Internal(String),
 }
@@ -79,6 +81,7 @@ impl From<StoreError> for ObjectError {
             StoreError::BucketNotEmpty(name) => ObjectError::BucketNotEmpty(name),
             StoreError::NoSuchUpload(id) => ObjectError::NoSuchUpload(id),
             StoreError::ConditionFailed => ObjectError::PreconditionFailed,
+            error @ StoreError::DiskFull(_) => ObjectError::DiskFull(error.to_string()),
             other => ObjectError::Internal(other.to_string()),
         }
     }
@@ -86,7 +89,10 @@ impl From<StoreError> for ObjectError {
 
 impl From<BlobError> for ObjectError {
     fn from(error: BlobError) -> Self {
-        ObjectError::Internal(error.to_string())
+        match error {
+            error @ BlobError::DiskFull { .. } => ObjectError::DiskFull(error.to_string()),
+            error => ObjectError::Internal(error.to_string()),
+        }
     }
 }
 

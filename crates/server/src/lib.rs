@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub async_queue: AsyncQueueLimit,
     /// `/metrics` without a credential.
     pub public_metrics: bool,
+    /// Room kept on the data directory's disk for deletes once it fills.
+    pub disk_reserve: ByteSize,
     pub wasm: WasmConfig,
 }
 
@@ -147,6 +149,10 @@ pub async fn run(
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     restrict_data_dir(&config.data_dir)?;
     let token = admin_token(&config.data_dir)?;
+    let disk = Arc::new(
+        blob::Reserve::open(&config.data_dir, config.disk_reserve.bytes())
+            .context("keeping the disk reserve")?,
+    );
     let metrics_access = if config.public_metrics {
         gateway::MetricsAccess::Public
     } else {
@@ -221,6 +227,7 @@ pub async fn run(
         max_upload_bytes: config.max_upload.bytes(),
         async_queue: config.async_queue,
         metrics_access,
+        disk: disk.clone(),
         json_bodies: Arc::new(tokio::sync::Semaphore::new(gateway::JSON_BODY_BUDGET_MIB)),
     });
     let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
@@ -236,6 +243,7 @@ pub async fn run(
     let maintenance = functions.start_maintenance();
     let reconciler = triggers::Reconciler::start(functions.clone(), dispatcher.clone());
     let expiry = tokio::spawn(expire_uploads(objects.clone(), config.upload_expiry));
+    let disk_watch = tokio::spawn(watch_disk(disk));
     let pruning = tokio::spawn(prune_events(
         store_for_pruning,
         event_store_for_pruning,
@@ -273,6 +281,7 @@ pub async fn run(
     maintenance.stop().await;
     expiry.abort();
     pruning.abort();
+    disk_watch.abort();
     // Deliveries under way get the same grace; what they do not finish is
     // delivered again after the next start.
     reconciler.stop().await;
@@ -328,6 +337,19 @@ pub fn default_max_connections() -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     let files = limit.maximum.or(limit.current).unwrap_or(u64::MAX);
     (files / 4 * 3).clamp(64, 10_000) as usize
+}
+
+/// While the disk is full, looks every 2 s for the room to take writes
+/// again.
+async fn watch_disk(disk: Arc<blob::Reserve>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        ticks.tick().await;
+        if disk.is_full() {
+            let disk = disk.clone();
+            let _ = tokio::task::spawn_blocking(move || disk.recheck()).await;
+        }
+    }
 }
 
 /// Aborts abandoned multipart uploads, at start and then every

@@ -208,7 +208,7 @@ pub(crate) fn apply_doc_batch(
         match apply_doc_write(&savepoint, project, origin, write) {
             Ok(done) => results.push(done),
             // The savepoint rolls back when dropped.
-            Err(StoreError::Database(error)) => return Err(StoreError::Database(error)),
+            Err(error @ (StoreError::Database(_) | StoreError::DiskFull(_))) => return Err(error),
             Err(error) => {
                 return Err(StoreError::BatchFailed {
                     write: at,

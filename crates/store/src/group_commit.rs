@@ -496,9 +496,8 @@ fn run_batch(connection: &mut Connection, journal: &mut KvJournal, batch: &[Job]
         }
     }
     if let Err(error) = journal.commit() {
-        let why = error.to_string();
         for i in journaled {
-            answers[i] = Some(Err(StoreError::WriteFailed(why.clone())));
+            answers[i] = Some(Err(error.again()));
         }
     }
     // Checkpoints and dropped stores asked for: after the batch's
@@ -525,7 +524,7 @@ fn run_batch(connection: &mut Connection, journal: &mut KvJournal, batch: &[Job]
     // The other writes: one transaction, one commit.
     let others: Vec<usize> = (0..batch.len()).filter(|i| answers[*i].is_none()).collect();
     if !others.is_empty() {
-        let outcome = (|| -> Result<Vec<Answer>, rusqlite::Error> {
+        let outcome = (|| -> Result<Vec<Answer>, StoreError> {
             // Immediate: take the write lock first (waiting for it, up to the
             // busy timeout). A deferred transaction that read first would
             // fail at once if another connection wrote in between.
@@ -537,7 +536,9 @@ fn run_batch(connection: &mut Connection, journal: &mut KvJournal, batch: &[Job]
                 // alone; a database error fails the whole transaction.
                 match batch[i].op.apply(&mut transaction) {
                     Ok(done) => results.push(Ok(done)),
-                    Err(StoreError::Database(error)) => return Err(error),
+                    Err(error @ (StoreError::Database(_) | StoreError::DiskFull(_))) => {
+                        return Err(error);
+                    }
                     Err(error) => results.push(Err(error)),
                 }
             }
@@ -552,7 +553,7 @@ fn run_batch(connection: &mut Connection, journal: &mut KvJournal, batch: &[Job]
             }
             Err(error) => {
                 for i in others {
-                    answers[i] = Some(Err(StoreError::WriteFailed(error.to_string())));
+                    answers[i] = Some(Err(error.again()));
                 }
             }
         }

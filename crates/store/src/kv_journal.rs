@@ -711,7 +711,7 @@ impl KvJournal {
 }
 
 fn journal_error(doing: &str, error: &std::io::Error) -> StoreError {
-    StoreError::WriteFailed(format!("{doing} the key-value journal: {error}"))
+    StoreError::io(&format!("{doing} the key-value journal"), error)
 }
 
 fn check(condition: Condition, live: &Option<KvEntry>) -> Result<(), StoreError> {

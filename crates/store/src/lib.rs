@@ -122,8 +122,41 @@ pub enum StoreError {
     WriteFailed(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The disk is full: a write could not be made (nothing was written).
+    #[error("the disk is full: {0}")]
+    DiskFull(String),
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull(error.to_string()),
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
+impl StoreError {
+    /// This failure again, for another write of a batch that failed with
+    /// it: a full disk stays one, anything else is a failed write.
+    pub(crate) fn again(&self) -> StoreError {
+        match self {
+            StoreError::DiskFull(message) => StoreError::DiskFull(message.clone()),
+            other => StoreError::WriteFailed(other.to_string()),
+        }
+    }
+
+    /// The error of an I/O failure while `doing` something: a full disk
+    /// is told apart.
+    pub fn io(doing: &str, error: &std::io::Error) -> Self {
+        if error.kind() == std::io::ErrorKind::StorageFull {
+            StoreError::DiskFull(format!("{doing}: {error}"))
+        } else {
+            StoreError::WriteFailed(format!("{doing}: {error}"))
+        }
+    }
 }
 
 /// The metadata store contract. SQLite implements it now; PostgreSQL later

@@ -25,6 +25,17 @@ impl WokServer {
         Self::start_with(binary, &[])
     }
 
+    /// Starts a server whose data directory is a new directory in `parent`
+    /// (a small filesystem, say).
+    pub fn start_in(binary: &str, parent: &Path, extra_args: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir_in(parent).expect("creating a data directory");
+        Self::launch(
+            PathBuf::from(binary),
+            data_dir,
+            extra_args.iter().map(|s| s.to_string()).collect(),
+        )
+    }
+
     /// Starts a server with extra `wok up` flags.
     pub fn start_with(binary: &str, extra_args: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().expect("creating a data directory");

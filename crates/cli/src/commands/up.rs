@@ -66,6 +66,11 @@ pub struct Up {
     /// `metrics-token` in the data directory, or the admin token).
     #[arg(long)]
     public_metrics: bool,
+    /// Room kept on the data directory's disk (a file of zeros) and
+    /// released when the disk fills, so that deletes still work; writes get
+    /// 507 until twice this is free again. 0 keeps none.
+    #[arg(long, default_value = "64MiB")]
+    disk_reserve: ByteSize,
 }
 
 /// Largest request line and headers a connection accepts.
@@ -137,6 +142,7 @@ impl Up {
             upload_expiry: self.upload_expiry,
             event_retention: self.event_retention,
             public_metrics: self.public_metrics,
+            disk_reserve: self.disk_reserve,
             async_queue: server::AsyncQueueLimit {
                 requests: self.async_max_queued,
                 bytes: self.async_max_queued_bytes.bytes(),

@@ -514,6 +514,8 @@ async fn a_cron_trigger_fires_on_its_schedule() {
     // Bad schedules are refused at deploy, with the reason.
     for (trigger, says) in [
         ("cron=* * *", "is invalid"),
+        ("cron=0 0 0 30 2 *", "never fires"),
+        ("cron=0 * * * * * 2030", "fields"),
         ("cron=* * * * *;tz=Mars/Olympus", "IANA"),
         ("queue=Orders", "lowercase"),
         ("docs=users;batch=3", "not a setting"),

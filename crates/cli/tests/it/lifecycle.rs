@@ -256,3 +256,33 @@ async fn the_data_directory_and_its_files_are_its_owners_alone() {
     }
     assert!(seen > 10, "only {seen} files and directories");
 }
+
+#[tokio::test]
+async fn query_parameters_are_checked_with_invalid_query() {
+    let server = server();
+    deploy(&server, "hello", guests::HELLO, &[]);
+    send(control(&server, reqwest::Method::PUT, "/v1/buckets/media")).await;
+    for path in [
+        "/v1/topics/news/events?limit=0",
+        "/v1/topics/news/events?after=-1",
+        "/v1/topics/news/events?limit=5000",
+        "/v1/events/dead?limit=0",
+        "/v1/events/dead?seq=-3",
+        "/v1/functions/hello/logs?after=-1",
+        "/v1/functions/hello/logs?limit=0",
+        "/v1/invocations?limit=0",
+        "/v1/kv/cache?limit=0",
+        "/v1/objects/media?limit=0",
+        "/v1/docs/notes?limit=0",
+        "/v1/usage?bogus=1",
+        "/v1/kv/cache?limit=%zz",
+    ] {
+        let answer = send(control(&server, reqwest::Method::GET, path)).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (400, "invalid_query"),
+            "{path}: {}",
+            answer.text()
+        );
+    }
+}

@@ -4,6 +4,7 @@
 mod architecture;
 mod connections;
 mod deploy;
+mod disk;
 mod docs;
 mod durability;
 mod events;
