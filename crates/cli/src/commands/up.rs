@@ -11,7 +11,7 @@ pub struct Up {
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "WOK_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Largest component upload a deploy accepts.
     #[arg(long, default_value = "256MiB")]

@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod objects;
 mod projects;
+mod readme;
 mod realtime;
 mod records;
 mod s3;
