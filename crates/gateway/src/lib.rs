@@ -5,6 +5,7 @@
 //! `error.rs`, one table). Reaches runtimes only through `invoke` traits via
 //! the `functions` registry; knows nothing of wasmtime.
 
+mod aws_chunked;
 mod control;
 mod convert;
 mod docs;

@@ -1486,83 +1486,19 @@ fn is_aws_chunked(request: &Request) -> bool {
         .is_some_and(|value| value.starts_with("STREAMING-"))
 }
 
-/// Where an aws-chunked body stands: `SIZE[;chunk-signature=...]\r\n`,
-/// then SIZE bytes and `\r\n`, again and again until a chunk of size 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Size(u64),
-    Extension(u64),
-    Data(u64),
-    DataEnd(u8),
-    Final,
-}
-
 /// Passes an aws-chunked body through, and fails it if it ends before its
 /// final (zero-sized) chunk: s3s takes such a body as whole, which lets a
 /// body cut at a chunk boundary through unsigned at its end.
 struct ChunkFraming {
     inner: axum::body::Body,
-    state: Framing,
+    framing: crate::aws_chunked::Framing,
 }
 
 impl ChunkFraming {
     fn new(inner: axum::body::Body) -> Self {
         Self {
             inner,
-            state: Framing::Size(0),
-        }
-    }
-
-    fn advance(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            self.state = match self.state {
-                Framing::Size(size) => {
-                    let byte = bytes[0];
-                    bytes = &bytes[1..];
-                    match (byte as char).to_digit(16) {
-                        Some(digit) => Framing::Size(size.saturating_mul(16) + u64::from(digit)),
-                        None if byte == b'\n' => Self::after_size(size),
-                        None => Framing::Extension(size),
-                    }
-                }
-                Framing::Extension(size) => match bytes.iter().position(|byte| *byte == b'\n') {
-                    Some(at) => {
-                        bytes = &bytes[at + 1..];
-                        Self::after_size(size)
-                    }
-                    None => {
-                        bytes = &[];
-                        Framing::Extension(size)
-                    }
-                },
-                Framing::Data(left) => {
-                    let taken = left.min(bytes.len() as u64);
-                    bytes = &bytes[taken as usize..];
-                    if taken == left {
-                        Framing::DataEnd(2)
-                    } else {
-                        Framing::Data(left - taken)
-                    }
-                }
-                Framing::DataEnd(left) => {
-                    bytes = &bytes[1..];
-                    if left == 1 {
-                        Framing::Size(0)
-                    } else {
-                        Framing::DataEnd(left - 1)
-                    }
-                }
-                // Trailers, or the closing line.
-                Framing::Final => return,
-            };
-        }
-    }
-
-    fn after_size(size: u64) -> Framing {
-        if size == 0 {
-            Framing::Final
-        } else {
-            Framing::Data(size)
+            framing: crate::aws_chunked::Framing::default(),
         }
     }
 }
@@ -1579,12 +1515,12 @@ impl http_body::Body for ChunkFraming {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let data = data.clone();
-                    self.advance(&data);
+                    self.framing.advance(&data);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(None) if self.state != Framing::Final => {
-                self.state = Framing::Final;
+            Poll::Ready(None) if !self.framing.is_complete() => {
+                self.framing.finish();
                 Poll::Ready(Some(Err(axum::Error::new(
                     "the aws-chunked body ended before its final chunk",
                 ))))

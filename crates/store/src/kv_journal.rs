@@ -255,37 +255,25 @@ impl KvJournal {
         };
         let mut replayed = BTreeMap::new();
         let mut checkpointed = Checkpointed::default();
-        let mut position = 0;
-        let mut first = None;
-        let mut damaged = Vec::new();
-        loop {
-            let (record, size) = match Record::decode(&bytes[position..]) {
-                Decoded::End => break,
-                Decoded::Record(record, size) => (record, size),
-                Decoded::Damaged => {
-                    // Damage in the middle (acknowledged records after it)
-                    // or a torn end (a batch that was never acknowledged).
-                    match next_fresh_record(&bytes, position + 1, connection, &mut checkpointed)? {
-                        Some(next) => {
-                            damaged.push(position);
-                            position = next;
-                            continue;
-                        }
-                        None => {
-                            tracing::warn!(
-                                "the key-value journal ends in a torn or damaged record at byte {position}: a batch that was never acknowledged, dropped"
-                            );
-                            break;
-                        }
+        let scanned = scan(&bytes, |record| {
+            Ok(
+                match (ProjectId::new(record.project), StoreName::new(record.store)) {
+                    (Ok(project), Ok(store)) => {
+                        record.pending.version
+                            > checkpointed.version(connection, &project, &store)?
                     }
-                }
-            };
-            // Past damage, the generation no longer tells where the records
-            // end: freshness does (below).
-            if damaged.is_empty() && *first.get_or_insert(record.generation) != record.generation {
-                break;
-            }
-            position += size;
+                    _ => false,
+                },
+            )
+        })?;
+        if let Some(at) = scanned.torn_at {
+            tracing::warn!(
+                "the key-value journal ends in a torn or damaged record at byte {at}: a batch that was never acknowledged, dropped"
+            );
+        }
+        let damaged = scanned.damaged;
+        let first = scanned.generation;
+        for (record, after_damage) in scanned.records {
             let (Ok(project), Ok(store)) =
                 (ProjectId::new(record.project), StoreName::new(record.store))
             else {
@@ -295,7 +283,7 @@ impl KvJournal {
             // replayed before) is left out; a delete of the journal's first
             // format has no version and counts as fresh only in order.
             let fresh = match record.pending.version {
-                0 => damaged.is_empty(),
+                0 => !after_damage,
                 version => version > checkpointed.version(connection, &project, &store)?,
             };
             if !fresh {
@@ -728,7 +716,7 @@ fn check(condition: Condition, live: &Option<KvEntry>) -> Result<(), StoreError>
 }
 
 /// One journal record.
-struct Record<'a> {
+pub(crate) struct Record<'a> {
     generation: u64,
     project: &'a str,
     store: &'a str,
@@ -857,29 +845,70 @@ impl Checkpointed {
     }
 }
 
-/// Where the next record after damage at `from` starts that the table does
-/// not have yet (an acknowledged write), if any: damage in the middle of
-/// the journal, not a torn end.
-fn next_fresh_record(
-    bytes: &[u8],
-    from: usize,
-    connection: &Connection,
-    checkpointed: &mut Checkpointed,
-) -> Result<Option<usize>, StoreError> {
-    for at in from..bytes.len() {
-        let Decoded::Record(record, _) = Record::decode(&bytes[at..]) else {
-            continue;
+/// What a journal's bytes hold, read in order.
+pub(crate) struct Scanned<'a> {
+    /// The records, each with whether it lies past damage.
+    pub records: Vec<(Record<'a>, bool)>,
+    /// The generation of the first record.
+    pub generation: Option<u64>,
+    /// Where damaged records were found that had records after them.
+    pub damaged: Vec<usize>,
+    /// Where a torn (or damaged) record ended the journal.
+    pub torn_at: Option<usize>,
+}
+
+/// Reads a journal: records in order while they carry the first one's
+/// generation, up to the zeros that end them. At a record that fails its
+/// check, the first later record `fresh` takes (one the table does not
+/// have: an acknowledged write) is where reading goes on (damage in the
+/// middle); with none, the journal ends there (a torn end).
+pub(crate) fn scan<'a>(
+    bytes: &'a [u8],
+    mut fresh: impl FnMut(&Record<'a>) -> Result<bool, StoreError>,
+) -> Result<Scanned<'a>, StoreError> {
+    let mut scanned = Scanned {
+        records: Vec::new(),
+        generation: None,
+        damaged: Vec::new(),
+        torn_at: None,
+    };
+    let mut position = 0;
+    'records: loop {
+        let (record, size) = match Record::decode(&bytes[position..]) {
+            Decoded::End => break,
+            Decoded::Record(record, size) => (record, size),
+            Decoded::Damaged => {
+                for at in position + 1..bytes.len() {
+                    if let Decoded::Record(record, _) = Record::decode(&bytes[at..])
+                        && fresh(&record)?
+                    {
+                        scanned.damaged.push(position);
+                        position = at;
+                        continue 'records;
+                    }
+                }
+                scanned.torn_at = Some(position);
+                break;
+            }
         };
-        let (Ok(project), Ok(store)) =
-            (ProjectId::new(record.project), StoreName::new(record.store))
-        else {
-            continue;
-        };
-        if record.pending.version > checkpointed.version(connection, &project, &store)? {
-            return Ok(Some(at));
+        // Past damage, the generation no longer tells where the records
+        // end: freshness does (the caller's).
+        let after_damage = !scanned.damaged.is_empty();
+        if !after_damage && *scanned.generation.get_or_insert(record.generation) != record.generation {
+            break;
         }
+        position += size;
+        scanned.records.push((record, after_damage));
     }
-    Ok(None)
+    Ok(scanned)
+}
+
+/// The journal reader, for the fuzz target: how many records `bytes` hold
+/// and where damage lies (every record counted as fresh).
+#[doc(hidden)]
+pub fn fuzz_scan(bytes: &[u8]) -> (usize, Vec<usize>) {
+    let scanned = scan(bytes, |_| Ok(true)).expect("freshness never fails here");
+    (scanned.records.len(), scanned.damaged)
 }
 
 struct Reader<'a>(&'a [u8]);

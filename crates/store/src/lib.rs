@@ -26,6 +26,30 @@ pub use kv::{
 pub use objects::ObjectStore;
 pub use sqlite::SqliteStore;
 
+/// Entry points for the fuzz targets (`fuzz/`): the parsers, reached
+/// without a database. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::kv_journal::fuzz_scan as journal_scan;
+
+    /// A value's sort key (the bytes index entries and cursors order by).
+    pub fn sort_key(value: Option<&serde_json::Value>, descending: bool) -> Vec<u8> {
+        let mut key = Vec::new();
+        crate::docs::encode_part(value, descending, &mut key);
+        key
+    }
+
+    /// Plans `query` over these indexes and this many documents.
+    pub fn plan(
+        query: &crate::docs::Query,
+        indexes: &[crate::docs::Index],
+        documents: u64,
+    ) -> Result<(), crate::StoreError> {
+        crate::docs::plan(query, indexes, documents, "fuzz", crate::docs::Order::Matters)
+            .map(|_| ())
+    }
+}
+
 use domain::{
     AccessRule, ApiKey, FunctionConfig, FunctionName, InvocationRecord, LogLine, Project,
     ProjectId, ResourceKind, UnixMillis, Usage, UsageFilter,
