@@ -35,7 +35,9 @@ impl Framing {
                 State::Size(size) => {
                     bytes = &bytes[1..];
                     match (byte as char).to_digit(16) {
-                        Some(digit) => State::Size(size.saturating_mul(16).saturating_add(u64::from(digit))),
+                        Some(digit) => {
+                            State::Size(size.saturating_mul(16).saturating_add(u64::from(digit)))
+                        }
                         None if byte == b'\n' => Self::after_size(size),
                         None => State::Extension(size),
                     }

@@ -894,7 +894,9 @@ pub(crate) fn scan<'a>(
         // Past damage, the generation no longer tells where the records
         // end: freshness does (the caller's).
         let after_damage = !scanned.damaged.is_empty();
-        if !after_damage && *scanned.generation.get_or_insert(record.generation) != record.generation {
+        if !after_damage
+            && *scanned.generation.get_or_insert(record.generation) != record.generation
+        {
             break;
         }
         position += size;

@@ -45,8 +45,14 @@ pub mod fuzzing {
         indexes: &[crate::docs::Index],
         documents: u64,
     ) -> Result<(), crate::StoreError> {
-        crate::docs::plan(query, indexes, documents, "fuzz", crate::docs::Order::Matters)
-            .map(|_| ())
+        crate::docs::plan(
+            query,
+            indexes,
+            documents,
+            "fuzz",
+            crate::docs::Order::Matters,
+        )
+        .map(|_| ())
     }
 }
 

@@ -308,40 +308,58 @@ fn websocket_url(target: &Target) -> String {
     )
 }
 
-fn realtime(target: &Target, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks: Vec<tokio::task::JoinHandle<()>> = (0..8)
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// `count` clients that open a WebSocket again and again, each doing
+/// `behave(index, socket)` until the server drops it.
+fn socket_loop<F, Fut>(
+    target: &Target,
+    count: usize,
+    stop: &Arc<AtomicBool>,
+    behave: F,
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    F: Fn(usize, Socket) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    (0..count)
         .map(|index| {
-            let (url, stop) = (websocket_url(target), stop.clone());
+            let (url, stop, behave) = (websocket_url(target), stop.clone(), behave.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    let subscribe =
-                        json!({"type": "subscribe", "id": format!("s{index}"), "topic": "firehose"});
-                    let _ = socket
-                        .send(tokio_tungstenite::tungstenite::Message::Text(
-                            subscribe.to_string().into(),
-                        ))
-                        .await;
-                    // Never reads: the server drops it in time; then again.
-                    let (sink, _stream) = socket.split();
-                    let mut sink = sink;
-                    loop {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        if sink
-                            .send(tokio_tungstenite::tungstenite::Message::Ping(vec![].into()))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
+                    match tokio_tungstenite::connect_async(&url).await {
+                        Ok((socket, _)) => behave(index, socket).await,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
                 }
             })
         })
-        .collect();
+        .collect()
+}
+
+fn realtime(target: &Target, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = socket_loop(target, 8, &stop, |index, mut socket| async move {
+        let subscribe =
+            json!({"type": "subscribe", "id": format!("s{index}"), "topic": "firehose"});
+        let _ = socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                subscribe.to_string().into(),
+            ))
+            .await;
+        // Never reads: the server drops it in time; then again.
+        let (mut sink, _stream) = socket.split();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if sink
+                .send(tokio_tungstenite::tungstenite::Message::Ping(vec![].into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
     let (url, token) = (target.url.clone(), target.token.clone());
     tasks.push(tokio::spawn(async move {
         let client = reqwest::Client::new();
@@ -376,32 +394,21 @@ async fn prepare_live_documents(target: &Target) {
 }
 
 fn live_queries(target: &Target, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..4)
-        .map(|_| {
-            let (url, stop) = (websocket_url(target), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    for index in 0..20 {
-                        let subscribe = json!({"type": "subscribe", "id": format!("q{index}"),
+    socket_loop(target, 4, &stop, |_, mut socket| async move {
+        for index in 0..20 {
+            let subscribe = json!({"type": "subscribe", "id": format!("q{index}"),
                             "collection": "live", "query": {}});
-                        let _ = socket
-                            .send(tokio_tungstenite::tungstenite::Message::Text(
-                                subscribe.to_string().into(),
-                            ))
-                            .await;
-                    }
-                    // Reads slowly.
-                    while let Some(Ok(_)) = socket.next().await {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            })
-        })
-        .collect()
+            let _ = socket
+                .send(tokio_tungstenite::tungstenite::Message::Text(
+                    subscribe.to_string().into(),
+                ))
+                .await;
+        }
+        // Reads slowly.
+        while let Some(Ok(_)) = socket.next().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
 }
 
 /// A token of key `id` of project `default` with a random-looking secret.

@@ -25,16 +25,6 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>,
     }
 }
 
-/// The value of one sample of `/metrics` (0 if absent).
-async fn metric(server: &WokServer, sample: &str) -> f64 {
-    let text = send(control(server, reqwest::Method::GET, "/metrics"))
-        .await
-        .text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn slow_and_idle_connections_are_closed_while_a_healthy_client_is_served() {
     let server = WokServer::start_with(

@@ -159,6 +159,16 @@ pub async fn send(request: reqwest::RequestBuilder) -> Answer {
     }
 }
 
+/// The value of one sample of `/metrics` (0 if absent).
+pub async fn metric(server: &WokServer, sample: &str) -> f64 {
+    let text = send(control(server, reqwest::Method::GET, "/metrics"))
+        .await
+        .text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub async fn get(server: &WokServer, path: &str) -> Answer {
     send(http().get(format!("{}{path}", server.url))).await
 }

@@ -208,16 +208,6 @@ async fn topics_push_to_public_keys_only_as_their_access_rule_allows() {
     assert!(tokio_tungstenite::connect_async(url).await.is_err());
 }
 
-/// The value of one sample of `/metrics` (0 if absent).
-async fn metric(server: &WokServer, sample: &str) -> f64 {
-    let text = send(control(server, reqwest::Method::GET, "/metrics"))
-        .await
-        .text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The server's resident memory, in bytes.
 fn rss(server: &WokServer) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
