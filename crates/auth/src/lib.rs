@@ -105,8 +105,9 @@ pub struct Auth {
     live: RwLock<HashMap<(ProjectId, String), ApiKey>>,
     /// Seals and opens S3 secrets at rest.
     server_key: LessSafeKey,
-    /// Access rules already read (absent ones as `Private`); rules change
-    /// only through [`Auth::set_rule`], which updates this first-hand.
+    /// Every access rule set (absent ones are `Private`); rules change
+    /// only through [`Auth::set_rule`] and [`Auth::forget_rule`], which
+    /// update this first-hand.
     rules: RwLock<HashMap<Resource, AccessRule>>,
     /// Whether any resource of a kind lets public keys write, per project;
     /// dropped when one of the project's rules changes.
@@ -189,7 +190,7 @@ fn parse_token(token: &str) -> Option<(KeyKind, ProjectId, &str, &str)> {
 
 impl Auth {
     /// An `Auth` with no key loaded (see [`Auth::open`]).
-    pub fn new(store: Arc<dyn MetaStore>, admin_token: String, server_key: [u8; 32]) -> Self {
+    fn new(store: Arc<dyn MetaStore>, admin_token: String, server_key: [u8; 32]) -> Self {
         Self {
             store,
             admin_token,
@@ -234,6 +235,14 @@ impl Auth {
             .live
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = live;
+        *auth
+            .rules
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = store
+            .access_rules()?
+            .into_iter()
+            .map(|(project, kind, name, rule)| ((project, kind, name), rule))
+            .collect();
         Ok(auth)
     }
 
@@ -292,8 +301,8 @@ impl Auth {
 
     /// Whether `caller` may do `access` on a collection or bucket of
     /// `project`: the admin and the project's service keys always may; its
-    /// public keys as the resource's rule says; nobody else. Reads the
-    /// store only for a rule not seen yet.
+    /// public keys as the resource's rule says; nobody else. Never reads
+    /// the store (every rule is in memory).
     ///
     /// Per-user rules (with accounts) will be decided here too, from the
     /// caller and the rule, so every data API keeps asking this one place.
@@ -304,31 +313,11 @@ impl Auth {
         kind: ResourceKind,
         name: &str,
         access: Access,
-    ) -> Result<bool, StoreError> {
-        match self.allows_cached(caller, project, kind, name, access) {
-            Some(allowed) => Ok(allowed),
-            None => Ok(self.rule(project, kind, name)?.lets_public(access)),
-        }
-    }
-
-    /// [`Auth::allows`], if it can be told without the store (the caller
-    /// needs no rule, or the rule is in memory); never blocks.
-    pub fn allows_cached(
-        &self,
-        caller: &Caller,
-        project: &ProjectId,
-        kind: ResourceKind,
-        name: &str,
-        access: Access,
-    ) -> Option<bool> {
+    ) -> bool {
         if caller.serves(project) {
-            return Some(true);
+            return true;
         }
-        if !caller.member_of(project) {
-            return Some(false);
-        }
-        self.cached_rule(project, kind, name)
-            .map(|rule| rule.lets_public(access))
+        caller.member_of(project) && self.rule(project, kind, name).lets_public(access)
     }
 
     /// Whether `caller` may write to some collection (bucket, topic) of
@@ -403,40 +392,15 @@ impl Auth {
         public_writes.1.remove(&(project.clone(), kind));
     }
 
-    /// The rule, if already in memory; never blocks.
-    pub fn cached_rule(
-        &self,
-        project: &ProjectId,
-        kind: ResourceKind,
-        name: &str,
-    ) -> Option<AccessRule> {
+    /// The rule of a collection or bucket (`Private` when never set); a
+    /// name never set is not remembered, so asking costs no memory.
+    pub fn rule(&self, project: &ProjectId, kind: ResourceKind, name: &str) -> AccessRule {
         self.rules
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(&(project.clone(), kind, name.to_owned()))
             .copied()
-    }
-
-    /// The rule of a collection or bucket (`Private` when never set).
-    pub fn rule(
-        &self,
-        project: &ProjectId,
-        kind: ResourceKind,
-        name: &str,
-    ) -> Result<AccessRule, StoreError> {
-        if let Some(rule) = self.cached_rule(project, kind, name) {
-            return Ok(rule);
-        }
-        let resource = (project.clone(), kind, name.to_owned());
-        let rule = self
-            .store
-            .access_rule(project, kind, name)?
-            .unwrap_or_default();
-        self.rules
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(resource, rule);
-        Ok(rule)
+            .unwrap_or_default()
     }
 
     /// Forgets a rule kept in memory, after its resource was removed (and

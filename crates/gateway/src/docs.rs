@@ -57,7 +57,7 @@ async fn read_json(
     gateway: &SharedGateway,
     request: Request,
     limit: usize,
-) -> Result<(Value, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
+) -> Result<(Value, Option<crate::http_util::JsonPermit>), ApiError> {
     read_json_body(
         gateway,
         request,

@@ -190,7 +190,25 @@ impl IntoResponse for ApiError {
                 http::HeaderValue::from_static("1"),
             );
         }
+        if self.is_disk_full() {
+            response.extensions_mut().insert(DiskFilled);
+        }
         response
+    }
+}
+
+/// Marks a response answering a write that failed for a full disk (the
+/// status alone says nothing: a function's own answer may be a 507).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DiskFilled;
+
+impl ApiError {
+    fn is_disk_full(&self) -> bool {
+        match self {
+            ApiError::InsufficientStorage(_) => true,
+            ApiError::Batch { error, .. } => error.is_disk_full(),
+            _ => false,
+        }
     }
 }
 

@@ -118,26 +118,104 @@ pub(crate) const SMALL_BODY: usize = 64 << 10;
 
 /// The MiB of large JSON request bodies read or parsed at once (see
 /// [`read_json_body`]).
-pub const JSON_BODY_BUDGET_MIB: usize = 12;
+pub const JSON_BODY_BUDGET_MIB: usize = 16;
+
+/// The MiB of them one project may hold: one whole batch, so the others
+/// always have the rest.
+const JSON_BODY_SHARE_MIB: usize = 10;
 
 /// How long a large body waits for its turn before the request is refused.
 const JSON_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Slowest a large JSON body may arrive once it has its share of the
+/// budget (a second, after 10 s): 64 KiB, so a 10 MiB batch has 170 s.
+const JSON_BODY_MIN_RATE: usize = 64 << 10;
+
+/// The budget for large JSON bodies: MiB being read or parsed at once,
+/// and what each project holds of them (at most
+/// [`JSON_BODY_SHARE_MIB`]), so one project's slow or many bodies never
+/// keep another's out.
+pub struct JsonBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    shares: std::sync::Mutex<HashMap<domain::ProjectId, usize>>,
+}
+
+impl JsonBudget {
+    pub fn new(mib: usize) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(mib)),
+            shares: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes `mib` of the project's share, if it has that much left.
+    fn take_share(self: &Arc<Self>, project: &domain::ProjectId, mib: usize) -> Option<Share> {
+        let mut shares = self
+            .shares
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let held = shares.entry(project.clone()).or_default();
+        if *held + mib > JSON_BODY_SHARE_MIB {
+            if *held == 0 {
+                shares.remove(project);
+            }
+            return None;
+        }
+        *held += mib;
+        Some(Share {
+            budget: self.clone(),
+            project: project.clone(),
+            mib,
+        })
+    }
+}
+
+/// A project's part of the [`JsonBudget`], given back on drop.
+struct Share {
+    budget: Arc<JsonBudget>,
+    project: domain::ProjectId,
+    mib: usize,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut shares = self
+            .budget
+            .shares
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(held) = shares.get_mut(&self.project) {
+            *held = held.saturating_sub(self.mib);
+            if *held == 0 {
+                shares.remove(&self.project);
+            }
+        }
+    }
+}
+
+/// What a large JSON body holds of the [`JsonBudget`] while its value lives.
+pub(crate) struct JsonPermit {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _share: Option<Share>,
+}
 
 /// Reads a request body of at most `limit` bytes and parses it as JSON.
 ///
 /// A parsed JSON value takes up to ~16 times its text in memory, so large
 /// bodies (over [`SMALL_BODY`], or of unknown length) take their size from
-/// [`crate::Gateway::json_bodies`] before they are read and give it back
-/// when the returned permit drops (hold it while the value lives); a body
-/// declared larger than `limit` is refused unread (413). Large bodies are
-/// parsed off the async threads. An empty body is `empty`.
+/// [`crate::Gateway::json_bodies`] (and from their project's share of it:
+/// 429 past it) before they are read and give it back when the returned
+/// permit drops (hold it while the value lives); they then have to arrive
+/// at [`JSON_BODY_MIN_RATE`] (408). A body declared larger than `limit` is
+/// refused unread (413). Large bodies are parsed off the async threads. An
+/// empty body is `empty`.
 pub(crate) async fn read_json_body<T: serde::de::DeserializeOwned + Send + 'static>(
     gateway: &crate::SharedGateway,
     request: Request,
     limit: usize,
     empty: impl FnOnce() -> Result<T, ApiError>,
     invalid: fn(serde_json::Error) -> ApiError,
-) -> Result<(T, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
+) -> Result<(T, Option<JsonPermit>), ApiError> {
     let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes"));
     let declared = request
         .headers()
@@ -149,14 +227,32 @@ pub(crate) async fn read_json_body<T: serde::de::DeserializeOwned + Send + 'stat
     }
     let expected = declared.map_or(limit, |length| length as usize);
     let permit = if expected > SMALL_BODY {
-        let mib = expected.div_ceil(1 << 20).min(JSON_BODY_BUDGET_MIB) as u32;
+        let mib = expected
+            .div_ceil(1 << 20)
+            .min(JSON_BODY_SHARE_MIB)
+            .min(JSON_BODY_BUDGET_MIB);
+        let budget = &gateway.json_bodies;
+        let share = match request.extensions().get::<crate::projects::Scope>() {
+            Some(crate::projects::Scope(project)) => {
+                Some(budget.take_share(project, mib).ok_or_else(|| {
+                    ApiError::Overloaded(
+                        "this project is sending other large request bodies; retry later"
+                            .to_owned(),
+                    )
+                })?)
+            }
+            None => None,
+        };
         let waited = tokio::time::timeout(
             JSON_BODY_WAIT,
-            gateway.json_bodies.clone().acquire_many_owned(mib),
+            budget.permits.clone().acquire_many_owned(mib as u32),
         )
         .await;
         match waited {
-            Ok(Ok(permit)) => Some(permit),
+            Ok(Ok(permit)) => Some(JsonPermit {
+                _permit: permit,
+                _share: share,
+            }),
             _ => {
                 return Err(ApiError::Overloaded(
                     "the server is reading other large request bodies; retry later".to_owned(),
@@ -166,7 +262,24 @@ pub(crate) async fn read_json_body<T: serde::de::DeserializeOwned + Send + 'stat
     } else {
         None
     };
-    let bytes = match axum::body::to_bytes(request.into_body(), limit).await {
+    let read = axum::body::to_bytes(request.into_body(), limit);
+    let read = match permit {
+        // Holding the budget: the body has to keep coming.
+        Some(_) => {
+            let allowed =
+                std::time::Duration::from_secs(10 + (expected / JSON_BODY_MIN_RATE) as u64);
+            match tokio::time::timeout(allowed, read).await {
+                Ok(read) => read,
+                Err(_) => {
+                    return Err(ApiError::RequestTimeout(format!(
+                        "a request body over {SMALL_BODY} bytes must arrive at {JSON_BODY_MIN_RATE} bytes a second at least"
+                    )));
+                }
+            }
+        }
+        None => read.await,
+    };
+    let bytes = match read {
         Ok(bytes) => bytes,
         Err(error) => {
             use std::error::Error;

@@ -21,7 +21,8 @@ mod s3;
 mod serve;
 
 pub use error::ApiError;
-pub use http_util::JSON_BODY_BUDGET_MIB;
+pub use http_util::{JSON_BODY_BUDGET_MIB, JsonBudget};
+pub use realtime::Budget as RealtimeBudget;
 pub use serve::{BODY_GRACE, ConnectionLimits, serve};
 
 use axum::Router;
@@ -66,13 +67,15 @@ pub struct Gateway {
     pub max_upload_bytes: u64,
     /// MiB of large JSON bodies being read and parsed at once (see
     /// `http_util::read_json_body`).
-    pub json_bodies: Arc<tokio::sync::Semaphore>,
+    pub json_bodies: Arc<http_util::JsonBudget>,
     /// Who may read `/metrics`.
     pub metrics_access: MetricsAccess,
     /// Room kept on the data directory's disk (see `blob::Reserve`).
     pub disk: Arc<blob::Reserve>,
     /// How many asynchronous requests of one function may wait, and their size.
     pub async_queue: store::events::AsyncQueueLimit,
+    /// Bytes all realtime clients may have unread.
+    pub realtime_budget: Arc<RealtimeBudget>,
 }
 
 pub type SharedGateway = Arc<Gateway>;

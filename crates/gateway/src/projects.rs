@@ -276,22 +276,7 @@ pub async fn authorize(
     name: &str,
     access: Access,
 ) -> Result<(), ApiError> {
-    let allowed = match gateway
-        .auth
-        .allows_cached(caller, project, kind, name, access)
-    {
-        Some(allowed) => allowed,
-        None => {
-            let (auth, caller, project, name) = (
-                gateway.auth.clone(),
-                caller.clone(),
-                project.clone(),
-                name.to_owned(),
-            );
-            blocking(move || auth.allows(&caller, &project, kind, &name, access)).await?
-        }
-    };
-    if allowed {
+    if gateway.auth.allows(caller, project, kind, name, access) {
         Ok(())
     } else {
         let verb = match access {
@@ -369,8 +354,7 @@ pub async fn read_rule(
     name: String,
 ) -> Result<Json<api_types::AccessSetting>, ApiError> {
     require_service(caller, &project)?;
-    let auth = gateway.auth.clone();
-    let rule = blocking(move || auth.rule(&project, kind, &name)).await?;
+    let rule = gateway.auth.rule(&project, kind, &name);
     Ok(Json(api_types::AccessSetting {
         access: rule.as_str().to_owned(),
     }))

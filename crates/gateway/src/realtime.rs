@@ -32,14 +32,69 @@ pub const OUT_BUFFER: usize = 1024;
 /// Bytes of messages waiting to be written to one client; beyond, it is
 /// too slow. (A snapshot is at most `store::docs::MAX_SNAPSHOT_BYTES`.)
 pub const OUT_BUFFER_BYTES: usize = 16 << 20;
-/// Longest a write to the client may take; a client that does not read
-/// for that long is dropped.
+/// Longest a write to the client may take, plus a second for each
+/// [`MIN_WRITE_RATE`] bytes of it; a client that does not read for that
+/// long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slowest reader the server waits for (a second): 64 KiB, so a 4 MiB
+/// snapshot gets 74 s.
+const MIN_WRITE_RATE: usize = 64 << 10;
+/// Bytes a connection may always have unread, however much all the
+/// others hold (see [`Budget`]).
+const OUT_BUFFER_FLOOR: usize = 1 << 20;
 /// Longest the closing frame may wait for a client that does not read
 /// (it comes after what the client has not read yet).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Close code for a client that does not keep up.
 pub const SLOW_CONSUMER: u16 = 4008;
+/// Close code when all clients together hold the whole [`Budget`]: try
+/// again later.
+const TRY_AGAIN_LATER: u16 = 1013;
+
+/// The bytes of messages all realtime clients have not read yet (queued,
+/// or being written), against a limit. Beyond it, a connection with more
+/// than [`OUT_BUFFER_FLOOR`] unread is closed ([`TRY_AGAIN_LATER`]), so
+/// many clients that do not read cannot fill the server's memory, and
+/// clients that keep up are not touched.
+pub struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Takes `length` bytes; false (nothing taken) past the limit.
+    fn take(&self, length: usize) -> bool {
+        if self.used.fetch_add(length, Ordering::Relaxed) + length > self.limit {
+            self.release(length);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self, length: usize) {
+        self.used.fetch_sub(length, Ordering::Relaxed);
+    }
+}
+
+/// Bytes of one message, given back to the [`Budget`] on drop (written,
+/// or dropped with its connection).
+struct Held<'a> {
+    budget: &'a Budget,
+    length: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.release(self.length);
+    }
+}
 /// Subscriptions one connection holds.
 const MAX_SUBSCRIPTIONS: usize = 100;
 /// Largest client message.
@@ -69,13 +124,16 @@ struct Out {
     messages: tokio::sync::mpsc::Sender<String>,
     /// Bytes of the messages queued and not yet taken by the writer.
     queued: Arc<AtomicUsize>,
+    /// What all connections hold (this one's messages until written).
+    budget: Arc<Budget>,
     close: CloseOnce,
     metrics: Arc<metering::Metrics>,
 }
 
 impl Out {
-    /// Queues a message; a full buffer (in messages or bytes) closes the
-    /// connection. Returns whether the message was queued.
+    /// Queues a message; a full buffer (in messages or bytes, or the
+    /// server's whole [`Budget`] while this one holds more than its floor)
+    /// closes the connection. Returns whether the message was queued.
     fn send(&self, message: Value) -> bool {
         self.send_text(message.to_string())
     }
@@ -83,7 +141,8 @@ impl Out {
     /// [`Out::send`] for a message already written as JSON text.
     fn send_text(&self, text: String) -> bool {
         let length = text.len();
-        if self.queued.fetch_add(length, Ordering::Relaxed) + length > OUT_BUFFER_BYTES {
+        let mine = self.queued.fetch_add(length, Ordering::Relaxed) + length;
+        if mine > OUT_BUFFER_BYTES {
             self.queued.fetch_sub(length, Ordering::Relaxed);
             self.close(
                 SLOW_CONSUMER,
@@ -91,10 +150,24 @@ impl Out {
             );
             return false;
         }
+        if !self.budget.take(length) {
+            if mine > OUT_BUFFER_FLOOR {
+                self.queued.fetch_sub(length, Ordering::Relaxed);
+                self.close(
+                    TRY_AGAIN_LATER,
+                    "server busy: its realtime clients hold all the unread messages it keeps"
+                        .to_owned(),
+                );
+                return false;
+            }
+            // Within the floor: kept, beyond the budget.
+            self.budget.used.fetch_add(length, Ordering::Relaxed);
+        }
         match self.messages.try_send(text) {
             Ok(()) => true,
             Err(error) => {
                 self.queued.fetch_sub(length, Ordering::Relaxed);
+                self.budget.release(length);
                 if let tokio::sync::mpsc::error::TrySendError::Full(_) = error {
                     self.close(
                         SLOW_CONSUMER,
@@ -115,6 +188,8 @@ impl Out {
         if let Some(close) = taken {
             self.metrics.realtime_closed(match code {
                 SLOW_CONSUMER => "slow_consumer",
+                TRY_AGAIN_LATER => "server_busy",
+                NORMAL_CLOSURE => "client_closed",
                 POLICY_VIOLATION => "revoked",
                 _ => "protocol",
             });
@@ -134,13 +209,15 @@ impl Out {
 
 /// Writes queued messages. A close request goes first, even while a write
 /// is stuck (a slow client's queue is dropped with it); each write gets
-/// [`WRITE_TIMEOUT`] and the closing frame [`CLOSE_TIMEOUT`], so a client
-/// that does not read never holds the server.
+/// [`WRITE_TIMEOUT`] (and time for its size) and the closing frame
+/// [`CLOSE_TIMEOUT`], so a client that does not read never holds the
+/// server.
 async fn write_messages(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut outgoing: tokio::sync::mpsc::Receiver<String>,
     mut closed: tokio::sync::oneshot::Receiver<(u16, String)>,
     queued: Arc<AtomicUsize>,
+    budget: Arc<Budget>,
     metrics: Arc<metering::Metrics>,
 ) {
     let close = loop {
@@ -153,7 +230,12 @@ async fn write_messages(
             },
         };
         queued.fetch_sub(text.len(), Ordering::Relaxed);
-        let write = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into())));
+        let _held = Held {
+            budget: &budget,
+            length: text.len(),
+        };
+        let allowed = WRITE_TIMEOUT + Duration::from_secs((text.len() / MIN_WRITE_RATE) as u64);
+        let write = tokio::time::timeout(allowed, sink.send(Message::Text(text.into())));
         tokio::select! {
             biased;
             close = &mut closed => break close.ok(),
@@ -168,12 +250,25 @@ async fn write_messages(
             },
         }
     };
+    // What is still queued is dropped: its bytes go back to the budget.
+    outgoing.close();
+    while let Ok(text) = outgoing.try_recv() {
+        queued.fetch_sub(text.len(), Ordering::Relaxed);
+        budget.release(text.len());
+    }
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            // After the client's close, tungstenite refuses to send one and
+            // has the answer queued: flushing writes it.
+            if sink.send(Message::Close(Some(frame))).await.is_err() {
+                let _ = sink.flush().await;
+            }
+        })
+        .await;
     }
 }
 
@@ -201,6 +296,7 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
     let out = Out {
         messages,
         queued: queued.clone(),
+        budget: gateway.realtime_budget.clone(),
         close: Arc::new(std::sync::Mutex::new(Some(close))),
         metrics: gateway.metrics.clone(),
     };
@@ -209,9 +305,14 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
         outgoing,
         closed,
         queued,
+        gateway.realtime_budget.clone(),
         gateway.metrics.clone(),
     ));
     let mut changes = gateway.auth.changes();
+    // A key revoked between the upgrade request and now.
+    if !gateway.auth.still_valid(&caller) {
+        out.close(POLICY_VIOLATION, "the key was revoked".to_owned());
+    }
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut writer_done = false;
     loop {
@@ -235,7 +336,13 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
                 out.error(None, "invalid_message", "messages are JSON text frames");
                 continue;
             }
-            Some(Ok(Message::Close(_))) | None => break,
+            // The client's close is answered (tungstenite queued the reply:
+            // the writer flushes it).
+            Some(Ok(Message::Close(_))) => {
+                out.close(NORMAL_CLOSURE, String::new());
+                break;
+            }
+            None => break,
             Some(Err(error)) => {
                 if let Some((code, reason)) = protocol_close(error) {
                     out.close(code, reason);
@@ -315,6 +422,8 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
 
 /// Close code for a key that was revoked (RFC 6455: policy violation).
 const POLICY_VIOLATION: u16 = 1008;
+/// Close code of a close the client asked for.
+const NORMAL_CLOSURE: u16 = 1000;
 
 /// What a subscription follows.
 enum Target {

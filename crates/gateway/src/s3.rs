@@ -477,25 +477,13 @@ impl WokS3 {
     ) -> S3Result<(ProjectId, BucketName)> {
         let (caller, project) = self.who(request).await?;
         let bucket = bucket_name(bucket)?;
-        let allowed = match self.auth.allows_cached(
+        if !self.auth.allows(
             &caller,
             &project,
             ResourceKind::Bucket,
             bucket.as_str(),
             access,
         ) {
-            Some(allowed) => allowed,
-            None => {
-                let (auth, lookup, name) = (self.auth.clone(), project.clone(), bucket.to_string());
-                tokio::task::spawn_blocking(move || {
-                    auth.allows(&caller, &lookup, ResourceKind::Bucket, &name, access)
-                })
-                .await
-                .map_err(S3Error::internal_error)?
-                .map_err(S3Error::internal_error)?
-            }
-        };
-        if !allowed {
             let verb = match access {
                 Access::Read => "read",
                 Access::Write => "write",
@@ -717,11 +705,18 @@ impl S3 for WokS3 {
             .as_ref()
             .map_or((0, object.size), |range| (range.start, range.end));
         let body = self.objects.read(&object, start..end);
+        // A part of a multipart object is part of it, like a range; the
+        // one part of another object is the object.
+        let partial = match input.part_number {
+            Some(_) => parts_count(&object) > 1,
+            None => range.is_some(),
+        };
         let mut output = dto::GetObjectOutput {
             body: Some(StreamingBlob::wrap(body)),
             content_length: Some((end - start) as i64),
             content_range: range
                 .as_ref()
+                .filter(|range| partial && range.start < range.end)
                 .map(|range| format!("bytes {}-{}/{}", range.start, range.end - 1, object.size)),
             parts_count: input.part_number.map(|_| parts_count(&object)),
             accept_ranges: Some("bytes".to_owned()),
@@ -741,8 +736,7 @@ impl S3 for WokS3 {
         }
         set_kept_headers!(output, &object.headers);
         let mut response = S3Response::new(output);
-        // A part is part of the object, like a range.
-        if input.part_number.is_some() && parts_count(&object) > 1 {
+        if partial && input.part_number.is_some() {
             response.status = Some(http::StatusCode::PARTIAL_CONTENT);
         }
         Ok(response)
@@ -1007,12 +1001,18 @@ impl S3 for WokS3 {
             .filter(|delimiter| !delimiter.is_empty());
         let marker = input.marker.as_deref().unwrap_or_default();
         // A marker that is a common prefix (the NextMarker of a listing with
-        // this delimiter) resumes after everything under it.
-        let after = match delimiter {
-            Some(delimiter) if marker.starts_with(&prefix) && marker.ends_with(delimiter) => {
-                Some(format!("{marker}{}", char::MAX))
-            }
-            _ => (!marker.is_empty()).then(|| marker.to_owned()),
+        // this delimiter: the prefix, then a delimiter ending what follows)
+        // resumes after everything under it.
+        let common_prefix = delimiter.is_some_and(|delimiter| {
+            marker
+                .strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.strip_suffix(delimiter))
+                .is_some_and(|inner| !inner.contains(delimiter))
+        });
+        let after = if common_prefix {
+            Some(format!("{marker}{}", char::MAX))
+        } else {
+            (!marker.is_empty()).then(|| marker.to_owned())
         };
         let listing = if max_keys == 0 {
             Default::default()
@@ -1413,7 +1413,8 @@ fn is_s3_request(request: &Request) -> bool {
 
 /// Whether a request writes (refused while the disk is full): every
 /// function call, and every request but reads and deletes (S3's
-/// DeleteObjects is a POST with `?delete`).
+/// DeleteObjects is a POST with `?delete`; a document query, count or
+/// explain is a POST that reads).
 fn writes(request: &Request, s3: bool) -> bool {
     let path = request.uri().path();
     if path.starts_with("/fn/") || (path.starts_with("/p/") && path.contains("/fn/")) {
@@ -1421,6 +1422,15 @@ fn writes(request: &Request, s3: bool) -> bool {
     }
     match *request.method() {
         http::Method::GET | http::Method::HEAD | http::Method::DELETE | http::Method::OPTIONS => {
+            false
+        }
+        http::Method::POST
+            if !s3
+                && path.contains("/v1/docs/")
+                && ["/_query", "/_count", "/_explain"]
+                    .iter()
+                    .any(|read| path.ends_with(read)) =>
+        {
             false
         }
         http::Method::POST if s3 => !request.uri().query().is_some_and(|query| {
@@ -1456,15 +1466,19 @@ const MAX_PRESIGNED_EXPIRY_SECONDS: u64 = 604_800;
 /// The refusal of a presigned request whose `X-Amz-Expires` is not 1 to
 /// 604800 seconds (s3s takes any number).
 fn refuse_presigned_expiry(request: &Request) -> Option<Response> {
-    let expires = request
-        .uri()
-        .query()?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("X-Amz-Expires="))?;
-    if expires
-        .parse::<u64>()
-        .is_ok_and(|seconds| (1..=MAX_PRESIGNED_EXPIRY_SECONDS).contains(&seconds))
-    {
+    // Decoded as s3s decodes it (`X-Amz-%45xpires` is the same name).
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(request.uri().query()?).unwrap_or_default();
+    let mut expiries = pairs
+        .iter()
+        .filter(|(name, _)| name == "X-Amz-Expires")
+        .peekable();
+    expiries.peek()?;
+    if expiries.all(|(_, expires)| {
+        expires
+            .parse::<u64>()
+            .is_ok_and(|seconds| (1..=MAX_PRESIGNED_EXPIRY_SECONDS).contains(&seconds))
+    }) {
         return None;
     }
     let error = S3Error::with_message(
@@ -1610,9 +1624,16 @@ impl tower::Service<Request> for App {
         }
         let disk = self.disk.clone();
         // A write that failed for a full disk: room for deletes, and no
-        // more writes until the disk has room again.
+        // more writes until the disk has room again. The API marks its own
+        // answer (a function may answer 507 itself); S3 answers are all
+        // the endpoint's own.
         let noting = move |response: Response| {
-            if response.status() == http::StatusCode::INSUFFICIENT_STORAGE {
+            if response
+                .extensions()
+                .get::<crate::error::DiskFilled>()
+                .is_some()
+                || (s3 && response.status() == http::StatusCode::INSUFFICIENT_STORAGE)
+            {
                 disk.filled();
             }
             response

@@ -102,6 +102,9 @@ struct Connection {
     clock: Clock,
     /// A request is in flight: from its headers to the end of its response body.
     busy: AtomicBool,
+    /// Some of the last response may still be in hyper's buffer: from a
+    /// request's headers until hyper flushes the socket after its end.
+    unflushed: AtomicBool,
     /// Handed over to a WebSocket (or another upgrade): no longer ours.
     upgraded: AtomicBool,
     /// At least one request was served (the next wait is an idle one).
@@ -125,6 +128,7 @@ impl Connection {
         Self {
             clock,
             busy: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
             served: AtomicBool::new(false),
             waiting_since: AtomicU64::new(clock.stamp(Instant::now())),
@@ -136,13 +140,18 @@ impl Connection {
         }
     }
 
-    /// Whether it waits for a request (may be closed to make room).
+    /// Whether it waits for a request, its last response all written (may
+    /// be closed to make room).
     fn is_waiting(&self) -> bool {
-        !self.busy.load(Ordering::Relaxed) && !self.upgraded.load(Ordering::Relaxed)
+        !self.busy.load(Ordering::Relaxed)
+            && !self.upgraded.load(Ordering::Relaxed)
+            && !self.unflushed.load(Ordering::Relaxed)
+            && self.write_stalled.load(Ordering::Relaxed) == 0
     }
 
     fn begin_request(&self) {
         self.busy.store(true, Ordering::Relaxed);
+        self.unflushed.store(true, Ordering::Relaxed);
         self.first_byte.store(0, Ordering::Relaxed);
         self.body_too_slow.store(false, Ordering::Relaxed);
     }
@@ -437,6 +446,37 @@ impl WatchedIo {
     }
 }
 
+impl WatchedIo {
+    /// Whether `first` (the start of what hyper writes) is one of hyper's
+    /// own answers to a request it could not parse, rewritten now: once
+    /// the last response is flushed, hyper writes while no request is in
+    /// flight only to answer one it could not parse, and closes the
+    /// connection after.
+    fn rewrites(&mut self, first: &[u8]) -> bool {
+        let connection = &self.connection;
+        if self.rewritten.is_none()
+            && !connection.busy.load(Ordering::Relaxed)
+            && !connection.unflushed.load(Ordering::Relaxed)
+            && !connection.upgraded.load(Ordering::Relaxed)
+            && connection.first_byte.load(Ordering::Relaxed) != 0
+            && let Some(answer) = rewrite_hyper_answer(first)
+        {
+            self.rewritten = Some((answer, 0));
+        }
+        self.rewritten.is_some()
+    }
+
+    /// Writes the rewritten answer in place of `len` bytes hyper wrote.
+    fn poll_instead(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
+        match self.poll_rewritten(cx) {
+            // What hyper wrote is dropped: the rewritten answer stands for it.
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(len)),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 impl AsyncWrite for WatchedIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -444,31 +484,50 @@ impl AsyncWrite for WatchedIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        // hyper writes while no request is in flight only to answer one it
-        // could not parse; it closes the connection after.
-        if this.rewritten.is_none()
-            && !this.connection.busy.load(Ordering::Relaxed)
-            && this.connection.first_byte.load(Ordering::Relaxed) != 0
-            && let Some(answer) = rewrite_hyper_answer(buf)
-        {
-            this.rewritten = Some((answer, 0));
-        }
-        if this.rewritten.is_some() {
-            return match this.poll_rewritten(cx) {
-                // What hyper wrote is dropped: the rewritten answer stands for it.
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.len())),
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                Poll::Pending => Poll::Pending,
-            };
+        if this.rewrites(buf) {
+            return this.poll_instead(cx, buf.len());
         }
         let polled = this.stream().poll_write(cx, buf);
         this.note_write(&polled);
         polled
     }
 
+    // Vectored, as the socket is: hyper then writes a response's head and
+    // body chunks without copying them into one buffer.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let first = bufs
+            .iter()
+            .find(|buf| !buf.is_empty())
+            .map_or(&[][..], |buf| &buf[..]);
+        if this.rewrites(first) {
+            let len = bufs.iter().map(|buf| buf.len()).sum();
+            return this.poll_instead(cx, len);
+        }
+        let polled = this.stream().poll_write_vectored(cx, bufs);
+        this.note_write(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream
+            .as_ref()
+            .is_some_and(|stream| stream.is_write_vectored())
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let polled = self.stream().poll_flush(cx);
         self.note_write(&polled);
+        // Hyper flushes once its buffer is empty: after a response's end,
+        // all of it is written.
+        let connection = &self.connection;
+        if matches!(polled, Poll::Ready(Ok(()))) && !connection.busy.load(Ordering::Relaxed) {
+            connection.unflushed.store(false, Ordering::Relaxed);
+        }
         polled
     }
 

@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub public_metrics: bool,
     /// Room kept on the data directory's disk for deletes once it fills.
     pub disk_reserve: ByteSize,
+    /// Bytes all realtime clients together may have unread.
+    pub realtime_buffer: ByteSize,
     pub wasm: WasmConfig,
 }
 
@@ -226,9 +228,12 @@ pub async fn run(
         dispatcher: dispatcher.clone(),
         max_upload_bytes: config.max_upload.bytes(),
         async_queue: config.async_queue,
+        realtime_budget: Arc::new(gateway::RealtimeBudget::new(
+            usize::try_from(config.realtime_buffer.bytes()).unwrap_or(usize::MAX),
+        )),
         metrics_access,
         disk: disk.clone(),
-        json_bodies: Arc::new(tokio::sync::Semaphore::new(gateway::JSON_BODY_BUDGET_MIB)),
+        json_bodies: gateway::JsonBudget::new(gateway::JSON_BODY_BUDGET_MIB),
     });
     let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;

@@ -255,35 +255,29 @@ impl KvJournal {
         };
         let mut replayed = BTreeMap::new();
         let mut checkpointed = Checkpointed::default();
-        let scanned = scan(&bytes, |record| {
-            Ok(
-                match (ProjectId::new(record.project), StoreName::new(record.store)) {
-                    (Ok(project), Ok(store)) => {
-                        record.pending.version
-                            > checkpointed.version(connection, &project, &store)?
-                    }
-                    _ => false,
-                },
-            )
-        })?;
-        if let Some(at) = scanned.torn_at {
-            tracing::warn!(
-                "the key-value journal ends in a torn or damaged record at byte {at}: a batch that was never acknowledged, dropped"
-            );
-        }
-        let damaged = scanned.damaged;
+        let scanned = scan(&bytes);
+        let damaged = match scanned.stopped_at {
+            Some(at) if scanned.more_after => Some(at),
+            Some(at) => {
+                tracing::warn!(
+                    "the key-value journal ends in a torn record at byte {at}: a batch that was never acknowledged, dropped"
+                );
+                None
+            }
+            None => None,
+        };
         let first = scanned.generation;
-        for (record, after_damage) in scanned.records {
+        for record in scanned.records {
             let (Ok(project), Ok(store)) =
                 (ProjectId::new(record.project), StoreName::new(record.store))
             else {
                 break;
             };
-            // A record the table has already (an older generation's, or one
-            // replayed before) is left out; a delete of the journal's first
-            // format has no version and counts as fresh only in order.
+            // A record the table has already (one replayed before) is
+            // left out; a delete of the journal's first format has no
+            // version and counts as fresh.
             let fresh = match record.pending.version {
-                0 => !after_damage,
+                0 => true,
                 version => version > checkpointed.version(connection, &project, &store)?,
             };
             if !fresh {
@@ -305,14 +299,15 @@ impl KvJournal {
                 record.pending.into_owned(),
             );
         }
-        if !damaged.is_empty() {
-            // Never silently: the damaged records' writes are lost; what
-            // followed them was replayed. A copy is kept for inspection.
+        if let Some(at) = damaged {
+            // Never silently: the writes recorded from the damage on that
+            // the table did not have yet are lost. A copy is kept for
+            // inspection (and recovery by hand).
             let mut copy = path.as_os_str().to_owned();
             copy.push(format!(".damaged-{}", now_millis()));
             let kept = std::fs::write(&copy, &bytes);
             tracing::error!(
-                "the key-value journal {} is damaged at byte(s) {damaged:?}: the acknowledged write(s) recorded there are lost; the {} entries after the damage were replayed; {}",
+                "the key-value journal {} is damaged at byte {at}, with records after it: the acknowledged writes recorded from there on were not replayed ({} entries before the damage were); {}",
                 path.display(),
                 replayed.len(),
                 match kept {
@@ -847,70 +842,117 @@ impl Checkpointed {
 
 /// What a journal's bytes hold, read in order.
 pub(crate) struct Scanned<'a> {
-    /// The records, each with whether it lies past damage.
-    pub records: Vec<(Record<'a>, bool)>,
+    /// The records, up to the end, a record of another generation, or
+    /// damage.
+    pub records: Vec<Record<'a>>,
     /// The generation of the first record.
     pub generation: Option<u64>,
-    /// Where damaged records were found that had records after them.
-    pub damaged: Vec<usize>,
-    /// Where a torn (or damaged) record ended the journal.
-    pub torn_at: Option<usize>,
+    /// Where a torn or damaged record ended the reading.
+    pub stopped_at: Option<usize>,
+    /// Whether records of the same generation seem to follow that record
+    /// (damage in the middle, not a torn end): they are not replayed.
+    pub more_after: bool,
 }
 
+/// Most bytes checksummed looking for records past damage.
+const LOOK_AHEAD_BYTES: usize = 64 << 20;
+
 /// Reads a journal: records in order while they carry the first one's
-/// generation, up to the zeros that end them. At a record that fails its
-/// check, the first later record `fresh` takes (one the table does not
-/// have: an acknowledged write) is where reading goes on (damage in the
-/// middle); with none, the journal ends there (a torn end).
-pub(crate) fn scan<'a>(
-    bytes: &'a [u8],
-    mut fresh: impl FnMut(&Record<'a>) -> Result<bool, StoreError>,
-) -> Result<Scanned<'a>, StoreError> {
+/// generation, up to the zeros that end them. A record that fails its
+/// check ends the reading, as a torn write at a crash leaves it (SQLite's
+/// WAL and PostgreSQL's do the same): bytes after it cannot be told from
+/// a record (a value may hold one), so nothing after damage is replayed.
+/// Whether records seem to follow (damage in the middle) is looked for,
+/// within a bound, to say so.
+pub(crate) fn scan(bytes: &[u8]) -> Scanned<'_> {
     let mut scanned = Scanned {
         records: Vec::new(),
         generation: None,
-        damaged: Vec::new(),
-        torn_at: None,
+        stopped_at: None,
+        more_after: false,
     };
     let mut position = 0;
-    'records: loop {
-        let (record, size) = match Record::decode(&bytes[position..]) {
+    loop {
+        match Record::decode(&bytes[position..]) {
             Decoded::End => break,
-            Decoded::Record(record, size) => (record, size),
-            Decoded::Damaged => {
-                for at in position + 1..bytes.len() {
-                    if let Decoded::Record(record, _) = Record::decode(&bytes[at..])
-                        && fresh(&record)?
-                    {
-                        scanned.damaged.push(position);
-                        position = at;
-                        continue 'records;
-                    }
+            Decoded::Record(record, size) => {
+                if *scanned.generation.get_or_insert(record.generation) != record.generation {
+                    break;
                 }
-                scanned.torn_at = Some(position);
+                position += size;
+                scanned.records.push(record);
+            }
+            Decoded::Damaged => {
+                scanned.stopped_at = Some(position);
+                scanned.more_after = scanned
+                    .generation
+                    .is_some_and(|generation| record_follows(bytes, position + 1, generation));
                 break;
             }
-        };
-        // Past damage, the generation no longer tells where the records
-        // end: freshness does (the caller's).
-        let after_damage = !scanned.damaged.is_empty();
-        if !after_damage
-            && *scanned.generation.get_or_insert(record.generation) != record.generation
-        {
-            break;
         }
-        position += size;
-        scanned.records.push((record, after_damage));
     }
-    Ok(scanned)
+    scanned
 }
 
-/// The journal reader, for the fuzz target: how many records `bytes` hold
-/// and where damage lies (every record counted as fresh).
+/// Whether a whole record of `generation` starts somewhere from `from`
+/// (checking at most [`LOOK_AHEAD_BYTES`]).
+fn record_follows(bytes: &[u8], from: usize, generation: u64) -> bool {
+    let mut budget = LOOK_AHEAD_BYTES;
+    let generation = generation.to_le_bytes();
+    for at in from..bytes.len() {
+        let rest = &bytes[at..];
+        // The generation first: cheap, before a checksum.
+        let (Some(length), Some(stamp)) = (rest.get(..4), rest.get(8..16)) else {
+            return false;
+        };
+        let length = u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
+        if length == 0 || stamp != generation || length > rest.len() - 8 {
+            continue;
+        }
+        if length > budget {
+            return false;
+        }
+        budget -= length;
+        if matches!(Record::decode(rest), Decoded::Record(..)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The journal reader, for the fuzz target: how many records `bytes` hold,
+/// and where reading stopped at damage.
 #[doc(hidden)]
-pub fn fuzz_scan(bytes: &[u8]) -> (usize, Vec<usize>) {
-    let scanned = scan(bytes, |_| Ok(true)).expect("freshness never fails here");
-    (scanned.records.len(), scanned.damaged)
+pub fn fuzz_scan(bytes: &[u8]) -> (usize, Option<usize>) {
+    let scanned = scan(bytes);
+    (scanned.records.len(), scanned.stopped_at)
+}
+
+/// The bytes of a journal record setting `key` of `project`'s `store` (for
+/// tests that forge or damage a journal).
+#[doc(hidden)]
+pub fn record_bytes(
+    generation: u64,
+    project: &str,
+    store: &str,
+    key: &str,
+    value: &[u8],
+    version: u64,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    Record {
+        generation,
+        project,
+        store,
+        key,
+        pending: std::borrow::Cow::Owned(Pending {
+            value: Some(value.to_vec()),
+            version,
+            expires_at: None,
+        }),
+    }
+    .encode(&mut out);
+    out
 }
 
 struct Reader<'a>(&'a [u8]);

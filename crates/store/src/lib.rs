@@ -31,6 +31,7 @@ pub use sqlite::SqliteStore;
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::kv_journal::fuzz_scan as journal_scan;
+    pub use crate::kv_journal::record_bytes as journal_record;
 
     /// A value's sort key (the bytes index entries and cursors order by).
     pub fn sort_key(value: Option<&serde_json::Value>, descending: bool) -> Vec<u8> {
@@ -249,6 +250,10 @@ pub trait MetaStore: Send + Sync + 'static {
         name: &str,
         rule: AccessRule,
     ) -> Result<(), StoreError>;
+    /// Every access rule set, of every project.
+    fn access_rules(
+        &self,
+    ) -> Result<Vec<(ProjectId, ResourceKind, String, AccessRule)>, StoreError>;
     /// Whether any collection (bucket, topic) of the project lets public
     /// keys write.
     fn any_public_write(&self, project: &ProjectId, kind: ResourceKind)

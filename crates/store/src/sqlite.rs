@@ -709,6 +709,43 @@ impl MetaStore for SqliteStore {
         Ok(())
     }
 
+    fn access_rules(
+        &self,
+    ) -> Result<Vec<(ProjectId, ResourceKind, String, AccessRule)>, StoreError> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare_cached("SELECT project, kind, name, rule FROM access_rules")?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut rules = Vec::new();
+        for row in rows {
+            let (project, kind, name, rule) = row?;
+            let corrupt = || StoreError::Corrupt(format!("access rule {project}/{kind}/{name}"));
+            let parsed = (
+                ProjectId::new(&project).ok(),
+                [
+                    ResourceKind::Collection,
+                    ResourceKind::Bucket,
+                    ResourceKind::Topic,
+                ]
+                .into_iter()
+                .find(|known| known.as_str() == kind),
+                AccessRule::parse(&rule),
+            );
+            let (Some(project), Some(kind), Some(rule)) = parsed else {
+                return Err(corrupt());
+            };
+            rules.push((project, kind, name, rule));
+        }
+        Ok(rules)
+    }
+
     fn set_key_s3_secret(
         &self,
         project: &ProjectId,

@@ -71,6 +71,10 @@ pub struct Up {
     /// 507 until twice this is free again. 0 keeps none.
     #[arg(long, default_value = "64MiB")]
     disk_reserve: ByteSize,
+    /// Bytes of messages all realtime clients together may have unread;
+    /// beyond, a client holding more than 1 MiB of them is closed (1013).
+    #[arg(long, default_value = "1GiB")]
+    realtime_buffer: ByteSize,
 }
 
 /// Largest request line and headers a connection accepts.
@@ -126,6 +130,9 @@ impl Up {
         if self.async_max_queued == 0 || self.async_max_queued_bytes.bytes() == 0 {
             anyhow::bail!("--async-max-queued and --async-max-queued-bytes must be above zero");
         }
+        if self.realtime_buffer.bytes() == 0 {
+            anyhow::bail!("--realtime-buffer must be above zero");
+        }
         if self.min_body_rate.bytes() == 0 {
             anyhow::bail!("--min-body-rate must be at least 1 byte");
         }
@@ -143,6 +150,7 @@ impl Up {
             event_retention: self.event_retention,
             public_metrics: self.public_metrics,
             disk_reserve: self.disk_reserve,
+            realtime_buffer: self.realtime_buffer,
             async_queue: server::AsyncQueueLimit {
                 requests: self.async_max_queued,
                 bytes: self.async_max_queued_bytes.bytes(),

@@ -194,6 +194,96 @@ async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_refuse()
     assert!(metric(&server, "wok_connections_shed_total{how=\"refused\"}").await >= 1.0);
 }
 
+/// A response the client has not read yet is still being served: at the
+/// cap, an idle connection makes room, not one whose answer is still in
+/// the server's buffers.
+#[tokio::test]
+async fn at_the_connection_cap_an_unread_response_is_not_cut() {
+    let server = WokServer::start_with(WOK, &["--max-connections", "2"]);
+    let address = address(&server);
+    let token = server.admin_token();
+    // A page of documents of 6 MB: one body, past what the kernel buffers
+    // for a socket (about 3 MB on loopback), so the rest of it waits in
+    // the server once the page is made.
+    let filler = "x".repeat(100_000);
+    for n in 0..60 {
+        let put = send(
+            control(
+                &server,
+                reqwest::Method::PUT,
+                &format!("/v1/docs/big/d{n:02}"),
+            )
+            .json(&serde_json::json!({ "filler": filler })),
+        )
+        .await;
+        assert_eq!(put.status, 201, "{}", put.text());
+    }
+    // Wait until the control requests' connections are gone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A client that does not read it (a small receive window).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut download = socket.connect(address.parse().unwrap()).await.unwrap();
+    download
+        .write_all(
+            format!(
+                "GET /v1/docs/big?limit=100 HTTP/1.1\r\nHost: wok\r\nAuthorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The cap is reached, then passed: the idle one makes room.
+    let mut idle = TcpStream::connect(&address).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut newer = TcpStream::connect(&address).await.unwrap();
+    newer
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: wok\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut newer, Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(5)).await;
+    assert!(closed, "the idle connection made room");
+
+    // The page is whole.
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 65536];
+    let body = loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), download.read(&mut buffer))
+            .await
+            .expect("the answer goes on")
+            .unwrap();
+        assert!(
+            read > 0,
+            "the answer was cut after {} bytes",
+            received.len()
+        );
+        received.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&received).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .expect("a content-length")
+                .trim()
+                .parse()
+                .unwrap();
+            if received.len() >= end + 4 + length {
+                break received[end + 4..].to_vec();
+            }
+        }
+    };
+    let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(page["documents"].as_array().map(Vec::len), Some(60));
+}
+
 #[tokio::test]
 async fn requests_hyper_cannot_parse_get_the_json_error_body() {
     let server = server();

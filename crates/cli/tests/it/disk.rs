@@ -74,6 +74,12 @@ async fn a_full_disk_refuses_writes_with_507_and_still_deletes() {
         .body("value")
     };
     assert_eq!(send(put_kv("early")).await.status, 200);
+    let put_doc = send(
+        control(&server, reqwest::Method::PUT, "/v1/docs/notes/n0")
+            .json(&serde_json::json!({"a": 0})),
+    )
+    .await;
+    assert_eq!(put_doc.status, 201, "{}", put_doc.text());
     assert_eq!(
         send(control(&server, reqwest::Method::PUT, "/v1/buckets/fill"))
             .await
@@ -127,6 +133,14 @@ async fn a_full_disk_refuses_writes_with_507_and_still_deletes() {
     }
     let read = send(control(&server, reqwest::Method::GET, "/v1/kv/cache/early")).await;
     assert_eq!((read.status, read.text().as_str()), (200, "value"));
+    // A document query is a POST that reads: it goes on too.
+    let query = send(
+        control(&server, reqwest::Method::POST, "/v1/docs/notes/_query")
+            .json(&serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(query.status, 200, "{}", query.text());
+    assert_eq!(query.json()["documents"].as_array().map(Vec::len), Some(1));
     assert_eq!(get(&server, "/healthz").await.status, 200);
 
     // Deletes work on the full disk (the reserve's room), and free space.
@@ -165,4 +179,20 @@ async fn a_full_disk_refuses_writes_with_507_and_still_deletes() {
     }
     assert_eq!(get(&server, "/fn/hello").await.status, 200);
     drop(server);
+}
+
+/// Only the server's own "disk full" stops writes: a function that answers
+/// 507 itself (or relays an upstream's) does not.
+#[tokio::test]
+async fn a_function_answering_507_does_not_stop_writes() {
+    let server = WokServer::start(WOK);
+    deploy(&server, "echo", guests::ECHO, &[]);
+    let answer = get(&server, "/fn/echo/status/507").await;
+    assert_eq!((answer.status, answer.text().as_str()), (507, "as asked"));
+    let write = send(control(&server, reqwest::Method::PUT, "/v1/kv/cache/k").body("v")).await;
+    assert_eq!(write.status, 200, "{}", write.text());
+    assert!(
+        server.data_dir().join("disk-reserve").exists(),
+        "the reserve is kept"
+    );
 }

@@ -236,6 +236,47 @@ async fn publish_burst(server: &WokServer, topic: &str) {
 }
 
 #[tokio::test]
+async fn a_client_that_closes_gets_the_closing_handshake() {
+    let server = server();
+    let mut socket = connect(&server, &server.admin_token()).await;
+    send_json(&mut socket, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut socket).await["type"], "pong");
+    let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: 1000.into(),
+        reason: "bye".into(),
+    };
+    socket.send(Message::Close(Some(frame))).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("an answer within 10 s");
+    match reply {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1000),
+        other => panic!("no closing frame came back: {other:?}"),
+    }
+}
+
+/// Reads what the server sent until its close frame: the frame, and how
+/// many messages came before it.
+async fn read_to_close(
+    socket: &mut Socket,
+) -> (tokio_tungstenite::tungstenite::protocol::CloseFrame, usize) {
+    let mut messages = 0;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("the server closes within 30 s");
+        match message {
+            Some(Ok(Message::Text(_))) => messages += 1,
+            Some(Ok(Message::Close(frame))) => {
+                return (frame.expect("a close frame with a reason"), messages);
+            }
+            Some(Ok(_)) => {}
+            other => panic!("the connection ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_client_that_does_not_read_is_disconnected_with_a_reason() {
     let server = server();
     let mut socket = connect(&server, &server.admin_token()).await;
@@ -259,18 +300,7 @@ async fn a_client_that_does_not_read_is_disconnected_with_a_reason() {
     }
     // Reading now: what was sent already, then the close frame with its
     // reason (it waits a few seconds for a client that reads again).
-    let mut events = 0;
-    let close = loop {
-        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
-            .await
-            .expect("the server closes within 30 s");
-        match message {
-            Some(Ok(Message::Text(_))) => events += 1,
-            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a reason"),
-            Some(Ok(_)) => {}
-            other => panic!("the connection ended without a close frame: {other:?}"),
-        }
-    };
+    let (close, events) = read_to_close(&mut socket).await;
     assert_eq!(u16::from(close.code), 4008);
     assert!(close.reason.contains("slow consumer"), "{}", close.reason);
     assert!(
@@ -333,6 +363,55 @@ async fn clients_that_never_read_are_dropped_and_the_server_does_not_grow() {
         (peak - before) >> 20
     );
     drop(sockets);
+}
+
+/// All clients together hold at most `--realtime-buffer` unread: beyond,
+/// one that does not read is closed with 1013 (try again later) before
+/// its own buffer is full, and a client that reads goes on.
+#[tokio::test]
+async fn the_server_wide_realtime_buffer_closes_clients_that_do_not_read() {
+    let server = WokServer::start_with(WOK, &["--realtime-buffer", "4MiB"]);
+    let mut reader = connect(&server, &server.admin_token()).await;
+    let mut idle = connect(&server, &server.admin_token()).await;
+    for socket in [&mut reader, &mut idle] {
+        send_json(
+            socket,
+            json!({"type": "subscribe", "id": "t", "topic": "firehose"}),
+        )
+        .await;
+        assert_eq!(next(socket).await["type"], "subscribed");
+    }
+    let busy = "wok_realtime_closed_total{reason=\"server_busy\"}";
+    let mut bursts = 0;
+    let mut read = 0;
+    while metric(&server, busy).await < 1.0 {
+        publish_burst(&server, "firehose").await;
+        bursts += 1;
+        // The reader keeps up with every burst.
+        for _ in 0..400 {
+            assert_eq!(next(&mut reader).await["type"], "event");
+            read += 1;
+        }
+        assert!(bursts < 50, "the server kept buffering past its budget");
+    }
+    // Cut off before its own 16 MiB were unread (that is 4008).
+    let (close, _) = read_to_close(&mut idle).await;
+    assert_eq!(u16::from(close.code), 1013, "{}", close.reason);
+    assert!(close.reason.contains("server busy"), "{}", close.reason);
+    // The reader was not touched.
+    publish_burst(&server, "firehose").await;
+    for _ in 0..400 {
+        assert_eq!(next(&mut reader).await["type"], "event");
+    }
+    assert_eq!(read, bursts * 400);
+    assert_eq!(
+        metric(
+            &server,
+            "wok_realtime_closed_total{reason=\"slow_consumer\"}"
+        )
+        .await,
+        0.0
+    );
 }
 
 #[tokio::test]

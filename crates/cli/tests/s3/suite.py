@@ -1185,7 +1185,14 @@ def list_objects_v1_markers_and_edges():
     expect("v1 an empty delimiter is none", (page.get("Delimiter"), len(page.get("Contents", []))), (None, 5))
     page = s3.list_objects_v2(Bucket=bucket, Delimiter="")
     expect("v2 an empty delimiter is none", (page.get("Delimiter"), page["KeyCount"]), (None, 5))
-    for key in ["a/1", "a/2", "b/1", "c", "d"]:
+    # A placeholder key that is the prefix itself: paging past it goes on
+    # to what is under the prefix.
+    s3.put_object(Bucket=bucket, Key="a/", Body=b"")
+    page = s3.list_objects(Bucket=bucket, Prefix="a/", Delimiter="/", MaxKeys=1)
+    expect("v1 the placeholder first", ([o["Key"] for o in page.get("Contents", [])], page.get("NextMarker")), (["a/"], "a/"))
+    page = s3.list_objects(Bucket=bucket, Prefix="a/", Delimiter="/", Marker="a/")
+    expect("v1 after the placeholder", [o["Key"] for o in page.get("Contents", [])], ["a/1", "a/2"])
+    for key in ["a/", "a/1", "a/2", "b/1", "c", "d"]:
         s3.delete_object(Bucket=bucket, Key=key)
     s3.delete_bucket(Bucket=bucket)
 
@@ -1253,7 +1260,12 @@ def get_object_by_part_number():
     expect("HeadObject of part 1", head["ContentLength"], 5 * MiB)
     expect_error("part 4 of 3", lambda: s3.get_object(Bucket=BUCKET, Key=key, PartNumber=4), "InvalidPartNumber", 416)
     s3.put_object(Bucket=BUCKET, Key="single/part", Body=b"whole")
-    expect_bytes("part 1 of a single put", s3.get_object(Bucket=BUCKET, Key="single/part", PartNumber=1)["Body"].read(), b"whole")
+    single = s3.get_object(Bucket=BUCKET, Key="single/part", PartNumber=1)
+    expect_bytes("part 1 of a single put", single["Body"].read(), b"whole")
+    expect("a single put's part 1 is the object", (status_of(single), single.get("ContentRange")), (200, None))
+    s3.put_object(Bucket=BUCKET, Key="single/empty", Body=b"")
+    empty = s3.get_object(Bucket=BUCKET, Key="single/empty", PartNumber=1)
+    expect("part 1 of an empty object", (empty["Body"].read(), status_of(empty), empty.get("ContentRange")), (b"", 200, None))
 
 
 @check
@@ -1298,6 +1310,13 @@ def presigned_urls_are_valid_a_week_at_most():
         body = error.read().decode()
         expect("status of an over-long presigned URL", error.code, 400)
         expect_true("its error code", "<Code>AuthorizationQueryParametersError</Code>" in body, body)
+    # The same URL with the parameter's name percent-encoded (the same name
+    # once decoded, and the same signature).
+    try:
+        urllib.request.urlopen(url.replace("X-Amz-Expires=", "X-Amz-%45xpires="))
+        raise CheckFailed("an over-long presigned URL with an encoded name was served")
+    except urllib.error.HTTPError as error:
+        expect("status of an encoded over-long expiry", error.code, 400)
     url = v4.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "presigned/week"}, ExpiresIn=604800)
     with urllib.request.urlopen(url) as response:
         expect("a presigned URL valid a week", response.read(), b"a week")
