@@ -3,6 +3,9 @@
 //!
 //! Dev-only layer: nothing in the platform depends on this crate.
 
+// Runs `wok` as a process: what this crate is for (ARCHITECTURE.md).
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
