@@ -4,6 +4,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let (_records, stopped_at) = store::fuzzing::journal_scan(data);
+    let (_records, stopped_at) = store_sqlite::fuzzing::journal_scan(data);
     assert!(stopped_at.is_none_or(|at| at < data.len()));
 });

@@ -24,7 +24,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use store::{MetaStore, StoreError};
+use store::{ProjectStore, StoreError};
 
 /// Who a request acts as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +66,48 @@ impl Caller {
 /// One collection or bucket of one project.
 type Resource = (ProjectId, ResourceKind, String);
 
-/// Per project and kind of resource: whether one of them lets public keys write.
-type PublicWrites = HashMap<(ProjectId, ResourceKind), bool>;
+/// Every access rule set, and per project and kind of resource how many
+/// of them let public keys write (absent: none), kept together.
+#[derive(Default)]
+struct Rules {
+    by_name: HashMap<Resource, AccessRule>,
+    public_writers: HashMap<(ProjectId, ResourceKind), usize>,
+}
+
+impl Rules {
+    fn set(&mut self, resource: Resource, rule: AccessRule) {
+        let owner = (resource.0.clone(), resource.1);
+        let before = self.by_name.insert(resource, rule);
+        self.count(owner, before, Some(rule));
+    }
+
+    fn remove(&mut self, resource: &Resource) {
+        let owner = (resource.0.clone(), resource.1);
+        let before = self.by_name.remove(resource);
+        self.count(owner, before, None);
+    }
+
+    fn count(
+        &mut self,
+        owner: (ProjectId, ResourceKind),
+        before: Option<AccessRule>,
+        after: Option<AccessRule>,
+    ) {
+        let writes = |rule: Option<AccessRule>| rule == Some(AccessRule::PublicReadWrite);
+        match (writes(before), writes(after)) {
+            (false, true) => *self.public_writers.entry(owner).or_default() += 1,
+            (true, false) => {
+                if let Some(count) = self.public_writers.get_mut(&owner) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.public_writers.remove(&owner);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -98,7 +138,7 @@ pub struct S3Pair {
 }
 
 pub struct Auth {
-    store: Arc<dyn MetaStore>,
+    store: Arc<dyn ProjectStore>,
     admin_token: String,
     /// Every live key. Issue, revocation and project removal go through
     /// [`Auth`], which updates this first-hand.
@@ -108,12 +148,7 @@ pub struct Auth {
     /// Every access rule set (absent ones are `Private`); rules change
     /// only through [`Auth::set_rule`] and [`Auth::forget_rule`], which
     /// update this first-hand.
-    rules: RwLock<HashMap<Resource, AccessRule>>,
-    /// Whether any resource of a kind lets public keys write, per project;
-    /// dropped when one of the project's rules changes.
-    /// (With a count of the changes, so that an answer read from the store
-    /// while a rule changed is not kept.)
-    public_writes: RwLock<(u64, PublicWrites)>,
+    rules: RwLock<Rules>,
     /// Bumped by every revocation, project removal and rule change: what
     /// long-lived connections watch to check their access again.
     changes: tokio::sync::watch::Sender<u64>,
@@ -190,7 +225,7 @@ fn parse_token(token: &str) -> Option<(KeyKind, ProjectId, &str, &str)> {
 
 impl Auth {
     /// An `Auth` with no key loaded (see [`Auth::open`]).
-    fn new(store: Arc<dyn MetaStore>, admin_token: String, server_key: [u8; 32]) -> Self {
+    fn new(store: Arc<dyn ProjectStore>, admin_token: String, server_key: [u8; 32]) -> Self {
         Self {
             store,
             admin_token,
@@ -198,8 +233,7 @@ impl Auth {
             server_key: LessSafeKey::new(
                 UnboundKey::new(&AES_256_GCM, &server_key).expect("a 256-bit key"),
             ),
-            rules: RwLock::new(HashMap::new()),
-            public_writes: RwLock::new((0, HashMap::new())),
+            rules: RwLock::new(Rules::default()),
             changes: tokio::sync::watch::Sender::new(0),
             projects: RwLock::new(std::collections::HashSet::new()),
         }
@@ -210,22 +244,24 @@ impl Auth {
     /// theirs now: the secret they had (derived from the admin token),
     /// sealed, so that their S3 clients keep working and a later rotation
     /// of the admin token leaves them alone.
-    pub fn open(
-        store: Arc<dyn MetaStore>,
+    pub async fn open(
+        store: Arc<dyn ProjectStore>,
         admin_token: String,
         server_key: [u8; 32],
     ) -> Result<Self, StoreError> {
         let auth = Self::new(store.clone(), admin_token, server_key);
         let mut live = HashMap::new();
-        for project in store.list_projects()? {
-            for mut key in store.keys(&project.id)? {
+        for project in store.list_projects().await? {
+            for mut key in store.keys(&project.id).await? {
                 if key.revoked_at.is_some() {
                     continue;
                 }
                 if key.s3_secret.is_none() {
                     let access_key = Self::s3_access_key(&key);
                     let sealed = auth.seal(&access_key, &auth.legacy_s3_secret(&access_key));
-                    store.set_key_s3_secret(&key.project, &key.id, &sealed)?;
+                    store
+                        .set_key_s3_secret(&key.project, &key.id, &sealed)
+                        .await?;
                     key.s3_secret = Some(sealed);
                 }
                 live.insert((key.project.clone(), key.id.clone()), key);
@@ -235,14 +271,14 @@ impl Auth {
             .live
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = live;
+        let mut rules = Rules::default();
+        for (project, kind, name, rule) in store.access_rules().await? {
+            rules.set((project, kind, name), rule);
+        }
         *auth
             .rules
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = store
-            .access_rules()?
-            .into_iter()
-            .map(|(project, kind, name, rule)| ((project, kind, name), rule))
-            .collect();
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = rules;
         Ok(auth)
     }
 
@@ -285,11 +321,11 @@ impl Auth {
     }
 
     /// Whether `project` exists (live); reads the store the first time.
-    pub fn project_exists(&self, project: &ProjectId) -> Result<bool, StoreError> {
+    pub async fn project_exists(&self, project: &ProjectId) -> Result<bool, StoreError> {
         if self.project_known(project) {
             return Ok(true);
         }
-        let exists = self.store.project(project)?.is_some();
+        let exists = self.store.project(project).await?.is_some();
         if exists {
             self.projects
                 .write()
@@ -323,40 +359,17 @@ impl Auth {
     /// Whether `caller` may write to some collection (bucket, topic) of
     /// `project`: what a request naming its resources only in its body
     /// (a batch) is checked for before the body is read.
-    pub fn may_write_some(
-        &self,
-        caller: &Caller,
-        project: &ProjectId,
-        kind: ResourceKind,
-    ) -> Result<bool, StoreError> {
+    pub fn may_write_some(&self, caller: &Caller, project: &ProjectId, kind: ResourceKind) -> bool {
         if caller.serves(project) {
-            return Ok(true);
+            return true;
         }
-        if !caller.member_of(project) {
-            return Ok(false);
-        }
-        let (changes, cached) = {
-            let public_writes = self
-                .public_writes
+        caller.member_of(project)
+            && self
+                .rules
                 .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            (
-                public_writes.0,
-                public_writes.1.get(&(project.clone(), kind)).copied(),
-            )
-        };
-        if let Some(any) = cached {
-            return Ok(any);
-        }
-        let any = self.store.any_public_write(project, kind)?;
-        let mut public_writes = self
-            .public_writes
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if public_writes.0 == changes {
-            public_writes.1.insert((project.clone(), kind), any);
-        }
-        Ok(any)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .public_writers
+                .contains_key(&(project.clone(), kind))
     }
 
     /// Changes whenever a key is revoked, a project removed or a rule
@@ -383,21 +396,13 @@ impl Auth {
         }
     }
 
-    fn forget_public_writes(&self, project: &ProjectId, kind: ResourceKind) {
-        let mut public_writes = self
-            .public_writes
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        public_writes.0 += 1;
-        public_writes.1.remove(&(project.clone(), kind));
-    }
-
     /// The rule of a collection or bucket (`Private` when never set); a
     /// name never set is not remembered, so asking costs no memory.
     pub fn rule(&self, project: &ProjectId, kind: ResourceKind, name: &str) -> AccessRule {
         self.rules
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .by_name
             .get(&(project.clone(), kind, name.to_owned()))
             .copied()
             .unwrap_or_default()
@@ -410,24 +415,24 @@ impl Auth {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&(project.clone(), kind, name.to_owned()));
-        self.forget_public_writes(project, kind);
         self.changed();
     }
 
     /// Sets a rule; it applies from the moment this returns.
-    pub fn set_rule(
+    pub async fn set_rule(
         &self,
         project: &ProjectId,
         kind: ResourceKind,
         name: &str,
         rule: AccessRule,
     ) -> Result<(), StoreError> {
-        self.store.set_access_rule(project, kind, name, rule)?;
+        self.store
+            .set_access_rule(project, kind, name, rule)
+            .await?;
         self.rules
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert((project.clone(), kind, name.to_owned()), rule);
-        self.forget_public_writes(project, kind);
+            .set((project.clone(), kind, name.to_owned()), rule);
         self.changed();
         Ok(())
     }
@@ -500,7 +505,7 @@ impl Auth {
     /// Gives a key a new S3 secret, effective at once (the old one, and
     /// presigned URLs signed with it, stop working); returns it. `None`
     /// if there is no such live key.
-    pub fn rotate_s3_secret(
+    pub async fn rotate_s3_secret(
         &self,
         project: &ProjectId,
         id: &str,
@@ -518,7 +523,7 @@ impl Auth {
         let access_key = Self::s3_access_key(&key);
         let secret = random_hex(20);
         let sealed = self.seal(&access_key, &secret);
-        if !self.store.set_key_s3_secret(project, id, &sealed)? {
+        if !self.store.set_key_s3_secret(project, id, &sealed).await? {
             return Ok(None);
         }
         if let Some(key) = self
@@ -599,7 +604,7 @@ impl Auth {
 
     /// Issues a key of `project`; the returned token is the only copy of
     /// its secret. Its S3 secret is sealed with the server key.
-    pub fn issue(
+    pub async fn issue(
         &self,
         project: &ProjectId,
         kind: KeyKind,
@@ -620,7 +625,7 @@ impl Auth {
         let access_key = Self::s3_access_key(&key);
         let s3_secret = random_hex(20);
         key.s3_secret = Some(self.seal(&access_key, &s3_secret));
-        self.store.create_key(&key)?;
+        self.store.create_key(&key).await?;
         self.live
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -637,8 +642,8 @@ impl Auth {
     }
 
     /// Revokes a key; from the moment this returns, the key is refused.
-    pub fn revoke(&self, project: &ProjectId, id: &str) -> Result<bool, StoreError> {
-        let revoked = self.store.revoke_key(project, id)?;
+    pub async fn revoke(&self, project: &ProjectId, id: &str) -> Result<bool, StoreError> {
+        let revoked = self.store.revoke_key(project, id).await?;
         self.live
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -648,8 +653,8 @@ impl Auth {
     }
 
     /// Removes an empty project and revokes all its keys at once.
-    pub fn remove_project(&self, project: &ProjectId) -> Result<bool, StoreError> {
-        let removed = self.store.remove_project(project)?;
+    pub async fn remove_project(&self, project: &ProjectId) -> Result<bool, StoreError> {
+        let removed = self.store.remove_project(project).await?;
         self.projects
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -666,16 +671,16 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::SqliteStore;
+    use store_sqlite::SqliteStore;
 
-    #[test]
-    fn issued_keys_authenticate_until_revoked_and_only_with_their_secret() {
+    #[tokio::test]
+    async fn issued_keys_authenticate_until_revoked_and_only_with_their_secret() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn MetaStore> =
+        let store: Arc<dyn ProjectStore> =
             Arc::new(SqliteStore::open(&dir.path().join("wok.db")).unwrap());
         let auth = Auth::new(store.clone(), "admin-secret".to_owned(), [7; 32]);
         let shop = ProjectId::new("shop").unwrap();
-        store.create_project(&shop).unwrap();
+        store.create_project(&shop).await.unwrap();
 
         assert_eq!(auth.authenticate("admin-secret").unwrap(), Caller::Admin);
         assert!(matches!(
@@ -683,7 +688,7 @@ mod tests {
             Err(AuthError::NotACredential)
         ));
 
-        let issued = auth.issue(&shop, KeyKind::Service, "ci").unwrap();
+        let issued = auth.issue(&shop, KeyKind::Service, "ci").await.unwrap();
         let caller = auth.authenticate(&issued.token).unwrap();
         assert!(caller.serves(&shop));
         assert!(!caller.serves(&ProjectId::default_project()));
@@ -707,7 +712,7 @@ mod tests {
             Err(AuthError::InvalidKey)
         ));
 
-        let public = auth.issue(&shop, KeyKind::Public, "app").unwrap();
+        let public = auth.issue(&shop, KeyKind::Public, "app").await.unwrap();
         assert!(!auth.authenticate(&public.token).unwrap().serves(&shop));
 
         // S3 secrets: each key's own, sealed at rest, rotatable alone, kept
@@ -719,6 +724,7 @@ mod tests {
         );
         let rotated = auth
             .rotate_s3_secret(&shop, &public.key.id)
+            .await
             .unwrap()
             .unwrap();
         assert_ne!(rotated.secret_access_key, pair.secret_access_key);
@@ -726,7 +732,7 @@ mod tests {
             auth.s3_secret(&pair.access_key_id),
             Some(rotated.secret_access_key.clone())
         );
-        let stored = store.key(&shop, &public.key.id).unwrap().unwrap();
+        let stored = store.key(&shop, &public.key.id).await.unwrap().unwrap();
         let sealed = stored.s3_secret.unwrap();
         assert!(
             !sealed
@@ -734,7 +740,9 @@ mod tests {
                 .any(|window| window == rotated.secret_access_key.as_bytes()),
             "the secret is not stored in the clear"
         );
-        let reopened = Auth::open(store.clone(), "new-admin-secret".to_owned(), [7; 32]).unwrap();
+        let reopened = Auth::open(store.clone(), "new-admin-secret".to_owned(), [7; 32])
+            .await
+            .unwrap();
         assert_eq!(
             reopened.s3_secret(&pair.access_key_id),
             Some(rotated.secret_access_key.clone())
@@ -743,19 +751,21 @@ mod tests {
             reopened.authenticate(&public.token).unwrap(),
             auth.authenticate(&public.token).unwrap()
         );
-        let wrong_key = Auth::open(store.clone(), "admin-secret".to_owned(), [8; 32]).unwrap();
+        let wrong_key = Auth::open(store.clone(), "admin-secret".to_owned(), [8; 32])
+            .await
+            .unwrap();
         assert_eq!(wrong_key.s3_secret(&pair.access_key_id), None);
         assert!(
             auth.authenticate(&format!("wok_pk_shop_nosuchid_{}", "0".repeat(64)))
                 .is_err()
         );
 
-        assert!(auth.revoke(&shop, &issued.key.id).unwrap());
+        assert!(auth.revoke(&shop, &issued.key.id).await.unwrap());
         assert!(matches!(
             auth.authenticate(&issued.token),
             Err(AuthError::InvalidKey)
         ));
-        auth.remove_project(&shop).unwrap();
+        auth.remove_project(&shop).await.unwrap();
         assert!(matches!(
             auth.authenticate(&public.token),
             Err(AuthError::InvalidKey)

@@ -7,6 +7,7 @@ use domain::{
     FunctionConfig, FunctionName, InvocationRecord, Isolation, LogLine, ProjectId, ReuseLimits,
 };
 use http_body_util::BodyExt;
+use invoke::ServiceFuture;
 use invoke::{Executor, Invocation, LoadSpec, Meter, MeterInit, RecordSink, RuntimeMetrics};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,56 +23,82 @@ impl invoke::GuestKeyValue for Discard {
     fn open(&self, _store: &str) -> Result<(), invoke::GuestKvError> {
         Ok(())
     }
-    fn get(&self, _store: &str, _key: &str) -> Result<Option<Vec<u8>>, invoke::GuestKvError> {
-        Ok(None)
+    fn get<'a>(
+        &'a self,
+        _store: &'a str,
+        _key: &'a str,
+    ) -> ServiceFuture<'a, Option<Vec<u8>>, invoke::GuestKvError> {
+        Box::pin(async { Ok(None) })
     }
-    fn set(&self, _store: &str, _key: &str, _value: &[u8]) -> Result<(), invoke::GuestKvError> {
-        Ok(())
+    fn set<'a>(
+        &'a self,
+        _store: &'a str,
+        _key: &'a str,
+        _value: Vec<u8>,
+    ) -> ServiceFuture<'a, (), invoke::GuestKvError> {
+        Box::pin(async { Ok(()) })
     }
-    fn delete(&self, _store: &str, _key: &str) -> Result<(), invoke::GuestKvError> {
-        Ok(())
+    fn delete<'a>(
+        &'a self,
+        _store: &'a str,
+        _key: &'a str,
+    ) -> ServiceFuture<'a, (), invoke::GuestKvError> {
+        Box::pin(async { Ok(()) })
     }
-    fn list(
-        &self,
-        _store: &str,
-        _after: Option<&str>,
-    ) -> Result<invoke::GuestKeyPage, invoke::GuestKvError> {
-        Ok(invoke::GuestKeyPage {
-            keys: Vec::new(),
-            next: None,
+    fn list<'a>(
+        &'a self,
+        _store: &'a str,
+        _after: Option<&'a str>,
+    ) -> ServiceFuture<'a, invoke::GuestKeyPage, invoke::GuestKvError> {
+        Box::pin(async {
+            Ok(invoke::GuestKeyPage {
+                keys: Vec::new(),
+                next: None,
+            })
         })
     }
-    fn increment(&self, _store: &str, _key: &str, delta: i64) -> Result<i64, invoke::GuestKvError> {
-        Ok(delta)
+    fn increment<'a>(
+        &'a self,
+        _store: &'a str,
+        _key: &'a str,
+        delta: i64,
+    ) -> ServiceFuture<'a, i64, invoke::GuestKvError> {
+        Box::pin(async move { Ok(delta) })
     }
 }
 
 impl invoke::GuestDocuments for Discard {
-    fn get(
-        &self,
-        _collection: &str,
-        _id: &str,
-    ) -> Result<Option<invoke::GuestDocument>, invoke::GuestDocError> {
-        Ok(None)
+    fn get<'a>(
+        &'a self,
+        _collection: &'a str,
+        _id: &'a str,
+    ) -> ServiceFuture<'a, Option<invoke::GuestDocument>, invoke::GuestDocError> {
+        Box::pin(async { Ok(None) })
     }
-    fn write(
-        &self,
+    fn write<'a>(
+        &'a self,
         _writes: Vec<invoke::GuestDocWrite>,
-    ) -> Result<Vec<invoke::GuestDocWritten>, invoke::GuestDocError> {
-        Ok(Vec::new())
+    ) -> ServiceFuture<'a, Vec<invoke::GuestDocWritten>, invoke::GuestDocError> {
+        Box::pin(async { Ok(Vec::new()) })
     }
-    fn query(
-        &self,
-        _collection: &str,
-        _query: &str,
-    ) -> Result<invoke::GuestDocPage, invoke::GuestDocError> {
-        Ok(invoke::GuestDocPage {
-            documents: Vec::new(),
-            next_cursor: None,
+    fn query<'a>(
+        &'a self,
+        _collection: &'a str,
+        _query: &'a str,
+    ) -> ServiceFuture<'a, invoke::GuestDocPage, invoke::GuestDocError> {
+        Box::pin(async {
+            Ok(invoke::GuestDocPage {
+                documents: Vec::new(),
+                next_cursor: None,
+            })
         })
     }
-    fn count(&self, _collection: &str, _query: &str) -> Result<u64, invoke::GuestDocError> {
-        Ok(0)
+    fn count<'a>(
+        &'a self,
+        _collection: &'a str,
+        _query: &'a str,
+    ) -> ServiceFuture<'a, u64, invoke::GuestDocError> {
+        Box::pin(async { Ok(0) })
     }
 }
 impl invoke::GuestObjects for Discard {

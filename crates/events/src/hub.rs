@@ -85,14 +85,11 @@ impl Hub {
         let receiver = feed.sender.subscribe();
         let position = match after {
             Some(after) => after,
-            None => {
-                let store = self.store.clone();
-                let (project, stream) = (project.clone(), stream.to_owned());
-                tokio::task::spawn_blocking(move || store.position_at(&project, &stream, i64::MAX))
-                    .await
-                    .map_err(|error| FollowError::Store(error.to_string()))?
-                    .map_err(|error| FollowError::Store(error.to_string()))?
-            }
+            None => self
+                .store
+                .position_at(project, stream, i64::MAX)
+                .await
+                .map_err(|error| FollowError::Store(error.to_string()))?,
         };
         let follower = Follower {
             store: self.store.clone(),
@@ -142,18 +139,15 @@ async fn read_feed(
     let mut last: Option<i64> = None;
     loop {
         logged.borrow_and_update();
-        let (store_now, project_now, stream_now) = (store.clone(), project.clone(), stream.clone());
-        let read = tokio::task::spawn_blocking(move || {
+        let read = async {
             let after = match last {
                 Some(after) => after,
-                None => store_now.position_at(&project_now, &stream_now, i64::MAX)?,
+                None => store.position_at(&project, &stream, i64::MAX).await?,
             };
-            let events = store_now.events(&project_now, &stream_now, after, PAGE)?;
+            let events = store.events(&project, &stream, after, PAGE).await?;
             Ok::<_, store::StoreError>((after, events))
-        })
-        .await
-        .map_err(|error| error.to_string())
-        .and_then(|read| read.map_err(|error| error.to_string()));
+        }
+        .await;
         match read {
             Ok((after, events)) => {
                 let more = events.len() == PAGE as usize;
@@ -187,15 +181,11 @@ impl Follower {
                 return Ok(event);
             }
             if self.catching_up {
-                let store = self.store.clone();
-                let (project, stream, after) =
-                    (self.project.clone(), self.stream.clone(), self.position);
-                let events = tokio::task::spawn_blocking(move || {
-                    store.events(&project, &stream, after, PAGE)
-                })
-                .await
-                .map_err(|error| FollowError::Store(error.to_string()))?
-                .map_err(|error| FollowError::Store(error.to_string()))?;
+                let events = self
+                    .store
+                    .events(&self.project, &self.stream, self.position, PAGE)
+                    .await
+                    .map_err(|error| FollowError::Store(error.to_string()))?;
                 if events.len() < PAGE as usize {
                     self.catching_up = false;
                 }

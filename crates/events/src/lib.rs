@@ -292,13 +292,12 @@ impl Dispatcher {
                 let _ = task.await;
             }
         }
-        let store = self.shared.store.clone();
         let stream = target.trigger.stream(&target.function);
-        let project = target.project.clone();
-        let position =
-            tokio::task::spawn_blocking(move || store.position_at(&project, &stream, from))
-                .await
-                .map_err(|error| store::StoreError::WriteFailed(error.to_string()))??;
+        let position = self
+            .shared
+            .store
+            .position_at(&target.project, &stream, from)
+            .await?;
         let moved = self
             .shared
             .store

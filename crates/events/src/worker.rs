@@ -168,43 +168,43 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Arc<Target>, mut stop: Stop
 
 /// Tells the metrics where the trigger stands (at most once a poll).
 async fn report(shared: &Arc<Shared>, target: &Arc<Target>, position: i64) -> Result<(), String> {
-    let store = shared.store.clone();
-    let (project, function, trigger) = (
-        target.project.clone(),
-        target.function.clone(),
-        target.trigger.name.clone(),
-    );
-    let stream = target.trigger.stream(&function);
-    let (backlog, retrying, dead) = blocking(move || {
-        let backlog = store.backlog(&project, &stream, position)?;
-        let (retrying, dead) = store
-            .failure_counts(&project)?
-            .into_iter()
-            .find(|(f, t, _, _)| *f == function && *t == trigger)
-            .map_or((0, 0), |(_, _, retrying, dead)| (retrying, dead));
-        Ok((backlog, retrying, dead))
-    })
-    .await?;
+    let store = &shared.store;
+    let (project, function, trigger) = (&target.project, &target.function, &target.trigger.name);
+    let stream = target.trigger.stream(function);
+    let backlog = store
+        .backlog(project, &stream, position)
+        .await
+        .map_err(|error| error.to_string())?;
+    let (retrying, dead) = store
+        .failure_counts(project)
+        .await
+        .map_err(|error| error.to_string())?
+        .into_iter()
+        .find(|(f, t, _, _)| f == function && t == trigger)
+        .map_or((0, 0), |(_, _, retrying, dead)| (retrying, dead));
     shared.metrics.standing(target, backlog, retrying, dead);
     Ok(())
 }
 
 /// Where a worker is: the cursor it moved to, and the write moving it
-/// there, if not yet known to be durable. The next batch is read while
-/// that write commits; it is awaited before the next one (writes commit in
-/// order anyway), before looking at failures, and before waiting idle.
+/// there (a task of its own), if not yet known to be durable. The next
+/// batch is read while that write commits; it is awaited before the next
+/// one (so cursor writes stay in order), before looking at failures, and
+/// before waiting idle. A worker stopped meanwhile leaves the task to end
+/// on its own: the write is made, as any write already queued.
 #[derive(Default)]
 struct Position {
     at: Option<i64>,
-    moving: Option<store::PendingWrite<()>>,
+    moving: Option<tokio::task::JoinHandle<Result<(), store::StoreError>>>,
 }
 
 impl Position {
     async fn settled(&mut self) -> Result<(), String> {
         match self.moving.take() {
-            Some(write) => write
-                .await
-                .map_err(|error| format!("moving the cursor: {error}")),
+            Some(write) => match write.await {
+                Ok(written) => written.map_err(|error| format!("moving the cursor: {error}")),
+                Err(error) => Err(format!("moving the cursor: {error}")),
+            },
             None => Ok(()),
         }
     }
@@ -228,12 +228,10 @@ async fn step(
     let position = match cursor.at {
         Some(position) => position,
         None => {
-            let subscriptions = blocking({
-                let store = store.clone();
-                let (project, function) = (project.clone(), function.clone());
-                move || store.subscriptions(&project, &function)
-            })
-            .await?;
+            let subscriptions = store
+                .subscriptions(&project, &function)
+                .await
+                .map_err(|error| error.to_string())?;
             let found = subscriptions
                 .into_iter()
                 .find(|subscription| subscription.trigger == trigger)
@@ -245,12 +243,10 @@ async fn step(
 
     // Retries due (a batch with failures recorded them before it ended).
     let now = shared.clock.now();
-    let due = blocking({
-        let store = store.clone();
-        let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
-        move || store.failures_due(&project, &function, &trigger, now, RETRY_LIMIT)
-    })
-    .await?;
+    let due = store
+        .failures_due(&project, &function, &trigger, now, RETRY_LIMIT)
+        .await
+        .map_err(|error| error.to_string())?;
     if !due.is_empty() {
         let concurrency = target.trigger.concurrency as usize;
         let settled: Vec<Result<(), String>> = futures::stream::iter(due)
@@ -263,24 +259,20 @@ async fn step(
     }
 
     // Fresh events.
-    let (next_retry, held_keys) = blocking({
-        let store = store.clone();
-        let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
-        move || store.retry_state(&project, &function, &trigger)
-    })
-    .await?;
+    let (next_retry, held_keys) = store
+        .retry_state(&project, &function, &trigger)
+        .await
+        .map_err(|error| error.to_string())?;
     // A schedule's ticks are logged already due (see `tick`): they come only
     // through the retry path above.
     if matches!(target.trigger.source, TriggerSource::Cron { .. }) {
         return Ok(Step::Idle(next_retry));
     }
     let stream = target.trigger.stream(&function);
-    let events = blocking({
-        let store = store.clone();
-        let project = project.clone();
-        move || store.events(&project, &stream, position, READ_LIMIT)
-    })
-    .await?;
+    let events = store
+        .events(&project, &stream, position, READ_LIMIT)
+        .await
+        .map_err(|error| error.to_string())?;
     let Some(last) = events.last().map(|event| event.seq) else {
         cursor.settled().await?;
         return Ok(Step::Idle(next_retry));
@@ -332,7 +324,14 @@ async fn step(
         .cloned()
         .collect();
     let any_failed = !failed.is_empty();
-    cursor.moving = Some(store.advance(&project, &function, &trigger, last, failed));
+    cursor.moving = Some(tokio::spawn({
+        let (store, project, function, trigger) = (store.clone(), project, function, trigger);
+        async move {
+            store
+                .advance(&project, &function, &trigger, last, failed)
+                .await
+        }
+    }));
     cursor.at = Some(last);
     if any_failed {
         // Retries and ordering keys read the failures back: record them now.
@@ -519,14 +518,5 @@ pub(crate) async fn tick(
                 target.trigger.name
             );
         }
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, store::StoreError> + Send + 'static,
-) -> Result<T, String> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(|error| error.to_string()),
-        Err(error) => Err(format!("a store read failed: {error}")),
     }
 }

@@ -3,7 +3,7 @@
 use domain::{CollectionName, FunctionName, ProjectId};
 use invoke::{
     GuestDocError, GuestDocOp, GuestDocPage, GuestDocWrite, GuestDocWritten, GuestDocument,
-    GuestDocuments,
+    GuestDocuments, ServiceFuture,
 };
 use serde_json::Value;
 use std::sync::Arc;
@@ -76,78 +76,101 @@ fn write_from_guest(write: GuestDocWrite) -> Result<DocWrite, String> {
     DocWrite::from_parts(kind, &write.collection, write.id, data, write.if_version)
 }
 
+fn guest_document(document: store::docs::Document) -> GuestDocument {
+    GuestDocument {
+        id: document.id,
+        version: document.version,
+        data: Value::Object(document.data).to_string(),
+    }
+}
+
 impl GuestDocuments for ProjectDocuments {
-    fn get(&self, collection: &str, id: &str) -> Result<Option<GuestDocument>, GuestDocError> {
-        let collection = collection_name(collection)?;
-        let found = self
-            .docs
-            .doc_get(&self.project, &collection, id)
-            .map_err(guest_error)?;
-        Ok(found.map(|document| GuestDocument {
-            id: document.id,
-            version: document.version,
-            data: Value::Object(document.data).to_string(),
-        }))
-    }
-
-    fn write(&self, writes: Vec<GuestDocWrite>) -> Result<Vec<GuestDocWritten>, GuestDocError> {
-        if writes.is_empty() || writes.len() > MAX_BATCH_WRITES {
-            return Err(GuestDocError::Invalid(format!(
-                "a batch has 1 to {MAX_BATCH_WRITES} writes"
-            )));
-        }
-        let writes = writes
-            .into_iter()
-            .enumerate()
-            .map(|(at, write)| {
-                write_from_guest(write)
-                    .map_err(|message| GuestDocError::Invalid(format!("write {at}: {message}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let single = writes.len() == 1;
-        let done = self
-            .docs
-            .doc_write_blocking_as(&self.project, Some(&self.function), writes)
-            .map_err(|error| match error {
-                // A single write's error needs no batch wrapper.
-                StoreError::BatchFailed { error, .. } if single => guest_error(*error),
-                error => guest_error(error),
-            })?;
-        Ok(done
-            .into_iter()
-            .map(|written| GuestDocWritten {
-                id: written.id,
-                version: written.version,
-            })
-            .collect())
-    }
-
-    fn query(&self, collection: &str, query: &str) -> Result<GuestDocPage, GuestDocError> {
-        let collection = collection_name(collection)?;
-        let query = parse_query(&json(query, "query")?).map_err(guest_error)?;
-        let page = self
-            .docs
-            .doc_query(&self.project, &collection, &query)
-            .map_err(guest_error)?;
-        Ok(GuestDocPage {
-            documents: page
-                .documents
-                .into_iter()
-                .map(|document| GuestDocument {
-                    id: document.id,
-                    version: document.version,
-                    data: Value::Object(document.data).to_string(),
-                })
-                .collect(),
-            next_cursor: page.next_cursor,
+    fn get<'a>(
+        &'a self,
+        collection: &'a str,
+        id: &'a str,
+    ) -> ServiceFuture<'a, Option<GuestDocument>, GuestDocError> {
+        Box::pin(async move {
+            let collection = collection_name(collection)?;
+            let found = self
+                .docs
+                .doc_get(&self.project, &collection, id)
+                .await
+                .map_err(guest_error)?;
+            Ok(found.map(guest_document))
         })
     }
 
-    fn count(&self, collection: &str, query: &str) -> Result<u64, GuestDocError> {
-        let collection = collection_name(collection)?;
-        let query = parse_query(&json(query, "query")?).map_err(guest_error)?;
-        self.docs
-            .doc_count(&self.project, &collection, &query)
-            .map_err(guest_error)
+    fn write<'a>(
+        &'a self,
+        writes: Vec<GuestDocWrite>,
+    ) -> ServiceFuture<'a, Vec<GuestDocWritten>, GuestDocError> {
+        Box::pin(async move {
+            if writes.is_empty() || writes.len() > MAX_BATCH_WRITES {
+                return Err(GuestDocError::Invalid(format!(
+                    "a batch has 1 to {MAX_BATCH_WRITES} writes"
+                )));
+            }
+            let writes = writes
+                .into_iter()
+                .enumerate()
+                .map(|(at, write)| {
+                    write_from_guest(write)
+                        .map_err(|message| GuestDocError::Invalid(format!("write {at}: {message}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let single = writes.len() == 1;
+            let done = self
+                .docs
+                .doc_write(&self.project, Some(&self.function), writes)
+                .await
+                .map_err(|error| match error {
+                    // A single write's error needs no batch wrapper.
+                    StoreError::BatchFailed { error, .. } if single => guest_error(*error),
+                    error => guest_error(error),
+                })?;
+            Ok(done
+                .into_iter()
+                .map(|written| GuestDocWritten {
+                    id: written.id,
+                    version: written.version,
+                })
+                .collect())
+        })
+    }
+
+    fn query<'a>(
+        &'a self,
+        collection: &'a str,
+        query: &'a str,
+    ) -> ServiceFuture<'a, GuestDocPage, GuestDocError> {
+        Box::pin(async move {
+            let collection = collection_name(collection)?;
+            let query = parse_query(&json(query, "query")?).map_err(guest_error)?;
+            let page = self
+                .docs
+                .doc_query(&self.project, &collection, &query)
+                .await
+                .map_err(guest_error)?;
+            Ok(GuestDocPage {
+                documents: page.documents.into_iter().map(guest_document).collect(),
+                next_cursor: page.next_cursor,
+            })
+        })
+    }
+
+    fn count<'a>(
+        &'a self,
+        collection: &'a str,
+        query: &'a str,
+    ) -> ServiceFuture<'a, u64, GuestDocError> {
+        Box::pin(async move {
+            let collection = collection_name(collection)?;
+            let query = parse_query(&json(query, "query")?).map_err(guest_error)?;
+            self.docs
+                .doc_count(&self.project, &collection, &query)
+                .await
+                .map_err(guest_error)
+        })
     }
 }

@@ -1,6 +1,6 @@
 //! `invoke::GuestKeyValue` over the key-value store, bound to one project.
 use domain::{ProjectId, StoreName, now_millis};
-use invoke::{GuestKeyPage, GuestKeyValue, GuestKvError};
+use invoke::{GuestKeyPage, GuestKeyValue, GuestKvError, ServiceFuture};
 use std::sync::Arc;
 use store::{Condition, KvStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, StoreError};
 
@@ -43,66 +43,99 @@ impl GuestKeyValue for ProjectKeyValue {
         store_name(store).map(|_| ())
     }
 
-    fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, GuestKvError> {
-        let store = store_name(store)?;
-        check_key(key)?;
-        self.kv
-            .kv_get(&self.project, &store, key, now_millis())
-            .map(|entry| entry.map(|entry| entry.value))
-            .map_err(other)
+    fn get<'a>(
+        &'a self,
+        store: &'a str,
+        key: &'a str,
+    ) -> ServiceFuture<'a, Option<Vec<u8>>, GuestKvError> {
+        Box::pin(async move {
+            let store = store_name(store)?;
+            check_key(key)?;
+            self.kv
+                .kv_get(&self.project, &store, key, now_millis())
+                .await
+                .map(|entry| entry.map(|entry| entry.value))
+                .map_err(other)
+        })
     }
 
-    fn set(&self, store: &str, key: &str, value: &[u8]) -> Result<(), GuestKvError> {
-        let store = store_name(store)?;
-        check_key(key)?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(GuestKvError::Other(format!(
-                "a value is at most {MAX_VALUE_BYTES} bytes"
-            )));
-        }
-        self.kv
-            .kv_set(
-                &self.project,
-                &store,
-                key,
-                value,
-                None,
-                Condition::Always,
-                now_millis(),
-            )
-            .map(|_| ())
-            .map_err(other)
+    fn set<'a>(
+        &'a self,
+        store: &'a str,
+        key: &'a str,
+        value: Vec<u8>,
+    ) -> ServiceFuture<'a, (), GuestKvError> {
+        Box::pin(async move {
+            let store = store_name(store)?;
+            check_key(key)?;
+            if value.len() > MAX_VALUE_BYTES {
+                return Err(GuestKvError::Other(format!(
+                    "a value is at most {MAX_VALUE_BYTES} bytes"
+                )));
+            }
+            self.kv
+                .kv_set(
+                    &self.project,
+                    &store,
+                    key,
+                    value,
+                    None,
+                    Condition::Always,
+                    now_millis(),
+                )
+                .await
+                .map(|_| ())
+                .map_err(other)
+        })
     }
 
-    fn delete(&self, store: &str, key: &str) -> Result<(), GuestKvError> {
-        let store = store_name(store)?;
-        check_key(key)?;
-        self.kv
-            .kv_delete(&self.project, &store, key, Condition::Always, now_millis())
-            .map(|_| ())
-            .map_err(other)
+    fn delete<'a>(&'a self, store: &'a str, key: &'a str) -> ServiceFuture<'a, (), GuestKvError> {
+        Box::pin(async move {
+            let store = store_name(store)?;
+            check_key(key)?;
+            self.kv
+                .kv_delete(&self.project, &store, key, Condition::Always, now_millis())
+                .await
+                .map(|_| ())
+                .map_err(other)
+        })
     }
 
-    fn list(&self, store: &str, after: Option<&str>) -> Result<GuestKeyPage, GuestKvError> {
-        let store = store_name(store)?;
-        let mut keys = self
-            .kv
-            .kv_list(&self.project, &store, "", after, PAGE + 1, now_millis())
-            .map_err(other)?;
-        let next = if keys.len() > PAGE as usize {
-            keys.truncate(PAGE as usize);
-            keys.last().cloned()
-        } else {
-            None
-        };
-        Ok(GuestKeyPage { keys, next })
+    fn list<'a>(
+        &'a self,
+        store: &'a str,
+        after: Option<&'a str>,
+    ) -> ServiceFuture<'a, GuestKeyPage, GuestKvError> {
+        Box::pin(async move {
+            let store = store_name(store)?;
+            let mut keys = self
+                .kv
+                .kv_list(&self.project, &store, "", after, PAGE + 1, now_millis())
+                .await
+                .map_err(other)?;
+            let next = if keys.len() > PAGE as usize {
+                keys.truncate(PAGE as usize);
+                keys.last().cloned()
+            } else {
+                None
+            };
+            Ok(GuestKeyPage { keys, next })
+        })
     }
 
-    fn increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, GuestKvError> {
-        let store = store_name(store)?;
-        check_key(key)?;
-        self.kv
-            .kv_increment(&self.project, &store, key, delta, now_millis())
-            .map_err(other)
+    fn increment<'a>(
+        &'a self,
+        store: &'a str,
+        key: &'a str,
+        delta: i64,
+    ) -> ServiceFuture<'a, i64, GuestKvError> {
+        Box::pin(async move {
+            let store = store_name(store)?;
+            check_key(key)?;
+            self.kv
+                .kv_increment(&self.project, &store, key, delta, now_millis())
+                .await
+                .map_err(other)
+        })
     }
 }

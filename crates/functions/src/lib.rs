@@ -17,7 +17,7 @@ use domain::{FunctionConfig, FunctionName, ProjectId, SpecError};
 use invoke::{Admission, DeployError, Executor, LoadSpec, Loaded, PreparedFunction};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use store::{FunctionVersion, MetaStore, NewVersion, StoreError};
+use store::{FunctionStore, FunctionVersion, NewVersion, StoreError};
 
 /// A live function version: what a request to it runs.
 pub struct Deployed {
@@ -82,7 +82,7 @@ impl Maintenance {
 }
 
 pub struct Functions {
-    store: Arc<dyn MetaStore>,
+    store: Arc<dyn FunctionStore>,
     kv: Arc<dyn store::KvStore>,
     docs: Arc<dyn store::DocStore>,
     objects: Arc<objects::Objects>,
@@ -106,7 +106,7 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 
 impl Functions {
     pub fn new(
-        store: Arc<dyn MetaStore>,
+        store: Arc<dyn FunctionStore>,
         kv: Arc<dyn store::KvStore>,
         docs: Arc<dyn store::DocStore>,
         objects: Arc<objects::Objects>,
@@ -268,28 +268,30 @@ impl Functions {
 
     /// Loads every live function of every project (start-up).
     pub async fn load_all(self: &Arc<Self>) -> Result<usize, FunctionsError> {
+        let mut versions = Vec::new();
+        for project in self.store.projects_with_functions().await? {
+            versions.extend(self.store.list(&project).await?);
+        }
         let this = self.clone();
-        blocking(move || {
+        Ok(blocking(move || {
             let mut loaded = 0;
-            for project in this.store.projects()? {
-                for version in this.store.list(&project)? {
-                    match this.load_version(&version) {
-                        Ok(prepared) => {
-                            this.install(version, prepared);
-                            loaded += 1;
-                        }
-                        Err(error) => tracing::error!(
-                            "function {}/{} version {} cannot be loaded: {error}",
-                            version.project,
-                            version.function,
-                            version.version
-                        ),
+            for version in versions {
+                match this.load_version(&version) {
+                    Ok(prepared) => {
+                        this.install(version, prepared);
+                        loaded += 1;
                     }
+                    Err(error) => tracing::error!(
+                        "function {}/{} version {} cannot be loaded: {error}",
+                        version.project,
+                        version.function,
+                        version.version
+                    ),
                 }
             }
-            Ok(loaded)
+            loaded
         })
-        .await
+        .await)
     }
 
     /// Validates, compiles, stores and switches to a new version.
@@ -325,8 +327,7 @@ impl Functions {
         })
         .await?;
         let _switch = self.switch.lock().await;
-        let this = self.clone();
-        let version = blocking(move || this.store.create_version(&project, &function, new)).await?;
+        let version = self.store.create_version(&project, &function, new).await?;
         Ok(self.install(version, prepared))
     }
 
@@ -338,22 +339,20 @@ impl Functions {
         version: u32,
     ) -> Result<Arc<Deployed>, FunctionsError> {
         let _switch = self.switch.lock().await;
+        let stored = self
+            .store
+            .versions(&project, &function)
+            .await?
+            .into_iter()
+            .find(|stored| stored.version == version)
+            .ok_or_else(|| FunctionsError::NoSuchVersion {
+                function: function.to_string(),
+                version,
+            })?;
         let this = self.clone();
-        blocking(move || {
-            let stored = this
-                .store
-                .versions(&project, &function)?
-                .into_iter()
-                .find(|stored| stored.version == version)
-                .ok_or_else(|| FunctionsError::NoSuchVersion {
-                    function: function.to_string(),
-                    version,
-                })?;
-            let prepared = this.load_version(&stored)?;
-            let stored = this.store.set_current(&project, &function, version)?;
-            Ok(this.install(stored, prepared))
-        })
-        .await
+        let prepared = blocking(move || this.load_version(&stored)).await?;
+        let stored = self.store.set_current(&project, &function, version).await?;
+        Ok(self.install(stored, prepared))
     }
 
     /// Removes a function: requests to it get 404 at once.
@@ -363,21 +362,17 @@ impl Functions {
         function: FunctionName,
     ) -> Result<(), FunctionsError> {
         let _switch = self.switch.lock().await;
-        let this = self.clone();
-        blocking(move || {
-            let existed = this.store.remove(&project, &function)?;
-            this.live
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&(project, function.clone()));
-            this.changed();
-            if existed {
-                Ok(())
-            } else {
-                Err(FunctionsError::NoSuchFunction(function.to_string()))
-            }
-        })
-        .await
+        let existed = self.store.remove(&project, &function).await?;
+        self.live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&(project, function.clone()));
+        self.changed();
+        if existed {
+            Ok(())
+        } else {
+            Err(FunctionsError::NoSuchFunction(function.to_string()))
+        }
     }
 
     /// Starts the owned upkeep task (idle-instance reaping, every second).
@@ -411,8 +406,7 @@ impl Functions {
         self: &Arc<Self>,
         project: ProjectId,
     ) -> Result<Vec<FunctionVersion>, FunctionsError> {
-        let this = self.clone();
-        Ok(blocking(move || this.store.list(&project)).await?)
+        Ok(self.store.list(&project).await?)
     }
 
     pub async fn versions(
@@ -420,7 +414,6 @@ impl Functions {
         project: ProjectId,
         function: FunctionName,
     ) -> Result<Vec<FunctionVersion>, FunctionsError> {
-        let this = self.clone();
-        Ok(blocking(move || this.store.versions(&project, &function)).await?)
+        Ok(self.store.versions(&project, &function).await?)
     }
 }

@@ -2,7 +2,7 @@
 //! one project (its `Scope`).
 use crate::convert;
 use crate::projects::Scope;
-use crate::{ApiError, SharedGateway, blocking};
+use crate::{ApiError, SharedGateway};
 use api_types::{FunctionList, InvocationList, LogPage, RollbackRequest, VersionList};
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
@@ -357,8 +357,7 @@ pub async fn usage(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<api_types::Usage>, ApiError> {
     let filter = usage_filter(&query, &["since", "until", "function", "trigger"])?;
-    let store = gateway.store.clone();
-    let usage = blocking(move || store.usage(&project.clone(), &filter)).await?;
+    let usage = gateway.records.usage(&project, &filter).await?;
     Ok(Json(convert::usage(&usage)))
 }
 
@@ -369,8 +368,7 @@ pub async fn invocations(
 ) -> Result<Json<InvocationList>, ApiError> {
     let filter = usage_filter(&query, &["since", "until", "function", "trigger", "limit"])?;
     let limit = crate::http_util::page_limit(&query, 100, 100_000)?;
-    let store = gateway.store.clone();
-    let records = blocking(move || store.records(&project.clone(), &filter, limit)).await?;
+    let records = gateway.records.records(&project, &filter, limit).await?;
     Ok(Json(InvocationList {
         invocations: records.iter().map(convert::record).collect(),
     }))
@@ -401,10 +399,10 @@ pub async fn logs(
         .unwrap_or_default();
     let deadline = tokio::time::Instant::now() + wait.min(Duration::from_secs(60));
     loop {
-        let store = gateway.store.clone();
-        let lookup = function.clone();
-        let scope = project.clone();
-        let lines = blocking(move || store.logs(&scope, &lookup, after, limit)).await?;
+        let lines = gateway
+            .records
+            .logs(&project, &function, after, limit)
+            .await?;
         if !lines.is_empty() || tokio::time::Instant::now() >= deadline {
             let next = lines.last().map_or(after, |line| line.seq);
             return Ok(Json(LogPage {

@@ -3,7 +3,7 @@
 //! (names that no collection or document id can take).
 use crate::http_util::{Precondition, etag, precondition, read_json_body};
 use crate::projects::{Scope, authorize, read_rule, require_service, write_rule};
-use crate::{ApiError, SharedGateway, blocking};
+use crate::{ApiError, SharedGateway};
 use auth::Caller;
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
@@ -66,22 +66,6 @@ async fn read_json(
         |error| ApiError::bad_request("invalid_json", format!("the body is not JSON: {error}")),
     )
     .await
-}
-
-/// Runs a document read on the blocking pool, at most
-/// [`crate::Gateway::document_reads`] at a time: waiting readers queue in
-/// order instead of crowding the cores with threads, which kept the slowest
-/// reads of a loaded server waiting for many scheduler rounds.
-pub(crate) async fn read<T: Send + 'static>(
-    gateway: &SharedGateway,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let _permit = gateway
-        .document_reads
-        .acquire()
-        .await
-        .expect("the semaphore is never closed");
-    blocking(work).await
 }
 
 fn document_object(value: Value) -> Result<Map<String, Value>, ApiError> {
@@ -149,7 +133,7 @@ async fn write_one(
     project: &domain::ProjectId,
     write: DocWrite,
 ) -> Result<store::docs::DocWritten, ApiError> {
-    match gateway.docs.doc_write(project, vec![write]).await {
+    match gateway.docs.doc_write(project, None, vec![write]).await {
         Ok(mut done) => done
             .pop()
             .ok_or_else(|| ApiError::Internal("a write answered nothing".to_owned())),
@@ -164,8 +148,7 @@ pub async fn list_collections(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<api_types::DocCollectionList>, ApiError> {
     require_service(&caller, &project)?;
-    let docs = gateway.docs.clone();
-    let collections = blocking(move || docs.doc_collections(&project)).await?;
+    let collections = gateway.docs.doc_collections(&project).await?;
     Ok(Json(api_types::DocCollectionList {
         collections: collections
             .into_iter()
@@ -228,11 +211,10 @@ async fn run_query(
     body: Value,
 ) -> Result<Json<api_types::DocPage>, ApiError> {
     let query = parse_query(&body)?;
-    let docs = gateway.docs.clone();
-    let page = read(&gateway, move || {
-        docs.doc_query(&project, &collection, &query)
-    })
-    .await?;
+    let page = gateway
+        .docs
+        .doc_query(&project, &collection, &query)
+        .await?;
     Ok(Json(api_types::DocPage {
         documents: page.documents.into_iter().map(document_out).collect(),
         next_cursor: page.next_cursor,
@@ -262,11 +244,10 @@ pub async fn count(
 ) -> Result<Json<api_types::DocCount>, ApiError> {
     let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
     let query = parse_query(&read_json(&gateway, request, MAX_QUERY_BODY).await?.0)?;
-    let docs = gateway.docs.clone();
-    let count = read(&gateway, move || {
-        docs.doc_count(&project, &collection, &query)
-    })
-    .await?;
+    let count = gateway
+        .docs
+        .doc_count(&project, &collection, &query)
+        .await?;
     Ok(Json(api_types::DocCount { count }))
 }
 
@@ -281,8 +262,10 @@ pub async fn explain(
     let collection = collection_name(&collection)?;
     require_service(&caller, &project)?;
     let query = parse_query(&read_json(&gateway, request, MAX_QUERY_BODY).await?.0)?;
-    let docs = gateway.docs.clone();
-    let plan = blocking(move || docs.doc_explain(&project, &collection, &query)).await?;
+    let plan = gateway
+        .docs
+        .doc_explain(&project, &collection, &query)
+        .await?;
     Ok(Json(api_types::DocExplain {
         strategy: plan.strategy.to_owned(),
         index: plan.index,
@@ -322,13 +305,13 @@ pub async fn get(
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
-    let docs = gateway.docs.clone();
-    let lookup = id.clone();
-    let document = read(&gateway, move || {
-        docs.doc_get(&project, &collection, &lookup)
-    })
-    .await?
-    .ok_or_else(|| ApiError::DocumentNotFound(format!("no document {id:?} in this collection")))?;
+    let document = gateway
+        .docs
+        .doc_get(&project, &collection, &id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::DocumentNotFound(format!("no document {id:?} in this collection"))
+        })?;
     let version = document.version;
     let mut response = Json(document_out(document)).into_response();
     response
@@ -429,12 +412,9 @@ pub async fn batch(
 ) -> Result<Json<api_types::DocBatchResult>, ApiError> {
     // The collections are named in the body: a key that may write to none
     // of the project's is refused before it is read.
-    let auth = gateway.auth.clone();
-    let (lookup_caller, lookup_project) = (caller.clone(), project.clone());
-    if !blocking(move || {
-        auth.may_write_some(&lookup_caller, &lookup_project, ResourceKind::Collection)
-    })
-    .await?
+    if !gateway
+        .auth
+        .may_write_some(&caller, &project, ResourceKind::Collection)
     {
         return Err(ApiError::NotAllowed(
             "this key may not write to any collection of this project".to_owned(),
@@ -483,7 +463,7 @@ pub async fn batch(
         )
         .await?;
     }
-    let results = gateway.docs.doc_write(&project, writes).await?;
+    let results = gateway.docs.doc_write(&project, None, writes).await?;
     Ok(Json(api_types::DocBatchResult {
         results: results
             .into_iter()
@@ -514,8 +494,7 @@ pub async fn list_indexes(
 ) -> Result<Json<Vec<api_types::DocIndex>>, ApiError> {
     let collection = collection_name(&collection)?;
     require_service(&caller, &project)?;
-    let docs = gateway.docs.clone();
-    let collections = blocking(move || docs.doc_collections(&project)).await?;
+    let collections = gateway.docs.doc_collections(&project).await?;
     let indexes = collections
         .into_iter()
         .find(|info| info.name == collection)
@@ -558,9 +537,10 @@ pub async fn create_index(
     let fields = parse_index_fields(&body.fields)
         .map_err(|error| ApiError::bad_request("invalid_index", error.to_string()))?;
     let index = Index { name, fields };
-    let docs = gateway.docs.clone();
-    let created = index.clone();
-    blocking(move || docs.doc_create_index(&project, &collection, created)).await?;
+    gateway
+        .docs
+        .doc_create_index(&project, &collection, index.clone())
+        .await?;
     Ok((http::StatusCode::CREATED, Json(index_out(index))))
 }
 
@@ -572,9 +552,11 @@ pub async fn drop_index(
 ) -> Result<http::StatusCode, ApiError> {
     let collection = collection_name(&collection)?;
     require_service(&caller, &project)?;
-    let docs = gateway.docs.clone();
-    let dropped = name.clone();
-    if blocking(move || docs.doc_drop_index(&project, &collection, &dropped)).await? {
+    if gateway
+        .docs
+        .doc_drop_index(&project, &collection, &name)
+        .await?
+    {
         Ok(http::StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!(
@@ -593,9 +575,11 @@ pub async fn drop_collection(
 ) -> Result<http::StatusCode, ApiError> {
     let collection = collection_name(&collection)?;
     require_service(&caller, &project)?;
-    let (docs, dropped) = (gateway.docs.clone(), collection.clone());
-    let scope = project.clone();
-    if blocking(move || docs.doc_drop_collection(&scope, &dropped)).await? {
+    if gateway
+        .docs
+        .doc_drop_collection(&project, &collection)
+        .await?
+    {
         // Created again later, it starts private.
         gateway
             .auth

@@ -5,7 +5,7 @@
 use crate::control::{function_name, parse_time};
 use crate::http_util::{log_position, only_params, page_limit};
 use crate::projects::Scope;
-use crate::{ApiError, SharedGateway, blocking};
+use crate::{ApiError, SharedGateway};
 use api_types::{
     Count, DeadLetter, DeadLetterFilter, DeadLetterPage, EventInfo, EventPage, PublishBatch,
     Published, PublishedList, ReplayRequest, Replayed, TriggerInfo, TriggerList,
@@ -185,7 +185,7 @@ pub async fn read_topic(
     only_params(&query, &["after", "since", "limit"])?;
     let limit = page_limit(&query, 100, MAX_PAGE)?;
     let stream = topic_stream(&topic);
-    let store = gateway.events.clone();
+    let store = &gateway.events;
     let after = match (log_position(&query, "after")?, query.get("since")) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
@@ -196,12 +196,11 @@ pub async fn read_topic(
         (Some(after), None) => after,
         (None, Some(since)) => {
             let since = parse_time("since", since)?;
-            let (store, project, stream) = (store.clone(), project.clone(), stream.clone());
-            blocking(move || store.position_at(&project, &stream, since)).await?
+            store.position_at(&project, &stream, since).await?
         }
         (None, None) => 0,
     };
-    let events = blocking(move || store.events(&project, &stream, after, limit)).await?;
+    let events = store.events(&project, &stream, after, limit).await?;
     let next = (events.len() == limit as usize)
         .then(|| events.last().map(|event| event.seq))
         .flatten();
@@ -223,35 +222,31 @@ pub async fn list_triggers(
         .filter(|deployed| deployed.version.project == project)
         .collect();
     live.sort_by(|a, b| a.version.function.cmp(&b.version.function));
-    let store = gateway.events.clone();
-    let triggers = blocking(move || {
-        let counts = store.failure_counts(&project)?;
-        let mut triggers = Vec::new();
-        for deployed in live {
-            let function = &deployed.version.function;
-            let subscriptions = store.subscriptions(&project, function)?;
-            for spec in &deployed.version.config.all_triggers() {
-                let cursor = subscriptions
-                    .iter()
-                    .find(|subscription| subscription.trigger == spec.name)
-                    .map_or(0, |subscription| subscription.cursor);
-                let (retrying, dead) = counts
-                    .iter()
-                    .find(|(f, t, _, _)| f == function && *t == spec.name)
-                    .map_or((0, 0), |(_, _, waiting, dead)| (*waiting, *dead));
-                triggers.push(TriggerInfo {
-                    function: function.to_string(),
-                    trigger: spec.name.to_string(),
-                    spec: spec.to_text(),
-                    cursor,
-                    retrying,
-                    dead,
-                });
-            }
+    let store = &gateway.events;
+    let counts = store.failure_counts(&project).await?;
+    let mut triggers = Vec::new();
+    for deployed in live {
+        let function = &deployed.version.function;
+        let subscriptions = store.subscriptions(&project, function).await?;
+        for spec in &deployed.version.config.all_triggers() {
+            let cursor = subscriptions
+                .iter()
+                .find(|subscription| subscription.trigger == spec.name)
+                .map_or(0, |subscription| subscription.cursor);
+            let (retrying, dead) = counts
+                .iter()
+                .find(|(f, t, _, _)| f == function && *t == spec.name)
+                .map_or((0, 0), |(_, _, waiting, dead)| (*waiting, *dead));
+            triggers.push(TriggerInfo {
+                function: function.to_string(),
+                trigger: spec.name.to_string(),
+                spec: spec.to_text(),
+                cursor,
+                retrying,
+                dead,
+            });
         }
-        Ok::<_, store::StoreError>(triggers)
-    })
-    .await?;
+    }
     Ok(Json(TriggerList { triggers }))
 }
 
@@ -320,8 +315,10 @@ pub async fn dead_letters(
     let filter = filter_from_query(&query)?;
     let after = log_position(&query, "after")?.unwrap_or(0);
     let limit = page_limit(&query, 100, MAX_PAGE)?;
-    let store = gateway.events.clone();
-    let dead = blocking(move || store.dead_letters(&project, &filter, after, limit)).await?;
+    let dead = gateway
+        .events
+        .dead_letters(&project, &filter, after, limit)
+        .await?;
     let next = (dead.len() == limit as usize)
         .then(|| dead.last().map(|failed| failed.event.seq))
         .flatten();
@@ -510,9 +507,9 @@ pub async fn async_invocation(
     Extension(Scope(project)): Extension<Scope>,
     Path(id): Path<String>,
 ) -> Result<Json<api_types::AsyncInvocationInfo>, ApiError> {
-    let store = gateway.events.clone();
-    let lookup = id.clone();
-    let invocation = blocking(move || store.async_invocation(&project, &lookup))
+    let invocation = gateway
+        .events
+        .async_invocation(&project, &id)
         .await?
         .ok_or_else(|| ApiError::NotFoundCode {
             code: "invocation_not_found",

@@ -1,13 +1,13 @@
 //! Key-value over REST: `/v1/kv/STORE/KEY` for the scope's project.
 use crate::http_util::{Precondition, etag, only_params, precondition};
 use crate::projects::Scope;
-use crate::{ApiError, SharedGateway, blocking};
+use crate::{ApiError, SharedGateway};
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use domain::{StoreName, now_millis};
 use std::collections::HashMap;
-use store::{Condition, KvBatchOp, KvDone, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use store::{Condition, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// Most keys one listing returns.
 const MAX_LIST: u32 = 1000;
@@ -45,8 +45,7 @@ pub async fn list_stores(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
 ) -> Result<Json<api_types::KvStoreList>, ApiError> {
-    let kv = gateway.kv.clone();
-    let stores = blocking(move || kv.kv_stores(&project)).await?;
+    let stores = gateway.kv.kv_stores(&project).await?;
     Ok(Json(api_types::KvStoreList {
         stores: stores.iter().map(ToString::to_string).collect(),
     }))
@@ -63,10 +62,10 @@ pub async fn list_keys(
     let limit = crate::http_util::page_limit(&query, 100, MAX_LIST)?;
     let prefix = query.get("prefix").cloned().unwrap_or_default();
     let cursor = query.get("cursor").cloned();
-    let kv = gateway.kv.clone();
     // One more than asked tells whether there is a next page.
-    let mut keys = blocking(move || {
-        kv.kv_list(
+    let mut keys = gateway
+        .kv
+        .kv_list(
             &project,
             &store,
             &prefix,
@@ -74,8 +73,7 @@ pub async fn list_keys(
             limit + 1,
             now_millis(),
         )
-    })
-    .await?;
+        .await?;
     let cursor = if keys.len() > limit as usize {
         keys.truncate(limit as usize);
         keys.last().cloned()
@@ -92,8 +90,7 @@ pub async fn drop_store(
     Path(store): Path<String>,
 ) -> Result<http::StatusCode, ApiError> {
     let store = store_name(&store)?;
-    let (kv, dropped) = (gateway.kv.clone(), store.clone());
-    if blocking(move || kv.kv_drop_store(&project, &dropped)).await? {
+    if gateway.kv.kv_drop_store(&project, &store).await? {
         Ok(http::StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFoundCode {
@@ -114,7 +111,8 @@ pub async fn get(
     // and waits for no writer (WAL): cheaper inline than a thread hop.
     let entry = gateway
         .kv
-        .kv_get(&project, &store, &key, now_millis())?
+        .kv_get(&project, &store, &key, now_millis())
+        .await?
         .ok_or_else(|| ApiError::KeyNotFound(format!("no key {key:?} in this store")))?;
     let mut response = entry.value.into_response();
     let headers = response.headers_mut();
@@ -167,20 +165,18 @@ pub async fn put(
         })?;
     let now = now_millis();
     let expires_at = ttl.map(|ttl| now.saturating_add(ttl.as_millis() as i64));
-    let write = KvBatchOp::Set {
-        project,
-        store,
-        key,
-        value: value.to_vec(),
-        expires_at,
-        condition,
-        now,
-    };
-    let KvDone::Version(version) = gateway.kv.kv_write(write).await? else {
-        return Err(ApiError::Internal(
-            "a set answered without a version".to_owned(),
-        ));
-    };
+    let version = gateway
+        .kv
+        .kv_set(
+            &project,
+            &store,
+            &key,
+            value.to_vec(),
+            expires_at,
+            condition,
+            now,
+        )
+        .await?;
     let mut response = Json(api_types::KvWritten { version }).into_response();
     response
         .headers_mut()
@@ -197,14 +193,10 @@ pub async fn delete(
     let store = store_name(&store)?;
     check_key(&key)?;
     let condition = condition(&headers)?;
-    let write = KvBatchOp::Delete {
-        project,
-        store,
-        key,
-        condition,
-        now: now_millis(),
-    };
-    gateway.kv.kv_write(write).await?;
+    gateway
+        .kv
+        .kv_delete(&project, &store, &key, condition, now_millis())
+        .await?;
     Ok(http::StatusCode::NO_CONTENT)
 }
 
@@ -230,17 +222,9 @@ pub async fn increment(
         .map_err(|_| {
             ApiError::bad_request("invalid_query", "increment must be a signed 64-bit integer")
         })?;
-    let write = KvBatchOp::Increment {
-        project,
-        store,
-        key,
-        by,
-        now: now_millis(),
-    };
-    let KvDone::Sum(value) = gateway.kv.kv_write(write).await? else {
-        return Err(ApiError::Internal(
-            "an increment answered without a sum".to_owned(),
-        ));
-    };
+    let value = gateway
+        .kv
+        .kv_increment(&project, &store, &key, by, now_millis())
+        .await?;
     Ok(Json(api_types::KvCounter { value }))
 }

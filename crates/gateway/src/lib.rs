@@ -30,7 +30,6 @@ use axum::routing::{any, delete, get, post, put};
 use functions::Functions;
 use metering::{Metrics, Recorder};
 use std::sync::Arc;
-use store::MetaStore;
 
 /// Who may read `/metrics`.
 #[derive(Debug, Clone)]
@@ -44,17 +43,18 @@ pub enum MetricsAccess {
 /// What the routes share.
 pub struct Gateway {
     pub functions: Arc<Functions>,
-    pub store: Arc<dyn MetaStore>,
+    /// Projects and keys (what `auth` does not keep: listings).
+    pub projects: Arc<dyn store::ProjectStore>,
+    /// Invocation records and logs.
+    pub records: Arc<dyn store::RecordStore>,
     pub recorder: Arc<Recorder>,
     pub metrics: Arc<Metrics>,
-    /// Key-value stores (the same SQLite database as `store`, for now).
+    /// Key-value stores.
     pub kv: Arc<dyn store::KvStore>,
-    /// Document collections (the same SQLite database as `store`, for now).
+    /// Document collections.
     pub docs: Arc<dyn store::DocStore>,
     /// Buckets and objects (S3 and REST).
     pub objects: Arc<::objects::Objects>,
-    /// Document reads running at once (see `docs::read`).
-    pub document_reads: tokio::sync::Semaphore,
     /// Checks the admin credential and project keys.
     pub auth: Arc<auth::Auth>,
     /// Topics, change streams, subscriptions and dead letters.
@@ -80,7 +80,7 @@ pub struct Gateway {
 
 pub type SharedGateway = Arc<Gateway>;
 
-/// Runs blocking store work off the async threads.
+/// Runs blocking work (a large parse) off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(work)
         .await

@@ -7,7 +7,7 @@
 //! no business with the control API. Projects and keys are managed by the
 //! admin only.
 use crate::convert;
-use crate::{ApiError, SharedGateway, blocking};
+use crate::{ApiError, SharedGateway};
 use api_types::{CreateKey, CreateProject, IssuedKey, KeyList, ProjectList};
 use auth::Caller;
 use axum::Json;
@@ -79,9 +79,7 @@ pub async fn authenticate(
         // Only the admin learns whether a project exists: a key of another
         // project is refused (403) before, whatever the name.
         Some(Scope(project)) if caller == Caller::Admin && !gateway.auth.project_known(project) => {
-            let auth = gateway.auth.clone();
-            let lookup = project.clone();
-            match blocking(move || auth.project_exists(&lookup)).await {
+            match gateway.auth.project_exists(project).await {
                 Ok(true) => {}
                 Ok(false) => {
                     return ApiError::ProjectNotFound(format!(
@@ -337,9 +335,9 @@ pub async fn rotate_s3_secret(
     Extension(Scope(project)): Extension<Scope>,
     Path(id): Path<String>,
 ) -> Result<Json<api_types::S3Credentials>, ApiError> {
-    let auth = gateway.auth.clone();
-    let lookup = id.clone();
-    blocking(move || auth.rotate_s3_secret(&project, &lookup))
+    gateway
+        .auth
+        .rotate_s3_secret(&project, &id)
         .await?
         .map(|pair| Json(s3_pair(pair)))
         .ok_or_else(|| ApiError::NotFound(format!("no live key {id:?} in this project")))
@@ -374,8 +372,7 @@ pub async fn write_rule(
     let setting: api_types::AccessSetting = serde_json::from_slice(body)
         .map_err(|error| ApiError::bad_request("invalid_access", error.to_string()))?;
     let rule = convert::access_rule(&setting.access)?;
-    let auth = gateway.auth.clone();
-    blocking(move || auth.set_rule(&project, kind, &name, rule)).await?;
+    gateway.auth.set_rule(&project, kind, &name, rule).await?;
     Ok(Json(setting))
 }
 
@@ -401,8 +398,7 @@ fn project_name(name: &str) -> Result<ProjectId, ApiError> {
 pub async fn list_projects(
     State(gateway): State<SharedGateway>,
 ) -> Result<Json<ProjectList>, ApiError> {
-    let store = gateway.store.clone();
-    let projects = blocking(move || store.list_projects()).await?;
+    let projects = gateway.projects.list_projects().await?;
     Ok(Json(ProjectList {
         projects: projects.iter().map(convert::project).collect(),
     }))
@@ -419,8 +415,7 @@ pub async fn create_project(
         )
     })?;
     let project = project_name(&request.name)?;
-    let store = gateway.store.clone();
-    let created = blocking(move || store.create_project(&project)).await?;
+    let created = gateway.projects.create_project(&project).await?;
     Ok((http::StatusCode::CREATED, Json(convert::project(&created))))
 }
 
@@ -435,8 +430,7 @@ pub async fn remove_project(
             message: "the default project always exists".to_owned(),
         });
     }
-    let auth = gateway.auth.clone();
-    if blocking(move || auth.remove_project(&project)).await? {
+    if gateway.auth.remove_project(&project).await? {
         Ok(http::StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::ProjectNotFound(format!(
@@ -449,8 +443,7 @@ pub async fn list_keys(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
 ) -> Result<Json<KeyList>, ApiError> {
-    let store = gateway.store.clone();
-    let keys = blocking(move || store.keys(&project)).await?;
+    let keys = gateway.projects.keys(&project).await?;
     Ok(Json(KeyList {
         keys: keys.iter().map(convert::key).collect(),
     }))
@@ -482,8 +475,7 @@ pub async fn create_key(
             "a key name is at most 200 bytes",
         ));
     }
-    let auth = gateway.auth.clone();
-    let issued = blocking(move || auth.issue(&project, kind, &request.name)).await?;
+    let issued = gateway.auth.issue(&project, kind, &request.name).await?;
     Ok((
         http::StatusCode::CREATED,
         Json(IssuedKey {
@@ -499,9 +491,7 @@ pub async fn revoke_key(
     Extension(Scope(project)): Extension<Scope>,
     Path(id): Path<String>,
 ) -> Result<http::StatusCode, ApiError> {
-    let auth = gateway.auth.clone();
-    let lookup = id.clone();
-    if blocking(move || auth.revoke(&project, &lookup)).await? {
+    if gateway.auth.revoke(&project, &id).await? {
         Ok(http::StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!(

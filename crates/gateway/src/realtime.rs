@@ -525,33 +525,33 @@ async fn subscription(
             return;
         }
         if after.is_none() {
-            let (docs, lookup, collection, query) = (
-                gateway.docs.clone(),
-                project.clone(),
-                collection.clone(),
-                query.clone(),
-            );
-            // Snapshots are document reads: as many at once as REST's,
-            // made into their message there too (megabytes of JSON are
-            // no work for an async thread).
+            // Snapshots are document reads, under the store's limit of
+            // reads at once as REST's are; their message is made off the
+            // async threads (megabytes of JSON are no work for one).
             let subscription = id.clone();
-            let snapshot = crate::docs::read(&gateway, move || {
-                let (documents, position) = docs.doc_snapshot(&lookup, &collection, &query)?;
-                let documents: Vec<Value> = documents
-                    .into_iter()
-                    .map(|document| {
-                        json!({"id": document.id, "version": document.version, "data": document.data})
-                    })
-                    .collect();
-                let message = json!({
-                    "type": "snapshot",
-                    "id": subscription,
-                    "position": position,
-                    "documents": documents,
-                });
-                Ok::<_, store::StoreError>((message.to_string(), position))
-            })
-            .await;
+            let snapshot = match gateway
+                .docs
+                .doc_snapshot(&project, collection, query)
+                .await
+            {
+                Ok((documents, position)) => Ok(crate::blocking(move || {
+                    let documents: Vec<Value> = documents
+                        .into_iter()
+                        .map(|document| {
+                            json!({"id": document.id, "version": document.version, "data": document.data})
+                        })
+                        .collect();
+                    let message = json!({
+                        "type": "snapshot",
+                        "id": subscription,
+                        "position": position,
+                        "documents": documents,
+                    });
+                    (message.to_string(), position)
+                })
+                .await),
+                Err(error) => Err(error),
+            };
             match snapshot {
                 Ok((message, position)) => {
                     if !out.send_text(message) {

@@ -19,17 +19,34 @@ pub struct GuestKeyPage {
 }
 
 /// Key-value stores of one project, for guests (`wasi:keyvalue`). The same
-/// data as the REST API. Calls block (SQLite): runtimes call them off their
-/// async threads.
+/// data and rules as the REST API.
 pub trait GuestKeyValue: Send + Sync + 'static {
     /// Checks that `store` can be opened.
     fn open(&self, store: &str) -> Result<(), GuestKvError>;
-    fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, GuestKvError>;
-    fn set(&self, store: &str, key: &str, value: &[u8]) -> Result<(), GuestKvError>;
-    fn delete(&self, store: &str, key: &str) -> Result<(), GuestKvError>;
-    fn list(&self, store: &str, after: Option<&str>) -> Result<GuestKeyPage, GuestKvError>;
+    fn get<'a>(
+        &'a self,
+        store: &'a str,
+        key: &'a str,
+    ) -> ServiceFuture<'a, Option<Vec<u8>>, GuestKvError>;
+    fn set<'a>(
+        &'a self,
+        store: &'a str,
+        key: &'a str,
+        value: Vec<u8>,
+    ) -> ServiceFuture<'a, (), GuestKvError>;
+    fn delete<'a>(&'a self, store: &'a str, key: &'a str) -> ServiceFuture<'a, (), GuestKvError>;
+    fn list<'a>(
+        &'a self,
+        store: &'a str,
+        after: Option<&'a str>,
+    ) -> ServiceFuture<'a, GuestKeyPage, GuestKvError>;
     /// Adds `delta` atomically; returns the new value.
-    fn increment(&self, store: &str, key: &str, delta: i64) -> Result<i64, GuestKvError>;
+    fn increment<'a>(
+        &'a self,
+        store: &'a str,
+        key: &'a str,
+        delta: i64,
+    ) -> ServiceFuture<'a, i64, GuestKvError>;
 }
 
 /// Why a document call failed, as a guest sees it; each says what.
@@ -88,14 +105,29 @@ pub struct GuestDocPage {
 }
 
 /// The document collections of one project, for its guests: the same data
-/// and rules as the REST API. Calls block.
+/// and rules as the REST API.
 pub trait GuestDocuments: Send + Sync + 'static {
-    fn get(&self, collection: &str, id: &str) -> Result<Option<GuestDocument>, GuestDocError>;
+    fn get<'a>(
+        &'a self,
+        collection: &'a str,
+        id: &'a str,
+    ) -> ServiceFuture<'a, Option<GuestDocument>, GuestDocError>;
     /// Writes that commit together or not at all.
-    fn write(&self, writes: Vec<GuestDocWrite>) -> Result<Vec<GuestDocWritten>, GuestDocError>;
+    fn write<'a>(
+        &'a self,
+        writes: Vec<GuestDocWrite>,
+    ) -> ServiceFuture<'a, Vec<GuestDocWritten>, GuestDocError>;
     /// `query` is the JSON query of the REST API.
-    fn query(&self, collection: &str, query: &str) -> Result<GuestDocPage, GuestDocError>;
-    fn count(&self, collection: &str, query: &str) -> Result<u64, GuestDocError>;
+    fn query<'a>(
+        &'a self,
+        collection: &'a str,
+        query: &'a str,
+    ) -> ServiceFuture<'a, GuestDocPage, GuestDocError>;
+    fn count<'a>(
+        &'a self,
+        collection: &'a str,
+        query: &'a str,
+    ) -> ServiceFuture<'a, u64, GuestDocError>;
 }
 
 /// Why an object call failed, as a guest sees it; each says what.

@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use store::MetaStore;
+use store::RecordStore;
 
 /// Most items written in one transaction.
 const BATCH: usize = 8192;
@@ -44,7 +44,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn start(store: Arc<dyn MetaStore>, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// Starts the writer thread. Call it within the tokio runtime: the
+    /// thread drives the store's writes on it.
+    pub fn start(store: Arc<dyn RecordStore>, metrics: Arc<Metrics>) -> Arc<Self> {
+        let runtime = tokio::runtime::Handle::current();
         let (sender, receiver) = mpsc::channel();
         let pending_logs = Arc::new(AtomicU64::new(0));
         let stopping = Arc::new(AtomicBool::new(false));
@@ -54,7 +57,10 @@ impl Recorder {
                 let pending_logs = pending_logs.clone();
                 let metrics = metrics.clone();
                 let stopping = stopping.clone();
-                move || write_loop(receiver, store, metrics, pending_logs, stopping)
+                move || {
+                    let store = Blocking { store, runtime };
+                    write_loop(receiver, store, metrics, pending_logs, stopping)
+                }
             })
             .expect("spawning the recorder thread");
         Arc::new(Self {
@@ -125,9 +131,28 @@ impl LogSink for Recorder {
     }
 }
 
+/// The record store, called from the writer thread: it waits for each
+/// write (the thread is the recorder's own; no async thread waits).
+struct Blocking {
+    store: Arc<dyn RecordStore>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Blocking {
+    fn insert_records(&self, records: &[InvocationRecord]) -> Result<(), store::StoreError> {
+        self.runtime
+            .block_on(self.store.insert_records(records.to_vec()))
+    }
+
+    fn insert_logs(&self, lines: &[LogLine]) -> Result<(), store::StoreError> {
+        self.runtime
+            .block_on(self.store.insert_logs(lines.to_vec()))
+    }
+}
+
 fn write_loop(
     receiver: Receiver<Item>,
-    store: Arc<dyn MetaStore>,
+    store: Blocking,
     metrics: Arc<Metrics>,
     pending_logs: Arc<AtomicU64>,
     stopping: Arc<AtomicBool>,
@@ -138,7 +163,7 @@ fn write_loop(
         for record in records.iter() {
             metrics.observe(record);
         }
-        write(&*store, records, logs, &pending_logs, &stopping);
+        write(&store, records, logs, &pending_logs, &stopping);
     };
     let mut records = Vec::with_capacity(BATCH);
     let mut logs = Vec::with_capacity(BATCH);
@@ -229,7 +254,7 @@ fn retry<E>(
 }
 
 fn write(
-    store: &dyn MetaStore,
+    store: &Blocking,
     records: &mut Vec<InvocationRecord>,
     logs: &mut Vec<LogLine>,
     pending: &AtomicU64,

@@ -160,16 +160,6 @@ struct Written {
     checksums: Vec<(String, String)>,
 }
 
-/// Runs blocking store calls off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ObjectError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| ObjectError::Internal(format!("a store call failed: {error}")))?
-        .map_err(ObjectError::from)
-}
-
 fn random_id() -> String {
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).expect("the OS random number generator");
@@ -188,8 +178,7 @@ impl Objects {
         files: ObjectFiles,
     ) -> Result<Arc<Self>, ObjectError> {
         let objects = Arc::new(Self { store, files });
-        let reader = objects.store.clone();
-        let leftover = blocking(move || reader.trash()).await?;
+        let leftover = objects.store.trash().await?;
         objects.empty_trash(leftover).await;
         // Unnamed files come only from a crash: after a clean stop there is
         // nothing to look for, and the scan of every object is skipped.
@@ -214,19 +203,16 @@ impl Objects {
         &self,
         started: std::time::SystemTime,
     ) -> Result<usize, ObjectError> {
-        let (store, files) = (self.store.clone(), self.files.clone());
-        let unnamed = blocking(move || {
-            let named = store.named_blobs()?;
-            let on_disk = files
-                .list()
-                .map_err(|error| StoreError::WriteFailed(error.to_string()))?;
-            Ok(on_disk
-                .into_iter()
-                .filter(|(blob, modified)| *modified < started && !named.contains(blob))
-                .map(|(blob, _)| blob)
-                .collect::<Vec<_>>())
-        })
-        .await?;
+        let named = self.store.named_blobs().await?;
+        let files = self.files.clone();
+        let on_disk = tokio::task::spawn_blocking(move || files.list())
+            .await
+            .map_err(|error| ObjectError::Internal(format!("listing blobs failed: {error}")))??;
+        let unnamed: Vec<String> = on_disk
+            .into_iter()
+            .filter(|(blob, modified)| *modified < started && !named.contains(blob))
+            .map(|(blob, _)| blob)
+            .collect();
         for blob in &unnamed {
             tracing::info!("deleting blob {blob}, which no object names (left by a crash)");
             self.files.remove(blob).await?;
@@ -241,8 +227,7 @@ impl Objects {
         let before = domain::now_millis().saturating_sub(age.as_millis() as i64);
         let mut expired = 0;
         loop {
-            let store = self.store.clone();
-            let stale = blocking(move || store.stale_uploads(before, 100)).await?;
+            let stale = self.store.stale_uploads(before, 100).await?;
             let last_page = stale.len() < 100;
             for (project, bucket, upload_id) in stale {
                 tracing::info!(
@@ -271,8 +256,7 @@ impl Objects {
                 Err(error) => tracing::warn!("could not delete blob {blob}: {error}"),
             }
         }
-        let store = self.store.clone();
-        if let Err(error) = blocking(move || store.trash_emptied(&removed)).await {
+        if let Err(error) = self.store.trash_emptied(&removed).await {
             tracing::warn!("could not forget deleted blobs: {error}");
         }
     }
@@ -321,15 +305,14 @@ impl Objects {
         project: &ProjectId,
         name: &BucketName,
     ) -> Result<Bucket, ObjectError> {
-        let (store, project, lookup) = (self.store.clone(), project.clone(), name.clone());
-        blocking(move || store.bucket(&project, &lookup))
+        self.store
+            .bucket(project, name)
             .await?
             .ok_or_else(|| ObjectError::NoSuchBucket(name.to_string()))
     }
 
     pub async fn buckets(&self, project: &ProjectId) -> Result<Vec<Bucket>, ObjectError> {
-        let (store, project) = (self.store.clone(), project.clone());
-        blocking(move || store.buckets(&project)).await
+        Ok(self.store.buckets(project).await?)
     }
 
     /// Streams `body` into a new blob of at most `room` bytes (what the
@@ -505,13 +488,7 @@ impl Objects {
         bucket: &BucketName,
         key: &str,
     ) -> Result<ObjectMeta, ObjectError> {
-        let (store, project_id, bucket_name, lookup) = (
-            self.store.clone(),
-            project.clone(),
-            bucket.clone(),
-            key.to_owned(),
-        );
-        let found = blocking(move || store.object(&project_id, &bucket_name, &lookup)).await?;
+        let found = self.store.object(project, bucket, key).await?;
         match found {
             Some(object) => Ok(object),
             None => {
@@ -608,23 +585,10 @@ impl Objects {
         limit: u32,
     ) -> Result<ObjectListing, ObjectError> {
         self.bucket(project, bucket).await?;
-        let (store, project, bucket) = (self.store.clone(), project.clone(), bucket.clone());
-        let (prefix, delimiter, after) = (
-            prefix.to_owned(),
-            delimiter.map(str::to_owned),
-            after.map(str::to_owned),
-        );
-        blocking(move || {
-            store.objects(
-                &project,
-                &bucket,
-                &prefix,
-                delimiter.as_deref(),
-                after.as_deref(),
-                limit,
-            )
-        })
-        .await
+        Ok(self
+            .store
+            .objects(project, bucket, prefix, delimiter, after, limit)
+            .await?)
     }
 
     pub async fn create_upload(
@@ -674,13 +638,8 @@ impl Objects {
         bucket: &BucketName,
         upload_id: &str,
     ) -> Result<Upload, ObjectError> {
-        let (store, project, bucket_name, id) = (
-            self.store.clone(),
-            project.clone(),
-            bucket.clone(),
-            upload_id.to_owned(),
-        );
-        blocking(move || store.upload(&project, &bucket_name, &id))
+        self.store
+            .upload(project, bucket, upload_id)
             .await?
             .ok_or_else(|| ObjectError::NoSuchUpload(upload_id.to_owned()))
     }
@@ -759,13 +718,10 @@ impl Objects {
         limit: u32,
     ) -> Result<Vec<Part>, ObjectError> {
         self.upload(project, bucket, upload_id).await?;
-        let (store, project, bucket, id) = (
-            self.store.clone(),
-            project.clone(),
-            bucket.clone(),
-            upload_id.to_owned(),
-        );
-        blocking(move || store.parts(&project, &bucket, &id, after, limit)).await
+        Ok(self
+            .store
+            .parts(project, bucket, upload_id, after, limit)
+            .await?)
     }
 
     /// Every part of an upload, in order.
@@ -976,22 +932,16 @@ impl Objects {
         limit: u32,
     ) -> Result<Vec<Upload>, ObjectError> {
         self.bucket(project, bucket).await?;
-        let (store, project, bucket, prefix) = (
-            self.store.clone(),
-            project.clone(),
-            bucket.clone(),
-            prefix.to_owned(),
-        );
-        blocking(move || {
-            store.uploads(
-                &project,
-                &bucket,
-                &prefix,
+        Ok(self
+            .store
+            .uploads(
+                project,
+                bucket,
+                prefix,
                 after.as_ref().map(|(key, id)| (key.as_str(), id.as_str())),
                 limit,
             )
-        })
-        .await
+            .await?)
     }
 }
 

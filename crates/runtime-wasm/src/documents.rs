@@ -1,7 +1,6 @@
 //! `wok:documents@0.1.0` for guests (`wit/documents`), over the function's
 //! project's collections (`invoke::GuestDocuments`), the same data and rules
-//! as the REST API. Store calls block, so they run on tokio's blocking
-//! threads while the guest waits.
+//! as the REST API.
 use crate::host::HostState;
 use invoke::{GuestDocError, GuestDocOp, GuestDocWrite, GuestDocuments};
 use std::sync::Arc;
@@ -30,18 +29,6 @@ fn guest_error(error: GuestDocError) -> Error {
     }
 }
 
-/// Runs a blocking store call off the async threads.
-async fn call<T: Send + 'static>(
-    documents: &Arc<dyn GuestDocuments>,
-    work: impl FnOnce(&dyn GuestDocuments) -> Result<T, GuestDocError> + Send + 'static,
-) -> wasmtime::Result<Result<T, Error>> {
-    let documents = documents.clone();
-    let result = tokio::task::spawn_blocking(move || work(&*documents))
-        .await
-        .map_err(|error| wasmtime::format_err!("document call failed: {error}"))?;
-    Ok(result.map_err(guest_error))
-}
-
 fn written(done: invoke::GuestDocWritten) -> Written {
     Written {
         id: done.id,
@@ -62,7 +49,7 @@ async fn write_one(
     documents: Arc<dyn GuestDocuments>,
     write: GuestDocWrite,
 ) -> wasmtime::Result<Result<Written, Error>> {
-    let done = call(&documents, move |docs| docs.write(vec![write])).await?;
+    let done = documents.write(vec![write]).await.map_err(guest_error);
     Ok(done.and_then(|mut done| {
         done.pop()
             .map(written)
@@ -76,7 +63,12 @@ impl Host for HostState {
         collection: String,
         id: String,
     ) -> wasmtime::Result<Result<Option<Document>, Error>> {
-        let found = call(&self.documents, move |docs| docs.get(&collection, &id)).await?;
+        let found = self
+            .documents
+            .clone()
+            .get(&collection, &id)
+            .await
+            .map_err(guest_error);
         Ok(found.map(|found| found.map(document)))
     }
 
@@ -174,7 +166,12 @@ impl Host for HostState {
                 if_version: write.if_version,
             })
             .collect();
-        let done = call(&self.documents, move |docs| docs.write(writes)).await?;
+        let done = self
+            .documents
+            .clone()
+            .write(writes)
+            .await
+            .map_err(guest_error);
         Ok(done.map(|done| done.into_iter().map(written).collect()))
     }
 
@@ -183,7 +180,12 @@ impl Host for HostState {
         collection: String,
         query: String,
     ) -> wasmtime::Result<Result<Page, Error>> {
-        let page = call(&self.documents, move |docs| docs.query(&collection, &query)).await?;
+        let page = self
+            .documents
+            .clone()
+            .query(&collection, &query)
+            .await
+            .map_err(guest_error);
         Ok(page.map(|page| Page {
             documents: page.documents.into_iter().map(document).collect(),
             next_cursor: page.next_cursor,
@@ -195,7 +197,12 @@ impl Host for HostState {
         collection: String,
         query: String,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        call(&self.documents, move |docs| docs.count(&collection, &query)).await
+        Ok(self
+            .documents
+            .clone()
+            .count(&collection, &query)
+            .await
+            .map_err(guest_error))
     }
 }
 

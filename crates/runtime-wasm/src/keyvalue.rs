@@ -1,7 +1,6 @@
 //! `wasi:keyvalue@0.2.0-draft` (store, atomics, batch) for guests, over the
 //! function's project's key-value stores (`invoke::GuestKeyValue`), the same
-//! data the REST API serves. Store calls block, so they run on tokio's
-//! blocking threads while the guest waits.
+//! data the REST API serves, with its rules.
 use crate::host::HostState;
 use invoke::{GuestKeyValue, GuestKvError};
 use std::sync::Arc;
@@ -34,16 +33,10 @@ fn guest_error(error: GuestKvError) -> store::Error {
     }
 }
 
-/// Runs a blocking store call off the async threads.
-async fn call<T: Send + 'static>(
-    kv: &Arc<dyn GuestKeyValue>,
-    work: impl FnOnce(&dyn GuestKeyValue) -> Result<T, GuestKvError> + Send + 'static,
-) -> wasmtime::Result<Result<T, store::Error>> {
-    let kv = kv.clone();
-    let result = tokio::task::spawn_blocking(move || work(&*kv))
-        .await
-        .map_err(|error| wasmtime::format_err!("key-value call failed: {error}"))?;
-    Ok(result.map_err(guest_error))
+/// The project's key-value stores, held apart from the state so that a
+/// call can borrow them while the state is borrowed too.
+fn stores(state: &HostState) -> Arc<dyn GuestKeyValue> {
+    state.key_value.clone()
 }
 
 impl HostState {
@@ -75,7 +68,7 @@ impl store::HostBucket for HostState {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        call(&self.key_value, move |kv| kv.get(&name, &key)).await
+        Ok(stores(self).get(&name, &key).await.map_err(guest_error))
     }
 
     async fn set(
@@ -85,7 +78,10 @@ impl store::HostBucket for HostState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        call(&self.key_value, move |kv| kv.set(&name, &key, &value)).await
+        Ok(stores(self)
+            .set(&name, &key, value)
+            .await
+            .map_err(guest_error))
     }
 
     async fn delete(
@@ -94,7 +90,7 @@ impl store::HostBucket for HostState {
         key: String,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        call(&self.key_value, move |kv| kv.delete(&name, &key)).await
+        Ok(stores(self).delete(&name, &key).await.map_err(guest_error))
     }
 
     async fn exists(
@@ -103,10 +99,11 @@ impl store::HostBucket for HostState {
         key: String,
     ) -> wasmtime::Result<Result<bool, store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        call(&self.key_value, move |kv| {
-            kv.get(&name, &key).map(|value| value.is_some())
-        })
-        .await
+        Ok(stores(self)
+            .get(&name, &key)
+            .await
+            .map(|value| value.is_some())
+            .map_err(guest_error))
     }
 
     async fn list_keys(
@@ -127,9 +124,9 @@ impl store::HostBucket for HostState {
                 }
             },
         };
-        let page = match call(&self.key_value, move |kv| kv.list(&name, after.as_deref())).await? {
+        let page = match stores(self).list(&name, after.as_deref()).await {
             Ok(page) => page,
-            Err(error) => return Ok(Err(error)),
+            Err(error) => return Ok(Err(guest_error(error))),
         };
         let cursor = match page.next {
             Some(next) => {
@@ -164,7 +161,10 @@ impl atomics::Host for HostState {
                 "the delta does not fit in a signed 64-bit integer".to_owned(),
             )));
         };
-        let sum = call(&self.key_value, move |kv| kv.increment(&name, &key, delta)).await?;
+        let sum = stores(self)
+            .increment(&name, &key, delta)
+            .await
+            .map_err(guest_error);
         Ok(sum.and_then(|sum| {
             u64::try_from(sum)
                 .map_err(|_| store::Error::Other(format!("the value {sum} is negative, not a u64")))
@@ -179,12 +179,15 @@ impl batch::Host for HostState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        call(&self.key_value, move |kv| {
-            keys.into_iter()
-                .map(|key| Ok(kv.get(&name, &key)?.map(|value| (key, value))))
-                .collect()
-        })
-        .await
+        let kv = stores(self);
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            match kv.get(&name, &key).await {
+                Ok(value) => values.push(value.map(|value| (key, value))),
+                Err(error) => return Ok(Err(guest_error(error))),
+            }
+        }
+        Ok(Ok(values))
     }
 
     async fn set_many(
@@ -193,14 +196,15 @@ impl batch::Host for HostState {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
+        let kv = stores(self);
         // Not atomic, as wasi:keyvalue/batch allows: a failure leaves the
         // pairs before it written.
-        call(&self.key_value, move |kv| {
-            key_values
-                .iter()
-                .try_for_each(|(key, value)| kv.set(&name, key, value))
-        })
-        .await
+        for (key, value) in key_values {
+            if let Err(error) = kv.set(&name, &key, value).await {
+                return Ok(Err(guest_error(error)));
+            }
+        }
+        Ok(Ok(()))
     }
 
     async fn delete_many(
@@ -209,10 +213,13 @@ impl batch::Host for HostState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        call(&self.key_value, move |kv| {
-            keys.iter().try_for_each(|key| kv.delete(&name, key))
-        })
-        .await
+        let kv = stores(self);
+        for key in keys {
+            if let Err(error) = kv.delete(&name, &key).await {
+                return Ok(Err(guest_error(error)));
+            }
+        }
+        Ok(Ok(()))
     }
 }
 

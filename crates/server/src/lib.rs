@@ -17,8 +17,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use store::Stores;
 pub use store::events::AsyncQueueLimit;
-use store::{MetaStore, SqliteStore};
+use store_sqlite::SqliteStore;
 
 /// The file in the data directory holding the admin credential.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -160,17 +161,14 @@ pub async fn run(
     } else {
         gateway::MetricsAccess::Token(metrics_token(&config.data_dir)?)
     };
-    let sqlite = Arc::new(
-        SqliteStore::open(&config.data_dir.join("wok.db"))
+    let database = config.data_dir.join("wok.db");
+    let stores = Stores::of(Arc::new(
+        tokio::task::spawn_blocking(move || SqliteStore::open(&database))
+            .await?
             .context("opening the metadata database")?,
-    );
-    let store: Arc<dyn MetaStore> = sqlite.clone();
-    let kv: Arc<dyn store::KvStore> = sqlite.clone();
-    let docs: Arc<dyn store::DocStore> = sqlite.clone();
-    let event_store: Arc<dyn store::EventStore> = sqlite.clone();
-    let object_store: Arc<dyn store::ObjectStore> = sqlite;
+    ));
     let objects = objects::Objects::open(
-        object_store,
+        stores.objects.clone(),
         blob::ObjectFiles::open(&config.data_dir).context("opening the object directory")?,
     )
     .await
@@ -178,53 +176,57 @@ pub async fn run(
     let artifacts =
         ArtifactStore::open(&config.data_dir).context("opening the artifact directory")?;
     let metrics = Arc::new(Metrics::new());
-    let recorder = Recorder::start(store.clone(), metrics.clone());
+    let recorder = Recorder::start(stores.records.clone(), metrics.clone());
     let runtime = Arc::new(WasmRuntime::new(
         config.wasm.clone(),
         recorder.clone(),
         metrics.clone(),
     )?);
     let functions = Functions::new(
-        store.clone(),
-        kv.clone(),
-        docs.clone(),
+        stores.functions.clone(),
+        stores.kv.clone(),
+        stores.docs.clone(),
         objects.clone(),
-        event_store.clone(),
+        stores.events.clone(),
         artifacts,
         runtime,
     );
     let loaded = functions.load_all().await?;
     let dispatcher = events::Dispatcher::new(
-        event_store.clone(),
+        stores.events.clone(),
         Arc::new(triggers::FunctionDeliver {
             functions: functions.clone(),
             records: recorder.clone(),
-            events: event_store.clone(),
+            events: stores.events.clone(),
         }),
         Arc::new(events::SystemClock),
         metrics.clone(),
     );
 
     let auth = Arc::new(
-        auth::Auth::open(store.clone(), token, server_key(&config.data_dir)?)
-            .context("loading the project keys")?,
+        auth::Auth::open(
+            stores.projects.clone(),
+            token,
+            server_key(&config.data_dir)?,
+        )
+        .await
+        .context("loading the project keys")?,
     );
-    let (store_for_pruning, event_store_for_pruning) = (store.clone(), event_store.clone());
     let gateway = Arc::new(Gateway {
         functions: functions.clone(),
-        store,
+        projects: stores.projects.clone(),
+        records: stores.records.clone(),
         recorder: recorder.clone(),
         metrics,
-        kv,
-        docs,
+        kv: stores.kv.clone(),
+        docs: stores.docs.clone(),
         objects: objects.clone(),
-        // Twice the cores: one reading while another parses and answers.
-        document_reads: tokio::sync::Semaphore::new(
-            2 * std::thread::available_parallelism().map_or(2, |cores| cores.get()),
-        ),
         auth,
-        hub: Arc::new(events::Hub::new(event_store.clone(), dispatcher.streams())),
-        events: event_store,
+        hub: Arc::new(events::Hub::new(
+            stores.events.clone(),
+            dispatcher.streams(),
+        )),
+        events: stores.events.clone(),
         dispatcher: dispatcher.clone(),
         max_upload_bytes: config.max_upload.bytes(),
         async_queue: config.async_queue,
@@ -250,8 +252,8 @@ pub async fn run(
     let expiry = tokio::spawn(expire_uploads(objects.clone(), config.upload_expiry));
     let disk_watch = tokio::spawn(watch_disk(disk));
     let pruning = tokio::spawn(prune_events(
-        store_for_pruning,
-        event_store_for_pruning,
+        stores.projects.clone(),
+        stores.events.clone(),
         config.event_retention,
     ));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -377,7 +379,7 @@ async fn expire_uploads(objects: Arc<objects::Objects>, age: Duration) {
 /// start and then every `retention / 4` (at most hourly, at least every
 /// 100 ms).
 async fn prune_events(
-    store: Arc<dyn MetaStore>,
+    store: Arc<dyn store::ProjectStore>,
     events: Arc<dyn store::EventStore>,
     retention: Duration,
 ) {
@@ -386,14 +388,12 @@ async fn prune_events(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let lister = store.clone();
-        let projects = match tokio::task::spawn_blocking(move || lister.list_projects()).await {
-            Ok(Ok(projects)) => projects,
-            Ok(Err(error)) => {
+        let projects = match store.list_projects().await {
+            Ok(projects) => projects,
+            Err(error) => {
                 tracing::warn!("pruning events: listing projects: {error}");
                 continue;
             }
-            Err(_) => continue,
         };
         let before = domain::now_millis() - retention.as_millis() as i64;
         for project in projects {

@@ -7,7 +7,7 @@
 //! Changes to documents and objects are logged in the transaction that
 //! makes them (an outbox), and only while a trigger reads their stream: a
 //! committed change never loses its event, a failed one never has one.
-use crate::{PendingWrite, StoreError};
+use crate::StoreError;
 use domain::{FunctionName, ProjectId, TriggerName, UnixMillis};
 
 /// Largest event payload.
@@ -237,13 +237,18 @@ pub struct AsyncAttempt {
 }
 
 /// The event log contract. Every call names its project.
+#[async_trait::async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends events (one transaction); resolves with them, numbered, once
     /// durable.
-    fn publish(&self, project: &ProjectId, events: Vec<NewEvent>) -> PendingWrite<Vec<Event>>;
+    async fn publish(
+        &self,
+        project: &ProjectId,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Event>, StoreError>;
 
     /// Events of a stream after position `after`, oldest first.
-    fn events(
+    async fn events(
         &self,
         project: &ProjectId,
         stream: &str,
@@ -252,10 +257,15 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<Vec<Event>, StoreError>;
 
     /// How many events of the stream lie after position `after`.
-    fn backlog(&self, project: &ProjectId, stream: &str, after: i64) -> Result<u64, StoreError>;
+    async fn backlog(
+        &self,
+        project: &ProjectId,
+        stream: &str,
+        after: i64,
+    ) -> Result<u64, StoreError>;
 
     /// The position just before the stream's first event at or after `time`.
-    fn position_at(
+    async fn position_at(
         &self,
         project: &ProjectId,
         stream: &str,
@@ -265,7 +275,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// The subscriptions of a function (one per trigger of its current
     /// version: deploys, rollbacks and removals keep them in step, in the
     /// same transaction).
-    fn subscriptions(
+    async fn subscriptions(
         &self,
         project: &ProjectId,
         function: &FunctionName,
@@ -273,40 +283,40 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Moves a subscription's cursor forward to `cursor` and records the
     /// events of that stretch whose delivery failed, in one transaction.
-    fn advance(
+    async fn advance(
         &self,
         project: &ProjectId,
         function: &FunctionName,
         trigger: &TriggerName,
         cursor: i64,
         failed: Vec<FailedEvent>,
-    ) -> PendingWrite<()>;
+    ) -> Result<(), StoreError>;
 
     /// Logs `event` on a trigger's own stream (a schedule's) and makes it
     /// due for delivery at `at`, in one transaction: it is delivered then
     /// by the retry path (attempt 1), with no write on the way.
-    fn schedule(
+    async fn schedule(
         &self,
         project: &ProjectId,
         function: &FunctionName,
         trigger: &TriggerName,
         event: NewEvent,
         at: UnixMillis,
-    ) -> PendingWrite<Event>;
+    ) -> Result<Event, StoreError>;
 
     /// Sets a subscription's cursor, backwards too (a replay). Returns
     /// whether the subscription exists.
-    fn set_cursor(
+    async fn set_cursor(
         &self,
         project: &ProjectId,
         function: &FunctionName,
         trigger: &TriggerName,
         cursor: i64,
-    ) -> PendingWrite<bool>;
+    ) -> Result<bool, StoreError>;
 
     /// Failed events of a trigger due for another attempt at `now`, oldest
     /// first; of events sharing an ordering key, only the oldest.
-    fn failures_due(
+    async fn failures_due(
         &self,
         project: &ProjectId,
         function: &FunctionName,
@@ -317,7 +327,7 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// When the trigger's next retry is due, and the ordering keys held by
     /// events waiting for a retry (later events with those keys wait too).
-    fn retry_state(
+    async fn retry_state(
         &self,
         project: &ProjectId,
         function: &FunctionName,
@@ -325,17 +335,17 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<(Option<UnixMillis>, Vec<String>), StoreError>;
 
     /// Records what became of a retried event.
-    fn settle(
+    async fn settle(
         &self,
         project: &ProjectId,
         function: &FunctionName,
         trigger: &TriggerName,
         seq: i64,
         settle: Settle,
-    ) -> PendingWrite<()>;
+    ) -> Result<(), StoreError>;
 
     /// Dead letters, oldest first, after `after` (an event position).
-    fn dead_letters(
+    async fn dead_letters(
         &self,
         project: &ProjectId,
         filter: &FailedFilter,
@@ -344,21 +354,29 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<Vec<FailedEvent>, StoreError>;
 
     /// Failed events (waiting or dead) per function and trigger.
-    fn failure_counts(
+    async fn failure_counts(
         &self,
         project: &ProjectId,
     ) -> Result<Vec<(FunctionName, TriggerName, u64, u64)>, StoreError>;
 
     /// Makes dead letters due again now, with a fresh count of attempts.
     /// Returns how many.
-    fn redrive(&self, project: &ProjectId, filter: FailedFilter) -> PendingWrite<u64>;
+    async fn redrive(&self, project: &ProjectId, filter: FailedFilter) -> Result<u64, StoreError>;
 
     /// Deletes dead letters. Returns how many.
-    fn purge_dead(&self, project: &ProjectId, filter: FailedFilter) -> PendingWrite<u64>;
+    async fn purge_dead(
+        &self,
+        project: &ProjectId,
+        filter: FailedFilter,
+    ) -> Result<u64, StoreError>;
 
     /// Deletes the project's events older than `before` that every
     /// subscription has passed. Returns how many.
-    fn prune_events(&self, project: &ProjectId, before: UnixMillis) -> PendingWrite<u64>;
+    async fn prune_events(
+        &self,
+        project: &ProjectId,
+        before: UnixMillis,
+    ) -> Result<u64, StoreError>;
 
     /// Queues an asynchronous invocation of `function` (its request as the
     /// event) in one transaction. With an idempotency key already used for
@@ -366,23 +384,23 @@ pub trait EventStore: Send + Sync + 'static {
     /// returned instead (the flag says whether this call queued it), or
     /// [`StoreError::IdempotencyKeyReused`] if it was for another request.
     /// A queue at its limit refuses with [`StoreError::AsyncQueueFull`].
-    fn enqueue_async(
+    async fn enqueue_async(
         &self,
         project: &ProjectId,
         function: &FunctionName,
         request: AsyncRequest,
-    ) -> PendingWrite<(AsyncInvocation, bool)>;
+    ) -> Result<(AsyncInvocation, bool), StoreError>;
 
     /// Records an attempt at an asynchronous invocation.
-    fn record_async(
+    async fn record_async(
         &self,
         project: &ProjectId,
         id: &str,
         attempt: AsyncAttempt,
-    ) -> PendingWrite<()>;
+    ) -> Result<(), StoreError>;
 
     /// An asynchronous invocation of the project.
-    fn async_invocation(
+    async fn async_invocation(
         &self,
         project: &ProjectId,
         id: &str,
@@ -391,7 +409,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// Makes sure changes to `stream` (a collection's or a bucket's) are
     /// logged from now on, for live queries, even with no trigger reading
     /// it. Resolves once the change is durable.
-    fn watch_stream(&self, project: &ProjectId, stream: &str) -> PendingWrite<()>;
+    async fn watch_stream(&self, project: &ProjectId, stream: &str) -> Result<(), StoreError>;
 
     /// Called (on the writer's thread: keep it short) after a commit that
     /// logged events (or re-drove dead letters), with the streams concerned.
@@ -437,6 +455,6 @@ impl<F: std::future::Future> std::future::Future for WithOrigin<F> {
 }
 
 /// The function the current poll writes for, if any.
-pub(crate) fn current_origin() -> Option<FunctionName> {
+pub fn current_origin() -> Option<FunctionName> {
     ORIGIN.with(|current| current.borrow().clone())
 }

@@ -1,7 +1,6 @@
 //! The key-value contract: named stores of a project, versioned entries,
 //! expiry, atomic increment and conditional writes.
 use crate::StoreError;
-pub use crate::group_commit::{KvDone, PendingWrite};
 use domain::{ProjectId, StoreName, UnixMillis};
 
 /// Longest key, in bytes.
@@ -29,44 +28,11 @@ pub enum Condition {
     Absent,
 }
 
-/// One key-value write, for [`KvStore::kv_write`].
-#[derive(Debug, Clone)]
-pub enum KvBatchOp {
-    Set {
-        project: ProjectId,
-        store: StoreName,
-        key: String,
-        value: Vec<u8>,
-        expires_at: Option<UnixMillis>,
-        condition: Condition,
-        now: UnixMillis,
-    },
-    Delete {
-        project: ProjectId,
-        store: StoreName,
-        key: String,
-        condition: Condition,
-        now: UnixMillis,
-    },
-    Increment {
-        project: ProjectId,
-        store: StoreName,
-        key: String,
-        by: i64,
-        now: UnixMillis,
-    },
-}
-
-fn unexpected(done: KvDone) -> StoreError {
-    StoreError::WriteFailed(format!(
-        "the writer answered {done:?} to another kind of write"
-    ))
-}
-
 /// The key-value store contract; every call names its project, and `now`
-/// decides what has expired.
+/// decides what has expired. A write is answered once it is durable.
+#[async_trait::async_trait]
 pub trait KvStore: Send + Sync + 'static {
-    fn kv_get(
+    async fn kv_get(
         &self,
         project: &ProjectId,
         store: &StoreName,
@@ -77,56 +43,43 @@ pub trait KvStore: Send + Sync + 'static {
     /// Writes `value`; returns the new version, or
     /// [`StoreError::ConditionFailed`].
     #[allow(clippy::too_many_arguments)]
-    fn kv_set(
+    async fn kv_set(
         &self,
         project: &ProjectId,
         store: &StoreName,
         key: &str,
-        value: &[u8],
+        value: Vec<u8>,
         expires_at: Option<UnixMillis>,
         condition: Condition,
         now: UnixMillis,
-    ) -> Result<u64, StoreError> {
-        let write = KvBatchOp::Set {
-            project: project.clone(),
-            store: store.clone(),
-            key: key.to_owned(),
-            value: value.to_vec(),
-            expires_at,
-            condition,
-            now,
-        };
-        match self.kv_write_blocking(write)? {
-            KvDone::Version(version) => Ok(version),
-            other => Err(unexpected(other)),
-        }
-    }
+    ) -> Result<u64, StoreError>;
 
     /// Deletes the live entry; returns whether there was one, or
     /// [`StoreError::ConditionFailed`].
-    fn kv_delete(
+    async fn kv_delete(
         &self,
         project: &ProjectId,
         store: &StoreName,
         key: &str,
         condition: Condition,
         now: UnixMillis,
-    ) -> Result<bool, StoreError> {
-        let write = KvBatchOp::Delete {
-            project: project.clone(),
-            store: store.clone(),
-            key: key.to_owned(),
-            condition,
-            now,
-        };
-        match self.kv_write_blocking(write)? {
-            KvDone::Deleted(deleted) => Ok(deleted),
-            other => Err(unexpected(other)),
-        }
-    }
+    ) -> Result<bool, StoreError>;
+
+    /// Adds `by` to the entry read as a decimal integer (absent: 0) and
+    /// returns the sum; [`StoreError::NotANumber`] if it is not one,
+    /// [`StoreError::Overflow`] if the sum does not fit. Keeps the entry's
+    /// expiry.
+    async fn kv_increment(
+        &self,
+        project: &ProjectId,
+        store: &StoreName,
+        key: &str,
+        by: i64,
+        now: UnixMillis,
+    ) -> Result<i64, StoreError>;
 
     /// Live keys starting with `prefix` and after `after`, in byte order.
-    fn kv_list(
+    async fn kv_list(
         &self,
         project: &ProjectId,
         store: &StoreName,
@@ -136,44 +89,15 @@ pub trait KvStore: Send + Sync + 'static {
         now: UnixMillis,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Adds `by` to the entry read as a decimal integer (absent: 0) and
-    /// returns the sum; [`StoreError::NotANumber`] if it is not one. Keeps
-    /// the entry's expiry.
-    fn kv_increment(
-        &self,
-        project: &ProjectId,
-        store: &StoreName,
-        key: &str,
-        by: i64,
-        now: UnixMillis,
-    ) -> Result<i64, StoreError> {
-        let write = KvBatchOp::Increment {
-            project: project.clone(),
-            store: store.clone(),
-            key: key.to_owned(),
-            by,
-            now,
-        };
-        match self.kv_write_blocking(write)? {
-            KvDone::Sum(sum) => Ok(sum),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Queues a write; the returned future resolves once it is durable,
-    /// with the same answer as the matching call above. For async callers:
-    /// no thread waits meanwhile.
-    fn kv_write(&self, write: KvBatchOp) -> PendingWrite;
-
-    /// Applies a write and returns once it is durable. The three calls
-    /// above are this, for one kind of write each.
-    fn kv_write_blocking(&self, write: KvBatchOp) -> Result<KvDone, StoreError>;
-
     /// The project's stores that hold entries (expired ones may count until
     /// they are deleted from disk).
-    fn kv_stores(&self, project: &ProjectId) -> Result<Vec<StoreName>, StoreError>;
+    async fn kv_stores(&self, project: &ProjectId) -> Result<Vec<StoreName>, StoreError>;
 
     /// Deletes every entry of the store, in one write; versions go on from
     /// where they were. Returns whether there was any entry.
-    fn kv_drop_store(&self, project: &ProjectId, store: &StoreName) -> Result<bool, StoreError>;
+    async fn kv_drop_store(
+        &self,
+        project: &ProjectId,
+        store: &StoreName,
+    ) -> Result<bool, StoreError>;
 }

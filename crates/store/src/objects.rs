@@ -8,7 +8,6 @@
 //! file, then empties that trash entry. A crash in between leaves the
 //! entry, and the next start deletes it.
 use crate::StoreError;
-use crate::group_commit::PendingWrite;
 use domain::{BucketName, ProjectId, UnixMillis};
 
 /// A bucket and its limits.
@@ -164,11 +163,16 @@ pub struct ObjectDone {
 }
 
 /// The object metadata contract. Every call names its project.
+#[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
-    fn bucket(&self, project: &ProjectId, name: &BucketName) -> Result<Option<Bucket>, StoreError>;
-    fn buckets(&self, project: &ProjectId) -> Result<Vec<Bucket>, StoreError>;
+    async fn bucket(
+        &self,
+        project: &ProjectId,
+        name: &BucketName,
+    ) -> Result<Option<Bucket>, StoreError>;
+    async fn buckets(&self, project: &ProjectId) -> Result<Vec<Bucket>, StoreError>;
 
-    fn object(
+    async fn object(
         &self,
         project: &ProjectId,
         bucket: &BucketName,
@@ -178,7 +182,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Objects whose keys start with `prefix`, after `after`, in byte
     /// order; with a delimiter, keys that have it after the prefix are
     /// rolled up into common prefixes (each counts once towards `limit`).
-    fn objects(
+    async fn objects(
         &self,
         project: &ProjectId,
         bucket: &BucketName,
@@ -188,7 +192,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<ObjectListing, StoreError>;
 
-    fn upload(
+    async fn upload(
         &self,
         project: &ProjectId,
         bucket: &BucketName,
@@ -196,7 +200,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> Result<Option<Upload>, StoreError>;
 
     /// Uploads in progress, by key then id, after `(key, upload_id)`.
-    fn uploads(
+    async fn uploads(
         &self,
         project: &ProjectId,
         bucket: &BucketName,
@@ -206,7 +210,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> Result<Vec<Upload>, StoreError>;
 
     /// Parts of an upload numbered above `after`, in order.
-    fn parts(
+    async fn parts(
         &self,
         project: &ProjectId,
         bucket: &BucketName,
@@ -215,23 +219,25 @@ pub trait ObjectStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Part>, StoreError>;
 
-    /// Queues a write; resolves once it is durable.
-    fn object_write(&self, op: ObjectOp) -> PendingWrite<ObjectDone>;
+    /// Applies a write; answered once it is durable. A write made while a
+    /// function's future runs under [`crate::events::with_origin`] names
+    /// that function in the change events it logs.
+    async fn object_write(&self, op: ObjectOp) -> Result<ObjectDone, StoreError>;
 
     /// Blobs in the trash (left by a crash between a commit and the file
     /// deletions).
-    fn trash(&self) -> Result<Vec<String>, StoreError>;
+    async fn trash(&self) -> Result<Vec<String>, StoreError>;
     /// Forgets trash entries whose files are gone.
-    fn trash_emptied(&self, blobs: &[String]) -> Result<(), StoreError>;
+    async fn trash_emptied(&self, blobs: &[String]) -> Result<(), StoreError>;
 
     /// Every blob an object or a part names, in every project: for the
     /// sweep of files a crash left unnamed (maintenance, like the trash).
-    fn named_blobs(&self) -> Result<std::collections::HashSet<String>, StoreError>;
+    async fn named_blobs(&self) -> Result<std::collections::HashSet<String>, StoreError>;
 
     /// Multipart uploads begun before `before`, in every project, oldest
     /// first: for the expiry of abandoned uploads (maintenance, like the
     /// trash).
-    fn stale_uploads(
+    async fn stale_uploads(
         &self,
         before: UnixMillis,
         limit: u32,

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::events::{Event, NewEvent};
-use store::{EventStore, MetaStore, NewVersion, SqliteStore};
+use store::{EventStore, FunctionStore, NewVersion};
+use store_sqlite::SqliteStore;
 
 /// A clock the test moves.
 struct ManualClock {
@@ -101,6 +102,7 @@ async fn a_failed_event_is_retried_when_the_clock_says_so() {
                 },
             },
         )
+        .await
         .unwrap();
     let start = domain::now_millis();
     let clock = Arc::new(ManualClock {
@@ -146,31 +148,40 @@ async fn a_failed_event_is_retried_when_the_clock_says_so() {
         let (project, function, trigger_name) =
             (project.clone(), function.clone(), trigger_name.clone());
         move |now| {
-            store
-                .failures_due(&project, &function, &trigger_name, now, 10)
-                .unwrap()
+            let (store, project, function, trigger_name) = (
+                store.clone(),
+                project.clone(),
+                function.clone(),
+                trigger_name.clone(),
+            );
+            async move {
+                store
+                    .failures_due(&project, &function, &trigger_name, now, 10)
+                    .await
+                    .unwrap()
+            }
         }
     };
     // Wait until the failure is recorded (the worker records it right
     // after the attempt).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while due_now(i64::MAX).is_empty() {
+    while due_now(i64::MAX).await.is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "the failure was not recorded"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pending = due_now(i64::MAX);
+    let pending = due_now(i64::MAX).await;
     assert!(pending[0].next_at >= start + 30_000 && pending[0].next_at <= start + 60_000);
-    assert!(due_now(clock.now()).is_empty());
+    assert!(due_now(clock.now()).await.is_empty());
     assert!(attempted.try_recv().is_err(), "retried before its time");
 
     // Time passes (for the clock): retried, and acknowledged.
     clock.set(start + 61_000);
     assert_eq!(next(&mut attempted).await, (published[0].id.clone(), 2));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !due_now(i64::MAX).is_empty() {
+    while !due_now(i64::MAX).await.is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "the retry was not settled"

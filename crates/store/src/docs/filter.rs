@@ -4,7 +4,7 @@ use super::sortkey::{encode_str_open, encoded, type_class};
 use super::{CompareOp, Filter};
 use serde_json::{Map, Value};
 
-pub(crate) fn matches(filter: &Filter, data: &Map<String, Value>) -> bool {
+pub fn matches(filter: &Filter, data: &Map<String, Value>) -> bool {
     match filter {
         Filter::And(terms) => terms.iter().all(|term| matches(term, data)),
         Filter::Or(terms) => terms.iter().any(|term| matches(term, data)),

@@ -11,13 +11,12 @@ mod parse;
 mod plan;
 mod sortkey;
 
-pub(crate) use filter::matches;
+pub use filter::matches;
 pub use parse::{parse_index_fields, parse_query};
-pub(crate) use plan::{Bounds, Order, Plan, plan};
-pub(crate) use sortkey::encode_part;
+pub use plan::{Bounds, KEY_MAX, Order, Plan, plan};
+pub use sortkey::{encode, encode_part, encode_str_open, encoded, prefix_end};
 
 use crate::StoreError;
-pub use crate::group_commit::PendingWrite;
 use domain::{CollectionName, FunctionName, ProjectId};
 use serde_json::{Map, Value};
 
@@ -285,52 +284,30 @@ pub struct CollectionInfo {
 
 /// The document store contract. Every call names its project; a batch
 /// commits all its writes or none.
+#[async_trait::async_trait]
 pub trait DocStore: Send + Sync + 'static {
-    fn doc_get(
+    async fn doc_get(
         &self,
         project: &ProjectId,
         collection: &CollectionName,
         id: &str,
     ) -> Result<Option<Document>, StoreError>;
 
-    /// Queues an atomic batch; resolves once it is durable, with one
-    /// answer per write, or the first failure as
-    /// [`StoreError::BatchFailed`] (then nothing was written).
-    fn doc_write(
-        &self,
-        project: &ProjectId,
-        writes: Vec<DocWrite>,
-    ) -> PendingWrite<Vec<DocWritten>> {
-        self.doc_write_as(project, None, writes)
-    }
-
-    /// [`DocStore::doc_write`] by a function: the change events name it
-    /// as their origin (so its own triggers can leave them out).
-    fn doc_write_as(
-        &self,
-        project: &ProjectId,
-        origin: Option<&FunctionName>,
-        writes: Vec<DocWrite>,
-    ) -> PendingWrite<Vec<DocWritten>>;
-
-    /// [`DocStore::doc_write`], waiting on this thread.
-    fn doc_write_blocking(
-        &self,
-        project: &ProjectId,
-        writes: Vec<DocWrite>,
-    ) -> Result<Vec<DocWritten>, StoreError> {
-        self.doc_write_blocking_as(project, None, writes)
-    }
-
-    /// [`DocStore::doc_write_as`], waiting on this thread.
-    fn doc_write_blocking_as(
+    /// Applies an atomic batch, answered once it is durable: one answer
+    /// per write, or the first failure as [`StoreError::BatchFailed`]
+    /// (then nothing was written). `origin`: the function writing, if a
+    /// function is; the change events name it, so its own triggers can
+    /// leave them out.
+    async fn doc_write(
         &self,
         project: &ProjectId,
         origin: Option<&FunctionName>,
         writes: Vec<DocWrite>,
     ) -> Result<Vec<DocWritten>, StoreError>;
 
-    fn doc_query(
+    /// A page of the documents the query matches (at most
+    /// [`MAX_PAGE_BYTES`] of them: a page ends early, with a cursor).
+    async fn doc_query(
         &self,
         project: &ProjectId,
         collection: &CollectionName,
@@ -338,11 +315,11 @@ pub trait DocStore: Send + Sync + 'static {
     ) -> Result<QueryPage, StoreError>;
 
     /// Every document the query matches (at most [`MAX_QUERY_LIMIT`] and
-    /// [`MAX_SNAPSHOT_BYTES`]; more is an error) and the event log's
-    /// position, read together: the
-    /// snapshot a live query starts from. Changes logged after the position
-    /// are exactly those the snapshot does not show.
-    fn doc_snapshot(
+    /// [`MAX_SNAPSHOT_BYTES`]; more is [`StoreError::InvalidQuery`]) and
+    /// the event log's position, read together: the snapshot a live query
+    /// starts from. Changes logged after the position are exactly those
+    /// the snapshot does not show.
+    async fn doc_snapshot(
         &self,
         project: &ProjectId,
         collection: &CollectionName,
@@ -350,23 +327,23 @@ pub trait DocStore: Send + Sync + 'static {
     ) -> Result<(Vec<Document>, i64), StoreError>;
 
     /// How many documents match (`limit` and `cursor` are ignored).
-    fn doc_count(
+    async fn doc_count(
         &self,
         project: &ProjectId,
         collection: &CollectionName,
         query: &Query,
     ) -> Result<u64, StoreError>;
 
-    fn doc_explain(
+    async fn doc_explain(
         &self,
         project: &ProjectId,
         collection: &CollectionName,
         query: &Query,
     ) -> Result<Explain, StoreError>;
 
-    /// Declares an index and fills it from the documents already there,
-    /// in one transaction.
-    fn doc_create_index(
+    /// Declares an index and fills it from the documents already there;
+    /// queries use it once it is full.
+    async fn doc_create_index(
         &self,
         project: &ProjectId,
         collection: &CollectionName,
@@ -374,7 +351,7 @@ pub trait DocStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Returns whether the index existed.
-    fn doc_drop_index(
+    async fn doc_drop_index(
         &self,
         project: &ProjectId,
         collection: &CollectionName,
@@ -384,7 +361,7 @@ pub trait DocStore: Send + Sync + 'static {
     /// Deletes every document and index of the collection, and its access
     /// rule, in one write; versions go on from where they were, so none is
     /// given out again. Returns whether there was anything to drop.
-    fn doc_drop_collection(
+    async fn doc_drop_collection(
         &self,
         project: &ProjectId,
         collection: &CollectionName,
@@ -392,7 +369,8 @@ pub trait DocStore: Send + Sync + 'static {
 
     /// The project's collections, by name: those holding documents or
     /// indexes.
-    fn doc_collections(&self, project: &ProjectId) -> Result<Vec<CollectionInfo>, StoreError>;
+    async fn doc_collections(&self, project: &ProjectId)
+    -> Result<Vec<CollectionInfo>, StoreError>;
 }
 
 /// Checks a document id: 1 to 128 bytes of letters, digits, `-`, `_`, `.`

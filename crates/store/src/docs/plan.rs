@@ -21,17 +21,17 @@ use serde_json::Value;
 
 /// A key range of an index: `lower <= key < upper`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Bounds {
+pub struct Bounds {
     pub lower: Vec<u8>,
     pub upper: Vec<u8>,
 }
 
 /// Above every key: a key starts with a type tag, inverted or not, and no
 /// tag is 0x00 or 0xFF.
-pub(crate) const KEY_MAX: &[u8] = &[0xFF];
+pub const KEY_MAX: &[u8] = &[0xFF];
 
 #[derive(Debug, Clone)]
-pub(crate) enum Plan {
+pub enum Plan {
     /// The primary key, by id ascending.
     ById { residual: Option<Filter> },
     Index {
@@ -178,7 +178,7 @@ struct Candidate {
 /// Whether the results' order matters to a plan: a count takes any index
 /// that narrows the read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Order {
+pub enum Order {
     Matters,
     Ignored,
 }
@@ -306,7 +306,7 @@ fn candidate(
 
 /// Plans `query` over a collection with these indexes and this many
 /// documents; refuses a full read of a large collection.
-pub(crate) fn plan(
+pub fn plan(
     query: &Query,
     indexes: &[Index],
     documents: u64,

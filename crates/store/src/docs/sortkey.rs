@@ -10,20 +10,20 @@
 //! compare correctly.
 use serde_json::Value;
 
-pub(crate) const TAG_MISSING: u8 = 0x01;
-pub(crate) const TAG_NULL: u8 = 0x02;
-pub(crate) const TAG_FALSE: u8 = 0x03;
-pub(crate) const TAG_TRUE: u8 = 0x04;
-pub(crate) const TAG_NUMBER: u8 = 0x05;
-pub(crate) const TAG_STRING: u8 = 0x06;
-pub(crate) const TAG_ARRAY: u8 = 0x07;
-pub(crate) const TAG_OBJECT: u8 = 0x08;
+pub const TAG_MISSING: u8 = 0x01;
+pub const TAG_NULL: u8 = 0x02;
+pub const TAG_FALSE: u8 = 0x03;
+pub const TAG_TRUE: u8 = 0x04;
+pub const TAG_NUMBER: u8 = 0x05;
+pub const TAG_STRING: u8 = 0x06;
+pub const TAG_ARRAY: u8 = 0x07;
+pub const TAG_OBJECT: u8 = 0x08;
 /// Ends an array or object: below every tag.
 const END: u8 = 0x00;
 
 /// The type class a range comparison stays within: `age > 5` matches
 /// numbers only, `name >= "m"` strings only. Booleans are one class.
-pub(crate) fn type_class(value: &Value) -> u8 {
+pub fn type_class(value: &Value) -> u8 {
     match value {
         Value::Null => TAG_NULL,
         Value::Bool(_) => TAG_FALSE,
@@ -35,7 +35,7 @@ pub(crate) fn type_class(value: &Value) -> u8 {
 }
 
 /// Appends the encoding of `value` (`None`: the field is missing).
-pub(crate) fn encode(value: Option<&Value>, out: &mut Vec<u8>) {
+pub fn encode(value: Option<&Value>, out: &mut Vec<u8>) {
     let Some(value) = value else {
         out.push(TAG_MISSING);
         return;
@@ -81,7 +81,7 @@ fn encode_str(string: &str, out: &mut Vec<u8>) {
 
 /// The string's bytes, escaped, without the terminator: every encoding of
 /// a string that starts with `string` starts with these bytes.
-pub(crate) fn encode_str_open(string: &str, out: &mut Vec<u8>) {
+pub fn encode_str_open(string: &str, out: &mut Vec<u8>) {
     for &byte in string.as_bytes() {
         out.push(byte);
         if byte == 0x00 {
@@ -104,7 +104,7 @@ fn number_bits(number: f64) -> [u8; 8] {
 }
 
 /// Appends `value`'s encoding, inverted when the part sorts descending.
-pub(crate) fn encode_part(value: Option<&Value>, descending: bool, out: &mut Vec<u8>) {
+pub fn encode_part(value: Option<&Value>, descending: bool, out: &mut Vec<u8>) {
     let start = out.len();
     encode(value, out);
     if descending {
@@ -115,7 +115,7 @@ pub(crate) fn encode_part(value: Option<&Value>, descending: bool, out: &mut Vec
 }
 
 /// The encoding of one value, on its own.
-pub(crate) fn encoded(value: Option<&Value>) -> Vec<u8> {
+pub fn encoded(value: Option<&Value>) -> Vec<u8> {
     let mut out = Vec::new();
     encode(value, &mut out);
     out
@@ -123,7 +123,7 @@ pub(crate) fn encoded(value: Option<&Value>) -> Vec<u8> {
 
 /// The smallest byte string above every string that starts with `prefix`;
 /// `None` when there is none (all 0xFF).
-pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xFF {

@@ -2,110 +2,15 @@
 //! autoincrement key, so positions are never reused), `subscriptions` (a
 //! cursor per function trigger) and `event_failures` (a copy of each event
 //! whose delivery failed, so pruning the log never loses one).
-use crate::StoreError;
-use crate::events::{
-    AsyncAttempt, AsyncInvocation, AsyncRequest, AsyncStatus, Event, FailedEvent, FailedFilter,
-    NewEvent, Settle, Subscription,
-};
+use crate::{Result, SqliteStore};
 use domain::{FunctionName, ProjectId, TriggerName, TriggerSpec, UnixMillis, now_millis};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::cell::RefCell;
-
-pub(crate) const EVENTS_SCHEMA: &str = r"
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    project TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    subject TEXT,
-    key TEXT,
-    time INTEGER NOT NULL,
-    content_type TEXT,
-    data BLOB NOT NULL,
-    origin TEXT
-);
-CREATE INDEX IF NOT EXISTS events_by_stream ON events (project, stream, seq);
-CREATE TABLE IF NOT EXISTS subscriptions (
-    project TEXT NOT NULL,
-    function TEXT NOT NULL,
-    trigger TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    cursor INTEGER NOT NULL,
-    PRIMARY KEY (project, function, trigger)
-);
-CREATE INDEX IF NOT EXISTS subscriptions_by_stream ON subscriptions (project, stream);
-CREATE TABLE IF NOT EXISTS event_failures (
-    project TEXT NOT NULL,
-    function TEXT NOT NULL,
-    trigger TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    dead INTEGER NOT NULL,
-    attempts INTEGER NOT NULL,
-    next_at INTEGER NOT NULL,
-    first_failed_at INTEGER NOT NULL,
-    error TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    subject TEXT,
-    key TEXT,
-    time INTEGER NOT NULL,
-    content_type TEXT,
-    data BLOB NOT NULL,
-    origin TEXT,
-    PRIMARY KEY (project, function, trigger, seq)
-);
-CREATE TABLE IF NOT EXISTS async_invocations (
-    project TEXT NOT NULL,
-    id TEXT NOT NULL,
-    function TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    idempotency_key TEXT,
-    succeeded INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created_at INTEGER NOT NULL,
-    finished_at INTEGER,
-    response_status INTEGER,
-    response_headers TEXT,
-    response_body BLOB,
-    error TEXT,
-    PRIMARY KEY (project, id)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS async_by_idempotency_key
-    ON async_invocations (project, function, idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
-";
-
-/// Columns added to `async_invocations` after it was first made: a digest
-/// of the request (an idempotency key is bound to it) and its stored size
-/// (the queue's bound counts it). Rows from before have neither.
-pub(crate) fn migrate_async_invocations(connection: &Connection) -> Result<(), StoreError> {
-    for (column, definition) in [
-        ("fingerprint", "TEXT"),
-        ("bytes", "INTEGER NOT NULL DEFAULT 0"),
-    ] {
-        let exists: bool = connection.query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('async_invocations') WHERE name = ?)",
-            [column],
-            |row| row.get(0),
-        )?;
-        if !exists {
-            connection.execute_batch(&format!(
-                "ALTER TABLE async_invocations ADD COLUMN {column} {definition}"
-            ))?;
-        }
-    }
-    // The requests not finished yet, per function, with their sizes: what
-    // the queue's bound counts.
-    connection.execute_batch(
-        "CREATE INDEX IF NOT EXISTS async_pending
-             ON async_invocations (project, function, bytes)
-             WHERE succeeded = 0 AND failed = 0",
-    )?;
-    Ok(())
-}
+use store::StoreError;
+use store::events::{
+    AsyncAttempt, AsyncInvocation, AsyncRequest, AsyncStatus, Event, EventStore, FailedEvent,
+    FailedFilter, NewEvent, Settle, Subscription,
+};
 
 thread_local! {
     /// The streams the writer's current batch logged events on (or made
@@ -131,12 +36,12 @@ pub(crate) fn take_logged() -> Vec<(ProjectId, String)> {
 const EVENT_COLUMNS: &str =
     "seq, project, stream, id, type, subject, key, time, content_type, data, origin";
 
-fn corrupt(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(error.to_string())
+fn corrupt(error: impl std::fmt::Display) -> crate::Error {
+    crate::Error(StoreError::Corrupt(error.to_string()))
 }
 
 /// Reads an event from `EVENT_COLUMNS` starting at column `at`.
-fn event_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<Result<Event, StoreError>> {
+fn event_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<Result<Event>> {
     let project: String = row.get(at + 1)?;
     let origin: Option<String> = row.get(at + 10)?;
     let event = (|| {
@@ -162,7 +67,7 @@ fn insert_event(
     project: &ProjectId,
     event: NewEvent,
     time: UnixMillis,
-) -> Result<Event, StoreError> {
+) -> Result<Event> {
     let id = uuid::Uuid::now_v7().to_string();
     connection
         .prepare_cached(
@@ -201,7 +106,7 @@ pub(crate) fn apply_publish(
     connection: &Connection,
     project: &ProjectId,
     events: &[NewEvent],
-) -> Result<Vec<Event>, StoreError> {
+) -> Result<Vec<Event>> {
     let time = now_millis();
     events
         .iter()
@@ -210,11 +115,7 @@ pub(crate) fn apply_publish(
 }
 
 /// Whether any trigger reads the stream: changes are logged only then.
-pub(crate) fn watched(
-    connection: &Connection,
-    project: &ProjectId,
-    stream: &str,
-) -> Result<bool, StoreError> {
+pub(crate) fn watched(connection: &Connection, project: &ProjectId, stream: &str) -> Result<bool> {
     Ok(connection
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE project = ? AND stream = ?)",
@@ -228,7 +129,7 @@ pub(crate) fn log_change(
     connection: &Connection,
     project: &ProjectId,
     event: NewEvent,
-) -> Result<(), StoreError> {
+) -> Result<()> {
     if watched(connection, project, &event.stream)? {
         insert_event(connection, project, event, now_millis())?;
     }
@@ -244,7 +145,7 @@ pub(crate) fn sync_subscriptions(
     project: &ProjectId,
     function: &FunctionName,
     triggers: &[TriggerSpec],
-) -> Result<(), StoreError> {
+) -> Result<()> {
     let existing: Vec<(String, String)> = connection
         .prepare_cached(
             "SELECT trigger, stream FROM subscriptions WHERE project = ? AND function = ?",
@@ -256,7 +157,7 @@ pub(crate) fn sync_subscriptions(
     let end: i64 = connection.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
         row.get(0)
     })?;
-    let forget = |trigger: &str| -> Result<(), StoreError> {
+    let forget = |trigger: &str| -> Result<()> {
         connection
             .prepare_cached(
                 "DELETE FROM subscriptions WHERE project = ? AND function = ? AND trigger = ?",
@@ -300,7 +201,7 @@ pub(crate) fn events(
     stream: &str,
     after: i64,
     limit: u32,
-) -> Result<Vec<Event>, StoreError> {
+) -> Result<Vec<Event>> {
     connection
         .prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS} FROM events
@@ -318,7 +219,7 @@ pub(crate) fn position_at(
     project: &ProjectId,
     stream: &str,
     time: UnixMillis,
-) -> Result<i64, StoreError> {
+) -> Result<i64> {
     // Now: the log's end, without reading the stream (a subscription asks
     // this; a scan of the stream's events would cost their size each time).
     if time == UnixMillis::MAX {
@@ -352,7 +253,7 @@ pub(crate) fn subscriptions(
     connection: &Connection,
     project: &ProjectId,
     function: &FunctionName,
-) -> Result<Vec<Subscription>, StoreError> {
+) -> Result<Vec<Subscription>> {
     connection
         .prepare_cached(
             "SELECT trigger, stream, cursor FROM subscriptions
@@ -377,7 +278,7 @@ pub(crate) fn subscriptions(
 const FAILURE_COLUMNS: &str = "function, trigger, dead, attempts, next_at, first_failed_at, error, \
     seq, project, stream, id, type, subject, key, time, content_type, data, origin";
 
-fn failure_from_row(row: &Row<'_>) -> rusqlite::Result<Result<FailedEvent, StoreError>> {
+fn failure_from_row(row: &Row<'_>) -> rusqlite::Result<Result<FailedEvent>> {
     let function: String = row.get(0)?;
     let trigger: String = row.get(1)?;
     let event = event_from_row(row, 7)?;
@@ -399,7 +300,7 @@ fn insert_failure(
     connection: &Connection,
     project: &ProjectId,
     failed: &FailedEvent,
-) -> Result<(), StoreError> {
+) -> Result<()> {
     let event = &failed.event;
     connection
         .prepare_cached(&format!(
@@ -436,7 +337,7 @@ pub(crate) fn apply_advance(
     trigger: &TriggerName,
     cursor: i64,
     failed: &[FailedEvent],
-) -> Result<(), StoreError> {
+) -> Result<()> {
     let moved = connection
         .prepare_cached(
             "UPDATE subscriptions SET cursor = MAX(cursor, ?)
@@ -463,7 +364,7 @@ pub(crate) fn apply_set_cursor(
     function: &FunctionName,
     trigger: &TriggerName,
     cursor: i64,
-) -> Result<bool, StoreError> {
+) -> Result<bool> {
     Ok(connection
         .prepare_cached(
             "UPDATE subscriptions SET cursor = ? WHERE project = ? AND function = ? AND trigger = ?",
@@ -484,7 +385,7 @@ pub(crate) fn failures_due(
     trigger: &TriggerName,
     now: UnixMillis,
     limit: u32,
-) -> Result<Vec<FailedEvent>, StoreError> {
+) -> Result<Vec<FailedEvent>> {
     connection
         .prepare_cached(&format!(
             "SELECT {FAILURE_COLUMNS} FROM event_failures f
@@ -514,7 +415,7 @@ pub(crate) fn retry_state(
     project: &ProjectId,
     function: &FunctionName,
     trigger: &TriggerName,
-) -> Result<(Option<UnixMillis>, Vec<String>), StoreError> {
+) -> Result<(Option<UnixMillis>, Vec<String>)> {
     let scope = params![project.as_str(), function.as_str(), trigger.as_str()];
     // The soonest of the events that can go then: an event held behind an
     // earlier one with its ordering key waits for that one, not its own time.
@@ -545,7 +446,7 @@ pub(crate) fn apply_settle(
     trigger: &TriggerName,
     seq: i64,
     settle: &Settle,
-) -> Result<(), StoreError> {
+) -> Result<()> {
     let scope = (project.as_str(), function.as_str(), trigger.as_str(), seq);
     match settle {
         Settle::Delivered => {
@@ -619,7 +520,7 @@ pub(crate) fn dead_letters(
     filter: &FailedFilter,
     after: i64,
     limit: u32,
-) -> Result<Vec<FailedEvent>, StoreError> {
+) -> Result<Vec<FailedEvent>> {
     let (clause, mut values) = filter_clause(project, filter);
     values.push(rusqlite::types::Value::Integer(after));
     values.push(rusqlite::types::Value::Integer(limit.into()));
@@ -636,7 +537,7 @@ pub(crate) fn dead_letters(
 pub(crate) fn failure_counts(
     connection: &Connection,
     project: &ProjectId,
-) -> Result<Vec<(FunctionName, TriggerName, u64, u64)>, StoreError> {
+) -> Result<Vec<(FunctionName, TriggerName, u64, u64)>> {
     connection
         .prepare_cached(
             "SELECT function, trigger, SUM(dead = 0 AND attempts > 0), SUM(dead = 1) FROM event_failures
@@ -664,7 +565,7 @@ pub(crate) fn apply_redrive(
     connection: &Connection,
     project: &ProjectId,
     filter: &FailedFilter,
-) -> Result<u64, StoreError> {
+) -> Result<u64> {
     let (clause, mut values) = filter_clause(project, filter);
     touch_dead(connection, project, &clause, &values)?;
     values.insert(0, rusqlite::types::Value::Integer(now_millis()));
@@ -683,7 +584,7 @@ fn touch_dead(
     project: &ProjectId,
     clause: &str,
     values: &[rusqlite::types::Value],
-) -> Result<(), StoreError> {
+) -> Result<()> {
     let streams: Vec<String> = connection
         .prepare(&format!(
             "SELECT DISTINCT stream FROM event_failures WHERE {clause} AND dead = 1"
@@ -700,7 +601,7 @@ pub(crate) fn apply_purge_dead(
     connection: &Connection,
     project: &ProjectId,
     filter: &FailedFilter,
-) -> Result<u64, StoreError> {
+) -> Result<u64> {
     let (clause, values) = filter_clause(project, filter);
     touch_dead(connection, project, &clause, &values)?;
     Ok(connection.execute(
@@ -713,7 +614,7 @@ pub(crate) fn apply_prune(
     connection: &Connection,
     project: &ProjectId,
     before: UnixMillis,
-) -> Result<u64, StoreError> {
+) -> Result<u64> {
     // An event is kept while a subscription of its stream has not passed it.
     let pruned = connection.execute(
         "DELETE FROM events WHERE project = ?1 AND time < ?2
@@ -733,7 +634,7 @@ pub(crate) fn apply_prune(
 const ASYNC_COLUMNS: &str = "id, function, seq, succeeded, attempts, created_at, finished_at, \
     response_status, response_headers, response_body, error, failed";
 
-fn async_from_row(row: &Row<'_>) -> rusqlite::Result<Result<AsyncInvocation, StoreError>> {
+fn async_from_row(row: &Row<'_>) -> rusqlite::Result<Result<AsyncInvocation>> {
     let function: String = row.get(1)?;
     let succeeded: bool = row.get(3)?;
     let failed: bool = row.get(11)?;
@@ -773,7 +674,7 @@ fn find_async(
     connection: &Connection,
     project: &ProjectId,
     id: &str,
-) -> Result<Option<AsyncInvocation>, StoreError> {
+) -> Result<Option<AsyncInvocation>> {
     connection
         .prepare_cached(&format!(
             "SELECT {ASYNC_COLUMNS} FROM async_invocations WHERE project = ? AND id = ?"
@@ -788,7 +689,7 @@ pub(crate) fn apply_enqueue_async(
     project: &ProjectId,
     function: &FunctionName,
     request: &AsyncRequest,
-) -> Result<(AsyncInvocation, bool), StoreError> {
+) -> Result<(AsyncInvocation, bool)> {
     if let Some(key) = &request.idempotency_key {
         let earlier: Option<(String, Option<String>)> = connection
             .prepare_cached(
@@ -801,7 +702,7 @@ pub(crate) fn apply_enqueue_async(
             .optional()?;
         if let Some((id, fingerprint)) = earlier {
             if fingerprint.is_some_and(|fingerprint| fingerprint != request.fingerprint) {
-                return Err(StoreError::IdempotencyKeyReused);
+                return Err(StoreError::IdempotencyKeyReused.into());
             }
             if let Some(invocation) = find_async(connection, project, &id)? {
                 return Ok((invocation, false));
@@ -824,7 +725,8 @@ pub(crate) fn apply_enqueue_async(
                 function: function.to_string(),
                 requests,
                 bytes: waiting,
-            });
+            }
+            .into());
         }
     }
     let event = insert_event(connection, project, request.request.clone(), now_millis())?;
@@ -863,7 +765,7 @@ pub(crate) fn apply_record_async(
     project: &ProjectId,
     id: &str,
     attempt: &AsyncAttempt,
-) -> Result<(), StoreError> {
+) -> Result<()> {
     let (status, headers, body) = match &attempt.response {
         Some((status, headers, body)) => (
             Some(*status),
@@ -903,7 +805,7 @@ pub(crate) fn async_invocation(
     connection: &Connection,
     project: &ProjectId,
     id: &str,
-) -> Result<Option<AsyncInvocation>, StoreError> {
+) -> Result<Option<AsyncInvocation>> {
     let Some(mut invocation) = find_async(connection, project, id)? else {
         return Ok(None);
     };
@@ -947,7 +849,7 @@ pub(crate) fn apply_watch_stream(
     connection: &Connection,
     project: &ProjectId,
     stream: &str,
-) -> Result<(), StoreError> {
+) -> Result<()> {
     connection
         .prepare_cached(
             "INSERT OR IGNORE INTO subscriptions (project, function, trigger, stream, cursor)
@@ -962,7 +864,7 @@ pub(crate) fn backlog(
     project: &ProjectId,
     stream: &str,
     after: i64,
-) -> Result<u64, StoreError> {
+) -> Result<u64> {
     let count: i64 = connection
         .prepare_cached("SELECT COUNT(*) FROM events WHERE project = ? AND stream = ? AND seq > ?")?
         .query_row(params![project.as_str(), stream, after], |row| row.get(0))?;
@@ -979,7 +881,7 @@ pub(crate) fn apply_schedule(
     trigger: &TriggerName,
     event: &NewEvent,
     at: UnixMillis,
-) -> Result<Event, StoreError> {
+) -> Result<Event> {
     // Its time is the scheduled one (CloudEvents' `time`: when it happened).
     let event = insert_event(connection, project, event.clone(), at)?;
     let moved = connection
@@ -1007,4 +909,254 @@ pub(crate) fn apply_schedule(
         insert_failure(connection, project, &due)?;
     }
     Ok(event)
+}
+
+#[store::async_trait]
+impl EventStore for SqliteStore {
+    async fn publish(
+        &self,
+        project: &ProjectId,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let project = project.clone();
+        self.writer()
+            .transaction(move |transaction| apply_publish(transaction, &project, &events))
+            .await
+    }
+
+    async fn events(
+        &self,
+        project: &ProjectId,
+        stream: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        let (project, stream) = (project.clone(), stream.to_owned());
+        self.read(move |connection| events(connection, &project, &stream, after, limit))
+            .await
+    }
+
+    async fn backlog(
+        &self,
+        project: &ProjectId,
+        stream: &str,
+        after: i64,
+    ) -> Result<u64, StoreError> {
+        let (project, stream) = (project.clone(), stream.to_owned());
+        self.read(move |connection| backlog(connection, &project, &stream, after))
+            .await
+    }
+
+    async fn position_at(
+        &self,
+        project: &ProjectId,
+        stream: &str,
+        time: UnixMillis,
+    ) -> Result<i64, StoreError> {
+        let (project, stream) = (project.clone(), stream.to_owned());
+        self.read(move |connection| position_at(connection, &project, &stream, time))
+            .await
+    }
+
+    async fn subscriptions(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let (project, function) = (project.clone(), function.clone());
+        self.read(move |connection| subscriptions(connection, &project, &function))
+            .await
+    }
+
+    async fn advance(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        cursor: i64,
+        failed: Vec<FailedEvent>,
+    ) -> Result<(), StoreError> {
+        let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
+        self.writer()
+            .transaction(move |transaction| {
+                apply_advance(transaction, &project, &function, &trigger, cursor, &failed)
+            })
+            .await
+    }
+
+    async fn schedule(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        event: NewEvent,
+        at: UnixMillis,
+    ) -> Result<Event, StoreError> {
+        let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
+        self.writer()
+            .transaction(move |transaction| {
+                apply_schedule(transaction, &project, &function, &trigger, &event, at)
+            })
+            .await
+    }
+
+    async fn set_cursor(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        cursor: i64,
+    ) -> Result<bool, StoreError> {
+        let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
+        self.writer()
+            .transaction(move |transaction| {
+                apply_set_cursor(transaction, &project, &function, &trigger, cursor)
+            })
+            .await
+    }
+
+    async fn failures_due(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<FailedEvent>, StoreError> {
+        let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
+        self.read(move |connection| {
+            failures_due(connection, &project, &function, &trigger, now, limit)
+        })
+        .await
+    }
+
+    async fn retry_state(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+    ) -> Result<(Option<UnixMillis>, Vec<String>), StoreError> {
+        let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
+        self.read(move |connection| retry_state(connection, &project, &function, &trigger))
+            .await
+    }
+
+    async fn settle(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        trigger: &TriggerName,
+        seq: i64,
+        settle: Settle,
+    ) -> Result<(), StoreError> {
+        let (project, function, trigger) = (project.clone(), function.clone(), trigger.clone());
+        self.writer()
+            .transaction(move |transaction| {
+                apply_settle(transaction, &project, &function, &trigger, seq, &settle)
+            })
+            .await
+    }
+
+    async fn dead_letters(
+        &self,
+        project: &ProjectId,
+        filter: &FailedFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<FailedEvent>, StoreError> {
+        let (project, filter) = (project.clone(), filter.clone());
+        self.read(move |connection| dead_letters(connection, &project, &filter, after, limit))
+            .await
+    }
+
+    async fn failure_counts(
+        &self,
+        project: &ProjectId,
+    ) -> Result<Vec<(FunctionName, TriggerName, u64, u64)>, StoreError> {
+        let project = project.clone();
+        self.read(move |connection| failure_counts(connection, &project))
+            .await
+    }
+
+    async fn redrive(&self, project: &ProjectId, filter: FailedFilter) -> Result<u64, StoreError> {
+        let project = project.clone();
+        self.writer()
+            .transaction(move |transaction| apply_redrive(transaction, &project, &filter))
+            .await
+    }
+
+    async fn purge_dead(
+        &self,
+        project: &ProjectId,
+        filter: FailedFilter,
+    ) -> Result<u64, StoreError> {
+        let project = project.clone();
+        self.writer()
+            .transaction(move |transaction| apply_purge_dead(transaction, &project, &filter))
+            .await
+    }
+
+    async fn prune_events(
+        &self,
+        project: &ProjectId,
+        before: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        let project = project.clone();
+        self.writer()
+            .transaction(move |transaction| apply_prune(transaction, &project, before))
+            .await
+    }
+
+    async fn enqueue_async(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        request: AsyncRequest,
+    ) -> Result<(AsyncInvocation, bool), StoreError> {
+        let (project, function) = (project.clone(), function.clone());
+        self.writer()
+            .transaction(move |transaction| {
+                apply_enqueue_async(transaction, &project, &function, &request)
+            })
+            .await
+    }
+
+    async fn record_async(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        attempt: AsyncAttempt,
+    ) -> Result<(), StoreError> {
+        let (project, id) = (project.clone(), id.to_owned());
+        self.writer()
+            .transaction(move |transaction| {
+                apply_record_async(transaction, &project, &id, &attempt)
+            })
+            .await
+    }
+
+    async fn async_invocation(
+        &self,
+        project: &ProjectId,
+        id: &str,
+    ) -> Result<Option<AsyncInvocation>, StoreError> {
+        let (project, id) = (project.clone(), id.to_owned());
+        self.read(move |connection| async_invocation(connection, &project, &id))
+            .await
+    }
+
+    async fn watch_stream(&self, project: &ProjectId, stream: &str) -> Result<(), StoreError> {
+        let (project, stream) = (project.clone(), stream.to_owned());
+        self.writer()
+            .transaction(move |transaction| apply_watch_stream(transaction, &project, &stream))
+            .await
+    }
+
+    fn on_events(&self, hook: store::events::Hook) {
+        *self
+            .shared
+            .event_hook
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hook);
+    }
 }

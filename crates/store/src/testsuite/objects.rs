@@ -1,9 +1,9 @@
 //! The `ObjectStore` contract.
-use domain::{BucketName, ProjectId};
-use store::StoreError;
-use store::objects::{
+use crate::StoreError;
+use crate::objects::{
     Bucket, ObjectCondition, ObjectMeta, ObjectOp, ObjectStore, Part, Segment, Upload,
 };
+use domain::{BucketName, ProjectId};
 
 fn bucket_name(name: &str) -> BucketName {
     BucketName::new(name).unwrap()
@@ -32,7 +32,7 @@ fn meta(key: &str, blobs: &[&str]) -> ObjectMeta {
 async fn write(
     store: &dyn ObjectStore,
     op: ObjectOp,
-) -> Result<store::objects::ObjectDone, StoreError> {
+) -> Result<crate::objects::ObjectDone, StoreError> {
     store.object_write(op).await
 }
 
@@ -54,10 +54,10 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
         write(store, create(&photos)).await,
         Err(StoreError::BucketExists(_))
     ));
-    let found = store.bucket(&project, &photos).unwrap().unwrap();
+    let found = store.bucket(&project, &photos).await.unwrap().unwrap();
     assert_eq!(found.content_types, ["image/"]);
     assert_eq!(found.max_object_bytes, Some(1 << 20));
-    assert!(store.bucket(&other, &photos).unwrap().is_none());
+    assert!(store.bucket(&other, &photos).await.unwrap().is_none());
 
     // Put, replace (the old blob goes to trash), conditions.
     let put = |key: &str, blobs: &[&str], condition: ObjectCondition| ObjectOp::Put {
@@ -96,12 +96,22 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
         (replaced.existed, replaced.trash.clone()),
         (true, vec!["b1".to_owned()])
     );
-    assert_eq!(store.trash().unwrap(), ["b1"]);
-    store.trash_emptied(&["b1".to_owned()]).unwrap();
-    assert!(store.trash().unwrap().is_empty());
-    let stored = store.object(&project, &photos, "a/1.png").unwrap().unwrap();
+    assert_eq!(store.trash().await.unwrap(), ["b1"]);
+    store.trash_emptied(&["b1".to_owned()]).await.unwrap();
+    assert!(store.trash().await.unwrap().is_empty());
+    let stored = store
+        .object(&project, &photos, "a/1.png")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored, meta("a/1.png", &["b2"]));
-    assert!(store.object(&other, &photos, "a/1.png").unwrap().is_none());
+    assert!(
+        store
+            .object(&other, &photos, "a/1.png")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(matches!(
         write(
             store,
@@ -125,7 +135,7 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
         .await
         .unwrap();
     }
-    let keys = |listing: &store::objects::ObjectListing| {
+    let keys = |listing: &crate::objects::ObjectListing| {
         listing
             .objects
             .iter()
@@ -134,6 +144,7 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
     };
     let all = store
         .objects(&project, &photos, "", None, None, 100)
+        .await
         .unwrap();
     assert_eq!(
         keys(&all),
@@ -149,11 +160,13 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
     assert_eq!(all.next_after, None);
     let top = store
         .objects(&project, &photos, "", Some("/"), None, 100)
+        .await
         .unwrap();
     assert_eq!(keys(&top), ["c.png"]);
     assert_eq!(top.common_prefixes, ["a/", "b/"]);
     let under_b = store
         .objects(&project, &photos, "b/", Some("/"), None, 100)
+        .await
         .unwrap();
     assert_eq!(keys(&under_b), ["b/1.png"]);
     assert_eq!(under_b.common_prefixes, ["b/deep/"]);
@@ -163,6 +176,7 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
     loop {
         let page = store
             .objects(&project, &photos, "", Some("/"), after.as_deref(), 1)
+            .await
             .unwrap();
         seen.extend(page.common_prefixes.clone());
         seen.extend(keys(&page));
@@ -174,6 +188,7 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
     assert_eq!(seen, ["a/", "b/", "c.png"]);
     let after_a2 = store
         .objects(&project, &photos, "a/", None, Some("a/2.png"), 100)
+        .await
         .unwrap();
     assert_eq!(keys(&after_a2), ["a/3.png"]);
 
@@ -215,7 +230,7 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
     assert_eq!(again.trash, ["p1-a"]);
     write(store, part(2, "p2")).await.unwrap();
     write(store, part(3, "p3")).await.unwrap();
-    let parts = store.parts(&project, &photos, "u1", 0, 100).unwrap();
+    let parts = store.parts(&project, &photos, "u1", 0, 100).await.unwrap();
     assert_eq!(
         parts
             .iter()
@@ -224,11 +239,14 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
         ["p1-b", "p2", "p3"]
     );
     assert_eq!(
-        store.parts(&project, &photos, "u1", 1, 1).unwrap()[0].number,
+        store.parts(&project, &photos, "u1", 1, 1).await.unwrap()[0].number,
         2
     );
     assert_eq!(
-        store.uploads(&project, &photos, "", None, 100).unwrap(),
+        store
+            .uploads(&project, &photos, "", None, 100)
+            .await
+            .unwrap(),
         std::slice::from_ref(&upload)
     );
     assert!(matches!(
@@ -255,12 +273,22 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
     .await
     .unwrap();
     assert_eq!(completed.trash, ["p3"]);
-    assert!(store.upload(&project, &photos, "u1").unwrap().is_none());
+    assert!(
+        store
+            .upload(&project, &photos, "u1")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(matches!(
         write(store, part(4, "p4")).await,
         Err(StoreError::NoSuchUpload(_))
     ));
-    let big = store.object(&project, &photos, "big.png").unwrap().unwrap();
+    let big = store
+        .object(&project, &photos, "big.png")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(big.segments.len(), 2);
 
     // Abort drops every part.
@@ -283,10 +311,10 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
     write(store, p).await.unwrap();
     // The uploads begun before a time, for expiry: u2 began at 7.
     assert_eq!(
-        store.stale_uploads(8, 10).unwrap(),
+        store.stale_uploads(8, 10).await.unwrap(),
         [(project.clone(), photos.clone(), "u2".to_owned())]
     );
-    assert!(store.stale_uploads(7, 10).unwrap().is_empty());
+    assert!(store.stale_uploads(7, 10).await.unwrap().is_empty());
     let aborted = write(
         store,
         ObjectOp::Abort {
@@ -343,5 +371,5 @@ pub async fn objects_contract(store: &dyn ObjectStore) {
     )
     .await
     .unwrap();
-    assert!(store.buckets(&project).unwrap().is_empty());
+    assert!(store.buckets(&project).await.unwrap().is_empty());
 }

@@ -1,21 +1,14 @@
 //! The `EventStore` contract: the log, the outbox, subscriptions kept in
 //! step with deploys, failed events, schedules, pruning, asynchronous
 //! invocations.
-use domain::{FunctionConfig, FunctionName, HttpWorld, ProjectId, TriggerName, TriggerSpec};
-use serde_json::json;
-use store::docs::{DocCondition, DocWrite};
-use store::events::{
+use crate::docs::{DocCondition, DocWrite};
+use crate::events::{
     AsyncAttempt, AsyncQueueLimit, AsyncRequest, AsyncStatus, Event, FailedEvent, FailedFilter,
     NewEvent, Settle,
 };
-use store::{DocStore, EventStore, MetaStore, NewVersion, SqliteStore};
-
-fn block<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
+use crate::{DocStore, EventStore, FunctionStore, NewVersion};
+use domain::{FunctionConfig, FunctionName, HttpWorld, ProjectId, TriggerName, TriggerSpec};
+use serde_json::json;
 
 fn message(stream: &str, data: &str, key: Option<&str>) -> NewEvent {
     NewEvent {
@@ -29,7 +22,7 @@ fn message(stream: &str, data: &str, key: Option<&str>) -> NewEvent {
     }
 }
 
-fn deploy(store: &dyn MetaStore, project: &ProjectId, function: &str, triggers: &[&str]) {
+async fn deploy(store: &dyn FunctionStore, project: &ProjectId, function: &str, triggers: &[&str]) {
     let config = FunctionConfig {
         triggers: triggers
             .iter()
@@ -48,6 +41,7 @@ fn deploy(store: &dyn MetaStore, project: &ProjectId, function: &str, triggers: 
                 config,
             },
         )
+        .await
         .unwrap();
 }
 
@@ -79,29 +73,35 @@ fn failed(
     }
 }
 
-pub fn contract<S: EventStore + DocStore + MetaStore>(store: &S) {
+pub async fn contract<S: EventStore + DocStore + FunctionStore>(store: &S) {
     let project = ProjectId::default_project();
     let other = ProjectId::new("other").unwrap();
     let worker = FunctionName::new("worker").unwrap();
     let queue = TriggerName::new("queue-jobs").unwrap();
 
     // The log: numbered in order, per project and stream.
-    let published = block(store.publish(
-        &project,
-        vec![
-            message("topic/jobs", "a", None),
-            message("topic/jobs", "b", None),
-        ],
-    ))
-    .unwrap();
+    let published = store
+        .publish(
+            &project,
+            vec![
+                message("topic/jobs", "a", None),
+                message("topic/jobs", "b", None),
+            ],
+        )
+        .await
+        .unwrap();
     assert!(published[0].seq < published[1].seq);
     assert_ne!(published[0].id, published[1].id);
-    let read = store.events(&project, "topic/jobs", 0, 10).unwrap();
+    let read = store.events(&project, "topic/jobs", 0, 10).await.unwrap();
     assert_eq!(read, published);
-    assert_eq!(store.events(&other, "topic/jobs", 0, 10).unwrap(), vec![]);
+    assert_eq!(
+        store.events(&other, "topic/jobs", 0, 10).await.unwrap(),
+        vec![]
+    );
     assert_eq!(
         store
             .events(&project, "topic/jobs", published[0].seq, 10)
+            .await
             .unwrap(),
         published[1..]
     );
@@ -109,19 +109,27 @@ pub fn contract<S: EventStore + DocStore + MetaStore>(store: &S) {
     assert_eq!(
         store
             .position_at(&project, "topic/jobs", published[0].time)
+            .await
             .unwrap(),
         published[0].seq - 1
     );
 
     // The outbox: changes are logged only while a trigger reads their
     // collection, in the write's own transaction.
-    block(store.doc_write(&project, vec![set_doc("before", DocCondition::Always)])).unwrap();
+    store
+        .doc_write(
+            &project,
+            None,
+            vec![set_doc("before", DocCondition::Always)],
+        )
+        .await
+        .unwrap();
     assert_eq!(
-        store.events(&project, "docs/orders", 0, 10).unwrap(),
+        store.events(&project, "docs/orders", 0, 10).await.unwrap(),
         vec![]
     );
-    deploy(store, &project, "worker", &["queue=jobs", "docs=orders"]);
-    let subscriptions = store.subscriptions(&project, &worker).unwrap();
+    deploy(store, &project, "worker", &["queue=jobs", "docs=orders"]).await;
+    let subscriptions = store.subscriptions(&project, &worker).await.unwrap();
     assert_eq!(
         subscriptions.len(),
         3,
@@ -133,17 +141,23 @@ pub fn contract<S: EventStore + DocStore + MetaStore>(store: &S) {
         .unwrap()
         .cursor;
     assert!(start >= published[1].seq, "a new trigger starts at the end");
-    block(store.doc_write(&project, vec![set_doc("one", DocCondition::Always)])).unwrap();
+    store
+        .doc_write(&project, None, vec![set_doc("one", DocCondition::Always)])
+        .await
+        .unwrap();
     // A failed batch logs nothing, not even for its writes that applied.
-    let failing = block(store.doc_write(
-        &project,
-        vec![
-            set_doc("two", DocCondition::Always),
-            set_doc("one", DocCondition::Absent),
-        ],
-    ));
+    let failing = store
+        .doc_write(
+            &project,
+            None,
+            vec![
+                set_doc("two", DocCondition::Always),
+                set_doc("one", DocCondition::Absent),
+            ],
+        )
+        .await;
     assert!(failing.is_err());
-    let changes = store.events(&project, "docs/orders", 0, 10).unwrap();
+    let changes = store.events(&project, "docs/orders", 0, 10).await.unwrap();
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].kind, "wok.document.created");
     assert_eq!(changes[0].subject.as_deref(), Some("one"));
@@ -151,73 +165,87 @@ pub fn contract<S: EventStore + DocStore + MetaStore>(store: &S) {
     assert_eq!(data["after"], json!({"n": 1}));
 
     // Failed events: recorded with the cursor, due later, ordered by key.
-    let keyed = block(store.publish(
-        &project,
-        vec![
-            message("topic/jobs", "k1", Some("k")),
-            message("topic/jobs", "k2", Some("k")),
-        ],
-    ))
-    .unwrap();
-    block(store.advance(
-        &project,
-        &worker,
-        &queue,
-        keyed[1].seq,
-        vec![
-            failed("worker", "queue-jobs", &keyed[0], 1, 100),
-            failed("worker", "queue-jobs", &keyed[1], 0, 0),
-        ],
-    ))
-    .unwrap();
-    let cursor = |store: &S| {
+    let keyed = store
+        .publish(
+            &project,
+            vec![
+                message("topic/jobs", "k1", Some("k")),
+                message("topic/jobs", "k2", Some("k")),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .advance(
+            &project,
+            &worker,
+            &queue,
+            keyed[1].seq,
+            vec![
+                failed("worker", "queue-jobs", &keyed[0], 1, 100),
+                failed("worker", "queue-jobs", &keyed[1], 0, 0),
+            ],
+        )
+        .await
+        .unwrap();
+    let cursor = async |store: &S| {
         store
             .subscriptions(&project, &worker)
+            .await
             .unwrap()
             .into_iter()
             .find(|subscription| subscription.trigger == queue)
             .unwrap()
             .cursor
     };
-    assert_eq!(cursor(store), keyed[1].seq);
+    assert_eq!(cursor(store).await, keyed[1].seq);
     // Not due yet; then only the first of key k.
     assert_eq!(
         store
             .failures_due(&project, &worker, &queue, 99, 10)
+            .await
             .unwrap(),
         vec![]
     );
     let due = store
         .failures_due(&project, &worker, &queue, 100, 10)
+        .await
         .unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].event.id, keyed[0].id);
     assert_eq!(
-        store.retry_state(&project, &worker, &queue).unwrap(),
+        store.retry_state(&project, &worker, &queue).await.unwrap(),
         // The second waits for the first (due at 100), not for its own 0.
         (Some(100), vec!["k".to_owned()])
     );
-    block(store.settle(
-        &project,
-        &worker,
-        &queue,
-        keyed[0].seq,
-        Settle::Dead {
-            attempts: 2,
-            error: "still".to_owned(),
-        },
-    ))
-    .unwrap();
+    store
+        .settle(
+            &project,
+            &worker,
+            &queue,
+            keyed[0].seq,
+            Settle::Dead {
+                attempts: 2,
+                error: "still".to_owned(),
+            },
+        )
+        .await
+        .unwrap();
     let due = store
         .failures_due(&project, &worker, &queue, 100, 10)
+        .await
         .unwrap();
     assert_eq!(
         due[0].event.id, keyed[1].id,
         "a dead letter no longer holds its key"
     );
-    block(store.settle(&project, &worker, &queue, keyed[1].seq, Settle::Delivered)).unwrap();
+    store
+        .settle(&project, &worker, &queue, keyed[1].seq, Settle::Delivered)
+        .await
+        .unwrap();
     let dead = store
         .dead_letters(&project, &FailedFilter::default(), 0, 10)
+        .await
         .unwrap();
     assert_eq!(
         (dead.len(), dead[0].attempts, dead[0].error.as_str()),
@@ -226,78 +254,108 @@ pub fn contract<S: EventStore + DocStore + MetaStore>(store: &S) {
     assert_eq!(
         store
             .dead_letters(&other, &FailedFilter::default(), 0, 10)
+            .await
             .unwrap(),
         vec![]
     );
     assert_eq!(
-        store.failure_counts(&project).unwrap(),
+        store.failure_counts(&project).await.unwrap(),
         vec![(worker.clone(), queue.clone(), 0, 1)]
     );
     assert_eq!(
-        block(store.redrive(&project, FailedFilter::default())).unwrap(),
+        store
+            .redrive(&project, FailedFilter::default())
+            .await
+            .unwrap(),
         1
     );
     let due = store
         .failures_due(&project, &worker, &queue, i64::MAX, 10)
+        .await
         .unwrap();
     assert_eq!((due.len(), due[0].attempts), (1, 0));
-    block(store.settle(
-        &project,
-        &worker,
-        &queue,
-        keyed[0].seq,
-        Settle::Dead {
-            attempts: 1,
-            error: "again".to_owned(),
-        },
-    ))
-    .unwrap();
+    store
+        .settle(
+            &project,
+            &worker,
+            &queue,
+            keyed[0].seq,
+            Settle::Dead {
+                attempts: 1,
+                error: "again".to_owned(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(
-        block(store.purge_dead(&project, FailedFilter::default())).unwrap(),
+        store
+            .purge_dead(&project, FailedFilter::default())
+            .await
+            .unwrap(),
         1
     );
 
     // A replay moves the cursor back.
-    assert!(block(store.set_cursor(&project, &worker, &queue, 0)).unwrap());
-    assert_eq!(cursor(store), 0);
+    assert!(
+        store
+            .set_cursor(&project, &worker, &queue, 0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(cursor(store).await, 0);
 
     // Deploys keep the cursor of a trigger kept, drop a trigger gone.
-    block(store.set_cursor(&project, &worker, &queue, keyed[1].seq)).unwrap();
-    deploy(store, &project, "worker", &["queue=jobs;concurrency=2"]);
-    assert_eq!(cursor(store), keyed[1].seq);
+    store
+        .set_cursor(&project, &worker, &queue, keyed[1].seq)
+        .await
+        .unwrap();
+    deploy(store, &project, "worker", &["queue=jobs;concurrency=2"]).await;
+    assert_eq!(cursor(store).await, keyed[1].seq);
     let names: Vec<String> = store
         .subscriptions(&project, &worker)
+        .await
         .unwrap()
         .iter()
         .map(|subscription| subscription.trigger.to_string())
         .collect();
     assert_eq!(names, ["async", "queue-jobs"]);
     // No trigger reads the collection now: its changes are not logged.
-    block(store.doc_write(&project, vec![set_doc("three", DocCondition::Always)])).unwrap();
+    store
+        .doc_write(&project, None, vec![set_doc("three", DocCondition::Always)])
+        .await
+        .unwrap();
     assert_eq!(
-        store.events(&project, "docs/orders", 0, 10).unwrap().len(),
+        store
+            .events(&project, "docs/orders", 0, 10)
+            .await
+            .unwrap()
+            .len(),
         1
     );
 
     // A schedule: logged, the cursor past it, due at its time.
     let cron = TriggerName::new("cron").unwrap();
-    deploy(store, &project, "ticker", &["cron=* * * * * *"]);
+    deploy(store, &project, "ticker", &["cron=* * * * * *"]).await;
     let ticker = FunctionName::new("ticker").unwrap();
-    let tick = block(store.schedule(
-        &project,
-        &ticker,
-        &cron,
-        message("cron/ticker/cron", "{}", None),
-        5_000,
-    ))
-    .unwrap();
+    let tick = store
+        .schedule(
+            &project,
+            &ticker,
+            &cron,
+            message("cron/ticker/cron", "{}", None),
+            5_000,
+        )
+        .await
+        .unwrap();
     let due = store
         .failures_due(&project, &ticker, &cron, 5_000, 10)
+        .await
         .unwrap();
     assert_eq!((due.len(), due[0].attempts), (1, 0));
     assert!(
         store
             .subscriptions(&project, &ticker)
+            .await
             .unwrap()
             .iter()
             .any(|s| s.cursor >= tick.seq)
@@ -305,14 +363,18 @@ pub fn contract<S: EventStore + DocStore + MetaStore>(store: &S) {
     assert_eq!(
         store
             .failures_due(&project, &ticker, &cron, 4_999, 10)
+            .await
             .unwrap(),
         vec![]
     );
 
     // Pruning: old events every trigger has passed go; others stay.
-    block(store.set_cursor(&project, &worker, &queue, keyed[0].seq)).unwrap();
-    block(store.prune_events(&project, i64::MAX)).unwrap();
-    let left = store.events(&project, "topic/jobs", 0, 10).unwrap();
+    store
+        .set_cursor(&project, &worker, &queue, keyed[0].seq)
+        .await
+        .unwrap();
+    store.prune_events(&project, i64::MAX).await.unwrap();
+    let left = store.events(&project, "topic/jobs", 0, 10).await.unwrap();
     assert_eq!(
         left.len(),
         1,
@@ -332,113 +394,112 @@ pub fn contract<S: EventStore + DocStore + MetaStore>(store: &S) {
         fingerprint: fingerprint.to_owned(),
         limit: Some(limit),
     };
-    let (first, queued) =
-        block(store.enqueue_async(&project, &worker, request("a", Some("key-1"), "a"))).unwrap();
+    let (first, queued) = store
+        .enqueue_async(&project, &worker, request("a", Some("key-1"), "a"))
+        .await
+        .unwrap();
     assert!(queued);
-    let (again, queued) =
-        block(store.enqueue_async(&project, &worker, request("a", Some("key-1"), "a"))).unwrap();
+    let (again, queued) = store
+        .enqueue_async(&project, &worker, request("a", Some("key-1"), "a"))
+        .await
+        .unwrap();
     assert!(!queued);
     assert_eq!(again.id, first.id);
     assert_eq!(first.status, AsyncStatus::Queued);
     assert!(matches!(
-        block(store.enqueue_async(&project, &worker, request("b", Some("key-1"), "b"))),
-        Err(store::StoreError::IdempotencyKeyReused)
+        store
+            .enqueue_async(&project, &worker, request("b", Some("key-1"), "b"))
+            .await,
+        Err(crate::StoreError::IdempotencyKeyReused)
     ));
     // The queue is bounded in requests and in bytes; a finished request
     // makes room.
-    let (second, _) =
-        block(store.enqueue_async(&project, &worker, request("b", None, "b"))).unwrap();
+    let (second, _) = store
+        .enqueue_async(&project, &worker, request("b", None, "b"))
+        .await
+        .unwrap();
     assert!(matches!(
-        block(store.enqueue_async(&project, &worker, request(&"x".repeat(999), None, "x"))),
-        Err(store::StoreError::AsyncQueueFull {
+        store
+            .enqueue_async(&project, &worker, request(&"x".repeat(999), None, "x"))
+            .await,
+        Err(crate::StoreError::AsyncQueueFull {
             requests: 2,
             bytes: 2,
             ..
         })
     ));
-    block(store.enqueue_async(&project, &worker, request("c", None, "c"))).unwrap();
+    store
+        .enqueue_async(&project, &worker, request("c", None, "c"))
+        .await
+        .unwrap();
     assert!(matches!(
-        block(store.enqueue_async(&project, &worker, request("d", None, "d"))),
-        Err(store::StoreError::AsyncQueueFull { requests: 3, .. })
+        store
+            .enqueue_async(&project, &worker, request("d", None, "d"))
+            .await,
+        Err(crate::StoreError::AsyncQueueFull { requests: 3, .. })
     ));
     // Another function's queue is its own.
     let other_function = FunctionName::new("other-worker").unwrap();
-    block(store.enqueue_async(&project, &other_function, request("d", None, "d"))).unwrap();
-    block(store.record_async(
-        &project,
-        &first.id,
-        AsyncAttempt {
-            attempts: 1,
-            succeeded: true,
-            failed: false,
-            response: Some((200, vec![("a".to_owned(), "b".to_owned())], b"ok".to_vec())),
-            error: None,
-        },
-    ))
-    .unwrap();
+    store
+        .enqueue_async(&project, &other_function, request("d", None, "d"))
+        .await
+        .unwrap();
+    store
+        .record_async(
+            &project,
+            &first.id,
+            AsyncAttempt {
+                attempts: 1,
+                succeeded: true,
+                failed: false,
+                response: Some((200, vec![("a".to_owned(), "b".to_owned())], b"ok".to_vec())),
+                error: None,
+            },
+        )
+        .await
+        .unwrap();
     let found = store
         .async_invocation(&project, &first.id)
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(found.status, AsyncStatus::Succeeded);
     assert_eq!(found.response.unwrap().2, b"ok");
-    block(store.record_async(
-        &project,
-        &second.id,
-        AsyncAttempt {
-            attempts: 2,
-            succeeded: false,
-            failed: true,
-            response: None,
-            error: Some("trap".to_owned()),
-        },
-    ))
-    .unwrap();
+    store
+        .record_async(
+            &project,
+            &second.id,
+            AsyncAttempt {
+                attempts: 2,
+                succeeded: false,
+                failed: true,
+                response: None,
+                error: Some("trap".to_owned()),
+            },
+        )
+        .await
+        .unwrap();
     for data in ["d", "e"] {
-        block(store.enqueue_async(&project, &worker, request(data, None, data))).unwrap();
+        store
+            .enqueue_async(&project, &worker, request(data, None, data))
+            .await
+            .unwrap();
     }
     assert!(matches!(
-        block(store.enqueue_async(&project, &worker, request("f", None, "f"))),
-        Err(store::StoreError::AsyncQueueFull { requests: 3, .. })
+        store
+            .enqueue_async(&project, &worker, request("f", None, "f"))
+            .await,
+        Err(crate::StoreError::AsyncQueueFull { requests: 3, .. })
     ));
-    assert_eq!(store.async_invocation(&other, &first.id).unwrap(), None);
+    assert_eq!(
+        store.async_invocation(&other, &first.id).await.unwrap(),
+        None
+    );
 
     // Removing the function removes its subscriptions.
-    store.remove(&project, &worker).unwrap();
-    assert_eq!(store.subscriptions(&project, &worker).unwrap(), vec![]);
-}
-
-#[test]
-fn sqlite_store_keeps_the_event_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("wok.db")).unwrap();
-    store
-        .create_project(&ProjectId::new("other").unwrap())
-        .unwrap();
-    contract(&store);
-}
-
-#[test]
-fn functions_from_before_triggers_get_their_subscriptions_at_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("wok.db");
-    let project = ProjectId::default_project();
-    let worker = FunctionName::new("worker").unwrap();
-    {
-        let store = SqliteStore::open(&path).unwrap();
-        deploy(&store, &project, "worker", &["queue=jobs"]);
-    }
-    // As a data directory from before events: no subscriptions.
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute("DELETE FROM subscriptions", [])
-        .unwrap();
-    let store = SqliteStore::open(&path).unwrap();
-    let names: Vec<String> = store
-        .subscriptions(&project, &worker)
-        .unwrap()
-        .iter()
-        .map(|subscription| subscription.trigger.to_string())
-        .collect();
-    assert_eq!(names, ["async", "queue-jobs"]);
+    store.remove(&project, &worker).await.unwrap();
+    assert_eq!(
+        store.subscriptions(&project, &worker).await.unwrap(),
+        vec![]
+    );
 }

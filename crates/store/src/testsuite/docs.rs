@@ -1,11 +1,11 @@
 //! The `DocStore` contract.
-use domain::{CollectionName, ProjectId};
-use serde_json::{Map, Value, json};
-use store::StoreError;
-use store::docs::{
+use crate::StoreError;
+use crate::docs::{
     DocCondition, DocStore, DocWrite, Index, MAX_DOCUMENT_DEPTH, Query, SCAN_LIMIT,
     parse_index_fields, parse_query,
 };
+use domain::{CollectionName, ProjectId};
+use serde_json::{Map, Value, json};
 
 fn collection(name: &str) -> CollectionName {
     CollectionName::new(name).unwrap()
@@ -15,14 +15,14 @@ fn object(value: Value) -> Map<String, Value> {
     value.as_object().unwrap().clone()
 }
 
-fn set(store: &dyn DocStore, project: &ProjectId, coll: &str, id: &str, data: Value) -> u64 {
+async fn set(store: &dyn DocStore, project: &ProjectId, coll: &str, id: &str, data: Value) -> u64 {
     let write = DocWrite::Set {
         collection: collection(coll),
         id: Some(id.to_owned()),
         data: object(data),
         condition: DocCondition::Always,
     };
-    store.doc_write_blocking(project, vec![write]).unwrap()[0]
+    store.doc_write(project, None, vec![write]).await.unwrap()[0]
         .version
         .unwrap()
 }
@@ -39,10 +39,18 @@ fn query(text: Value) -> Query {
 }
 
 /// Every page of the query, following cursors; ids in order.
-fn all_pages(store: &dyn DocStore, project: &ProjectId, coll: &str, mut q: Query) -> Vec<String> {
+async fn all_pages(
+    store: &dyn DocStore,
+    project: &ProjectId,
+    coll: &str,
+    mut q: Query,
+) -> Vec<String> {
     let mut ids = Vec::new();
     loop {
-        let page = store.doc_query(project, &collection(coll), &q).unwrap();
+        let page = store
+            .doc_query(project, &collection(coll), &q)
+            .await
+            .unwrap();
         ids.extend(page.documents.into_iter().map(|document| document.id));
         match page.next_cursor {
             Some(cursor) => q.cursor = Some(cursor),
@@ -58,15 +66,16 @@ fn index(name: &str, fields: Value) -> Index {
     }
 }
 
-pub fn crud_contract(store: &dyn DocStore) {
+pub async fn crud_contract(store: &dyn DocStore) {
     let project = ProjectId::new("docs-crud").unwrap();
     let other = ProjectId::new("docs-other").unwrap();
     let users = collection("users");
 
     // Create with a server-chosen id, then with the client's.
     let created = store
-        .doc_write_blocking(
+        .doc_write(
             &project,
+            None,
             vec![DocWrite::Set {
                 collection: users.clone(),
                 id: None,
@@ -74,11 +83,13 @@ pub fn crud_contract(store: &dyn DocStore) {
                 condition: DocCondition::Absent,
             }],
         )
+        .await
         .unwrap();
     let generated = created[0].id.clone();
     assert!(!generated.is_empty() && !created[0].existed);
     let fetched = store
         .doc_get(&project, &users, &generated)
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(fetched.data, object(json!({"name": "ada"})));
@@ -90,47 +101,56 @@ pub fn crud_contract(store: &dyn DocStore) {
         "users",
         "bob",
         json!({"name": "bob", "address": {"city": "Oslo", "zip": "0150"}}),
-    );
-    let duplicate = store.doc_write_blocking(
-        &project,
-        vec![DocWrite::Set {
-            collection: users.clone(),
-            id: Some("bob".to_owned()),
-            data: object(json!({})),
-            condition: DocCondition::Absent,
-        }],
-    );
-    assert!(matches!(inner(duplicate.unwrap_err()), StoreError::DocumentExists(id) if id == "bob"));
-
-    // Optimistic concurrency: the current version passes, a stale one fails.
-    let replace = |version: u64, data: Value| {
-        store.doc_write_blocking(
+    )
+    .await;
+    let duplicate = store
+        .doc_write(
             &project,
+            None,
             vec![DocWrite::Set {
                 collection: users.clone(),
                 id: Some("bob".to_owned()),
-                data: object(data),
-                condition: DocCondition::Version(version),
+                data: object(json!({})),
+                condition: DocCondition::Absent,
             }],
         )
+        .await;
+    assert!(matches!(inner(duplicate.unwrap_err()), StoreError::DocumentExists(id) if id == "bob"));
+
+    // Optimistic concurrency: the current version passes, a stale one fails.
+    let replace = async |version: u64, data: Value| {
+        store
+            .doc_write(
+                &project,
+                None,
+                vec![DocWrite::Set {
+                    collection: users.clone(),
+                    id: Some("bob".to_owned()),
+                    data: object(data),
+                    condition: DocCondition::Version(version),
+                }],
+            )
+            .await
     };
     let v2 = replace(
         v1,
         json!({"name": "bob", "address": {"city": "Oslo", "zip": "0150"}, "age": 40}),
     )
+    .await
     .unwrap()[0]
         .version
         .unwrap();
     assert!(v2 > v1);
     assert!(matches!(
-        inner(replace(v1, json!({})).unwrap_err()),
+        inner(replace(v1, json!({})).await.unwrap_err()),
         StoreError::ConditionFailed
     ));
 
     // Merge patch (RFC 7396): nested merge, null removes.
     let patched = store
-        .doc_write_blocking(
+        .doc_write(
             &project,
+            None,
             vec![DocWrite::Patch {
                 collection: users.clone(),
                 id: "bob".to_owned(),
@@ -138,24 +158,32 @@ pub fn crud_contract(store: &dyn DocStore) {
                 condition: DocCondition::Always,
             }],
         )
+        .await
         .unwrap();
     assert!(patched[0].existed);
-    let bob = store.doc_get(&project, &users, "bob").unwrap().unwrap();
+    let bob = store
+        .doc_get(&project, &users, "bob")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         bob.data,
         object(
             json!({"name": "bob", "address": {"city": "Oslo", "street": "Storgata"}, "age": 41})
         )
     );
-    let missing_patch = store.doc_write_blocking(
-        &project,
-        vec![DocWrite::Patch {
-            collection: users.clone(),
-            id: "nobody".to_owned(),
-            patch: json!({"a": 1}),
-            condition: DocCondition::Always,
-        }],
-    );
+    let missing_patch = store
+        .doc_write(
+            &project,
+            None,
+            vec![DocWrite::Patch {
+                collection: users.clone(),
+                id: "nobody".to_owned(),
+                patch: json!({"a": 1}),
+                condition: DocCondition::Always,
+            }],
+        )
+        .await;
     assert!(matches!(
         inner(missing_patch.unwrap_err()),
         StoreError::NoSuchDocument(_)
@@ -163,18 +191,20 @@ pub fn crud_contract(store: &dyn DocStore) {
 
     // Delete, then re-create: the version is never reused.
     let deleted = store
-        .doc_write_blocking(
+        .doc_write(
             &project,
+            None,
             vec![DocWrite::Delete {
                 collection: users.clone(),
                 id: "bob".to_owned(),
                 condition: DocCondition::Version(bob.version),
             }],
         )
+        .await
         .unwrap();
     assert!(deleted[0].existed && deleted[0].version.is_none());
-    assert_eq!(store.doc_get(&project, &users, "bob").unwrap(), None);
-    let again = set(store, &project, "users", "bob", json!({"name": "bob"}));
+    assert_eq!(store.doc_get(&project, &users, "bob").await.unwrap(), None);
+    let again = set(store, &project, "users", "bob", json!({"name": "bob"})).await;
     assert!(again > bob.version);
 
     // A batch commits all or nothing.
@@ -198,7 +228,8 @@ pub fn crud_contract(store: &dyn DocStore) {
         },
     ];
     match store
-        .doc_write_blocking(&project, batch.clone())
+        .doc_write(&project, None, batch.clone())
+        .await
         .unwrap_err()
     {
         StoreError::BatchFailed { write, error } => {
@@ -207,57 +238,78 @@ pub fn crud_contract(store: &dyn DocStore) {
         }
         other => panic!("expected a failed batch, got {other:?}"),
     }
-    assert_eq!(store.doc_get(&project, &users, "carol").unwrap(), None);
     assert_eq!(
-        store.doc_get(&project, &collection("audit"), "e1").unwrap(),
+        store.doc_get(&project, &users, "carol").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .doc_get(&project, &collection("audit"), "e1")
+            .await
+            .unwrap(),
         None
     );
     let mut batch = batch;
     batch.pop();
-    let done = store.doc_write_blocking(&project, batch).unwrap();
+    let done = store.doc_write(&project, None, batch).await.unwrap();
     assert_eq!(done.len(), 2);
-    assert!(store.doc_get(&project, &users, "carol").unwrap().is_some());
+    assert!(
+        store
+            .doc_get(&project, &users, "carol")
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // Bad documents and ids are refused with what is wrong.
     let mut deep = json!(1);
     for _ in 0..=MAX_DOCUMENT_DEPTH {
         deep = json!({ "d": deep });
     }
-    let too_deep = store.doc_write_blocking(
-        &project,
-        vec![DocWrite::Set {
-            collection: users.clone(),
-            id: Some("deep".to_owned()),
-            data: object(deep),
-            condition: DocCondition::Always,
-        }],
-    );
+    let too_deep = store
+        .doc_write(
+            &project,
+            None,
+            vec![DocWrite::Set {
+                collection: users.clone(),
+                id: Some("deep".to_owned()),
+                data: object(deep),
+                condition: DocCondition::Always,
+            }],
+        )
+        .await;
     assert!(
         matches!(inner(too_deep.unwrap_err()), StoreError::InvalidDocument(m) if m.contains("levels deep"))
     );
-    let big = json!({"blob": "x".repeat(store::docs::MAX_DOCUMENT_BYTES)});
-    let too_big = store.doc_write_blocking(
-        &project,
-        vec![DocWrite::Set {
-            collection: users.clone(),
-            id: Some("big".to_owned()),
-            data: object(big),
-            condition: DocCondition::Always,
-        }],
-    );
+    let big = json!({"blob": "x".repeat(crate::docs::MAX_DOCUMENT_BYTES)});
+    let too_big = store
+        .doc_write(
+            &project,
+            None,
+            vec![DocWrite::Set {
+                collection: users.clone(),
+                id: Some("big".to_owned()),
+                data: object(big),
+                condition: DocCondition::Always,
+            }],
+        )
+        .await;
     assert!(
         matches!(inner(too_big.unwrap_err()), StoreError::InvalidDocument(m) if m.contains("bytes"))
     );
     for bad in ["", "_hidden", "a/b", "sp ace"] {
-        let result = store.doc_write_blocking(
-            &project,
-            vec![DocWrite::Set {
-                collection: users.clone(),
-                id: Some(bad.to_owned()),
-                data: object(json!({})),
-                condition: DocCondition::Always,
-            }],
-        );
+        let result = store
+            .doc_write(
+                &project,
+                None,
+                vec![DocWrite::Set {
+                    collection: users.clone(),
+                    id: Some(bad.to_owned()),
+                    data: object(json!({})),
+                    condition: DocCondition::Always,
+                }],
+            )
+            .await;
         assert!(
             matches!(inner(result.unwrap_err()), StoreError::InvalidDocument(_)),
             "{bad:?}"
@@ -265,12 +317,16 @@ pub fn crud_contract(store: &dyn DocStore) {
     }
 
     // Another project sees none of it.
-    assert_eq!(store.doc_get(&other, &users, "carol").unwrap(), None);
-    assert!(store.doc_collections(&other).unwrap().is_empty());
-    let everything = store.doc_query(&other, &users, &query(json!({}))).unwrap();
+    assert_eq!(store.doc_get(&other, &users, "carol").await.unwrap(), None);
+    assert!(store.doc_collections(&other).await.unwrap().is_empty());
+    let everything = store
+        .doc_query(&other, &users, &query(json!({})))
+        .await
+        .unwrap();
     assert!(everything.documents.is_empty());
     let names: Vec<String> = store
         .doc_collections(&project)
+        .await
         .unwrap()
         .into_iter()
         .map(|info| info.name.to_string())
@@ -278,38 +334,41 @@ pub fn crud_contract(store: &dyn DocStore) {
     assert_eq!(names, ["audit", "users"]);
 
     // Dropping a collection deletes its documents; versions go on.
-    let before = set(store, &project, "users", "zed", json!({}));
-    assert!(store.doc_drop_collection(&project, &users).unwrap());
-    assert_eq!(store.doc_get(&project, &users, "zed").unwrap(), None);
+    let before = set(store, &project, "users", "zed", json!({})).await;
+    assert!(store.doc_drop_collection(&project, &users).await.unwrap());
+    assert_eq!(store.doc_get(&project, &users, "zed").await.unwrap(), None);
     assert!(
         store
             .doc_query(&project, &users, &query(json!({})))
+            .await
             .unwrap()
             .documents
             .is_empty()
     );
-    let listed = |store: &dyn DocStore| -> Vec<String> {
+    let listed = async |store: &dyn DocStore| -> Vec<String> {
         store
             .doc_collections(&project)
+            .await
             .unwrap()
             .into_iter()
             .map(|info| info.name.to_string())
             .collect()
     };
-    assert_eq!(listed(store), ["audit"]);
-    assert!(!store.doc_drop_collection(&project, &users).unwrap());
+    assert_eq!(listed(store).await, ["audit"]);
+    assert!(!store.doc_drop_collection(&project, &users).await.unwrap());
     assert!(
         !store
             .doc_drop_collection(&other, &collection("audit"))
+            .await
             .unwrap()
     );
-    let after = set(store, &project, "users", "zed", json!({}));
+    let after = set(store, &project, "users", "zed", json!({})).await;
     assert!(after > before, "version {after} after {before}");
-    assert_eq!(listed(store), ["audit", "users"]);
+    assert_eq!(listed(store).await, ["audit", "users"]);
 }
 
 /// People with ages, cities, tags and nested fields; ids p00..p29.
-fn people(store: &dyn DocStore, project: &ProjectId) {
+async fn people(store: &dyn DocStore, project: &ProjectId) {
     let cities = ["Oslo", "Bergen", "Lima"];
     let writes = (0..30)
         .map(|n: i64| {
@@ -334,7 +393,7 @@ fn people(store: &dyn DocStore, project: &ProjectId) {
             }
         })
         .collect();
-    store.doc_write_blocking(project, writes).unwrap();
+    store.doc_write(project, None, writes).await.unwrap();
 }
 
 /// The expected ids, computed by brute force from the same data.
@@ -357,10 +416,10 @@ fn city(n: i64) -> &'static str {
     ["Oslo", "Bergen", "Lima"][(n % 3) as usize]
 }
 
-pub fn query_contract(store: &dyn DocStore) {
+pub async fn query_contract(store: &dyn DocStore) {
     let project = ProjectId::new("docs-query").unwrap();
-    people(store, &project);
-    let ids = |q: Value| all_pages(store, &project, "people", query(q));
+    people(store, &project).await;
+    let ids = async |q: Value| all_pages(store, &project, "people", query(q)).await;
     let sorted = |mut ids: Vec<String>| {
         ids.sort();
         ids
@@ -426,7 +485,7 @@ pub fn query_contract(store: &dyn DocStore) {
         ),
     ];
     for (q, want) in &cases {
-        assert_eq!(sorted(ids(q.clone())), *want, "{q}");
+        assert_eq!(sorted(ids(q.clone()).await), *want, "{q}");
     }
 
     // Ordering: a missing field sorts first, a string after numbers; ties
@@ -441,7 +500,7 @@ pub fn query_contract(store: &dyn DocStore) {
         (rank, age(n).unwrap_or(0), n)
     });
     let by_age: Vec<String> = all.iter().map(|n| format!("p{n:02}")).collect();
-    assert_eq!(ids(json!({"order_by": ["age"], "limit": 4})), by_age);
+    assert_eq!(ids(json!({"order_by": ["age"], "limit": 4})).await, by_age);
 
     // The same queries through indexes give the same documents, and say so.
     store
@@ -450,6 +509,7 @@ pub fn query_contract(store: &dyn DocStore) {
             &collection("people"),
             index("by-city-age", json!(["city", "age"])),
         )
+        .await
         .unwrap();
     store
         .doc_create_index(
@@ -457,6 +517,7 @@ pub fn query_contract(store: &dyn DocStore) {
             &collection("people"),
             index("by-age", json!(["age"])),
         )
+        .await
         .unwrap();
     store
         .doc_create_index(
@@ -464,16 +525,17 @@ pub fn query_contract(store: &dyn DocStore) {
             &collection("people"),
             index("by-zip", json!(["address.zip"])),
         )
+        .await
         .unwrap();
     for (q, want) in &cases {
-        assert_eq!(sorted(ids(q.clone())), *want, "indexed: {q}");
+        assert_eq!(sorted(ids(q.clone()).await), *want, "indexed: {q}");
     }
     let plan = store
         .doc_explain(
             &project,
             &collection("people"),
             &query(json!({"where": {"and": [["city", "==", "Oslo"], ["age", ">=", 30], ["tags", "array-contains", "admin"]]}})),
-        )
+        ).await
         .unwrap();
     assert_eq!(plan.strategy, "index");
     assert_eq!(plan.index.as_deref(), Some("by-city-age"));
@@ -490,11 +552,11 @@ pub fn query_contract(store: &dyn DocStore) {
     };
     let forward = ids(
         json!({"where": {"and": [["city", "==", "Oslo"], ["age", ">", 0]]}, "order_by": ["age"], "limit": 2}),
-    );
+    ).await;
     assert_eq!(forward, oslo_by_age);
     let backward = ids(
         json!({"where": {"and": [["city", "==", "Oslo"], ["age", ">", 0]]}, "order_by": ["-age"], "limit": 3}),
-    );
+    ).await;
     let ages_backward: Vec<Option<i64>> = backward
         .iter()
         .map(|id| age(id[1..].parse().unwrap()))
@@ -511,10 +573,12 @@ pub fn query_contract(store: &dyn DocStore) {
             &collection("people"),
             &query(json!({"where": ["city", "==", "Oslo"]})),
         )
+        .await
         .unwrap();
     assert_eq!(count as usize, expected(|n| city(n) == "Oslo").len());
     let count_all = store
         .doc_count(&project, &collection("people"), &query(json!({})))
+        .await
         .unwrap();
     assert_eq!(count_all, 30);
 
@@ -525,20 +589,25 @@ pub fn query_contract(store: &dyn DocStore) {
         "people",
         "p03",
         json!({"city": "Oslo", "age": 99}),
-    );
-    let oldest = ids(json!({"where": ["city", "==", "Oslo"], "order_by": ["-age"], "limit": 1}));
+    )
+    .await;
+    let oldest =
+        ids(json!({"where": ["city", "==", "Oslo"], "order_by": ["-age"], "limit": 1})).await;
     assert_eq!(oldest[0], "p03");
     store
-        .doc_write_blocking(
+        .doc_write(
             &project,
+            None,
             vec![DocWrite::Delete {
                 collection: collection("people"),
                 id: "p03".to_owned(),
                 condition: DocCondition::Always,
             }],
         )
+        .await
         .unwrap();
-    let oldest = ids(json!({"where": ["city", "==", "Oslo"], "order_by": ["-age"], "limit": 1}));
+    let oldest =
+        ids(json!({"where": ["city", "==", "Oslo"], "order_by": ["-age"], "limit": 1})).await;
     assert_ne!(oldest[0], "p03");
 
     // A cursor of another query is refused.
@@ -548,11 +617,14 @@ pub fn query_contract(store: &dyn DocStore) {
             &collection("people"),
             &query(json!({"order_by": ["age"], "limit": 2})),
         )
+        .await
         .unwrap();
     let mut other = query(json!({"where": ["city", "==", "Lima"], "limit": 2}));
     other.cursor = page.next_cursor;
     assert!(matches!(
-        store.doc_query(&project, &collection("people"), &other),
+        store
+            .doc_query(&project, &collection("people"), &other)
+            .await,
         Err(StoreError::InvalidQuery(_))
     ));
 
@@ -560,26 +632,30 @@ pub fn query_contract(store: &dyn DocStore) {
     assert!(
         store
             .doc_drop_index(&project, &collection("people"), "by-age")
+            .await
             .unwrap()
     );
     assert!(
         !store
             .doc_drop_index(&project, &collection("people"), "by-age")
+            .await
             .unwrap()
     );
     assert!(matches!(
-        store.doc_create_index(
-            &project,
-            &collection("people"),
-            index("by-zip", json!(["name"]))
-        ),
+        store
+            .doc_create_index(
+                &project,
+                &collection("people"),
+                index("by-zip", json!(["name"]))
+            )
+            .await,
         Err(StoreError::IndexExists(_))
     ));
-    let infos = store.doc_collections(&project).unwrap();
+    let infos = store.doc_collections(&project).await.unwrap();
     assert_eq!(infos[0].indexes.len(), 2);
 }
 
-pub fn large_collection_contract(store: &dyn DocStore) {
+pub async fn large_collection_contract(store: &dyn DocStore) {
     let project = ProjectId::new("docs-large").unwrap();
     let total = SCAN_LIMIT + 200;
     let writes: Vec<DocWrite> = (0..total)
@@ -593,19 +669,20 @@ pub fn large_collection_contract(store: &dyn DocStore) {
             }
         })
         .collect();
-    store.doc_write_blocking(&project, writes).unwrap();
+    store.doc_write(&project, None, writes).await.unwrap();
     let events = collection("events");
 
     // Listing by id is paging, not a scan: allowed.
     let first = store
         .doc_query(&project, &events, &query(json!({"limit": 3})))
+        .await
         .unwrap();
     assert_eq!(first.documents[0].id, "e00000");
     // A filter no index serves is refused, and the error names the index.
     let filtered = query(
         json!({"where": {"and": [["kind", "==", "view"], ["at", ">=", 1000]]}, "order_by": ["at"]}),
     );
-    match store.doc_query(&project, &events, &filtered) {
+    match store.doc_query(&project, &events, &filtered).await {
         Err(StoreError::UnindexedQuery(message)) => {
             assert!(message.contains("[\"kind\", \"at\"]"), "{message}");
         }
@@ -613,21 +690,22 @@ pub fn large_collection_contract(store: &dyn DocStore) {
     }
     store
         .doc_create_index(&project, &events, index("kind-at", json!(["kind", "at"])))
+        .await
         .unwrap();
-    let found = all_pages(store, &project, "events", filtered.clone());
+    let found = all_pages(store, &project, "events", filtered.clone()).await;
     let want: Vec<String> = (1000..total)
         .filter(|n| n % 2 == 1)
         .map(|n| format!("e{n:05}"))
         .collect();
     assert_eq!(found, want);
     assert_eq!(
-        store.doc_count(&project, &events, &filtered).unwrap(),
+        store.doc_count(&project, &events, &filtered).await.unwrap(),
         want.len() as u64
     );
 }
 
 /// An index filled while writes go on ends exactly like the documents.
-pub fn index_filled_during_writes_contract(store: &(dyn DocStore + Sync)) {
+pub async fn index_filled_during_writes_contract(store: std::sync::Arc<dyn DocStore>) {
     let project = ProjectId::new("docs-filling").unwrap();
     let items = collection("items");
     let writes: Vec<DocWrite> = (0..3000)
@@ -638,9 +716,10 @@ pub fn index_filled_during_writes_contract(store: &(dyn DocStore + Sync)) {
             condition: DocCondition::Always,
         })
         .collect();
-    store.doc_write_blocking(&project, writes).unwrap();
-    std::thread::scope(|scope| {
-        let writer = scope.spawn(|| {
+    store.doc_write(&project, None, writes).await.unwrap();
+    let writer = tokio::spawn({
+        let (store, project, items) = (store.clone(), project.clone(), items.clone());
+        async move {
             // Updates, deletes and new documents across the whole id range
             // while the index fills chunk by chunk.
             for n in (0..3000).step_by(13) {
@@ -665,20 +744,23 @@ pub fn index_filled_during_writes_contract(store: &(dyn DocStore + Sync)) {
                     condition: DocCondition::Always,
                 };
                 store
-                    .doc_write_blocking(&project, vec![write, added])
+                    .doc_write(&project, None, vec![write, added])
+                    .await
                     .unwrap();
             }
-        });
-        store
-            .doc_create_index(&project, &items, index("by-group", json!(["group", "n"])))
-            .unwrap();
-        writer.join().unwrap();
+        }
     });
+    store
+        .doc_create_index(&project, &items, index("by-group", json!(["group", "n"])))
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    let store = &*store;
     // What the index answers = what reading every document by id says.
     let mut everything = Vec::new();
     let mut q = query(json!({"limit": 1000}));
     loop {
-        let page = store.doc_query(&project, &items, &q).unwrap();
+        let page = store.doc_query(&project, &items, &q).await.unwrap();
         everything.extend(page.documents);
         match page.next_cursor {
             Some(cursor) => q.cursor = Some(cursor),
@@ -694,10 +776,10 @@ pub fn index_filled_during_writes_contract(store: &(dyn DocStore + Sync)) {
         want.sort();
         let want: Vec<String> = want.into_iter().map(|(_, id)| id).collect();
         let q = query(json!({"where": ["group", "==", group], "order_by": ["n"]}));
-        let plan = store.doc_explain(&project, &items, &q).unwrap();
+        let plan = store.doc_explain(&project, &items, &q).await.unwrap();
         assert_eq!(plan.index.as_deref(), Some("by-group"));
         assert_eq!(
-            all_pages(store, &project, "items", q),
+            all_pages(store, &project, "items", q).await,
             want,
             "group {group}"
         );
@@ -708,7 +790,7 @@ pub fn index_filled_during_writes_contract(store: &(dyn DocStore + Sync)) {
 /// index and with each index that might serve them, give the same ids in
 /// the same order (ties broken by id), or the query is refused the index
 /// (and still answers the same, read whole).
-pub fn plans_agree_contract(store: &dyn DocStore) {
+pub async fn plans_agree_contract(store: &dyn DocStore) {
     let project = ProjectId::new("docs-plans").unwrap();
     // Many ties: 60 people over 3 cities and 4 ages, names shared by pairs.
     let cities = ["Oslo", "Bergen", "Lima"];
@@ -724,7 +806,7 @@ pub fn plans_agree_contract(store: &dyn DocStore) {
             condition: DocCondition::Always,
         })
         .collect();
-    store.doc_write_blocking(&project, writes).unwrap();
+    store.doc_write(&project, None, writes).await.unwrap();
     let queries = [
         json!({"order_by": ["-age"], "limit": 7}),
         json!({"order_by": ["age"], "limit": 7}),
@@ -735,13 +817,14 @@ pub fn plans_agree_contract(store: &dyn DocStore) {
         json!({"where": ["age", ">=", 40], "order_by": ["age"], "limit": 5}),
         json!({"where": {"and": [["city", "==", "Bergen"], ["age", "==", 50]]}, "limit": 2}),
     ];
-    let run = || -> Vec<Vec<String>> {
-        queries
-            .iter()
-            .map(|q| all_pages(store, &project, "ties", query(q.clone())))
-            .collect()
+    let run = async || -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        for q in &queries {
+            pages.push(all_pages(store, &project, "ties", query(q.clone())).await);
+        }
+        pages
     };
-    let unindexed = run();
+    let unindexed = run().await;
     // The scan itself: ties by id.
     assert_eq!(unindexed[0].len(), 60);
     for index_fields in [
@@ -759,10 +842,12 @@ pub fn plans_agree_contract(store: &dyn DocStore) {
         let created = index("probe", index_fields.clone());
         store
             .doc_create_index(&project, &collection("ties"), created)
+            .await
             .unwrap();
-        assert_eq!(run(), unindexed, "with an index on {index_fields}");
+        assert_eq!(run().await, unindexed, "with an index on {index_fields}");
         store
             .doc_drop_index(&project, &collection("ties"), "probe")
+            .await
             .unwrap();
     }
 }

@@ -3,50 +3,17 @@
 //! entry is `(cid, index number, sort key, document id)`, so a query is a
 //! range scan of one primary key. Writes run on the group-commit writer
 //! thread; reads on a reader connection.
-use crate::StoreError;
-use crate::docs::{
-    Bounds, CollectionInfo, DocCondition, DocWrite, DocWritten, Document, Explain, Index,
-    IndexField, MAX_INDEXES, Order, Plan, Query, QueryPage, encode_part, matches,
-    parse_index_fields, plan, validate_document, validate_id,
-};
-use crate::events::NewEvent;
-use crate::events_sqlite;
+use crate::{Result, SqliteStore};
 use domain::{CollectionName, FunctionName, ProjectId};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Map, Value};
-
-pub(crate) const DOCS_SCHEMA: &str = r"
-CREATE TABLE IF NOT EXISTS doc_collections (
-    cid INTEGER PRIMARY KEY,
-    project TEXT NOT NULL,
-    name TEXT NOT NULL,
-    last_version INTEGER NOT NULL DEFAULT 0,
-    documents INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (project, name)
-);
-CREATE TABLE IF NOT EXISTS docs (
-    cid INTEGER NOT NULL,
-    id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (cid, id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS doc_indexes (
-    cid INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    ino INTEGER NOT NULL,
-    fields TEXT NOT NULL,
-    ready INTEGER NOT NULL DEFAULT 1,
-    PRIMARY KEY (cid, name)
-);
-CREATE TABLE IF NOT EXISTS doc_index_entries (
-    cid INTEGER NOT NULL,
-    ino INTEGER NOT NULL,
-    key BLOB NOT NULL,
-    id TEXT NOT NULL,
-    PRIMARY KEY (cid, ino, key, id)
-) WITHOUT ROWID;
-";
+use store::StoreError;
+use store::docs::{
+    Bounds, CollectionInfo, DocCondition, DocStore, DocWrite, DocWritten, Document, Explain, Index,
+    IndexField, MAX_INDEXES, Order, Plan, Query, QueryPage, encode_part, matches,
+    parse_index_fields, plan, validate_document, validate_id,
+};
+use store::events::NewEvent;
 
 /// A collection as stored: its number, size and indexes (with numbers).
 struct Collection {
@@ -67,8 +34,8 @@ impl Collection {
     }
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
+fn corrupt(what: impl std::fmt::Display) -> crate::Error {
+    crate::Error(StoreError::Corrupt(what.to_string()))
 }
 
 fn fields_to_json(fields: &[IndexField]) -> String {
@@ -83,7 +50,7 @@ fn collection(
     connection: &Connection,
     project: &ProjectId,
     name: &CollectionName,
-) -> Result<Option<Collection>, StoreError> {
+) -> Result<Option<Collection>> {
     let found = connection
         .prepare_cached(
             "SELECT cid, documents FROM doc_collections WHERE project = ? AND name = ?",
@@ -112,7 +79,7 @@ fn collection(
 }
 
 /// A collection's indexes: number, definition, and whether it is filled.
-fn indexes(connection: &Connection, cid: i64) -> Result<Vec<(i64, Index, bool)>, StoreError> {
+fn indexes(connection: &Connection, cid: i64) -> Result<Vec<(i64, Index, bool)>> {
     let mut statement = connection.prepare_cached(
         "SELECT ino, name, fields, ready FROM doc_indexes WHERE cid = ? ORDER BY name",
     )?;
@@ -138,7 +105,7 @@ fn ensure_collection(
     transaction: &Connection,
     project: &ProjectId,
     name: &CollectionName,
-) -> Result<Collection, StoreError> {
+) -> Result<Collection> {
     transaction
         .prepare_cached("INSERT OR IGNORE INTO doc_collections (project, name) VALUES (?, ?)")?
         .execute(params![project.as_str(), name.as_str()])?;
@@ -154,18 +121,14 @@ fn index_key(index: &Index, data: &Map<String, Value>) -> Vec<u8> {
     key
 }
 
-fn parse_body(body: &str) -> Result<Map<String, Value>, StoreError> {
+fn parse_body(body: &str) -> Result<Map<String, Value>> {
     match serde_json::from_str(body).map_err(corrupt)? {
         Value::Object(data) => Ok(data),
         _ => Err(corrupt("a stored document is not an object")),
     }
 }
 
-fn load_document(
-    connection: &Connection,
-    cid: i64,
-    id: &str,
-) -> Result<Option<Document>, StoreError> {
+fn load_document(connection: &Connection, cid: i64, id: &str) -> Result<Option<Document>> {
     let row = connection
         .prepare_cached("SELECT version, body FROM docs WHERE cid = ? AND id = ?")?
         .query_row(params![cid, id], |row| {
@@ -187,7 +150,7 @@ pub(crate) fn get_document(
     project: &ProjectId,
     name: &CollectionName,
     id: &str,
-) -> Result<Option<Document>, StoreError> {
+) -> Result<Option<Document>> {
     match collection(connection, project, name)? {
         Some(found) => load_document(connection, found.cid, id),
         None => Ok(None),
@@ -201,19 +164,20 @@ pub(crate) fn apply_doc_batch(
     project: &ProjectId,
     origin: Option<&FunctionName>,
     writes: &[DocWrite],
-) -> Result<Vec<DocWritten>, StoreError> {
+) -> Result<Vec<DocWritten>> {
     let savepoint = transaction.savepoint()?;
     let mut results = Vec::with_capacity(writes.len());
     for (at, write) in writes.iter().enumerate() {
         match apply_doc_write(&savepoint, project, origin, write) {
             Ok(done) => results.push(done),
             // The savepoint rolls back when dropped.
-            Err(error @ (StoreError::Database(_) | StoreError::DiskFull(_))) => return Err(error),
+            Err(error) if error.0.is_backend() => return Err(error),
             Err(error) => {
                 return Err(StoreError::BatchFailed {
                     write: at,
-                    error: Box::new(error),
-                });
+                    error: Box::new(error.0),
+                }
+                .into());
             }
         }
     }
@@ -221,14 +185,14 @@ pub(crate) fn apply_doc_batch(
     Ok(results)
 }
 
-fn check(condition: DocCondition, live: Option<&Document>) -> Result<(), StoreError> {
+fn check(condition: DocCondition, live: Option<&Document>) -> Result<()> {
     let holds = match condition {
         DocCondition::Always => true,
         DocCondition::Version(version) => live.is_some_and(|live| live.version == version),
         DocCondition::Exists => live.is_some(),
         DocCondition::Absent => {
             if let Some(live) = live {
-                return Err(StoreError::DocumentExists(live.id.clone()));
+                return Err(StoreError::DocumentExists(live.id.clone()).into());
             }
             true
         }
@@ -236,7 +200,7 @@ fn check(condition: DocCondition, live: Option<&Document>) -> Result<(), StoreEr
     if holds {
         Ok(())
     } else {
-        Err(StoreError::ConditionFailed)
+        Err(StoreError::ConditionFailed.into())
     }
 }
 
@@ -277,7 +241,7 @@ fn apply_doc_write(
     project: &ProjectId,
     origin: Option<&FunctionName>,
     write: &DocWrite,
-) -> Result<DocWritten, StoreError> {
+) -> Result<DocWritten> {
     let collection = ensure_collection(transaction, project, write.collection())?;
     let cid = collection.cid;
     let (id, condition) = match write {
@@ -300,7 +264,7 @@ fn apply_doc_write(
         DocWrite::Set { data, .. } => Some(data.clone()),
         DocWrite::Patch { patch, .. } => {
             let Some(live) = &live else {
-                return Err(StoreError::NoSuchDocument(id));
+                return Err(StoreError::NoSuchDocument(id).into());
             };
             let mut merged = Value::Object(live.data.clone());
             json_patch::merge(&mut merged, patch);
@@ -309,7 +273,8 @@ fn apply_doc_write(
                 _ => {
                     return Err(StoreError::InvalidDocument(
                         "a merge patch must be a JSON object".to_owned(),
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -344,13 +309,13 @@ fn apply_doc_write(
 
     let existed = live.is_some();
     let stream = domain::documents_stream(write.collection());
-    let log = events_sqlite::watched(transaction, project, &stream)?;
+    let log = crate::events::watched(transaction, project, &stream)?;
     let Some(data) = new_data else {
         if let Some(live) = &live
             && log
         {
             let change = change_event(stream, origin, &id, live.version, Some(&live.data), None);
-            events_sqlite::log_change(transaction, project, change)?;
+            crate::events::log_change(transaction, project, change)?;
         }
         if existed {
             transaction
@@ -377,7 +342,7 @@ fn apply_doc_write(
     if log {
         let before = live.as_ref().map(|live| &live.data);
         let change = change_event(stream, origin, &id, version as u64, before, Some(&data));
-        events_sqlite::log_change(transaction, project, change)?;
+        crate::events::log_change(transaction, project, change)?;
     }
     let body = Value::Object(data).to_string();
     transaction
@@ -397,7 +362,7 @@ pub(crate) fn apply_create_index(
     project: &ProjectId,
     name: &CollectionName,
     index: &Index,
-) -> Result<(i64, i64), StoreError> {
+) -> Result<(i64, i64)> {
     let savepoint = transaction.savepoint()?;
     let collection = ensure_collection(&savepoint, project, name)?;
     if collection
@@ -405,12 +370,13 @@ pub(crate) fn apply_create_index(
         .iter()
         .any(|(_, existing)| existing.name == index.name)
     {
-        return Err(StoreError::IndexExists(index.name.clone()));
+        return Err(StoreError::IndexExists(index.name.clone()).into());
     }
     if collection.indexes.len() >= MAX_INDEXES {
         return Err(StoreError::InvalidQuery(format!(
             "collection {name} has {MAX_INDEXES} indexes already, the most allowed"
-        )));
+        ))
+        .into());
     }
     let ino = collection
         .indexes
@@ -441,7 +407,7 @@ pub(crate) fn apply_fill_index(
     ino: i64,
     after: &str,
     limit: u32,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Option<String>> {
     let Some((_, index, _)) = indexes(transaction, cid)?
         .into_iter()
         .find(|(number, _, ready)| *number == ino && !ready)
@@ -466,11 +432,7 @@ pub(crate) fn apply_fill_index(
 }
 
 /// Marks a filled index ready for queries.
-pub(crate) fn apply_finish_index(
-    transaction: &Connection,
-    cid: i64,
-    ino: i64,
-) -> Result<bool, StoreError> {
+pub(crate) fn apply_finish_index(transaction: &Connection, cid: i64, ino: i64) -> Result<bool> {
     Ok(transaction.execute(
         "UPDATE doc_indexes SET ready = 1 WHERE cid = ? AND ino = ?",
         params![cid, ino],
@@ -479,7 +441,7 @@ pub(crate) fn apply_finish_index(
 
 /// Drops indexes whose filling a stop interrupted (their requests were
 /// never answered), with their entries.
-pub(crate) fn drop_unfinished_indexes(connection: &Connection) -> Result<(), StoreError> {
+pub(crate) fn drop_unfinished_indexes(connection: &Connection) -> Result<()> {
     connection.execute_batch(
         "DELETE FROM doc_index_entries WHERE (cid, ino) IN
            (SELECT cid, ino FROM doc_indexes WHERE ready = 0);
@@ -493,7 +455,7 @@ pub(crate) fn apply_drop_index(
     project: &ProjectId,
     name: &CollectionName,
     index: &str,
-) -> Result<bool, StoreError> {
+) -> Result<bool> {
     let Some(collection) = collection(transaction, project, name)? else {
         return Ok(false);
     };
@@ -524,7 +486,7 @@ pub(crate) fn apply_drop_collection(
     transaction: &mut Transaction<'_>,
     project: &ProjectId,
     name: &CollectionName,
-) -> Result<bool, StoreError> {
+) -> Result<bool> {
     let Some(collection) = collection(transaction, project, name)? else {
         return Ok(false);
     };
@@ -555,7 +517,7 @@ pub(crate) fn apply_drop_collection(
 pub(crate) fn collections(
     connection: &Connection,
     project: &ProjectId,
-) -> Result<Vec<CollectionInfo>, StoreError> {
+) -> Result<Vec<CollectionInfo>> {
     // Those with documents or indexes (dropped or emptied ones are not).
     let mut statement = connection.prepare(
         "SELECT cid, name, documents FROM doc_collections c WHERE project = ?
@@ -613,7 +575,7 @@ fn encode_cursor(query: &Query, plan: &Plan, (key, id): &Position) -> String {
     hex::encode(bytes)
 }
 
-fn decode_cursor(query: &Query, plan: &Plan) -> Result<Option<Position>, StoreError> {
+fn decode_cursor(query: &Query, plan: &Plan) -> Result<Option<Position>> {
     let Some(cursor) = &query.cursor else {
         return Ok(None);
     };
@@ -624,7 +586,7 @@ fn decode_cursor(query: &Query, plan: &Plan) -> Result<Option<Position>, StoreEr
     };
     let bytes = hex::decode(cursor).map_err(|_| invalid())?;
     if bytes.len() < 13 || bytes[0] != plan.kind() || bytes[1..9] != fingerprint(query, plan) {
-        return Err(invalid());
+        return Err(invalid().into());
     }
     let length = u32::from_be_bytes(bytes[9..13].try_into().map_err(|_| invalid())?) as usize;
     let key = bytes.get(13..13 + length).ok_or_else(invalid)?.to_vec();
@@ -641,7 +603,7 @@ fn walk(
     wanted: usize,
     mut after: Option<Position>,
     mut visit: impl FnMut(Position, Document, usize) -> bool,
-) -> Result<(), StoreError> {
+) -> Result<()> {
     // The first chunk reads what the caller wants (a page and one more);
     // later ones, when filters dropped documents, read more at a time.
     const MAX_CHUNK: usize = 256;
@@ -774,7 +736,7 @@ fn walk(
 }
 
 /// A stored document, and the size of its stored body.
-fn document_from(id: String, version: i64, body: String) -> Result<(Document, usize), StoreError> {
+fn document_from(id: String, version: i64, body: String) -> Result<(Document, usize)> {
     let document = Document {
         id,
         version: version as u64,
@@ -789,7 +751,7 @@ fn planned(
     name: &CollectionName,
     query: &Query,
     order: Order,
-) -> Result<Option<(Collection, Plan)>, StoreError> {
+) -> Result<Option<(Collection, Plan)>> {
     let Some(found) = collection(connection, project, name)? else {
         return Ok(None);
     };
@@ -806,7 +768,7 @@ pub(crate) fn query(
     name: &CollectionName,
     query: &Query,
     max_bytes: usize,
-) -> Result<QueryPage, StoreError> {
+) -> Result<QueryPage> {
     let Some((found, chosen)) = planned(connection, project, name, query, Order::Matters)? else {
         // Checked anyway, so that a bad cursor fails the same way always.
         if query.cursor.is_some() {
@@ -856,7 +818,7 @@ pub(crate) fn count(
     project: &ProjectId,
     name: &CollectionName,
     query: &Query,
-) -> Result<u64, StoreError> {
+) -> Result<u64> {
     let Some((found, chosen)) = planned(connection, project, name, query, Order::Ignored)? else {
         return Ok(0);
     };
@@ -902,9 +864,194 @@ pub(crate) fn explain(
     project: &ProjectId,
     name: &CollectionName,
     query: &Query,
-) -> Result<Explain, StoreError> {
+) -> Result<Explain> {
     match planned(connection, project, name, query, Order::Matters)? {
         Some((found, chosen)) => Ok(chosen.explain(found.documents)),
         None => Ok(plan(query, &[], 0, name.as_str(), Order::Matters)?.explain(0)),
+    }
+}
+
+/// Documents indexed per chunk when an index is built: other writes wait
+/// for one chunk at most, not for the whole collection.
+const FILL_CHUNK: u32 = 500;
+
+#[store::async_trait]
+impl DocStore for SqliteStore {
+    async fn doc_get(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        id: &str,
+    ) -> Result<Option<Document>, StoreError> {
+        let (project, collection, id) = (project.clone(), collection.clone(), id.to_owned());
+        self.read(move |connection| get_document(connection, &project, &collection, &id))
+            .await
+    }
+
+    async fn doc_write(
+        &self,
+        project: &ProjectId,
+        origin: Option<&FunctionName>,
+        writes: Vec<DocWrite>,
+    ) -> Result<Vec<DocWritten>, StoreError> {
+        let (project, origin) = (project.clone(), origin.cloned());
+        self.writer()
+            .transaction(move |transaction| {
+                apply_doc_batch(transaction, &project, origin.as_ref(), &writes)
+            })
+            .await
+    }
+
+    async fn doc_query(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        query: &Query,
+    ) -> Result<QueryPage, StoreError> {
+        let (project, collection, query) = (project.clone(), collection.clone(), query.clone());
+        self.read(move |connection| {
+            self::query(
+                connection,
+                &project,
+                &collection,
+                &query,
+                store::docs::MAX_PAGE_BYTES,
+            )
+        })
+        .await
+    }
+
+    async fn doc_snapshot(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        query: &Query,
+    ) -> Result<(Vec<Document>, i64), StoreError> {
+        let mut query = query.clone();
+        query.limit = store::docs::MAX_QUERY_LIMIT;
+        query.cursor = None;
+        let (project, collection) = (project.clone(), collection.clone());
+        self.read(move |connection| {
+            // One read transaction: the position and the documents agree.
+            connection.execute_batch("BEGIN")?;
+            let read = (|| {
+                let position: i64 = connection.query_row(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events",
+                    [],
+                    |row| row.get(0),
+                )?;
+                let page = self::query(
+                    connection,
+                    &project,
+                    &collection,
+                    &query,
+                    store::docs::MAX_SNAPSHOT_BYTES,
+                )?;
+                if page.next_cursor.is_some() {
+                    return Err(StoreError::InvalidQuery(format!(
+                        "a live query may match at most {} documents and {} MiB of them; narrow its filter",
+                        store::docs::MAX_QUERY_LIMIT,
+                        store::docs::MAX_SNAPSHOT_BYTES >> 20
+                    ))
+                    .into());
+                }
+                Ok((page.documents, position))
+            })();
+            connection.execute_batch("COMMIT")?;
+            read
+        })
+        .await
+    }
+
+    async fn doc_count(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        query: &Query,
+    ) -> Result<u64, StoreError> {
+        let (project, collection, query) = (project.clone(), collection.clone(), query.clone());
+        self.read(move |connection| count(connection, &project, &collection, &query))
+            .await
+    }
+
+    async fn doc_explain(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        query: &Query,
+    ) -> Result<Explain, StoreError> {
+        let (project, collection, query) = (project.clone(), collection.clone(), query.clone());
+        self.read(move |connection| explain(connection, &project, &collection, &query))
+            .await
+    }
+
+    async fn doc_create_index(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        index: Index,
+    ) -> Result<(), StoreError> {
+        let (project, collection) = (project.clone(), collection.clone());
+        let (cid, ino) = self
+            .writer()
+            .transaction(move |transaction| {
+                apply_create_index(transaction, &project, &collection, &index)
+            })
+            .await?;
+        // A chunk a batch, so other writes go on meanwhile.
+        let mut after = String::new();
+        loop {
+            let from = after.clone();
+            let next = self
+                .writer()
+                .transaction(move |transaction| {
+                    apply_fill_index(transaction, cid, ino, &from, FILL_CHUNK)
+                })
+                .await?;
+            match next {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        self.writer()
+            .transaction(move |transaction| apply_finish_index(transaction, cid, ino))
+            .await
+            .map(|_| ())
+    }
+
+    async fn doc_drop_index(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let (project, collection, name) = (project.clone(), collection.clone(), name.to_owned());
+        self.writer()
+            .transaction(move |transaction| {
+                apply_drop_index(transaction, &project, &collection, &name)
+            })
+            .await
+    }
+
+    async fn doc_drop_collection(
+        &self,
+        project: &ProjectId,
+        collection: &CollectionName,
+    ) -> Result<bool, StoreError> {
+        let (project, collection) = (project.clone(), collection.clone());
+        self.writer()
+            .transaction(move |transaction| {
+                apply_drop_collection(transaction, &project, &collection)
+            })
+            .await
+    }
+
+    async fn doc_collections(
+        &self,
+        project: &ProjectId,
+    ) -> Result<Vec<CollectionInfo>, StoreError> {
+        let project = project.clone();
+        self.read(move |connection| collections(connection, &project))
+            .await
     }
 }

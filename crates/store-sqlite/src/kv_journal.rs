@@ -32,9 +32,8 @@
 //! they leave (an increment is journaled as the set it amounts to), so the
 //! last record of a key is its state, and the newest generation is the one
 //! at the start of the file.
-use crate::StoreError;
-use crate::kv::{Condition, KvBatchOp, KvDone, KvEntry};
-use crate::sqlite::live_entry;
+use crate::Result;
+use crate::kv::live_entry;
 use domain::{ProjectId, StoreName, UnixMillis, now_millis};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -43,6 +42,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use store::{Condition, KvEntry, StoreError};
 
 /// A checkpoint runs once the oldest entry not yet in the table is this old.
 pub(crate) const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
@@ -227,7 +227,7 @@ impl KvJournal {
         connection: &mut Connection,
         path: &Path,
         overlay: Arc<KvOverlay>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -335,86 +335,98 @@ impl KvJournal {
         Ok(journal)
     }
 
-    /// Applies one write to the batch; a failed condition or a value that
-    /// is not a number writes nothing.
-    pub(crate) fn apply(
+    /// Starts a write made at `now`: refused once the journal is broken.
+    fn begin(&mut self, now: UnixMillis) -> Result<()> {
+        if let Some(why) = &self.broken {
+            return Err(StoreError::backend(why.clone(), false).into());
+        }
+        self.latest_now = self.latest_now.max(now);
+        Ok(())
+    }
+
+    /// Sets a key in the batch; its new version. A failed condition writes
+    /// nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn set(
         &mut self,
         connection: &Connection,
-        op: &KvBatchOp,
-    ) -> Result<KvDone, StoreError> {
-        if let Some(why) = &self.broken {
-            return Err(StoreError::WriteFailed(why.clone()));
+        project: &ProjectId,
+        store: &StoreName,
+        key: &str,
+        value: Vec<u8>,
+        expires_at: Option<UnixMillis>,
+        condition: Condition,
+        now: UnixMillis,
+    ) -> Result<u64> {
+        self.begin(now)?;
+        if condition != Condition::Always {
+            let live = self.live(connection, project, store, key, now)?;
+            check(condition, &live)?;
         }
-        self.latest_now = self.latest_now.max(op.now());
-        match op {
-            KvBatchOp::Set {
-                project,
-                store,
-                key,
-                value,
-                expires_at,
-                condition,
-                now,
-            } => {
-                if *condition != Condition::Always {
-                    let live = self.live(connection, project, store, key, *now)?;
-                    check(*condition, &live)?;
-                }
-                self.put(connection, project, store, key, value.clone(), *expires_at)
-                    .map(KvDone::Version)
-            }
-            KvBatchOp::Delete {
-                project,
-                store,
-                key,
-                condition,
-                now,
-            } => {
-                let live = self.live(connection, project, store, key, *now)?;
-                check(*condition, &live)?;
-                if live.is_some() {
-                    // A version of its own, as every record: replay tells by
-                    // it what the table has already.
-                    let version = self.next_version(connection, project, store)?;
-                    let pending = Pending {
-                        value: None,
-                        version,
-                        expires_at: None,
-                    };
-                    self.record(project, store, key, pending);
-                }
-                Ok(KvDone::Deleted(live.is_some()))
-            }
-            KvBatchOp::Increment {
-                project,
-                store,
-                key,
-                by,
-                now,
-            } => {
-                let live = self.live(connection, project, store, key, *now)?;
-                let (current, expires_at) = match &live {
-                    None => (0, None),
-                    Some(entry) => (
-                        std::str::from_utf8(&entry.value)
-                            .ok()
-                            .and_then(|text| text.trim().parse::<i64>().ok())
-                            .ok_or(StoreError::NotANumber)?,
-                        entry.expires_at,
-                    ),
-                };
-                let sum = current.checked_add(*by).ok_or(StoreError::Overflow)?;
-                self.put(
-                    connection,
-                    project,
-                    store,
-                    key,
-                    sum.to_string().into_bytes(),
-                    expires_at,
-                )?;
-                Ok(KvDone::Sum(sum))
-            }
+        self.put(connection, project, store, key, value, expires_at)
+    }
+
+    /// Deletes a key in the batch; whether it was live. A failed condition
+    /// writes nothing.
+    pub(crate) fn delete(
+        &mut self,
+        connection: &Connection,
+        project: &ProjectId,
+        store: &StoreName,
+        key: &str,
+        condition: Condition,
+        now: UnixMillis,
+    ) -> Result<bool> {
+        self.begin(now)?;
+        let live = self.live(connection, project, store, key, now)?;
+        check(condition, &live)?;
+        if live.is_some() {
+            // A version of its own, as every record: replay tells by it
+            // what the table has already.
+            let version = self.next_version(connection, project, store)?;
+            let pending = Pending {
+                value: None,
+                version,
+                expires_at: None,
+            };
+            self.record(project, store, key, pending);
         }
+        Ok(live.is_some())
+    }
+
+    /// Adds `by` to a key read as a decimal integer (absent: 0), keeping
+    /// its expiry; the sum. A value that is not a number writes nothing.
+    pub(crate) fn increment(
+        &mut self,
+        connection: &Connection,
+        project: &ProjectId,
+        store: &StoreName,
+        key: &str,
+        by: i64,
+        now: UnixMillis,
+    ) -> Result<i64> {
+        self.begin(now)?;
+        let live = self.live(connection, project, store, key, now)?;
+        let (current, expires_at) = match &live {
+            None => (0, None),
+            Some(entry) => (
+                std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<i64>().ok())
+                    .ok_or(StoreError::NotANumber)?,
+                entry.expires_at,
+            ),
+        };
+        let sum = current.checked_add(by).ok_or(StoreError::Overflow)?;
+        self.put(
+            connection,
+            project,
+            store,
+            key,
+            sum.to_string().into_bytes(),
+            expires_at,
+        )?;
+        Ok(sum)
     }
 
     /// The live entry as the batch sees it: its own writes, then the
@@ -426,7 +438,7 @@ impl KvJournal {
         store: &StoreName,
         key: &str,
         now: UnixMillis,
-    ) -> Result<Option<KvEntry>, StoreError> {
+    ) -> Result<Option<KvEntry>> {
         if let Some(pending) = self
             .batch
             .get(&composite(project.as_str(), store.as_str(), key))
@@ -447,7 +459,7 @@ impl KvJournal {
         key: &str,
         value: Vec<u8>,
         expires_at: Option<UnixMillis>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64> {
         let version = self.next_version(connection, project, store)?;
         if let Some(at) = expires_at {
             self.expiry.lower(at);
@@ -467,7 +479,7 @@ impl KvJournal {
         connection: &Connection,
         project: &ProjectId,
         store: &StoreName,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64> {
         let counter = (project.clone(), store.clone());
         let last = match self.versions.get(&counter) {
             Some(last) => *last,
@@ -502,7 +514,7 @@ impl KvJournal {
 
     /// Makes the batch durable (one write, one `fdatasync`), then visible.
     /// On failure nothing of the batch stays, and its writes fail.
-    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn commit(&mut self) -> Result<()> {
         if self.buffer.is_empty() {
             self.batch.clear();
             return Ok(());
@@ -590,7 +602,7 @@ impl KvJournal {
 
     /// Writes every entry waiting in memory into the table, then empties
     /// the journal.
-    pub(crate) fn checkpoint(&mut self, connection: &mut Connection) -> Result<(), StoreError> {
+    pub(crate) fn checkpoint(&mut self, connection: &mut Connection) -> Result<()> {
         self.write_out(connection)?;
         // Best effort: a journal not sealed replays only what the table
         // has already, which is harmless while the table changes by
@@ -602,7 +614,7 @@ impl KvJournal {
     /// Writes every entry waiting in memory into the table in one
     /// transaction and deletes expired entries from disk; the next records
     /// go to the start of the journal, under a new generation.
-    fn write_out(&mut self, connection: &mut Connection) -> Result<(), StoreError> {
+    fn write_out(&mut self, connection: &mut Connection) -> Result<()> {
         let transaction =
             connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
@@ -666,7 +678,7 @@ impl KvJournal {
     }
 
     /// Makes the journal durably empty: zeros at its start.
-    fn seal(&self) -> Result<(), StoreError> {
+    fn seal(&self) -> Result<()> {
         self.file
             .write_all_at(&[0; 8], 0)
             .and_then(|()| self.file.sync_data())
@@ -682,7 +694,7 @@ impl KvJournal {
         connection: &mut Connection,
         project: &ProjectId,
         store: &StoreName,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool> {
         self.write_out(connection)?;
         self.seal()?;
         let deleted = connection.execute(
@@ -693,11 +705,14 @@ impl KvJournal {
     }
 }
 
-fn journal_error(doing: &str, error: &std::io::Error) -> StoreError {
-    StoreError::io(&format!("{doing} the key-value journal"), error)
+fn journal_error(doing: &str, error: &std::io::Error) -> crate::Error {
+    crate::Error(StoreError::io(
+        &format!("{doing} the key-value journal"),
+        error,
+    ))
 }
 
-fn check(condition: Condition, live: &Option<KvEntry>) -> Result<(), StoreError> {
+fn check(condition: Condition, live: &Option<KvEntry>) -> Result<()> {
     let holds = match condition {
         Condition::Always => true,
         Condition::Absent => live.is_none(),
@@ -706,7 +721,7 @@ fn check(condition: Condition, live: &Option<KvEntry>) -> Result<(), StoreError>
     if holds {
         Ok(())
     } else {
-        Err(StoreError::ConditionFailed)
+        Err(StoreError::ConditionFailed.into())
     }
 }
 
@@ -824,7 +839,7 @@ impl Checkpointed {
         connection: &Connection,
         project: &ProjectId,
         store: &StoreName,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64> {
         if let Some(version) = self.0.get(&(project.clone(), store.clone())) {
             return Ok(*version);
         }

@@ -1,68 +1,18 @@
 //! Object metadata on SQLite. Writes run on the group-commit writer thread
 //! (`apply_object_op`), reads on reader connections.
-use crate::StoreError;
-use crate::events::NewEvent;
-use crate::events_sqlite;
-use crate::objects::{
-    Bucket, ObjectCondition, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, Part, Segment, Upload,
-};
+use crate::{Result, SqliteStore};
 use domain::{BucketName, FunctionName, ProjectId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
+use store::StoreError;
+use store::events::NewEvent;
+use store::objects::{
+    Bucket, ObjectCondition, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, ObjectStore, Part,
+    Segment, Upload,
+};
 
-pub(crate) const OBJECTS_SCHEMA: &str = r"
-CREATE TABLE IF NOT EXISTS buckets (
-    project TEXT NOT NULL,
-    name TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    max_object_bytes INTEGER,
-    content_types TEXT NOT NULL,
-    PRIMARY KEY (project, name)
-);
-CREATE TABLE IF NOT EXISTS objects (
-    project TEXT NOT NULL,
-    bucket TEXT NOT NULL,
-    key TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    etag TEXT NOT NULL,
-    content_type TEXT,
-    metadata TEXT NOT NULL,
-    checksums TEXT NOT NULL,
-    last_modified INTEGER NOT NULL,
-    segments TEXT NOT NULL,
-    PRIMARY KEY (project, bucket, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS uploads (
-    project TEXT NOT NULL,
-    bucket TEXT NOT NULL,
-    upload_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    initiated INTEGER NOT NULL,
-    content_type TEXT,
-    metadata TEXT NOT NULL,
-    checksum_algorithm TEXT,
-    PRIMARY KEY (project, bucket, upload_id)
-);
-CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads (project, bucket, key, upload_id);
-CREATE TABLE IF NOT EXISTS upload_parts (
-    project TEXT NOT NULL,
-    bucket TEXT NOT NULL,
-    upload_id TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    etag TEXT NOT NULL,
-    checksums TEXT NOT NULL,
-    blob TEXT NOT NULL,
-    last_modified INTEGER NOT NULL,
-    PRIMARY KEY (project, bucket, upload_id, number)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blob_trash (
-    blob TEXT PRIMARY KEY
-);
-";
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
+fn corrupt(what: impl std::fmt::Display) -> crate::Error {
+    crate::Error(StoreError::Corrupt(what.to_string()))
 }
 
 fn pairs_to_json(pairs: &[(String, String)]) -> String {
@@ -75,7 +25,7 @@ fn pairs_to_json(pairs: &[(String, String)]) -> String {
     .to_string()
 }
 
-fn pairs_from_json(text: &str) -> Result<Vec<(String, String)>, StoreError> {
+fn pairs_from_json(text: &str) -> Result<Vec<(String, String)>> {
     let pairs: Vec<(String, String)> = serde_json::from_str(text).map_err(corrupt)?;
     Ok(pairs)
 }
@@ -99,7 +49,7 @@ fn described_to_json(metadata: &[(String, String)], headers: &[(String, String)]
 type Pairs = Vec<(String, String)>;
 
 /// User metadata and response headers, from a `metadata` column.
-fn described_from_json(text: &str) -> Result<(Pairs, Pairs), StoreError> {
+fn described_from_json(text: &str) -> Result<(Pairs, Pairs)> {
     let (mut metadata, mut headers) = (Vec::new(), Vec::new());
     for (name, value) in pairs_from_json(text)? {
         match name.strip_prefix(HEADER_MARK) {
@@ -120,7 +70,7 @@ fn segments_to_json(segments: &[Segment]) -> String {
     .to_string()
 }
 
-fn segments_from_json(text: &str) -> Result<Vec<Segment>, StoreError> {
+fn segments_from_json(text: &str) -> Result<Vec<Segment>> {
     let pairs: Vec<(String, u64)> = serde_json::from_str(text).map_err(corrupt)?;
     Ok(pairs
         .into_iter()
@@ -131,7 +81,7 @@ fn segments_from_json(text: &str) -> Result<Vec<Segment>, StoreError> {
 const OBJECT_COLUMNS: &str =
     "key, size, etag, content_type, metadata, checksums, last_modified, segments";
 
-fn object_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ObjectMeta, StoreError>> {
+fn object_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ObjectMeta>> {
     let metadata: String = row.get(4)?;
     let checksums: String = row.get(5)?;
     let segments: String = row.get(7)?;
@@ -159,7 +109,7 @@ fn object_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ObjectMeta, StoreEr
 const UPLOAD_COLUMNS: &str =
     "upload_id, key, initiated, content_type, metadata, checksum_algorithm";
 
-fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Upload, StoreError>> {
+fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Upload>> {
     let metadata: String = row.get(4)?;
     let upload = Upload {
         upload_id: row.get(0)?,
@@ -179,7 +129,7 @@ fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Upload, StoreError>
     )
 }
 
-fn bucket_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Bucket, StoreError>> {
+fn bucket_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Bucket>> {
     let name: String = row.get(0)?;
     let max: Option<i64> = row.get(2)?;
     let types: String = row.get(3)?;
@@ -198,7 +148,7 @@ pub(crate) fn bucket(
     connection: &Connection,
     project: &ProjectId,
     name: &BucketName,
-) -> Result<Option<Bucket>, StoreError> {
+) -> Result<Option<Bucket>> {
     connection
         .prepare_cached(
             "SELECT name, created_at, max_object_bytes, content_types FROM buckets
@@ -209,10 +159,7 @@ pub(crate) fn bucket(
         .transpose()
 }
 
-pub(crate) fn buckets(
-    connection: &Connection,
-    project: &ProjectId,
-) -> Result<Vec<Bucket>, StoreError> {
+pub(crate) fn buckets(connection: &Connection, project: &ProjectId) -> Result<Vec<Bucket>> {
     let mut statement = connection.prepare_cached(
         "SELECT name, created_at, max_object_bytes, content_types FROM buckets
          WHERE project = ? ORDER BY name",
@@ -226,7 +173,7 @@ pub(crate) fn object(
     project: &ProjectId,
     bucket: &BucketName,
     key: &str,
-) -> Result<Option<ObjectMeta>, StoreError> {
+) -> Result<Option<ObjectMeta>> {
     connection
         .prepare_cached(&format!(
             "SELECT {OBJECT_COLUMNS} FROM objects WHERE project = ? AND bucket = ? AND key = ?"
@@ -247,7 +194,7 @@ pub(crate) fn objects(
     delimiter: Option<&str>,
     after: Option<&str>,
     limit: u32,
-) -> Result<ObjectListing, StoreError> {
+) -> Result<ObjectListing> {
     let limit = limit as usize;
     let delimiter = delimiter.filter(|delimiter| !delimiter.is_empty());
     let mut listing = ObjectListing::default();
@@ -331,7 +278,7 @@ pub(crate) fn upload(
     project: &ProjectId,
     bucket: &BucketName,
     upload_id: &str,
-) -> Result<Option<Upload>, StoreError> {
+) -> Result<Option<Upload>> {
     connection
         .prepare_cached(&format!(
             "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE project = ? AND bucket = ? AND upload_id = ?"
@@ -348,7 +295,7 @@ pub(crate) fn uploads(
     prefix: &str,
     after: Option<(&str, &str)>,
     limit: u32,
-) -> Result<Vec<Upload>, StoreError> {
+) -> Result<Vec<Upload>> {
     let (after_key, after_id) = after.unwrap_or(("", ""));
     let mut statement = connection.prepare_cached(&format!(
         "SELECT {UPLOAD_COLUMNS} FROM uploads
@@ -370,7 +317,7 @@ pub(crate) fn uploads(
     rows.map(|row| row?).collect()
 }
 
-fn part_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Part, StoreError>> {
+fn part_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Part>> {
     let checksums: String = row.get(3)?;
     let part = Part {
         number: row.get(0)?,
@@ -390,7 +337,7 @@ pub(crate) fn parts(
     upload_id: &str,
     after: u32,
     limit: u32,
-) -> Result<Vec<Part>, StoreError> {
+) -> Result<Vec<Part>> {
     let mut statement = connection.prepare_cached(
         "SELECT number, size, etag, checksums, blob, last_modified FROM upload_parts
          WHERE project = ? AND bucket = ? AND upload_id = ? AND number > ?
@@ -403,7 +350,7 @@ pub(crate) fn parts(
     rows.map(|row| row?).collect()
 }
 
-fn check(condition: &ObjectCondition, live: Option<&ObjectMeta>) -> Result<(), StoreError> {
+fn check(condition: &ObjectCondition, live: Option<&ObjectMeta>) -> Result<()> {
     let holds = match condition {
         ObjectCondition::Always => true,
         ObjectCondition::Absent => live.is_none(),
@@ -412,22 +359,18 @@ fn check(condition: &ObjectCondition, live: Option<&ObjectMeta>) -> Result<(), S
     if holds {
         Ok(())
     } else {
-        Err(StoreError::ConditionFailed)
+        Err(StoreError::ConditionFailed.into())
     }
 }
 
-fn require_bucket(
-    transaction: &Connection,
-    project: &ProjectId,
-    name: &BucketName,
-) -> Result<(), StoreError> {
+fn require_bucket(transaction: &Connection, project: &ProjectId, name: &BucketName) -> Result<()> {
     match bucket(transaction, project, name)? {
         Some(_) => Ok(()),
-        None => Err(StoreError::NoSuchBucket(name.to_string())),
+        None => Err(StoreError::NoSuchBucket(name.to_string()).into()),
     }
 }
 
-fn trash(transaction: &Connection, blobs: &[String]) -> Result<(), StoreError> {
+fn trash(transaction: &Connection, blobs: &[String]) -> Result<()> {
     let mut insert =
         transaction.prepare_cached("INSERT OR IGNORE INTO blob_trash (blob) VALUES (?)")?;
     for blob in blobs {
@@ -444,7 +387,7 @@ fn replace_object(
     bucket: &BucketName,
     object: &ObjectMeta,
     condition: &ObjectCondition,
-) -> Result<ObjectDone, StoreError> {
+) -> Result<ObjectDone> {
     require_bucket(transaction, project, bucket)?;
     let live = self::object(transaction, project, bucket, &object.key)?;
     check(condition, live.as_ref())?;
@@ -495,7 +438,7 @@ fn drop_upload(
     bucket: &BucketName,
     upload_id: &str,
     keep: &[&str],
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<String>> {
     let blobs: Vec<String> = transaction
         .prepare_cached(
             "DELETE FROM upload_parts WHERE project = ? AND bucket = ? AND upload_id = ?
@@ -521,7 +464,7 @@ pub(crate) fn apply_object_op(
     transaction: &mut Transaction<'_>,
     op: &ObjectOp,
     origin: Option<&FunctionName>,
-) -> Result<ObjectDone, StoreError> {
+) -> Result<ObjectDone> {
     let savepoint = transaction.savepoint()?;
     let done = apply(&savepoint, op)?;
     log_object_change(&savepoint, op, &done, origin)?;
@@ -536,7 +479,7 @@ fn log_object_change(
     op: &ObjectOp,
     done: &ObjectDone,
     origin: Option<&FunctionName>,
-) -> Result<(), StoreError> {
+) -> Result<()> {
     let (project, bucket, change, data) = match op {
         ObjectOp::Put {
             project,
@@ -575,7 +518,7 @@ fn log_object_change(
         _ => return Ok(()),
     };
     let key = data["key"].as_str().unwrap_or_default().to_owned();
-    events_sqlite::log_change(
+    crate::events::log_change(
         transaction,
         project,
         NewEvent {
@@ -590,7 +533,7 @@ fn log_object_change(
     )
 }
 
-fn apply(transaction: &Connection, op: &ObjectOp) -> Result<ObjectDone, StoreError> {
+fn apply(transaction: &Connection, op: &ObjectOp) -> Result<ObjectDone> {
     match op {
         ObjectOp::CreateBucket { project, bucket } => {
             let inserted = transaction
@@ -607,7 +550,7 @@ fn apply(transaction: &Connection, op: &ObjectOp) -> Result<ObjectDone, StoreErr
                     Value::from(bucket.content_types.clone()).to_string(),
                 ])?;
             if inserted == 0 {
-                return Err(StoreError::BucketExists(bucket.name.to_string()));
+                return Err(StoreError::BucketExists(bucket.name.to_string()).into());
             }
             Ok(ObjectDone::default())
         }
@@ -619,13 +562,13 @@ fn apply(transaction: &Connection, op: &ObjectOp) -> Result<ObjectDone, StoreErr
                 )?
                 .query_row(params![project.as_str(), bucket.as_str()], |row| row.get(0))?;
             if busy {
-                return Err(StoreError::BucketNotEmpty(bucket.to_string()));
+                return Err(StoreError::BucketNotEmpty(bucket.to_string()).into());
             }
             let deleted = transaction
                 .prepare_cached("DELETE FROM buckets WHERE project = ? AND name = ?")?
                 .execute(params![project.as_str(), bucket.as_str()])?;
             if deleted == 0 {
-                return Err(StoreError::NoSuchBucket(bucket.to_string()));
+                return Err(StoreError::NoSuchBucket(bucket.to_string()).into());
             }
             // A bucket created again later starts private, as a new one.
             transaction
@@ -701,7 +644,7 @@ fn apply(transaction: &Connection, op: &ObjectOp) -> Result<ObjectDone, StoreErr
             part,
         } => {
             if self::upload(transaction, project, bucket, upload_id)?.is_none() {
-                return Err(StoreError::NoSuchUpload(upload_id.clone()));
+                return Err(StoreError::NoSuchUpload(upload_id.clone()).into());
             }
             let replaced: Option<String> = transaction
                 .prepare_cached(
@@ -748,7 +691,7 @@ fn apply(transaction: &Connection, op: &ObjectOp) -> Result<ObjectDone, StoreErr
             condition,
         } => {
             if self::upload(transaction, project, bucket, upload_id)?.is_none() {
-                return Err(StoreError::NoSuchUpload(upload_id.clone()));
+                return Err(StoreError::NoSuchUpload(upload_id.clone()).into());
             }
             let mut done = replace_object(transaction, project, bucket, object, condition)?;
             let keep: Vec<&str> = object
@@ -766,7 +709,7 @@ fn apply(transaction: &Connection, op: &ObjectOp) -> Result<ObjectDone, StoreErr
             upload_id,
         } => {
             if self::upload(transaction, project, bucket, upload_id)?.is_none() {
-                return Err(StoreError::NoSuchUpload(upload_id.clone()));
+                return Err(StoreError::NoSuchUpload(upload_id.clone()).into());
             }
             Ok(ObjectDone {
                 existed: true,
@@ -776,13 +719,13 @@ fn apply(transaction: &Connection, op: &ObjectOp) -> Result<ObjectDone, StoreErr
     }
 }
 
-pub(crate) fn trash_list(connection: &Connection) -> Result<Vec<String>, StoreError> {
+pub(crate) fn trash_list(connection: &Connection) -> Result<Vec<String>> {
     let mut statement = connection.prepare("SELECT blob FROM blob_trash")?;
     let rows = statement.query_map([], |row| row.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub(crate) fn trash_emptied(connection: &Connection, blobs: &[String]) -> Result<(), StoreError> {
+pub(crate) fn trash_emptied(connection: &Connection, blobs: &[String]) -> Result<()> {
     let mut delete = connection.prepare_cached("DELETE FROM blob_trash WHERE blob = ?")?;
     for blob in blobs {
         delete.execute(params![blob])?;
@@ -790,9 +733,7 @@ pub(crate) fn trash_emptied(connection: &Connection, blobs: &[String]) -> Result
     Ok(())
 }
 
-pub(crate) fn named_blobs(
-    connection: &Connection,
-) -> Result<std::collections::HashSet<String>, StoreError> {
+pub(crate) fn named_blobs(connection: &Connection) -> Result<std::collections::HashSet<String>> {
     let mut named = std::collections::HashSet::new();
     let mut statement = connection.prepare("SELECT segments FROM objects")?;
     let mut rows = statement.query([])?;
@@ -816,7 +757,7 @@ pub(crate) fn stale_uploads(
     connection: &Connection,
     before: UnixMillis,
     limit: u32,
-) -> Result<Vec<(ProjectId, BucketName, String)>, StoreError> {
+) -> Result<Vec<(ProjectId, BucketName, String)>> {
     let mut statement = connection.prepare_cached(
         "SELECT project, bucket, upload_id FROM uploads
          WHERE initiated < ? ORDER BY initiated LIMIT ?",
@@ -838,4 +779,139 @@ pub(crate) fn stale_uploads(
         ))
     })
     .collect()
+}
+
+#[store::async_trait]
+impl ObjectStore for SqliteStore {
+    async fn bucket(
+        &self,
+        project: &ProjectId,
+        name: &BucketName,
+    ) -> Result<Option<Bucket>, StoreError> {
+        let (project, name) = (project.clone(), name.clone());
+        self.read(move |connection| bucket(connection, &project, &name))
+            .await
+    }
+
+    async fn buckets(&self, project: &ProjectId) -> Result<Vec<Bucket>, StoreError> {
+        let project = project.clone();
+        self.read(move |connection| buckets(connection, &project))
+            .await
+    }
+
+    async fn object(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        key: &str,
+    ) -> Result<Option<ObjectMeta>, StoreError> {
+        let (project, bucket, key) = (project.clone(), bucket.clone(), key.to_owned());
+        self.read(move |connection| object(connection, &project, &bucket, &key))
+            .await
+    }
+
+    async fn objects(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ObjectListing, StoreError> {
+        let (project, bucket, prefix) = (project.clone(), bucket.clone(), prefix.to_owned());
+        let (delimiter, after) = (delimiter.map(str::to_owned), after.map(str::to_owned));
+        self.read(move |connection| {
+            objects(
+                connection,
+                &project,
+                &bucket,
+                &prefix,
+                delimiter.as_deref(),
+                after.as_deref(),
+                limit,
+            )
+        })
+        .await
+    }
+
+    async fn upload(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        upload_id: &str,
+    ) -> Result<Option<Upload>, StoreError> {
+        let (project, bucket, upload_id) = (project.clone(), bucket.clone(), upload_id.to_owned());
+        self.read(move |connection| upload(connection, &project, &bucket, &upload_id))
+            .await
+    }
+
+    async fn uploads(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<Upload>, StoreError> {
+        let (project, bucket, prefix) = (project.clone(), bucket.clone(), prefix.to_owned());
+        let after = after.map(|(key, id)| (key.to_owned(), id.to_owned()));
+        self.read(move |connection| {
+            uploads(
+                connection,
+                &project,
+                &bucket,
+                &prefix,
+                after.as_ref().map(|(key, id)| (key.as_str(), id.as_str())),
+                limit,
+            )
+        })
+        .await
+    }
+
+    async fn parts(
+        &self,
+        project: &ProjectId,
+        bucket: &BucketName,
+        upload_id: &str,
+        after: u32,
+        limit: u32,
+    ) -> Result<Vec<Part>, StoreError> {
+        let (project, bucket, upload_id) = (project.clone(), bucket.clone(), upload_id.to_owned());
+        self.read(move |connection| parts(connection, &project, &bucket, &upload_id, after, limit))
+            .await
+    }
+
+    async fn object_write(&self, op: ObjectOp) -> Result<ObjectDone, StoreError> {
+        // Read while the caller's future is polled: the function it runs
+        // for, if any (`store::events::with_origin`).
+        let origin = store::events::current_origin();
+        self.writer()
+            .transaction(move |transaction| apply_object_op(transaction, &op, origin.as_ref()))
+            .await
+    }
+
+    async fn trash(&self) -> Result<Vec<String>, StoreError> {
+        self.read(trash_list).await
+    }
+
+    async fn trash_emptied(&self, blobs: &[String]) -> Result<(), StoreError> {
+        let blobs = blobs.to_vec();
+        self.writer()
+            .transaction(move |transaction| trash_emptied(transaction, &blobs))
+            .await
+    }
+
+    async fn named_blobs(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.read(named_blobs).await
+    }
+
+    async fn stale_uploads(
+        &self,
+        before: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<(ProjectId, BucketName, String)>, StoreError> {
+        self.read(move |connection| stale_uploads(connection, before, limit))
+            .await
+    }
 }

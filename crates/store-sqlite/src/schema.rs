@@ -1,0 +1,390 @@
+//! The schema and its changes, as numbered migrations. `PRAGMA
+//! user_version` holds the number of the last one applied; opening a
+//! database applies those after it, each in a transaction of its own, in
+//! order. A database made by a newer release (a higher number) is refused.
+//!
+//! Migration 1 is the schema of the releases before migrations were
+//! numbered (whose databases are at 0): every statement of it may find
+//! its table made already, and the columns added over those releases are
+//! added where they are missing, so it brings any of them up to date.
+//! A new change is a new migration at the end of [`MIGRATIONS`]; a
+//! migration once released is never edited.
+use crate::codec::config_from_json;
+use crate::{Error, Result, stored};
+use domain::{FunctionName, ProjectId, now_millis};
+use rusqlite::{Connection, params};
+use store::StoreError;
+
+/// One schema change.
+struct Migration {
+    /// What it changes, for the log.
+    what: &'static str,
+    apply: fn(&Connection) -> Result<()>,
+}
+
+/// Every migration, in order: the first is number 1.
+const MIGRATIONS: &[Migration] = &[Migration {
+    what: "the schema of the releases before numbered migrations",
+    apply: first_schema,
+}];
+
+/// The number of the newest migration: what a database is at once open.
+pub(crate) const CURRENT: u32 = MIGRATIONS.len() as u32;
+
+/// Applies the migrations `connection`'s database has not had yet.
+pub(crate) fn migrate(connection: &mut Connection) -> Result<()> {
+    let at: u32 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if at > CURRENT {
+        return Err(Error(StoreError::backend(
+            format!(
+                "the database is at schema {at}, made by a newer release of wok (this one knows up to {CURRENT}); run that release, or restore a backup"
+            ),
+            false,
+        )));
+    }
+    for (number, migration) in MIGRATIONS.iter().enumerate().skip(at as usize) {
+        let number = number as u32 + 1;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        (migration.apply)(&transaction)?;
+        transaction.pragma_update(None, "user_version", number)?;
+        transaction.commit()?;
+        if at > 0 || number > 1 {
+            tracing::info!("database schema migrated to {number}: {}", migration.what);
+        }
+    }
+    Ok(())
+}
+
+fn first_schema(connection: &Connection) -> Result<()> {
+    connection.execute_batch(CORE)?;
+    connection.execute_batch(DOCS)?;
+    // Databases from before indexes were filled in chunks.
+    add_column(
+        connection,
+        "doc_indexes",
+        "ready",
+        "INTEGER NOT NULL DEFAULT 1",
+    )?;
+    connection.execute_batch(OBJECTS)?;
+    connection.execute_batch(EVENTS)?;
+    async_invocation_columns(connection)?;
+    // Keys from before their S3 secrets were their own.
+    add_column(connection, "api_keys", "s3_secret", "BLOB")?;
+    // Functions deployed before triggers existed get their subscriptions
+    // (the implicit `async` one at least); existing ones are kept.
+    sync_all_subscriptions(connection)?;
+    // `default` always exists, and so does every project that already has
+    // functions (data directories from before projects were stored).
+    connection.execute(
+        "INSERT OR IGNORE INTO projects (name, created_at) VALUES ('default', ?)",
+        params![now_millis()],
+    )?;
+    connection.execute(
+        "INSERT OR IGNORE INTO projects (name, created_at)
+         SELECT DISTINCT project, ? FROM functions",
+        params![now_millis()],
+    )?;
+    Ok(())
+}
+
+/// Adds a column unless the table has it.
+fn add_column(connection: &Connection, table: &str, column: &str, definition: &str) -> Result<()> {
+    let exists: bool = connection.query_row(
+        &format!("SELECT EXISTS (SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?)"),
+        [column],
+        |row| row.get(0),
+    )?;
+    if !exists {
+        connection.execute_batch(&format!(
+            "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+        ))?;
+    }
+    Ok(())
+}
+
+/// Columns added to `async_invocations` after it was first made: a digest
+/// of the request (an idempotency key is bound to it) and its stored size
+/// (the queue's bound counts it). Rows from before have neither.
+fn async_invocation_columns(connection: &Connection) -> Result<()> {
+    add_column(connection, "async_invocations", "fingerprint", "TEXT")?;
+    add_column(
+        connection,
+        "async_invocations",
+        "bytes",
+        "INTEGER NOT NULL DEFAULT 0",
+    )?;
+    // The requests not finished yet, per function, with their sizes: what
+    // the queue's bound counts.
+    connection.execute_batch(
+        "CREATE INDEX IF NOT EXISTS async_pending
+             ON async_invocations (project, function, bytes)
+             WHERE succeeded = 0 AND failed = 0",
+    )?;
+    Ok(())
+}
+
+/// Gives the live functions deployed before subscriptions existed (those
+/// without the `async` one every deploy makes) their subscriptions.
+fn sync_all_subscriptions(connection: &Connection) -> Result<()> {
+    let live: Vec<(String, String, String)> = connection
+        .prepare(
+            "SELECT v.project, v.name, v.config FROM functions f JOIN versions v
+               ON v.project = f.project AND v.name = f.name AND v.version = f.current_version
+             WHERE NOT EXISTS (SELECT 1 FROM subscriptions s
+                               WHERE s.project = f.project AND s.function = f.name
+                                 AND s.trigger = ?)",
+        )?
+        .query_map([domain::ASYNC_TRIGGER], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (project, function, config) in live {
+        let project = stored(ProjectId::new(project))?;
+        let function = stored(FunctionName::new(function))?;
+        let config = stored(config_from_json(&config))?;
+        crate::events::sync_subscriptions(connection, &project, &function, &config.all_triggers())?;
+    }
+    Ok(())
+}
+
+const CORE: &str = r"
+CREATE TABLE IF NOT EXISTS functions (
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    current_version INTEGER,
+    last_version INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (project, name)
+);
+CREATE TABLE IF NOT EXISTS versions (
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    artifact TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    world TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (project, name, version)
+);
+CREATE TABLE IF NOT EXISTS invocations (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    function TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    trigger TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    billed_ms INTEGER NOT NULL,
+    memory_mib INTEGER NOT NULL,
+    peak_memory_bytes INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    cold INTEGER NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invocations_by_start ON invocations (project, start);
+CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (project, function, start);
+CREATE TABLE IF NOT EXISTS logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    project TEXT NOT NULL,
+    function TEXT NOT NULL,
+    invocation TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_function ON logs (project, function, seq);
+CREATE TABLE IF NOT EXISTS projects (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    removed_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS kv_stores (
+    project TEXT NOT NULL,
+    store TEXT NOT NULL,
+    last_version INTEGER NOT NULL,
+    PRIMARY KEY (project, store)
+);
+CREATE TABLE IF NOT EXISTS kv (
+    project TEXT NOT NULL,
+    store TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (project, store, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS access_rules (
+    project TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    PRIMARY KEY (project, kind, name)
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    secret_sha256 BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    s3_secret BLOB,
+    PRIMARY KEY (project, id)
+);
+";
+
+const DOCS: &str = r"
+CREATE TABLE IF NOT EXISTS doc_collections (
+    cid INTEGER PRIMARY KEY,
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    last_version INTEGER NOT NULL DEFAULT 0,
+    documents INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (project, name)
+);
+CREATE TABLE IF NOT EXISTS docs (
+    cid INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (cid, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS doc_indexes (
+    cid INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    ino INTEGER NOT NULL,
+    fields TEXT NOT NULL,
+    ready INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (cid, name)
+);
+CREATE TABLE IF NOT EXISTS doc_index_entries (
+    cid INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (cid, ino, key, id)
+) WITHOUT ROWID;
+";
+
+const OBJECTS: &str = r"
+CREATE TABLE IF NOT EXISTS buckets (
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    max_object_bytes INTEGER,
+    content_types TEXT NOT NULL,
+    PRIMARY KEY (project, name)
+);
+CREATE TABLE IF NOT EXISTS objects (
+    project TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    content_type TEXT,
+    metadata TEXT NOT NULL,
+    checksums TEXT NOT NULL,
+    last_modified INTEGER NOT NULL,
+    segments TEXT NOT NULL,
+    PRIMARY KEY (project, bucket, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    project TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    initiated INTEGER NOT NULL,
+    content_type TEXT,
+    metadata TEXT NOT NULL,
+    checksum_algorithm TEXT,
+    PRIMARY KEY (project, bucket, upload_id)
+);
+CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads (project, bucket, key, upload_id);
+CREATE TABLE IF NOT EXISTS upload_parts (
+    project TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    checksums TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    last_modified INTEGER NOT NULL,
+    PRIMARY KEY (project, bucket, upload_id, number)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_trash (
+    blob TEXT PRIMARY KEY
+);
+";
+
+const EVENTS: &str = r"
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    project TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    subject TEXT,
+    key TEXT,
+    time INTEGER NOT NULL,
+    content_type TEXT,
+    data BLOB NOT NULL,
+    origin TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_stream ON events (project, stream, seq);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    project TEXT NOT NULL,
+    function TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    cursor INTEGER NOT NULL,
+    PRIMARY KEY (project, function, trigger)
+);
+CREATE INDEX IF NOT EXISTS subscriptions_by_stream ON subscriptions (project, stream);
+CREATE TABLE IF NOT EXISTS event_failures (
+    project TEXT NOT NULL,
+    function TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    dead INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at INTEGER NOT NULL,
+    first_failed_at INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    subject TEXT,
+    key TEXT,
+    time INTEGER NOT NULL,
+    content_type TEXT,
+    data BLOB NOT NULL,
+    origin TEXT,
+    PRIMARY KEY (project, function, trigger, seq)
+);
+CREATE TABLE IF NOT EXISTS async_invocations (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    idempotency_key TEXT,
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    response_status INTEGER,
+    response_headers TEXT,
+    response_body BLOB,
+    error TEXT,
+    PRIMARY KEY (project, id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS async_by_idempotency_key
+    ON async_invocations (project, function, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+";
