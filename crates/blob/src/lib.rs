@@ -1,51 +1,119 @@
-//! Files: uploaded components and their precompiled forms (content-
-//! addressed), and the bytes of stored objects (`objects.rs`).
+//! Bytes by name: the [`BlobStore`] contract (a streamed put that becomes
+//! visible only when committed, ranged reads, deletes, listings), its file
+//! implementation ([`FileBlobs`]), the artifact store built on it (uploaded
+//! components as blobs, their precompiled forms as a node-local cache of
+//! files) and the disk [`Reserve`].
 //!
-//! Layer: engines. Knows the filesystem (files now; an S3-compatible store
-//! later) and nothing of wasm, HTTP or SQL. Every write goes to a temporary
-//! file, is fsynced, then renamed, so a reader never sees a torn file.
+//! Layer: contracts (the trait and its suite, `testsuite` behind the
+//! feature of that name) with the file backend beside it, which is small.
+//! Knows nothing of wasm, HTTP or SQL; a blob's owner (an object, a
+//! version) is the metadata store's business.
 
-mod objects;
+mod artifacts;
+mod file;
 mod reserve;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
-pub use objects::{BlobWriter, ObjectFiles};
+pub use artifacts::ArtifactStore;
+pub use file::{FileBlobs, Layout};
 pub use reserve::Reserve;
 
+use bytes::Bytes;
+use futures::Stream;
 use sha2::{Digest, Sha256};
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::pin::Pin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     #[error("blob {0} is missing")]
     Missing(String),
-    #[error("{action} {path}: the disk is full")]
-    DiskFull { action: &'static str, path: PathBuf },
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    #[error(
+        "{0:?} is not a blob name (1 to 255 bytes of letters, digits, '.', '_' and '-', not starting with '.')"
+    )]
+    InvalidName(String),
+    #[error("{doing}: the disk is full")]
+    DiskFull { doing: String },
+    #[error("{doing}: {source}")]
+    Io { doing: String, source: io::Error },
 }
 
-/// Files under one directory: `artifacts/<sha256>.wasm` and
-/// `compiled/<sha256>-<engine key>.cwasm`.
-#[derive(Debug, Clone)]
-pub struct ArtifactStore {
-    root: PathBuf,
+impl BlobError {
+    /// The error of an I/O failure while `doing` something: a full disk is
+    /// told apart.
+    pub fn io(doing: impl Into<String>, source: io::Error) -> Self {
+        let doing = doing.into();
+        match source.kind() {
+            io::ErrorKind::StorageFull => BlobError::DiskFull { doing },
+            _ => BlobError::Io { doing, source },
+        }
+    }
 }
 
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BlobError {
-    let path = path.to_owned();
-    move |source| match source.kind() {
-        io::ErrorKind::StorageFull => BlobError::DiskFull { action, path },
-        _ => BlobError::Io {
-            action,
-            path,
-            source,
-        },
+/// A blob's bytes as they are read: chunks, in order.
+pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// What a listing says of a blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub name: String,
+    pub size: u64,
+    /// When it was last written.
+    pub modified: std::time::SystemTime,
+}
+
+/// Blobs by name. Names are one path segment: 1 to 255 bytes of ASCII
+/// letters, digits, `.`, `_` and `-`, not starting with `.` (see
+/// [`check_name`]); a store may keep its own files beside them.
+#[async_trait::async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Starts writing blob `name`. Nothing is visible under the name (and
+    /// a blob there is unchanged) until [`BlobUpload::commit`]; an upload
+    /// dropped before that leaves nothing behind.
+    async fn put(&self, name: &str) -> Result<Box<dyn BlobUpload>, BlobError>;
+
+    /// `length` bytes of blob `name` from `offset` (`None`: to its end);
+    /// [`BlobError::Missing`] if there is no such blob.
+    async fn get(
+        &self,
+        name: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<BlobStream, BlobError>;
+
+    /// The blob's size and time, if there is one.
+    async fn head(&self, name: &str) -> Result<Option<BlobInfo>, BlobError>;
+
+    /// Deletes a blob; one that is not there is fine.
+    async fn delete(&self, name: &str) -> Result<(), BlobError>;
+
+    /// The blobs whose names start with `prefix`, in no particular order.
+    async fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>, BlobError>;
+}
+
+/// A blob being written.
+#[async_trait::async_trait]
+pub trait BlobUpload: Send {
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError>;
+
+    /// Makes the blob durable and visible under its name, replacing what
+    /// was there; returns its size.
+    async fn commit(self: Box<Self>) -> Result<u64, BlobError>;
+}
+
+/// Checks a blob name (see [`BlobStore`]).
+pub fn check_name(name: &str) -> Result<(), BlobError> {
+    let valid = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(BlobError::InvalidName(name.to_owned()))
     }
 }
 
@@ -54,107 +122,21 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-impl ArtifactStore {
-    pub fn open(root: &Path) -> Result<Self, BlobError> {
-        for sub in ["artifacts", "compiled", "tmp"] {
-            let dir = root.join(sub);
-            fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
-        }
-        Ok(Self {
-            root: root.to_owned(),
-        })
+/// Reads a whole blob into memory.
+pub async fn read_all(store: &dyn BlobStore, name: &str) -> Result<Vec<u8>, BlobError> {
+    use futures::StreamExt;
+    let mut stream = store.get(name, 0, None).await?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| BlobError::io(format!("reading blob {name}"), error))?;
+        bytes.extend_from_slice(&chunk);
     }
-
-    pub fn artifact_path(&self, hash: &str) -> PathBuf {
-        self.root.join("artifacts").join(format!("{hash}.wasm"))
-    }
-
-    pub fn compiled_path(&self, hash: &str, engine_key: &str) -> PathBuf {
-        self.root
-            .join("compiled")
-            .join(format!("{hash}-{engine_key}.cwasm"))
-    }
-
-    /// Stores an uploaded component under its content hash; returns the hash.
-    pub fn put_artifact(&self, bytes: &[u8]) -> Result<String, BlobError> {
-        let hash = content_hash(bytes);
-        let path = self.artifact_path(&hash);
-        if !path.exists() {
-            self.write_atomically(&path, bytes)?;
-        }
-        Ok(hash)
-    }
-
-    pub fn read_artifact(&self, hash: &str) -> Result<Vec<u8>, BlobError> {
-        let path = self.artifact_path(hash);
-        fs::read(&path).map_err(|error| match error.kind() {
-            io::ErrorKind::NotFound => BlobError::Missing(hash.to_owned()),
-            _ => BlobError::Io {
-                action: "reading",
-                path: path.clone(),
-                source: error,
-            },
-        })
-    }
-
-    /// Stores a precompiled artifact for one engine configuration.
-    pub fn put_compiled(
-        &self,
-        hash: &str,
-        engine_key: &str,
-        bytes: &[u8],
-    ) -> Result<PathBuf, BlobError> {
-        let path = self.compiled_path(hash, engine_key);
-        self.write_atomically(&path, bytes)?;
-        Ok(path)
-    }
-
-    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), BlobError> {
-        let tmp_dir = self.root.join("tmp");
-        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
-            .map_err(io_error("creating a file in", &tmp_dir))?;
-        tmp.write_all(bytes)
-            .map_err(io_error("writing", tmp.path()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(io_error("syncing", path))?;
-        tmp.persist(path).map_err(|error| BlobError::Io {
-            action: "renaming into",
-            path: path.to_owned(),
-            source: error.error,
-        })?;
-        if let Some(parent) = path.parent() {
-            // The rename is durable once the directory entry is.
-            File::open(parent)
-                .and_then(|dir| dir.sync_all())
-                .map_err(io_error("syncing", parent))?;
-        }
-        Ok(())
-    }
+    Ok(bytes)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn artifacts_round_trip_by_content_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ArtifactStore::open(dir.path()).unwrap();
-        let hash = store.put_artifact(b"component bytes").unwrap();
-        assert_eq!(hash, content_hash(b"component bytes"));
-        assert_eq!(store.put_artifact(b"component bytes").unwrap(), hash);
-        assert_eq!(store.read_artifact(&hash).unwrap(), b"component bytes");
-        assert!(matches!(
-            store.read_artifact("0000"),
-            Err(BlobError::Missing(_))
-        ));
-        assert!(
-            fs::read_dir(dir.path().join("tmp"))
-                .unwrap()
-                .next()
-                .is_none(),
-            "no temporary file is left"
-        );
-    }
+/// Writes a whole blob from memory.
+pub async fn write_all(store: &dyn BlobStore, name: &str, bytes: &[u8]) -> Result<(), BlobError> {
+    let mut upload = store.put(name).await?;
+    upload.write(bytes).await?;
+    upload.commit().await.map(|_| ())
 }

@@ -187,21 +187,16 @@ impl Functions {
         deployed
     }
 
-    /// Loads a component from its precompiled artifact when this engine has
-    /// one, else compiles it (`code`, or the stored artifact) and caches the
-    /// result. Loading checks the handler export and imports again, so a
-    /// cache hit is as validated as a fresh compile.
-    fn prepare(
+    /// What the runtime needs to load a version: its precompiled code and
+    /// the project's services, bound to it.
+    fn load_spec(
         &self,
-        artifact: &str,
-        code: Option<&[u8]>,
         project: &ProjectId,
         function: &FunctionName,
         config: &FunctionConfig,
-    ) -> Result<Loaded, FunctionsError> {
-        let engine_key = self.executor.engine_key();
-        let compiled = self.artifacts.compiled_path(artifact, &engine_key);
-        let spec = |precompiled| LoadSpec {
+        precompiled: std::path::PathBuf,
+    ) -> LoadSpec {
+        LoadSpec {
             project: project.clone(),
             function: function.clone(),
             config: config.clone(),
@@ -225,9 +220,29 @@ impl Functions {
                 function: function.clone(),
                 events: self.events.clone(),
             }),
-        };
-        if compiled.exists() {
-            match self.executor.load(spec(compiled.clone())) {
+        }
+    }
+
+    /// Loads a component from its precompiled form when this engine has
+    /// one, else compiles it (`code`, or the stored component) and keeps
+    /// the result. Loading checks the handler export and imports again, so
+    /// a cached compile is as validated as a fresh one. Compiling and
+    /// loading run off the async threads.
+    async fn prepare(
+        self: &Arc<Self>,
+        artifact: &str,
+        code: Option<Arc<Vec<u8>>>,
+        project: &ProjectId,
+        function: &FunctionName,
+        config: &FunctionConfig,
+    ) -> Result<Loaded, FunctionsError> {
+        let engine_key = self.executor.engine_key();
+        if let Some(compiled) = self.artifacts.compiled(artifact, &engine_key).await? {
+            let (executor, spec) = (
+                self.executor.clone(),
+                self.load_spec(project, function, config, compiled.clone()),
+            );
+            match blocking(move || executor.load(spec)).await {
                 Ok(loaded) => return Ok(loaded),
                 Err(error) => tracing::warn!(
                     "precompiled {} is unusable ({error}); compiling again",
@@ -235,34 +250,38 @@ impl Functions {
                 ),
             }
         }
-        let stored;
         let code = match code {
             Some(code) => code,
-            None => {
-                stored = self.artifacts.read_artifact(artifact)?;
-                &stored
-            }
+            None => Arc::new(self.artifacts.read_component(artifact).await?),
         };
-        let output = self.executor.compile(code)?;
+        let executor = self.executor.clone();
+        let output = blocking(move || executor.compile(&code)).await?;
         let compiled = self
             .artifacts
-            .put_compiled(artifact, &engine_key, &output.precompiled)?;
-        self.executor
-            .load(spec(compiled))
+            .put_compiled(artifact, &engine_key, &output.precompiled)
+            .await?;
+        let (executor, spec) = (
+            self.executor.clone(),
+            self.load_spec(project, function, config, compiled),
+        );
+        blocking(move || executor.load(spec))
+            .await
             .map_err(FunctionsError::Load)
     }
 
-    fn load_version(
-        &self,
+    async fn load_version(
+        self: &Arc<Self>,
         version: &FunctionVersion,
     ) -> Result<Arc<dyn PreparedFunction>, FunctionsError> {
-        let loaded = self.prepare(
-            &version.artifact,
-            None,
-            &version.project,
-            &version.function,
-            &version.config,
-        )?;
+        let loaded = self
+            .prepare(
+                &version.artifact,
+                None,
+                &version.project,
+                &version.function,
+                &version.config,
+            )
+            .await?;
         Ok(loaded.prepared)
     }
 
@@ -272,26 +291,22 @@ impl Functions {
         for project in self.store.projects_with_functions().await? {
             versions.extend(self.store.list(&project).await?);
         }
-        let this = self.clone();
-        Ok(blocking(move || {
-            let mut loaded = 0;
-            for version in versions {
-                match this.load_version(&version) {
-                    Ok(prepared) => {
-                        this.install(version, prepared);
-                        loaded += 1;
-                    }
-                    Err(error) => tracing::error!(
-                        "function {}/{} version {} cannot be loaded: {error}",
-                        version.project,
-                        version.function,
-                        version.version
-                    ),
+        let mut loaded = 0;
+        for version in versions {
+            match self.load_version(&version).await {
+                Ok(prepared) => {
+                    self.install(version, prepared);
+                    loaded += 1;
                 }
+                Err(error) => tracing::error!(
+                    "function {}/{} version {} cannot be loaded: {error}",
+                    version.project,
+                    version.function,
+                    version.version
+                ),
             }
-            loaded
-        })
-        .await)
+        }
+        Ok(loaded)
     }
 
     /// Validates, compiles, stores and switches to a new version.
@@ -303,29 +318,21 @@ impl Functions {
         config: FunctionConfig,
     ) -> Result<Arc<Deployed>, FunctionsError> {
         config.validate()?;
-        let (project_for_load, function_for_load) = (project.clone(), function.clone());
-        let this = self.clone();
-        let (new, prepared) = blocking(move || {
-            // Validate (compile, or load a cached compile) before storing
-            // anything: a refused upload leaves no file behind.
-            let artifact = blob::content_hash(&code);
-            let loaded = this.prepare(
-                &artifact,
-                Some(&code),
-                &project_for_load,
-                &function_for_load,
-                &config,
-            )?;
-            this.artifacts.put_artifact(&code)?;
-            let new = NewVersion {
-                artifact,
-                size_bytes: code.len() as u64,
-                world: loaded.world,
-                config,
-            };
-            Ok::<_, FunctionsError>((new, loaded.prepared))
-        })
-        .await?;
+        // Validate (compile, or load a cached compile) before storing
+        // anything: a refused upload leaves no file behind.
+        let artifact = blob::content_hash(&code);
+        let code = Arc::new(code);
+        let loaded = self
+            .prepare(&artifact, Some(code.clone()), &project, &function, &config)
+            .await?;
+        self.artifacts.put_component(&code).await?;
+        let new = NewVersion {
+            artifact,
+            size_bytes: code.len() as u64,
+            world: loaded.world,
+            config,
+        };
+        let prepared = loaded.prepared;
         let _switch = self.switch.lock().await;
         let version = self.store.create_version(&project, &function, new).await?;
         Ok(self.install(version, prepared))
@@ -349,8 +356,7 @@ impl Functions {
                 function: function.to_string(),
                 version,
             })?;
-        let this = self.clone();
-        let prepared = blocking(move || this.load_version(&stored)).await?;
+        let prepared = self.load_version(&stored).await?;
         let stored = self.store.set_current(&project, &function, version).await?;
         Ok(self.install(stored, prepared))
     }

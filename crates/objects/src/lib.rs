@@ -2,7 +2,7 @@
 //! bounded memory, multipart uploads, checksums verified before anything
 //! is committed.
 //!
-//! Layer: services. Puts bytes in `blob::ObjectFiles` and metadata in a
+//! Layer: services. Puts bytes in a `blob::BlobStore` and metadata in a
 //! `store::ObjectStore`; knows no HTTP and no S3 wire format (the gateway
 //! speaks S3 and REST on top of this). A write is durable when it returns:
 //! the blob is fsynced and renamed before the metadata commit names it, so
@@ -13,12 +13,10 @@ mod checksum;
 
 pub use checksum::{ALGORITHMS, algorithm};
 
-use blob::{BlobError, ObjectFiles};
+use blob::{BlobError, BlobStore};
 use bytes::Bytes;
 use domain::{BucketName, ProjectId, now_millis};
-use futures::{Stream, StreamExt};
-use std::collections::VecDeque;
-use std::io::{Seek, SeekFrom};
+use futures::{Stream, StreamExt, TryStreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,7 +25,6 @@ use store::objects::{
     Bucket, ObjectCondition, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, ObjectStore, Part,
     Segment, Upload,
 };
-use tokio::io::AsyncReadExt;
 
 /// Smallest part of a multipart upload but the last (S3's rule).
 pub const MIN_PART_BYTES: u64 = 5 << 20;
@@ -168,30 +165,27 @@ fn random_id() -> String {
 
 pub struct Objects {
     store: Arc<dyn ObjectStore>,
-    files: ObjectFiles,
+    blobs: Arc<dyn BlobStore>,
 }
 
 impl Objects {
     /// Opens the service and deletes the blobs a crash left in the trash.
+    /// `after_crash`: the last run did not stop cleanly (the server keeps
+    /// the marker that says so), so blobs it was writing may be named by
+    /// nothing; they are swept. After a clean stop there is nothing to
+    /// look for, and the scan of every object is skipped.
     pub async fn open(
         store: Arc<dyn ObjectStore>,
-        files: ObjectFiles,
+        blobs: Arc<dyn BlobStore>,
+        after_crash: bool,
     ) -> Result<Arc<Self>, ObjectError> {
-        let objects = Arc::new(Self { store, files });
+        let objects = Arc::new(Self { store, blobs });
         let leftover = objects.store.trash().await?;
         objects.empty_trash(leftover).await;
-        // Unnamed files come only from a crash: after a clean stop there is
-        // nothing to look for, and the scan of every object is skipped.
-        if !objects.files.take_clean_stop()? {
+        if after_crash {
             objects.sweep_unnamed(std::time::SystemTime::now()).await?;
         }
         Ok(objects)
-    }
-
-    /// Records a clean stop, once no write is in flight any more: the next
-    /// start then skips [`Objects::sweep_unnamed`].
-    pub fn stopped_cleanly(&self) -> Result<(), ObjectError> {
-        Ok(self.files.mark_clean_stop()?)
     }
 
     /// Deletes blob files that no object or part names and that were last
@@ -204,18 +198,17 @@ impl Objects {
         started: std::time::SystemTime,
     ) -> Result<usize, ObjectError> {
         let named = self.store.named_blobs().await?;
-        let files = self.files.clone();
-        let on_disk = tokio::task::spawn_blocking(move || files.list())
-            .await
-            .map_err(|error| ObjectError::Internal(format!("listing blobs failed: {error}")))??;
-        let unnamed: Vec<String> = on_disk
+        let unnamed: Vec<String> = self
+            .blobs
+            .list("")
+            .await?
             .into_iter()
-            .filter(|(blob, modified)| *modified < started && !named.contains(blob))
-            .map(|(blob, _)| blob)
+            .filter(|blob| blob.modified < started && !named.contains(&blob.name))
+            .map(|blob| blob.name)
             .collect();
         for blob in &unnamed {
             tracing::info!("deleting blob {blob}, which no object names (left by a crash)");
-            self.files.remove(blob).await?;
+            self.blobs.delete(blob).await?;
         }
         Ok(unnamed.len())
     }
@@ -251,7 +244,7 @@ impl Objects {
         }
         let mut removed = Vec::with_capacity(blobs.len());
         for blob in blobs {
-            match self.files.remove(&blob).await {
+            match self.blobs.delete(&blob).await {
                 Ok(()) => removed.push(blob),
                 Err(error) => tracing::warn!("could not delete blob {blob}: {error}"),
             }
@@ -347,7 +340,8 @@ impl Objects {
             })?);
         }
         let mut checksums = checksum::Checksums::new(&algorithms);
-        let mut writer = self.files.create().await?;
+        let blob = random_id();
+        let mut writer = self.blobs.put(&blob).await?;
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|error| ObjectError::IncompleteBody(error.to_string()))?;
@@ -395,7 +389,7 @@ impl Objects {
                 verified.push((name, value));
             }
         }
-        let blob = writer.commit().await?;
+        writer.commit().await?;
         Ok(Written {
             blob,
             size,
@@ -475,7 +469,7 @@ impl Objects {
         };
         if let Err(error) = self.write(op).await {
             // Not committed: the blob is nobody's.
-            let _ = self.files.remove(&written.blob).await;
+            let _ = self.blobs.delete(&written.blob).await;
             return Err(error);
         }
         Ok(object)
@@ -502,7 +496,7 @@ impl Objects {
     /// The bytes `range` (start inclusive, end exclusive) of an object, as
     /// a stream that reads its files as it goes.
     pub fn read(&self, object: &ObjectMeta, range: std::ops::Range<u64>) -> ObjectStream {
-        let mut pieces = VecDeque::new();
+        let mut pieces = Vec::new();
         let mut offset = 0u64;
         for segment in &object.segments {
             let (start, end) = (offset, offset + segment.size);
@@ -512,13 +506,22 @@ impl Objects {
             }
             let from = range.start.max(start) - start;
             let to = range.end.min(end) - start;
-            pieces.push_back((segment.blob.clone(), from, to - from));
+            pieces.push((segment.blob.clone(), from, to - from));
         }
-        ObjectStream {
-            files: self.files.clone(),
-            pieces,
-            current: None,
-        }
+        let blobs = self.blobs.clone();
+        ObjectStream(sync_wrapper::SyncStream::new(Box::pin(
+            futures::stream::iter(pieces)
+                .then(move |(blob, offset, length)| {
+                    let blobs = blobs.clone();
+                    async move {
+                        blobs
+                            .get(&blob, offset, Some(length))
+                            .await
+                            .map_err(|error| std::io::Error::other(error.to_string()))
+                    }
+                })
+                .try_flatten(),
+        )))
     }
 
     pub async fn delete(
@@ -703,7 +706,7 @@ impl Objects {
             part: part.clone(),
         };
         if let Err(error) = self.write(op).await {
-            let _ = self.files.remove(&written.blob).await;
+            let _ = self.blobs.delete(&written.blob).await;
             return Err(error);
         }
         Ok(part)
@@ -955,49 +958,16 @@ fn check_key(key: &str) -> Result<(), ObjectError> {
     Ok(())
 }
 
-type FileChunks = tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>;
-
-/// An object's bytes, read file by file as the stream is polled: memory
+/// An object's bytes, read blob by blob as the stream is polled: memory
 /// stays at one read buffer whatever the size.
-pub struct ObjectStream {
-    files: ObjectFiles,
-    /// (blob, offset, length) still to read.
-    pieces: VecDeque<(String, u64, u64)>,
-    current: Option<FileChunks>,
-}
-
-/// Size of each read from an object's files.
-const READ_CHUNK: usize = 256 << 10;
+/// (Held in a `SyncStream`: the S3 front needs a `Sync` body, and a
+/// stream is only ever polled through `&mut`.)
+pub struct ObjectStream(sync_wrapper::SyncStream<blob::BlobStream>);
 
 impl Stream for ObjectStream {
     type Item = std::io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Some(current) = &mut self.current {
-                match Pin::new(current).poll_next(cx) {
-                    Poll::Ready(None) => self.current = None,
-                    other => return other,
-                }
-            }
-            let Some((blob, offset, length)) = self.pieces.pop_front() else {
-                return Poll::Ready(None);
-            };
-            // Opening and seeking take microseconds: done in place rather
-            // than through a thread hop.
-            let opened = std::fs::File::open(self.files.path(&blob)).and_then(|mut file| {
-                file.seek(SeekFrom::Start(offset))?;
-                Ok(file)
-            });
-            match opened {
-                Ok(file) => {
-                    let file = tokio::fs::File::from_std(file).take(length);
-                    self.current = Some(tokio_util::io::ReaderStream::with_capacity(
-                        file, READ_CHUNK,
-                    ));
-                }
-                Err(error) => return Poll::Ready(Some(Err(error))),
-            }
-        }
+        Pin::new(&mut self.0).poll_next(cx)
     }
 }

@@ -5,7 +5,7 @@
 //! in-flight requests (bounded) and flushes every record before returning.
 
 use anyhow::Context;
-use blob::ArtifactStore;
+use blob::{ArtifactStore, FileBlobs, Layout};
 use domain::ByteSize;
 use functions::Functions;
 pub use gateway::ConnectionLimits;
@@ -167,14 +167,36 @@ pub async fn run(
             .await?
             .context("opening the metadata database")?,
     ));
+    let data = &config.data_dir;
+    let object_blobs = FileBlobs::open(
+        &data.join("objects"),
+        Layout::FannedOut,
+        &data.join("objects").join("tmp"),
+    )
+    .context("opening the object directory")?;
     let objects = objects::Objects::open(
         stores.objects.clone(),
-        blob::ObjectFiles::open(&config.data_dir).context("opening the object directory")?,
+        Arc::new(object_blobs),
+        !take_clean_stop(&config.data_dir)?,
     )
     .await
     .context("opening object storage")?;
-    let artifacts =
-        ArtifactStore::open(&config.data_dir).context("opening the artifact directory")?;
+    let artifacts = ArtifactStore::new(
+        Arc::new(
+            FileBlobs::open(
+                &data.join("artifacts"),
+                Layout::Flat,
+                &data.join("tmp").join("artifacts"),
+            )
+            .context("opening the artifact directory")?,
+        ),
+        FileBlobs::open(
+            &data.join("compiled"),
+            Layout::Flat,
+            &data.join("tmp").join("compiled"),
+        )
+        .context("opening the directory of precompiled code")?,
+    );
     let metrics = Arc::new(Metrics::new());
     let recorder = Recorder::start(stores.records.clone(), metrics.clone());
     let runtime = Arc::new(WasmRuntime::new(
@@ -299,9 +321,31 @@ pub async fn run(
     // Cut-off requests may have left an object file without its commit:
     // only a full drain counts as a clean stop.
     if drained {
-        objects.stopped_cleanly()?;
+        mark_clean_stop(&config.data_dir)?;
     }
     Ok(())
+}
+
+/// The marker a clean stop leaves, once no write is in flight any more:
+/// the next start then skips the sweep of blobs that nothing names.
+fn clean_stop_marker(data_dir: &Path) -> PathBuf {
+    data_dir.join("objects").join("clean-stop")
+}
+
+/// Whether the last run stopped cleanly; the marker is consumed, so a
+/// crash of this run is not mistaken for a clean stop.
+fn take_clean_stop(data_dir: &Path) -> anyhow::Result<bool> {
+    let marker = clean_stop_marker(data_dir);
+    match std::fs::remove_file(&marker) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error).with_context(|| format!("removing {}", marker.display())),
+    }
+}
+
+fn mark_clean_stop(data_dir: &Path) -> anyhow::Result<()> {
+    let marker = clean_stop_marker(data_dir);
+    std::fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))
 }
 
 /// Connections the kernel may queue before the server accepts them
