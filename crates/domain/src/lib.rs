@@ -35,3 +35,19 @@ pub fn now_millis() -> UnixMillis {
         .map(|elapsed| elapsed.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// What time it is: injected wherever a rule depends on it (expiry,
+/// schedules, retries), so that tests move time instead of waiting.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> UnixMillis;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixMillis {
+        now_millis()
+    }
+}

@@ -1,6 +1,8 @@
-//! `invoke::GuestDocuments` over the document store, bound to one project:
-//! the same parsing, limits and errors as the REST API.
-use domain::{CollectionName, FunctionName, ProjectId};
+//! `invoke::GuestDocuments` over the document service, bound to one
+//! project: the rules are `data::Documents`', the same as REST's; a
+//! guest's writes name its function as their origin.
+use data::{BatchWrite, DataError, Documents};
+use domain::{FunctionName, ProjectId};
 use invoke::{
     GuestDocError, GuestDocOp, GuestDocPage, GuestDocWrite, GuestDocWritten, GuestDocument,
     GuestDocuments, ServiceFuture,
@@ -8,17 +10,12 @@ use invoke::{
 use serde_json::Value;
 use std::sync::Arc;
 use store::StoreError;
-use store::docs::{DocStore, DocWrite, MAX_BATCH_WRITES, WriteKind, parse_query};
 
 pub struct ProjectDocuments {
     pub project: ProjectId,
     /// The function writing: its writes' change events name it.
     pub function: FunctionName,
-    pub docs: Arc<dyn DocStore>,
-}
-
-fn collection_name(name: &str) -> Result<CollectionName, GuestDocError> {
-    CollectionName::new(name).map_err(|error| GuestDocError::Invalid(error.to_string()))
+    pub docs: Arc<Documents>,
 }
 
 fn json(text: &str, what: &str) -> Result<Value, GuestDocError> {
@@ -26,10 +23,10 @@ fn json(text: &str, what: &str) -> Result<Value, GuestDocError> {
         .map_err(|error| GuestDocError::Invalid(format!("the {what} is not JSON: {error}")))
 }
 
-fn guest_error(error: StoreError) -> GuestDocError {
+fn store_error(error: StoreError) -> GuestDocError {
     match error {
         StoreError::BatchFailed { write, error } => {
-            let inner = guest_error(*error);
+            let inner = store_error(*error);
             let message =
                 format!("write {write} of the batch failed, so nothing was written: {inner}");
             match inner {
@@ -59,21 +56,11 @@ fn guest_error(error: StoreError) -> GuestDocError {
     }
 }
 
-fn write_from_guest(write: GuestDocWrite) -> Result<DocWrite, String> {
-    let kind = match write.op {
-        GuestDocOp::Create => WriteKind::Create,
-        GuestDocOp::Set => WriteKind::Set,
-        GuestDocOp::Patch => WriteKind::Patch,
-        GuestDocOp::Delete => WriteKind::Delete,
-    };
-    let data = write
-        .data
-        .as_deref()
-        .map(|text| {
-            serde_json::from_str(text).map_err(|error| format!("data is not JSON: {error}"))
-        })
-        .transpose()?;
-    DocWrite::from_parts(kind, &write.collection, write.id, data, write.if_version)
+fn guest_error(error: DataError) -> GuestDocError {
+    match error {
+        DataError::Store(error) => store_error(error),
+        error => GuestDocError::Invalid(error.to_string()),
+    }
 }
 
 fn guest_document(document: store::docs::Document) -> GuestDocument {
@@ -84,6 +71,28 @@ fn guest_document(document: store::docs::Document) -> GuestDocument {
     }
 }
 
+fn batch_write(write: GuestDocWrite) -> Result<BatchWrite, String> {
+    let op = match write.op {
+        GuestDocOp::Create => "create",
+        GuestDocOp::Set => "set",
+        GuestDocOp::Patch => "patch",
+        GuestDocOp::Delete => "delete",
+    };
+    Ok(BatchWrite {
+        op: op.to_owned(),
+        collection: write.collection,
+        id: write.id,
+        data: write
+            .data
+            .as_deref()
+            .map(|text| {
+                serde_json::from_str(text).map_err(|error| format!("data is not JSON: {error}"))
+            })
+            .transpose()?,
+        if_version: write.if_version,
+    })
+}
+
 impl GuestDocuments for ProjectDocuments {
     fn get<'a>(
         &'a self,
@@ -91,10 +100,10 @@ impl GuestDocuments for ProjectDocuments {
         id: &'a str,
     ) -> ServiceFuture<'a, Option<GuestDocument>, GuestDocError> {
         Box::pin(async move {
-            let collection = collection_name(collection)?;
+            let collection = Documents::collection_name(collection).map_err(guest_error)?;
             let found = self
                 .docs
-                .doc_get(&self.project, &collection, id)
+                .get(&self.project, &collection, id)
                 .await
                 .map_err(guest_error)?;
             Ok(found.map(guest_document))
@@ -106,29 +115,31 @@ impl GuestDocuments for ProjectDocuments {
         writes: Vec<GuestDocWrite>,
     ) -> ServiceFuture<'a, Vec<GuestDocWritten>, GuestDocError> {
         Box::pin(async move {
-            if writes.is_empty() || writes.len() > MAX_BATCH_WRITES {
-                return Err(GuestDocError::Invalid(format!(
-                    "a batch has 1 to {MAX_BATCH_WRITES} writes"
-                )));
-            }
             let writes = writes
                 .into_iter()
                 .enumerate()
                 .map(|(at, write)| {
-                    write_from_guest(write)
+                    batch_write(write)
                         .map_err(|message| GuestDocError::Invalid(format!("write {at}: {message}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let single = writes.len() == 1;
-            let done = self
-                .docs
-                .doc_write(&self.project, Some(&self.function), writes)
-                .await
-                .map_err(|error| match error {
-                    // A single write's error needs no batch wrapper.
-                    StoreError::BatchFailed { error, .. } if single => guest_error(*error),
-                    error => guest_error(error),
-                })?;
+            let mut writes = Documents::batch_writes(writes).map_err(guest_error)?;
+            let origin = Some(&self.function);
+            // A single write's error needs no batch wrapper.
+            let done = if writes.len() == 1 {
+                let write = writes.pop().expect("one write");
+                vec![
+                    self.docs
+                        .write(&self.project, origin, write)
+                        .await
+                        .map_err(guest_error)?,
+                ]
+            } else {
+                self.docs
+                    .batch(&self.project, origin, writes)
+                    .await
+                    .map_err(guest_error)?
+            };
             Ok(done
                 .into_iter()
                 .map(|written| GuestDocWritten {
@@ -145,11 +156,10 @@ impl GuestDocuments for ProjectDocuments {
         query: &'a str,
     ) -> ServiceFuture<'a, GuestDocPage, GuestDocError> {
         Box::pin(async move {
-            let collection = collection_name(collection)?;
-            let query = parse_query(&json(query, "query")?).map_err(guest_error)?;
+            let collection = Documents::collection_name(collection).map_err(guest_error)?;
             let page = self
                 .docs
-                .doc_query(&self.project, &collection, &query)
+                .query(&self.project, &collection, &json(query, "query")?)
                 .await
                 .map_err(guest_error)?;
             Ok(GuestDocPage {
@@ -165,10 +175,9 @@ impl GuestDocuments for ProjectDocuments {
         query: &'a str,
     ) -> ServiceFuture<'a, u64, GuestDocError> {
         Box::pin(async move {
-            let collection = collection_name(collection)?;
-            let query = parse_query(&json(query, "query")?).map_err(guest_error)?;
+            let collection = Documents::collection_name(collection).map_err(guest_error)?;
             self.docs
-                .doc_count(&self.project, &collection, &query)
+                .count(&self.project, &collection, &json(query, "query")?)
                 .await
                 .map_err(guest_error)
         })

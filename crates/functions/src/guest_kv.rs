@@ -1,36 +1,29 @@
-//! `invoke::GuestKeyValue` over the key-value store, bound to one project.
-use domain::{ProjectId, StoreName, now_millis};
+//! `invoke::GuestKeyValue` over the key-value service, bound to one
+//! project: the rules are `data::KeyValue`'s, the same as REST's.
+use data::{DataError, KeyValue, MAX_LIST};
+use domain::ProjectId;
 use invoke::{GuestKeyPage, GuestKeyValue, GuestKvError, ServiceFuture};
 use std::sync::Arc;
-use store::{Condition, KvStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, StoreError};
-
-/// Keys one `list` returns.
-const PAGE: u32 = 1000;
+use store::{Condition, StoreError};
 
 pub struct ProjectKeyValue {
     pub project: ProjectId,
-    pub kv: Arc<dyn KvStore>,
+    pub kv: Arc<KeyValue>,
 }
 
-fn store_name(store: &str) -> Result<StoreName, GuestKvError> {
-    // `default` is what Spin and wasmtime's own implementation call the
-    // store a guest opens without thinking about names.
-    let store = if store.is_empty() { "default" } else { store };
-    StoreName::new(store).map_err(|_| GuestKvError::NoSuchStore(store.to_owned()))
+/// `default` is what Spin and wasmtime's own implementation call the store
+/// a guest opens without thinking about names.
+fn store_name(store: &str) -> &str {
+    if store.is_empty() { "default" } else { store }
 }
 
-fn check_key(key: &str) -> Result<(), GuestKvError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(GuestKvError::Other(format!(
-            "a key is 1 to {MAX_KEY_BYTES} bytes"
-        )));
-    }
-    Ok(())
-}
-
-fn other(error: StoreError) -> GuestKvError {
+fn guest_error(error: DataError) -> GuestKvError {
     match error {
-        StoreError::NotANumber | StoreError::Overflow => GuestKvError::Other(error.to_string()),
+        DataError::InvalidName(_) => GuestKvError::NoSuchStore(error.to_string()),
+        DataError::Store(StoreError::NotANumber | StoreError::Overflow)
+        | DataError::InvalidKey(_)
+        | DataError::TooLarge(_)
+        | DataError::InvalidQuery(_) => GuestKvError::Other(error.to_string()),
         error => {
             tracing::error!("key-value store failed for a guest: {error}");
             GuestKvError::Other("the key-value store failed".to_owned())
@@ -40,7 +33,10 @@ fn other(error: StoreError) -> GuestKvError {
 
 impl GuestKeyValue for ProjectKeyValue {
     fn open(&self, store: &str) -> Result<(), GuestKvError> {
-        store_name(store).map(|_| ())
+        let store = store_name(store);
+        KeyValue::store_name(store)
+            .map(|_| ())
+            .map_err(|_| GuestKvError::NoSuchStore(store.to_owned()))
     }
 
     fn get<'a>(
@@ -49,13 +45,11 @@ impl GuestKeyValue for ProjectKeyValue {
         key: &'a str,
     ) -> ServiceFuture<'a, Option<Vec<u8>>, GuestKvError> {
         Box::pin(async move {
-            let store = store_name(store)?;
-            check_key(key)?;
             self.kv
-                .kv_get(&self.project, &store, key, now_millis())
+                .get(&self.project, store_name(store), key)
                 .await
                 .map(|entry| entry.map(|entry| entry.value))
-                .map_err(other)
+                .map_err(guest_error)
         })
     }
 
@@ -66,38 +60,28 @@ impl GuestKeyValue for ProjectKeyValue {
         value: Vec<u8>,
     ) -> ServiceFuture<'a, (), GuestKvError> {
         Box::pin(async move {
-            let store = store_name(store)?;
-            check_key(key)?;
-            if value.len() > MAX_VALUE_BYTES {
-                return Err(GuestKvError::Other(format!(
-                    "a value is at most {MAX_VALUE_BYTES} bytes"
-                )));
-            }
             self.kv
-                .kv_set(
+                .set(
                     &self.project,
-                    &store,
+                    store_name(store),
                     key,
                     value,
                     None,
                     Condition::Always,
-                    now_millis(),
                 )
                 .await
                 .map(|_| ())
-                .map_err(other)
+                .map_err(guest_error)
         })
     }
 
     fn delete<'a>(&'a self, store: &'a str, key: &'a str) -> ServiceFuture<'a, (), GuestKvError> {
         Box::pin(async move {
-            let store = store_name(store)?;
-            check_key(key)?;
             self.kv
-                .kv_delete(&self.project, &store, key, Condition::Always, now_millis())
+                .delete(&self.project, store_name(store), key, Condition::Always)
                 .await
                 .map(|_| ())
-                .map_err(other)
+                .map_err(guest_error)
         })
     }
 
@@ -107,19 +91,15 @@ impl GuestKeyValue for ProjectKeyValue {
         after: Option<&'a str>,
     ) -> ServiceFuture<'a, GuestKeyPage, GuestKvError> {
         Box::pin(async move {
-            let store = store_name(store)?;
-            let mut keys = self
+            let page = self
                 .kv
-                .kv_list(&self.project, &store, "", after, PAGE + 1, now_millis())
+                .list(&self.project, store_name(store), "", after, MAX_LIST)
                 .await
-                .map_err(other)?;
-            let next = if keys.len() > PAGE as usize {
-                keys.truncate(PAGE as usize);
-                keys.last().cloned()
-            } else {
-                None
-            };
-            Ok(GuestKeyPage { keys, next })
+                .map_err(guest_error)?;
+            Ok(GuestKeyPage {
+                keys: page.keys,
+                next: page.cursor,
+            })
         })
     }
 
@@ -130,12 +110,10 @@ impl GuestKeyValue for ProjectKeyValue {
         delta: i64,
     ) -> ServiceFuture<'a, i64, GuestKvError> {
         Box::pin(async move {
-            let store = store_name(store)?;
-            check_key(key)?;
             self.kv
-                .kv_increment(&self.project, &store, key, delta, now_millis())
+                .increment(&self.project, store_name(store), key, delta)
                 .await
-                .map_err(other)
+                .map_err(guest_error)
         })
     }
 }

@@ -83,8 +83,8 @@ impl Maintenance {
 
 pub struct Functions {
     store: Arc<dyn FunctionStore>,
-    kv: Arc<dyn store::KvStore>,
-    docs: Arc<dyn store::DocStore>,
+    kv: Arc<data::KeyValue>,
+    docs: Arc<data::Documents>,
     objects: Arc<objects::Objects>,
     events: Arc<dyn store::EventStore>,
     artifacts: ArtifactStore,
@@ -107,8 +107,8 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 impl Functions {
     pub fn new(
         store: Arc<dyn FunctionStore>,
-        kv: Arc<dyn store::KvStore>,
-        docs: Arc<dyn store::DocStore>,
+        kv: Arc<data::KeyValue>,
+        docs: Arc<data::Documents>,
         objects: Arc<objects::Objects>,
         events: Arc<dyn store::EventStore>,
         artifacts: ArtifactStore,

@@ -8,13 +8,11 @@ use auth::Caller;
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
+use data::Documents;
 use domain::{Access, CollectionName, ResourceKind};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use store::docs::{
-    DocCondition, DocWrite, Index, MAX_BATCH_WRITES, MAX_DOCUMENT_BYTES, WriteKind,
-    parse_index_fields, parse_query,
-};
+use store::docs::{DocCondition, DocWrite, Index, MAX_DOCUMENT_BYTES};
 
 /// Largest body of a single-document request: the document limit plus room
 /// for pretty-printing.
@@ -27,8 +25,7 @@ const MAX_INDEX_BODY: usize = 16 << 10;
 const MAX_QUERY_BODY: usize = 256 << 10;
 
 fn collection_name(name: &str) -> Result<CollectionName, ApiError> {
-    CollectionName::new(name)
-        .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+    Ok(Documents::collection_name(name)?)
 }
 
 /// The collection a request names, if the caller may `access` it.
@@ -126,20 +123,13 @@ fn written_response(status: http::StatusCode, written: store::docs::DocWritten) 
     response
 }
 
-/// Runs a batch of one write and returns its answer, the batch wrapper
-/// taken off its error.
+/// One write, answered without a batch around its error.
 async fn write_one(
     gateway: &SharedGateway,
     project: &domain::ProjectId,
     write: DocWrite,
 ) -> Result<store::docs::DocWritten, ApiError> {
-    match gateway.docs.doc_write(project, None, vec![write]).await {
-        Ok(mut done) => done
-            .pop()
-            .ok_or_else(|| ApiError::Internal("a write answered nothing".to_owned())),
-        Err(store::StoreError::BatchFailed { error, .. }) => Err((*error).into()),
-        Err(error) => Err(error.into()),
-    }
+    Ok(gateway.docs.write(project, None, write).await?)
 }
 
 pub async fn list_collections(
@@ -148,7 +138,7 @@ pub async fn list_collections(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<api_types::DocCollectionList>, ApiError> {
     require_service(&caller, &project)?;
-    let collections = gateway.docs.doc_collections(&project).await?;
+    let collections = gateway.docs.collections(&project).await?;
     Ok(Json(api_types::DocCollectionList {
         collections: collections
             .into_iter()
@@ -210,11 +200,7 @@ async fn run_query(
     collection: CollectionName,
     body: Value,
 ) -> Result<Json<api_types::DocPage>, ApiError> {
-    let query = parse_query(&body)?;
-    let page = gateway
-        .docs
-        .doc_query(&project, &collection, &query)
-        .await?;
+    let page = gateway.docs.query(&project, &collection, &body).await?;
     Ok(Json(api_types::DocPage {
         documents: page.documents.into_iter().map(document_out).collect(),
         next_cursor: page.next_cursor,
@@ -243,11 +229,8 @@ pub async fn count(
     request: Request,
 ) -> Result<Json<api_types::DocCount>, ApiError> {
     let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
-    let query = parse_query(&read_json(&gateway, request, MAX_QUERY_BODY).await?.0)?;
-    let count = gateway
-        .docs
-        .doc_count(&project, &collection, &query)
-        .await?;
+    let query = read_json(&gateway, request, MAX_QUERY_BODY).await?.0;
+    let count = gateway.docs.count(&project, &collection, &query).await?;
     Ok(Json(api_types::DocCount { count }))
 }
 
@@ -261,11 +244,8 @@ pub async fn explain(
 ) -> Result<Json<api_types::DocExplain>, ApiError> {
     let collection = collection_name(&collection)?;
     require_service(&caller, &project)?;
-    let query = parse_query(&read_json(&gateway, request, MAX_QUERY_BODY).await?.0)?;
-    let plan = gateway
-        .docs
-        .doc_explain(&project, &collection, &query)
-        .await?;
+    let query = read_json(&gateway, request, MAX_QUERY_BODY).await?.0;
+    let plan = gateway.docs.explain(&project, &collection, &query).await?;
     Ok(Json(api_types::DocExplain {
         strategy: plan.strategy.to_owned(),
         index: plan.index,
@@ -307,7 +287,7 @@ pub async fn get(
     let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
     let document = gateway
         .docs
-        .doc_get(&project, &collection, &id)
+        .get(&project, &collection, &id)
         .await?
         .ok_or_else(|| {
             ApiError::DocumentNotFound(format!("no document {id:?} in this collection"))
@@ -433,22 +413,19 @@ pub async fn batch(
         |error| ApiError::bad_request("invalid_batch", error.to_string()),
     )
     .await?;
-    if batch.writes.is_empty() || batch.writes.len() > MAX_BATCH_WRITES {
-        return Err(ApiError::bad_request(
-            "invalid_batch",
-            format!("a batch has 1 to {MAX_BATCH_WRITES} writes"),
-        ));
-    }
-    let writes = batch
-        .writes
-        .into_iter()
-        .enumerate()
-        .map(|(at, write)| {
-            batch_write(write).map_err(|message| {
-                ApiError::bad_request("invalid_batch", format!("write {at}: {message}"))
+    let writes = Documents::batch_writes(
+        batch
+            .writes
+            .into_iter()
+            .map(|write| data::BatchWrite {
+                op: write.op,
+                collection: write.collection,
+                id: write.id,
+                data: write.data,
+                if_version: write.if_version,
             })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+            .collect(),
+    )?;
     let mut collections: Vec<&CollectionName> = writes.iter().map(DocWrite::collection).collect();
     collections.sort();
     collections.dedup();
@@ -463,7 +440,7 @@ pub async fn batch(
         )
         .await?;
     }
-    let results = gateway.docs.doc_write(&project, None, writes).await?;
+    let results = gateway.docs.batch(&project, None, writes).await?;
     Ok(Json(api_types::DocBatchResult {
         results: results
             .into_iter()
@@ -475,17 +452,6 @@ pub async fn batch(
     }))
 }
 
-fn batch_write(write: api_types::DocBatchWrite) -> Result<DocWrite, String> {
-    let kind = WriteKind::parse(&write.op)?;
-    DocWrite::from_parts(
-        kind,
-        &write.collection,
-        write.id,
-        write.data,
-        write.if_version,
-    )
-}
-
 pub async fn list_indexes(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
@@ -494,29 +460,8 @@ pub async fn list_indexes(
 ) -> Result<Json<Vec<api_types::DocIndex>>, ApiError> {
     let collection = collection_name(&collection)?;
     require_service(&caller, &project)?;
-    let collections = gateway.docs.doc_collections(&project).await?;
-    let indexes = collections
-        .into_iter()
-        .find(|info| info.name == collection)
-        .map(|info| info.indexes)
-        .unwrap_or_default();
+    let indexes = gateway.docs.indexes(&project, &collection).await?;
     Ok(Json(indexes.into_iter().map(index_out).collect()))
-}
-
-fn index_name(name: &str) -> Result<(), ApiError> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_name",
-            format!("index name {name:?} must be 1 to 63 lowercase letters, digits or '-'"),
-        ))
-    }
 }
 
 /// `PUT /v1/docs/C/_indexes/NAME` with `{"fields": ["city", "-age"]}`:
@@ -530,16 +475,13 @@ pub async fn create_index(
 ) -> Result<(http::StatusCode, Json<api_types::DocIndex>), ApiError> {
     let collection = collection_name(&collection)?;
     require_service(&caller, &project)?;
-    index_name(&name)?;
+    Documents::index_name(&name)?;
     let body: api_types::CreateDocIndex =
         serde_json::from_value(read_json(&gateway, request, MAX_INDEX_BODY).await?.0)
             .map_err(|error| ApiError::bad_request("invalid_index", error.to_string()))?;
-    let fields = parse_index_fields(&body.fields)
-        .map_err(|error| ApiError::bad_request("invalid_index", error.to_string()))?;
-    let index = Index { name, fields };
-    gateway
+    let index = gateway
         .docs
-        .doc_create_index(&project, &collection, index.clone())
+        .create_index(&project, &collection, &name, &body.fields)
         .await?;
     Ok((http::StatusCode::CREATED, Json(index_out(index))))
 }
@@ -554,7 +496,7 @@ pub async fn drop_index(
     require_service(&caller, &project)?;
     if gateway
         .docs
-        .doc_drop_index(&project, &collection, &name)
+        .drop_index(&project, &collection, &name)
         .await?
     {
         Ok(http::StatusCode::NO_CONTENT)
@@ -575,11 +517,7 @@ pub async fn drop_collection(
 ) -> Result<http::StatusCode, ApiError> {
     let collection = collection_name(&collection)?;
     require_service(&caller, &project)?;
-    if gateway
-        .docs
-        .doc_drop_collection(&project, &collection)
-        .await?
-    {
+    if gateway.docs.drop_collection(&project, &collection).await? {
         // Created again later, it starts private.
         gateway
             .auth

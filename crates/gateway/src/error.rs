@@ -324,6 +324,21 @@ impl From<store::StoreError> for ApiError {
     }
 }
 
+impl From<data::DataError> for ApiError {
+    fn from(error: data::DataError) -> Self {
+        use data::DataError;
+        match error {
+            DataError::InvalidName(message) => ApiError::bad_request("invalid_name", message),
+            DataError::InvalidKey(message) => ApiError::bad_request("invalid_key", message),
+            DataError::TooLarge(message) => ApiError::PayloadTooLarge(message),
+            DataError::InvalidQuery(message) => ApiError::bad_request("invalid_query", message),
+            DataError::InvalidBatch(message) => ApiError::bad_request("invalid_batch", message),
+            DataError::InvalidIndex(message) => ApiError::bad_request("invalid_index", message),
+            DataError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl From<auth::AuthError> for ApiError {
     fn from(error: auth::AuthError) -> Self {
         match error {

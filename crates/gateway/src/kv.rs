@@ -5,26 +5,9 @@ use crate::{ApiError, SharedGateway};
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use domain::{StoreName, now_millis};
+use data::MAX_LIST;
 use std::collections::HashMap;
-use store::{Condition, MAX_KEY_BYTES, MAX_VALUE_BYTES};
-
-/// Most keys one listing returns.
-const MAX_LIST: u32 = 1000;
-
-fn store_name(name: &str) -> Result<StoreName, ApiError> {
-    StoreName::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
-}
-
-fn check_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(ApiError::bad_request(
-            "invalid_key",
-            format!("a key is 1 to {MAX_KEY_BYTES} bytes of UTF-8"),
-        ));
-    }
-    Ok(())
-}
+use store::{Condition, MAX_VALUE_BYTES};
 
 /// `If-Match: "N"` (compare-and-swap) or `If-None-Match: *` (create only).
 fn condition(headers: &http::HeaderMap) -> Result<Condition, ApiError> {
@@ -45,7 +28,7 @@ pub async fn list_stores(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
 ) -> Result<Json<api_types::KvStoreList>, ApiError> {
-    let stores = gateway.kv.kv_stores(&project).await?;
+    let stores = gateway.kv.stores(&project).await?;
     Ok(Json(api_types::KvStoreList {
         stores: stores.iter().map(ToString::to_string).collect(),
     }))
@@ -58,29 +41,17 @@ pub async fn list_keys(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<api_types::KvKeyList>, ApiError> {
     only_params(&query, &["prefix", "cursor", "limit"])?;
-    let store = store_name(&store)?;
     let limit = crate::http_util::page_limit(&query, 100, MAX_LIST)?;
-    let prefix = query.get("prefix").cloned().unwrap_or_default();
-    let cursor = query.get("cursor").cloned();
-    // One more than asked tells whether there is a next page.
-    let mut keys = gateway
+    let prefix = query.get("prefix").map_or("", String::as_str);
+    let cursor = query.get("cursor").map(String::as_str);
+    let page = gateway
         .kv
-        .kv_list(
-            &project,
-            &store,
-            &prefix,
-            cursor.as_deref(),
-            limit + 1,
-            now_millis(),
-        )
+        .list(&project, &store, prefix, cursor, limit)
         .await?;
-    let cursor = if keys.len() > limit as usize {
-        keys.truncate(limit as usize);
-        keys.last().cloned()
-    } else {
-        None
-    };
-    Ok(Json(api_types::KvKeyList { keys, cursor }))
+    Ok(Json(api_types::KvKeyList {
+        keys: page.keys,
+        cursor: page.cursor,
+    }))
 }
 
 /// `DELETE /v1/kv/STORE`: every entry of the store, in one write.
@@ -89,8 +60,7 @@ pub async fn drop_store(
     Extension(Scope(project)): Extension<Scope>,
     Path(store): Path<String>,
 ) -> Result<http::StatusCode, ApiError> {
-    let store = store_name(&store)?;
-    if gateway.kv.kv_drop_store(&project, &store).await? {
+    if gateway.kv.drop_store(&project, &store).await? {
         Ok(http::StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFoundCode {
@@ -105,13 +75,9 @@ pub async fn get(
     Extension(Scope(project)): Extension<Scope>,
     Path((store, key)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let store = store_name(&store)?;
-    check_key(&key)?;
-    // A point read on the key-value reader connection takes microseconds
-    // and waits for no writer (WAL): cheaper inline than a thread hop.
     let entry = gateway
         .kv
-        .kv_get(&project, &store, &key, now_millis())
+        .get(&project, &store, &key)
         .await?
         .ok_or_else(|| ApiError::KeyNotFound(format!("no key {key:?} in this store")))?;
     let mut response = entry.value.into_response();
@@ -138,8 +104,9 @@ pub async fn put(
     request: Request,
 ) -> Result<Response, ApiError> {
     only_params(&query, &["ttl"])?;
-    let store = store_name(&store)?;
-    check_key(&key)?;
+    // Names first: a value is read only for a write that can happen.
+    data::KeyValue::store_name(&store)?;
+    data::KeyValue::check_key(&key)?;
     let condition = condition(request.headers())?;
     let ttl = query
         .get("ttl")
@@ -163,19 +130,9 @@ pub async fn put(
                 domain::ByteSize(MAX_VALUE_BYTES as u64)
             ))
         })?;
-    let now = now_millis();
-    let expires_at = ttl.map(|ttl| now.saturating_add(ttl.as_millis() as i64));
     let version = gateway
         .kv
-        .kv_set(
-            &project,
-            &store,
-            &key,
-            value.to_vec(),
-            expires_at,
-            condition,
-            now,
-        )
+        .set(&project, &store, &key, value.to_vec(), ttl, condition)
         .await?;
     let mut response = Json(api_types::KvWritten { version }).into_response();
     response
@@ -190,13 +147,8 @@ pub async fn delete(
     Path((store, key)): Path<(String, String)>,
     headers: http::HeaderMap,
 ) -> Result<http::StatusCode, ApiError> {
-    let store = store_name(&store)?;
-    check_key(&key)?;
     let condition = condition(&headers)?;
-    gateway
-        .kv
-        .kv_delete(&project, &store, &key, condition, now_millis())
-        .await?;
+    gateway.kv.delete(&project, &store, &key, condition).await?;
     Ok(http::StatusCode::NO_CONTENT)
 }
 
@@ -208,8 +160,6 @@ pub async fn increment(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<api_types::KvCounter>, ApiError> {
     only_params(&query, &["increment"])?;
-    let store = store_name(&store)?;
-    check_key(&key)?;
     let by = query
         .get("increment")
         .ok_or_else(|| {
@@ -222,9 +172,6 @@ pub async fn increment(
         .map_err(|_| {
             ApiError::bad_request("invalid_query", "increment must be a signed 64-bit integer")
         })?;
-    let value = gateway
-        .kv
-        .kv_increment(&project, &store, &key, by, now_millis())
-        .await?;
+    let value = gateway.kv.increment(&project, &store, &key, by).await?;
     Ok(Json(api_types::KvCounter { value }))
 }

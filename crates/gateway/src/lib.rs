@@ -49,10 +49,10 @@ pub struct Gateway {
     pub records: Arc<dyn store::RecordStore>,
     pub recorder: Arc<Recorder>,
     pub metrics: Arc<Metrics>,
-    /// Key-value stores.
-    pub kv: Arc<dyn store::KvStore>,
-    /// Document collections.
-    pub docs: Arc<dyn store::DocStore>,
+    /// Key-value stores, with their rules.
+    pub kv: Arc<data::KeyValue>,
+    /// Document collections, with their rules.
+    pub docs: Arc<data::Documents>,
     /// Buckets and objects (S3 and REST).
     pub objects: Arc<::objects::Objects>,
     /// Checks the admin credential and project keys.

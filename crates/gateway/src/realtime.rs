@@ -529,11 +529,7 @@ async fn subscription(
             // reads at once as REST's are; their message is made off the
             // async threads (megabytes of JSON are no work for one).
             let subscription = id.clone();
-            let snapshot = match gateway
-                .docs
-                .doc_snapshot(&project, collection, query)
-                .await
-            {
+            let snapshot = match gateway.docs.snapshot(&project, collection, query).await {
                 Ok((documents, position)) => Ok(crate::blocking(move || {
                     let documents: Vec<Value> = documents
                         .into_iter()

@@ -197,6 +197,11 @@ pub async fn run(
         )
         .context("opening the directory of precompiled code")?,
     );
+    let key_value = Arc::new(data::KeyValue::new(
+        stores.kv.clone(),
+        Arc::new(domain::SystemClock),
+    ));
+    let documents = Arc::new(data::Documents::new(stores.docs.clone()));
     let metrics = Arc::new(Metrics::new());
     let recorder = Recorder::start(stores.records.clone(), metrics.clone());
     let runtime = Arc::new(WasmRuntime::new(
@@ -206,8 +211,8 @@ pub async fn run(
     )?);
     let functions = Functions::new(
         stores.functions.clone(),
-        stores.kv.clone(),
-        stores.docs.clone(),
+        key_value.clone(),
+        documents.clone(),
         objects.clone(),
         stores.events.clone(),
         artifacts,
@@ -240,8 +245,8 @@ pub async fn run(
         records: stores.records.clone(),
         recorder: recorder.clone(),
         metrics,
-        kv: stores.kv.clone(),
-        docs: stores.docs.clone(),
+        kv: key_value,
+        docs: documents,
         objects: objects.clone(),
         auth,
         hub: Arc::new(events::Hub::new(
