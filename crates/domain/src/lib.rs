@@ -18,7 +18,9 @@ pub use names::{
 };
 pub use records::{InvocationRecord, LogLine, LogStream, Outcome, Usage, UsageFilter};
 pub use size::{ByteSize, SizeError};
-pub use spec::{FunctionConfig, HttpWorld, Isolation, Limits, ReuseLimits, SpecError};
+pub use spec::{
+    FunctionConfig, HttpWorld, Isolation, Limits, ReuseLimits, Runtime, RuntimeKind, SpecError,
+};
 pub use triggers::{
     ASYNC_TRIGGER, AsyncConfig, Change, ChangeKinds, Destination, MAX_TRIGGERS, RetryPolicy,
     TriggerError, TriggerSource, TriggerSpec, async_stream, documents_stream, objects_stream,

@@ -139,6 +139,44 @@ impl HttpWorld {
     }
 }
 
+/// Which kind of runtime runs a function: the executor a version is
+/// loaded by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuntimeKind {
+    /// A WebAssembly component (`runtime-wasm`).
+    Wasm,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Wasm => "wasm",
+        }
+    }
+}
+
+/// What a version's code is, as its runtime found it at deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Runtime {
+    /// A component exporting this `wasi:http` world.
+    Wasm(HttpWorld),
+}
+
+impl Runtime {
+    pub fn kind(self) -> RuntimeKind {
+        match self {
+            Runtime::Wasm(_) => RuntimeKind::Wasm,
+        }
+    }
+
+    /// How the code receives requests, for people: `wasi:http@0.2`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Runtime::Wasm(world) => world.as_str(),
+        }
+    }
+}
+
 /// Everything a deploy sets besides the code.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FunctionConfig {

@@ -1,8 +1,13 @@
-//! Function lifecycle: deploy, rollback, remove, and the registry of live
-//! versions that requests are routed to.
+//! Function lifecycle: deploy, rollback, remove, the registry of live
+//! versions, and [`Functions::invoke`], the one path every call of a
+//! function takes (HTTP requests, trigger deliveries, asynchronous
+//! invocations): the live version, its admission, the meter its record
+//! comes from, and the executor of its runtime kind.
 //!
-//! Layer: services. Rules over the engines (`store`, `blob`) and a runtime
-//! reached only through `invoke::Executor`. Knows no HTTP and no wasmtime.
+//! Layer: functions. Rules over the contracts (`store`, `blob`), the data
+//! services the guests get, and the runtimes, reached only through
+//! `invoke::Executor` (one per `RuntimeKind`). Knows no wire format and no
+//! wasmtime.
 //!
 //! Invariant: the registry switches a function to a new version in one step
 //! (an `Arc` swap under a write lock), after the version is compiled, loaded
@@ -13,8 +18,11 @@ mod guest_kv;
 mod guest_messaging;
 mod guest_objects;
 use blob::ArtifactStore;
-use domain::{FunctionConfig, FunctionName, ProjectId, SpecError};
-use invoke::{Admission, DeployError, Executor, LoadSpec, Loaded, PreparedFunction};
+use domain::{FunctionConfig, FunctionName, InvocationId, ProjectId, RuntimeKind, SpecError};
+use invoke::{
+    Admission, AdmissionError, Body, DeployError, Executor, Failure, Invocation, LoadSpec, Loaded,
+    Meter, MeterInit, PreparedFunction, RecordSink,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use store::{FunctionStore, FunctionVersion, NewVersion, StoreError};
@@ -81,14 +89,48 @@ impl Maintenance {
     }
 }
 
+/// The services a function's guests are given, each bound to its project
+/// when a version is loaded.
+pub struct GuestServices {
+    pub kv: Arc<data::KeyValue>,
+    pub docs: Arc<data::Documents>,
+    pub objects: Arc<objects::Objects>,
+    pub events: Arc<dyn store::EventStore>,
+}
+
+/// A call's answer: the invocation's id and the response, whose body
+/// streams (the record is written once it has ended).
+pub struct Invoked {
+    pub id: InvocationId,
+    pub response: http::Response<Body>,
+}
+
+/// Why a call did not reach the function's code, or failed there before
+/// answering.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("function {0:?} does not exist")]
+    NoSuchFunction(String),
+    #[error("function {function:?} is at capacity: {error}; retry later")]
+    AtCapacity {
+        function: String,
+        error: AdmissionError,
+    },
+    /// The guest failed (trapped, timed out, ran out of memory...) before
+    /// its response head: an outcome of the guest, not of wok. The
+    /// invocation has its id and its record all the same.
+    #[error("{}: {}", .failure.outcome.code(), .failure.message)]
+    Failed { id: InvocationId, failure: Failure },
+}
+
 pub struct Functions {
     store: Arc<dyn FunctionStore>,
-    kv: Arc<data::KeyValue>,
-    docs: Arc<data::Documents>,
-    objects: Arc<objects::Objects>,
-    events: Arc<dyn store::EventStore>,
+    services: GuestServices,
     artifacts: ArtifactStore,
-    executor: Arc<dyn Executor>,
+    /// One per runtime kind.
+    executors: HashMap<RuntimeKind, Arc<dyn Executor>>,
+    /// Where invocation records go.
+    records: Arc<dyn RecordSink>,
     live: RwLock<HashMap<Key, Arc<Deployed>>>,
     /// Serialises the store-then-registry step of deploys, rollbacks and
     /// removals so the registry always ends on the store's current version.
@@ -107,21 +149,20 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 impl Functions {
     pub fn new(
         store: Arc<dyn FunctionStore>,
-        kv: Arc<data::KeyValue>,
-        docs: Arc<data::Documents>,
-        objects: Arc<objects::Objects>,
-        events: Arc<dyn store::EventStore>,
+        services: GuestServices,
         artifacts: ArtifactStore,
-        executor: Arc<dyn Executor>,
+        executors: Vec<Arc<dyn Executor>>,
+        records: Arc<dyn RecordSink>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
-            kv,
-            docs,
-            objects,
-            events,
+            services,
             artifacts,
-            executor,
+            executors: executors
+                .into_iter()
+                .map(|executor| (executor.kind(), executor))
+                .collect(),
+            records,
             live: RwLock::new(HashMap::new()),
             switch: Default::default(),
             changes: tokio::sync::watch::channel(0).0,
@@ -187,6 +228,63 @@ impl Functions {
         deployed
     }
 
+    /// The executor of a runtime kind.
+    fn executor(&self, kind: RuntimeKind) -> Result<Arc<dyn Executor>, FunctionsError> {
+        self.executors.get(&kind).cloned().ok_or_else(|| {
+            FunctionsError::Deploy(DeployError(format!(
+                "this server runs no {} functions",
+                kind.as_str()
+            )))
+        })
+    }
+
+    /// Calls the live version of a function: the one path of every call
+    /// (HTTP, triggers, asynchronous invocations). Waits for a slot within
+    /// the function's concurrency and queue, meters the call (the record
+    /// names `trigger` and is written once the response body has ended),
+    /// and runs it on the executor of the version's runtime.
+    pub async fn invoke(
+        &self,
+        project: &ProjectId,
+        function: &FunctionName,
+        request: http::Request<Body>,
+        trigger: &'static str,
+    ) -> Result<Invoked, InvokeError> {
+        let deployed = self
+            .get(project, function)
+            .ok_or_else(|| InvokeError::NoSuchFunction(function.to_string()))?;
+        let permit = deployed
+            .admission
+            .admit()
+            .await
+            .map_err(|error| InvokeError::AtCapacity {
+                function: function.to_string(),
+                error,
+            })?;
+        let id = InvocationId(uuid::Uuid::now_v7().simple().to_string());
+        let meter = Arc::new(Meter::new(
+            MeterInit {
+                id: id.clone(),
+                project: project.clone(),
+                function: function.clone(),
+                version: deployed.version.version,
+                trigger,
+                memory_mib: deployed.version.config.limits.memory_mib(),
+            },
+            Some(permit),
+            self.records.clone(),
+        ));
+        let invocation = Invocation {
+            id: id.clone(),
+            request,
+            meter,
+        };
+        match deployed.prepared.invoke(invocation).await {
+            Ok(response) => Ok(Invoked { id, response }),
+            Err(failure) => Err(InvokeError::Failed { id, failure }),
+        }
+    }
+
     /// What the runtime needs to load a version: its precompiled code and
     /// the project's services, bound to it.
     fn load_spec(
@@ -203,22 +301,22 @@ impl Functions {
             precompiled,
             key_value: Arc::new(guest_kv::ProjectKeyValue {
                 project: project.clone(),
-                kv: self.kv.clone(),
+                kv: self.services.kv.clone(),
             }),
             documents: Arc::new(guest_docs::ProjectDocuments {
                 project: project.clone(),
                 function: function.clone(),
-                docs: self.docs.clone(),
+                docs: self.services.docs.clone(),
             }),
             objects: Arc::new(guest_objects::ProjectObjects {
                 project: project.clone(),
                 function: function.clone(),
-                objects: self.objects.clone(),
+                objects: self.services.objects.clone(),
             }),
             messaging: Arc::new(guest_messaging::ProjectMessaging {
                 project: project.clone(),
                 function: function.clone(),
-                events: self.events.clone(),
+                events: self.services.events.clone(),
             }),
         }
     }
@@ -228,18 +326,21 @@ impl Functions {
     /// the result. Loading checks the handler export and imports again, so
     /// a cached compile is as validated as a fresh one. Compiling and
     /// loading run off the async threads.
+    #[allow(clippy::too_many_arguments)]
     async fn prepare(
         self: &Arc<Self>,
+        kind: RuntimeKind,
         artifact: &str,
         code: Option<Arc<Vec<u8>>>,
         project: &ProjectId,
         function: &FunctionName,
         config: &FunctionConfig,
     ) -> Result<Loaded, FunctionsError> {
-        let engine_key = self.executor.engine_key();
+        let executor = self.executor(kind)?;
+        let engine_key = executor.engine_key();
         if let Some(compiled) = self.artifacts.compiled(artifact, &engine_key).await? {
             let (executor, spec) = (
-                self.executor.clone(),
+                executor.clone(),
                 self.load_spec(project, function, config, compiled.clone()),
             );
             match blocking(move || executor.load(spec)).await {
@@ -254,16 +355,15 @@ impl Functions {
             Some(code) => code,
             None => Arc::new(self.artifacts.read_component(artifact).await?),
         };
-        let executor = self.executor.clone();
-        let output = blocking(move || executor.compile(&code)).await?;
+        let output = {
+            let executor = executor.clone();
+            blocking(move || executor.compile(&code)).await?
+        };
         let compiled = self
             .artifacts
             .put_compiled(artifact, &engine_key, &output.precompiled)
             .await?;
-        let (executor, spec) = (
-            self.executor.clone(),
-            self.load_spec(project, function, config, compiled),
-        );
+        let spec = self.load_spec(project, function, config, compiled);
         blocking(move || executor.load(spec))
             .await
             .map_err(FunctionsError::Load)
@@ -275,6 +375,7 @@ impl Functions {
     ) -> Result<Arc<dyn PreparedFunction>, FunctionsError> {
         let loaded = self
             .prepare(
+                version.runtime.kind(),
                 &version.artifact,
                 None,
                 &version.project,
@@ -309,11 +410,13 @@ impl Functions {
         Ok(loaded)
     }
 
-    /// Validates, compiles, stores and switches to a new version.
+    /// Validates, compiles (by the runtime of `kind`), stores and switches
+    /// to a new version.
     pub async fn deploy(
         self: &Arc<Self>,
         project: ProjectId,
         function: FunctionName,
+        kind: RuntimeKind,
         code: Vec<u8>,
         config: FunctionConfig,
     ) -> Result<Arc<Deployed>, FunctionsError> {
@@ -323,13 +426,20 @@ impl Functions {
         let artifact = blob::content_hash(&code);
         let code = Arc::new(code);
         let loaded = self
-            .prepare(&artifact, Some(code.clone()), &project, &function, &config)
+            .prepare(
+                kind,
+                &artifact,
+                Some(code.clone()),
+                &project,
+                &function,
+                &config,
+            )
             .await?;
         self.artifacts.put_component(&code).await?;
         let new = NewVersion {
             artifact,
             size_bytes: code.len() as u64,
-            world: loaded.world,
+            runtime: loaded.runtime,
             config,
         };
         let prepared = loaded.prepared;

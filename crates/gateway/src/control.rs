@@ -291,7 +291,13 @@ pub async fn deploy(
         })?;
     let deployed = gateway
         .functions
-        .deploy(project.clone(), function, code.to_vec(), config)
+        .deploy(
+            project.clone(),
+            function,
+            domain::RuntimeKind::Wasm,
+            code.to_vec(),
+            config,
+        )
         .await?;
     Ok((
         http::StatusCode::CREATED,

@@ -9,7 +9,7 @@ pub fn function_info(version: &FunctionVersion) -> api_types::FunctionInfo {
         project: version.project.to_string(),
         name: version.function.to_string(),
         version: version.version,
-        world: version.world.as_str().to_owned(),
+        world: version.runtime.describe().to_owned(),
         artifact: version.artifact.clone(),
         size_bytes: version.size_bytes,
         memory: config.limits.memory.to_string(),

@@ -2,11 +2,11 @@
 use crate::{ApiError, SharedGateway};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use domain::{FunctionName, InvocationId, ProjectId};
+use domain::{FunctionName, ProjectId};
+use functions::{InvokeError, Invoked};
 use http::{HeaderValue, Uri};
 use http_body_util::BodyExt;
-use invoke::{BoxError, Invocation, Meter, MeterInit};
-use std::sync::Arc;
+use invoke::BoxError;
 
 /// Header carrying the invocation id on every function response.
 pub const INVOCATION_ID_HEADER: &str = "x-wok-invocation-id";
@@ -59,14 +59,15 @@ async fn run(gateway: SharedGateway, request: Request) -> Result<Response, ApiEr
     let (mut parts, body) = request.into_parts();
     let (project, name, guest_path) =
         split_path(&parts.uri).ok_or_else(|| ApiError::NotFound("no such route".to_owned()))?;
-    let not_found = || match project {
+    let (named_project, name) = (project.map(str::to_owned), name.to_owned());
+    let not_found = || match &named_project {
         Some(project) => ApiError::FunctionNotFound(format!(
             "function {name:?} does not exist in project {project:?}"
         )),
         None => ApiError::FunctionNotFound(format!("function {name:?} does not exist")),
     };
-    let function = FunctionName::new(name).map_err(|_| not_found())?;
-    let project = match project {
+    let function = FunctionName::new(&name).map_err(|_| not_found())?;
+    let project = match &named_project {
         Some(project) => ProjectId::new(project).map_err(|_| not_found())?,
         None => ProjectId::default_project(),
     };
@@ -94,27 +95,6 @@ async fn run(gateway: SharedGateway, request: Request) -> Result<Response, ApiEr
         )));
     }
 
-    let permit = deployed.admission.admit().await.map_err(|error| {
-        gateway.metrics.throttled(&project, &function);
-        ApiError::Overloaded(format!(
-            "function {function:?} is at capacity: {error}; retry later"
-        ))
-    })?;
-
-    let id = InvocationId(uuid::Uuid::now_v7().simple().to_string());
-    let meter = Arc::new(Meter::new(
-        MeterInit {
-            id: id.clone(),
-            project,
-            function,
-            version: deployed.version.version,
-            trigger: "http",
-            memory_mib: limits.memory_mib(),
-        },
-        Some(permit),
-        gateway.recorder.clone(),
-    ));
-
     // The guest sees the rest of the path and the query, unchanged, with the
     // authority the client used.
     let authority = parts
@@ -137,20 +117,28 @@ async fn run(gateway: SharedGateway, request: Request) -> Result<Response, ApiEr
     let body = body
         .map_err(|error| Box::new(error) as BoxError)
         .boxed_unsync();
-    let invocation = Invocation {
-        id: id.clone(),
-        request: http::Request::from_parts(parts, body),
-        meter,
+    let invoked = gateway
+        .functions
+        .invoke(
+            &project,
+            &function,
+            http::Request::from_parts(parts, body),
+            "http",
+        )
+        .await;
+    let (id, mut response) = match invoked {
+        Ok(Invoked { id, response }) => (id, response.map(axum::body::Body::new)),
+        Err(InvokeError::Failed { id, failure }) => (id, ApiError::Guest(failure).into_response()),
+        Err(InvokeError::NoSuchFunction(_)) => return Err(not_found()),
+        Err(error @ InvokeError::AtCapacity { .. }) => {
+            gateway.metrics.throttled(&project, &function);
+            return Err(ApiError::Overloaded(error.to_string()));
+        }
     };
-
-    let header_id = HeaderValue::from_str(&id.0).expect("invocation ids are ASCII");
-    let mut response = match deployed.prepared.invoke(invocation).await {
-        Ok(response) => response.map(axum::body::Body::new),
-        Err(failure) => ApiError::Guest(failure).into_response(),
-    };
-    response
-        .headers_mut()
-        .insert(INVOCATION_ID_HEADER, header_id);
+    response.headers_mut().insert(
+        INVOCATION_ID_HEADER,
+        HeaderValue::from_str(&id.0).expect("invocation ids are ASCII"),
+    );
     Ok(response)
 }
 

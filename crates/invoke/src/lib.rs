@@ -22,7 +22,7 @@ pub use services::{
     ServiceFuture,
 };
 
-use domain::{FunctionConfig, FunctionName, HttpWorld, InvocationId, ProjectId};
+use domain::{FunctionConfig, FunctionName, InvocationId, ProjectId, Runtime, RuntimeKind};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -73,30 +73,16 @@ pub trait PreparedFunction: Send + Sync + 'static {
     fn maintain(&self) {}
 }
 
-/// Why uploaded code cannot be deployed: the user's mistake, said plainly.
+/// Why uploaded code cannot be deployed: the user's mistake, said plainly
+/// by the runtime that refused it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DeployError {
-    #[error("the upload is empty")]
-    Empty,
-    #[error("the upload is not a WebAssembly binary (it does not start with \\0asm)")]
-    NotWasm,
-    #[error(
-        "the upload is a core WebAssembly module, not a component; build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
-    )]
-    CoreModule,
-    #[error("the upload is not a valid component: {0}")]
-    Invalid(String),
-    #[error(
-        "the component does not export a wasi:http handler (wasi:http/incoming-handler@0.2 or wasi:http/handler@0.3); it exports: {0}"
-    )]
-    NoHandler(String),
-    #[error("the component imports something wok does not provide: {0}")]
-    UnsatisfiedImport(String),
-}
+#[error("{0}")]
+pub struct DeployError(pub String);
 
 /// What a deploy-time compile produced.
 pub struct Compiled {
-    pub world: HttpWorld,
+    /// What the code is, as the runtime found it.
+    pub runtime: Runtime,
     /// The runtime's precompiled form, cached by content hash and engine.
     pub precompiled: Vec<u8>,
 }
@@ -118,14 +104,17 @@ pub struct LoadSpec {
     pub messaging: Arc<dyn GuestMessaging>,
 }
 
-/// A loaded function version and the world it exports.
+/// A loaded function version and what it is.
 pub struct Loaded {
     pub prepared: Arc<dyn PreparedFunction>,
-    pub world: HttpWorld,
+    pub runtime: Runtime,
 }
 
-/// A runtime: turns uploaded code into prepared functions.
+/// A runtime: turns uploaded code into prepared functions. `functions`
+/// holds one per [`RuntimeKind`] and picks it by a version's runtime.
 pub trait Executor: Send + Sync + 'static {
+    /// The kind of runtime this is.
+    fn kind(&self) -> RuntimeKind;
     /// Identifies the compiler and its settings: precompiled artifacts made
     /// under another key must be compiled again.
     fn engine_key(&self) -> String;

@@ -18,10 +18,37 @@ mod messaging;
 mod objects;
 mod watchdog;
 
-use domain::HttpWorld;
+use domain::{HttpWorld, Runtime, RuntimeKind};
 use host::{HostState, OutputTarget};
 use instance::{FunctionInner, Pre};
 use invoke::{Compiled, DeployError, Executor, LoadSpec, Loaded, LogSink, RuntimeMetrics};
+
+/// Why a component cannot be deployed, in this runtime's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Refusal {
+    #[error("the upload is empty")]
+    Empty,
+    #[error("the upload is not a WebAssembly binary (it does not start with \\0asm)")]
+    NotWasm,
+    #[error(
+        "the upload is a core WebAssembly module, not a component; build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule,
+    #[error("the upload is not a valid component: {0}")]
+    Invalid(String),
+    #[error(
+        "the component does not export a wasi:http handler (wasi:http/incoming-handler@0.2 or wasi:http/handler@0.3); it exports: {0}"
+    )]
+    NoHandler(String),
+    #[error("the component imports something wok does not provide: {0}")]
+    UnsatisfiedImport(String),
+}
+
+impl From<Refusal> for DeployError {
+    fn from(refusal: Refusal) -> Self {
+        DeployError(refusal.to_string())
+    }
+}
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,7 +169,7 @@ impl WasmRuntime {
         })
     }
 
-    fn world_of(&self, component: &Component) -> Result<HttpWorld, DeployError> {
+    fn world_of(&self, component: &Component) -> Result<HttpWorld, Refusal> {
         let mut names = Vec::new();
         for (name, _) in component.component_type().exports(&self.engine) {
             if name.starts_with("wasi:http/incoming-handler@0.2.") {
@@ -158,26 +185,30 @@ impl WasmRuntime {
         } else {
             names.join(", ")
         };
-        Err(DeployError::NoHandler(exports))
+        Err(Refusal::NoHandler(exports))
     }
 
-    fn pre(&self, component: &Component, world: HttpWorld) -> Result<Pre, DeployError> {
+    fn pre(&self, component: &Component, world: HttpWorld) -> Result<Pre, Refusal> {
         let instance_pre = self
             .linker
             .instantiate_pre(component)
-            .map_err(|error| DeployError::UnsatisfiedImport(format!("{error:#}")))?;
+            .map_err(|error| Refusal::UnsatisfiedImport(format!("{error:#}")))?;
         match world {
             HttpWorld::P2 => wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance_pre)
                 .map(Pre::P2)
-                .map_err(|error| DeployError::NoHandler(format!("{error:#}"))),
+                .map_err(|error| Refusal::NoHandler(format!("{error:#}"))),
             HttpWorld::P3 => wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre)
                 .map(Pre::P3)
-                .map_err(|error| DeployError::NoHandler(format!("{error:#}"))),
+                .map_err(|error| Refusal::NoHandler(format!("{error:#}"))),
         }
     }
 }
 
 impl Executor for WasmRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Wasm
+    }
+
     fn engine_key(&self) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine
@@ -188,28 +219,31 @@ impl Executor for WasmRuntime {
 
     fn compile(&self, code: &[u8]) -> Result<Compiled, DeployError> {
         if code.is_empty() {
-            return Err(DeployError::Empty);
+            return Err(Refusal::Empty.into());
         }
         if code.len() < 8 || &code[..4] != b"\0asm" {
-            return Err(DeployError::NotWasm);
+            return Err(Refusal::NotWasm.into());
         }
         match code[4..8] {
-            [1, 0, 0, 0] => return Err(DeployError::CoreModule),
+            [1, 0, 0, 0] => return Err(Refusal::CoreModule.into()),
             [0x0d, 0, 1, 0] => {}
             _ => {
-                return Err(DeployError::Invalid(
-                    "unknown WebAssembly binary version".to_owned(),
-                ));
+                return Err(
+                    Refusal::Invalid("unknown WebAssembly binary version".to_owned()).into(),
+                );
             }
         }
         let component = Component::new(&self.engine, code)
-            .map_err(|error| DeployError::Invalid(format!("{error:#}")))?;
+            .map_err(|error| Refusal::Invalid(format!("{error:#}")))?;
         let world = self.world_of(&component)?;
         self.pre(&component, world)?;
         let precompiled = component
             .serialize()
-            .map_err(|error| DeployError::Invalid(format!("{error:#}")))?;
-        Ok(Compiled { world, precompiled })
+            .map_err(|error| Refusal::Invalid(format!("{error:#}")))?;
+        Ok(Compiled {
+            runtime: Runtime::Wasm(world),
+            precompiled,
+        })
     }
 
     fn load(&self, spec: LoadSpec) -> Result<Loaded, String> {
@@ -242,7 +276,7 @@ impl Executor for WasmRuntime {
         );
         Ok(Loaded {
             prepared: Arc::new(instance::WasmFunction(Arc::new(inner))),
-            world,
+            runtime: Runtime::Wasm(world),
         })
     }
 }

@@ -211,19 +211,21 @@ pub async fn run(
     )?);
     let functions = Functions::new(
         stores.functions.clone(),
-        key_value.clone(),
-        documents.clone(),
-        objects.clone(),
-        stores.events.clone(),
+        functions::GuestServices {
+            kv: key_value.clone(),
+            docs: documents.clone(),
+            objects: objects.clone(),
+            events: stores.events.clone(),
+        },
         artifacts,
-        runtime,
+        vec![runtime],
+        recorder.clone(),
     );
     let loaded = functions.load_all().await?;
     let dispatcher = events::Dispatcher::new(
         stores.events.clone(),
         Arc::new(triggers::FunctionDeliver {
             functions: functions.clone(),
-            records: recorder.clone(),
             events: stores.events.clone(),
         }),
         Arc::new(events::SystemClock),

@@ -6,7 +6,7 @@
 //! transaction.
 use crate::codec::{config_from_json, config_to_json};
 use crate::{Result, SqliteStore, stored};
-use domain::{FunctionName, HttpWorld, ProjectId, now_millis};
+use domain::{FunctionName, HttpWorld, ProjectId, Runtime, now_millis};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use store::{FunctionStore, FunctionVersion, NewVersion, StoreError};
 
@@ -31,10 +31,10 @@ fn version_from_row(row: &Row<'_>) -> rusqlite::Result<Result<FunctionVersion>> 
             version: row.get::<_, u32>(2)?,
             artifact: row.get(3)?,
             size_bytes: row.get::<_, i64>(4)? as u64,
-            world: match world.as_str() {
+            runtime: Runtime::Wasm(match world.as_str() {
                 "p3" => HttpWorld::P3,
                 _ => HttpWorld::P2,
-            },
+            }),
             config: stored(config_from_json(&config))?,
             created_at: row.get(7)?,
         })
@@ -42,10 +42,12 @@ fn version_from_row(row: &Row<'_>) -> rusqlite::Result<Result<FunctionVersion>> 
     Ok(version)
 }
 
-fn world_column(world: HttpWorld) -> &'static str {
-    match world {
-        HttpWorld::P2 => "p2",
-        HttpWorld::P3 => "p3",
+/// The `world` column: what a wasm version exports. (The only runtime
+/// so far; another one adds a column by a migration.)
+fn world_column(runtime: Runtime) -> &'static str {
+    match runtime {
+        Runtime::Wasm(HttpWorld::P2) => "p2",
+        Runtime::Wasm(HttpWorld::P3) => "p3",
     }
 }
 
@@ -92,7 +94,7 @@ impl FunctionStore for SqliteStore {
                     version,
                     new.artifact,
                     new.size_bytes as i64,
-                    world_column(new.world),
+                    world_column(new.runtime),
                     config_to_json(&new.config),
                     now
                 ],
@@ -116,7 +118,7 @@ impl FunctionStore for SqliteStore {
                 version,
                 artifact: new.artifact,
                 size_bytes: new.size_bytes,
-                world: new.world,
+                runtime: new.runtime,
                 config: new.config,
                 created_at: now,
             })

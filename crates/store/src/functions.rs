@@ -1,7 +1,7 @@
 //! The functions contract: functions of a project and their immutable
 //! versions, one of which is current.
 use crate::StoreError;
-use domain::{FunctionConfig, FunctionName, HttpWorld, ProjectId, UnixMillis};
+use domain::{FunctionConfig, FunctionName, ProjectId, Runtime, UnixMillis};
 
 /// One immutable deployed version of a function.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,7 +12,8 @@ pub struct FunctionVersion {
     /// Content hash of the uploaded component (hex sha256).
     pub artifact: String,
     pub size_bytes: u64,
-    pub world: HttpWorld,
+    /// What runs it, as its runtime found it at deploy.
+    pub runtime: Runtime,
     pub config: FunctionConfig,
     pub created_at: UnixMillis,
 }
@@ -22,7 +23,7 @@ pub struct FunctionVersion {
 pub struct NewVersion {
     pub artifact: String,
     pub size_bytes: u64,
-    pub world: HttpWorld,
+    pub runtime: Runtime,
     pub config: FunctionConfig,
 }
 

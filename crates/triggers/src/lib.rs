@@ -9,11 +9,11 @@
 //! version (through `functions` and the `invoke` traits, never a runtime),
 //! metered and recorded like HTTP requests but with the trigger's kind.
 
-use domain::{Destination, FunctionName, InvocationId, ProjectId, TriggerSource};
+use domain::{Destination, FunctionName, ProjectId, TriggerSource};
 use events::{BoxFuture, Deliver, Dispatcher, Target};
 use functions::Functions;
 use http_body_util::BodyExt;
-use invoke::{BoxError, Invocation, Meter, MeterInit, RecordSink};
+use invoke::BoxError;
 use std::sync::Arc;
 use store::EventStore;
 use store::events::{AsyncAttempt, Event, NewEvent};
@@ -30,7 +30,6 @@ const MAX_ASYNC_RESPONSE: usize = 1 << 20;
 #[derive(Clone)]
 pub struct FunctionDeliver {
     pub functions: Arc<Functions>,
-    pub records: Arc<dyn RecordSink>,
     /// Where asynchronous invocations record their outcome and send it on.
     pub events: Arc<dyn EventStore>,
 }
@@ -245,39 +244,22 @@ impl FunctionDeliver {
         request: http::Request<bytes::Bytes>,
         keep: usize,
     ) -> Result<Answer, String> {
-        let deployed = self
-            .functions
-            .get(&target.project, &target.function)
-            .ok_or_else(|| format!("function {:?} does not exist", target.function.as_str()))?;
-        let permit = deployed
-            .admission
-            .admit()
-            .await
-            .map_err(|error| format!("the function is at capacity: {error}"))?;
-        let limits = &deployed.version.config.limits;
-        let id = InvocationId(uuid::Uuid::now_v7().simple().to_string());
-        let meter = Arc::new(Meter::new(
-            MeterInit {
-                id: id.clone(),
-                project: target.project.clone(),
-                function: target.function.clone(),
-                version: deployed.version.version,
-                trigger: target.trigger.kind(),
-                memory_mib: limits.memory_mib(),
-            },
-            Some(permit),
-            self.records.clone(),
-        ));
         let request = request.map(|body| {
             http_body_util::Full::new(body)
                 .map_err(|never| -> BoxError { match never {} })
                 .boxed_unsync()
         });
-        let response = deployed
-            .prepared
-            .invoke(Invocation { id, request, meter })
+        let response = self
+            .functions
+            .invoke(
+                &target.project,
+                &target.function,
+                request,
+                target.trigger.kind(),
+            )
             .await
-            .map_err(|failure| format!("{}: {}", failure.outcome.code(), failure.message))?;
+            .map_err(|error| error.to_string())?
+            .response;
         let status = response.status().as_u16();
         let headers = response
             .headers()

@@ -95,7 +95,7 @@ async fn a_failed_event_is_retried_when_the_clock_says_so() {
             NewVersion {
                 artifact: "aaa".to_owned(),
                 size_bytes: 1,
-                world: domain::HttpWorld::P2,
+                runtime: domain::Runtime::Wasm(domain::HttpWorld::P2),
                 config: domain::FunctionConfig {
                     triggers: vec![trigger.clone()],
                     ..domain::FunctionConfig::default()

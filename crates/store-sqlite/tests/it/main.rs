@@ -496,7 +496,7 @@ async fn functions_from_before_triggers_get_their_subscriptions_at_open() {
                 store::NewVersion {
                     artifact: "aaa".to_owned(),
                     size_bytes: 1,
-                    world: domain::HttpWorld::P2,
+                    runtime: domain::Runtime::Wasm(domain::HttpWorld::P2),
                     config,
                 },
             )

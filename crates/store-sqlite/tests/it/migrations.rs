@@ -182,7 +182,7 @@ async fn a_database_of_the_release_before_numbered_migrations_keeps_everything()
             store::NewVersion {
                 artifact: current.artifact.clone(),
                 size_bytes: current.size_bytes,
-                world: current.world,
+                runtime: current.runtime,
                 config: current.config.clone(),
             },
         )

@@ -37,7 +37,7 @@ async fn deploy(store: &dyn FunctionStore, project: &ProjectId, function: &str, 
             NewVersion {
                 artifact: "aaa".to_owned(),
                 size_bytes: 1,
-                world: HttpWorld::P2,
+                runtime: domain::Runtime::Wasm(HttpWorld::P2),
                 config,
             },
         )

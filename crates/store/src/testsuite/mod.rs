@@ -23,7 +23,7 @@ pub(crate) fn new_version(artifact: &str) -> NewVersion {
     NewVersion {
         artifact: artifact.to_owned(),
         size_bytes: 10,
-        world: HttpWorld::P2,
+        runtime: domain::Runtime::Wasm(HttpWorld::P2),
         config: FunctionConfig::default(),
     }
 }
