@@ -1,6 +1,11 @@
 //! The JSON shapes of the control API, shared by the gateway and the CLI.
 //!
-//! Layer: front. Plain serde types; no behaviour, no internal crates.
+//! Layer: vocabulary. Plain serde types and the one table of public error
+//! codes (`errors.rs`); no behaviour, no internal crates.
+
+mod errors;
+
+pub use errors::ErrorCode;
 
 use serde::{Deserialize, Serialize};
 

@@ -3,6 +3,7 @@
 use crate::convert;
 use crate::projects::Scope;
 use crate::{ApiError, SharedGateway};
+use api_types::ErrorCode;
 use api_types::{FunctionList, InvocationList, LogPage, RollbackRequest, VersionList};
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
@@ -49,7 +50,7 @@ pub async fn metrics(State(gateway): State<SharedGateway>, headers: http::Header
 
 pub(crate) fn function_name(name: &str) -> Result<FunctionName, ApiError> {
     FunctionName::new(name)
-        .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+        .map_err(|error| ApiError::bad_request(ErrorCode::InvalidName, error.to_string()))
 }
 
 pub async fn list_functions(
@@ -116,7 +117,7 @@ pub async fn rollback(
 ) -> Result<Json<api_types::FunctionInfo>, ApiError> {
     let request: RollbackRequest = serde_json::from_slice(&body).map_err(|error| {
         ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("expected {{\"version\": N}}: {error}"),
         )
     })?;
@@ -130,7 +131,7 @@ pub async fn rollback(
 fn parse_duration(key: &str, value: &str) -> Result<Duration, ApiError> {
     humantime::parse_duration(value).map_err(|error| {
         ApiError::bad_request(
-            "invalid_config",
+            ErrorCode::InvalidConfig,
             format!("{key}={value:?} is not a duration (like 10s or 500ms): {error}"),
         )
     })
@@ -138,13 +139,13 @@ fn parse_duration(key: &str, value: &str) -> Result<Duration, ApiError> {
 
 fn parse_size(key: &str, value: &str) -> Result<ByteSize, ApiError> {
     ByteSize::parse(value)
-        .map_err(|error| ApiError::bad_request("invalid_config", format!("{key}: {error}")))
+        .map_err(|error| ApiError::bad_request(ErrorCode::InvalidConfig, format!("{key}: {error}")))
 }
 
 fn parse_number(key: &str, value: &str) -> Result<u32, ApiError> {
     value.parse().map_err(|_| {
         ApiError::bad_request(
-            "invalid_config",
+            ErrorCode::InvalidConfig,
             format!("{key}={value:?} is not a whole number"),
         )
     })
@@ -174,7 +175,7 @@ pub fn config_from_query(pairs: &[(String, String)]) -> Result<FunctionConfig, A
             "env" => {
                 let (name, env_value) = value.split_once('=').ok_or_else(|| {
                     ApiError::bad_request(
-                        "invalid_config",
+                        ErrorCode::InvalidConfig,
                         format!("env {value:?} must look like NAME=VALUE"),
                     )
                 })?;
@@ -183,16 +184,21 @@ pub fn config_from_query(pairs: &[(String, String)]) -> Result<FunctionConfig, A
             }
             "allow_outbound" => config.allowed_outbound_hosts.push(value.clone()),
             "trigger" => {
-                let trigger = domain::TriggerSpec::parse(value)
-                    .map_err(|error| ApiError::bad_request("invalid_config", error.to_string()))?;
+                let trigger = domain::TriggerSpec::parse(value).map_err(|error| {
+                    ApiError::bad_request(ErrorCode::InvalidConfig, error.to_string())
+                })?;
                 events::validate_trigger(&trigger).map_err(|message| {
-                    ApiError::bad_request("invalid_config", format!("trigger {value:?}: {message}"))
+                    ApiError::bad_request(
+                        ErrorCode::InvalidConfig,
+                        format!("trigger {value:?}: {message}"),
+                    )
                 })?;
                 config.triggers.push(trigger);
             }
             "on_success" | "on_failure" => {
-                let destination = domain::Destination::parse(value)
-                    .map_err(|error| ApiError::bad_request("invalid_config", error.to_string()))?;
+                let destination = domain::Destination::parse(value).map_err(|error| {
+                    ApiError::bad_request(ErrorCode::InvalidConfig, error.to_string())
+                })?;
                 if key == "on_success" {
                     config.async_invocation.on_success = Some(destination);
                 } else {
@@ -203,7 +209,7 @@ pub fn config_from_query(pairs: &[(String, String)]) -> Result<FunctionConfig, A
                 let attempts = parse_number(key, value)?;
                 if !(1..=100).contains(&attempts) {
                     return Err(ApiError::bad_request(
-                        "invalid_config",
+                        ErrorCode::InvalidConfig,
                         "async_max_attempts must be from 1 to 100",
                     ));
                 }
@@ -218,7 +224,7 @@ pub fn config_from_query(pairs: &[(String, String)]) -> Result<FunctionConfig, A
                 "false" | "0" => reuse = None,
                 _ => {
                     return Err(ApiError::bad_request(
-                        "invalid_config",
+                        ErrorCode::InvalidConfig,
                         format!("reuse={value:?} must be true or false"),
                     ));
                 }
@@ -235,7 +241,7 @@ pub fn config_from_query(pairs: &[(String, String)]) -> Result<FunctionConfig, A
             }
             _ => {
                 return Err(ApiError::bad_request(
-                    "invalid_config",
+                    ErrorCode::InvalidConfig,
                     format!("unknown deploy setting {key:?}"),
                 ));
             }
@@ -258,7 +264,7 @@ pub async fn deploy(
     let config = config_from_query(&pairs)?;
     config
         .validate()
-        .map_err(|error| ApiError::bad_request("invalid_config", error.to_string()))?;
+        .map_err(|error| ApiError::bad_request(ErrorCode::InvalidConfig, error.to_string()))?;
     let limit = gateway.max_upload_bytes;
     let too_large = || {
         ApiError::PayloadTooLarge(format!(
@@ -284,7 +290,7 @@ pub async fn deploy(
                 too_large()
             } else {
                 ApiError::bad_request(
-                    "invalid_body",
+                    ErrorCode::InvalidBody,
                     format!("reading the upload failed: {error}"),
                 )
             }
@@ -318,7 +324,7 @@ pub(crate) fn parse_time(key: &str, value: &str) -> Result<UnixMillis, ApiError>
         })
         .map_err(|_| {
             ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("{key}={value:?} is not a time (Unix milliseconds or RFC 3339)"),
             )
         })
@@ -346,8 +352,7 @@ fn usage_filter(
             .get("trigger")
             .map(|value| match value.as_str() {
                 "http" | "queue" | "cron" | "docs" | "objects" | "async" => Ok(value.clone()),
-                _ => Err(ApiError::bad_request(
-                    "invalid_query",
+                _ => Err(ApiError::bad_request(ErrorCode::InvalidQuery,
                     format!(
                         "trigger={value:?}: the triggers are http, queue, cron, docs, objects and async"
                     ),
@@ -389,7 +394,7 @@ pub async fn logs(
     for key in query.keys() {
         if !["after", "limit", "wait"].contains(&key.as_str()) {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("unknown query parameter {key:?}"),
             ));
         }

@@ -1,5 +1,6 @@
 //! Domain values to wire DTOs.
 use crate::ApiError;
+use api_types::ErrorCode;
 use domain::Isolation;
 use store::{FunctionVersion, StoredLogLine};
 
@@ -98,7 +99,7 @@ pub fn log_line(stored: &StoredLogLine) -> api_types::LogLine {
 pub fn access_rule(name: &str) -> Result<domain::AccessRule, ApiError> {
     domain::AccessRule::parse(name).ok_or_else(|| {
         ApiError::bad_request(
-            "invalid_access",
+            ErrorCode::InvalidAccess,
             format!("access {name:?} is not one of private, public-read, public-read-write"),
         )
     })

@@ -4,6 +4,7 @@
 use crate::http_util::{Precondition, etag, precondition, read_json_body};
 use crate::projects::{Scope, authorize, read_rule, require_service, write_rule};
 use crate::{ApiError, SharedGateway};
+use api_types::ErrorCode;
 use auth::Caller;
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
@@ -60,7 +61,12 @@ async fn read_json(
         request,
         limit,
         || Ok(Value::Object(Map::new())),
-        |error| ApiError::bad_request("invalid_json", format!("the body is not JSON: {error}")),
+        |error| {
+            ApiError::bad_request(
+                ErrorCode::InvalidJson,
+                format!("the body is not JSON: {error}"),
+            )
+        },
     )
     .await
 }
@@ -69,7 +75,7 @@ fn document_object(value: Value) -> Result<Map<String, Value>, ApiError> {
     match value {
         Value::Object(data) => Ok(data),
         other => Err(ApiError::bad_request(
-            "invalid_document",
+            ErrorCode::InvalidDocument,
             format!("a document is a JSON object, not {}", kind_of(&other)),
         )),
     }
@@ -176,7 +182,10 @@ pub async fn list_documents(
         match key.as_str() {
             "limit" => {
                 let limit = value.parse::<u64>().map_err(|_| {
-                    ApiError::bad_request("invalid_query", "limit must be a positive integer")
+                    ApiError::bad_request(
+                        ErrorCode::InvalidQuery,
+                        "limit must be a positive integer",
+                    )
                 })?;
                 query.insert(key, Value::from(limit));
             }
@@ -185,7 +194,7 @@ pub async fn list_documents(
             }
             other => {
                 return Err(ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     format!("unknown query parameter {other:?}; filters go to POST .../_query"),
                 ));
             }
@@ -322,7 +331,7 @@ pub async fn put(
     let written = match write_one(&gateway, &project, write).await {
         // HTTP says a failed If-None-Match is a failed precondition.
         Err(ApiError::Conflict {
-            code: "document_exists",
+            code: ErrorCode::DocumentExists,
             message,
         }) => return Err(ApiError::PreconditionFailed(message)),
         other => other?,
@@ -349,7 +358,7 @@ pub async fn patch(
     let (patch, _permit) = read_json(&gateway, request, MAX_DOCUMENT_BODY).await?;
     if !patch.is_object() {
         return Err(ApiError::bad_request(
-            "invalid_document",
+            ErrorCode::InvalidDocument,
             format!("a merge patch is a JSON object, not {}", kind_of(&patch)),
         ));
     }
@@ -406,11 +415,11 @@ pub async fn batch(
         MAX_BATCH_BODY,
         || {
             Err(ApiError::bad_request(
-                "invalid_batch",
+                ErrorCode::InvalidBatch,
                 "expected {\"writes\": [...]}",
             ))
         },
-        |error| ApiError::bad_request("invalid_batch", error.to_string()),
+        |error| ApiError::bad_request(ErrorCode::InvalidBatch, error.to_string()),
     )
     .await?;
     let writes = Documents::batch_writes(
@@ -478,7 +487,7 @@ pub async fn create_index(
     Documents::index_name(&name)?;
     let body: api_types::CreateDocIndex =
         serde_json::from_value(read_json(&gateway, request, MAX_INDEX_BODY).await?.0)
-            .map_err(|error| ApiError::bad_request("invalid_index", error.to_string()))?;
+            .map_err(|error| ApiError::bad_request(ErrorCode::InvalidIndex, error.to_string()))?;
     let index = gateway
         .docs
         .create_index(&project, &collection, &name, &body.fields)
@@ -525,7 +534,7 @@ pub async fn drop_collection(
         Ok(http::StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFoundCode {
-            code: "collection_not_found",
+            code: ErrorCode::CollectionNotFound,
             message: format!("no collection {collection} in this project (or it is empty)"),
         })
     }

@@ -1,5 +1,7 @@
-//! The one table from error kinds to public codes and statuses.
-use api_types::{ErrorBody, ErrorDetail};
+//! From error kinds to the public codes of the one table
+//! (`api_types::ErrorCode`, whose status each code carries): every error
+//! the gateway answers goes through [`ApiError::code`].
+use api_types::{ErrorBody, ErrorCode, ErrorDetail};
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use domain::Outcome;
@@ -20,7 +22,7 @@ pub enum ApiError {
     NotFound(String),
     /// Not found, with a code saying what (`bucket_not_found`, ...).
     NotFoundCode {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
     UnsupportedMediaType(String),
@@ -39,17 +41,17 @@ pub enum ApiError {
         error: Box<ApiError>,
     },
     Conflict {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
     FunctionNotFound(String),
     /// Well-formed, but not something that can be done (422).
     Unprocessable {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
     BadRequest {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
     PayloadTooLarge(String),
@@ -65,7 +67,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             code,
             message: message.into(),
@@ -74,54 +76,41 @@ impl ApiError {
 
     /// The public code and message (for errors sent outside an HTTP
     /// response, such as over a WebSocket).
-    pub(crate) fn code_and_message(&self) -> (&'static str, String) {
+    pub(crate) fn code_and_message(&self) -> (ErrorCode, String) {
         if let ApiError::Internal(detail) = self {
             tracing::error!("internal error: {detail}");
         }
-        (self.status_and_code().1, self.message())
+        (self.code(), self.message())
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The public code (and through it the status) this error answers
+    /// with: the one mapping from kinds to the table.
+    pub(crate) fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::InvalidKey => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::NotAllowedUnauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden | ApiError::NotAllowed(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::NotFoundCode { code, .. } => (StatusCode::NOT_FOUND, code),
-            ApiError::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_type_refused")
-            }
-            ApiError::RangeNotSatisfiable { .. } => {
-                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
-            }
-            ApiError::ProjectNotFound(_) => (StatusCode::NOT_FOUND, "project_not_found"),
-            ApiError::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found"),
-            ApiError::DocumentNotFound(_) => (StatusCode::NOT_FOUND, "document_not_found"),
-            ApiError::Batch { error, .. } => error.status_and_code(),
-            ApiError::PreconditionFailed(_) => {
-                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
-            }
-            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
-            ApiError::FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
-            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
-            ApiError::InsufficientStorage(_) => {
-                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
-            }
-            ApiError::Guest(failure) => {
-                let status = match failure.outcome {
-                    Outcome::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                    Outcome::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-                    _ => StatusCode::BAD_GATEWAY,
-                };
-                (status, failure.outcome.code())
-            }
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            ApiError::Unauthorized
+            | ApiError::InvalidKey
+            | ApiError::NotAllowedUnauthenticated(_) => ErrorCode::Unauthorized,
+            ApiError::Forbidden | ApiError::NotAllowed(_) => ErrorCode::Forbidden,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::NotFoundCode { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::BadRequest { code, .. }
+            | ApiError::Unprocessable { code, .. } => *code,
+            ApiError::UnsupportedMediaType(_) => ErrorCode::ContentTypeRefused,
+            ApiError::RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
+            ApiError::ProjectNotFound(_) => ErrorCode::ProjectNotFound,
+            ApiError::KeyNotFound(_) => ErrorCode::KeyNotFound,
+            ApiError::DocumentNotFound(_) => ErrorCode::DocumentNotFound,
+            ApiError::Batch { error, .. } => error.code(),
+            ApiError::PreconditionFailed(_) => ErrorCode::PreconditionFailed,
+            ApiError::FunctionNotFound(_) => ErrorCode::FunctionNotFound,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::RequestTimeout(_) => ErrorCode::RequestTimeout,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::Overloaded(_) => ErrorCode::TooManyRequests,
+            ApiError::InsufficientStorage(_) => ErrorCode::InsufficientStorage,
+            ApiError::Guest(failure) => outcome_code(failure.outcome),
+            ApiError::Internal(_) => ErrorCode::InternalError,
         }
     }
 
@@ -166,13 +155,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+        let code = self.code();
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if let ApiError::Internal(detail) = &self {
             tracing::error!("internal error: {detail}");
         }
         let body = ErrorBody {
             error: ErrorDetail {
-                code: code.to_owned(),
+                code: code.as_str().to_owned(),
                 message: self.message(),
             },
         };
@@ -197,6 +188,20 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The code of a guest's failure.
+fn outcome_code(outcome: Outcome) -> ErrorCode {
+    match outcome {
+        Outcome::Trap => ErrorCode::FunctionTrap,
+        Outcome::Timeout => ErrorCode::FunctionTimeout,
+        Outcome::OutOfMemory => ErrorCode::FunctionOutOfMemory,
+        Outcome::StackOverflow => ErrorCode::FunctionStackOverflow,
+        Outcome::NoResponse => ErrorCode::FunctionNoResponse,
+        Outcome::ClientDisconnected => ErrorCode::ClientDisconnected,
+        // A failure is never a success; were it one, it is wok's fault.
+        Outcome::Internal | Outcome::Success => ErrorCode::InternalError,
+    }
+}
+
 /// Marks a response answering a write that failed for a full disk (the
 /// status alone says nothing: a function's own answer may be a 507).
 #[derive(Clone, Copy, Debug)]
@@ -216,14 +221,14 @@ impl ApiError {
 /// connection closes), for answers written to a socket without hyper: a
 /// connection refused at the cap, or a request hyper could not parse.
 pub(crate) fn raw_error_response(
-    status: StatusCode,
-    code: &str,
+    code: ErrorCode,
     message: &str,
     headers: &[(&str, &str)],
 ) -> bytes::Bytes {
+    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(&ErrorBody {
         error: ErrorDetail {
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             message: message.to_owned(),
         },
     })
@@ -247,10 +252,10 @@ impl From<FunctionsError> for ApiError {
     fn from(error: FunctionsError) -> Self {
         match error {
             FunctionsError::Spec(error) => {
-                ApiError::bad_request("invalid_config", error.to_string())
+                ApiError::bad_request(ErrorCode::InvalidConfig, error.to_string())
             }
             FunctionsError::Deploy(error) => {
-                ApiError::bad_request("invalid_component", error.to_string())
+                ApiError::bad_request(ErrorCode::InvalidComponent, error.to_string())
             }
             FunctionsError::NoSuchFunction(name) => {
                 ApiError::FunctionNotFound(format!("function {name:?} does not exist"))
@@ -269,11 +274,11 @@ impl From<store::StoreError> for ApiError {
         match error {
             store::StoreError::NoSuchProject(_) => ApiError::ProjectNotFound(error.to_string()),
             store::StoreError::ProjectExists(_) => ApiError::Conflict {
-                code: "project_exists",
+                code: ErrorCode::ProjectExists,
                 message: error.to_string(),
             },
             store::StoreError::ProjectNotEmpty(_) => ApiError::Conflict {
-                code: "project_not_empty",
+                code: ErrorCode::ProjectNotEmpty,
                 message: error.to_string(),
             },
             store::StoreError::ConditionFailed => ApiError::PreconditionFailed(
@@ -284,39 +289,39 @@ impl From<store::StoreError> for ApiError {
                 ApiError::DocumentNotFound(format!("no document {id:?} in this collection"))
             }
             store::StoreError::DocumentExists(_) => ApiError::Conflict {
-                code: "document_exists",
+                code: ErrorCode::DocumentExists,
                 message: error.to_string(),
             },
             store::StoreError::IndexExists(_) => ApiError::Conflict {
-                code: "index_exists",
+                code: ErrorCode::IndexExists,
                 message: error.to_string(),
             },
             store::StoreError::InvalidDocument(message) => {
-                ApiError::bad_request("invalid_document", message)
+                ApiError::bad_request(ErrorCode::InvalidDocument, message)
             }
             store::StoreError::InvalidQuery(message) => {
-                ApiError::bad_request("invalid_query", message)
+                ApiError::bad_request(ErrorCode::InvalidQuery, message)
             }
             store::StoreError::UnindexedQuery(message) => {
-                ApiError::bad_request("unindexed_query", message)
+                ApiError::bad_request(ErrorCode::UnindexedQuery, message)
             }
             store::StoreError::BatchFailed { write, error } => ApiError::Batch {
                 write,
                 error: Box::new((*error).into()),
             },
             store::StoreError::NotANumber => ApiError::Conflict {
-                code: "not_a_number",
+                code: ErrorCode::NotANumber,
                 message: "the value is not a decimal integer, so it cannot be incremented"
                     .to_owned(),
             },
             store::StoreError::IdempotencyKeyReused => ApiError::Unprocessable {
-                code: "idempotency_key_reused",
+                code: ErrorCode::IdempotencyKeyReused,
                 message: error.to_string(),
             },
             store::StoreError::AsyncQueueFull { .. } => ApiError::Overloaded(error.to_string()),
             store::StoreError::DiskFull(_) => ApiError::InsufficientStorage(error.to_string()),
             store::StoreError::Overflow => ApiError::Conflict {
-                code: "overflow",
+                code: ErrorCode::Overflow,
                 message: error.to_string(),
             },
             error => FunctionsError::from(error).into(),
@@ -328,12 +333,20 @@ impl From<data::DataError> for ApiError {
     fn from(error: data::DataError) -> Self {
         use data::DataError;
         match error {
-            DataError::InvalidName(message) => ApiError::bad_request("invalid_name", message),
-            DataError::InvalidKey(message) => ApiError::bad_request("invalid_key", message),
+            DataError::InvalidName(message) => {
+                ApiError::bad_request(ErrorCode::InvalidName, message)
+            }
+            DataError::InvalidKey(message) => ApiError::bad_request(ErrorCode::InvalidKey, message),
             DataError::TooLarge(message) => ApiError::PayloadTooLarge(message),
-            DataError::InvalidQuery(message) => ApiError::bad_request("invalid_query", message),
-            DataError::InvalidBatch(message) => ApiError::bad_request("invalid_batch", message),
-            DataError::InvalidIndex(message) => ApiError::bad_request("invalid_index", message),
+            DataError::InvalidQuery(message) => {
+                ApiError::bad_request(ErrorCode::InvalidQuery, message)
+            }
+            DataError::InvalidBatch(message) => {
+                ApiError::bad_request(ErrorCode::InvalidBatch, message)
+            }
+            DataError::InvalidIndex(message) => {
+                ApiError::bad_request(ErrorCode::InvalidIndex, message)
+            }
             DataError::Store(error) => error.into(),
         }
     }

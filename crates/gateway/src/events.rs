@@ -6,6 +6,7 @@ use crate::control::{function_name, parse_time};
 use crate::http_util::{log_position, only_params, page_limit};
 use crate::projects::Scope;
 use crate::{ApiError, SharedGateway};
+use api_types::ErrorCode;
 use api_types::{
     Count, DeadLetter, DeadLetterFilter, DeadLetterPage, EventInfo, EventPage, PublishBatch,
     Published, PublishedList, ReplayRequest, Replayed, TriggerInfo, TriggerList,
@@ -27,12 +28,13 @@ pub(crate) const MAX_BATCH_BODY: usize = 16 << 20;
 const MAX_PAGE: u32 = 1000;
 
 fn topic_name(name: &str) -> Result<TopicName, ApiError> {
-    TopicName::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+    TopicName::new(name)
+        .map_err(|error| ApiError::bad_request(ErrorCode::InvalidName, error.to_string()))
 }
 
 fn check(messages: &[NewEvent]) -> Result<(), ApiError> {
     check_messages(messages).map_err(|error| match error {
-        MessageError::Invalid(message) => ApiError::bad_request("invalid_event", message),
+        MessageError::Invalid(message) => ApiError::bad_request(ErrorCode::InvalidEvent, message),
         MessageError::TooLarge(message) => ApiError::PayloadTooLarge(message),
     })
 }
@@ -115,7 +117,7 @@ pub async fn publish_batch(
     let topic = topic_name(&topic)?;
     let invalid = |error: String| {
         ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("expected {{\"messages\": [{{\"data\": ...}}, ...]}}: {error}"),
         )
     };
@@ -126,7 +128,7 @@ pub async fn publish_batch(
         || Err(invalid("the body is empty".to_owned())),
         |error| {
             ApiError::bad_request(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 format!("expected {{\"messages\": [{{\"data\": ...}}, ...]}}: {error}"),
             )
         },
@@ -135,7 +137,7 @@ pub async fn publish_batch(
     let mut events = Vec::with_capacity(batch.messages.len());
     for (at, message) in batch.messages.into_iter().enumerate() {
         let invalid = |message: String| {
-            ApiError::bad_request("invalid_event", format!("message {at}: {message}"))
+            ApiError::bad_request(ErrorCode::InvalidEvent, format!("message {at}: {message}"))
         };
         let (data, content_type) = match (message.data, message.data_base64) {
             (Some(data), None) => (
@@ -189,7 +191,7 @@ pub async fn read_topic(
     let after = match (log_position(&query, "after")?, query.get("since")) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "give after or since, not both",
             ));
         }
@@ -260,7 +262,7 @@ pub async fn replay(
     let function = function_name(&name)?;
     let request: ReplayRequest = serde_json::from_slice(&body).map_err(|error| {
         ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("expected {{\"from\": TIME}}: {error}"),
         )
     })?;
@@ -268,7 +270,7 @@ pub async fn replay(
     let target =
         triggers::target(&gateway.functions, &project, &function, &trigger).ok_or_else(|| {
             ApiError::NotFoundCode {
-                code: "trigger_not_found",
+                code: ErrorCode::TriggerNotFound,
                 message: format!("function {name:?} has no trigger {trigger:?}"),
             }
         })?;
@@ -277,7 +279,7 @@ pub async fn replay(
         .replay(&target, from)
         .await?
         .ok_or_else(|| ApiError::NotFoundCode {
-            code: "trigger_not_found",
+            code: ErrorCode::TriggerNotFound,
             message: format!("function {name:?} has no trigger {trigger:?}"),
         })?;
     Ok(Json(Replayed { cursor }))
@@ -289,8 +291,9 @@ fn failed_filter(filter: DeadLetterFilter) -> Result<FailedFilter, ApiError> {
         trigger: filter
             .trigger
             .map(|trigger| {
-                TriggerName::new(trigger)
-                    .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+                TriggerName::new(trigger).map_err(|error| {
+                    ApiError::bad_request(ErrorCode::InvalidName, error.to_string())
+                })
             })
             .transpose()?,
         seq: filter.seq,
@@ -344,8 +347,7 @@ fn filter_from_body(body: &[u8]) -> Result<FailedFilter, ApiError> {
         DeadLetterFilter::default()
     } else {
         serde_json::from_slice(body).map_err(|error| {
-            ApiError::bad_request(
-                "invalid_body",
+            ApiError::bad_request(ErrorCode::InvalidBody,
                 format!("expected {{\"function\": F, \"trigger\": T, \"seq\": N}} (each optional): {error}"),
             )
         })?
@@ -419,8 +421,7 @@ pub(crate) async fn invoke_async(
                 .filter(|key| !key.is_empty() && key.len() <= MAX_EVENT_KEY_BYTES)
                 .map(str::to_owned)
                 .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_header",
+                    ApiError::bad_request(ErrorCode::InvalidHeader,
                         format!("Idempotency-Key must be 1 to {MAX_EVENT_KEY_BYTES} visible ASCII characters"),
                     )
                 })
@@ -512,7 +513,7 @@ pub async fn async_invocation(
         .async_invocation(&project, &id)
         .await?
         .ok_or_else(|| ApiError::NotFoundCode {
-            code: "invocation_not_found",
+            code: ErrorCode::InvocationNotFound,
             message: format!("no asynchronous invocation {id:?} in this project"),
         })?;
     let response = invocation.response.map(|(status, headers, body)| {

@@ -2,6 +2,7 @@
 //! precondition headers, strict query parameters, and closing connections
 //! whose request body was not read.
 use crate::ApiError;
+use api_types::ErrorCode;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
@@ -17,7 +18,7 @@ use std::task::{Context, Poll};
 pub fn only_params(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
     match query.keys().find(|key| !allowed.contains(&key.as_str())) {
         Some(key) => Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("unknown query parameter {key:?}"),
         )),
         None => Ok(()),
@@ -39,7 +40,7 @@ pub fn page_limit(
             .filter(|limit| (1..=max).contains(limit))
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     format!("limit must be a whole number from 1 to {max}, not {value:?}"),
                 )
             }),
@@ -57,7 +58,7 @@ pub fn log_position(query: &HashMap<String, String>, key: &str) -> Result<Option
                 .filter(|position| *position >= 0)
                 .ok_or_else(|| {
                     ApiError::bad_request(
-                        "invalid_query",
+                        ErrorCode::InvalidQuery,
                         format!(
                             "{key} must be a position (a whole number, 0 or more), not {value:?}"
                         ),
@@ -94,7 +95,7 @@ pub fn precondition(headers: &http::HeaderMap) -> Result<Precondition, ApiError>
         }
         let version = text.trim_matches('"').parse::<u64>().map_err(|_| {
             ApiError::bad_request(
-                "invalid_header",
+                ErrorCode::InvalidHeader,
                 format!("If-Match must be an ETag this API gave out, like \"12\"; got {text:?}"),
             )
         })?;
@@ -105,7 +106,7 @@ pub fn precondition(headers: &http::HeaderMap) -> Result<Precondition, ApiError>
             return Ok(Precondition::Absent);
         }
         return Err(ApiError::bad_request(
-            "invalid_header",
+            ErrorCode::InvalidHeader,
             "If-None-Match supports only `*` (create only)",
         ));
     }
@@ -293,7 +294,7 @@ pub(crate) async fn read_json_body<T: serde::de::DeserializeOwned + Send + 'stat
                 too_large()
             } else {
                 ApiError::bad_request(
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     format!("reading the body failed: {error}"),
                 )
             });

@@ -1,5 +1,6 @@
 //! `ANY /fn/NAME/...`: the request hot path.
 use crate::{ApiError, SharedGateway};
+use api_types::ErrorCode;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use domain::{FunctionName, ProjectId};
@@ -110,7 +111,7 @@ async fn run(gateway: SharedGateway, request: Request) -> Result<Response, ApiEr
         .build()
         .map_err(|error| {
             ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("the request URI is invalid: {error}"),
             )
         })?;

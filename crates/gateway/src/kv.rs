@@ -2,6 +2,7 @@
 use crate::http_util::{Precondition, etag, only_params, precondition};
 use crate::projects::Scope;
 use crate::{ApiError, SharedGateway};
+use api_types::ErrorCode;
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,7 @@ fn condition(headers: &http::HeaderMap) -> Result<Condition, ApiError> {
         Precondition::Absent => Condition::Absent,
         Precondition::Exists => {
             return Err(ApiError::bad_request(
-                "invalid_header",
+                ErrorCode::InvalidHeader,
                 "If-Match on a key must be an ETag this API gave out, like \"12\"",
             ));
         }
@@ -64,7 +65,7 @@ pub async fn drop_store(
         Ok(http::StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFoundCode {
-            code: "store_not_found",
+            code: ErrorCode::StoreNotFound,
             message: format!("no store {store} in this project (or it is empty)"),
         })
     }
@@ -116,7 +117,7 @@ pub async fn put(
                 .filter(|ttl| !ttl.is_zero())
                 .ok_or_else(|| {
                     ApiError::bad_request(
-                        "invalid_query",
+                        ErrorCode::InvalidQuery,
                         format!("ttl must be a positive duration like 30s or 1h, not {ttl:?}"),
                     )
                 })
@@ -164,13 +165,16 @@ pub async fn increment(
         .get("increment")
         .ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "POST on a key needs ?increment=N (a signed 64-bit integer)",
             )
         })?
         .parse::<i64>()
         .map_err(|_| {
-            ApiError::bad_request("invalid_query", "increment must be a signed 64-bit integer")
+            ApiError::bad_request(
+                ErrorCode::InvalidQuery,
+                "increment must be a signed 64-bit integer",
+            )
         })?;
     let value = gateway.kv.increment(&project, &store, &key, by).await?;
     Ok(Json(api_types::KvCounter { value }))

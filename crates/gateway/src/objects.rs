@@ -8,6 +8,7 @@ use crate::projects::{
     write_rule,
 };
 use crate::{ApiError, SharedGateway};
+use api_types::ErrorCode;
 use auth::Caller;
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
@@ -29,42 +30,47 @@ impl From<ObjectError> for ApiError {
         let message = error.to_string();
         match error {
             ObjectError::NoSuchBucket(_) => ApiError::NotFoundCode {
-                code: "bucket_not_found",
+                code: ErrorCode::BucketNotFound,
                 message,
             },
             ObjectError::NoSuchKey(_) => ApiError::NotFoundCode {
-                code: "object_not_found",
+                code: ErrorCode::ObjectNotFound,
                 message,
             },
             ObjectError::NoSuchUpload(_) => ApiError::NotFoundCode {
-                code: "upload_not_found",
+                code: ErrorCode::UploadNotFound,
                 message,
             },
             ObjectError::BucketExists(_) => ApiError::Conflict {
-                code: "bucket_exists",
+                code: ErrorCode::BucketExists,
                 message,
             },
             ObjectError::BucketNotEmpty(_) => ApiError::Conflict {
-                code: "bucket_not_empty",
+                code: ErrorCode::BucketNotEmpty,
                 message,
             },
             ObjectError::PreconditionFailed => ApiError::PreconditionFailed(message),
             ObjectError::DiskFull(_) => ApiError::InsufficientStorage(message),
             ObjectError::TooLarge { .. } => ApiError::PayloadTooLarge(message),
             ObjectError::ContentTypeRefused { .. } => ApiError::UnsupportedMediaType(message),
-            ObjectError::BadDigest(_) => ApiError::bad_request("bad_digest", message),
-            ObjectError::IncompleteBody(_) => ApiError::bad_request("incomplete_body", message),
+            ObjectError::BadDigest(_) => ApiError::bad_request(ErrorCode::BadDigest, message),
+            ObjectError::IncompleteBody(_) => {
+                ApiError::bad_request(ErrorCode::IncompleteBody, message)
+            }
             ObjectError::InvalidPart(_)
             | ObjectError::InvalidPartOrder
             | ObjectError::EntityTooSmall { .. }
-            | ObjectError::InvalidArgument(_) => ApiError::bad_request("invalid_request", message),
+            | ObjectError::InvalidArgument(_) => {
+                ApiError::bad_request(ErrorCode::InvalidRequest, message)
+            }
             ObjectError::Internal(detail) => ApiError::Internal(detail),
         }
     }
 }
 
 fn bucket_name(name: &str) -> Result<BucketName, ApiError> {
-    BucketName::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+    BucketName::new(name)
+        .map_err(|error| ApiError::bad_request(ErrorCode::InvalidName, error.to_string()))
 }
 
 /// The bucket a request names, if the caller may `access` it.
@@ -127,8 +133,7 @@ pub async fn create_bucket(
         api_types::CreateBucket::default()
     } else {
         serde_json::from_slice(&body).map_err(|error| {
-            ApiError::bad_request(
-                "invalid_body",
+            ApiError::bad_request(ErrorCode::InvalidBody,
                 format!(
                     "expected {{\"max_object_bytes\": N, \"content_types\": [\"image/\", ...]}}: {error}"
                 ),
@@ -139,7 +144,7 @@ pub async fn create_bucket(
         !content_type.contains('/') || content_type.contains(char::is_whitespace)
     }) {
         return Err(ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("{bad:?} is not a content type like image/png, or a family like image/"),
         ));
     }
@@ -518,14 +523,14 @@ pub async fn presign(
         api_types::Presign::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|error| ApiError::bad_request("invalid_body", error.to_string()))?
+            .map_err(|error| ApiError::bad_request(ErrorCode::InvalidBody, error.to_string()))?
     };
     let (method, access) = match wanted.method.as_deref().unwrap_or("GET") {
         "GET" => ("GET", Access::Read),
         "PUT" => ("PUT", Access::Write),
         other => {
             return Err(ApiError::bad_request(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 format!("method must be GET or PUT, not {other:?}"),
             ));
         }
@@ -545,7 +550,7 @@ pub async fn presign(
             .filter(|lifetime| !lifetime.is_zero() && *lifetime <= MAX_PRESIGN)
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_body",
+                    ErrorCode::InvalidBody,
                     format!(
                         "expires_in must be a duration up to 7 days, like 15m or 1h, not {text:?}"
                     ),

@@ -8,6 +8,7 @@
 //! admin only.
 use crate::convert;
 use crate::{ApiError, SharedGateway};
+use api_types::ErrorCode;
 use api_types::{CreateKey, CreateProject, IssuedKey, KeyList, ProjectList};
 use auth::Caller;
 use axum::Json;
@@ -370,7 +371,7 @@ pub async fn write_rule(
 ) -> Result<Json<api_types::AccessSetting>, ApiError> {
     require_service(caller, &project)?;
     let setting: api_types::AccessSetting = serde_json::from_slice(body)
-        .map_err(|error| ApiError::bad_request("invalid_access", error.to_string()))?;
+        .map_err(|error| ApiError::bad_request(ErrorCode::InvalidAccess, error.to_string()))?;
     let rule = convert::access_rule(&setting.access)?;
     gateway.auth.set_rule(&project, kind, &name, rule).await?;
     Ok(Json(setting))
@@ -392,7 +393,8 @@ pub async fn require_admin(
 }
 
 fn project_name(name: &str) -> Result<ProjectId, ApiError> {
-    ProjectId::new(name).map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+    ProjectId::new(name)
+        .map_err(|error| ApiError::bad_request(ErrorCode::InvalidName, error.to_string()))
 }
 
 pub async fn list_projects(
@@ -410,7 +412,7 @@ pub async fn create_project(
 ) -> Result<(http::StatusCode, Json<api_types::ProjectInfo>), ApiError> {
     let request: CreateProject = serde_json::from_slice(&body).map_err(|error| {
         ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("expected {{\"name\": \"...\"}}: {error}"),
         )
     })?;
@@ -426,7 +428,7 @@ pub async fn remove_project(
     let project = project_name(&name)?;
     if project == ProjectId::default_project() {
         return Err(ApiError::Conflict {
-            code: "project_required",
+            code: ErrorCode::ProjectRequired,
             message: "the default project always exists".to_owned(),
         });
     }
@@ -456,13 +458,13 @@ pub async fn create_key(
 ) -> Result<(http::StatusCode, Json<IssuedKey>), ApiError> {
     let request: CreateKey = serde_json::from_slice(&body).map_err(|error| {
         ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("expected {{\"kind\": \"service\" or \"public\", \"name\": \"...\"}}: {error}"),
         )
     })?;
     let kind = KeyKind::parse(&request.kind).ok_or_else(|| {
         ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!(
                 "kind must be \"service\" or \"public\", not {:?}",
                 request.kind
@@ -471,7 +473,7 @@ pub async fn create_key(
     })?;
     if request.name.len() > 200 {
         return Err(ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             "a key name is at most 200 bytes",
         ));
     }
@@ -534,18 +536,16 @@ pub async fn json_errors(response: Response) -> Response {
         .await
         .unwrap_or_default();
     let message = String::from_utf8_lossy(&body).trim().to_owned();
-    // The one code of a status, where the error table has one; a query
-    // string axum could not read is a query error.
-    let code = match status {
-        http::StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        _ if message.starts_with("Failed to deserialize query string") => "invalid_query",
-        _ => "invalid_request",
+    // The code of the status, from the table (rejections are 400s, and a
+    // body over a limit 413); a query string axum could not read is a
+    // query error.
+    if status == http::StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge(message).into_response();
+    }
+    let code = if message.starts_with("Failed to deserialize query string") {
+        ErrorCode::InvalidQuery
+    } else {
+        ErrorCode::InvalidRequest
     };
-    let body = api_types::ErrorBody {
-        error: api_types::ErrorDetail {
-            code: code.to_owned(),
-            message,
-        },
-    };
-    (status, Json(body)).into_response()
+    ApiError::bad_request(code, message).into_response()
 }

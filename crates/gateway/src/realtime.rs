@@ -15,6 +15,7 @@
 //! every event delivered.
 use crate::projects::Scope;
 use crate::{ApiError, SharedGateway};
+use api_types::ErrorCode;
 use auth::Caller;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
@@ -197,11 +198,11 @@ impl Out {
         }
     }
 
-    fn error(&self, id: Option<&str>, code: &str, message: impl Into<String>) -> bool {
+    fn error(&self, id: Option<&str>, code: ErrorCode, message: impl Into<String>) -> bool {
         self.send(json!({
             "type": "error",
             "id": id,
-            "code": code,
+            "code": code.as_str(),
             "message": message.into(),
         }))
     }
@@ -333,7 +334,11 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
-                out.error(None, "invalid_message", "messages are JSON text frames");
+                out.error(
+                    None,
+                    ErrorCode::InvalidMessage,
+                    "messages are JSON text frames",
+                );
                 continue;
             }
             // The client's close is answered (tungstenite queued the reply:
@@ -355,7 +360,11 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
         let request: Value = match serde_json::from_str(text.as_str()) {
             Ok(request) => request,
             Err(error) => {
-                out.error(None, "invalid_message", format!("not JSON: {error}"));
+                out.error(
+                    None,
+                    ErrorCode::InvalidMessage,
+                    format!("not JSON: {error}"),
+                );
                 continue;
             }
         };
@@ -374,7 +383,7 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
                 if subscriptions.contains_key(&id) {
                     out.error(
                         Some(&id),
-                        "invalid_message",
+                        ErrorCode::InvalidMessage,
                         "this id is subscribed already",
                     );
                     continue;
@@ -382,7 +391,7 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
                 if subscriptions.len() >= MAX_SUBSCRIPTIONS {
                     out.error(
                         Some(&id),
-                        "too_many_subscriptions",
+                        ErrorCode::TooManySubscriptions,
                         format!("a connection holds at most {MAX_SUBSCRIPTIONS} subscriptions"),
                     );
                     continue;
@@ -400,7 +409,7 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
             _ => {
                 out.error(
                     None,
-                    "invalid_message",
+                    ErrorCode::InvalidMessage,
                     "expected {\"type\": \"subscribe\" | \"unsubscribe\" | \"ping\", \"id\": ...}",
                 );
             }
@@ -435,7 +444,7 @@ enum Target {
 }
 
 fn target(request: &Value) -> Result<Target, ApiError> {
-    let invalid = |message: String| ApiError::bad_request("invalid_message", message);
+    let invalid = |message: String| ApiError::bad_request(ErrorCode::InvalidMessage, message);
     match (request.get("topic"), request.get("collection")) {
         (Some(topic), None) => {
             let topic = topic
@@ -443,14 +452,15 @@ fn target(request: &Value) -> Result<Target, ApiError> {
                 .ok_or_else(|| invalid("topic must be a string".to_owned()))?;
             TopicName::new(topic)
                 .map(Target::Topic)
-                .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))
+                .map_err(|error| ApiError::bad_request(ErrorCode::InvalidName, error.to_string()))
         }
         (None, Some(collection)) => {
             let collection = collection
                 .as_str()
                 .ok_or_else(|| invalid("collection must be a string".to_owned()))?;
-            let collection = CollectionName::new(collection)
-                .map_err(|error| ApiError::bad_request("invalid_name", error.to_string()))?;
+            let collection = CollectionName::new(collection).map_err(|error| {
+                ApiError::bad_request(ErrorCode::InvalidName, error.to_string())
+            })?;
             let query = request.get("query").cloned().unwrap_or_else(|| json!({}));
             let query = store::docs::parse_query(&query)?;
             Ok(Target::Query { collection, query })
@@ -510,7 +520,7 @@ async fn subscription(
     if !may_read(&gateway, &caller, &project, kind, &name).await {
         out.error(
             Some(&id),
-            "forbidden",
+            ErrorCode::Forbidden,
             format!("this key may not read {} {name:?}", kind.as_str()),
         );
         return;
@@ -566,7 +576,7 @@ async fn subscription(
     let (mut follower, position) = match gateway.hub.follow(&project, &stream, start).await {
         Ok(following) => following,
         Err(error) => {
-            out.error(Some(&id), "internal_error", error.to_string());
+            out.error(Some(&id), ErrorCode::InternalError, error.to_string());
             return;
         }
     };
@@ -583,7 +593,7 @@ async fn subscription(
                 if !may_read(&gateway, &caller, &project, kind, &name).await {
                     out.error(
                         Some(&id),
-                        "forbidden",
+                        ErrorCode::Forbidden,
                         format!("this key may no longer read {} {name:?}; the subscription ended", kind.as_str()),
                     );
                     return;
@@ -602,7 +612,7 @@ async fn subscription(
                 return;
             }
             Err(error) => {
-                out.error(Some(&id), "internal_error", error.to_string());
+                out.error(Some(&id), ErrorCode::InternalError, error.to_string());
                 return;
             }
         };
@@ -611,7 +621,7 @@ async fn subscription(
         if !may_read(&gateway, &caller, &project, kind, &name).await {
             out.error(
                 Some(&id),
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!(
                     "this key may no longer read {} {name:?}; the subscription ended",
                     kind.as_str()

@@ -20,6 +20,7 @@
 //! the connection changes state; the clock is tokio's, so tests can pause
 //! it.
 use crate::error::raw_error_response;
+use api_types::ErrorCode;
 use axum::body::Body;
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -350,25 +351,19 @@ impl Drop for WatchedIo {
 /// when it could not parse a request), if `written` is one.
 fn rewrite_hyper_answer(written: &[u8]) -> Option<Bytes> {
     let status = written.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
-    let (status, code, message) = match status {
+    let (code, message) = match status {
         b"400" => (
-            http::StatusCode::BAD_REQUEST,
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "the request is not valid HTTP/1.1",
         ),
-        b"414" => (
-            http::StatusCode::URI_TOO_LONG,
-            "uri_too_long",
-            "the request URI is too long",
-        ),
+        b"414" => (ErrorCode::UriTooLong, "the request URI is too long"),
         b"431" => (
-            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             "the request's headers are too large",
         ),
         _ => return None,
     };
-    Some(raw_error_response(status, code, message, &[]))
+    Some(raw_error_response(code, message, &[]))
 }
 
 impl AsyncRead for WatchedIo {
@@ -842,8 +837,7 @@ async fn linger(mut stream: TcpStream) {
 /// socket takes at once) and closes it.
 fn refuse(stream: TcpStream, max: usize) {
     let answer = raw_error_response(
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        "too_many_connections",
+        ErrorCode::TooManyConnections,
         &format!("the server holds its limit of {max} connections, all busy; retry later"),
         &[("retry-after", "1")],
     );

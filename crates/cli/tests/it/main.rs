@@ -133,12 +133,29 @@ impl Answer {
             .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.text()))
     }
 
-    /// The `code` of a wok error body.
+    /// The `code` of a wok error body, which must be in the one table
+    /// of codes (`api_types::ErrorCode`, README's "Error codes") with the
+    /// status the response has.
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"]
+        let code = self.json()["error"]["code"]
             .as_str()
             .unwrap_or_default()
-            .to_owned()
+            .to_owned();
+        let known = api_types::ErrorCode::ALL
+            .iter()
+            .find(|known| known.as_str() == code)
+            .unwrap_or_else(|| {
+                panic!(
+                    "the error code {code:?} is not in the table: {}",
+                    self.text()
+                )
+            });
+        assert_eq!(
+            known.status(),
+            self.status,
+            "{code} is answered with the table's status"
+        );
+        code
     }
 
     pub fn header(&self, name: &str) -> String {
