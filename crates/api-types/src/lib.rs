@@ -1,11 +1,15 @@
 //! The JSON shapes of the control API, shared by the gateway and the CLI.
 //!
-//! Layer: vocabulary. Plain serde types and the one table of public error
-//! codes (`errors.rs`); no behaviour, no internal crates.
+//! Layer: vocabulary. Plain serde types, the one table of public error
+//! codes (`errors.rs`) and the one shape of deploy settings
+//! (`settings.rs`, read into `domain` types); no I/O, and no internal
+//! crate but `domain`.
 
 mod errors;
+mod settings;
 
 pub use errors::ErrorCode;
+pub use settings::{DeploySettings, Trigger};
 
 use serde::{Deserialize, Serialize};
 

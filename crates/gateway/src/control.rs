@@ -8,9 +8,7 @@ use api_types::{FunctionList, InvocationList, LogPage, RollbackRequest, VersionL
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use domain::{
-    ByteSize, FunctionConfig, FunctionName, Isolation, ReuseLimits, UnixMillis, UsageFilter,
-};
+use domain::{ByteSize, FunctionConfig, FunctionName, UnixMillis, UsageFilter};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -137,120 +135,24 @@ fn parse_duration(key: &str, value: &str) -> Result<Duration, ApiError> {
     })
 }
 
-fn parse_size(key: &str, value: &str) -> Result<ByteSize, ApiError> {
-    ByteSize::parse(value)
-        .map_err(|error| ApiError::bad_request(ErrorCode::InvalidConfig, format!("{key}: {error}")))
-}
-
-fn parse_number(key: &str, value: &str) -> Result<u32, ApiError> {
-    value.parse().map_err(|_| {
-        ApiError::bad_request(
-            ErrorCode::InvalidConfig,
-            format!("{key}={value:?} is not a whole number"),
-        )
-    })
-}
-
-/// Reads a deploy's settings from its query string. Unknown keys are refused
-/// so that a typo fails loudly instead of deploying with a default.
-pub fn config_from_query(pairs: &[(String, String)]) -> Result<FunctionConfig, ApiError> {
-    let mut config = FunctionConfig::default();
-    let mut reuse: Option<ReuseLimits> = None;
-    let reuse_limits = |reuse: &mut Option<ReuseLimits>| -> ReuseLimits {
-        reuse.take().unwrap_or(ReuseLimits {
-            max_requests: 10_000,
-            max_concurrent: 1,
-            idle_timeout: Duration::from_secs(60),
-        })
-    };
-    for (key, value) in pairs {
-        let limits = &mut config.limits;
-        match key.as_str() {
-            "memory" => limits.memory = parse_size(key, value)?,
-            "timeout" => limits.timeout = parse_duration(key, value)?,
-            "max_concurrency" => limits.max_concurrency = parse_number(key, value)?,
-            "max_queue" => limits.max_queue = parse_number(key, value)?,
-            "max_request_body" => limits.max_request_body = parse_size(key, value)?,
-            "max_response_body" => limits.max_response_body = parse_size(key, value)?,
-            "env" => {
-                let (name, env_value) = value.split_once('=').ok_or_else(|| {
-                    ApiError::bad_request(
-                        ErrorCode::InvalidConfig,
-                        format!("env {value:?} must look like NAME=VALUE"),
-                    )
-                })?;
-                config.env.retain(|(existing, _)| existing != name);
-                config.env.push((name.to_owned(), env_value.to_owned()));
-            }
-            "allow_outbound" => config.allowed_outbound_hosts.push(value.clone()),
-            "trigger" => {
-                let trigger = domain::TriggerSpec::parse(value).map_err(|error| {
-                    ApiError::bad_request(ErrorCode::InvalidConfig, error.to_string())
-                })?;
-                events::validate_trigger(&trigger).map_err(|message| {
-                    ApiError::bad_request(
-                        ErrorCode::InvalidConfig,
-                        format!("trigger {value:?}: {message}"),
-                    )
-                })?;
-                config.triggers.push(trigger);
-            }
-            "on_success" | "on_failure" => {
-                let destination = domain::Destination::parse(value).map_err(|error| {
-                    ApiError::bad_request(ErrorCode::InvalidConfig, error.to_string())
-                })?;
-                if key == "on_success" {
-                    config.async_invocation.on_success = Some(destination);
-                } else {
-                    config.async_invocation.on_failure = Some(destination);
-                }
-            }
-            "async_max_attempts" => {
-                let attempts = parse_number(key, value)?;
-                if !(1..=100).contains(&attempts) {
-                    return Err(ApiError::bad_request(
-                        ErrorCode::InvalidConfig,
-                        "async_max_attempts must be from 1 to 100",
-                    ));
-                }
-                config.async_invocation.retry.max_attempts = attempts;
-            }
-            "async_max_age" => config.async_invocation.retry.max_age = parse_duration(key, value)?,
-            "async_retry_delay" => {
-                config.async_invocation.retry.delay = parse_duration(key, value)?
-            }
-            "reuse" => match value.as_str() {
-                "true" | "1" => reuse = Some(reuse_limits(&mut reuse)),
-                "false" | "0" => reuse = None,
-                _ => {
-                    return Err(ApiError::bad_request(
-                        ErrorCode::InvalidConfig,
-                        format!("reuse={value:?} must be true or false"),
-                    ));
-                }
-            },
-            "reuse_max_requests" => {
-                let mut limits = reuse_limits(&mut reuse);
-                limits.max_requests = parse_number(key, value)?;
-                reuse = Some(limits);
-            }
-            "reuse_idle_timeout" => {
-                let mut limits = reuse_limits(&mut reuse);
-                limits.idle_timeout = parse_duration(key, value)?;
-                reuse = Some(limits);
-            }
-            _ => {
-                return Err(ApiError::bad_request(
-                    ErrorCode::InvalidConfig,
-                    format!("unknown deploy setting {key:?}"),
-                ));
-            }
-        }
+/// Reads a deploy's settings from its query string (the one shape,
+/// `api_types::DeploySettings`), and checks what the server checks of
+/// them: the values together, and each trigger against what exists.
+fn deploy_settings(
+    pairs: &[(String, String)],
+) -> Result<(domain::RuntimeKind, FunctionConfig), ApiError> {
+    let invalid = |message: String| ApiError::bad_request(ErrorCode::InvalidConfig, message);
+    let settings = api_types::DeploySettings::from_query(pairs).map_err(invalid)?;
+    let kind = settings.runtime_kind().map_err(invalid)?;
+    let config = settings.to_config().map_err(invalid)?;
+    config
+        .validate()
+        .map_err(|error| invalid(error.to_string()))?;
+    for trigger in &config.triggers {
+        events::validate_trigger(trigger)
+            .map_err(|message| invalid(format!("trigger {:?}: {message}", trigger.to_text())))?;
     }
-    if let Some(reuse) = reuse {
-        config.isolation = Isolation::Reuse(reuse);
-    }
-    Ok(config)
+    Ok((kind, config))
 }
 
 pub async fn deploy(
@@ -261,10 +163,7 @@ pub async fn deploy(
     request: Request,
 ) -> Result<(http::StatusCode, Json<api_types::FunctionInfo>), ApiError> {
     let function = function_name(&name)?;
-    let config = config_from_query(&pairs)?;
-    config
-        .validate()
-        .map_err(|error| ApiError::bad_request(ErrorCode::InvalidConfig, error.to_string()))?;
+    let (kind, config) = deploy_settings(&pairs)?;
     let limit = gateway.max_upload_bytes;
     let too_large = || {
         ApiError::PayloadTooLarge(format!(
@@ -297,13 +196,7 @@ pub async fn deploy(
         })?;
     let deployed = gateway
         .functions
-        .deploy(
-            project.clone(),
-            function,
-            domain::RuntimeKind::Wasm,
-            code.to_vec(),
-            config,
-        )
+        .deploy(project.clone(), function, kind, code.to_vec(), config)
         .await?;
     Ok((
         http::StatusCode::CREATED,

@@ -9,10 +9,15 @@
 //! added where they are missing, so it brings any of them up to date.
 //! A new change is a new migration at the end of [`MIGRATIONS`]; a
 //! migration once released is never edited.
-use crate::codec::config_from_json;
+use crate::codec::config_to_json;
 use crate::{Error, Result, stored};
-use domain::{FunctionName, ProjectId, now_millis};
+use domain::{
+    AsyncConfig, ByteSize, Destination, FunctionConfig, FunctionName, Isolation, Limits, ProjectId,
+    RetryPolicy, ReuseLimits, TriggerSpec, now_millis,
+};
 use rusqlite::{Connection, params};
+use serde_json::Value;
+use std::time::Duration;
 use store::StoreError;
 
 /// One schema change.
@@ -23,10 +28,16 @@ struct Migration {
 }
 
 /// Every migration, in order: the first is number 1.
-const MIGRATIONS: &[Migration] = &[Migration {
-    what: "the schema of the releases before numbered migrations",
-    apply: first_schema,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        what: "the schema of the releases before numbered migrations",
+        apply: first_schema,
+    },
+    Migration {
+        what: "function configurations stored as their deploy settings",
+        apply: configs_as_deploy_settings,
+    },
+];
 
 /// The number of the newest migration: what a database is at once open.
 pub(crate) const CURRENT: u32 = MIGRATIONS.len() as u32;
@@ -88,6 +99,24 @@ fn first_schema(connection: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites every version's configuration from the JSON of the releases
+/// before into its deploy settings (the shape of `codec.rs`).
+fn configs_as_deploy_settings(connection: &Connection) -> Result<()> {
+    let rows: Vec<(String, String, u32, String)> = connection
+        .prepare("SELECT project, name, version, config FROM versions")?
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = connection
+        .prepare("UPDATE versions SET config = ? WHERE project = ? AND name = ? AND version = ?")?;
+    for (project, name, version, config) in rows {
+        let config = stored(legacy_config(&config))?;
+        update.execute(params![config_to_json(&config), project, name, version])?;
+    }
+    Ok(())
+}
+
 /// Adds a column unless the table has it.
 fn add_column(connection: &Connection, table: &str, column: &str, definition: &str) -> Result<()> {
     let exists: bool = connection.query_row(
@@ -142,7 +171,7 @@ fn sync_all_subscriptions(connection: &Connection) -> Result<()> {
     for (project, function, config) in live {
         let project = stored(ProjectId::new(project))?;
         let function = stored(FunctionName::new(function))?;
-        let config = stored(config_from_json(&config))?;
+        let config = stored(legacy_config(&config))?;
         crate::events::sync_subscriptions(connection, &project, &function, &config.all_triggers())?;
     }
     Ok(())
@@ -388,3 +417,80 @@ CREATE UNIQUE INDEX IF NOT EXISTS async_by_idempotency_key
     ON async_invocations (project, function, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 ";
+
+/// A configuration in the JSON of the releases before migration 2.
+pub(crate) fn legacy_config(text: &str) -> Result<FunctionConfig, String> {
+    let value: Value = serde_json::from_str(text).map_err(|error| error.to_string())?;
+    let number = |key: &str| {
+        value[key]
+            .as_u64()
+            .ok_or_else(|| format!("config field {key} is missing"))
+    };
+    let env = serde_json::from_value::<Vec<(String, String)>>(value["env"].clone())
+        .map_err(|e| e.to_string())?;
+    let allowed_outbound_hosts =
+        serde_json::from_value::<Vec<String>>(value["allowed_outbound_hosts"].clone())
+            .map_err(|e| e.to_string())?;
+    let isolation = match value["isolation"]["mode"].as_str() {
+        Some("reuse") => {
+            let reuse = &value["isolation"];
+            Isolation::Reuse(ReuseLimits {
+                max_requests: reuse["max_requests"].as_u64().unwrap_or(1) as u32,
+                max_concurrent: reuse["max_concurrent"].as_u64().unwrap_or(1) as u32,
+                idle_timeout: Duration::from_millis(reuse["idle_timeout_ms"].as_u64().unwrap_or(0)),
+            })
+        }
+        _ => Isolation::Fresh,
+    };
+    // Versions from before triggers have none.
+    let triggers = match value.get("triggers") {
+        None => Vec::new(),
+        Some(lines) => serde_json::from_value::<Vec<String>>(lines.clone())
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|line| TriggerSpec::parse(line).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?,
+    };
+    // Versions from before asynchronous invocations have the defaults.
+    let async_invocation = match value.get("async") {
+        None => AsyncConfig::default(),
+        Some(config) => {
+            let destination = |key: &str| {
+                config[key]
+                    .as_str()
+                    .map(|text| Destination::parse(text).map_err(|e| e.to_string()))
+                    .transpose()
+            };
+            let millis = |key: &str| {
+                config[key]
+                    .as_u64()
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| format!("async field {key} is missing"))
+            };
+            AsyncConfig {
+                retry: RetryPolicy {
+                    max_attempts: config["max_attempts"].as_u64().unwrap_or(3) as u32,
+                    max_age: millis("max_age_ms")?,
+                    delay: millis("retry_delay_ms")?,
+                },
+                on_success: destination("on_success")?,
+                on_failure: destination("on_failure")?,
+            }
+        }
+    };
+    Ok(FunctionConfig {
+        triggers,
+        async_invocation,
+        limits: Limits {
+            memory: ByteSize(number("memory")?),
+            timeout: Duration::from_millis(number("timeout_ms")?),
+            max_concurrency: number("max_concurrency")? as u32,
+            max_queue: number("max_queue")? as u32,
+            max_request_body: ByteSize(number("max_request_body")?),
+            max_response_body: ByteSize(number("max_response_body")?),
+        },
+        env,
+        allowed_outbound_hosts,
+        isolation,
+    })
+}

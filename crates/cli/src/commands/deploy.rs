@@ -1,6 +1,6 @@
 use crate::client::Client;
 use anyhow::{Context, bail};
-use api_types::FunctionInfo;
+use api_types::{DeploySettings, FunctionInfo};
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,54 +69,52 @@ pub struct Deploy {
     /// Oldest an asynchronous invocation is tried (default 6h).
     #[arg(long)]
     async_max_age: Option<String>,
+    /// The settings a manifest gave, instead of the flags.
+    #[arg(skip)]
+    manifest_settings: Option<DeploySettings>,
 }
 
 impl Deploy {
-    fn query(&self) -> anyhow::Result<String> {
-        let mut pairs: Vec<(&str, String)> = Vec::new();
-        let mut optional = |key: &'static str, value: Option<String>| {
-            if let Some(value) = value {
-                pairs.push((key, value));
-            }
-        };
-        optional("memory", self.memory.clone());
-        optional("timeout", self.timeout.clone());
-        optional(
-            "max_concurrency",
-            self.max_concurrency.map(|n| n.to_string()),
-        );
-        optional("max_queue", self.max_queue.map(|n| n.to_string()));
-        optional("max_request_body", self.max_request_body.clone());
-        optional("max_response_body", self.max_response_body.clone());
-        if self.reuse {
-            optional("reuse", Some("true".to_owned()));
+    /// The flags as deploy settings, the one shape the control API takes.
+    fn settings(&self) -> anyhow::Result<DeploySettings> {
+        if let Some(settings) = &self.manifest_settings {
+            return Ok(settings.clone());
         }
-        optional(
-            "reuse_max_requests",
-            self.reuse_max_requests.map(|n| n.to_string()),
-        );
-        optional("reuse_idle_timeout", self.reuse_idle_timeout.clone());
-        optional("on_success", self.on_success.clone());
-        optional("on_failure", self.on_failure.clone());
-        optional(
-            "async_max_attempts",
-            self.async_max_attempts.map(|n| n.to_string()),
-        );
-        optional("async_retry_delay", self.async_retry_delay.clone());
-        optional("async_max_age", self.async_max_age.clone());
-        for env in &self.env {
-            if !env.contains('=') {
-                bail!("--env {env:?} must look like NAME=VALUE");
-            }
-            pairs.push(("env", env.clone()));
+        let mut env = std::collections::BTreeMap::new();
+        for pair in &self.env {
+            let Some((name, value)) = pair.split_once('=') else {
+                bail!("--env {pair:?} must look like NAME=VALUE");
+            };
+            env.insert(name.to_owned(), value.to_owned());
         }
-        for host in &self.allow_outbound {
-            pairs.push(("allow_outbound", host.clone()));
-        }
-        for trigger in &self.triggers {
-            pairs.push(("trigger", trigger.clone()));
-        }
+        Ok(DeploySettings {
+            runtime: None,
+            memory: self.memory.clone(),
+            timeout: self.timeout.clone(),
+            env,
+            allow_outbound: self.allow_outbound.clone(),
+            max_concurrency: self.max_concurrency,
+            max_queue: self.max_queue,
+            max_request_body: self.max_request_body.clone(),
+            max_response_body: self.max_response_body.clone(),
+            reuse: self.reuse.then_some(true),
+            reuse_max_requests: self.reuse_max_requests,
+            reuse_idle_timeout: self.reuse_idle_timeout.clone(),
+            triggers: self
+                .triggers
+                .iter()
+                .map(|line| api_types::Trigger::Line(line.clone()))
+                .collect(),
+            on_success: self.on_success.clone(),
+            on_failure: self.on_failure.clone(),
+            async_max_attempts: self.async_max_attempts,
+            async_retry_delay: self.async_retry_delay.clone(),
+            async_max_age: self.async_max_age.clone(),
+        })
+    }
 
+    fn query(&self) -> anyhow::Result<String> {
+        let pairs = self.settings()?.query_pairs().map_err(anyhow::Error::msg)?;
         Ok(pairs
             .iter()
             .map(|(key, value)| format!("{key}={}", urlencoding::encode(value)))
@@ -180,32 +178,11 @@ impl Deploy {
 
 impl Deploy {
     /// A deploy of `path` as `name`, with settings from a manifest.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_manifest(
-        name: String,
-        path: PathBuf,
-        settings: crate::manifest::Settings,
-    ) -> Deploy {
+    pub fn from_manifest(name: String, path: PathBuf, settings: DeploySettings) -> Deploy {
         Deploy {
             name: Some(name),
             path: Some(path),
-            memory: settings.memory,
-            timeout: settings.timeout,
-            env: settings.env,
-            allow_outbound: settings.allow_outbound,
-            max_concurrency: settings.max_concurrency,
-            max_queue: settings.max_queue,
-            max_request_body: settings.max_request_body,
-            max_response_body: settings.max_response_body,
-            reuse: settings.reuse,
-            reuse_max_requests: settings.reuse_max_requests,
-            reuse_idle_timeout: settings.reuse_idle_timeout,
-            triggers: settings.triggers,
-            on_success: settings.on_success,
-            on_failure: settings.on_failure,
-            async_max_attempts: settings.async_max_attempts,
-            async_retry_delay: settings.async_retry_delay,
-            async_max_age: settings.async_max_age,
+            manifest_settings: Some(settings),
             ..Deploy::default()
         }
     }

@@ -481,41 +481,21 @@ async fn a_torn_last_batch_is_dropped_and_what_came_before_is_kept() {
 async fn functions_from_before_triggers_get_their_subscriptions_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wok.db");
-    let project = ProjectId::default_project();
-    let worker = FunctionName::new("worker").unwrap();
-    {
-        let store = SqliteStore::open(&path).unwrap();
-        let config = domain::FunctionConfig {
-            triggers: vec![domain::TriggerSpec::parse("queue=jobs").unwrap()],
-            ..domain::FunctionConfig::default()
-        };
-        store
-            .create_version(
-                &project,
-                &worker,
-                store::NewVersion {
-                    artifact: "aaa".to_owned(),
-                    size_bytes: 1,
-                    runtime: domain::Runtime::Wasm(domain::HttpWorld::P2),
-                    config,
-                },
-            )
-            .await
-            .unwrap();
-    }
-    // As a data directory from before events (and before numbered
-    // migrations): no subscriptions, schema 0.
+    // A database of the release before numbered migrations, as one from
+    // before events was: no subscriptions.
     let old = rusqlite::Connection::open(&path).unwrap();
+    old.execute_batch(include_str!("../fixtures/release-2026-12-06.sql"))
+        .unwrap();
     old.execute("DELETE FROM subscriptions", []).unwrap();
-    old.pragma_update(None, "user_version", 0).unwrap();
     drop(old);
     let store = SqliteStore::open(&path).unwrap();
-    let names: Vec<String> = store
-        .subscriptions(&project, &worker)
+    let mut names: Vec<String> = store
+        .subscriptions(&ProjectId::default_project(), &name("hello"))
         .await
         .unwrap()
         .iter()
         .map(|subscription| subscription.trigger.to_string())
         .collect();
-    assert_eq!(names, ["async", "queue-jobs"]);
+    names.sort();
+    assert_eq!(names, ["async", "cron", "queue-jobs"]);
 }
