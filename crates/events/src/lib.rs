@@ -65,24 +65,68 @@ pub trait Deliver: Send + Sync + 'static {
 }
 
 /// Wall-clock time, injectable in tests: what retries and schedules wait
-/// for.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> UnixMillis;
-    /// Resolves once [`Clock::now`] reaches `at`.
+/// for (`domain::Clock`, and a way to wait for a time).
+pub trait Clock: domain::Clock {
+    /// Resolves once [`domain::Clock::now`] reaches `at`.
     fn sleep_until(&self, at: UnixMillis) -> BoxFuture<()>;
 }
 
-/// The system clock.
-pub struct SystemClock;
+pub use domain::SystemClock;
 
 impl Clock for SystemClock {
-    fn now(&self) -> UnixMillis {
-        domain::now_millis()
+    fn sleep_until(&self, at: UnixMillis) -> BoxFuture<()> {
+        let wait = Duration::from_millis(at.saturating_sub(domain::now_millis()).max(0) as u64);
+        Box::pin(tokio::time::sleep(wait))
+    }
+}
+
+/// A clock that stands still until it is moved: tests move time instead of
+/// waiting for it. Starts at the wall clock's time.
+pub struct ManualClock {
+    now: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    moved: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self {
+            now: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(domain::now_millis())),
+            moved: tokio::sync::watch::channel(()).0,
+        }
+    }
+}
+
+impl ManualClock {
+    /// Sets the time (backwards too); whoever sleeps until a time now
+    /// reached wakes up.
+    pub fn set(&self, now: UnixMillis) {
+        self.now.store(now, std::sync::atomic::Ordering::SeqCst);
+        self.moved.send_replace(());
     }
 
+    /// Moves the time forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.set(domain::Clock::now(self) + by.as_millis() as i64);
+    }
+}
+
+impl domain::Clock for ManualClock {
+    fn now(&self) -> UnixMillis {
+        self.now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Clock for ManualClock {
     fn sleep_until(&self, at: UnixMillis) -> BoxFuture<()> {
-        let wait = Duration::from_millis(at.saturating_sub(self.now()).max(0) as u64);
-        Box::pin(tokio::time::sleep(wait))
+        let now = self.now.clone();
+        let mut moved = self.moved.subscribe();
+        Box::pin(async move {
+            while now.load(std::sync::atomic::Ordering::SeqCst) < at {
+                if moved.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
     }
 }
 

@@ -146,6 +146,18 @@ pub async fn run(
     on_ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(config, Arc::new(events::SystemClock), on_ready, shutdown).await
+}
+
+/// [`run`] on a given clock: what key-value expiry, event retries,
+/// schedules and asynchronous invocations go by (tests move one by hand
+/// instead of waiting).
+pub async fn run_with(
+    config: ServerConfig,
+    clock: Arc<dyn events::Clock>,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     raise_open_files_limit();
     std::fs::create_dir_all(&config.data_dir)
@@ -197,10 +209,7 @@ pub async fn run(
         )
         .context("opening the directory of precompiled code")?,
     );
-    let key_value = Arc::new(data::KeyValue::new(
-        stores.kv.clone(),
-        Arc::new(domain::SystemClock),
-    ));
+    let key_value = Arc::new(data::KeyValue::new(stores.kv.clone(), clock.clone()));
     let documents = Arc::new(data::Documents::new(stores.docs.clone()));
     let metrics = Arc::new(Metrics::new());
     let recorder = Recorder::start(stores.records.clone(), metrics.clone());
@@ -228,7 +237,7 @@ pub async fn run(
             functions: functions.clone(),
             events: stores.events.clone(),
         }),
-        Arc::new(events::SystemClock),
+        clock,
         metrics.clone(),
     );
 

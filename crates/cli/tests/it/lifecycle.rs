@@ -1,5 +1,7 @@
 use crate::*;
+
 use reqwest::Method;
+
 use std::time::{Duration, SystemTime};
 
 fn compiled_files(server: &test_support::WokServer) -> Vec<(String, SystemTime)> {
@@ -55,28 +57,6 @@ async fn a_restart_keeps_every_function_without_recompiling() {
         .json();
     assert_eq!(versions["current"], 1);
     assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
-}
-
-#[tokio::test]
-async fn deploying_bytes_already_compiled_reuses_the_compiled_artifact() {
-    let server = server();
-    deploy(&server, "first", guests::HELLO, &[]);
-    let before = compiled_files(&server);
-    deploy(&server, "second", guests::HELLO, &["--memory", "64MiB"]);
-    deploy(&server, "first", guests::HELLO, &["--env", "NEW=1"]);
-    assert_eq!(
-        compiled_files(&server),
-        before,
-        "no compile happened for known bytes"
-    );
-    assert_eq!(get(&server, "/fn/second").await.text(), "hello from wok\n");
-    let info = send(control(&server, Method::GET, "/v1/functions/first"))
-        .await
-        .json();
-    assert_eq!(
-        (info["version"].as_u64(), info["world"].as_str()),
-        (Some(2), Some("wasi:http@0.2"))
-    );
 }
 
 #[tokio::test]
@@ -146,49 +126,6 @@ async fn the_control_api_needs_the_admin_credential_and_function_urls_do_not() {
 }
 
 #[tokio::test]
-async fn metrics_count_invocations_by_outcome() {
-    let server = server();
-    deploy(&server, "hello", guests::HELLO, &[]);
-    deploy(&server, "trap", guests::TRAP, &[]);
-    for _ in 0..3 {
-        get(&server, "/fn/hello").await;
-    }
-    get(&server, "/fn/trap").await;
-    wait_for_records(&server, 4).await;
-    let text = send(control(&server, reqwest::Method::GET, "/metrics"))
-        .await
-        .text();
-    let value = |needle: &str| -> f64 {
-        let line = text
-            .lines()
-            .find(|line| line.starts_with(needle))
-            .unwrap_or_else(|| panic!("{needle} in {text}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
-    assert_eq!(
-        value(r#"wok_invocations_total{project="default",function="hello",outcome="success"}"#),
-        3.0
-    );
-    assert_eq!(
-        value(
-            r#"wok_invocations_total{project="default",function="trap",outcome="function_trap"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(r#"wok_invocation_duration_seconds_count{function="default/hello"}"#),
-        3.0
-    );
-    assert_eq!(
-        value(r#"wok_instantiation_seconds_count{function="default/hello"}"#),
-        3.0
-    );
-    assert_eq!(value("wok_instances_in_flight"), 0.0);
-    // Every function request, answered or failed, had its head timed.
-    assert_eq!(value("wok_response_head_seconds_count"), 4.0);
-}
-
-#[tokio::test]
 async fn metrics_need_the_metrics_or_admin_token_unless_made_public() {
     let server = server();
     let metrics_token = std::fs::read_to_string(server.data_dir().join("metrics-token")).unwrap();
@@ -255,34 +192,4 @@ async fn the_data_directory_and_its_files_are_its_owners_alone() {
         }
     }
     assert!(seen > 10, "only {seen} files and directories");
-}
-
-#[tokio::test]
-async fn query_parameters_are_checked_with_invalid_query() {
-    let server = server();
-    deploy(&server, "hello", guests::HELLO, &[]);
-    send(control(&server, reqwest::Method::PUT, "/v1/buckets/media")).await;
-    for path in [
-        "/v1/topics/news/events?limit=0",
-        "/v1/topics/news/events?after=-1",
-        "/v1/topics/news/events?limit=5000",
-        "/v1/events/dead?limit=0",
-        "/v1/events/dead?seq=-3",
-        "/v1/functions/hello/logs?after=-1",
-        "/v1/functions/hello/logs?limit=0",
-        "/v1/invocations?limit=0",
-        "/v1/kv/cache?limit=0",
-        "/v1/objects/media?limit=0",
-        "/v1/docs/notes?limit=0",
-        "/v1/usage?bogus=1",
-        "/v1/kv/cache?limit=%zz",
-    ] {
-        let answer = send(control(&server, reqwest::Method::GET, path)).await;
-        assert_eq!(
-            (answer.status, answer.error_code().as_str()),
-            (400, "invalid_query"),
-            "{path}: {}",
-            answer.text()
-        );
-    }
 }

@@ -23,8 +23,10 @@ mod realtime;
 mod records;
 mod s3;
 
-use std::time::Duration;
-use test_support::WokServer;
+pub use std::time::Duration;
+pub use test_support::{
+    Answer, Endpoint, WokServer, control, get, http, metric, send, wait_for_records,
+};
 
 pub const WOK: &str = env!("CARGO_BIN_EXE_wok");
 
@@ -101,116 +103,4 @@ pub fn deploy(server: &WokServer, name: &str, guest: &str, flags: &[&str]) {
         stdout.contains(&format!("deployed {name} version")),
         "unexpected deploy output: {stdout}"
     );
-}
-
-pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap()
-}
-
-/// A control-API request with the server's admin token.
-pub fn control(server: &WokServer, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-    http()
-        .request(method, format!("{}{path}", server.url))
-        .bearer_auth(server.admin_token())
-}
-
-pub struct Answer {
-    pub status: u16,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Vec<u8>,
-}
-
-impl Answer {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.text()))
-    }
-
-    /// The `code` of a wok error body, which must be in the one table
-    /// of codes (`api_types::ErrorCode`, README's "Error codes") with the
-    /// status the response has.
-    pub fn error_code(&self) -> String {
-        let code = self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let known = api_types::ErrorCode::ALL
-            .iter()
-            .find(|known| known.as_str() == code)
-            .unwrap_or_else(|| {
-                panic!(
-                    "the error code {code:?} is not in the table: {}",
-                    self.text()
-                )
-            });
-        assert_eq!(
-            known.status(),
-            self.status,
-            "{code} is answered with the table's status"
-        );
-        code
-    }
-
-    pub fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .map(|value| value.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    }
-}
-
-pub async fn send(request: reqwest::RequestBuilder) -> Answer {
-    let response = request.send().await.expect("request reaches the server");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.expect("reading the body").to_vec();
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// The value of one sample of `/metrics` (0 if absent).
-pub async fn metric(server: &WokServer, sample: &str) -> f64 {
-    let text = send(control(server, reqwest::Method::GET, "/metrics"))
-        .await
-        .text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-pub async fn get(server: &WokServer, path: &str) -> Answer {
-    send(http().get(format!("{}{path}", server.url))).await
-}
-
-/// Waits until the records of `count` invocations are stored (they are
-/// written in batches off the request path), bounded by a deadline.
-pub async fn wait_for_records(server: &WokServer, count: usize) -> Vec<serde_json::Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = send(control(
-            server,
-            reqwest::Method::GET,
-            "/v1/invocations?limit=100000",
-        ))
-        .await;
-        assert_eq!(answer.status, 200, "{}", answer.text());
-        let records = answer.json()["invocations"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if records.len() >= count || std::time::Instant::now() > deadline {
-            return records;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -1,44 +1,13 @@
 //! The dispatcher with a real store, a scripted `Deliver` and an injected
 //! clock: retries wait for the clock, not for the wall.
-use domain::{FunctionName, ProjectId, TriggerSpec, UnixMillis};
-use events::{BoxFuture, Clock, Deliver, Dispatcher, NoMetrics, Target};
-use std::sync::atomic::{AtomicI64, Ordering};
+use domain::Clock as _;
+use domain::{FunctionName, ProjectId, TriggerSpec};
+use events::{BoxFuture, Deliver, Dispatcher, ManualClock, NoMetrics, Target};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::events::{Event, NewEvent};
 use store::{EventStore, FunctionStore, NewVersion};
 use store_sqlite::SqliteStore;
-
-/// A clock the test moves.
-struct ManualClock {
-    now: Arc<AtomicI64>,
-    moved: tokio::sync::watch::Sender<()>,
-}
-
-impl ManualClock {
-    fn set(&self, now: UnixMillis) {
-        self.now.store(now, Ordering::SeqCst);
-        self.moved.send_replace(());
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> UnixMillis {
-        self.now.load(Ordering::SeqCst)
-    }
-
-    fn sleep_until(&self, at: UnixMillis) -> BoxFuture<()> {
-        let now = self.now.clone();
-        let mut moved = self.moved.subscribe();
-        Box::pin(async move {
-            while now.load(Ordering::SeqCst) < at {
-                if moved.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-    }
-}
 
 /// Fails each event's first delivery, then acknowledges; reports each
 /// attempt.
@@ -105,10 +74,8 @@ async fn a_failed_event_is_retried_when_the_clock_says_so() {
         .await
         .unwrap();
     let start = domain::now_millis();
-    let clock = Arc::new(ManualClock {
-        now: Arc::new(AtomicI64::new(start)),
-        moved: tokio::sync::watch::channel(()).0,
-    });
+    let clock = Arc::new(ManualClock::default());
+    clock.set(start);
     let (attempts, mut attempted) = tokio::sync::mpsc::unbounded_channel();
     let dispatcher = Dispatcher::new(
         store.clone(),

@@ -1,0 +1,116 @@
+use crate::*;
+
+use reqwest::Method;
+
+use std::time::SystemTime;
+
+fn compiled_files(server: &test_support::TestApp) -> Vec<(String, SystemTime)> {
+    let mut files: Vec<(String, SystemTime)> =
+        std::fs::read_dir(server.data_dir().join("compiled"))
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.metadata().unwrap().modified().unwrap(),
+                )
+            })
+            .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn deploying_bytes_already_compiled_reuses_the_compiled_artifact() {
+    let server = app();
+    deploy(&server, "first", guests::HELLO, &[]).await;
+    let before = compiled_files(&server);
+    deploy(&server, "second", guests::HELLO, &["--memory", "64MiB"]).await;
+    deploy(&server, "first", guests::HELLO, &["--env", "NEW=1"]).await;
+    assert_eq!(
+        compiled_files(&server),
+        before,
+        "no compile happened for known bytes"
+    );
+    assert_eq!(get(&server, "/fn/second").await.text(), "hello from wok\n");
+    let info = send(control(&server, Method::GET, "/v1/functions/first"))
+        .await
+        .json();
+    assert_eq!(
+        (info["version"].as_u64(), info["world"].as_str()),
+        (Some(2), Some("wasi:http@0.2"))
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_invocations_by_outcome() {
+    let server = app();
+    deploy(&server, "hello", guests::HELLO, &[]).await;
+    deploy(&server, "trap", guests::TRAP, &[]).await;
+    for _ in 0..3 {
+        get(&server, "/fn/hello").await;
+    }
+    get(&server, "/fn/trap").await;
+    wait_for_records(&server, 4).await;
+    let text = send(control(&server, reqwest::Method::GET, "/metrics"))
+        .await
+        .text();
+    let value = |needle: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(needle))
+            .unwrap_or_else(|| panic!("{needle} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        value(r#"wok_invocations_total{project="default",function="hello",outcome="success"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(
+            r#"wok_invocations_total{project="default",function="trap",outcome="function_trap"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(r#"wok_invocation_duration_seconds_count{function="default/hello"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"wok_instantiation_seconds_count{function="default/hello"}"#),
+        3.0
+    );
+    assert_eq!(value("wok_instances_in_flight"), 0.0);
+    // Every function request, answered or failed, had its head timed.
+    assert_eq!(value("wok_response_head_seconds_count"), 4.0);
+}
+
+#[tokio::test]
+async fn query_parameters_are_checked_with_invalid_query() {
+    let server = app();
+    deploy(&server, "hello", guests::HELLO, &[]).await;
+    send(control(&server, reqwest::Method::PUT, "/v1/buckets/media")).await;
+    for path in [
+        "/v1/topics/news/events?limit=0",
+        "/v1/topics/news/events?after=-1",
+        "/v1/topics/news/events?limit=5000",
+        "/v1/events/dead?limit=0",
+        "/v1/events/dead?seq=-3",
+        "/v1/functions/hello/logs?after=-1",
+        "/v1/functions/hello/logs?limit=0",
+        "/v1/invocations?limit=0",
+        "/v1/kv/cache?limit=0",
+        "/v1/objects/media?limit=0",
+        "/v1/docs/notes?limit=0",
+        "/v1/usage?bogus=1",
+        "/v1/kv/cache?limit=%zz",
+    ] {
+        let answer = send(control(&server, reqwest::Method::GET, path)).await;
+        assert_eq!(
+            (answer.status, answer.error_code().as_str()),
+            (400, "invalid_query"),
+            "{path}: {}",
+            answer.text()
+        );
+    }
+}
