@@ -140,11 +140,13 @@ pub async fn wait_for_records(server: &impl Endpoint, count: usize) -> Vec<serde
     }
 }
 
-/// Deploys the component at `guest` as `name` through the control API,
-/// with deploy settings as query pairs (`[("memory", "64MiB")]`); the
-/// answer is the API's (a 201 with the version, or the error).
+/// Deploys the component at `guest` as `name` of `project` through the
+/// control API, with deploy settings as query pairs (`[("memory",
+/// "64MiB")]`); the answer is the API's (a 201 with the version, or the
+/// error).
 pub async fn deploy_api(
     server: &impl Endpoint,
+    project: &str,
     name: &str,
     guest: &str,
     settings: &[(&str, &str)],
@@ -159,7 +161,7 @@ pub async fn deploy_api(
         control(
             server,
             reqwest::Method::POST,
-            &format!("/v1/functions/{name}/versions?{query}"),
+            &format!("/v1/projects/{project}/functions/{name}/versions?{query}"),
         )
         .header(reqwest::header::CONTENT_TYPE, "application/wasm")
         .body(code),

@@ -1,4 +1,5 @@
 use crate::*;
+
 use serde_json::{Value, json};
 
 fn objects(server: &WokServer, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -522,120 +523,6 @@ async fn large_objects_stream_in_bounded_memory() {
     assert!(
         grown < 64 << 20,
         "the server's peak memory grew by {grown} bytes for a {SIZE}-byte object"
-    );
-}
-
-#[tokio::test]
-async fn guests_use_wok_objects_on_the_same_buckets() {
-    let server = server();
-    server.cli_ok(&["project", "create", "alpha"]);
-    server.cli_ok(&["objects", "mb", "files", "--max-object-size", "100KiB"]);
-    server.cli_ok(&["--project", "alpha", "objects", "mb", "files"]);
-    deploy(&server, "objects", guests::OBJECTS, &[]);
-    deploy(&server, "objects", guests::OBJECTS, &["--project", "alpha"]);
-    let guest = |method: reqwest::Method, path: &str| {
-        http().request(method, format!("{}/fn/objects{path}", server.url))
-    };
-
-    // Guest writes, REST reads; REST writes, the guest reads.
-    let written = send(
-        guest(reqwest::Method::PUT, "/files/docs/a.txt")
-            .header("content-type", "text/plain")
-            .body("from a guest"),
-    )
-    .await;
-    assert_eq!(written.status, 200, "{}", written.text());
-    let rest = send(objects(&server, reqwest::Method::GET, "/files/docs/a.txt")).await;
-    assert_eq!(rest.text(), "from a guest");
-    assert_eq!(rest.header("etag"), format!("\"{}\"", written.text()));
-    send(
-        objects(&server, reqwest::Method::PUT, "/files/docs/b.txt")
-            .header("content-type", "text/plain")
-            .body("from REST"),
-    )
-    .await;
-    assert_eq!(
-        send(guest(reqwest::Method::GET, "/files/docs/b.txt"))
-            .await
-            .text(),
-        "from REST"
-    );
-    assert_eq!(
-        send(guest(reqwest::Method::GET, "/files/docs/b.txt?range=5,4"))
-            .await
-            .text(),
-        "REST"
-    );
-    assert_eq!(
-        send(guest(reqwest::Method::GET, "/files/docs/b.txt?head"))
-            .await
-            .text()
-            .split(' ')
-            .next(),
-        Some("9")
-    );
-    assert_eq!(
-        send(guest(reqwest::Method::GET, "/files/none"))
-            .await
-            .status,
-        404
-    );
-    for n in 0..3 {
-        send(guest(reqwest::Method::PUT, &format!("/files/docs/n{n}")).body("n")).await;
-    }
-    let listed = send(guest(reqwest::Method::GET, "/files?list=docs/"))
-        .await
-        .text();
-    assert_eq!(
-        listed,
-        "docs/a.txt\ndocs/b.txt\ndocs/n0\ndocs/n1\ndocs/n2\n"
-    );
-    assert_eq!(
-        send(guest(reqwest::Method::DELETE, "/files/docs/n0"))
-            .await
-            .text(),
-        "true"
-    );
-    assert_eq!(
-        send(guest(reqwest::Method::DELETE, "/files/docs/n0"))
-            .await
-            .text(),
-        "false"
-    );
-
-    // The bucket's limits and names apply to guests too.
-    let big = send(guest(reqwest::Method::PUT, "/files/big").body(vec![1u8; 200 << 10])).await;
-    assert_eq!(big.status, 413, "{}", big.text());
-    let missing = send(guest(reqwest::Method::GET, "/nobucket/x")).await;
-    assert_eq!(missing.status, 404);
-    assert!(
-        missing.text().starts_with("no-such-bucket"),
-        "{}",
-        missing.text()
-    );
-    let bad = send(guest(reqwest::Method::GET, "/Bad_Bucket/x")).await;
-    assert_eq!(bad.status, 400);
-
-    // The same guest in project alpha sees alpha's bucket only.
-    let alpha = |method: reqwest::Method, path: &str| {
-        http().request(method, format!("{}/p/alpha/fn/objects{path}", server.url))
-    };
-    assert_eq!(
-        send(alpha(reqwest::Method::GET, "/files/docs/a.txt"))
-            .await
-            .status,
-        404
-    );
-    send(alpha(reqwest::Method::PUT, "/files/only-alpha").body("a")).await;
-    assert_eq!(
-        send(objects(&server, reqwest::Method::GET, "/files/only-alpha"))
-            .await
-            .status,
-        404
-    );
-    assert_eq!(
-        server.cli_ok(&["--project", "alpha", "objects", "ls", "files"]),
-        "           1  only-alpha\n"
     );
 }
 

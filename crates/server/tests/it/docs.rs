@@ -221,3 +221,144 @@ async fn batches_commit_all_or_nothing() {
         assert_eq!((answer.status, answer.error_code().as_str()), (400, code));
     }
 }
+
+#[tokio::test]
+async fn guests_use_wok_documents_on_the_same_data_as_rest() {
+    let server = app();
+    create_project(&server, "alpha").await;
+    deploy(&server, "docs", guests::DOCS, &[]).await;
+    deploy(&server, "docs", guests::DOCS, &["--project", "alpha"]).await;
+    let guest = |method: reqwest::Method, path: &str| {
+        http().request(method, format!("{}/fn/docs{path}", server.url))
+    };
+
+    // Guest writes, REST reads; REST writes, the guest patches.
+    let created =
+        send(guest(reqwest::Method::POST, "/notes").body(r#"{"text": "from a guest"}"#)).await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let id = created.text();
+    let read = send(docs(&server, reqwest::Method::GET, &format!("/notes/{id}"))).await;
+    assert_eq!(read.json()["data"], json!({"text": "from a guest"}));
+    let put = send(
+        docs(&server, reqwest::Method::PUT, "/notes/n1").json(&json!({"text": "rest", "n": 1})),
+    )
+    .await;
+    let version = put.json()["version"].as_u64().unwrap();
+    let patched = send(
+        guest(
+            reqwest::Method::PATCH,
+            &format!("/notes/n1?if-version={version}"),
+        )
+        .body(r#"{"n": 2}"#),
+    )
+    .await;
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    let stale = send(
+        guest(
+            reqwest::Method::PATCH,
+            &format!("/notes/n1?if-version={version}"),
+        )
+        .body(r#"{"n": 3}"#),
+    )
+    .await;
+    assert_eq!(stale.status, 412, "{}", stale.text());
+    let read = send(guest(reqwest::Method::GET, "/notes/n1")).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&read.body).unwrap(),
+        json!({"text": "rest", "n": 2})
+    );
+    let missing = send(guest(reqwest::Method::GET, "/notes/nope")).await;
+    assert_eq!(missing.status, 404);
+
+    // Batches are atomic for guests too.
+    let failing = send(
+        guest(reqwest::Method::POST, "/?batch").body(
+            json!([
+                {"op": "set", "collection": "notes", "id": "b1", "data": {"n": 1}},
+                {"op": "create", "collection": "notes", "id": "n1", "data": {}},
+            ])
+            .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(failing.status, 409, "{}", failing.text());
+    assert!(
+        failing.text().contains("write 1 of the batch failed"),
+        "{}",
+        failing.text()
+    );
+    assert_eq!(
+        send(docs(&server, reqwest::Method::GET, "/notes/b1"))
+            .await
+            .status,
+        404
+    );
+    let done = send(
+        guest(reqwest::Method::POST, "/?batch").body(
+            json!([
+                {"op": "set", "collection": "notes", "id": "b1", "data": {"n": 10}},
+                {"op": "set", "collection": "notes", "id": "b2", "data": {"n": 20}},
+                {"op": "delete", "collection": "notes", "id": "n1"},
+            ])
+            .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(done.status, 200, "{}", done.text());
+
+    // Queries and counts: the REST query language, pages followed by the guest.
+    let ids = send(
+        guest(reqwest::Method::POST, "/notes?query")
+            .body(r#"{"where": ["n", ">=", 10], "order_by": ["-n"], "limit": 1}"#),
+    )
+    .await;
+    assert_eq!(ids.text(), "b2\nb1\n");
+    let count = send(
+        guest(reqwest::Method::POST, "/notes?count").body(r#"{"where": ["n", "exists", true]}"#),
+    )
+    .await;
+    assert_eq!(count.text(), "2");
+    let bad =
+        send(guest(reqwest::Method::POST, "/notes?query").body(r#"{"where": ["n", "=~", 1]}"#))
+            .await;
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.text().starts_with("invalid: unknown operator"),
+        "{}",
+        bad.text()
+    );
+    let bad = send(guest(reqwest::Method::POST, "/Notes").body("{}")).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+
+    // The same guest in project alpha sees only alpha's documents.
+    let alpha = |method: reqwest::Method, path: &str| {
+        http().request(method, format!("{}/p/alpha/fn/docs{path}", server.url))
+    };
+    assert_eq!(
+        send(alpha(reqwest::Method::GET, "/notes/b1")).await.status,
+        404
+    );
+    assert_eq!(
+        send(alpha(reqwest::Method::POST, "/notes?count").body("{}"))
+            .await
+            .text(),
+        "0"
+    );
+    send(alpha(reqwest::Method::PUT, "/notes/a1").body(r#"{"alpha": true}"#)).await;
+    assert_eq!(
+        send(docs(&server, reqwest::Method::GET, "/notes/a1"))
+            .await
+            .status,
+        404
+    );
+    let count = send(
+        control(
+            &server,
+            reqwest::Method::POST,
+            "/v1/projects/alpha/docs/notes/_count",
+        )
+        .json(&json!({})),
+    )
+    .await;
+    assert_eq!(count.json()["count"], 1, "{}", count.text());
+}

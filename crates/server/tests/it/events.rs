@@ -12,6 +12,7 @@ struct Received {
     source: String,
     subject: String,
     content_type: String,
+    time: String,
     body: String,
 }
 
@@ -35,12 +36,13 @@ async fn received(server: &TestApp, id: &str) -> Option<Received> {
     let (kind, source, subject) = (next(), next(), next());
     let _key = next();
     let content_type = next();
-    let _time = next();
+    let time = next();
     Some(Received {
         kind,
         source,
         subject,
         content_type,
+        time,
         body: next(),
     })
 }
@@ -433,4 +435,87 @@ async fn a_queue_trigger_with_a_batch_size_gets_messages_together() {
     assert_eq!(events[3]["source"], "/projects/default/topics/bulk");
     assert_eq!(events[3]["data"], json!({"n": 3}));
     assert_eq!(count(&server).await, 1, "one invocation for the batch");
+}
+
+#[tokio::test]
+async fn a_cron_trigger_fires_at_each_time_of_its_schedule_by_the_clock() {
+    let server = app();
+    // The clock stands at a minute's 30th second; the schedule fires at
+    // each minute's start.
+    let minute = 60_000;
+    let start = (domain::now_millis() / minute + 1) * minute + 30_000;
+    server.clock.set(start);
+    deploy(
+        &server,
+        "ticker",
+        guests::EVENTS,
+        &["--trigger", "cron=0 * * * * *;name=every-minute"],
+    )
+    .await;
+    let at_minute = |n: i64| start - 30_000 + n * minute;
+    // The schedule's worker starts a moment after the deploy: time moves a
+    // minute at a time until two ticks have come (a tick whose time passed
+    // before the worker ran is not made up later, as after a restart).
+    let mut minutes = 0;
+    while count(&server).await < 2 {
+        minutes += 1;
+        assert!(minutes <= 10, "no two ticks in ten minutes of the clock");
+        let before = count(&server).await;
+        server.clock.set(at_minute(minutes));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while count(&server).await == before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let log = log(&server).await;
+    let mut times = Vec::new();
+    for (id, _, _) in &log {
+        let tick = received(&server, id).await.unwrap();
+        assert_eq!(tick.kind, "wok.cron.tick");
+        assert_eq!(
+            tick.source,
+            "/projects/default/functions/ticker/triggers/every-minute"
+        );
+        let data: Value = serde_json::from_str(&tick.body).unwrap();
+        let scheduled = data["scheduled"].as_str().unwrap().to_owned();
+        // CloudEvents' `time` is when the occurrence happened: the
+        // scheduled time, not when the tick was logged.
+        assert_eq!(tick.time, scheduled);
+        times.push(scheduled);
+    }
+    // One delivery a time of the schedule, at its time: the last minutes
+    // the clock reached, each once.
+    let expected: Vec<String> = (minutes - 1..=minutes)
+        .map(|n| rfc3339(at_minute(n)))
+        .collect();
+    assert_eq!(times, expected);
+    let records = wait_for_records(&server, 2).await;
+    assert!(records.iter().all(|record| record["trigger"] == "cron"));
+
+    // Bad schedules are refused at deploy, with the reason.
+    for (trigger, says) in [
+        ("cron=* * *", "is invalid"),
+        ("cron=0 0 0 30 2 *", "never fires"),
+        ("cron=0 * * * * * 2030", "fields"),
+        ("cron=* * * * *;tz=Mars/Olympus", "IANA"),
+        ("queue=Orders", "lowercase"),
+        ("docs=users;batch=3", "not a setting"),
+    ] {
+        let answer = test_support::deploy_api(
+            &server,
+            "default",
+            "bad",
+            guests::EVENTS,
+            &[("trigger", trigger)],
+        )
+        .await;
+        assert_eq!(answer.error_code(), "invalid_config", "{trigger}");
+        assert!(answer.text().contains(says), "{trigger}: {}", answer.text());
+    }
+}
+
+/// A time as RFC 3339 in UTC with milliseconds, as CloudEvents' `time`.
+fn rfc3339(millis: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(millis as u64);
+    humantime::format_rfc3339_millis(time).to_string()
 }

@@ -376,3 +376,68 @@ async fn websocket_protocol_errors_close_with_their_codes() {
         assert_eq!(u16::from_be_bytes([close[2], close[3]]), code);
     }
 }
+
+#[tokio::test]
+async fn revoking_a_key_closes_its_sockets_and_a_rule_change_ends_its_subscriptions() {
+    let server = app();
+    let public = create_key(&server, "public", "app").await;
+    let rule = |access: &str| {
+        control(&server, reqwest::Method::PUT, "/v1/topics/chat/_access")
+            .json(&json!({"access": access}))
+    };
+    assert_eq!(send(rule("public-read")).await.status, 200);
+    let mut socket = connect(&server, &public).await;
+    send_json(
+        &mut socket,
+        json!({"type": "subscribe", "id": "chat", "topic": "chat"}),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await["type"], "subscribed");
+    // Made private: the subscription ends at once, with nothing published.
+    assert_eq!(send(rule("private")).await.status, 200);
+    let ended = next(&mut socket).await;
+    assert_eq!(
+        (
+            ended["type"].as_str(),
+            ended["id"].as_str(),
+            ended["code"].as_str()
+        ),
+        (Some("error"), Some("chat"), Some("forbidden")),
+        "{ended}"
+    );
+    send_json(&mut socket, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut socket).await["type"], "pong");
+
+    // Revoked: the socket closes with 1008 and a reason.
+    let keys = send(control(&server, reqwest::Method::GET, "/v1/keys"))
+        .await
+        .json();
+    let id = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["name"] == "app")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoked = send(control(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/v1/projects/default/keys/{id}"),
+    ))
+    .await;
+    assert_eq!(revoked.status, 204, "{}", revoked.text());
+    let close = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("closed within 10 s of the revocation");
+        match message {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame"),
+            Some(Ok(_)) => continue,
+            other => panic!("ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(close.reason.contains("revoked"), "{}", close.reason);
+}

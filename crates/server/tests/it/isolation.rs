@@ -4,13 +4,14 @@
 //! other project shows in answers. (S3 is covered by the S3 suite; guest
 //! interfaces by the guest tests of each service.)
 use crate::*;
+
 use serde_json::json;
 
 #[tokio::test]
 async fn no_data_api_crosses_projects() {
-    let server = server();
-    server.cli_ok(&["project", "create", "alpha"]);
-    server.cli_ok(&["project", "create", "beta"]);
+    let server = app();
+    create_project(&server, "alpha").await;
+    create_project(&server, "beta").await;
     // Alpha's data, all marked with a secret word, all public-read-write
     // so that only the project boundary stands in the way.
     let secret = "alpha-secret-7f3a";
