@@ -10,8 +10,10 @@
 #![allow(clippy::disallowed_methods)]
 
 mod app;
+pub mod guest_events;
 mod http;
 mod process;
+pub mod realtime;
 
 pub use app::TestApp;
 pub use http::{
@@ -35,4 +37,24 @@ impl<T: Endpoint + ?Sized> Endpoint for std::sync::Arc<T> {
     fn admin_token(&self) -> String {
         (**self).admin_token()
     }
+}
+
+/// The precompiled files of a data directory, by name, with their times:
+/// what a test reads to tell that nothing was compiled again.
+pub fn compiled_files(data_dir: &std::path::Path) -> Vec<(String, std::time::SystemTime)> {
+    let mut files: Vec<(String, std::time::SystemTime)> =
+        std::fs::read_dir(data_dir.join("compiled"))
+            .expect("the compiled directory")
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().is_file())
+            .map(|entry| {
+                let modified = entry
+                    .metadata()
+                    .and_then(|metadata| metadata.modified())
+                    .expect("a file's time");
+                (entry.file_name().to_string_lossy().into_owned(), modified)
+            })
+            .collect();
+    files.sort();
+    files
 }

@@ -2,143 +2,9 @@
 //! to functions as CloudEvents; failures are retried, then dead-lettered,
 //! and can be re-driven; nothing accepted is lost across a SIGKILL.
 use crate::*;
+use test_support::guest_events::*;
 
 use serde_json::{Value, json};
-
-/// What the `events` guest recorded for one delivery.
-#[derive(Debug)]
-struct Received {
-    attempt: u32,
-    kind: String,
-    source: String,
-    subject: String,
-    key: String,
-    content_type: String,
-    body: String,
-}
-
-async fn received(server: &WokServer, id: &str) -> Option<Received> {
-    let answer = send(control(
-        server,
-        reqwest::Method::GET,
-        &format!("/v1/kv/received/{id}"),
-    ))
-    .await;
-    if answer.status == 404 {
-        return None;
-    }
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    let text = answer.text();
-    let mut lines = text.splitn(8, '\n');
-    let mut next = || lines.next().unwrap_or_default().to_owned();
-    Some(Received {
-        attempt: next().parse().unwrap(),
-        kind: next(),
-        source: next(),
-        subject: next(),
-        key: next(),
-        content_type: next(),
-        // The time, then the body.
-        body: {
-            next();
-            next()
-        },
-    })
-}
-
-/// Polls `probe` every 20 ms until it gives something (at most 30 s).
-async fn eventually<T, F>(what: &str, mut probe: impl FnMut() -> F) -> T
-where
-    F: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until the guest recorded the event `id`.
-async fn delivered(server: &WokServer, id: &str) -> Received {
-    eventually(&format!("event {id} delivered"), || received(server, id)).await
-}
-
-/// Waits until the guest counted at least `n` deliveries.
-async fn deliveries(server: &WokServer, n: u64) {
-    eventually(&format!("{n} deliveries"), || async move {
-        (count(server).await >= n).then_some(())
-    })
-    .await
-}
-
-/// Waits until a topic holds a message; returns its messages.
-async fn topic_events(server: &WokServer, topic: &str) -> Vec<Value> {
-    eventually(&format!("a message on {topic}"), || async move {
-        let page = send(control(
-            server,
-            reqwest::Method::GET,
-            &format!("/v1/topics/{topic}/events"),
-        ))
-        .await;
-        let events = page.json()["events"].as_array().cloned().unwrap();
-        (!events.is_empty()).then_some(events)
-    })
-    .await
-}
-
-/// Deliveries the guest counted.
-async fn count(server: &WokServer) -> u64 {
-    let answer = send(control(
-        server,
-        reqwest::Method::GET,
-        "/v1/kv/received/count",
-    ))
-    .await;
-    if answer.status == 404 {
-        return 0;
-    }
-    answer.text().parse().unwrap()
-}
-
-async fn publish(server: &WokServer, topic: &str, query: &str, body: &str) -> String {
-    let answer = send(
-        control(
-            server,
-            reqwest::Method::POST,
-            &format!("/v1/topics/{topic}{query}"),
-        )
-        .header("content-type", "text/plain")
-        .body(body.to_owned()),
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{}", answer.text());
-    answer.json()["id"].as_str().unwrap().to_owned()
-}
-
-async fn publish_batch(server: &WokServer, topic: &str, messages: Value) -> Vec<String> {
-    let answer = send(
-        control(
-            server,
-            reqwest::Method::POST,
-            &format!("/v1/topics/{topic}/_batch"),
-        )
-        .json(&json!({ "messages": messages })),
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{}", answer.text());
-    answer.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| event["id"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 #[tokio::test]
 async fn queue_messages_reach_functions_as_cloudevents() {
@@ -196,7 +62,7 @@ async fn queue_messages_reach_functions_as_cloudevents() {
     assert!(triggers.contains("retrying 0  dead 0"), "{triggers}");
 
     // Replaying from the start delivers both messages again.
-    let before = count(&server).await;
+    let before = delivery_count(&server).await;
     server.cli_ok(&["events", "replay", "worker", "queue-orders", "--from", "0"]);
     deliveries(&server, before + 2).await;
 }
@@ -213,7 +79,7 @@ async fn failed_deliveries_are_retried_then_dead_lettered_and_can_be_redriven() 
 
     // Fails every time: a dead letter after three attempts.
     let doomed = publish(&server, "jobs", "", "fail-always").await;
-    let dead = eventually("a dead letter", || async {
+    let dead = wait_for("a dead letter", Duration::from_secs(30), || async {
         let page = send(control(&server, reqwest::Method::GET, "/v1/events/dead")).await;
         let letters = page.json()["dead_letters"].as_array().cloned().unwrap();
         (!letters.is_empty()).then_some(letters)
@@ -237,7 +103,7 @@ async fn failed_deliveries_are_retried_then_dead_lettered_and_can_be_redriven() 
     );
     // Metrics: the retries, and the trigger's dead-letter gauge.
     let labels = r#"{function="default/worker",trigger="queue-jobs",kind="queue"}"#;
-    let metrics = eventually("the dead-letter gauge", || async {
+    let metrics = wait_for("the dead-letter gauge", Duration::from_secs(30), || async {
         let metrics = send(control(&server, reqwest::Method::GET, "/metrics"))
             .await
             .text();
@@ -252,10 +118,14 @@ async fn failed_deliveries_are_retried_then_dead_lettered_and_can_be_redriven() 
     );
     // Each attempt left its log line (written off the delivery path).
     let attempt_lines = format!("received wok.queue.message {doomed} attempt");
-    eventually("three log lines of the doomed event", || async {
-        let logs = server.cli_ok(&["logs", "worker"]);
-        (logs.matches(&attempt_lines).count() == 3).then_some(())
-    })
+    wait_for(
+        "three log lines of the doomed event",
+        Duration::from_secs(30),
+        || async {
+            let logs = server.cli_ok(&["logs", "worker"]);
+            (logs.matches(&attempt_lines).count() == 3).then_some(())
+        },
+    )
     .await;
     let failed_records = wait_for_records(&server, 5).await;
     assert_eq!(
@@ -407,16 +277,20 @@ async fn no_accepted_event_is_lost_when_the_server_is_killed() {
 
 /// Waits (bounded) until an asynchronous invocation is `status`.
 async fn async_status(server: &WokServer, id: &str, status: &str) -> Value {
-    eventually(&format!("invocation {id} {status}"), || async move {
-        let answer = send(control(
-            server,
-            reqwest::Method::GET,
-            &format!("/v1/invocations/{id}"),
-        ))
-        .await;
-        assert_eq!(answer.status, 200, "{}", answer.text());
-        (answer.json()["status"] == status).then(|| answer.json())
-    })
+    wait_for(
+        &format!("invocation {id} {status}"),
+        Duration::from_secs(30),
+        || async move {
+            let answer = send(control(
+                server,
+                reqwest::Method::GET,
+                &format!("/v1/invocations/{id}"),
+            ))
+            .await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            (answer.json()["status"] == status).then(|| answer.json())
+        },
+    )
     .await
 }
 
@@ -561,17 +435,21 @@ async fn asynchronous_invocations_are_queued_retried_and_report_their_outcome() 
         async_status(&server, &once_id, "failed").await["attempts"],
         1
     );
-    let audit_run = eventually("the audit function runs", || async {
-        let records = send(control(
-            &server,
-            reqwest::Method::GET,
-            "/v1/invocations?function=audit&trigger=async",
-        ))
-        .await;
-        records.json()["invocations"]
-            .as_array()
-            .and_then(|records| records.first().cloned())
-    })
+    let audit_run = wait_for(
+        "the audit function runs",
+        Duration::from_secs(30),
+        || async {
+            let records = send(control(
+                &server,
+                reqwest::Method::GET,
+                "/v1/invocations?function=audit&trigger=async",
+            ))
+            .await;
+            records.json()["invocations"]
+                .as_array()
+                .and_then(|records| records.first().cloned())
+        },
+    )
     .await;
     assert_eq!(audit_run["outcome"], "success");
 
@@ -624,7 +502,7 @@ async fn a_trap_or_a_timeout_is_a_failed_delivery() {
         ],
     );
     publish(&server, "work", "", "job").await;
-    let dead = eventually("two dead letters", || async {
+    let dead = wait_for("two dead letters", Duration::from_secs(30), || async {
         let page = send(control(&server, reqwest::Method::GET, "/v1/events/dead")).await;
         let letters = page.json()["dead_letters"].as_array().cloned().unwrap();
         (letters.len() == 2).then_some(letters)
@@ -739,14 +617,14 @@ async fn asynchronous_requests_are_bounded_and_idempotency_keys_belong_to_their_
             .bearer_auth(token)
             .body(body.to_owned())
     };
-    eventually("room in the queue", || async {
+    wait_for("room in the queue", Duration::from_secs(30), || async {
         let answer = send(keyed("alice", "pay 10")).await;
         (answer.status == 202).then(|| answer.json())
     })
     .await;
     let again = send(keyed("alice", "pay 10")).await;
     assert_eq!(again.status, 200, "{}", again.text());
-    let other_caller = eventually("room in the queue", || async {
+    let other_caller = wait_for("room in the queue", Duration::from_secs(30), || async {
         let answer = send(keyed("bob", "pay 10")).await;
         (answer.status != 429).then_some(answer)
     })

@@ -2,23 +2,7 @@ use crate::*;
 
 use reqwest::Method;
 
-use std::time::{Duration, SystemTime};
-
-fn compiled_files(server: &test_support::WokServer) -> Vec<(String, SystemTime)> {
-    let mut files: Vec<(String, SystemTime)> =
-        std::fs::read_dir(server.data_dir().join("compiled"))
-            .unwrap()
-            .map(|entry| {
-                let entry = entry.unwrap();
-                (
-                    entry.file_name().to_string_lossy().into_owned(),
-                    entry.metadata().unwrap().modified().unwrap(),
-                )
-            })
-            .collect();
-    files.sort();
-    files
-}
+use std::time::Duration;
 
 #[tokio::test]
 async fn a_restart_keeps_every_function_without_recompiling() {
@@ -27,7 +11,7 @@ async fn a_restart_keeps_every_function_without_recompiling() {
     deploy(&server, "echo", guests::ECHO, &["--env", "KEPT=yes"]);
     deploy(&server, "echo", guests::ENV_CONFIG, &["--env", "KEPT=yes"]);
     server.cli_ok(&["rollback", "echo", "1"]);
-    let before = compiled_files(&server);
+    let before = test_support::compiled_files(server.data_dir());
     assert_eq!(
         before.len(),
         3,
@@ -36,7 +20,7 @@ async fn a_restart_keeps_every_function_without_recompiling() {
 
     let server = server.restart();
     assert_eq!(
-        compiled_files(&server),
+        test_support::compiled_files(server.data_dir()),
         before,
         "nothing was compiled again"
     );

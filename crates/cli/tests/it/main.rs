@@ -23,7 +23,7 @@ mod s3;
 
 pub use std::time::Duration;
 pub use test_support::{
-    Answer, Endpoint, WokServer, control, get, http, metric, send, wait_for_records,
+    Answer, Endpoint, WokServer, control, get, http, metric, send, wait_for, wait_for_records,
 };
 
 pub const WOK: &str = env!("CARGO_BIN_EXE_wok");

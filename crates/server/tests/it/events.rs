@@ -2,146 +2,9 @@
 //! to functions as CloudEvents; failures are retried, then dead-lettered,
 //! and can be re-driven; nothing accepted is lost across a SIGKILL.
 use crate::*;
+use test_support::guest_events::*;
 
 use serde_json::{Value, json};
-
-/// What the `events` guest recorded for one delivery.
-#[derive(Debug)]
-struct Received {
-    kind: String,
-    source: String,
-    subject: String,
-    content_type: String,
-    time: String,
-    body: String,
-}
-
-async fn received(server: &TestApp, id: &str) -> Option<Received> {
-    let answer = send(control(
-        server,
-        reqwest::Method::GET,
-        &format!("/v1/kv/received/{id}"),
-    ))
-    .await;
-    if answer.status == 404 {
-        return None;
-    }
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    let text = answer.text();
-    let mut lines = text.splitn(8, '\n');
-    let mut next = || lines.next().unwrap_or_default().to_owned();
-    // Lines: attempt, type, source, subject, key, content type, time,
-    // body; these tests look at some of them.
-    let _attempt = next();
-    let (kind, source, subject) = (next(), next(), next());
-    let _key = next();
-    let content_type = next();
-    let time = next();
-    Some(Received {
-        kind,
-        source,
-        subject,
-        content_type,
-        time,
-        body: next(),
-    })
-}
-
-/// Polls `probe` every 20 ms until it gives something (at most 30 s).
-async fn eventually<T, F>(what: &str, mut probe: impl FnMut() -> F) -> T
-where
-    F: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until the guest counted at least `n` deliveries.
-async fn deliveries(server: &TestApp, n: u64) {
-    eventually(&format!("{n} deliveries"), || async move {
-        (count(server).await >= n).then_some(())
-    })
-    .await
-}
-
-/// Deliveries the guest counted.
-async fn count(server: &TestApp) -> u64 {
-    let answer = send(control(
-        server,
-        reqwest::Method::GET,
-        "/v1/kv/received/count",
-    ))
-    .await;
-    if answer.status == 404 {
-        return 0;
-    }
-    answer.text().parse().unwrap()
-}
-
-/// The guest's delivery log, in order: `(ce-id, partitionkey, body)`.
-async fn log(server: &TestApp) -> Vec<(String, String, String)> {
-    let mut entries = Vec::new();
-    for n in 1..=count(server).await {
-        // The guest counts a delivery, then writes its log entry.
-        let text = eventually(&format!("log entry {n}"), || async move {
-            let answer = send(control(
-                server,
-                reqwest::Method::GET,
-                &format!("/v1/kv/received/log-{n:08}"),
-            ))
-            .await;
-            (answer.status == 200).then(|| answer.text())
-        })
-        .await;
-        let mut parts = text.splitn(3, ' ');
-        let mut next = || parts.next().unwrap_or_default().to_owned();
-        entries.push((next(), next(), next()));
-    }
-    entries
-}
-
-async fn publish(server: &TestApp, topic: &str, query: &str, body: &str) -> String {
-    let answer = send(
-        control(
-            server,
-            reqwest::Method::POST,
-            &format!("/v1/topics/{topic}{query}"),
-        )
-        .header("content-type", "text/plain")
-        .body(body.to_owned()),
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{}", answer.text());
-    answer.json()["id"].as_str().unwrap().to_owned()
-}
-
-async fn publish_batch(server: &TestApp, topic: &str, messages: Value) -> Vec<String> {
-    let answer = send(
-        control(
-            server,
-            reqwest::Method::POST,
-            &format!("/v1/topics/{topic}/_batch"),
-        )
-        .json(&json!({ "messages": messages })),
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{}", answer.text());
-    answer.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| event["id"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 #[tokio::test]
 async fn messages_with_an_ordering_key_arrive_in_order_through_retries() {
@@ -178,7 +41,7 @@ async fn messages_with_an_ordering_key_arrive_in_order_through_retries() {
     server.clock.advance(Duration::from_secs(1));
     // The guest records an event, then counts it: wait for the counts too.
     deliveries(&server, ids.len() as u64).await;
-    let log = log(&server).await;
+    let log = delivery_log(&server).await;
     for key in ["a", "b"] {
         let bodies: Vec<String> = log
             .iter()
@@ -239,7 +102,7 @@ async fn document_changes_trigger_a_function_that_does_not_trigger_itself() {
     assert_eq!(send(create("first")).await.status, 201);
     let log_entries = {
         deliveries(&server, 1).await;
-        log(&server).await
+        delivery_log(&server).await
     };
     let first = received(&server, &log_entries[0].0).await.unwrap();
     assert_eq!(first.kind, "wok.document.created");
@@ -279,7 +142,7 @@ async fn document_changes_trigger_a_function_that_does_not_trigger_itself() {
         "the guest's echoes were written: {}",
         listed.text()
     );
-    let log = log(&server).await;
+    let log = delivery_log(&server).await;
     let subjects: Vec<String> = {
         let mut subjects = Vec::new();
         for (id, _, _) in &log {
@@ -331,7 +194,7 @@ async fn object_changes_trigger_functions_by_key_filters() {
     assert_eq!(deleted.status, 204, "{}", deleted.text());
     assert_eq!(send(put("c.jpg")).await.status, 200);
     deliveries(&server, 2).await;
-    let log = log(&server).await;
+    let log = delivery_log(&server).await;
     let mut deliveries = Vec::new();
     for (id, _, _) in &log {
         deliveries.push(received(&server, id).await.unwrap());
@@ -383,7 +246,7 @@ async fn functions_publish_to_topics_that_several_functions_read() {
     publish(&server, "inbox", "?key=k1", "relayed").await;
     deliveries(&server, 3).await;
     let mut sources = Vec::new();
-    for (id, key, body) in log(&server).await {
+    for (id, key, body) in delivery_log(&server).await {
         assert_eq!((key.as_str(), body.as_str()), ("k1", "relayed"));
         sources.push(received(&server, &id).await.unwrap().source);
     }
@@ -434,7 +297,11 @@ async fn a_queue_trigger_with_a_batch_size_gets_messages_together() {
     assert_eq!(events[3]["type"], "wok.queue.message");
     assert_eq!(events[3]["source"], "/projects/default/topics/bulk");
     assert_eq!(events[3]["data"], json!({"n": 3}));
-    assert_eq!(count(&server).await, 1, "one invocation for the batch");
+    assert_eq!(
+        delivery_count(&server).await,
+        1,
+        "one invocation for the batch"
+    );
 }
 
 #[tokio::test]
@@ -457,17 +324,17 @@ async fn a_cron_trigger_fires_at_each_time_of_its_schedule_by_the_clock() {
     // minute at a time until two ticks have come (a tick whose time passed
     // before the worker ran is not made up later, as after a restart).
     let mut minutes = 0;
-    while count(&server).await < 2 {
+    while delivery_count(&server).await < 2 {
         minutes += 1;
         assert!(minutes <= 10, "no two ticks in ten minutes of the clock");
-        let before = count(&server).await;
+        let before = delivery_count(&server).await;
         server.clock.set(at_minute(minutes));
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while count(&server).await == before && std::time::Instant::now() < deadline {
+        while delivery_count(&server).await == before && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let log = log(&server).await;
+    let log = delivery_log(&server).await;
     let mut times = Vec::new();
     for (id, _, _) in &log {
         let tick = received(&server, id).await.unwrap();

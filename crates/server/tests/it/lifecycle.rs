@@ -2,33 +2,15 @@ use crate::*;
 
 use reqwest::Method;
 
-use std::time::SystemTime;
-
-fn compiled_files(server: &test_support::TestApp) -> Vec<(String, SystemTime)> {
-    let mut files: Vec<(String, SystemTime)> =
-        std::fs::read_dir(server.data_dir().join("compiled"))
-            .unwrap()
-            .map(|entry| {
-                let entry = entry.unwrap();
-                (
-                    entry.file_name().to_string_lossy().into_owned(),
-                    entry.metadata().unwrap().modified().unwrap(),
-                )
-            })
-            .collect();
-    files.sort();
-    files
-}
-
 #[tokio::test]
 async fn deploying_bytes_already_compiled_reuses_the_compiled_artifact() {
     let server = app();
     deploy(&server, "first", guests::HELLO, &[]).await;
-    let before = compiled_files(&server);
+    let before = test_support::compiled_files(server.data_dir());
     deploy(&server, "second", guests::HELLO, &["--memory", "64MiB"]).await;
     deploy(&server, "first", guests::HELLO, &["--env", "NEW=1"]).await;
     assert_eq!(
-        compiled_files(&server),
+        test_support::compiled_files(server.data_dir()),
         before,
         "no compile happened for known bytes"
     );

@@ -2,51 +2,13 @@
 //! queries (snapshot, then added/modified/removed), resuming after a
 //! reconnect, access rules on every event, and slow clients cut off.
 use crate::*;
+use test_support::realtime::*;
 
 use futures::{SinkExt, StreamExt};
 
 use serde_json::{Value, json};
 
 use tokio_tungstenite::tungstenite::Message;
-
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(server: &TestApp, token: &str) -> Socket {
-    let url = format!(
-        "{}/v1/realtime?access_token={token}",
-        server.url.replace("http://", "ws://")
-    );
-    let (socket, _) = tokio_tungstenite::connect_async(url.into_client_request().unwrap())
-        .await
-        .expect("the WebSocket opens");
-    socket
-}
-
-async fn send_json(socket: &mut Socket, message: Value) {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await
-        .unwrap();
-}
-
-/// The next JSON message (bounded wait).
-async fn next(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
-            .await
-            .expect("a message within 20 s")
-            .expect("the socket is open")
-            .expect("a frame");
-        match message {
-            Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => continue,
-        }
-    }
-}
 
 async fn put_doc(server: &TestApp, id: &str, data: Value) {
     let answer = send(
@@ -158,22 +120,6 @@ async fn a_live_query_sends_a_snapshot_then_every_change_and_resumes_after_a_rec
     assert_eq!(next(&mut socket).await["type"], "pong");
 }
 
-/// Publishes 400 messages of 4 KB to `topic`.
-async fn publish_burst(server: &TestApp, topic: &str) {
-    let payload = "x".repeat(4000);
-    let messages: Vec<Value> = (0..400).map(|_| json!({"data": payload})).collect();
-    let answer = send(
-        control(
-            server,
-            reqwest::Method::POST,
-            &format!("/v1/topics/{topic}/_batch"),
-        )
-        .json(&json!({"messages": messages})),
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{}", answer.text());
-}
-
 #[tokio::test]
 async fn a_client_that_closes_gets_the_closing_handshake() {
     let server = app();
@@ -191,27 +137,6 @@ async fn a_client_that_closes_gets_the_closing_handshake() {
     match reply {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1000),
         other => panic!("no closing frame came back: {other:?}"),
-    }
-}
-
-/// Reads what the server sent until its close frame: the frame, and how
-/// many messages came before it.
-async fn read_to_close(
-    socket: &mut Socket,
-) -> (tokio_tungstenite::tungstenite::protocol::CloseFrame, usize) {
-    let mut messages = 0;
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
-            .await
-            .expect("the server closes within 30 s");
-        match message {
-            Some(Ok(Message::Text(_))) => messages += 1,
-            Some(Ok(Message::Close(frame))) => {
-                return (frame.expect("a close frame with a reason"), messages);
-            }
-            Some(Ok(_)) => {}
-            other => panic!("the connection ended without a close frame: {other:?}"),
-        }
     }
 }
 
