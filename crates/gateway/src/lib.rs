@@ -76,6 +76,8 @@ pub struct Gateway {
     pub async_queue: store::events::AsyncQueueLimit,
     /// Bytes all realtime clients may have unread.
     pub realtime_budget: Arc<RealtimeBudget>,
+    /// What time it is, for presigned URLs' expiry.
+    pub clock: Arc<dyn domain::Clock>,
 }
 
 pub type SharedGateway = Arc<Gateway>;

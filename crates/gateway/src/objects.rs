@@ -558,7 +558,7 @@ pub async fn presign(
             })?,
         None => Duration::from_secs(3600),
     };
-    let expires_at = domain::now_millis() / 1000 + lifetime.as_secs() as i64;
+    let expires_at = gateway.clock.now() / 1000 + lifetime.as_secs() as i64;
     let access_key = access_key_of(&caller);
     let signature = gateway
         .auth

@@ -53,7 +53,7 @@ pub async fn authenticate(
 ) -> Response {
     let Some(token) = bearer(&request) else {
         // No credential: a presigned object URL, or nothing.
-        let claim = match presigned(&request) {
+        let claim = match presigned(&request, gateway.clock.now()) {
             None => return ApiError::Unauthorized.into_response(),
             Some(Err(error)) => return error.into_response(),
             Some(Ok(claim)) => claim,
@@ -130,7 +130,7 @@ struct Presigned {
 
 /// A presigned object request (`wok-key`, `wok-expires`, `wok-signature`
 /// in the query, no credential), if it is one.
-fn presigned(request: &Request) -> Option<Result<Presigned, ApiError>> {
+fn presigned(request: &Request, now: domain::UnixMillis) -> Option<Result<Presigned, ApiError>> {
     let params: std::collections::HashMap<String, String> =
         axum::extract::Query::try_from_uri(request.uri())
             .map(|axum::extract::Query(params)| params)
@@ -154,7 +154,7 @@ fn presigned(request: &Request) -> Option<Result<Presigned, ApiError>> {
     ) else {
         return refused("the presigned URL is incomplete");
     };
-    if domain::now_millis() / 1000 > expires {
+    if now / 1000 > expires {
         return refused("the presigned URL has expired");
     }
     let project = match request.extensions().get::<Scope>() {

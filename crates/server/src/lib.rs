@@ -237,7 +237,7 @@ pub async fn run_with(
             functions: functions.clone(),
             events: stores.events.clone(),
         }),
-        clock,
+        clock.clone(),
         metrics.clone(),
     );
 
@@ -274,6 +274,7 @@ pub async fn run_with(
         metrics_access,
         disk: disk.clone(),
         json_bodies: gateway::JsonBudget::new(gateway::JSON_BODY_BUDGET_MIB),
+        clock,
     });
     let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;

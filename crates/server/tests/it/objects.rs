@@ -133,3 +133,33 @@ async fn guests_use_wok_objects_on_the_same_buckets() {
         .collect();
     assert_eq!(keys, ["only-alpha"]);
 }
+
+#[tokio::test]
+async fn a_presigned_url_expires_when_the_clock_says_so() {
+    let server = app();
+    let made =
+        send(control(&server, reqwest::Method::PUT, "/v1/buckets/share").json(&json!({}))).await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    send(objects(&server, reqwest::Method::PUT, "/share/report.txt").body("quarterly")).await;
+    let signed = send(
+        objects(&server, reqwest::Method::POST, "/share/report.txt")
+            .json(&json!({"expires_in": "1m"})),
+    )
+    .await;
+    assert_eq!(signed.status, 200, "{}", signed.text());
+    let url = signed.json()["url"].as_str().unwrap().to_owned();
+
+    server.clock.advance(Duration::from_secs(60));
+    let fetched = send(http().get(&url)).await;
+    assert_eq!(
+        (fetched.status, fetched.text().as_str()),
+        (200, "quarterly")
+    );
+    server.clock.advance(Duration::from_secs(1));
+    let expired = send(http().get(&url)).await;
+    assert_eq!(
+        (expired.status, expired.error_code()),
+        (403, "forbidden".to_owned())
+    );
+    assert!(expired.text().contains("expired"), "{}", expired.text());
+}
