@@ -8,6 +8,9 @@
 # store, through wrk with the admin token. Redis from Debian's packages with
 # appendonly yes, appendfsync everysec: redis-benchmark SET and GET, same
 # key space, 64 clients. Prints requests per second and the ratios.
+#
+#   BASELINE_WOK=/path/to/older/wok bench/kv.sh   also measures PUT and GET
+#   on that binary beside this checkout's, alternating (bench/baseline.sh).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -28,7 +31,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$DATA"
+  rm -rf "$DATA" "${BASE_DATA:-}"
 }
 trap cleanup EXIT
 
@@ -45,23 +48,26 @@ for _ in $(seq 1 200); do
 done
 TOKEN="$(cat "$DATA/wok/admin-token")"
 
-cat >"$DATA/put.lua" <<LUA
+scripts() { # PREFIX TOKEN: wrk scripts PREFIX-put.lua and PREFIX-get.lua
+  cat >"$1-put.lua" <<LUA
 wrk.method = "PUT"
 wrk.body = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
+wrk.headers["Authorization"] = "Bearer $2"
 request = function()
   return wrk.format(nil, "/v1/kv/bench/key:" .. math.random(0, 9999))
 end
 LUA
-cat >"$DATA/get.lua" <<LUA
-wrk.headers["Authorization"] = "Bearer $TOKEN"
+  cat >"$1-get.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer $2"
 request = function()
   return wrk.format(nil, "/v1/kv/bench/key:" .. math.random(0, 9999))
 end
 LUA
+}
+scripts "$DATA/wok" "$TOKEN"
 
-rps() { # SCRIPT
-  taskset -c 1 wrk -t1 -c64 -d"${SECONDS_PER_RUN}s" -s "$1" "http://127.0.0.1:$WOK_PORT" |
+rps() { # SCRIPT [PORT]
+  taskset -c 1 wrk -t1 -c64 -d"${SECONDS_PER_RUN}s" -s "$1" "http://127.0.0.1:${2:-$WOK_PORT}" |
     awk '/Requests\/sec/ {print $2}'
 }
 redis_rps() { # TEST
@@ -70,11 +76,21 @@ redis_rps() { # TEST
 }
 
 echo "== key-value, 64 connections, server on core 0, load on core 1, 10,000 keys, 64-byte values"
-WOK_SET=$(rps "$DATA/put.lua")
-WOK_GET=$(rps "$DATA/get.lua")
+WOK_SET=$(rps "$DATA/wok-put.lua")
+WOK_GET=$(rps "$DATA/wok-get.lua")
 REDIS_SET=$(redis_rps set)
 REDIS_GET=$(redis_rps get)
 printf '%-44s %10s req/s\n' "redis SET (appendfsync everysec)" "$REDIS_SET"
 printf '%-44s %10s req/s  (%.2f of Redis)\n' "wok PUT /v1/kv (durable: fsync before 200)" "$WOK_SET" "$(echo "$WOK_SET / $REDIS_SET" | bc -l)"
 printf '%-44s %10s req/s\n' "redis GET" "$REDIS_GET"
 printf '%-44s %10s req/s  (%.2f of Redis)\n' "wok GET /v1/kv" "$WOK_GET" "$(echo "$WOK_GET / $REDIS_GET" | bc -l)"
+
+if [ -n "${BASELINE_WOK:-}" ]; then
+  source bench/baseline.sh
+  BASE_PORT=18283
+  start_baseline "$BASE_PORT"
+  scripts "$DATA/baseline" "$BASE_TOKEN"
+  echo "== this checkout against $BASELINE_WOK, ${ROUNDS:-3} alternating rounds"
+  compare "PUT /v1/kv" "rps $DATA/wok-put.lua" "rps $DATA/baseline-put.lua $BASE_PORT"
+  compare "GET /v1/kv" "rps $DATA/wok-get.lua" "rps $DATA/baseline-get.lua $BASE_PORT"
+fi

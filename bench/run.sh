@@ -16,6 +16,10 @@
 #   - wok /fn/hello with a fresh instance per request, and with --reuse.
 # Then: first request after a deploy, restart-to-ready and resident memory
 # with N deployed functions. Prints ratios; record them in BENCHMARKS.md.
+#
+#   BASELINE_WOK=/path/to/older/wok bench/run.sh   also measures /fn/hello
+#   (fresh and reuse) on that binary beside this checkout's, alternating
+#   (bench/baseline.sh).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -45,7 +49,7 @@ DATA="$(mktemp -d)"
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$DATA"
+  rm -rf "$DATA" "${BASE_DATA:-}"
 }
 trap cleanup EXIT
 
@@ -117,6 +121,21 @@ else
   echo "wasmtime 48.0.8 not on PATH: the wasmtime serve comparison was skipped"
 fi
 
+if [ -n "${BASELINE_WOK:-}" ]; then
+  source bench/baseline.sh
+  BASE_PORT=18186
+  start_baseline "$BASE_PORT"
+  WOK_DATA="$BASE_DATA" "$BASELINE_WOK" deploy hello "$HELLO" >/dev/null
+  WOK_DATA="$BASE_DATA" "$BASELINE_WOK" deploy hello-reuse "$HELLO" --reuse >/dev/null
+  echo "== this checkout against $BASELINE_WOK, ${ROUNDS:-3} alternating rounds"
+  compare "wok /fn/hello, fresh instance" "rps http://127.0.0.1:$WOK_PORT/fn/hello" "rps http://127.0.0.1:$BASE_PORT/fn/hello"
+  compare "wok /fn/hello-reuse, reuse" "rps http://127.0.0.1:$WOK_PORT/fn/hello-reuse" "rps http://127.0.0.1:$BASE_PORT/fn/hello-reuse"
+  # Its functions for the restart comparison at the end.
+  seq 1 "$FUNCTIONS" | xargs -P 2 -I{} curl -s -o /dev/null -f -H "authorization: Bearer $BASE_TOKEN" \
+    --data-binary @"$HELLO" "http://127.0.0.1:$BASE_PORT/v1/functions/many-{}/versions"
+  kill -TERM "$BASE_PID"; wait "$BASE_PID" 2>/dev/null || true
+fi
+
 echo "== latency with one connection: wrk -t1 -c1 --latency (seen by the client, loopback included)"
 latency() { # LABEL URL
   taskset -c 1 wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$2" |
@@ -184,3 +203,10 @@ until grep -q "listening" "$DATA.out" 2>/dev/null; do sleep 0.005; done
 echo "restart to ready with $((FUNCTIONS + 7)) functions: $(ms_since "$start") ms"
 curl -s "http://127.0.0.1:$WOK_PORT/fn/many-$FUNCTIONS"
 printf 'resident memory after restart: %s KiB\n' "$(rss_kib "$WOK_PID")"
+
+if [ -n "${BASELINE_WOK:-}" ]; then
+  kill -TERM "$WOK_PID"; wait "$WOK_PID" 2>/dev/null || true
+  echo "== restart to ready, this checkout against $BASELINE_WOK, ${ROUNDS:-3} alternating rounds"
+  compare "restart to ready with about $FUNCTIONS functions" \
+    "ready_ms $WOK $DATA $WOK_PORT" "ready_ms $BASELINE_WOK $BASE_DATA $BASE_PORT" ms
+fi

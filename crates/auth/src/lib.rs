@@ -16,7 +16,17 @@
 //! Each key also has an S3 secret of its own (SigV4 needs the secret on
 //! both sides), kept sealed (AES-256-GCM) under the server key and
 //! rotatable on its own; the admin's S3 secret is derived from the admin
-//! token.
+//! token. A presigned object URL is signed with the signer's S3 secret
+//! ([`Auth::presign_signature`]), so rotating it or revoking the key
+//! revokes the URL.
+//!
+//! Access rules are in memory too, loaded at start like the keys; a name
+//! never given a rule is `Private` without being remembered, so asking
+//! never reads the store nor grows the map. [`Auth::may_write_some`] tells
+//! whether a request that names its collections only in its body (a
+//! batch) can be refused before it is read. [`Auth::changes`] moves on
+//! every revocation, project removal and rule change: holders of
+//! long-lived connections (realtime) check their caller again.
 
 use domain::{Access, AccessRule, ApiKey, KeyKind, ProjectId, ResourceKind, now_millis};
 use hmac::{Hmac, Mac};

@@ -51,17 +51,11 @@ impl ArtifactStore {
     }
 
     /// The precompiled form of a component for this engine, if it was made
-    /// here before.
-    pub async fn compiled(
-        &self,
-        hash: &str,
-        engine_key: &str,
-    ) -> Result<Option<PathBuf>, BlobError> {
-        let name = compiled_name(hash, engine_key);
-        Ok(match self.compiled.head(&name).await? {
-            Some(_) => Some(self.compiled.local_path(&name)?),
-            None => None,
-        })
+    /// here before: a look at a local file (one `stat`), so that a caller
+    /// about to map it can check in the same blocking section.
+    pub fn compiled(&self, hash: &str, engine_key: &str) -> Result<Option<PathBuf>, BlobError> {
+        let path = self.compiled.local_path(&compiled_name(hash, engine_key))?;
+        Ok(path.is_file().then_some(path))
     }
 
     /// Keeps a precompiled form; returns its file.
@@ -107,10 +101,10 @@ mod tests {
             Err(BlobError::Missing(_))
         ));
 
-        assert_eq!(store.compiled(&hash, "engine1").await.unwrap(), None);
+        assert_eq!(store.compiled(&hash, "engine1").unwrap(), None);
         let path = store.put_compiled(&hash, "engine1", b"code").await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"code");
-        assert_eq!(store.compiled(&hash, "engine1").await.unwrap(), Some(path));
-        assert_eq!(store.compiled(&hash, "engine2").await.unwrap(), None);
+        assert_eq!(store.compiled(&hash, "engine1").unwrap(), Some(path));
+        assert_eq!(store.compiled(&hash, "engine2").unwrap(), None);
     }
 }

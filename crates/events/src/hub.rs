@@ -4,6 +4,11 @@
 //! it gives), then takes the broadcast. A follower that falls more than
 //! the broadcast's capacity behind is told so, and must resume from its
 //! last position.
+//!
+//! A reader wakes on its stream's change counter (`Streams`, bumped after
+//! each commit that logged on the stream) and reads the log a page at a
+//! time. It runs while its stream has followers: the last one to go
+//! drops the feed, which aborts the reader task.
 use domain::ProjectId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};

@@ -1,5 +1,30 @@
 //! One trigger's worker: fresh events from the cursor, then retries when
 //! due; and a cron trigger's ticker.
+//!
+//! Each step first retries the failures that are due (`RETRY_LIMIT` at a
+//! time). Then it reads the stream from the cursor, `READ_LIMIT` (512)
+//! events at a time, passes over what the trigger's filter does not want
+//! (change kinds, key prefix and suffix, the function's own writes), and
+//! delivers the rest in units: batches of events without an ordering key
+//! (up to the trigger's `batch`), and the events of one ordering key one
+//! after another, `concurrency` units at once. An event whose key has a
+//! failure waiting is not delivered but recorded as waiting behind it.
+//! The cursor moves past the read events with the failures recorded in
+//! the same write; that write runs on a task of its own while the next
+//! read goes on, and is awaited before the next cursor write, before
+//! failures are read back, and before waiting idle.
+//!
+//! A failed event is tried again after `backoff` (exponential, with
+//! jitter) until it succeeds or reaches the trigger's attempts or age,
+//! and then becomes a dead letter. An idle worker waits for its stream's
+//! change counter (`Streams`), the clock's next due retry, or its stop;
+//! it looks at the stream on its own only every ten minutes, to refresh
+//! the gauges.
+//!
+//! A cron trigger's ticker logs each tick `TICK_LEAD` (a second) ahead of
+//! its time, due for delivery at that time (`EventStore::schedule`), so
+//! the retry path delivers it on time with no write on the way. Times
+//! passed while the server was down are not made up for.
 use crate::{Schedule, Shared, Target, backoff};
 use domain::{Change, TriggerSource, UnixMillis};
 use futures::StreamExt;

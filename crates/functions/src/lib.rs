@@ -139,6 +139,15 @@ pub struct Functions {
     changes: tokio::sync::watch::Sender<u64>,
 }
 
+fn cannot_load(version: &FunctionVersion, error: &FunctionsError) {
+    tracing::error!(
+        "function {}/{} version {} cannot be loaded: {error}",
+        version.project,
+        version.function,
+        version.version
+    );
+}
+
 /// Runs blocking work (SQLite, files, compilation) off the async threads.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(work)
@@ -327,6 +336,34 @@ impl Functions {
     /// a cached compile is as validated as a fresh one. Compiling and
     /// loading run off the async threads.
     #[allow(clippy::too_many_arguments)]
+    /// Loads a version from its precompiled form in the node-local cache:
+    /// `None` when there is none for this engine, or it is unusable (then
+    /// the caller compiles again). Blocking: a look at a file, then the
+    /// runtime maps and checks it.
+    fn load_precompiled(
+        &self,
+        executor: &Arc<dyn Executor>,
+        artifact: &str,
+        project: &ProjectId,
+        function: &FunctionName,
+        config: &FunctionConfig,
+    ) -> Result<Option<Loaded>, FunctionsError> {
+        let Some(compiled) = self.artifacts.compiled(artifact, &executor.engine_key())? else {
+            return Ok(None);
+        };
+        let spec = self.load_spec(project, function, config, compiled.clone());
+        Ok(match executor.load(spec) {
+            Ok(loaded) => Some(loaded),
+            Err(error) => {
+                tracing::warn!(
+                    "precompiled {} is unusable ({error}); compiling again",
+                    compiled.display()
+                );
+                None
+            }
+        })
+    }
+
     async fn prepare(
         self: &Arc<Self>,
         kind: RuntimeKind,
@@ -337,19 +374,21 @@ impl Functions {
         config: &FunctionConfig,
     ) -> Result<Loaded, FunctionsError> {
         let executor = self.executor(kind)?;
-        let engine_key = executor.engine_key();
-        if let Some(compiled) = self.artifacts.compiled(artifact, &engine_key).await? {
-            let (executor, spec) = (
-                executor.clone(),
-                self.load_spec(project, function, config, compiled.clone()),
+        let cached = {
+            let (this, executor) = (self.clone(), executor.clone());
+            let (artifact, project, function, config) = (
+                artifact.to_owned(),
+                project.clone(),
+                function.clone(),
+                config.clone(),
             );
-            match blocking(move || executor.load(spec)).await {
-                Ok(loaded) => return Ok(loaded),
-                Err(error) => tracing::warn!(
-                    "precompiled {} is unusable ({error}); compiling again",
-                    compiled.display()
-                ),
-            }
+            blocking(move || {
+                this.load_precompiled(&executor, &artifact, &project, &function, &config)
+            })
+            .await?
+        };
+        if let Some(loaded) = cached {
+            return Ok(loaded);
         }
         let code = match code {
             Some(code) => code,
@@ -361,7 +400,7 @@ impl Functions {
         };
         let compiled = self
             .artifacts
-            .put_compiled(artifact, &engine_key, &output.precompiled)
+            .put_compiled(artifact, &executor.engine_key(), &output.precompiled)
             .await?;
         let spec = self.load_spec(project, function, config, compiled);
         blocking(move || executor.load(spec))
@@ -386,25 +425,48 @@ impl Functions {
         Ok(loaded.prepared)
     }
 
-    /// Loads every live function of every project (start-up).
+    /// Loads every live function of every project (start-up): those with a
+    /// precompiled form, the usual case, in one blocking section (a thread
+    /// hop per function would cost more than many loads); the rest are
+    /// compiled again, one by one.
     pub async fn load_all(self: &Arc<Self>) -> Result<usize, FunctionsError> {
         let mut versions = Vec::new();
         for project in self.store.projects_with_functions().await? {
             versions.extend(self.store.list(&project).await?);
         }
-        let mut loaded = 0;
-        for version in versions {
+        let this = self.clone();
+        let (mut loaded, uncached) = blocking(move || {
+            let mut loaded = 0;
+            let mut uncached = Vec::new();
+            for version in versions {
+                let attempt = this.executor(version.runtime.kind()).and_then(|executor| {
+                    this.load_precompiled(
+                        &executor,
+                        &version.artifact,
+                        &version.project,
+                        &version.function,
+                        &version.config,
+                    )
+                });
+                match attempt {
+                    Ok(Some(ready)) => {
+                        this.install(version, ready.prepared);
+                        loaded += 1;
+                    }
+                    Ok(None) => uncached.push(version),
+                    Err(error) => cannot_load(&version, &error),
+                }
+            }
+            (loaded, uncached)
+        })
+        .await;
+        for version in uncached {
             match self.load_version(&version).await {
                 Ok(prepared) => {
                     self.install(version, prepared);
                     loaded += 1;
                 }
-                Err(error) => tracing::error!(
-                    "function {}/{} version {} cannot be loaded: {error}",
-                    version.project,
-                    version.function,
-                    version.version
-                ),
+                Err(error) => cannot_load(&version, &error),
             }
         }
         Ok(loaded)

@@ -1,6 +1,10 @@
 //! Documents over REST: `/v1/docs/COLLECTION[/ID]` for the scope's
 //! project, with `_query`, `_count`, `_explain`, `_indexes` and `_batch`
-//! (names that no collection or document id can take).
+//! (names that no collection or document id can take). The rules are
+//! `data::Documents`'; this file translates. A batch names its collections
+//! in its body, so a caller that may write to none of the project's
+//! collections (`Auth::may_write_some`) is refused before the body is
+//! read.
 use crate::http_util::{Precondition, etag, precondition, read_json_body};
 use crate::projects::{Scope, authorize, read_rule, require_service, write_rule};
 use crate::{ApiError, SharedGateway};

@@ -1,7 +1,13 @@
 //! Topics, triggers and dead letters over REST, for the scope's project:
 //! `POST /v1/topics/TOPIC` publishes, `GET /v1/topics/TOPIC/events` reads
 //! (and replays), `GET /v1/triggers` shows where each trigger's delivery
-//! stands, `/v1/events/dead` lists, re-drives and purges dead letters.
+//! stands, `/v1/events/dead` lists, re-drives and purges dead letters;
+//! topic access rules; and the asynchronous branch of the function route
+//! (`Prefer: respond-async`): the request is queued durably as an event
+//! (a bounded queue per function, in requests and bytes: 429 past it) and
+//! answered 202 with its id. An `Idempotency-Key` is scoped to the
+//! caller's `Authorization` and bound to the request it came with (method,
+//! path and body): the same key on another request is refused.
 use crate::control::{function_name, parse_time};
 use crate::http_util::{log_position, only_params, page_limit};
 use crate::projects::Scope;

@@ -1,6 +1,14 @@
 //! Small HTTP pieces the data routes share: ETags of versions, the
-//! precondition headers, strict query parameters, and closing connections
-//! whose request body was not read.
+//! precondition headers, strict query parameters (an unknown one is a
+//! 400, so a typo fails loudly), JSON request bodies, and closing
+//! connections whose request body was not read.
+//!
+//! JSON bodies ([`read_json_body`]) are bounded three ways: a body
+//! declared larger than its route's limit is refused unread (413); a
+//! large one first takes its size from one budget of MiB being read and
+//! parsed at once ([`JsonBudget`], with a share per project, so one
+//! project cannot keep another's out; 429 past it), then must arrive at a
+//! minimum rate (408); and it is parsed off the async threads.
 use crate::ApiError;
 use api_types::ErrorCode;
 use axum::body::Body;
@@ -118,7 +126,7 @@ pub fn precondition(headers: &http::HeaderMap) -> Result<Precondition, ApiError>
 pub(crate) const SMALL_BODY: usize = 64 << 10;
 
 /// The MiB of large JSON request bodies read or parsed at once (see
-/// [`read_json_body`]).
+/// `read_json_body`).
 pub const JSON_BODY_BUDGET_MIB: usize = 16;
 
 /// The MiB of them one project may hold: one whole batch, so the others
@@ -134,7 +142,7 @@ const JSON_BODY_MIN_RATE: usize = 64 << 10;
 
 /// The budget for large JSON bodies: MiB being read or parsed at once,
 /// and what each project holds of them (at most
-/// [`JSON_BODY_SHARE_MIB`]), so one project's slow or many bodies never
+/// `JSON_BODY_SHARE_MIB`), so one project's slow or many bodies never
 /// keep another's out.
 pub struct JsonBudget {
     permits: Arc<tokio::sync::Semaphore>,

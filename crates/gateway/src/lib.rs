@@ -4,6 +4,13 @@
 //! Layer: front. The only crate that picks status codes and error codes (see
 //! `error.rs`, one table). Reaches runtimes only through `invoke` traits via
 //! the `functions` registry; knows nothing of wasmtime.
+//!
+//! A request's way: `serve.rs` (the connection loop and its bounds), then
+//! [`app`] (`s3::App`: a full disk, S3 or not), the project scope and
+//! authentication (`projects.rs`), then the routes, one file per area
+//! (`invoke_route.rs`, `control.rs`, `kv.rs`, `docs.rs`, `objects.rs`,
+//! `events.rs`, `realtime.rs`). `/metrics` takes the metrics token or the
+//! admin's, unless the server makes it public.
 
 mod aws_chunked;
 mod control;

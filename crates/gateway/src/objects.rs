@@ -2,6 +2,15 @@
 //! under `/v1/buckets`, objects under `/v1/objects/BUCKET/KEY` (bodies
 //! stream both ways), and presigned URLs that need no credential. The S3
 //! endpoint (`s3.rs`) serves the same buckets.
+//!
+//! A presigned URL allows one method (GET, which takes HEAD too, or PUT)
+//! on one object of one project until it expires (an hour by default, a
+//! week at most). Its signature is an HMAC keyed with the signer's S3
+//! secret over method, project, path and expiry
+//! (`Auth::presign_signature`), so rotating that secret or revoking the
+//! key revokes the URL. The authentication middleware (`projects.rs`)
+//! checks it when a request has no credential; the signer is then the
+//! caller, and its access is checked as for any request.
 use crate::http_util::only_params;
 use crate::projects::{
     PRESIGN_EXPIRES, PRESIGN_KEY, PRESIGN_SIGNATURE, Scope, authorize, read_rule, require_service,

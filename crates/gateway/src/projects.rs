@@ -1,11 +1,23 @@
 //! Who may call the control API for which project, and the project and key
 //! routes themselves.
 //!
-//! `/v1/...` addresses the `default` project; `/v1/projects/NAME/...` the
-//! same routes for project NAME. The admin credential may do anything; a
-//! project's service key may use its own project's routes; public keys have
-//! no business with the control API. Projects and keys are managed by the
-//! admin only.
+//! `/v1/projects/NAME/...` addresses project NAME: [`scope_from_path`]
+//! rewrites it to `/v1/...` with a [`Scope`] before routing, so every
+//! route exists once. An unscoped `/v1/...` addresses the caller's own
+//! project (a key's; the admin's is `default`). The admin credential may
+//! do anything; a project's service key may use its own project's routes;
+//! a public key reaches only the data routes of its project, as the access
+//! rules allow. Projects and keys are managed by the admin only. Only the
+//! admin learns whether a project exists: a key of another project is
+//! refused first, whatever the name.
+//!
+//! [`authenticate`] finds the caller once per request, from memory
+//! (`Auth`). A request without a credential may be a presigned object URL
+//! (`wok-key`, `wok-expires`, `wok-signature` in the query): its
+//! signature is checked against the signer's S3 secret, and its expiry by
+//! the server's clock (`Gateway::clock`); the signer is then the caller.
+//! [`json_errors`] turns axum's own answers (extractor rejections, 405)
+//! into the JSON error body.
 use crate::convert;
 use crate::{ApiError, SharedGateway};
 use api_types::ErrorCode;

@@ -13,6 +13,23 @@
 //! that does not read is disconnected (close code 4008) instead of growing
 //! the server. Access rules are checked at subscribe time and again for
 //! every event delivered.
+//!
+//! Bounds: each connection's queue is bounded in messages and bytes, and
+//! all connections' unread bytes by one shared [`Budget`]: past it, a
+//! connection holding more than its floor (1 MiB) is closed with 1013, so
+//! many clients that do not read cannot fill the server's memory and
+//! clients that keep up are not touched. A write may take 10 s plus a
+//! second for each 64 KiB of its message; the closing frame waits at most
+//! a few seconds for a client that does not read. A client's own close is
+//! answered. Snapshots are document reads under the store's limit of reads
+//! at once, like REST's, and their message is serialized off the async
+//! threads.
+//!
+//! Close codes: 4008 for a client that does not keep up (or falls behind
+//! its stream's broadcast), 1008 for a key revoked (checked again on every
+//! `Auth::changes`, as are the rules of each subscription), 1002, 1007 and
+//! 1009 for protocol errors, invalid UTF-8 and messages over the size
+//! limit.
 use crate::projects::Scope;
 use crate::{ApiError, SharedGateway};
 use api_types::ErrorCode;
@@ -54,7 +71,7 @@ const TRY_AGAIN_LATER: u16 = 1013;
 
 /// The bytes of messages all realtime clients have not read yet (queued,
 /// or being written), against a limit. Beyond it, a connection with more
-/// than [`OUT_BUFFER_FLOOR`] unread is closed ([`TRY_AGAIN_LATER`]), so
+/// than `OUT_BUFFER_FLOOR` unread is closed (`TRY_AGAIN_LATER`), so
 /// many clients that do not read cannot fill the server's memory, and
 /// clients that keep up are not touched.
 pub struct Budget {

@@ -12,7 +12,19 @@
 //!
 //! s3s leaves to us what it leaves to every backend: conditional requests,
 //! checksum verification (headers and aws-chunked trailers), and URL
-//! encoding of listings (`encoding-type=url`).
+//! encoding of listings (`encoding-type=url`). This file also does what
+//! s3s does not check: an aws-chunked body must end with its final chunk
+//! (`aws_chunked.rs`; s3s would take a body cut at a chunk boundary as
+//! whole), and a presigned URL may be valid a week at most, as S3 allows.
+//! Every answer carries a request id (`x-amz-request-id`, and
+//! `<RequestId>` in error bodies).
+//!
+//! [`App`] is the whole HTTP service: while the disk is full
+//! (`blob::Reserve`), writes are refused at once with 507; requests
+//! signed for S3 go to s3s, the rest to wok's router; a write that fails
+//! for a full disk marks it full; and a response given before the
+//! request's body was read closes the connection
+//! (`http_util::close_unless_read`).
 use crate::http_util::{close_unless_read, has_body, watch_body};
 use auth::{Auth, Caller};
 use axum::extract::Request;

@@ -19,6 +19,19 @@
 //! Each connection task checks its deadlines on one timer, re-armed when
 //! the connection changes state; the clock is tokio's, so tests can pause
 //! it.
+//!
+//! The loop is its own, not `axum::serve`: the cap, the deadlines and the
+//! lingering close need the socket and hyper's connection in hand. Each
+//! connection is hyper's HTTP/1.1 connection on a task of a `JoinSet` the
+//! loop owns. On stop the listener closes, each connection finishes its
+//! request in flight (hyper's graceful shutdown) and the loop waits for
+//! them; dropping the loop drops them all.
+//!
+//! Lingering close: once hyper is done with a connection that the client
+//! still writes to (a refused upload, say), the server shuts its side and
+//! reads on, bounded in time, until the client closes. Closing a socket
+//! with unread bytes makes the kernel reset it, and the client would see
+//! the reset instead of the answer.
 use crate::error::raw_error_response;
 use api_types::ErrorCode;
 use axum::body::Body;

@@ -5,6 +5,22 @@
 //! per batch; [`Recorder::shutdown`] drains everything before returning, so a
 //! graceful stop loses none. Metrics are kept in memory in Prometheus form.
 //! Knows no HTTP and no wasm.
+//!
+//! Batching: the writer thread blocks for the first item only, then sleeps
+//! through a linger window (`LINGER`, 50 ms) and drains what arrived, so
+//! under load there is one wake-up per batch, not one per record; a
+//! batch holds at most `BATCH` items (8192). A flush or a stop that wakes
+//! the thread skips the linger. The Prometheus counters of each record are updated on
+//! that thread, just before its batch is written: whoever sees a record in
+//! the store also sees it in the metrics.
+//!
+//! Failures: records are what usage is billed on, so a failed write of
+//! them is retried, with pauses growing by 100 ms up to 5 s, until it
+//! succeeds; once shutdown has begun it is given up, loudly, after 5 more
+//! failures, so a broken store cannot hang a stop. Log lines are written
+//! once, not retried, and at most `MAX_PENDING_LOG_LINES` (100,000) wait
+//! for the thread: beyond, new lines are dropped and counted in the
+//! metrics.
 
 mod metrics;
 

@@ -1,3 +1,11 @@
+//! The platform's Prometheus registry, served at `/metrics`: invocations
+//! by outcome, durations and instantiation times (counted from records, on
+//! the recorder's thread), the instances in flight and cold starts (as
+//! `invoke::RuntimeMetrics`), event deliveries, their latency, retries and
+//! dead letters, and per trigger the gauges of backlog, retrying events
+//! and dead letters (as `events::DeliveryMetrics`), and the gateway's
+//! counts: connections open, shed and timed out, throttled calls, refused
+//! asynchronous requests, closed realtime sockets, dropped log lines.
 use domain::{FunctionName, InvocationRecord, ProjectId};
 use invoke::RuntimeMetrics;
 use prometheus_client::encoding::EncodeLabelSet;

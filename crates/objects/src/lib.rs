@@ -8,6 +8,22 @@
 //! the blob is fsynced and renamed before the metadata commit names it, so
 //! an object is never torn; blobs dropped by a write are deleted after the
 //! commit (through the store's trash, which a start finishes).
+//!
+//! A put computes MD5 (the ETag) and the S3 checksums asked for as the
+//! bytes pass (`checksum.rs`), and checks what the client claimed
+//! (`Content-MD5`, checksum headers, or trailers read after the body)
+//! before the blob is committed; a bucket's size and content-type limits
+//! are checked as well. A multipart upload stores each part as a blob;
+//! completing it writes metadata only (the object names its parts'
+//! blobs). A read of a range ([`ObjectStream`]) reads the blobs that
+//! cover it one after another, in one read buffer of memory.
+//!
+//! Crashes: a start after a stop that was not clean (the server keeps the
+//! `objects/clean-stop` marker, written only after a full drain) deletes
+//! the blobs that nothing names and that predate the start: what a crash
+//! between a blob's rename and its commit leaves. Multipart uploads older
+//! than the server's expiry are aborted with their parts
+//! ([`Objects::expire_uploads`], run by the server).
 
 mod checksum;
 

@@ -1,4 +1,24 @@
 //! Serving one request: instance creation or reuse, limits, outcome.
+//!
+//! An instance is made fresh for each request, or, for a function that
+//! opted into reuse, taken from its pool of idle ones (one request at a
+//! time per instance; dropped after its request count or idle timeout, or
+//! after any failure). A new one waits for a slot of the instance pool.
+//!
+//! Limits: a `ResourceLimiter` caps the guest's linear memory and tracks
+//! its peak. At every epoch tick the deadline callback either interrupts
+//! the guest (past its deadline) or yields with tokio's `yield_now`, which
+//! puts the task behind every other ready task and the I/O driver, so
+//! busy guests do not starve new requests. A guest blocked in a host call
+//! sees no epochs: its `Watchdog` deadline (a little later) ends it.
+//!
+//! A p2 call runs in the request's own task, not a task of its own: most
+//! guests answer and return within one poll. If the guest answers before
+//! it returns, the response body (`DriveCall`) carries the rest of the
+//! call and polls it; a body dropped early hands the call to a task of its
+//! own, so that it still ends, is recorded and frees its slot. A p3 call
+//! runs on a task of its own, whose store keeps running until the
+//! response body is done with.
 use crate::host::{GuestOutput, HostState, MemoryLimiter, OutboundPolicy, OutputTarget};
 use domain::{FunctionConfig, InvocationId, Isolation, LogStream, Outcome};
 use http_body_util::BodyExt;

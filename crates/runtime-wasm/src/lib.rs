@@ -9,6 +9,28 @@
 //! Isolation: by default every request gets a fresh instance from a
 //! pre-linked `InstancePre` in the pooling allocator; instance reuse is an
 //! opt-in per function and never crosses functions or versions.
+//!
+//! One `Engine` (pooling allocator, falling back to on-demand allocation
+//! where the pool cannot be set up; epoch interruption; the component
+//! model's async for p3) and one `Linker` for every function: `wasi:cli`
+//! and `wasi:http` in their p2 and p3 versions, `wasi:config` (the
+//! function's env), and the project's services: `wasi:keyvalue`
+//! (`keyvalue.rs`), `wok:documents`, `wok:objects` and `wok:messaging`
+//! (`documents.rs`, `objects.rs`, `messaging.rs`), each bound from its WIT
+//! under `wit/`.
+//!
+//! Deploy refuses, in words a user can act on: an empty upload, bytes
+//! that are not wasm, a core module, an invalid component, one that
+//! exports no `wasi:http` handler, and an import wok does not provide
+//! (named by wasmtime's `instantiate_pre`). Loading a precompiled artifact
+//! repeats the export and import checks.
+//!
+//! Time: an epoch ticker thread advances the engine's epoch every
+//! `EPOCH_TICK` (2 ms) while a guest runs, and fires the `watchdog.rs`
+//! deadlines; it sleeps while no invocation or instantiation holds one,
+//! and is stopped and joined on drop. Instances: a semaphore sized to the
+//! pool (`max_instances`) makes a request wait for a free slot, up to its
+//! deadline, instead of failing.
 
 mod documents;
 mod host;

@@ -3,6 +3,30 @@
 //! Layer: composition. Builds the store, artifacts, recorder, runtime,
 //! function registry and gateway, serves until told to stop, then drains
 //! in-flight requests (bounded) and flushes every record before returning.
+//!
+//! The data directory is its owner's alone: the umask is set to 077 and
+//! the directory to 0700 at start (files an older server made are brought
+//! to 0600). It holds `wok.db` with its WAL and key-value journal,
+//! `objects/` (object bytes, fanned out), `artifacts/` (uploaded
+//! components), `compiled/` (their precompiled forms), `tmp/`, the
+//! `disk-reserve`, and files of their own, 0600, made on first start:
+//! `admin-token`, `metrics-token`, `server-key` (seals S3 secrets), and
+//! `endpoint` (the URL the CLI finds).
+//!
+//! Start: the open-files limit is raised to the hard limit (every
+//! connection is a file descriptor), and the listening socket has a
+//! backlog of 4096. Background tasks, each owned and stopped: the
+//! functions' maintenance, the trigger reconciler and dispatcher, the
+//! expiry of abandoned multipart uploads (`upload_expiry`), the pruning of
+//! old events (`event_retention`), and the disk watch (while the disk is
+//! full, `Reserve::recheck` every 2 s).
+//!
+//! Shutdown: stop accepting; give in-flight requests `shutdown_grace`,
+//! then cut them off; stop the maintenance and the periodic tasks; stop
+//! the reconciler, then the dispatcher with the same grace (what it does
+//! not finish is delivered after the next start); flush the records. Only
+//! a full drain leaves `objects/clean-stop`, which lets the next start
+//! skip the sweep for blobs that nothing names.
 
 use anyhow::Context;
 use blob::{ArtifactStore, FileBlobs, Layout};

@@ -8,7 +8,9 @@
 //! its table made already, and the columns added over those releases are
 //! added where they are missing, so it brings any of them up to date.
 //! A new change is a new migration at the end of [`MIGRATIONS`]; a
-//! migration once released is never edited.
+//! migration once released is never edited. The tests run every migration
+//! from an empty database and from a dump of the `wok.db` of the last
+//! release before them (`tests/fixtures`).
 use crate::codec::config_to_json;
 use crate::{Error, Result, stored};
 use domain::{

@@ -12,7 +12,17 @@
 //! everything else. The queue holds them with their answer's type erased
 //! behind [`Job`], so nothing is unpacked at run time.
 //!
-//! The thread runs under `SCHED_BATCH` (see [`disfavor_on_wake_up`]).
+//! The thread runs under `SCHED_BATCH` (see [`disfavor_on_wake_up`]). A
+//! batch is every write waiting when the thread wakes, up to `MAX_BATCH`:
+//! it does not wait for more, since the writes that arrive while it syncs
+//! make the next batch. After a commit that logged events, the thread
+//! calls the store's hook with their streams (what wakes the workers and
+//! realtime readers of those streams). Between batches it checkpoints the
+//! key-value journal when one is due.
+//!
+//! The thread is owned by [`Writer`]: dropping it closes the queue, and
+//! the thread finishes the queued writes, checkpoints the journal a last
+//! time and is joined.
 use crate::kv_journal::{KvJournal, KvOverlay};
 use crate::{Result, open_connection};
 use rusqlite::{Connection, Transaction};

@@ -227,7 +227,7 @@ pub fn render(answer: &Answer) -> String {
 }
 
 /// Sends `request` with the admin credential and holds the answer (see
-/// [`render`]) to `expect`. The request is its first line, `METHOD
+/// `render`) to `expect`. The request is its first line, `METHOD
 /// /path?query`, then header lines, then a blank line and the body:
 ///
 /// ```text

@@ -8,6 +8,18 @@
 //! Layer: front. Turns `events` deliveries into invocations of the live
 //! version (through `functions` and the `invoke` traits, never a runtime),
 //! metered and recorded like HTTP requests but with the trigger's kind.
+//!
+//! An asynchronous invocation's event holds the request itself
+//! ([`async_request`]); delivering it replays that request. Each attempt
+//! is recorded (status, headers, the start of the body), so
+//! `GET /v1/invocations/ID` can tell where it stands, and the final
+//! outcome is sent to the topic or function the function's configuration
+//! names (`on_success`, `on_failure`).
+//!
+//! [`Reconciler`] keeps the dispatcher's workers in step with the
+//! registry: it watches `Functions::watch` and hands the dispatcher every
+//! live trigger after each deploy, rollback and removal. [`source`] names
+//! an event's CloudEvents `source`.
 
 use domain::{Destination, FunctionName, ProjectId, TriggerSource};
 use events::{BoxFuture, Deliver, Dispatcher, Target};

@@ -25,6 +25,31 @@ async fn deploying_bytes_already_compiled_reuses_the_compiled_artifact() {
 }
 
 #[tokio::test]
+async fn a_start_without_the_compiled_cache_compiles_each_function_again() {
+    let server = app();
+    deploy(&server, "hello", guests::HELLO, &[]).await;
+    deploy(&server, "echo", guests::ECHO, &[]).await;
+    let compiled = test_support::compiled_files(server.data_dir());
+    assert_eq!(compiled.len(), 2, "{compiled:?}");
+    for (name, _) in &compiled {
+        std::fs::remove_file(server.data_dir().join("compiled").join(name)).unwrap();
+    }
+
+    let server = server.restart();
+    assert_eq!(get(&server, "/fn/hello").await.text(), "hello from wok\n");
+    let echo = send(http().post(format!("{}/fn/echo", server.url)).body("back")).await;
+    assert_eq!(echo.text(), "back");
+    let names = |files: Vec<(String, std::time::SystemTime)>| -> Vec<String> {
+        files.into_iter().map(|(name, _)| name).collect()
+    };
+    assert_eq!(
+        names(test_support::compiled_files(server.data_dir())),
+        names(compiled),
+        "the cache is made again, under the same names"
+    );
+}
+
+#[tokio::test]
 async fn metrics_count_invocations_by_outcome() {
     let server = app();
     deploy(&server, "hello", guests::HELLO, &[]).await;
