@@ -10,7 +10,6 @@
 //!     { cron = "0 */5 * * * *", tz = "Europe/Paris", name = "sweep" },
 //! ]
 //! ```
-use crate::commands::deploy::Deploy;
 use anyhow::bail;
 use api_types::DeploySettings;
 use std::collections::BTreeMap;
@@ -30,8 +29,16 @@ struct Function {
     settings: DeploySettings,
 }
 
-/// The deploys `path` names, in name order.
-pub fn read(path: &Path) -> anyhow::Result<Vec<Deploy>> {
+/// One function of a manifest: its name, its component (a path relative
+/// to the working directory) and its settings.
+pub struct ManifestFunction {
+    pub name: String,
+    pub path: PathBuf,
+    pub settings: DeploySettings,
+}
+
+/// The functions `path` names, in name order.
+pub fn read(path: &Path) -> anyhow::Result<Vec<ManifestFunction>> {
     let text = std::fs::read_to_string(path).map_err(|error| {
         if error.kind() == std::io::ErrorKind::NotFound {
             anyhow::anyhow!(
@@ -61,11 +68,11 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Deploy>> {
                     .map_err(|error| anyhow::anyhow!("function {name:?}: {error}"))?;
                 *trigger = api_types::Trigger::Line(line);
             }
-            Ok(Deploy::from_manifest(
+            Ok(ManifestFunction {
                 name,
-                base.join(function.path),
+                path: base.join(function.path),
                 settings,
-            ))
+            })
         })
         .collect()
 }

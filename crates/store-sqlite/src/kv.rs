@@ -3,11 +3,19 @@
 //! last version: versions never repeat within a store). Writes go to the
 //! key-value journal (`kv_journal.rs`) through the writer, and reach the
 //! table at checkpoints; reads consult the journal's overlay first.
-use crate::kv_journal::list_start;
 use crate::{Result, SqliteStore, lock, stored};
 use domain::{ProjectId, StoreName, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, params};
 use store::{Condition, KvEntry, KvStore, StoreError};
+
+/// Where a listing of keys starting with `prefix`, after `after`, starts:
+/// at max(prefix, after), past it if it is `after`.
+pub(crate) fn list_start<'a>(prefix: &'a str, after: Option<&'a str>) -> (&'a str, bool) {
+    match after {
+        Some(after) if after >= prefix => (after, true),
+        _ => (prefix, false),
+    }
+}
 
 /// The live entry of a key in the table (expired ones count as absent).
 pub(crate) fn live_entry(

@@ -33,7 +33,7 @@
 //! last record of a key is its state, and the newest generation is the one
 //! at the start of the file.
 use crate::Result;
-use crate::kv::live_entry;
+use crate::kv::{list_start, live_entry};
 use domain::{ProjectId, StoreName, UnixMillis, now_millis};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -102,15 +102,6 @@ fn split(composite: &str) -> Option<(&str, &str, &str)> {
     let (project, rest) = composite.split_once('\0')?;
     let (store, key) = rest.split_once('\0')?;
     Some((project, store, key))
-}
-
-/// Where a listing of keys starting with `prefix`, after `after`, starts:
-/// at max(prefix, after), past it if it is `after`.
-pub(crate) fn list_start<'a>(prefix: &'a str, after: Option<&'a str>) -> (&'a str, bool) {
-    match after {
-        Some(after) if after >= prefix => (after, true),
-        _ => (prefix, false),
-    }
 }
 
 /// The acknowledged key-value writes not yet in the table, for reads.

@@ -124,7 +124,8 @@ impl Deploy {
 
     pub async fn run(self, client: Client) -> anyhow::Result<ExitCode> {
         let (Some(name), Some(path)) = (&self.name, &self.path) else {
-            for deploy in crate::manifest::read(&self.manifest)? {
+            for function in crate::manifest::read(&self.manifest)? {
+                let deploy = Deploy::from_manifest(function.name, function.path, function.settings);
                 Box::pin(deploy.run(client.clone())).await?;
             }
             return Ok(ExitCode::SUCCESS);
@@ -178,7 +179,7 @@ impl Deploy {
 
 impl Deploy {
     /// A deploy of `path` as `name`, with settings from a manifest.
-    pub fn from_manifest(name: String, path: PathBuf, settings: DeploySettings) -> Deploy {
+    fn from_manifest(name: String, path: PathBuf, settings: DeploySettings) -> Deploy {
         Deploy {
             name: Some(name),
             path: Some(path),
