@@ -166,6 +166,21 @@ pub struct Auth {
     projects: RwLock<std::collections::HashSet<ProjectId>>,
 }
 
+/// Runs a change in a task of its own, to its end: a caller that stops
+/// waiting (a client that goes) must not leave the store changed and the
+/// memory that answers requests not.
+async fn to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::spawn(change).await {
+        Ok(result) => result,
+        Err(error) => Err(StoreError::backend(
+            format!("a change of keys or rules failed: {error}"),
+            false,
+        )),
+    }
+}
+
 /// Whether two secrets are equal, in time that does not depend on where
 /// they differ.
 pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
@@ -428,23 +443,28 @@ impl Auth {
         self.changed();
     }
 
-    /// Sets a rule; it applies from the moment this returns.
+    /// Sets a rule; it applies from the moment this returns (and, once
+    /// begun, even if the caller stops waiting).
     pub async fn set_rule(
-        &self,
+        self: &Arc<Self>,
         project: &ProjectId,
         kind: ResourceKind,
         name: &str,
         rule: AccessRule,
     ) -> Result<(), StoreError> {
-        self.store
-            .set_access_rule(project, kind, name, rule)
-            .await?;
-        self.rules
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .set((project.clone(), kind, name.to_owned()), rule);
-        self.changed();
-        Ok(())
+        let (this, project, name) = (self.clone(), project.clone(), name.to_owned());
+        to_the_end(async move {
+            this.store
+                .set_access_rule(&project, kind, &name, rule)
+                .await?;
+            this.rules
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .set((project, kind, name), rule);
+            this.changed();
+            Ok(())
+        })
+        .await
     }
 
     /// Who `token` (a bearer credential) is. Never reads the store: every
@@ -516,11 +536,19 @@ impl Auth {
     /// presigned URLs signed with it, stop working); returns it. `None`
     /// if there is no such live key.
     pub async fn rotate_s3_secret(
-        &self,
+        self: &Arc<Self>,
         project: &ProjectId,
         id: &str,
     ) -> Result<Option<S3Pair>, StoreError> {
-        let lookup = (project.clone(), id.to_owned());
+        let (this, lookup) = (self.clone(), (project.clone(), id.to_owned()));
+        to_the_end(async move { this.rotate_s3_secret_now(lookup).await }).await
+    }
+
+    async fn rotate_s3_secret_now(
+        &self,
+        lookup: (ProjectId, String),
+    ) -> Result<Option<S3Pair>, StoreError> {
+        let (project, id) = (&lookup.0, lookup.1.as_str());
         let Some(key) = self
             .live
             .read()
@@ -651,30 +679,44 @@ impl Auth {
         })
     }
 
-    /// Revokes a key; from the moment this returns, the key is refused.
-    pub async fn revoke(&self, project: &ProjectId, id: &str) -> Result<bool, StoreError> {
-        let revoked = self.store.revoke_key(project, id).await?;
-        self.live
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&(project.clone(), id.to_owned()));
-        self.changed();
-        Ok(revoked)
+    /// Revokes a key; from the moment this returns, the key is refused
+    /// (and, once begun, even if the caller stops waiting).
+    pub async fn revoke(
+        self: &Arc<Self>,
+        project: &ProjectId,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let (this, project, id) = (self.clone(), project.clone(), id.to_owned());
+        to_the_end(async move {
+            let revoked = this.store.revoke_key(&project, &id).await?;
+            this.live
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&(project, id));
+            this.changed();
+            Ok(revoked)
+        })
+        .await
     }
 
-    /// Removes an empty project and revokes all its keys at once.
-    pub async fn remove_project(&self, project: &ProjectId) -> Result<bool, StoreError> {
-        let removed = self.store.remove_project(project).await?;
-        self.projects
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(project);
-        self.live
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .retain(|(owner, _), _| owner != project);
-        self.changed();
-        Ok(removed)
+    /// Removes an empty project and revokes all its keys at once (and,
+    /// once begun, even if the caller stops waiting).
+    pub async fn remove_project(self: &Arc<Self>, project: &ProjectId) -> Result<bool, StoreError> {
+        let (this, project) = (self.clone(), project.clone());
+        to_the_end(async move {
+            let removed = this.store.remove_project(&project).await?;
+            this.projects
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&project);
+            this.live
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .retain(|(owner, _), _| *owner != project);
+            this.changed();
+            Ok(removed)
+        })
+        .await
     }
 }
 
@@ -684,11 +726,60 @@ mod tests {
     use store_sqlite::SqliteStore;
 
     #[tokio::test]
+    async fn a_revocation_or_rule_change_whose_caller_left_still_takes_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ProjectStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("wok.db")).unwrap());
+        let auth = Arc::new(Auth::new(store.clone(), "admin-secret".to_owned(), [7; 32]));
+        let shop = ProjectId::new("shop").unwrap();
+        store.create_project(&shop).await.unwrap();
+        let issued = auth.issue(&shop, KeyKind::Service, "ci").await.unwrap();
+        let public = auth.issue(&shop, KeyKind::Public, "web").await.unwrap();
+        let public = auth.authenticate(&public.token).unwrap();
+
+        // Each call is begun (polled once) and then dropped, as a request
+        // handler is when its client goes.
+        fn begin_then_drop(call: impl std::future::Future) {
+            let call = std::pin::pin!(call);
+            let waker = std::task::Waker::noop();
+            let _ = call.poll(&mut std::task::Context::from_waker(waker));
+        }
+        begin_then_drop(auth.revoke(&shop, &issued.key.id));
+        begin_then_drop(auth.set_rule(
+            &shop,
+            ResourceKind::Collection,
+            "posts",
+            AccessRule::PublicRead,
+        ));
+
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while auth.authenticate(&issued.token).is_ok()
+            || !auth.allows(
+                &public,
+                &shop,
+                ResourceKind::Collection,
+                "posts",
+                Access::Read,
+            )
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stored changes never reached memory"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // What memory says is what the store says.
+        let stored = store.keys(&shop).await.unwrap();
+        let revoked = stored.iter().find(|key| key.id == issued.key.id).unwrap();
+        assert!(revoked.revoked_at.is_some());
+    }
+
+    #[tokio::test]
     async fn issued_keys_authenticate_until_revoked_and_only_with_their_secret() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ProjectStore> =
             Arc::new(SqliteStore::open(&dir.path().join("wok.db")).unwrap());
-        let auth = Auth::new(store.clone(), "admin-secret".to_owned(), [7; 32]);
+        let auth = Arc::new(Auth::new(store.clone(), "admin-secret".to_owned(), [7; 32]));
         let shop = ProjectId::new("shop").unwrap();
         store.create_project(&shop).await.unwrap();
 

@@ -139,6 +139,20 @@ pub struct Functions {
     changes: tokio::sync::watch::Sender<u64>,
 }
 
+/// Runs a change of the live versions in a task of its own, to its end:
+/// a caller that stops waiting (a client that goes) must not leave the
+/// store on one version and the registry on another.
+async fn to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, FunctionsError>> + Send + 'static,
+) -> Result<T, FunctionsError> {
+    match tokio::spawn(change).await {
+        Ok(result) => result,
+        Err(error) => Err(FunctionsError::Storage(format!(
+            "a change of versions failed: {error}"
+        ))),
+    }
+}
+
 fn cannot_load(version: &FunctionVersion, error: &FunctionsError) {
     tracing::error!(
         "function {}/{} version {} cannot be loaded: {error}",
@@ -505,9 +519,13 @@ impl Functions {
             config,
         };
         let prepared = loaded.prepared;
-        let _switch = self.switch.lock().await;
-        let version = self.store.create_version(&project, &function, new).await?;
-        Ok(self.install(version, prepared))
+        let this = self.clone();
+        to_the_end(async move {
+            let _switch = this.switch.lock().await;
+            let version = this.store.create_version(&project, &function, new).await?;
+            Ok(this.install(version, prepared))
+        })
+        .await
     }
 
     /// Makes an earlier version current again.
@@ -517,20 +535,24 @@ impl Functions {
         function: FunctionName,
         version: u32,
     ) -> Result<Arc<Deployed>, FunctionsError> {
-        let _switch = self.switch.lock().await;
-        let stored = self
-            .store
-            .versions(&project, &function)
-            .await?
-            .into_iter()
-            .find(|stored| stored.version == version)
-            .ok_or_else(|| FunctionsError::NoSuchVersion {
-                function: function.to_string(),
-                version,
-            })?;
-        let prepared = self.load_version(&stored).await?;
-        let stored = self.store.set_current(&project, &function, version).await?;
-        Ok(self.install(stored, prepared))
+        let this = self.clone();
+        to_the_end(async move {
+            let _switch = this.switch.lock().await;
+            let stored = this
+                .store
+                .versions(&project, &function)
+                .await?
+                .into_iter()
+                .find(|stored| stored.version == version)
+                .ok_or_else(|| FunctionsError::NoSuchVersion {
+                    function: function.to_string(),
+                    version,
+                })?;
+            let prepared = this.load_version(&stored).await?;
+            let stored = this.store.set_current(&project, &function, version).await?;
+            Ok(this.install(stored, prepared))
+        })
+        .await
     }
 
     /// Removes a function: requests to it get 404 at once.
@@ -539,18 +561,22 @@ impl Functions {
         project: ProjectId,
         function: FunctionName,
     ) -> Result<(), FunctionsError> {
-        let _switch = self.switch.lock().await;
-        let existed = self.store.remove(&project, &function).await?;
-        self.live
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&(project, function.clone()));
-        self.changed();
-        if existed {
-            Ok(())
-        } else {
-            Err(FunctionsError::NoSuchFunction(function.to_string()))
-        }
+        let this = self.clone();
+        to_the_end(async move {
+            let _switch = this.switch.lock().await;
+            let existed = this.store.remove(&project, &function).await?;
+            this.live
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&(project, function.clone()));
+            this.changed();
+            if existed {
+                Ok(())
+            } else {
+                Err(FunctionsError::NoSuchFunction(function.to_string()))
+            }
+        })
+        .await
     }
 
     /// Starts the owned upkeep task (idle-instance reaping, every second).

@@ -992,31 +992,45 @@ impl DocStore for SqliteStore {
         index: Index,
     ) -> Result<(), StoreError> {
         let (project, collection) = (project.clone(), collection.clone());
-        let (cid, ino) = self
-            .writer()
-            .transaction(move |transaction| {
-                apply_create_index(transaction, &project, &collection, &index)
-            })
-            .await?;
-        // A chunk a batch, so other writes go on meanwhile.
-        let mut after = String::new();
-        loop {
-            let from = after.clone();
-            let next = self
+        let store = self.clone();
+        // Made in several transactions (a chunk a batch, so other writes go
+        // on meanwhile), in a task of its own: a caller that goes away
+        // must not leave an unfinished index holding its name until the
+        // next start.
+        let steps = async move {
+            let (cid, ino) = store
                 .writer()
                 .transaction(move |transaction| {
-                    apply_fill_index(transaction, cid, ino, &from, FILL_CHUNK)
+                    apply_create_index(transaction, &project, &collection, &index)
                 })
                 .await?;
-            match next {
-                Some(next) => after = next,
-                None => break,
+            let mut after = String::new();
+            loop {
+                let from = after.clone();
+                let next = store
+                    .writer()
+                    .transaction(move |transaction| {
+                        apply_fill_index(transaction, cid, ino, &from, FILL_CHUNK)
+                    })
+                    .await?;
+                match next {
+                    Some(next) => after = next,
+                    None => break,
+                }
             }
+            store
+                .writer()
+                .transaction(move |transaction| apply_finish_index(transaction, cid, ino))
+                .await
+                .map(|_| ())
+        };
+        match tokio::spawn(steps).await {
+            Ok(made) => made,
+            Err(error) => Err(StoreError::backend(
+                format!("the index task failed: {error}"),
+                false,
+            )),
         }
-        self.writer()
-            .transaction(move |transaction| apply_finish_index(transaction, cid, ino))
-            .await
-            .map(|_| ())
     }
 
     async fn doc_drop_index(

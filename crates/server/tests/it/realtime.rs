@@ -366,3 +366,14 @@ async fn revoking_a_key_closes_its_sockets_and_a_rule_change_ends_its_subscripti
     assert_eq!(u16::from(close.code), 1008);
     assert!(close.reason.contains("revoked"), "{}", close.reason);
 }
+
+#[tokio::test]
+async fn a_plain_request_to_the_realtime_route_is_told_what_is_missing() {
+    let app = app();
+    check(
+        &app,
+        "GET /v1/realtime",
+        expect_test::expect!["400 invalid_request: Connection header did not include 'upgrade'"],
+    )
+    .await;
+}

@@ -342,7 +342,8 @@ pub trait DocStore: Send + Sync + 'static {
     ) -> Result<Explain, StoreError>;
 
     /// Declares an index and fills it from the documents already there;
-    /// queries use it once it is full.
+    /// queries use it once it is full. Once begun it runs to its end even
+    /// if the caller stops waiting (a half-made index would hold its name).
     async fn doc_create_index(
         &self,
         project: &ProjectId,

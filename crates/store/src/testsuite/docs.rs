@@ -786,6 +786,54 @@ pub async fn index_filled_during_writes_contract(store: std::sync::Arc<dyn DocSt
     }
 }
 
+/// An index whose creation the caller stopped waiting for is still made
+/// whole: listed, used by queries, its name taken.
+pub async fn index_made_for_a_caller_that_left_contract(store: &dyn DocStore) {
+    let project = ProjectId::new("docs-left").unwrap();
+    let items = collection("items");
+    let writes: Vec<DocWrite> = (0..3000)
+        .map(|n| DocWrite::Set {
+            collection: items.clone(),
+            id: Some(format!("i{n:05}")),
+            data: object(json!({"group": n % 7, "n": n})),
+            condition: DocCondition::Always,
+        })
+        .collect();
+    store.doc_write(&project, None, writes).await.unwrap();
+    let by_group = || index("by-group", json!(["group", "n"]));
+    {
+        let mut creating = Box::pin(store.doc_create_index(&project, &items, by_group()));
+        // Begun, then dropped, as a handler is when its client goes.
+        let _ = futures::poll!(creating.as_mut());
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        let _ = futures::poll!(creating.as_mut());
+    }
+    let q = query(json!({"where": ["group", "==", 3], "order_by": ["n"]}));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Until it is full, no index serves the query (and the collection is
+    // too large to read whole).
+    while !matches!(
+        store.doc_explain(&project, &items, &q).await,
+        Ok(plan) if plan.index.as_deref() == Some("by-group")
+    ) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index was never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let listed = store.doc_collections(&project).await.unwrap();
+    assert_eq!(listed[0].indexes, vec![by_group()]);
+    assert!(matches!(
+        store
+            .doc_create_index(&project, &items, by_group())
+            .await
+            .unwrap_err(),
+        StoreError::IndexExists(_)
+    ));
+    assert_eq!(all_pages(store, &project, "items", q).await.len(), 429);
+}
+
 /// Adding an index never changes a page: the same queries, paged, with no
 /// index and with each index that might serve them, give the same ids in
 /// the same order (ties broken by id), or the query is refused the index

@@ -115,6 +115,12 @@ macro_rules! contract_tests {
         }
 
         #[tokio::test]
+        async fn finishes_an_index_for_a_caller_that_left() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::docs::index_made_for_a_caller_that_left_contract(&store).await;
+        }
+
+        #[tokio::test]
         async fn keeps_the_object_contract() {
             let (_guard, store) = $new.await;
             $crate::testsuite::objects::objects_contract(&store).await;
