@@ -98,6 +98,7 @@ error_codes! {
     FunctionOutOfMemory = "function_out_of_memory", 502, "the function needed more memory than its limit";
     FunctionStackOverflow = "function_stack_overflow", 502, "the function overflowed its stack";
     FunctionNoResponse = "function_no_response", 502, "the function ended without a response, or answered an error code";
+    FunctionCrashed = "function_crashed", 502, "the function's process exited or was killed while it held the request";
     ClientDisconnected = "client_disconnected", 502, "the client left before the answer (in records; nobody is there to read it)";
     TooManyConnections = "too_many_connections", 503, "the server at its connection limit, every connection busy";
     FunctionTimeout = "function_timeout", 504, "the function ran past its timeout";

@@ -9,7 +9,8 @@
 //! [`from_config`]: DeploySettings::from_config
 
 use domain::{
-    ByteSize, Destination, FunctionConfig, Isolation, ReuseLimits, RuntimeKind, TriggerSpec,
+    ByteSize, Destination, FunctionConfig, Isolation, ProcessProtocol, ReuseLimits, RuntimeKind,
+    TriggerSpec,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -20,9 +21,32 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploySettings {
-    /// What runs the code: `wasm` (the default).
+    /// What runs the code: `wasm` (the default) or `process`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// A process function's program and arguments, as a shell would split
+    /// them (`python3 app.py --port 8080`); run in `/app`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// How a process function receives work: `http` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Requests one process instance serves at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Process instances kept running when idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_instances: Option<u32>,
+    /// Most process instances at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    /// A process instance idle this long is stopped, e.g. `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// A process instance's CPU share in cores, e.g. `0.5` (default: scales
+    /// with memory, a core per 1,769 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
     /// Memory limit, e.g. `128MiB`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
@@ -142,8 +166,22 @@ impl DeploySettings {
     pub fn runtime_kind(&self) -> Result<RuntimeKind, String> {
         match self.runtime.as_deref() {
             None | Some("wasm") => Ok(RuntimeKind::Wasm),
-            Some(other) => Err(format!("runtime {other:?} is not one wok runs (wasm)")),
+            Some("process") => Ok(RuntimeKind::Process),
+            Some(other) => Err(format!(
+                "runtime {other:?} is not one wok runs (wasm, process)"
+            )),
         }
+    }
+
+    /// Whether any setting of process functions is given.
+    pub fn has_process_settings(&self) -> bool {
+        self.command.is_some()
+            || self.protocol.is_some()
+            || self.concurrency.is_some()
+            || self.min_instances.is_some()
+            || self.max_instances.is_some()
+            || self.idle_timeout.is_some()
+            || self.cpu.is_some()
     }
 
     /// Settings from the control API's query string (`memory=128MiB&
@@ -155,6 +193,13 @@ impl DeploySettings {
             let owned = || Some(value.clone());
             match key.as_str() {
                 "runtime" => settings.runtime = owned(),
+                "command" => settings.command = owned(),
+                "protocol" => settings.protocol = owned(),
+                "concurrency" => settings.concurrency = Some(number(key, value)?),
+                "min_instances" => settings.min_instances = Some(number(key, value)?),
+                "max_instances" => settings.max_instances = Some(number(key, value)?),
+                "idle_timeout" => settings.idle_timeout = owned(),
+                "cpu" => settings.cpu = owned(),
                 "memory" => settings.memory = owned(),
                 "timeout" => settings.timeout = owned(),
                 "env" => {
@@ -201,6 +246,13 @@ impl DeploySettings {
             }
         };
         optional("runtime", self.runtime.clone());
+        optional("command", self.command.clone());
+        optional("protocol", self.protocol.clone());
+        optional("concurrency", self.concurrency.map(|n| n.to_string()));
+        optional("min_instances", self.min_instances.map(|n| n.to_string()));
+        optional("max_instances", self.max_instances.map(|n| n.to_string()));
+        optional("idle_timeout", self.idle_timeout.clone());
+        optional("cpu", self.cpu.clone());
         optional("memory", self.memory.clone());
         optional("timeout", self.timeout.clone());
         optional(
@@ -308,6 +360,39 @@ impl DeploySettings {
         if let Some(age) = &self.async_max_age {
             asynchronous.retry.max_age = duration("async_max_age", age)?;
         }
+        let process = &mut config.process;
+        if let Some(command) = &self.command {
+            process.command = shell_words::split(command).map_err(|error| {
+                format!("command {command:?} cannot be split into words: {error}")
+            })?;
+            if process.command.is_empty() {
+                return Err("command is empty".to_owned());
+            }
+        }
+        if let Some(protocol) = &self.protocol {
+            process.protocol = ProcessProtocol::parse(protocol)
+                .ok_or_else(|| format!("protocol {protocol:?} is not one wok speaks (http)"))?;
+        }
+        if let Some(concurrency) = self.concurrency {
+            process.concurrency = concurrency;
+        }
+        if let Some(min) = self.min_instances {
+            process.min_instances = min;
+        }
+        if let Some(max) = self.max_instances {
+            process.max_instances = max;
+        }
+        if let Some(idle) = &self.idle_timeout {
+            process.idle_timeout = duration("idle_timeout", idle)?;
+        }
+        if let Some(cpu) = &self.cpu {
+            let cores: f64 = cpu
+                .parse()
+                .ok()
+                .filter(|cores: &f64| cores.is_finite() && *cores > 0.0)
+                .ok_or_else(|| format!("cpu={cpu:?} is not a number of cores (like 0.5 or 2)"))?;
+            process.cpu_millis = Some((cores * 1000.0).round() as u32);
+        }
         Ok(config)
     }
 
@@ -324,8 +409,21 @@ impl DeploySettings {
             ),
         };
         let asynchronous = &config.async_invocation;
+        let process = &config.process;
+        // A wasm version has no command: its settings name no process.
+        let is_process = !process.command.is_empty();
         DeploySettings {
             runtime: None,
+            command: is_process.then(|| shell_words::join(&process.command)),
+            protocol: is_process.then(|| process.protocol.as_str().to_owned()),
+            concurrency: is_process.then_some(process.concurrency),
+            min_instances: is_process.then_some(process.min_instances),
+            max_instances: is_process.then_some(process.max_instances),
+            idle_timeout: is_process.then(|| text_duration(process.idle_timeout)),
+            cpu: process
+                .cpu_millis
+                .filter(|_| is_process)
+                .map(|millis| format!("{}", millis as f64 / 1000.0)),
             memory: Some(limits.memory.to_string()),
             timeout: Some(text_duration(limits.timeout)),
             env: config.env.iter().cloned().collect(),
@@ -417,6 +515,52 @@ mod tests {
     }
 
     #[test]
+    fn process_settings_read_back_in_every_form() {
+        let query: Vec<(String, String)> = [
+            ("runtime", "process"),
+            ("command", "python3 'my app.py' --port 8080"),
+            ("concurrency", "8"),
+            ("min_instances", "1"),
+            ("max_instances", "4"),
+            ("idle_timeout", "30s"),
+            ("cpu", "0.5"),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+        let settings = DeploySettings::from_query(&query).unwrap();
+        assert_eq!(settings.runtime_kind().unwrap(), RuntimeKind::Process);
+        let config = settings.to_config().unwrap();
+        let process = &config.process;
+        assert_eq!(process.command, ["python3", "my app.py", "--port", "8080"]);
+        assert_eq!(process.concurrency, 8);
+        assert_eq!(process.min_instances, 1);
+        assert_eq!(process.max_instances, 4);
+        assert_eq!(process.idle_timeout, Duration::from_secs(30));
+        assert_eq!(process.cpu_millis, Some(500));
+        let stored = DeploySettings::from_config(&config);
+        let json: DeploySettings =
+            serde_json::from_str(&serde_json::to_string(&stored).unwrap()).unwrap();
+        assert_eq!(json.to_config().unwrap(), config);
+        let table: DeploySettings = toml::from_str(
+            r#"
+            runtime = "process"
+            command = "python3 'my app.py' --port 8080"
+            concurrency = 8
+            min_instances = 1
+            max_instances = 4
+            idle_timeout = "30s"
+            cpu = "0.5"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(table.to_config().unwrap(), config);
+        // A wasm version's stored settings name no process setting.
+        let wasm = DeploySettings::from_config(&FunctionConfig::default());
+        assert!(!wasm.has_process_settings());
+    }
+
+    #[test]
     fn mistakes_name_the_setting() {
         let refuse = |key: &str, value: &str| {
             DeploySettings::from_query(&[(key.to_owned(), value.to_owned())])
@@ -431,6 +575,9 @@ mod tests {
         assert!(refuse("timeout", "soon").starts_with("timeout=\"soon\""));
         assert!(refuse("env", "NOEQUALS").contains("NAME=VALUE"));
         assert!(refuse("async_max_attempts", "0").contains("1 to 100"));
+        assert!(refuse("cpu", "lots").starts_with("cpu=\"lots\""));
+        assert!(refuse("protocol", "smtp").contains("http"));
+        assert!(refuse("command", "python3 'app.py").contains("cannot be split"));
         assert!(toml::from_str::<DeploySettings>("memroy = \"1MiB\"").is_err());
         assert_eq!(
             DeploySettings {
@@ -439,7 +586,7 @@ mod tests {
             }
             .runtime_kind()
             .unwrap_err(),
-            "runtime \"jvm\" is not one wok runs (wasm)"
+            "runtime \"jvm\" is not one wok runs (wasm, process)"
         );
     }
 }

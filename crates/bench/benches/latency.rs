@@ -236,7 +236,9 @@ fn main() {
         )
         .expect("engine");
         let code = guests::bytes(guests::HELLO);
-        let compiled = wasm.compile(&code).expect("hello compiles");
+        let compiled = wasm
+            .compile(&code, &domain::FunctionConfig::default())
+            .expect("hello compiles");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hello.cwasm");
         std::fs::write(&path, &compiled.precompiled).unwrap();

@@ -63,6 +63,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `wok up` starts this binary again as its small sandbox helper; it
+    // must stay single-threaded, so it branches off before anything else.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == server::SANDBOX_HELPER_ARG)
+    {
+        server::run_sandbox_helper();
+    }
     // wasmtime builds an error on every store drop; with RUST_BACKTRACE set
     // in the environment it captures a backtrace each time, costing 15-35%
     // per request. Library backtraces are off unless asked for explicitly;

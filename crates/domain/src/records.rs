@@ -16,12 +16,15 @@ pub enum Outcome {
     NoResponse,
     /// The client went away before the response was complete.
     ClientDisconnected,
+    /// A native function's process exited (or was killed by a signal)
+    /// while it held the invocation.
+    Crashed,
     /// wok itself failed to run the guest.
     Internal,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Success,
         Outcome::Trap,
         Outcome::Timeout,
@@ -29,6 +32,7 @@ impl Outcome {
         Outcome::StackOverflow,
         Outcome::NoResponse,
         Outcome::ClientDisconnected,
+        Outcome::Crashed,
         Outcome::Internal,
     ];
 
@@ -42,6 +46,7 @@ impl Outcome {
             Outcome::StackOverflow => "function_stack_overflow",
             Outcome::NoResponse => "function_no_response",
             Outcome::ClientDisconnected => "client_disconnected",
+            Outcome::Crashed => "function_crashed",
             Outcome::Internal => "internal_error",
         }
     }

@@ -31,6 +31,12 @@ pub enum SpecError {
     #[error(transparent)]
     Trigger(#[from] TriggerError),
     #[error(
+        "process instances: concurrency must be from 1 to 1000, max_instances from 1 to 1000, min_instances at most max_instances, and idle_timeout from 1s to 24h"
+    )]
+    ProcessScale,
+    #[error("cpu must be from 50 to 64000 thousandths of a core")]
+    ProcessCpu,
+    #[error(
         "asynchronous invocations: the retry delay must be from 10ms to 1h, and the max age from 1s to 14 days"
     )]
     AsyncRetry,
@@ -145,12 +151,38 @@ impl HttpWorld {
 pub enum RuntimeKind {
     /// A WebAssembly component (`runtime-wasm`).
     Wasm,
+    /// A native program in a Linux sandbox (`runtime-process`).
+    Process,
 }
 
 impl RuntimeKind {
     pub fn as_str(self) -> &'static str {
         match self {
             RuntimeKind::Wasm => "wasm",
+            RuntimeKind::Process => "process",
+        }
+    }
+}
+
+/// How a native process receives work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ProcessProtocol {
+    /// It serves HTTP/1.1 on `$PORT` (Cloud Run, Knative, OpenFaaS of-watchdog).
+    #[default]
+    Http,
+}
+
+impl ProcessProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessProtocol::Http => "http",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "http" => Some(ProcessProtocol::Http),
+            _ => None,
         }
     }
 }
@@ -160,12 +192,15 @@ impl RuntimeKind {
 pub enum Runtime {
     /// A component exporting this `wasi:http` world.
     Wasm(HttpWorld),
+    /// A native program receiving work by this protocol.
+    Process(ProcessProtocol),
 }
 
 impl Runtime {
     pub fn kind(self) -> RuntimeKind {
         match self {
             Runtime::Wasm(_) => RuntimeKind::Wasm,
+            Runtime::Process(_) => RuntimeKind::Process,
         }
     }
 
@@ -173,6 +208,52 @@ impl Runtime {
     pub fn describe(self) -> &'static str {
         match self {
             Runtime::Wasm(world) => world.as_str(),
+            Runtime::Process(ProcessProtocol::Http) => "process http",
+        }
+    }
+}
+
+/// How a native function's instances are run and scaled. Ignored by wasm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// The program and its arguments, run in the bundle's directory (`/app`).
+    pub command: Vec<String>,
+    pub protocol: ProcessProtocol,
+    /// Requests one instance serves at once.
+    pub concurrency: u32,
+    /// Instances kept running when idle.
+    pub min_instances: u32,
+    /// Most instances at once; requests beyond what they serve wait.
+    pub max_instances: u32,
+    /// An instance idle this long is stopped (down to `min_instances`).
+    pub idle_timeout: Duration,
+    /// CPU share in thousandths of a core; `None`: scales with memory,
+    /// a whole core per 1,769 MiB as on Lambda.
+    pub cpu_millis: Option<u32>,
+}
+
+impl ProcessSpec {
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// The CPU share for `memory`, in thousandths of a core.
+    pub fn cpu_millis_for(&self, memory: ByteSize) -> u32 {
+        self.cpu_millis.unwrap_or_else(|| {
+            let mib = memory.bytes() / ByteSize::MIB;
+            ((mib * 1000).div_ceil(1769)).clamp(50, 4000) as u32
+        })
+    }
+}
+
+impl Default for ProcessSpec {
+    fn default() -> Self {
+        Self {
+            command: Vec::new(),
+            protocol: ProcessProtocol::Http,
+            concurrency: 1,
+            min_instances: 0,
+            max_instances: 10,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            cpu_millis: None,
         }
     }
 }
@@ -190,6 +271,8 @@ pub struct FunctionConfig {
     pub triggers: Vec<TriggerSpec>,
     /// Retries and destinations of asynchronous invocations.
     pub async_invocation: AsyncConfig,
+    /// How a native function runs (ignored by wasm).
+    pub process: ProcessSpec,
 }
 
 impl FunctionConfig {
@@ -227,6 +310,21 @@ impl FunctionConfig {
             || !(Duration::from_secs(1)..=Duration::from_secs(14 * 86400)).contains(&retry.max_age)
         {
             return Err(SpecError::AsyncRetry);
+        }
+        let process = &self.process;
+        if !(1..=1000).contains(&process.concurrency)
+            || !(1..=1000).contains(&process.max_instances)
+            || process.min_instances > process.max_instances
+            || !(Duration::from_secs(1)..=Duration::from_secs(86400))
+                .contains(&process.idle_timeout)
+        {
+            return Err(SpecError::ProcessScale);
+        }
+        if process
+            .cpu_millis
+            .is_some_and(|cpu| !(50..=64_000).contains(&cpu))
+        {
+            return Err(SpecError::ProcessCpu);
         }
         if let Isolation::Reuse(reuse) = &self.isolation {
             if reuse.max_requests == 0 {

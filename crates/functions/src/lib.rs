@@ -344,12 +344,6 @@ impl Functions {
         }
     }
 
-    /// Loads a component from its precompiled form when this engine has
-    /// one, else compiles it (`code`, or the stored component) and keeps
-    /// the result. Loading checks the handler export and imports again, so
-    /// a cached compile is as validated as a fresh one. Compiling and
-    /// loading run off the async threads.
-    #[allow(clippy::too_many_arguments)]
     /// Loads a version from its precompiled form in the node-local cache:
     /// `None` when there is none for this engine, or it is unusable (then
     /// the caller compiles again). Blocking: a look at a file, then the
@@ -378,6 +372,10 @@ impl Functions {
         })
     }
 
+    /// Loads code from its precompiled form when this engine has one, else
+    /// compiles it (`code`, or the stored component) and keeps the result.
+    /// Loading checks the code again, so a cached compile is as validated
+    /// as a fresh one. Compiling and loading run off the async threads.
     async fn prepare(
         self: &Arc<Self>,
         kind: RuntimeKind,
@@ -409,8 +407,8 @@ impl Functions {
             None => Arc::new(self.artifacts.read_component(artifact).await?),
         };
         let output = {
-            let executor = executor.clone();
-            blocking(move || executor.compile(&code)).await?
+            let (executor, config) = (executor.clone(), config.clone());
+            blocking(move || executor.compile(&code, &config)).await?
         };
         let compiled = self
             .artifacts
@@ -497,6 +495,7 @@ impl Functions {
         config: FunctionConfig,
     ) -> Result<Arc<Deployed>, FunctionsError> {
         config.validate()?;
+        self.executor(kind)?.check(&config)?;
         // Validate (compile, or load a cached compile) before storing
         // anything: a refused upload leaves no file behind.
         let artifact = blob::content_hash(&code);

@@ -23,7 +23,7 @@ impl Executor for Echoes {
     fn engine_key(&self) -> String {
         "echoes".to_owned()
     }
-    fn compile(&self, code: &[u8]) -> Result<Compiled, DeployError> {
+    fn compile(&self, code: &[u8], _config: &FunctionConfig) -> Result<Compiled, DeployError> {
         Ok(Compiled {
             runtime: Runtime::Wasm(HttpWorld::P2),
             precompiled: code.to_vec(),

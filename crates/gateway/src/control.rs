@@ -144,6 +144,11 @@ fn deploy_settings(
     let invalid = |message: String| ApiError::bad_request(ErrorCode::InvalidConfig, message);
     let settings = api_types::DeploySettings::from_query(pairs).map_err(invalid)?;
     let kind = settings.runtime_kind().map_err(invalid)?;
+    if kind == domain::RuntimeKind::Wasm && settings.has_process_settings() {
+        return Err(invalid(
+            "command, protocol, concurrency, min_instances, max_instances, idle_timeout and cpu are settings of process functions (runtime=process)".to_owned(),
+        ));
+    }
     let config = settings.to_config().map_err(invalid)?;
     config
         .validate()

@@ -197,6 +197,7 @@ fn outcome_code(outcome: Outcome) -> ErrorCode {
         Outcome::StackOverflow => ErrorCode::FunctionStackOverflow,
         Outcome::NoResponse => ErrorCode::FunctionNoResponse,
         Outcome::ClientDisconnected => ErrorCode::ClientDisconnected,
+        Outcome::Crashed => ErrorCode::FunctionCrashed,
         // A failure is never a success; were it one, it is wok's fault.
         Outcome::Internal | Outcome::Success => ErrorCode::InternalError,
     }

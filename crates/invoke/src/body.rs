@@ -81,6 +81,37 @@ impl<B> CountingBody<B> {
     }
 }
 
+/// A function's response with its body counted into `meter` and cut past
+/// `limit` bytes. How many bytes the client is owed (0 for a HEAD request,
+/// a 1xx, 204 or 304 answer, else the `content-length`) tells a finished
+/// body from a client that left.
+pub fn metered_response<B>(
+    response: http::Response<B>,
+    meter: Arc<Meter>,
+    limit: u64,
+    head_request: bool,
+) -> http::Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let status = response.status();
+    let wire_length = if head_request
+        || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+    {
+        Some(0)
+    } else {
+        response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok())
+    };
+    response.map(|body| CountingBody::response(body, meter, limit, wire_length).boxed_unsync())
+}
+
 impl<B> Drop for CountingBody<B> {
     fn drop(&mut self) {
         if self.direction == Direction::Out && !self.complete.get() {

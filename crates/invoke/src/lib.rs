@@ -12,7 +12,9 @@ mod meter;
 mod services;
 
 pub use admission::{Admission, AdmissionError, Permit};
-pub use body::{Body, BodyTooLarge, BoxError, CountingBody, empty_body, full_body};
+pub use body::{
+    Body, BodyTooLarge, BoxError, CountingBody, empty_body, full_body, metered_response,
+};
 pub use domain::Outcome;
 pub use meter::{LogSink, Meter, MeterInit, RecordSink};
 pub use services::{
@@ -118,8 +120,16 @@ pub trait Executor: Send + Sync + 'static {
     /// Identifies the compiler and its settings: precompiled artifacts made
     /// under another key must be compiled again.
     fn engine_key(&self) -> String;
-    /// Validates and compiles uploaded code. CPU-heavy: call off the async runtime.
-    fn compile(&self, code: &[u8]) -> Result<Compiled, DeployError>;
+    /// Refuses settings this runtime cannot run, before any code is looked
+    /// at (a cached compile skips [`Executor::compile`]).
+    fn check(&self, config: &FunctionConfig) -> Result<(), DeployError> {
+        let _ = config;
+        Ok(())
+    }
+    /// Validates and compiles (or unpacks) uploaded code for a version
+    /// configured as `config`. CPU- and disk-heavy: call off the async
+    /// runtime.
+    fn compile(&self, code: &[u8], config: &FunctionConfig) -> Result<Compiled, DeployError>;
     /// Loads a precompiled artifact, checking again that it exports a
     /// handler and that every import is provided. Fails only if the artifact
     /// is unusable (then the caller compiles again).

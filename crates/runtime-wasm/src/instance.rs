@@ -395,21 +395,7 @@ impl FunctionInner {
         B::Error: Into<invoke::BoxError>,
     {
         let limit = self.spec.config.limits.max_response_body.bytes();
-        let status = response.status();
-        let wire_length = if head_request
-            || status.is_informational()
-            || status == http::StatusCode::NO_CONTENT
-            || status == http::StatusCode::NOT_MODIFIED
-        {
-            Some(0)
-        } else {
-            response
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.parse().ok())
-        };
-        response.map(|body| CountingBody::response(body, meter, limit, wire_length).boxed_unsync())
+        invoke::metered_response(response, meter, limit, head_request)
     }
 
     async fn invoke_p2(

@@ -40,7 +40,7 @@ mod messaging;
 mod objects;
 mod watchdog;
 
-use domain::{HttpWorld, Runtime, RuntimeKind};
+use domain::{FunctionConfig, HttpWorld, Runtime, RuntimeKind};
 use host::{HostState, OutputTarget};
 use instance::{FunctionInner, Pre};
 use invoke::{Compiled, DeployError, Executor, LoadSpec, Loaded, LogSink, RuntimeMetrics};
@@ -239,7 +239,7 @@ impl Executor for WasmRuntime {
         format!("wasmtime48-{:016x}", hasher.finish())
     }
 
-    fn compile(&self, code: &[u8]) -> Result<Compiled, DeployError> {
+    fn compile(&self, code: &[u8], _config: &FunctionConfig) -> Result<Compiled, DeployError> {
         if code.is_empty() {
             return Err(Refusal::Empty.into());
         }

@@ -78,6 +78,25 @@ pub struct ServerConfig {
     /// Bytes all realtime clients together may have unread.
     pub realtime_buffer: ByteSize,
     pub wasm: WasmConfig,
+    pub process: ProcessSettings,
+}
+
+/// Native (process) functions.
+#[derive(Debug, Clone)]
+pub struct ProcessSettings {
+    /// The `wok` binary, started again as the sandbox helper; `None`: the
+    /// server runs no process functions.
+    pub helper_program: Option<PathBuf>,
+    /// Process instances of all functions together.
+    pub max_instances: u32,
+}
+
+/// The first argument that makes `wok` the sandbox helper.
+pub const SANDBOX_HELPER_ARG: &str = runtime_process::HELPER_ARG;
+
+/// Runs this process as the sandbox helper (see `runtime-process`).
+pub fn run_sandbox_helper() -> ! {
+    runtime_process::helper_main()
 }
 
 /// The data directory used when none is given: `$WOK_DATA`, else
@@ -242,6 +261,19 @@ pub async fn run_with(
         recorder.clone(),
         metrics.clone(),
     )?);
+    let mut executors: Vec<Arc<dyn invoke::Executor>> = vec![runtime];
+    if let Some(helper_program) = &config.process.helper_program {
+        let process = runtime_process::ProcessConfig {
+            helper_program: helper_program.clone(),
+            dir: config.data_dir.join("process"),
+            max_bundle_bytes: config.max_upload.bytes().saturating_mul(4),
+            max_instances: config.process.max_instances,
+        };
+        match runtime_process::ProcessRuntime::new(process, recorder.clone()) {
+            Ok(runtime) => executors.push(Arc::new(runtime)),
+            Err(error) => tracing::warn!("native (process) functions are off: {error}"),
+        }
+    }
     let functions = Functions::new(
         stores.functions.clone(),
         functions::GuestServices {
@@ -251,7 +283,7 @@ pub async fn run_with(
             events: stores.events.clone(),
         },
         artifacts,
-        vec![runtime],
+        executors,
         recorder.clone(),
     );
     let loaded = functions.load_all().await?;

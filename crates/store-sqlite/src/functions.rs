@@ -6,7 +6,7 @@
 //! transaction.
 use crate::codec::{config_from_json, config_to_json};
 use crate::{Result, SqliteStore, stored};
-use domain::{FunctionName, HttpWorld, ProjectId, Runtime, now_millis};
+use domain::{FunctionName, HttpWorld, ProcessProtocol, ProjectId, Runtime, now_millis};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use store::{FunctionStore, FunctionVersion, NewVersion, StoreError};
 
@@ -31,10 +31,7 @@ fn version_from_row(row: &Row<'_>) -> rusqlite::Result<Result<FunctionVersion>> 
             version: row.get::<_, u32>(2)?,
             artifact: row.get(3)?,
             size_bytes: row.get::<_, i64>(4)? as u64,
-            runtime: Runtime::Wasm(match world.as_str() {
-                "p3" => HttpWorld::P3,
-                _ => HttpWorld::P2,
-            }),
+            runtime: runtime_from_column(&world)?,
             config: stored(config_from_json(&config))?,
             created_at: row.get(7)?,
         })
@@ -42,13 +39,27 @@ fn version_from_row(row: &Row<'_>) -> rusqlite::Result<Result<FunctionVersion>> 
     Ok(version)
 }
 
-/// The `world` column: what a wasm version exports. (The only runtime
-/// so far; another one adds a column by a migration.)
+/// The `world` column: what runs a version and how it takes requests
+/// (the name is from when wasm was the only runtime).
 fn world_column(runtime: Runtime) -> &'static str {
     match runtime {
         Runtime::Wasm(HttpWorld::P2) => "p2",
         Runtime::Wasm(HttpWorld::P3) => "p3",
+        Runtime::Process(ProcessProtocol::Http) => "process-http",
     }
+}
+
+fn runtime_from_column(world: &str) -> Result<Runtime> {
+    Ok(match world {
+        "p2" => Runtime::Wasm(HttpWorld::P2),
+        "p3" => Runtime::Wasm(HttpWorld::P3),
+        "process-http" => Runtime::Process(ProcessProtocol::Http),
+        other => {
+            return stored(Err(format!(
+                "a version's runtime {other:?} is not one this build knows"
+            )));
+        }
+    })
 }
 
 /// Whether the function is live (has a current version).

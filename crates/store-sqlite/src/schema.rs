@@ -494,5 +494,7 @@ pub(crate) fn legacy_config(text: &str) -> Result<FunctionConfig, String> {
         env,
         allowed_outbound_hosts,
         isolation,
+        // Versions of the old format were all wasm.
+        process: Default::default(),
     })
 }

@@ -49,6 +49,12 @@ pub fn test_config(data_dir: &Path) -> server::ServerConfig {
             pooling: true,
             max_instances: 64,
         },
+        // The test binary cannot be the sandbox helper: native functions
+        // are tested through the real binary.
+        process: server::ProcessSettings {
+            helper_program: None,
+            max_instances: 16,
+        },
     }
 }
 

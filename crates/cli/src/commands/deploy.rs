@@ -5,18 +5,45 @@ use futures::StreamExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Deploy a WebAssembly component as a new immutable version of a function;
-/// with no NAME and PATH, deploy every function `wok.toml` names.
+/// Deploy a WebAssembly component, or a native program (`--runtime
+/// process`: a directory, `.tar` or `.tar.gz` and a `--command`), as a new
+/// immutable version of a function; with no NAME and PATH, deploy every
+/// function `wok.toml` names.
 #[derive(clap::Args, Default)]
 pub struct Deploy {
     /// Function name (lowercase letters, digits and '-').
     #[arg(requires = "path")]
     name: Option<String>,
-    /// The component (.wasm) to deploy.
+    /// The component (.wasm) to deploy; with `--runtime process`, a
+    /// directory, `.tar` or `.tar.gz` of the program's files.
     path: Option<PathBuf>,
     /// The manifest read when NAME and PATH are not given.
     #[arg(long, default_value = "wok.toml", conflicts_with = "name")]
     manifest: PathBuf,
+    /// What runs the code: wasm (the default) or process (a native program in a sandbox).
+    #[arg(long)]
+    runtime: Option<String>,
+    /// With --runtime process: the program and its arguments, run in /app, e.g. "python3 app.py".
+    #[arg(long)]
+    command: Option<String>,
+    /// With --runtime process: how the program receives work: http (it serves HTTP on $PORT).
+    #[arg(long)]
+    protocol: Option<String>,
+    /// With --runtime process: requests one instance serves at once (default 1).
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// With --runtime process: instances kept running when idle (default 0).
+    #[arg(long)]
+    min_instances: Option<u32>,
+    /// With --runtime process: most instances at once (default 10).
+    #[arg(long)]
+    max_instances: Option<u32>,
+    /// With --runtime process: an instance idle this long is stopped (default 5m).
+    #[arg(long)]
+    idle_timeout: Option<String>,
+    /// With --runtime process: CPU cores per instance, e.g. 0.5 (default: a core per 1,769 MiB of memory).
+    #[arg(long)]
+    cpu: Option<String>,
     /// Memory limit, e.g. 128MiB.
     #[arg(long)]
     memory: Option<String>,
@@ -88,7 +115,14 @@ impl Deploy {
             env.insert(name.to_owned(), value.to_owned());
         }
         Ok(DeploySettings {
-            runtime: None,
+            runtime: self.runtime.clone(),
+            command: self.command.clone(),
+            protocol: self.protocol.clone(),
+            concurrency: self.concurrency,
+            min_instances: self.min_instances,
+            max_instances: self.max_instances,
+            idle_timeout: self.idle_timeout.clone(),
+            cpu: self.cpu.clone(),
             memory: self.memory.clone(),
             timeout: self.timeout.clone(),
             env,
@@ -132,9 +166,16 @@ impl Deploy {
         };
         let (name, path) = (name.clone(), path.clone());
         let query = self.query()?;
-        let code = tokio::fs::read(&path)
-            .await
-            .with_context(|| format!("reading {}", path.display()))?;
+        let code = if path.is_dir() {
+            let dir = path.clone();
+            tokio::task::spawn_blocking(move || pack(&dir))
+                .await?
+                .with_context(|| format!("packing {}", path.display()))?
+        } else {
+            tokio::fs::read(&path)
+                .await
+                .with_context(|| format!("reading {}", path.display()))?
+        };
         let total = code.len() as u64;
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
@@ -175,6 +216,16 @@ impl Deploy {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// A directory as a gzipped tar of its files, paths relative to it
+/// (what a process function's bundle is).
+fn pack(dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut archive = tar::Builder::new(encoder);
+    archive.follow_symlinks(false);
+    archive.append_dir_all(".", dir)?;
+    Ok(archive.into_inner()?.finish()?)
 }
 
 impl Deploy {

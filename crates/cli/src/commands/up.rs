@@ -34,6 +34,12 @@ pub struct Up {
     /// Instances that can exist at once (pooling allocator slots).
     #[arg(long, default_value_t = 1000)]
     max_instances: u32,
+    /// Process instances (of native functions) that can run at once.
+    #[arg(long, default_value_t = 200)]
+    max_process_instances: u32,
+    /// Run no native (process) functions: no sandbox helper is started.
+    #[arg(long)]
+    no_process: bool,
     /// HTTP connections open at once (default: 10000, or three quarters of
     /// the open-files limit if that is lower). At the limit, the oldest
     /// idle connection is closed to make room; if none is idle, the new
@@ -166,6 +172,14 @@ impl Up {
             wasm: runtime_wasm::WasmConfig {
                 pooling: !self.no_pooling,
                 max_instances: self.max_instances,
+            },
+            process: server::ProcessSettings {
+                helper_program: if self.no_process {
+                    None
+                } else {
+                    Some(std::env::current_exe()?)
+                },
+                max_instances: self.max_process_instances,
             },
         };
         server::run(

@@ -276,7 +276,7 @@ async fn no_accepted_event_is_lost_when_the_server_is_killed() {
 }
 
 /// Waits (bounded) until an asynchronous invocation is `status`.
-async fn async_status(server: &WokServer, id: &str, status: &str) -> Value {
+pub(crate) async fn async_status(server: &WokServer, id: &str, status: &str) -> Value {
     wait_for(
         &format!("invocation {id} {status}"),
         Duration::from_secs(30),

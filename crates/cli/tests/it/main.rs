@@ -15,6 +15,7 @@ mod invoke;
 mod kv;
 mod lifecycle;
 mod objects;
+mod process;
 mod projects;
 mod readme;
 mod realtime;

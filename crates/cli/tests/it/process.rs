@@ -1,0 +1,426 @@
+//! Native (process) functions: a real Python program (`tests/native/probe`,
+//! Debian's python3 from the read-only host view) deployed with the CLI,
+//! served through the sandbox helper of the real binary.
+
+use crate::*;
+use reqwest::Method;
+use serde_json::Value;
+
+fn probe_dir() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/native/probe")
+        .display()
+        .to_string()
+}
+
+/// Deploys the probe program as a process function with `flags`.
+fn deploy_probe(server: &WokServer, name: &str, flags: &[&str]) {
+    let dir = probe_dir();
+    let mut args = vec!["--runtime", "process", "--command", "python3 app.py"];
+    args.extend_from_slice(flags);
+    deploy(server, name, &dir, &args);
+}
+
+/// The children of a process (`/proc/PID/task/*/children`).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// The server's instances: the children of its sandbox helper.
+fn running_instances(server: &WokServer) -> usize {
+    let helper = children(server.pid())
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.starts_with(b"wok-sandbox"))
+        })
+        .expect("the server runs a sandbox helper");
+    children(helper).len()
+}
+
+async fn info(server: &WokServer, name: &str) -> Value {
+    let answer = get(server, &format!("/fn/{name}/info")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()
+}
+
+#[tokio::test]
+async fn a_python_program_serves_requests_from_its_sandbox_and_is_metered() {
+    let server = server();
+    deploy_probe(
+        &server,
+        "py",
+        &["--env", "GREETING=hi", "--memory", "96MiB"],
+    );
+
+    let first = get(&server, "/fn/py/info?x=1").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let first_id = first.header("x-wok-invocation-id");
+    let first = first.json();
+    // The rest of the path and the query, unchanged; the unprivileged user;
+    // the bundle's directory; the deploy's env; its own hostname.
+    assert_eq!(first["path"], "/info?x=1");
+    assert_eq!(first["uid"], 1000);
+    assert_eq!(first["gid"], 1000);
+    assert_eq!(first["cwd"], "/app");
+    assert_eq!(first["greeting"], "hi");
+    assert_eq!(first["hostname"], "wok");
+    // Its own pid namespace: the program is the child of the instance's init.
+    assert_eq!(first["pid"], 2);
+
+    // A body goes in and comes back, and the same instance serves again.
+    let body = vec![b'z'; 100_000];
+    let echoed = send(
+        http()
+            .post(format!("{}/fn/py/echo", server.url))
+            .body(body.clone()),
+    )
+    .await;
+    assert_eq!(echoed.status, 200);
+    assert_eq!(echoed.body, body);
+    let echo_id = echoed.header("x-wok-invocation-id");
+    assert_eq!(info(&server, "py").await["instance"], first["instance"]);
+
+    // Its output is in the function's logs, under the invocation that made it.
+    let logged = get(&server, "/fn/py/log?line=hello-from-python").await;
+    assert_eq!(logged.status, 200);
+    let log_id = logged.header("x-wok-invocation-id");
+    let line = wait_for(
+        "the program's line in the logs",
+        Duration::from_secs(10),
+        || async {
+            let logs = send(control(
+                &server,
+                Method::GET,
+                "/v1/functions/py/logs?after=0",
+            ))
+            .await
+            .json();
+            logs["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|line| line["line"] == "hello-from-python")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(line["invocation"], log_id.as_str());
+    assert_eq!(line["stream"], "stdout");
+
+    // Every call has its record: cold once, then warm; bytes counted;
+    // billed on the configured memory.
+    let records = wait_for_records(&server, 4).await;
+    assert_eq!(records.len(), 4);
+    let record = |id: &str| records.iter().find(|r| r["id"] == id).unwrap().clone();
+    assert_eq!(record(&first_id)["cold"], true);
+    assert_eq!(record(&first_id)["outcome"], "success");
+    assert_eq!(record(&first_id)["memory_mib"], 96);
+    assert!(record(&first_id)["peak_memory_bytes"].as_u64().unwrap() > 1 << 20);
+    assert_eq!(record(&echo_id)["cold"], false);
+    assert_eq!(record(&echo_id)["bytes_in"], 100_000);
+    assert_eq!(record(&echo_id)["bytes_out"], 100_000);
+
+    let listed = server.cli_ok(&["ls"]);
+    assert!(listed.contains("process http"), "{listed}");
+}
+
+#[tokio::test]
+async fn the_sandbox_shows_nothing_of_the_host_and_lets_nothing_out() {
+    let server = server();
+    deploy_probe(&server, "probe", &[]);
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let data_dir = server.data_dir().display().to_string();
+    let answer = send(
+        http()
+            .get(format!("{}/fn/probe/probe", server.url))
+            .query(&[("data_dir", data_dir.as_str()), ("port", port.as_str())]),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let probes = answer.json();
+    let failed = |name: &str, error: &str| {
+        assert_eq!(probes[name]["ok"], false, "{name}: {}", probes[name]);
+        assert_eq!(probes[name]["error"], error, "{name}: {}", probes[name]);
+    };
+    // Only the system directories, the bundle and its own /tmp, /dev, /proc.
+    let root: Vec<&str> = probes["root"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry.as_str().unwrap())
+        .collect();
+    for hidden in ["root", "home", "var", "opt", "srv", "work"] {
+        assert!(!root.contains(&hidden), "/{hidden} is visible: {root:?}");
+    }
+    for shown in ["app", "usr", "tmp", "dev", "proc", "etc"] {
+        assert!(root.contains(&shown), "/{shown} is missing: {root:?}");
+    }
+    let etc = probes["etc"].to_string();
+    assert!(!etc.contains("shadow") && !etc.contains("ssh"), "{etc}");
+    // wok's data directory and the host's home directories are not there.
+    failed("host_data_dir", "ENOENT");
+    failed("host_root_home", "ENOENT");
+    // The root and the bundle are read-only; /tmp is its own.
+    failed("write_app", "EROFS");
+    failed("write_usr", "EROFS");
+    assert_eq!(probes["write_tmp"]["ok"], true, "{}", probes["write_tmp"]);
+    assert!(!server.data_dir().join("planted").exists());
+    // No capability to mount.
+    failed("mount", "EPERM");
+    // Its own network: loopback only, where wok's port is not.
+    assert_eq!(probes["interfaces"], serde_json::json!(["lo"]));
+    failed("wok_port", "ECONNREFUSED");
+    // Its own pid namespace: its init and itself.
+    assert_eq!(probes["processes"], serde_json::json!([1, 2]));
+
+    // A healthy function beside it is unaffected.
+    deploy_probe(&server, "other", &[]);
+    assert_eq!(info(&server, "other").await["uid"], 1000);
+}
+
+#[tokio::test]
+async fn a_program_that_crashes_eats_memory_or_hangs_fails_only_its_request() {
+    let server = server();
+    deploy_probe(
+        &server,
+        "fragile",
+        &["--memory", "64MiB", "--timeout", "2s"],
+    );
+    let before = info(&server, "fragile").await["instance"].clone();
+
+    let crashed = get(&server, "/fn/fragile/crash").await;
+    assert_eq!(crashed.status, 502, "{}", crashed.text());
+    assert_eq!(crashed.error_code(), "function_crashed");
+    // Replaced on the next request.
+    let after_crash = info(&server, "fragile").await["instance"].clone();
+    assert_ne!(after_crash, before);
+
+    let eaten = get(&server, "/fn/fragile/eat").await;
+    assert_eq!(eaten.status, 502, "{}", eaten.text());
+    assert_eq!(eaten.error_code(), "function_out_of_memory");
+    let after_oom = info(&server, "fragile").await["instance"].clone();
+    assert_ne!(after_oom, after_crash);
+
+    let slow = get(&server, "/fn/fragile/sleep?ms=30000").await;
+    assert_eq!(slow.status, 504, "{}", slow.text());
+    assert_eq!(slow.error_code(), "function_timeout");
+    let after_timeout = info(&server, "fragile").await["instance"].clone();
+    assert_ne!(after_timeout, after_oom, "a timed-out instance is killed");
+
+    let records = wait_for_records(&server, 7).await;
+    let outcomes: Vec<&str> = records
+        .iter()
+        .map(|record| record["outcome"].as_str().unwrap())
+        .collect();
+    for outcome in [
+        "function_crashed",
+        "function_out_of_memory",
+        "function_timeout",
+    ] {
+        assert!(outcomes.contains(&outcome), "{outcomes:?}");
+    }
+}
+
+#[tokio::test]
+async fn instances_scale_out_with_waiting_requests_and_in_to_zero_when_idle() {
+    let server = server();
+    deploy_probe(
+        &server,
+        "elastic",
+        &["--max-instances", "2", "--idle-timeout", "1s"],
+    );
+    // Four requests at once, one at a time per instance, at most two
+    // instances: all are served, by exactly two instances.
+    let calls = (0..4).map(|_| get(&server, "/fn/elastic/sleep?ms=400"));
+    let answers = futures::future::join_all(calls).await;
+    let mut instances: Vec<String> = answers
+        .iter()
+        .map(|answer| {
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            answer.json()["instance"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    instances.sort();
+    instances.dedup();
+    assert_eq!(instances.len(), 2, "{instances:?}");
+
+    assert_eq!(running_instances(&server), 2);
+    // Idle past the timeout, both stop; the next request starts another.
+    wait_for(
+        "idle instances to stop",
+        Duration::from_secs(15),
+        || async { (running_instances(&server) == 0).then_some(()) },
+    )
+    .await;
+    let again = info(&server, "elastic").await["instance"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!instances.contains(&again), "an idle instance was kept");
+    let records = wait_for_records(&server, 5).await;
+    let last = records
+        .iter()
+        .max_by_key(|record| record["start"].as_u64().unwrap())
+        .unwrap();
+    assert_eq!(last["cold"], true);
+}
+
+#[tokio::test]
+async fn a_bad_bundle_or_setting_is_refused_and_the_live_version_keeps_serving() {
+    let server = server();
+    deploy_probe(&server, "app", &[]);
+    let live = info(&server, "app").await["instance"].clone();
+
+    let garbage = server.data_dir().join("garbage.tar");
+    std::fs::write(&garbage, b"not an archive at all").unwrap();
+    let output = server.cli(&[
+        "deploy",
+        "app",
+        garbage.to_str().unwrap(),
+        "--runtime",
+        "process",
+        "--command",
+        "python3 app.py",
+    ]);
+    assert!(!output.success());
+    assert!(
+        output.stderr().contains("not a .tar or .tar.gz"),
+        "{}",
+        output.stderr()
+    );
+
+    let output = server.cli(&["deploy", "app", &probe_dir(), "--runtime", "process"]);
+    assert!(!output.success());
+    assert!(
+        output.stderr().contains("needs a command"),
+        "{}",
+        output.stderr()
+    );
+
+    let output = server.cli(&[
+        "deploy",
+        "app",
+        guests::HELLO,
+        "--command",
+        "python3 app.py",
+    ]);
+    assert!(!output.success());
+    assert!(
+        output.stderr().contains("settings of process functions"),
+        "{}",
+        output.stderr()
+    );
+
+    let output = server.cli(&[
+        "deploy",
+        "app",
+        &probe_dir(),
+        "--runtime",
+        "process",
+        "--command",
+        "python3 app.py",
+        "--concurrency",
+        "0",
+    ]);
+    assert!(!output.success());
+    assert!(
+        output.stderr().contains("concurrency"),
+        "{}",
+        output.stderr()
+    );
+
+    // Still version 1, still the same instance.
+    assert_eq!(info(&server, "app").await["instance"], live);
+    let versions = server.cli_ok(&["versions", "app"]);
+    assert_eq!(
+        versions
+            .lines()
+            .filter(|line| line.contains("process"))
+            .count(),
+        1,
+        "{versions}"
+    );
+}
+
+#[tokio::test]
+async fn versions_and_rollback_switch_between_programs() {
+    let server = server();
+    deploy_probe(&server, "app", &["--env", "GREETING=one"]);
+    assert_eq!(info(&server, "app").await["greeting"], "one");
+    deploy_probe(&server, "app", &["--env", "GREETING=two"]);
+    assert_eq!(info(&server, "app").await["greeting"], "two");
+    server.cli_ok(&["rollback", "app", "1"]);
+    assert_eq!(info(&server, "app").await["greeting"], "one");
+
+    // A restart serves the current version without unpacking again.
+    let roots = server.data_dir().join("process/roots");
+    let unpacked: Vec<_> = std::fs::read_dir(&roots).unwrap().collect();
+    let server = server.restart();
+    assert_eq!(info(&server, "app").await["greeting"], "one");
+    assert_eq!(std::fs::read_dir(&roots).unwrap().count(), unpacked.len());
+}
+
+#[tokio::test]
+async fn triggers_and_asynchronous_invocations_reach_a_program() {
+    let server = server();
+    deploy_probe(&server, "worker", &["--trigger", "queue=jobs"]);
+
+    // An asynchronous invocation: queued, delivered, its answer kept.
+    let accepted = send(
+        http()
+            .post(format!("{}/fn/worker/echo", server.url))
+            .header("prefer", "respond-async")
+            .body("later"),
+    )
+    .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let id = accepted.json()["id"].as_str().unwrap().to_owned();
+    let done = crate::events::async_status(&server, &id, "succeeded").await;
+    assert_eq!(done["response"]["status"], 200);
+    assert_eq!(done["response"]["body"], "later");
+
+    // A message on the topic arrives as a CloudEvents request.
+    server.cli_ok(&["publish", "jobs", "job-42"]);
+    let line = wait_for(
+        "the event in the program's logs",
+        Duration::from_secs(30),
+        || async {
+            let logs = send(control(
+                &server,
+                Method::GET,
+                "/v1/functions/worker/logs?after=0",
+            ))
+            .await
+            .json();
+            logs["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|line| line["line"].as_str().unwrap().starts_with("event "))
+                .cloned()
+        },
+    )
+    .await;
+    assert!(line["line"].as_str().unwrap().ends_with("job-42"), "{line}");
+    let records = wait_for_records(&server, 2).await;
+    let triggers: Vec<&str> = records
+        .iter()
+        .map(|record| record["trigger"].as_str().unwrap())
+        .collect();
+    assert!(triggers.contains(&"queue"), "{triggers:?}");
+    assert!(
+        records.iter().all(|record| record["outcome"] == "success"),
+        "{records:?}"
+    );
+}

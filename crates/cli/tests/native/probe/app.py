@@ -1,0 +1,118 @@
+"""A native test function: Python's standard HTTP server on $PORT.
+
+Routes: /info (who and where it runs), /echo (the body back), /probe (tries
+to get out of its sandbox and says what happened), /eat (memory past any
+small limit), /crash (exits), /sleep?ms=N, /log?line=TEXT.
+"""
+
+import ctypes
+import errno
+import http.server
+import json
+import os
+import socket
+import sys
+import time
+import urllib.parse
+
+INSTANCE = os.urandom(8).hex()
+
+
+def attempt(action):
+    try:
+        result = action()
+        return {"ok": True, "result": result}
+    except OSError as error:
+        return {"ok": False, "error": errno.errorcode.get(error.errno, str(error.errno))}
+
+
+def probes(query):
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def mount():
+        if libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) != 0:
+            raise OSError(ctypes.get_errno(), "mount")
+        return "mounted"
+
+    def connect(port):
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return "connected"
+
+    def write(path):
+        with open(path, "w") as file:
+            file.write("x")
+        return "written"
+
+    return {
+        "root": sorted(os.listdir("/")),
+        "etc": sorted(os.listdir("/etc")),
+        "host_data_dir": attempt(lambda: os.listdir(query["data_dir"][0])),
+        "host_root_home": attempt(lambda: os.listdir("/root")),
+        "write_app": attempt(lambda: write("/app/planted")),
+        "write_usr": attempt(lambda: write("/usr/planted")),
+        "write_tmp": attempt(lambda: write("/tmp/planted")),
+        "mount": attempt(mount),
+        "wok_port": attempt(lambda: connect(int(query["port"][0]))),
+        "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "interfaces": sorted(name for _, name in socket.if_nameindex()),
+    }
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def answer(self, status, body, kind="application/json"):
+        if not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", kind)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        if url.path == "/info":
+            self.answer(200, {
+                "instance": INSTANCE,
+                "uid": os.getuid(),
+                "gid": os.getgid(),
+                "pid": os.getpid(),
+                "cwd": os.getcwd(),
+                "hostname": socket.gethostname(),
+                "greeting": os.environ.get("GREETING"),
+                "path": self.path,
+                "host": self.headers.get("host"),
+            })
+        elif url.path == "/probe":
+            self.answer(200, probes(query))
+        elif url.path == "/eat":
+            hoard = []
+            while True:
+                hoard.append(bytearray(16 << 20))
+        elif url.path == "/crash":
+            os._exit(3)
+        elif url.path == "/sleep":
+            time.sleep(int(query["ms"][0]) / 1000)
+            self.answer(200, {"instance": INSTANCE, "slept": True})
+        elif url.path == "/log":
+            print(query["line"][0], flush=True)
+            self.answer(200, {"logged": True})
+        else:
+            self.answer(404, {"error": "no such route"})
+
+    def do_POST(self):
+        length = int(self.headers.get("content-length", "0"))
+        body = self.rfile.read(length)
+        if "ce-id" in self.headers:
+            print(f"event {self.headers['ce-type']} {body.decode()}", flush=True)
+        self.answer(200, body, self.headers.get("content-type", "application/octet-stream"))
+
+    def log_message(self, format, *args):
+        pass
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+print(f"listening on {os.environ['PORT']}", file=sys.stderr, flush=True)
+server.serve_forever()

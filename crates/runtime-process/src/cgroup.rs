@@ -1,0 +1,223 @@
+//! Control groups of instances: a group per instance under one group of
+//! this server, in each v1 controller (`memory`, `pids`, `cpu`, `cpuacct`)
+//! on a v1 or hybrid host, or in the unified tree on a v2 host. The server
+//! makes the group and writes its limits; the helper puts the instance in
+//! it before it runs; the server reads its peak memory, CPU time and OOM
+//! kills, and removes it once the instance is gone.
+
+use std::path::{Path, PathBuf};
+
+/// Where this server's instance groups live.
+#[derive(Debug, Clone)]
+pub(crate) enum Hierarchy {
+    /// One directory per controller (v1, or the v1 half of a hybrid host).
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpu: PathBuf,
+        cpuacct: PathBuf,
+    },
+    /// The unified tree (v2), with memory, pids and cpu enabled below.
+    V2 { dir: PathBuf },
+}
+
+/// The limits of one instance's group.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupLimits {
+    pub memory_bytes: u64,
+    pub pids: u32,
+    /// Thousandths of a core.
+    pub cpu_millis: u32,
+}
+
+/// One instance's group.
+#[derive(Debug)]
+pub(crate) struct Group {
+    dirs: Vec<PathBuf>,
+    hierarchy: Hierarchy,
+    name: String,
+}
+
+fn own_path(controller: &str) -> std::io::Result<PathBuf> {
+    // /proc/self/cgroup: "ID:CONTROLLERS:PATH" (v2: "0::PATH").
+    let text = std::fs::read_to_string("/proc/self/cgroup")?;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        if let (Some(controllers), Some(path)) = (controllers, path)
+            && controllers.split(',').any(|name| name == controller)
+        {
+            return Ok(PathBuf::from(path.trim_start_matches('/')));
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "this process is in no {controller} cgroup"
+    )))
+}
+
+impl Hierarchy {
+    /// Makes this server's group (`name`) below its own in each controller.
+    pub fn create(name: &str) -> std::io::Result<Hierarchy> {
+        let base = Path::new("/sys/fs/cgroup");
+        let hierarchy = if base.join("cgroup.controllers").exists() {
+            let own = base.join(own_path("")?);
+            let dir = own.join(name);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("cgroup.subtree_control"), "+memory +pids +cpu").map_err(
+                |error| {
+                    std::io::Error::other(format!(
+                        "enabling memory, pids and cpu below {}: {error}",
+                        dir.display()
+                    ))
+                },
+            )?;
+            Hierarchy::V2 { dir }
+        } else {
+            let controller = |controller: &str| -> std::io::Result<PathBuf> {
+                let dir = base.join(controller).join(own_path(controller)?).join(name);
+                std::fs::create_dir_all(&dir)?;
+                Ok(dir)
+            };
+            Hierarchy::V1 {
+                memory: controller("memory")?,
+                pids: controller("pids")?,
+                cpu: controller("cpu")?,
+                cpuacct: controller("cpuacct")?,
+            }
+        };
+        Ok(hierarchy)
+    }
+
+    fn dirs(&self) -> Vec<&Path> {
+        match self {
+            Hierarchy::V1 {
+                memory,
+                pids,
+                cpu,
+                cpuacct,
+            } => {
+                let mut dirs = vec![memory.as_path(), pids, cpu];
+                // cpu and cpuacct are often one mount.
+                if cpuacct != cpu {
+                    dirs.push(cpuacct);
+                }
+                dirs
+            }
+            Hierarchy::V2 { dir } => vec![dir.as_path()],
+        }
+    }
+
+    /// Makes an instance's group with its limits.
+    pub fn group(&self, name: &str, limits: GroupLimits) -> std::io::Result<Group> {
+        let group = Group {
+            dirs: self.dirs().into_iter().map(|dir| dir.join(name)).collect(),
+            hierarchy: self.clone(),
+            name: name.to_owned(),
+        };
+        for dir in &group.dirs {
+            std::fs::create_dir_all(dir)?;
+        }
+        let write = |file: PathBuf, value: String| {
+            std::fs::write(&file, &value).map_err(|error| {
+                std::io::Error::other(format!("writing {value} to {}: {error}", file.display()))
+            })
+        };
+        let period = 100_000u64;
+        let quota = u64::from(limits.cpu_millis) * period / 1000;
+        match self {
+            Hierarchy::V1 {
+                memory, pids, cpu, ..
+            } => {
+                write(
+                    memory.join(name).join("memory.limit_in_bytes"),
+                    limits.memory_bytes.to_string(),
+                )?;
+                // No swap beyond the limit, where the kernel accounts it.
+                let swap = memory.join(name).join("memory.memsw.limit_in_bytes");
+                if swap.exists() {
+                    write(swap, limits.memory_bytes.to_string())?;
+                }
+                write(pids.join(name).join("pids.max"), limits.pids.to_string())?;
+                write(cpu.join(name).join("cpu.cfs_period_us"), period.to_string())?;
+                write(cpu.join(name).join("cpu.cfs_quota_us"), quota.to_string())?;
+            }
+            Hierarchy::V2 { dir } => {
+                let dir = dir.join(name);
+                write(dir.join("memory.max"), limits.memory_bytes.to_string())?;
+                let swap = dir.join("memory.swap.max");
+                if swap.exists() {
+                    write(swap, "0".to_owned())?;
+                }
+                write(dir.join("pids.max"), limits.pids.to_string())?;
+                write(dir.join("cpu.max"), format!("{quota} {period}"))?;
+            }
+        }
+        Ok(group)
+    }
+
+    /// Removes this server's group (at shutdown; fails while any instance
+    /// group is left).
+    pub fn remove(&self) {
+        for dir in self.dirs() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+impl Group {
+    /// The `cgroup.procs` files the instance is put in.
+    pub fn procs(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|dir| dir.join("cgroup.procs"))
+            .collect()
+    }
+
+    fn read(&self, controller_dir: &Path, file: &str) -> Option<String> {
+        std::fs::read_to_string(controller_dir.join(&self.name).join(file)).ok()
+    }
+
+    /// Highest memory use the instance reached, in bytes.
+    pub fn peak_memory(&self) -> u64 {
+        let text = match &self.hierarchy {
+            Hierarchy::V1 { memory, .. } => self.read(memory, "memory.max_usage_in_bytes"),
+            Hierarchy::V2 { dir } => self.read(dir, "memory.peak"),
+        };
+        text.and_then(|text| text.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Whether the kernel killed a process of the instance for memory.
+    pub fn oom_killed(&self) -> bool {
+        let text = match &self.hierarchy {
+            Hierarchy::V1 { memory, .. } => self.read(memory, "memory.oom_control"),
+            Hierarchy::V2 { dir } => self.read(dir, "memory.events"),
+        };
+        text.and_then(|text| field(&text, "oom_kill"))
+            .is_some_and(|kills| kills > 0)
+    }
+
+    /// Removes the group; its processes must be gone (they may take a
+    /// moment to leave after the instance's init exits).
+    pub fn remove(&self) -> std::io::Result<()> {
+        let mut result = Ok(());
+        for dir in &self.dirs {
+            for attempt in 0..50 {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(error) if attempt == 49 => result = Err(error),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                }
+            }
+        }
+        result
+    }
+}
+
+/// The number after `name ` in a `key value` per line file.
+fn field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}

@@ -1,0 +1,680 @@
+//! The sandbox helper: a small process (`wok` started again with
+//! [`HELPER_ARG`]) that makes every instance. Forking the big server
+//! would copy its page tables on each start (7 ms at 64 MiB here, 191 ms at
+//! 1 GiB); the helper is a few MiB and single-threaded, so it may fork and
+//! then do anything in the child.
+//!
+//! It reads [`SpawnRequest`]s from a `SOCK_SEQPACKET` socket on its fd 0,
+//! each with the write ends of the instance's stdout and stderr attached,
+//! and answers each with a [`SpawnReply`] and, on success, a pidfd and the
+//! instance's network namespace. When the server goes (the socket closes),
+//! it kills every instance it made and exits; instances die with it too
+//! (`PR_SET_PDEATHSIG`).
+//!
+//! An instance is made in one `clone` into new user, mount, pid, network,
+//! IPC and UTS namespaces. The helper maps one unprivileged uid and gid,
+//! puts it in its cgroups and lets it go. The child, pid 1 of its pid
+//! namespace, builds a root on a small tmpfs (the host's system
+//! directories bound read-only, a few files of `/etc`, the bundle at `/app`
+//! read-only, a sized tmpfs at `/tmp`, the harmless devices, its own
+//! `/proc`), `pivot_root`s into it and makes it read-only, brings up
+//! loopback, becomes the unprivileged user with `no_new_privs`, then forks
+//! the program and stays as its init: it reaps orphans and exits with the
+//! program's status, which ends the namespace.
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::CloneFlags;
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+use std::io::{IoSlice, IoSliceMut, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// The first argument that makes `wok` the sandbox helper.
+pub const HELPER_ARG: &str = "__wok-sandbox-helper";
+
+/// The uid and gid a program runs as inside its sandbox.
+pub(crate) const INSIDE_ID: u32 = 1000;
+
+/// Largest request the helper reads.
+const MAX_REQUEST: usize = 1 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SpawnRequest {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    pub cwd: String,
+    /// Bound read-only at `/app`.
+    pub app: Option<PathBuf>,
+    /// An empty directory of the host the new root is built on (each
+    /// instance mounts over it in its own mount namespace).
+    pub mount_point: PathBuf,
+    /// Size of the writable `/tmp`.
+    pub tmp_bytes: u64,
+    /// Unprivileged uids (and gids) outside: this one is the namespace's
+    /// root, which builds the sandbox; the next one runs the program.
+    pub outside_id: u32,
+    /// `cgroup.procs` files the instance is put in before it runs.
+    pub cgroup_procs: Vec<PathBuf>,
+    pub hostname: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum SpawnReply {
+    /// The instance's pid 1 (its init), as seen by the server.
+    Spawned {
+        pid: i32,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// Runs the helper on fd 0 until the server closes it. Never returns.
+pub fn helper_main() -> ! {
+    // SAFETY: fd 0 is the socket the server gave as stdin; nothing else
+    // in this process owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(0) };
+    let mut children: Vec<Pid> = Vec::new();
+    let mut buffer = vec![0u8; MAX_REQUEST];
+    loop {
+        let mut fds = [nix::poll::PollFd::new(
+            socket.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16));
+        reap(&mut children);
+        match ready {
+            Ok(0) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(error) => fail_all(&children, &format!("poll: {error}")),
+            Ok(_) => {}
+        }
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        let mut slices = [IoSliceMut::new(&mut buffer)];
+        let message = match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut slices,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(message) => message,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(error) => fail_all(&children, &format!("recvmsg: {error}")),
+        };
+        let mut passed: Vec<OwnedFd> = Vec::new();
+        if let Ok(cmsgs) = message.cmsgs() {
+            for cmsg in cmsgs {
+                if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                    // SAFETY: the kernel just installed these fds for us.
+                    passed.extend(
+                        fds.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
+                }
+            }
+        }
+        let length = message.bytes;
+        if length == 0 {
+            // The server is gone: so are its instances.
+            fail_all(&children, "");
+        }
+        let reply = match serde_json::from_slice::<SpawnRequest>(&buffer[..length]) {
+            Err(error) => Err(format!("a request the helper cannot read: {error}")),
+            Ok(_) if passed.len() != 2 => Err("a request without its two output fds".to_owned()),
+            Ok(request) => spawn(&request, &passed[0], &passed[1]),
+        };
+        drop(passed);
+        let (reply, fds) = match reply {
+            Ok((pid, pidfd, netns)) => {
+                children.push(pid);
+                (
+                    SpawnReply::Spawned { pid: pid.as_raw() },
+                    vec![pidfd, netns],
+                )
+            }
+            Err(error) => (SpawnReply::Failed { error }, Vec::new()),
+        };
+        let bytes = serde_json::to_vec(&reply).expect("a reply serialises");
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let control = [ControlMessage::ScmRights(&raw)];
+        let control: &[ControlMessage] = if raw.is_empty() { &[] } else { &control };
+        if let Err(error) = sendmsg::<()>(
+            socket.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            control,
+            MsgFlags::empty(),
+            None,
+        ) {
+            fail_all(&children, &format!("sendmsg: {error}"));
+        }
+    }
+}
+
+/// Reaps every instance that has ended.
+fn reap(children: &mut Vec<Pid>) {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(status) => {
+                if let Some(pid) = status.pid() {
+                    children.retain(|child| *child != pid);
+                }
+            }
+        }
+    }
+}
+
+/// Kills every instance and exits (the server is gone, or the helper
+/// cannot go on).
+fn fail_all(children: &[Pid], why: &str) -> ! {
+    for child in children {
+        let _ = nix::sys::signal::kill(*child, nix::sys::signal::Signal::SIGKILL);
+    }
+    if !why.is_empty() {
+        eprintln!("wok sandbox helper: {why}");
+    }
+    std::process::exit(if why.is_empty() { 0 } else { 1 })
+}
+
+fn spawn(
+    request: &SpawnRequest,
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+) -> Result<(Pid, OwnedFd, OwnedFd), String> {
+    let (ready_read, ready_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let mut stack = vec![0u8; 256 << 10];
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    let child = Box::new(|| instance_init(request, &ready_read, stdout, stderr));
+    // SAFETY: the helper is single-threaded, so the child (a copy of it,
+    // CLONE_VM not set) may allocate and call anything; the stack lives
+    // until `clone` returns in the parent, and the child has its own copy.
+    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .map_err(|error| format!("clone into new namespaces: {error}"))?;
+    drop(ready_read);
+    let release = || -> Result<(OwnedFd, OwnedFd), String> {
+        let proc = Path::new("/proc").join(pid.as_raw().to_string());
+        // The namespace's root (to build the sandbox) and its user.
+        let map = format!(
+            "0 {} 1\n{INSIDE_ID} {} 1\n",
+            request.outside_id,
+            request.outside_id + 1
+        );
+        std::fs::write(proc.join("uid_map"), &map).map_err(|e| format!("uid_map: {e}"))?;
+        std::fs::write(proc.join("setgroups"), "deny").map_err(|e| format!("setgroups: {e}"))?;
+        std::fs::write(proc.join("gid_map"), &map).map_err(|e| format!("gid_map: {e}"))?;
+        for procs in &request.cgroup_procs {
+            std::fs::write(procs, pid.as_raw().to_string())
+                .map_err(|e| format!("joining cgroup {}: {e}", procs.display()))?;
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        if pidfd < 0 {
+            return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh fd from pidfd_open, owned by nobody else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+        let netns = std::fs::File::open(proc.join("ns/net")).map_err(|e| format!("ns/net: {e}"))?;
+        Ok((pidfd, netns.into()))
+    };
+    match release() {
+        Ok((pidfd, netns)) => {
+            nix::unistd::write(&ready_write, &[1]).map_err(|e| format!("release: {e}"))?;
+            Ok((pid, pidfd, netns))
+        }
+        Err(error) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            Err(error)
+        }
+    }
+}
+
+/// Writes a line to the instance's stderr (its log).
+fn say(stderr: &OwnedFd, line: &str) {
+    let mut file = std::fs::File::from(stderr.try_clone().expect("dup of stderr"));
+    let _ = writeln!(file, "wok sandbox: {line}");
+}
+
+/// The instance's pid 1: waits to be released, builds the sandbox, runs
+/// the program and reaps until it ends.
+fn instance_init(
+    request: &SpawnRequest,
+    ready: &OwnedFd,
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+) -> isize {
+    // SAFETY: prctl with an integer signal; dies with the helper.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let mut byte = [0u8];
+    if !matches!(nix::unistd::read(ready, &mut byte), Ok(1)) {
+        return 125;
+    }
+    if let Err(error) = build(request, stderr) {
+        say(stderr, &error);
+        return 126;
+    }
+    // SAFETY: this process is single-threaded (a clone of the helper).
+    match unsafe { nix::unistd::fork() } {
+        Err(error) => {
+            say(stderr, &format!("fork: {error}"));
+            125
+        }
+        Ok(ForkResult::Child) => {
+            let error = exec(request, stdout, stderr);
+            say(stderr, &error);
+            // SAFETY: ends the forked child without running the parent's
+            // exit handlers.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(ForkResult::Parent { child }) => loop {
+            match waitpid(None, None) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => return code as isize,
+                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
+                    return 128 + signal as isize;
+                }
+                Err(nix::errno::Errno::ECHILD) => return 0,
+                _ => continue,
+            }
+        },
+    }
+}
+
+fn exec(request: &SpawnRequest, stdout: &OwnedFd, stderr: &OwnedFd) -> String {
+    use std::ffi::CString;
+    let null = match nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(null) => null,
+        Err(error) => return format!("/dev/null: {error}"),
+    };
+    for (from, to) in [
+        (null.as_raw_fd(), 0),
+        (stdout.as_raw_fd(), 1),
+        (stderr.as_raw_fd(), 2),
+    ] {
+        // SAFETY: dup2 between valid fds; 0..2 are ours to replace.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return format!("dup2: {}", std::io::Error::last_os_error());
+        }
+    }
+    let cstrings = |items: Vec<String>| -> Result<Vec<CString>, String> {
+        items
+            .into_iter()
+            .map(|item| CString::new(item).map_err(|_| "a NUL in the command or env".to_owned()))
+            .collect()
+    };
+    let argv = match cstrings(request.argv.clone()) {
+        Ok(argv) if !argv.is_empty() => argv,
+        Ok(_) => return "no command".to_owned(),
+        Err(error) => return error,
+    };
+    let env = match cstrings(
+        request
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+    ) {
+        Ok(env) => env,
+        Err(error) => return error,
+    };
+    // execvpe searches the PATH of the new environment (glibc reads it from
+    // the caller's environment: set it first).
+    if let Some((_, path)) = request.env.iter().find(|(name, _)| name == "PATH") {
+        // SAFETY: single-threaded child about to exec.
+        unsafe { std::env::set_var("PATH", path) };
+    }
+    match nix::unistd::execvpe(&argv[0], &argv, &env) {
+        Err(nix::errno::Errno::ENOENT) => format!("{}: command not found", request.argv[0]),
+        Err(error) => format!("{}: {error}", request.argv[0]),
+    }
+}
+
+/// The directories of the host bound read-only into every sandbox (those
+/// that exist; a link, as `/bin` on merged-/usr systems, is copied as a link).
+const SYSTEM_DIRS: [&str; 7] = ["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
+
+/// What of the host's `/etc` programs need to run (the dynamic linker's
+/// cache, certificates, time zones, alternatives); the rest stays unseen.
+const ETC_ENTRIES: [&str; 10] = [
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "localtime",
+    "mime.types",
+    "nsswitch.conf",
+];
+
+/// Something of the host to show inside, opened while this process is
+/// still the helper's user (the data directory is its owner's alone; the
+/// sandbox's users may not even look up its path).
+enum Source {
+    Dir(OwnedFd),
+    File(OwnedFd),
+    Link(PathBuf),
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd, String> {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn source(path: &Path) -> Result<Option<Source>, String> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(None);
+    };
+    Ok(Some(if meta.file_type().is_symlink() {
+        Source::Link(std::fs::read_link(path).map_err(|e| format!("{}: {e}", path.display()))?)
+    } else if meta.is_dir() {
+        Source::Dir(open_path(path)?)
+    } else {
+        Source::File(open_path(path)?)
+    }))
+}
+
+/// The path of an open fd, through which it is reached whatever the
+/// permissions of the directories above it.
+fn at(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Shows `source` at `inside`: a link as the same link; a directory or
+/// file bound read-only, unless `writable`.
+fn show(source: &Source, inside: &Path, writable: bool) -> Result<(), String> {
+    let name = inside.display();
+    match source {
+        Source::Link(target) => {
+            std::os::unix::fs::symlink(target, inside).map_err(|e| format!("{name}: {e}"))
+        }
+        Source::Dir(fd) | Source::File(fd) => {
+            if matches!(source, Source::Dir(_)) {
+                std::fs::create_dir(inside)
+            } else {
+                std::fs::write(inside, b"")
+            }
+            .map_err(|e| format!("{name}: {e}"))?;
+            if writable {
+                let none: Option<&str> = None;
+                mount(Some(&at(fd)), inside, none, MsFlags::MS_BIND, none)
+                    .map_err(|e| format!("binding {name}: {e}"))
+            } else {
+                bind_read_only(fd, inside)
+            }
+        }
+    }
+}
+
+fn build(request: &SpawnRequest, stderr: &OwnedFd) -> Result<(), String> {
+    let none: Option<&str> = None;
+    // The server's umask keeps its data its own; the sandbox's directories
+    // and files are for its unprivileged user to read.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(|e| format!("making mounts private: {e}"))?;
+    mount(
+        Some("wok"),
+        &request.mount_point,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        // Owned by the namespace's root, which fills it below.
+        Some("size=1m,mode=0755,uid=0,gid=0"),
+    )
+    .map_err(|e| format!("root tmpfs: {e}"))?;
+    let root_fd = open_path(&request.mount_point)?;
+    let mut system = Vec::new();
+    for dir in SYSTEM_DIRS {
+        if let Some(found) = source(&Path::new("/").join(dir))? {
+            system.push((dir, found));
+        }
+    }
+    let mut etc_entries = Vec::new();
+    for name in ETC_ENTRIES {
+        if let Some(found) = source(&Path::new("/etc").join(name))? {
+            etc_entries.push((name, found));
+        }
+    }
+    let app_source = match &request.app {
+        Some(app) => Some(Source::Dir(open_path(app)?)),
+        None => None,
+    };
+    let mut devices = Vec::new();
+    for name in ["null", "zero", "full", "random", "urandom"] {
+        devices.push((
+            name,
+            Source::File(open_path(&Path::new("/dev").join(name))?),
+        ));
+    }
+    // Become the namespace's root (mapped to an unprivileged uid outside)
+    // to make the sandbox's files: the helper's own uid is not mapped.
+    let root_id = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(root_id, root_id, root_id).map_err(|e| format!("setresgid 0: {e}"))?;
+    let root_id = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(root_id, root_id, root_id).map_err(|e| format!("setresuid 0: {e}"))?;
+    // A change of uid makes the process undumpable, which hides its own
+    // /proc/self/fd from it; the fds above are reached through it.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    let root = at(&root_fd);
+    for (dir, found) in &system {
+        show(found, &root.join(dir), false)?;
+    }
+    let etc = root.join("etc");
+    std::fs::create_dir(&etc).map_err(|e| format!("etc: {e}"))?;
+    for (name, found) in &etc_entries {
+        show(found, &etc.join(name), false)?;
+    }
+    for (name, text) in [
+        (
+            "passwd",
+            "root:x:0:0:root:/:/usr/sbin/nologin\nwok:x:1000:1000:wok:/tmp:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n",
+        ),
+        ("group", "root:x:0:\nwok:x:1000:\nnogroup:x:65534:\n"),
+        ("hosts", "127.0.0.1 localhost\n::1 localhost\n"),
+        ("hostname", "wok\n"),
+        ("resolv.conf", ""),
+    ] {
+        std::fs::write(etc.join(name), text).map_err(|e| format!("etc/{name}: {e}"))?;
+    }
+    match &app_source {
+        Some(app) => show(app, &root.join("app"), false)?,
+        None => std::fs::create_dir(root.join("app")).map_err(|e| format!("app: {e}"))?,
+    }
+    let tmp = root.join("tmp");
+    std::fs::create_dir(&tmp).map_err(|e| format!("tmp: {e}"))?;
+    mount(
+        Some("tmp"),
+        &tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("size={},mode=1777", request.tmp_bytes.max(4096)).as_str()),
+    )
+    .map_err(|e| format!("/tmp tmpfs: {e}"))?;
+    let dev = root.join("dev");
+    std::fs::create_dir(&dev).map_err(|e| format!("dev: {e}"))?;
+    for (name, found) in &devices {
+        show(found, &dev.join(name), true)?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(name))
+            .map_err(|e| format!("dev/{name}: {e}"))?;
+    }
+    let proc = root.join("proc");
+    std::fs::create_dir(&proc).map_err(|e| format!("proc: {e}"))?;
+    if let Err(error) = mount(
+        Some("proc"),
+        &proc,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        none,
+    ) {
+        // A host whose /proc is partly covered (some container runtimes)
+        // refuses a new one: run without it rather than not at all.
+        say(stderr, &format!("no /proc in this sandbox: {error}"));
+    }
+    nix::unistd::fchdir(&root_fd).map_err(|e| format!("chdir root: {e}"))?;
+    drop((system, etc_entries, app_source, devices, root_fd));
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the host root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    mount(
+        none,
+        "/",
+        none,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        none,
+    )
+    .map_err(|e| format!("making the root read-only: {e}"))?;
+    loopback_up()?;
+    nix::unistd::sethostname(&request.hostname).map_err(|e| format!("hostname: {e}"))?;
+    nix::unistd::chdir(request.cwd.as_str())
+        .map_err(|e| format!("working directory {}: {e}", request.cwd))?;
+    let id = nix::unistd::Gid::from_raw(INSIDE_ID);
+    nix::unistd::setresgid(id, id, id).map_err(|e| format!("setresgid: {e}"))?;
+    let id = nix::unistd::Uid::from_raw(INSIDE_ID);
+    nix::unistd::setresuid(id, id, id).map_err(|e| format!("setresuid: {e}"))?;
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Binds `host` at `inside`, read-only, keeping the flags the host's mount
+/// has (a user namespace may not clear them).
+fn bind_read_only(host: &OwnedFd, inside: &Path) -> Result<(), String> {
+    let none: Option<&str> = None;
+    let name = inside.display();
+    mount(
+        Some(&at(host)),
+        inside,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .map_err(|e| format!("binding {name}: {e}"))?;
+    let stat = nix::sys::statvfs::fstatvfs(host).map_err(|e| format!("statvfs {name}: {e}"))?;
+    let mut flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV;
+    use nix::sys::statvfs::FsFlags;
+    for (has, keep) in [
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if stat.flags().contains(has) {
+            flags |= keep;
+        }
+    }
+    mount(none, inside, none, flags, none).map_err(|e| format!("read-only {name}: {e}"))
+}
+
+/// Brings up `lo`, the only interface of the instance's network namespace.
+fn loopback_up() -> Result<(), String> {
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) < 0 {
+            return Err(format!("lo flags: {}", std::io::Error::last_os_error()));
+        }
+        request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) < 0 {
+            return Err(format!("lo up: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Sends one request to the helper and reads its reply (blocking; the
+/// socket is the server's end, serialised by the caller).
+pub(crate) fn call(
+    socket: BorrowedFd<'_>,
+    request: &SpawnRequest,
+    stdout: BorrowedFd<'_>,
+    stderr: BorrowedFd<'_>,
+) -> Result<(i32, OwnedFd, OwnedFd), String> {
+    let bytes = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    let raw = [stdout.as_raw_fd(), stderr.as_raw_fd()];
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[IoSlice::new(&bytes)],
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(|e| format!("the sandbox helper is gone: {e}"))?;
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut slices = [IoSliceMut::new(&mut buffer)];
+    let message = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut slices,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("the sandbox helper is gone: {e}"))?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for cmsg in message.cmsgs().map_err(|e| e.to_string())? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            // SAFETY: the kernel just installed these fds for us.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let length = message.bytes;
+    if length == 0 {
+        return Err("the sandbox helper is gone".to_owned());
+    }
+    match serde_json::from_slice::<SpawnReply>(&buffer[..length]).map_err(|e| e.to_string())? {
+        SpawnReply::Failed { error } => Err(error),
+        SpawnReply::Spawned { pid } => {
+            let mut fds = fds.into_iter();
+            match (fds.next(), fds.next()) {
+                (Some(pidfd), Some(netns)) => Ok((pid, pidfd, netns)),
+                _ => Err("the sandbox helper answered without its fds".to_owned()),
+            }
+        }
+    }
+}

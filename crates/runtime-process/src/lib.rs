@@ -1,0 +1,237 @@
+//! `ProcessRuntime`: native functions (any language, any binary) as Linux
+//! processes in a sandbox wok sets up itself, behind the same
+//! `invoke::Executor` as wasm.
+//!
+//! Layer: runtimes. Knows `domain` and `invoke` only: no store, gateway or
+//! wasm. The only crate that starts function processes.
+//!
+//! - `bundle.rs`: the uploaded `.tar`/`.tar.gz`, checked and unpacked into
+//!   the node-local root cache (what "compile" means here).
+//! - `helper.rs`: the small helper process that makes each sandboxed
+//!   instance (namespaces, read-only root, cgroups, unprivileged user).
+//! - `cgroup.rs`: each instance's memory, pids and CPU limits and readings.
+//! - `pool.rs`: a version's instances: started on demand, each serving up
+//!   to `concurrency` requests, more started while requests wait, idle
+//!   ones stopped (drained: never while they hold a request); requests
+//!   proxied to `$PORT` inside the instance's network namespace.
+//!
+//! Invariants: a process never shares a sandbox with another function or
+//! version; a failure of the program (exit, crash, timeout, out of memory)
+//! is a `Failure` with its outcome, never an `Err` of wok.
+
+mod bundle;
+mod cgroup;
+mod helper;
+mod netns;
+mod pool;
+
+pub use helper::{HELPER_ARG, helper_main};
+
+use domain::{FunctionConfig, Runtime, RuntimeKind};
+use invoke::{Compiled, DeployError, Executor, LoadSpec, Loaded, LogSink};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Settings of the process runtime.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// The `wok` binary, started again as the sandbox helper.
+    pub helper_program: PathBuf,
+    /// Node-local directory for unpacked bundles and the sandbox's mount
+    /// point (inside the data directory).
+    pub dir: PathBuf,
+    /// Largest unpacked bundle.
+    pub max_bundle_bytes: u64,
+    /// Most instances of all process functions together.
+    pub max_instances: u32,
+}
+
+/// The server's side of the helper and what every instance shares.
+pub(crate) struct Sandbox {
+    helper: Mutex<Helper>,
+    pub hierarchy: cgroup::Hierarchy,
+    pub mount_point: PathBuf,
+    pub connector: netns::Connector,
+    next_id: std::sync::atomic::AtomicU64,
+    /// Instances of every function together, bounded by the config.
+    pub instances: Arc<tokio::sync::Semaphore>,
+}
+
+struct Helper {
+    socket: OwnedFd,
+    child: std::process::Child,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sandbox {
+    /// A number for a new instance: its cgroup and hostname, and with it
+    /// the unprivileged uid it runs as outside.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Asks the helper for an instance. Blocking (a few milliseconds).
+    pub(crate) fn spawn(
+        &self,
+        request: &helper::SpawnRequest,
+        stdout: &OwnedFd,
+        stderr: &OwnedFd,
+    ) -> Result<(i32, OwnedFd, OwnedFd), String> {
+        let helper = self.helper.lock().unwrap_or_else(|p| p.into_inner());
+        helper::call(
+            helper.socket.as_fd(),
+            request,
+            stdout.as_fd(),
+            stderr.as_fd(),
+        )
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.hierarchy.remove();
+    }
+}
+
+/// The process runtime: an [`Executor`] for [`RuntimeKind::Process`].
+pub struct ProcessRuntime {
+    config: ProcessConfig,
+    sandbox: Arc<Sandbox>,
+    logs: Arc<dyn LogSink>,
+}
+
+impl ProcessRuntime {
+    /// Starts the sandbox helper and makes this server's cgroup. Fails
+    /// (the server then runs no process functions) where the host cannot
+    /// sandbox: no user namespaces, no writable cgroups.
+    pub fn new(config: ProcessConfig, logs: Arc<dyn LogSink>) -> Result<Self, String> {
+        use std::os::unix::process::CommandExt;
+        let mount_point = config.dir.join("mnt");
+        std::fs::create_dir_all(config.dir.join("roots"))
+            .and_then(|()| std::fs::create_dir_all(&mount_point))
+            .map_err(|error| format!("{}: {error}", config.dir.display()))?;
+        let hierarchy = cgroup::Hierarchy::create(&format!("wok-{}", std::process::id()))
+            .map_err(|error| format!("cgroups: {error}"))?;
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|error| format!("socketpair: {error}"))?;
+        // Started by posix_spawn (no pre_exec): the server is never forked.
+        #[allow(clippy::disallowed_methods)]
+        let child = std::process::Command::new(&config.helper_program)
+            .arg0("wok-sandbox")
+            .arg(HELPER_ARG)
+            .env_clear()
+            .stdin(std::process::Stdio::from(theirs))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|error| {
+                format!(
+                    "starting the sandbox helper {}: {error}",
+                    config.helper_program.display()
+                )
+            })?;
+        let sandbox = Arc::new(Sandbox {
+            helper: Mutex::new(Helper {
+                socket: ours,
+                child,
+            }),
+            hierarchy,
+            mount_point,
+            connector: netns::Connector::start().map_err(|error| format!("netns: {error}"))?,
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            instances: Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)),
+        });
+        Ok(Self {
+            config,
+            sandbox,
+            logs,
+        })
+    }
+
+    fn root_of(&self, hash: &str) -> PathBuf {
+        self.config.dir.join("roots").join(hash)
+    }
+}
+
+/// What `compile` keeps as the precompiled form: where the bundle was
+/// unpacked.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Unpacked {
+    root: String,
+}
+
+impl Executor for ProcessRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Process
+    }
+
+    fn engine_key(&self) -> String {
+        "process-1".to_owned()
+    }
+
+    fn check(&self, config: &FunctionConfig) -> Result<(), DeployError> {
+        if config.process.command.is_empty() {
+            return Err(DeployError(
+                "a process function needs a command (--command \"python3 app.py\", or command in wok.toml)".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn compile(&self, code: &[u8], config: &FunctionConfig) -> Result<Compiled, DeployError> {
+        use sha2::Digest;
+        self.check(config)?;
+        let hash = hex::encode(sha2::Sha256::digest(code));
+        let root = self.root_of(&hash);
+        if !root.is_dir() {
+            // Unpack beside, then rename: a root is whole or absent.
+            let partial = self
+                .config
+                .dir
+                .join("roots")
+                .join(format!(".{hash}.{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&partial);
+            if let Err(error) = bundle::unpack(code, &partial, self.config.max_bundle_bytes) {
+                let _ = std::fs::remove_dir_all(&partial);
+                return Err(DeployError(error.to_string()));
+            }
+            std::fs::rename(&partial, &root)
+                .map_err(|error| DeployError(format!("keeping the unpacked bundle: {error}")))?;
+        }
+        let unpacked = Unpacked { root: hash };
+        Ok(Compiled {
+            runtime: Runtime::Process(config.process.protocol),
+            precompiled: serde_json::to_vec(&unpacked).expect("serialises"),
+        })
+    }
+
+    fn load(&self, spec: LoadSpec) -> Result<Loaded, String> {
+        let text = std::fs::read(&spec.precompiled).map_err(|error| error.to_string())?;
+        let unpacked: Unpacked =
+            serde_json::from_slice(&text).map_err(|error| error.to_string())?;
+        let root = self.root_of(&unpacked.root);
+        if !root.is_dir() {
+            return Err(format!("the unpacked bundle {} is gone", root.display()));
+        }
+        // The protocol is the version's setting (a cached unpack may have
+        // been made for another version of the same bundle).
+        let protocol = spec.config.process.protocol;
+        let pool = pool::Pool::new(spec, root, self.sandbox.clone(), self.logs.clone());
+        Ok(Loaded {
+            prepared: pool,
+            runtime: Runtime::Process(protocol),
+        })
+    }
+}

@@ -1,0 +1,797 @@
+//! A version's instances and the requests they serve. An instance is
+//! started when a request finds none free (up to `max_instances`), serves
+//! up to `concurrency` requests at once, and is stopped once it has been
+//! idle for `idle_timeout` (down to `min_instances`). A slot is taken and
+//! given back under one lock, and an instance is chosen for stopping under
+//! the same lock only when it holds no request: scaling down never cuts a
+//! request, and no request goes to an instance being stopped.
+//!
+//! Starting runs in a task of its own, so a caller that leaves does not
+//! leave a half-started instance: it joins the pool idle.
+//!
+//! Requests go to `$PORT` inside the instance's network namespace over
+//! HTTP/1.1 connections kept for reuse; the response streams back. The
+//! invocation's timeout covers the wait for a slot, the start, and the
+//! whole response: past it the instance is killed. When the program exits
+//! (or the kernel kills it for memory), the requests it held end as
+//! `function_crashed` (or `function_out_of_memory`) and the instance is
+//! replaced on the next request.
+
+use crate::Sandbox;
+use crate::cgroup::{Group, GroupLimits};
+use crate::helper::SpawnRequest;
+use bytes::Bytes;
+use domain::{
+    FunctionConfig, FunctionName, InvocationId, LogLine, LogStream, Outcome, ProjectId, now_millis,
+};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use invoke::{
+    Body, BoxError, BoxFuture, CountingBody, Failure, Invocation, LoadSpec, LogSink, Meter,
+    PreparedFunction,
+};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use tokio::time::Instant;
+
+/// The port every instance listens on, inside its own namespace.
+const PORT: u16 = 8080;
+
+/// Processes (and threads) one instance may have.
+const MAX_PIDS: u32 = 512;
+
+/// Longest log line kept whole; longer ones are split.
+const MAX_LOG_LINE: usize = 16 << 10;
+
+/// First unprivileged uid instances run as outside; each instance has two
+/// of its own within the next 100,000.
+const OUTSIDE_ID_BASE: u32 = 200_000;
+
+type Sender = hyper::client::conn::http1::SendRequest<RequestBody>;
+type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Why an instance is gone, read from its cgroup when it ended.
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    out_of_memory: bool,
+}
+
+pub(crate) struct Instance {
+    id: u64,
+    pidfd: OwnedFd,
+    netns: Arc<OwnedFd>,
+    group: Group,
+    ended: tokio::sync::watch::Sender<Option<Ended>>,
+    /// Killed by wok (idle, timed out, its version gone).
+    stopping: std::sync::atomic::AtomicBool,
+    connections: Mutex<Vec<Sender>>,
+    /// The invocation it serves, or served last, when it serves one at a
+    /// time (its output is tagged with it).
+    serving: Mutex<Option<InvocationId>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Instance {
+    fn kill(&self) {
+        // No request goes to it from now on, dead or not yet.
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: pidfd_send_signal with a pidfd we own; no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+
+    fn has_ended(&self) -> bool {
+        self.ended.borrow().is_some()
+    }
+
+    /// Whether the instance's init is still running, asked of the kernel
+    /// (the watcher may not have seen an exit yet).
+    fn is_running(&self) -> bool {
+        if self.has_ended() || self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&self.pidfd),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        // A pidfd is readable once the process has exited.
+        !matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(1..)
+        )
+    }
+
+    /// How the instance ended, waiting up to `wait` for it to end.
+    async fn ending(&self, wait: std::time::Duration) -> Option<Ended> {
+        let mut ended = self.ended.subscribe();
+        tokio::time::timeout(wait, ended.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(|ended| ended.ok().and_then(|ended| *ended))
+    }
+
+    /// A connection to the program: a kept one, else a new one.
+    async fn connection(&self, sandbox: &Sandbox) -> std::io::Result<Sender> {
+        loop {
+            let kept = self
+                .connections
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
+            match kept {
+                Some(sender) if sender.is_ready() => return Ok(sender),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let stream = sandbox.connector.connect(&self.netns, PORT).await?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    fn keep(&self, sender: Sender) {
+        if sender.is_ready() && self.is_running() {
+            self.connections
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(sender);
+        }
+    }
+}
+
+struct Slot {
+    instance: Arc<Instance>,
+    in_flight: u32,
+    served: u64,
+    idle_since: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    slots: Vec<Slot>,
+    starting: u32,
+}
+
+pub(crate) struct Pool {
+    me: Weak<Pool>,
+    project: ProjectId,
+    function: FunctionName,
+    config: FunctionConfig,
+    root: PathBuf,
+    sandbox: Arc<Sandbox>,
+    logs: Arc<dyn LogSink>,
+    state: Mutex<State>,
+    changed: tokio::sync::Notify,
+}
+
+/// A request's hold on an instance; given back when dropped.
+struct Lease {
+    pool: Arc<Pool>,
+    instance: Arc<Instance>,
+    cold: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // `serving` keeps naming this invocation: output read a moment
+        // after the answer is still its own.
+        let mut state = self.pool.lock();
+        if let Some(slot) = state
+            .slots
+            .iter_mut()
+            .find(|slot| slot.instance.id == self.instance.id)
+        {
+            slot.in_flight -= 1;
+            slot.idle_since = Instant::now();
+        }
+        drop(state);
+        self.pool.changed.notify_waiters();
+    }
+}
+
+impl Pool {
+    pub fn new(
+        spec: LoadSpec,
+        root: PathBuf,
+        sandbox: Arc<Sandbox>,
+        logs: Arc<dyn LogSink>,
+    ) -> Arc<Pool> {
+        Arc::new_cyclic(|me| Pool {
+            me: me.clone(),
+            project: spec.project,
+            function: spec.function,
+            config: spec.config,
+            root,
+            sandbox,
+            logs,
+            state: Mutex::new(State::default()),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn this(&self) -> Arc<Pool> {
+        self.me.upgrade().expect("a pool in use is alive")
+    }
+
+    /// A slot on an instance: a free one, else a new instance, else the
+    /// first one freed; `None` past the deadline.
+    async fn acquire(
+        &self,
+        deadline: Instant,
+        invocation: &InvocationId,
+    ) -> Result<Lease, Failure> {
+        let process = &self.config.process;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let failure = {
+                let mut state = self.lock();
+                state.slots.retain(|slot| slot.instance.is_running());
+                let free = state
+                    .slots
+                    .iter_mut()
+                    .filter(|slot| slot.in_flight < process.concurrency)
+                    .min_by_key(|slot| slot.in_flight);
+                if let Some(slot) = free {
+                    slot.in_flight += 1;
+                    let cold = slot.served == 0;
+                    slot.served += 1;
+                    let instance = slot.instance.clone();
+                    drop(state);
+                    if process.concurrency == 1 {
+                        *instance.serving.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(invocation.clone());
+                    }
+                    return Ok(Lease {
+                        pool: self.this(),
+                        instance,
+                        cold,
+                    });
+                }
+                if (state.slots.len() as u32 + state.starting) < process.max_instances {
+                    state.starting += 1;
+                    drop(state);
+                    self.start_in_background(deadline)
+                } else {
+                    None
+                }
+            };
+            if let Some(start) = failure {
+                // A start that failed fails the request that asked for it.
+                match start.await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(failure)) => return Err(failure),
+                    Err(_) => {
+                        return Err(Failure::new(
+                            Outcome::Internal,
+                            "starting an instance failed",
+                        ));
+                    }
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(Failure::new(
+                    Outcome::Timeout,
+                    "no instance was free within the function's timeout",
+                ));
+            }
+        }
+    }
+
+    /// Starts an instance in a task of its own (its `starting` count taken
+    /// by the caller); it joins the pool idle.
+    fn start_in_background(
+        &self,
+        deadline: Instant,
+    ) -> Option<tokio::task::JoinHandle<Result<(), Failure>>> {
+        let pool = self.this();
+        Some(tokio::spawn(async move {
+            let started = pool.start(deadline).await;
+            let mut state = pool.lock();
+            state.starting -= 1;
+            let result = started.map(|instance| {
+                state.slots.push(Slot {
+                    instance,
+                    in_flight: 0,
+                    served: 0,
+                    idle_since: Instant::now(),
+                });
+            });
+            drop(state);
+            pool.changed.notify_waiters();
+            result
+        }))
+    }
+
+    fn spawn_request(&self, id: u64, group: &Group) -> SpawnRequest {
+        let mut env = vec![
+            (
+                "PATH".to_owned(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            ),
+            ("HOME".to_owned(), "/tmp".to_owned()),
+            ("LANG".to_owned(), "C.UTF-8".to_owned()),
+        ];
+        for (name, value) in &self.config.env {
+            env.retain(|(existing, _)| existing != name);
+            env.push((name.clone(), value.clone()));
+        }
+        env.retain(|(name, _)| name != "PORT");
+        env.push(("PORT".to_owned(), PORT.to_string()));
+        SpawnRequest {
+            argv: self.config.process.command.clone(),
+            env,
+            cwd: "/app".to_owned(),
+            app: Some(self.root.clone()),
+            mount_point: self.sandbox.mount_point.clone(),
+            tmp_bytes: self.config.limits.memory.bytes(),
+            outside_id: OUTSIDE_ID_BASE + 2 * (id % 50_000) as u32,
+            cgroup_procs: group.procs(),
+            hostname: "wok".to_owned(),
+        }
+    }
+
+    /// Starts an instance and waits until its port accepts.
+    async fn start(self: &Arc<Self>, deadline: Instant) -> Result<Arc<Instance>, Failure> {
+        let internal = |message: String| Failure::new(Outcome::Internal, message);
+        let permit = tokio::time::timeout_at(
+            deadline,
+            self.sandbox.instances.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| {
+            Failure::new(
+                Outcome::Timeout,
+                "the server runs its most process instances; none was freed within the function's timeout",
+            )
+        })?
+        .map_err(|_| internal("the process runtime is closed".to_owned()))?;
+        let id = self.sandbox.next_id();
+        let limits = GroupLimits {
+            memory_bytes: self.config.limits.memory.bytes(),
+            pids: MAX_PIDS,
+            cpu_millis: self
+                .config
+                .process
+                .cpu_millis_for(self.config.limits.memory),
+        };
+        let this = self.clone();
+        let spawned = tokio::task::spawn_blocking(move || {
+            let group = this
+                .sandbox
+                .hierarchy
+                .group(&format!("i{id}"), limits)
+                .map_err(|error| error.to_string())?;
+            let pipes = (|| -> nix::Result<_> {
+                let flags = nix::fcntl::OFlag::O_CLOEXEC;
+                Ok((nix::unistd::pipe2(flags)?, nix::unistd::pipe2(flags)?))
+            })();
+            let ((out_read, out_write), (err_read, err_write)) = match pipes {
+                Ok(pipes) => pipes,
+                Err(error) => {
+                    let _ = group.remove();
+                    return Err(format!("pipes: {error}"));
+                }
+            };
+            let request = this.spawn_request(id, &group);
+            match this.sandbox.spawn(&request, &out_write, &err_write) {
+                Ok((_pid, pidfd, netns)) => Ok((group, pidfd, netns, out_read, err_read)),
+                Err(error) => {
+                    let _ = group.remove();
+                    Err(error)
+                }
+            }
+        })
+        .await
+        .map_err(|error| internal(error.to_string()))?
+        .map_err(|error| internal(format!("the sandbox could not start: {error}")))?;
+        let (group, pidfd, netns, out_read, err_read) = spawned;
+        let instance = Arc::new(Instance {
+            id,
+            pidfd,
+            netns: Arc::new(netns),
+            group,
+            ended: tokio::sync::watch::channel(None).0,
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            connections: Mutex::new(Vec::new()),
+            serving: Mutex::new(None),
+            _permit: permit,
+        });
+        for (pipe, stream) in [(out_read, LogStream::Stdout), (err_read, LogStream::Stderr)] {
+            tokio::spawn(self.clone().read_log(instance.clone(), pipe, stream));
+        }
+        tokio::spawn(watch_exit(instance.clone(), Arc::downgrade(self)));
+        // Ready once the port accepts.
+        let mut pause = std::time::Duration::from_micros(500);
+        loop {
+            match self.sandbox.connector.connect(&instance.netns, PORT).await {
+                Ok(stream) => {
+                    let sender = async {
+                        let (sender, connection) = hyper::client::conn::http1::handshake(
+                            hyper_util::rt::TokioIo::new(stream),
+                        )
+                        .await?;
+                        tokio::spawn(async move {
+                            let _ = connection.await;
+                        });
+                        Ok::<_, hyper::Error>(sender)
+                    }
+                    .await;
+                    if let Ok(sender) = sender {
+                        instance.keep(sender);
+                    }
+                    return Ok(instance);
+                }
+                Err(_) if instance.has_ended() => {
+                    return Err(Failure::new(
+                        Outcome::Crashed,
+                        format!(
+                            "the program exited before it listened on $PORT ({PORT}); see its logs"
+                        ),
+                    ));
+                }
+                Err(_) if Instant::now() + pause >= deadline => {
+                    instance.kill();
+                    return Err(Failure::new(
+                        Outcome::Timeout,
+                        format!(
+                            "the program did not listen on $PORT ({PORT}) within the function's timeout"
+                        ),
+                    ));
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    async fn read_log(self: Arc<Self>, instance: Arc<Instance>, pipe: OwnedFd, stream: LogStream) {
+        use tokio::io::AsyncReadExt;
+        let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) else {
+            return;
+        };
+        let mut pending: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 8192];
+        loop {
+            let read = pipe.read(&mut chunk).await.unwrap_or(0);
+            if read == 0 {
+                if !pending.is_empty() {
+                    self.log(&instance, stream, &pending);
+                }
+                return;
+            }
+            pending.extend_from_slice(&chunk[..read]);
+            while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                self.log(&instance, stream, &line[..line.len() - 1]);
+            }
+            if pending.len() > MAX_LOG_LINE {
+                let line: Vec<u8> = pending.drain(..MAX_LOG_LINE).collect();
+                self.log(&instance, stream, &line);
+            }
+        }
+    }
+
+    fn log(&self, instance: &Instance, stream: LogStream, line: &[u8]) {
+        let invocation = instance
+            .serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| InvocationId(format!("instance-{}", instance.id)));
+        self.logs.log(LogLine {
+            project: self.project.clone(),
+            function: self.function.clone(),
+            invocation,
+            time: now_millis(),
+            stream,
+            line: String::from_utf8_lossy(line).into_owned(),
+        });
+    }
+
+    async fn call(
+        self: Arc<Self>,
+        invocation: Invocation,
+    ) -> Result<http::Response<Body>, Failure> {
+        let limits = &self.config.limits;
+        let deadline = Instant::now() + limits.timeout;
+        let Invocation { id, request, meter } = invocation;
+        let lease = match self.acquire(deadline, &id).await {
+            Ok(lease) => lease,
+            Err(failure) => {
+                meter.finish(failure.outcome, 0, true);
+                return Err(failure);
+            }
+        };
+        let (instance, cold) = (lease.instance.clone(), lease.cold);
+        let fail = |outcome: Outcome, message: String| {
+            meter.finish(outcome, instance.group.peak_memory(), cold);
+            Failure::new(outcome, message)
+        };
+        let sender =
+            match tokio::time::timeout_at(deadline, instance.connection(&self.sandbox)).await {
+                Ok(Ok(sender)) => sender,
+                Ok(Err(error)) => {
+                    let outcome = self.failure_outcome(&instance).await;
+                    return Err(fail(
+                        outcome,
+                        format!("the program refused the connection: {error}"),
+                    ));
+                }
+                Err(_) => {
+                    instance.kill();
+                    return Err(fail(
+                        Outcome::Timeout,
+                        "the function ran past its timeout".to_owned(),
+                    ));
+                }
+            };
+        let head_request = request.method() == http::Method::HEAD;
+        let (mut parts, body) = request.into_parts();
+        // Origin form: the program sees the path and query, and the Host header.
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map(|path| path.as_str())
+            .unwrap_or("/")
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static("/"));
+        let body = CountingBody::request(body, meter.clone(), limits.max_request_body.bytes())
+            .boxed_unsync();
+        let mut sender = sender;
+        let sent = tokio::time::timeout_at(
+            deadline,
+            sender.send_request(http::Request::from_parts(parts, body)),
+        )
+        .await;
+        let response = match sent {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                let outcome = self.failure_outcome(&instance).await;
+                return Err(fail(
+                    outcome,
+                    format!("the program did not answer: {error}"),
+                ));
+            }
+            Err(_) => {
+                instance.kill();
+                return Err(fail(
+                    Outcome::Timeout,
+                    "the function ran past its timeout".to_owned(),
+                ));
+            }
+        };
+        let (head, incoming) = response.into_parts();
+        let body = ProxyBody {
+            inner: incoming,
+            sender: Some(sender),
+            lease: Some(lease),
+            meter: meter.clone(),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            done: false,
+        };
+        Ok(invoke::metered_response(
+            http::Response::from_parts(head, body),
+            meter,
+            limits.max_response_body.bytes(),
+            head_request,
+        ))
+    }
+
+    /// What a broken connection means: the program ended (for memory, or
+    /// otherwise), or it closed the connection without an answer.
+    async fn failure_outcome(&self, instance: &Instance) -> Outcome {
+        match instance.ending(std::time::Duration::from_millis(200)).await {
+            Some(Ended {
+                out_of_memory: true,
+            }) => Outcome::OutOfMemory,
+            Some(_) => Outcome::Crashed,
+            None => Outcome::NoResponse,
+        }
+    }
+}
+
+/// Waits for the instance to end, records why, and cleans up after it.
+async fn watch_exit(instance: Arc<Instance>, pool: Weak<Pool>) {
+    if let Ok(pidfd) = instance.pidfd.try_clone() {
+        // SAFETY: an OwnedFd moved in: open, and the same, while registered.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+        };
+        // A pidfd is readable once the process has ended.
+        if let Ok(pidfd) = registered {
+            let _ = pidfd.readable().await;
+        }
+    }
+    let ended = Ended {
+        out_of_memory: instance.group.oom_killed(),
+    };
+    instance.ended.send_replace(Some(ended));
+    instance
+        .connections
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    if let Some(pool) = pool.upgrade() {
+        pool.lock()
+            .slots
+            .retain(|slot| slot.instance.id != instance.id);
+        pool.changed.notify_waiters();
+    }
+    let cleanup = instance.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(error) = cleanup.group.remove() {
+            tracing::warn!("removing instance {}'s cgroup: {error}", cleanup.id);
+        }
+    })
+    .await;
+}
+
+/// The program's response body: ends the invocation when it ends (or the
+/// deadline passes), then gives the connection and the slot back.
+struct ProxyBody {
+    inner: hyper::body::Incoming,
+    sender: Option<Sender>,
+    lease: Option<Lease>,
+    meter: Arc<Meter>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    done: bool,
+}
+
+impl ProxyBody {
+    fn finish(&mut self, outcome: Outcome) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if let Some(lease) = self.lease.take() {
+            let instance = &lease.instance;
+            self.meter
+                .finish(outcome, instance.group.peak_memory(), lease.cold);
+            if outcome == Outcome::Timeout {
+                instance.kill();
+            } else if let Some(sender) = self.sender.take()
+                && outcome == Outcome::Success
+            {
+                instance.keep(sender);
+            }
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client left (the counting body
+        // around this one tells the meter); the connection is not reused.
+        self.sender = None;
+        self.finish(Outcome::Success);
+    }
+}
+
+impl http_body::Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.finish(Outcome::Success);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Err(error))) => {
+                let crashed = this
+                    .lease
+                    .as_ref()
+                    .is_some_and(|lease| lease.instance.has_ended());
+                this.finish(if crashed {
+                    Outcome::Crashed
+                } else {
+                    Outcome::NoResponse
+                });
+                Poll::Ready(Some(Err(Box::new(error))))
+            }
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    this.finish(Outcome::Timeout);
+                    return Poll::Ready(Some(Err("the function ran past its timeout".into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl PreparedFunction for Pool {
+    fn invoke(
+        &self,
+        invocation: Invocation,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, Failure>> {
+        Box::pin(self.this().call(invocation))
+    }
+
+    fn idle_instances(&self) -> usize {
+        self.lock()
+            .slots
+            .iter()
+            .filter(|slot| slot.in_flight == 0)
+            .count()
+    }
+
+    /// Stops instances idle past the timeout, down to `min_instances`, and
+    /// starts instances up to it.
+    fn maintain(&self) {
+        let process = &self.config.process;
+        let mut state = self.lock();
+        let mut stop = Vec::new();
+        let now = Instant::now();
+        let mut kept = state.slots.len() as u32;
+        state.slots.retain(|slot| {
+            let idle =
+                slot.in_flight == 0 && now.duration_since(slot.idle_since) >= process.idle_timeout;
+            if idle && kept > process.min_instances {
+                kept -= 1;
+                stop.push(slot.instance.clone());
+                false
+            } else {
+                true
+            }
+        });
+        let missing = process
+            .min_instances
+            .saturating_sub(state.slots.len() as u32 + state.starting);
+        state.starting += missing;
+        drop(state);
+        for instance in stop {
+            instance.kill();
+        }
+        for _ in 0..missing {
+            let deadline = Instant::now() + self.config.limits.timeout;
+            drop(self.start_in_background(deadline));
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for slot in &self
+            .state
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .slots
+        {
+            slot.instance.kill();
+        }
+    }
+}
