@@ -19,8 +19,9 @@
 //! read-only, a sized tmpfs at `/tmp`, the harmless devices, its own
 //! `/proc`), `pivot_root`s into it and makes it read-only, brings up
 //! loopback, becomes the unprivileged user with `no_new_privs`, then forks
-//! the program and stays as its init: it reaps orphans and exits with the
-//! program's status, which ends the namespace.
+//! the program (which raises the last walls, `confine`: rlimits, Landlock,
+//! seccomp, then execs) and stays as its init: it reaps orphans and exits
+//! with the program's status, which ends the namespace.
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::CloneFlags;
@@ -78,6 +79,10 @@ pub fn helper_main() -> ! {
     // SAFETY: fd 0 is the socket the server gave as stdin; nothing else
     // in this process owns it.
     let socket = unsafe { OwnedFd::from_raw_fd(0) };
+    let filters = match crate::seccomp::filters() {
+        Ok(filters) => filters,
+        Err(error) => fail_all(&[], &format!("building the seccomp filters: {error}")),
+    };
     let mut children: Vec<Pid> = Vec::new();
     let mut buffer = vec![0u8; MAX_REQUEST];
     loop {
@@ -125,7 +130,7 @@ pub fn helper_main() -> ! {
         let reply = match serde_json::from_slice::<SpawnRequest>(&buffer[..length]) {
             Err(error) => Err(format!("a request the helper cannot read: {error}")),
             Ok(_) if passed.len() != 2 => Err("a request without its two output fds".to_owned()),
-            Ok(request) => spawn(&request, &passed[0], &passed[1]),
+            Ok(request) => spawn(&request, &filters, &passed[0], &passed[1]),
         };
         drop(passed);
         let (reply, fds) = match reply {
@@ -182,6 +187,7 @@ fn fail_all(children: &[Pid], why: &str) -> ! {
 
 fn spawn(
     request: &SpawnRequest,
+    filters: &[seccompiler::BpfProgram],
     stdout: &OwnedFd,
     stderr: &OwnedFd,
 ) -> Result<(Pid, OwnedFd, OwnedFd), String> {
@@ -194,7 +200,7 @@ fn spawn(
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
-    let child = Box::new(|| instance_init(request, &ready_read, stdout, stderr));
+    let child = Box::new(|| instance_init(request, filters, &ready_read, stdout, stderr));
     // SAFETY: the helper is single-threaded, so the child (a copy of it,
     // CLONE_VM not set) may allocate and call anything; the stack lives
     // until `clone` returns in the parent, and the child has its own copy.
@@ -249,6 +255,7 @@ fn say(stderr: &OwnedFd, line: &str) {
 /// the program and reaps until it ends.
 fn instance_init(
     request: &SpawnRequest,
+    filters: &[seccompiler::BpfProgram],
     ready: &OwnedFd,
     stdout: &OwnedFd,
     stderr: &OwnedFd,
@@ -270,7 +277,7 @@ fn instance_init(
             125
         }
         Ok(ForkResult::Child) => {
-            let error = exec(request, stdout, stderr);
+            let error = exec(request, filters, stdout, stderr);
             say(stderr, &error);
             // SAFETY: ends the forked child without running the parent's
             // exit handlers.
@@ -289,7 +296,12 @@ fn instance_init(
     }
 }
 
-fn exec(request: &SpawnRequest, stdout: &OwnedFd, stderr: &OwnedFd) -> String {
+fn exec(
+    request: &SpawnRequest,
+    filters: &[seccompiler::BpfProgram],
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+) -> String {
     use std::ffi::CString;
     let null = match nix::fcntl::open(
         "/dev/null",
@@ -330,6 +342,9 @@ fn exec(request: &SpawnRequest, stdout: &OwnedFd, stderr: &OwnedFd) -> String {
         Ok(env) => env,
         Err(error) => return error,
     };
+    if let Err(error) = confine(filters) {
+        return error;
+    }
     // execvpe searches the PATH of the new environment (glibc reads it from
     // the caller's environment: set it first).
     if let Some((_, path)) = request.env.iter().find(|(name, _)| name == "PATH") {
@@ -340,6 +355,39 @@ fn exec(request: &SpawnRequest, stdout: &OwnedFd, stderr: &OwnedFd) -> String {
         Err(nix::errno::Errno::ENOENT) => format!("{}: command not found", request.argv[0]),
         Err(error) => format!("{}: {error}", request.argv[0]),
     }
+}
+
+/// The last walls, raised just before the program starts: resource
+/// limits, Landlock (where the kernel has it: reads anywhere, writes only
+/// under `/tmp` and to `/dev`'s devices) and the seccomp filters.
+fn confine(filters: &[seccompiler::BpfProgram]) -> Result<(), String> {
+    use landlock::{
+        ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, path_beneath_rules,
+    };
+    use nix::sys::resource::{Resource, setrlimit};
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| format!("rlimit core: {e}"))?;
+    setrlimit(Resource::RLIMIT_NOFILE, 16_384, 16_384)
+        .map_err(|e| format!("rlimit nofile: {e}"))?;
+    let abi = ABI::V5;
+    Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .and_then(|ruleset| ruleset.create())
+        .and_then(|ruleset| ruleset.add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi))))
+        .and_then(|ruleset| {
+            ruleset.add_rules(path_beneath_rules(["/tmp"], AccessFs::from_all(abi)))
+        })
+        .and_then(|ruleset| {
+            ruleset.add_rules(path_beneath_rules(
+                ["/dev"],
+                AccessFs::from_read(abi) | AccessFs::WriteFile,
+            ))
+        })
+        .and_then(|ruleset| ruleset.restrict_self())
+        .map_err(|e| format!("landlock: {e}"))?;
+    for filter in filters {
+        seccompiler::apply_filter(filter).map_err(|e| format!("seccomp: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The directories of the host bound read-only into every sandbox (those

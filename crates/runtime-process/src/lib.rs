@@ -10,6 +10,7 @@
 //! - `helper.rs`: the small helper process that makes each sandboxed
 //!   instance (namespaces, read-only root, cgroups, unprivileged user).
 //! - `cgroup.rs`: each instance's memory, pids and CPU limits and readings.
+//! - `seccomp.rs`: the system calls a program may not make.
 //! - `pool.rs`: a version's instances: started on demand, each serving up
 //!   to `concurrency` requests, more started while requests wait, idle
 //!   ones stopped (drained: never while they hold a request); requests
@@ -24,6 +25,7 @@ mod cgroup;
 mod helper;
 mod netns;
 mod pool;
+mod seccomp;
 
 pub use helper::{HELPER_ARG, helper_main};
 

@@ -346,7 +346,9 @@ impl Pool {
             cwd: "/app".to_owned(),
             app: Some(self.root.clone()),
             mount_point: self.sandbox.mount_point.clone(),
-            tmp_bytes: self.config.limits.memory.bytes(),
+            // Its pages are charged to the memory limit: half of it, so that
+            // a full /tmp is ENOSPC, not an OOM kill.
+            tmp_bytes: self.config.limits.memory.bytes() / 2,
             outside_id: OUTSIDE_ID_BASE + 2 * (id % 50_000) as u32,
             cgroup_procs: group.procs(),
             hostname: "wok".to_owned(),

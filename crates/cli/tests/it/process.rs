@@ -184,9 +184,90 @@ async fn the_sandbox_shows_nothing_of_the_host_and_lets_nothing_out() {
     // Its own pid namespace: its init and itself.
     assert_eq!(probes["processes"], serde_json::json!([1, 2]));
 
-    // A healthy function beside it is unaffected.
+    // Nothing outside its namespace is reachable at all.
+    failed("outside", "ENETUNREACH");
+    // It cannot attach to a process, make a namespace or write to its root.
+    failed("ptrace", "EPERM");
+    failed("unshare", "EPERM");
+    failed("write_root", "EROFS");
+
+    // Another function's instance has its own /tmp: the planted file is
+    // not there.
     deploy_probe(&server, "other", &[]);
-    assert_eq!(info(&server, "other").await["uid"], 1000);
+    let other = info(&server, "other").await;
+    assert_eq!(other["tmp"], serde_json::json!([]));
+    assert_eq!(
+        info(&server, "probe").await["tmp"],
+        serde_json::json!(["planted"])
+    );
+}
+
+#[tokio::test]
+async fn a_fork_bomb_or_a_full_tmp_stays_inside_while_a_neighbour_keeps_serving() {
+    let server = server();
+    // The probe and a fork bomb in C, compiled here, in one bundle.
+    let bundle = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        std::path::Path::new(&probe_dir()).join("app.py"),
+        bundle.path().join("app.py"),
+    )
+    .unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/forkbomb.c");
+    let compiled = std::process::Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(bundle.path().join("forkbomb"))
+        .arg(&source)
+        .output()
+        .expect("running cc");
+    assert!(
+        compiled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let bundle_path = bundle.path().display().to_string();
+    deploy(
+        &server,
+        "bomb",
+        &bundle_path,
+        &[
+            "--runtime",
+            "process",
+            "--command",
+            "python3 app.py",
+            "--memory",
+            "128MiB",
+        ],
+    );
+    deploy_probe(&server, "healthy", &[]);
+    assert_eq!(info(&server, "healthy").await["uid"], 1000);
+
+    let bomb = get(&server, "/fn/bomb/run?program=forkbomb");
+    let neighbour = async {
+        let mut served = 0;
+        for _ in 0..10 {
+            let answer = get(&server, "/fn/healthy/info").await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            served += 1;
+        }
+        served
+    };
+    let (bomb, served) = tokio::join!(bomb, neighbour);
+    assert_eq!(served, 10);
+    assert_eq!(bomb.status, 200, "{}", bomb.text());
+    let bomb = bomb.json();
+    // The pids cgroup refuses the fork (the init and the server itself
+    // count too), well before the host would.
+    assert_eq!(bomb["refused"], "EAGAIN", "{bomb}");
+    assert!(bomb["forked"].as_u64().unwrap() < 512, "{bomb}");
+
+    // /tmp holds half the memory limit; past it, the disk is full for this
+    // instance alone.
+    let filled = get(&server, "/fn/bomb/fill").await;
+    assert_eq!(filled.status, 200, "{}", filled.text());
+    let filled = filled.json();
+    assert_eq!(filled["refused"], "ENOSPC", "{filled}");
+    assert!(filled["written"].as_u64().unwrap() <= 64 << 20, "{filled}");
+    assert_eq!(info(&server, "healthy").await["uid"], 1000);
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 
 Routes: /info (who and where it runs), /echo (the body back), /probe (tries
 to get out of its sandbox and says what happened), /eat (memory past any
-small limit), /crash (exits), /sleep?ms=N, /log?line=TEXT.
+small limit), /run?program=P (runs a program of the bundle), /fill (/tmp until full),
+/crash (exits), /sleep?ms=N, /log?line=TEXT.
 """
 
 import ctypes
@@ -34,17 +35,42 @@ def probes(query):
             raise OSError(ctypes.get_errno(), "mount")
         return "mounted"
 
-    def connect(port):
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
+    def connect_to(host, port):
+        with socket.create_connection((host, port), timeout=2):
             return "connected"
+
+    def connect(port):
+        return connect_to("127.0.0.1", port)
 
     def write(path):
         with open(path, "w") as file:
             file.write("x")
         return "written"
 
+    def in_child(call):
+        # A single-threaded child makes the call (the server has threads,
+        # which some calls refuse for that alone) and exits with its errno.
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if call() == 0 else ctypes.get_errno())
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            raise OSError(code, "in child")
+        return "done"
+
+    def ptrace():
+        return in_child(lambda: libc.ptrace(0, 0, 0, 0))  # PTRACE_TRACEME
+
+    def unshare():
+        return in_child(lambda: libc.unshare(0x10000000))  # CLONE_NEWUSER
+
     return {
         "root": sorted(os.listdir("/")),
+        "ptrace": attempt(ptrace),
+        "unshare": attempt(unshare),
+        "write_root": attempt(lambda: write("/planted")),
+        "outside": attempt(lambda: connect_to("192.0.2.1", 80)),
         "etc": sorted(os.listdir("/etc")),
         "host_data_dir": attempt(lambda: os.listdir(query["data_dir"][0])),
         "host_root_home": attempt(lambda: os.listdir("/root")),
@@ -84,6 +110,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "greeting": os.environ.get("GREETING"),
                 "path": self.path,
                 "host": self.headers.get("host"),
+                "tmp": sorted(os.listdir("/tmp")),
             })
         elif url.path == "/probe":
             self.answer(200, probes(query))
@@ -91,6 +118,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
             hoard = []
             while True:
                 hoard.append(bytearray(16 << 20))
+        elif url.path == "/run":
+            # A program shipped in the bundle beside this one.
+            import subprocess
+            done = subprocess.run(["/app/" + query["program"][0]], capture_output=True, timeout=60)
+            self.answer(200, done.stdout)
+        elif url.path == "/fill":
+            written = 0
+            try:
+                with open("/tmp/fill", "wb") as file:
+                    while True:
+                        file.write(bytes(1 << 20))
+                        file.flush()
+                        written += 1 << 20
+            except OSError as error:
+                refused = errno.errorcode.get(error.errno, str(error.errno))
+            os.remove("/tmp/fill")
+            self.answer(200, {"written": written, "refused": refused})
         elif url.path == "/crash":
             os._exit(3)
         elif url.path == "/sleep":
