@@ -136,10 +136,49 @@ pub trait Executor: Send + Sync + 'static {
     fn load(&self, spec: LoadSpec) -> Result<Loaded, String>;
 }
 
+/// What a long-lived instance (a native process) is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InstanceState {
+    Starting,
+    Busy,
+    Idle,
+    /// Idle and frozen: never scheduled until a request thaws it.
+    Frozen,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Busy => "busy",
+            InstanceState::Idle => "idle",
+            InstanceState::Frozen => "frozen",
+        }
+    }
+}
+
+/// Which way a function's instances were scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scale {
+    /// An instance started because requests waited.
+    Out,
+    /// An idle instance was stopped.
+    In,
+}
+
 /// What a runtime reports for the platform's metrics.
 pub trait RuntimeMetrics: Send + Sync + 'static {
     /// A new instance was created in `seconds` (a cold start).
     fn instantiated(&self, project: &ProjectId, function: &FunctionName, seconds: f64);
     /// Instances currently serving an invocation changed by `delta`.
     fn instances_in_flight(&self, delta: i64);
+    /// A long-lived instance moved from one state to another (`None`: it
+    /// did not exist yet, or is gone).
+    fn instance_state(&self, from: Option<InstanceState>, to: Option<InstanceState>) {
+        let _ = (from, to);
+    }
+    /// A function's instances were scaled.
+    fn scaled(&self, project: &ProjectId, function: &FunctionName, scale: Scale) {
+        let _ = (project, function, scale);
+    }
 }

@@ -28,6 +28,17 @@ struct FunctionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScaleLabels {
+    function: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShedLabels {
     how: &'static str,
 }
@@ -69,6 +80,8 @@ pub struct Metrics {
     instantiation: Family<FunctionLabels, Histogram>,
     in_flight: Gauge,
     response_head: Histogram,
+    process_instances: Family<StateLabels, Gauge>,
+    scale_events: Family<ScaleLabels, Counter>,
     throttled: Family<FunctionLabels, Counter>,
     log_lines_dropped: Counter,
     async_refused: Family<FunctionLabels, Counter>,
@@ -121,6 +134,18 @@ impl Metrics {
             Histogram::new(latency_buckets())
         });
         let in_flight = Gauge::default();
+        let process_instances = Family::<StateLabels, Gauge>::default();
+        let scale_events = Family::<ScaleLabels, Counter>::default();
+        registry.register(
+            "process_instances",
+            "Instances of native functions by state (starting, busy, idle)",
+            process_instances.clone(),
+        );
+        registry.register(
+            "scale_events",
+            "Instances of native functions started for waiting requests (out) or stopped when idle (in)",
+            scale_events.clone(),
+        );
         let response_head = Histogram::new(response_head_buckets());
         let throttled = Family::<FunctionLabels, Counter>::default();
         let log_lines_dropped = Counter::default();
@@ -252,6 +277,8 @@ impl Metrics {
             instantiation,
             in_flight,
             response_head,
+            process_instances,
+            scale_events,
             throttled,
             log_lines_dropped,
         }
@@ -348,6 +375,36 @@ impl RuntimeMetrics for Metrics {
 
     fn instances_in_flight(&self, delta: i64) {
         self.in_flight.inc_by(delta);
+    }
+
+    fn instance_state(
+        &self,
+        from: Option<invoke::InstanceState>,
+        to: Option<invoke::InstanceState>,
+    ) {
+        if let Some(from) = from {
+            self.process_instances
+                .get_or_create(&StateLabels {
+                    state: from.as_str(),
+                })
+                .dec();
+        }
+        if let Some(to) = to {
+            self.process_instances
+                .get_or_create(&StateLabels { state: to.as_str() })
+                .inc();
+        }
+    }
+
+    fn scaled(&self, project: &ProjectId, function: &FunctionName, scale: invoke::Scale) {
+        let labels = ScaleLabels {
+            function: Self::function_label(project, function),
+            direction: match scale {
+                invoke::Scale::Out => "out",
+                invoke::Scale::In => "in",
+            },
+        };
+        self.scale_events.get_or_create(&labels).inc();
     }
 }
 

@@ -1,5 +1,6 @@
 //! Control groups of instances: a group per instance under one group of
-//! this server, in each v1 controller (`memory`, `pids`, `cpu`, `cpuacct`)
+//! this server, in each v1 controller (`memory`, `pids`, `cpu`, `cpuacct`,
+//! `freezer`)
 //! on a v1 or hybrid host, or in the unified tree on a v2 host. The server
 //! makes the group and writes its limits; the helper puts the instance in
 //! it before it runs; the server reads its peak memory, CPU time and OOM
@@ -16,6 +17,7 @@ pub(crate) enum Hierarchy {
         pids: PathBuf,
         cpu: PathBuf,
         cpuacct: PathBuf,
+        freezer: PathBuf,
     },
     /// The unified tree (v2), with memory, pids and cpu enabled below.
     V2 { dir: PathBuf },
@@ -55,12 +57,40 @@ fn own_path(controller: &str) -> std::io::Result<PathBuf> {
     )))
 }
 
+/// Removes the groups of servers that are gone (`wok-PID` with no such
+/// process): a server killed outright cannot remove its own. A frozen
+/// instance left in one is thawed, so that the kill it was sent ends it.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("wok-") else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let server = entry.path();
+        if let Ok(instances) = std::fs::read_dir(&server) {
+            for instance in instances.flatten().filter(|i| i.path().is_dir()) {
+                let _ = std::fs::write(instance.path().join("freezer.state"), "THAWED");
+                let _ = std::fs::write(instance.path().join("cgroup.freeze"), "0");
+                let _ = std::fs::remove_dir(instance.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&server);
+    }
+}
+
 impl Hierarchy {
     /// Makes this server's group (`name`) below its own in each controller.
     pub fn create(name: &str) -> std::io::Result<Hierarchy> {
         let base = Path::new("/sys/fs/cgroup");
         let hierarchy = if base.join("cgroup.controllers").exists() {
             let own = base.join(own_path("")?);
+            sweep_stale(&own);
             let dir = own.join(name);
             std::fs::create_dir_all(&dir)?;
             std::fs::write(dir.join("cgroup.subtree_control"), "+memory +pids +cpu").map_err(
@@ -74,7 +104,9 @@ impl Hierarchy {
             Hierarchy::V2 { dir }
         } else {
             let controller = |controller: &str| -> std::io::Result<PathBuf> {
-                let dir = base.join(controller).join(own_path(controller)?).join(name);
+                let own = base.join(controller).join(own_path(controller)?);
+                sweep_stale(&own);
+                let dir = own.join(name);
                 std::fs::create_dir_all(&dir)?;
                 Ok(dir)
             };
@@ -83,6 +115,7 @@ impl Hierarchy {
                 pids: controller("pids")?,
                 cpu: controller("cpu")?,
                 cpuacct: controller("cpuacct")?,
+                freezer: controller("freezer")?,
             }
         };
         Ok(hierarchy)
@@ -95,8 +128,9 @@ impl Hierarchy {
                 pids,
                 cpu,
                 cpuacct,
+                freezer,
             } => {
-                let mut dirs = vec![memory.as_path(), pids, cpu];
+                let mut dirs = vec![memory.as_path(), pids, cpu, freezer];
                 // cpu and cpuacct are often one mount.
                 if cpuacct != cpu {
                     dirs.push(cpuacct);
@@ -184,6 +218,21 @@ impl Group {
             Hierarchy::V2 { dir } => self.read(dir, "memory.peak"),
         };
         text.and_then(|text| text.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Freezes (`true`) or thaws every process of the instance: a frozen
+    /// one is never scheduled, so it costs no CPU.
+    pub fn set_frozen(&self, frozen: bool) -> std::io::Result<()> {
+        match &self.hierarchy {
+            Hierarchy::V1 { freezer, .. } => std::fs::write(
+                freezer.join(&self.name).join("freezer.state"),
+                if frozen { "FROZEN" } else { "THAWED" },
+            ),
+            Hierarchy::V2 { dir } => std::fs::write(
+                dir.join(&self.name).join("cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+            ),
+        }
     }
 
     /// Whether the kernel killed a process of the instance for memory.

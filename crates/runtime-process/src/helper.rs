@@ -83,7 +83,7 @@ pub fn helper_main() -> ! {
         Ok(filters) => filters,
         Err(error) => fail_all(&[], &format!("building the seccomp filters: {error}")),
     };
-    let mut children: Vec<Pid> = Vec::new();
+    let mut children: Vec<Child> = Vec::new();
     let mut buffer = vec![0u8; MAX_REQUEST];
     loop {
         let mut fds = [nix::poll::PollFd::new(
@@ -127,15 +127,26 @@ pub fn helper_main() -> ! {
             // The server is gone: so are its instances.
             fail_all(&children, "");
         }
+        let mut request_groups = Vec::new();
         let reply = match serde_json::from_slice::<SpawnRequest>(&buffer[..length]) {
             Err(error) => Err(format!("a request the helper cannot read: {error}")),
             Ok(_) if passed.len() != 2 => Err("a request without its two output fds".to_owned()),
-            Ok(request) => spawn(&request, &filters, &passed[0], &passed[1]),
+            Ok(request) => {
+                request_groups = request
+                    .cgroup_procs
+                    .iter()
+                    .filter_map(|procs| procs.parent().map(Path::to_path_buf))
+                    .collect();
+                spawn(&request, &filters, &passed[0], &passed[1])
+            }
         };
         drop(passed);
         let (reply, fds) = match reply {
             Ok((pid, pidfd, netns)) => {
-                children.push(pid);
+                children.push(Child {
+                    pid,
+                    groups: request_groups.clone(),
+                });
                 (
                     SpawnReply::Spawned { pid: pid.as_raw() },
                     vec![pidfd, netns],
@@ -159,14 +170,20 @@ pub fn helper_main() -> ! {
     }
 }
 
+/// An instance the helper made, and its cgroups.
+struct Child {
+    pid: Pid,
+    groups: Vec<PathBuf>,
+}
+
 /// Reaps every instance that has ended.
-fn reap(children: &mut Vec<Pid>) {
+fn reap(children: &mut Vec<Child>) {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(_) => break,
             Ok(status) => {
                 if let Some(pid) = status.pid() {
-                    children.retain(|child| *child != pid);
+                    children.retain(|child| child.pid != pid);
                 }
             }
         }
@@ -174,10 +191,14 @@ fn reap(children: &mut Vec<Pid>) {
 }
 
 /// Kills every instance and exits (the server is gone, or the helper
-/// cannot go on).
-fn fail_all(children: &[Pid], why: &str) -> ! {
+/// cannot go on). A frozen instance dies only once thawed.
+fn fail_all(children: &[Child], why: &str) -> ! {
     for child in children {
-        let _ = nix::sys::signal::kill(*child, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(child.pid, nix::sys::signal::Signal::SIGKILL);
+        for group in &child.groups {
+            let _ = std::fs::write(group.join("freezer.state"), "THAWED");
+            let _ = std::fs::write(group.join("cgroup.freeze"), "0");
+        }
     }
     if !why.is_empty() {
         eprintln!("wok sandbox helper: {why}");

@@ -30,7 +30,7 @@ mod seccomp;
 pub use helper::{HELPER_ARG, helper_main};
 
 use domain::{FunctionConfig, Runtime, RuntimeKind};
-use invoke::{Compiled, DeployError, Executor, LoadSpec, Loaded, LogSink};
+use invoke::{Compiled, DeployError, Executor, LoadSpec, Loaded, LogSink, RuntimeMetrics};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,18 @@ struct Helper {
 
 impl Drop for Helper {
     fn drop(&mut self) {
+        // Closing the socket tells the helper to kill (and thaw) every
+        // instance and exit; it is killed if it has not within a second.
+        let _ = nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&self.socket),
+            nix::sys::socket::Shutdown::Both,
+        );
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -108,13 +120,18 @@ pub struct ProcessRuntime {
     config: ProcessConfig,
     sandbox: Arc<Sandbox>,
     logs: Arc<dyn LogSink>,
+    metrics: Arc<dyn RuntimeMetrics>,
 }
 
 impl ProcessRuntime {
     /// Starts the sandbox helper and makes this server's cgroup. Fails
     /// (the server then runs no process functions) where the host cannot
     /// sandbox: no user namespaces, no writable cgroups.
-    pub fn new(config: ProcessConfig, logs: Arc<dyn LogSink>) -> Result<Self, String> {
+    pub fn new(
+        config: ProcessConfig,
+        logs: Arc<dyn LogSink>,
+        metrics: Arc<dyn RuntimeMetrics>,
+    ) -> Result<Self, String> {
         use std::os::unix::process::CommandExt;
         let mount_point = config.dir.join("mnt");
         std::fs::create_dir_all(config.dir.join("roots"))
@@ -159,6 +176,7 @@ impl ProcessRuntime {
             config,
             sandbox,
             logs,
+            metrics,
         })
     }
 
@@ -230,7 +248,13 @@ impl Executor for ProcessRuntime {
         // The protocol is the version's setting (a cached unpack may have
         // been made for another version of the same bundle).
         let protocol = spec.config.process.protocol;
-        let pool = pool::Pool::new(spec, root, self.sandbox.clone(), self.logs.clone());
+        let pool = pool::Pool::new(
+            spec,
+            root,
+            self.sandbox.clone(),
+            self.logs.clone(),
+            self.metrics.clone(),
+        );
         Ok(Loaded {
             prepared: pool,
             runtime: Runtime::Process(protocol),

@@ -27,8 +27,8 @@ use domain::{
 use http_body::Frame;
 use http_body_util::BodyExt;
 use invoke::{
-    Body, BoxError, BoxFuture, CountingBody, Failure, Invocation, LoadSpec, LogSink, Meter,
-    PreparedFunction,
+    Body, BoxError, BoxFuture, CountingBody, Failure, InstanceState, Invocation, LoadSpec, LogSink,
+    Meter, PreparedFunction, RuntimeMetrics, Scale,
 };
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -42,6 +42,9 @@ const PORT: u16 = 8080;
 
 /// Processes (and threads) one instance may have.
 const MAX_PIDS: u32 = 512;
+
+/// An instance idle this long is frozen (at the next upkeep tick).
+const FREEZE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Longest log line kept whole; longer ones are split.
 const MAX_LOG_LINE: usize = 16 << 10;
@@ -161,6 +164,19 @@ struct Slot {
     in_flight: u32,
     served: u64,
     idle_since: Instant,
+    frozen: bool,
+}
+
+impl Slot {
+    fn state(&self) -> InstanceState {
+        if self.in_flight > 0 {
+            InstanceState::Busy
+        } else if self.frozen {
+            InstanceState::Frozen
+        } else {
+            InstanceState::Idle
+        }
+    }
 }
 
 #[derive(Default)]
@@ -177,6 +193,7 @@ pub(crate) struct Pool {
     root: PathBuf,
     sandbox: Arc<Sandbox>,
     logs: Arc<dyn LogSink>,
+    metrics: Arc<dyn RuntimeMetrics>,
     state: Mutex<State>,
     changed: tokio::sync::Notify,
 }
@@ -200,6 +217,11 @@ impl Drop for Lease {
         {
             slot.in_flight -= 1;
             slot.idle_since = Instant::now();
+            if slot.in_flight == 0 {
+                self.pool
+                    .metrics
+                    .instance_state(Some(InstanceState::Busy), Some(InstanceState::Idle));
+            }
         }
         drop(state);
         self.pool.changed.notify_waiters();
@@ -212,6 +234,7 @@ impl Pool {
         root: PathBuf,
         sandbox: Arc<Sandbox>,
         logs: Arc<dyn LogSink>,
+        metrics: Arc<dyn RuntimeMetrics>,
     ) -> Arc<Pool> {
         Arc::new_cyclic(|me| Pool {
             me: me.clone(),
@@ -221,6 +244,7 @@ impl Pool {
             root,
             sandbox,
             logs,
+            metrics,
             state: Mutex::new(State::default()),
             changed: tokio::sync::Notify::new(),
         })
@@ -228,6 +252,18 @@ impl Pool {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes slots out of the pool (their instances are gone or going).
+    fn remove_slots(&self, state: &mut State, gone: impl Fn(&Slot) -> bool) -> Vec<Slot> {
+        let (removed, kept): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut state.slots)
+            .into_iter()
+            .partition(|slot| gone(slot));
+        state.slots = kept;
+        for slot in &removed {
+            self.metrics.instance_state(Some(slot.state()), None);
+        }
+        removed
     }
 
     fn this(&self) -> Arc<Pool> {
@@ -248,13 +284,26 @@ impl Pool {
             changed.as_mut().enable();
             let failure = {
                 let mut state = self.lock();
-                state.slots.retain(|slot| slot.instance.is_running());
+                self.remove_slots(&mut state, |slot| !slot.instance.is_running());
+                // The least busy running instance; a frozen one last.
                 let free = state
                     .slots
                     .iter_mut()
                     .filter(|slot| slot.in_flight < process.concurrency)
-                    .min_by_key(|slot| slot.in_flight);
+                    .min_by_key(|slot| (slot.frozen, slot.in_flight));
                 if let Some(slot) = free {
+                    let was = slot.state();
+                    if slot.frozen {
+                        // A write to the cgroup: microseconds.
+                        if let Err(error) = slot.instance.group.set_frozen(false) {
+                            tracing::warn!("thawing instance {}: {error}", slot.instance.id);
+                        }
+                        slot.frozen = false;
+                    }
+                    if slot.in_flight == 0 {
+                        self.metrics
+                            .instance_state(Some(was), Some(InstanceState::Busy));
+                    }
                     slot.in_flight += 1;
                     let cold = slot.served == 0;
                     slot.served += 1;
@@ -273,6 +322,8 @@ impl Pool {
                 if (state.slots.len() as u32 + state.starting) < process.max_instances {
                     state.starting += 1;
                     drop(state);
+                    self.metrics
+                        .scaled(&self.project, &self.function, Scale::Out);
                     self.start_in_background(deadline)
                 } else {
                     None
@@ -307,16 +358,34 @@ impl Pool {
         deadline: Instant,
     ) -> Option<tokio::task::JoinHandle<Result<(), Failure>>> {
         let pool = self.this();
+        self.metrics
+            .instance_state(None, Some(InstanceState::Starting));
         Some(tokio::spawn(async move {
+            let begun = Instant::now();
             let started = pool.start(deadline).await;
             let mut state = pool.lock();
             state.starting -= 1;
+            match &started {
+                Ok(_) => {
+                    pool.metrics.instantiated(
+                        &pool.project,
+                        &pool.function,
+                        begun.elapsed().as_secs_f64(),
+                    );
+                    pool.metrics
+                        .instance_state(Some(InstanceState::Starting), Some(InstanceState::Idle));
+                }
+                Err(_) => pool
+                    .metrics
+                    .instance_state(Some(InstanceState::Starting), None),
+            }
             let result = started.map(|instance| {
                 state.slots.push(Slot {
                     instance,
                     in_flight: 0,
                     served: 0,
                     idle_since: Instant::now(),
+                    frozen: false,
                 });
             });
             drop(state);
@@ -639,9 +708,9 @@ async fn watch_exit(instance: Arc<Instance>, pool: Weak<Pool>) {
         .unwrap_or_else(|p| p.into_inner())
         .clear();
     if let Some(pool) = pool.upgrade() {
-        pool.lock()
-            .slots
-            .retain(|slot| slot.instance.id != instance.id);
+        let mut state = pool.lock();
+        pool.remove_slots(&mut state, |slot| slot.instance.id == instance.id);
+        drop(state);
         pool.changed.notify_waiters();
     }
     let cleanup = instance.clone();
@@ -751,32 +820,45 @@ impl PreparedFunction for Pool {
             .count()
     }
 
-    /// Stops instances idle past the timeout, down to `min_instances`, and
-    /// starts instances up to it.
+    /// Stops instances idle past the timeout, down to `min_instances`,
+    /// starts instances up to it, and freezes those idle a moment.
     fn maintain(&self) {
         let process = &self.config.process;
         let mut state = self.lock();
-        let mut stop = Vec::new();
         let now = Instant::now();
-        let mut kept = state.slots.len() as u32;
-        state.slots.retain(|slot| {
+        let kept = std::cell::Cell::new(state.slots.len() as u32);
+        let stop = self.remove_slots(&mut state, |slot| {
             let idle =
                 slot.in_flight == 0 && now.duration_since(slot.idle_since) >= process.idle_timeout;
-            if idle && kept > process.min_instances {
-                kept -= 1;
-                stop.push(slot.instance.clone());
-                false
-            } else {
+            if idle && kept.get() > process.min_instances {
+                kept.set(kept.get() - 1);
                 true
+            } else {
+                false
             }
         });
+        for slot in &mut state.slots {
+            let idle = slot.in_flight == 0 && now.duration_since(slot.idle_since) >= FREEZE_AFTER;
+            if idle && !slot.frozen && slot.instance.is_running() {
+                match slot.instance.group.set_frozen(true) {
+                    Ok(()) => {
+                        slot.frozen = true;
+                        self.metrics
+                            .instance_state(Some(InstanceState::Idle), Some(InstanceState::Frozen));
+                    }
+                    Err(error) => tracing::warn!("freezing instance {}: {error}", slot.instance.id),
+                }
+            }
+        }
         let missing = process
             .min_instances
             .saturating_sub(state.slots.len() as u32 + state.starting);
         state.starting += missing;
         drop(state);
-        for instance in stop {
-            instance.kill();
+        for slot in stop {
+            slot.instance.kill();
+            self.metrics
+                .scaled(&self.project, &self.function, Scale::In);
         }
         for _ in 0..missing {
             let deadline = Instant::now() + self.config.limits.timeout;

@@ -269,7 +269,7 @@ pub async fn run_with(
             max_bundle_bytes: config.max_upload.bytes().saturating_mul(4),
             max_instances: config.process.max_instances,
         };
-        match runtime_process::ProcessRuntime::new(process, recorder.clone()) {
+        match runtime_process::ProcessRuntime::new(process, recorder.clone(), metrics.clone()) {
             Ok(runtime) => executors.push(Arc::new(runtime)),
             Err(error) => tracing::warn!("native (process) functions are off: {error}"),
         }

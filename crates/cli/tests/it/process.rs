@@ -505,3 +505,60 @@ async fn triggers_and_asynchronous_invocations_reach_a_program() {
         "{records:?}"
     );
 }
+
+/// CPU time a process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn an_idle_instance_is_frozen_and_thawed_by_the_next_request() {
+    let server = server();
+    deploy_probe(&server, "spinner", &["--cpu", "1"]);
+    let spun = get(&server, "/fn/spinner/spin").await;
+    assert_eq!(spun.status, 200, "{}", spun.text());
+    // The program: the child of the instance's init, the helper's child.
+    let helper = children(server.pid())
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.starts_with(b"wok-sandbox"))
+        })
+        .unwrap();
+    let init = children(helper)[0];
+    let program = children(init)[0];
+
+    let frozen = "wok_process_instances{state=\"frozen\"}";
+    wait_for(
+        "the idle instance to freeze",
+        Duration::from_secs(10),
+        || async { (metric(&server, frozen).await == 1.0).then_some(()) },
+    )
+    .await;
+    // Frozen, its busy thread gets no CPU at all.
+    let before = cpu_ticks(program);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let used = cpu_ticks(program) - before;
+    assert!(used <= 2, "a frozen instance used {used} ticks");
+
+    // The next request thaws it: answered by the same instance, whose
+    // thread runs again.
+    let answer = get(&server, "/fn/spinner/info").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["pid"], 2);
+    assert_eq!(metric(&server, frozen).await, 0.0);
+    let before = cpu_ticks(program);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        cpu_ticks(program) - before >= 5,
+        "the thawed instance did not run"
+    );
+}

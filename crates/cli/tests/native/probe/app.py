@@ -2,7 +2,8 @@
 
 Routes: /info (who and where it runs), /echo (the body back), /probe (tries
 to get out of its sandbox and says what happened), /eat (memory past any
-small limit), /run?program=P (runs a program of the bundle), /fill (/tmp until full),
+small limit), /run?program=P (runs a program of the bundle), /spin (a busy
+thread from now on), /fill (/tmp until full),
 /crash (exits), /sleep?ms=N, /log?line=TEXT.
 """
 
@@ -135,6 +136,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 refused = errno.errorcode.get(error.errno, str(error.errno))
             os.remove("/tmp/fill")
             self.answer(200, {"written": written, "refused": refused})
+        elif url.path == "/spin":
+            # Burns CPU in the background from now on, requests or not.
+            import threading
+            def spin():
+                while True:
+                    pass
+            threading.Thread(target=spin, daemon=True).start()
+            self.answer(200, {"spinning": True})
         elif url.path == "/crash":
             os._exit(3)
         elif url.path == "/sleep":
