@@ -14,6 +14,7 @@
 #   - a warm request: wrk -c1 latency and wrk -c64 throughput through
 #     /fn/NAME against the same static server run directly, and wok's own
 #     CPU time per request;
+#   - a request to a frozen instance (idle 2.2 s), which thaws it;
 #   - 0 -> 200 instances: 200 requests at once to a function with
 #     concurrency 1 that hold each instance 300 ms; the time until all
 #     answered, less those 300 ms; wok's resident memory per idle instance.
@@ -56,7 +57,8 @@ done
 for i in $(seq 1 20); do
   "$WOK" deploy "python-$i" "$DATA/python" --runtime process --command "python3 hello.py" --idle-timeout 2s >/dev/null
 done
-"$WOK" deploy warm "$DATA/static" --runtime process --command ./static-server --concurrency 64 >/dev/null
+"$WOK" deploy warm "$DATA/static" --runtime process --command ./static-server --concurrency 64 --cpu 2 >/dev/null
+"$WOK" deploy thaw "$DATA/static" --runtime process --command ./static-server >/dev/null
 "$WOK" deploy fan "$DATA/static" --runtime process --command ./static-server --max-instances 200 >/dev/null
 
 echo "== cold start to the first response byte (each request to a function with no instance)"
@@ -105,6 +107,15 @@ def direct_start(n):
     return ms
 direct = summary("python3 stdlib app run directly (no sandbox)", [direct_start(n) for n in range(20)])
 print("%-44s %+7.2f ms" % ("python3 app: wok cold minus direct start", through - direct))
+
+# An instance idle a second is frozen at the next upkeep tick (every
+# second): 2.2 s apart, every request finds it frozen.
+first_byte("/fn/thaw/")
+thawed = []
+for _ in range(10):
+    time.sleep(2.2)
+    thawed.append(first_byte("/fn/thaw/"))
+summary("static C server through wok, frozen (thawed)", thawed)
 PY
 
 taskset -c 1 env PORT="$DIRECT_PORT" "$DATA/static/static-server" &

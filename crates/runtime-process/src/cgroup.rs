@@ -156,8 +156,10 @@ impl Hierarchy {
                 std::io::Error::other(format!("writing {value} to {}: {error}", file.display()))
             })
         };
-        let period = 100_000u64;
-        let quota = u64::from(limits.cpu_millis) * period / 1000;
+        // A weight in proportion to the share under contention; the share
+        // itself as a cap once the instance is ready (`cap_cpu`): until
+        // then it starts at full speed (a start-up boost, as Cloud Run's).
+        let shares = (u64::from(limits.cpu_millis) * 1024 / 1000).max(2);
         match self {
             Hierarchy::V1 {
                 memory, pids, cpu, ..
@@ -172,8 +174,7 @@ impl Hierarchy {
                     write(swap, limits.memory_bytes.to_string())?;
                 }
                 write(pids.join(name).join("pids.max"), limits.pids.to_string())?;
-                write(cpu.join(name).join("cpu.cfs_period_us"), period.to_string())?;
-                write(cpu.join(name).join("cpu.cfs_quota_us"), quota.to_string())?;
+                write(cpu.join(name).join("cpu.shares"), shares.to_string())?;
             }
             Hierarchy::V2 { dir } => {
                 let dir = dir.join(name);
@@ -183,7 +184,11 @@ impl Hierarchy {
                     write(swap, "0".to_owned())?;
                 }
                 write(dir.join("pids.max"), limits.pids.to_string())?;
-                write(dir.join("cpu.max"), format!("{quota} {period}"))?;
+                // cpu.weight is 1..10000, 100 for a core.
+                write(
+                    dir.join("cpu.weight"),
+                    (shares * 100 / 1024).clamp(1, 10_000).to_string(),
+                )?;
             }
         }
         Ok(group)
@@ -218,6 +223,23 @@ impl Group {
             Hierarchy::V2 { dir } => self.read(dir, "memory.peak"),
         };
         text.and_then(|text| text.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Caps the instance's CPU at `millis` thousandths of a core.
+    pub fn cap_cpu(&self, millis: u32) -> std::io::Result<()> {
+        let period = 100_000u64;
+        let quota = u64::from(millis) * period / 1000;
+        match &self.hierarchy {
+            Hierarchy::V1 { cpu, .. } => {
+                let dir = cpu.join(&self.name);
+                std::fs::write(dir.join("cpu.cfs_period_us"), period.to_string())?;
+                std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())
+            }
+            Hierarchy::V2 { dir } => std::fs::write(
+                dir.join(&self.name).join("cpu.max"),
+                format!("{quota} {period}"),
+            ),
+        }
     }
 
     /// Freezes (`true`) or thaws every process of the instance: a frozen

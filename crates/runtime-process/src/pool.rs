@@ -70,6 +70,10 @@ pub(crate) struct Instance {
     ended: tokio::sync::watch::Sender<Option<Ended>>,
     /// Killed by wok (idle, timed out, its version gone).
     stopping: std::sync::atomic::AtomicBool,
+    born: Instant,
+    /// The last peak memory read, and when (ms after `born`).
+    peak: std::sync::atomic::AtomicU64,
+    peak_read_at: std::sync::atomic::AtomicU64,
     connections: Mutex<Vec<Sender>>,
     /// The invocation it serves, or served last, when it serves one at a
     /// time (its output is tagged with it).
@@ -92,6 +96,21 @@ impl Instance {
                 0,
             )
         };
+    }
+
+    /// The instance's peak memory, read from its cgroup at most every
+    /// 100 ms (a file read per request costs more than the proxying).
+    fn peak_memory(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.born.elapsed().as_millis() as u64;
+        let (read_at, peak) = (self.peak_read_at.load(Relaxed), self.peak.load(Relaxed));
+        if peak != 0 && now.saturating_sub(read_at) < 100 {
+            return peak;
+        }
+        let peak = self.group.peak_memory();
+        self.peak.store(peak, Relaxed);
+        self.peak_read_at.store(now, Relaxed);
+        peak
     }
 
     fn has_ended(&self) -> bool {
@@ -132,10 +151,10 @@ impl Instance {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .pop();
-            match kept {
-                Some(sender) if sender.is_ready() => return Ok(sender),
-                Some(_) => continue,
-                None => break,
+            let Some(mut sender) = kept else { break };
+            // Ready at once, unless the program closed it meanwhile.
+            if sender.ready().await.is_ok() {
+                return Ok(sender);
             }
         }
         let stream = sandbox.connector.connect(&self.netns, PORT).await?;
@@ -150,7 +169,9 @@ impl Instance {
     }
 
     fn keep(&self, sender: Sender) {
-        if sender.is_ready() && self.is_running() {
+        // Just after an answer the connection may not be ready yet (hyper
+        // finishes the exchange on its own task): kept unless closed.
+        if !sender.is_closed() && self.is_running() {
             self.connections
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -486,6 +507,9 @@ impl Pool {
             group,
             ended: tokio::sync::watch::channel(None).0,
             stopping: std::sync::atomic::AtomicBool::new(false),
+            born: Instant::now(),
+            peak: std::sync::atomic::AtomicU64::new(0),
+            peak_read_at: std::sync::atomic::AtomicU64::new(0),
             connections: Mutex::new(Vec::new()),
             serving: Mutex::new(None),
             _permit: permit,
@@ -512,6 +536,18 @@ impl Pool {
                     .await;
                     if let Ok(sender) = sender {
                         instance.keep(sender);
+                    }
+                    // The start ran at full speed; from now on, its share.
+                    let millis = self
+                        .config
+                        .process
+                        .cpu_millis_for(self.config.limits.memory);
+                    if let Err(error) = instance.group.cap_cpu(millis) {
+                        instance.kill();
+                        return Err(Failure::new(
+                            Outcome::Internal,
+                            format!("capping the instance's CPU: {error}"),
+                        ));
                     }
                     return Ok(instance);
                 }
@@ -600,7 +636,7 @@ impl Pool {
         };
         let (instance, cold) = (lease.instance.clone(), lease.cold);
         let fail = |outcome: Outcome, message: String| {
-            meter.finish(outcome, instance.group.peak_memory(), cold);
+            meter.finish(outcome, instance.peak_memory(), cold);
             Failure::new(outcome, message)
         };
         let sender =
@@ -742,7 +778,7 @@ impl ProxyBody {
         if let Some(lease) = self.lease.take() {
             let instance = &lease.instance;
             self.meter
-                .finish(outcome, instance.group.peak_memory(), lease.cold);
+                .finish(outcome, instance.peak_memory(), lease.cold);
             if outcome == Outcome::Timeout {
                 instance.kill();
             } else if let Some(sender) = self.sender.take()
@@ -757,8 +793,12 @@ impl ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         // Dropped before its end: the client left (the counting body
-        // around this one tells the meter); the connection is not reused.
-        self.sender = None;
+        // around this one tells the meter); the connection, mid-answer, is
+        // not reused. At its end (the server stops polling once it has
+        // sent the content-length), it is.
+        if !http_body::Body::is_end_stream(&self.inner) {
+            self.sender = None;
+        }
         self.finish(Outcome::Success);
     }
 }
@@ -780,7 +820,12 @@ impl http_body::Body for ProxyBody {
                 this.finish(Outcome::Success);
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.inner.is_end_stream() {
+                    this.finish(Outcome::Success);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             Poll::Ready(Some(Err(error))) => {
                 let crashed = this
                     .lease
@@ -801,6 +846,14 @@ impl http_body::Body for ProxyBody {
                 Poll::Pending
             }
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
