@@ -28,7 +28,8 @@ pub struct DeploySettings {
     /// them (`python3 app.py --port 8080`); run in `/app`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    /// How a process function receives work: `http` (the default).
+    /// How a process function receives work: `http` (the default: it
+    /// serves HTTP on `$PORT`) or `exec` (a process per request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
     /// Requests one process instance serves at once.
@@ -370,8 +371,9 @@ impl DeploySettings {
             }
         }
         if let Some(protocol) = &self.protocol {
-            process.protocol = ProcessProtocol::parse(protocol)
-                .ok_or_else(|| format!("protocol {protocol:?} is not one wok speaks (http)"))?;
+            process.protocol = ProcessProtocol::parse(protocol).ok_or_else(|| {
+                format!("protocol {protocol:?} is not one wok speaks (http, exec)")
+            })?;
         }
         if let Some(concurrency) = self.concurrency {
             process.concurrency = concurrency;

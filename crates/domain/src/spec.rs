@@ -170,18 +170,23 @@ pub enum ProcessProtocol {
     /// It serves HTTP/1.1 on `$PORT` (Cloud Run, Knative, OpenFaaS of-watchdog).
     #[default]
     Http,
+    /// A process per request: the body on stdin, the answer from stdout
+    /// (the OpenFaaS classic watchdog).
+    Exec,
 }
 
 impl ProcessProtocol {
     pub fn as_str(self) -> &'static str {
         match self {
             ProcessProtocol::Http => "http",
+            ProcessProtocol::Exec => "exec",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "http" => Some(ProcessProtocol::Http),
+            "exec" => Some(ProcessProtocol::Exec),
             _ => None,
         }
     }
@@ -209,6 +214,7 @@ impl Runtime {
         match self {
             Runtime::Wasm(world) => world.as_str(),
             Runtime::Process(ProcessProtocol::Http) => "process http",
+            Runtime::Process(ProcessProtocol::Exec) => "process exec",
         }
     }
 }

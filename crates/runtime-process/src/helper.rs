@@ -5,7 +5,9 @@
 //! then do anything in the child.
 //!
 //! It reads [`SpawnRequest`]s from a `SOCK_SEQPACKET` socket on its fd 0,
-//! each with the write ends of the instance's stdout and stderr attached,
+//! each with the write ends of the instance's stdout, stderr and status
+//! pipes attached (and the read end of its stdin, if asked): the init
+//! writes the program's exit status (4 bytes) to the status pipe,
 //! and answers each with a [`SpawnReply`] and, on success, a pidfd and the
 //! instance's network namespace. When the server goes (the socket closes),
 //! it kills every instance it made and exits; instances die with it too
@@ -60,6 +62,8 @@ pub(crate) struct SpawnRequest {
     pub outside_id: u32,
     /// `cgroup.procs` files the instance is put in before it runs.
     pub cgroup_procs: Vec<PathBuf>,
+    /// Whether a stdin fd comes with the request (else `/dev/null`).
+    pub stdin: bool,
     pub hostname: String,
 }
 
@@ -130,14 +134,22 @@ pub fn helper_main() -> ! {
         let mut request_groups = Vec::new();
         let reply = match serde_json::from_slice::<SpawnRequest>(&buffer[..length]) {
             Err(error) => Err(format!("a request the helper cannot read: {error}")),
-            Ok(_) if passed.len() != 2 => Err("a request without its two output fds".to_owned()),
+            Ok(request) if passed.len() != 3 + usize::from(request.stdin) => {
+                Err("a request without its fds".to_owned())
+            }
             Ok(request) => {
                 request_groups = request
                     .cgroup_procs
                     .iter()
                     .filter_map(|procs| procs.parent().map(Path::to_path_buf))
                     .collect();
-                spawn(&request, &filters, &passed[0], &passed[1])
+                let fds = Fds {
+                    stdout: &passed[0],
+                    stderr: &passed[1],
+                    status: &passed[2],
+                    stdin: passed.get(3),
+                };
+                spawn(&request, &filters, &fds)
             }
         };
         drop(passed);
@@ -206,11 +218,18 @@ fn fail_all(children: &[Child], why: &str) -> ! {
     std::process::exit(if why.is_empty() { 0 } else { 1 })
 }
 
+/// The pipes an instance is given.
+struct Fds<'a> {
+    stdout: &'a OwnedFd,
+    stderr: &'a OwnedFd,
+    status: &'a OwnedFd,
+    stdin: Option<&'a OwnedFd>,
+}
+
 fn spawn(
     request: &SpawnRequest,
     filters: &[seccompiler::BpfProgram],
-    stdout: &OwnedFd,
-    stderr: &OwnedFd,
+    fds: &Fds<'_>,
 ) -> Result<(Pid, OwnedFd, OwnedFd), String> {
     let (ready_read, ready_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
@@ -221,7 +240,7 @@ fn spawn(
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
-    let child = Box::new(|| instance_init(request, filters, &ready_read, stdout, stderr));
+    let child = Box::new(|| instance_init(request, filters, &ready_read, fds));
     // SAFETY: the helper is single-threaded, so the child (a copy of it,
     // CLONE_VM not set) may allocate and call anything; the stack lives
     // until `clone` returns in the parent, and the child has its own copy.
@@ -278,9 +297,9 @@ fn instance_init(
     request: &SpawnRequest,
     filters: &[seccompiler::BpfProgram],
     ready: &OwnedFd,
-    stdout: &OwnedFd,
-    stderr: &OwnedFd,
+    fds: &Fds<'_>,
 ) -> isize {
+    let stderr = fds.stderr;
     // SAFETY: prctl with an integer signal; dies with the helper.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let mut byte = [0u8];
@@ -298,31 +317,30 @@ fn instance_init(
             125
         }
         Ok(ForkResult::Child) => {
-            let error = exec(request, filters, stdout, stderr);
+            let error = exec(request, filters, fds);
             say(stderr, &error);
             // SAFETY: ends the forked child without running the parent's
             // exit handlers.
             unsafe { libc::_exit(127) }
         }
-        Ok(ForkResult::Parent { child }) => loop {
-            match waitpid(None, None) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == child => return code as isize,
-                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
-                    return 128 + signal as isize;
+        Ok(ForkResult::Parent { child }) => {
+            let status = loop {
+                match waitpid(None, None) {
+                    Ok(WaitStatus::Exited(pid, code)) if pid == child => break code,
+                    Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
+                        break 128 + signal as i32;
+                    }
+                    Err(nix::errno::Errno::ECHILD) => break 0,
+                    _ => continue,
                 }
-                Err(nix::errno::Errno::ECHILD) => return 0,
-                _ => continue,
-            }
-        },
+            };
+            let _ = nix::unistd::write(fds.status, &status.to_le_bytes());
+            status as isize
+        }
     }
 }
 
-fn exec(
-    request: &SpawnRequest,
-    filters: &[seccompiler::BpfProgram],
-    stdout: &OwnedFd,
-    stderr: &OwnedFd,
-) -> String {
+fn exec(request: &SpawnRequest, filters: &[seccompiler::BpfProgram], fds: &Fds<'_>) -> String {
     use std::ffi::CString;
     let null = match nix::fcntl::open(
         "/dev/null",
@@ -332,10 +350,11 @@ fn exec(
         Ok(null) => null,
         Err(error) => return format!("/dev/null: {error}"),
     };
+    let stdin = fds.stdin.map_or(null.as_raw_fd(), AsRawFd::as_raw_fd);
     for (from, to) in [
-        (null.as_raw_fd(), 0),
-        (stdout.as_raw_fd(), 1),
-        (stderr.as_raw_fd(), 2),
+        (stdin, 0),
+        (fds.stdout.as_raw_fd(), 1),
+        (fds.stderr.as_raw_fd(), 2),
     ] {
         // SAFETY: dup2 between valid fds; 0..2 are ours to replace.
         if unsafe { libc::dup2(from, to) } < 0 {
@@ -698,11 +717,10 @@ fn loopback_up() -> Result<(), String> {
 pub(crate) fn call(
     socket: BorrowedFd<'_>,
     request: &SpawnRequest,
-    stdout: BorrowedFd<'_>,
-    stderr: BorrowedFd<'_>,
+    fds: &[BorrowedFd<'_>],
 ) -> Result<(i32, OwnedFd, OwnedFd), String> {
     let bytes = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-    let raw = [stdout.as_raw_fd(), stderr.as_raw_fd()];
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     sendmsg::<()>(
         socket.as_raw_fd(),
         &[IoSlice::new(&bytes)],

@@ -93,19 +93,16 @@ impl Sandbox {
     }
 
     /// Asks the helper for an instance. Blocking (a few milliseconds).
+    /// `fds`: the write ends of stdout, stderr and status, then the read
+    /// end of stdin if the request has one.
     pub(crate) fn spawn(
         &self,
         request: &helper::SpawnRequest,
-        stdout: &OwnedFd,
-        stderr: &OwnedFd,
+        fds: &[&OwnedFd],
     ) -> Result<(i32, OwnedFd, OwnedFd), String> {
         let helper = self.helper.lock().unwrap_or_else(|p| p.into_inner());
-        helper::call(
-            helper.socket.as_fd(),
-            request,
-            stdout.as_fd(),
-            stderr.as_fd(),
-        )
+        let fds: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+        helper::call(helper.socket.as_fd(), request, &fds)
     }
 }
 

@@ -22,7 +22,8 @@ use crate::cgroup::{Group, GroupLimits};
 use crate::helper::SpawnRequest;
 use bytes::Bytes;
 use domain::{
-    FunctionConfig, FunctionName, InvocationId, LogLine, LogStream, Outcome, ProjectId, now_millis,
+    FunctionConfig, FunctionName, InvocationId, LogLine, LogStream, Outcome, ProcessProtocol,
+    ProjectId, now_millis,
 };
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -36,6 +37,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use tokio::time::Instant;
+
+mod exec;
 
 /// The port every instance listens on, inside its own namespace.
 const PORT: u16 = 8080;
@@ -60,6 +63,9 @@ type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Debug, Clone, Copy)]
 struct Ended {
     out_of_memory: bool,
+    /// The program's exit code (128 + the signal when killed by one), as
+    /// its init reported it; `None` when the init itself was killed.
+    status: Option<i32>,
 }
 
 pub(crate) struct Instance {
@@ -217,6 +223,8 @@ pub(crate) struct Pool {
     metrics: Arc<dyn RuntimeMetrics>,
     state: Mutex<State>,
     changed: tokio::sync::Notify,
+    /// `exec`: processes of this version running at once.
+    exec_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A request's hold on an instance; given back when dropped.
@@ -257,6 +265,7 @@ impl Pool {
         logs: Arc<dyn LogSink>,
         metrics: Arc<dyn RuntimeMetrics>,
     ) -> Arc<Pool> {
+        let max_instances = spec.config.process.max_instances as usize;
         Arc::new_cyclic(|me| Pool {
             me: me.clone(),
             project: spec.project,
@@ -266,6 +275,7 @@ impl Pool {
             sandbox,
             logs,
             metrics,
+            exec_slots: Arc::new(tokio::sync::Semaphore::new(max_instances)),
             state: Mutex::new(State::default()),
             changed: tokio::sync::Notify::new(),
         })
@@ -441,14 +451,27 @@ impl Pool {
             tmp_bytes: self.config.limits.memory.bytes() / 2,
             outside_id: OUTSIDE_ID_BASE + 2 * (id % 50_000) as u32,
             cgroup_procs: group.procs(),
+            stdin: false,
             hostname: "wok".to_owned(),
         }
     }
 
     /// Starts an instance and waits until its port accepts.
     async fn start(self: &Arc<Self>, deadline: Instant) -> Result<Arc<Instance>, Failure> {
+        let permit = self.instance_permit(deadline).await?;
+        let id = self.sandbox.next_id();
+        let launched = self.launch(id, permit, false, Vec::new()).await?;
+        self.serve_launched(launched, deadline).await
+    }
+
+    /// Room for one more instance on this server, waited for until the
+    /// deadline.
+    async fn instance_permit(
+        &self,
+        deadline: Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
         let internal = |message: String| Failure::new(Outcome::Internal, message);
-        let permit = tokio::time::timeout_at(
+        tokio::time::timeout_at(
             deadline,
             self.sandbox.instances.clone().acquire_owned(),
         )
@@ -459,65 +482,23 @@ impl Pool {
                 "the server runs its most process instances; none was freed within the function's timeout",
             )
         })?
-        .map_err(|_| internal("the process runtime is closed".to_owned()))?;
-        let id = self.sandbox.next_id();
-        let limits = GroupLimits {
-            memory_bytes: self.config.limits.memory.bytes(),
-            pids: MAX_PIDS,
-            cpu_millis: self
-                .config
-                .process
-                .cpu_millis_for(self.config.limits.memory),
-        };
-        let this = self.clone();
-        let spawned = tokio::task::spawn_blocking(move || {
-            let group = this
-                .sandbox
-                .hierarchy
-                .group(&format!("i{id}"), limits)
-                .map_err(|error| error.to_string())?;
-            let pipes = (|| -> nix::Result<_> {
-                let flags = nix::fcntl::OFlag::O_CLOEXEC;
-                Ok((nix::unistd::pipe2(flags)?, nix::unistd::pipe2(flags)?))
-            })();
-            let ((out_read, out_write), (err_read, err_write)) = match pipes {
-                Ok(pipes) => pipes,
-                Err(error) => {
-                    let _ = group.remove();
-                    return Err(format!("pipes: {error}"));
-                }
-            };
-            let request = this.spawn_request(id, &group);
-            match this.sandbox.spawn(&request, &out_write, &err_write) {
-                Ok((_pid, pidfd, netns)) => Ok((group, pidfd, netns, out_read, err_read)),
-                Err(error) => {
-                    let _ = group.remove();
-                    Err(error)
-                }
-            }
-        })
-        .await
-        .map_err(|error| internal(error.to_string()))?
-        .map_err(|error| internal(format!("the sandbox could not start: {error}")))?;
-        let (group, pidfd, netns, out_read, err_read) = spawned;
-        let instance = Arc::new(Instance {
-            id,
-            pidfd,
-            netns: Arc::new(netns),
-            group,
-            ended: tokio::sync::watch::channel(None).0,
-            stopping: std::sync::atomic::AtomicBool::new(false),
-            born: Instant::now(),
-            peak: std::sync::atomic::AtomicU64::new(0),
-            peak_read_at: std::sync::atomic::AtomicU64::new(0),
-            connections: Mutex::new(Vec::new()),
-            serving: Mutex::new(None),
-            _permit: permit,
-        });
-        for (pipe, stream) in [(out_read, LogStream::Stdout), (err_read, LogStream::Stderr)] {
+        .map_err(|_| internal("the process runtime is closed".to_owned()))
+    }
+
+    /// A launched `http` instance: its output to the logs, ready once its
+    /// port accepts, its CPU capped from then on.
+    async fn serve_launched(
+        self: &Arc<Self>,
+        launched: Launched,
+        deadline: Instant,
+    ) -> Result<Arc<Instance>, Failure> {
+        let instance = launched.instance.clone();
+        for (pipe, stream) in [
+            (launched.stdout, LogStream::Stdout),
+            (launched.stderr, LogStream::Stderr),
+        ] {
             tokio::spawn(self.clone().read_log(instance.clone(), pipe, stream));
         }
-        tokio::spawn(watch_exit(instance.clone(), Arc::downgrade(self)));
         // Ready once the port accepts.
         let mut pause = std::time::Duration::from_micros(500);
         loop {
@@ -574,6 +555,91 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Makes an instance: its cgroup, its pipes, the sandbox (by the
+    /// helper), and the task that watches for its end.
+    async fn launch(
+        self: &Arc<Self>,
+        id: u64,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        stdin: bool,
+        extra_env: Vec<(String, String)>,
+    ) -> Result<Launched, Failure> {
+        let internal = |message: String| Failure::new(Outcome::Internal, message);
+        let limits = GroupLimits {
+            memory_bytes: self.config.limits.memory.bytes(),
+            pids: MAX_PIDS,
+            cpu_millis: self
+                .config
+                .process
+                .cpu_millis_for(self.config.limits.memory),
+        };
+        let this = self.clone();
+        let spawned = tokio::task::spawn_blocking(move || {
+            let group = this
+                .sandbox
+                .hierarchy
+                .group(&format!("i{id}"), limits)
+                .map_err(|error| error.to_string())?;
+            let pipes = (|| -> nix::Result<_> {
+                let flags = nix::fcntl::OFlag::O_CLOEXEC;
+                Ok((
+                    nix::unistd::pipe2(flags)?,
+                    nix::unistd::pipe2(flags)?,
+                    nix::unistd::pipe2(flags)?,
+                    nix::unistd::pipe2(flags)?,
+                ))
+            })();
+            let (out, err, status, input) = match pipes {
+                Ok(pipes) => pipes,
+                Err(error) => {
+                    let _ = group.remove();
+                    return Err(format!("pipes: {error}"));
+                }
+            };
+            let mut request = this.spawn_request(id, &group);
+            request.stdin = stdin;
+            request.env.extend(extra_env);
+            let mut fds = vec![&out.1, &err.1, &status.1];
+            if stdin {
+                fds.push(&input.0);
+            }
+            match this.sandbox.spawn(&request, &fds) {
+                Ok((_pid, pidfd, netns)) => {
+                    Ok((group, pidfd, netns, out.0, err.0, status.0, input.1))
+                }
+                Err(error) => {
+                    let _ = group.remove();
+                    Err(error)
+                }
+            }
+        })
+        .await
+        .map_err(|error| internal(error.to_string()))?
+        .map_err(|error| internal(format!("the sandbox could not start: {error}")))?;
+        let (group, pidfd, netns, stdout, stderr, status, stdin_write) = spawned;
+        let instance = Arc::new(Instance {
+            id,
+            pidfd,
+            netns: Arc::new(netns),
+            group,
+            ended: tokio::sync::watch::channel(None).0,
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            born: Instant::now(),
+            peak: std::sync::atomic::AtomicU64::new(0),
+            peak_read_at: std::sync::atomic::AtomicU64::new(0),
+            connections: Mutex::new(Vec::new()),
+            serving: Mutex::new(None),
+            _permit: permit,
+        });
+        tokio::spawn(watch_exit(instance.clone(), status, Arc::downgrade(self)));
+        Ok(Launched {
+            instance,
+            stdout,
+            stderr,
+            stdin: stdin.then_some(stdin_write),
+        })
     }
 
     async fn read_log(self: Arc<Self>, instance: Arc<Instance>, pipe: OwnedFd, stream: LogStream) {
@@ -715,6 +781,7 @@ impl Pool {
         match instance.ending(std::time::Duration::from_millis(200)).await {
             Some(Ended {
                 out_of_memory: true,
+                ..
             }) => Outcome::OutOfMemory,
             Some(_) => Outcome::Crashed,
             None => Outcome::NoResponse,
@@ -722,8 +789,16 @@ impl Pool {
     }
 }
 
+/// An instance just made, and the server's ends of its pipes.
+struct Launched {
+    instance: Arc<Instance>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    stdin: Option<OwnedFd>,
+}
+
 /// Waits for the instance to end, records why, and cleans up after it.
-async fn watch_exit(instance: Arc<Instance>, pool: Weak<Pool>) {
+async fn watch_exit(instance: Arc<Instance>, status: OwnedFd, pool: Weak<Pool>) {
     if let Ok(pidfd) = instance.pidfd.try_clone() {
         // SAFETY: an OwnedFd moved in: open, and the same, while registered.
         let registered = unsafe {
@@ -734,8 +809,14 @@ async fn watch_exit(instance: Arc<Instance>, pool: Weak<Pool>) {
             let _ = pidfd.readable().await;
         }
     }
+    // Its init wrote the status before it exited (the pipe's other end
+    // is closed now: this read does not wait).
+    let mut code = [0u8; 4];
+    let status =
+        matches!(nix::unistd::read(&status, &mut code), Ok(4)).then(|| i32::from_le_bytes(code));
     let ended = Ended {
         out_of_memory: instance.group.oom_killed(),
+        status,
     };
     instance.ended.send_replace(Some(ended));
     instance
@@ -862,7 +943,10 @@ impl PreparedFunction for Pool {
         &self,
         invocation: Invocation,
     ) -> BoxFuture<'static, Result<http::Response<Body>, Failure>> {
-        Box::pin(self.this().call(invocation))
+        match self.config.process.protocol {
+            ProcessProtocol::Http => Box::pin(self.this().call(invocation)),
+            ProcessProtocol::Exec => Box::pin(self.this().call_exec(invocation)),
+        }
     }
 
     fn idle_instances(&self) -> usize {

@@ -46,6 +46,7 @@ fn world_column(runtime: Runtime) -> &'static str {
         Runtime::Wasm(HttpWorld::P2) => "p2",
         Runtime::Wasm(HttpWorld::P3) => "p3",
         Runtime::Process(ProcessProtocol::Http) => "process-http",
+        Runtime::Process(ProcessProtocol::Exec) => "process-exec",
     }
 }
 
@@ -54,6 +55,7 @@ fn runtime_from_column(world: &str) -> Result<Runtime> {
         "p2" => Runtime::Wasm(HttpWorld::P2),
         "p3" => Runtime::Wasm(HttpWorld::P3),
         "process-http" => Runtime::Process(ProcessProtocol::Http),
+        "process-exec" => Runtime::Process(ProcessProtocol::Exec),
         other => {
             return stored(Err(format!(
                 "a version's runtime {other:?} is not one this build knows"

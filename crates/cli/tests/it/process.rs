@@ -562,3 +562,79 @@ async fn an_idle_instance_is_frozen_and_thawed_by_the_next_request() {
         "the thawed instance did not run"
     );
 }
+
+#[tokio::test]
+async fn an_exec_function_runs_a_process_per_request_from_stdin_to_stdout() {
+    let server = server();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/upper");
+    deploy(
+        &server,
+        "upper",
+        dir.to_str().unwrap(),
+        &[
+            "--runtime",
+            "process",
+            "--protocol",
+            "exec",
+            "--command",
+            "sh handler.sh",
+        ],
+    );
+    let answer = send(
+        http()
+            .post(format!("{}/fn/upper/some/path?x=1", server.url))
+            .header("content-type", "text/plain")
+            .body("hello, wok"),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        answer.text(),
+        "POST /some/path?x=1 ct=text/plain\nHELLO, WOK"
+    );
+
+    // A non-zero exit before any output fails the request, with its status;
+    // what it wrote to stderr is in the logs.
+    let failed = get(&server, "/fn/upper/fail").await;
+    assert_eq!(failed.status, 502, "{}", failed.text());
+    assert_eq!(failed.error_code(), "function_crashed");
+    assert!(failed.text().contains("status 3"), "{}", failed.text());
+    let failed_id = failed.header("x-wok-invocation-id");
+    let line = wait_for(
+        "the program's stderr in the logs",
+        Duration::from_secs(10),
+        || async {
+            let logs = send(control(
+                &server,
+                Method::GET,
+                "/v1/functions/upper/logs?after=0",
+            ))
+            .await
+            .json();
+            logs["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|line| line["line"] == "failing on purpose")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(line["invocation"], failed_id.as_str());
+
+    let records = wait_for_records(&server, 2).await;
+    let outcomes: Vec<&str> = records
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert!(
+        outcomes.contains(&"success") && outcomes.contains(&"function_crashed"),
+        "{outcomes:?}"
+    );
+    assert!(records.iter().all(|record| record["cold"] == true));
+    // Every process is gone once its request is.
+    wait_for("exec processes to end", Duration::from_secs(10), || async {
+        (running_instances(&server) == 0).then_some(())
+    })
+    .await;
+}
