@@ -29,7 +29,8 @@ pub struct DeploySettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     /// How a process function receives work: `http` (the default: it
-    /// serves HTTP on `$PORT`) or `exec` (a process per request).
+    /// serves HTTP on `$PORT`), `exec` (a process per request) or `lambda`
+    /// (the AWS Lambda Runtime API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
     /// Requests one process instance serves at once.
@@ -372,7 +373,7 @@ impl DeploySettings {
         }
         if let Some(protocol) = &self.protocol {
             process.protocol = ProcessProtocol::parse(protocol).ok_or_else(|| {
-                format!("protocol {protocol:?} is not one wok speaks (http, exec)")
+                format!("protocol {protocol:?} is not one wok speaks (http, exec, lambda)")
             })?;
         }
         if let Some(concurrency) = self.concurrency {

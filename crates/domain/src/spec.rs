@@ -173,6 +173,8 @@ pub enum ProcessProtocol {
     /// A process per request: the body on stdin, the answer from stdout
     /// (the OpenFaaS classic watchdog).
     Exec,
+    /// The AWS Lambda Runtime API, served to each instance.
+    Lambda,
 }
 
 impl ProcessProtocol {
@@ -180,6 +182,7 @@ impl ProcessProtocol {
         match self {
             ProcessProtocol::Http => "http",
             ProcessProtocol::Exec => "exec",
+            ProcessProtocol::Lambda => "lambda",
         }
     }
 
@@ -187,6 +190,7 @@ impl ProcessProtocol {
         match text {
             "http" => Some(ProcessProtocol::Http),
             "exec" => Some(ProcessProtocol::Exec),
+            "lambda" => Some(ProcessProtocol::Lambda),
             _ => None,
         }
     }
@@ -215,6 +219,7 @@ impl Runtime {
             Runtime::Wasm(world) => world.as_str(),
             Runtime::Process(ProcessProtocol::Http) => "process http",
             Runtime::Process(ProcessProtocol::Exec) => "process exec",
+            Runtime::Process(ProcessProtocol::Lambda) => "process lambda",
         }
     }
 }

@@ -39,6 +39,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 
 mod exec;
+mod lambda;
 
 /// The port every instance listens on, inside its own namespace.
 const PORT: u16 = 8080;
@@ -81,6 +82,8 @@ pub(crate) struct Instance {
     peak: std::sync::atomic::AtomicU64,
     peak_read_at: std::sync::atomic::AtomicU64,
     connections: Mutex<Vec<Sender>>,
+    /// The Runtime API it is served (the `lambda` protocol).
+    lambda: Option<Arc<lambda::RuntimeApi>>,
     /// The invocation it serves, or served last, when it serves one at a
     /// time (its output is tagged with it).
     serving: Mutex<Option<InvocationId>>,
@@ -309,6 +312,11 @@ impl Pool {
         invocation: &InvocationId,
     ) -> Result<Lease, Failure> {
         let process = &self.config.process;
+        // A Lambda runtime takes one invocation at a time.
+        let concurrency = match process.protocol {
+            ProcessProtocol::Lambda => 1,
+            _ => process.concurrency,
+        };
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -320,7 +328,7 @@ impl Pool {
                 let free = state
                     .slots
                     .iter_mut()
-                    .filter(|slot| slot.in_flight < process.concurrency)
+                    .filter(|slot| slot.in_flight < concurrency)
                     .min_by_key(|slot| (slot.frozen, slot.in_flight));
                 if let Some(slot) = free {
                     let was = slot.state();
@@ -340,7 +348,7 @@ impl Pool {
                     slot.served += 1;
                     let instance = slot.instance.clone();
                     drop(state);
-                    if process.concurrency == 1 {
+                    if concurrency == 1 {
                         *instance.serving.lock().unwrap_or_else(|p| p.into_inner()) =
                             Some(invocation.clone());
                     }
@@ -440,6 +448,20 @@ impl Pool {
         }
         env.retain(|(name, _)| name != "PORT");
         env.push(("PORT".to_owned(), PORT.to_string()));
+        if self.config.process.protocol == ProcessProtocol::Lambda {
+            let memory = self.config.limits.memory_mib().to_string();
+            env.extend(
+                [
+                    ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+                    ("AWS_LAMBDA_FUNCTION_NAME", self.function.as_str()),
+                    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory.as_str()),
+                    ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+                    ("LAMBDA_TASK_ROOT", "/app"),
+                    ("AWS_REGION", "wok"),
+                ]
+                .map(|(name, value)| (name.to_owned(), value.to_owned())),
+            );
+        }
         SpawnRequest {
             argv: self.config.process.command.clone(),
             env,
@@ -499,7 +521,33 @@ impl Pool {
         ] {
             tokio::spawn(self.clone().read_log(instance.clone(), pipe, stream));
         }
-        // Ready once the port accepts.
+        match self.config.process.protocol {
+            ProcessProtocol::Lambda => {
+                let api = instance
+                    .lambda
+                    .clone()
+                    .expect("a lambda instance has its API");
+                self.lambda_ready(&instance, &api, deadline).await?;
+            }
+            _ => self.port_ready(&instance, deadline).await?,
+        }
+        // The start ran at full speed; from now on, its share.
+        let millis = self
+            .config
+            .process
+            .cpu_millis_for(self.config.limits.memory);
+        if let Err(error) = instance.group.cap_cpu(millis) {
+            instance.kill();
+            return Err(Failure::new(
+                Outcome::Internal,
+                format!("capping the instance's CPU: {error}"),
+            ));
+        }
+        Ok(instance)
+    }
+
+    /// Waits until the program accepts on its port; keeps that connection.
+    async fn port_ready(&self, instance: &Arc<Instance>, deadline: Instant) -> Result<(), Failure> {
         let mut pause = std::time::Duration::from_micros(500);
         loop {
             match self.sandbox.connector.connect(&instance.netns, PORT).await {
@@ -518,19 +566,7 @@ impl Pool {
                     if let Ok(sender) = sender {
                         instance.keep(sender);
                     }
-                    // The start ran at full speed; from now on, its share.
-                    let millis = self
-                        .config
-                        .process
-                        .cpu_millis_for(self.config.limits.memory);
-                    if let Err(error) = instance.group.cap_cpu(millis) {
-                        instance.kill();
-                        return Err(Failure::new(
-                            Outcome::Internal,
-                            format!("capping the instance's CPU: {error}"),
-                        ));
-                    }
-                    return Ok(instance);
+                    return Ok(());
                 }
                 Err(_) if instance.has_ended() => {
                     return Err(Failure::new(
@@ -630,6 +666,8 @@ impl Pool {
             peak: std::sync::atomic::AtomicU64::new(0),
             peak_read_at: std::sync::atomic::AtomicU64::new(0),
             connections: Mutex::new(Vec::new()),
+            lambda: (self.config.process.protocol == ProcessProtocol::Lambda)
+                .then(|| lambda::RuntimeApi::new(self.function.to_string())),
             serving: Mutex::new(None),
             _permit: permit,
         });
@@ -946,6 +984,7 @@ impl PreparedFunction for Pool {
         match self.config.process.protocol {
             ProcessProtocol::Http => Box::pin(self.this().call(invocation)),
             ProcessProtocol::Exec => Box::pin(self.this().call_exec(invocation)),
+            ProcessProtocol::Lambda => Box::pin(self.this().call_lambda(invocation)),
         }
     }
 

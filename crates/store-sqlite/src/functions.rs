@@ -47,6 +47,7 @@ fn world_column(runtime: Runtime) -> &'static str {
         Runtime::Wasm(HttpWorld::P3) => "p3",
         Runtime::Process(ProcessProtocol::Http) => "process-http",
         Runtime::Process(ProcessProtocol::Exec) => "process-exec",
+        Runtime::Process(ProcessProtocol::Lambda) => "process-lambda",
     }
 }
 
@@ -56,6 +57,7 @@ fn runtime_from_column(world: &str) -> Result<Runtime> {
         "p3" => Runtime::Wasm(HttpWorld::P3),
         "process-http" => Runtime::Process(ProcessProtocol::Http),
         "process-exec" => Runtime::Process(ProcessProtocol::Exec),
+        "process-lambda" => Runtime::Process(ProcessProtocol::Lambda),
         other => {
             return stored(Err(format!(
                 "a version's runtime {other:?} is not one this build knows"

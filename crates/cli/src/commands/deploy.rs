@@ -26,7 +26,7 @@ pub struct Deploy {
     /// With --runtime process: the program and its arguments, run in /app, e.g. "python3 app.py".
     #[arg(long)]
     command: Option<String>,
-    /// With --runtime process: how the program receives work: http (it serves HTTP on $PORT) or exec (a process per request: the body on stdin, the answer from stdout).
+    /// With --runtime process: how the program receives work: http (it serves HTTP on $PORT) exec (a process per request: the body on stdin, the answer from stdout) or lambda (the AWS Lambda Runtime API).
     #[arg(long)]
     protocol: Option<String>,
     /// With --runtime process: requests one instance serves at once (default 1).

@@ -638,3 +638,186 @@ async fn an_exec_function_runs_a_process_per_request_from_stdin_to_stdout() {
     })
     .await;
 }
+
+/// The directory `scripts/install-awslambdaric.sh` installs AWS's Python
+/// runtime interface client into (once per test run).
+fn awslambdaric() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let output = std::process::Command::new("bash")
+            .arg(root.join("scripts/install-awslambdaric.sh"))
+            .output()
+            .expect("running scripts/install-awslambdaric.sh");
+        assert!(
+            output.status.success(),
+            "scripts/install-awslambdaric.sh failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim()).join("packages")
+    })
+    .clone()
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unmodified_awslambdaric_handler_serves_http_and_events() {
+    let server = server();
+    let bundle = tempfile::tempdir().unwrap();
+    copy_dir(&awslambdaric(), &bundle.path().join("packages"));
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/lambda/app.py"),
+        bundle.path().join("app.py"),
+    )
+    .unwrap();
+    deploy(
+        &server,
+        "lam",
+        bundle.path().to_str().unwrap(),
+        &[
+            "--runtime",
+            "process",
+            "--protocol",
+            "lambda",
+            "--command",
+            "python3 -m awslambdaric app.handler",
+            "--env",
+            "PYTHONPATH=/app/packages:/app",
+            "--trigger",
+            "queue=orders",
+        ],
+    );
+
+    // An HTTP request, as the format 2.0 payload; the answer mapped back.
+    let answer = send(
+        http()
+            .post(format!(
+                "{}/fn/lam/items/7?colour=red&colour=blue",
+                server.url
+            ))
+            .header("content-type", "text/plain")
+            .body("a body"),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    assert_eq!(answer.header("x-from"), "lambda");
+    assert_eq!(answer.header("set-cookie"), "flavour=oat");
+    let id = answer.header("x-wok-invocation-id");
+    let seen = answer.json();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["path"], "/items/7");
+    assert_eq!(seen["query"], "colour=red&colour=blue");
+    assert_eq!(seen["parameters"]["colour"], "red,blue");
+    assert_eq!(seen["body"], "a body");
+    assert_eq!(seen["base64"], false);
+    assert_eq!(seen["function"], "lam");
+    assert_eq!(seen["request_id"], id.as_str());
+    assert_eq!(seen["time_left"], true);
+
+    // A binary body travels base64-encoded.
+    let binary = send(
+        http()
+            .post(format!("{}/fn/lam/bin", server.url))
+            .header("content-type", "application/octet-stream")
+            .body(vec![0u8, 159, 146, 150]),
+    )
+    .await;
+    assert_eq!(binary.json()["base64"], true);
+    assert_eq!(binary.json()["body"], "AJ+Slg==");
+
+    // Any other JSON answer is a 200 JSON body.
+    let plain = get(&server, "/fn/lam/plain").await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.json(), serde_json::json!({"just": "json"}));
+
+    // An exception the handler raises fails the call, named.
+    let failed = get(&server, "/fn/lam/fail").await;
+    assert_eq!(failed.status, 502, "{}", failed.text());
+    assert_eq!(failed.error_code(), "function_trap");
+    assert!(
+        failed.text().contains("ValueError: failing on purpose"),
+        "{}",
+        failed.text()
+    );
+    // The instance survives its handler's exception.
+    assert_eq!(get(&server, "/fn/lam/plain").await.status, 200);
+
+    // A trigger's event arrives as its CloudEvent.
+    server.cli_ok(&[
+        "publish",
+        "orders",
+        "{\"order\":42}",
+        "--content-type",
+        "application/json",
+    ]);
+    let line = wait_for(
+        "the CloudEvent in the logs",
+        Duration::from_secs(30),
+        || async {
+            let logs = send(control(
+                &server,
+                Method::GET,
+                "/v1/functions/lam/logs?after=0",
+            ))
+            .await
+            .json();
+            logs["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|line| line["line"].as_str().unwrap().starts_with("cloudevent "))
+                .cloned()
+        },
+    )
+    .await;
+    assert!(
+        line["line"].as_str().unwrap().ends_with("{\"order\": 42}"),
+        "{line}"
+    );
+    let records = wait_for_records(&server, 6).await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r["trigger"] == "queue" && r["outcome"] == "success")
+    );
+    let first = records.iter().find(|r| r["id"] == id.as_str()).unwrap();
+    assert_eq!(first["cold"], true);
+
+    // A handler that cannot be loaded reports an init error: the start fails
+    // with what the runtime said.
+    deploy(
+        &server,
+        "broken",
+        bundle.path().to_str().unwrap(),
+        &[
+            "--runtime",
+            "process",
+            "--protocol",
+            "lambda",
+            "--command",
+            "python3 -m awslambdaric nosuchmodule.handler",
+            "--env",
+            "PYTHONPATH=/app/packages:/app",
+        ],
+    );
+    let broken = get(&server, "/fn/broken/").await;
+    assert_eq!(broken.status, 502, "{}", broken.text());
+    assert_eq!(broken.error_code(), "function_crashed");
+    assert!(
+        broken.text().contains("ImportModuleError"),
+        "{}",
+        broken.text()
+    );
+}
