@@ -14,6 +14,8 @@
 #   - a warm request: wrk -c1 latency and wrk -c64 throughput through
 #     /fn/NAME against the same static server run directly, and wok's own
 #     CPU time per request;
+#   - a warm Lambda invocation: awslambdaric's round trip through the
+#     Runtime API wok serves inside the instance;
 #   - a request to a frozen instance (idle 2.2 s), which thaws it;
 #   - 0 -> 200 instances: 200 requests at once to a function with
 #     concurrency 1 that hold each instance 300 ms; the time until all
@@ -41,9 +43,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$DATA/static" "$DATA/python"
+mkdir -p "$DATA/static" "$DATA/python" "$DATA/lambda"
 cc -static -O2 -o "$DATA/static/static-server" bench/native/static-server.c
 cp bench/native/hello.py "$DATA/python/"
+cp -r "$(scripts/install-awslambdaric.sh)/packages" "$DATA/lambda/packages"
+cp bench/native/lambda_hello.py "$DATA/lambda/"
 
 PORT=18191 DIRECT_PORT=18192
 taskset -c 0 "$WOK" up --listen "127.0.0.1:$PORT" --data "$DATA/wok" --max-process-instances 600 >/dev/null 2>"$DATA/wok.log" &
@@ -58,6 +62,8 @@ for i in $(seq 1 20); do
   "$WOK" deploy "python-$i" "$DATA/python" --runtime process --command "python3 hello.py" --idle-timeout 2s >/dev/null
 done
 "$WOK" deploy warm "$DATA/static" --runtime process --command ./static-server --concurrency 64 --cpu 2 >/dev/null
+"$WOK" deploy lambda "$DATA/lambda" --runtime process --protocol lambda --cpu 2 \
+  --command "python3 -m awslambdaric lambda_hello.handler" --env PYTHONPATH=/app/packages:/app >/dev/null
 "$WOK" deploy thaw "$DATA/static" --runtime process --command ./static-server >/dev/null
 "$WOK" deploy fan "$DATA/static" --runtime process --command ./static-server --max-instances 200 >/dev/null
 
@@ -140,6 +146,17 @@ TICK=$(getconf CLK_TCK)
 printf '%-44s %10s req/s\n' "wrk -c64, direct" "$DIRECT_RPS" "wrk -c64, through wok" "$WOK_RPS"
 printf '%-44s %10.3f\n' "through wok / direct" "$(echo "$WOK_RPS / $DIRECT_RPS" | bc -l)"
 printf '%-44s %10.1f us\n' "wok CPU per request (whole server)" "$(echo "($AFTER - $BEFORE) * 1000000 / $TICK / $REQUESTS" | bc -l)"
+
+echo "== a warm lambda invocation (awslambdaric, the Runtime API inside the instance)"
+curl -s -o /dev/null "http://127.0.0.1:$PORT/fn/lambda/"
+LAMBDA_P50=$(latency "http://127.0.0.1:$PORT/fn/lambda/")
+BEFORE=$(cpu_ticks)
+OUT=$(taskset -c 1 wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$PORT/fn/lambda/")
+AFTER=$(cpu_ticks)
+REQUESTS=$(echo "$OUT" | awk '/requests in/ {print $1}')
+printf '%-44s %8s us\n' "p50, wrk -c1, through wok" "$LAMBDA_P50"
+printf '%-44s %10s req/s\n' "wrk -c1" "$(echo "$OUT" | awk '/Requests\/sec/ {print $2}')"
+printf '%-44s %10.1f us\n' "wok CPU per invocation (whole server)" "$(echo "($AFTER - $BEFORE) * 1000000 / $TICK / $REQUESTS" | bc -l)"
 
 echo "== 0 -> 200 instances: 200 requests at once, each holding an instance 300 ms"
 RSS_BEFORE=$(awk '/VmRSS/ {print $2}' "/proc/$WOK_PID/status")
