@@ -821,3 +821,40 @@ async fn an_unmodified_awslambdaric_handler_serves_http_and_events() {
         broken.text()
     );
 }
+
+#[tokio::test]
+async fn scaling_in_under_load_fails_no_request() {
+    let server = server();
+    deploy_probe(
+        &server,
+        "steady",
+        &["--max-instances", "4", "--idle-timeout", "1s"],
+    );
+    let client = |until: std::time::Instant| {
+        let server = &server;
+        async move {
+            let mut served = 0;
+            while std::time::Instant::now() < until {
+                let answer = get(server, "/fn/steady/sleep?ms=20").await;
+                assert_eq!(answer.status, 200, "{}", answer.text());
+                served += 1;
+            }
+            served
+        }
+    };
+    // Four clients at once: four instances.
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    let burst = futures::future::join_all((0..4).map(|_| client(until))).await;
+    assert!(burst.iter().all(|served| *served > 0));
+    assert_eq!(running_instances(&server), 4);
+    // One client on: the other three idle out and stop (frozen first) while
+    // it keeps being served.
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    let served = client(until).await;
+    assert!(served > 0);
+    let scaled_in = "wok_scale_events_total{function=\"default/steady\",direction=\"in\"}";
+    assert!(metric(&server, scaled_in).await >= 3.0);
+    assert_eq!(running_instances(&server), 1);
+    let records = wait_for_records(&server, burst.iter().sum::<usize>() + served).await;
+    assert!(records.iter().all(|record| record["outcome"] == "success"));
+}
