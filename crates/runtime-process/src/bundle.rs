@@ -1,6 +1,6 @@
-//! A process function's bundle: the user's files as a `.tar` or `.tar.gz`,
-//! checked entry by entry and unpacked into a directory of the node-local
-//! root cache. Nothing an entry says can write outside that directory: a
+//! A process function's bundle: the user's files as a `.tar`, `.tar.gz` or
+//! `.zip` (a Lambda deployment package), checked entry by entry and
+//! unpacked into a directory of the node-local root cache. Nothing an entry says can write outside that directory: a
 //! path with `..` or a root, a link that points out of the bundle, a device
 //! node, or more bytes or entries than the limit refuse the whole bundle
 //! before it is used.
@@ -14,7 +14,7 @@ pub enum BundleError {
     #[error("the bundle is empty")]
     Empty,
     #[error(
-        "the bundle is not a .tar or .tar.gz archive (deploy a directory, a .tar or a .tar.gz)"
+        "the bundle is not a .tar, .tar.gz or .zip archive (deploy a directory, a .tar, a .tar.gz or a .zip)"
     )]
     NotAnArchive,
     #[error("the bundle is not a readable archive: {0}")]
@@ -45,6 +45,9 @@ const MAX_ENTRIES: u64 = 200_000;
 pub fn unpack(code: &[u8], dest: &Path, max_bytes: u64) -> Result<(), BundleError> {
     if code.is_empty() {
         return Err(BundleError::Empty);
+    }
+    if code.starts_with(b"PK\x03\x04") || code.starts_with(b"PK\x05\x06") {
+        return unzip(code, dest, max_bytes);
     }
     let gzip = code.starts_with(&[0x1f, 0x8b]);
     let tar = code.len() > 262 && &code[257..262] == b"ustar";
@@ -130,16 +133,10 @@ fn check(mut archive: tar::Archive<Box<dyn Read + '_>>, max_bytes: u64) -> Resul
                 .map_err(damaged)?
                 .map(|target| target.into_owned())
                 .unwrap_or_default();
-            // A symbolic link is resolved from its directory, a hard link
-            // from the bundle's root.
-            let resolved = if kind.is_symlink() {
-                target
-                    .is_relative()
-                    .then(|| path.parent().unwrap_or(Path::new("")).join(&target))
-            } else {
-                Some(target.clone())
-            };
-            if resolved.as_deref().and_then(inside).is_none() {
+            if kind.is_symlink() {
+                check_link(&path, &target)?;
+            } else if inside(&target).is_none() {
+                // A hard link names a path from the bundle's root.
                 return Err(BundleError::LinkOut {
                     entry: name,
                     target: target.display().to_string(),
@@ -156,6 +153,84 @@ fn check(mut archive: tar::Archive<Box<dyn Read + '_>>, max_bytes: u64) -> Resul
             return Err(BundleError::Special(name));
         }
     }
+    Ok(())
+}
+
+/// A link's target, checked to stay inside the bundle.
+fn check_link(entry: &Path, target: &Path) -> Result<(), BundleError> {
+    let resolved = target
+        .is_relative()
+        .then(|| entry.parent().unwrap_or(Path::new("")).join(target));
+    if resolved.as_deref().and_then(inside).is_none() {
+        return Err(BundleError::LinkOut {
+            entry: entry.display().to_string(),
+            target: target.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A zip (a Lambda deployment package): checked whole (names, links,
+/// declared sizes), then extracted, each file cut at what is left of the
+/// limit whatever its header claims.
+fn unzip(code: &[u8], dest: &Path, max_bytes: u64) -> Result<(), BundleError> {
+    use std::os::unix::fs::PermissionsExt;
+    let zip_error = |error: zip::result::ZipError| BundleError::Damaged(error.to_string());
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(code)).map_err(zip_error)?;
+    if archive.len() as u64 > MAX_ENTRIES {
+        return Err(BundleError::TooManyEntries { limit: MAX_ENTRIES });
+    }
+    let mut entries = Vec::new();
+    let mut declared = 0u64;
+    for index in 0..archive.len() {
+        let mut file = archive.by_index(index).map_err(zip_error)?;
+        let name = file.name().map_err(zip_error)?.into_owned();
+        let path = file
+            .enclosed_name()
+            .ok_or_else(|| BundleError::Escapes(name.clone()))?;
+        declared = declared.saturating_add(file.size());
+        if declared > max_bytes {
+            return Err(BundleError::TooLarge { limit: max_bytes });
+        }
+        let mode = file.unix_mode().unwrap_or(0o644);
+        let kind = mode & 0o170000;
+        let link = if kind == 0o120000 {
+            let mut target = String::new();
+            file.by_ref().take(4096).read_to_string(&mut target)?;
+            check_link(&path, Path::new(&target))?;
+            Some(target)
+        } else if kind != 0 && kind != 0o100000 && kind != 0o040000 {
+            return Err(BundleError::Special(name));
+        } else {
+            None
+        };
+        entries.push((index, path, file.is_dir(), mode, link));
+    }
+    std::fs::create_dir_all(dest)?;
+    let mut left = max_bytes;
+    for (index, path, is_dir, mode, link) in entries {
+        let target = dest.join(&path);
+        if is_dir {
+            std::fs::create_dir_all(&target)?;
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if let Some(link) = link {
+            std::os::unix::fs::symlink(link, &target)?;
+            continue;
+        }
+        let mut file = archive.by_index(index).map_err(zip_error)?;
+        let mut out = std::fs::File::create(&target)?;
+        let written = std::io::copy(&mut file.by_ref().take(left + 1), &mut out)?;
+        if written > left {
+            return Err(BundleError::TooLarge { limit: max_bytes });
+        }
+        left -= written;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o777))?;
+    }
+    open_up(dest)?;
     Ok(())
 }
 
@@ -258,11 +333,66 @@ mod tests {
         assert!(!dir.path().parent().unwrap().join("evil").exists());
     }
 
+    fn zip(entries: &[(&str, Option<u32>, &[u8])]) -> Vec<u8> {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, mode, body) in entries {
+            let options =
+                zip::write::SimpleFileOptions::default().unix_permissions(mode.unwrap_or(0o644));
+            if mode.is_some_and(|mode| mode & 0o170000 == 0o120000) {
+                writer
+                    .add_symlink(*name, std::str::from_utf8(body).unwrap(), options)
+                    .unwrap();
+            } else {
+                writer.start_file(*name, options).unwrap();
+                std::io::Write::write_all(&mut writer, body).unwrap();
+            }
+        }
+        writer.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn a_zip_unpacks_and_one_that_leaves_the_bundle_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = zip(&[
+            ("bootstrap", Some(0o755), b"#!/bin/sh\n"),
+            ("lib/alias", Some(0o120777), b"../bootstrap"),
+        ]);
+        unpack(&code, &dir.path().join("ok"), 1 << 20).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("ok/bootstrap")).unwrap(),
+            b"#!/bin/sh\n"
+        );
+        assert_eq!(
+            std::fs::read_link(dir.path().join("ok/lib/alias")).unwrap(),
+            Path::new("../bootstrap")
+        );
+        for (case, code) in [
+            ("dotdot", zip(&[("../evil", None, b"x")])),
+            (
+                "link out",
+                zip(&[("up", Some(0o120777), b"../../etc/passwd")]),
+            ),
+        ] {
+            let dest = dir.path().join(case);
+            let error = unpack(&code, &dest, 1 << 20).unwrap_err();
+            assert!(
+                matches!(error, BundleError::Escapes(_) | BundleError::LinkOut { .. }),
+                "{case}: {error}"
+            );
+            assert!(!dest.exists(), "{case}");
+        }
+        let big = zip(&[("big", None, &[0; 4096])]);
+        assert!(matches!(
+            unpack(&big, &dir.path().join("big"), 1000),
+            Err(BundleError::TooLarge { limit: 1000 })
+        ));
+    }
+
     #[test]
     fn what_is_not_a_tar_or_too_large_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            unpack(b"PK\x03\x04 a zip", &dir.path().join("a"), 1 << 20),
+            unpack(b"7z\xbc\xaf a 7z", &dir.path().join("a"), 1 << 20),
             Err(BundleError::NotAnArchive)
         ));
         let big = archive(|b| file(b, "big", &[0; 4096]));

@@ -15,7 +15,7 @@ pub struct Deploy {
     #[arg(requires = "path")]
     name: Option<String>,
     /// The component (.wasm) to deploy; with `--runtime process`, a
-    /// directory, `.tar` or `.tar.gz` of the program's files.
+    /// directory, `.tar`, `.tar.gz` or `.zip` of the program's files.
     path: Option<PathBuf>,
     /// The manifest read when NAME and PATH are not given.
     #[arg(long, default_value = "wok.toml", conflicts_with = "name")]

@@ -376,7 +376,7 @@ async fn a_bad_bundle_or_setting_is_refused_and_the_live_version_keeps_serving()
     ]);
     assert!(!output.success());
     assert!(
-        output.stderr().contains("not a .tar or .tar.gz"),
+        output.stderr().contains("not a .tar, .tar.gz or .zip"),
         "{}",
         output.stderr()
     );
@@ -857,4 +857,37 @@ async fn scaling_in_under_load_fails_no_request() {
     assert_eq!(running_instances(&server), 1);
     let records = wait_for_records(&server, burst.iter().sum::<usize>() + served).await;
     assert!(records.iter().all(|record| record["outcome"] == "success"));
+}
+
+#[tokio::test]
+async fn a_zip_bundle_deploys_like_a_directory() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("bundle.zip");
+    let made = std::process::Command::new("python3")
+        .args(["-m", "zipfile", "-c"])
+        .arg(&zip)
+        .arg("app.py")
+        .current_dir(probe_dir())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    deploy(
+        &server,
+        "zipped",
+        zip.to_str().unwrap(),
+        &[
+            "--runtime",
+            "process",
+            "--command",
+            "python3 app.py",
+            "--env",
+            "GREETING=zip",
+        ],
+    );
+    assert_eq!(info(&server, "zipped").await["greeting"], "zip");
 }
