@@ -1,6 +1,8 @@
-/* A small static HTTP/1.1 server for bench/process.sh: keep-alive, many
- * connections (poll), answers GET /hold?ms=N after N ms and anything else
- * with "hello\n" at once. Listens on 127.0.0.1:$PORT (8080 if unset).
+/* A small static HTTP/1.1 server for bench/process.sh (and the image
+ * tests): keep-alive, many connections (poll), answers GET /hold?ms=N after
+ * N ms, GET /env with what it runs as (GREETING, working directory, uid and
+ * gid, whether ./old.txt and ./new.txt exist), and anything else with
+ * "hello\n" at once. Listens on 127.0.0.1:$PORT (8080 if unset).
  * Build: cc -static -O2 -o static-server static-server.c */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -18,6 +20,18 @@ static char buffers[MAX][8192];
 static int used[MAX];
 
 static void answer(int fd, const char *request) {
+    if (strncmp(request, "GET /env ", 9) == 0) {
+        char cwd[256] = "?", body[512], reply[768];
+        if (!getcwd(cwd, sizeof cwd)) strcpy(cwd, "?");
+        const char *greeting = getenv("GREETING");
+        int length = snprintf(body, sizeof body, "greeting=%s cwd=%s uid=%d gid=%d old=%d new=%d\n",
+                              greeting ? greeting : "", cwd, (int)getuid(), (int)getgid(),
+                              access("old.txt", F_OK) == 0, access("new.txt", F_OK) == 0);
+        int total = snprintf(reply, sizeof reply,
+                             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n\r\n%s", length, body);
+        if (write(fd, reply, total) < 0) return;
+        return;
+    }
     const char *hold = strstr(request, "GET /hold?ms=");
     if (hold == request) usleep(atoi(hold + 13) * 1000);
     static const char reply[] =

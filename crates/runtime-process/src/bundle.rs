@@ -237,7 +237,7 @@ fn unzip(code: &[u8], dest: &Path, max_bytes: u64) -> Result<(), BundleError> {
 /// Makes every file readable, every directory searchable and executables
 /// runnable by anyone (the sandbox runs as an unprivileged user); drops
 /// set-id bits.
-fn open_up(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn open_up(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

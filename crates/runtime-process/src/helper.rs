@@ -52,6 +52,12 @@ pub(crate) struct SpawnRequest {
     pub cwd: String,
     /// Bound read-only at `/app`.
     pub app: Option<PathBuf>,
+    /// An unpacked image: the root itself (read-only), instead of the
+    /// host's system directories.
+    pub image_root: Option<PathBuf>,
+    /// The uid and gid the program runs as inside.
+    pub uid: u32,
+    pub gid: u32,
     /// An empty directory of the host the new root is built on (each
     /// instance mounts over it in its own mount namespace).
     pub mount_point: PathBuf,
@@ -250,14 +256,18 @@ fn spawn(
     let release = || -> Result<(OwnedFd, OwnedFd), String> {
         let proc = Path::new("/proc").join(pid.as_raw().to_string());
         // The namespace's root (to build the sandbox) and its user.
-        let map = format!(
-            "0 {} 1\n{INSIDE_ID} {} 1\n",
-            request.outside_id,
-            request.outside_id + 1
-        );
-        std::fs::write(proc.join("uid_map"), &map).map_err(|e| format!("uid_map: {e}"))?;
+        let map = |id: u32| {
+            let mut map = format!("0 {} 1\n", request.outside_id);
+            if id != 0 {
+                map.push_str(&format!("{id} {} 1\n", request.outside_id + 1));
+            }
+            map
+        };
+        std::fs::write(proc.join("uid_map"), map(request.uid))
+            .map_err(|e| format!("uid_map: {e}"))?;
         std::fs::write(proc.join("setgroups"), "deny").map_err(|e| format!("setgroups: {e}"))?;
-        std::fs::write(proc.join("gid_map"), &map).map_err(|e| format!("gid_map: {e}"))?;
+        std::fs::write(proc.join("gid_map"), map(request.gid))
+            .map_err(|e| format!("gid_map: {e}"))?;
         for procs in &request.cgroup_procs {
             std::fs::write(procs, pid.as_raw().to_string())
                 .map_err(|e| format!("joining cgroup {}: {e}", procs.display()))?;
@@ -519,26 +529,41 @@ fn build(request: &SpawnRequest, stderr: &OwnedFd) -> Result<(), String> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| format!("making mounts private: {e}"))?;
-    mount(
-        Some("wok"),
-        &request.mount_point,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        // Owned by the namespace's root, which fills it below.
-        Some("size=1m,mode=0755,uid=0,gid=0"),
-    )
-    .map_err(|e| format!("root tmpfs: {e}"))?;
+    let image = request.image_root.is_some();
+    if let Some(image_root) = &request.image_root {
+        // The image is the root: its own /usr, /etc and all.
+        mount(
+            Some(image_root),
+            &request.mount_point,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        )
+        .map_err(|e| format!("binding the image: {e}"))?;
+    } else {
+        mount(
+            Some("wok"),
+            &request.mount_point,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            // Owned by the namespace's root, which fills it below.
+            Some("size=1m,mode=0755,uid=0,gid=0"),
+        )
+        .map_err(|e| format!("root tmpfs: {e}"))?;
+    }
     let root_fd = open_path(&request.mount_point)?;
     let mut system = Vec::new();
-    for dir in SYSTEM_DIRS {
-        if let Some(found) = source(&Path::new("/").join(dir))? {
-            system.push((dir, found));
-        }
-    }
     let mut etc_entries = Vec::new();
-    for name in ETC_ENTRIES {
-        if let Some(found) = source(&Path::new("/etc").join(name))? {
-            etc_entries.push((name, found));
+    if !image {
+        for dir in SYSTEM_DIRS {
+            if let Some(found) = source(&Path::new("/").join(dir))? {
+                system.push((dir, found));
+            }
+        }
+        for name in ETC_ENTRIES {
+            if let Some(found) = source(&Path::new("/etc").join(name))? {
+                etc_entries.push((name, found));
+            }
         }
     }
     let app_source = match &request.app {
@@ -563,32 +588,13 @@ fn build(request: &SpawnRequest, stderr: &OwnedFd) -> Result<(), String> {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
     let root = at(&root_fd);
-    for (dir, found) in &system {
-        show(found, &root.join(dir), false)?;
-    }
-    let etc = root.join("etc");
-    std::fs::create_dir(&etc).map_err(|e| format!("etc: {e}"))?;
-    for (name, found) in &etc_entries {
-        show(found, &etc.join(name), false)?;
-    }
-    for (name, text) in [
-        (
-            "passwd",
-            "root:x:0:0:root:/:/usr/sbin/nologin\nwok:x:1000:1000:wok:/tmp:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n",
-        ),
-        ("group", "root:x:0:\nwok:x:1000:\nnogroup:x:65534:\n"),
-        ("hosts", "127.0.0.1 localhost\n::1 localhost\n"),
-        ("hostname", "wok\n"),
-        ("resolv.conf", ""),
-    ] {
-        std::fs::write(etc.join(name), text).map_err(|e| format!("etc/{name}: {e}"))?;
-    }
-    match &app_source {
-        Some(app) => show(app, &root.join("app"), false)?,
-        None => std::fs::create_dir(root.join("app")).map_err(|e| format!("app: {e}"))?,
+    if !image {
+        build_host_view(&root, &system, &etc_entries, app_source.as_ref())?;
     }
     let tmp = root.join("tmp");
-    std::fs::create_dir(&tmp).map_err(|e| format!("tmp: {e}"))?;
+    if !image {
+        std::fs::create_dir(&tmp).map_err(|e| format!("tmp: {e}"))?;
+    }
     mount(
         Some("tmp"),
         &tmp,
@@ -598,21 +604,32 @@ fn build(request: &SpawnRequest, stderr: &OwnedFd) -> Result<(), String> {
     )
     .map_err(|e| format!("/tmp tmpfs: {e}"))?;
     let dev = root.join("dev");
-    std::fs::create_dir(&dev).map_err(|e| format!("dev: {e}"))?;
-    for (name, found) in &devices {
-        show(found, &dev.join(name), true)?;
-    }
-    for (name, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(target, dev.join(name))
-            .map_err(|e| format!("dev/{name}: {e}"))?;
+    if image {
+        // The image's mount points were made when it was unpacked.
+        for (name, found) in &devices {
+            let Source::File(fd) = found else { continue };
+            mount(Some(&at(fd)), &dev.join(name), none, MsFlags::MS_BIND, none)
+                .map_err(|e| format!("binding dev/{name}: {e}"))?;
+        }
+    } else {
+        std::fs::create_dir(&dev).map_err(|e| format!("dev: {e}"))?;
+        for (name, found) in &devices {
+            show(found, &dev.join(name), true)?;
+        }
+        for (name, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            std::os::unix::fs::symlink(target, dev.join(name))
+                .map_err(|e| format!("dev/{name}: {e}"))?;
+        }
     }
     let proc = root.join("proc");
-    std::fs::create_dir(&proc).map_err(|e| format!("proc: {e}"))?;
+    if !image {
+        std::fs::create_dir(&proc).map_err(|e| format!("proc: {e}"))?;
+    }
     if let Err(error) = mount(
         Some("proc"),
         &proc,
@@ -629,27 +646,124 @@ fn build(request: &SpawnRequest, stderr: &OwnedFd) -> Result<(), String> {
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the host root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-    mount(
-        none,
-        "/",
-        none,
-        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        none,
-    )
-    .map_err(|e| format!("making the root read-only: {e}"))?;
+    let read_only = if image {
+        // A bind mount: read-only by a bind remount that keeps its flags.
+        let root = open_path(Path::new("/"))?;
+        remount_read_only(&root, Path::new("/"))
+    } else {
+        mount(
+            none,
+            "/",
+            none,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            none,
+        )
+        .map_err(|e| e.to_string())
+    };
+    read_only.map_err(|e| format!("making the root read-only: {e}"))?;
     loopback_up()?;
     nix::unistd::sethostname(&request.hostname).map_err(|e| format!("hostname: {e}"))?;
     nix::unistd::chdir(request.cwd.as_str())
         .map_err(|e| format!("working directory {}: {e}", request.cwd))?;
-    let id = nix::unistd::Gid::from_raw(INSIDE_ID);
+    // Dropping the bounding set needs the capabilities it drops: before
+    // the user changes.
+    drop_bounding_set()?;
+    let id = nix::unistd::Gid::from_raw(request.gid);
     nix::unistd::setresgid(id, id, id).map_err(|e| format!("setresgid: {e}"))?;
-    let id = nix::unistd::Uid::from_raw(INSIDE_ID);
+    let id = nix::unistd::Uid::from_raw(request.uid);
     nix::unistd::setresuid(id, id, id).map_err(|e| format!("setresuid: {e}"))?;
+    drop_capabilities()?;
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Empties the bounding set, and root gets no special treatment on exec:
+/// no capability can come back, even to a program that runs as its
+/// namespace's root (an image's default user).
+fn drop_bounding_set() -> Result<(), String> {
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        for capability in 0..=63 {
+            if libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) != 0
+                && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+            {
+                return Err(format!(
+                    "dropping capability {capability}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        // SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE(_LOCKED)
+        if libc::prctl(libc::PR_SET_SECUREBITS, 0x01 | 0x02 | 0x40 | 0x80, 0, 0, 0) != 0 {
+            return Err(format!("securebits: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// No capabilities now (a uid change leaves a root's in place).
+fn drop_capabilities() -> Result<(), String> {
+    // SAFETY: capset with structs we own.
+    unsafe {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Default, Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut header = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let data = [Data::default(); 2];
+        if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+            return Err(format!("capset: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// The sandbox's view of the host: its system directories and a few files
+/// of `/etc` read-only, its own `/etc` files, the bundle at `/app`.
+fn build_host_view(
+    root: &Path,
+    system: &[(&str, Source)],
+    etc_entries: &[(&str, Source)],
+    app_source: Option<&Source>,
+) -> Result<(), String> {
+    for (dir, found) in system {
+        show(found, &root.join(dir), false)?;
+    }
+    let etc = root.join("etc");
+    std::fs::create_dir(&etc).map_err(|e| format!("etc: {e}"))?;
+    for (name, found) in etc_entries {
+        show(found, &etc.join(name), false)?;
+    }
+    for (name, text) in [
+        (
+            "passwd",
+            "root:x:0:0:root:/:/usr/sbin/nologin\nwok:x:1000:1000:wok:/tmp:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n",
+        ),
+        ("group", "root:x:0:\nwok:x:1000:\nnogroup:x:65534:\n"),
+        ("hosts", "127.0.0.1 localhost\n::1 localhost\n"),
+        ("hostname", "wok\n"),
+        ("resolv.conf", ""),
+    ] {
+        std::fs::write(etc.join(name), text).map_err(|e| format!("etc/{name}: {e}"))?;
+    }
+    match app_source {
+        Some(app) => show(app, &root.join("app"), false),
+        None => std::fs::create_dir(root.join("app")).map_err(|e| format!("app: {e}")),
+    }
 }
 
 /// Binds `host` at `inside`, read-only, keeping the flags the host's mount
@@ -665,6 +779,14 @@ fn bind_read_only(host: &OwnedFd, inside: &Path) -> Result<(), String> {
         none,
     )
     .map_err(|e| format!("binding {name}: {e}"))?;
+    remount_read_only(host, inside)
+}
+
+/// Makes the bind mount at `inside` read-only, keeping the flags of the
+/// mount `host` is on.
+fn remount_read_only(host: &OwnedFd, inside: &Path) -> Result<(), String> {
+    let none: Option<&str> = None;
+    let name = inside.display();
     let stat = nix::sys::statvfs::fstatvfs(host).map_err(|e| format!("statvfs {name}: {e}"))?;
     let mut flags = MsFlags::MS_BIND
         | MsFlags::MS_REMOUNT

@@ -5,8 +5,9 @@
 //! Layer: runtimes. Knows `domain` and `invoke` only: no store, gateway or
 //! wasm. The only crate that starts function processes.
 //!
-//! - `bundle.rs`: the uploaded `.tar`/`.tar.gz`, checked and unpacked into
-//!   the node-local root cache (what "compile" means here).
+//! - `bundle.rs`: the uploaded `.tar`/`.tar.gz`/`.zip`, checked and
+//!   unpacked into the node-local root cache (what "compile" means here);
+//!   `image.rs`: the same for OCI images.
 //! - `helper.rs`: the small helper process that makes each sandboxed
 //!   instance (namespaces, read-only root, cgroups, unprivileged user).
 //! - `cgroup.rs`: each instance's memory, pids and CPU limits and readings.
@@ -23,6 +24,7 @@
 mod bundle;
 mod cgroup;
 mod helper;
+mod image;
 mod netns;
 mod pool;
 mod seccomp;
@@ -180,6 +182,33 @@ impl ProcessRuntime {
     fn root_of(&self, hash: &str) -> PathBuf {
         self.config.dir.join("roots").join(hash)
     }
+
+    /// What an unpacked root is, and whether `config` can run it.
+    fn root_kind(
+        &self,
+        root: &std::path::Path,
+        config: &FunctionConfig,
+    ) -> Result<pool::Root, String> {
+        let command = &config.process.command;
+        match std::fs::read(root.join("image.json")) {
+            Ok(text) => {
+                let image: image::ImageConfig =
+                    serde_json::from_slice(&text).map_err(|error| error.to_string())?;
+                if command.is_empty() && image.command.is_empty() {
+                    return Err("the image has no Entrypoint or Cmd: give a command (--command)".to_owned());
+                }
+                Ok(pool::Root::Image {
+                    rootfs: root.join("rootfs"),
+                    image,
+                })
+            }
+            Err(_) if command.is_empty() => Err(
+                "a process function needs a command (--command \"python3 app.py\", or command in wok.toml)"
+                    .to_owned(),
+            ),
+            Err(_) => Ok(pool::Root::Bundle(root.join("app"))),
+        }
+    }
 }
 
 /// What `compile` keeps as the precompiled form: where the bundle was
@@ -198,18 +227,8 @@ impl Executor for ProcessRuntime {
         "process-1".to_owned()
     }
 
-    fn check(&self, config: &FunctionConfig) -> Result<(), DeployError> {
-        if config.process.command.is_empty() {
-            return Err(DeployError(
-                "a process function needs a command (--command \"python3 app.py\", or command in wok.toml)".to_owned(),
-            ));
-        }
-        Ok(())
-    }
-
     fn compile(&self, code: &[u8], config: &FunctionConfig) -> Result<Compiled, DeployError> {
         use sha2::Digest;
-        self.check(config)?;
         let hash = hex::encode(sha2::Sha256::digest(code));
         let root = self.root_of(&hash);
         if !root.is_dir() {
@@ -220,7 +239,15 @@ impl Executor for ProcessRuntime {
                 .join("roots")
                 .join(format!(".{hash}.{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&partial);
-            if let Err(error) = bundle::unpack(code, &partial, self.config.max_bundle_bytes) {
+            let unpacked = if image::is_image(code) {
+                image::unpack(code, &partial, self.config.max_bundle_bytes).and_then(|image| {
+                    let text = serde_json::to_vec(&image).expect("serialises");
+                    Ok(std::fs::write(partial.join("image.json"), text)?)
+                })
+            } else {
+                bundle::unpack(code, &partial.join("app"), self.config.max_bundle_bytes)
+            };
+            if let Err(error) = unpacked {
                 let _ = std::fs::remove_dir_all(&partial);
                 return Err(DeployError(error.to_string()));
             }
@@ -228,6 +255,9 @@ impl Executor for ProcessRuntime {
                 .map_err(|error| DeployError(format!("keeping the unpacked bundle: {error}")))?;
         }
         let unpacked = Unpacked { root: hash };
+        // What it runs is known now: a bundle needs a command, an image
+        // has its own unless it is empty.
+        self.root_kind(&root, config).map_err(DeployError)?;
         Ok(Compiled {
             runtime: Runtime::Process(config.process.protocol),
             precompiled: serde_json::to_vec(&unpacked).expect("serialises"),
@@ -242,6 +272,7 @@ impl Executor for ProcessRuntime {
         if !root.is_dir() {
             return Err(format!("the unpacked bundle {} is gone", root.display()));
         }
+        let root = self.root_kind(&root, &spec.config)?;
         // The protocol is the version's setting (a cached unpack may have
         // been made for another version of the same bundle).
         let protocol = spec.config.process.protocol;

@@ -60,6 +60,17 @@ const OUTSIDE_ID_BASE: u32 = 200_000;
 type Sender = hyper::client::conn::http1::SendRequest<RequestBody>;
 type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
+/// What an instance runs on.
+pub(crate) enum Root {
+    /// A bundle's files, shown at `/app` over the host's system directories.
+    Bundle(PathBuf),
+    /// An unpacked image: the root itself, and what its config says to run.
+    Image {
+        rootfs: PathBuf,
+        image: crate::image::ImageConfig,
+    },
+}
+
 /// Why an instance is gone, read from its cgroup when it ended.
 #[derive(Debug, Clone, Copy)]
 struct Ended {
@@ -220,7 +231,7 @@ pub(crate) struct Pool {
     project: ProjectId,
     function: FunctionName,
     config: FunctionConfig,
-    root: PathBuf,
+    root: Root,
     sandbox: Arc<Sandbox>,
     logs: Arc<dyn LogSink>,
     metrics: Arc<dyn RuntimeMetrics>,
@@ -263,7 +274,7 @@ impl Drop for Lease {
 impl Pool {
     pub fn new(
         spec: LoadSpec,
-        root: PathBuf,
+        root: Root,
         sandbox: Arc<Sandbox>,
         logs: Arc<dyn LogSink>,
         metrics: Arc<dyn RuntimeMetrics>,
@@ -442,7 +453,33 @@ impl Pool {
             ("HOME".to_owned(), "/tmp".to_owned()),
             ("LANG".to_owned(), "C.UTF-8".to_owned()),
         ];
-        for (name, value) in &self.config.env {
+        let command = &self.config.process.command;
+        let (argv, cwd, app, image_root, uid, gid, image_env) = match &self.root {
+            Root::Bundle(app) => (
+                command.clone(),
+                "/app".to_owned(),
+                Some(app.clone()),
+                None,
+                crate::helper::INSIDE_ID,
+                crate::helper::INSIDE_ID,
+                Vec::new(),
+            ),
+            Root::Image { rootfs, image } => (
+                if command.is_empty() {
+                    image.command.clone()
+                } else {
+                    command.clone()
+                },
+                image.working_dir.clone(),
+                None,
+                Some(rootfs.clone()),
+                image.uid,
+                image.gid,
+                image.env.clone(),
+            ),
+        };
+        // The image's, then the deploy's: each overrides what came before.
+        for (name, value) in image_env.iter().chain(&self.config.env) {
             env.retain(|(existing, _)| existing != name);
             env.push((name.clone(), value.clone()));
         }
@@ -463,10 +500,13 @@ impl Pool {
             );
         }
         SpawnRequest {
-            argv: self.config.process.command.clone(),
+            argv,
             env,
-            cwd: "/app".to_owned(),
-            app: Some(self.root.clone()),
+            cwd,
+            app,
+            image_root,
+            uid,
+            gid,
             mount_point: self.sandbox.mount_point.clone(),
             // Its pages are charged to the memory limit: half of it, so that
             // a full /tmp is ENOSPC, not an OOM kill.

@@ -891,3 +891,88 @@ async fn a_zip_bundle_deploys_like_a_directory() {
     );
     assert_eq!(info(&server, "zipped").await["greeting"], "zip");
 }
+
+/// An image of the static server (`bench/native/static-server.c`, compiled
+/// here) written by `tests/native/make_image.py` in `format`, with `extra`
+/// arguments.
+fn make_image(dir: &std::path::Path, format: &str, extra: &[&str]) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let server = dir.join("static-server");
+    if !server.exists() {
+        let compiled = std::process::Command::new("cc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&server)
+            .arg(root.join("../../bench/native/static-server.c"))
+            .output()
+            .expect("running cc");
+        assert!(
+            compiled.status.success(),
+            "{}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+    }
+    let out = dir.join(format!("{format}{}.tar", extra.join("")));
+    let made = std::process::Command::new("python3")
+        .arg(root.join("tests/native/make_image.py"))
+        .arg(&out)
+        .arg(format)
+        .arg(&server)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    out.display().to_string()
+}
+
+#[tokio::test]
+async fn an_oci_image_runs_its_entrypoint_as_its_user_with_layers_applied() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["oci", "docker"] {
+        let image = make_image(dir.path(), format, &[]);
+        let name = format!("image-{format}");
+        // No --command: the image's Entrypoint runs, in its WorkingDir, as
+        // its User, with its Env; the second layer's whiteout removed
+        // old.txt.
+        deploy(&server, &name, &image, &["--runtime", "process"]);
+        let answer = get(&server, &format!("/fn/{name}/env")).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(
+            answer.text(),
+            "greeting=image cwd=/srv uid=1234 gid=1234 old=0 new=1\n",
+            "{format}"
+        );
+    }
+    // The deploy's env overrides the image's.
+    let image = make_image(dir.path(), "oci", &[]);
+    deploy(
+        &server,
+        "image-env",
+        &image,
+        &["--runtime", "process", "--env", "GREETING=deploy"],
+    );
+    let answer = get(&server, "/fn/image-env/env").await;
+    assert!(
+        answer.text().starts_with("greeting=deploy "),
+        "{}",
+        answer.text()
+    );
+
+    // A blob that does not match its digest, or an image for another
+    // machine, is refused before anything is stored.
+    for (extra, says) in [
+        (&["--bad-digest"][..], "does not match its digest"),
+        (&["--arch", "arm64"][..], "the image is for arm64"),
+    ] {
+        let image = make_image(dir.path(), "oci", extra);
+        let output = server.cli(&["deploy", "refused", &image, "--runtime", "process"]);
+        assert!(!output.success());
+        assert!(output.stderr().contains(says), "{}", output.stderr());
+    }
+    let listed = server.cli_ok(&["ls"]);
+    assert!(!listed.contains("refused"), "{listed}");
+}
