@@ -976,3 +976,52 @@ async fn an_oci_image_runs_its_entrypoint_as_its_user_with_layers_applied() {
     let listed = server.cli_ok(&["ls"]);
     assert!(!listed.contains("refused"), "{listed}");
 }
+
+#[tokio::test]
+async fn an_unmodified_rust_lambda_runtime_bootstrap_serves_requests() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let built = std::process::Command::new("bash")
+        .arg(root.join("scripts/build-rust-lambda.sh"))
+        .output()
+        .expect("running scripts/build-rust-lambda.sh");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let bootstrap = String::from_utf8(built.stdout).unwrap().trim().to_owned();
+    let bundle = tempfile::tempdir().unwrap();
+    std::fs::copy(&bootstrap, bundle.path().join("bootstrap")).unwrap();
+
+    let server = server();
+    deploy(
+        &server,
+        "rusty",
+        bundle.path().to_str().unwrap(),
+        &[
+            "--runtime",
+            "process",
+            "--protocol",
+            "lambda",
+            "--command",
+            "./bootstrap",
+        ],
+    );
+    let answer = get(&server, "/fn/rusty/hello").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let id = answer.header("x-wok-invocation-id");
+    let seen = answer.json();
+    assert_eq!(seen["runtime"], "rust");
+    assert_eq!(seen["path"], "/hello");
+    assert_eq!(seen["request_id"], id.as_str());
+    assert_eq!(seen["function"], "rusty");
+    let failed = get(&server, "/fn/rusty/fail").await;
+    assert_eq!(failed.status, 502, "{}", failed.text());
+    assert_eq!(failed.error_code(), "function_trap");
+    assert!(
+        failed.text().contains("failing on purpose"),
+        "{}",
+        failed.text()
+    );
+    assert_eq!(get(&server, "/fn/rusty/again").await.status, 200);
+}
