@@ -94,6 +94,9 @@ pub struct InvocationRecord {
     pub billed_ms: u64,
     pub memory_mib: u64,
     pub peak_memory_bytes: u64,
+    /// CPU time of a native instance serving one call at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_us: Option<u64>,
     pub outcome: String,
     pub cold: bool,
     pub bytes_in: u64,

@@ -79,6 +79,9 @@ pub struct InvocationRecord {
     pub memory_mib: u64,
     /// Highest linear memory the instance reached, in bytes.
     pub peak_memory_bytes: u64,
+    /// CPU time the instance used during the call, in microseconds, where
+    /// it can be told apart: a native instance serving one call at a time.
+    pub cpu_us: Option<u64>,
     pub outcome: Outcome,
     /// Whether a new instance was created for it.
     pub cold: bool,

@@ -78,6 +78,7 @@ pub fn record(record: &domain::InvocationRecord) -> api_types::InvocationRecord 
         billed_ms: record.billed_ms,
         memory_mib: record.memory_mib,
         peak_memory_bytes: record.peak_memory_bytes,
+        cpu_us: record.cpu_us,
         outcome: record.outcome.code().to_owned(),
         cold: record.cold,
         bytes_in: record.bytes_in,

@@ -41,6 +41,7 @@ pub struct Meter {
     client_left: AtomicBool,
     /// What the caller was answered, when that decides the outcome.
     answered: Mutex<Option<Outcome>>,
+    cpu_us: Mutex<Option<u64>>,
     finish: Mutex<Option<Finish>>,
     // Held until the record is written: the concurrency slot is free only
     // once the invocation is entirely over.
@@ -76,6 +77,7 @@ impl Meter {
             bytes_out: AtomicU64::new(0),
             client_left: AtomicBool::new(false),
             answered: Mutex::new(None),
+            cpu_us: Mutex::new(None),
             finish: Mutex::new(None),
             permit: Mutex::new(permit),
             sink,
@@ -114,6 +116,14 @@ impl Meter {
             .answered
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(outcome);
+    }
+
+    /// The CPU time the call used, where the runtime can measure it.
+    pub fn cpu_time(&self, micros: u64) {
+        *self
+            .cpu_us
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(micros);
     }
 
     /// Marks the guest's work as done. The first call wins.
@@ -172,6 +182,10 @@ impl Drop for Meter {
             billed_ms: InvocationRecord::billed_ms_for(finish.duration_us),
             memory_mib: self.memory_mib,
             peak_memory_bytes: finish.peak_memory_bytes,
+            cpu_us: *self
+                .cpu_us
+                .get_mut()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
             outcome,
             cold: finish.cold,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),

@@ -257,6 +257,20 @@ impl Group {
         }
     }
 
+    /// CPU time the instance has used, in microseconds (`None` when the
+    /// group is gone).
+    pub fn cpu_micros(&self) -> Option<u64> {
+        match &self.hierarchy {
+            Hierarchy::V1 { cpuacct, .. } => self
+                .read(cpuacct, "cpuacct.usage")
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .map(|nanos| nanos / 1000),
+            Hierarchy::V2 { dir } => self
+                .read(dir, "cpu.stat")
+                .and_then(|text| field(&text, "usage_usec")),
+        }
+    }
+
     /// Whether the kernel killed a process of the instance for memory.
     pub fn oom_killed(&self) -> bool {
         let text = match &self.hierarchy {

@@ -78,6 +78,8 @@ struct Ended {
     /// The program's exit code (128 + the signal when killed by one), as
     /// its init reported it; `None` when the init itself was killed.
     status: Option<i32>,
+    /// All the CPU time the instance used, read before its group goes.
+    cpu_us: Option<u64>,
 }
 
 pub(crate) struct Instance {
@@ -203,7 +205,10 @@ impl Instance {
 struct Slot {
     instance: Arc<Instance>,
     in_flight: u32,
-    served: u64,
+    /// Started for a waiting request, which has not been served yet: its
+    /// first request is a cold start (one started ahead, for
+    /// `min_instances`, serves warm).
+    cold_pending: bool,
     idle_since: Instant,
     frozen: bool,
 }
@@ -246,6 +251,18 @@ struct Lease {
     pool: Arc<Pool>,
     instance: Arc<Instance>,
     cold: bool,
+    /// The instance's CPU time when the call began, when it serves one
+    /// call at a time (then the difference is the call's).
+    cpu_start: Option<u64>,
+}
+
+impl Lease {
+    /// Puts the call's CPU time on its meter, when it can be told.
+    fn meter_cpu(&self, meter: &Meter) {
+        if let (Some(start), Some(now)) = (self.cpu_start, self.instance.group.cpu_micros()) {
+            meter.cpu_time(now.saturating_sub(start));
+        }
+    }
 }
 
 impl Drop for Lease {
@@ -355,18 +372,21 @@ impl Pool {
                             .instance_state(Some(was), Some(InstanceState::Busy));
                     }
                     slot.in_flight += 1;
-                    let cold = slot.served == 0;
-                    slot.served += 1;
+                    let cold = std::mem::take(&mut slot.cold_pending);
                     let instance = slot.instance.clone();
                     drop(state);
                     if concurrency == 1 {
                         *instance.serving.lock().unwrap_or_else(|p| p.into_inner()) =
                             Some(invocation.clone());
                     }
+                    let cpu_start = (concurrency == 1)
+                        .then(|| instance.group.cpu_micros())
+                        .flatten();
                     return Ok(Lease {
                         pool: self.this(),
                         instance,
                         cold,
+                        cpu_start,
                     });
                 }
                 if (state.slots.len() as u32 + state.starting) < process.max_instances {
@@ -374,7 +394,7 @@ impl Pool {
                     drop(state);
                     self.metrics
                         .scaled(&self.project, &self.function, Scale::Out);
-                    self.start_in_background(deadline)
+                    self.start_in_background(deadline, true)
                 } else {
                     None
                 }
@@ -406,6 +426,7 @@ impl Pool {
     fn start_in_background(
         &self,
         deadline: Instant,
+        for_request: bool,
     ) -> Option<tokio::task::JoinHandle<Result<(), Failure>>> {
         let pool = self.this();
         self.metrics
@@ -433,7 +454,7 @@ impl Pool {
                 state.slots.push(Slot {
                     instance,
                     in_flight: 0,
-                    served: 0,
+                    cold_pending: for_request,
                     idle_since: Instant::now(),
                     frozen: false,
                 });
@@ -780,6 +801,7 @@ impl Pool {
         };
         let (instance, cold) = (lease.instance.clone(), lease.cold);
         let fail = |outcome: Outcome, message: String| {
+            lease.meter_cpu(&meter);
             meter.finish(outcome, instance.peak_memory(), cold);
             Failure::new(outcome, message)
         };
@@ -895,6 +917,7 @@ async fn watch_exit(instance: Arc<Instance>, status: OwnedFd, pool: Weak<Pool>) 
     let ended = Ended {
         out_of_memory: instance.group.oom_killed(),
         status,
+        cpu_us: instance.group.cpu_micros(),
     };
     instance.ended.send_replace(Some(ended));
     instance
@@ -936,6 +959,7 @@ impl ProxyBody {
         self.done = true;
         if let Some(lease) = self.lease.take() {
             let instance = &lease.instance;
+            lease.meter_cpu(&self.meter);
             self.meter
                 .finish(outcome, instance.peak_memory(), lease.cold);
             if outcome == Outcome::Timeout {
@@ -1078,7 +1102,7 @@ impl PreparedFunction for Pool {
         }
         for _ in 0..missing {
             let deadline = Instant::now() + self.config.limits.timeout;
-            drop(self.start_in_background(deadline));
+            drop(self.start_in_background(deadline, false));
         }
     }
 }

@@ -27,6 +27,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InvocationRecord>> 
             billed_ms: row.get::<_, i64>(7)? as u64,
             memory_mib: row.get::<_, i64>(8)? as u64,
             peak_memory_bytes: row.get::<_, i64>(9)? as u64,
+            cpu_us: row.get::<_, Option<i64>>(14)?.map(|cpu| cpu as u64),
             outcome: Outcome::from_code(&outcome)
                 .ok_or_else(|| StoreError::Corrupt(format!("outcome {outcome}")))?,
             cold: row.get(11)?,
@@ -68,8 +69,8 @@ fn filter_clause(
 fn insert_records(connection: &Connection, records: &[InvocationRecord]) -> Result<()> {
     let mut statement = connection.prepare_cached(
         "INSERT OR IGNORE INTO invocations (id, project, function, version, trigger, start, duration_us,
-           billed_ms, memory_mib, peak_memory_bytes, outcome, cold, bytes_in, bytes_out)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+           billed_ms, memory_mib, peak_memory_bytes, outcome, cold, bytes_in, bytes_out, cpu_us)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     for record in records {
         statement.execute(params![
@@ -87,6 +88,7 @@ fn insert_records(connection: &Connection, records: &[InvocationRecord]) -> Resu
             record.cold,
             record.bytes_in as i64,
             record.bytes_out as i64,
+            record.cpu_us.map(|cpu| cpu as i64),
         ])?;
     }
     Ok(())
@@ -129,7 +131,7 @@ impl RecordStore for SqliteStore {
         self.read(move |connection| {
             let mut statement = connection.prepare(&format!(
                 "SELECT id, project, function, version, trigger, start, duration_us, billed_ms, memory_mib,
-                        peak_memory_bytes, outcome, cold, bytes_in, bytes_out
+                        peak_memory_bytes, outcome, cold, bytes_in, bytes_out, cpu_us
                  FROM invocations WHERE {clause} ORDER BY start DESC, id DESC LIMIT ?"
             ))?;
             let rows =

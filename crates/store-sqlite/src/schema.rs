@@ -39,7 +39,16 @@ const MIGRATIONS: &[Migration] = &[
         what: "function configurations stored as their deploy settings",
         apply: configs_as_deploy_settings,
     },
+    Migration {
+        what: "invocation records hold the CPU time of native instances",
+        apply: records_cpu_time,
+    },
 ];
+
+fn records_cpu_time(connection: &Connection) -> Result<()> {
+    connection.execute_batch("ALTER TABLE invocations ADD COLUMN cpu_us INTEGER")?;
+    Ok(())
+}
 
 /// The number of the newest migration: what a database is at once open.
 pub(crate) const CURRENT: u32 = MIGRATIONS.len() as u32;

@@ -127,6 +127,15 @@ async fn a_python_program_serves_requests_from_its_sandbox_and_is_metered() {
     assert_eq!(record(&first_id)["outcome"], "success");
     assert_eq!(record(&first_id)["memory_mib"], 96);
     assert!(record(&first_id)["peak_memory_bytes"].as_u64().unwrap() > 1 << 20);
+    // The CPU the instance used during each call, from its cgroup.
+    for id in [&first_id, &echo_id] {
+        let cpu = record(id)["cpu_us"].as_u64().unwrap();
+        let duration = record(id)["duration_us"].as_u64().unwrap();
+        assert!(
+            cpu > 0 && cpu <= 2 * duration,
+            "cpu {cpu} µs in {duration} µs"
+        );
+    }
     assert_eq!(record(&echo_id)["cold"], false);
     assert_eq!(record(&echo_id)["bytes_in"], 100_000);
     assert_eq!(record(&echo_id)["bytes_out"], 100_000);
@@ -632,6 +641,11 @@ async fn an_exec_function_runs_a_process_per_request_from_stdin_to_stdout() {
         "{outcomes:?}"
     );
     assert!(records.iter().all(|record| record["cold"] == true));
+    assert!(
+        records
+            .iter()
+            .all(|record| record["cpu_us"].as_u64().unwrap() > 0)
+    );
     // Every process is gone once its request is.
     wait_for("exec processes to end", Duration::from_secs(10), || async {
         (running_instances(&server) == 0).then_some(())
@@ -1024,4 +1038,56 @@ async fn an_unmodified_rust_lambda_runtime_bootstrap_serves_requests() {
         failed.text()
     );
     assert_eq!(get(&server, "/fn/rusty/again").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_wok_toml_process_function_keeps_its_min_instances_warm() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        std::path::Path::new(&probe_dir()),
+        &dir.path().join("probe"),
+    );
+    std::fs::write(
+        dir.path().join("wok.toml"),
+        r#"
+[functions.warm]
+path = "probe"
+runtime = "process"
+command = "python3 app.py"
+min_instances = 1
+env = { GREETING = "from-toml" }
+"#,
+    )
+    .unwrap();
+    let output = server
+        .command(&["deploy"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Started without a request, and kept.
+    wait_for(
+        "the minimum instance to start",
+        Duration::from_secs(15),
+        || async {
+            (metric(&server, "wok_process_instances{state=\"idle\"}").await
+                + metric(&server, "wok_process_instances{state=\"frozen\"}").await
+                == 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let answer = get(&server, "/fn/warm/info").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["greeting"], "from-toml");
+    let records = wait_for_records(&server, 1).await;
+    assert_eq!(
+        records[0]["cold"], false,
+        "the first request found a warm instance"
+    );
 }

@@ -84,6 +84,15 @@ impl Run {
     fn finish(&mut self, outcome: Outcome) {
         if !self.finished {
             self.finished = true;
+            // The process was started for this call: all its CPU is the
+            // call's (read at its end, before its group is removed).
+            let ended = *self.instance.ended.borrow();
+            let cpu = ended
+                .and_then(|ended| ended.cpu_us)
+                .or_else(|| self.instance.group.cpu_micros());
+            if let Some(cpu) = cpu {
+                self.meter.cpu_time(cpu);
+            }
             self.meter
                 .finish(outcome, self.instance.peak_memory(), true);
         }
@@ -194,7 +203,8 @@ impl Pool {
                 ended,
                 Some(Ended {
                     status: Some(0),
-                    out_of_memory: false
+                    out_of_memory: false,
+                    ..
                 })
             ) {
                 let (outcome, message) = if ended.is_none() {
@@ -236,7 +246,8 @@ impl Pool {
                         ended,
                         Some(Ended {
                             status: Some(0),
-                            out_of_memory: false
+                            out_of_memory: false,
+                            ..
                         })
                     ) {
                         run.finish(Outcome::Success);

@@ -521,6 +521,7 @@ impl Pool {
         };
         let (instance, cold) = (lease.instance.clone(), lease.cold);
         let fail = |outcome: Outcome, message: String| {
+            lease.meter_cpu(&meter);
             meter.finish(outcome, instance.peak_memory(), cold);
             Failure::new(outcome, message)
         };
@@ -602,6 +603,7 @@ impl Pool {
                 }
             }
         };
+        lease.meter_cpu(&meter);
         meter.finish(Outcome::Success, instance.peak_memory(), cold);
         drop(lease);
         Ok(invoke::metered_response(

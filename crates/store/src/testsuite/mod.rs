@@ -48,6 +48,7 @@ pub(crate) fn record(
         billed_ms,
         memory_mib,
         peak_memory_bytes: 1,
+        cpu_us: Some(billed_ms * 500),
         outcome,
         cold: true,
         bytes_in: 0,
