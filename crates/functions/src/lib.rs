@@ -443,9 +443,23 @@ impl Functions {
     /// compiled again, one by one.
     pub async fn load_all(self: &Arc<Self>) -> Result<usize, FunctionsError> {
         let mut versions = Vec::new();
+        let mut in_use = std::collections::HashSet::new();
         for project in self.store.projects_with_functions().await? {
-            versions.extend(self.store.list(&project).await?);
+            for live in self.store.list(&project).await? {
+                // Every version may be rolled back to: all keep their code.
+                for version in self.store.versions(&project, &live.function).await? {
+                    in_use.insert(version.artifact);
+                }
+                versions.push(live);
+            }
         }
+        let executors: Vec<_> = self.executors.values().cloned().collect();
+        blocking(move || {
+            for executor in executors {
+                executor.collect_garbage(&in_use);
+            }
+        })
+        .await;
         let this = self.clone();
         let (mut loaded, uncached) = blocking(move || {
             let mut loaded = 0;

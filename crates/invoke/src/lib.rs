@@ -130,6 +130,12 @@ pub trait Executor: Send + Sync + 'static {
     /// configured as `config`. CPU- and disk-heavy: call off the async
     /// runtime.
     fn compile(&self, code: &[u8], config: &FunctionConfig) -> Result<Compiled, DeployError>;
+    /// Drops what the runtime keeps on this node for code no version uses
+    /// any more (`in_use`: the artifacts of every stored version). Called
+    /// at start-up, before anything runs.
+    fn collect_garbage(&self, in_use: &std::collections::HashSet<String>) {
+        let _ = in_use;
+    }
     /// Loads a precompiled artifact, checking again that it exports a
     /// handler and that every import is provided. Fails only if the artifact
     /// is unusable (then the caller compiles again).

@@ -264,6 +264,24 @@ impl Executor for ProcessRuntime {
         })
     }
 
+    /// Removes unpacked roots no stored version uses, and what an
+    /// interrupted unpack left.
+    fn collect_garbage(&self, in_use: &std::collections::HashSet<String>) {
+        let Ok(entries) = std::fs::read_dir(self.config.dir.join("roots")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !in_use.contains(&name) {
+                if let Err(error) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!("removing the unused root {name}: {error}");
+                } else {
+                    tracing::info!("removed the unpacked root {name}: no version uses it");
+                }
+            }
+        }
+    }
+
     fn load(&self, spec: LoadSpec) -> Result<Loaded, String> {
         let text = std::fs::read(&spec.precompiled).map_err(|error| error.to_string())?;
         let unpacked: Unpacked =

@@ -453,12 +453,43 @@ async fn versions_and_rollback_switch_between_programs() {
     server.cli_ok(&["rollback", "app", "1"]);
     assert_eq!(info(&server, "app").await["greeting"], "one");
 
-    // A restart serves the current version without unpacking again.
+    // Another function, with other code, then removed: its unpacked root
+    // stays until no version uses it, and goes at the next start.
+    let upper = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/upper");
+    deploy(
+        &server,
+        "gone",
+        upper.to_str().unwrap(),
+        &[
+            "--runtime",
+            "process",
+            "--protocol",
+            "exec",
+            "--command",
+            "sh handler.sh",
+        ],
+    );
     let roots = server.data_dir().join("process/roots");
-    let unpacked: Vec<_> = std::fs::read_dir(&roots).unwrap().collect();
+    let names = |roots: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(roots)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&roots).len(), 2);
+    server.cli_ok(&["rm", "gone"]);
+
+    // A restart serves the current version without unpacking again.
+    let kept = names(&roots);
     let server = server.restart();
     assert_eq!(info(&server, "app").await["greeting"], "one");
-    assert_eq!(std::fs::read_dir(&roots).unwrap().count(), unpacked.len());
+    let after = names(&roots);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(kept.contains(&after[0]));
+    // The one left is the app's, unpacked once.
+    assert_eq!(info(&server, "app").await["cwd"], "/app");
 }
 
 #[tokio::test]
