@@ -257,6 +257,13 @@ struct Lease {
 }
 
 impl Lease {
+    /// Ends the call as a failure: its record and its error.
+    fn fail(&self, meter: &Meter, outcome: Outcome, message: String) -> Failure {
+        self.meter_cpu(meter);
+        meter.finish(outcome, self.instance.peak_memory(), self.cold);
+        Failure::new(outcome, message)
+    }
+
     /// Puts the call's CPU time on its meter, when it can be told.
     fn meter_cpu(&self, meter: &Meter) {
         if let (Some(start), Some(now)) = (self.cpu_start, self.instance.group.cpu_micros()) {
@@ -785,6 +792,18 @@ impl Pool {
         });
     }
 
+    /// A slot for a call, or its failure recorded.
+    async fn lease_for(
+        &self,
+        deadline: Instant,
+        id: &InvocationId,
+        meter: &Meter,
+    ) -> Result<Lease, Failure> {
+        self.acquire(deadline, id).await.inspect_err(|failure| {
+            meter.finish(failure.outcome, 0, true);
+        })
+    }
+
     async fn call(
         self: Arc<Self>,
         invocation: Invocation,
@@ -792,19 +811,9 @@ impl Pool {
         let limits = &self.config.limits;
         let deadline = Instant::now() + limits.timeout;
         let Invocation { id, request, meter } = invocation;
-        let lease = match self.acquire(deadline, &id).await {
-            Ok(lease) => lease,
-            Err(failure) => {
-                meter.finish(failure.outcome, 0, true);
-                return Err(failure);
-            }
-        };
-        let (instance, cold) = (lease.instance.clone(), lease.cold);
-        let fail = |outcome: Outcome, message: String| {
-            lease.meter_cpu(&meter);
-            meter.finish(outcome, instance.peak_memory(), cold);
-            Failure::new(outcome, message)
-        };
+        let lease = self.lease_for(deadline, &id, &meter).await?;
+        let instance = lease.instance.clone();
+        let fail = |outcome: Outcome, message: String| lease.fail(&meter, outcome, message);
         let sender =
             match tokio::time::timeout_at(deadline, instance.connection(&self.sandbox)).await {
                 Ok(Ok(sender)) => sender,

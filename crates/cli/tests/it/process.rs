@@ -48,6 +48,22 @@ fn running_instances(server: &WokServer) -> usize {
     children(helper).len()
 }
 
+/// The first line of a function's logs that `matches`, waited for (logs
+/// are written off the request path).
+async fn log_line(server: &WokServer, function: &str, matches: impl Fn(&str) -> bool) -> Value {
+    let path = format!("/v1/functions/{function}/logs?after=0");
+    wait_for("the line in the logs", Duration::from_secs(30), || async {
+        let logs = send(control(server, Method::GET, &path)).await.json();
+        logs["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|line| matches(line["line"].as_str().unwrap_or("")))
+            .cloned()
+    })
+    .await
+}
+
 async fn info(server: &WokServer, name: &str) -> Value {
     let answer = get(server, &format!("/fn/{name}/info")).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -95,26 +111,7 @@ async fn a_python_program_serves_requests_from_its_sandbox_and_is_metered() {
     let logged = get(&server, "/fn/py/log?line=hello-from-python").await;
     assert_eq!(logged.status, 200);
     let log_id = logged.header("x-wok-invocation-id");
-    let line = wait_for(
-        "the program's line in the logs",
-        Duration::from_secs(10),
-        || async {
-            let logs = send(control(
-                &server,
-                Method::GET,
-                "/v1/functions/py/logs?after=0",
-            ))
-            .await
-            .json();
-            logs["lines"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|line| line["line"] == "hello-from-python")
-                .cloned()
-        },
-    )
-    .await;
+    let line = log_line(&server, "py", |text| text == "hello-from-python").await;
     assert_eq!(line["invocation"], log_id.as_str());
     assert_eq!(line["stream"], "stdout");
 
@@ -513,26 +510,7 @@ async fn triggers_and_asynchronous_invocations_reach_a_program() {
 
     // A message on the topic arrives as a CloudEvents request.
     server.cli_ok(&["publish", "jobs", "job-42"]);
-    let line = wait_for(
-        "the event in the program's logs",
-        Duration::from_secs(30),
-        || async {
-            let logs = send(control(
-                &server,
-                Method::GET,
-                "/v1/functions/worker/logs?after=0",
-            ))
-            .await
-            .json();
-            logs["lines"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|line| line["line"].as_str().unwrap().starts_with("event "))
-                .cloned()
-        },
-    )
-    .await;
+    let line = log_line(&server, "worker", |text| text.starts_with("event ")).await;
     assert!(line["line"].as_str().unwrap().ends_with("job-42"), "{line}");
     let records = wait_for_records(&server, 2).await;
     let triggers: Vec<&str> = records
@@ -640,26 +618,7 @@ async fn an_exec_function_runs_a_process_per_request_from_stdin_to_stdout() {
     assert_eq!(failed.error_code(), "function_crashed");
     assert!(failed.text().contains("status 3"), "{}", failed.text());
     let failed_id = failed.header("x-wok-invocation-id");
-    let line = wait_for(
-        "the program's stderr in the logs",
-        Duration::from_secs(10),
-        || async {
-            let logs = send(control(
-                &server,
-                Method::GET,
-                "/v1/functions/upper/logs?after=0",
-            ))
-            .await
-            .json();
-            logs["lines"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|line| line["line"] == "failing on purpose")
-                .cloned()
-        },
-    )
-    .await;
+    let line = log_line(&server, "upper", |text| text == "failing on purpose").await;
     assert_eq!(line["invocation"], failed_id.as_str());
 
     let records = wait_for_records(&server, 2).await;
@@ -807,26 +766,7 @@ async fn an_unmodified_awslambdaric_handler_serves_http_and_events() {
         "--content-type",
         "application/json",
     ]);
-    let line = wait_for(
-        "the CloudEvent in the logs",
-        Duration::from_secs(30),
-        || async {
-            let logs = send(control(
-                &server,
-                Method::GET,
-                "/v1/functions/lam/logs?after=0",
-            ))
-            .await
-            .json();
-            logs["lines"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|line| line["line"].as_str().unwrap().starts_with("cloudevent "))
-                .cloned()
-        },
-    )
-    .await;
+    let line = log_line(&server, "lam", |text| text.starts_with("cloudevent ")).await;
     assert!(
         line["line"].as_str().unwrap().ends_with("{\"order\": 42}"),
         "{line}"

@@ -512,19 +512,9 @@ impl Pool {
         let limits = self.config.limits.clone();
         let deadline = Instant::now() + limits.timeout;
         let Invocation { id, request, meter } = invocation;
-        let lease = match self.acquire(deadline, &id).await {
-            Ok(lease) => lease,
-            Err(failure) => {
-                meter.finish(failure.outcome, 0, true);
-                return Err(failure);
-            }
-        };
-        let (instance, cold) = (lease.instance.clone(), lease.cold);
-        let fail = |outcome: Outcome, message: String| {
-            lease.meter_cpu(&meter);
-            meter.finish(outcome, instance.peak_memory(), cold);
-            Failure::new(outcome, message)
-        };
+        let lease = self.lease_for(deadline, &id, &meter).await?;
+        let instance = lease.instance.clone();
+        let fail = |outcome: Outcome, message: String| lease.fail(&meter, outcome, message);
         let head_request = request.method() == http::Method::HEAD;
         let (parts, body) = request.into_parts();
         let body = CountingBody::request(body, meter.clone(), limits.max_request_body.bytes());
@@ -604,7 +594,7 @@ impl Pool {
             }
         };
         lease.meter_cpu(&meter);
-        meter.finish(Outcome::Success, instance.peak_memory(), cold);
+        meter.finish(Outcome::Success, instance.peak_memory(), lease.cold);
         drop(lease);
         Ok(invoke::metered_response(
             response.map(|body| Full::new(body).map_err(|never| match never {})),
