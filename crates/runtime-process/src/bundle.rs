@@ -113,7 +113,9 @@ fn check(mut archive: tar::Archive<Box<dyn Read + '_>>, max_bytes: u64) -> Resul
         if entries > MAX_ENTRIES {
             return Err(BundleError::TooManyEntries { limit: MAX_ENTRIES });
         }
-        bytes = bytes.saturating_add(entry.header().size().map_err(damaged)?);
+        // The size the archive will deliver (a PAX record may say more
+        // than the header).
+        bytes = bytes.saturating_add(entry.size());
         if bytes > max_bytes {
             return Err(BundleError::TooLarge { limit: max_bytes });
         }
@@ -170,9 +172,33 @@ fn check_link(entry: &Path, target: &Path) -> Result<(), BundleError> {
     Ok(())
 }
 
+/// The directory `relative` names below `root`, made where missing, each
+/// step a real directory: never a symbolic link (one the archive made
+/// earlier could point anywhere on the host) nor a file.
+pub(crate) fn real_dir(root: &Path, relative: &Path) -> Result<PathBuf, BundleError> {
+    let mut path = root.to_path_buf();
+    for part in relative.components() {
+        let Component::Normal(part) = part else {
+            return Err(BundleError::Escapes(relative.display().to_string()));
+        };
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(BundleError::Escapes(relative.display().to_string())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&path)?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(path)
+}
+
 /// A zip (a Lambda deployment package): checked whole (names, links,
 /// declared sizes), then extracted, each file cut at what is left of the
-/// limit whatever its header claims.
+/// limit whatever its header claims. Files come first and links last, and
+/// every parent is checked to be a real directory: nothing is written
+/// through a link.
 fn unzip(code: &[u8], dest: &Path, max_bytes: u64) -> Result<(), BundleError> {
     use std::os::unix::fs::PermissionsExt;
     let zip_error = |error: zip::result::ZipError| BundleError::Damaged(error.to_string());
@@ -208,27 +234,37 @@ fn unzip(code: &[u8], dest: &Path, max_bytes: u64) -> Result<(), BundleError> {
     }
     std::fs::create_dir_all(dest)?;
     let mut left = max_bytes;
+    let mut links = Vec::new();
     for (index, path, is_dir, mode, link) in entries {
-        let target = dest.join(&path);
         if is_dir {
-            std::fs::create_dir_all(&target)?;
+            real_dir(dest, &path)?;
             continue;
         }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
+        let parent = real_dir(dest, path.parent().unwrap_or(Path::new("")))?;
+        let Some(name) = path.file_name() else {
+            continue;
+        };
+        let target = parent.join(name);
         if let Some(link) = link {
-            std::os::unix::fs::symlink(link, &target)?;
+            links.push((target, link));
             continue;
         }
         let mut file = archive.by_index(index).map_err(zip_error)?;
-        let mut out = std::fs::File::create(&target)?;
+        // A new file: a name given twice is refused, not written through.
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&target)
+            .map_err(|error| BundleError::Damaged(format!("{}: {error}", path.display())))?;
         let written = std::io::copy(&mut file.by_ref().take(left + 1), &mut out)?;
         if written > left {
             return Err(BundleError::TooLarge { limit: max_bytes });
         }
         left -= written;
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o777))?;
+        out.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))?;
+    }
+    for (target, link) in links {
+        std::os::unix::fs::symlink(link, &target)?;
     }
     open_up(dest)?;
     Ok(())
@@ -381,6 +417,16 @@ mod tests {
             );
             assert!(!dest.exists(), "{case}");
         }
+        // Links that resolve, on disk, through one another out of the
+        // bundle; then a file through them.
+        let code = zip(&[
+            ("a/b/c/p", Some(0o120777), b"../../.."),
+            ("q", Some(0o120777), b"a/b/c/p/../../../.."),
+            ("q/planted", None, b"x"),
+        ]);
+        assert!(unpack(&code, &dir.path().join("chain/x"), 1 << 20).is_err());
+        assert!(!dir.path().join("planted").exists());
+        assert!(!dir.path().join("chain/planted").exists());
         let big = zip(&[("big", None, &[0; 4096])]);
         assert!(matches!(
             unpack(&big, &dir.path().join("big"), 1000),

@@ -70,6 +70,9 @@ pub(crate) struct SpawnRequest {
     pub cgroup_procs: Vec<PathBuf>,
     /// Whether a stdin fd comes with the request (else `/dev/null`).
     pub stdin: bool,
+    /// A port of the instance's loopback the program waits for before it
+    /// starts (where the server serves it something).
+    pub wait_for_port: Option<u16>,
     pub hostname: String,
 }
 
@@ -319,6 +322,43 @@ fn instance_init(
     if let Err(error) = build(request, stderr) {
         say(stderr, &error);
         return 126;
+    }
+    // The helper's socket (fd 0) and the server's own stderr (fd 2) are
+    // not the program's business, nor its init's from now on.
+    if let Ok(null) = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        // SAFETY: dup2 onto fds this process owns.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(stderr.as_raw_fd(), 2);
+        }
+    }
+    // The init is not the program's to look into (ptrace, pidfd_getfd),
+    // even when both run as the namespace's root; exec makes the program
+    // dumpable again for itself.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if let Some(port) = request.wait_for_port {
+        // A service wok offers inside (the Lambda Runtime API) is listened
+        // on just after the release: the program starts once it accepts.
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let ready = (0..5000).any(|_| {
+            let connected = std::net::TcpStream::connect(address).is_ok();
+            if !connected {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            connected
+        });
+        if !ready {
+            say(
+                stderr,
+                &format!("nothing listened on 127.0.0.1:{port} within 5 s"),
+            );
+            return 125;
+        }
     }
     // SAFETY: this process is single-threaded (a clone of the helper).
     match unsafe { nix::unistd::fork() } {
@@ -600,7 +640,16 @@ fn build(request: &SpawnRequest, stderr: &OwnedFd) -> Result<(), String> {
         &tmp,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(format!("size={},mode=1777", request.tmp_bytes.max(4096)).as_str()),
+        // Inodes bounded too: empty files cost kernel memory the memory
+        // limit may not count.
+        Some(
+            format!(
+                "size={},nr_inodes={},mode=1777",
+                request.tmp_bytes.max(4096),
+                (request.tmp_bytes / 8192).clamp(1024, 1 << 20)
+            )
+            .as_str(),
+        ),
     )
     .map_err(|e| format!("/tmp tmpfs: {e}"))?;
     let dev = root.join("dev");

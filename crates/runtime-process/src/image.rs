@@ -90,13 +90,13 @@ fn outer_files(code: &[u8], max_bytes: u64) -> Result<HashMap<String, Vec<u8>>, 
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        total = total.saturating_add(entry.header().size().unwrap_or(0));
+        total = total.saturating_add(entry.size());
         if total > max_bytes {
             return Err(BundleError::TooLarge { limit: max_bytes });
         }
         let name = normal(&entry.path().map_err(|e| invalid(e.to_string()))?);
         let mut body = Vec::new();
-        entry.read_to_end(&mut body)?;
+        entry.by_ref().take(max_bytes + 1).read_to_end(&mut body)?;
         files.insert(name, body);
     }
     Ok(files)
@@ -131,6 +131,7 @@ fn json(bytes: &[u8], what: &str) -> Result<serde_json::Value, BundleError> {
 /// The image's config and its layers (compressed or not), in order.
 fn layers_and_config(
     files: &HashMap<String, Vec<u8>>,
+    max_bytes: u64,
 ) -> Result<(serde_json::Value, Vec<Vec<u8>>), BundleError> {
     if let Some(manifest) = files.get("manifest.json") {
         // `docker save`: [{"Config": PATH, "Layers": [PATH...]}], the
@@ -155,7 +156,7 @@ fn layers_and_config(
             .unwrap_or_default();
         for (index, path) in entry["Layers"].as_array().into_iter().flatten().enumerate() {
             let layer = file(path)?.clone();
-            let uncompressed = decompress(&layer)?;
+            let uncompressed = decompress(&layer, max_bytes)?;
             let actual = format!(
                 "sha256:{}",
                 hex::encode(sha2::Sha256::digest(&uncompressed))
@@ -219,15 +220,27 @@ fn pick(
     )
 }
 
-fn decompress(layer: &[u8]) -> Result<Vec<u8>, BundleError> {
+/// A layer uncompressed, refused past `max_bytes` (a gzip bomb).
+fn decompress(layer: &[u8], max_bytes: u64) -> Result<Vec<u8>, BundleError> {
     let mut out = Vec::new();
-    reader(layer).read_to_end(&mut out)?;
+    reader(layer).take(max_bytes + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max_bytes {
+        return Err(BundleError::TooLarge { limit: max_bytes });
+    }
     Ok(out)
 }
 
-/// Applies one layer to `root`: whiteouts first delete, then the entries
-/// are written (each checked to stay inside `root`).
-fn apply(layer: &[u8], root: &Path) -> Result<(), BundleError> {
+/// What is left of the bytes and entries an image may unpack to.
+struct Budget {
+    bytes: u64,
+    entries: u64,
+    limit: u64,
+}
+
+/// Applies one layer to `root`: whiteouts delete (only below real
+/// directories of the root: never through a link), entries are written
+/// (each checked by `unpack_in` to stay inside `root`).
+fn apply(layer: &[u8], root: &Path, budget: &mut Budget) -> Result<(), BundleError> {
     let mut archive = tar::Archive::new(reader(layer));
     archive.set_preserve_permissions(false);
     archive.set_preserve_ownerships(false);
@@ -246,13 +259,26 @@ fn apply(layer: &[u8], root: &Path) -> Result<(), BundleError> {
             return Err(BundleError::Escapes(path.display().to_string()));
         }
         let relative = normal(&path);
+        budget.entries = budget
+            .entries
+            .checked_sub(1)
+            .ok_or(BundleError::TooManyEntries { limit: 200_000 })?;
+        budget.bytes = budget
+            .bytes
+            .checked_sub(entry.size())
+            .ok_or(BundleError::TooLarge {
+                limit: budget.limit,
+            })?;
         let name = path
             .file_name()
             .map(|name| name.to_string_lossy().into_owned());
         if let Some(name) = name.as_deref()
             && let Some(hidden) = name.strip_prefix(".wh.")
         {
-            let parent = root.join(normal(path.parent().unwrap_or(Path::new(""))));
+            let parent = crate::bundle::real_dir(
+                root,
+                Path::new(&normal(path.parent().unwrap_or(Path::new("")))),
+            )?;
             if hidden == ".wh..opq" {
                 // An opaque directory: what lower layers put there is gone.
                 if let Ok(children) = std::fs::read_dir(&parent) {
@@ -335,7 +361,7 @@ fn user_ids(user: &str, root: &Path) -> Result<(u32, u32), BundleError> {
 /// Unpacks the image into `dest/rootfs` and returns what it says to run.
 pub(crate) fn unpack(code: &[u8], dest: &Path, max_bytes: u64) -> Result<ImageConfig, BundleError> {
     let files = outer_files(code, max_bytes)?;
-    let (config, layers) = layers_and_config(&files)?;
+    let (config, layers) = layers_and_config(&files, max_bytes)?;
     let architecture = config["architecture"]
         .as_str()
         .unwrap_or(this_architecture());
@@ -347,21 +373,31 @@ pub(crate) fn unpack(code: &[u8], dest: &Path, max_bytes: u64) -> Result<ImageCo
     }
     let root = dest.join("rootfs");
     std::fs::create_dir_all(&root)?;
+    let mut budget = Budget {
+        bytes: max_bytes,
+        entries: 200_000,
+        limit: max_bytes,
+    };
     for layer in &layers {
-        apply(layer, &root)?;
+        apply(layer, &root, &mut budget)?;
     }
-    // The sandbox's mount points.
+    // The sandbox's mount points: real directories and files of the root,
+    // whatever the image had there (a link to the host's /dev is replaced,
+    // never followed).
     for dir in ["tmp", "proc", "dev"] {
         let path = root.join(dir);
-        if !path.is_dir() {
+        if !std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_dir()) {
             remove(&path);
-            std::fs::create_dir_all(&path)?;
+            std::fs::create_dir(&path)?;
         }
     }
     for device in ["null", "zero", "full", "random", "urandom"] {
         let path = root.join("dev").join(device);
         remove(&path);
-        std::fs::write(&path, b"")?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
     }
     crate::bundle::open_up(&root)?;
     let image = &config["config"];

@@ -233,11 +233,11 @@ impl Executor for ProcessRuntime {
         let root = self.root_of(&hash);
         if !root.is_dir() {
             // Unpack beside, then rename: a root is whole or absent.
-            let partial = self
-                .config
-                .dir
-                .join("roots")
-                .join(format!(".{hash}.{}", std::process::id()));
+            let partial = self.config.dir.join("roots").join(format!(
+                ".{hash}.{}.{}",
+                std::process::id(),
+                self.sandbox.next_id()
+            ));
             let _ = std::fs::remove_dir_all(&partial);
             let unpacked = if image::is_image(code) {
                 image::unpack(code, &partial, self.config.max_bundle_bytes).and_then(|image| {

@@ -118,6 +118,8 @@ impl Instance {
                 0,
             )
         };
+        // A frozen process acts on the kill only once thawed.
+        let _ = self.group.set_frozen(false);
     }
 
     /// The instance's peak memory, read from its cgroup at most every
@@ -542,6 +544,8 @@ impl Pool {
             outside_id: OUTSIDE_ID_BASE + 2 * (id % 50_000) as u32,
             cgroup_procs: group.procs(),
             stdin: false,
+            wait_for_port: (self.config.process.protocol == ProcessProtocol::Lambda)
+                .then_some(lambda::RUNTIME_API_PORT),
             hostname: "wok".to_owned(),
         }
     }

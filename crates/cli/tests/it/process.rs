@@ -540,7 +540,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[tokio::test]
 async fn an_idle_instance_is_frozen_and_thawed_by_the_next_request() {
     let server = server();
-    deploy_probe(&server, "spinner", &["--cpu", "1"]);
+    deploy_probe(&server, "spinner", &["--cpu", "1", "--idle-timeout", "4s"]);
     let spun = get(&server, "/fn/spinner/spin").await;
     assert_eq!(spun.status, 200, "{}", spun.text());
     // The program: the child of the instance's init, the helper's child.
@@ -579,6 +579,21 @@ async fn an_idle_instance_is_frozen_and_thawed_by_the_next_request() {
         cpu_ticks(program) - before >= 5,
         "the thawed instance did not run"
     );
+
+    // Frozen again, then idle past its timeout: stopped (a frozen process
+    // dies only once thawed).
+    wait_for(
+        "the idle instance to freeze again",
+        Duration::from_secs(10),
+        || async { (metric(&server, frozen).await == 1.0).then_some(()) },
+    )
+    .await;
+    wait_for(
+        "the frozen instance to stop",
+        Duration::from_secs(15),
+        || async { (running_instances(&server) == 0).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -138,13 +138,33 @@ impl Pool {
         let head_request = request.method() == http::Method::HEAD;
         let (parts, body) = request.into_parts();
         let begun = Instant::now();
-        let launched = self
-            .launch(self.sandbox.next_id(), permit, true, request_env(&parts))
+        // Launched in a task of its own: a caller that goes mid-way must
+        // not leave a process nobody watches.
+        let (sent, received) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        let env = request_env(&parts);
+        tokio::spawn(async move {
+            let launched = this.launch(this.sandbox.next_id(), permit, true, env).await;
+            if let Err(Ok(launched)) = sent.send(launched) {
+                launched.instance.kill();
+            }
+        });
+        let launched = received
             .await
+            .unwrap_or_else(|_| Err(Failure::new(Outcome::Internal, "the launch failed")))
             .map_err(failed)?;
         self.metrics
             .instantiated(&self.project, &self.function, begun.elapsed().as_secs_f64());
         self.metrics.instance_state(None, Some(InstanceState::Busy));
+        // A process per call has no start to boost: its share from the first.
+        let millis = self.config.process.cpu_millis_for(limits.memory);
+        if let Err(error) = launched.instance.group.cap_cpu(millis) {
+            launched.instance.kill();
+            return Err(failed(Failure::new(
+                Outcome::Internal,
+                format!("capping the instance's CPU: {error}"),
+            )));
+        }
         let Launched {
             instance,
             stdout,

@@ -38,10 +38,13 @@ where
 }
 
 /// Where the Runtime API listens inside the instance.
-const RUNTIME_API_PORT: u16 = 9001;
+pub(super) const RUNTIME_API_PORT: u16 = 9001;
 
 /// Largest event or answer (Lambda's own limit is 6 MB).
 const MAX_PAYLOAD: usize = 16 << 20;
+
+/// Connections to the Runtime API an instance may hold at once.
+const MAX_API_CONNECTIONS: usize = 4;
 
 /// What the handler answered.
 pub(super) enum Reply {
@@ -107,6 +110,25 @@ impl RuntimeApi {
             return json_response(
                 http::StatusCode::METHOD_NOT_ALLOWED,
                 serde_json::json!({"errorType": "MethodNotAllowed", "errorMessage": "use POST"}),
+            );
+        }
+        // The path decides before any body is read.
+        let known = rest == "init/error"
+            || rest
+                .strip_prefix("invocation/")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(id, what)| {
+                    matches!(what, "response" | "error")
+                        && self
+                            .taken
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .contains_key(id)
+                });
+        if !known {
+            return json_response(
+                http::StatusCode::BAD_REQUEST,
+                serde_json::json!({"errorType": "InvalidRequestID", "errorMessage": "no invocation waits for an answer at this path"}),
             );
         }
         let error_type = request
@@ -216,18 +238,35 @@ pub(super) async fn serve(
         .listen(&instance.netns, RUNTIME_API_PORT)
         .await?;
     let instance = instance.clone();
+    // A runtime client needs a connection or two; a program that opens
+    // more waits for one to close.
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_API_CONNECTIONS));
     tokio::spawn(async move {
         let ended = instance.ending(std::time::Duration::MAX);
         tokio::pin!(ended);
         loop {
             let accepted = tokio::select! {
                 _ = &mut ended => break,
-                accepted = listener.accept() => accepted,
+                accepted = async {
+                    let permit = connections.clone().acquire_owned().await;
+                    (permit, listener.accept().await)
+                } => accepted,
             };
-            let Ok((stream, _)) = accepted else { continue };
+            let (Ok(permit), accepted) = accepted else {
+                break;
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // Out of fds, say: not a reason to spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let api = api.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let service = hyper::service::service_fn(move |request| {
                     let api = api.clone();
                     async move { Ok::<_, std::convert::Infallible>(api.handle(request).await) }
@@ -553,13 +592,32 @@ impl Pool {
         if api.sender.try_send(job).is_err() {
             return Err(fail(Outcome::Internal, "the instance is busy".to_owned()));
         }
-        let answered = tokio::time::timeout_at(deadline, async {
-            tokio::select! {
-                answer = answer => answer.ok(),
-                _ = instance.ending(std::time::Duration::MAX) => None,
+        // The wait holds the instance until the runtime answers (or the
+        // deadline passes), even if the caller goes: the next call must not
+        // find it busy with this one.
+        let waiting = instance.clone();
+        let held = tokio::spawn(async move {
+            let lease = lease;
+            let answered = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    answer = answer => answer.ok(),
+                    _ = waiting.ending(std::time::Duration::MAX) => None,
+                }
+            })
+            .await;
+            if answered.is_err() {
+                waiting.kill();
             }
+            (lease, answered)
         })
         .await;
+        let Ok((lease, answered)) = held else {
+            return Err(Failure::new(
+                Outcome::Internal,
+                "waiting for the runtime failed",
+            ));
+        };
+        let fail = |outcome: Outcome, message: String| lease.fail(&meter, outcome, message);
         let response = match answered {
             Err(_) => {
                 instance.kill();
