@@ -394,7 +394,7 @@ fn exec(request: &SpawnRequest, filters: &[seccompiler::BpfProgram], fds: &Fds<'
     use std::ffi::CString;
     let null = match nix::fcntl::open(
         "/dev/null",
-        nix::fcntl::OFlag::O_RDWR,
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     ) {
         Ok(null) => null,

@@ -39,15 +39,18 @@ fn this_architecture() -> &'static str {
     }
 }
 
-/// Whether an archive is an image: a tar whose top holds `manifest.json`
-/// or `index.json`.
+/// Whether an archive is an image: a tar whose top holds `oci-layout`
+/// (an OCI layout) or `manifest.json` with `repositories` beside it or a
+/// `blobs/` directory (what `docker save` writes). A bundle of files that
+/// happens to hold a `manifest.json` or `index.json` is not one.
 pub(crate) fn is_image(code: &[u8]) -> bool {
     let Ok(files) = outer_names(code) else {
         return false;
     };
-    files
-        .iter()
-        .any(|name| name == "manifest.json" || name == "index.json")
+    let has = |wanted: &str| files.iter().any(|name| name == wanted);
+    has("oci-layout")
+        || (has("manifest.json")
+            && (has("repositories") || files.iter().any(|name| name.starts_with("blobs/"))))
 }
 
 fn reader(code: &[u8]) -> Box<dyn Read + '_> {
@@ -424,6 +427,11 @@ pub(crate) fn unpack(code: &[u8], dest: &Path, max_bytes: u64) -> Result<ImageCo
         .unwrap_or("/")
         .to_owned();
     let (uid, gid) = user_ids(image["User"].as_str().unwrap_or(""), &root)?;
+    if uid > 65_534 || gid > 65_534 {
+        return Err(invalid(format!(
+            "the image's user {uid}:{gid} is outside what a sandbox maps (0 to 65534)"
+        )));
+    }
     Ok(ImageConfig {
         command,
         env,
@@ -431,4 +439,29 @@ pub(crate) fn unpack(code: &[u8], dest: &Path, max_bytes: u64) -> Result<ImageCo
         uid,
         gid,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(names: &[&str]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for name in names {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(2);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, name, &b"{}"[..]).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_bundle_holding_a_manifest_or_an_index_is_not_an_image() {
+        assert!(!is_image(&tar_of(&["index.json", "app.js"])));
+        assert!(!is_image(&tar_of(&["manifest.json", "main.py"])));
+        assert!(is_image(&tar_of(&["oci-layout", "index.json"])));
+        assert!(is_image(&tar_of(&["manifest.json", "repositories"])));
+    }
 }

@@ -59,6 +59,7 @@ def main():
         files["config.json"] = config
         for index, layer in enumerate(layers):
             files[f"layer{index}/layer.tar"] = layer
+        files["repositories"] = json.dumps({"probe": {"latest": sha(config)}}).encode()
         files["manifest.json"] = json.dumps([{
             "Config": "config.json",
             "RepoTags": ["probe:latest"],

@@ -186,12 +186,20 @@ impl Pool {
         // The body goes to stdin as it comes; its end closes stdin.
         if let Some(stdin) = stdin {
             let body = CountingBody::request(body, meter.clone(), limits.max_request_body.bytes());
+            let writer = instance.clone();
             tokio::spawn(async move {
                 let Ok(mut stdin) = tokio::net::unix::pipe::Sender::from_owned_fd(stdin) else {
                     return;
                 };
                 let mut body = std::pin::pin!(body);
-                while let Some(Ok(frame)) = body.frame().await {
+                while let Some(frame) = body.frame().await {
+                    let Ok(frame) = frame else {
+                        // The body broke off (the client left, or it grew
+                        // past its limit): the program must not answer a
+                        // part as if it were the whole.
+                        writer.kill();
+                        return;
+                    };
                     if let Ok(data) = frame.into_data()
                         && stdin.write_all(&data).await.is_err()
                     {
