@@ -60,6 +60,27 @@ pub(crate) struct Sandbox {
     next_id: std::sync::atomic::AtomicU64,
     /// Instances of every function together, bounded by the config.
     pub instances: Arc<tokio::sync::Semaphore>,
+    /// The outside uid pairs of live instances, by number.
+    uid_slots: Arc<Mutex<std::collections::BTreeSet<u32>>>,
+}
+
+/// Outside uid pairs an instance may take: no two live instances share one.
+const UID_SLOTS: u32 = 50_000;
+
+/// A live instance's outside uid pair, given back when it is dropped
+/// (after the instance has ended).
+pub(crate) struct UidSlot {
+    slots: Arc<Mutex<std::collections::BTreeSet<u32>>>,
+    pub number: u32,
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.number);
+    }
 }
 
 struct Helper {
@@ -92,6 +113,17 @@ impl Sandbox {
     pub fn next_id(&self) -> u64 {
         self.next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The lowest free outside uid pair.
+    pub(crate) fn take_uid_slot(&self) -> Option<UidSlot> {
+        let mut used = self.uid_slots.lock().unwrap_or_else(|p| p.into_inner());
+        let number = (0..UID_SLOTS).find(|number| !used.contains(number))?;
+        used.insert(number);
+        Some(UidSlot {
+            slots: self.uid_slots.clone(),
+            number,
+        })
     }
 
     /// Asks the helper for an instance. Blocking (a few milliseconds).
@@ -170,6 +202,7 @@ impl ProcessRuntime {
             connector: netns::Connector::start().map_err(|error| format!("netns: {error}"))?,
             next_id: std::sync::atomic::AtomicU64::new(1),
             instances: Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)),
+            uid_slots: Default::default(),
         });
         Ok(Self {
             config,

@@ -88,6 +88,8 @@ pub(crate) struct Instance {
     netns: Arc<OwnedFd>,
     group: Group,
     ended: tokio::sync::watch::Sender<Option<Ended>>,
+    /// Its outside uids, free again once it is dropped.
+    _uid_slot: crate::UidSlot,
     /// Killed by wok (idle, timed out, its version gone).
     stopping: std::sync::atomic::AtomicBool,
     born: Instant,
@@ -474,7 +476,7 @@ impl Pool {
         }))
     }
 
-    fn spawn_request(&self, id: u64, group: &Group) -> SpawnRequest {
+    fn spawn_request(&self, uid_slot: u32, group: &Group) -> SpawnRequest {
         let mut env = vec![
             (
                 "PATH".to_owned(),
@@ -541,7 +543,7 @@ impl Pool {
             // Its pages are charged to the memory limit: half of it, so that
             // a full /tmp is ENOSPC, not an OOM kill.
             tmp_bytes: self.config.limits.memory.bytes() / 2,
-            outside_id: OUTSIDE_ID_BASE + 2 * (id % 50_000) as u32,
+            outside_id: OUTSIDE_ID_BASE + 2 * uid_slot,
             cgroup_procs: group.procs(),
             stdin: false,
             wait_for_port: (self.config.process.protocol == ProcessProtocol::Lambda)
@@ -684,6 +686,10 @@ impl Pool {
                 .cpu_millis_for(self.config.limits.memory),
         };
         let this = self.clone();
+        let uid_slot = self
+            .sandbox
+            .take_uid_slot()
+            .ok_or_else(|| internal("no outside uid is free for another instance".to_owned()))?;
         let spawned = tokio::task::spawn_blocking(move || {
             let group = this
                 .sandbox
@@ -706,7 +712,7 @@ impl Pool {
                     return Err(format!("pipes: {error}"));
                 }
             };
-            let mut request = this.spawn_request(id, &group);
+            let mut request = this.spawn_request(uid_slot.number, &group);
             request.stdin = stdin;
             request.env.extend(extra_env);
             let mut fds = vec![&out.1, &err.1, &status.1];
@@ -714,9 +720,9 @@ impl Pool {
                 fds.push(&input.0);
             }
             match this.sandbox.spawn(&request, &fds) {
-                Ok((_pid, pidfd, netns)) => {
-                    Ok((group, pidfd, netns, out.0, err.0, status.0, input.1))
-                }
+                Ok((_pid, pidfd, netns)) => Ok((
+                    group, pidfd, netns, out.0, err.0, status.0, input.1, uid_slot,
+                )),
                 Err(error) => {
                     let _ = group.remove();
                     Err(error)
@@ -726,7 +732,7 @@ impl Pool {
         .await
         .map_err(|error| internal(error.to_string()))?
         .map_err(|error| internal(format!("the sandbox could not start: {error}")))?;
-        let (group, pidfd, netns, stdout, stderr, status, stdin_write) = spawned;
+        let (group, pidfd, netns, stdout, stderr, status, stdin_write, uid_slot) = spawned;
         let instance = Arc::new(Instance {
             id,
             pidfd,
@@ -742,6 +748,7 @@ impl Pool {
                 .then(|| lambda::RuntimeApi::new(self.function.to_string())),
             serving: Mutex::new(None),
             _permit: permit,
+            _uid_slot: uid_slot,
         });
         tokio::spawn(watch_exit(instance.clone(), status, Arc::downgrade(self)));
         Ok(Launched {

@@ -116,8 +116,50 @@ pub(crate) fn filters() -> Result<Vec<BpfProgram>, String> {
         arch(),
     )
     .map_err(error)?;
-    Ok(vec![
+    let mut filters = vec![
         BpfProgram::try_from(denied).map_err(|e| e.to_string())?,
         BpfProgram::try_from(clone3).map_err(|e| e.to_string())?,
-    ])
+    ];
+    if cfg!(target_arch = "x86_64") {
+        filters.push(no_x32());
+    }
+    Ok(filters)
+}
+
+/// On x86-64, the x32 ABI's calls carry the same architecture and their
+/// number with bit 30 set, so the lists above would not match them:
+/// every such call is refused.
+fn no_x32() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const LOAD_NUMBER: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JUMP_IF_SET: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+    const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    vec![
+        // seccomp_data.nr, at offset 0.
+        sock_filter {
+            code: LOAD_NUMBER,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        sock_filter {
+            code: JUMP_IF_SET,
+            jt: 0,
+            jf: 1,
+            k: X32_SYSCALL_BIT,
+        },
+        sock_filter {
+            code: RETURN,
+            jt: 0,
+            jf: 0,
+            k: 0x0005_0000 | libc::EPERM as u32,
+        },
+        sock_filter {
+            code: RETURN,
+            jt: 0,
+            jf: 0,
+            k: 0x7fff_0000,
+        },
+    ]
 }
