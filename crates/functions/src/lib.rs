@@ -443,16 +443,11 @@ impl Functions {
     /// compiled again, one by one.
     pub async fn load_all(self: &Arc<Self>) -> Result<usize, FunctionsError> {
         let mut versions = Vec::new();
-        let mut in_use = std::collections::HashSet::new();
         for project in self.store.projects_with_functions().await? {
-            for live in self.store.list(&project).await? {
-                // Every version may be rolled back to: all keep their code.
-                for version in self.store.versions(&project, &live.function).await? {
-                    in_use.insert(version.artifact);
-                }
-                versions.push(live);
-            }
+            versions.extend(self.store.list(&project).await?);
         }
+        // Every version may be rolled back to: all keep their code.
+        let in_use = self.store.artifacts_in_use().await?;
         let executors: Vec<_> = self.executors.values().cloned().collect();
         blocking(move || {
             for executor in executors {
@@ -509,7 +504,6 @@ impl Functions {
         config: FunctionConfig,
     ) -> Result<Arc<Deployed>, FunctionsError> {
         config.validate()?;
-        self.executor(kind)?.check(&config)?;
         // Validate (compile, or load a cached compile) before storing
         // anything: a refused upload leaves no file behind.
         let artifact = blob::content_hash(&code);

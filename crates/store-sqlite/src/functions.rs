@@ -259,6 +259,19 @@ impl FunctionStore for SqliteStore {
         .await
     }
 
+    async fn artifacts_in_use(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.meta(|connection| {
+            let mut statement = connection.prepare(
+                "SELECT DISTINCT v.artifact FROM versions v JOIN functions f
+                   ON f.project = v.project AND f.name = v.name
+                 WHERE f.current_version IS NOT NULL",
+            )?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
     async fn projects_with_functions(&self) -> Result<Vec<ProjectId>, StoreError> {
         self.meta(|connection| {
             let mut statement = connection.prepare(

@@ -68,4 +68,7 @@ pub trait FunctionStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Projects that have any live function (start-up loads them).
     async fn projects_with_functions(&self) -> Result<Vec<ProjectId>, StoreError>;
+    /// The artifacts of every version of every live function, in all
+    /// projects (maintenance: names of code, for what a node may drop).
+    async fn artifacts_in_use(&self) -> Result<std::collections::HashSet<String>, StoreError>;
 }

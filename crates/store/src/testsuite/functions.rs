@@ -65,6 +65,13 @@ pub async fn contract<S: FunctionStore + RecordStore>(store: &S) {
         store.projects_with_functions().await.unwrap(),
         vec![project.clone(), other.clone()]
     );
+    let in_use = |names: &[&str]| -> std::collections::HashSet<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    };
+    assert_eq!(
+        store.artifacts_in_use().await.unwrap(),
+        in_use(&["aaa", "bbb", "ccc"])
+    );
 
     // Removal keeps numbering going.
     assert!(store.remove(&project, &name("app")).await.unwrap());
@@ -80,6 +87,8 @@ pub async fn contract<S: FunctionStore + RecordStore>(store: &S) {
         store.versions(&project, &name("app")).await,
         Err(StoreError::NoSuchFunction(_))
     ));
+    // A removed function's code is in use no more...
+    assert_eq!(store.artifacts_in_use().await.unwrap(), in_use(&["ccc"]));
     assert_eq!(
         store
             .create_version(&project, &name("app"), new_version("ddd"))
@@ -87,6 +96,11 @@ pub async fn contract<S: FunctionStore + RecordStore>(store: &S) {
             .unwrap()
             .version,
         3
+    );
+    // ...until it is deployed again: its earlier versions may be rolled back to.
+    assert_eq!(
+        store.artifacts_in_use().await.unwrap(),
+        in_use(&["aaa", "bbb", "ccc", "ddd"])
     );
 
     // Records and exact usage.
