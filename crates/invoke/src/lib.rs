@@ -120,12 +120,6 @@ pub trait Executor: Send + Sync + 'static {
     /// Identifies the compiler and its settings: precompiled artifacts made
     /// under another key must be compiled again.
     fn engine_key(&self) -> String;
-    /// Refuses settings this runtime cannot run, before any code is looked
-    /// at (a cached compile skips [`Executor::compile`]).
-    fn check(&self, config: &FunctionConfig) -> Result<(), DeployError> {
-        let _ = config;
-        Ok(())
-    }
     /// Validates and compiles (or unpacks) uploaded code for a version
     /// configured as `config`. CPU- and disk-heavy: call off the async
     /// runtime.
