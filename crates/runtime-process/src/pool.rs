@@ -143,10 +143,15 @@ impl Instance {
         self.ended.borrow().is_some()
     }
 
+    /// Whether the instance is known to be gone or going (no system call).
+    fn is_gone(&self) -> bool {
+        self.has_ended() || self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether the instance's init is still running, asked of the kernel
     /// (the watcher may not have seen an exit yet).
     fn is_running(&self) -> bool {
-        if self.has_ended() || self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.is_gone() {
             return false;
         }
         let mut fds = [nix::poll::PollFd::new(
@@ -362,13 +367,22 @@ impl Pool {
             changed.as_mut().enable();
             let failure = {
                 let mut state = self.lock();
-                self.remove_slots(&mut state, |slot| !slot.instance.is_running());
+                self.remove_slots(&mut state, |slot| slot.instance.is_gone());
                 // The least busy running instance; a frozen one last.
                 let free = state
                     .slots
                     .iter_mut()
                     .filter(|slot| slot.in_flight < concurrency)
                     .min_by_key(|slot| (slot.frozen, slot.in_flight));
+                // The kernel is asked about the chosen one only (its
+                // watcher may not have seen an exit yet).
+                if let Some(slot) = free.as_ref()
+                    && !slot.instance.is_running()
+                {
+                    let dead = slot.instance.id;
+                    self.remove_slots(&mut state, |slot| slot.instance.id == dead);
+                    continue;
+                }
                 if let Some(slot) = free {
                     let was = slot.state();
                     if slot.frozen {
