@@ -29,24 +29,28 @@ pub use test_support::{
 
 pub const WOK: &str = env!("CARGO_BIN_EXE_wok");
 
+/// Runs one of the project's `scripts/` (which install or build what a
+/// test needs) and returns the path it prints.
+pub fn run_script(name: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let output = std::process::Command::new("bash")
+        .arg(root.join("scripts").join(name))
+        .output()
+        .unwrap_or_else(|error| panic!("running scripts/{name}: {error}"));
+    assert!(
+        output.status.success(),
+        "scripts/{name} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
 /// The S3 clients (boto3, aws-cli) in the virtualenv that
 /// `scripts/install-s3-tools.sh` makes; installed once per test run.
 pub fn s3_tools() -> std::path::PathBuf {
     static VENV: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    VENV.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let output = std::process::Command::new("bash")
-            .arg(root.join("scripts/install-s3-tools.sh"))
-            .output()
-            .expect("running scripts/install-s3-tools.sh");
-        assert!(
-            output.status.success(),
-            "scripts/install-s3-tools.sh failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-    })
-    .clone()
+    VENV.get_or_init(|| run_script("install-s3-tools.sh"))
+        .clone()
 }
 
 /// A Python script using boto3 (the S3 tools) against a server's S3

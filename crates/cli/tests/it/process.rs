@@ -662,20 +662,8 @@ async fn an_exec_function_runs_a_process_per_request_from_stdin_to_stdout() {
 /// runtime interface client into (once per test run).
 fn awslambdaric() -> std::path::PathBuf {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let output = std::process::Command::new("bash")
-            .arg(root.join("scripts/install-awslambdaric.sh"))
-            .output()
-            .expect("running scripts/install-awslambdaric.sh");
-        assert!(
-            output.status.success(),
-            "scripts/install-awslambdaric.sh failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim()).join("packages")
-    })
-    .clone()
+    DIR.get_or_init(|| run_script("install-awslambdaric.sh").join("packages"))
+        .clone()
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -979,17 +967,7 @@ async fn an_oci_image_runs_its_entrypoint_as_its_user_with_layers_applied() {
 
 #[tokio::test]
 async fn an_unmodified_rust_lambda_runtime_bootstrap_serves_requests() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let built = std::process::Command::new("bash")
-        .arg(root.join("scripts/build-rust-lambda.sh"))
-        .output()
-        .expect("running scripts/build-rust-lambda.sh");
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let bootstrap = String::from_utf8(built.stdout).unwrap().trim().to_owned();
+    let bootstrap = run_script("build-rust-lambda.sh");
     let bundle = tempfile::tempdir().unwrap();
     std::fs::copy(&bootstrap, bundle.path().join("bootstrap")).unwrap();
 
