@@ -28,7 +28,9 @@
 //! every revocation, project removal and rule change: holders of
 //! long-lived connections (realtime) check their caller again.
 
-use domain::{Access, AccessRule, ApiKey, KeyKind, ProjectId, ResourceKind, now_millis};
+use domain::{
+    Access, AccessRule, ApiKey, KeyKind, ProjectId, ResourceKind, UnixMillis, now_millis,
+};
 use hmac::{Hmac, Mac};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use sha2::{Digest, Sha256};
@@ -47,6 +49,16 @@ pub enum Caller {
         kind: KeyKind,
         id: String,
     },
+    /// The credentials wok gave an instance of a native function of
+    /// `project` ([`Auth::function_credentials`]): its project's data,
+    /// functions and events, as a service key, but no management (no
+    /// deploys, no access rules), and only until `expires`.
+    Function {
+        project: ProjectId,
+        /// Its access key's id part (the expiry and a nonce).
+        id: String,
+        expires: UnixMillis,
+    },
 }
 
 impl Caller {
@@ -58,9 +70,18 @@ impl Caller {
                 project: own,
                 kind: KeyKind::Service,
                 ..
-            } => own == project,
+            }
+            | Caller::Function { project: own, .. } => own == project,
             Caller::Key { .. } => false,
         }
+    }
+
+    /// Whether this caller may manage `project`'s functions and access
+    /// rules (deploy, remove, roll back, set a rule): what it serves,
+    /// except a function's credentials, which must not outlive themselves
+    /// by deploying code or opening data up.
+    pub fn manages(&self, project: &ProjectId) -> bool {
+        !matches!(self, Caller::Function { .. }) && self.serves(project)
     }
 
     /// Whether this caller belongs to `project` at all: the admin, or any
@@ -68,7 +89,27 @@ impl Caller {
     pub fn member_of(&self, project: &ProjectId) -> bool {
         match self {
             Caller::Admin => true,
-            Caller::Key { project: own, .. } => own == project,
+            Caller::Key { project: own, .. } | Caller::Function { project: own, .. } => {
+                own == project
+            }
+        }
+    }
+
+    /// The project a credential belongs to (the admin's: `default`), which
+    /// requests that name none act in.
+    pub fn own_project(&self) -> ProjectId {
+        match self {
+            Caller::Admin => ProjectId::default_project(),
+            Caller::Key { project, .. } | Caller::Function { project, .. } => project.clone(),
+        }
+    }
+
+    /// The S3 access key id of this credential.
+    pub fn s3_access_key(&self) -> String {
+        match self {
+            Caller::Admin => ADMIN_S3_ACCESS_KEY.to_owned(),
+            Caller::Key { project, kind, id } => format!("wok_{}_{project}_{id}", kind.tag()),
+            Caller::Function { project, id, .. } => format!("{FUNCTION_PREFIX}{project}_{id}"),
         }
     }
 }
@@ -128,6 +169,9 @@ pub enum AuthError {
     /// Neither the admin credential nor shaped like a key.
     #[error("the credential is not valid")]
     NotACredential,
+    /// A function's credentials past their end.
+    #[error("the function credentials have expired")]
+    Expired,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -147,6 +191,19 @@ pub struct S3Pair {
     pub secret_access_key: String,
 }
 
+/// Credentials for an instance of a native function: a bearer token and
+/// an S3 pair, both acting as [`Caller::Function`] until `expires`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionCredentials {
+    pub token: String,
+    pub s3: S3Pair,
+    pub expires: UnixMillis,
+}
+
+/// How function credentials begin (`wok_fn_<project>_<id>`), beside the
+/// keys' `wok_sk_` and `wok_pk_`.
+const FUNCTION_PREFIX: &str = "wok_fn_";
+
 pub struct Auth {
     store: Arc<dyn ProjectStore>,
     admin_token: String,
@@ -164,6 +221,9 @@ pub struct Auth {
     changes: tokio::sync::watch::Sender<u64>,
     /// Projects seen to exist; [`Auth::remove_project`] drops them.
     projects: RwLock<std::collections::HashSet<ProjectId>>,
+    /// Signs function credentials (derived from the server key, so that
+    /// every node that shares it accepts them, and nothing is stored).
+    function_key: [u8; 32],
 }
 
 /// Runs a change in a task of its own, to its end: a caller that stops
@@ -261,6 +321,12 @@ impl Auth {
             rules: RwLock::new(Rules::default()),
             changes: tokio::sync::watch::Sender::new(0),
             projects: RwLock::new(std::collections::HashSet::new()),
+            function_key: {
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&server_key)
+                    .expect("HMAC takes keys of any length");
+                mac.update(b"wok-function-credentials");
+                mac.finalize().into_bytes().into()
+            },
         }
     }
 
@@ -413,6 +479,7 @@ impl Auth {
     pub fn still_valid(&self, caller: &Caller) -> bool {
         match caller {
             Caller::Admin => true,
+            Caller::Function { expires, .. } => *expires > now_millis(),
             Caller::Key { project, id, .. } => self
                 .live
                 .read()
@@ -474,6 +541,17 @@ impl Auth {
         if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
             return Ok(Caller::Admin);
         }
+        if let Some((access_key, signature)) = token.rsplit_once('_')
+            && let Some(caller) = self.function_caller(access_key)
+        {
+            // The signature first: an expired token tells nothing more
+            // than a forged one.
+            let expected = self.function_mac("token", access_key);
+            if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
+                return Err(AuthError::InvalidKey);
+            }
+            return caller;
+        }
         let (kind, project, id, secret) = parse_token(token).ok_or(AuthError::NotACredential)?;
         let lookup = (project, id.to_owned());
         let key = self
@@ -519,6 +597,11 @@ impl Auth {
     pub fn s3_secret(&self, access_key: &str) -> Option<String> {
         if access_key == ADMIN_S3_ACCESS_KEY {
             return Some(self.legacy_s3_secret(access_key));
+        }
+        if let Some(caller) = self.function_caller(access_key) {
+            return caller
+                .ok()
+                .map(|_| self.function_mac("s3", access_key)[..40].to_owned());
         }
         let (kind, project, id) = parse_access_key(access_key)?;
         let live = self
@@ -623,6 +706,9 @@ impl Auth {
         if access_key == ADMIN_S3_ACCESS_KEY {
             return Ok(Caller::Admin);
         }
+        if let Some(caller) = self.function_caller(access_key) {
+            return caller;
+        }
         let (kind, project, id) = parse_access_key(access_key).ok_or(AuthError::InvalidKey)?;
         let known = self
             .live
@@ -638,6 +724,62 @@ impl Auth {
             kind,
             id: id.to_owned(),
         })
+    }
+
+    /// Credentials for an instance of a native function of `project`,
+    /// valid for `lifetime` from now. Nothing is stored: they are signed
+    /// (HMAC-SHA256 with a key derived from the server key) and carry
+    /// their expiry, so they end on time on every node, and no list of
+    /// them grows. The server gives them only to the instance, in its
+    /// environment.
+    pub fn function_credentials(
+        &self,
+        project: &ProjectId,
+        lifetime: std::time::Duration,
+    ) -> FunctionCredentials {
+        let lifetime = UnixMillis::try_from(lifetime.as_millis()).unwrap_or(UnixMillis::MAX);
+        let expires = now_millis().saturating_add(lifetime) / 1000;
+        let access_key = format!("{FUNCTION_PREFIX}{project}_{expires}x{}", random_hex(8));
+        FunctionCredentials {
+            token: format!("{access_key}_{}", self.function_mac("token", &access_key)),
+            s3: S3Pair {
+                secret_access_key: self.function_mac("s3", &access_key)[..40].to_owned(),
+                access_key_id: access_key,
+            },
+            expires: expires * 1000,
+        }
+    }
+
+    /// HMAC-SHA256 of one use (`token`, `s3`) of a function access key.
+    fn function_mac(&self, usage: &str, access_key: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.function_key)
+            .expect("HMAC takes keys of any length");
+        mac.update(usage.as_bytes());
+        mac.update(b"\n");
+        mac.update(access_key.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Who a function access key id (`wok_fn_<project>_<expires>x<nonce>`,
+    /// the expiry in Unix seconds) is: `None` when it is not shaped like
+    /// one, an error once it has expired. Its signature proves the rest.
+    fn function_caller(&self, access_key: &str) -> Option<Result<Caller, AuthError>> {
+        let rest = access_key.strip_prefix(FUNCTION_PREFIX)?;
+        let (project, id) = rest.split_once('_')?;
+        let project = ProjectId::new(project).ok()?;
+        let (expires, nonce) = id.split_once('x')?;
+        let expires = expires.parse::<UnixMillis>().ok()?.checked_mul(1000)?;
+        if nonce.is_empty() || !nonce.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return None;
+        }
+        if expires <= now_millis() {
+            return Some(Err(AuthError::Expired));
+        }
+        Some(Ok(Caller::Function {
+            project,
+            id: id.to_owned(),
+            expires,
+        }))
     }
 
     /// Issues a key of `project`; the returned token is the only copy of
@@ -772,6 +914,73 @@ mod tests {
         let stored = store.keys(&shop).await.unwrap();
         let revoked = stored.iter().find(|key| key.id == issued.key.id).unwrap();
         assert!(revoked.revoked_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn function_credentials_act_for_their_project_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ProjectStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("wok.db")).unwrap());
+        let auth = Auth::new(store.clone(), "admin-secret".to_owned(), [7; 32]);
+        let shop = ProjectId::new("shop").unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        let given = auth.function_credentials(&shop, hour);
+        let caller = auth.authenticate(&given.token).unwrap();
+        assert!(caller.serves(&shop) && caller.member_of(&shop));
+        assert!(!caller.manages(&shop), "no deploys, no rules");
+        assert!(!caller.serves(&ProjectId::default_project()));
+        assert!(auth.still_valid(&caller));
+        assert!((given.expires - now_millis() - 3_600_000).abs() < 2000);
+        // The S3 pair is the same credential.
+        assert_eq!(auth.s3_caller(&given.s3.access_key_id).unwrap(), caller);
+        assert_eq!(caller.s3_access_key(), given.s3.access_key_id);
+        assert_eq!(
+            auth.s3_secret(&given.s3.access_key_id).as_deref(),
+            Some(given.s3.secret_access_key.as_str())
+        );
+        // Another node with the same server key takes them; another key not.
+        let same = Auth::new(store.clone(), "other-admin".to_owned(), [7; 32]);
+        assert_eq!(same.authenticate(&given.token).unwrap(), caller);
+        let other = Auth::new(store.clone(), "admin-secret".to_owned(), [8; 32]);
+        assert!(matches!(
+            other.authenticate(&given.token),
+            Err(AuthError::InvalidKey)
+        ));
+        assert_ne!(
+            other.s3_secret(&given.s3.access_key_id).as_deref(),
+            Some(given.s3.secret_access_key.as_str())
+        );
+        // Moved to another project or made to last longer: forged.
+        let moved = given.token.replacen("wok_fn_shop_", "wok_fn_bank_", 1);
+        assert!(matches!(
+            auth.authenticate(&moved),
+            Err(AuthError::InvalidKey)
+        ));
+        let id = given.s3.access_key_id.rsplit('_').next().unwrap();
+        let (expires, nonce) = id.split_once('x').unwrap();
+        let longer = given.token.replacen(
+            &format!("_{expires}x{nonce}"),
+            &format!("_{}x{nonce}", expires.parse::<i64>().unwrap() + 86_400),
+            1,
+        );
+        assert!(matches!(
+            auth.authenticate(&longer),
+            Err(AuthError::InvalidKey)
+        ));
+        // Expired: refused, as token and as S3 pair.
+        let expired = auth.function_credentials(&shop, std::time::Duration::ZERO);
+        assert!(matches!(
+            auth.authenticate(&expired.token),
+            Err(AuthError::Expired)
+        ));
+        assert_eq!(auth.s3_secret(&expired.s3.access_key_id), None);
+        assert!(auth.s3_caller(&expired.s3.access_key_id).is_err());
+        let lapsed = Caller::Function {
+            project: shop.clone(),
+            id: "0x00".to_owned(),
+            expires: now_millis() - 1,
+        };
+        assert!(!auth.still_valid(&lapsed));
     }
 
     #[tokio::test]

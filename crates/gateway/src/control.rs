@@ -77,8 +77,10 @@ pub async fn get_function(
 pub async fn remove_function(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<auth::Caller>,
     Path(name): Path<String>,
 ) -> Result<http::StatusCode, ApiError> {
+    crate::projects::require_manager(&caller, &project)?;
     gateway
         .functions
         .remove(project.clone(), function_name(&name)?)
@@ -110,9 +112,11 @@ pub async fn list_versions(
 pub async fn rollback(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<auth::Caller>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<api_types::FunctionInfo>, ApiError> {
+    crate::projects::require_manager(&caller, &project)?;
     let request: RollbackRequest = serde_json::from_slice(&body).map_err(|error| {
         ApiError::bad_request(
             ErrorCode::InvalidBody,
@@ -163,10 +167,12 @@ fn deploy_settings(
 pub async fn deploy(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<auth::Caller>,
     Path(name): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
     request: Request,
 ) -> Result<(http::StatusCode, Json<api_types::FunctionInfo>), ApiError> {
+    crate::projects::require_manager(&caller, &project)?;
     let function = function_name(&name)?;
     let (kind, config) = deploy_settings(&pairs)?;
     let limit = gateway.max_upload_bytes;

@@ -358,6 +358,10 @@ impl From<auth::AuthError> for ApiError {
         match error {
             auth::AuthError::InvalidKey => ApiError::InvalidKey,
             auth::AuthError::NotACredential => ApiError::Forbidden,
+            auth::AuthError::Expired => ApiError::NotAllowedUnauthenticated(
+                "these function credentials have expired (an instance's last an hour and its timeout)"
+                    .to_owned(),
+            ),
             auth::AuthError::Store(error) => ApiError::Internal(error.to_string()),
         }
     }

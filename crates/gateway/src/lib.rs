@@ -30,7 +30,7 @@ mod serve;
 pub use error::ApiError;
 pub use http_util::{JSON_BODY_BUDGET_MIB, JsonBudget};
 pub use realtime::Budget as RealtimeBudget;
-pub use serve::{BODY_GRACE, ConnectionLimits, serve};
+pub use serve::{BODY_GRACE, ConnectionLimits, InsideConnection, serve};
 
 use axum::Router;
 use axum::routing::{any, delete, get, post, put};

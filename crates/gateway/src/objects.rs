@@ -498,13 +498,6 @@ pub async fn delete_object(
     Ok(http::StatusCode::NO_CONTENT)
 }
 
-fn access_key_of(caller: &Caller) -> String {
-    match caller {
-        Caller::Admin => auth::ADMIN_S3_ACCESS_KEY.to_owned(),
-        Caller::Key { project, kind, id } => format!("wok_{}_{project}_{id}", kind.tag()),
-    }
-}
-
 /// `POST /v1/objects/B/KEY` with `{"method": "GET"|"PUT", "expires_in":
 /// "1h"}`: a URL that does that, without a credential, until it expires or
 /// the signer's key is revoked.
@@ -568,7 +561,7 @@ pub async fn presign(
         None => Duration::from_secs(3600),
     };
     let expires_at = gateway.clock.now() / 1000 + lifetime.as_secs() as i64;
-    let access_key = access_key_of(&caller);
+    let access_key = caller.s3_access_key();
     let signature = gateway
         .auth
         .presign_signature(&access_key, method, &project, &path, expires_at)
@@ -578,10 +571,7 @@ pub async fn presign(
             ))
         })?;
     // Address the project explicitly unless it is the signer's own.
-    let own = match &caller {
-        Caller::Key { project: own, .. } => own.clone(),
-        Caller::Admin => ProjectId::default_project(),
-    };
+    let own = caller.own_project();
     let public_path = if own == project {
         path.clone()
     } else {

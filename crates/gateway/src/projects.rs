@@ -72,10 +72,8 @@ pub async fn authenticate(
         };
         return match presigned_signer(&gateway, claim).await {
             Ok(caller) => {
-                if request.extensions().get::<Scope>().is_none()
-                    && let Some(project) = caller_project(&caller)
-                {
-                    request.extensions_mut().insert(Scope(project));
+                if request.extensions().get::<Scope>().is_none() {
+                    request.extensions_mut().insert(Scope(caller.own_project()));
                 }
                 request.extensions_mut().insert(caller);
                 next.run(request).await
@@ -107,22 +105,11 @@ pub async fn authenticate(
         Some(_) => {}
         // Unscoped paths mean the key's own project (the admin's: `default`).
         None => {
-            let project = match &caller {
-                Caller::Key { project, .. } => project.clone(),
-                Caller::Admin => ProjectId::default_project(),
-            };
-            request.extensions_mut().insert(Scope(project));
+            request.extensions_mut().insert(Scope(caller.own_project()));
         }
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
-}
-
-fn caller_project(caller: &Caller) -> Option<ProjectId> {
-    match caller {
-        Caller::Key { project, .. } => Some(project.clone()),
-        Caller::Admin => Some(ProjectId::default_project()),
-    }
 }
 
 /// The query parameters of a presigned URL.
@@ -301,6 +288,19 @@ pub async fn authorize(
     }
 }
 
+/// For what changes a project's code or opens its data (deploys, removal,
+/// rollback, access rules): service keys and the admin, not a function's
+/// own credentials.
+pub fn require_manager(caller: &Caller, project: &ProjectId) -> Result<(), ApiError> {
+    if caller.manages(project) {
+        Ok(())
+    } else {
+        Err(ApiError::NotAllowed(
+            "this needs the project's service key or the admin credential (a function's credentials may not deploy or change access rules)".to_owned(),
+        ))
+    }
+}
+
 /// For management routes of a project's data (indexes, access rules):
 /// service keys and the admin only.
 pub fn require_service(caller: &Caller, project: &ProjectId) -> Result<(), ApiError> {
@@ -325,10 +325,7 @@ pub async fn own_s3_credentials(
     State(gateway): State<SharedGateway>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<api_types::S3Credentials>, ApiError> {
-    let access_key_id = match &caller {
-        Caller::Admin => auth::ADMIN_S3_ACCESS_KEY.to_owned(),
-        Caller::Key { project, kind, id } => format!("wok_{}_{project}_{id}", kind.tag()),
-    };
+    let access_key_id = caller.s3_access_key();
     let secret_access_key = gateway.auth.s3_secret(&access_key_id).ok_or_else(|| {
         ApiError::Internal(format!(
             "the S3 secret of {access_key_id} cannot be opened (another server key?)"
@@ -381,7 +378,7 @@ pub async fn write_rule(
     name: String,
     body: &[u8],
 ) -> Result<Json<api_types::AccessSetting>, ApiError> {
-    require_service(caller, &project)?;
+    require_manager(caller, &project)?;
     let setting: api_types::AccessSetting = serde_json::from_slice(body)
         .map_err(|error| ApiError::bad_request(ErrorCode::InvalidAccess, error.to_string()))?;
     let rule = convert::access_rule(&setting.access)?;

@@ -473,10 +473,7 @@ impl WokS3 {
             .auth
             .s3_caller(access_key)
             .map_err(|_| s3_error!(InvalidAccessKeyId))?;
-        let project = match &caller {
-            Caller::Key { project, .. } => project.clone(),
-            Caller::Admin => ProjectId::default_project(),
-        };
+        let project = caller.own_project();
         Ok((caller, project))
     }
 

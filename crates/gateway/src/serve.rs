@@ -716,12 +716,20 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets each
-/// connection finish its request in flight and returns once all are
-/// closed (upgraded connections are not waited for). Dropping the future
-/// closes every connection.
+/// A connection a native function's instance opened to wok's API from
+/// inside its sandbox (the process runtime listens there and hands it
+/// over), with what it holds until it closes (its place among its
+/// instance's connections).
+pub type InsideConnection = (TcpStream, Box<dyn std::any::Any + Send>);
+
+/// Serves `app` on `listener`, and on the connections that come through
+/// `inside`, until `shutdown` resolves, then lets each connection finish
+/// its request in flight and returns once all are closed (upgraded
+/// connections are not waited for). Dropping the future closes every
+/// connection. Both kinds are the same to every limit and timeout.
 pub async fn serve(
     listener: TcpListener,
+    mut inside: tokio::sync::mpsc::Receiver<InsideConnection>,
     app: crate::s3::App,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
@@ -736,17 +744,17 @@ pub async fn serve(
     let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (stream, hold) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => (stream, None),
+                Err(error) => {
+                    accept_failed(&error).await;
+                    continue;
+                }
+            },
+            Some((stream, hold)) = inside.recv() => (stream, Some(hold)),
             Some(_) = connections.join_next() => continue,
             _ = &mut shutdown => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(error) => {
-                accept_failed(&error).await;
-                continue;
-            }
         };
         // Small responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
@@ -767,7 +775,7 @@ pub async fn serve(
             linger: Some(linger),
             guard: Some(guard),
         };
-        connections.spawn(serve_connection(
+        let serving = serve_connection(
             io,
             lingering,
             ConnectionService {
@@ -779,7 +787,11 @@ pub async fn serve(
             limits.clone(),
             metrics.clone(),
             stop.clone(),
-        ));
+        );
+        connections.spawn(async move {
+            serving.await;
+            drop(hold);
+        });
     }
     drop(listener);
     let _ = stopping.send(true);

@@ -8,8 +8,8 @@
 //! each with the write ends of the instance's stdout, stderr and status
 //! pipes attached (and the read end of its stdin, if asked): the init
 //! writes the program's exit status (4 bytes) to the status pipe,
-//! and answers each with a [`SpawnReply`] and, on success, a pidfd and the
-//! instance's network namespace. When the server goes (the socket closes),
+//! and answers each with a [`SpawnReply`] and, on success, a pidfd, the
+//! instance's network namespace and a listener on each port asked for. When the server goes (the socket closes),
 //! it kills every instance it made and exits; instances die with it too
 //! (`PR_SET_PDEATHSIG`).
 //!
@@ -70,9 +70,11 @@ pub(crate) struct SpawnRequest {
     pub cgroup_procs: Vec<PathBuf>,
     /// Whether a stdin fd comes with the request (else `/dev/null`).
     pub stdin: bool,
-    /// A port of the instance's loopback the program waits for before it
-    /// starts (where the server serves it something).
-    pub wait_for_port: Option<u16>,
+    /// Ports of the instance's loopback where the server serves the
+    /// program something (the Lambda Runtime API, wok's API, the outbound
+    /// proxy): the helper listens on them before the program starts and
+    /// hands the listeners over with its reply.
+    pub listen: Vec<u16>,
     pub hostname: String,
 }
 
@@ -95,6 +97,10 @@ pub fn helper_main() -> ! {
     let filters = match crate::seccomp::filters() {
         Ok(filters) => filters,
         Err(error) => fail_all(&[], &format!("building the seccomp filters: {error}")),
+    };
+    let home = match std::fs::File::open("/proc/self/ns/net") {
+        Ok(home) => OwnedFd::from(home),
+        Err(error) => fail_all(&[], &format!("its network namespace: {error}")),
     };
     let mut children: Vec<Child> = Vec::new();
     let mut buffer = vec![0u8; MAX_REQUEST];
@@ -158,20 +164,20 @@ pub fn helper_main() -> ! {
                     status: &passed[2],
                     stdin: passed.get(3),
                 };
-                spawn(&request, &filters, &fds)
+                spawn(&request, &filters, &fds, &home)
             }
         };
         drop(passed);
         let (reply, fds) = match reply {
-            Ok((pid, pidfd, netns)) => {
+            Ok((pid, mut fds)) => {
                 children.push(Child {
                     pid,
                     groups: request_groups.clone(),
                 });
-                (
-                    SpawnReply::Spawned { pid: pid.as_raw() },
-                    vec![pidfd, netns],
-                )
+                (SpawnReply::Spawned { pid: pid.as_raw() }, {
+                    fds.shrink_to_fit();
+                    fds
+                })
             }
             Err(error) => (SpawnReply::Failed { error }, Vec::new()),
         };
@@ -235,11 +241,20 @@ struct Fds<'a> {
     stdin: Option<&'a OwnedFd>,
 }
 
+/// Most ports a request may ask to be listened on.
+const MAX_LISTEN: usize = 4;
+
+/// Makes an instance; returns its pid and the fds for the server: its
+/// pidfd, its network namespace, and a listener on each port asked for.
 fn spawn(
     request: &SpawnRequest,
     filters: &[seccompiler::BpfProgram],
     fds: &Fds<'_>,
-) -> Result<(Pid, OwnedFd, OwnedFd), String> {
+    home: &OwnedFd,
+) -> Result<(Pid, Vec<OwnedFd>), String> {
+    if request.listen.len() > MAX_LISTEN {
+        return Err(format!("at most {MAX_LISTEN} ports to listen on"));
+    }
     let (ready_read, ready_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let mut stack = vec![0u8; 256 << 10];
@@ -256,7 +271,7 @@ fn spawn(
     let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
         .map_err(|error| format!("clone into new namespaces: {error}"))?;
     drop(ready_read);
-    let release = || -> Result<(OwnedFd, OwnedFd), String> {
+    let release = || -> Result<Vec<OwnedFd>, String> {
         let proc = Path::new("/proc").join(pid.as_raw().to_string());
         // The namespace's root (to build the sandbox) and its user.
         let map = |id: u32| {
@@ -282,13 +297,18 @@ fn spawn(
         }
         // SAFETY: a fresh fd from pidfd_open, owned by nobody else.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-        let netns = std::fs::File::open(proc.join("ns/net")).map_err(|e| format!("ns/net: {e}"))?;
-        Ok((pidfd, netns.into()))
+        let netns: OwnedFd = std::fs::File::open(proc.join("ns/net"))
+            .map_err(|e| format!("ns/net: {e}"))?
+            .into();
+        let listeners = listen_inside(&netns, home, &request.listen)?;
+        let mut fds = vec![pidfd, netns];
+        fds.extend(listeners);
+        Ok(fds)
     };
     match release() {
-        Ok((pidfd, netns)) => {
+        Ok(fds) => {
             nix::unistd::write(&ready_write, &[1]).map_err(|e| format!("release: {e}"))?;
-            Ok((pid, pidfd, netns))
+            Ok((pid, fds))
         }
         Err(error) => {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
@@ -341,25 +361,6 @@ fn instance_init(
     // dumpable again for itself.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    if let Some(port) = request.wait_for_port {
-        // A service wok offers inside (the Lambda Runtime API) is listened
-        // on just after the release: the program starts once it accepts.
-        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let ready = (0..5000).any(|_| {
-            let connected = std::net::TcpStream::connect(address).is_ok();
-            if !connected {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            connected
-        });
-        if !ready {
-            say(
-                stderr,
-                &format!("nothing listened on 127.0.0.1:{port} within 5 s"),
-            );
-            return 125;
-        }
-    }
     // SAFETY: this process is single-threaded (a clone of the helper).
     match unsafe { nix::unistd::fork() } {
         Err(error) => {
@@ -856,6 +857,47 @@ fn remount_read_only(host: &OwnedFd, inside: &Path) -> Result<(), String> {
     mount(none, inside, none, flags, none).map_err(|e| format!("read-only {name}: {e}"))
 }
 
+/// Listeners on `ports` of the loopback of the network namespace `netns`,
+/// made before the program runs (so it never finds them closed): the
+/// helper enters the namespace (its user namespace is the helper's
+/// child), brings `lo` up, listens, and comes back `home`.
+fn listen_inside(netns: &OwnedFd, home: &OwnedFd, ports: &[u16]) -> Result<Vec<OwnedFd>, String> {
+    if ports.is_empty() {
+        return Ok(Vec::new());
+    }
+    let enter = |namespace: &OwnedFd| {
+        nix::sched::setns(namespace, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))
+    };
+    enter(netns)?;
+    let listeners = loopback_up().and_then(|()| {
+        ports
+            .iter()
+            .map(|port| {
+                let socket = socket2::Socket::new(
+                    socket2::Domain::IPV4,
+                    socket2::Type::STREAM.nonblocking().cloexec(),
+                    None,
+                )
+                .map_err(|e| format!("socket: {e}"))?;
+                let address = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
+                socket
+                    .bind(&address.into())
+                    .and_then(|()| socket.listen(64))
+                    .map_err(|e| format!("listening on {address}: {e}"))?;
+                Ok(OwnedFd::from(socket))
+            })
+            .collect::<Result<Vec<_>, String>>()
+    });
+    if let Err(error) = enter(home) {
+        // Never make another instance from inside this one's namespace.
+        fail_all(
+            &[],
+            &format!("leaving an instance's network namespace: {error}"),
+        );
+    }
+    listeners
+}
+
 /// Brings up `lo`, the only interface of the instance's network namespace.
 fn loopback_up() -> Result<(), String> {
     let socket = nix::sys::socket::socket(
@@ -883,13 +925,21 @@ fn loopback_up() -> Result<(), String> {
     Ok(())
 }
 
+/// What the helper gives the server for a new instance.
+pub(crate) struct Spawned {
+    pub pidfd: OwnedFd,
+    pub netns: OwnedFd,
+    /// Listeners on the request's `listen` ports, in its order.
+    pub listeners: Vec<OwnedFd>,
+}
+
 /// Sends one request to the helper and reads its reply (blocking; the
 /// socket is the server's end, serialised by the caller).
 pub(crate) fn call(
     socket: BorrowedFd<'_>,
     request: &SpawnRequest,
     fds: &[BorrowedFd<'_>],
-) -> Result<(i32, OwnedFd, OwnedFd), String> {
+) -> Result<Spawned, String> {
     let bytes = serde_json::to_vec(request).map_err(|e| e.to_string())?;
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     sendmsg::<()>(
@@ -901,7 +951,7 @@ pub(crate) fn call(
     )
     .map_err(|e| format!("the sandbox helper is gone: {e}"))?;
     let mut buffer = vec![0u8; 64 << 10];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut space = nix::cmsg_space!([RawFd; 2 + MAX_LISTEN]);
     let mut slices = [IoSliceMut::new(&mut buffer)];
     let message = recvmsg::<()>(
         socket.as_raw_fd(),
@@ -927,10 +977,14 @@ pub(crate) fn call(
     }
     match serde_json::from_slice::<SpawnReply>(&buffer[..length]).map_err(|e| e.to_string())? {
         SpawnReply::Failed { error } => Err(error),
-        SpawnReply::Spawned { pid } => {
+        SpawnReply::Spawned { .. } => {
             let mut fds = fds.into_iter();
             match (fds.next(), fds.next()) {
-                (Some(pidfd), Some(netns)) => Ok((pid, pidfd, netns)),
+                (Some(pidfd), Some(netns)) if fds.len() == request.listen.len() => Ok(Spawned {
+                    pidfd,
+                    netns,
+                    listeners: fds.collect(),
+                }),
                 _ => Err("the sandbox helper answered without its fds".to_owned()),
             }
         }

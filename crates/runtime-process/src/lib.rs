@@ -31,7 +31,7 @@ mod seccomp;
 
 pub use helper::{HELPER_ARG, helper_main};
 
-use domain::{FunctionConfig, Runtime, RuntimeKind};
+use domain::{FunctionConfig, ProjectId, Runtime, RuntimeKind};
 use invoke::{Compiled, DeployError, Executor, LoadSpec, Loaded, LogSink, RuntimeMetrics};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -51,6 +51,27 @@ pub struct ProcessConfig {
     pub max_instances: u32,
 }
 
+/// What the server offers a program inside its instance besides its
+/// requests: wok's own API, reached from inside (`WOK_API`), and
+/// credentials for it (`WOK_TOKEN`, and an S3 pair).
+pub trait Platform: Send + Sync {
+    /// Credentials for `project`'s data, valid for `lifetime`.
+    fn credentials(&self, project: &ProjectId, lifetime: std::time::Duration) -> Credentials;
+
+    /// Serves a connection a program opened to `WOK_API` as any client's;
+    /// `hold` is kept until it closes.
+    fn serve(&self, stream: tokio::net::TcpStream, hold: Box<dyn std::any::Any + Send>);
+}
+
+/// What [`Platform::credentials`] gives an instance.
+pub struct Credentials {
+    /// A bearer token for wok's REST API and realtime.
+    pub token: String,
+    /// An S3 access key pair for wok's S3 endpoint.
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
 /// The server's side of the helper and what every instance shares.
 pub(crate) struct Sandbox {
     helper: Mutex<Helper>,
@@ -62,6 +83,8 @@ pub(crate) struct Sandbox {
     pub instances: Arc<tokio::sync::Semaphore>,
     /// The outside uid pairs of live instances, by number.
     uid_slots: Arc<Mutex<std::collections::BTreeSet<u32>>>,
+    /// wok's API for programs, when the server offers it.
+    pub platform: Option<Arc<dyn Platform>>,
 }
 
 /// Outside uid pairs an instance may take: no two live instances share one.
@@ -133,7 +156,7 @@ impl Sandbox {
         &self,
         request: &helper::SpawnRequest,
         fds: &[&OwnedFd],
-    ) -> Result<(i32, OwnedFd, OwnedFd), String> {
+    ) -> Result<helper::Spawned, String> {
         let helper = self.helper.lock().unwrap_or_else(|p| p.into_inner());
         let fds: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
         helper::call(helper.socket.as_fd(), request, &fds)
@@ -157,9 +180,11 @@ pub struct ProcessRuntime {
 impl ProcessRuntime {
     /// Starts the sandbox helper and makes this server's cgroup. Fails
     /// (the server then runs no process functions) where the host cannot
-    /// sandbox: no user namespaces, no writable cgroups.
+    /// sandbox: no user namespaces, no writable cgroups. `platform`: what
+    /// programs may call from inside (none: no `WOK_API`).
     pub fn new(
         config: ProcessConfig,
+        platform: Option<Arc<dyn Platform>>,
         logs: Arc<dyn LogSink>,
         metrics: Arc<dyn RuntimeMetrics>,
     ) -> Result<Self, String> {
@@ -203,6 +228,7 @@ impl ProcessRuntime {
             next_id: std::sync::atomic::AtomicU64::new(1),
             instances: Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)),
             uid_slots: Default::default(),
+            platform,
         });
         Ok(Self {
             config,

@@ -61,20 +61,6 @@ impl Connector {
             .map_err(|_| std::io::Error::other("the namespace thread is gone"))?
     }
 
-    /// A listener on `port` of the namespace's loopback (where the
-    /// program finds a service wok offers it).
-    pub async fn listen(
-        &self,
-        namespace: &Arc<OwnedFd>,
-        port: u16,
-    ) -> std::io::Result<tokio::net::TcpListener> {
-        let socket = self.socket(namespace).await?;
-        socket.set_reuse_address(true)?;
-        socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
-        socket.listen(64)?;
-        tokio::net::TcpListener::from_std(std::net::TcpListener::from(OwnedFd::from(socket)))
-    }
-
     /// A TCP connection to `port` on the loopback of the namespace.
     pub async fn connect(
         &self,

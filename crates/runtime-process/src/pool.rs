@@ -40,9 +40,15 @@ use tokio::time::Instant;
 
 mod exec;
 mod lambda;
+mod services;
 
 /// The port every instance listens on, inside its own namespace.
 const PORT: u16 = 8080;
+
+/// An instance this old takes no new request and is stopped once it holds
+/// none (a new one starts on demand): the credentials it was given end
+/// an hour and its timeout after it started.
+const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Processes (and threads) one instance may have.
 const MAX_PIDS: u32 = 512;
@@ -137,6 +143,12 @@ impl Instance {
         self.peak.store(peak, Relaxed);
         self.peak_read_at.store(now, Relaxed);
         peak
+    }
+
+    /// Whether the instance is past [`MAX_AGE`]: it serves what it holds
+    /// and is stopped.
+    fn retiring(&self) -> bool {
+        self.born.elapsed() >= MAX_AGE
     }
 
     fn has_ended(&self) -> bool {
@@ -244,7 +256,7 @@ pub(crate) struct Pool {
     me: Weak<Pool>,
     project: ProjectId,
     function: FunctionName,
-    config: FunctionConfig,
+    config: Arc<FunctionConfig>,
     root: Root,
     sandbox: Arc<Sandbox>,
     logs: Arc<dyn LogSink>,
@@ -317,7 +329,7 @@ impl Pool {
             me: me.clone(),
             project: spec.project,
             function: spec.function,
-            config: spec.config,
+            config: Arc::new(spec.config),
             root,
             sandbox,
             logs,
@@ -372,7 +384,7 @@ impl Pool {
                 let free = state
                     .slots
                     .iter_mut()
-                    .filter(|slot| slot.in_flight < concurrency)
+                    .filter(|slot| slot.in_flight < concurrency && !slot.instance.retiring())
                     .min_by_key(|slot| (slot.frozen, slot.in_flight));
                 // The kernel is asked about the chosen one only (its
                 // watcher may not have seen an exit yet).
@@ -414,7 +426,12 @@ impl Pool {
                         cpu_start,
                     });
                 }
-                if (state.slots.len() as u32 + state.starting) < process.max_instances {
+                let running = state
+                    .slots
+                    .iter()
+                    .filter(|slot| !slot.instance.retiring())
+                    .count() as u32;
+                if running + state.starting < process.max_instances {
                     state.starting += 1;
                     drop(state);
                     self.metrics
@@ -499,6 +516,39 @@ impl Pool {
             ("HOME".to_owned(), "/tmp".to_owned()),
             ("LANG".to_owned(), "C.UTF-8".to_owned()),
         ];
+        // wok's API and the way out: the image's or the deploy's own
+        // settings, below, win.
+        let proxy = format!("http://127.0.0.1:{}", services::PROXY_PORT);
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            env.push((name.to_owned(), proxy.clone()));
+        }
+        for name in ["NO_PROXY", "no_proxy"] {
+            env.push((name.to_owned(), "127.0.0.1,localhost".to_owned()));
+        }
+        let mut listen = vec![services::PROXY_PORT];
+        if let Some(platform) = &self.sandbox.platform {
+            let api = format!("http://127.0.0.1:{}", services::API_PORT);
+            let credentials = platform.credentials(
+                &self.project,
+                MAX_AGE + self.config.limits.timeout + std::time::Duration::from_secs(60),
+            );
+            env.extend(
+                [
+                    ("WOK_API", api.as_str()),
+                    ("WOK_TOKEN", credentials.token.as_str()),
+                    ("WOK_PROJECT", self.project.as_str()),
+                    ("WOK_FUNCTION", self.function.as_str()),
+                    ("AWS_ENDPOINT_URL", api.as_str()),
+                    ("AWS_ACCESS_KEY_ID", credentials.access_key_id.as_str()),
+                    (
+                        "AWS_SECRET_ACCESS_KEY",
+                        credentials.secret_access_key.as_str(),
+                    ),
+                ]
+                .map(|(name, value)| (name.to_owned(), value.to_owned())),
+            );
+            listen.push(services::API_PORT);
+        }
         let command = &self.config.process.command;
         let (argv, cwd, app, image_root, uid, gid, image_env) = match &self.root {
             Root::Bundle(app) => (
@@ -560,8 +610,12 @@ impl Pool {
             outside_id: OUTSIDE_ID_BASE + 2 * uid_slot,
             cgroup_procs: group.procs(),
             stdin: false,
-            wait_for_port: (self.config.process.protocol == ProcessProtocol::Lambda)
-                .then_some(lambda::RUNTIME_API_PORT),
+            listen: {
+                if self.config.process.protocol == ProcessProtocol::Lambda {
+                    listen.push(lambda::RUNTIME_API_PORT);
+                }
+                listen
+            },
             hostname: "wok".to_owned(),
         }
     }
@@ -609,14 +663,8 @@ impl Pool {
         ] {
             tokio::spawn(self.clone().read_log(instance.clone(), pipe, stream));
         }
-        match self.config.process.protocol {
-            ProcessProtocol::Lambda => {
-                let api = instance
-                    .lambda
-                    .clone()
-                    .expect("a lambda instance has its API");
-                self.lambda_ready(&instance, &api, deadline).await?;
-            }
+        match &instance.lambda {
+            Some(api) => self.lambda_ready(&instance, api, deadline).await?,
             _ => self.port_ready(&instance, deadline).await?,
         }
         // The start ran at full speed; from now on, its share.
@@ -734,9 +782,20 @@ impl Pool {
                 fds.push(&input.0);
             }
             match this.sandbox.spawn(&request, &fds) {
-                Ok((_pid, pidfd, netns)) => Ok((
-                    group, pidfd, netns, out.0, err.0, status.0, input.1, uid_slot,
-                )),
+                Ok(spawned) => {
+                    let listeners = request.listen.iter().copied().zip(spawned.listeners);
+                    Ok((
+                        group,
+                        spawned.pidfd,
+                        spawned.netns,
+                        listeners.collect::<Vec<_>>(),
+                        out.0,
+                        err.0,
+                        status.0,
+                        input.1,
+                        uid_slot,
+                    ))
+                }
                 Err(error) => {
                     let _ = group.remove();
                     Err(error)
@@ -746,7 +805,8 @@ impl Pool {
         .await
         .map_err(|error| internal(error.to_string()))?
         .map_err(|error| internal(format!("the sandbox could not start: {error}")))?;
-        let (group, pidfd, netns, stdout, stderr, status, stdin_write, uid_slot) = spawned;
+        let (group, pidfd, netns, listeners, stdout, stderr, status, stdin_write, uid_slot) =
+            spawned;
         let instance = Arc::new(Instance {
             id,
             pidfd,
@@ -765,6 +825,33 @@ impl Pool {
             _uid_slot: uid_slot,
         });
         tokio::spawn(watch_exit(instance.clone(), status, Arc::downgrade(self)));
+        for (port, listener) in listeners {
+            let listener = match services::tokio_listener(listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    instance.kill();
+                    return Err(internal(format!("listening inside the instance: {error}")));
+                }
+            };
+            match port {
+                services::API_PORT => {
+                    if let Some(platform) = &self.sandbox.platform {
+                        services::serve_api(listener, &instance, platform.clone());
+                    }
+                }
+                services::PROXY_PORT => services::serve_proxy(
+                    listener,
+                    &instance,
+                    self.config.clone(),
+                    self.function.clone(),
+                ),
+                _ => {
+                    if let Some(api) = &instance.lambda {
+                        lambda::serve(listener, &instance, api.clone());
+                    }
+                }
+            }
+        }
         Ok(Launched {
             instance,
             stdout,
@@ -1102,6 +1189,10 @@ impl PreparedFunction for Pool {
         let now = Instant::now();
         let kept = std::cell::Cell::new(state.slots.len() as u32);
         let stop = self.remove_slots(&mut state, |slot| {
+            if slot.in_flight == 0 && slot.instance.retiring() {
+                kept.set(kept.get() - 1);
+                return true;
+            }
             let idle =
                 slot.in_flight == 0 && now.duration_since(slot.idle_since) >= process.idle_timeout;
             if idle && kept.get() > process.min_instances {
@@ -1124,9 +1215,14 @@ impl PreparedFunction for Pool {
                 }
             }
         }
+        let running = state
+            .slots
+            .iter()
+            .filter(|slot| !slot.instance.retiring())
+            .count() as u32;
         let missing = process
             .min_instances
-            .saturating_sub(state.slots.len() as u32 + state.starting);
+            .saturating_sub(running + state.starting);
         state.starting += missing;
         drop(state);
         for slot in stop {

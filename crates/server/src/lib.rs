@@ -261,6 +261,18 @@ pub async fn run_with(
         recorder.clone(),
         metrics.clone(),
     )?);
+    let auth = Arc::new(
+        auth::Auth::open(
+            stores.projects.clone(),
+            token,
+            server_key(&config.data_dir)?,
+        )
+        .await
+        .context("loading the project keys")?,
+    );
+    // Connections native functions open to wok's API from inside their
+    // sandboxes, served with the listener's.
+    let (inside, inside_connections) = tokio::sync::mpsc::channel(INSIDE_BACKLOG);
     let mut executors: Vec<Arc<dyn invoke::Executor>> = vec![runtime];
     if let Some(helper_program) = &config.process.helper_program {
         let process = runtime_process::ProcessConfig {
@@ -269,7 +281,16 @@ pub async fn run_with(
             max_bundle_bytes: config.max_upload.bytes().saturating_mul(4),
             max_instances: config.process.max_instances,
         };
-        match runtime_process::ProcessRuntime::new(process, recorder.clone(), metrics.clone()) {
+        let platform = Arc::new(PlatformForFunctions {
+            auth: auth.clone(),
+            inside,
+        });
+        match runtime_process::ProcessRuntime::new(
+            process,
+            Some(platform),
+            recorder.clone(),
+            metrics.clone(),
+        ) {
             Ok(runtime) => executors.push(Arc::new(runtime)),
             Err(error) => tracing::warn!("native (process) functions are off: {error}"),
         }
@@ -297,15 +318,6 @@ pub async fn run_with(
         metrics.clone(),
     );
 
-    let auth = Arc::new(
-        auth::Auth::open(
-            stores.projects.clone(),
-            token,
-            server_key(&config.data_dir)?,
-        )
-        .await
-        .context("loading the project keys")?,
-    );
     let gateway = Arc::new(Gateway {
         functions: functions.clone(),
         projects: stores.projects.clone(),
@@ -355,6 +367,7 @@ pub async fn run_with(
     let app = gateway::app(gateway.clone());
     let serve = gateway::serve(
         listener,
+        inside_connections,
         app,
         config.connections.clone(),
         gateway.metrics.clone(),
@@ -419,6 +432,37 @@ fn take_clean_stop(data_dir: &Path) -> anyhow::Result<bool> {
 fn mark_clean_stop(data_dir: &Path) -> anyhow::Result<()> {
     let marker = clean_stop_marker(data_dir);
     std::fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))
+}
+
+/// Connections from inside native functions handed to the server and not
+/// taken yet; past this, a new one is closed at once.
+const INSIDE_BACKLOG: usize = 1024;
+
+/// What native functions get of the platform: credentials for their
+/// project, and their connections to `WOK_API` served like any client's.
+struct PlatformForFunctions {
+    auth: Arc<auth::Auth>,
+    inside: tokio::sync::mpsc::Sender<gateway::InsideConnection>,
+}
+
+impl runtime_process::Platform for PlatformForFunctions {
+    fn credentials(
+        &self,
+        project: &domain::ProjectId,
+        lifetime: std::time::Duration,
+    ) -> runtime_process::Credentials {
+        let credentials = self.auth.function_credentials(project, lifetime);
+        runtime_process::Credentials {
+            token: credentials.token,
+            access_key_id: credentials.s3.access_key_id,
+            secret_access_key: credentials.s3.secret_access_key,
+        }
+    }
+
+    fn serve(&self, stream: tokio::net::TcpStream, hold: Box<dyn std::any::Any + Send>) {
+        // Full: the server is far behind; the program sees the close.
+        let _ = self.inside.try_send((stream, hold));
+    }
 }
 
 /// Connections the kernel may queue before the server accepts them

@@ -1055,3 +1055,143 @@ env = { GREETING = "from-toml" }
         "the first request found a warm instance"
     );
 }
+
+/// A server outside every sandbox, on 127.0.0.2 (not the instance's own
+/// loopback address, so the program's proxy settings send it through the
+/// proxy): answers every request with its path.
+fn outside_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let path = String::from_utf8_lossy(&head)
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_owned();
+                let body = format!("outside saw {path}");
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_program_calls_wok_with_its_injected_credentials_and_reaches_only_allowed_hosts() {
+    let server = server();
+    let allowed = outside_server();
+    let denied = outside_server();
+    deploy_probe(&server, "probe", &["--allow-outbound", &allowed]);
+    let answer = send(
+        http()
+            .get(format!("{}/fn/probe/platform", server.url))
+            .query(&[
+                ("allowed", allowed.as_str()),
+                ("denied", denied.as_str()),
+                ("other_project", "elsewhere"),
+            ]),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen = answer.json();
+    let env = &seen["env"];
+    assert_eq!(env["WOK_API"], "http://127.0.0.1:9002");
+    assert_eq!(env["AWS_ENDPOINT_URL"], "http://127.0.0.1:9002");
+    assert_eq!(env["WOK_PROJECT"], "default");
+    assert_eq!(env["WOK_FUNCTION"], "probe");
+    assert_eq!(env["HTTP_PROXY"], "http://127.0.0.1:9003");
+
+    // Its project's data, with the token, through WOK_API.
+    assert_eq!(seen["kv_put"]["status"], 200, "{}", seen["kv_put"]);
+    assert_eq!(seen["kv_get"]["status"], 200, "{}", seen["kv_get"]);
+    assert_eq!(seen["kv_get"]["body"], "from inside");
+    let stored = send(control(&server, Method::GET, "/v1/kv/notes/greeting")).await;
+    assert_eq!(stored.text(), "from inside");
+    // Without it, nothing; another project, nothing; no deploys.
+    assert_eq!(seen["no_token"]["status"], 401, "{}", seen["no_token"]);
+    assert_eq!(
+        seen["other_project"]["status"], 403,
+        "{}",
+        seen["other_project"]
+    );
+    assert_eq!(seen["deploy"]["status"], 403, "{}", seen["deploy"]);
+    let planted = send(control(&server, Method::GET, "/v1/functions/planted")).await;
+    assert_eq!(planted.status, 404);
+    // Its S3 pair is the one it was given.
+    let s3: Value = serde_json::from_str(seen["s3_credentials"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(s3["access_key_id"], env["AWS_ACCESS_KEY_ID"]);
+    assert_eq!(s3["secret_access_key"], env["AWS_SECRET_ACCESS_KEY"]);
+
+    // Out only through the proxy, only where the allow list says.
+    assert_eq!(
+        seen["outside_allowed"]["status"], 200,
+        "{}",
+        seen["outside_allowed"]
+    );
+    assert_eq!(seen["outside_allowed"]["body"], "outside saw /hello");
+    assert_eq!(
+        seen["outside_denied"]["status"], 403,
+        "{}",
+        seen["outside_denied"]
+    );
+    assert!(
+        seen["outside_denied"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-outbound"),
+        "{}",
+        seen["outside_denied"]
+    );
+    assert!(
+        seen["tunnel_allowed"]["connect"]
+            .as_str()
+            .unwrap()
+            .contains(" 200"),
+        "{}",
+        seen["tunnel_allowed"]
+    );
+    assert_eq!(seen["tunnel_allowed"]["body"], "outside saw /tunnelled");
+    assert!(
+        seen["tunnel_denied"]["connect"]
+            .as_str()
+            .unwrap()
+            .contains(" 403"),
+        "{}",
+        seen["tunnel_denied"]
+    );
+
+    // The token is a credential of its own: from outside too, for the
+    // project's data only, and not once altered.
+    let token = env["WOK_TOKEN"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("wok_fn_default_"), "{token}");
+    let with = |token: &str, path: &str| {
+        http()
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(token)
+    };
+    assert_eq!(
+        send(with(&token, "/v1/kv/notes/greeting")).await.status,
+        200
+    );
+    let mut altered = token.clone();
+    let last = altered.pop().unwrap();
+    altered.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(
+        send(with(&altered, "/v1/kv/notes/greeting")).await.status,
+        401
+    );
+    assert_eq!(send(with(&token, "/v1/keys")).await.status, 403);
+}

@@ -228,42 +228,18 @@ impl RuntimeApi {
 }
 
 /// Serves the Runtime API inside the instance until it ends.
-pub(super) async fn serve(
-    sandbox: &Sandbox,
+pub(super) fn serve(
+    listener: tokio::net::TcpListener,
     instance: &Arc<Instance>,
     api: Arc<RuntimeApi>,
-) -> std::io::Result<()> {
-    let listener = sandbox
-        .connector
-        .listen(&instance.netns, RUNTIME_API_PORT)
-        .await?;
-    let instance = instance.clone();
+) {
     // A runtime client needs a connection or two; a program that opens
     // more waits for one to close.
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_API_CONNECTIONS));
-    tokio::spawn(async move {
-        let ended = instance.ending(std::time::Duration::MAX);
-        tokio::pin!(ended);
-        loop {
-            let accepted = tokio::select! {
-                _ = &mut ended => break,
-                accepted = async {
-                    let permit = connections.clone().acquire_owned().await;
-                    (permit, listener.accept().await)
-                } => accepted,
-            };
-            let (Ok(permit), accepted) = accepted else {
-                break;
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    // Out of fds, say: not a reason to spin.
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
+    super::services::accept_until_ended(
+        listener,
+        instance,
+        MAX_API_CONNECTIONS,
+        move |stream, permit| {
             let api = api.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -275,9 +251,8 @@ pub(super) async fn serve(
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
             });
-        }
-    });
-    Ok(())
+        },
+    );
 }
 
 /// `day/Mon/year:hh:mm:ss +0000`, as API Gateway writes `requestContext.time`.
@@ -503,11 +478,6 @@ impl Pool {
         api: &Arc<RuntimeApi>,
         deadline: Instant,
     ) -> Result<(), Failure> {
-        serve(&self.sandbox, instance, api.clone())
-            .await
-            .map_err(|error| {
-                Failure::new(Outcome::Internal, format!("the Runtime API: {error}"))
-            })?;
         let mut ready = api.ready.subscribe();
         let waited = tokio::time::timeout_at(deadline, async {
             tokio::select! {

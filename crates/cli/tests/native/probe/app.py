@@ -4,7 +4,8 @@ Routes: /info (who and where it runs), /echo (the body back), /probe (tries
 to get out of its sandbox and says what happened), /eat (memory past any
 small limit), /run?program=P (runs a program of the bundle), /spin (a busy
 thread from now on), /fill (/tmp until full),
-/crash (exits), /sleep?ms=N, /log?line=TEXT.
+/crash (exits), /sleep?ms=N, /log?line=TEXT, /platform (calls wok's API
+with its injected credentials, and the outside through the proxy).
 """
 
 import ctypes
@@ -85,6 +86,68 @@ def probes(query):
     }
 
 
+def call(method, url, token=None, body=None):
+    """An HTTP call with urllib (which honours HTTP_PROXY and NO_PROXY):
+    its status and body, or the error that stopped it."""
+    import urllib.error
+    import urllib.request
+    request = urllib.request.Request(url, data=body, method=method)
+    if token is not None:
+        request.add_header("authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return {"status": answer.status, "body": answer.read().decode()}
+    except urllib.error.HTTPError as error:
+        return {"status": error.code, "body": error.read().decode()}
+    except OSError as error:
+        return {"status": None, "body": str(error)}
+
+
+def tunnel(address):
+    """An HTTP GET through a CONNECT tunnel of the proxy, by hand."""
+    proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+    with socket.create_connection((proxy.hostname, proxy.port), timeout=10) as stream:
+        stream.sendall(f"CONNECT {address} HTTP/1.1\r\nhost: {address}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = stream.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        status = head.split(b"\r\n", 1)[0].decode()
+        if " 200" not in status:
+            return {"connect": status, "body": None}
+        stream.sendall(f"GET /tunnelled HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n".encode())
+        answer = b""
+        while True:
+            chunk = stream.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return {"connect": status, "body": answer.split(b"\r\n\r\n", 1)[-1].decode()}
+
+
+def platform(query):
+    api, token = os.environ["WOK_API"], os.environ["WOK_TOKEN"]
+    other = query["other_project"][0]
+    allowed, denied = query["allowed"][0], query["denied"][0]
+    return {
+        "env": {name: os.environ.get(name) for name in [
+            "WOK_API", "WOK_TOKEN", "WOK_PROJECT", "WOK_FUNCTION", "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HTTP_PROXY"]},
+        "kv_put": call("PUT", api + "/v1/kv/notes/greeting", token, b"from inside"),
+        "kv_get": call("GET", api + "/v1/kv/notes/greeting", token),
+        "no_token": call("GET", api + "/v1/kv/notes/greeting"),
+        "other_project": call("GET", f"{api}/v1/projects/{other}/kv/notes/greeting", token),
+        "deploy": call("POST", api + "/v1/functions/planted/versions?runtime=process&command=true", token, b"x"),
+        "s3_credentials": call("GET", api + "/v1/s3/credentials", token),
+        "outside_allowed": call("GET", f"http://{allowed}/hello"),
+        "outside_denied": call("GET", f"http://{denied}/hello"),
+        "tunnel_allowed": tunnel(allowed),
+        "tunnel_denied": tunnel(denied),
+    }
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -115,6 +178,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             })
         elif url.path == "/probe":
             self.answer(200, probes(query))
+        elif url.path == "/platform":
+            self.answer(200, platform(query))
         elif url.path == "/eat":
             hoard = []
             while True:

@@ -1,0 +1,253 @@
+//! What wok serves a program inside its instance, on the instance's own
+//! loopback, besides its requests: wok's API (`WOK_API`, relayed to the
+//! server as any client's connection) and the outbound proxy
+//! (`HTTP_PROXY`, `HTTPS_PROXY`), the only way out of the namespace, to
+//! the hosts the function's `--allow-outbound` list names. The helper
+//! listens on their ports before the program starts; each accept loop
+//! ends with its instance, and each bounds the connections it holds.
+
+use super::*;
+use http_body_util::{Empty, Full, combinators::UnsyncBoxBody};
+
+/// Where `WOK_API` listens inside an instance.
+pub(super) const API_PORT: u16 = 9002;
+
+/// Where the outbound proxy listens inside an instance.
+pub(super) const PROXY_PORT: u16 = 9003;
+
+/// Connections to wok's API one instance may hold at once; a program
+/// that opens more waits for one to close.
+const MAX_API_CONNECTIONS: usize = 64;
+
+/// Connections through the outbound proxy one instance may hold at once.
+const MAX_PROXY_CONNECTIONS: usize = 64;
+
+/// How long the proxy waits for an outside host to accept.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts on `listener` until `instance` ends, at most `max` connections
+/// held at once, and gives each to `serve` with its permit.
+pub(super) fn accept_until_ended(
+    listener: tokio::net::TcpListener,
+    instance: &Arc<Instance>,
+    max: usize,
+    serve: impl Fn(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit) + Send + 'static,
+) {
+    let instance = instance.clone();
+    let connections = Arc::new(tokio::sync::Semaphore::new(max));
+    tokio::spawn(async move {
+        let ended = instance.ending(std::time::Duration::MAX);
+        tokio::pin!(ended);
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut ended => break,
+                accepted = async {
+                    let permit = connections.clone().acquire_owned().await;
+                    (permit, listener.accept().await)
+                } => accepted,
+            };
+            let (Ok(permit), accepted) = accepted else {
+                break;
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    serve(stream, permit);
+                }
+                // Out of fds, say: not a reason to spin.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    });
+}
+
+/// A listener the helper made, on the async threads.
+pub(super) fn tokio_listener(fd: OwnedFd) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))
+}
+
+/// Relays connections to `WOK_API` to the server, which serves them as
+/// any client's (its limits, its authentication).
+pub(super) fn serve_api(
+    listener: tokio::net::TcpListener,
+    instance: &Arc<Instance>,
+    platform: Arc<dyn crate::Platform>,
+) {
+    accept_until_ended(
+        listener,
+        instance,
+        MAX_API_CONNECTIONS,
+        move |stream, permit| {
+            platform.serve(stream, Box::new(permit));
+        },
+    );
+}
+
+type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+fn answer(status: http::StatusCode, message: String) -> http::Response<ProxyBody> {
+    let mut response = http::Response::new(
+        Full::new(Bytes::from(format!("wok outbound proxy: {message}\n")))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Serves the outbound proxy: `CONNECT host:port` (HTTPS, or any TCP) and
+/// absolute-form HTTP requests, each to a host `config` allows, else 403.
+pub(super) fn serve_proxy(
+    listener: tokio::net::TcpListener,
+    instance: &Arc<Instance>,
+    config: Arc<FunctionConfig>,
+    function: FunctionName,
+) {
+    accept_until_ended(
+        listener,
+        instance,
+        MAX_PROXY_CONNECTIONS,
+        move |stream, permit| {
+            let (config, function) = (config.clone(), function.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let service = hyper::service::service_fn(move |request| {
+                    let (config, function) = (config.clone(), function.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(proxy(request, &config, &function).await)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        },
+    );
+}
+
+/// Headers that belong to one hop, not passed on.
+const HOP_HEADERS: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+async fn proxy(
+    request: http::Request<hyper::body::Incoming>,
+    config: &FunctionConfig,
+    function: &FunctionName,
+) -> http::Response<ProxyBody> {
+    let connect = request.method() == http::Method::CONNECT;
+    let Some(authority) = request.uri().authority().cloned() else {
+        return answer(
+            http::StatusCode::BAD_REQUEST,
+            "send requests for other hosts here (absolute URLs, or CONNECT host:port)".to_owned(),
+        );
+    };
+    if !connect && request.uri().scheme() != Some(&http::uri::Scheme::HTTP) {
+        return answer(
+            http::StatusCode::BAD_REQUEST,
+            "only http:// URLs are proxied as requests; https goes through CONNECT".to_owned(),
+        );
+    }
+    if !config.allows_outbound(authority.as_str()) {
+        return answer(
+            http::StatusCode::FORBIDDEN,
+            format!(
+                "function {function} may not reach {authority}: deploy it with --allow-outbound {}",
+                authority.host()
+            ),
+        );
+    }
+    let port = authority
+        .port_u16()
+        .unwrap_or(if connect { 443 } else { 80 });
+    let upstream = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect((authority.host(), port)),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            return answer(
+                http::StatusCode::BAD_GATEWAY,
+                format!("connecting to {authority}: {error}"),
+            );
+        }
+        Err(_) => {
+            return answer(
+                http::StatusCode::GATEWAY_TIMEOUT,
+                format!("{authority} did not accept within {CONNECT_TIMEOUT:?}"),
+            );
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if connect {
+        tokio::spawn(async move {
+            let Ok(upgraded) = hyper::upgrade::on(request).await else {
+                return;
+            };
+            let mut upgraded = hyper_util::rt::TokioIo::new(upgraded);
+            let mut upstream = upstream;
+            let _ = tokio::io::copy_bidirectional(&mut upgraded, &mut upstream).await;
+        });
+        return http::Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+    }
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(upstream)).await {
+            Ok(pair) => pair,
+            Err(error) => {
+                return answer(
+                    http::StatusCode::BAD_GATEWAY,
+                    format!("talking to {authority}: {error}"),
+                );
+            }
+        };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let (mut parts, body) = request.into_parts();
+    for name in HOP_HEADERS {
+        parts.headers.remove(name);
+    }
+    if !parts.headers.contains_key(http::header::HOST)
+        && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(http::header::HOST, host);
+    }
+    // Origin form to the host itself.
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|path| path.as_str())
+        .unwrap_or("/")
+        .parse()
+        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    match sender
+        .send_request(http::Request::from_parts(parts, body))
+        .await
+    {
+        Ok(response) => {
+            let (mut head, body) = response.into_parts();
+            for name in HOP_HEADERS {
+                head.headers.remove(name);
+            }
+            http::Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync())
+        }
+        Err(error) => answer(
+            http::StatusCode::BAD_GATEWAY,
+            format!("{authority} did not answer: {error}"),
+        ),
+    }
+}
