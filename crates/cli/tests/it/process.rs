@@ -1195,3 +1195,129 @@ async fn a_program_calls_wok_with_its_injected_credentials_and_reaches_only_allo
     );
     assert_eq!(send(with(&token, "/v1/keys")).await.status, 403);
 }
+
+/// One second of a 440 Hz tone: a 16-bit stereo WAV at 44.1 kHz.
+fn tone_wav() -> Vec<u8> {
+    let (rate, channels, seconds) = (44_100u32, 2u16, 1u32);
+    let samples: Vec<i16> = (0..rate * seconds)
+        .map(|n| {
+            let phase = n as f64 * 440.0 * std::f64::consts::TAU / rate as f64;
+            (phase.sin() * 12_000.0) as i16
+        })
+        .collect();
+    let data_bytes = samples.len() as u32 * u32::from(channels) * 2;
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data_bytes).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&channels.to_le_bytes());
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * u32::from(channels) * 2).to_le_bytes());
+    wav.extend_from_slice(&(channels * 2).to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data_bytes.to_le_bytes());
+    for sample in samples {
+        for _ in 0..channels {
+            wav.extend_from_slice(&sample.to_le_bytes());
+        }
+    }
+    wav
+}
+
+/// The seed's use case: an upload to a bucket triggers a Python function
+/// that runs Debian's sox and writes the result to another bucket through
+/// wok's S3 endpoint with boto3 and the injected credentials (the README's
+/// `examples/transcode`, deployed as the README says).
+#[tokio::test]
+async fn an_upload_is_transcoded_by_sox_in_a_native_function_writing_back_through_s3() {
+    let packages = run_script("install-transcode-deps.sh").join("packages");
+    let bundle = tempfile::tempdir().unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/transcode");
+    std::fs::copy(example.join("app.py"), bundle.path().join("app.py")).unwrap();
+    copy_dir(&packages, &bundle.path().join("packages"));
+
+    let server = server();
+    for bucket in ["uploads", "transcoded"] {
+        let made = send(control(
+            &server,
+            Method::PUT,
+            &format!("/v1/buckets/{bucket}"),
+        ))
+        .await;
+        assert!(made.status < 300, "{}", made.text());
+    }
+    deploy(
+        &server,
+        "transcode",
+        &bundle.path().display().to_string(),
+        &[
+            "--runtime",
+            "process",
+            "--command",
+            "python3 app.py",
+            "--env",
+            "PYTHONPATH=/app/packages",
+            "--memory",
+            "256MiB",
+            "--timeout",
+            "60s",
+            "--trigger",
+            "objects=uploads;on=created;suffix=.wav",
+        ],
+    );
+    let put = send(
+        control(&server, Method::PUT, "/v1/objects/uploads/songs/tone.wav")
+            .header("content-type", "audio/wav")
+            .body(tone_wav()),
+    )
+    .await;
+    assert!(put.status < 300, "{}", put.text());
+
+    let flac = wait_for("the transcoded file", Duration::from_secs(90), || async {
+        let answer = send(control(
+            &server,
+            Method::GET,
+            "/v1/objects/transcoded/songs/tone.flac",
+        ))
+        .await;
+        (answer.status == 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(flac.header("content-type"), "audio/flac");
+    let bytes = &flac.body;
+    // FLAC, and its STREAMINFO says what sox was asked for.
+    assert_eq!(
+        &bytes[..4],
+        b"fLaC",
+        "not FLAC: {:?}",
+        &bytes[..16.min(bytes.len())]
+    );
+    let rate =
+        (u32::from(bytes[18]) << 12) | (u32::from(bytes[19]) << 4) | (u32::from(bytes[20]) >> 4);
+    let channels = ((bytes[20] >> 1) & 7) + 1;
+    assert_eq!((rate, channels), (16_000, 1));
+
+    let line = log_line(&server, "transcode", |line| line.starts_with("transcoded ")).await;
+    assert_eq!(
+        line["line"],
+        "transcoded uploads/songs/tone.wav to transcoded/songs/tone.flac"
+    );
+    let records = wait_for_records(&server, 1).await;
+    let record = records
+        .iter()
+        .find(|record| record["trigger"] == "objects")
+        .expect("a record of the delivery");
+    assert_eq!(record["outcome"], "success", "{record}");
+    // The function's own write to `transcoded` triggers nothing (only
+    // `uploads` is watched), and the upload was delivered once.
+    assert_eq!(
+        records
+            .iter()
+            .filter(|record| record["trigger"] == "objects")
+            .count(),
+        1
+    );
+}
