@@ -1240,15 +1240,8 @@ async fn an_upload_is_transcoded_by_sox_in_a_native_function_writing_back_throug
     copy_dir(&packages, &bundle.path().join("packages"));
 
     let server = server();
-    for bucket in ["uploads", "transcoded"] {
-        let made = send(control(
-            &server,
-            Method::PUT,
-            &format!("/v1/buckets/{bucket}"),
-        ))
-        .await;
-        assert!(made.status < 300, "{}", made.text());
-    }
+    server.cli_ok(&["objects", "mb", "uploads"]);
+    server.cli_ok(&["objects", "mb", "transcoded"]);
     deploy(
         &server,
         "transcode",
@@ -1268,13 +1261,15 @@ async fn an_upload_is_transcoded_by_sox_in_a_native_function_writing_back_throug
             "objects=uploads;on=created;suffix=.wav",
         ],
     );
-    let put = send(
-        control(&server, Method::PUT, "/v1/objects/uploads/songs/tone.wav")
-            .header("content-type", "audio/wav")
-            .body(tone_wav()),
-    )
-    .await;
-    assert!(put.status < 300, "{}", put.text());
+    let wav = bundle.path().join("tone.wav");
+    std::fs::write(&wav, tone_wav()).unwrap();
+    server.cli_ok(&[
+        "objects",
+        "put",
+        "uploads",
+        "songs/tone.wav",
+        &wav.display().to_string(),
+    ]);
 
     let flac = wait_for("the transcoded file", Duration::from_secs(90), || async {
         let answer = send(control(
@@ -1287,7 +1282,16 @@ async fn an_upload_is_transcoded_by_sox_in_a_native_function_writing_back_throug
     })
     .await;
     assert_eq!(flac.header("content-type"), "audio/flac");
-    let bytes = &flac.body;
+    let fetched = bundle.path().join("tone.flac");
+    server.cli_ok(&[
+        "objects",
+        "get",
+        "transcoded",
+        "songs/tone.flac",
+        &fetched.display().to_string(),
+    ]);
+    let bytes = &std::fs::read(&fetched).unwrap();
+    assert_eq!(bytes, &flac.body);
     // FLAC, and its STREAMINFO says what sox was asked for.
     assert_eq!(
         &bytes[..4],
