@@ -113,6 +113,10 @@ pub struct LogLine {
     /// Position, for `?after=`.
     pub seq: i64,
     pub invocation: String,
+    /// The native instance that wrote it (`instance-N`); absent for
+    /// components.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// Unix milliseconds.
     pub time: i64,
     /// `stdout` or `stderr`.

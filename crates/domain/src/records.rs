@@ -150,6 +150,9 @@ pub struct LogLine {
     pub project: ProjectId,
     pub function: FunctionName,
     pub invocation: InvocationId,
+    /// The native instance that wrote it (`None` for components, whose
+    /// instances live for one call or a reuse pool's while).
+    pub instance: Option<String>,
     pub time: UnixMillis,
     pub stream: LogStream,
     pub line: String,

@@ -90,6 +90,7 @@ pub fn log_line(stored: &StoredLogLine) -> api_types::LogLine {
     api_types::LogLine {
         seq: stored.seq,
         invocation: stored.line.invocation.to_string(),
+        instance: stored.line.instance.clone(),
         time: stored.line.time,
         stream: stored.line.stream.as_str().to_owned(),
         line: stored.line.line.clone(),

@@ -888,16 +888,18 @@ impl Pool {
     }
 
     fn log(&self, instance: &Instance, stream: LogStream, line: &[u8]) {
+        let name = format!("instance-{}", instance.id);
         let invocation = instance
             .serving
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .unwrap_or_else(|| InvocationId(format!("instance-{}", instance.id)));
+            .unwrap_or_else(|| InvocationId(name.clone()));
         self.logs.log(LogLine {
             project: self.project.clone(),
             function: self.function.clone(),
             invocation,
+            instance: Some(name),
             time: now_millis(),
             stream,
             line: String::from_utf8_lossy(line).into_owned(),

@@ -228,6 +228,7 @@ impl LineWriter {
             project: target.project.clone(),
             function: target.function.clone(),
             invocation,
+            instance: None,
             time: now_millis(),
             stream: self.output.stream,
             line: text,

@@ -97,13 +97,14 @@ fn insert_records(connection: &Connection, records: &[InvocationRecord]) -> Resu
 /// Appends guest log lines.
 fn insert_logs(connection: &Connection, lines: &[LogLine]) -> Result<()> {
     let mut statement = connection.prepare_cached(
-        "INSERT INTO logs (project, function, invocation, time, stream, line) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO logs (project, function, invocation, instance, time, stream, line) VALUES (?, ?, ?, ?, ?, ?, ?)",
     )?;
     for line in lines {
         statement.execute(params![
             line.project.as_str(),
             line.function.as_str(),
             line.invocation.0,
+            line.instance,
             line.time,
             line.stream.as_str(),
             line.line,
@@ -187,7 +188,7 @@ impl RecordStore for SqliteStore {
         let (project, function) = (project.clone(), function.clone());
         self.read(move |connection| {
             let mut statement = connection.prepare(
-                "SELECT seq, invocation, time, stream, line FROM logs
+                "SELECT seq, invocation, time, stream, line, instance FROM logs
                  WHERE project = ? AND function = ? AND seq > ? ORDER BY seq LIMIT ?",
             )?;
             let rows = statement.query_map(
@@ -200,6 +201,7 @@ impl RecordStore for SqliteStore {
                             project: project.clone(),
                             function: function.clone(),
                             invocation: InvocationId(row.get(1)?),
+                            instance: row.get(5)?,
                             time: row.get(2)?,
                             stream: if stream == "stderr" {
                                 LogStream::Stderr

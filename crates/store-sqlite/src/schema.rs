@@ -43,7 +43,16 @@ const MIGRATIONS: &[Migration] = &[
         what: "invocation records hold the CPU time of native instances",
         apply: records_cpu_time,
     },
+    Migration {
+        what: "log lines name the native instance that wrote them",
+        apply: logs_instance,
+    },
 ];
+
+fn logs_instance(connection: &Connection) -> Result<()> {
+    connection.execute_batch("ALTER TABLE logs ADD COLUMN instance TEXT")?;
+    Ok(())
+}
 
 fn records_cpu_time(connection: &Connection) -> Result<()> {
     connection.execute_batch("ALTER TABLE invocations ADD COLUMN cpu_us INTEGER")?;

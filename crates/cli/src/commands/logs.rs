@@ -28,11 +28,18 @@ impl Logs {
                     std::time::UNIX_EPOCH
                         + std::time::Duration::from_millis(line.time.max(0) as u64),
                 );
-                writeln!(
-                    stdout,
-                    "{time} {} {}: {}",
-                    line.invocation, line.stream, line.line
-                )?;
+                match &line.instance {
+                    Some(instance) => writeln!(
+                        stdout,
+                        "{time} {} {instance} {}: {}",
+                        line.invocation, line.stream, line.line
+                    )?,
+                    None => writeln!(
+                        stdout,
+                        "{time} {} {}: {}",
+                        line.invocation, line.stream, line.line
+                    )?,
+                }
             }
             stdout.flush()?;
             after = page.next;

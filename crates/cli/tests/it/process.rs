@@ -114,6 +114,19 @@ async fn a_python_program_serves_requests_from_its_sandbox_and_is_metered() {
     let line = log_line(&server, "py", |text| text == "hello-from-python").await;
     assert_eq!(line["invocation"], log_id.as_str());
     assert_eq!(line["stream"], "stdout");
+    // Each line names the instance too; what it wrote before its first
+    // request is under the instance alone.
+    let instance = line["instance"].as_str().unwrap().to_owned();
+    assert!(instance.starts_with("instance-"), "{line}");
+    let started = log_line(&server, "py", |text| text == "listening on 8080").await;
+    assert_eq!(started["instance"], instance.as_str());
+    assert_eq!(started["invocation"], instance.as_str());
+    assert_eq!(started["stream"], "stderr");
+    let shown = server.cli_ok(&["logs", "py"]);
+    assert!(
+        shown.contains(&format!("{log_id} {instance} stdout: hello-from-python")),
+        "{shown}"
+    );
 
     // Every call has its record: cold once, then warm; bytes counted;
     // billed on the configured memory.

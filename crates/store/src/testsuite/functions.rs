@@ -153,6 +153,7 @@ pub async fn contract<S: FunctionStore + RecordStore>(store: &S) {
         project: project.clone(),
         function: name("app"),
         invocation: InvocationId("r1".to_owned()),
+        instance: Some("instance-7".to_owned()),
         time: 5,
         stream: LogStream::Stderr,
         line: text.to_owned(),
