@@ -254,7 +254,7 @@ impl Functions {
     /// The executor of a runtime kind.
     fn executor(&self, kind: RuntimeKind) -> Result<Arc<dyn Executor>, FunctionsError> {
         self.executors.get(&kind).cloned().ok_or_else(|| {
-            FunctionsError::Deploy(DeployError(format!(
+            FunctionsError::Deploy(DeployError::new(format!(
                 "this server runs no {} functions",
                 kind.as_str()
             )))

@@ -255,8 +255,11 @@ impl From<FunctionsError> for ApiError {
             FunctionsError::Spec(error) => {
                 ApiError::bad_request(ErrorCode::InvalidConfig, error.to_string())
             }
+            FunctionsError::Deploy(error) if error.too_large => {
+                ApiError::PayloadTooLarge(error.message)
+            }
             FunctionsError::Deploy(error) => {
-                ApiError::bad_request(ErrorCode::InvalidComponent, error.to_string())
+                ApiError::bad_request(ErrorCode::InvalidComponent, error.message)
             }
             FunctionsError::NoSuchFunction(name) => {
                 ApiError::FunctionNotFound(format!("function {name:?} does not exist"))

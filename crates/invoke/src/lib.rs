@@ -78,8 +78,29 @@ pub trait PreparedFunction: Send + Sync + 'static {
 /// Why uploaded code cannot be deployed: the user's mistake, said plainly
 /// by the runtime that refused it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DeployError(pub String);
+#[error("{message}")]
+pub struct DeployError {
+    pub message: String,
+    /// Refused for its size alone (an HTTP 413).
+    pub too_large: bool,
+}
+
+impl DeployError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            too_large: false,
+        }
+    }
+
+    /// Code refused for its size alone.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            too_large: true,
+        }
+    }
+}
 
 /// What a deploy-time compile produced.
 pub struct Compiled {

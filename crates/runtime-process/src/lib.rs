@@ -308,15 +308,21 @@ impl Executor for ProcessRuntime {
             };
             if let Err(error) = unpacked {
                 let _ = std::fs::remove_dir_all(&partial);
-                return Err(DeployError(error.to_string()));
+                return Err(match error {
+                    bundle::BundleError::TooLarge { .. } => {
+                        DeployError::too_large(error.to_string())
+                    }
+                    error => DeployError::new(error.to_string()),
+                });
             }
-            std::fs::rename(&partial, &root)
-                .map_err(|error| DeployError(format!("keeping the unpacked bundle: {error}")))?;
+            std::fs::rename(&partial, &root).map_err(|error| {
+                DeployError::new(format!("keeping the unpacked bundle: {error}"))
+            })?;
         }
         let unpacked = Unpacked { root: hash };
         // What it runs is known now: a bundle needs a command, an image
         // has its own unless it is empty.
-        self.root_kind(&root, config).map_err(DeployError)?;
+        self.root_kind(&root, config).map_err(DeployError::new)?;
         Ok(Compiled {
             runtime: Runtime::Process(config.process.protocol),
             precompiled: serde_json::to_vec(&unpacked).expect("serialises"),

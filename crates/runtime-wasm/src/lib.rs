@@ -68,7 +68,7 @@ enum Refusal {
 
 impl From<Refusal> for DeployError {
     fn from(refusal: Refusal) -> Self {
-        DeployError(refusal.to_string())
+        DeployError::new(refusal.to_string())
     }
 }
 use std::hash::{Hash, Hasher};

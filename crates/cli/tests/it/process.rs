@@ -454,6 +454,58 @@ async fn a_bad_bundle_or_setting_is_refused_and_the_live_version_keeps_serving()
 }
 
 #[tokio::test]
+async fn a_bundle_that_unpacks_past_the_limit_is_refused_with_413() {
+    // Uploads up to 64 KiB, so bundles unpack to 256 KiB at most.
+    let server = WokServer::start_with(WOK, &["--max-upload", "64KiB"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.py"), "print('hi')").unwrap();
+    std::fs::write(dir.path().join("zeros"), vec![0u8; 2 << 20]).unwrap();
+    let packed = dir.path().join("bomb.tar.gz");
+    let made = std::process::Command::new("tar")
+        .args(["czf", packed.to_str().unwrap(), "-C"])
+        .arg(dir.path())
+        .args(["app.py", "zeros"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bytes = std::fs::read(&packed).unwrap();
+    assert!(bytes.len() < 64 << 10, "{} bytes packed", bytes.len());
+    let answer = send(
+        control(
+            &server,
+            Method::POST,
+            "/v1/functions/bomb/versions?runtime=process&command=python3%20app.py",
+        )
+        .body(bytes),
+    )
+    .await;
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    assert_eq!(answer.error_code(), "payload_too_large");
+    assert!(
+        answer.text().contains("unpacks to more than"),
+        "{}",
+        answer.text()
+    );
+    let output = server.cli(&[
+        "deploy",
+        "bomb",
+        packed.to_str().unwrap(),
+        "--runtime",
+        "process",
+        "--command",
+        "python3 app.py",
+    ]);
+    assert!(!output.success());
+    assert!(
+        output.stderr().contains("unpacks to more than"),
+        "{}",
+        output.stderr()
+    );
+    let listed = send(control(&server, Method::GET, "/v1/functions/bomb")).await;
+    assert_eq!(listed.status, 404);
+}
+
+#[tokio::test]
 async fn versions_and_rollback_switch_between_programs() {
     let server = server();
     deploy_probe(&server, "app", &["--env", "GREETING=one"]);
