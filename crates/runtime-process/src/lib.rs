@@ -31,7 +31,7 @@ mod seccomp;
 
 pub use helper::{HELPER_ARG, helper_main};
 
-use domain::{FunctionConfig, ProjectId, Runtime, RuntimeKind};
+use domain::{FunctionConfig, ProcessProtocol, ProjectId, Runtime, RuntimeKind};
 use invoke::{Compiled, DeployError, Executor, LoadSpec, Loaded, LogSink, RuntimeMetrics};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -260,6 +260,23 @@ impl ProcessRuntime {
                     rootfs: root.join("rootfs"),
                     image,
                 })
+            }
+            Err(_) if command.is_empty() && config.process.protocol == ProcessProtocol::Lambda => {
+                // A Lambda deployment package: its `bootstrap` runs.
+                use std::os::unix::fs::PermissionsExt;
+                match std::fs::metadata(root.join("app").join(pool::BOOTSTRAP)) {
+                    Ok(file) if file.is_file() && file.permissions().mode() & 0o111 != 0 => {
+                        Ok(pool::Root::Bundle(root.join("app")))
+                    }
+                    Ok(_) => Err(format!(
+                        "the bundle's {} is not an executable file",
+                        pool::BOOTSTRAP
+                    )),
+                    Err(_) => Err(format!(
+                        "a lambda bundle without a command needs an executable {} at its root (or give --command)",
+                        pool::BOOTSTRAP
+                    )),
+                }
             }
             Err(_) if command.is_empty() => Err(
                 "a process function needs a command (--command \"python3 app.py\", or command in wok.toml)"

@@ -50,6 +50,10 @@ const PORT: u16 = 8080;
 /// an hour and its timeout after it started.
 const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// What a `lambda` bundle without a command runs, as Lambda's custom
+/// runtimes do.
+pub(crate) const BOOTSTRAP: &str = "bootstrap";
+
 /// Processes (and threads) one instance may have.
 const MAX_PIDS: u32 = 512;
 
@@ -552,7 +556,11 @@ impl Pool {
         let command = &self.config.process.command;
         let (argv, cwd, app, image_root, uid, gid, image_env) = match &self.root {
             Root::Bundle(app) => (
-                command.clone(),
+                if command.is_empty() {
+                    vec![format!("./{BOOTSTRAP}")]
+                } else {
+                    command.clone()
+                },
                 "/app".to_owned(),
                 Some(app.clone()),
                 None,

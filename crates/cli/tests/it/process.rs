@@ -1032,23 +1032,47 @@ async fn an_oci_image_runs_its_entrypoint_as_its_user_with_layers_applied() {
 
 #[tokio::test]
 async fn an_unmodified_rust_lambda_runtime_bootstrap_serves_requests() {
+    // A Lambda deployment package as `cargo lambda build --output-format
+    // zip` makes it: the bootstrap alone in a zip; no command needed.
     let bootstrap = run_script("build-rust-lambda.sh");
     let bundle = tempfile::tempdir().unwrap();
     std::fs::copy(&bootstrap, bundle.path().join("bootstrap")).unwrap();
+    let zip = bundle.path().join("bootstrap.zip");
+    let made = std::process::Command::new("python3")
+        .args(["-m", "zipfile", "-c"])
+        .arg(&zip)
+        .arg("bootstrap")
+        .current_dir(bundle.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
 
     let server = server();
+    // Without a bootstrap, the command is asked for.
+    let output = server.cli(&[
+        "deploy",
+        "rusty",
+        &probe_dir(),
+        "--runtime",
+        "process",
+        "--protocol",
+        "lambda",
+    ]);
+    assert!(!output.success());
+    assert!(
+        output.stderr().contains("executable bootstrap"),
+        "{}",
+        output.stderr()
+    );
     deploy(
         &server,
         "rusty",
-        bundle.path().to_str().unwrap(),
-        &[
-            "--runtime",
-            "process",
-            "--protocol",
-            "lambda",
-            "--command",
-            "./bootstrap",
-        ],
+        zip.to_str().unwrap(),
+        &["--runtime", "process", "--protocol", "lambda"],
     );
     let answer = get(&server, "/fn/rusty/hello").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
