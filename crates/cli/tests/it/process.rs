@@ -1414,3 +1414,51 @@ async fn an_upload_is_transcoded_by_sox_in_a_native_function_writing_back_throug
         1
     );
 }
+
+/// Node's own HTTP server, run by Debian's node from the host's `/usr`,
+/// calling wok's API with `fetch` and its injected token.
+#[tokio::test]
+async fn a_node_server_serves_requests_and_reads_its_projects_data() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("server.js"),
+        r#"
+const http = require("node:http");
+http.createServer(async (request, response) => {
+  const stored = await fetch(`${process.env.WOK_API}/v1/kv/settings/motd`, {
+    headers: { authorization: `Bearer ${process.env.WOK_TOKEN}` },
+  });
+  const body = JSON.stringify({
+    node: process.version,
+    url: request.url,
+    motd: stored.status === 200 ? await stored.text() : `status ${stored.status}`,
+  });
+  response.writeHead(200, { "content-type": "application/json" });
+  response.end(body);
+}).listen(Number(process.env.PORT), "127.0.0.1");
+"#,
+    )
+    .unwrap();
+    deploy(
+        &server,
+        "noded",
+        dir.path().to_str().unwrap(),
+        &[
+            "--runtime",
+            "process",
+            "--command",
+            "node server.js",
+            "--memory",
+            "256MiB",
+        ],
+    );
+    let put = send(control(&server, Method::PUT, "/v1/kv/settings/motd").body("hello node")).await;
+    assert!(put.status < 300, "{}", put.text());
+    let answer = get(&server, "/fn/noded/some/path?q=1").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen = answer.json();
+    assert!(seen["node"].as_str().unwrap().starts_with('v'), "{seen}");
+    assert_eq!(seen["url"], "/some/path?q=1");
+    assert_eq!(seen["motd"], "hello node");
+}
