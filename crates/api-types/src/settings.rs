@@ -399,9 +399,10 @@ impl DeploySettings {
         Ok(config)
     }
 
-    /// The settings that make `config` again: every value written out, so
-    /// that a change of defaults does not change a stored version.
-    pub fn from_config(config: &FunctionConfig) -> Self {
+    /// The settings that make `config` of a `kind` function again: every
+    /// value written out, so that a change of defaults does not change a
+    /// stored version (a wasm version's name no process settings).
+    pub fn from_config(config: &FunctionConfig, kind: RuntimeKind) -> Self {
         let limits = &config.limits;
         let (reuse, reuse_max_requests, reuse_idle_timeout) = match &config.isolation {
             Isolation::Fresh => (Some(false), None, None),
@@ -413,11 +414,13 @@ impl DeploySettings {
         };
         let asynchronous = &config.async_invocation;
         let process = &config.process;
-        // A wasm version has no command: its settings name no process.
-        let is_process = !process.command.is_empty();
+        let is_process = kind == RuntimeKind::Process;
         DeploySettings {
             runtime: None,
-            command: is_process.then(|| shell_words::join(&process.command)),
+            // An image's own command, or a Lambda bundle's bootstrap, when
+            // none was given.
+            command: Some(shell_words::join(&process.command))
+                .filter(|command| !command.is_empty()),
             protocol: is_process.then(|| process.protocol.as_str().to_owned()),
             concurrency: is_process.then_some(process.concurrency),
             min_instances: is_process.then_some(process.min_instances),
@@ -483,7 +486,7 @@ mod tests {
 
         // Written out and read back, as the store does; as a query, as the
         // CLI sends it; as TOML, as wok.toml holds it.
-        let stored = DeploySettings::from_config(&config);
+        let stored = DeploySettings::from_config(&config, RuntimeKind::Wasm);
         let json: DeploySettings =
             serde_json::from_str(&serde_json::to_string(&stored).unwrap()).unwrap();
         assert_eq!(json.to_config().unwrap(), config);
@@ -541,7 +544,7 @@ mod tests {
         assert_eq!(process.max_instances, 4);
         assert_eq!(process.idle_timeout, Duration::from_secs(30));
         assert_eq!(process.cpu_millis, Some(500));
-        let stored = DeploySettings::from_config(&config);
+        let stored = DeploySettings::from_config(&config, RuntimeKind::Process);
         let json: DeploySettings =
             serde_json::from_str(&serde_json::to_string(&stored).unwrap()).unwrap();
         assert_eq!(json.to_config().unwrap(), config);
@@ -559,8 +562,18 @@ mod tests {
         .unwrap();
         assert_eq!(table.to_config().unwrap(), config);
         // A wasm version's stored settings name no process setting.
-        let wasm = DeploySettings::from_config(&FunctionConfig::default());
+        let wasm = DeploySettings::from_config(&FunctionConfig::default(), RuntimeKind::Wasm);
         assert!(!wasm.has_process_settings());
+        // An image's version (no command: the image's own) keeps its
+        // process settings all the same.
+        let mut image = config.clone();
+        image.process.command.clear();
+        image.process.protocol = ProcessProtocol::Lambda;
+        let stored = DeploySettings::from_config(&image, RuntimeKind::Process);
+        assert_eq!(stored.command, None);
+        let json: DeploySettings =
+            serde_json::from_str(&serde_json::to_string(&stored).unwrap()).unwrap();
+        assert_eq!(json.to_config().unwrap(), image);
     }
 
     #[test]

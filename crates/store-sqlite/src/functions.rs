@@ -110,7 +110,7 @@ impl FunctionStore for SqliteStore {
                     new.artifact,
                     new.size_bytes as i64,
                     world_column(new.runtime),
-                    config_to_json(&new.config),
+                    config_to_json(&new.config, new.runtime.kind()),
                     now
                 ],
             )?;

@@ -132,7 +132,13 @@ fn configs_as_deploy_settings(connection: &Connection) -> Result<()> {
         .prepare("UPDATE versions SET config = ? WHERE project = ? AND name = ? AND version = ?")?;
     for (project, name, version, config) in rows {
         let config = stored(legacy_config(&config))?;
-        update.execute(params![config_to_json(&config), project, name, version])?;
+        // Releases before had only components.
+        update.execute(params![
+            config_to_json(&config, domain::RuntimeKind::Wasm),
+            project,
+            name,
+            version
+        ])?;
     }
     Ok(())
 }

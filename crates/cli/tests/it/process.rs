@@ -1091,6 +1091,10 @@ async fn an_unmodified_rust_lambda_runtime_bootstrap_serves_requests() {
         failed.text()
     );
     assert_eq!(get(&server, "/fn/rusty/again").await.status, 200);
+    // Its settings are stored whole, with no command to show they are a
+    // process function's: after a restart it still speaks lambda.
+    let server = server.restart();
+    assert_eq!(get(&server, "/fn/rusty/again").await.status, 200);
 }
 
 #[tokio::test]
