@@ -84,6 +84,7 @@ error_codes! {
     BucketNotEmpty = "bucket_not_empty", 409, "a bucket that still holds objects or uploads";
     NotANumber = "not_a_number", 409, "an increment of a value that is not a decimal integer";
     Overflow = "overflow", 409, "an increment whose sum does not fit in 64 bits";
+    FunctionInUse = "function_in_use", 409, "a function other live functions run on (their base)";
     PreconditionFailed = "precondition_failed", 412, "If-Match or If-None-Match not met";
     PayloadTooLarge = "payload_too_large", 413, "a body over the route's or the function's limit";
     UriTooLong = "uri_too_long", 414, "a request line over 64 KiB";

@@ -51,6 +51,9 @@ pub struct FunctionInfo {
     /// Its triggers, each as its canonical line.
     #[serde(default)]
     pub triggers: Vec<String>,
+    /// A native bundle's base image: `FUNCTION@VERSION`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

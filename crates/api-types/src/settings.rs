@@ -49,6 +49,14 @@ pub struct DeploySettings {
     /// with memory, a core per 1,769 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
+    /// The image a process bundle runs on: another process function of the
+    /// project deployed from an image, `NAME` or `NAME@VERSION`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The base version's artifact, as the server found it (stored; a
+    /// deploy's own is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_artifact: Option<String>,
     /// Memory limit, e.g. `128MiB`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
@@ -184,6 +192,7 @@ impl DeploySettings {
             || self.max_instances.is_some()
             || self.idle_timeout.is_some()
             || self.cpu.is_some()
+            || self.base.is_some()
     }
 
     /// Settings from the control API's query string (`memory=128MiB&
@@ -202,6 +211,7 @@ impl DeploySettings {
                 "max_instances" => settings.max_instances = Some(number(key, value)?),
                 "idle_timeout" => settings.idle_timeout = owned(),
                 "cpu" => settings.cpu = owned(),
+                "base" => settings.base = owned(),
                 "memory" => settings.memory = owned(),
                 "timeout" => settings.timeout = owned(),
                 "env" => {
@@ -255,6 +265,7 @@ impl DeploySettings {
         optional("max_instances", self.max_instances.map(|n| n.to_string()));
         optional("idle_timeout", self.idle_timeout.clone());
         optional("cpu", self.cpu.clone());
+        optional("base", self.base.clone());
         optional("memory", self.memory.clone());
         optional("timeout", self.timeout.clone());
         optional(
@@ -396,6 +407,8 @@ impl DeploySettings {
                 .ok_or_else(|| format!("cpu={cpu:?} is not a number of cores (like 0.5 or 2)"))?;
             process.cpu_millis = Some((cores * 1000.0).round() as u32);
         }
+        process.base = self.base.clone();
+        process.base_artifact = self.base_artifact.clone().filter(|_| self.base.is_some());
         Ok(config)
     }
 
@@ -430,6 +443,8 @@ impl DeploySettings {
                 .cpu_millis
                 .filter(|_| is_process)
                 .map(|millis| format!("{}", millis as f64 / 1000.0)),
+            base: process.base.clone(),
+            base_artifact: process.base_artifact.clone(),
             memory: Some(limits.memory.to_string()),
             timeout: Some(text_duration(limits.timeout)),
             env: config.env.iter().cloned().collect(),

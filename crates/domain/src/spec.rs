@@ -1,4 +1,4 @@
-use crate::{AsyncConfig, ByteSize, TriggerError, TriggerSpec};
+use crate::{AsyncConfig, ByteSize, FunctionName, TriggerError, TriggerSpec};
 use std::time::Duration;
 
 /// A deploy setting that is out of range.
@@ -36,6 +36,10 @@ pub enum SpecError {
     ProcessScale,
     #[error("cpu must be from 50 to 64000 thousandths of a core")]
     ProcessCpu,
+    #[error("base {0:?} is not a function name, or NAME@VERSION")]
+    Base(String),
+    #[error("base {0}")]
+    BaseNotFound(String),
     #[error(
         "asynchronous invocations: the retry delay must be from 10ms to 1h, and the max age from 1s to 14 days"
     )]
@@ -241,10 +245,31 @@ pub struct ProcessSpec {
     /// CPU share in thousandths of a core; `None`: scales with memory,
     /// a whole core per 1,769 MiB as on Lambda.
     pub cpu_millis: Option<u32>,
+    /// The image a bundle runs on instead of the host's system
+    /// directories: another process function of the project whose code is
+    /// an image, `NAME` (its live version, as given) or `NAME@VERSION`
+    /// (as stored: a version is immutable, so is what it runs on).
+    pub base: Option<String>,
+    /// The base version's artifact (its content hash), found at deploy.
+    pub base_artifact: Option<String>,
 }
 
 impl ProcessSpec {
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// The base function and version (`None`: its live one).
+    pub fn base_reference(&self) -> Option<Result<(FunctionName, Option<u32>), SpecError>> {
+        let text = self.base.as_deref()?;
+        let invalid = || SpecError::Base(text.to_owned());
+        let (name, version) = match text.split_once('@') {
+            Some((name, version)) => (name, Some(version.parse::<u32>().map_err(|_| invalid()))),
+            None => (text, None),
+        };
+        Some(match (FunctionName::new(name), version.transpose()) {
+            (Ok(name), Ok(version)) => Ok((name, version)),
+            _ => Err(invalid()),
+        })
+    }
 
     /// The CPU share for `memory`, in thousandths of a core.
     pub fn cpu_millis_for(&self, memory: ByteSize) -> u32 {
@@ -265,6 +290,8 @@ impl Default for ProcessSpec {
             max_instances: 10,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             cpu_millis: None,
+            base: None,
+            base_artifact: None,
         }
     }
 }
@@ -336,6 +363,9 @@ impl FunctionConfig {
             .is_some_and(|cpu| !(50..=64_000).contains(&cpu))
         {
             return Err(SpecError::ProcessCpu);
+        }
+        if let Some(Err(error)) = process.base_reference() {
+            return Err(error);
         }
         if let Isolation::Reuse(reuse) = &self.isolation {
             if reuse.max_requests == 0 {

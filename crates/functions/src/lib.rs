@@ -50,6 +50,9 @@ pub enum FunctionsError {
     DiskFull(String),
     #[error("loading the compiled function failed: {0}")]
     Load(String),
+    /// A function other live functions run on (their `base`).
+    #[error("function {function:?} is the base of {users}: deploy those without it first")]
+    InUse { function: String, users: String },
 }
 
 impl From<StoreError> for FunctionsError {
@@ -420,10 +423,62 @@ impl Functions {
             .map_err(FunctionsError::Load)
     }
 
+    /// The version a process bundle's `base` names (its live one for a
+    /// bare name), ready on this node: an image unpacked once per node,
+    /// whoever asks first.
+    async fn base_version(
+        self: &Arc<Self>,
+        project: &ProjectId,
+        config: &FunctionConfig,
+    ) -> Result<Option<FunctionVersion>, FunctionsError> {
+        let Some(reference) = config.process.base_reference() else {
+            return Ok(None);
+        };
+        let (name, version) = reference?;
+        let wanted = match version {
+            Some(version) => Some(version),
+            None => self
+                .get(project, &name)
+                .map(|deployed| deployed.version.version),
+        };
+        let found = match wanted {
+            Some(wanted) => self
+                .store
+                .versions(project, &name)
+                .await?
+                .into_iter()
+                .find(|stored| stored.version == wanted),
+            None => None,
+        };
+        let base = found.ok_or_else(|| {
+            SpecError::BaseNotFound(match wanted {
+                Some(version) => format!("{name}@{version} does not exist"),
+                None => format!("{name} is not a live function of this project"),
+            })
+        })?;
+        if base.runtime.kind() != RuntimeKind::Process {
+            return Err(SpecError::BaseNotFound(format!(
+                "{name} is a component, not a process function deployed from an image"
+            ))
+            .into());
+        }
+        self.prepare(
+            RuntimeKind::Process,
+            &base.artifact,
+            None,
+            project,
+            &base.function,
+            &base.config,
+        )
+        .await?;
+        Ok(Some(base))
+    }
+
     async fn load_version(
         self: &Arc<Self>,
         version: &FunctionVersion,
     ) -> Result<Arc<dyn PreparedFunction>, FunctionsError> {
+        self.base_version(&version.project, &version.config).await?;
         let loaded = self
             .prepare(
                 version.runtime.kind(),
@@ -446,8 +501,14 @@ impl Functions {
         for project in self.store.projects_with_functions().await? {
             versions.extend(self.store.list(&project).await?);
         }
-        // Every version may be rolled back to: all keep their code.
-        let in_use = self.store.artifacts_in_use().await?;
+        // Every version may be rolled back to: all keep their code; and
+        // the images live bundles run on.
+        let mut in_use = self.store.artifacts_in_use().await?;
+        in_use.extend(
+            versions
+                .iter()
+                .filter_map(|version| version.config.process.base_artifact.clone()),
+        );
         let executors: Vec<_> = self.executors.values().cloned().collect();
         blocking(move || {
             for executor in executors {
@@ -501,9 +562,15 @@ impl Functions {
         function: FunctionName,
         kind: RuntimeKind,
         code: Vec<u8>,
-        config: FunctionConfig,
+        mut config: FunctionConfig,
     ) -> Result<Arc<Deployed>, FunctionsError> {
         config.validate()?;
+        // A bundle's base is pinned to the version live now.
+        config.process.base_artifact = None;
+        if let Some(base) = self.base_version(&project, &config).await? {
+            config.process.base = Some(format!("{}@{}", base.function, base.version));
+            config.process.base_artifact = Some(base.artifact);
+        }
         // Validate (compile, or load a cached compile) before storing
         // anything: a refused upload leaves no file behind.
         let artifact = blob::content_hash(&code);
@@ -571,6 +638,24 @@ impl Functions {
         let this = self.clone();
         to_the_end(async move {
             let _switch = this.switch.lock().await;
+            let users: Vec<String> = this
+                .live()
+                .iter()
+                .filter(|deployed| {
+                    deployed.version.project == project
+                        && matches!(
+                            deployed.version.config.process.base_reference(),
+                            Some(Ok((base, _))) if base == function
+                        )
+                })
+                .map(|deployed| deployed.version.function.to_string())
+                .collect();
+            if !users.is_empty() {
+                return Err(FunctionsError::InUse {
+                    function: function.to_string(),
+                    users: users.join(", "),
+                });
+            }
             let existed = this.store.remove(&project, &function).await?;
             this.live
                 .write()

@@ -150,7 +150,7 @@ fn deploy_settings(
     let kind = settings.runtime_kind().map_err(invalid)?;
     if kind == domain::RuntimeKind::Wasm && settings.has_process_settings() {
         return Err(invalid(
-            "command, protocol, concurrency, min_instances, max_instances, idle_timeout and cpu are settings of process functions (runtime=process)".to_owned(),
+            "command, protocol, concurrency, min_instances, max_instances, idle_timeout, cpu and base are settings of process functions (runtime=process)".to_owned(),
         ));
     }
     let config = settings.to_config().map_err(invalid)?;

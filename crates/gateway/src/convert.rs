@@ -26,6 +26,7 @@ pub fn function_info(version: &FunctionVersion) -> api_types::FunctionInfo {
         created_at: version.created_at,
         url_path: function_path(&version.project, &version.function),
         triggers: config.triggers.iter().map(|t| t.to_text()).collect(),
+        base: config.process.base.clone(),
     }
 }
 

@@ -266,6 +266,10 @@ impl From<FunctionsError> for ApiError {
             }
             error @ FunctionsError::NoSuchVersion { .. } => ApiError::NotFound(error.to_string()),
             FunctionsError::DiskFull(message) => ApiError::InsufficientStorage(message),
+            error @ FunctionsError::InUse { .. } => ApiError::Conflict {
+                code: ErrorCode::FunctionInUse,
+                message: error.to_string(),
+            },
             error @ (FunctionsError::Storage(_) | FunctionsError::Load(_)) => {
                 ApiError::Internal(error.to_string())
             }

@@ -53,7 +53,7 @@ pub(crate) struct SpawnRequest {
     /// Bound read-only at `/app`.
     pub app: Option<PathBuf>,
     /// An unpacked image: the root itself (read-only), instead of the
-    /// host's system directories.
+    /// host's system directories (`app`, if any, is bound at its `/app`).
     pub image_root: Option<PathBuf>,
     /// The uid and gid the program runs as inside.
     pub uid: u32,
@@ -631,6 +631,10 @@ fn build(request: &SpawnRequest, stderr: &OwnedFd) -> Result<(), String> {
     let root = at(&root_fd);
     if !image {
         build_host_view(&root, &system, &etc_entries, app_source.as_ref())?;
+    } else if let Some(Source::Dir(app)) = &app_source {
+        // A bundle on a base image: at the image's /app (made when the
+        // image was unpacked).
+        bind_read_only(app, &root.join("app"))?;
     }
     let tmp = root.join("tmp");
     if !image {

@@ -249,6 +249,9 @@ impl ProcessRuntime {
         config: &FunctionConfig,
     ) -> Result<pool::Root, String> {
         let command = &config.process.command;
+        if let Some(base) = &config.process.base_artifact {
+            return self.on_image(root, base, config);
+        }
         match std::fs::read(root.join("image.json")) {
             Ok(text) => {
                 let image: image::ImageConfig =
@@ -284,6 +287,65 @@ impl ProcessRuntime {
             ),
             Err(_) => Ok(pool::Root::Bundle(root.join("app"))),
         }
+    }
+}
+
+impl ProcessRuntime {
+    /// An image's config, if `root` is an unpacked image.
+    fn image_of(root: &std::path::Path) -> Result<Option<image::ImageConfig>, String> {
+        match std::fs::read(root.join("image.json")) {
+            Ok(text) => serde_json::from_slice(&text)
+                .map(Some)
+                .map_err(|error| error.to_string()),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// A bundle (unpacked at `root`) on the base image unpacked as
+    /// `base`: the base must be an image, and gets an `/app` to bind the
+    /// bundle at.
+    fn on_image(
+        &self,
+        root: &std::path::Path,
+        base: &str,
+        config: &FunctionConfig,
+    ) -> Result<pool::Root, String> {
+        let name = config.process.base.as_deref().unwrap_or(base);
+        if Self::image_of(root)?.is_some() {
+            return Err("an image runs on its own root: a base is for bundles".to_owned());
+        }
+        let base_root = self.root_of(base);
+        let image = Self::image_of(&base_root)?.ok_or_else(|| {
+            format!("the base {name} is not an image (deploy an image as the base function)")
+        })?;
+        if config.process.command.is_empty() && image.command.is_empty() {
+            return Err(format!(
+                "the base {name} has no Entrypoint or Cmd: give a command (--command)"
+            ));
+        }
+        let rootfs = base_root.join("rootfs");
+        let app = rootfs.join("app");
+        match std::fs::symlink_metadata(&app) {
+            Ok(found) if found.is_dir() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "the base {name} has a file at /app, where the bundle goes"
+                ));
+            }
+            Err(_) => {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::create_dir(&app)
+                    .and_then(|()| {
+                        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755))
+                    })
+                    .map_err(|error| format!("making /app in the base {name}: {error}"))?
+            }
+        }
+        Ok(pool::Root::OnImage {
+            app: root.join("app"),
+            rootfs,
+            image,
+        })
     }
 }
 

@@ -79,6 +79,13 @@ pub(crate) enum Root {
         rootfs: PathBuf,
         image: crate::image::ImageConfig,
     },
+    /// A bundle's files at `/app` of a base image (the image's user,
+    /// environment and command, unless the deploy gives its own).
+    OnImage {
+        app: PathBuf,
+        rootfs: PathBuf,
+        image: crate::image::ImageConfig,
+    },
 }
 
 /// Why an instance is gone, read from its cgroup when it ended.
@@ -576,6 +583,19 @@ impl Pool {
                 },
                 image.working_dir.clone(),
                 None,
+                Some(rootfs.clone()),
+                image.uid,
+                image.gid,
+                image.env.clone(),
+            ),
+            Root::OnImage { app, rootfs, image } => (
+                if command.is_empty() {
+                    image.command.clone()
+                } else {
+                    command.clone()
+                },
+                "/app".to_owned(),
+                Some(app.clone()),
                 Some(rootfs.clone()),
                 image.uid,
                 image.gid,

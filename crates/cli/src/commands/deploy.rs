@@ -44,6 +44,9 @@ pub struct Deploy {
     /// With --runtime process: CPU cores per instance, e.g. 0.5 (default: a core per 1,769 MiB of memory).
     #[arg(long)]
     cpu: Option<String>,
+    /// With --runtime process: run the bundle on the image of another process function of the project (NAME, or NAME@VERSION) instead of the host's system directories.
+    #[arg(long)]
+    base: Option<String>,
     /// Memory limit, e.g. 128MiB.
     #[arg(long)]
     memory: Option<String>,
@@ -123,6 +126,8 @@ impl Deploy {
             max_instances: self.max_instances,
             idle_timeout: self.idle_timeout.clone(),
             cpu: self.cpu.clone(),
+            base: self.base.clone(),
+            base_artifact: None,
             memory: self.memory.clone(),
             timeout: self.timeout.clone(),
             env,

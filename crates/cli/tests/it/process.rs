@@ -1466,3 +1466,118 @@ http.createServer(async (request, response) => {
     assert_eq!(seen["url"], "/some/path?q=1");
     assert_eq!(seen["motd"], "hello node");
 }
+
+/// A bundle on a named base image: the image (deployed earlier as a
+/// function) is the root, the bundle is at /app; the version stays on the
+/// base version it was deployed on, and the base cannot be removed while a
+/// live function runs on it.
+#[tokio::test]
+async fn a_bundle_runs_on_a_base_image_deployed_earlier_and_stays_on_its_version() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let image = make_image(dir.path(), "oci", &[]);
+    deploy(&server, "base", &image, &["--runtime", "process"]);
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    std::fs::write(bundle.join("old.txt"), "from the bundle").unwrap();
+    // The image's entrypoint (its /srv/server), in /app, as the image's
+    // user, with the image's env: the bundle's old.txt is there, the
+    // image's new.txt (in /srv) is not.
+    deploy(
+        &server,
+        "onbase",
+        bundle.to_str().unwrap(),
+        &["--runtime", "process", "--base", "base"],
+    );
+    let answer = get(&server, "/fn/onbase/env").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        answer.text(),
+        "greeting=image cwd=/app uid=1234 gid=1234 old=1 new=0\n"
+    );
+    let info = send(control(&server, Method::GET, "/v1/functions/onbase"))
+        .await
+        .json();
+    assert_eq!(info["base"], "base@1", "{info}");
+
+    // A new base version changes nothing for the deployed bundle.
+    let other = make_image(dir.path(), "docker", &["--greeting", "v2"]);
+    deploy(&server, "base", &other, &["--runtime", "process"]);
+    assert!(
+        get(&server, "/fn/onbase/env")
+            .await
+            .text()
+            .starts_with("greeting=image ")
+    );
+    // A deploy naming the base takes its live version; one naming a
+    // version takes that one.
+    deploy(
+        &server,
+        "onbase",
+        bundle.to_str().unwrap(),
+        &["--runtime", "process", "--base", "base"],
+    );
+    assert!(
+        get(&server, "/fn/onbase/env")
+            .await
+            .text()
+            .starts_with("greeting=v2 ")
+    );
+    deploy(
+        &server,
+        "pinned",
+        bundle.to_str().unwrap(),
+        &["--runtime", "process", "--base", "base@1"],
+    );
+    assert!(
+        get(&server, "/fn/pinned/env")
+            .await
+            .text()
+            .starts_with("greeting=image ")
+    );
+
+    // The base cannot go while live functions run on it.
+    let removed = send(control(&server, Method::DELETE, "/v1/functions/base")).await;
+    assert_eq!(removed.status, 409, "{}", removed.text());
+    assert_eq!(removed.error_code(), "function_in_use");
+    assert!(removed.text().contains("onbase") && removed.text().contains("pinned"));
+
+    // A restart keeps every bundle on its base version.
+    let server = server.restart();
+    assert!(
+        get(&server, "/fn/pinned/env")
+            .await
+            .text()
+            .starts_with("greeting=image ")
+    );
+    assert!(
+        get(&server, "/fn/onbase/env")
+            .await
+            .text()
+            .starts_with("greeting=v2 ")
+    );
+
+    // What cannot be a base is refused, naming why.
+    for (base, says) in [
+        ("nosuch", "nosuch is not a live function"),
+        ("base@9", "base@9 does not exist"),
+        ("onbase", "not an image"),
+        ("Bad Name", "is not a function name"),
+    ] {
+        let output = server.cli(&[
+            "deploy",
+            "refused",
+            bundle.to_str().unwrap(),
+            "--runtime",
+            "process",
+            "--base",
+            base,
+        ]);
+        assert!(!output.success(), "{base}");
+        assert!(
+            output.stderr().contains(says),
+            "{base}: {}",
+            output.stderr()
+        );
+    }
+}

@@ -1,10 +1,11 @@
 """Writes an OCI image of a static server without any container tool, as
-the tests need: `make_image.py OUT FORMAT SERVER [--bad-digest] [--arch A]`.
+the tests need: `make_image.py OUT FORMAT SERVER [--bad-digest] [--arch A]
+[--greeting G]`.
 FORMAT is `oci` (an oci-archive: oci-layout, index.json, blobs/) or
 `docker` (what `docker save` writes: manifest.json, config, layer tars).
 Two layers: the first puts /srv/server, /srv/old.txt and /etc/passwd (user
 `app`, 1234); the second deletes old.txt (a whiteout) and adds new.txt.
-The config runs /srv/server as `app` in /srv with GREETING=image."""
+The config runs /srv/server as `app` in /srv with GREETING=image (or G)."""
 
 import gzip
 import hashlib
@@ -29,6 +30,7 @@ def main():
     out, fmt, server = sys.argv[1], sys.argv[2], sys.argv[3]
     bad_digest = "--bad-digest" in sys.argv
     arch = sys.argv[sys.argv.index("--arch") + 1] if "--arch" in sys.argv else "amd64"
+    greeting = sys.argv[sys.argv.index("--greeting") + 1] if "--greeting" in sys.argv else "image"
     with open(server, "rb") as file:
         binary = file.read()
     layers = [
@@ -48,7 +50,7 @@ def main():
         "os": "linux",
         "config": {
             "Entrypoint": ["/srv/server"],
-            "Env": ["GREETING=image", "PATH=/srv"],
+            "Env": ["GREETING=" + greeting, "PATH=/srv"],
             "WorkingDir": "/srv",
             "User": "app",
         },
