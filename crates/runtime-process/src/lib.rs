@@ -49,6 +49,8 @@ pub struct ProcessConfig {
     pub max_bundle_bytes: u64,
     /// Most instances of all process functions together.
     pub max_instances: u32,
+    /// Most instances of one project's process functions together.
+    pub max_instances_per_project: u32,
 }
 
 /// What the server offers a program inside its instance besides its
@@ -81,6 +83,10 @@ pub(crate) struct Sandbox {
     next_id: std::sync::atomic::AtomicU64,
     /// Instances of every function together, bounded by the config.
     pub instances: Arc<tokio::sync::Semaphore>,
+    /// Each project's instances, bounded by the config (a project's
+    /// semaphore is dropped once it has no instance).
+    projects: Mutex<std::collections::HashMap<ProjectId, Arc<tokio::sync::Semaphore>>>,
+    max_per_project: usize,
     /// The outside uid pairs of live instances, by number.
     uid_slots: Arc<Mutex<std::collections::BTreeSet<u32>>>,
     /// wok's API for programs, when the server offers it.
@@ -136,6 +142,22 @@ impl Sandbox {
     pub fn next_id(&self) -> u64 {
         self.next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The semaphore of `project`'s instances; projects with no instance
+    /// left are forgotten on the way (their semaphores are whole again).
+    pub(crate) fn project_instances(&self, project: &ProjectId) -> Arc<tokio::sync::Semaphore> {
+        let mut projects = self.projects.lock().unwrap_or_else(|p| p.into_inner());
+        let max = self.max_per_project;
+        if projects.len() > 64 {
+            projects.retain(|_, semaphore| {
+                Arc::strong_count(semaphore) > 1 || semaphore.available_permits() < max
+            });
+        }
+        projects
+            .entry(project.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(max)))
+            .clone()
     }
 
     /// The lowest free outside uid pair.
@@ -227,6 +249,8 @@ impl ProcessRuntime {
             connector: netns::Connector::start().map_err(|error| format!("netns: {error}"))?,
             next_id: std::sync::atomic::AtomicU64::new(1),
             instances: Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)),
+            projects: Mutex::new(std::collections::HashMap::new()),
+            max_per_project: config.max_instances_per_project.max(1) as usize,
             uid_slots: Default::default(),
             platform,
         });

@@ -119,7 +119,13 @@ pub(crate) struct Instance {
     /// The invocation it serves, or served last, when it serves one at a
     /// time (its output is tagged with it).
     serving: Mutex<Option<InvocationId>>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: Permits,
+}
+
+/// An instance's places among its project's instances and the server's.
+pub(crate) struct Permits {
+    _project: tokio::sync::OwnedSemaphorePermit,
+    _server: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Instance {
@@ -656,25 +662,26 @@ impl Pool {
         self.serve_launched(launched, deadline).await
     }
 
-    /// Room for one more instance on this server, waited for until the
-    /// deadline.
-    async fn instance_permit(
-        &self,
-        deadline: Instant,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
-        let internal = |message: String| Failure::new(Outcome::Internal, message);
-        tokio::time::timeout_at(
-            deadline,
-            self.sandbox.instances.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| {
-            Failure::new(
-                Outcome::Timeout,
-                "the server runs its most process instances; none was freed within the function's timeout",
-            )
-        })?
-        .map_err(|_| internal("the process runtime is closed".to_owned()))
+    /// Room for one more instance of this project, and on this server,
+    /// waited for until the deadline.
+    async fn instance_permit(&self, deadline: Instant) -> Result<Permits, Failure> {
+        let take = |semaphore: Arc<tokio::sync::Semaphore>, whose: &'static str| async move {
+            tokio::time::timeout_at(deadline, semaphore.acquire_owned())
+                .await
+                .map_err(|_| {
+                    Failure::new(
+                        Outcome::Timeout,
+                        format!("{whose} runs its most process instances; none was freed within the function's timeout"),
+                    )
+                })?
+                .map_err(|_| Failure::new(Outcome::Internal, "the process runtime is closed"))
+        };
+        let project = take(self.sandbox.project_instances(&self.project), "the project").await?;
+        let server = take(self.sandbox.instances.clone(), "the server").await?;
+        Ok(Permits {
+            _project: project,
+            _server: server,
+        })
     }
 
     /// A launched `http` instance: its output to the logs, ready once its
@@ -762,7 +769,7 @@ impl Pool {
     async fn launch(
         self: &Arc<Self>,
         id: u64,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        permit: Permits,
         stdin: bool,
         extra_env: Vec<(String, String)>,
     ) -> Result<Launched, Failure> {

@@ -89,6 +89,8 @@ pub struct ProcessSettings {
     pub helper_program: Option<PathBuf>,
     /// Process instances of all functions together.
     pub max_instances: u32,
+    /// Process instances of one project's functions together.
+    pub max_instances_per_project: u32,
 }
 
 /// The first argument that makes `wok` the sandbox helper.
@@ -280,6 +282,7 @@ pub async fn run_with(
             dir: config.data_dir.join("process"),
             max_bundle_bytes: config.max_upload.bytes().saturating_mul(4),
             max_instances: config.process.max_instances,
+            max_instances_per_project: config.process.max_instances_per_project,
         };
         let platform = Arc::new(PlatformForFunctions {
             auth: auth.clone(),

@@ -54,6 +54,7 @@ pub fn test_config(data_dir: &Path) -> server::ServerConfig {
         process: server::ProcessSettings {
             helper_program: None,
             max_instances: 16,
+            max_instances_per_project: 8,
         },
     }
 }

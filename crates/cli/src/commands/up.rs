@@ -37,6 +37,10 @@ pub struct Up {
     /// Process instances (of native functions) that can run at once.
     #[arg(long, default_value_t = 200)]
     max_process_instances: u32,
+    /// Process instances one project's functions can run at once, so that
+    /// no project takes them all (default: half of --max-process-instances).
+    #[arg(long)]
+    max_process_instances_per_project: Option<u32>,
     /// Run no native (process) functions: no sandbox helper is started.
     #[arg(long)]
     no_process: bool,
@@ -118,6 +122,9 @@ impl Up {
         if self.max_instances == 0 {
             anyhow::bail!("--max-instances must be at least 1");
         }
+        if self.max_process_instances == 0 || self.max_process_instances_per_project == Some(0) {
+            anyhow::bail!("--max-process-instances and its per-project share must be at least 1");
+        }
         if self.upload_expiry.is_zero() {
             anyhow::bail!("--upload-expiry must be longer than zero");
         }
@@ -180,6 +187,10 @@ impl Up {
                     Some(std::env::current_exe()?)
                 },
                 max_instances: self.max_process_instances,
+                max_instances_per_project: self
+                    .max_process_instances_per_project
+                    .unwrap_or(self.max_process_instances.div_ceil(2))
+                    .min(self.max_process_instances),
             },
         };
         server::run(

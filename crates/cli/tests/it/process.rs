@@ -1581,3 +1581,67 @@ async fn a_bundle_runs_on_a_base_image_deployed_earlier_and_stays_on_its_version
         );
     }
 }
+
+/// No project takes every instance of the server: past its share, its
+/// new instances wait (and time out), while another project's start.
+#[tokio::test]
+async fn a_project_runs_at_most_its_share_of_the_servers_instances() {
+    let server = WokServer::start_with(
+        WOK,
+        &[
+            "--max-process-instances",
+            "4",
+            "--max-process-instances-per-project",
+            "2",
+        ],
+    );
+    deploy_probe(
+        &server,
+        "slow",
+        &["--max-instances", "5", "--timeout", "5s"],
+    );
+    server.cli_ok(&["project", "create", "other"]);
+    let dir = probe_dir();
+    server.cli_ok(&[
+        "--project",
+        "other",
+        "deploy",
+        "neighbour",
+        &dir,
+        "--runtime",
+        "process",
+        "--command",
+        "python3 app.py",
+    ]);
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let url = format!("{}/fn/slow/sleep?ms=3000", server.url);
+            tokio::spawn(async move { send(http().get(url)).await })
+        })
+        .collect();
+    // While they run, the other project starts its instance.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let neighbour = get(&server, "/p/other/fn/neighbour/info").await;
+    assert_eq!(neighbour.status, 200, "{}", neighbour.text());
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    let served = answers.iter().filter(|answer| answer.status == 200).count();
+    assert_eq!(served, 2, "two instances, then the project's share is used");
+    let refused = answers.iter().find(|answer| answer.status != 200).unwrap();
+    assert_eq!(
+        refused.error_code(),
+        "function_timeout",
+        "{}",
+        refused.text()
+    );
+    assert!(
+        refused
+            .text()
+            .contains("the project runs its most process instances"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(running_instances(&server), 3);
+}
