@@ -3,6 +3,7 @@
 # programs run directly, in one run.
 #
 #   bench/process.sh [SECONDS_PER_RUN] [COLD_STARTS]   (defaults: 10, 60)
+#   WOK_BINARY=/path/to/wok bench/process.sh ...        (another build)
 #
 # wok is pinned to core 0, the load (wrk, the Python client) to core 1;
 # the sandboxed programs run where the kernel puts them.
@@ -31,8 +32,13 @@ if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)" >&2
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
-cargo build --release -p cli >/dev/null
-WOK="$ROOT/target/release/wok"
+# WOK_BINARY: another build to measure (say, a baseline), else this tree's.
+if [ -n "${WOK_BINARY:-}" ]; then
+  WOK="$WOK_BINARY"
+else
+  cargo build --release -p cli >/dev/null
+  WOK="$ROOT/target/release/wok"
+fi
 
 PIDS=()
 DATA="$(mktemp -d)"

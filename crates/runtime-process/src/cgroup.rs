@@ -1,7 +1,10 @@
 //! Control groups of instances: a group per instance under one group of
 //! this server, in each v1 controller (`memory`, `pids`, `cpu`, `cpuacct`,
 //! `freezer`)
-//! on a v1 or hybrid host, or in the unified tree on a v2 host. The server
+//! on a v1 or hybrid host, or in the unified tree on a v2 host. On a
+//! hybrid host the unified tree freezes instead of the v1 freezer: its
+//! `cgroup.freeze` thaws in microseconds, where `freezer.state` took
+//! about 0.8 ms here. The server
 //! makes the group and writes its limits; the helper puts the instance in
 //! it before it runs; the server reads its peak memory, CPU time and OOM
 //! kills, and removes it once the instance is gone.
@@ -17,7 +20,10 @@ pub(crate) enum Hierarchy {
         pids: PathBuf,
         cpu: PathBuf,
         cpuacct: PathBuf,
+        /// The v1 freezer, or (`unified_freezer`) this server's group in
+        /// the hybrid host's unified tree.
         freezer: PathBuf,
+        unified_freezer: bool,
     },
     /// The unified tree (v2), with memory, pids and cpu enabled below.
     V2 { dir: PathBuf },
@@ -110,12 +116,36 @@ impl Hierarchy {
                 std::fs::create_dir_all(&dir)?;
                 Ok(dir)
             };
+            let unified = || -> std::io::Result<Option<PathBuf>> {
+                let root = base.join("unified");
+                if !root.join("cgroup.controllers").exists() {
+                    return Ok(None);
+                }
+                let own = root.join(own_path("")?);
+                sweep_stale(&own);
+                let dir = own.join(name);
+                std::fs::create_dir_all(&dir)?;
+                // cgroup.freeze is in every group but the root (5.2+).
+                let probe = dir.join("probe");
+                let _ = std::fs::create_dir(&probe);
+                let freezes = probe.join("cgroup.freeze").exists();
+                let _ = std::fs::remove_dir(&probe);
+                if !freezes {
+                    let _ = std::fs::remove_dir(&dir);
+                }
+                Ok(freezes.then_some(dir))
+            };
+            let (freezer, unified_freezer) = match unified().ok().flatten() {
+                Some(dir) => (dir, true),
+                None => (controller("freezer")?, false),
+            };
             Hierarchy::V1 {
                 memory: controller("memory")?,
                 pids: controller("pids")?,
                 cpu: controller("cpu")?,
                 cpuacct: controller("cpuacct")?,
-                freezer: controller("freezer")?,
+                freezer,
+                unified_freezer,
             }
         };
         Ok(hierarchy)
@@ -129,6 +159,7 @@ impl Hierarchy {
                 cpu,
                 cpuacct,
                 freezer,
+                ..
             } => {
                 let mut dirs = vec![memory.as_path(), pids, cpu, freezer];
                 // cpu and cpuacct are often one mount.
@@ -246,11 +277,15 @@ impl Group {
     /// one is never scheduled, so it costs no CPU.
     pub fn set_frozen(&self, frozen: bool) -> std::io::Result<()> {
         match &self.hierarchy {
-            Hierarchy::V1 { freezer, .. } => std::fs::write(
+            Hierarchy::V1 {
+                freezer,
+                unified_freezer: false,
+                ..
+            } => std::fs::write(
                 freezer.join(&self.name).join("freezer.state"),
                 if frozen { "FROZEN" } else { "THAWED" },
             ),
-            Hierarchy::V2 { dir } => std::fs::write(
+            Hierarchy::V1 { freezer: dir, .. } | Hierarchy::V2 { dir } => std::fs::write(
                 dir.join(&self.name).join("cgroup.freeze"),
                 if frozen { "1" } else { "0" },
             ),
