@@ -15,7 +15,12 @@
 //! - `pool.rs`: a version's instances: started on demand, each serving up
 //!   to `concurrency` requests, more started while requests wait, idle
 //!   ones stopped (drained: never while they hold a request); requests
-//!   proxied to `$PORT` inside the instance's network namespace.
+//!   proxied to `$PORT` inside the instance's network namespace;
+//!   `pool/exec.rs` and `pool/lambda.rs` the other two protocols;
+//!   `pool/services.rs` what every instance finds on its loopback besides
+//!   (wok's API through [`Platform`], the outbound proxy).
+//! - `netns.rs`, `timer.rs`: sockets made inside a namespace; waits finer
+//!   than tokio's timer (the readiness poll).
 //!
 //! Invariants: a process never shares a sandbox with another function or
 //! version; a failure of the program (exit, crash, timeout, out of memory)
@@ -28,6 +33,7 @@ mod image;
 mod netns;
 mod pool;
 mod seccomp;
+mod timer;
 
 pub use helper::{HELPER_ARG, helper_main};
 
@@ -80,6 +86,8 @@ pub(crate) struct Sandbox {
     pub hierarchy: cgroup::Hierarchy,
     pub mount_point: PathBuf,
     pub connector: netns::Connector,
+    /// Waits finer than tokio's millisecond (the readiness poll).
+    pub timer: timer::FineTimer,
     next_id: std::sync::atomic::AtomicU64,
     /// Instances of every function together, bounded by the config.
     pub instances: Arc<tokio::sync::Semaphore>,
@@ -247,6 +255,7 @@ impl ProcessRuntime {
             hierarchy,
             mount_point,
             connector: netns::Connector::start().map_err(|error| format!("netns: {error}"))?,
+            timer: timer::FineTimer::start().map_err(|error| format!("timer: {error}"))?,
             next_id: std::sync::atomic::AtomicU64::new(1),
             instances: Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize)),
             projects: Mutex::new(std::collections::HashMap::new()),

@@ -719,7 +719,9 @@ impl Pool {
 
     /// Waits until the program accepts on its port; keeps that connection.
     async fn port_ready(&self, instance: &Arc<Instance>, deadline: Instant) -> Result<(), Failure> {
-        let mut pause = std::time::Duration::from_micros(500);
+        // Fine steps first (a static server listens within a few
+        // milliseconds), growing to 10 ms.
+        let mut pause = std::time::Duration::from_micros(100);
         loop {
             match self.sandbox.connector.connect(&instance.netns, PORT).await {
                 Ok(stream) => {
@@ -757,8 +759,12 @@ impl Pool {
                     ));
                 }
                 Err(_) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_millis(10));
+                    if pause < std::time::Duration::from_millis(2) {
+                        self.sandbox.timer.sleep(pause).await;
+                    } else {
+                        tokio::time::sleep(pause).await;
+                    }
+                    pause = (pause * 3 / 2).min(std::time::Duration::from_millis(10));
                 }
             }
         }
