@@ -102,6 +102,9 @@ pub struct InvocationRecord {
     pub cpu_us: Option<u64>,
     pub outcome: String,
     pub cold: bool,
+    /// A cold native instance's start, within `duration_us`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_us: Option<u64>,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }

@@ -85,6 +85,9 @@ pub struct InvocationRecord {
     pub outcome: Outcome,
     /// Whether a new instance was created for it.
     pub cold: bool,
+    /// How long that new instance took to start (to be ready), in
+    /// microseconds, within `duration_us`: native instances.
+    pub init_us: Option<u64>,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }

@@ -82,6 +82,7 @@ pub fn record(record: &domain::InvocationRecord) -> api_types::InvocationRecord 
         cpu_us: record.cpu_us,
         outcome: record.outcome.code().to_owned(),
         cold: record.cold,
+        init_us: record.init_us,
         bytes_in: record.bytes_in,
         bytes_out: record.bytes_out,
     }

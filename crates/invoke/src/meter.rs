@@ -42,6 +42,7 @@ pub struct Meter {
     /// What the caller was answered, when that decides the outcome.
     answered: Mutex<Option<Outcome>>,
     cpu_us: Mutex<Option<u64>>,
+    init_us: Mutex<Option<u64>>,
     finish: Mutex<Option<Finish>>,
     // Held until the record is written: the concurrency slot is free only
     // once the invocation is entirely over.
@@ -78,6 +79,7 @@ impl Meter {
             client_left: AtomicBool::new(false),
             answered: Mutex::new(None),
             cpu_us: Mutex::new(None),
+            init_us: Mutex::new(None),
             finish: Mutex::new(None),
             permit: Mutex::new(permit),
             sink,
@@ -122,6 +124,14 @@ impl Meter {
     pub fn cpu_time(&self, micros: u64) {
         *self
             .cpu_us
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(micros);
+    }
+
+    /// How long the new instance made for this call took to start.
+    pub fn init_time(&self, micros: u64) {
+        *self
+            .init_us
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(micros);
     }
@@ -188,6 +198,10 @@ impl Drop for Meter {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
             outcome,
             cold: finish.cold,
+            init_us: *self
+                .init_us
+                .get_mut()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
         };

@@ -247,6 +247,8 @@ struct Slot {
     /// first request is a cold start (one started ahead, for
     /// `min_instances`, serves warm).
     cold_pending: bool,
+    /// How long it took to start.
+    started_in: std::time::Duration,
     idle_since: Instant,
     frozen: bool,
 }
@@ -292,6 +294,8 @@ struct Lease {
     /// The instance's CPU time when the call began, when it serves one
     /// call at a time (then the difference is the call's).
     cpu_start: Option<u64>,
+    /// The instance's start, when it was made for this call.
+    init: Option<std::time::Duration>,
 }
 
 impl Lease {
@@ -427,6 +431,7 @@ impl Pool {
                     }
                     slot.in_flight += 1;
                     let cold = std::mem::take(&mut slot.cold_pending);
+                    let init = cold.then_some(slot.started_in);
                     let instance = slot.instance.clone();
                     drop(state);
                     if concurrency == 1 {
@@ -441,6 +446,7 @@ impl Pool {
                         instance,
                         cold,
                         cpu_start,
+                        init,
                     });
                 }
                 let running = state
@@ -493,6 +499,7 @@ impl Pool {
         Some(tokio::spawn(async move {
             let begun = Instant::now();
             let started = pool.start(deadline).await;
+            let started_in = begun.elapsed();
             let mut state = pool.lock();
             state.starting -= 1;
             match &started {
@@ -500,7 +507,7 @@ impl Pool {
                     pool.metrics.instantiated(
                         &pool.project,
                         &pool.function,
-                        begun.elapsed().as_secs_f64(),
+                        started_in.as_secs_f64(),
                     );
                     pool.metrics
                         .instance_state(Some(InstanceState::Starting), Some(InstanceState::Idle));
@@ -514,6 +521,7 @@ impl Pool {
                     instance,
                     in_flight: 0,
                     cold_pending: for_request,
+                    started_in,
                     idle_since: Instant::now(),
                     frozen: false,
                 });
@@ -954,9 +962,13 @@ impl Pool {
         id: &InvocationId,
         meter: &Meter,
     ) -> Result<Lease, Failure> {
-        self.acquire(deadline, id).await.inspect_err(|failure| {
+        let lease = self.acquire(deadline, id).await.inspect_err(|failure| {
             meter.finish(failure.outcome, 0, true);
-        })
+        })?;
+        if let Some(init) = lease.init {
+            meter.init_time(init.as_micros() as u64);
+        }
+        Ok(lease)
     }
 
     async fn call(

@@ -47,7 +47,16 @@ const MIGRATIONS: &[Migration] = &[
         what: "log lines name the native instance that wrote them",
         apply: logs_instance,
     },
+    Migration {
+        what: "invocation records hold a cold native instance's start time",
+        apply: records_init_time,
+    },
 ];
+
+fn records_init_time(connection: &Connection) -> Result<()> {
+    connection.execute_batch("ALTER TABLE invocations ADD COLUMN init_us INTEGER")?;
+    Ok(())
+}
 
 fn logs_instance(connection: &Connection) -> Result<()> {
     connection.execute_batch("ALTER TABLE logs ADD COLUMN instance TEXT")?;

@@ -147,6 +147,13 @@ async fn a_python_program_serves_requests_from_its_sandbox_and_is_metered() {
         );
     }
     assert_eq!(record(&echo_id)["cold"], false);
+    // The cold call says how long its instance took to start, within it.
+    let init = record(&first_id)["init_us"].as_u64().unwrap();
+    assert!(
+        init > 0 && init < record(&first_id)["duration_us"].as_u64().unwrap(),
+        "{init}"
+    );
+    assert_eq!(record(&echo_id)["init_us"], Value::Null);
     assert_eq!(record(&echo_id)["bytes_in"], 100_000);
     assert_eq!(record(&echo_id)["bytes_out"], 100_000);
 
@@ -1420,7 +1427,8 @@ async fn an_upload_is_transcoded_by_sox_in_a_native_function_writing_back_throug
 }
 
 /// Node's own HTTP server, run by Debian's node from the host's `/usr`,
-/// calling wok's API with `fetch` and its injected token.
+/// calling wok's API with `fetch` and its injected token, and following a
+/// topic over wok's realtime WebSocket from inside.
 #[tokio::test]
 async fn a_node_server_serves_requests_and_reads_its_projects_data() {
     let server = server();
@@ -1429,7 +1437,35 @@ async fn a_node_server_serves_requests_and_reads_its_projects_data() {
         dir.path().join("server.js"),
         r#"
 const http = require("node:http");
+const api = process.env.WOK_API, token = process.env.WOK_TOKEN;
+// Subscribes to a topic, publishes to it once subscribed, and answers
+// with the event that came back over the socket.
+function roundTrip() {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(`${api.replace("http", "ws")}/v1/realtime?access_token=${token}`);
+    socket.onerror = () => reject(new Error("the socket failed"));
+    socket.onopen = () => socket.send(JSON.stringify({ type: "subscribe", id: "s1", topic: "news" }));
+    socket.onmessage = async (message) => {
+      const frame = JSON.parse(message.data);
+      if (frame.type === "subscribed") {
+        await fetch(`${api}/v1/topics/news`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "text/plain" },
+          body: "fresh from inside",
+        });
+      } else if (frame.type === "event") {
+        socket.close();
+        resolve(frame.event.data);
+      }
+    };
+  });
+}
 http.createServer(async (request, response) => {
+  if (request.url === "/realtime") {
+    const data = await roundTrip().catch((error) => `failed: ${error}`);
+    response.writeHead(200, { "content-type": "application/json" });
+    return response.end(JSON.stringify({ data }));
+  }
   const stored = await fetch(`${process.env.WOK_API}/v1/kv/settings/motd`, {
     headers: { authorization: `Bearer ${process.env.WOK_TOKEN}` },
   });
@@ -1452,7 +1488,7 @@ http.createServer(async (request, response) => {
             "--runtime",
             "process",
             "--command",
-            "node server.js",
+            "node --experimental-websocket server.js",
             "--memory",
             "256MiB",
         ],
@@ -1465,6 +1501,14 @@ http.createServer(async (request, response) => {
     assert!(seen["node"].as_str().unwrap().starts_with('v'), "{seen}");
     assert_eq!(seen["url"], "/some/path?q=1");
     assert_eq!(seen["motd"], "hello node");
+    let followed = get(&server, "/fn/noded/realtime").await;
+    assert_eq!(followed.status, 200, "{}", followed.text());
+    assert_eq!(
+        followed.json()["data"],
+        "fresh from inside",
+        "{}",
+        followed.text()
+    );
 }
 
 /// A bundle on a named base image: the image (deployed earlier as a

@@ -155,6 +155,7 @@ impl Pool {
             .map_err(failed)?;
         self.metrics
             .instantiated(&self.project, &self.function, begun.elapsed().as_secs_f64());
+        meter.init_time(begun.elapsed().as_micros() as u64);
         self.metrics.instance_state(None, Some(InstanceState::Busy));
         // A process per call has no start to boost: its share from the first.
         let millis = self.config.process.cpu_millis_for(limits.memory);

@@ -51,6 +51,7 @@ pub(crate) fn record(
         cpu_us: Some(billed_ms * 500),
         outcome,
         cold: true,
+        init_us: Some(billed_ms * 100),
         bytes_in: 0,
         bytes_out: 0,
     }
