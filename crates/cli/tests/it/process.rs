@@ -1158,7 +1158,7 @@ env = { GREETING = "from-toml" }
 
 /// A server outside every sandbox, on 127.0.0.2 (not the instance's own
 /// loopback address, so the program's proxy settings send it through the
-/// proxy): answers every request with its path.
+/// proxy): answers every request with its path (`/host`: its Host).
 fn outside_server() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
@@ -1172,12 +1172,21 @@ fn outside_server() -> String {
                 while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
                     head.push(byte[0]);
                 }
-                let path = String::from_utf8_lossy(&head)
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("")
-                    .to_owned();
-                let body = format!("outside saw {path}");
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let host = head
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("host")
+                            .then(|| value.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                let body = if path == "/host" {
+                    format!("outside saw host {host}")
+                } else {
+                    format!("outside saw {path}")
+                };
                 let _ = write!(
                     stream,
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -1242,6 +1251,8 @@ async fn a_program_calls_wok_with_its_injected_credentials_and_reaches_only_allo
         seen["outside_allowed"]
     );
     assert_eq!(seen["outside_allowed"]["body"], "outside saw /hello");
+    // The proxy sends the URL's host, whatever Host the program named.
+    assert_eq!(seen["outside_host"], format!("outside saw host {allowed}"));
     assert_eq!(
         seen["outside_denied"]["status"], 403,
         "{}",

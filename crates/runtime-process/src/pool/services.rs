@@ -142,6 +142,22 @@ const HOP_HEADERS: [&str; 8] = [
     "upgrade",
 ];
 
+/// Removes the headers of one hop: the fixed ones, and those `Connection`
+/// names.
+fn remove_hop_headers(headers: &mut http::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in named.iter().map(String::as_str).chain(HOP_HEADERS) {
+        headers.remove(name);
+    }
+}
+
 async fn proxy(
     request: http::Request<hyper::body::Incoming>,
     config: &FunctionConfig,
@@ -218,13 +234,19 @@ async fn proxy(
         let _ = connection.await;
     });
     let (mut parts, body) = request.into_parts();
-    for name in HOP_HEADERS {
-        parts.headers.remove(name);
-    }
-    if !parts.headers.contains_key(http::header::HOST)
-        && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
-    {
-        parts.headers.insert(http::header::HOST, host);
+    remove_hop_headers(&mut parts.headers);
+    // The URL's host, whatever Host the program sent (RFC 9112 §3.2.2):
+    // the allow list checked that one.
+    match http::HeaderValue::from_str(authority.as_str()) {
+        Ok(host) => {
+            parts.headers.insert(http::header::HOST, host);
+        }
+        Err(_) => {
+            return answer(
+                http::StatusCode::BAD_REQUEST,
+                format!("{authority} is not a host"),
+            );
+        }
     }
     // Origin form to the host itself.
     parts.uri = parts
@@ -240,9 +262,7 @@ async fn proxy(
     {
         Ok(response) => {
             let (mut head, body) = response.into_parts();
-            for name in HOP_HEADERS {
-                head.headers.remove(name);
-            }
+            remove_hop_headers(&mut head.headers);
             http::Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync())
         }
         Err(error) => answer(

@@ -127,6 +127,21 @@ def tunnel(address):
         return {"connect": status, "body": answer.split(b"\r\n\r\n", 1)[-1].decode()}
 
 
+def host_header(address):
+    """A request through the proxy that names another Host: the host that
+    answers must see the URL's."""
+    proxy = urllib.parse.urlsplit(os.environ["HTTP_PROXY"])
+    with socket.create_connection((proxy.hostname, proxy.port), timeout=10) as stream:
+        stream.sendall(f"GET http://{address}/host HTTP/1.1\r\nhost: internal.example\r\nconnection: close\r\n\r\n".encode())
+        answer = b""
+        while True:
+            chunk = stream.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return answer.split(b"\r\n\r\n", 1)[-1].decode()
+
+
 def platform(query):
     api, token = os.environ["WOK_API"], os.environ["WOK_TOKEN"]
     other = query["other_project"][0]
@@ -142,6 +157,7 @@ def platform(query):
         "deploy": call("POST", api + "/v1/functions/planted/versions?runtime=process&command=true", token, b"x"),
         "s3_credentials": call("GET", api + "/v1/s3/credentials", token),
         "outside_allowed": call("GET", f"http://{allowed}/hello"),
+        "outside_host": host_header(allowed),
         "outside_denied": call("GET", f"http://{denied}/hello"),
         "tunnel_allowed": tunnel(allowed),
         "tunnel_denied": tunnel(denied),
