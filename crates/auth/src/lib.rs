@@ -275,6 +275,9 @@ pub fn project_of_access_key(access_key: &str) -> Option<ProjectId> {
     if access_key == ADMIN_S3_ACCESS_KEY {
         return Some(ProjectId::default_project());
     }
+    if let Some(rest) = access_key.strip_prefix(FUNCTION_PREFIX) {
+        return ProjectId::new(rest.split_once('_')?.0).ok();
+    }
     parse_access_key(access_key).map(|(_, project, _)| project)
 }
 
@@ -479,7 +482,9 @@ impl Auth {
     pub fn still_valid(&self, caller: &Caller) -> bool {
         match caller {
             Caller::Admin => true,
-            Caller::Function { expires, .. } => *expires > now_millis(),
+            Caller::Function {
+                project, expires, ..
+            } => *expires > now_millis() && self.project_known(project),
             Caller::Key { project, id, .. } => self
                 .live
                 .read()
@@ -737,6 +742,12 @@ impl Auth {
         project: &ProjectId,
         lifetime: std::time::Duration,
     ) -> FunctionCredentials {
+        // The project has a live function: it exists. Its removal forgets
+        // it, and these credentials with it.
+        self.projects
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(project.clone());
         let lifetime = UnixMillis::try_from(lifetime.as_millis()).unwrap_or(UnixMillis::MAX);
         let expires = now_millis().saturating_add(lifetime) / 1000;
         let access_key = format!("{FUNCTION_PREFIX}{project}_{expires}x{}", random_hex(8));
@@ -774,6 +785,10 @@ impl Auth {
         }
         if expires <= now_millis() {
             return Some(Err(AuthError::Expired));
+        }
+        // A removed project's credentials end with it.
+        if !self.project_known(&project) {
+            return Some(Err(AuthError::InvalidKey));
         }
         Some(Ok(Caller::Function {
             project,
@@ -921,8 +936,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ProjectStore> =
             Arc::new(SqliteStore::open(&dir.path().join("wok.db")).unwrap());
-        let auth = Auth::new(store.clone(), "admin-secret".to_owned(), [7; 32]);
+        let auth = Arc::new(Auth::new(store.clone(), "admin-secret".to_owned(), [7; 32]));
         let shop = ProjectId::new("shop").unwrap();
+        store.create_project(&shop).await.unwrap();
         let hour = std::time::Duration::from_secs(3600);
         let given = auth.function_credentials(&shop, hour);
         let caller = auth.authenticate(&given.token).unwrap();
@@ -938,8 +954,14 @@ mod tests {
             auth.s3_secret(&given.s3.access_key_id).as_deref(),
             Some(given.s3.secret_access_key.as_str())
         );
-        // Another node with the same server key takes them; another key not.
+        assert_eq!(
+            project_of_access_key(&given.s3.access_key_id),
+            Some(shop.clone())
+        );
+        // Another node with the same server key takes them (once it knows
+        // the project exists); another key not.
         let same = Auth::new(store.clone(), "other-admin".to_owned(), [7; 32]);
+        assert!(same.project_exists(&shop).await.unwrap());
         assert_eq!(same.authenticate(&given.token).unwrap(), caller);
         let other = Auth::new(store.clone(), "admin-secret".to_owned(), [8; 32]);
         assert!(matches!(
@@ -981,6 +1003,11 @@ mod tests {
             expires: now_millis() - 1,
         };
         assert!(!auth.still_valid(&lapsed));
+        // A removed project's credentials end with it.
+        assert!(auth.remove_project(&shop).await.unwrap());
+        assert!(!auth.still_valid(&caller));
+        assert!(auth.authenticate(&given.token).is_err());
+        assert!(auth.s3_caller(&given.s3.access_key_id).is_err());
     }
 
     #[tokio::test]

@@ -643,6 +643,7 @@ impl Functions {
                 .iter()
                 .filter(|deployed| {
                     deployed.version.project == project
+                        && deployed.version.function != function
                         && matches!(
                             deployed.version.config.process.base_reference(),
                             Some(Ok((base, _))) if base == function

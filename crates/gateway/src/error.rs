@@ -366,7 +366,7 @@ impl From<auth::AuthError> for ApiError {
             auth::AuthError::InvalidKey => ApiError::InvalidKey,
             auth::AuthError::NotACredential => ApiError::Forbidden,
             auth::AuthError::Expired => ApiError::NotAllowedUnauthenticated(
-                "these function credentials have expired (an instance's last an hour and its timeout)"
+                "these function credentials have expired (they last an hour, the function's timeout and a minute from their instance's start)"
                     .to_owned(),
             ),
             auth::AuthError::Store(error) => ApiError::Internal(error.to_string()),

@@ -333,9 +333,26 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
     }
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut writer_done = false;
+    // A function's credentials end at their expiry, and the connection
+    // with them.
+    let expiry = match &caller {
+        auth::Caller::Function { expires, .. } => {
+            let left = u64::try_from(expires.saturating_sub(domain::now_millis())).unwrap_or(0);
+            Some(tokio::time::Instant::now() + std::time::Duration::from_millis(left))
+        }
+        _ => None,
+    };
+    let expired = tokio::time::sleep_until(expiry.unwrap_or_else(tokio::time::Instant::now));
+    tokio::pin!(expired);
+    let mut expiry_sent = false;
     loop {
         let message = tokio::select! {
             message = incoming.next() => message,
+            () = &mut expired, if expiry.is_some() && !expiry_sent => {
+                expiry_sent = true;
+                out.close(POLICY_VIOLATION, "the function credentials expired".to_owned());
+                continue;
+            }
             _ = &mut writer => {
                 writer_done = true;
                 break;

@@ -347,6 +347,9 @@ struct WatchedIo {
     read_eof: bool,
     linger: Option<tokio::sync::oneshot::Sender<(TcpStream, Guard)>>,
     guard: Option<Guard>,
+    /// What an inside connection holds (its place among its instance's),
+    /// for as long as its socket lives, upgraded (a WebSocket) or not.
+    _hold: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl Drop for WatchedIo {
@@ -774,6 +777,7 @@ pub async fn serve(
             read_eof: false,
             linger: Some(linger),
             guard: Some(guard),
+            _hold: hold,
         };
         let serving = serve_connection(
             io,
@@ -788,10 +792,7 @@ pub async fn serve(
             metrics.clone(),
             stop.clone(),
         );
-        connections.spawn(async move {
-            serving.await;
-            drop(hold);
-        });
+        connections.spawn(serving);
     }
     drop(listener);
     let _ = stopping.send(true);

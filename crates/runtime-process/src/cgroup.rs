@@ -107,7 +107,8 @@ fn favour_dynamic_changes(mount_point: &Path) {
         return;
     };
     // "ID PARENT MAJ:MIN ROOT MOUNT_POINT MOUNT_OPTIONS ... - TYPE SOURCE SUPER_OPTIONS"
-    let found = mountinfo.lines().find_map(|line| {
+    // The last mount at that point is the one seen there.
+    let found = mountinfo.lines().rev().find_map(|line| {
         let (mount, fs) = line.split_once(" - ")?;
         let fields: Vec<&str> = mount.split(' ').collect();
         let fs: Vec<&str> = fs.split(' ').collect();
@@ -135,6 +136,8 @@ fn favour_dynamic_changes(mount_point: &Path) {
             "noatime" => MsFlags::MS_NOATIME,
             "nodiratime" => MsFlags::MS_NODIRATIME,
             "relatime" => MsFlags::MS_RELATIME,
+            "strictatime" => MsFlags::MS_STRICTATIME,
+            "nosymfollow" => MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW),
             _ => MsFlags::empty(),
         };
     }
@@ -301,9 +304,16 @@ impl Hierarchy {
             Hierarchy::V1 { cpuacct, .. } => cpuacct.join(name).join("cpuacct.usage"),
             Hierarchy::V2 { dir } => dir.join(name).join("cpu.stat"),
         };
-        *group.cpu_usage.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(std::fs::File::open(usage)?);
-        Ok(group)
+        match std::fs::File::open(usage) {
+            Ok(file) => {
+                *group.cpu_usage.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+                Ok(group)
+            }
+            Err(error) => {
+                let _ = group.remove();
+                Err(error)
+            }
+        }
     }
 
     /// Removes this server's group (at shutdown; fails while any instance

@@ -187,7 +187,16 @@ pub fn helper_main() -> ! {
                     status: &passed[2],
                     stdin: passed.get(3),
                 };
-                spawn(&request, &filters, &fds, &home, spares.pop())
+                let spare = spares.pop();
+                // The helper's own namespace fds are not the instance's
+                // to keep (its init never execs, which would close them).
+                let helpers: Vec<RawFd> = spares
+                    .iter()
+                    .chain([&home])
+                    .chain(spare.as_ref())
+                    .map(AsRawFd::as_raw_fd)
+                    .collect();
+                spawn(&request, &filters, &fds, &home, spare, &helpers)
             }
         };
         drop(passed);
@@ -299,6 +308,7 @@ fn spawn(
     fds: &Fds<'_>,
     home: &OwnedFd,
     spare: Option<OwnedFd>,
+    helpers: &[RawFd],
 ) -> Result<(Pid, Vec<OwnedFd>), String> {
     if request.listen.len() > MAX_LISTEN {
         return Err(format!("at most {MAX_LISTEN} ports to listen on"));
@@ -320,7 +330,14 @@ fn spawn(
     if !entered {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    let child = Box::new(|| instance_init(request, filters, &ready_read, fds));
+    let child = Box::new(|| {
+        for fd in helpers {
+            // SAFETY: the child's own copies of the helper's fds, which
+            // nothing in the child uses.
+            unsafe { libc::close(*fd) };
+        }
+        instance_init(request, filters, &ready_read, fds)
+    });
     // SAFETY: the helper is single-threaded, so the child (a copy of it,
     // CLONE_VM not set) may allocate and call anything; the stack lives
     // until `clone` returns in the parent, and the child has its own copy.
@@ -922,8 +939,9 @@ fn remount_read_only(host: &OwnedFd, inside: &Path) -> Result<(), String> {
 
 /// Listeners on `ports` of the loopback of the network namespace `netns`,
 /// made before the program runs (so it never finds them closed): the
-/// helper enters the namespace (its user namespace is the helper's
-/// child), brings `lo` up, listens, and comes back `home`.
+/// helper enters the namespace (whose user namespace is the helper's own
+/// or its child's, both within its reach), brings `lo` up, listens, and
+/// comes back `home`.
 fn listen_inside(netns: &OwnedFd, home: &OwnedFd, ports: &[u16]) -> Result<Vec<OwnedFd>, String> {
     if ports.is_empty() {
         return Ok(Vec::new());

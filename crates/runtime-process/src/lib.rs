@@ -367,11 +367,15 @@ impl ProcessRuntime {
             }
             Err(_) => {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::create_dir(&app)
-                    .and_then(|()| {
-                        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755))
-                    })
-                    .map_err(|error| format!("making /app in the base {name}: {error}"))?
+                match std::fs::create_dir(&app) {
+                    // Another load made it meanwhile.
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                    made => made,
+                }
+                .and_then(|()| {
+                    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755))
+                })
+                .map_err(|error| format!("making /app in the base {name}: {error}"))?
             }
         }
         Ok(pool::Root::OnImage {

@@ -1239,6 +1239,9 @@ async fn a_program_calls_wok_with_its_injected_credentials_and_reaches_only_allo
     assert_eq!(seen["deploy"]["status"], 403, "{}", seen["deploy"]);
     let planted = send(control(&server, Method::GET, "/v1/functions/planted")).await;
     assert_eq!(planted.status, 404);
+    // A URL it presigns works without a credential.
+    assert_eq!(seen["presigned"]["status"], 200, "{}", seen["presigned"]);
+    assert_eq!(seen["presigned"]["body"], "shared from inside");
     // Its S3 pair is the one it was given.
     let s3: Value = serde_json::from_str(seen["s3_credentials"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(s3["access_key_id"], env["AWS_ACCESS_KEY_ID"]);

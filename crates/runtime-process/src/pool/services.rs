@@ -107,18 +107,24 @@ pub(super) fn serve_proxy(
     config: Arc<FunctionConfig>,
     function: FunctionName,
 ) {
+    let owner = instance.clone();
     accept_until_ended(
         listener,
         instance,
         MAX_PROXY_CONNECTIONS,
         move |stream, permit| {
-            let (config, function) = (config.clone(), function.clone());
+            let (config, function, instance) = (config.clone(), function.clone(), owner.clone());
             tokio::spawn(async move {
-                let _permit = permit;
+                // Shared with a tunnel the connection becomes: held until
+                // both end.
+                let permit = Arc::new(permit);
                 let service = hyper::service::service_fn(move |request| {
                     let (config, function) = (config.clone(), function.clone());
+                    let (instance, permit) = (instance.clone(), permit.clone());
                     async move {
-                        Ok::<_, std::convert::Infallible>(proxy(request, &config, &function).await)
+                        Ok::<_, std::convert::Infallible>(
+                            proxy(request, &config, &function, instance, permit).await,
+                        )
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -162,6 +168,8 @@ async fn proxy(
     request: http::Request<hyper::body::Incoming>,
     config: &FunctionConfig,
     function: &FunctionName,
+    instance: Arc<Instance>,
+    permit: Arc<tokio::sync::OwnedSemaphorePermit>,
 ) -> http::Response<ProxyBody> {
     let connect = request.method() == http::Method::CONNECT;
     let Some(authority) = request.uri().authority().cloned() else {
@@ -176,21 +184,28 @@ async fn proxy(
             "only http:// URLs are proxied as requests; https goes through CONNECT".to_owned(),
         );
     }
-    if !config.allows_outbound(authority.as_str()) {
+    // The host and port alone (no userinfo), for the allow list, the
+    // connection and the Host header alike.
+    let host = authority.host().to_owned();
+    let port = authority.port_u16();
+    let authority = match port {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    if !config.allows_outbound(&authority) {
         return answer(
             http::StatusCode::FORBIDDEN,
             format!(
-                "function {function} may not reach {authority}: deploy it with --allow-outbound {}",
-                authority.host()
+                "function {function} may not reach {authority}: deploy it with --allow-outbound {host}"
             ),
         );
     }
-    let port = authority
-        .port_u16()
-        .unwrap_or(if connect { 443 } else { 80 });
+    let port = port.unwrap_or(if connect { 443 } else { 80 });
+    // An IPv6 literal without its brackets.
+    let address = host.trim_start_matches('[').trim_end_matches(']');
     let upstream = match tokio::time::timeout(
         CONNECT_TIMEOUT,
-        tokio::net::TcpStream::connect((authority.host(), port)),
+        tokio::net::TcpStream::connect((address, port)),
     )
     .await
     {
@@ -210,13 +225,19 @@ async fn proxy(
     };
     let _ = upstream.set_nodelay(true);
     if connect {
+        // The tunnel keeps the connection's place, and ends with the
+        // instance at the latest.
         tokio::spawn(async move {
+            let _permit = permit;
             let Ok(upgraded) = hyper::upgrade::on(request).await else {
                 return;
             };
             let mut upgraded = hyper_util::rt::TokioIo::new(upgraded);
             let mut upstream = upstream;
-            let _ = tokio::io::copy_bidirectional(&mut upgraded, &mut upstream).await;
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut upgraded, &mut upstream) => {}
+                _ = instance.ending(std::time::Duration::MAX) => {}
+            }
         });
         return http::Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
     }
@@ -237,7 +258,7 @@ async fn proxy(
     remove_hop_headers(&mut parts.headers);
     // The URL's host, whatever Host the program sent (RFC 9112 §3.2.2):
     // the allow list checked that one.
-    match http::HeaderValue::from_str(authority.as_str()) {
+    match http::HeaderValue::from_str(&authority) {
         Ok(host) => {
             parts.headers.insert(http::header::HOST, host);
         }

@@ -142,6 +142,18 @@ def host_header(address):
         return answer.split(b"\r\n\r\n", 1)[-1].decode()
 
 
+def presigned(api, token):
+    """Makes a bucket and an object, presigns a GET of it, and fetches
+    that URL with no credential."""
+    call("PUT", api + "/v1/buckets/inside", token)
+    call("PUT", api + "/v1/objects/inside/note.txt", token, b"shared from inside")
+    signed = call("POST", api + "/v1/objects/inside/note.txt", token,
+                  json.dumps({"method": "GET", "expires_in": "10m"}).encode())
+    if signed["status"] != 200:
+        return signed
+    return call("GET", api + json.loads(signed["body"])["path"])
+
+
 def platform(query):
     api, token = os.environ["WOK_API"], os.environ["WOK_TOKEN"]
     other = query["other_project"][0]
@@ -156,6 +168,7 @@ def platform(query):
         "other_project": call("GET", f"{api}/v1/projects/{other}/kv/notes/greeting", token),
         "deploy": call("POST", api + "/v1/functions/planted/versions?runtime=process&command=true", token, b"x"),
         "s3_credentials": call("GET", api + "/v1/s3/credentials", token),
+        "presigned": presigned(api, token),
         "outside_allowed": call("GET", f"http://{allowed}/hello"),
         "outside_host": host_header(allowed),
         "outside_denied": call("GET", f"http://{denied}/hello"),
