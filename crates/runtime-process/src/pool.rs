@@ -1002,13 +1002,7 @@ impl Pool {
         let head_request = request.method() == http::Method::HEAD;
         let (mut parts, body) = request.into_parts();
         // Origin form: the program sees the path and query, and the Host header.
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .map(|path| path.as_str())
-            .unwrap_or("/")
-            .parse()
-            .unwrap_or_else(|_| http::Uri::from_static("/"));
+        parts.uri = origin_form(&parts.uri);
         let body = CountingBody::request(body, meter.clone(), limits.max_request_body.bytes())
             .boxed_unsync();
         let mut sender = sender;
@@ -1063,6 +1057,15 @@ impl Pool {
             None => Outcome::NoResponse,
         }
     }
+}
+
+/// A request's target as sent to the host itself: the path and query.
+fn origin_form(uri: &http::Uri) -> http::Uri {
+    uri.path_and_query()
+        .map(|path| path.as_str())
+        .unwrap_or("/")
+        .parse()
+        .unwrap_or_else(|_| http::Uri::from_static("/"))
 }
 
 /// An instance just made, and the server's ends of its pipes.

@@ -1525,6 +1525,11 @@ http.createServer(async (request, response) => {
     );
 }
 
+/// What the static server of an image says of how it runs (`/env`).
+async fn env_of(server: &WokServer, function: &str) -> String {
+    get(server, &format!("/fn/{function}/env")).await.text()
+}
+
 /// A bundle on a named base image: the image (deployed earlier as a
 /// function) is the root, the bundle is at /app; the version stays on the
 /// base version it was deployed on, and the base cannot be removed while a
@@ -1562,9 +1567,8 @@ async fn a_bundle_runs_on_a_base_image_deployed_earlier_and_stays_on_its_version
     let other = make_image(dir.path(), "docker", &["--greeting", "v2"]);
     deploy(&server, "base", &other, &["--runtime", "process"]);
     assert!(
-        get(&server, "/fn/onbase/env")
+        env_of(&server, "onbase")
             .await
-            .text()
             .starts_with("greeting=image ")
     );
     // A deploy naming the base takes its live version; one naming a
@@ -1575,12 +1579,7 @@ async fn a_bundle_runs_on_a_base_image_deployed_earlier_and_stays_on_its_version
         bundle.to_str().unwrap(),
         &["--runtime", "process", "--base", "base"],
     );
-    assert!(
-        get(&server, "/fn/onbase/env")
-            .await
-            .text()
-            .starts_with("greeting=v2 ")
-    );
+    assert!(env_of(&server, "onbase").await.starts_with("greeting=v2 "));
     deploy(
         &server,
         "pinned",
@@ -1588,9 +1587,8 @@ async fn a_bundle_runs_on_a_base_image_deployed_earlier_and_stays_on_its_version
         &["--runtime", "process", "--base", "base@1"],
     );
     assert!(
-        get(&server, "/fn/pinned/env")
+        env_of(&server, "pinned")
             .await
-            .text()
             .starts_with("greeting=image ")
     );
 
@@ -1603,17 +1601,11 @@ async fn a_bundle_runs_on_a_base_image_deployed_earlier_and_stays_on_its_version
     // A restart keeps every bundle on its base version.
     let server = server.restart();
     assert!(
-        get(&server, "/fn/pinned/env")
+        env_of(&server, "pinned")
             .await
-            .text()
             .starts_with("greeting=image ")
     );
-    assert!(
-        get(&server, "/fn/onbase/env")
-            .await
-            .text()
-            .starts_with("greeting=v2 ")
-    );
+    assert!(env_of(&server, "onbase").await.starts_with("greeting=v2 "));
 
     // What cannot be a base is refused, naming why.
     for (base, says) in [

@@ -269,14 +269,7 @@ async fn proxy(
             );
         }
     }
-    // Origin form to the host itself.
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map(|path| path.as_str())
-        .unwrap_or("/")
-        .parse()
-        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    parts.uri = origin_form(&parts.uri);
     match sender
         .send_request(http::Request::from_parts(parts, body))
         .await

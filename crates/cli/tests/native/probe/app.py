@@ -103,6 +103,14 @@ def call(method, url, token=None, body=None):
         return {"status": None, "body": str(error)}
 
 
+def body_to_close(stream):
+    """The body of an answer read until the server closes."""
+    answer = b""
+    while chunk := stream.recv(4096):
+        answer += chunk
+    return answer.split(b"\r\n\r\n", 1)[-1].decode()
+
+
 def tunnel(address):
     """An HTTP GET through a CONNECT tunnel of the proxy, by hand."""
     proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
@@ -118,13 +126,7 @@ def tunnel(address):
         if " 200" not in status:
             return {"connect": status, "body": None}
         stream.sendall(f"GET /tunnelled HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n".encode())
-        answer = b""
-        while True:
-            chunk = stream.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-        return {"connect": status, "body": answer.split(b"\r\n\r\n", 1)[-1].decode()}
+        return {"connect": status, "body": body_to_close(stream)}
 
 
 def host_header(address):
@@ -133,13 +135,7 @@ def host_header(address):
     proxy = urllib.parse.urlsplit(os.environ["HTTP_PROXY"])
     with socket.create_connection((proxy.hostname, proxy.port), timeout=10) as stream:
         stream.sendall(f"GET http://{address}/host HTTP/1.1\r\nhost: internal.example\r\nconnection: close\r\n\r\n".encode())
-        answer = b""
-        while True:
-            chunk = stream.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-        return answer.split(b"\r\n\r\n", 1)[-1].decode()
+        return body_to_close(stream)
 
 
 def presigned(api, token):
