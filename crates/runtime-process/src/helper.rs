@@ -106,6 +106,8 @@ pub fn helper_main() -> ! {
     };
     let mut children: Vec<Child> = Vec::new();
     let mut spares: Vec<OwnedFd> = Vec::new();
+    // Set once a spare could not be made: starts make their own then.
+    let mut no_spares = false;
     let mut buffer = vec![0u8; MAX_REQUEST];
     loop {
         let mut fds = [nix::poll::PollFd::new(
@@ -115,7 +117,8 @@ pub fn helper_main() -> ! {
         // Short of spare network namespaces: make one once no request has
         // come for a moment (not while a start just asked for may still
         // be building its sandbox on the same CPU).
-        let wait = if spares.len() < SPARE_NETWORKS {
+        let short = !no_spares && spares.len() < SPARE_NETWORKS;
+        let wait = if short {
             nix::poll::PollTimeout::from(SPARE_AFTER_MS)
         } else {
             nix::poll::PollTimeout::from(1000u16)
@@ -124,13 +127,16 @@ pub fn helper_main() -> ! {
         reap(&mut children);
         match ready {
             Ok(0) => {
-                if spares.len() < SPARE_NETWORKS {
+                if short {
                     match spare_network(&home) {
                         Ok(spare) => spares.push(spare),
-                        // Made at spawn time instead, as without spares.
+                        // Made at spawn time instead, as without spares
+                        // (never a wait that would hold a start up).
                         Err(error) => {
-                            eprintln!("wok sandbox helper: a spare network namespace: {error}");
-                            std::thread::sleep(std::time::Duration::from_secs(1));
+                            eprintln!(
+                                "wok sandbox helper: no spare network namespaces ({error}): each start makes its own"
+                            );
+                            no_spares = true;
                         }
                     }
                 }
