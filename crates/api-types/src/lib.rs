@@ -7,6 +7,7 @@
 
 mod errors;
 mod settings;
+pub mod stored;
 
 pub use errors::ErrorCode;
 pub use settings::{DeploySettings, Trigger};

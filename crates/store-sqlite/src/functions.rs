@@ -1,12 +1,12 @@
 //! Functions and versions on SQLite: `functions` (one row per name, with
 //! its current and last version numbers; a removed function keeps its row
 //! with no current version, so numbering continues) and `versions`
-//! (immutable rows, the configuration as JSON, see `codec.rs`). A deploy,
+//! (immutable rows, the configuration as JSON, see `api_types::stored`). A deploy,
 //! rollback or removal syncs the function's subscriptions in its own
 //! transaction.
-use crate::codec::{config_from_json, config_to_json};
+use api_types::stored::{config_from_json, config_to_json, runtime_from_column, runtime_to_column};
 use crate::{Result, SqliteStore, stored};
-use domain::{FunctionName, HttpWorld, ProcessProtocol, ProjectId, Runtime, now_millis};
+use domain::{FunctionName, ProjectId, now_millis};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use store::{FunctionStore, FunctionVersion, NewVersion, StoreError};
 
@@ -31,39 +31,12 @@ fn version_from_row(row: &Row<'_>) -> rusqlite::Result<Result<FunctionVersion>> 
             version: row.get::<_, u32>(2)?,
             artifact: row.get(3)?,
             size_bytes: row.get::<_, i64>(4)? as u64,
-            runtime: runtime_from_column(&world)?,
+            runtime: stored(runtime_from_column(&world))?,
             config: stored(config_from_json(&config))?,
             created_at: row.get(7)?,
         })
     })();
     Ok(version)
-}
-
-/// The `world` column: what runs a version and how it takes requests
-/// (the name is from when wasm was the only runtime).
-fn world_column(runtime: Runtime) -> &'static str {
-    match runtime {
-        Runtime::Wasm(HttpWorld::P2) => "p2",
-        Runtime::Wasm(HttpWorld::P3) => "p3",
-        Runtime::Process(ProcessProtocol::Http) => "process-http",
-        Runtime::Process(ProcessProtocol::Exec) => "process-exec",
-        Runtime::Process(ProcessProtocol::Lambda) => "process-lambda",
-    }
-}
-
-fn runtime_from_column(world: &str) -> Result<Runtime> {
-    Ok(match world {
-        "p2" => Runtime::Wasm(HttpWorld::P2),
-        "p3" => Runtime::Wasm(HttpWorld::P3),
-        "process-http" => Runtime::Process(ProcessProtocol::Http),
-        "process-exec" => Runtime::Process(ProcessProtocol::Exec),
-        "process-lambda" => Runtime::Process(ProcessProtocol::Lambda),
-        other => {
-            return stored(Err(format!(
-                "a version's runtime {other:?} is not one this build knows"
-            )));
-        }
-    })
 }
 
 /// Whether the function is live (has a current version).
@@ -109,7 +82,7 @@ impl FunctionStore for SqliteStore {
                     version,
                     new.artifact,
                     new.size_bytes as i64,
-                    world_column(new.runtime),
+                    runtime_to_column(new.runtime),
                     config_to_json(&new.config, new.runtime.kind()),
                     now
                 ],

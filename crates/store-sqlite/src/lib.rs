@@ -17,7 +17,6 @@
 //! point reads inline, on a reader connection of their own (a point read
 //! takes microseconds and waits for no writer: cheaper than a thread hop).
 
-mod codec;
 mod docs;
 mod events;
 mod functions;

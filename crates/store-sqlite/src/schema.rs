@@ -11,7 +11,7 @@
 //! migration once released is never edited. The tests run every migration
 //! from an empty database and from a dump of the `wok.db` of the last
 //! release before them (`tests/fixtures`).
-use crate::codec::config_to_json;
+use api_types::stored::config_to_json;
 use crate::{Error, Result, stored};
 use domain::{
     AsyncConfig, ByteSize, Destination, FunctionConfig, FunctionName, Isolation, Limits, ProjectId,
@@ -129,7 +129,7 @@ fn first_schema(connection: &Connection) -> Result<()> {
 }
 
 /// Rewrites every version's configuration from the JSON of the releases
-/// before into its deploy settings (the shape of `codec.rs`).
+/// before into its deploy settings (the shape of `api_types::stored`).
 fn configs_as_deploy_settings(connection: &Connection) -> Result<()> {
     let rows: Vec<(String, String, u32, String)> = connection
         .prepare("SELECT project, name, version, config FROM versions")?

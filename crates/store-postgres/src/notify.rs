@@ -1,0 +1,222 @@
+//! Wake-ups across nodes. A node's own commits wake its readers in
+//! process (`PgStore::after_commit`); the other nodes learn of them here:
+//! the streams of the commits made since the last notification go out as
+//! one `pg_notify` on a connection of its own, outside the data
+//! transactions (a NOTIFY inside each write transaction serialises the
+//! commits of the whole database), and a second connection `LISTEN`s and
+//! calls the hook with the other nodes' streams.
+//!
+//! A notification can be lost (a connection drops, the server restarts):
+//! readers also poll, which bounds how late they learn of an event; on
+//! every reconnection the hook is called with no streams, which readers
+//! take as "look at everything".
+use domain::ProjectId;
+use futures::StreamExt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use store::events::Hook;
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
+
+/// The channel the notifications go on.
+const CHANNEL: &str = "wok_events";
+/// A notification's payload stays under PostgreSQL's 8000-byte limit.
+const MAX_PAYLOAD: usize = 7000;
+/// How long a lost connection waits before it is made again.
+const RECONNECT: Duration = Duration::from_millis(500);
+
+pub(crate) struct Notifier {
+    sender: mpsc::UnboundedSender<Vec<(ProjectId, String)>>,
+}
+
+impl Notifier {
+    /// Starts the sender and the listener, each with its own connection.
+    pub(crate) fn start(config: tokio_postgres::Config, hook: Arc<RwLock<Option<Hook>>>) -> Self {
+        let node = uuid::Uuid::now_v7().simple().to_string();
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(send_loop(config.clone(), node.clone(), receiver));
+        tokio::spawn(listen_loop(config, node, hook));
+        Self { sender }
+    }
+
+    /// Tells the other nodes about `streams` (soon, with whatever else
+    /// committed meanwhile).
+    pub(crate) fn send(&self, streams: Vec<(ProjectId, String)>) {
+        // The loop ends only with the runtime.
+        let _ = self.sender.send(streams);
+    }
+}
+
+/// The payloads that tell of `streams`: `NODE\nPROJECT\tSTREAM\n...`,
+/// each under [`MAX_PAYLOAD`] bytes.
+fn payloads(node: &str, streams: &[(ProjectId, String)]) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut payload = node.to_owned();
+    for (project, stream) in streams {
+        let line = format!("\n{}\t{stream}", project.as_str());
+        if payload.len() + line.len() > MAX_PAYLOAD && payload.len() > node.len() {
+            payloads.push(std::mem::replace(&mut payload, node.to_owned()));
+        }
+        if node.len() + line.len() <= MAX_PAYLOAD {
+            payload.push_str(&line);
+        }
+    }
+    if payload.len() > node.len() {
+        payloads.push(payload);
+    }
+    payloads
+}
+
+/// The streams a payload from another node tells of (`None` for this
+/// node's own, or one that does not parse).
+fn parse(node: &str, payload: &str) -> Option<Vec<(ProjectId, String)>> {
+    let mut lines = payload.split('\n');
+    if lines.next()? == node {
+        return None;
+    }
+    Some(
+        lines
+            .filter_map(|line| {
+                let (project, stream) = line.split_once('\t')?;
+                Some((ProjectId::new(project).ok()?, stream.to_owned()))
+            })
+            .collect(),
+    )
+}
+
+async fn connect(
+    config: &tokio_postgres::Config,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ),
+    tokio_postgres::Error,
+> {
+    config.connect(tokio_postgres::NoTls).await
+}
+
+async fn send_loop(
+    config: tokio_postgres::Config,
+    node: String,
+    mut receiver: mpsc::UnboundedReceiver<Vec<(ProjectId, String)>>,
+) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    while let Some(first) = receiver.recv().await {
+        let mut streams = first;
+        // Coalesce what committed meanwhile into the same notification.
+        while let Ok(more) = receiver.try_recv() {
+            streams.extend(more);
+        }
+        streams.sort();
+        streams.dedup();
+        for payload in payloads(&node, &streams) {
+            for _attempt in 0..2 {
+                if client.as_ref().is_none_or(|client| client.is_closed()) {
+                    client = match connect(&config).await {
+                        Ok((made, connection)) => {
+                            tokio::spawn(connection);
+                            Some(made)
+                        }
+                        Err(error) => {
+                            tracing::warn!("cannot connect to notify other nodes: {error}");
+                            None
+                        }
+                    };
+                }
+                let Some(sender) = &client else { break };
+                match sender
+                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!("cannot notify other nodes: {error}");
+                        client = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn listen_loop(
+    config: tokio_postgres::Config,
+    node: String,
+    hook: Arc<RwLock<Option<Hook>>>,
+) {
+    let call = |streams: &[(ProjectId, String)]| {
+        if let Some(hook) = hook
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+        {
+            hook(streams);
+        }
+    };
+    let mut first = true;
+    loop {
+        match connect(&config).await {
+            Err(error) => {
+                tracing::warn!("cannot connect to hear other nodes' events: {error}");
+            }
+            Ok((client, mut connection)) => {
+                let mut messages =
+                    futures::stream::poll_fn(move |cx| connection.poll_message(cx)).boxed();
+                let statement = format!("LISTEN {CHANNEL}");
+                let listen = client.batch_execute(&statement);
+                // The connection is driven by polling its messages, while
+                // the LISTEN waits for its answer.
+                let listening = tokio::select! {
+                    result = listen => result.is_ok(),
+                    _ = messages.next() => false,
+                };
+                if listening {
+                    if !first {
+                        // Whatever was told while the listener was away.
+                        call(&[]);
+                    }
+                    first = false;
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(AsyncMessage::Notification(notification)) => {
+                                if let Some(streams) = parse(&node, notification.payload()) {
+                                    call(&streams);
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(error) => {
+                                tracing::warn!("lost the connection that hears other nodes: {error}");
+                                break;
+                            }
+                        }
+                    }
+                }
+                drop(client);
+            }
+        }
+        tokio::time::sleep(RECONNECT).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_split_under_the_limit_and_parse_back() {
+        let project = ProjectId::new("app").unwrap();
+        let streams: Vec<(ProjectId, String)> = (0..2000)
+            .map(|n| (project.clone(), format!("topic:stream-{n}")))
+            .collect();
+        let sent = payloads("node-a", &streams);
+        assert!(sent.len() > 1);
+        assert!(sent.iter().all(|payload| payload.len() <= MAX_PAYLOAD));
+        let heard: Vec<_> = sent
+            .iter()
+            .flat_map(|payload| parse("node-b", payload).unwrap())
+            .collect();
+        assert_eq!(heard, streams);
+        assert_eq!(parse("node-a", &sent[0]), None);
+    }
+}

@@ -1,0 +1,211 @@
+//! Events a transaction logs (messages, data changes, requests, ticks)
+//! and the subscriptions that read them.
+//!
+//! Positions are commit-ordered per stream: a reader that has seen
+//! position `n` of a stream never later finds an event below `n` commit
+//! there. A plain sequence does not give that (a transaction that drew 10
+//! may commit after one that drew 11, and a reader between the two commits
+//! would move its cursor past 10). So a transaction gathers its events in
+//! an [`Outbox`] while it makes its data writes, then, last thing before
+//! its commit, takes a transaction-scoped advisory lock per stream (in a
+//! fixed order, so two transactions cannot deadlock on them), and only
+//! then draws the numbers: the next writer of a stream draws after this
+//! one has committed. The lock is held for the length of the commit, not
+//! of the whole transaction.
+use crate::Result;
+use domain::{FunctionName, ProjectId, TriggerSpec, UnixMillis, now_millis};
+use store::events::{Event, NewEvent};
+use deadpool_postgres::GenericClient;
+
+/// The pseudo-function whose subscriptions keep a stream logged for live
+/// queries (function names start with a letter or digit, so no function
+/// can take it). Their cursor is the largest position, so they never hold
+/// back pruning.
+pub(crate) const WATCHER: &str = "_realtime";
+
+/// The events a transaction will log, numbered at [`Outbox::write`].
+#[derive(Default)]
+pub(crate) struct Outbox {
+    events: Vec<(ProjectId, NewEvent, UnixMillis)>,
+}
+
+impl Outbox {
+    /// Logs `event` with the transaction.
+    pub(crate) fn push(&mut self, project: &ProjectId, event: NewEvent) {
+        self.events.push((project.clone(), event, now_millis()));
+    }
+
+    /// Logs a change (the outbox pattern): with the transaction of the
+    /// change itself, if anything reads its stream.
+    pub(crate) async fn log_change(
+        &mut self,
+        transaction: &impl GenericClient,
+        project: &ProjectId,
+        event: NewEvent,
+    ) -> Result<()> {
+        if watched(transaction, project, &event.stream).await? {
+            self.push(project, event);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Numbers and inserts the events, in the order they were pushed; call
+    /// it last before the commit. Returns them with their positions.
+    pub(crate) async fn write(self, transaction: &impl GenericClient) -> Result<Vec<Event>> {
+        if self.events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut streams: Vec<String> = self
+            .events
+            .iter()
+            .map(|(project, event, _)| lock_name(project, &event.stream))
+            .collect();
+        streams.sort();
+        streams.dedup();
+        let lock = transaction
+            .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .await?;
+        for stream in &streams {
+            transaction.execute(&lock, &[stream]).await?;
+        }
+        let insert = transaction
+            .prepare_cached(
+                "INSERT INTO events (seq, project, stream, id, type, subject, key, time, content_type, data, origin)
+                 VALUES (nextval('event_positions'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 RETURNING seq",
+            )
+            .await?;
+        let mut written = Vec::with_capacity(self.events.len());
+        for (project, event, time) in self.events {
+            let id = uuid::Uuid::now_v7().to_string();
+            let origin = event.origin.as_ref().map(FunctionName::as_str);
+            let row = transaction
+                .query_one(
+                    &insert,
+                    &[
+                        &project.as_str(),
+                        &event.stream,
+                        &id,
+                        &event.kind,
+                        &event.subject,
+                        &event.key,
+                        &time,
+                        &event.content_type,
+                        &event.data,
+                        &origin,
+                    ],
+                )
+                .await?;
+            written.push(Event {
+                seq: row.get(0),
+                project,
+                stream: event.stream,
+                id,
+                kind: event.kind,
+                subject: event.subject,
+                key: event.key,
+                time,
+                content_type: event.content_type,
+                data: event.data,
+                origin: event.origin,
+            });
+        }
+        Ok(written)
+    }
+}
+
+/// What the per-stream lock is named by.
+fn lock_name(project: &ProjectId, stream: &str) -> String {
+    format!("{}\n{stream}", project.as_str())
+}
+
+/// The streams of `events`, each once, for [`crate::PgStore::after_commit`].
+pub(crate) fn streams_of(events: &[Event]) -> Vec<(ProjectId, String)> {
+    let mut streams: Vec<(ProjectId, String)> = events
+        .iter()
+        .map(|event| (event.project.clone(), event.stream.clone()))
+        .collect();
+    streams.sort();
+    streams.dedup();
+    streams
+}
+
+/// Whether anything (a trigger, a live query) reads the stream: changes
+/// are logged only then.
+pub(crate) async fn watched(
+    client: &impl GenericClient,
+    project: &ProjectId,
+    stream: &str,
+) -> Result<bool> {
+    let statement = client
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE project = $1 AND stream = $2)",
+        )
+        .await?;
+    Ok(client
+        .query_one(&statement, &[&project.as_str(), &stream])
+        .await?
+        .get(0))
+}
+
+/// Brings a function's subscriptions in step with its current triggers
+/// (in the deploy's, rollback's or removal's transaction). A trigger kept
+/// keeps its cursor and failed events; a new one starts at the end of the
+/// log; one gone takes its failed events with it.
+pub(crate) async fn sync_subscriptions(
+    client: &impl GenericClient,
+    project: &ProjectId,
+    function: &FunctionName,
+    triggers: &[TriggerSpec],
+) -> Result<()> {
+    let existing: Vec<(String, String)> = client
+        .query(
+            "SELECT trigger, stream FROM subscriptions WHERE project = $1 AND function = $2",
+            &[&project.as_str(), &function.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let end: i64 = client
+        .query_one("SELECT COALESCE(MAX(seq), 0) FROM events", &[])
+        .await?
+        .get(0);
+    for (trigger, stream) in &existing {
+        let kept = triggers
+            .iter()
+            .any(|spec| spec.name.as_str() == trigger && &spec.stream(function) == stream);
+        if !kept {
+            for table in ["subscriptions", "event_failures"] {
+                client
+                    .execute(
+                        &format!(
+                            "DELETE FROM {table} WHERE project = $1 AND function = $2 AND trigger = $3"
+                        ),
+                        &[&project.as_str(), &function.as_str(), trigger],
+                    )
+                    .await?;
+            }
+        }
+    }
+    for spec in triggers {
+        client
+            .execute(
+                "INSERT INTO subscriptions (project, function, trigger, stream, cursor)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[
+                    &project.as_str(),
+                    &function.as_str(),
+                    &spec.name.as_str(),
+                    &spec.stream(function),
+                    &end,
+                ],
+            )
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Starts the PostgreSQL cluster the tests (and bench/cluster.sh) use, from
+# the PostgreSQL 15 of the machine image (Debian's `postgresql-15`,
+# installed with apt if missing): initialised once under
+# target/postgres, listening on 127.0.0.1:$WOK_PG_PORT (25432) and its own
+# socket directory, with trust authentication for loopback only. Prints
+# the admin connection URL. Idempotent: a running cluster is left as it
+# is. `stop` as the first argument stops it.
+#
+# fsync is off: these are tests, whose machine does not lose power under
+# them; `pg_ctl restart -m immediate` (a crash of the server, not of the
+# OS) still keeps every committed transaction, since the WAL reaches the
+# OS before a commit is answered.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DIR="${WOK_PG_DIR:-$ROOT/target/postgres}"
+PORT="${WOK_PG_PORT:-25432}"
+mkdir -p "$DIR"
+exec 9>"$DIR.lock"
+flock 9
+
+BIN=/usr/lib/postgresql/15/bin
+if [ ! -x "$BIN/initdb" ]; then
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >&2
+fi
+# initdb and the server refuse to run as root: the postgres user owns the
+# cluster.
+as_postgres() { runuser -u postgres -- "$@"; }
+chown postgres "$DIR"
+DATA="$DIR/data"
+
+if [ "${1:-}" = stop ]; then
+  if [ -f "$DATA/postmaster.pid" ]; then
+    as_postgres "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >&2 || true
+  fi
+  exit 0
+fi
+
+if [ ! -f "$DATA/PG_VERSION" ]; then
+  rm -rf "$DATA"
+  as_postgres "$BIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >&2
+  cat >>"$DATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PORT
+unix_socket_directories = '$DIR'
+max_connections = 400
+shared_buffers = 256MB
+fsync = off
+full_page_writes = off
+log_min_messages = warning
+CONF
+fi
+if ! as_postgres "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
+  # The server must not inherit the lock (fd 9): it would hold it for good.
+  as_postgres "$BIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -t 30 start >&2 9>&-
+fi
+echo "postgres://postgres@127.0.0.1:$PORT/postgres"
