@@ -23,16 +23,12 @@ async fn live_entry(
     store: &StoreName,
     key: &str,
     now: UnixMillis,
-    lock: bool,
 ) -> Result<Option<KvEntry>> {
     let statement = client
-        .prepare_cached(if lock {
+        .prepare_cached(
             "SELECT value, version, expires_at FROM kv
-             WHERE project = $1 AND store = $2 AND key = $3 FOR UPDATE"
-        } else {
-            "SELECT value, version, expires_at FROM kv
-             WHERE project = $1 AND store = $2 AND key = $3"
-        })
+             WHERE project = $1 AND store = $2 AND key = $3",
+        )
         .await?;
     let row = client
         .query_opt(&statement, &[&project.as_str(), &store.as_str(), &key])
@@ -100,7 +96,7 @@ impl KvStore for PgStore {
         now: UnixMillis,
     ) -> Result<Option<KvEntry>, StoreError> {
         let client = self.client().await?;
-        live_entry(&client, project, store, key, now, false)
+        live_entry(&client, project, store, key, now)
             .await
             .db()
     }
@@ -250,7 +246,7 @@ impl KvStore for PgStore {
             Condition::Absent => {
                 // Holds only when there is nothing live to delete: an
                 // expired row may go.
-                if live_entry(&client, project, store, key, now, false)
+                if live_entry(&client, project, store, key, now)
                     .await
                     .db()?
                     .is_some()
@@ -273,37 +269,49 @@ impl KvStore for PgStore {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.db()?;
         loop {
-            let live = live_entry(&transaction, project, store, key, now, true)
+            // The row, live or expired, locked until the commit.
+            let row = transaction
+                .query_opt(
+                    "SELECT value, expires_at FROM kv
+                     WHERE project = $1 AND store = $2 AND key = $3 FOR UPDATE",
+                    &[&project.as_str(), &store.as_str(), &key],
+                )
                 .await
                 .db()?;
+            let live = row.as_ref().and_then(|row| {
+                let expires_at: Option<UnixMillis> = row.get(1);
+                expires_at
+                    .is_none_or(|at| at > now)
+                    .then(|| (row.get::<_, Vec<u8>>(0), expires_at))
+            });
             let (current, expires_at) = match &live {
                 None => (0, None),
-                Some(entry) => (
-                    std::str::from_utf8(&entry.value)
+                Some((value, expires_at)) => (
+                    std::str::from_utf8(value)
                         .ok()
                         .and_then(|text| text.trim().parse::<i64>().ok())
                         .ok_or(StoreError::NotANumber)?,
-                    entry.expires_at,
+                    *expires_at,
                 ),
             };
             let sum = current.checked_add(by).ok_or(StoreError::Overflow)?;
             let value = sum.to_string().into_bytes();
-            // The row, if any, is locked: an expired one is replaced.
-            let updated = transaction
-                .execute(
-                    "UPDATE kv SET value = $4, version = nextval('kv_versions'), expires_at = $5
-                     WHERE project = $1 AND store = $2 AND key = $3",
-                    &[&project.as_str(), &store.as_str(), &key, &value, &expires_at],
-                )
-                .await
-                .db()?;
-            if updated == 0
-                && insert_new(&transaction, project, store, key, &value, expires_at)
+            if row.is_some() {
+                transaction
+                    .execute(
+                        "UPDATE kv SET value = $4, version = nextval('kv_versions'), expires_at = $5
+                         WHERE project = $1 AND store = $2 AND key = $3",
+                        &[&project.as_str(), &store.as_str(), &key, &value, &expires_at],
+                    )
                     .await
-                    .db()?
-                    .is_none()
+                    .db()?;
+            } else if insert_new(&transaction, project, store, key, &value, expires_at)
+                .await
+                .db()?
+                .is_none()
             {
-                // Another writer made the row meanwhile: read it again.
+                // Another writer made the row since it was read: read it
+                // again (this statement saw its commit).
                 continue;
             }
             transaction.commit().await.db()?;
