@@ -343,8 +343,29 @@ impl Auth {
         admin_token: String,
         server_key: [u8; 32],
     ) -> Result<Self, StoreError> {
-        let auth = Self::new(store.clone(), admin_token, server_key);
+        let auth = Self::new(store, admin_token, server_key);
+        auth.load().await?;
+        Ok(auth)
+    }
+
+    /// Reads every live key and rule again, and forgets the projects
+    /// removed since: what another node sharing the store changed. Long
+    /// connections check their access again.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let projects = self.load().await?;
+        self.projects
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|project| projects.contains(project));
+        self.changed();
+        Ok(())
+    }
+
+    /// Loads every live key and rule into memory; the live projects.
+    async fn load(&self) -> Result<std::collections::HashSet<ProjectId>, StoreError> {
+        let store = &self.store;
         let mut live = HashMap::new();
+        let mut projects = std::collections::HashSet::new();
         for project in store.list_projects().await? {
             for mut key in store.keys(&project.id).await? {
                 if key.revoked_at.is_some() {
@@ -352,7 +373,7 @@ impl Auth {
                 }
                 if key.s3_secret.is_none() {
                     let access_key = Self::s3_access_key(&key);
-                    let sealed = auth.seal(&access_key, &auth.legacy_s3_secret(&access_key));
+                    let sealed = self.seal(&access_key, &self.legacy_s3_secret(&access_key));
                     store
                         .set_key_s3_secret(&key.project, &key.id, &sealed)
                         .await?;
@@ -360,20 +381,21 @@ impl Auth {
                 }
                 live.insert((key.project.clone(), key.id.clone()), key);
             }
+            projects.insert(project.id);
         }
-        *auth
-            .live
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = live;
         let mut rules = Rules::default();
         for (project, kind, name, rule) in store.access_rules().await? {
             rules.set((project, kind, name), rule);
         }
-        *auth
+        *self
+            .live
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = live;
+        *self
             .rules
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = rules;
-        Ok(auth)
+        Ok(projects)
     }
 
     /// A secret sealed for one access key (the id is bound in, so a sealed

@@ -192,11 +192,19 @@ impl Streams {
             .subscribe()
     }
 
+    /// Wakes the readers of `logged`; of every stream when it is empty
+    /// (a store that may have missed news: another node's notifications
+    /// lost while it reconnected).
     fn bump(&self, logged: &[(ProjectId, String)]) {
         let streams = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if logged.is_empty() {
+            for sender in streams.values() {
+                sender.send_modify(|count| *count = count.wrapping_add(1));
+            }
+        }
         for key in logged {
             if let Some(sender) = streams.get(key) {
                 sender.send_modify(|count| *count = count.wrapping_add(1));

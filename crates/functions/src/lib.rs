@@ -554,6 +554,65 @@ impl Functions {
         Ok(loaded)
     }
 
+    /// Brings the registry in step with the store: the versions other
+    /// nodes sharing it deployed, rolled back to or removed since. A
+    /// version new to this node is fetched and loaded (compiled on first
+    /// sight) before it is served; one that cannot be loaded is logged and
+    /// left out, as at start. Returns how many functions changed.
+    pub async fn sync(self: &Arc<Self>) -> Result<usize, FunctionsError> {
+        let _switch = self.switch.lock().await;
+        let mut current = HashMap::new();
+        for project in self.store.projects_with_functions().await? {
+            for version in self.store.list(&project).await? {
+                current.insert(
+                    (version.project.clone(), version.function.clone()),
+                    version,
+                );
+            }
+        }
+        let mut changed = 0;
+        let gone: Vec<Key> = self
+            .live()
+            .iter()
+            .map(|deployed| {
+                (
+                    deployed.version.project.clone(),
+                    deployed.version.function.clone(),
+                )
+            })
+            .filter(|key| !current.contains_key(key))
+            .collect();
+        if !gone.is_empty() {
+            let mut live = self
+                .live
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for key in &gone {
+                live.remove(key);
+            }
+            changed += gone.len();
+        }
+        for (key, version) in current {
+            let served = self
+                .get(&key.0, &key.1)
+                .is_some_and(|deployed| deployed.version.version == version.version);
+            if served {
+                continue;
+            }
+            match self.load_version(&version).await {
+                Ok(prepared) => {
+                    self.install(version, prepared);
+                    changed += 1;
+                }
+                Err(error) => cannot_load(&version, &error),
+            }
+        }
+        if changed > 0 {
+            self.changed();
+        }
+        Ok(changed)
+    }
+
     /// Validates, compiles (by the runtime of `kind`), stores and switches
     /// to a new version.
     pub async fn deploy(

@@ -33,6 +33,7 @@ use blob::{ArtifactStore, FileBlobs, Layout};
 use domain::ByteSize;
 use functions::Functions;
 pub use gateway::ConnectionLimits;
+pub use store_postgres::PgOptions;
 use gateway::Gateway;
 use metering::{Metrics, Recorder};
 use runtime_wasm::{WasmConfig, WasmRuntime};
@@ -79,6 +80,9 @@ pub struct ServerConfig {
     pub realtime_buffer: ByteSize,
     pub wasm: WasmConfig,
     pub process: ProcessSettings,
+    /// The PostgreSQL database several nodes share; `None`: the embedded
+    /// SQLite database of the data directory.
+    pub database: Option<store_postgres::PgOptions>,
 }
 
 /// Native (process) functions.
@@ -166,6 +170,44 @@ fn secret_file(path: &Path, prefix: &str) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// The secrets every node sharing a database must hold alike (the admin
+/// credential, the metrics token, the server key): the first node to
+/// start stores its own, every other node takes them and writes them into
+/// its data directory (where the CLI and the rest of the start read them).
+async fn adopt_shared_secrets(
+    store: &store_postgres::PgStore,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    for (file, prefix) in [
+        (ADMIN_TOKEN_FILE, "wok_admin_"),
+        (METRICS_TOKEN_FILE, "wok_metrics_"),
+        (SERVER_KEY_FILE, "wok_serverkey_"),
+    ] {
+        let path = data_dir.join(file);
+        let local = secret_file(&path, prefix)?;
+        let shared = store
+            .shared_secret(file, &local)
+            .await
+            .with_context(|| format!("reading the shared {file} from the database"))?;
+        if shared != local {
+            use std::os::unix::fs::OpenOptionsExt;
+            let temporary = data_dir.join(format!("{file}.new"));
+            let _ = std::fs::remove_file(&temporary);
+            let mut new = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temporary)
+                .with_context(|| format!("creating {}", temporary.display()))?;
+            std::io::Write::write_all(&mut new, shared.as_bytes())?;
+            new.sync_all()?;
+            std::fs::rename(&temporary, &path)
+                .with_context(|| format!("replacing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// The data directory holds every project's data: only its owner may
 /// enter it, and what the server creates in it is the owner's alone
 /// (files 0600, directories 0700, whatever the umask was).
@@ -208,6 +250,16 @@ pub async fn run_with(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     restrict_data_dir(&config.data_dir)?;
+    let shared = match &config.database {
+        None => None,
+        Some(options) => {
+            let store = store_postgres::PgStore::connect(options)
+                .await
+                .context("connecting to the database")?;
+            adopt_shared_secrets(&store, &config.data_dir).await?;
+            Some(Arc::new(store))
+        }
+    };
     let token = admin_token(&config.data_dir)?;
     let disk = Arc::new(
         blob::Reserve::open(&config.data_dir, config.disk_reserve.bytes())
@@ -218,12 +270,17 @@ pub async fn run_with(
     } else {
         gateway::MetricsAccess::Token(metrics_token(&config.data_dir)?)
     };
-    let database = config.data_dir.join("wok.db");
-    let stores = Stores::of(Arc::new(
-        tokio::task::spawn_blocking(move || SqliteStore::open(&database))
-            .await?
-            .context("opening the metadata database")?,
-    ));
+    let stores = match &shared {
+        Some(store) => Stores::of(store.clone()),
+        None => {
+            let database = config.data_dir.join("wok.db");
+            Stores::of(Arc::new(
+                tokio::task::spawn_blocking(move || SqliteStore::open(&database))
+                    .await?
+                    .context("opening the metadata database")?,
+            ))
+        }
+    };
     let data = &config.data_dir;
     let object_blobs = FileBlobs::open(
         &data.join("objects"),
@@ -231,10 +288,13 @@ pub async fn run_with(
         &data.join("objects").join("tmp"),
     )
     .context("opening the object directory")?;
+    // With a shared database, blobs unnamed at start may be another
+    // node's uploads in flight: no sweep then (the trash is still emptied).
+    let sweep = !take_clean_stop(&config.data_dir)? && shared.is_none();
     let objects = objects::Objects::open(
         stores.objects.clone(),
         Arc::new(object_blobs),
-        !take_clean_stop(&config.data_dir)?,
+        sweep,
     )
     .await
     .context("opening object storage")?;
@@ -366,6 +426,14 @@ pub async fn run_with(
         stores.events.clone(),
         config.event_retention,
     ));
+    // Other nodes' changes of keys, rules and live versions.
+    let follow = shared.clone().map(|store| {
+        tokio::spawn(follow_other_nodes(
+            store,
+            gateway.auth.clone(),
+            functions.clone(),
+        ))
+    });
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let app = gateway::app(gateway.clone());
     let serve = gateway::serve(
@@ -397,6 +465,9 @@ pub async fn run_with(
         }
     };
     maintenance.stop().await;
+    if let Some(follow) = follow {
+        follow.abort();
+    }
     expiry.abort();
     pruning.abort();
     disk_watch.abort();
@@ -512,6 +583,52 @@ pub fn default_max_connections() -> usize {
 
 /// While the disk is full, looks every 2 s for the room to take writes
 /// again.
+/// How often a node sharing a database looks for other nodes' changes of
+/// keys, access rules and live versions: a revoked key is refused by every
+/// node, and a deploy served by every node, this long after it commits
+/// (plus the time to load the new version).
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// Follows the changes other nodes make to what this node keeps in memory:
+/// polls the database's change counter, and when it moves, reads keys and
+/// rules again and brings the registry of live versions in step (the
+/// trigger workers follow the registry).
+async fn follow_other_nodes(
+    store: Arc<store_postgres::PgStore>,
+    auth: Arc<auth::Auth>,
+    functions: Arc<Functions>,
+) {
+    let mut seen: Option<i64> = None;
+    let mut ticks = tokio::time::interval(FOLLOW_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let version = match store.control_version().await {
+            Ok(version) => version,
+            Err(error) => {
+                tracing::warn!("cannot read the database's change counter: {error}");
+                continue;
+            }
+        };
+        if seen == Some(version) {
+            continue;
+        }
+        let reloaded = async {
+            auth.reload().await?;
+            functions
+                .sync()
+                .await
+                .map_err(|error| store::StoreError::backend(error.to_string(), true))?;
+            Ok::<_, store::StoreError>(())
+        };
+        match reloaded.await {
+            // Read again at the next tick if this failed.
+            Ok(()) => seen = Some(version),
+            Err(error) => tracing::warn!("cannot follow other nodes' changes: {error}"),
+        }
+    }
+}
+
 async fn watch_disk(disk: Arc<blob::Reserve>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(2));
     loop {

@@ -65,7 +65,8 @@ impl FunctionStore for PgStore {
         let now = now_millis();
         let version: i64 = transaction
             .query_one(
-                "INSERT INTO functions (project, name, current_version, last_version, created_at, updated_at)
+                "WITH changed AS (UPDATE control_changes SET version = version + 1)
+                 INSERT INTO functions (project, name, current_version, last_version, created_at, updated_at)
                  VALUES ($1, $2, 1, 1, $3, $3)
                  ON CONFLICT (project, name) DO UPDATE
                    SET current_version = functions.last_version + 1,
@@ -139,7 +140,8 @@ impl FunctionStore for PgStore {
         let stored = version_from_row(&row)?;
         transaction
             .execute(
-                "UPDATE functions SET current_version = $1, updated_at = $2 WHERE project = $3 AND name = $4",
+                "WITH changed AS (UPDATE control_changes SET version = version + 1)
+                 UPDATE functions SET current_version = $1, updated_at = $2 WHERE project = $3 AND name = $4",
                 &[
                     &i64::from(version),
                     &now_millis(),
@@ -235,7 +237,8 @@ impl FunctionStore for PgStore {
         // unambiguous.
         let changed = transaction
             .execute(
-                "UPDATE functions SET current_version = NULL, updated_at = $1
+                "WITH changed AS (UPDATE control_changes SET version = version + 1)
+                 UPDATE functions SET current_version = NULL, updated_at = $1
                  WHERE project = $2 AND name = $3 AND current_version IS NOT NULL",
                 &[&now_millis(), &project.as_str(), &function.as_str()],
             )

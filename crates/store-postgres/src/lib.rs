@@ -121,6 +121,9 @@ pub struct PgOptions {
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (or the
     /// `key=value` form).
     pub url: String,
+    /// The password, when the URL has none (so that it need not appear
+    /// on a command line: `PGPASSWORD`).
+    pub password: Option<String>,
     /// Most connections this node holds open.
     pub max_connections: usize,
     /// How long a call waits for a free connection (or a new one) before
@@ -132,6 +135,7 @@ impl PgOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            password: None,
             max_connections: 16,
             connect_timeout: Duration::from_secs(5),
         }
@@ -161,6 +165,11 @@ impl PgStore {
             StoreError::backend(format!("the database URL is not valid: {error}"), false)
         })?;
         let mut config = config;
+        if let Some(password) = &options.password
+            && config.get_password().is_none()
+        {
+            config.password(password);
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }
@@ -218,6 +227,40 @@ impl PgStore {
             hook(&streams);
         }
         self.shared.notifier.send(streams);
+    }
+
+    /// A number that changes with every committed change of what nodes
+    /// keep in memory (projects, keys, access rules, live versions): a
+    /// node that polls it learns of other nodes' changes.
+    pub async fn control_version(&self) -> std::result::Result<i64, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT version FROM control_changes")
+            .await
+            .db()?;
+        Ok(client.query_one(&statement, &[]).await.db()?.get(0))
+    }
+
+    /// The secret stored under `name`, storing `new` if there is none yet:
+    /// the first node to start makes it, every other node reads it.
+    pub async fn shared_secret(
+        &self,
+        name: &str,
+        new: &str,
+    ) -> std::result::Result<String, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&name, &new],
+            )
+            .await
+            .db()?;
+        Ok(client
+            .query_one("SELECT value FROM secrets WHERE name = $1", &[&name])
+            .await
+            .db()?
+            .get(0))
     }
 
     /// Connections open now, idle or busy (for tests and metrics).

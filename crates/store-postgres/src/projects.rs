@@ -42,7 +42,8 @@ impl ProjectStore for PgStore {
         let created_at = now_millis();
         let inserted = client
             .execute(
-                "INSERT INTO projects (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                "WITH changed AS (UPDATE control_changes SET version = version + 1)
+                 INSERT INTO projects (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 &[&project.as_str(), &created_at],
             )
             .await
@@ -129,7 +130,8 @@ impl ProjectStore for PgStore {
         let now = now_millis();
         transaction
             .execute(
-                "UPDATE projects SET removed_at = $1 WHERE name = $2",
+                "WITH changed AS (UPDATE control_changes SET version = version + 1)
+                 UPDATE projects SET removed_at = $1 WHERE name = $2",
                 &[&now, &project.as_str()],
             )
             .await
@@ -180,7 +182,8 @@ impl ProjectStore for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO access_rules (project, kind, name, rule) VALUES ($1, $2, $3, $4)
+                "WITH changed AS (UPDATE control_changes SET version = version + 1)
+                 INSERT INTO access_rules (project, kind, name, rule) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (project, kind, name) DO UPDATE SET rule = excluded.rule",
                 &[&project.as_str(), &kind.as_str(), &name, &rule.as_str()],
             )
@@ -233,7 +236,8 @@ impl ProjectStore for PgStore {
         }
         transaction
             .execute(
-                &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+                &format!("WITH changed AS (UPDATE control_changes SET version = version + 1)
+                 INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
                 &[
                     &key.project.as_str(),
                     &key.id,
@@ -260,7 +264,8 @@ impl ProjectStore for PgStore {
         let client = self.client().await?;
         let changed = client
             .execute(
-                "UPDATE api_keys SET s3_secret = $1 WHERE project = $2 AND id = $3 AND revoked_at IS NULL",
+                "WITH changed AS (UPDATE control_changes SET version = version + 1)
+                 UPDATE api_keys SET s3_secret = $1 WHERE project = $2 AND id = $3 AND revoked_at IS NULL",
                 &[&sealed, &project.as_str(), &id],
             )
             .await
@@ -301,7 +306,8 @@ impl ProjectStore for PgStore {
         let client = self.client().await?;
         let changed = client
             .execute(
-                "UPDATE api_keys SET revoked_at = $1 WHERE project = $2 AND id = $3 AND revoked_at IS NULL",
+                "WITH changed AS (UPDATE control_changes SET version = version + 1)
+                 UPDATE api_keys SET revoked_at = $1 WHERE project = $2 AND id = $3 AND revoked_at IS NULL",
                 &[&now_millis(), &project.as_str(), &id],
             )
             .await

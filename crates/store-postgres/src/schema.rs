@@ -62,6 +62,13 @@ async fn apply(client: &mut tokio_postgres::Client) -> Result<()> {
 }
 
 const FIRST: &str = r#"
+-- Bumped in the transaction of every change that nodes keep in memory
+-- (projects, keys, access rules, live versions): nodes poll it.
+CREATE TABLE control_changes (version BIGINT NOT NULL);
+INSERT INTO control_changes (version) VALUES (0);
+-- What every node must share: the admin credential, the key that seals
+-- S3 secrets and signs function credentials, the metrics token.
+CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE functions (
     project TEXT NOT NULL,
     name TEXT NOT NULL,

@@ -412,8 +412,10 @@ pub trait EventStore: Send + Sync + 'static {
     async fn watch_stream(&self, project: &ProjectId, stream: &str) -> Result<(), StoreError>;
 
     /// Called (on the writer's thread: keep it short) after a commit that
-    /// logged events (or re-drove dead letters), with the streams concerned.
-    /// One hook; a second call replaces the first.
+    /// logged events (or re-drove dead letters), with the streams concerned;
+    /// with none when the store may have missed news of any stream (a
+    /// shared store that lost its connection to other nodes' news). One
+    /// hook; a second call replaces the first.
     fn on_events(&self, hook: Hook);
 }
 

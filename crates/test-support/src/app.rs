@@ -56,6 +56,7 @@ pub fn test_config(data_dir: &Path) -> server::ServerConfig {
             max_instances: 16,
             max_instances_per_project: 8,
         },
+        database: None,
     }
 }
 

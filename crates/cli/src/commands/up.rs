@@ -4,9 +4,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Run the platform in the foreground (embedded storage; Ctrl-C to stop).
+/// Run the platform in the foreground (embedded storage unless --database
+/// names a shared one; Ctrl-C to stop).
 #[derive(clap::Args)]
 pub struct Up {
+    /// A PostgreSQL database to keep all shared state in, instead of the
+    /// embedded SQLite: `postgres://USER@HOST:PORT/DATABASE`. Several nodes
+    /// given the same database (and the same --blobs) serve the same
+    /// projects. Keep the password out of the command line: put it in
+    /// `PGPASSWORD`, or give the whole URL in `WOK_DATABASE_URL`.
+    #[arg(long, env = "WOK_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    database: Option<String>,
+    /// Connections this node opens to the database at most.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    database_connections: usize,
     /// Where state is kept (same as --data-dir).
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
@@ -154,7 +165,16 @@ impl Up {
             Some(max) => max,
             None => server::default_max_connections(),
         };
+        if self.database_connections < 2 {
+            anyhow::bail!("--database-connections must be at least 2");
+        }
+        let database = self.database.map(|url| server::PgOptions {
+            password: std::env::var("PGPASSWORD").ok(),
+            max_connections: self.database_connections,
+            ..server::PgOptions::new(url)
+        });
         let config = server::ServerConfig {
+            database,
             listen: self.listen,
             data_dir: data_dir.clone(),
             max_upload: self.max_upload,
