@@ -102,6 +102,7 @@ error_codes! {
     FunctionCrashed = "function_crashed", 502, "the function's process exited or was killed while it held the request";
     ClientDisconnected = "client_disconnected", 502, "the client left before the answer (in records; nobody is there to read it)";
     TooManyConnections = "too_many_connections", 503, "the server at its connection limit, every connection busy";
+    StoreUnavailable = "store_unavailable", 503, "the database could not be reached: a write's outcome is unknown, read before retrying";
     FunctionTimeout = "function_timeout", 504, "the function ran past its timeout";
     InsufficientStorage = "insufficient_storage", 507, "the disk is full: writes are refused until there is room";
 }

@@ -60,6 +60,9 @@ pub enum ApiError {
     /// The client was too slow (a request body below the minimum rate).
     RequestTimeout(String),
     Overloaded(String),
+    /// The database could not be reached, or the connection to it was
+    /// lost: a write's outcome is unknown (it may have committed).
+    StoreUnavailable(String),
     /// The disk is full: writes are refused until space is freed.
     InsufficientStorage(String),
     Guest(Failure),
@@ -108,6 +111,7 @@ impl ApiError {
             ApiError::RequestTimeout(_) => ErrorCode::RequestTimeout,
             ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             ApiError::Overloaded(_) => ErrorCode::TooManyRequests,
+            ApiError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             ApiError::InsufficientStorage(_) => ErrorCode::InsufficientStorage,
             ApiError::Guest(failure) => outcome_code(failure.outcome),
             ApiError::Internal(_) => ErrorCode::InternalError,
@@ -140,6 +144,8 @@ impl ApiError {
             | ApiError::MethodNotAllowed(message)
             | ApiError::Overloaded(message)
             | ApiError::InsufficientStorage(message) => message.clone(),
+            // What failed is logged, not shown.
+            ApiError::StoreUnavailable(_) => "the database could not be reached; a write may or may not have been made: read before trying again".to_owned(),
             ApiError::Guest(failure) => failure.message.clone(),
             ApiError::Batch { write, error } => format!(
                 "write {write} of the batch failed, so nothing was written: {}",
@@ -161,6 +167,9 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!("internal error: {detail}");
         }
+        if let ApiError::StoreUnavailable(detail) = &self {
+            tracing::warn!("the store is unavailable: {detail}");
+        }
         let body = ErrorBody {
             error: ErrorDetail {
                 code: code.as_str().to_owned(),
@@ -175,7 +184,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(http::header::CONTENT_RANGE, value);
         }
-        if let ApiError::Overloaded(_) = self {
+        if let ApiError::Overloaded(_) | ApiError::StoreUnavailable(_) = self {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),
@@ -328,6 +337,7 @@ impl From<store::StoreError> for ApiError {
             },
             store::StoreError::AsyncQueueFull { .. } => ApiError::Overloaded(error.to_string()),
             store::StoreError::DiskFull(_) => ApiError::InsufficientStorage(error.to_string()),
+            error if error.is_retryable() => ApiError::StoreUnavailable(error.to_string()),
             store::StoreError::Overflow => ApiError::Conflict {
                 code: ErrorCode::Overflow,
                 message: error.to_string(),
@@ -369,7 +379,7 @@ impl From<auth::AuthError> for ApiError {
                 "these function credentials have expired (they last an hour, the function's timeout and a minute from their instance's start)"
                     .to_owned(),
             ),
-            auth::AuthError::Store(error) => ApiError::Internal(error.to_string()),
+            auth::AuthError::Store(error) => error.into(),
         }
     }
 }

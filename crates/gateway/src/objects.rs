@@ -72,6 +72,7 @@ impl From<ObjectError> for ApiError {
             | ObjectError::InvalidArgument(_) => {
                 ApiError::bad_request(ErrorCode::InvalidRequest, message)
             }
+            ObjectError::Unavailable(detail) => ApiError::StoreUnavailable(detail),
             ObjectError::Internal(detail) => ApiError::Internal(detail),
         }
     }

@@ -107,6 +107,13 @@ fn s3_error(error: ObjectError) -> S3Error {
                 "the server's disk is full: writes are refused until space is freed (deletes go on)",
             );
         }
+        ObjectError::Unavailable(detail) => {
+            tracing::warn!("object storage is unavailable: {detail}");
+            return S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                "the database could not be reached; a write may or may not have been made: read before trying again",
+            );
+        }
         ObjectError::Internal(detail) => {
             tracing::error!("object storage failed: {detail}");
             return S3Error::with_message(

@@ -82,6 +82,10 @@ pub enum ObjectError {
     InvalidArgument(String),
     #[error("{0}")]
     DiskFull(String),
+    /// The database could not be reached: the outcome of a write is
+    /// unknown.
+    #[error("object storage is unavailable: {0}")]
+    Unavailable(String),
     #[error("object storage failed: {0}")]
     Internal(String),
 }
@@ -95,6 +99,7 @@ impl From<StoreError> for ObjectError {
             StoreError::NoSuchUpload(id) => ObjectError::NoSuchUpload(id),
             StoreError::ConditionFailed => ObjectError::PreconditionFailed,
             error @ StoreError::DiskFull(_) => ObjectError::DiskFull(error.to_string()),
+            error if error.is_retryable() => ObjectError::Unavailable(error.to_string()),
             other => ObjectError::Internal(other.to_string()),
         }
     }

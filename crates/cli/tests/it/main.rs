@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod connections;
+mod cluster;
 mod deploy;
 mod disk;
 mod docs;
