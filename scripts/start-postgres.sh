@@ -37,6 +37,11 @@ if [ "${1:-}" = stop ]; then
   exit 0
 fi
 
+# A server on the port already (another checkout's, say) is used as it is.
+if [ ! -f "$DATA/postmaster.pid" ] && "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
+  echo "postgres://postgres@127.0.0.1:$PORT/postgres"
+  exit 0
+fi
 if [ ! -f "$DATA/PG_VERSION" ]; then
   rm -rf "$DATA"
   as_postgres "$BIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >&2

@@ -220,6 +220,8 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<dyn DeliveryMetrics>,
     pub streams: Arc<Streams>,
+    /// This node, as the holder of the triggers' leases.
+    pub holder: String,
 }
 
 /// The workers of every trigger of every live function. Owned: stop it
@@ -249,6 +251,11 @@ impl Dispatcher {
                 clock,
                 metrics,
                 streams,
+                holder: format!(
+                    "{}-{:016x}",
+                    std::process::id(),
+                    fastrand::u64(..)
+                ),
             }),
             running: Mutex::new(HashMap::new()),
         })
@@ -286,27 +293,29 @@ impl Dispatcher {
             }
             let target = Arc::new(target);
             let (stop, stopped) = tokio::sync::watch::channel(false);
-            let mut tasks = vec![tokio::spawn(worker::run(
+            let schedule = match &target.trigger.source {
+                TriggerSource::Cron { schedule, timezone } => {
+                    match Schedule::parse(schedule, timezone) {
+                        Ok(schedule) => Some(schedule),
+                        Err(error) => {
+                            tracing::error!(
+                                "function {}/{} trigger {}: {error}",
+                                target.project,
+                                target.function,
+                                target.trigger.name
+                            );
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let tasks = vec![tokio::spawn(worker::leased(
                 self.shared.clone(),
                 target.clone(),
-                stopped.clone(),
+                schedule,
+                stopped,
             ))];
-            if let TriggerSource::Cron { schedule, timezone } = &target.trigger.source {
-                match Schedule::parse(schedule, timezone) {
-                    Ok(schedule) => tasks.push(tokio::spawn(worker::tick(
-                        self.shared.clone(),
-                        target.clone(),
-                        schedule,
-                        stopped,
-                    ))),
-                    Err(error) => tracing::error!(
-                        "function {}/{} trigger {}: {error}",
-                        target.project,
-                        target.function,
-                        target.trigger.name
-                    ),
-                }
-            }
             running.insert(
                 key,
                 Running {

@@ -349,12 +349,20 @@ async fn step(
         .cloned()
         .collect();
     let any_failed = !failed.is_empty();
+    // On a task of its own, under the worker's lease.
+    let fence = store::events::current_fence();
     cursor.moving = Some(tokio::spawn({
         let (store, project, function, trigger) = (store.clone(), project, function, trigger);
-        async move {
+        let advance = async move {
             store
                 .advance(&project, &function, &trigger, last, failed)
                 .await
+        };
+        async move {
+            match fence {
+                Some(fence) => store::events::with_fence(fence, advance).await,
+                None => advance.await,
+            }
         }
     }));
     cursor.at = Some(last);
@@ -482,6 +490,101 @@ async fn retry(
             .await;
     }
     Ok(())
+}
+
+/// How long a node holds a trigger's lease without renewing it: when a
+/// node dies (or stops answering), another takes its triggers over within
+/// this time. Renewed every third of it.
+pub const LEASE: Duration = Duration::from_secs(10);
+
+/// Runs a trigger's worker (and its ticker, for a schedule) while this
+/// node holds the trigger's lease, so that of the nodes sharing a store
+/// one works each trigger at a time. Without the lease, it tries again
+/// every half lease; once it has it, it renews it every third, and stops
+/// the tasks when a renewal finds it lost (they write under it, so a
+/// write after the loss is refused anyway). A store only one node uses
+/// grants every lease at once.
+pub(crate) async fn leased(
+    shared: Arc<Shared>,
+    target: Arc<Target>,
+    schedule: Option<Schedule>,
+    mut stop: Stop,
+) {
+    let name = format!(
+        "trigger/{}/{}/{}",
+        target.project, target.function, target.trigger.name
+    );
+    let holder = shared.holder.clone();
+    while !stopped(&stop) {
+        let epoch = match shared.store.lease(&name, &holder, LEASE).await {
+            Ok(Some(epoch)) => epoch,
+            Ok(None) => {
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = tokio::time::sleep(LEASE / 2) => {}
+                }
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!("{name}: taking the lease failed: {error}");
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = tokio::time::sleep(AFTER_ERROR) => {}
+                }
+                continue;
+            }
+        };
+        let fence = store::events::Fence {
+            lease: name.clone(),
+            holder: holder.clone(),
+            epoch,
+        };
+        // The tasks stop on the dispatcher's stop or on losing the lease.
+        let (inner_stop, inner_stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = vec![tokio::spawn(store::events::with_fence(
+            fence.clone(),
+            run(shared.clone(), target.clone(), inner_stopped.clone()),
+        ))];
+        if let Some(schedule) = &schedule {
+            tasks.push(tokio::spawn(store::events::with_fence(
+                fence.clone(),
+                tick(
+                    shared.clone(),
+                    target.clone(),
+                    schedule.clone(),
+                    inner_stopped,
+                ),
+            )));
+        }
+        loop {
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(LEASE / 3) => {}
+            }
+            if stopped(&stop) {
+                break;
+            }
+            match shared.store.lease(&name, &holder, LEASE).await {
+                Ok(Some(renewed)) if renewed == epoch => {}
+                Ok(_) => {
+                    tracing::warn!("{name}: the lease went to another node");
+                    break;
+                }
+                // Kept until it expires; the writes under it check it.
+                Err(error) => tracing::warn!("{name}: renewing the lease failed: {error}"),
+            }
+        }
+        let _ = inner_stop.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        if stopped(&stop) {
+            if let Err(error) = shared.store.release(&name, &holder).await {
+                tracing::warn!("{name}: giving the lease up failed: {error}");
+            }
+            break;
+        }
+    }
 }
 
 /// How long before its time a tick is logged: the write is out of the way

@@ -21,6 +21,7 @@ mod docs;
 mod events;
 mod functions;
 mod kv;
+mod leases;
 mod notify;
 mod objects;
 mod outbox;

@@ -69,6 +69,13 @@ INSERT INTO control_changes (version) VALUES (0);
 -- What every node must share: the admin credential, the key that seals
 -- S3 secrets and signs function credentials, the metrics token.
 CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- One holder at a time per trigger (leases.rs).
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
 CREATE TABLE functions (
     project TEXT NOT NULL,
     name TEXT NOT NULL,

@@ -61,6 +61,9 @@ pub enum StoreError {
     },
     #[error("this Idempotency-Key was used for another request (another method, path or body)")]
     IdempotencyKeyReused,
+    /// A write made under a lease that its holder no longer has.
+    #[error("the lease {0:?} is held by another node now")]
+    LeaseLost(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// The disk is full: a write could not be made (nothing was written).

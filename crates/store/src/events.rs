@@ -417,46 +417,113 @@ pub trait EventStore: Send + Sync + 'static {
     /// shared store that lost its connection to other nodes' news). One
     /// hook; a second call replaces the first.
     fn on_events(&self, hook: Hook);
+
+    /// Takes the lease `name` for `holder` for `ttl`, or keeps it: the
+    /// epoch it is held under, or `None` while another holder's lease has
+    /// not expired. Nodes sharing a store take a lease per trigger, so
+    /// that one node works it at a time. A store only one node uses grants
+    /// every lease (epoch 0).
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        let _ = (name, holder, ttl);
+        Ok(Some(0))
+    }
+
+    /// Gives up a lease (a node that stops working a trigger), so that
+    /// another may take it at once.
+    async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let _ = (name, holder);
+        Ok(())
+    }
+}
+
+/// Who holds a lease, under which epoch: what a fenced write checks. A
+/// lease is taken again under a new epoch whenever it changes hands, so a
+/// holder that lost it (paused past its expiry, say) cannot write as if it
+/// still held it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub lease: String,
+    pub holder: String,
+    pub epoch: i64,
+}
+
+/// What the current poll writes under (see [`with_origin`], [`with_fence`]).
+#[derive(Default, Clone)]
+struct Context {
+    origin: Option<FunctionName>,
+    fence: Option<Fence>,
 }
 
 thread_local! {
-    /// The function on whose behalf the current poll writes (see [`WithOrigin`]).
-    static ORIGIN: std::cell::RefCell<Option<FunctionName>> = const { std::cell::RefCell::new(None) };
+    static CONTEXT: std::cell::RefCell<Context> = std::cell::RefCell::new(Context::default());
 }
 
-/// A future whose store writes are made on behalf of `origin`: the change
-/// events they log name it, so its own triggers can pass them over. (For
-/// writes whose API does not name an origin, such as object writes made
-/// through the objects service.)
-pub struct WithOrigin<F> {
-    origin: FunctionName,
+/// A future whose store writes are made in a context: on behalf of a
+/// function (the change events they log name it, so its own triggers can
+/// pass them over; for writes whose API does not name an origin, such as
+/// object writes made through the objects service), or under a lease
+/// (a shared store refuses the write once the lease is lost).
+pub struct WithContext<F> {
+    apply: fn(&mut Context, &Context),
+    given: Context,
     inner: std::pin::Pin<Box<F>>,
 }
 
 /// Runs `future` on behalf of `origin`.
-pub fn with_origin<F: std::future::Future>(origin: FunctionName, future: F) -> WithOrigin<F> {
-    WithOrigin {
-        origin,
+pub fn with_origin<F: std::future::Future>(origin: FunctionName, future: F) -> WithContext<F> {
+    WithContext {
+        apply: |context, given| context.origin = given.origin.clone(),
+        given: Context {
+            origin: Some(origin),
+            fence: None,
+        },
         inner: Box::pin(future),
     }
 }
 
-impl<F: std::future::Future> std::future::Future for WithOrigin<F> {
+/// Runs `future` under a lease: the writes of the event log that move
+/// what the lease guards (cursors, retries, ticks, asynchronous results)
+/// check it in their own transaction.
+pub fn with_fence<F: std::future::Future>(fence: Fence, future: F) -> WithContext<F> {
+    WithContext {
+        apply: |context, given| context.fence = given.fence.clone(),
+        given: Context {
+            origin: None,
+            fence: Some(fence),
+        },
+        inner: Box::pin(future),
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for WithContext<F> {
     type Output = F::Output;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
-        let origin = self.origin.clone();
-        let previous = ORIGIN.with(|current| current.replace(Some(origin)));
+        let previous = CONTEXT.with(|current| {
+            let previous = current.borrow().clone();
+            (self.apply)(&mut current.borrow_mut(), &self.given);
+            previous
+        });
         let result = self.inner.as_mut().poll(cx);
-        ORIGIN.with(|current| *current.borrow_mut() = previous);
+        CONTEXT.with(|current| *current.borrow_mut() = previous);
         result
     }
 }
 
 /// The function the current poll writes for, if any.
 pub fn current_origin() -> Option<FunctionName> {
-    ORIGIN.with(|current| current.borrow().clone())
+    CONTEXT.with(|current| current.borrow().origin.clone())
+}
+
+/// The lease the current poll writes under, if any.
+pub fn current_fence() -> Option<Fence> {
+    CONTEXT.with(|current| current.borrow().fence.clone())
 }
