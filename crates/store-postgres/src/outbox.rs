@@ -32,7 +32,13 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// Logs `event` with the transaction.
     pub(crate) fn push(&mut self, project: &ProjectId, event: NewEvent) {
-        self.events.push((project.clone(), event, now_millis()));
+        self.push_at(project, event, now_millis());
+    }
+
+    /// Logs `event` with the transaction, with `time` as its time (a
+    /// scheduled event's is when it is due).
+    pub(crate) fn push_at(&mut self, project: &ProjectId, event: NewEvent, time: UnixMillis) {
+        self.events.push((project.clone(), event, time));
     }
 
     /// Logs a change (the outbox pattern): with the transaction of the
