@@ -638,6 +638,10 @@ pub(crate) async fn tick(
                 next,
             )
             .await;
+        if let Err(store::StoreError::ConditionFailed) = logged {
+            // Another node logged this tick (it held the lease then).
+            continue;
+        }
         if let Err(error) = logged {
             tracing::warn!(
                 "{}/{} trigger {}: logging a tick failed: {error}",

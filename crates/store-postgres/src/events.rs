@@ -21,13 +21,13 @@
 //! claimed by the unique index `async_by_idempotency_key`, so of two calls
 //! racing with one key the second gets the first's invocation.
 use crate::outbox::{Outbox, WATCHER, streams_of};
-use crate::{Db, PgStore, Result, number, stored};
+use crate::{Db, PgStore, Result, leases, number, stored};
 use deadpool_postgres::GenericClient;
 use domain::{FunctionName, ProjectId, TriggerName, UnixMillis, now_millis};
 use store::StoreError;
 use store::events::{
     AsyncAttempt, AsyncInvocation, AsyncRequest, AsyncStatus, Event, EventStore, FailedEvent,
-    FailedFilter, Hook, NewEvent, Settle, Subscription,
+    FailedFilter, Fence, Hook, NewEvent, Settle, Subscription, current_fence,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -571,6 +571,13 @@ async fn prune(
             &[&project.as_str(), &before],
         )
         .await?;
+    // Ticks long past: no node logs those times again.
+    client
+        .execute(
+            "DELETE FROM ticks WHERE project = $1 AND at < $2",
+            &[&project.as_str(), &before],
+        )
+        .await?;
     Ok(pruned)
 }
 
@@ -855,9 +862,22 @@ impl PgStore {
         trigger: &TriggerName,
         event: NewEvent,
         at: UnixMillis,
+        fence: Option<Fence>,
     ) -> Result<Event> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
+        leases::check(&transaction, fence.as_ref()).await?;
+        // One tick per trigger and time, whichever node logs it.
+        let first = transaction
+            .execute(
+                "INSERT INTO ticks (project, function, trigger, at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[&project.as_str(), &function.as_str(), &trigger.as_str(), &at],
+            )
+            .await?;
+        if first == 0 {
+            return Err(StoreError::ConditionFailed.into());
+        }
         // The subscription locked before the stream: whether it is there
         // holds until the commit, and nothing waits on its row while this
         // holds the stream's lock.
@@ -992,14 +1012,16 @@ impl EventStore for PgStore {
         cursor: i64,
         failed: Vec<FailedEvent>,
     ) -> Result<(), StoreError> {
+        let fence = current_fence();
         let mut client = self.client().await?;
-        if failed.is_empty() {
+        if failed.is_empty() && fence.is_none() {
             // One statement: no transaction needed.
             return advance(&client, project, function, trigger, cursor, &[])
                 .await
                 .db();
         }
         let transaction = client.transaction().await.db()?;
+        leases::check(&transaction, fence.as_ref()).await.db()?;
         advance(&transaction, project, function, trigger, cursor, &failed)
             .await
             .db()?;
@@ -1014,7 +1036,8 @@ impl EventStore for PgStore {
         event: NewEvent,
         at: UnixMillis,
     ) -> Result<Event, StoreError> {
-        self.schedule_in(project, function, trigger, event, at)
+        let fence = current_fence();
+        self.schedule_in(project, function, trigger, event, at, fence)
             .await
             .db()
     }
@@ -1075,10 +1098,19 @@ impl EventStore for PgStore {
         seq: i64,
         settle_as: Settle,
     ) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        settle(&client, project, function, trigger, seq, &settle_as)
+        let fence = current_fence();
+        let mut client = self.client().await?;
+        if fence.is_none() {
+            return settle(&client, project, function, trigger, seq, &settle_as)
+                .await
+                .db();
+        }
+        let transaction = client.transaction().await.db()?;
+        leases::check(&transaction, fence.as_ref()).await.db()?;
+        settle(&transaction, project, function, trigger, seq, &settle_as)
             .await
-            .db()
+            .db()?;
+        transaction.commit().await.db()
     }
 
     async fn dead_letters(
@@ -1175,8 +1207,17 @@ impl EventStore for PgStore {
         id: &str,
         attempt: AsyncAttempt,
     ) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        record_async(&client, project, id, &attempt).await.db()
+        let fence = current_fence();
+        let mut client = self.client().await?;
+        if fence.is_none() {
+            return record_async(&client, project, id, &attempt).await.db();
+        }
+        let transaction = client.transaction().await.db()?;
+        leases::check(&transaction, fence.as_ref()).await.db()?;
+        record_async(&transaction, project, id, &attempt)
+            .await
+            .db()?;
+        transaction.commit().await.db()
     }
 
     async fn async_invocation(
@@ -1203,5 +1244,20 @@ impl EventStore for PgStore {
 
     fn on_events(&self, hook: Hook) {
         crate::set_hook(self, hook);
+    }
+
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        leases::take(&client, name, holder, ttl).await.db()
+    }
+
+    async fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        leases::release(&client, name, holder).await.db()
     }
 }

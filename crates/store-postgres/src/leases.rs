@@ -45,11 +45,13 @@ pub(crate) async fn take(
         .map(|row| row.get(0)))
 }
 
-/// Gives the lease up, if `holder` has it.
+/// Gives the lease up, if `holder` has it: expires it now. (The row
+/// stays, so that the next holder's epoch is higher than every one
+/// before: an epoch is never given out twice.)
 pub(crate) async fn release(client: &impl GenericClient, name: &str, holder: &str) -> Result<()> {
     client
         .execute(
-            "DELETE FROM leases WHERE name = $1 AND holder = $2",
+            "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2",
             &[&name, &holder],
         )
         .await?;

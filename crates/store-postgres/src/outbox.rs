@@ -55,9 +55,6 @@ impl Outbox {
         Ok(())
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
 
     /// Numbers and inserts the events, in the order they were pushed; call
     /// it last before the commit. Returns them with their positions.

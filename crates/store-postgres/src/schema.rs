@@ -69,6 +69,15 @@ INSERT INTO control_changes (version) VALUES (0);
 -- What every node must share: the admin credential, the key that seals
 -- S3 secrets and signs function credentials, the metrics token.
 CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- A schedule's times already logged: one tick per trigger and time,
+-- whichever node logs it.
+CREATE TABLE ticks (
+    project TEXT NOT NULL,
+    function TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (project, function, trigger, at)
+);
 -- One holder at a time per trigger (leases.rs).
 CREATE TABLE leases (
     name TEXT PRIMARY KEY,

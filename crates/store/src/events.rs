@@ -294,7 +294,9 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Logs `event` on a trigger's own stream (a schedule's) and makes it
     /// due for delivery at `at`, in one transaction: it is delivered then
-    /// by the retry path (attempt 1), with no write on the way.
+    /// by the retry path (attempt 1), with no write on the way. A store
+    /// several nodes share logs one tick per trigger and time: a second
+    /// one answers [`StoreError::ConditionFailed`].
     async fn schedule(
         &self,
         project: &ProjectId,

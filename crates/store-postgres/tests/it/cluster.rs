@@ -14,3 +14,121 @@ async fn nodes_starting_together_migrate_the_schema_once() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<_, i64>(0), i64::from(store_postgres::SCHEMA_VERSION));
 }
+
+use domain::{FunctionConfig, FunctionName, HttpWorld, ProjectId, TriggerName, TriggerSpec};
+use std::time::Duration;
+use store::events::{EventStore, Fence, NewEvent, with_fence};
+use store::{FunctionStore, NewVersion, StoreError};
+
+async fn deploy(store: &store_postgres::PgStore, triggers: &[&str]) {
+    let config = FunctionConfig {
+        triggers: triggers
+            .iter()
+            .map(|line| TriggerSpec::parse(line).unwrap())
+            .collect(),
+        ..FunctionConfig::default()
+    };
+    store
+        .create_version(
+            &ProjectId::default_project(),
+            &FunctionName::new("worker").unwrap(),
+            NewVersion {
+                artifact: "aaa".to_owned(),
+                size_bytes: 1,
+                runtime: domain::Runtime::Wasm(HttpWorld::P2),
+                config,
+            },
+        )
+        .await
+        .unwrap();
+}
+
+fn message(stream: &str) -> NewEvent {
+    NewEvent {
+        stream: stream.to_owned(),
+        kind: "wok.queue.message".to_owned(),
+        subject: None,
+        key: None,
+        content_type: None,
+        data: b"x".to_vec(),
+        origin: None,
+    }
+}
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_expires_then_changes_hands_under_a_new_epoch() {
+    let database = Database::new().await;
+    let (first, second) = tokio::join!(database.store(), database.store());
+    let ttl = Duration::from_millis(400);
+    let taken = first.lease("trigger/x", "first", ttl).await.unwrap().unwrap();
+    assert_eq!(second.lease("trigger/x", "second", ttl).await.unwrap(), None);
+    // Renewing keeps the epoch.
+    assert_eq!(first.lease("trigger/x", "first", ttl).await.unwrap(), Some(taken));
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let taken_over = second.lease("trigger/x", "second", ttl).await.unwrap().unwrap();
+    assert!(taken_over > taken);
+    assert_eq!(first.lease("trigger/x", "first", ttl).await.unwrap(), None);
+    // Given up: free at once.
+    second.release("trigger/x", "second").await.unwrap();
+    assert!(first.lease("trigger/x", "first", ttl).await.unwrap().unwrap() > taken_over);
+}
+
+#[tokio::test]
+async fn a_holder_that_lost_its_lease_moves_no_cursor_and_logs_no_tick() {
+    let database = Database::new().await;
+    let (first, second) = tokio::join!(database.store(), database.store());
+    deploy(&first, &["queue=jobs", "cron=* * * * *"]).await;
+    let project = ProjectId::default_project();
+    let worker = FunctionName::new("worker").unwrap();
+    let queue = TriggerName::new("queue-jobs").unwrap();
+    let published = first.publish(&project, vec![message("topic:jobs")]).await.unwrap();
+    let ttl = Duration::from_millis(400);
+    let lease = "trigger/default/worker/queue-jobs";
+    let epoch = first.lease(lease, "first", ttl).await.unwrap().unwrap();
+    let fence = Fence {
+        lease: lease.to_owned(),
+        holder: "first".to_owned(),
+        epoch,
+    };
+    let cursor = async |store: &store_postgres::PgStore| {
+        store.subscriptions(&project, &worker).await.unwrap()
+            .into_iter()
+            .find(|subscription| subscription.trigger == queue)
+            .unwrap()
+            .cursor
+    };
+    let before = cursor(&first).await;
+
+    // The first node pauses past its lease; the second takes it.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    second.lease(lease, "second", ttl).await.unwrap().unwrap();
+    let moved = with_fence(
+        fence.clone(),
+        first.advance(&project, &worker, &queue, published[0].seq, Vec::new()),
+    )
+    .await;
+    assert!(matches!(moved, Err(StoreError::LeaseLost(_))), "{moved:?}");
+    assert_eq!(cursor(&second).await, before);
+
+    let cron = TriggerName::new("cron").unwrap();
+    let at = 1_700_000_000_000;
+    let stale = with_fence(
+        Fence {
+            lease: "trigger/default/worker/cron".to_owned(),
+            holder: "first".to_owned(),
+            epoch: 1,
+        },
+        first.schedule(&project, &worker, &cron, message("cron"), at),
+    )
+    .await;
+    assert!(matches!(stale, Err(StoreError::LeaseLost(_))), "{stale:?}");
+    // Unfenced (or fenced by the holder), one tick per time.
+    second
+        .schedule(&project, &worker, &cron, message("cron"), at)
+        .await
+        .unwrap();
+    let again = first
+        .schedule(&project, &worker, &cron, message("cron"), at)
+        .await;
+    assert!(matches!(again, Err(StoreError::ConditionFailed)), "{again:?}");
+}
