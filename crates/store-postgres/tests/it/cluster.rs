@@ -132,3 +132,39 @@ async fn a_holder_that_lost_its_lease_moves_no_cursor_and_logs_no_tick() {
         .await;
     assert!(matches!(again, Err(StoreError::ConditionFailed)), "{again:?}");
 }
+
+#[tokio::test]
+async fn another_node_hears_of_a_commit_on_its_streams() {
+    let database = Database::new().await;
+    let (first, second) = tokio::join!(database.store(), database.store());
+    let (heard, mut hearing) = tokio::sync::mpsc::unbounded_channel();
+    second.on_events(Box::new(move |streams| {
+        let _ = heard.send(streams.to_vec());
+    }));
+    // The listener connects in the background: publish until it hears.
+    let project = ProjectId::default_project();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        first.publish(&project, vec![message("topic:jobs")]).await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(500), hearing.recv()).await {
+            Ok(Some(streams)) if !streams.is_empty() => {
+                assert_eq!(streams, vec![(project.clone(), "topic:jobs".to_owned())]);
+                break;
+            }
+            _ => assert!(std::time::Instant::now() < deadline, "never heard"),
+        }
+    }
+    // The first node's own commits wake its readers in process, and are
+    // not told back to it.
+    let (own, mut own_hearing) = tokio::sync::mpsc::unbounded_channel();
+    first.on_events(Box::new(move |streams| {
+        let _ = own.send(streams.to_vec());
+    }));
+    first.publish(&project, vec![message("topic:other")]).await.unwrap();
+    assert_eq!(
+        own_hearing.recv().await.unwrap(),
+        vec![(project.clone(), "topic:other".to_owned())]
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(own_hearing.try_recv().is_err(), "a node heard its own commit twice");
+}
