@@ -20,7 +20,7 @@ WOK="${WOK_BINARY:-$ROOT/target/release/wok}"
 LB="${WOK_LB_LISTEN:-127.0.0.1:18080}"
 NODES=(127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083)
 export WOK_PG_DIR="$DIR/postgres" WOK_PG_PORT="${WOK_PG_PORT:-25442}"
-export WOK_S3_DIR="$DIR/s3" WOK_S3_PORT="${WOK_S3_PORT:-25443}"
+export WOK_S3_DIR="$DIR/s3" WOK_S3_PORT="${WOK_S3_PORT:-25443}" WOK_S3_BUCKETS=wok
 CGROUP=/sys/fs/cgroup/wok-cluster
 
 stop_pid() {
@@ -45,10 +45,10 @@ up)
   psql "$admin_url" -qtc "SELECT 1 FROM pg_database WHERE datname = 'wok'" | grep -q 1 \
     || psql "$admin_url" -qc "CREATE DATABASE wok"
   database="${admin_url%/*}/wok"
-  eval "$(bash "$ROOT/scripts/start-s3.sh" env)"
-  # The bucket: s3s-fs keeps one as a directory.
-  mkdir -p "$WOK_S3_DIR/data/wok"
-  blobs="s3://wok/cluster?endpoint=$AWS_ENDPOINT_URL&region=us-east-1"
+  endpoint="$(bash "$ROOT/scripts/start-s3.sh")"
+  # The test server's fixed key pair (scripts/start-s3.sh).
+  export AWS_ACCESS_KEY_ID=wok-test-access AWS_SECRET_ACCESS_KEY=wok-test-secret
+  blobs="s3://wok/cluster?endpoint=$endpoint&region=us-east-1"
   if [ -n "${WOK_NODE_CPU:-}" ]; then
     mkdir -p "$CGROUP"
     echo "+cpu" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true

@@ -3,7 +3,8 @@
 # real SigV4 S3 server from the s3s project that keeps each bucket as a
 # directory of files. Installed once with cargo into target/s3s-fs-bin,
 # serving target/s3s-fs-data on 127.0.0.1:$WOK_S3_PORT (25433) with the
-# fixed test credentials below. Prints the endpoint URL. Idempotent: a
+# fixed test credentials below (data, pid and log under $WOK_S3_DIR if
+# set). Prints the endpoint URL. Idempotent: a
 # running server is left as it is. `stop` as the first argument stops it.
 #
 # Test credentials (nothing secret: the server holds test data only):
@@ -16,14 +17,17 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PORT="${WOK_S3_PORT:-25433}"
 BIN_ROOT="$ROOT/target/s3s-fs-bin"
 BIN="$BIN_ROOT/bin/s3s-fs"
-DATA="$ROOT/target/s3s-fs-data"
-PID_FILE="$ROOT/target/s3s-fs.pid"
-LOG="$ROOT/target/s3s-fs.log"
+# Where this server's data, pid, log and lock live ($WOK_S3_DIR; the
+# cluster script keeps a server of its own apart from the tests').
+STATE="${WOK_S3_DIR:-$ROOT/target}"
+DATA="$STATE/s3s-fs-data"
+PID_FILE="$STATE/s3s-fs.pid"
+LOG="$STATE/s3s-fs.log"
 ACCESS_KEY=wok-test-access
 SECRET_KEY=wok-test-secret
-mkdir -p "$ROOT/target"
+mkdir -p "$ROOT/target" "$STATE"
 # Parallel test binaries wait here for one install and one start.
-exec 9>"$ROOT/target/s3s-fs.lock"
+exec 9>"$STATE/s3s-fs.lock"
 flock 9
 
 running() {

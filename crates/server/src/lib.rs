@@ -33,6 +33,7 @@ use blob::{ArtifactStore, FileBlobs, Layout};
 use domain::ByteSize;
 use functions::Functions;
 pub use gateway::ConnectionLimits;
+pub use blob_s3::S3Config;
 pub use store_postgres::PgOptions;
 use gateway::Gateway;
 use metering::{Metrics, Recorder};
@@ -83,6 +84,9 @@ pub struct ServerConfig {
     /// The PostgreSQL database several nodes share; `None`: the embedded
     /// SQLite database of the data directory.
     pub database: Option<store_postgres::PgOptions>,
+    /// The S3 bucket (and prefix) several nodes share object bytes and
+    /// function code in; `None`: files in the data directory.
+    pub blobs: Option<blob_s3::S3Config>,
 }
 
 /// Native (process) functions.
@@ -282,31 +286,57 @@ pub async fn run_with(
         }
     };
     let data = &config.data_dir;
-    let object_blobs = FileBlobs::open(
-        &data.join("objects"),
-        Layout::FannedOut,
-        &data.join("objects").join("tmp"),
-    )
-    .context("opening the object directory")?;
+    let (object_blobs, component_blobs): (Arc<dyn blob::BlobStore>, Arc<dyn blob::BlobStore>) =
+        match &config.blobs {
+            Some(s3) => {
+                let under = |part: &str| blob_s3::S3Config {
+                    prefix: if s3.prefix.is_empty() {
+                        part.to_owned()
+                    } else {
+                        format!("{}/{part}", s3.prefix)
+                    },
+                    ..s3.clone()
+                };
+                (
+                    Arc::new(
+                        blob_s3::S3Blobs::open(under("objects"))
+                            .await
+                            .context("opening the S3 store of object bytes")?,
+                    ),
+                    Arc::new(
+                        blob_s3::S3Blobs::open(under("artifacts"))
+                            .await
+                            .context("opening the S3 store of function code")?,
+                    ),
+                )
+            }
+            None => (
+                Arc::new(
+                    FileBlobs::open(
+                        &data.join("objects"),
+                        Layout::FannedOut,
+                        &data.join("objects").join("tmp"),
+                    )
+                    .context("opening the object directory")?,
+                ),
+                Arc::new(
+                    FileBlobs::open(
+                        &data.join("artifacts"),
+                        Layout::Flat,
+                        &data.join("tmp").join("artifacts"),
+                    )
+                    .context("opening the artifact directory")?,
+                ),
+            ),
+        };
     // With a shared database, blobs unnamed at start may be another
     // node's uploads in flight: no sweep then (the trash is still emptied).
     let sweep = !take_clean_stop(&config.data_dir)? && shared.is_none();
-    let objects = objects::Objects::open(
-        stores.objects.clone(),
-        Arc::new(object_blobs),
-        sweep,
-    )
+    let objects = objects::Objects::open(stores.objects.clone(), object_blobs, sweep)
     .await
     .context("opening object storage")?;
     let artifacts = ArtifactStore::new(
-        Arc::new(
-            FileBlobs::open(
-                &data.join("artifacts"),
-                Layout::Flat,
-                &data.join("tmp").join("artifacts"),
-            )
-            .context("opening the artifact directory")?,
-        ),
+        component_blobs,
         FileBlobs::open(
             &data.join("compiled"),
             Layout::Flat,

@@ -157,8 +157,8 @@ pub(crate) async fn watched(
 
 /// Brings a function's subscriptions in step with its current triggers
 /// (in the deploy's, rollback's or removal's transaction). A trigger kept
-/// keeps its cursor and failed events; a new one starts at the end of the
-/// log; one gone takes its failed events with it.
+/// keeps its cursor and failed events; a new one starts at the end of its
+/// stream; one gone takes its failed events with it.
 pub(crate) async fn sync_subscriptions(
     client: &impl GenericClient,
     project: &ProjectId,
@@ -174,10 +174,6 @@ pub(crate) async fn sync_subscriptions(
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-    let end: i64 = client
-        .query_one("SELECT COALESCE(MAX(seq), 0) FROM events", &[])
-        .await?
-        .get(0);
     for (trigger, stream) in &existing {
         let kept = triggers
             .iter()
@@ -196,6 +192,18 @@ pub(crate) async fn sync_subscriptions(
         }
     }
     for spec in triggers {
+        // A new trigger starts at the end of its own stream: an event of
+        // it committing after this point gets a higher position (the
+        // end of the whole log could be above one of this stream that
+        // commits later, which the trigger would then pass over).
+        let stream = spec.stream(function);
+        let end: i64 = client
+            .query_one(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE project = $1 AND stream = $2",
+                &[&project.as_str(), &stream],
+            )
+            .await?
+            .get(0);
         client
             .execute(
                 "INSERT INTO subscriptions (project, function, trigger, stream, cursor)
@@ -204,7 +212,7 @@ pub(crate) async fn sync_subscriptions(
                     &project.as_str(),
                     &function.as_str(),
                     &spec.name.as_str(),
-                    &spec.stream(function),
+                    &stream,
                     &end,
                 ],
             )

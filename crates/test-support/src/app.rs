@@ -57,6 +57,7 @@ pub fn test_config(data_dir: &Path) -> server::ServerConfig {
             max_instances_per_project: 8,
         },
         database: None,
+        blobs: None,
     }
 }
 

@@ -14,6 +14,8 @@ pub struct WokServer {
     data_dir: tempfile::TempDir,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Environment variables given to the process (again on a restart).
+    env: Vec<(String, String)>,
     /// `http://127.0.0.1:PORT`
     pub url: String,
 }
@@ -37,16 +39,32 @@ impl WokServer {
 
     /// Starts a server with extra `wok up` flags.
     pub fn start_with(binary: &str, extra_args: &[&str]) -> Self {
+        Self::start_with_env(binary, extra_args, &[])
+    }
+
+    /// Starts a server with extra `wok up` flags and environment variables.
+    pub fn start_with_env(binary: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = tempfile::tempdir().expect("creating a data directory");
-        Self::launch(
+        Self::launch_with_env(
             PathBuf::from(binary),
             data_dir,
             extra_args.iter().map(|s| s.to_string()).collect(),
+            env,
         )
     }
 
     fn launch(binary: PathBuf, data_dir: tempfile::TempDir, extra_args: Vec<String>) -> Self {
+        Self::launch_with_env(binary, data_dir, extra_args, &[])
+    }
+
+    fn launch_with_env(
+        binary: PathBuf,
+        data_dir: tempfile::TempDir,
+        extra_args: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(&binary)
+            .envs(env.iter().copied())
             .arg("up")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -78,6 +96,10 @@ impl WokServer {
             data_dir,
             child: Some(child),
             extra_args,
+            env: env
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
             url,
         }
     }
@@ -185,10 +207,16 @@ impl WokServer {
             &mut self.data_dir,
             tempfile::tempdir().expect("placeholder"),
         );
-        Self::launch(
+        let env = std::mem::take(&mut self.env);
+        let env: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        Self::launch_with_env(
             self.binary.clone(),
             data_dir,
             std::mem::take(&mut self.extra_args),
+            &env,
         )
     }
 }

@@ -15,6 +15,13 @@ pub struct Up {
     /// `PGPASSWORD`, or give the whole URL in `WOK_DATABASE_URL`.
     #[arg(long, env = "WOK_DATABASE_URL", value_name = "URL", hide_env_values = true)]
     database: Option<String>,
+    /// An S3-compatible bucket to keep object bytes and function code in,
+    /// instead of the data directory: `s3://BUCKET[/PREFIX][?endpoint=URL&
+    /// region=REGION]`; the key pair from `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` (never in the URL). Every node sharing a
+    /// --database needs the same --blobs.
+    #[arg(long, env = "WOK_BLOBS", value_name = "URL")]
+    blobs: Option<String>,
     /// Connections this node opens to the database at most.
     #[arg(long, default_value_t = 32, value_name = "N")]
     database_connections: usize,
@@ -173,8 +180,21 @@ impl Up {
             max_connections: self.database_connections,
             ..server::PgOptions::new(url)
         });
+        let blobs = match &self.blobs {
+            None => None,
+            Some(url) => Some(
+                server::S3Config::from_url(url, &|name| std::env::var(name).ok())
+                    .map_err(|error| anyhow::anyhow!("--blobs: {error}"))?,
+            ),
+        };
+        if blobs.is_some() && database.is_none() {
+            anyhow::bail!(
+                "--blobs needs --database: nodes that share blobs must share their metadata too"
+            );
+        }
         let config = server::ServerConfig {
             database,
+            blobs,
             listen: self.listen,
             data_dir: data_dir.clone(),
             max_upload: self.max_upload,

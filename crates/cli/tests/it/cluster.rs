@@ -1,9 +1,58 @@
-//! Several nodes: `wok up --database` on one PostgreSQL database (the
-//! cluster `scripts/start-postgres.sh` starts, a database per test): the
-//! secrets they share, the data every node serves, and how soon every
-//! node follows another's change of keys.
-use crate::{WOK, WokServer, control, http, send};
+//! Several nodes: `wok up --database --blobs` on one PostgreSQL database
+//! (the cluster `scripts/start-postgres.sh` starts, a database per test)
+//! and one S3 server (`scripts/start-s3.sh`'s s3s-fs, a prefix per test):
+//! the secrets they share, the data every node serves, how soon every node
+//! follows another's change of keys and deploys, and the S3 suite against
+//! a node whose bytes are in S3.
+use crate::{WOK, WokServer, control, deploy, get, http, send};
 use std::time::{Duration, Instant};
+
+/// The test S3 server's key pair and bucket (scripts/start-s3.sh).
+const S3_ENV: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", "wok-test-access"),
+    ("AWS_SECRET_ACCESS_KEY", "wok-test-secret"),
+];
+const S3_BUCKET: &str = "wok-test";
+
+/// A database and a prefix of the S3 bucket for one test's nodes.
+pub struct Cluster {
+    pub database: String,
+    pub prefix: String,
+    pub blobs: String,
+}
+
+impl Cluster {
+    pub fn new() -> Self {
+        let endpoint = crate::run_script("start-s3.sh");
+        let prefix = format!("it-{}", uuid::Uuid::now_v7().simple());
+        Self {
+            database: database(),
+            blobs: format!(
+                "s3://{S3_BUCKET}/{prefix}?endpoint={}&region=us-east-1",
+                endpoint.display()
+            ),
+            prefix,
+        }
+    }
+
+    /// A node of the cluster.
+    pub fn node(&self) -> WokServer {
+        WokServer::start_with_env(
+            WOK,
+            &["--database", &self.database, "--blobs", &self.blobs],
+            &S3_ENV,
+        )
+    }
+
+    /// Where s3s-fs keeps the object bytes of this cluster, as files.
+    pub fn object_files(&self) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/s3s-fs-data")
+            .join(S3_BUCKET)
+            .join(&self.prefix)
+            .join("objects")
+    }
+}
 
 /// A fresh database on the test cluster; its URL.
 pub fn database() -> String {
@@ -22,13 +71,6 @@ pub fn database() -> String {
     format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
 }
 
-/// A node on `database`, with extra flags.
-pub fn node(database: &str, extra: &[&str]) -> WokServer {
-    let mut args = vec!["--database", database];
-    args.extend_from_slice(extra);
-    WokServer::start_with(WOK, &args)
-}
-
 /// Polls `check` until it holds; how long that took (panics after 10 s).
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -41,9 +83,9 @@ async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
 
 #[tokio::test]
 async fn nodes_on_one_database_share_the_admin_credential_and_the_data() {
-    let database = database();
-    let first = node(&database, &[]);
-    let second = node(&database, &[]);
+    let cluster = Cluster::new();
+    let first = cluster.node();
+    let second = cluster.node();
     // The second node took the first one's secrets.
     assert_eq!(first.admin_token(), second.admin_token());
     for file in ["server-key", "metrics-token"] {
@@ -67,9 +109,9 @@ async fn nodes_on_one_database_share_the_admin_credential_and_the_data() {
 
 #[tokio::test]
 async fn a_key_revoked_on_one_node_is_refused_by_every_node_within_a_second() {
-    let database = database();
-    let first = node(&database, &[]);
-    let second = node(&database, &[]);
+    let cluster = Cluster::new();
+    let first = cluster.node();
+    let second = cluster.node();
     first.cli_ok(&["project", "create", "shop"]);
     let token = first
         .cli_ok(&["--project", "shop", "keys", "create", "--kind", "service"])
@@ -101,4 +143,44 @@ async fn a_key_revoked_on_one_node_is_refused_by_every_node_within_a_second() {
     .await;
     let refused = revoked.elapsed();
     assert!(refused < Duration::from_secs(1), "took {refused:?}");
+}
+
+#[tokio::test]
+async fn a_deploy_on_one_node_is_served_by_every_node_within_two_seconds() {
+    let cluster = Cluster::new();
+    let first = cluster.node();
+    let second = cluster.node();
+    deploy(&first, "hello", guests::HELLO, &[]);
+    let deployed = Instant::now();
+    assert_eq!(get(&first, "/fn/hello").await.status, 200);
+    until("the second node serves the new function", async || {
+        get(&second, "/fn/hello").await.status == 200
+    })
+    .await;
+    let served = deployed.elapsed();
+    assert!(served < Duration::from_secs(2), "took {served:?}");
+    // A node started later loads it from the shared store (its code from
+    // S3, compiled on first sight).
+    let third = cluster.node();
+    assert_eq!(get(&third, "/fn/hello").await.status, 200);
+
+    third.cli_ok(&["rm", "hello"]);
+    until("the first node stops serving the removed function", async || {
+        get(&first, "/fn/hello").await.status == 404
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn boto3_and_aws_cli_work_against_a_node_whose_bytes_are_in_s3() {
+    let cluster = Cluster::new();
+    let node = cluster.node();
+    crate::s3::boto3_and_aws_cli_suite(
+        &node,
+        &[(
+            "WOK_S3_BLOBS_DIR".to_owned(),
+            cluster.object_files().display().to_string(),
+        )],
+    )
+    .await;
 }

@@ -76,31 +76,37 @@ async fn issue_key(server: &WokServer, project: &str, kind: &str) -> (String, se
 
 #[tokio::test]
 async fn boto3_and_aws_cli_work_against_the_s3_endpoint() {
-    let server = server();
-    let admin = send(control(&server, reqwest::Method::GET, "/v1/s3/credentials")).await;
+    boto3_and_aws_cli_suite(&server(), &[]).await;
+}
+
+/// The whole S3 suite against `server`, both phases; `extra` goes to its
+/// environment.
+pub async fn boto3_and_aws_cli_suite(server: &WokServer, extra: &[(String, String)]) {
+    let admin = send(control(server, reqwest::Method::GET, "/v1/s3/credentials")).await;
     assert_eq!(admin.status, 200, "{}", admin.text());
     assert_eq!(admin.json()["access_key_id"], "wok_admin");
     server.cli_ok(&["project", "create", "other"]);
-    let (_, other) = issue_key(&server, "other", "service").await;
-    let (_, public) = issue_key(&server, "default", "public").await;
-    let (revoked_id, revoked) = issue_key(&server, "default", "service").await;
+    let (_, other) = issue_key(server, "other", "service").await;
+    let (_, public) = issue_key(server, "default", "public").await;
+    let (revoked_id, revoked) = issue_key(server, "default", "service").await;
     let mut env = pair_env("", &admin.json());
     env.extend(pair_env("OTHER_", &other));
     env.extend(pair_env("PUBLIC_", &public));
     env.extend(pair_env("REVOKED_", &revoked));
+    env.extend(extra.iter().cloned());
 
-    run_suite(&server, "main", &env).await;
+    run_suite(server, "main", &env).await;
 
     // The suite's "revoked" phase expects this key refused, and deletes
     // everything last.
     let revocation = send(control(
-        &server,
+        server,
         reqwest::Method::DELETE,
         &format!("/v1/projects/default/keys/{revoked_id}"),
     ))
     .await;
     assert_eq!(revocation.status, 204, "{}", revocation.text());
-    run_suite(&server, "revoked", &env).await;
+    run_suite(server, "revoked", &env).await;
 }
 
 /// What an S3 client holding `pair` gets when it lists the buckets: `ok`,

@@ -15,6 +15,8 @@ Environment (set by the Rust test):
   WOK_S3_REVOKED_ACCESS_KEY_ID, ...     a service key of `default`, revoked
                                         by the Rust test between the phases
   WOK_S3_DATA_DIR                       the server's data directory
+  WOK_S3_BLOBS_DIR                      where the object bytes are files, if not
+                                        in it (a node on --blobs: the S3 server's)
   WOK_S3_ADMIN_TOKEN                    for wok's REST API (access rules)
   WOK_S3_ONLY                           optional regex: run matching checks
 """
@@ -1695,7 +1697,9 @@ def deleting_everything_leaves_no_files():
                     expect(f"errors deleting everything in {bucket}", reply.get("Errors", []), [])
             via.delete_bucket(Bucket=bucket)
         expect("buckets left", via.list_buckets()["Buckets"], [])
-    root = os.path.join(os.environ["WOK_S3_DATA_DIR"], "objects")
+    # The object bytes: files in the data directory, or those of the S3
+    # server a node on --blobs keeps them in.
+    root = os.environ.get("WOK_S3_BLOBS_DIR") or os.path.join(os.environ["WOK_S3_DATA_DIR"], "objects")
     left = [os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files]
     expect("blob files left once everything is deleted", left, [])
 
