@@ -251,11 +251,7 @@ impl Dispatcher {
                 clock,
                 metrics,
                 streams,
-                holder: format!(
-                    "{}-{:016x}",
-                    std::process::id(),
-                    fastrand::u64(..)
-                ),
+                holder: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
             }),
             running: Mutex::new(HashMap::new()),
         })

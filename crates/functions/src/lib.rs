@@ -564,10 +564,7 @@ impl Functions {
         let mut current = HashMap::new();
         for project in self.store.projects_with_functions().await? {
             for version in self.store.list(&project).await? {
-                current.insert(
-                    (version.project.clone(), version.function.clone()),
-                    version,
-                );
+                current.insert((version.project.clone(), version.function.clone()), version);
             }
         }
         let mut changed = 0;

@@ -30,11 +30,10 @@
 
 use anyhow::Context;
 use blob::{ArtifactStore, FileBlobs, Layout};
+pub use blob_s3::S3Config;
 use domain::ByteSize;
 use functions::Functions;
 pub use gateway::ConnectionLimits;
-pub use blob_s3::S3Config;
-pub use store_postgres::PgOptions;
 use gateway::Gateway;
 use metering::{Metrics, Recorder};
 use runtime_wasm::{WasmConfig, WasmRuntime};
@@ -45,6 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::Stores;
 pub use store::events::AsyncQueueLimit;
+pub use store_postgres::PgOptions;
 use store_sqlite::SqliteStore;
 
 /// The file in the data directory holding the admin credential.
@@ -333,8 +333,8 @@ pub async fn run_with(
     // node's uploads in flight: no sweep then (the trash is still emptied).
     let sweep = !take_clean_stop(&config.data_dir)? && shared.is_none();
     let objects = objects::Objects::open(stores.objects.clone(), object_blobs, sweep)
-    .await
-    .context("opening object storage")?;
+        .await
+        .context("opening object storage")?;
     let artifacts = ArtifactStore::new(
         component_blobs,
         FileBlobs::open(

@@ -872,7 +872,12 @@ impl PgStore {
             .execute(
                 "INSERT INTO ticks (project, function, trigger, at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT DO NOTHING",
-                &[&project.as_str(), &function.as_str(), &trigger.as_str(), &at],
+                &[
+                    &project.as_str(),
+                    &function.as_str(),
+                    &trigger.as_str(),
+                    &at,
+                ],
             )
             .await?;
         if first == 0 {

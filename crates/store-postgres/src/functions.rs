@@ -204,10 +204,7 @@ impl FunctionStore for PgStore {
             )
             .await
             .db()?;
-        Ok(rows
-            .iter()
-            .map(version_from_row)
-            .collect::<Result<_>>()?)
+        Ok(rows.iter().map(version_from_row).collect::<Result<_>>()?)
     }
 
     async fn list(&self, project: &ProjectId) -> Result<Vec<FunctionVersion>, StoreError> {
@@ -219,10 +216,7 @@ impl FunctionStore for PgStore {
             )
             .await
             .db()?;
-        Ok(rows
-            .iter()
-            .map(version_from_row)
-            .collect::<Result<_>>()?)
+        Ok(rows.iter().map(version_from_row).collect::<Result<_>>()?)
     }
 
     async fn remove(

@@ -63,7 +63,13 @@ async fn insert_new(
     Ok(client
         .query_opt(
             &statement,
-            &[&project.as_str(), &store.as_str(), &key, &value, &expires_at],
+            &[
+                &project.as_str(),
+                &store.as_str(),
+                &key,
+                &value,
+                &expires_at,
+            ],
         )
         .await?
         .map(|row| row.get::<_, i64>(0) as u64))
@@ -96,9 +102,7 @@ impl KvStore for PgStore {
         now: UnixMillis,
     ) -> Result<Option<KvEntry>, StoreError> {
         let client = self.client().await?;
-        live_entry(&client, project, store, key, now)
-            .await
-            .db()
+        live_entry(&client, project, store, key, now).await.db()
     }
 
     async fn kv_set(
@@ -128,7 +132,13 @@ impl KvStore for PgStore {
                 client
                     .query_opt(
                         &statement,
-                        &[&project.as_str(), &store.as_str(), &key, &value, &expires_at],
+                        &[
+                            &project.as_str(),
+                            &store.as_str(),
+                            &key,
+                            &value,
+                            &expires_at,
+                        ],
                     )
                     .await
             }
@@ -201,7 +211,11 @@ impl KvStore for PgStore {
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let key_params = [&project.as_str() as &(dyn tokio_postgres::types::ToSql + Sync), &store.as_str(), &key];
+        let key_params = [
+            &project.as_str() as &(dyn tokio_postgres::types::ToSql + Sync),
+            &store.as_str(),
+            &key,
+        ];
         match condition {
             Condition::Always => {
                 let statement = client
@@ -212,7 +226,10 @@ impl KvStore for PgStore {
                     .await
                     .db()?;
                 let row = client
-                    .query_opt(&statement, &[key_params[0], key_params[1], key_params[2], &now])
+                    .query_opt(
+                        &statement,
+                        &[key_params[0], key_params[1], key_params[2], &now],
+                    )
                     .await
                     .db()?;
                 Ok(row.is_some_and(|row| row.get::<_, bool>(0)))

@@ -70,10 +70,7 @@ impl From<deadpool_postgres::PoolError> for Error {
             PoolError::Backend(error) => backend_error(error),
             // No connection to be had in time: the database is down, or
             // every connection is busy. Both pass.
-            other => StoreError::backend(
-                format!("no database connection: {other}"),
-                true,
-            ),
+            other => StoreError::backend(format!("no database connection: {other}"), true),
         })
     }
 }
@@ -109,8 +106,11 @@ pub(crate) fn stored<T, E: std::fmt::Display>(parsed: std::result::Result<T, E>)
 
 /// A number read back from the database that must fit `T`.
 pub(crate) fn number<T: TryFrom<i64>>(value: i64) -> Result<T> {
-    T::try_from(value)
-        .map_err(|_| Error(StoreError::Corrupt(format!("stored number {value} is out of range"))))
+    T::try_from(value).map_err(|_| {
+        Error(StoreError::Corrupt(format!(
+            "stored number {value} is out of range"
+        )))
+    })
 }
 
 /// The number of the newest schema migration.

@@ -186,7 +186,9 @@ async fn listen_loop(
                             }
                             Ok(_) => {}
                             Err(error) => {
-                                tracing::warn!("lost the connection that hears other nodes: {error}");
+                                tracing::warn!(
+                                    "lost the connection that hears other nodes: {error}"
+                                );
                                 break;
                             }
                         }

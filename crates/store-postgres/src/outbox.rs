@@ -13,9 +13,9 @@
 //! one has committed. The lock is held for the length of the commit, not
 //! of the whole transaction.
 use crate::Result;
+use deadpool_postgres::GenericClient;
 use domain::{FunctionName, ProjectId, TriggerSpec, UnixMillis, now_millis};
 use store::events::{Event, NewEvent};
-use deadpool_postgres::GenericClient;
 
 /// The pseudo-function whose subscriptions keep a stream logged for live
 /// queries (function names start with a letter or digit, so no function
@@ -54,7 +54,6 @@ impl Outbox {
         }
         Ok(())
     }
-
 
     /// Numbers and inserts the events, in the order they were pushed; call
     /// it last before the commit. Returns them with their positions.

@@ -81,7 +81,9 @@ impl ProjectStore for PgStore {
     async fn project(&self, project: &ProjectId) -> Result<Option<Project>, StoreError> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached("SELECT created_at FROM projects WHERE name = $1 AND removed_at IS NULL")
+            .prepare_cached(
+                "SELECT created_at FROM projects WHERE name = $1 AND removed_at IS NULL",
+            )
             .await
             .db()?;
         Ok(client
@@ -206,7 +208,9 @@ impl ProjectStore for PgStore {
                 (row.get(0), row.get(1), row.get(2), row.get(3));
             let parsed = (
                 ProjectId::new(&project).ok(),
-                RESOURCE_KINDS.into_iter().find(|known| known.as_str() == kind),
+                RESOURCE_KINDS
+                    .into_iter()
+                    .find(|known| known.as_str() == kind),
                 AccessRule::parse(&rule),
             );
             let (Some(project), Some(kind), Some(rule)) = parsed else {
@@ -236,8 +240,10 @@ impl ProjectStore for PgStore {
         }
         transaction
             .execute(
-                &format!("WITH changed AS (UPDATE control_changes SET version = version + 1)
-                 INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+                &format!(
+                    "WITH changed AS (UPDATE control_changes SET version = version + 1)
+                 INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ),
                 &[
                     &key.project.as_str(),
                     &key.id,

@@ -17,7 +17,8 @@ use store::{RecordStore, StoreError, StoredLogLine};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-const RECORD_COLUMNS: &str = "id, project, function, version, trigger, start, duration_us, billed_ms,
+const RECORD_COLUMNS: &str =
+    "id, project, function, version, trigger, start, duration_us, billed_ms,
     memory_mib, peak_memory_bytes, outcome, cold, bytes_in, bytes_out, cpu_us, init_us";
 
 fn record_from_row(row: &Row) -> Result<InvocationRecord> {
@@ -78,8 +79,10 @@ fn params(values: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 async fn insert_records(client: &impl GenericClient, records: &[InvocationRecord]) -> Result<()> {
-    let column = |value: fn(&InvocationRecord) -> i64| records.iter().map(value).collect::<Vec<_>>();
-    let text = |value: fn(&InvocationRecord) -> String| records.iter().map(value).collect::<Vec<_>>();
+    let column =
+        |value: fn(&InvocationRecord) -> i64| records.iter().map(value).collect::<Vec<_>>();
+    let text =
+        |value: fn(&InvocationRecord) -> String| records.iter().map(value).collect::<Vec<_>>();
     let optional =
         |value: fn(&InvocationRecord) -> Option<i64>| records.iter().map(value).collect::<Vec<_>>();
     let statement = client
@@ -142,7 +145,10 @@ async fn insert_logs(client: &impl GenericClient, lines: &[LogLine]) -> Result<(
                 &text(|line| line.project.to_string()),
                 &text(|line| line.function.to_string()),
                 &text(|line| line.invocation.0.clone()),
-                &lines.iter().map(|line| line.instance.clone()).collect::<Vec<_>>(),
+                &lines
+                    .iter()
+                    .map(|line| line.instance.clone())
+                    .collect::<Vec<_>>(),
                 &lines.iter().map(|line| line.time).collect::<Vec<_>>(),
                 &text(|line| line.stream.as_str().to_owned()),
                 &text(|line| line.line.clone()),

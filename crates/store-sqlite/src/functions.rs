@@ -4,8 +4,8 @@
 //! (immutable rows, the configuration as JSON, see `api_types::stored`). A deploy,
 //! rollback or removal syncs the function's subscriptions in its own
 //! transaction.
-use api_types::stored::{config_from_json, config_to_json, runtime_from_column, runtime_to_column};
 use crate::{Result, SqliteStore, stored};
+use api_types::stored::{config_from_json, config_to_json, runtime_from_column, runtime_to_column};
 use domain::{FunctionName, ProjectId, now_millis};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use store::{FunctionStore, FunctionVersion, NewVersion, StoreError};

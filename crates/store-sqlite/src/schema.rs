@@ -11,8 +11,8 @@
 //! migration once released is never edited. The tests run every migration
 //! from an empty database and from a dump of the `wok.db` of the last
 //! release before them (`tests/fixtures`).
-use api_types::stored::config_to_json;
 use crate::{Error, Result, stored};
+use api_types::stored::config_to_json;
 use domain::{
     AsyncConfig, ByteSize, Destination, FunctionConfig, FunctionName, Isolation, Limits, ProjectId,
     RetryPolicy, ReuseLimits, TriggerSpec, now_millis,

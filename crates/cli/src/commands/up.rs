@@ -13,7 +13,12 @@ pub struct Up {
     /// given the same database (and the same --blobs) serve the same
     /// projects. Keep the password out of the command line: put it in
     /// `PGPASSWORD`, or give the whole URL in `WOK_DATABASE_URL`.
-    #[arg(long, env = "WOK_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "WOK_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     database: Option<String>,
     /// An S3-compatible bucket to keep object bytes and function code in,
     /// instead of the data directory: `s3://BUCKET[/PREFIX][?endpoint=URL&

@@ -75,7 +75,10 @@ pub fn database() -> String {
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !check().await {
-        assert!(start.elapsed() < Duration::from_secs(10), "{what} never held");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what} never held"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     start.elapsed()
@@ -97,11 +100,21 @@ async fn nodes_on_one_database_share_the_admin_credential_and_the_data() {
     }
     first.cli_ok(&["project", "create", "shop"]);
     let put = send(
-        control(&first, reqwest::Method::PUT, "/v1/projects/shop/kv/carts/alice").body("3 apples"),
+        control(
+            &first,
+            reqwest::Method::PUT,
+            "/v1/projects/shop/kv/carts/alice",
+        )
+        .body("3 apples"),
     )
     .await;
     assert_eq!(put.status, 200, "{}", put.text());
-    let read = send(control(&second, reqwest::Method::GET, "/v1/projects/shop/kv/carts/alice")).await;
+    let read = send(control(
+        &second,
+        reqwest::Method::GET,
+        "/v1/projects/shop/kv/carts/alice",
+    ))
+    .await;
     assert_eq!(read.status, 200, "{}", read.text());
     assert_eq!(read.text(), "3 apples");
     assert!(second.cli_ok(&["project", "ls"]).contains("shop"));
@@ -165,9 +178,10 @@ async fn a_deploy_on_one_node_is_served_by_every_node_within_two_seconds() {
     assert_eq!(get(&third, "/fn/hello").await.status, 200);
 
     third.cli_ok(&["rm", "hello"]);
-    until("the first node stops serving the removed function", async || {
-        get(&first, "/fn/hello").await.status == 404
-    })
+    until(
+        "the first node stops serving the removed function",
+        async || get(&first, "/fn/hello").await.status == 404,
+    )
     .await;
 }
 

@@ -4,8 +4,8 @@
 // The tests run `wok`, Python suites and shell lines: processes (ARCHITECTURE.md lets cli's tests).
 #![allow(clippy::disallowed_methods)]
 
-mod connections;
 mod cluster;
+mod connections;
 mod deploy;
 mod disk;
 mod docs;

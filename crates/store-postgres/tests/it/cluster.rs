@@ -10,9 +10,15 @@ async fn nodes_starting_together_migrate_the_schema_once() {
         .await
         .unwrap();
     tokio::spawn(connection);
-    let rows = client.query("SELECT version FROM wok_schema", &[]).await.unwrap();
+    let rows = client
+        .query("SELECT version FROM wok_schema", &[])
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].get::<_, i64>(0), i64::from(store_postgres::SCHEMA_VERSION));
+    assert_eq!(
+        rows[0].get::<_, i64>(0),
+        i64::from(store_postgres::SCHEMA_VERSION)
+    );
 }
 
 use domain::{FunctionConfig, FunctionName, HttpWorld, ProjectId, TriggerName, TriggerSpec};
@@ -60,17 +66,38 @@ async fn a_lease_has_one_holder_until_it_expires_then_changes_hands_under_a_new_
     let database = Database::new().await;
     let (first, second) = tokio::join!(database.store(), database.store());
     let ttl = Duration::from_millis(400);
-    let taken = first.lease("trigger/x", "first", ttl).await.unwrap().unwrap();
-    assert_eq!(second.lease("trigger/x", "second", ttl).await.unwrap(), None);
+    let taken = first
+        .lease("trigger/x", "first", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        second.lease("trigger/x", "second", ttl).await.unwrap(),
+        None
+    );
     // Renewing keeps the epoch.
-    assert_eq!(first.lease("trigger/x", "first", ttl).await.unwrap(), Some(taken));
+    assert_eq!(
+        first.lease("trigger/x", "first", ttl).await.unwrap(),
+        Some(taken)
+    );
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
-    let taken_over = second.lease("trigger/x", "second", ttl).await.unwrap().unwrap();
+    let taken_over = second
+        .lease("trigger/x", "second", ttl)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(taken_over > taken);
     assert_eq!(first.lease("trigger/x", "first", ttl).await.unwrap(), None);
     // Given up: free at once.
     second.release("trigger/x", "second").await.unwrap();
-    assert!(first.lease("trigger/x", "first", ttl).await.unwrap().unwrap() > taken_over);
+    assert!(
+        first
+            .lease("trigger/x", "first", ttl)
+            .await
+            .unwrap()
+            .unwrap()
+            > taken_over
+    );
 }
 
 #[tokio::test]
@@ -81,7 +108,10 @@ async fn a_holder_that_lost_its_lease_moves_no_cursor_and_logs_no_tick() {
     let project = ProjectId::default_project();
     let worker = FunctionName::new("worker").unwrap();
     let queue = TriggerName::new("queue-jobs").unwrap();
-    let published = first.publish(&project, vec![message("topic:jobs")]).await.unwrap();
+    let published = first
+        .publish(&project, vec![message("topic:jobs")])
+        .await
+        .unwrap();
     let ttl = Duration::from_millis(400);
     let lease = "trigger/default/worker/queue-jobs";
     let epoch = first.lease(lease, "first", ttl).await.unwrap().unwrap();
@@ -91,7 +121,10 @@ async fn a_holder_that_lost_its_lease_moves_no_cursor_and_logs_no_tick() {
         epoch,
     };
     let cursor = async |store: &store_postgres::PgStore| {
-        store.subscriptions(&project, &worker).await.unwrap()
+        store
+            .subscriptions(&project, &worker)
+            .await
+            .unwrap()
             .into_iter()
             .find(|subscription| subscription.trigger == queue)
             .unwrap()
@@ -130,7 +163,10 @@ async fn a_holder_that_lost_its_lease_moves_no_cursor_and_logs_no_tick() {
     let again = first
         .schedule(&project, &worker, &cron, message("cron"), at)
         .await;
-    assert!(matches!(again, Err(StoreError::ConditionFailed)), "{again:?}");
+    assert!(
+        matches!(again, Err(StoreError::ConditionFailed)),
+        "{again:?}"
+    );
 }
 
 #[tokio::test]
@@ -145,7 +181,10 @@ async fn another_node_hears_of_a_commit_on_its_streams() {
     let project = ProjectId::default_project();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        first.publish(&project, vec![message("topic:jobs")]).await.unwrap();
+        first
+            .publish(&project, vec![message("topic:jobs")])
+            .await
+            .unwrap();
         match tokio::time::timeout(Duration::from_millis(500), hearing.recv()).await {
             Ok(Some(streams)) if !streams.is_empty() => {
                 assert_eq!(streams, vec![(project.clone(), "topic:jobs".to_owned())]);
@@ -160,11 +199,17 @@ async fn another_node_hears_of_a_commit_on_its_streams() {
     first.on_events(Box::new(move |streams| {
         let _ = own.send(streams.to_vec());
     }));
-    first.publish(&project, vec![message("topic:other")]).await.unwrap();
+    first
+        .publish(&project, vec![message("topic:other")])
+        .await
+        .unwrap();
     assert_eq!(
         own_hearing.recv().await.unwrap(),
         vec![(project.clone(), "topic:other".to_owned())]
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(own_hearing.try_recv().is_err(), "a node heard its own commit twice");
+    assert!(
+        own_hearing.try_recv().is_err(),
+        "a node heard its own commit twice"
+    );
 }
