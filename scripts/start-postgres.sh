@@ -57,7 +57,17 @@ log_min_messages = warning
 CONF
 fi
 if ! as_postgres "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
-  # The server must not inherit the lock (fd 9): it would hold it for good.
-  as_postgres "$BIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -t 30 start >&2 9>&-
+  # The server must hold none of the files this script inherited but
+  # stdin, stdout and stderr: not our lock (fd 9), nor one a caller took
+  # around `cargo test` (`flock LOCK cargo test` hands its fd down to
+  # cargo, the test binary and this script), which it would hold for as
+  # long as it runs.
+  (
+    for fd in /proc/self/fd/*; do
+      fd="${fd##*/}"
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec runuser -u postgres -- "$BIN/pg_ctl" -D "$DATA" -l "$DIR/server.log" -w -t 30 start
+  ) >&2
 fi
 echo "postgres://postgres@127.0.0.1:$PORT/postgres"

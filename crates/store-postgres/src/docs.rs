@@ -59,12 +59,13 @@ use domain::{CollectionName, FunctionName, ProjectId};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use store::StoreError;
+use store::docs::shared::{Position, change_event, check_condition, decode_cursor, encode_cursor};
 use store::docs::{
     Bounds, CollectionInfo, DocCondition, DocStore, DocWrite, DocWritten, Document, Explain, Index,
     IndexField, MAX_INDEXES, MAX_QUERY_LIMIT, MAX_SNAPSHOT_BYTES, Order, Plan, Query, QueryPage,
     SCAN_LIMIT, encode_part, matches, parse_index_fields, plan, validate_document, validate_id,
 };
-use store::events::NewEvent;
+
 use tokio_postgres::IsolationLevel;
 
 /// Documents indexed per chunk when an index is filled: a writer waits
@@ -310,57 +311,6 @@ async fn get_document(
     }
 }
 
-fn check(condition: DocCondition, live: Option<&Document>) -> Result<()> {
-    let holds = match condition {
-        DocCondition::Always => true,
-        DocCondition::Version(version) => live.is_some_and(|live| live.version == version),
-        DocCondition::Exists => live.is_some(),
-        DocCondition::Absent => {
-            if let Some(live) = live {
-                return Err(StoreError::DocumentExists(live.id.clone()).into());
-            }
-            true
-        }
-    };
-    if holds {
-        Ok(())
-    } else {
-        Err(StoreError::ConditionFailed.into())
-    }
-}
-
-/// The event of a document change: `wok.document.created`, `.updated` or
-/// `.deleted`, its subject the id, its data the document before and after.
-fn change_event(
-    stream: String,
-    origin: Option<&FunctionName>,
-    id: &str,
-    version: u64,
-    before: Option<&Map<String, Value>>,
-    after: Option<&Map<String, Value>>,
-) -> NewEvent {
-    let change = match (before, after) {
-        (None, _) => domain::Change::Created,
-        (Some(_), Some(_)) => domain::Change::Updated,
-        (Some(_), None) => domain::Change::Deleted,
-    };
-    let data = serde_json::json!({
-        "id": id,
-        "version": version,
-        "before": before,
-        "after": after,
-    });
-    NewEvent {
-        stream,
-        kind: format!("wok.document.{}", change.as_str()),
-        subject: Some(id.to_owned()),
-        key: None,
-        content_type: Some("application/json".to_owned()),
-        data: data.to_string().into_bytes(),
-        origin: origin.cloned(),
-    }
-}
-
 /// What a batch has learnt so far: its collections (their locks held)
 /// and whether anything reads their streams, and the events it logs.
 #[derive(Default)]
@@ -429,7 +379,7 @@ async fn apply_write(
     // writer may make it between the read and the insert: read again).
     let (live, new_data, version) = loop {
         let live = lock_document(transaction, cid, &id).await?;
-        check(condition, live.as_ref())?;
+        check_condition(condition, live.as_ref())?;
         let new_data = match write {
             DocWrite::Set { data, .. } => Some(data.clone()),
             DocWrite::Patch { patch, .. } => {
@@ -960,50 +910,6 @@ async fn count_documents(client: &impl GenericClient, cid: i64, limit: Option<i6
         }
     };
     number(row.get(0))
-}
-
-/// A read position: the sort key and id of the last document returned.
-type Position = (Vec<u8>, String);
-
-/// A 64-bit FNV-1a hash of what a cursor depends on, so that a cursor of
-/// another query is refused instead of giving a wrong page.
-fn fingerprint(query: &Query, plan: &Plan) -> [u8; 8] {
-    let text = format!("{:?}|{:?}|{}", query.filter, query.order_by, plan.kind());
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash.to_be_bytes()
-}
-
-fn encode_cursor(query: &Query, plan: &Plan, (key, id): &Position) -> String {
-    let mut bytes = Vec::with_capacity(13 + key.len() + id.len());
-    bytes.push(plan.kind());
-    bytes.extend_from_slice(&fingerprint(query, plan));
-    bytes.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    bytes.extend_from_slice(key);
-    bytes.extend_from_slice(id.as_bytes());
-    hex::encode(bytes)
-}
-
-fn decode_cursor(query: &Query, plan: &Plan) -> Result<Option<Position>> {
-    let Some(cursor) = &query.cursor else {
-        return Ok(None);
-    };
-    let invalid = || {
-        StoreError::InvalidQuery(
-            "the cursor is not one this query returned; start again without it".to_owned(),
-        )
-    };
-    let bytes = hex::decode(cursor).map_err(|_| invalid())?;
-    if bytes.len() < 13 || bytes[0] != plan.kind() || bytes[1..9] != fingerprint(query, plan) {
-        return Err(invalid().into());
-    }
-    let length = u32::from_be_bytes(bytes[9..13].try_into().map_err(|_| invalid())?) as usize;
-    let key = bytes.get(13..13 + length).ok_or_else(invalid)?.to_vec();
-    let id = String::from_utf8(bytes[13 + length..].to_vec()).map_err(|_| invalid())?;
-    Ok(Some((key, id)))
 }
 
 /// Rows read at a time when counting.

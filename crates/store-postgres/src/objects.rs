@@ -31,74 +31,16 @@ use domain::{BucketName, FunctionName, ProjectId, UnixMillis};
 use serde_json::Value;
 use store::StoreError;
 use store::events::NewEvent;
+use store::objects::columns::{
+    described_from_json, described_to_json, pairs_from_json, pairs_to_json, segments_from_json,
+    segments_to_json,
+};
 use store::objects::{
     Bucket, ObjectCondition, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, ObjectStore, Part,
     Segment, Upload,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-
-fn pairs_to_json(pairs: &[(String, String)]) -> String {
-    Value::Array(
-        pairs
-            .iter()
-            .map(|(name, value)| Value::from(vec![name.clone(), value.clone()]))
-            .collect(),
-    )
-    .to_string()
-}
-
-fn pairs_from_json(text: &str) -> Result<Vec<(String, String)>> {
-    stored(serde_json::from_str(text))
-}
-
-/// An object's response headers are kept in its `metadata` column, named
-/// `:NAME` (as SQLite keeps them): no user metadata name can hold a colon
-/// (it is not a header name character).
-const HEADER_MARK: char = ':';
-
-fn described_to_json(metadata: &[(String, String)], headers: &[(String, String)]) -> String {
-    let mut pairs = metadata.to_vec();
-    pairs.extend(
-        headers
-            .iter()
-            .map(|(name, value)| (format!("{HEADER_MARK}{name}"), value.clone())),
-    );
-    pairs_to_json(&pairs)
-}
-
-/// Name-value pairs, as objects keep them.
-type Pairs = Vec<(String, String)>;
-
-/// User metadata and response headers, from a `metadata` column.
-fn described_from_json(text: &str) -> Result<(Pairs, Pairs)> {
-    let (mut metadata, mut headers) = (Vec::new(), Vec::new());
-    for (name, value) in pairs_from_json(text)? {
-        match name.strip_prefix(HEADER_MARK) {
-            Some(header) => headers.push((header.to_owned(), value)),
-            None => metadata.push((name, value)),
-        }
-    }
-    Ok((metadata, headers))
-}
-
-fn segments_to_json(segments: &[Segment]) -> String {
-    Value::Array(
-        segments
-            .iter()
-            .map(|segment| serde_json::json!([segment.blob, segment.size]))
-            .collect(),
-    )
-    .to_string()
-}
-
-fn segments_from_json(text: &str) -> Result<Vec<Segment>> {
-    let pairs: Vec<(String, u64)> = stored(serde_json::from_str(text))?;
-    Ok(pairs
-        .into_iter()
-        .map(|(blob, size)| Segment { blob, size })
-        .collect())
-}
 
 fn blobs_of(segments: &[Segment]) -> Vec<&str> {
     segments

@@ -8,12 +8,12 @@ use domain::{CollectionName, FunctionName, ProjectId};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Map, Value};
 use store::StoreError;
+use store::docs::shared::{Position, change_event, check_condition, decode_cursor, encode_cursor};
 use store::docs::{
     Bounds, CollectionInfo, DocCondition, DocStore, DocWrite, DocWritten, Document, Explain, Index,
     IndexField, MAX_INDEXES, Order, Plan, Query, QueryPage, encode_part, matches,
     parse_index_fields, plan, validate_document, validate_id,
 };
-use store::events::NewEvent;
 
 /// A collection as stored: its number, size and indexes (with numbers).
 struct Collection {
@@ -185,57 +185,6 @@ pub(crate) fn apply_doc_batch(
     Ok(results)
 }
 
-fn check(condition: DocCondition, live: Option<&Document>) -> Result<()> {
-    let holds = match condition {
-        DocCondition::Always => true,
-        DocCondition::Version(version) => live.is_some_and(|live| live.version == version),
-        DocCondition::Exists => live.is_some(),
-        DocCondition::Absent => {
-            if let Some(live) = live {
-                return Err(StoreError::DocumentExists(live.id.clone()).into());
-            }
-            true
-        }
-    };
-    if holds {
-        Ok(())
-    } else {
-        Err(StoreError::ConditionFailed.into())
-    }
-}
-
-/// The event of a document change: `wok.document.created`, `.updated` or
-/// `.deleted`, its subject the id, its data the document before and after.
-fn change_event(
-    stream: String,
-    origin: Option<&FunctionName>,
-    id: &str,
-    version: u64,
-    before: Option<&Map<String, Value>>,
-    after: Option<&Map<String, Value>>,
-) -> NewEvent {
-    let change = match (before, after) {
-        (None, _) => domain::Change::Created,
-        (Some(_), Some(_)) => domain::Change::Updated,
-        (Some(_), None) => domain::Change::Deleted,
-    };
-    let data = serde_json::json!({
-        "id": id,
-        "version": version,
-        "before": before,
-        "after": after,
-    });
-    NewEvent {
-        stream,
-        kind: format!("wok.document.{}", change.as_str()),
-        subject: Some(id.to_owned()),
-        key: None,
-        content_type: Some("application/json".to_owned()),
-        data: data.to_string().into_bytes(),
-        origin: origin.cloned(),
-    }
-}
-
 fn apply_doc_write(
     transaction: &Connection,
     project: &ProjectId,
@@ -259,7 +208,7 @@ fn apply_doc_write(
     };
     validate_id(&id)?;
     let live = load_document(transaction, cid, &id)?;
-    check(condition, live.as_ref())?;
+    check_condition(condition, live.as_ref())?;
     let new_data = match write {
         DocWrite::Set { data, .. } => Some(data.clone()),
         DocWrite::Patch { patch, .. } => {
@@ -549,50 +498,6 @@ pub(crate) fn collections(
 
 /// Rows read at a time when counting.
 const MAX_CHUNK_COUNT: usize = 256;
-
-/// A read position: the sort key and id of the last document returned.
-type Position = (Vec<u8>, String);
-
-/// A 64-bit FNV-1a hash of what a cursor depends on, so that a cursor of
-/// another query is refused instead of giving a wrong page.
-fn fingerprint(query: &Query, plan: &Plan) -> [u8; 8] {
-    let text = format!("{:?}|{:?}|{}", query.filter, query.order_by, plan.kind());
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash.to_be_bytes()
-}
-
-fn encode_cursor(query: &Query, plan: &Plan, (key, id): &Position) -> String {
-    let mut bytes = Vec::with_capacity(13 + key.len() + id.len());
-    bytes.push(plan.kind());
-    bytes.extend_from_slice(&fingerprint(query, plan));
-    bytes.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    bytes.extend_from_slice(key);
-    bytes.extend_from_slice(id.as_bytes());
-    hex::encode(bytes)
-}
-
-fn decode_cursor(query: &Query, plan: &Plan) -> Result<Option<Position>> {
-    let Some(cursor) = &query.cursor else {
-        return Ok(None);
-    };
-    let invalid = || {
-        StoreError::InvalidQuery(
-            "the cursor is not one this query returned; start again without it".to_owned(),
-        )
-    };
-    let bytes = hex::decode(cursor).map_err(|_| invalid())?;
-    if bytes.len() < 13 || bytes[0] != plan.kind() || bytes[1..9] != fingerprint(query, plan) {
-        return Err(invalid().into());
-    }
-    let length = u32::from_be_bytes(bytes[9..13].try_into().map_err(|_| invalid())?) as usize;
-    let key = bytes.get(13..13 + length).ok_or_else(invalid)?.to_vec();
-    let id = String::from_utf8(bytes[13 + length..].to_vec()).map_err(|_| invalid())?;
-    Ok(Some((key, id)))
-}
 
 /// Reads documents in plan order after `after`, a chunk at a time, and
 /// hands each match to `visit` until it says stop.

@@ -6,76 +6,17 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
 use store::StoreError;
 use store::events::NewEvent;
+use store::objects::columns::{
+    described_from_json, described_to_json, pairs_from_json, pairs_to_json, segments_from_json,
+    segments_to_json,
+};
 use store::objects::{
     Bucket, ObjectCondition, ObjectDone, ObjectListing, ObjectMeta, ObjectOp, ObjectStore, Part,
-    Segment, Upload,
+    Upload,
 };
 
 fn corrupt(what: impl std::fmt::Display) -> crate::Error {
     crate::Error(StoreError::Corrupt(what.to_string()))
-}
-
-fn pairs_to_json(pairs: &[(String, String)]) -> String {
-    Value::Array(
-        pairs
-            .iter()
-            .map(|(name, value)| Value::from(vec![name.clone(), value.clone()]))
-            .collect(),
-    )
-    .to_string()
-}
-
-fn pairs_from_json(text: &str) -> Result<Vec<(String, String)>> {
-    let pairs: Vec<(String, String)> = serde_json::from_str(text).map_err(corrupt)?;
-    Ok(pairs)
-}
-
-/// An object's response headers are kept in its `metadata` column, named
-/// `:NAME`: no user metadata name can hold a colon (it is not a header
-/// name character), and rows from before headers were kept read the same.
-const HEADER_MARK: char = ':';
-
-fn described_to_json(metadata: &[(String, String)], headers: &[(String, String)]) -> String {
-    let mut pairs = metadata.to_vec();
-    pairs.extend(
-        headers
-            .iter()
-            .map(|(name, value)| (format!("{HEADER_MARK}{name}"), value.clone())),
-    );
-    pairs_to_json(&pairs)
-}
-
-/// Name-value pairs, as objects keep them.
-type Pairs = Vec<(String, String)>;
-
-/// User metadata and response headers, from a `metadata` column.
-fn described_from_json(text: &str) -> Result<(Pairs, Pairs)> {
-    let (mut metadata, mut headers) = (Vec::new(), Vec::new());
-    for (name, value) in pairs_from_json(text)? {
-        match name.strip_prefix(HEADER_MARK) {
-            Some(header) => headers.push((header.to_owned(), value)),
-            None => metadata.push((name, value)),
-        }
-    }
-    Ok((metadata, headers))
-}
-
-fn segments_to_json(segments: &[Segment]) -> String {
-    Value::Array(
-        segments
-            .iter()
-            .map(|segment| serde_json::json!([segment.blob, segment.size]))
-            .collect(),
-    )
-    .to_string()
-}
-
-fn segments_from_json(text: &str) -> Result<Vec<Segment>> {
-    let pairs: Vec<(String, u64)> = serde_json::from_str(text).map_err(corrupt)?;
-    Ok(pairs
-        .into_iter()
-        .map(|(blob, size)| Segment { blob, size })
-        .collect())
 }
 
 const OBJECT_COLUMNS: &str =
@@ -120,13 +61,13 @@ fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Upload>> {
         headers: Vec::new(),
         checksum_algorithm: row.get(5)?,
     };
-    Ok(
-        described_from_json(&metadata).map(|(metadata, headers)| Upload {
+    Ok(described_from_json(&metadata)
+        .map(|(metadata, headers)| Upload {
             metadata,
             headers,
             ..upload
-        }),
-    )
+        })
+        .map_err(crate::Error))
 }
 
 fn bucket_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Bucket>> {
@@ -327,7 +268,9 @@ fn part_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Part>> {
         blob: row.get(4)?,
         last_modified: row.get(5)?,
     };
-    Ok(pairs_from_json(&checksums).map(|checksums| Part { checksums, ..part }))
+    Ok(pairs_from_json(&checksums)
+        .map(|checksums| Part { checksums, ..part })
+        .map_err(crate::Error))
 }
 
 pub(crate) fn parts(

@@ -10,6 +10,84 @@
 use crate::StoreError;
 use domain::{BucketName, ProjectId, UnixMillis};
 
+/// How every backend stores an object's lists in text columns (JSON):
+/// name-value pairs, user metadata with the response headers, segments.
+pub mod columns {
+    use super::Segment;
+    use crate::StoreError;
+    use serde_json::Value;
+
+    /// Name-value pairs, as objects keep them.
+    pub type Pairs = Vec<(String, String)>;
+
+    fn corrupt(what: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt(what.to_string())
+    }
+
+    pub fn pairs_to_json(pairs: &[(String, String)]) -> String {
+        Value::Array(
+            pairs
+                .iter()
+                .map(|(name, value)| Value::from(vec![name.clone(), value.clone()]))
+                .collect(),
+        )
+        .to_string()
+    }
+
+    pub fn pairs_from_json(text: &str) -> Result<Pairs, StoreError> {
+        serde_json::from_str(text).map_err(corrupt)
+    }
+
+    /// An object's response headers are kept in its `metadata` column,
+    /// named `:NAME`: no user metadata name can hold a colon (it is not a
+    /// header name character), and rows from before headers were kept
+    /// read the same.
+    const HEADER_MARK: char = ':';
+
+    pub fn described_to_json(
+        metadata: &[(String, String)],
+        headers: &[(String, String)],
+    ) -> String {
+        let mut pairs = metadata.to_vec();
+        pairs.extend(
+            headers
+                .iter()
+                .map(|(name, value)| (format!("{HEADER_MARK}{name}"), value.clone())),
+        );
+        pairs_to_json(&pairs)
+    }
+
+    /// User metadata and response headers, from a `metadata` column.
+    pub fn described_from_json(text: &str) -> Result<(Pairs, Pairs), StoreError> {
+        let (mut metadata, mut headers) = (Vec::new(), Vec::new());
+        for (name, value) in pairs_from_json(text)? {
+            match name.strip_prefix(HEADER_MARK) {
+                Some(header) => headers.push((header.to_owned(), value)),
+                None => metadata.push((name, value)),
+            }
+        }
+        Ok((metadata, headers))
+    }
+
+    pub fn segments_to_json(segments: &[Segment]) -> String {
+        Value::Array(
+            segments
+                .iter()
+                .map(|segment| serde_json::json!([segment.blob, segment.size]))
+                .collect(),
+        )
+        .to_string()
+    }
+
+    pub fn segments_from_json(text: &str) -> Result<Vec<Segment>, StoreError> {
+        let pairs: Vec<(String, u64)> = serde_json::from_str(text).map_err(corrupt)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(blob, size)| Segment { blob, size })
+            .collect())
+    }
+}
+
 /// A bucket and its limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bucket {

@@ -71,12 +71,12 @@ pub fn database() -> String {
     format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
 }
 
-/// Polls `check` until it holds; how long that took (panics after 10 s).
+/// Polls `check` until it holds; how long that took (panics after 30 s).
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !check().await {
         assert!(
-            start.elapsed() < Duration::from_secs(10),
+            start.elapsed() < Duration::from_secs(30),
             "{what} never held"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -197,4 +197,165 @@ async fn boto3_and_aws_cli_work_against_a_node_whose_bytes_are_in_s3() {
         )],
     )
     .await;
+}
+
+/// `wok up` with flags it cannot use: a one-line reason, a non-zero exit.
+fn up_fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(WOK)
+        .arg("up")
+        .arg("--data")
+        .arg(data.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let last = stderr.trim().lines().last().unwrap_or_default().to_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    last
+}
+
+#[test]
+fn up_refuses_storage_flags_it_cannot_use() {
+    let database = database();
+    let message = up_fails(
+        &[
+            "--blobs",
+            "s3://bucket?endpoint=http://127.0.0.1:1&region=x",
+        ],
+        &S3_ENV,
+    );
+    assert!(message.contains("--blobs needs --database"), "{message}");
+    let message = up_fails(
+        &[
+            "--database",
+            &database,
+            "--blobs",
+            "s3://bucket?endpoint=http://127.0.0.1:1&region=x",
+        ],
+        &[],
+    );
+    assert!(message.contains("AWS_ACCESS_KEY_ID"), "{message}");
+    let message = up_fails(&["--database", "postgres://nobody@127.0.0.1:1/none"], &[]);
+    assert!(message.contains("connecting to the database"), "{message}");
+    let message = up_fails(&["--database", "not a url"], &[]);
+    assert!(message.contains("database"), "{message}");
+}
+
+/// The node that holds a trigger's lease now: its process id.
+fn lease_holder(database: &str, lease: &str) -> Option<u32> {
+    let output = std::process::Command::new("psql")
+        .args([
+            database,
+            "-qtAc",
+            &format!(
+                "SELECT holder FROM leases WHERE name = '{lease}'
+                   AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+            ),
+        ])
+        .output()
+        .unwrap();
+    let holder = String::from_utf8_lossy(&output.stdout);
+    holder.trim().split('-').next()?.parse().ok()
+}
+
+#[tokio::test]
+async fn killing_a_node_loses_no_acknowledged_write_and_its_triggers_move_to_a_survivor() {
+    use test_support::guest_events::{publish, received};
+    let cluster = Cluster::new();
+    let mut nodes = vec![cluster.node(), cluster.node(), cluster.node()];
+    deploy(
+        &nodes[0],
+        "worker",
+        guests::EVENTS,
+        &["--trigger", "queue=jobs"],
+    );
+    for node in &nodes {
+        until("every node serves the worker", async || {
+            get(node, "/fn/worker").await.status != 404
+        })
+        .await;
+    }
+    let lease = "trigger/default/worker/queue-jobs";
+    let holder = {
+        let start = Instant::now();
+        loop {
+            if let Some(pid) = lease_holder(&cluster.database, lease) {
+                break pid;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "nobody took the lease"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let victim = nodes
+        .iter()
+        .position(|node| node.pid() == holder)
+        .expect("the holder is one of the nodes");
+
+    // Writes through every node, the holder killed half way.
+    let mut acknowledged_sets = Vec::new();
+    let mut acknowledged_publishes = Vec::new();
+    let mut killed_at = None;
+    for n in 0..60 {
+        if n == 30 {
+            std::process::Command::new("kill")
+                .args(["-KILL", &holder.to_string()])
+                .status()
+                .unwrap();
+            killed_at = Some(Instant::now());
+        }
+        let node = &nodes[n % 3];
+        let set = http()
+            .put(format!("{}/v1/kv/acked/key-{n}", node.url))
+            .bearer_auth(node.admin_token())
+            .body(format!("value-{n}"))
+            .send()
+            .await;
+        if set.is_ok_and(|answer| answer.status() == 200) {
+            acknowledged_sets.push(n);
+        }
+        if killed_at.is_some() && n % 3 == victim {
+            continue;
+        }
+        acknowledged_publishes.push(publish(node, "jobs", "", &format!("job-{n}")).await);
+    }
+    assert!(acknowledged_sets.len() >= 40, "{acknowledged_sets:?}");
+    let survivor = &nodes[(victim + 1) % 3];
+    for n in acknowledged_sets {
+        let read = send(control(
+            survivor,
+            reqwest::Method::GET,
+            &format!("/v1/kv/acked/key-{n}"),
+        ))
+        .await;
+        assert_eq!(
+            read.text(),
+            format!("value-{n}"),
+            "an acknowledged set was lost"
+        );
+    }
+    // Every acknowledged publish is delivered, the ones after the kill by
+    // a survivor, within the lease and 5 s.
+    for id in &acknowledged_publishes {
+        until("an acknowledged message delivered", async || {
+            received(survivor, id).await.is_some()
+        })
+        .await;
+    }
+    let taken_over = killed_at.unwrap().elapsed();
+    assert!(
+        taken_over < Duration::from_secs(15),
+        "the survivors took {taken_over:?}"
+    );
+    let new_holder = lease_holder(&cluster.database, lease).expect("a survivor holds the lease");
+    assert_ne!(new_holder, holder);
+    nodes.remove(victim);
 }

@@ -9,6 +9,7 @@
 mod filter;
 mod parse;
 mod plan;
+pub mod shared;
 mod sortkey;
 
 pub use filter::matches;
