@@ -359,3 +359,77 @@ async fn killing_a_node_loses_no_acknowledged_write_and_its_triggers_move_to_a_s
     assert_ne!(new_holder, holder);
     nodes.remove(victim);
 }
+
+#[tokio::test]
+async fn a_database_restart_answers_503_for_what_it_cut_and_the_node_carries_on() {
+    // A PostgreSQL of this test's own: it is restarted under load.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = root.join("target/postgres-restart");
+    let script = root.join("scripts/start-postgres.sh");
+    let start = || {
+        let output = std::process::Command::new("bash")
+            .arg(&script)
+            .env("WOK_PG_DIR", &dir)
+            .env("WOK_PG_PORT", "25434")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let admin = start();
+    let name = format!("wok_it_{}", uuid::Uuid::now_v7().simple());
+    let created = std::process::Command::new("psql")
+        .args([&admin, "-qc", &format!("CREATE DATABASE {name}")])
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let database = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let node = WokServer::start_with(WOK, &["--database", &database]);
+    let put = async |n: u32| {
+        http()
+            .put(format!("{}/v1/kv/load/key-{n}", node.url))
+            .bearer_auth(node.admin_token())
+            .body(format!("value-{n}"))
+            .send()
+            .await
+            .map(|answer| answer.status().as_u16())
+            .unwrap_or(0)
+    };
+    let mut acknowledged = Vec::new();
+    let mut statuses = std::collections::BTreeSet::new();
+    for n in 0..300 {
+        if n == 100 {
+            // The restarted server holds no file of this process (a lock
+            // a caller took around `cargo test`, say).
+            let restarted = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(
+                    r#"for fd in /proc/self/fd/*; do fd="${fd##*/}"; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done
+                       exec runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$1/data" -l "$1/server.log" -m immediate -w restart"#,
+                )
+                .arg("restart")
+                .arg(&dir)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(restarted.success());
+        }
+        let status = put(n).await;
+        statuses.insert(status);
+        if status == 200 {
+            acknowledged.push(n);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Nothing but success and 503 (an unknown outcome), never a 500.
+    assert!(
+        statuses.iter().all(|status| [200, 503].contains(status)),
+        "{statuses:?}"
+    );
+    // The node carried on without a restart of its own.
+    until("writes succeed again", async || put(1000).await == 200).await;
+    for n in acknowledged {
+        let read = send(control(&node, reqwest::Method::GET, &format!("/v1/kv/load/key-{n}"))).await;
+        assert_eq!(read.text(), format!("value-{n}"), "an acknowledged write was lost");
+    }
+}
