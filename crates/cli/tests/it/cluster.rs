@@ -373,7 +373,11 @@ async fn a_database_restart_answers_503_for_what_it_cut_and_the_node_carries_on(
             .env("WOK_PG_PORT", "25434")
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     };
     let admin = start();
@@ -429,7 +433,16 @@ async fn a_database_restart_answers_503_for_what_it_cut_and_the_node_carries_on(
     // The node carried on without a restart of its own.
     until("writes succeed again", async || put(1000).await == 200).await;
     for n in acknowledged {
-        let read = send(control(&node, reqwest::Method::GET, &format!("/v1/kv/load/key-{n}"))).await;
-        assert_eq!(read.text(), format!("value-{n}"), "an acknowledged write was lost");
+        let read = send(control(
+            &node,
+            reqwest::Method::GET,
+            &format!("/v1/kv/load/key-{n}"),
+        ))
+        .await;
+        assert_eq!(
+            read.text(),
+            format!("value-{n}"),
+            "an acknowledged write was lost"
+        );
     }
 }
