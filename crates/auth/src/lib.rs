@@ -224,6 +224,11 @@ pub struct Auth {
     /// Signs function credentials (derived from the server key, so that
     /// every node that shares it accepts them, and nothing is stored).
     function_key: [u8; 32],
+    /// Held by a reload (its read of the store and its replacement of the
+    /// memory) and by each change made here (its store write and memory
+    /// update): a reload cannot read the store before a change and put the
+    /// memory back after it (a revoked key accepted again).
+    serial: tokio::sync::Mutex<()>,
 }
 
 /// Runs a change in a task of its own, to its end: a caller that stops
@@ -324,6 +329,7 @@ impl Auth {
             rules: RwLock::new(Rules::default()),
             changes: tokio::sync::watch::Sender::new(0),
             projects: RwLock::new(std::collections::HashSet::new()),
+            serial: tokio::sync::Mutex::new(()),
             function_key: {
                 let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&server_key)
                     .expect("HMAC takes keys of any length");
@@ -352,6 +358,7 @@ impl Auth {
     /// removed since: what another node sharing the store changed. Long
     /// connections check their access again.
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _serial = self.serial.lock().await;
         let projects = self.load().await?;
         self.projects
             .write()
@@ -548,6 +555,7 @@ impl Auth {
     ) -> Result<(), StoreError> {
         let (this, project, name) = (self.clone(), project.clone(), name.to_owned());
         to_the_end(async move {
+            let _serial = this.serial.lock().await;
             this.store
                 .set_access_rule(&project, kind, &name, rule)
                 .await?;
@@ -658,6 +666,7 @@ impl Auth {
         &self,
         lookup: (ProjectId, String),
     ) -> Result<Option<S3Pair>, StoreError> {
+        let _serial = self.serial.lock().await;
         let (project, id) = (&lookup.0, lookup.1.as_str());
         let Some(key) = self
             .live
@@ -842,6 +851,7 @@ impl Auth {
         let access_key = Self::s3_access_key(&key);
         let s3_secret = random_hex(20);
         key.s3_secret = Some(self.seal(&access_key, &s3_secret));
+        let _serial = self.serial.lock().await;
         self.store.create_key(&key).await?;
         self.live
             .write()
@@ -867,6 +877,7 @@ impl Auth {
     ) -> Result<bool, StoreError> {
         let (this, project, id) = (self.clone(), project.clone(), id.to_owned());
         to_the_end(async move {
+            let _serial = this.serial.lock().await;
             let revoked = this.store.revoke_key(&project, &id).await?;
             this.live
                 .write()
@@ -883,6 +894,7 @@ impl Auth {
     pub async fn remove_project(self: &Arc<Self>, project: &ProjectId) -> Result<bool, StoreError> {
         let (this, project) = (self.clone(), project.clone());
         to_the_end(async move {
+            let _serial = this.serial.lock().await;
             let removed = this.store.remove_project(&project).await?;
             this.projects
                 .write()

@@ -8,7 +8,7 @@ use domain::{CollectionName, FunctionName, ProjectId};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Map, Value};
 use store::StoreError;
-use store::docs::shared::{Position, change_event, check_condition, decode_cursor, encode_cursor};
+use store::docs::shared::{PageBuilder, Position, change_event, check_condition, decode_cursor};
 use store::docs::{
     Bounds, CollectionInfo, DocCondition, DocStore, DocWrite, DocWritten, Document, Explain, Index,
     IndexField, MAX_INDEXES, Order, Plan, Query, QueryPage, encode_part, matches,
@@ -685,37 +685,16 @@ pub(crate) fn query(
         });
     };
     let after = decode_cursor(query, &chosen)?;
-    let limit = query.limit as usize;
-    let mut documents = Vec::new();
-    let mut last = None;
-    let mut more = false;
-    let mut page_bytes = 0;
+    let mut page = PageBuilder::new(query.limit, max_bytes);
     walk(
         connection,
         &found,
         &chosen,
-        limit + 1,
+        page.read_limit(),
         after,
-        |position, document, bytes| {
-            if documents.len() == limit || (!documents.is_empty() && page_bytes + bytes > max_bytes)
-            {
-                more = true;
-                return false;
-            }
-            page_bytes += bytes;
-            documents.push(document);
-            last = Some(position);
-            true
-        },
+        |position, document, bytes| page.take(position, document, bytes),
     )?;
-    let next_cursor = match (more, last) {
-        (true, Some(last)) => Some(encode_cursor(query, &chosen, &last)),
-        _ => None,
-    };
-    Ok(QueryPage {
-        documents,
-        next_cursor,
-    })
+    Ok(page.finish(query, &chosen))
 }
 
 pub(crate) fn count(

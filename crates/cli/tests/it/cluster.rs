@@ -381,6 +381,20 @@ async fn a_database_restart_answers_503_for_what_it_cut_and_the_node_carries_on(
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     };
     let admin = start();
+    // Stopped at the end, passed or failed: a server left on the port
+    // would be taken by the next run for its own.
+    struct Stop<'a>(&'a std::path::Path, &'a std::path::Path);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("bash")
+                .arg(self.1)
+                .arg("stop")
+                .env("WOK_PG_DIR", self.0)
+                .env("WOK_PG_PORT", "25434")
+                .output();
+        }
+    }
+    let _stop = Stop(&dir, &script);
     let name = format!("wok_it_{}", uuid::Uuid::now_v7().simple());
     let created = std::process::Command::new("psql")
         .args([&admin, "-qc", &format!("CREATE DATABASE {name}")])

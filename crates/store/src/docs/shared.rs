@@ -107,3 +107,60 @@ pub fn decode_cursor(query: &Query, plan: &Plan) -> Result<Option<Position>, Sto
     let id = String::from_utf8(bytes[13 + length..].to_vec()).map_err(|_| invalid())?;
     Ok(Some((key, id)))
 }
+
+/// A query page being filled as a backend walks documents in plan order:
+/// up to the query's limit and a byte budget (a first document always
+/// fits), then a cursor if more may follow.
+pub struct PageBuilder {
+    limit: usize,
+    max_bytes: usize,
+    bytes: usize,
+    documents: Vec<super::Document>,
+    last: Option<Position>,
+    more: bool,
+}
+
+impl PageBuilder {
+    pub fn new(limit: u32, max_bytes: usize) -> Self {
+        Self {
+            limit: limit as usize,
+            max_bytes,
+            bytes: 0,
+            documents: Vec::new(),
+            last: None,
+            more: false,
+        }
+    }
+
+    /// How many documents to read at most: one past the limit, to know
+    /// whether more follow.
+    pub fn read_limit(&self) -> usize {
+        self.limit + 1
+    }
+
+    /// Takes the next matching document; `false` once the page is full.
+    pub fn take(&mut self, position: Position, document: super::Document, bytes: usize) -> bool {
+        if self.documents.len() == self.limit
+            || (!self.documents.is_empty() && self.bytes + bytes > self.max_bytes)
+        {
+            self.more = true;
+            return false;
+        }
+        self.bytes += bytes;
+        self.documents.push(document);
+        self.last = Some(position);
+        true
+    }
+
+    /// The page, with a cursor where it was cut.
+    pub fn finish(self, query: &Query, plan: &Plan) -> super::QueryPage {
+        let next_cursor = match (self.more, self.last) {
+            (true, Some(last)) => Some(encode_cursor(query, plan, &last)),
+            _ => None,
+        };
+        super::QueryPage {
+            documents: self.documents,
+            next_cursor,
+        }
+    }
+}
