@@ -12,10 +12,10 @@
 //! take as "look at everything".
 use domain::ProjectId;
 use futures::StreamExt;
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use store::events::Hook;
-use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 
 /// The channel the notifications go on.
@@ -25,25 +25,37 @@ const MAX_PAYLOAD: usize = 7000;
 /// How long a lost connection waits before it is made again.
 const RECONNECT: Duration = Duration::from_millis(500);
 
+/// Streams with news not yet told, each once: however long the sending
+/// connection is down, this holds no more than the streams there are.
+#[derive(Default)]
+struct Pending {
+    streams: Mutex<BTreeSet<(ProjectId, String)>>,
+    added: tokio::sync::Notify,
+}
+
 pub(crate) struct Notifier {
-    sender: mpsc::UnboundedSender<Vec<(ProjectId, String)>>,
+    pending: Arc<Pending>,
 }
 
 impl Notifier {
     /// Starts the sender and the listener, each with its own connection.
     pub(crate) fn start(config: tokio_postgres::Config, hook: Arc<RwLock<Option<Hook>>>) -> Self {
         let node = uuid::Uuid::now_v7().simple().to_string();
-        let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(send_loop(config.clone(), node.clone(), receiver));
+        let pending = Arc::new(Pending::default());
+        tokio::spawn(send_loop(config.clone(), node.clone(), pending.clone()));
         tokio::spawn(listen_loop(config, node, hook));
-        Self { sender }
+        Self { pending }
     }
 
     /// Tells the other nodes about `streams` (soon, with whatever else
     /// committed meanwhile).
     pub(crate) fn send(&self, streams: Vec<(ProjectId, String)>) {
-        // The loop ends only with the runtime.
-        let _ = self.sender.send(streams);
+        self.pending
+            .streams
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(streams);
+        self.pending.added.notify_one();
     }
 }
 
@@ -96,20 +108,22 @@ async fn connect(
     config.connect(tokio_postgres::NoTls).await
 }
 
-async fn send_loop(
-    config: tokio_postgres::Config,
-    node: String,
-    mut receiver: mpsc::UnboundedReceiver<Vec<(ProjectId, String)>>,
-) {
+async fn send_loop(config: tokio_postgres::Config, node: String, pending: Arc<Pending>) {
     let mut client: Option<tokio_postgres::Client> = None;
-    while let Some(first) = receiver.recv().await {
-        let mut streams = first;
-        // Coalesce what committed meanwhile into the same notification.
-        while let Ok(more) = receiver.try_recv() {
-            streams.extend(more);
+    loop {
+        pending.added.notified().await;
+        // What committed meanwhile goes in the same notification.
+        let streams: Vec<(ProjectId, String)> = std::mem::take(
+            &mut *pending
+                .streams
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+        .into_iter()
+        .collect();
+        if streams.is_empty() {
+            continue;
         }
-        streams.sort();
-        streams.dedup();
         for payload in payloads(&node, &streams) {
             for _attempt in 0..2 {
                 if client.as_ref().is_none_or(|client| client.is_closed()) {
