@@ -12,6 +12,10 @@ use crate::{Db, PgStore, Result, stored};
 use deadpool_postgres::GenericClient;
 use domain::{ProjectId, StoreName, UnixMillis};
 use store::{Condition, KvEntry, KvStore, StoreError};
+use tokio_postgres::types::ToSql;
+
+mod writer;
+pub(crate) use writer::Writer;
 
 /// Rows past their expiry deleted by one purge statement.
 const PURGE_BATCH: i64 = 10_000;
@@ -19,8 +23,8 @@ const PURGE_BATCH: i64 = 10_000;
 /// The live entry of a key (an expired one counts as absent).
 async fn live_entry(
     client: &impl GenericClient,
-    project: &ProjectId,
-    store: &StoreName,
+    project: &str,
+    store: &str,
     key: &str,
     now: UnixMillis,
 ) -> Result<Option<KvEntry>> {
@@ -31,7 +35,7 @@ async fn live_entry(
         )
         .await?;
     let row = client
-        .query_opt(&statement, &[&project.as_str(), &store.as_str(), &key])
+        .query_opt(&statement, &[&project, &store, &key])
         .await?;
     Ok(row.and_then(|row| {
         let expires_at: Option<UnixMillis> = row.get(2);
@@ -47,8 +51,8 @@ async fn live_entry(
 /// meanwhile (another writer's, now committed).
 async fn insert_new(
     client: &impl GenericClient,
-    project: &ProjectId,
-    store: &StoreName,
+    project: &str,
+    store: &str,
     key: &str,
     value: &[u8],
     expires_at: Option<UnixMillis>,
@@ -61,18 +65,259 @@ async fn insert_new(
         )
         .await?;
     Ok(client
-        .query_opt(
-            &statement,
-            &[
-                &project.as_str(),
-                &store.as_str(),
-                &key,
-                &value,
-                &expires_at,
-            ],
-        )
+        .query_opt(&statement, &[&project, &store, &key, &value, &expires_at])
         .await?
         .map(|row| row.get::<_, i64>(0) as u64))
+}
+
+/// A write of one entry, as the node's writer (`kv/writer.rs`) runs it.
+#[derive(Debug)]
+pub(crate) enum Write {
+    Set {
+        value: Vec<u8>,
+        expires_at: Option<UnixMillis>,
+        condition: Condition,
+    },
+    Delete {
+        condition: Condition,
+    },
+    Increment {
+        by: i64,
+    },
+}
+
+/// What a [`Write`] answers.
+#[derive(Debug)]
+pub(crate) enum Written {
+    /// A set: the entry's new version.
+    Version(u64),
+    /// A delete: whether a live entry was there.
+    Deleted(bool),
+    /// An increment: the new sum.
+    Sum(i64),
+}
+
+impl Written {
+    /// The answer of another kind of write than the one asked for.
+    fn unexpected(self) -> StoreError {
+        StoreError::Corrupt(format!("the key-value writer answered {self:?}"))
+    }
+}
+
+/// The entry a write is for. Ordered as the table's primary key, so that
+/// writers that take rows in this order never wait on each other in a
+/// cycle.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Key {
+    pub project: ProjectId,
+    pub store: StoreName,
+    pub key: String,
+}
+
+/// Runs `write` on `key` inside the caller's transaction. The outer error
+/// is the database's (it spoils the transaction); the inner one is the
+/// contract's answer (a condition that does not hold, a value that is not
+/// a number), after which the transaction goes on.
+pub(crate) async fn apply(
+    client: &impl GenericClient,
+    key: &Key,
+    write: &Write,
+    now: UnixMillis,
+) -> Result<Result<Written, StoreError>> {
+    let Key {
+        project,
+        store,
+        key,
+    } = key;
+    let (project, store) = (project.as_str(), store.as_str());
+    let row = match write {
+        Write::Set {
+            value,
+            expires_at,
+            condition: Condition::Always,
+        } => {
+            let statement = client
+                .prepare_cached(
+                    "INSERT INTO kv (project, store, key, value, version, expires_at)
+                     VALUES ($1, $2, $3, $4, nextval('kv_versions'), $5)
+                     ON CONFLICT (project, store, key) DO UPDATE
+                       SET value = excluded.value, version = excluded.version,
+                           expires_at = excluded.expires_at
+                     RETURNING version",
+                )
+                .await?;
+            let params: [&(dyn ToSql + Sync); 5] = [&project, &store, key, value, expires_at];
+            client.query_opt(&statement, &params).await?
+        }
+        Write::Set {
+            value,
+            expires_at,
+            condition: Condition::Absent,
+        } => {
+            // A row that is there but expired counts as absent.
+            let statement = client
+                .prepare_cached(
+                    "INSERT INTO kv (project, store, key, value, version, expires_at)
+                     VALUES ($1, $2, $3, $4, nextval('kv_versions'), $5)
+                     ON CONFLICT (project, store, key) DO UPDATE
+                       SET value = excluded.value, version = excluded.version,
+                           expires_at = excluded.expires_at
+                       WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= $6
+                     RETURNING version",
+                )
+                .await?;
+            let params: [&(dyn ToSql + Sync); 6] = [&project, &store, key, value, expires_at, &now];
+            client.query_opt(&statement, &params).await?
+        }
+        Write::Set {
+            value,
+            expires_at,
+            condition: Condition::Version(version),
+        } => {
+            let statement = client
+                .prepare_cached(
+                    "UPDATE kv SET value = $4, version = nextval('kv_versions'), expires_at = $5
+                     WHERE project = $1 AND store = $2 AND key = $3 AND version = $7
+                       AND (expires_at IS NULL OR expires_at > $6)
+                     RETURNING version",
+                )
+                .await?;
+            let params: [&(dyn ToSql + Sync); 7] = [
+                &project,
+                &store,
+                key,
+                value,
+                expires_at,
+                &now,
+                &(*version as i64),
+            ];
+            client.query_opt(&statement, &params).await?
+        }
+        Write::Delete { condition } => {
+            return delete(client, project, store, key, *condition, now).await;
+        }
+        Write::Increment { by } => return increment(client, project, store, key, *by, now).await,
+    };
+    Ok(match row {
+        Some(row) => Ok(Written::Version(row.get::<_, i64>(0) as u64)),
+        None => Err(StoreError::ConditionFailed),
+    })
+}
+
+/// A delete under `condition`, inside the caller's transaction.
+async fn delete(
+    client: &impl GenericClient,
+    project: &str,
+    store: &str,
+    key: &str,
+    condition: Condition,
+    now: UnixMillis,
+) -> Result<Result<Written, StoreError>> {
+    Ok(match condition {
+        Condition::Always => {
+            let statement = client
+                .prepare_cached(
+                    "DELETE FROM kv WHERE project = $1 AND store = $2 AND key = $3
+                     RETURNING expires_at IS NULL OR expires_at > $4",
+                )
+                .await?;
+            let row = client
+                .query_opt(&statement, &[&project, &store, &key, &now])
+                .await?;
+            Ok(Written::Deleted(
+                row.is_some_and(|row| row.get::<_, bool>(0)),
+            ))
+        }
+        Condition::Version(version) => {
+            let statement = client
+                .prepare_cached(
+                    "DELETE FROM kv WHERE project = $1 AND store = $2 AND key = $3
+                       AND version = $4 AND (expires_at IS NULL OR expires_at > $5)",
+                )
+                .await?;
+            let deleted = client
+                .execute(
+                    &statement,
+                    &[&project, &store, &key, &(version as i64), &now],
+                )
+                .await?;
+            if deleted == 0 {
+                Err(StoreError::ConditionFailed)
+            } else {
+                Ok(Written::Deleted(true))
+            }
+        }
+        // Holds only when there is nothing live to delete: an expired
+        // row may go.
+        Condition::Absent => match live_entry(client, project, store, key, now).await? {
+            Some(_) => Err(StoreError::ConditionFailed),
+            None => Ok(Written::Deleted(false)),
+        },
+    })
+}
+
+/// An increment inside the caller's transaction: the row, live or
+/// expired, is locked until its commit.
+async fn increment(
+    client: &impl GenericClient,
+    project: &str,
+    store: &str,
+    key: &str,
+    by: i64,
+    now: UnixMillis,
+) -> Result<Result<Written, StoreError>> {
+    loop {
+        let statement = client
+            .prepare_cached(
+                "SELECT value, expires_at FROM kv
+                 WHERE project = $1 AND store = $2 AND key = $3 FOR UPDATE",
+            )
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&project, &store, &key])
+            .await?;
+        let live = row.as_ref().and_then(|row| {
+            let expires_at: Option<UnixMillis> = row.get(1);
+            expires_at
+                .is_none_or(|at| at > now)
+                .then(|| (row.get::<_, Vec<u8>>(0), expires_at))
+        });
+        let (current, expires_at) = match &live {
+            None => (0, None),
+            Some((value, expires_at)) => {
+                let Some(current) = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<i64>().ok())
+                else {
+                    return Ok(Err(StoreError::NotANumber));
+                };
+                (current, *expires_at)
+            }
+        };
+        let Some(sum) = current.checked_add(by) else {
+            return Ok(Err(StoreError::Overflow));
+        };
+        let value = sum.to_string().into_bytes();
+        if row.is_some() {
+            let statement = client
+                .prepare_cached(
+                    "UPDATE kv SET value = $4, version = nextval('kv_versions'), expires_at = $5
+                     WHERE project = $1 AND store = $2 AND key = $3",
+                )
+                .await?;
+            client
+                .execute(&statement, &[&project, &store, &key, &value, &expires_at])
+                .await?;
+        } else if insert_new(client, project, store, key, &value, expires_at)
+            .await?
+            .is_none()
+        {
+            // Another writer made the row since it was read: read it
+            // again (this statement saw its commit).
+            continue;
+        }
+        return Ok(Ok(Written::Sum(sum)));
+    }
 }
 
 impl PgStore {
@@ -90,6 +335,31 @@ impl PgStore {
             .await
             .db()
     }
+
+    /// Runs `write` through this node's key-value writer, which commits
+    /// the writes that wait together in one transaction.
+    async fn kv_write(
+        &self,
+        project: &ProjectId,
+        store: &StoreName,
+        key: &str,
+        write: Write,
+        now: UnixMillis,
+    ) -> Result<Written, StoreError> {
+        let key = Key {
+            project: project.clone(),
+            store: store.clone(),
+            key: key.to_owned(),
+        };
+        self.shared.kv_writer.write(key, write, now).await
+    }
+
+    /// How many transactions this node's key-value writer has committed
+    /// (for tests and metrics: fewer than the writes when they come
+    /// together).
+    pub fn kv_transactions(&self) -> u64 {
+        self.shared.kv_writer.transactions()
+    }
 }
 
 #[store::async_trait]
@@ -102,7 +372,9 @@ impl KvStore for PgStore {
         now: UnixMillis,
     ) -> Result<Option<KvEntry>, StoreError> {
         let client = self.client().await?;
-        live_entry(&client, project, store, key, now).await.db()
+        live_entry(&client, project.as_str(), store.as_str(), key, now)
+            .await
+            .db()
     }
 
     async fn kv_set(
@@ -115,90 +387,14 @@ impl KvStore for PgStore {
         condition: Condition,
         now: UnixMillis,
     ) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let row = match condition {
-            Condition::Always => {
-                let statement = client
-                    .prepare_cached(
-                        "INSERT INTO kv (project, store, key, value, version, expires_at)
-                         VALUES ($1, $2, $3, $4, nextval('kv_versions'), $5)
-                         ON CONFLICT (project, store, key) DO UPDATE
-                           SET value = excluded.value, version = excluded.version,
-                               expires_at = excluded.expires_at
-                         RETURNING version",
-                    )
-                    .await
-                    .db()?;
-                client
-                    .query_opt(
-                        &statement,
-                        &[
-                            &project.as_str(),
-                            &store.as_str(),
-                            &key,
-                            &value,
-                            &expires_at,
-                        ],
-                    )
-                    .await
-            }
-            Condition::Absent => {
-                // A row that is there but expired counts as absent.
-                let statement = client
-                    .prepare_cached(
-                        "INSERT INTO kv (project, store, key, value, version, expires_at)
-                         VALUES ($1, $2, $3, $4, nextval('kv_versions'), $5)
-                         ON CONFLICT (project, store, key) DO UPDATE
-                           SET value = excluded.value, version = excluded.version,
-                               expires_at = excluded.expires_at
-                           WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= $6
-                         RETURNING version",
-                    )
-                    .await
-                    .db()?;
-                client
-                    .query_opt(
-                        &statement,
-                        &[
-                            &project.as_str(),
-                            &store.as_str(),
-                            &key,
-                            &value,
-                            &expires_at,
-                            &now,
-                        ],
-                    )
-                    .await
-            }
-            Condition::Version(version) => {
-                let statement = client
-                    .prepare_cached(
-                        "UPDATE kv SET value = $4, version = nextval('kv_versions'), expires_at = $5
-                         WHERE project = $1 AND store = $2 AND key = $3 AND version = $6
-                           AND (expires_at IS NULL OR expires_at > $7)
-                         RETURNING version",
-                    )
-                    .await
-                    .db()?;
-                client
-                    .query_opt(
-                        &statement,
-                        &[
-                            &project.as_str(),
-                            &store.as_str(),
-                            &key,
-                            &value,
-                            &expires_at,
-                            &(version as i64),
-                            &now,
-                        ],
-                    )
-                    .await
-            }
+        let write = Write::Set {
+            value,
+            expires_at,
+            condition,
         };
-        match row.db()? {
-            Some(row) => Ok(row.get::<_, i64>(0) as u64),
-            None => Err(StoreError::ConditionFailed),
+        match self.kv_write(project, store, key, write, now).await? {
+            Written::Version(version) => Ok(version),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -210,68 +406,10 @@ impl KvStore for PgStore {
         condition: Condition,
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let key_params = [
-            &project.as_str() as &(dyn tokio_postgres::types::ToSql + Sync),
-            &store.as_str(),
-            &key,
-        ];
-        match condition {
-            Condition::Always => {
-                let statement = client
-                    .prepare_cached(
-                        "DELETE FROM kv WHERE project = $1 AND store = $2 AND key = $3
-                         RETURNING expires_at IS NULL OR expires_at > $4",
-                    )
-                    .await
-                    .db()?;
-                let row = client
-                    .query_opt(
-                        &statement,
-                        &[key_params[0], key_params[1], key_params[2], &now],
-                    )
-                    .await
-                    .db()?;
-                Ok(row.is_some_and(|row| row.get::<_, bool>(0)))
-            }
-            Condition::Version(version) => {
-                let statement = client
-                    .prepare_cached(
-                        "DELETE FROM kv WHERE project = $1 AND store = $2 AND key = $3
-                           AND version = $4 AND (expires_at IS NULL OR expires_at > $5)",
-                    )
-                    .await
-                    .db()?;
-                let deleted = client
-                    .execute(
-                        &statement,
-                        &[
-                            key_params[0],
-                            key_params[1],
-                            key_params[2],
-                            &(version as i64),
-                            &now,
-                        ],
-                    )
-                    .await
-                    .db()?;
-                if deleted == 0 {
-                    return Err(StoreError::ConditionFailed);
-                }
-                Ok(true)
-            }
-            Condition::Absent => {
-                // Holds only when there is nothing live to delete: an
-                // expired row may go.
-                if live_entry(&client, project, store, key, now)
-                    .await
-                    .db()?
-                    .is_some()
-                {
-                    return Err(StoreError::ConditionFailed);
-                }
-                Ok(false)
-            }
+        let write = Write::Delete { condition };
+        match self.kv_write(project, store, key, write, now).await? {
+            Written::Deleted(deleted) => Ok(deleted),
+            other => Err(other.unexpected()),
         }
     }
 
@@ -283,56 +421,10 @@ impl KvStore for PgStore {
         by: i64,
         now: UnixMillis,
     ) -> Result<i64, StoreError> {
-        let mut client = self.client().await?;
-        let transaction = client.transaction().await.db()?;
-        loop {
-            // The row, live or expired, locked until the commit.
-            let row = transaction
-                .query_opt(
-                    "SELECT value, expires_at FROM kv
-                     WHERE project = $1 AND store = $2 AND key = $3 FOR UPDATE",
-                    &[&project.as_str(), &store.as_str(), &key],
-                )
-                .await
-                .db()?;
-            let live = row.as_ref().and_then(|row| {
-                let expires_at: Option<UnixMillis> = row.get(1);
-                expires_at
-                    .is_none_or(|at| at > now)
-                    .then(|| (row.get::<_, Vec<u8>>(0), expires_at))
-            });
-            let (current, expires_at) = match &live {
-                None => (0, None),
-                Some((value, expires_at)) => (
-                    std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|text| text.trim().parse::<i64>().ok())
-                        .ok_or(StoreError::NotANumber)?,
-                    *expires_at,
-                ),
-            };
-            let sum = current.checked_add(by).ok_or(StoreError::Overflow)?;
-            let value = sum.to_string().into_bytes();
-            if row.is_some() {
-                transaction
-                    .execute(
-                        "UPDATE kv SET value = $4, version = nextval('kv_versions'), expires_at = $5
-                         WHERE project = $1 AND store = $2 AND key = $3",
-                        &[&project.as_str(), &store.as_str(), &key, &value, &expires_at],
-                    )
-                    .await
-                    .db()?;
-            } else if insert_new(&transaction, project, store, key, &value, expires_at)
-                .await
-                .db()?
-                .is_none()
-            {
-                // Another writer made the row since it was read: read it
-                // again (this statement saw its commit).
-                continue;
-            }
-            transaction.commit().await.db()?;
-            return Ok(sum);
+        let write = Write::Increment { by };
+        match self.kv_write(project, store, key, write, now).await? {
+            Written::Sum(sum) => Ok(sum),
+            other => Err(other.unexpected()),
         }
     }
 

@@ -6,8 +6,8 @@
 //! contract suite as `store-sqlite` (`tests/it`, against a real cluster
 //! that `scripts/start-postgres.sh` starts); knows nothing of HTTP or
 //! runtimes. One file per area: `functions.rs`, `projects.rs` (projects,
-//! keys, access rules), `records.rs` (invocation records, logs), `kv.rs`,
-//! `docs.rs`, `objects.rs`, `events.rs`; `outbox.rs` numbers and writes
+//! keys, access rules), `records.rs` (invocation records, logs), `kv.rs`
+//! (with `kv/writer.rs`, the node's group commit of writes), `docs.rs`, `objects.rs`, `events.rs`; `outbox.rs` numbers and writes
 //! the events a transaction logs, `notify.rs` tells the other nodes,
 //! `schema.rs` holds the numbered migrations.
 //!
@@ -155,6 +155,8 @@ struct Shared {
     /// commits as they are told (`notify.rs`).
     hook: Arc<RwLock<Option<Hook>>>,
     notifier: notify::Notifier,
+    /// Commits this node's key-value writes in batches.
+    kv_writer: kv::Writer,
 }
 
 impl PgStore {
@@ -174,7 +176,9 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }
-        config.application_name("wok");
+        // Which node a connection is (pg_stat_activity, logs): its
+        // process id, as in the holder names of its leases.
+        config.application_name(&format!("wok {}", std::process::id()));
         let manager = Manager::from_config(
             config.clone(),
             tokio_postgres::NoTls,
@@ -199,6 +203,7 @@ impl PgStore {
         let notifier = notify::Notifier::start(config, hook.clone());
         Ok(Self {
             shared: Arc::new(Shared {
+                kv_writer: kv::Writer::start(pool.clone()),
                 pool,
                 hook,
                 notifier,

@@ -460,3 +460,469 @@ async fn a_database_restart_answers_503_for_what_it_cut_and_the_node_carries_on(
         );
     }
 }
+
+/// An outcome of a write in a recorded history.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    /// Answered 2xx: it must be there.
+    Ok,
+    /// Answered 4xx: it must not be.
+    Failed,
+    /// No answer, or a 5xx: either, but whole.
+    Unknown,
+}
+
+fn outcome(answer: Result<reqwest::Response, reqwest::Error>) -> Outcome {
+    match answer.map(|answer| answer.status()) {
+        Ok(status) if status.is_success() => Outcome::Ok,
+        Ok(status) if status.is_client_error() => Outcome::Failed,
+        _ => Outcome::Unknown,
+    }
+}
+
+/// The bytes of object `n`: large ones go to S3 as multipart uploads.
+fn object_bytes(n: usize) -> Vec<u8> {
+    let size = if n % 2 == 0 { 100 << 10 } else { 9 << 20 };
+    (0..size).map(|i| ((i * 31 + n * 7) % 251) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_mid_write_loses_no_acknowledged_document_batch_or_object_and_tears_none() {
+    let cluster = Cluster::new();
+    let mut nodes = vec![cluster.node(), cluster.node(), cluster.node()];
+    let created = send(control(
+        &nodes[0],
+        reqwest::Method::PUT,
+        "/v1/buckets/files",
+    ))
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // One writer per node, each alternating a batch of three documents and
+    // an object PUT, recording what each write answered.
+    let writers = nodes
+        .iter()
+        .enumerate()
+        .map(|(node_index, node)| {
+            let (url, token, stop) = (node.url.clone(), node.admin_token(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .unwrap();
+                let (mut batches, mut objects) = (Vec::new(), Vec::new());
+                let mut n = node_index;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let writes = (0..3)
+                        .map(|j| {
+                            serde_json::json!({
+                                "op": "create", "collection": "orders",
+                                "id": format!("order-{n}-{j}"), "data": {"n": n, "j": j},
+                            })
+                        })
+                        .collect::<Vec<_>>();
+                    let answer = client
+                        .post(format!("{url}/v1/docs/_batch"))
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({ "writes": writes }))
+                        .send()
+                        .await;
+                    // A node that is gone refuses connections: stop there.
+                    let refused = answer.as_ref().is_err_and(reqwest::Error::is_connect);
+                    batches.push((n, outcome(answer)));
+                    if refused {
+                        break;
+                    }
+                    let answer = client
+                        .put(format!("{url}/v1/objects/files/object-{n}"))
+                        .bearer_auth(&token)
+                        .body(object_bytes(n))
+                        .send()
+                        .await;
+                    let refused = answer.as_ref().is_err_and(reqwest::Error::is_connect);
+                    objects.push((n, outcome(answer)));
+                    if refused {
+                        break;
+                    }
+                    n += 3;
+                }
+                (batches, objects)
+            })
+        })
+        .collect::<Vec<_>>();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let victim = 1;
+    std::process::Command::new("kill")
+        .args(["-KILL", &nodes[victim].pid().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut history = Vec::new();
+    for writer in writers {
+        history.push(writer.await.unwrap());
+    }
+    let survivor = &nodes[0];
+    let (mut batches_checked, mut objects_checked, mut unknown) = (0, 0, 0);
+    for (batches, objects) in &history {
+        for &(n, outcome) in batches {
+            let mut found = 0;
+            for j in 0..3 {
+                let read = send(control(
+                    survivor,
+                    reqwest::Method::GET,
+                    &format!("/v1/docs/orders/order-{n}-{j}"),
+                ))
+                .await;
+                assert!([200, 404].contains(&read.status), "{}", read.text());
+                found += usize::from(read.status == 200);
+            }
+            match outcome {
+                Outcome::Ok => assert_eq!(found, 3, "acknowledged batch {n} lost"),
+                Outcome::Failed => assert_eq!(found, 0, "failed batch {n} written"),
+                Outcome::Unknown => {
+                    unknown += 1;
+                    assert!(found == 0 || found == 3, "batch {n} torn: {found} of 3");
+                }
+            }
+            batches_checked += 1;
+        }
+        for &(n, outcome) in objects {
+            let read = http()
+                .get(format!("{}/v1/objects/files/object-{n}", survivor.url))
+                .bearer_auth(survivor.admin_token())
+                .send()
+                .await
+                .unwrap();
+            let status = read.status().as_u16();
+            let bytes = read.bytes().await.unwrap();
+            match (outcome, status) {
+                (Outcome::Ok | Outcome::Unknown, 200) => {
+                    assert!(
+                        bytes == object_bytes(n),
+                        "object {n} torn: {} bytes",
+                        bytes.len()
+                    );
+                }
+                (Outcome::Failed | Outcome::Unknown, 404) => {}
+                other => panic!("object {n}: {other:?}"),
+            }
+            unknown += usize::from(outcome == Outcome::Unknown);
+            objects_checked += 1;
+        }
+    }
+    // The writers got going on every node, and the victim's were cut.
+    assert!(batches_checked >= 6 && objects_checked >= 6, "{history:?}");
+    assert!(unknown >= 1, "the kill cut nothing: {history:?}");
+    nodes.remove(victim);
+}
+
+/// Runs `sql` on the test database; its rows, a line each (`|` between
+/// columns).
+fn psql(database: &str, sql: &str) -> String {
+    let output = std::process::Command::new("psql")
+        .args([database, "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Waits until `lease` is held; its holder's process id.
+async fn holder_of(database: &str, lease: &str) -> u32 {
+    let start = Instant::now();
+    loop {
+        if let Some(pid) = lease_holder(database, lease) {
+            return pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "nobody took {lease}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Records, in the database itself, every cursor move and every tick:
+/// which node wrote it (each node's connections carry its process id as
+/// their application name) and who held the trigger's lease, unexpired,
+/// in that same transaction.
+const AUDIT: &str = r#"
+CREATE TABLE audit (what TEXT, trigger TEXT, writer TEXT, holder TEXT, at TIMESTAMPTZ);
+CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+  INSERT INTO audit SELECT TG_TABLE_NAME, NEW.trigger, current_setting('application_name'),
+    (SELECT holder FROM leases
+      WHERE name = 'trigger/' || NEW.project || '/' || NEW.function || '/' || NEW.trigger
+        AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::bigint),
+    clock_timestamp();
+  RETURN NEW;
+END $$;
+CREATE TRIGGER audit AFTER UPDATE ON subscriptions FOR EACH ROW EXECUTE FUNCTION audit();
+CREATE TRIGGER audit AFTER INSERT ON ticks FOR EACH ROW EXECUTE FUNCTION audit();
+"#;
+
+#[tokio::test]
+async fn a_paused_lease_owner_moves_no_cursor_and_ticks_nothing_once_it_lost_its_leases() {
+    use test_support::guest_events::{publish, received};
+    let cluster = Cluster::new();
+    let nodes = vec![cluster.node(), cluster.node(), cluster.node()];
+    deploy(
+        &nodes[0],
+        "worker",
+        guests::EVENTS,
+        &["--trigger", "queue=jobs", "--trigger", "cron=* * * * * *"],
+    );
+    let leases = [
+        "trigger/default/worker/queue-jobs",
+        "trigger/default/worker/cron",
+    ];
+    let mut paused = Vec::new();
+    for lease in leases {
+        let pid = holder_of(&cluster.database, lease).await;
+        if !paused.contains(&pid) {
+            paused.push(pid);
+        }
+    }
+    psql(&cluster.database, AUDIT);
+    let signal = |signal: &str, pid: u32| {
+        std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+    };
+    let awake = nodes
+        .iter()
+        .filter(|node| !paused.contains(&node.pid()))
+        .collect::<Vec<_>>();
+    // Paused for twice the lease (10 s) while messages keep coming
+    // through the other nodes.
+    for &pid in &paused {
+        signal("-STOP", pid);
+    }
+    let paused_at = Instant::now();
+    let mut published = Vec::new();
+    let mut n = 0;
+    while paused_at.elapsed() < Duration::from_secs(20) {
+        published.push(publish(awake[n % awake.len()], "jobs", "", &format!("job-{n}")).await);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for &pid in &paused {
+        signal("-CONT", pid);
+    }
+    // Its workers wake up believing they hold the leases; a few seconds
+    // for them to try their writes.
+    for _ in 0..12 {
+        published.push(publish(awake[n % awake.len()], "jobs", "", &format!("job-{n}")).await);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for id in &published {
+        until("a published message delivered", async || {
+            received(awake[0], id).await.is_some()
+        })
+        .await;
+    }
+
+    // Every cursor move and tick was made by the lease's holder of the
+    // moment; the survivors made some while the owner was paused.
+    let audit = psql(
+        &cluster.database,
+        "SELECT what, trigger, writer, coalesce(holder, '') FROM audit ORDER BY at",
+    );
+    let pid_of = |name: &str| {
+        name.trim_start_matches("wok ")
+            .split('-')
+            .next()
+            .unwrap_or_default()
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    let mut by_survivors = std::collections::BTreeSet::new();
+    for line in audit.lines() {
+        let [what, trigger, writer, holder] = line.split('|').collect::<Vec<_>>()[..] else {
+            panic!("{line}");
+        };
+        assert_eq!(
+            pid_of(writer),
+            pid_of(holder),
+            "{what} of {trigger} written by {writer:?} while {holder:?} held its lease"
+        );
+        if !paused.contains(&pid_of(writer)) {
+            by_survivors.insert((what.to_owned(), trigger.to_owned()));
+        }
+    }
+    for expected in [
+        ("subscriptions", "queue-jobs"),
+        ("subscriptions", "cron"),
+        ("ticks", "cron"),
+    ] {
+        assert!(
+            by_survivors.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "the survivors never wrote {expected:?}: {audit}"
+        );
+    }
+    // One tick per scheduled time.
+    let twice = psql(
+        &cluster.database,
+        "SELECT time FROM events WHERE type = 'wok.cron.tick' GROUP BY stream, time HAVING count(*) > 1",
+    );
+    assert_eq!(twice.trim(), "", "ticked twice");
+    // The paused node came back and serves.
+    for node in &nodes {
+        assert_eq!(get(node, "/healthz").await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_value_compare_and_swap_through_random_nodes_is_linearizable_per_key() {
+    use crate::history::{Kind, Op, check};
+    let cluster = Cluster::new();
+    let nodes = [cluster.node(), cluster.node(), cluster.node()];
+    let urls = nodes
+        .iter()
+        .map(|node| node.url.clone())
+        .collect::<Vec<_>>();
+    let token = nodes[0].admin_token();
+    const KEYS: usize = 4;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // The keys made first, recorded as the first write of each.
+    let mut histories = vec![Vec::new(); KEYS];
+    for (key, history) in histories.iter_mut().enumerate() {
+        let start = Instant::now();
+        let answer = client
+            .put(format!("{}/v1/kv/cas/key-{key}", urls[key % 3]))
+            .bearer_auth(&token)
+            .header("If-None-Match", "*")
+            .body("initial")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let version = answer.json::<serde_json::Value>().await.unwrap()["version"]
+            .as_u64()
+            .unwrap();
+        history.push((
+            key,
+            Op {
+                start,
+                end: Instant::now(),
+                kind: Kind::Cas {
+                    expected: None,
+                    value: "initial".to_owned(),
+                    written: Some(version),
+                },
+            },
+        ));
+    }
+    // Six clients, each reading a random key through a random node and,
+    // every other time, writing a value of its own at the version it read.
+    let clients = (0..6)
+        .map(|client_id| {
+            let (client, urls, token) = (client.clone(), urls.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut ops = Vec::new();
+                for n in 0..400 {
+                    let key = fastrand::usize(..KEYS);
+                    let url = format!("{}/v1/kv/cas/key-{key}", urls[fastrand::usize(..3)]);
+                    let start = Instant::now();
+                    let answer = client.get(&url).bearer_auth(&token).send().await.unwrap();
+                    assert_eq!(answer.status(), 200);
+                    let version = answer.headers()["etag"]
+                        .to_str()
+                        .unwrap()
+                        .trim_matches('"')
+                        .parse::<u64>()
+                        .unwrap();
+                    let value = answer.text().await.unwrap();
+                    ops.push((
+                        key,
+                        Op {
+                            start,
+                            end: Instant::now(),
+                            kind: Kind::Read(Some((value, version))),
+                        },
+                    ));
+                    if fastrand::bool() {
+                        let value = format!("client-{client_id}-{n}");
+                        let url = format!("{}/v1/kv/cas/key-{key}", urls[fastrand::usize(..3)]);
+                        let start = Instant::now();
+                        let answer = client
+                            .put(&url)
+                            .bearer_auth(&token)
+                            .header("If-Match", format!("\"{version}\""))
+                            .body(value.clone())
+                            .send()
+                            .await
+                            .unwrap();
+                        let written = match answer.status().as_u16() {
+                            200 => Some(
+                                answer.json::<serde_json::Value>().await.unwrap()["version"]
+                                    .as_u64()
+                                    .unwrap(),
+                            ),
+                            412 => None,
+                            status => panic!("a compare-and-swap answered {status}"),
+                        };
+                        ops.push((
+                            key,
+                            Op {
+                                start,
+                                end: Instant::now(),
+                                kind: Kind::Cas {
+                                    expected: Some(version),
+                                    value,
+                                    written,
+                                },
+                            },
+                        ));
+                    }
+                }
+                ops
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut total = 0;
+    for ops in futures_join(clients).await {
+        for (key, op) in ops {
+            histories[key].push((key, op));
+            total += 1;
+        }
+    }
+    let (mut writes, mut refused) = (0, 0);
+    for history in &histories {
+        let ops = history.iter().map(|(_, op)| op.clone()).collect::<Vec<_>>();
+        for op in &ops {
+            match op.kind {
+                Kind::Cas {
+                    written: Some(_), ..
+                } => writes += 1,
+                Kind::Cas { written: None, .. } => refused += 1,
+                Kind::Read(_) => {}
+            }
+        }
+        check(&ops).unwrap();
+    }
+    assert!(total >= 3000, "{total} operations");
+    // Contention made some writes succeed and others be refused.
+    assert!(
+        writes > KEYS * 20 && refused > 20,
+        "{writes} written, {refused} refused"
+    );
+}
+
+/// Each spawned task's output, in order.
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut outputs = Vec::new();
+    for task in tasks {
+        outputs.push(task.await.unwrap());
+    }
+    outputs
+}

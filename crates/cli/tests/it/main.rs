@@ -12,6 +12,7 @@ mod docs;
 mod durability;
 mod events;
 mod foreign;
+mod history;
 mod invoke;
 mod kv;
 mod lifecycle;

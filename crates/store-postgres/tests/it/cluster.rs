@@ -213,3 +213,112 @@ async fn another_node_hears_of_a_commit_on_its_streams() {
         "a node heard its own commit twice"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_value_writes_of_two_nodes_commit_in_batches_and_lose_no_increment() {
+    use domain::StoreName;
+    use store::{Condition, KvStore};
+    let database = Database::new().await;
+    let (first, second) = tokio::join!(database.store(), database.store());
+    let (project, kv) = (
+        ProjectId::default_project(),
+        StoreName::new("counts").unwrap(),
+    );
+    // Both nodes increment the same ten keys at once, in opposite key
+    // orders (rows taken in different orders by two transactions would
+    // deadlock), and set keys of their own.
+    let writes = |node: store_postgres::PgStore, name: &'static str, reverse: bool| {
+        let (project, kv) = (project.clone(), kv.clone());
+        async move {
+            let calls = (0..400).map(|i| {
+                let (node, project, kv) = (node.clone(), project.clone(), kv.clone());
+                async move {
+                    let n = if reverse { 9 - i % 10 } else { i % 10 };
+                    node.kv_increment(&project, &kv, &format!("key-{n}"), 1, 0)
+                        .await
+                        .unwrap();
+                    node.kv_set(
+                        &project,
+                        &kv,
+                        &format!("{name}-{i}"),
+                        b"x".to_vec(),
+                        None,
+                        Condition::Absent,
+                        0,
+                    )
+                    .await
+                    .unwrap();
+                }
+            });
+            futures::future::join_all(calls).await;
+        }
+    };
+    tokio::join!(
+        writes(first.clone(), "first", false),
+        writes(second.clone(), "second", true)
+    );
+    for n in 0..10 {
+        let entry = first
+            .kv_get(&project, &kv, &format!("key-{n}"), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.value, b"80", "key-{n}");
+    }
+    // 800 writes on each node, in far fewer transactions.
+    for node in [&first, &second] {
+        let transactions = node.kv_transactions();
+        assert!(
+            (1..400).contains(&transactions),
+            "{transactions} transactions for 800 writes"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_value_write_the_database_refuses_fails_alone_not_its_batch() {
+    use domain::StoreName;
+    use store::{Condition, KvStore, StoreError};
+    let database = Database::new().await;
+    let store = database.store().await;
+    let (project, kv) = (ProjectId::default_project(), StoreName::new("s").unwrap());
+    let set = |key: String| {
+        let (store, project, kv) = (store.clone(), project.clone(), kv.clone());
+        async move {
+            store
+                .kv_set(
+                    &project,
+                    &kv,
+                    &key,
+                    b"v".to_vec(),
+                    None,
+                    Condition::Always,
+                    0,
+                )
+                .await
+        }
+    };
+    // PostgreSQL's text holds no NUL: that one write fails, in the same
+    // batch as the others.
+    let keys = (0..50)
+        .map(|i| {
+            if i == 25 {
+                "bad\0key".to_owned()
+            } else {
+                format!("good-{i}")
+            }
+        })
+        .collect::<Vec<_>>();
+    let answers = futures::future::join_all(keys.iter().cloned().map(set)).await;
+    for (key, answer) in keys.iter().zip(answers) {
+        if key.contains('\0') {
+            assert!(
+                matches!(answer, Err(StoreError::Backend { .. })),
+                "{answer:?}"
+            );
+        } else {
+            answer.unwrap();
+            assert!(store.kv_get(&project, &kv, key, 0).await.unwrap().is_some());
+        }
+    }
+}
