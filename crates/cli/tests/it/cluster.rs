@@ -926,3 +926,136 @@ async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     }
     outputs
 }
+
+/// Reads realtime messages until `done` holds of what was collected:
+/// each subscription's events and changes (what they name), and the last
+/// position of each.
+async fn collect(
+    socket: &mut test_support::realtime::Socket,
+    seen: &mut Vec<(String, String)>,
+    positions: &mut std::collections::BTreeMap<String, u64>,
+    done: impl Fn(&[(String, String)]) -> bool,
+) {
+    while !done(seen) {
+        let message = test_support::realtime::next(socket).await;
+        let id = message["id"].as_str().unwrap_or_default().to_owned();
+        let named = match message["type"].as_str() {
+            Some("event") => message["event"]["data"].as_str().unwrap().to_owned(),
+            Some("change") => format!(
+                "{} {}",
+                message["change"].as_str().unwrap(),
+                message["document"]["id"].as_str().unwrap()
+            ),
+            Some("subscribed" | "snapshot") => continue,
+            _ => panic!("{message}"),
+        };
+        positions.insert(id.clone(), message["position"].as_u64().unwrap());
+        seen.push((id, named));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realtime_client_that_reconnects_to_another_node_with_its_positions_misses_nothing_and_gets_nothing_twice()
+ {
+    use serde_json::json;
+    use test_support::realtime::{connect, send_json};
+    let cluster = Cluster::new();
+    let nodes = [cluster.node(), cluster.node()];
+    let token = nodes[0].admin_token();
+    let subscriptions = |after: &std::collections::BTreeMap<String, u64>| {
+        let mut chat = json!({"type": "subscribe", "id": "chat", "topic": "chat"});
+        let mut orders = json!({"type": "subscribe", "id": "orders", "collection": "orders",
+            "query": {"where": ["status", "==", "open"]}});
+        if let Some(position) = after.get("chat") {
+            chat["after"] = json!(position);
+        }
+        if let Some(position) = after.get("orders") {
+            orders["after"] = json!(position);
+        }
+        [chat, orders]
+    };
+    let mut socket = connect(&nodes[0], &token).await;
+    let mut positions = std::collections::BTreeMap::new();
+    for subscription in subscriptions(&positions) {
+        send_json(&mut socket, subscription).await;
+    }
+    // Messages and documents written through both nodes, all along.
+    let writer = {
+        let urls = nodes
+            .iter()
+            .map(|node| node.url.clone())
+            .collect::<Vec<_>>();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let client = http();
+            for n in 0..60 {
+                let url = &urls[n % 2];
+                let published = client
+                    .post(format!("{url}/v1/topics/chat"))
+                    .bearer_auth(&token)
+                    .header("content-type", "text/plain")
+                    .body(format!("message-{n}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(published.status(), 201);
+                let written = client
+                    .put(format!("{url}/v1/docs/orders/order-{n}"))
+                    .bearer_auth(&token)
+                    .json(&json!({"status": "open", "n": n}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(written.status(), 201);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Some of it on the first node, then the socket drops mid-stream and
+    // the client comes back on the second, from the positions it had.
+    let mut seen = Vec::new();
+    collect(&mut socket, &mut seen, &mut positions, |seen| {
+        seen.len() >= 30
+    })
+    .await;
+    drop(socket);
+    let mut socket = connect(&nodes[1], &token).await;
+    for subscription in subscriptions(&positions) {
+        send_json(&mut socket, subscription).await;
+    }
+    collect(&mut socket, &mut seen, &mut positions, |seen| {
+        seen.len() >= 120
+    })
+    .await;
+    writer.await.unwrap();
+    let expected = (0..60)
+        .flat_map(|n| {
+            [
+                ("chat".to_owned(), format!("message-{n}")),
+                ("orders".to_owned(), format!("added order-{n}")),
+            ]
+        })
+        .collect::<std::collections::BTreeSet<_>>();
+    let got = seen
+        .iter()
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(got.len(), seen.len(), "something came twice: {seen:?}");
+    assert_eq!(got, expected);
+    // Each subscription's in the order it was written.
+    for id in ["chat", "orders"] {
+        let numbers = seen
+            .iter()
+            .filter(|(of, _)| of == id)
+            .map(|(_, named)| named.rsplit('-').next().unwrap().parse::<u32>().unwrap())
+            .collect::<Vec<_>>();
+        assert!(numbers.is_sorted(), "{id}: {numbers:?}");
+    }
+    // Nothing more comes.
+    let extra = tokio::time::timeout(Duration::from_millis(500), async {
+        use futures::StreamExt;
+        socket.next().await
+    })
+    .await;
+    assert!(extra.is_err(), "{extra:?}");
+}
