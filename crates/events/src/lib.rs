@@ -257,6 +257,11 @@ impl Dispatcher {
         })
     }
 
+    /// This node, as the holder of the leases it takes.
+    pub fn holder(&self) -> &str {
+        &self.shared.holder
+    }
+
     /// Runs exactly the workers of `targets`: starts the new, stops the
     /// gone, restarts the changed. Call it after every deploy, rollback and
     /// removal (from a tokio runtime).

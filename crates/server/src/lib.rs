@@ -18,8 +18,10 @@
 //! backlog of 4096. Background tasks, each owned and stopped: the
 //! functions' maintenance, the trigger reconciler and dispatcher, the
 //! expiry of abandoned multipart uploads (`upload_expiry`), the pruning of
-//! old events (`event_retention`), and the disk watch (while the disk is
-//! full, `Reserve::recheck` every 2 s).
+//! old events (`event_retention`), with a shared database the deletion of
+//! expired key-value entries and the sweep of blobs nothing names (each
+//! chore on one node at a time: `maintenance.rs`), and the disk watch
+//! (while the disk is full, `Reserve::recheck` every 2 s).
 //!
 //! Shutdown: stop accepting; give in-flight requests `shutdown_grace`,
 //! then cut them off; stop the maintenance and the periodic tasks; stop
@@ -46,6 +48,8 @@ use store::Stores;
 pub use store::events::AsyncQueueLimit;
 pub use store_postgres::PgOptions;
 use store_sqlite::SqliteStore;
+
+mod maintenance;
 
 /// The file in the data directory holding the admin credential.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -330,8 +334,9 @@ pub async fn run_with(
             ),
         };
     // With a shared database, blobs unnamed at start may be another
-    // node's uploads in flight: no sweep then (the trash is still emptied).
-    let sweep = !take_clean_stop(&config.data_dir)? && shared.is_none();
+    // node's uploads in flight: no sweep at start then (the trash is still
+    // emptied), but one node sweeps the old ones (`maintenance.rs`).
+    let sweep = shared.is_none() && !take_clean_stop(&config.data_dir)?;
     let objects = objects::Objects::open(stores.objects.clone(), object_blobs, sweep)
         .await
         .context("opening object storage")?;
@@ -449,13 +454,42 @@ pub async fn run_with(
 
     let maintenance = functions.start_maintenance();
     let reconciler = triggers::Reconciler::start(functions.clone(), dispatcher.clone());
-    let expiry = tokio::spawn(expire_uploads(objects.clone(), config.upload_expiry));
-    let disk_watch = tokio::spawn(watch_disk(disk));
-    let pruning = tokio::spawn(prune_events(
-        stores.projects.clone(),
+    let expiry = tokio::spawn(maintenance::on_one_node(
         stores.events.clone(),
-        config.event_retention,
+        dispatcher.holder().to_owned(),
+        maintenance::UPLOAD_EXPIRY,
+        maintenance::quarter(config.upload_expiry),
+        {
+            let (objects, age) = (objects.clone(), config.upload_expiry);
+            move || {
+                let objects = objects.clone();
+                async move { maintenance::expire_uploads(&objects, age).await }
+            }
+        },
     ));
+    let disk_watch = tokio::spawn(watch_disk(disk));
+    let pruning = tokio::spawn(maintenance::on_one_node(
+        stores.events.clone(),
+        dispatcher.holder().to_owned(),
+        maintenance::EVENT_PRUNING,
+        maintenance::quarter(config.event_retention),
+        {
+            let (projects, events) = (stores.projects.clone(), stores.events.clone());
+            let retention = config.event_retention;
+            move || {
+                let (projects, events) = (projects.clone(), events.clone());
+                async move { maintenance::prune_events(&*projects, &*events, retention).await }
+            }
+        },
+    ));
+    let cluster_chores = shared.clone().map_or_else(Vec::new, |shared| {
+        maintenance::cluster_chores(
+            shared,
+            stores.events.clone(),
+            dispatcher.holder(),
+            objects.clone(),
+        )
+    });
     // Other nodes' changes of keys, rules and live versions.
     let follow = shared.clone().map(|store| {
         tokio::spawn(follow_other_nodes(
@@ -500,6 +534,10 @@ pub async fn run_with(
     }
     expiry.abort();
     pruning.abort();
+    for chore in cluster_chores {
+        chore.abort();
+    }
+    maintenance::release(&*stores.events, dispatcher.holder()).await;
     disk_watch.abort();
     // Deliveries under way get the same grace; what they do not finish is
     // delivered again after the next start.
@@ -509,8 +547,9 @@ pub async fn run_with(
     // the abort above has done by now.
     tokio::task::spawn_blocking(move || recorder.shutdown()).await?;
     // Cut-off requests may have left an object file without its commit:
-    // only a full drain counts as a clean stop.
-    if drained {
+    // only a full drain counts as a clean stop. (Nodes sharing a database
+    // sweep old blobs instead, and need no marker.)
+    if drained && shared.is_none() {
         mark_clean_stop(&config.data_dir)?;
     }
     Ok(())
@@ -666,55 +705,6 @@ async fn watch_disk(disk: Arc<blob::Reserve>) {
         if disk.is_full() {
             let disk = disk.clone();
             let _ = tokio::task::spawn_blocking(move || disk.recheck()).await;
-        }
-    }
-}
-
-/// Aborts abandoned multipart uploads, at start and then every
-/// `age / 4` (at most hourly, at least every 100 ms).
-async fn expire_uploads(objects: Arc<objects::Objects>, age: Duration) {
-    let every = (age / 4).clamp(Duration::from_millis(100), Duration::from_secs(3600));
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        match objects.expire_uploads(age).await {
-            Ok(0) => {}
-            Ok(expired) => tracing::info!("aborted {expired} abandoned multipart uploads"),
-            Err(error) => tracing::warn!("expiring abandoned multipart uploads: {error}"),
-        }
-    }
-}
-
-/// Deletes old events every trigger has passed, project by project, at
-/// start and then every `retention / 4` (at most hourly, at least every
-/// 100 ms).
-async fn prune_events(
-    store: Arc<dyn store::ProjectStore>,
-    events: Arc<dyn store::EventStore>,
-    retention: Duration,
-) {
-    let every = (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(3600));
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let projects = match store.list_projects().await {
-            Ok(projects) => projects,
-            Err(error) => {
-                tracing::warn!("pruning events: listing projects: {error}");
-                continue;
-            }
-        };
-        let before = domain::now_millis() - retention.as_millis() as i64;
-        for project in projects {
-            match events.prune_events(&project.id, before).await {
-                Ok(0) => {}
-                Ok(pruned) => {
-                    tracing::info!("pruned {pruned} old events of project {}", project.id)
-                }
-                Err(error) => tracing::warn!("pruning events of project {}: {error}", project.id),
-            }
         }
     }
 }

@@ -18,7 +18,7 @@ mod writer;
 pub(crate) use writer::Writer;
 
 /// Rows past their expiry deleted by one purge statement.
-const PURGE_BATCH: i64 = 10_000;
+pub const PURGE_BATCH: u64 = 10_000;
 
 /// The live entry of a key (an expired one counts as absent).
 async fn live_entry(
@@ -330,7 +330,7 @@ impl PgStore {
             .execute(
                 "DELETE FROM kv WHERE ctid = ANY (ARRAY (
                      SELECT ctid FROM kv WHERE expires_at <= $1 LIMIT $2))",
-                &[&now, &PURGE_BATCH],
+                &[&now, &(PURGE_BATCH as i64)],
             )
             .await
             .db()

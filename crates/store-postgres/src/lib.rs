@@ -29,6 +29,8 @@ mod projects;
 mod records;
 mod schema;
 
+pub use kv::PURGE_BATCH;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use domain::ProjectId;
 use std::sync::{Arc, RwLock};

@@ -1059,3 +1059,65 @@ async fn a_realtime_client_that_reconnects_to_another_node_with_its_positions_mi
     .await;
     assert!(extra.is_err(), "{extra:?}");
 }
+
+#[tokio::test]
+async fn chores_run_on_one_node_and_pass_to_another_when_it_stops() {
+    let cluster = Cluster::new();
+    let mut first = cluster.node();
+    let expiring =
+        send(control(&first, reqwest::Method::PUT, "/v1/kv/cache/old?ttl=1s").body("soon gone"))
+            .await;
+    assert_eq!(expiring.status, 200, "{}", expiring.text());
+    let created = send(control(&first, reqwest::Method::PUT, "/v1/buckets/files")).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let kept =
+        send(control(&first, reqwest::Method::PUT, "/v1/objects/files/kept").body("named bytes"))
+            .await;
+    assert_eq!(kept.status, 200, "{}", kept.text());
+    // Blobs no object names: one a crash left long ago, one another
+    // node's upload in flight has just written.
+    let blobs = cluster.object_files();
+    std::fs::write(blobs.join("left-by-a-crash"), "x").unwrap();
+    std::fs::write(blobs.join("upload-in-flight"), "x").unwrap();
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(blobs.join("left-by-a-crash"))
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The first node had the chores; stopping, it hands them over.
+    let stopped = first.terminate();
+    assert!(stopped.success(), "{stopped:?}");
+    let nodes = [cluster.node(), cluster.node()];
+    let pids = nodes.iter().map(WokServer::pid).collect::<Vec<_>>();
+    for chore in ["upload-expiry", "event-pruning", "kv-expiry", "blob-sweep"] {
+        let holder = holder_of(&cluster.database, &format!("maintenance/{chore}")).await;
+        assert!(
+            pids.contains(&holder),
+            "{chore} held by {holder}, not {pids:?}"
+        );
+    }
+    until("the expired entry is deleted", async || {
+        psql(
+            &cluster.database,
+            "SELECT count(*) FROM kv WHERE key = 'old'",
+        )
+        .trim()
+            == "0"
+    })
+    .await;
+    until("the old unnamed blob is swept", async || {
+        !blobs.join("left-by-a-crash").exists()
+    })
+    .await;
+    assert!(blobs.join("upload-in-flight").exists());
+    let read = send(control(
+        &nodes[0],
+        reqwest::Method::GET,
+        "/v1/objects/files/kept",
+    ))
+    .await;
+    assert_eq!(read.text(), "named bytes");
+}
