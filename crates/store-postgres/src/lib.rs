@@ -180,7 +180,7 @@ impl PgStore {
         }
         // Which node a connection is (pg_stat_activity, logs): its
         // process id, as in the holder names of its leases.
-        config.application_name(&format!("wok {}", std::process::id()));
+        config.application_name(format!("wok {}", std::process::id()));
         let manager = Manager::from_config(
             config.clone(),
             tokio_postgres::NoTls,

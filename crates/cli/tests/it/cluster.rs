@@ -482,7 +482,7 @@ fn outcome(answer: Result<reqwest::Response, reqwest::Error>) -> Outcome {
 
 /// The bytes of object `n`: large ones go to S3 as multipart uploads.
 fn object_bytes(n: usize) -> Vec<u8> {
-    let size = if n % 2 == 0 { 100 << 10 } else { 9 << 20 };
+    let size = if n.is_multiple_of(2) { 100 << 10 } else { 9 << 20 };
     (0..size).map(|i| ((i * 31 + n * 7) % 251) as u8).collect()
 }
 
