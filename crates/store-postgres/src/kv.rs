@@ -134,8 +134,9 @@ pub(crate) async fn apply(
         Write::Set {
             value,
             expires_at,
-            condition: Condition::Always,
+            condition: condition @ (Condition::Always | Condition::Absent),
         } => {
+            // If absent: a row that is there but expired counts as absent.
             let statement = client
                 .prepare_cached(
                     "INSERT INTO kv (project, store, key, value, version, expires_at)
@@ -143,30 +144,13 @@ pub(crate) async fn apply(
                      ON CONFLICT (project, store, key) DO UPDATE
                        SET value = excluded.value, version = excluded.version,
                            expires_at = excluded.expires_at
+                       WHERE NOT $7 OR (kv.expires_at IS NOT NULL AND kv.expires_at <= $6)
                      RETURNING version",
                 )
                 .await?;
-            let params: [&(dyn ToSql + Sync); 5] = [&project, &store, key, value, expires_at];
-            client.query_opt(&statement, &params).await?
-        }
-        Write::Set {
-            value,
-            expires_at,
-            condition: Condition::Absent,
-        } => {
-            // A row that is there but expired counts as absent.
-            let statement = client
-                .prepare_cached(
-                    "INSERT INTO kv (project, store, key, value, version, expires_at)
-                     VALUES ($1, $2, $3, $4, nextval('kv_versions'), $5)
-                     ON CONFLICT (project, store, key) DO UPDATE
-                       SET value = excluded.value, version = excluded.version,
-                           expires_at = excluded.expires_at
-                       WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= $6
-                     RETURNING version",
-                )
-                .await?;
-            let params: [&(dyn ToSql + Sync); 6] = [&project, &store, key, value, expires_at, &now];
+            let if_absent = *condition == Condition::Absent;
+            let params: [&(dyn ToSql + Sync); 7] =
+                [&project, &store, key, value, expires_at, &now, &if_absent];
             client.query_opt(&statement, &params).await?
         }
         Write::Set {

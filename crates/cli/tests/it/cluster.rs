@@ -480,9 +480,25 @@ fn outcome(answer: Result<reqwest::Response, reqwest::Error>) -> Outcome {
     }
 }
 
+/// Records the outcome of write `n`; whether its node refused the
+/// connection (it is gone: its writer stops there).
+fn record(
+    history: &mut Vec<(usize, Outcome)>,
+    n: usize,
+    answer: Result<reqwest::Response, reqwest::Error>,
+) -> bool {
+    let refused = answer.as_ref().is_err_and(reqwest::Error::is_connect);
+    history.push((n, outcome(answer)));
+    refused
+}
+
 /// The bytes of object `n`: large ones go to S3 as multipart uploads.
 fn object_bytes(n: usize) -> Vec<u8> {
-    let size = if n.is_multiple_of(2) { 100 << 10 } else { 9 << 20 };
+    let size = if n.is_multiple_of(2) {
+        100 << 10
+    } else {
+        9 << 20
+    };
     (0..size).map(|i| ((i * 31 + n * 7) % 251) as u8).collect()
 }
 
@@ -527,10 +543,7 @@ async fn killing_a_node_mid_write_loses_no_acknowledged_document_batch_or_object
                         .json(&serde_json::json!({ "writes": writes }))
                         .send()
                         .await;
-                    // A node that is gone refuses connections: stop there.
-                    let refused = answer.as_ref().is_err_and(reqwest::Error::is_connect);
-                    batches.push((n, outcome(answer)));
-                    if refused {
+                    if record(&mut batches, n, answer) {
                         break;
                     }
                     let answer = client
@@ -539,9 +552,7 @@ async fn killing_a_node_mid_write_loses_no_acknowledged_document_batch_or_object
                         .body(object_bytes(n))
                         .send()
                         .await;
-                    let refused = answer.as_ref().is_err_and(reqwest::Error::is_connect);
-                    objects.push((n, outcome(answer)));
-                    if refused {
+                    if record(&mut objects, n, answer) {
                         break;
                     }
                     n += 3;
@@ -620,16 +631,13 @@ async fn killing_a_node_mid_write_loses_no_acknowledged_document_batch_or_object
 /// Runs `sql` on the test database; its rows, a line each (`|` between
 /// columns).
 fn psql(database: &str, sql: &str) -> String {
-    let output = std::process::Command::new("psql")
-        .args([database, "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    crate::succeed(std::process::Command::new("psql").args([
+        database,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-qtAc",
+        sql,
+    ]))
 }
 
 /// Waits until `lease` is held; its holder's process id.

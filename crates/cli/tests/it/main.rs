@@ -35,16 +35,22 @@ pub const WOK: &str = env!("CARGO_BIN_EXE_wok");
 /// test needs) and returns the path it prints.
 pub fn run_script(name: &str) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let output = std::process::Command::new("bash")
-        .arg(root.join("scripts").join(name))
+    let output = succeed(std::process::Command::new("bash").arg(root.join("scripts").join(name)));
+    std::path::PathBuf::from(output.trim())
+}
+
+/// Runs `command`, which must succeed (else the test fails with its
+/// stderr); its stdout.
+pub fn succeed(command: &mut std::process::Command) -> String {
+    let output = command
         .output()
-        .unwrap_or_else(|error| panic!("running scripts/{name}: {error}"));
+        .unwrap_or_else(|error| panic!("running {command:?}: {error}"));
     assert!(
         output.status.success(),
-        "scripts/{name} failed: {}",
+        "{command:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The S3 clients (boto3, aws-cli) in the virtualenv that

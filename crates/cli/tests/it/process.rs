@@ -924,17 +924,12 @@ async fn a_zip_bundle_deploys_like_a_directory() {
     let server = server();
     let dir = tempfile::tempdir().unwrap();
     let zip = dir.path().join("bundle.zip");
-    let made = std::process::Command::new("python3")
-        .args(["-m", "zipfile", "-c"])
-        .arg(&zip)
-        .arg("app.py")
-        .current_dir(probe_dir())
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    crate::succeed(
+        std::process::Command::new("python3")
+            .args(["-m", "zipfile", "-c"])
+            .arg(&zip)
+            .arg("app.py")
+            .current_dir(probe_dir()),
     );
     deploy(
         &server,

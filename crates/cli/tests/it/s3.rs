@@ -124,22 +124,18 @@ try:
 except ClientError as error:
     print(error.response['Error']['Code'])
 ";
-    let output = std::process::Command::new(s3_tools().join("bin/python"))
-        .args(["-c", script])
-        .env("WOK_S3_ENDPOINT", &server.url)
-        .env("AWS_ACCESS_KEY_ID", pair["access_key_id"].as_str().unwrap())
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            pair["secret_access_key"].as_str().unwrap(),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    crate::succeed(
+        std::process::Command::new(s3_tools().join("bin/python"))
+            .args(["-c", script])
+            .env("WOK_S3_ENDPOINT", &server.url)
+            .env("AWS_ACCESS_KEY_ID", pair["access_key_id"].as_str().unwrap())
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                pair["secret_access_key"].as_str().unwrap(),
+            ),
+    )
+    .trim()
+    .to_owned()
 }
 
 #[tokio::test]
