@@ -27,7 +27,7 @@ if [ -z "${WOK_BINARY:-}" ]; then
 fi
 export WOK_BINARY="${WOK_BINARY:-$ROOT/target/release/wok}"
 export WOK_CLUSTER_DIR="$ROOT/target/soak"
-export WOK_PG_PORT=25452 WOK_S3_PORT=25453
+export WOK_PG_PORT=25462 WOK_S3_PORT=25463
 CLUSTER="$ROOT/scripts/cluster.sh"
 HELLO="$(ls -t target/guests/wasm32-wasip2/release/hello.wasm | head -1)"
 rm -rf "$WOK_CLUSTER_DIR"
