@@ -4,9 +4,13 @@
 //! per write, and answers each write only once its batch has committed.
 //!
 //! A batch's writes to one key run in the order they came; its keys are
-//! taken in primary-key order, the same on every node, so two batches
-//! never wait on each other's rows in a cycle. The writes of different
-//! keys go to the database together (pipelined on one connection).
+//! taken in one order, (project, store, key), the same on every node, so
+//! two batches do not wait on each other's rows in a cycle. (An increment
+//! that inserts a key found absent takes that row after later keys: two
+//! such batches can still deadlock; PostgreSQL then fails one after a
+//! second, and its writes run again alone, below.) The writes of
+//! different keys go to the database together (pipelined on one
+//! connection).
 //!
 //! When a statement fails, the database spoils the whole transaction:
 //! nothing of the batch is written, and each write is then run alone, so
