@@ -330,6 +330,19 @@ async fn apply_batch(
     writes: &[DocWrite],
 ) -> Result<(Vec<DocWritten>, Outbox)> {
     let mut batch = Batch::default();
+    // Whether its streams are watched, asked first and in one order (the
+    // answers hold shared locks, which a new reader of a stream takes
+    // exclusively, several in the same order: see `outbox::watched`).
+    let mut streams: Vec<String> = writes
+        .iter()
+        .map(|write| domain::documents_stream(write.collection()))
+        .collect();
+    streams.sort();
+    streams.dedup();
+    for stream in streams {
+        let watched = outbox::watched(transaction, project, &stream).await?;
+        batch.watched.insert(stream, watched);
+    }
     let mut results = Vec::with_capacity(writes.len());
     for (at, write) in writes.iter().enumerate() {
         match apply_write(transaction, project, origin, write, &mut batch).await {

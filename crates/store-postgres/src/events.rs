@@ -1235,8 +1235,12 @@ impl EventStore for PgStore {
     }
 
     async fn watch_stream(&self, project: &ProjectId, stream: &str) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        crate::outbox::watch(&transaction, project, stream)
+            .await
+            .db()?;
+        transaction
             .execute(
                 "INSERT INTO subscriptions (project, function, trigger, stream, cursor)
                  VALUES ($1, $2, $3, $3, $4) ON CONFLICT DO NOTHING",
@@ -1244,7 +1248,7 @@ impl EventStore for PgStore {
             )
             .await
             .db()?;
-        Ok(())
+        transaction.commit().await.db()
     }
 
     fn on_events(&self, hook: Hook) {

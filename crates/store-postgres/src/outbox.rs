@@ -138,11 +138,27 @@ pub(crate) fn streams_of(events: &[Event]) -> Vec<(ProjectId, String)> {
 
 /// Whether anything (a trigger, a live query) reads the stream: changes
 /// are logged only then.
+///
+/// The answer holds until the caller's commit: the check takes the
+/// stream's watch lock shared (writers do not wait on each other), and a
+/// new reader of the stream ([`watch`]) takes it exclusively, so it waits
+/// for every writer that found the stream unwatched to commit. A snapshot
+/// read after [`watch`] then shows those writers' changes, and every later
+/// change is logged. (Without it, a change checked before the reader came
+/// and committed after its snapshot would be in neither.)
 pub(crate) async fn watched(
     client: &impl GenericClient,
     project: &ProjectId,
     stream: &str,
 ) -> Result<bool> {
+    let lock = client
+        .prepare_cached("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 1))")
+        .await?;
+    client
+        .execute(&lock, &[&lock_name(project, stream)])
+        .await?;
+    // A statement of its own, after the lock: its snapshot is taken once
+    // a reader that held the lock has committed.
     let statement = client
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE project = $1 AND stream = $2)",
@@ -152,6 +168,23 @@ pub(crate) async fn watched(
         .query_one(&statement, &[&project.as_str(), &stream])
         .await?
         .get(0))
+}
+
+/// In the transaction that adds a reader of the stream: waits for the
+/// writers that found it unwatched to commit, and keeps new ones from
+/// checking until this transaction commits (see [`watched`]).
+pub(crate) async fn watch(
+    client: &impl GenericClient,
+    project: &ProjectId,
+    stream: &str,
+) -> Result<()> {
+    let lock = client
+        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
+        .await?;
+    client
+        .execute(&lock, &[&lock_name(project, stream)])
+        .await?;
+    Ok(())
 }
 
 /// Brings a function's subscriptions in step with its current triggers
@@ -189,6 +222,13 @@ pub(crate) async fn sync_subscriptions(
                     .await?;
             }
         }
+    }
+    // New readers of the streams, in one order (see `watched`).
+    let mut streams: Vec<String> = triggers.iter().map(|spec| spec.stream(function)).collect();
+    streams.sort();
+    streams.dedup();
+    for stream in &streams {
+        watch(client, project, stream).await?;
     }
     for spec in triggers {
         // A new trigger starts at the end of its own stream: an event of

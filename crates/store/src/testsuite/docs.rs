@@ -899,3 +899,81 @@ pub async fn plans_agree_contract(store: &dyn DocStore) {
             .unwrap();
     }
 }
+
+/// A live query's start: a change committing while its stream becomes
+/// watched is in the snapshot read after `watch_stream`, or logged after
+/// the snapshot's position; never in neither.
+pub async fn watch_while_writing_contract<S>(store: std::sync::Arc<S>)
+where
+    S: DocStore + crate::events::EventStore,
+{
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let project = ProjectId::new("docs-watch").unwrap();
+    for round in 0..40 {
+        let items = collection(&format!("items-{round}"));
+        let stream = domain::documents_stream(&items);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let writers = (0..8)
+            .map(|writer| {
+                let (store, project, items, stop) =
+                    (store.clone(), project.clone(), items.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let write = DocWrite::Set {
+                            collection: items.clone(),
+                            id: Some(format!("w{writer}-{}", n % 10)),
+                            data: object(json!({ "n": n })),
+                            condition: DocCondition::Always,
+                        };
+                        store.doc_write(&project, None, vec![write]).await.unwrap();
+                        n += 1;
+                    }
+                })
+            })
+            .collect::<Vec<_>>();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        store.watch_stream(&project, &stream).await.unwrap();
+        let (snapshot, position) = store
+            .doc_snapshot(&project, &items, &query(json!({})))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        stop.store(true, Ordering::Relaxed);
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        // The snapshot with the logged changes applied = the documents now.
+        let mut state: BTreeMap<String, Option<u64>> = snapshot
+            .into_iter()
+            .map(|document| (document.id, Some(document.version)))
+            .collect();
+        let mut after = position;
+        loop {
+            let events = store.events(&project, &stream, after, 1000).await.unwrap();
+            let Some(last) = events.last() else { break };
+            after = last.seq;
+            for event in &events {
+                let change: Value = serde_json::from_slice(&event.data).unwrap();
+                let version = change["after"]
+                    .is_object()
+                    .then(|| change["version"].as_u64().unwrap());
+                state.insert(change["id"].as_str().unwrap().to_owned(), version);
+            }
+        }
+        state.retain(|_, version| version.is_some());
+        let (now, _) = store
+            .doc_snapshot(&project, &items, &query(json!({})))
+            .await
+            .unwrap();
+        let now: BTreeMap<String, Option<u64>> = now
+            .into_iter()
+            .map(|document| (document.id, Some(document.version)))
+            .collect();
+        assert_eq!(
+            state, now,
+            "round {round}: a change is in neither the snapshot nor the log"
+        );
+    }
+}

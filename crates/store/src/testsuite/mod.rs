@@ -116,6 +116,13 @@ macro_rules! contract_tests {
             .await;
         }
 
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn a_stream_being_watched_loses_no_change_in_flight() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::docs::watch_while_writing_contract(::std::sync::Arc::new(store))
+                .await;
+        }
+
         #[tokio::test]
         async fn finishes_an_index_for_a_caller_that_left() {
             let (_guard, store) = $new.await;
