@@ -5,7 +5,8 @@
 # target/postgres, listening on 127.0.0.1:$WOK_PG_PORT (25432) and its own
 # socket directory, with trust authentication for loopback only. Prints
 # the admin connection URL. Idempotent: a running cluster is left as it
-# is. `stop` as the first argument stops it.
+# is. `stop` as the first argument stops it. The server also speaks TLS,
+# with a certificate its own CA (tls/ca.pem) signed.
 #
 # fsync is off: these are tests, whose machine does not lose power under
 # them; `pg_ctl restart -m immediate` (a crash of the server, not of the
@@ -55,6 +56,31 @@ fsync = off
 full_page_writes = off
 log_min_messages = warning
 CONF
+fi
+# TLS for clients that ask (sslmode=require): a CA of the test cluster's
+# own (tls/ca.pem, for PGSSLROOTCERT) and a server certificate for
+# 127.0.0.1 and localhost.
+if ! grep -q "^ssl = on" "$DATA/postgresql.conf"; then
+  mkdir -p "$DIR/tls"
+  (
+    cd "$DIR/tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=wok test CA" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+      -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile san.ext -out server.crt 2>/dev/null
+    chown postgres server.key server.crt
+    chmod 600 server.key
+  )
+  cat >>"$DATA/postgresql.conf" <<CONF
+ssl = on
+ssl_cert_file = '$DIR/tls/server.crt'
+ssl_key_file = '$DIR/tls/server.key'
+CONF
+  # A server already running takes it on a reload.
+  as_postgres "$BIN/pg_ctl" -D "$DATA" reload >/dev/null 2>&1 || true
 fi
 if ! as_postgres "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
   # The server must hold none of the files this script inherited but

@@ -28,6 +28,7 @@ mod outbox;
 mod projects;
 mod records;
 mod schema;
+mod tls;
 
 pub use kv::PURGE_BATCH;
 
@@ -132,6 +133,9 @@ pub struct PgOptions {
     /// How long a call waits for a free connection (or a new one) before
     /// it fails as retryable.
     pub connect_timeout: Duration,
+    /// A PEM file of certificates to trust for the database's TLS, beside
+    /// the system's (`PGSSLROOTCERT`); used with `sslmode=require`.
+    pub root_certificates: Option<std::path::PathBuf>,
 }
 
 impl PgOptions {
@@ -141,6 +145,7 @@ impl PgOptions {
             password: None,
             max_connections: 16,
             connect_timeout: Duration::from_secs(5),
+            root_certificates: None,
         }
     }
 }
@@ -181,9 +186,10 @@ impl PgStore {
         // Which node a connection is (pg_stat_activity, logs): its
         // process id, as in the holder names of its leases.
         config.application_name(format!("wok {}", std::process::id()));
+        let tls = tls::connector(&mut config, options)?;
         let manager = Manager::from_config(
             config.clone(),
-            tokio_postgres::NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -202,7 +208,7 @@ impl PgStore {
             docs::drop_unfinished_indexes(&client).await?;
         }
         let hook: Arc<RwLock<Option<Hook>>> = Arc::default();
-        let notifier = notify::Notifier::start(config, hook.clone());
+        let notifier = notify::Notifier::start(config, tls, hook.clone());
         Ok(Self {
             shared: Arc::new(Shared {
                 kv_writer: kv::Writer::start(pool.clone()),

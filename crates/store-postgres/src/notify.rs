@@ -17,6 +17,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use store::events::Hook;
 use tokio_postgres::AsyncMessage;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The stream of a connection, TLS or not.
+type Stream = <MakeRustlsConnect as MakeTlsConnect<tokio_postgres::Socket>>::Stream;
 
 /// The channel the notifications go on.
 const CHANNEL: &str = "wok_events";
@@ -39,11 +44,16 @@ pub(crate) struct Notifier {
 
 impl Notifier {
     /// Starts the sender and the listener, each with its own connection.
-    pub(crate) fn start(config: tokio_postgres::Config, hook: Arc<RwLock<Option<Hook>>>) -> Self {
+    pub(crate) fn start(
+        config: tokio_postgres::Config,
+        tls: MakeRustlsConnect,
+        hook: Arc<RwLock<Option<Hook>>>,
+    ) -> Self {
         let node = uuid::Uuid::now_v7().simple().to_string();
         let pending = Arc::new(Pending::default());
-        tokio::spawn(send_loop(config.clone(), node.clone(), pending.clone()));
-        tokio::spawn(listen_loop(config, node, hook));
+        let database = Database { config, tls };
+        tokio::spawn(send_loop(database.clone(), node.clone(), pending.clone()));
+        tokio::spawn(listen_loop(database, node, hook));
         Self { pending }
     }
 
@@ -96,19 +106,28 @@ fn parse(node: &str, payload: &str) -> Option<Vec<(ProjectId, String)>> {
     )
 }
 
-async fn connect(
-    config: &tokio_postgres::Config,
-) -> Result<
-    (
-        tokio_postgres::Client,
-        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
-    ),
-    tokio_postgres::Error,
-> {
-    config.connect(tokio_postgres::NoTls).await
+/// How to reach the database.
+#[derive(Clone)]
+struct Database {
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
 }
 
-async fn send_loop(config: tokio_postgres::Config, node: String, pending: Arc<Pending>) {
+impl Database {
+    async fn connect(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<tokio_postgres::Socket, Stream>,
+        ),
+        tokio_postgres::Error,
+    > {
+        self.config.connect(self.tls.clone()).await
+    }
+}
+
+async fn send_loop(database: Database, node: String, pending: Arc<Pending>) {
     let mut client: Option<tokio_postgres::Client> = None;
     loop {
         pending.added.notified().await;
@@ -127,7 +146,7 @@ async fn send_loop(config: tokio_postgres::Config, node: String, pending: Arc<Pe
         for payload in payloads(&node, &streams) {
             for _attempt in 0..2 {
                 if client.as_ref().is_none_or(|client| client.is_closed()) {
-                    client = match connect(&config).await {
+                    client = match database.connect().await {
                         Ok((made, connection)) => {
                             tokio::spawn(connection);
                             Some(made)
@@ -154,11 +173,7 @@ async fn send_loop(config: tokio_postgres::Config, node: String, pending: Arc<Pe
     }
 }
 
-async fn listen_loop(
-    config: tokio_postgres::Config,
-    node: String,
-    hook: Arc<RwLock<Option<Hook>>>,
-) {
+async fn listen_loop(database: Database, node: String, hook: Arc<RwLock<Option<Hook>>>) {
     let call = |streams: &[(ProjectId, String)]| {
         if let Some(hook) = hook
             .read()
@@ -170,7 +185,7 @@ async fn listen_loop(
     };
     let mut first = true;
     loop {
-        match connect(&config).await {
+        match database.connect().await {
             Err(error) => {
                 tracing::warn!("cannot connect to hear other nodes' events: {error}");
             }

@@ -12,7 +12,9 @@ pub struct Up {
     /// embedded SQLite: `postgres://USER@HOST:PORT/DATABASE`. Several nodes
     /// given the same database (and the same --blobs) serve the same
     /// projects. Keep the password out of the command line: put it in
-    /// `PGPASSWORD`, or give the whole URL in `WOK_DATABASE_URL`.
+    /// `PGPASSWORD`, or give the whole URL in `WOK_DATABASE_URL`. With
+    /// `?sslmode=require`, TLS with the server's certificate verified (the
+    /// system's roots, and `PGSSLROOTCERT`'s PEM file); else plain text.
     #[arg(
         long,
         env = "WOK_DATABASE_URL",
@@ -182,6 +184,7 @@ impl Up {
         }
         let database = self.database.map(|url| server::PgOptions {
             password: std::env::var("PGPASSWORD").ok(),
+            root_certificates: std::env::var_os("PGSSLROOTCERT").map(std::path::PathBuf::from),
             max_connections: self.database_connections,
             ..server::PgOptions::new(url)
         });

@@ -208,6 +208,7 @@ fn up_fails(args: &[&str], env: &[(&str, &str)]) -> String {
         .arg(data.path())
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
+        .env_remove("PGSSLROOTCERT")
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .envs(env.iter().copied())
@@ -1128,4 +1129,32 @@ async fn chores_run_on_one_node_and_pass_to_another_when_it_stops() {
     ))
     .await;
     assert_eq!(read.text(), "named bytes");
+}
+
+#[tokio::test]
+async fn a_node_reaches_its_database_over_verified_tls_when_the_url_requires_it() {
+    let database = format!("{}?sslmode=require", database());
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/postgres/tls/ca.pem")
+        .display()
+        .to_string();
+    // A server certificate nothing vouches for: refused, in one line.
+    let message = up_fails(&["--database", &database], &[]);
+    assert!(message.contains("certificate"), "{message}");
+    // With the cluster's CA: up, and every connection it holds encrypted.
+    let node =
+        WokServer::start_with_env(WOK, &["--database", &database], &[("PGSSLROOTCERT", &ca)]);
+    let put = send(control(&node, reqwest::Method::PUT, "/v1/kv/tls/key").body("sealed")).await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let connections = psql(
+        &database,
+        &format!(
+            "SELECT count(*), bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+             WHERE application_name = 'wok {}'",
+            node.pid()
+        ),
+    );
+    let (count, encrypted) = connections.trim().split_once('|').unwrap();
+    assert!(count.parse::<u32>().unwrap() >= 2, "{connections}");
+    assert_eq!(encrypted, "t", "{connections}");
 }
