@@ -8,8 +8,9 @@
 # haproxy with deploy/haproxy.cfg) under target/bench-cluster, on ports
 # apart from the tests' and from a default cluster's; a second haproxy with
 # the same file whose three servers are all node 1 ("PG node, haproxy");
-# both again without `option http-server-close`, keeping connections to
-# the nodes open ("k-a"); and a plain SQLite node (`wok up --data DIR`).
+# both again with `option http-server-close`, a new connection to a node
+# for every request ("closing"; the file keeps them open); and a plain
+# SQLite node (`wok up --data DIR`).
 # Nothing is pinned: nodes, PostgreSQL, haproxy and wrk share both cores.
 # Every load is wrk -t1 -c64 for SECONDS_PER_RUN, the targets taken in an
 # order rotated each round; ratios are of figures of the same round. The
@@ -24,7 +25,7 @@
 #    the nodes in their cgroups, where each sizes its runtime to one
 #    worker thread). GET /fn/hello with a fresh instance per request
 #    (CPU-bound: wasmtime instantiation), one node against three through
-#    haproxy, with and without kept connections; ROUNDS rounds.
+#    haproxy, with kept and with closed connections; ROUNDS rounds.
 # 2, 3. No quota (the nodes restarted outside the cgroups), GRID_ROUNDS
 #    rounds: /fn/hello, key-value PUT and GET of random keys among 10,000
 #    (64-byte values, the admin token; all loaded beforehand) and an
@@ -81,7 +82,7 @@ export WOK_NODE_PORT="${WOK_NODE_PORT:-18381}" WOK_LB_LISTEN="${WOK_LB_LISTEN:-1
 export WOK_CLUSTER_CGROUP="${WOK_CLUSTER_CGROUP:-wok-bench-cluster}"
 LB1_LISTEN="127.0.0.1:$((WOK_NODE_PORT + 3))"
 SQLITE_LISTEN="127.0.0.1:$((WOK_NODE_PORT + 4))"
-LB1KA_LISTEN="127.0.0.1:$((WOK_NODE_PORT + 5))" LB3KA_LISTEN="127.0.0.1:$((WOK_NODE_PORT + 6))"
+LB1CL_LISTEN="127.0.0.1:$((WOK_NODE_PORT + 5))" LB3CL_LISTEN="127.0.0.1:$((WOK_NODE_PORT + 6))"
 DIR="$WOK_CLUSTER_DIR"
 N1="127.0.0.1:$WOK_NODE_PORT" N2="127.0.0.1:$((WOK_NODE_PORT + 1))" N3="127.0.0.1:$((WOK_NODE_PORT + 2))"
 
@@ -90,7 +91,7 @@ SQLITE_PID=""
 cleanup() {
   set +e
   [ -n "$SQLITE_PID" ] && kill "$SQLITE_PID" 2>/dev/null && wait "$SQLITE_PID" 2>/dev/null
-  for lb in lb1 lb1ka lb3ka; do
+  for lb in lb1 lb1cl lb3cl; do
     [ -f "$WORK/$lb.pid" ] && kill "$(cat "$WORK/$lb.pid")" 2>/dev/null
   done
   if [ -d "$DIR" ]; then
@@ -114,14 +115,14 @@ bash scripts/cluster.sh up >"$WORK/cluster-up.log" 2>&1 || {
 }
 TOKEN="$(cat "$DIR/node-1/admin-token")"
 # One node behind haproxy: the same file, its three servers all node 1;
-# and both again with connections to the nodes kept open.
+# and both again closing their connections to the nodes after each request.
 WOK_NODE_1="$N1" WOK_NODE_2="$N1" WOK_NODE_3="$N1" WOK_LB_LISTEN="$LB1_LISTEN" \
   haproxy -D -p "$WORK/lb1.pid" -f deploy/haproxy.cfg
-sed '/option http-server-close/d' deploy/haproxy.cfg >"$WORK/haproxy-keep-alive.cfg"
-WOK_NODE_1="$N1" WOK_NODE_2="$N1" WOK_NODE_3="$N1" WOK_LB_LISTEN="$LB1KA_LISTEN" \
-  haproxy -D -p "$WORK/lb1ka.pid" -f "$WORK/haproxy-keep-alive.cfg"
-WOK_NODE_1="$N1" WOK_NODE_2="$N2" WOK_NODE_3="$N3" WOK_LB_LISTEN="$LB3KA_LISTEN" \
-  haproxy -D -p "$WORK/lb3ka.pid" -f "$WORK/haproxy-keep-alive.cfg"
+sed 's/^    http-reuse safe$/    option http-server-close/' deploy/haproxy.cfg >"$WORK/haproxy-close.cfg"
+WOK_NODE_1="$N1" WOK_NODE_2="$N1" WOK_NODE_3="$N1" WOK_LB_LISTEN="$LB1CL_LISTEN" \
+  haproxy -D -p "$WORK/lb1cl.pid" -f "$WORK/haproxy-close.cfg"
+WOK_NODE_1="$N1" WOK_NODE_2="$N2" WOK_NODE_3="$N3" WOK_LB_LISTEN="$LB3CL_LISTEN" \
+  haproxy -D -p "$WORK/lb3cl.pid" -f "$WORK/haproxy-close.cfg"
 "$WOK" up --listen "$SQLITE_LISTEN" --data "$WORK/sqlite" >"$WORK/sqlite.log" 2>&1 &
 SQLITE_PID=$!
 for _ in $(seq 1 200); do
@@ -149,7 +150,7 @@ node1 $(cat "$DIR/node-1/pid")
 node2 $(cat "$DIR/node-2/pid")
 node3 $(cat "$DIR/node-3/pid")
 sqlite $SQLITE_PID
-haproxy $(cat "$DIR/haproxy.pid" "$WORK/lb1.pid" "$WORK/lb1ka.pid" "$WORK/lb3ka.pid" | tr "\n" " ")
+haproxy $(cat "$DIR/haproxy.pid" "$WORK/lb1.pid" "$WORK/lb1cl.pid" "$WORK/lb3cl.pid" | tr "\n" " ")
 postgres $(head -1 "$DIR/postgres/data/postmaster.pid")
 GROUPS
 }
@@ -348,8 +349,8 @@ TARGETS = {
     "pg1": "PG node, direct",
     "lb1": "PG node, haproxy",
     "lb3": "3 PG nodes, haproxy",
-    "lb1ka": "PG node, haproxy k-a",
-    "lb3ka": "3 PG nodes, haproxy k-a",
+    "lb1cl": "PG node, haproxy closing",
+    "lb3cl": "3 PG nodes, haproxy closing",
 }
 
 def report(path, node_cpu):
@@ -379,8 +380,8 @@ def report(path, node_cpu):
             print(f"  {'':<20} cores used: {used}; machine {machine:.2f} of 2, {rest:.2f} by none of these")
         if "lb3" in targets and "lb1" in targets:
             print(f"  3 nodes / 1 node, both through haproxy: {ratio(workload, 'lb3', 'lb1')}")
-        if "lb3ka" in targets and "lb1ka" in targets:
-            print(f"  3 nodes / 1 node, both through haproxy keeping connections (k-a): {ratio(workload, 'lb3ka', 'lb1ka')}")
+        if "lb3cl" in targets and "lb1cl" in targets:
+            print(f"  3 nodes / 1 node, both through haproxy closing connections: {ratio(workload, 'lb3cl', 'lb1cl')}")
         if "lb3" in targets and "pg1" in targets:
             print(f"  3 nodes through haproxy / 1 PG node direct: {ratio(workload, 'lb3', 'pg1')}")
         if "pg1" in targets and "sqlite" in targets:
@@ -400,8 +401,8 @@ url_of() { # TARGET
   pg1) echo "http://$N1" ;;
   lb1) echo "http://$LB1_LISTEN" ;;
   lb3) echo "http://$WOK_LB_LISTEN" ;;
-  lb1ka) echo "http://$LB1KA_LISTEN" ;;
-  lb3ka) echo "http://$LB3KA_LISTEN" ;;
+  lb1cl) echo "http://$LB1CL_LISTEN" ;;
+  lb3cl) echo "http://$LB3CL_LISTEN" ;;
   esac
 }
 script_of() { # TARGET WORKLOAD-SCRIPT-NAME
@@ -462,7 +463,7 @@ bench load "http://$N1" "$TOKEN" "$DOCUMENTS" 10000
 for share in $NODE_CPU; do
   restart_nodes "$share"
   echo "== 1. scale-out: each node $share of a core, /fn/hello (fresh instance), ${SECONDS_PER_RUN}s runs"
-  rounds "hello, $share core" /fn/hello - "$ROUNDS" lb1 lb3 lb1ka lb3ka
+  rounds "hello, $share core" /fn/hello - "$ROUNDS" lb1 lb3 lb1cl lb3cl
 done
 
 restart_nodes max

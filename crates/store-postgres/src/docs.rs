@@ -1088,9 +1088,10 @@ async fn walk(
 }
 
 /// The collection (if any) and how the query runs over it. The planner
-/// only asks whether the collection is larger than [`SCAN_LIMIT`], so the
-/// documents are counted up to one more; a refusal counts them all, for
-/// its message.
+/// asks whether the collection is larger than [`SCAN_LIMIT`] only for a
+/// plan that reads every document; then the documents are counted up to
+/// one more (a refusal counts them all, for its message). A query an
+/// index serves, or that reads by id with no filter, counts nothing.
 async fn planned(
     client: &impl GenericClient,
     project: &ProjectId,
@@ -1102,6 +1103,11 @@ async fn planned(
         return Ok(None);
     };
     let indexes: Vec<Index> = found.ready().map(|(_, index)| index.clone()).collect();
+    if let served @ (Plan::Index { .. } | Plan::ById { residual: None }) =
+        plan(query, &indexes, 0, name.as_str(), order)?
+    {
+        return Ok(Some((found, served)));
+    }
     let documents = count_documents(client, found.cid, Some(SCAN_LIMIT as i64 + 1)).await?;
     let chosen = match plan(query, &indexes, documents, name.as_str(), order) {
         Err(StoreError::UnindexedQuery(_)) => {
