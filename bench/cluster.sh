@@ -424,34 +424,10 @@ rounds() {
   done
 }
 
+source bench/wrk-scripts.sh
 lua_scripts() { # PREFIX TOKEN
-  cat >"$1-put.lua" <<LUA
-wrk.method = "PUT"
-wrk.body = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-wrk.headers["Authorization"] = "Bearer $2"
-request = function()
-  return wrk.format(nil, "/v1/kv/bench/key:" .. math.random(0, 9999))
-end
-LUA
-  cat >"$1-get.lua" <<LUA
-wrk.headers["Authorization"] = "Bearer $2"
-request = function()
-  return wrk.format(nil, "/v1/kv/bench/key:" .. math.random(0, 9999))
-end
-LUA
-  cat >"$1-query.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Authorization"] = "Bearer $2"
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  local city = math.random(0, 99)
-  local age = math.random(0, 96)
-  local body = string.format(
-    '{"where": {"and": [["city", "==", "city-%d"], ["age", ">=", %d], ["age", "<", %d]]}, "limit": 20}',
-    city, age, age + 3)
-  return wrk.format(nil, "/v1/docs/people/_query", nil, body)
-end
-LUA
+  kv_scripts "$1" "$2"
+  query_script "$1-query.lua" "$2"
 }
 lua_scripts "$WORK/sqlite" "$SQLITE_TOKEN"
 lua_scripts "$WORK/cluster" "$TOKEN"

@@ -72,19 +72,8 @@ curl -sf -X POST -H "Authorization: Bearer $TOKEN" \
   "http://127.0.0.1:$PORT/v1/docs/people/_explain"
 echo
 
-cat >"$DATA/query.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  local city = math.random(0, 99)
-  local age = math.random(0, 96)
-  local body = string.format(
-    '{"where": {"and": [["city", "==", "city-%d"], ["age", ">=", %d], ["age", "<", %d]]}, "limit": 20}',
-    city, age, age + 3)
-  return wrk.format(nil, "/v1/docs/people/_query", nil, body)
-end
-LUA
+source bench/wrk-scripts.sh
+query_script "$DATA/query.lua" "$TOKEN"
 for connections in 1 16; do
   echo "== query, $connections connection(s), ${SECONDS_PER_RUN}s"
   taskset -c 1 wrk -t1 -c"$connections" -d"${SECONDS_PER_RUN}s" --latency \

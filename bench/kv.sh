@@ -48,22 +48,8 @@ for _ in $(seq 1 200); do
 done
 TOKEN="$(cat "$DATA/wok/admin-token")"
 
-scripts() { # PREFIX TOKEN: wrk scripts PREFIX-put.lua and PREFIX-get.lua
-  cat >"$1-put.lua" <<LUA
-wrk.method = "PUT"
-wrk.body = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-wrk.headers["Authorization"] = "Bearer $2"
-request = function()
-  return wrk.format(nil, "/v1/kv/bench/key:" .. math.random(0, 9999))
-end
-LUA
-  cat >"$1-get.lua" <<LUA
-wrk.headers["Authorization"] = "Bearer $2"
-request = function()
-  return wrk.format(nil, "/v1/kv/bench/key:" .. math.random(0, 9999))
-end
-LUA
-}
+source bench/wrk-scripts.sh
+scripts() { kv_scripts "$@"; } # PREFIX TOKEN: PREFIX-put.lua and PREFIX-get.lua
 scripts "$DATA/wok" "$TOKEN"
 
 rps() { # SCRIPT [PORT]
