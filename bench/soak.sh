@@ -15,7 +15,7 @@
 # to target/soak/samples.tsv. At the end it compares the last third of
 # the run with the middle third and fails (exit 1) if a node's memory grew
 # by more than 15%, its open files or connections grew by more than 10
-# and 20%, or the notification queue holds anything.
+# and 20%, the notification queue holds anything, or any answer was a 5xx.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -43,6 +43,23 @@ curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" "$URL/v1/buckets/soak" >/dev/
 cat >"$WOK_CLUSTER_DIR/mixed.lua" <<LUA
 local token = "Bearer $TOKEN"
 local n = 0
+-- Answers by class, summed over wrk's threads at the end (a GET of a
+-- key not written yet is a 404: expected; a 5xx is not).
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+init = function() server_errors = 0; not_found = 0 end
+response = function(status)
+  if status >= 500 then server_errors = server_errors + 1 end
+  if status == 404 then not_found = not_found + 1 end
+end
+done = function()
+  local errors, missing = 0, 0
+  for _, thread in ipairs(threads) do
+    errors = errors + thread:get("server_errors")
+    missing = missing + thread:get("not_found")
+  end
+  io.write(string.format("5xx answers: %d; 404 (keys and documents not written yet): %d\n", errors, missing))
+end
 request = function()
   n = n + 1
   local key = math.random(0, 9999)
@@ -96,10 +113,12 @@ while kill -0 "$WRK" 2>/dev/null; do
 done
 wait "$WRK"
 sample $((SECONDS - start))
-grep -E "Requests/sec|Non-2xx|Socket errors|requests in" "$WOK_CLUSTER_DIR/wrk.txt"
+grep -E "Requests/sec|Non-2xx|Socket errors|requests in|5xx answers" "$WOK_CLUSTER_DIR/wrk.txt"
+server_errors="$(awk '/5xx answers:/ {print $3 + 0}' "$WOK_CLUSTER_DIR/wrk.txt")"
 
 # The middle third against the last: the peak of each figure per node.
-awk -F'\t' -v total="$SOAK_SECONDS" '
+awk -F'\t' -v total="$SOAK_SECONDS" -v server_errors="${server_errors:-0}" '
+  BEGIN { queue = 0 }
   NR == 1 { next }
   {
     third = ($1 < total / 3) ? 0 : ($1 < 2 * total / 3 ? 1 : 2)
@@ -123,5 +142,6 @@ awk -F'\t' -v total="$SOAK_SECONDS" '
     }
     printf "notification queue usage, peak: %s; queue backlog at the end: %s\n", queue, last_backlog
     if (queue > 0.001) failed = 1
+    if (server_errors > 0) { print server_errors " answers were 5xx"; failed = 1 }
     exit failed
   }' "$SAMPLES"
