@@ -27,6 +27,10 @@ type Key = (ProjectId, String);
 /// One followed stream: its reader task and its broadcast.
 struct Feed {
     sender: broadcast::Sender<Arc<Event>>,
+    /// Where the reader started (once it has read it): it broadcasts
+    /// only what comes after, so a follower catches up to there from the
+    /// log at least.
+    start: tokio::sync::watch::Receiver<Option<i64>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -63,6 +67,8 @@ pub struct Follower {
     backlog: std::collections::VecDeque<Arc<Event>>,
     /// Still reading what was missed from the log.
     catching_up: bool,
+    /// Where the stream's reader started, once known.
+    start: Option<i64>,
     receiver: broadcast::Receiver<Arc<Event>>,
     _feed: Arc<Feed>,
 }
@@ -103,6 +109,7 @@ impl Hub {
             position,
             backlog: Default::default(),
             catching_up: true,
+            start: None,
             receiver,
             _feed: feed,
         };
@@ -121,13 +128,19 @@ impl Hub {
             return feed;
         }
         let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let (started, start) = tokio::sync::watch::channel(None);
         let task = tokio::spawn(read_feed(
             self.store.clone(),
             self.streams.watch(project, stream),
             key.clone(),
             sender.clone(),
+            started,
         ));
-        let feed = Arc::new(Feed { sender, task });
+        let feed = Arc::new(Feed {
+            sender,
+            start,
+            task,
+        });
         feeds.insert(key, Arc::downgrade(&feed));
         feed
     }
@@ -139,6 +152,7 @@ async fn read_feed(
     mut logged: tokio::sync::watch::Receiver<u64>,
     (project, stream): Key,
     sender: broadcast::Sender<Arc<Event>>,
+    started: tokio::sync::watch::Sender<Option<i64>>,
 ) {
     // Where the log stood when the feed started, then the last event read.
     let mut last: Option<i64> = None;
@@ -155,6 +169,9 @@ async fn read_feed(
         .await;
         match read {
             Ok((after, events)) => {
+                if last.is_none() {
+                    started.send_replace(Some(after));
+                }
                 let more = events.len() == PAGE as usize;
                 last = Some(events.last().map_or(after, |event| event.seq));
                 for event in events {
@@ -178,6 +195,16 @@ async fn read_feed(
 }
 
 impl Follower {
+    /// Where the stream's reader started, once it has.
+    async fn feed_start(&mut self) -> Result<i64, FollowError> {
+        let mut start = self._feed.start.clone();
+        let value = start
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| FollowError::Store("the stream's reader stopped".to_owned()))?;
+        Ok(value.unwrap_or_default())
+    }
+
     /// The next event, in order; waits for one.
     pub async fn next(&mut self) -> Result<Arc<Event>, FollowError> {
         loop {
@@ -191,10 +218,28 @@ impl Follower {
                     .events(&self.project, &self.stream, self.position, PAGE)
                     .await
                     .map_err(|error| FollowError::Store(error.to_string()))?;
-                if events.len() < PAGE as usize {
-                    self.catching_up = false;
-                }
+                let (short, empty) = (events.len() < PAGE as usize, events.is_empty());
                 self.backlog.extend(events.into_iter().map(Arc::new));
+                if short {
+                    // The broadcast holds what came after the reader's
+                    // start: the log must have been read up to there (the
+                    // reader may have started after this read, with events
+                    // committed in between: then read again).
+                    let read_to = self.backlog.back().map_or(self.position, |event| event.seq);
+                    let done = match self.start {
+                        // Known before this read: nothing more to read
+                        // (pruned meanwhile) also ends it.
+                        Some(start) => read_to >= start || empty,
+                        None => {
+                            let start = self.feed_start().await?;
+                            self.start = Some(start);
+                            read_to >= start
+                        }
+                    };
+                    if done {
+                        self.catching_up = false;
+                    }
+                }
                 continue;
             }
             match self.receiver.recv().await {

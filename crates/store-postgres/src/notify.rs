@@ -6,10 +6,11 @@
 //! commits of the whole database), and a second connection `LISTEN`s and
 //! calls the hook with the other nodes' streams.
 //!
-//! A notification can be lost (a connection drops, the server restarts):
-//! readers also poll, which bounds how late they learn of an event; on
-//! every reconnection the hook is called with no streams, which readers
-//! take as "look at everything".
+//! A notification can be lost (a connection drops, the server restarts).
+//! A sender that cannot send keeps the streams and tries again; a
+//! listener calls the hook with no streams, which readers take as "look
+//! at everything", on every reconnection and every [`SAFETY_POLL`]: the
+//! bound on how late a reader learns of an event whose news was lost.
 use domain::ProjectId;
 use futures::StreamExt;
 use std::collections::BTreeSet;
@@ -29,6 +30,9 @@ const CHANNEL: &str = "wok_events";
 const MAX_PAYLOAD: usize = 7000;
 /// How long a lost connection waits before it is made again.
 const RECONNECT: Duration = Duration::from_millis(500);
+/// How often readers look at every stream anyway: the bound on how late
+/// they learn of an event whose notification was lost.
+const SAFETY_POLL: Duration = Duration::from_secs(10);
 
 /// Streams with news not yet told, each once: however long the sending
 /// connection is down, this holds no more than the streams there are.
@@ -143,7 +147,9 @@ async fn send_loop(database: Database, node: String, pending: Arc<Pending>) {
         if streams.is_empty() {
             continue;
         }
+        let mut sent = true;
         for payload in payloads(&node, &streams) {
+            sent = false;
             for _attempt in 0..2 {
                 if client.as_ref().is_none_or(|client| client.is_closed()) {
                     client = match database.connect().await {
@@ -162,13 +168,30 @@ async fn send_loop(database: Database, node: String, pending: Arc<Pending>) {
                     .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
                     .await
                 {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        sent = true;
+                        break;
+                    }
                     Err(error) => {
                         tracing::warn!("cannot notify other nodes: {error}");
                         client = None;
                     }
                 }
             }
+            if !sent {
+                break;
+            }
+        }
+        if !sent {
+            // Told again later, with whatever commits meanwhile (a
+            // stream told twice costs a reader one look).
+            pending
+                .streams
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend(streams);
+            tokio::time::sleep(RECONNECT).await;
+            pending.added.notify_one();
         }
     }
 }
@@ -206,15 +229,25 @@ async fn listen_loop(database: Database, node: String, hook: Arc<RwLock<Option<H
                         call(&[]);
                     }
                     first = false;
-                    while let Some(message) = messages.next().await {
+                    let mut safety = tokio::time::interval(SAFETY_POLL);
+                    safety.reset();
+                    loop {
+                        let message = tokio::select! {
+                            message = messages.next() => message,
+                            _ = safety.tick() => {
+                                call(&[]);
+                                continue;
+                            }
+                        };
                         match message {
-                            Ok(AsyncMessage::Notification(notification)) => {
+                            None => break,
+                            Some(Ok(AsyncMessage::Notification(notification))) => {
                                 if let Some(streams) = parse(&node, notification.payload()) {
                                     call(&streams);
                                 }
                             }
-                            Ok(_) => {}
-                            Err(error) => {
+                            Some(Ok(_)) => {}
+                            Some(Err(error)) => {
                                 tracing::warn!(
                                     "lost the connection that hears other nodes: {error}"
                                 );

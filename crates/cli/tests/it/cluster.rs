@@ -988,6 +988,12 @@ async fn a_realtime_client_that_reconnects_to_another_node_with_its_positions_mi
     for subscription in subscriptions(&positions) {
         send_json(&mut socket, subscription).await;
     }
+    // Both subscriptions in place before anything is written.
+    let mut subscribed = 0;
+    while subscribed < 2 {
+        let message = test_support::realtime::next(&mut socket).await;
+        subscribed += usize::from(message["type"] == "subscribed");
+    }
     // Messages and documents written through both nodes, all along.
     let writer = {
         let urls = nodes
@@ -1157,4 +1163,32 @@ async fn a_node_reaches_its_database_over_verified_tls_when_the_url_requires_it(
     let (count, encrypted) = connections.trim().split_once('|').unwrap();
     assert!(count.parse::<u32>().unwrap() >= 2, "{connections}");
     assert_eq!(encrypted, "t", "{connections}");
+}
+
+#[tokio::test]
+async fn an_event_no_node_was_told_of_is_delivered_within_the_safety_poll() {
+    use test_support::guest_events::received;
+    let cluster = Cluster::new();
+    let nodes = [cluster.node(), cluster.node()];
+    deploy(
+        &nodes[0],
+        "worker",
+        guests::EVENTS,
+        &["--trigger", "queue=jobs"],
+    );
+    holder_of(&cluster.database, "trigger/default/worker/queue-jobs").await;
+    // Committed behind every node's back: no notification, no wake-up
+    // (as when a node's notification is lost).
+    psql(
+        &cluster.database,
+        "INSERT INTO events (seq, project, stream, id, type, time, content_type, data)
+         VALUES (nextval('event_positions'), 'default', 'topic/jobs', 'untold',
+                 'wok.queue.message', (extract(epoch FROM now()) * 1000)::bigint,
+                 'text/plain', 'x'::bytea)",
+    );
+    let delivered = until("the untold event delivered", async || {
+        received(&nodes[1], "untold").await.is_some()
+    })
+    .await;
+    assert!(delivered < Duration::from_secs(12), "took {delivered:?}");
 }
