@@ -59,15 +59,11 @@ pub fn database() -> String {
     let admin = crate::run_script("start-postgres.sh");
     let admin = admin.to_str().unwrap().to_owned();
     let name = format!("wok_it_{}", uuid::Uuid::now_v7().simple());
-    let output = std::process::Command::new("psql")
-        .args([&admin, "-qc", &format!("CREATE DATABASE {name}")])
-        .output()
-        .expect("running psql");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::succeed(std::process::Command::new("psql").args([
+        &admin,
+        "-qc",
+        &format!("CREATE DATABASE {name}"),
+    ]));
     format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
 }
 
@@ -368,18 +364,14 @@ async fn a_database_restart_answers_503_for_what_it_cut_and_the_node_carries_on(
     let dir = root.join("target/postgres-restart");
     let script = root.join("scripts/start-postgres.sh");
     let start = || {
-        let output = std::process::Command::new("bash")
-            .arg(&script)
-            .env("WOK_PG_DIR", &dir)
-            .env("WOK_PG_PORT", "25434")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+        crate::succeed(
+            std::process::Command::new("bash")
+                .arg(&script)
+                .env("WOK_PG_DIR", &dir)
+                .env("WOK_PG_PORT", "25434"),
+        )
+        .trim()
+        .to_owned()
     };
     let admin = start();
     // Stopped at the end, passed or failed: a server left on the port

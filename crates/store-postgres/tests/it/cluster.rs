@@ -21,33 +21,10 @@ async fn nodes_starting_together_migrate_the_schema_once() {
     );
 }
 
-use domain::{FunctionConfig, FunctionName, HttpWorld, ProjectId, TriggerName, TriggerSpec};
+use domain::{FunctionName, ProjectId, TriggerName};
 use std::time::Duration;
+use store::StoreError;
 use store::events::{EventStore, Fence, NewEvent, with_fence};
-use store::{FunctionStore, NewVersion, StoreError};
-
-async fn deploy(store: &store_postgres::PgStore, triggers: &[&str]) {
-    let config = FunctionConfig {
-        triggers: triggers
-            .iter()
-            .map(|line| TriggerSpec::parse(line).unwrap())
-            .collect(),
-        ..FunctionConfig::default()
-    };
-    store
-        .create_version(
-            &ProjectId::default_project(),
-            &FunctionName::new("worker").unwrap(),
-            NewVersion {
-                artifact: "aaa".to_owned(),
-                size_bytes: 1,
-                runtime: domain::Runtime::Wasm(HttpWorld::P2),
-                config,
-            },
-        )
-        .await
-        .unwrap();
-}
 
 fn message(stream: &str) -> NewEvent {
     NewEvent {
@@ -104,7 +81,13 @@ async fn a_lease_has_one_holder_until_it_expires_then_changes_hands_under_a_new_
 async fn a_holder_that_lost_its_lease_moves_no_cursor_and_logs_no_tick() {
     let database = Database::new().await;
     let (first, second) = tokio::join!(database.store(), database.store());
-    deploy(&first, &["queue=jobs", "cron=* * * * *"]).await;
+    store::testsuite::events::deploy(
+        &first,
+        &ProjectId::default_project(),
+        "worker",
+        &["queue=jobs", "cron=* * * * *"],
+    )
+    .await;
     let project = ProjectId::default_project();
     let worker = FunctionName::new("worker").unwrap();
     let queue = TriggerName::new("queue-jobs").unwrap();

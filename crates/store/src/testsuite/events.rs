@@ -22,7 +22,14 @@ fn message(stream: &str, data: &str, key: Option<&str>) -> NewEvent {
     }
 }
 
-async fn deploy(store: &dyn FunctionStore, project: &ProjectId, function: &str, triggers: &[&str]) {
+/// Deploys a version of `function` with `triggers` (each as `--trigger`
+/// takes it).
+pub async fn deploy(
+    store: &dyn FunctionStore,
+    project: &ProjectId,
+    function: &str,
+    triggers: &[&str],
+) {
     let config = FunctionConfig {
         triggers: triggers
             .iter()
