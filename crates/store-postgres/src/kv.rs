@@ -47,29 +47,6 @@ async fn live_entry(
     }))
 }
 
-/// An entry with no row yet: inserts it, or `None` if a row appeared
-/// meanwhile (another writer's, now committed).
-async fn insert_new(
-    client: &impl GenericClient,
-    project: &str,
-    store: &str,
-    key: &str,
-    value: &[u8],
-    expires_at: Option<UnixMillis>,
-) -> Result<Option<u64>> {
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO kv (project, store, key, value, version, expires_at)
-             VALUES ($1, $2, $3, $4, nextval('kv_versions'), $5)
-             ON CONFLICT (project, store, key) DO NOTHING RETURNING version",
-        )
-        .await?;
-    Ok(client
-        .query_opt(&statement, &[&project, &store, &key, &value, &expires_at])
-        .await?
-        .map(|row| row.get::<_, i64>(0) as u64))
-}
-
 /// A write of one entry, as the node's writer (`kv/writer.rs`) runs it.
 #[derive(Debug)]
 pub(crate) enum Write {
@@ -240,8 +217,9 @@ async fn delete(
     })
 }
 
-/// An increment inside the caller's transaction: the row, live or
-/// expired, is locked until its commit.
+/// An increment inside the caller's transaction. Its first statement
+/// makes or locks the row (until the commit), so that a batch takes every
+/// row in its key order, as its other writes do.
 async fn increment(
     client: &impl GenericClient,
     project: &str,
@@ -250,58 +228,69 @@ async fn increment(
     by: i64,
     now: UnixMillis,
 ) -> Result<Result<Written, StoreError>> {
-    loop {
-        let statement = client
-            .prepare_cached(
-                "SELECT value, expires_at FROM kv
-                 WHERE project = $1 AND store = $2 AND key = $3 FOR UPDATE",
-            )
-            .await?;
-        let row = client
-            .query_opt(&statement, &[&project, &store, &key])
-            .await?;
-        let live = row.as_ref().and_then(|row| {
-            let expires_at: Option<UnixMillis> = row.get(1);
-            expires_at
-                .is_none_or(|at| at > now)
-                .then(|| (row.get::<_, Vec<u8>>(0), expires_at))
-        });
-        let (current, expires_at) = match &live {
-            None => (0, None),
-            Some((value, expires_at)) => {
-                let Some(current) = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|text| text.trim().parse::<i64>().ok())
-                else {
-                    return Ok(Err(StoreError::NotANumber));
-                };
-                (current, *expires_at)
-            }
-        };
-        let Some(sum) = current.checked_add(by) else {
-            return Ok(Err(StoreError::Overflow));
-        };
-        let value = sum.to_string().into_bytes();
-        if row.is_some() {
-            let statement = client
-                .prepare_cached(
-                    "UPDATE kv SET value = $4, version = nextval('kv_versions'), expires_at = $5
-                     WHERE project = $1 AND store = $2 AND key = $3",
-                )
-                .await?;
-            client
-                .execute(&statement, &[&project, &store, &key, &value, &expires_at])
-                .await?;
-        } else if insert_new(client, project, store, key, &value, expires_at)
-            .await?
-            .is_none()
-        {
-            // Another writer made the row since it was read: read it
-            // again (this statement saw its commit).
-            continue;
-        }
-        return Ok(Ok(Written::Sum(sum)));
+    // `ON CONFLICT DO UPDATE` locks the row it finds even when its
+    // `WHERE` holds for no row.
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO kv (project, store, key, value, version, expires_at)
+             VALUES ($1, $2, $3, $4, nextval('kv_versions'), NULL)
+             ON CONFLICT (project, store, key) DO UPDATE SET value = kv.value WHERE false
+             RETURNING version",
+        )
+        .await?;
+    let first = by.to_string().into_bytes();
+    if client
+        .query_opt(&statement, &[&project, &store, &key, &first])
+        .await?
+        .is_some()
+    {
+        return Ok(Ok(Written::Sum(by)));
     }
+    let statement = client
+        .prepare_cached(
+            "SELECT value, expires_at FROM kv WHERE project = $1 AND store = $2 AND key = $3",
+        )
+        .await?;
+    let row = client
+        .query_one(&statement, &[&project, &store, &key])
+        .await?;
+    let expires_at: Option<UnixMillis> = row.get(1);
+    // A row that expired counts as absent: the sum starts at zero and
+    // lasts.
+    let (current, expires_at) = if expires_at.is_none_or(|at| at > now) {
+        let value: &[u8] = row.get(0);
+        let Some(current) = std::str::from_utf8(value)
+            .ok()
+            .and_then(|text| text.trim().parse::<i64>().ok())
+        else {
+            return Ok(Err(StoreError::NotANumber));
+        };
+        (current, expires_at)
+    } else {
+        (0, None)
+    };
+    let Some(sum) = current.checked_add(by) else {
+        return Ok(Err(StoreError::Overflow));
+    };
+    let statement = client
+        .prepare_cached(
+            "UPDATE kv SET value = $4, version = nextval('kv_versions'), expires_at = $5
+             WHERE project = $1 AND store = $2 AND key = $3",
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
+            &[
+                &project,
+                &store,
+                &key,
+                &sum.to_string().into_bytes(),
+                &expires_at,
+            ],
+        )
+        .await?;
+    Ok(Ok(Written::Sum(sum)))
 }
 
 impl PgStore {

@@ -5,12 +5,11 @@
 //!
 //! A batch's writes to one key run in the order they came; its keys are
 //! taken in one order, (project, store, key), the same on every node, so
-//! two batches do not wait on each other's rows in a cycle. (An increment
-//! that inserts a key found absent takes that row after later keys: two
-//! such batches can still deadlock; PostgreSQL then fails one after a
-//! second, and its writes run again alone, below.) The writes of
+//! two batches do not wait on each other's rows in a cycle: each key's
+//! first statement makes or locks its row, and the statements of
 //! different keys go to the database together (pipelined on one
-//! connection).
+//! connection), so the first statements run in key order before any
+//! second one.
 //!
 //! When a statement fails, the database spoils the whole transaction:
 //! nothing of the batch is written, and each write is then run alone, so
