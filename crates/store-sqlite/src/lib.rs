@@ -17,6 +17,7 @@
 //! point reads inline, on a reader connection of their own (a point read
 //! takes microseconds and waits for no writer: cheaper than a thread hop).
 
+mod accounts;
 mod docs;
 mod events;
 mod functions;

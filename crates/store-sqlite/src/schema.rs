@@ -51,7 +51,65 @@ const MIGRATIONS: &[Migration] = &[
         what: "invocation records hold a cold native instance's start time",
         apply: records_init_time,
     },
+    Migration {
+        what: "app users, their sessions and refresh tokens, and token signing keys",
+        apply: accounts,
+    },
 ];
+
+fn accounts(connection: &Connection) -> Result<()> {
+    connection.execute_batch(ACCOUNTS)?;
+    Ok(())
+}
+
+const ACCOUNTS: &str = r"
+CREATE TABLE users (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    email TEXT,
+    phone TEXT,
+    password_hash TEXT,
+    email_confirmed_at INTEGER,
+    anonymous INTEGER NOT NULL,
+    banned_until INTEGER,
+    app_metadata TEXT NOT NULL,
+    user_metadata TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_sign_in_at INTEGER,
+    PRIMARY KEY (project, id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX users_by_email ON users (project, email) WHERE email IS NOT NULL;
+CREATE TABLE sessions (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    refreshed_at INTEGER NOT NULL,
+    aal INTEGER NOT NULL,
+    ended_at INTEGER,
+    PRIMARY KEY (project, id)
+) WITHOUT ROWID;
+CREATE INDEX sessions_of_user ON sessions (project, user_id);
+CREATE INDEX sessions_by_end ON sessions (ended_at) WHERE ended_at IS NOT NULL;
+CREATE TABLE refresh_tokens (
+    project TEXT NOT NULL,
+    sha256 BLOB NOT NULL,
+    session_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    used_at INTEGER,
+    PRIMARY KEY (project, sha256)
+) WITHOUT ROWID;
+CREATE INDEX refresh_tokens_of_session ON refresh_tokens (project, session_id);
+CREATE TABLE signing_keys (
+    project TEXT NOT NULL,
+    kid TEXT NOT NULL,
+    sealed_private BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER,
+    PRIMARY KEY (project, kid)
+);
+";
 
 fn records_init_time(connection: &Connection) -> Result<()> {
     connection.execute_batch("ALTER TABLE invocations ADD COLUMN init_us INTEGER")?;

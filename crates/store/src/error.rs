@@ -61,6 +61,9 @@ pub enum StoreError {
     },
     #[error("this Idempotency-Key was used for another request (another method, path or body)")]
     IdempotencyKeyReused,
+    /// An app user's email that another user of the project has.
+    #[error("the email is taken by another user")]
+    EmailTaken,
     /// A write made under a lease that its holder no longer has.
     #[error("the lease {0:?} is held by another node now")]
     LeaseLost(String),

@@ -1,7 +1,7 @@
 //! What every durable backend promises: async traits split by area
 //! (functions and their versions; projects, keys and access rules;
 //! invocation records and logs; key-value; documents; object metadata; the
-//! event log), the error they answer with, and the document query language
+//! event log; app users, sessions and signing keys), the error they answer with, and the document query language
 //! they all share (parse, plan, filter, sort keys).
 //!
 //! Layer: contracts. Names no backend: SQLite lives in `store-sqlite`, and
@@ -13,6 +13,7 @@
 //! the assertions every backend passes: a backend crate runs them all with
 //! one `store::contract_tests!` line.
 
+pub mod accounts;
 pub mod docs;
 mod error;
 pub mod events;
@@ -24,6 +25,7 @@ mod records;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
+pub use accounts::AccountStore;
 pub use docs::DocStore;
 pub use error::StoreError;
 pub use events::EventStore;
@@ -49,6 +51,7 @@ pub struct Stores {
     pub docs: Arc<dyn DocStore>,
     pub objects: Arc<dyn ObjectStore>,
     pub events: Arc<dyn EventStore>,
+    pub accounts: Arc<dyn AccountStore>,
 }
 
 impl Stores {
@@ -61,7 +64,8 @@ impl Stores {
             + KvStore
             + DocStore
             + ObjectStore
-            + EventStore,
+            + EventStore
+            + AccountStore,
     {
         Self {
             functions: backend.clone(),
@@ -70,7 +74,8 @@ impl Stores {
             kv: backend.clone(),
             docs: backend.clone(),
             objects: backend.clone(),
-            events: backend,
+            events: backend.clone(),
+            accounts: backend,
         }
     }
 }

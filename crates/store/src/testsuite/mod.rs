@@ -3,6 +3,7 @@
 //! `store::contract_tests!(async_constructor);`, where the constructor
 //! makes a fresh, empty backend for each test.
 
+pub mod accounts;
 pub mod docs;
 pub mod events;
 pub mod functions;
@@ -67,6 +68,24 @@ macro_rules! contract_tests {
         async fn keeps_the_functions_and_records_contract() {
             let (_guard, store) = $new.await;
             $crate::testsuite::functions::contract(&store).await;
+        }
+
+        #[tokio::test]
+        async fn keeps_the_users_contract() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::accounts::users_contract(&store).await;
+        }
+
+        #[tokio::test]
+        async fn keeps_the_sessions_contract() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::accounts::sessions_contract(&store).await;
+        }
+
+        #[tokio::test]
+        async fn keeps_the_signing_keys_contract() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::accounts::signing_keys_contract(&store).await;
         }
 
         #[tokio::test]

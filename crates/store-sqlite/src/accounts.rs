@@ -1,0 +1,532 @@
+//! App users, sessions, refresh tokens and signing keys on SQLite:
+//! `users` (an email is unique per project through a partial index),
+//! `sessions` (ended ones kept, with their end), `refresh_tokens` (the
+//! SHA-256 of each, with when it was used) and `signing_keys`. Every
+//! write goes through the metadata connection, so one refresh is one
+//! transaction.
+use crate::{Error, Result, SqliteStore, stored};
+use domain::{ProjectId, UnixMillis};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use store::accounts::{Ending, Refreshed, Session, SigningKey, User};
+use store::{AccountStore, StoreError};
+
+const USER_COLUMNS: &str = "project, id, email, phone, password_hash, email_confirmed_at, \
+     anonymous, banned_until, app_metadata, user_metadata, created_at, updated_at, last_sign_in_at";
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<Result<User>> {
+    let project: String = row.get(0)?;
+    let app: String = row.get(8)?;
+    let own: String = row.get(9)?;
+    let (id, email, phone, password_hash, email_confirmed_at) = (
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    );
+    let (anonymous, banned_until, created_at, updated_at, last_sign_in_at) = (
+        row.get(6)?,
+        row.get(7)?,
+        row.get(10)?,
+        row.get(11)?,
+        row.get(12)?,
+    );
+    Ok((|| {
+        Ok(User {
+            project: stored(ProjectId::new(project))?,
+            id,
+            email,
+            phone,
+            password_hash,
+            email_confirmed_at,
+            anonymous,
+            banned_until,
+            app_metadata: stored(serde_json::from_str(&app))?,
+            user_metadata: stored(serde_json::from_str(&own))?,
+            created_at,
+            updated_at,
+            last_sign_in_at,
+        })
+    })())
+}
+
+const SESSION_COLUMNS: &str = "project, id, user_id, created_at, refreshed_at, aal, ended_at";
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Session>> {
+    let project: String = row.get(0)?;
+    let (id, user_id, created_at, refreshed_at, aal, ended_at) = (
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    );
+    Ok(stored(ProjectId::new(project)).map(|project| Session {
+        project,
+        id,
+        user_id,
+        created_at,
+        refreshed_at,
+        aal,
+        ended_at,
+    }))
+}
+
+/// An email another user has: the unique index refused the write.
+fn email_taken(error: rusqlite::Error) -> Error {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => Error(StoreError::EmailTaken),
+        _ => error.into(),
+    }
+}
+
+fn user_params(user: &User) -> Result<[Box<dyn rusqlite::ToSql + '_>; 13]> {
+    let app = serde_json::to_string(&user.app_metadata).map_err(invalid)?;
+    let own = serde_json::to_string(&user.user_metadata).map_err(invalid)?;
+    Ok([
+        Box::new(user.project.as_str()),
+        Box::new(&user.id),
+        Box::new(&user.email),
+        Box::new(&user.phone),
+        Box::new(&user.password_hash),
+        Box::new(user.email_confirmed_at),
+        Box::new(user.anonymous),
+        Box::new(user.banned_until),
+        Box::new(app),
+        Box::new(own),
+        Box::new(user.created_at),
+        Box::new(user.updated_at),
+        Box::new(user.last_sign_in_at),
+    ])
+}
+
+fn invalid(error: serde_json::Error) -> Error {
+    Error(StoreError::Corrupt(error.to_string()))
+}
+
+fn one_user(connection: &Connection, filter: &str, params: [&str; 2]) -> Result<Option<User>> {
+    let mut statement =
+        connection.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE {filter}"))?;
+    statement
+        .query_row(params, user_from_row)
+        .optional()?
+        .transpose()
+}
+
+/// Ends the live sessions of `user_id` that `which` names and kills their
+/// refresh tokens; their ids.
+fn end(
+    transaction: &Transaction<'_>,
+    project: &str,
+    user_id: &str,
+    which: Ending<'_>,
+    now: UnixMillis,
+) -> Result<Vec<String>> {
+    let (filter, session) = match which {
+        Ending::One(id) => ("AND id = ?4", id),
+        Ending::All => ("AND ?4 = ?4", ""),
+        Ending::Others(id) => ("AND id <> ?4", id),
+    };
+    let mut statement = transaction.prepare_cached(&format!(
+        "UPDATE sessions SET ended_at = ?3
+         WHERE project = ?1 AND user_id = ?2 AND ended_at IS NULL {filter} RETURNING id"
+    ))?;
+    let mut ended = statement
+        .query_map(params![project, user_id, now, session], |row| {
+            row.get::<_, String>(0)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    ended.sort();
+    let mut forget = transaction
+        .prepare_cached("DELETE FROM refresh_tokens WHERE project = ?1 AND session_id = ?2")?;
+    for id in &ended {
+        forget.execute(params![project, id])?;
+    }
+    Ok(ended)
+}
+
+#[store::async_trait]
+impl AccountStore for SqliteStore {
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.meta(move |connection| {
+            let params = user_params(&user)?;
+            connection
+                .prepare_cached(&format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ))?
+                .execute(rusqlite::params_from_iter(params.iter()))
+                .map_err(email_taken)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user(&self, project: &ProjectId, id: &str) -> Result<Option<User>, StoreError> {
+        let (project, id) = (project.clone(), id.to_owned());
+        self.read(move |connection| {
+            one_user(
+                connection,
+                "project = ? AND id = ?",
+                [project.as_str(), &id],
+            )
+        })
+        .await
+    }
+
+    async fn user_by_email(
+        &self,
+        project: &ProjectId,
+        email: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let (project, email) = (project.clone(), email.to_owned());
+        self.read(move |connection| {
+            one_user(
+                connection,
+                "project = ? AND email = ?",
+                [project.as_str(), &email],
+            )
+        })
+        .await
+    }
+
+    async fn update_user(&self, user: &User) -> Result<bool, StoreError> {
+        let user = user.clone();
+        self.meta(move |connection| {
+            let params = user_params(&user)?;
+            let changed = connection
+                .prepare_cached(
+                    "UPDATE users SET email = ?3, phone = ?4, password_hash = ?5,
+                       email_confirmed_at = ?6, anonymous = ?7, banned_until = ?8,
+                       app_metadata = ?9, user_metadata = ?10, created_at = ?11,
+                       updated_at = ?12, last_sign_in_at = ?13
+                     WHERE project = ?1 AND id = ?2",
+                )?
+                .execute(rusqlite::params_from_iter(params.iter()))
+                .map_err(email_taken)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn delete_user(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let (project, id) = (project.clone(), id.to_owned());
+        self.meta(move |connection| {
+            let transaction = connection.transaction()?;
+            let deleted = transaction.execute(
+                "DELETE FROM users WHERE project = ? AND id = ?",
+                params![project.as_str(), id],
+            )?;
+            if deleted == 0 {
+                return Ok(None);
+            }
+            let ended = end(&transaction, project.as_str(), &id, Ending::All, now)?;
+            transaction.commit()?;
+            Ok(Some(ended))
+        })
+        .await
+    }
+
+    async fn users(
+        &self,
+        project: &ProjectId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
+        let (project, after) = (project.clone(), after.unwrap_or("").to_owned());
+        self.read(move |connection| {
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE project = ? AND id > ? ORDER BY id LIMIT ?"
+            ))?;
+            statement
+                .query_map(
+                    params![project.as_str(), after, limit as i64],
+                    user_from_row,
+                )?
+                .map(|row| row?)
+                .collect()
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        let (session, refresh) = (session.clone(), *refresh);
+        self.meta(move |connection| {
+            let transaction = connection.transaction()?;
+            transaction.execute(
+                &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                params![
+                    session.project.as_str(),
+                    session.id,
+                    session.user_id,
+                    session.created_at,
+                    session.refreshed_at,
+                    session.aal,
+                    session.ended_at
+                ],
+            )?;
+            transaction.execute(
+                "INSERT INTO refresh_tokens (project, sha256, session_id, created_at)
+                 VALUES (?, ?, ?, ?)",
+                params![
+                    session.project.as_str(),
+                    &refresh[..],
+                    session.id,
+                    session.created_at
+                ],
+            )?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, project: &ProjectId, id: &str) -> Result<Option<Session>, StoreError> {
+        let (project, id) = (project.clone(), id.to_owned());
+        self.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE project = ? AND id = ?"
+                ))?
+                .query_row(params![project.as_str(), id], session_from_row)
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn live_sessions(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+    ) -> Result<Vec<Session>, StoreError> {
+        let (project, user_id) = (project.clone(), user_id.to_owned());
+        self.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions
+                     WHERE project = ? AND user_id = ? AND ended_at IS NULL
+                     ORDER BY created_at, id"
+                ))?
+                .query_map(params![project.as_str(), user_id], session_from_row)?
+                .map(|row| row?)
+                .collect()
+        })
+        .await
+    }
+
+    async fn refresh(
+        &self,
+        project: &ProjectId,
+        used: &[u8; 32],
+        next: &[u8; 32],
+        now: UnixMillis,
+        grace_ms: i64,
+    ) -> Result<Refreshed, StoreError> {
+        let (project, used, next) = (project.clone(), *used, *next);
+        self.meta(move |connection| {
+            let transaction = connection.transaction()?;
+            let project = project.as_str();
+            let token: Option<(String, Option<UnixMillis>)> = transaction
+                .query_row(
+                    "SELECT session_id, used_at FROM refresh_tokens
+                     WHERE project = ? AND sha256 = ?",
+                    params![project, &used[..]],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let Some((session_id, used_at)) = token else {
+                return Ok(Refreshed::Refused);
+            };
+            let session = transaction
+                .query_row(
+                    &format!(
+                        "SELECT {SESSION_COLUMNS} FROM sessions
+                         WHERE project = ? AND id = ? AND ended_at IS NULL"
+                    ),
+                    params![project, session_id],
+                    session_from_row,
+                )
+                .optional()?
+                .transpose()?;
+            let Some(mut session) = session else {
+                return Ok(Refreshed::Refused);
+            };
+            if used_at.is_some_and(|at| now - at > grace_ms) {
+                end(
+                    &transaction,
+                    project,
+                    &session.user_id,
+                    Ending::One(&session_id),
+                    now,
+                )?;
+                transaction.commit()?;
+                return Ok(Refreshed::Replayed { session_id });
+            }
+            if used_at.is_none() {
+                transaction.execute(
+                    "UPDATE refresh_tokens SET used_at = ? WHERE project = ? AND sha256 = ?",
+                    params![now, project, &used[..]],
+                )?;
+            }
+            transaction.execute(
+                "INSERT INTO refresh_tokens (project, sha256, session_id, created_at)
+                 VALUES (?, ?, ?, ?)",
+                params![project, &next[..], session_id, now],
+            )?;
+            transaction.execute(
+                "UPDATE sessions SET refreshed_at = ? WHERE project = ? AND id = ?",
+                params![now, project, session_id],
+            )?;
+            transaction.commit()?;
+            session.refreshed_at = now;
+            Ok(match used_at {
+                None => Refreshed::Rotated(session),
+                Some(_) => Refreshed::Again(session),
+            })
+        })
+        .await
+    }
+
+    async fn set_session_aal(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        aal: u8,
+    ) -> Result<bool, StoreError> {
+        let (project, id) = (project.clone(), id.to_owned());
+        self.meta(move |connection| {
+            Ok(connection.execute(
+                "UPDATE sessions SET aal = ? WHERE project = ? AND id = ? AND ended_at IS NULL",
+                params![aal, project.as_str(), id],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn end_sessions(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        which: Ending<'_>,
+        now: UnixMillis,
+    ) -> Result<Vec<String>, StoreError> {
+        let (project, user_id) = (project.clone(), user_id.to_owned());
+        let (kind, session) = match which {
+            Ending::One(id) => (0, id.to_owned()),
+            Ending::All => (1, String::new()),
+            Ending::Others(id) => (2, id.to_owned()),
+        };
+        self.meta(move |connection| {
+            let which = match kind {
+                0 => Ending::One(&session),
+                1 => Ending::All,
+                _ => Ending::Others(&session),
+            };
+            let transaction = connection.transaction()?;
+            let ended = end(&transaction, project.as_str(), &user_id, which, now)?;
+            transaction.commit()?;
+            Ok(ended)
+        })
+        .await
+    }
+
+    async fn ended_sessions(
+        &self,
+        since: UnixMillis,
+    ) -> Result<Vec<(ProjectId, String, UnixMillis)>, StoreError> {
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT project, id, ended_at FROM sessions WHERE ended_at >= ?")?;
+            let rows = statement.query_map([since], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (project, id, at) = row?;
+                Ok((stored(ProjectId::new(project))?, id, at))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn add_signing_key(&self, key: &SigningKey) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.meta(move |connection| {
+            connection.execute(
+                "INSERT INTO signing_keys (project, kid, sealed_private, created_at, retired_at)
+                 VALUES (?, ?, ?, ?, ?)",
+                params![
+                    key.project.as_str(),
+                    key.kid,
+                    key.sealed_private,
+                    key.created_at,
+                    key.retired_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retire_signing_key(
+        &self,
+        project: &ProjectId,
+        kid: &str,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let (project, kid) = (project.clone(), kid.to_owned());
+        self.meta(move |connection| {
+            Ok(connection.execute(
+                "UPDATE signing_keys SET retired_at = ?
+                 WHERE project = ? AND kid = ? AND retired_at IS NULL",
+                params![now, project.as_str(), kid],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+        self.read(|connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT project, kid, sealed_private, created_at, retired_at FROM signing_keys
+                 ORDER BY created_at, project, kid",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (project, kid, sealed_private, created_at, retired_at) = row?;
+                Ok(SigningKey {
+                    project: stored(ProjectId::new(project))?,
+                    kid,
+                    sealed_private,
+                    created_at,
+                    retired_at,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,181 @@
+//! The accounts contract: a project's app users, their sessions and
+//! refresh tokens, and the project's token signing keys.
+//!
+//! Users belong to one project; an email is unique within it (stored as
+//! given, compared lowercased by the caller, which lowercases it first).
+//! A session is live until it ends (logout, ban, delete, password change,
+//! a replayed refresh token); an ended session stays, with its end time,
+//! so that every node can refuse its access tokens until they expire
+//! ([`AccountStore::ended_sessions`]). Refresh tokens are stored as their
+//! SHA-256 only, and each is used once: [`AccountStore::refresh`] is the
+//! whole rotation, in one transaction.
+use crate::StoreError;
+use domain::{ProjectId, UnixMillis};
+
+/// An app user of a project.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub project: ProjectId,
+    /// A UUID, given by the caller.
+    pub id: String,
+    /// Lowercased; unique in the project.
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    /// The PHC string of the password's hash (argon2id).
+    pub password_hash: Option<String>,
+    pub email_confirmed_at: Option<UnixMillis>,
+    /// Signed in anonymously and not yet given an email.
+    pub anonymous: bool,
+    pub banned_until: Option<UnixMillis>,
+    /// Set by the project's service side only.
+    pub app_metadata: serde_json::Value,
+    /// Set by the user.
+    pub user_metadata: serde_json::Value,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    pub last_sign_in_at: Option<UnixMillis>,
+}
+
+/// A signed-in session of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub project: ProjectId,
+    /// A UUID, given by the caller.
+    pub id: String,
+    pub user_id: String,
+    pub created_at: UnixMillis,
+    /// When its refresh token last turned.
+    pub refreshed_at: UnixMillis,
+    /// Authenticator assurance level: 1, or 2 after a second factor.
+    pub aal: u8,
+    pub ended_at: Option<UnixMillis>,
+}
+
+/// Which live sessions of a user to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending<'a> {
+    /// This one.
+    One(&'a str),
+    /// Every one.
+    All,
+    /// Every one but this.
+    Others(&'a str),
+}
+
+/// What [`AccountStore::refresh`] did with a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    /// The token was the newest of its session: it is used up, and the new
+    /// one stands in its place.
+    Rotated(Session),
+    /// The token had been used less than the grace ago (a client that
+    /// lost the answer, two tabs at once): the new one stands too.
+    Again(Session),
+    /// The token had been used before the grace: someone replays it. The
+    /// whole session is ended now.
+    Replayed { session_id: String },
+    /// No such token, or its session has ended.
+    Refused,
+}
+
+/// One ES256 key that signs a project's access tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub project: ProjectId,
+    /// The `kid` of its tokens.
+    pub kid: String,
+    /// The PKCS#8 private key, sealed by the caller.
+    pub sealed_private: Vec<u8>,
+    pub created_at: UnixMillis,
+    /// When it stopped being honoured (its tokens refused).
+    pub retired_at: Option<UnixMillis>,
+}
+
+#[async_trait::async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    /// Stores a new user. An email already taken in the project is
+    /// refused with [`StoreError::EmailTaken`].
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn user(&self, project: &ProjectId, id: &str) -> Result<Option<User>, StoreError>;
+    /// The user with this (lowercased) email.
+    async fn user_by_email(
+        &self,
+        project: &ProjectId,
+        email: &str,
+    ) -> Result<Option<User>, StoreError>;
+    /// Replaces a user's fields (found by project and id); whether there
+    /// was one. An email taken by another user is refused with
+    /// [`StoreError::EmailTaken`].
+    async fn update_user(&self, user: &User) -> Result<bool, StoreError>;
+    /// Deletes a user, ending its live sessions; the ids of the sessions
+    /// it ended, or `None` if there was no such user.
+    async fn delete_user(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<Option<Vec<String>>, StoreError>;
+    /// The project's users ordered by id, after `after`, at most `limit`.
+    async fn users(
+        &self,
+        project: &ProjectId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError>;
+
+    /// Stores a new live session with its first refresh token (its
+    /// SHA-256).
+    async fn create_session(&self, session: &Session, refresh: &[u8; 32])
+    -> Result<(), StoreError>;
+    async fn session(&self, project: &ProjectId, id: &str) -> Result<Option<Session>, StoreError>;
+    /// A user's live sessions, oldest first.
+    async fn live_sessions(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+    ) -> Result<Vec<Session>, StoreError>;
+    /// Uses the refresh token `used` (its SHA-256) and stores `next` in
+    /// its place, in one transaction (see [`Refreshed`]).
+    async fn refresh(
+        &self,
+        project: &ProjectId,
+        used: &[u8; 32],
+        next: &[u8; 32],
+        now: UnixMillis,
+        grace_ms: i64,
+    ) -> Result<Refreshed, StoreError>;
+    /// Sets a live session's assurance level; whether it was live.
+    async fn set_session_aal(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        aal: u8,
+    ) -> Result<bool, StoreError>;
+    /// Ends live sessions of a user; the ids of those it ended.
+    async fn end_sessions(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        which: Ending<'_>,
+        now: UnixMillis,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The sessions of every project that ended at `since` or later (so
+    /// that their access tokens, still unexpired, are refused).
+    async fn ended_sessions(
+        &self,
+        since: UnixMillis,
+    ) -> Result<Vec<(ProjectId, String, UnixMillis)>, StoreError>;
+
+    /// Stores a project's new signing key.
+    async fn add_signing_key(&self, key: &SigningKey) -> Result<(), StoreError>;
+    /// Retires a key; whether it was honoured until now.
+    async fn retire_signing_key(
+        &self,
+        project: &ProjectId,
+        kid: &str,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError>;
+    /// The signing keys of every project, retired ones included, oldest
+    /// first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError>;
+}

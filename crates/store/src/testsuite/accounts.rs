@@ -1,0 +1,371 @@
+//! The accounts contract: users, sessions, refresh rotation, signing keys.
+use crate::accounts::{Ending, Refreshed, Session, SigningKey, User};
+use crate::{AccountStore, ProjectStore, StoreError};
+use domain::ProjectId;
+
+fn user(project: &ProjectId, id: &str, email: Option<&str>) -> User {
+    User {
+        project: project.clone(),
+        id: id.to_owned(),
+        email: email.map(str::to_owned),
+        phone: None,
+        password_hash: Some(format!("$argon2id$hash-of-{id}")),
+        email_confirmed_at: None,
+        anonymous: false,
+        banned_until: None,
+        app_metadata: serde_json::json!({"provider": "email"}),
+        user_metadata: serde_json::json!({"name": id}),
+        created_at: 10,
+        updated_at: 10,
+        last_sign_in_at: None,
+    }
+}
+
+fn session(project: &ProjectId, id: &str, user_id: &str, at: i64) -> Session {
+    Session {
+        project: project.clone(),
+        id: id.to_owned(),
+        user_id: user_id.to_owned(),
+        created_at: at,
+        refreshed_at: at,
+        aal: 1,
+        ended_at: None,
+    }
+}
+
+fn token(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+/// Users: unique emails per project, updates, listing, deletion.
+pub async fn users_contract<S: AccountStore + ProjectStore>(store: &S) {
+    let shop = ProjectId::new("shop").unwrap();
+    let blog = ProjectId::new("blog").unwrap();
+    store.create_project(&shop).await.unwrap();
+    store.create_project(&blog).await.unwrap();
+
+    let ann = user(&shop, "a1", Some("ann@example.com"));
+    store.create_user(&ann).await.unwrap();
+    assert_eq!(store.user(&shop, "a1").await.unwrap(), Some(ann.clone()));
+    assert_eq!(
+        store.user_by_email(&shop, "ann@example.com").await.unwrap(),
+        Some(ann.clone())
+    );
+    // One project's users are not another's, and the same email may sign
+    // up in each.
+    assert_eq!(store.user(&blog, "a1").await.unwrap(), None);
+    assert_eq!(
+        store.user_by_email(&blog, "ann@example.com").await.unwrap(),
+        None
+    );
+    store
+        .create_user(&user(&blog, "b1", Some("ann@example.com")))
+        .await
+        .unwrap();
+    // Within one project, an email is one user's.
+    assert!(matches!(
+        store
+            .create_user(&user(&shop, "a2", Some("ann@example.com")))
+            .await,
+        Err(StoreError::EmailTaken)
+    ));
+    assert_eq!(store.user(&shop, "a2").await.unwrap(), None);
+    // Users without an email (anonymous ones) are many.
+    let mut anonymous = user(&shop, "a3", None);
+    anonymous.anonymous = true;
+    anonymous.password_hash = None;
+    store.create_user(&anonymous).await.unwrap();
+    store.create_user(&user(&shop, "a4", None)).await.unwrap();
+
+    // An update replaces every field, and is refused an email in use.
+    let mut bob = user(&shop, "a2", Some("bob@example.com"));
+    store.create_user(&bob).await.unwrap();
+    bob.email = Some("ann@example.com".to_owned());
+    assert!(matches!(
+        store.update_user(&bob).await,
+        Err(StoreError::EmailTaken)
+    ));
+    bob.email = Some("robert@example.com".to_owned());
+    bob.phone = Some("+15550100".to_owned());
+    bob.email_confirmed_at = Some(20);
+    bob.banned_until = Some(99);
+    bob.app_metadata = serde_json::json!({"roles": ["editor"]});
+    bob.user_metadata = serde_json::json!({"nested": {"a": [1, 2]}});
+    bob.password_hash = None;
+    bob.updated_at = 20;
+    bob.last_sign_in_at = Some(21);
+    assert!(store.update_user(&bob).await.unwrap());
+    assert_eq!(store.user(&shop, "a2").await.unwrap(), Some(bob.clone()));
+    assert_eq!(
+        store.user_by_email(&shop, "bob@example.com").await.unwrap(),
+        None
+    );
+    // An anonymous user becomes a permanent one, keeping its id.
+    anonymous.anonymous = false;
+    anonymous.email = Some("carl@example.com".to_owned());
+    assert!(store.update_user(&anonymous).await.unwrap());
+    assert_eq!(
+        store
+            .user_by_email(&shop, "carl@example.com")
+            .await
+            .unwrap()
+            .map(|user| user.id),
+        Some("a3".to_owned())
+    );
+    assert!(
+        !store
+            .update_user(&user(&blog, "a2", Some("x@example.com")))
+            .await
+            .unwrap(),
+        "a user of another project is not there to update"
+    );
+
+    // Listing: by id, in pages, one project's only.
+    let ids = |users: Vec<User>| users.into_iter().map(|user| user.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.users(&shop, None, 10).await.unwrap()),
+        ["a1", "a2", "a3", "a4"]
+    );
+    assert_eq!(
+        ids(store.users(&shop, None, 2).await.unwrap()),
+        ["a1", "a2"]
+    );
+    assert_eq!(
+        ids(store.users(&shop, Some("a2"), 2).await.unwrap()),
+        ["a3", "a4"]
+    );
+    assert_eq!(ids(store.users(&blog, None, 10).await.unwrap()), ["b1"]);
+
+    // Deleting a user ends its sessions and frees its email.
+    store
+        .create_session(&session(&shop, "s1", "a1", 30), &token(1))
+        .await
+        .unwrap();
+    store
+        .create_session(&session(&shop, "s2", "a1", 31), &token(2))
+        .await
+        .unwrap();
+    store
+        .create_session(&session(&shop, "s3", "a2", 32), &token(3))
+        .await
+        .unwrap();
+    let mut ended = store.delete_user(&shop, "a1", 40).await.unwrap().unwrap();
+    ended.sort();
+    assert_eq!(ended, ["s1", "s2"]);
+    assert_eq!(store.user(&shop, "a1").await.unwrap(), None);
+    assert_eq!(store.delete_user(&shop, "a1", 41).await.unwrap(), None);
+    assert_eq!(
+        store
+            .refresh(&shop, &token(1), &token(9), 42, 0)
+            .await
+            .unwrap(),
+        Refreshed::Refused,
+        "a deleted user's refresh token is dead"
+    );
+    assert!(store.live_sessions(&shop, "a1").await.unwrap().is_empty());
+    assert_eq!(
+        store.session(&shop, "s3").await.unwrap().unwrap().ended_at,
+        None
+    );
+    store
+        .create_user(&user(&shop, "a5", Some("ann@example.com")))
+        .await
+        .unwrap();
+    assert_eq!(store.user(&blog, "b1").await.unwrap().unwrap().id, "b1");
+}
+
+/// Sessions: refresh rotation with a grace, replay ending the session,
+/// ending one, all or the others, and the list of ended sessions.
+pub async fn sessions_contract<S: AccountStore + ProjectStore>(store: &S) {
+    let shop = ProjectId::new("shop").unwrap();
+    let blog = ProjectId::new("blog").unwrap();
+    store.create_project(&shop).await.unwrap();
+    store.create_project(&blog).await.unwrap();
+    store
+        .create_user(&user(&shop, "u1", Some("u1@example.com")))
+        .await
+        .unwrap();
+    let first = session(&shop, "s1", "u1", 100);
+    store.create_session(&first, &token(1)).await.unwrap();
+    assert_eq!(
+        store.session(&shop, "s1").await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.session(&blog, "s1").await.unwrap(), None);
+
+    // A token of another project, or unknown, is refused.
+    assert_eq!(
+        store
+            .refresh(&blog, &token(1), &token(2), 110, 10)
+            .await
+            .unwrap(),
+        Refreshed::Refused
+    );
+    assert_eq!(
+        store
+            .refresh(&shop, &token(7), &token(2), 110, 10)
+            .await
+            .unwrap(),
+        Refreshed::Refused
+    );
+    // The newest token turns into the next one.
+    let Refreshed::Rotated(turned) = store
+        .refresh(&shop, &token(1), &token(2), 110, 10)
+        .await
+        .unwrap()
+    else {
+        panic!("the newest token did not turn");
+    };
+    assert_eq!((turned.id.as_str(), turned.refreshed_at), ("s1", 110));
+    // Used again within the grace: answered again (a client that lost the
+    // answer), and that token stands too.
+    assert!(matches!(
+        store.refresh(&shop, &token(1), &token(3), 115, 10).await.unwrap(),
+        Refreshed::Again(session) if session.id == "s1"
+    ));
+    assert!(matches!(
+        store
+            .refresh(&shop, &token(3), &token(4), 116, 10)
+            .await
+            .unwrap(),
+        Refreshed::Rotated(_)
+    ));
+    // Used again after the grace: a replay, which ends the whole session,
+    // so that even its newest token is dead.
+    assert_eq!(
+        store
+            .refresh(&shop, &token(1), &token(6), 125, 10)
+            .await
+            .unwrap(),
+        Refreshed::Replayed {
+            session_id: "s1".to_owned()
+        }
+    );
+    assert_eq!(
+        store.session(&shop, "s1").await.unwrap().unwrap().ended_at,
+        Some(125)
+    );
+    for newest in [2, 4, 6] {
+        assert_eq!(
+            store
+                .refresh(&shop, &token(newest), &token(8), 126, 10)
+                .await
+                .unwrap(),
+            Refreshed::Refused
+        );
+    }
+
+    // Ending sessions: one, the others, all; only live ones count.
+    for (id, n) in [("s2", 12), ("s3", 13), ("s4", 14)] {
+        store
+            .create_session(&session(&shop, id, "u1", 200), &token(n))
+            .await
+            .unwrap();
+    }
+    assert!(store.set_session_aal(&shop, "s2", 2).await.unwrap());
+    assert!(!store.set_session_aal(&shop, "s1", 2).await.unwrap());
+    assert_eq!(store.session(&shop, "s2").await.unwrap().unwrap().aal, 2);
+    let live = async |store: &S| {
+        store
+            .live_sessions(&shop, "u1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|session| session.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(live(store).await, ["s2", "s3", "s4"]);
+    assert_eq!(
+        store
+            .end_sessions(&shop, "u1", Ending::One("s3"), 300)
+            .await
+            .unwrap(),
+        ["s3"]
+    );
+    assert!(
+        store
+            .end_sessions(&shop, "u1", Ending::One("s3"), 301)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .end_sessions(&blog, "u1", Ending::All, 301)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .refresh(&shop, &token(13), &token(20), 302, 10)
+            .await
+            .unwrap(),
+        Refreshed::Refused,
+        "an ended session's refresh token is dead"
+    );
+    assert_eq!(
+        store
+            .end_sessions(&shop, "u1", Ending::Others("s2"), 310)
+            .await
+            .unwrap(),
+        ["s4"]
+    );
+    assert_eq!(live(store).await, ["s2"]);
+    assert_eq!(
+        store
+            .end_sessions(&shop, "u1", Ending::All, 320)
+            .await
+            .unwrap(),
+        ["s2"]
+    );
+    assert!(live(store).await.is_empty());
+
+    let mut ended = store.ended_sessions(300).await.unwrap();
+    ended.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        ended,
+        [
+            (shop.clone(), "s2".to_owned(), 320),
+            (shop.clone(), "s3".to_owned(), 300),
+            (shop.clone(), "s4".to_owned(), 310),
+        ]
+    );
+    assert_eq!(store.ended_sessions(121).await.unwrap().len(), 4);
+}
+
+/// Signing keys: per project, in order, retired with a time.
+pub async fn signing_keys_contract<S: AccountStore + ProjectStore>(store: &S) {
+    let shop = ProjectId::new("shop").unwrap();
+    store.create_project(&shop).await.unwrap();
+    let key = |project: &ProjectId, kid: &str, at: i64| SigningKey {
+        project: project.clone(),
+        kid: kid.to_owned(),
+        sealed_private: vec![at as u8; 70],
+        created_at: at,
+        retired_at: None,
+    };
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    store
+        .add_signing_key(&key(&ProjectId::default_project(), "k1", 1))
+        .await
+        .unwrap();
+    store.add_signing_key(&key(&shop, "k2", 2)).await.unwrap();
+    store.add_signing_key(&key(&shop, "k3", 3)).await.unwrap();
+    assert!(store.retire_signing_key(&shop, "k2", 50).await.unwrap());
+    assert!(!store.retire_signing_key(&shop, "k2", 60).await.unwrap());
+    assert!(
+        !store.retire_signing_key(&shop, "k1", 60).await.unwrap(),
+        "another project's key"
+    );
+    let mut retired = key(&shop, "k2", 2);
+    retired.retired_at = Some(50);
+    assert_eq!(
+        store.signing_keys().await.unwrap(),
+        [
+            key(&ProjectId::default_project(), "k1", 1),
+            retired,
+            key(&shop, "k3", 3),
+        ]
+    );
+}
