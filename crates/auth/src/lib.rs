@@ -28,6 +28,11 @@
 //! every revocation, project removal and rule change: holders of
 //! long-lived connections (realtime) check their caller again.
 
+pub mod accounts;
+mod common_passwords;
+
+pub use accounts::{AccountError, Accounts, Identity};
+
 use domain::{
     Access, AccessRule, ApiKey, KeyKind, ProjectId, ResourceKind, UnixMillis, now_millis,
 };
@@ -39,7 +44,7 @@ use std::sync::{Arc, RwLock};
 use store::{ProjectStore, StoreError};
 
 /// Who a request acts as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Caller {
     /// The admin credential: the whole platform.
     Admin,
@@ -59,6 +64,9 @@ pub enum Caller {
         id: String,
         expires: UnixMillis,
     },
+    /// An app user of a project, signed in ([`Accounts::verify`]): what
+    /// its project's public keys may do, as the access rules say.
+    User(Arc<Identity>),
 }
 
 impl Caller {
@@ -72,7 +80,7 @@ impl Caller {
                 ..
             }
             | Caller::Function { project: own, .. } => own == project,
-            Caller::Key { .. } => false,
+            Caller::Key { .. } | Caller::User(_) => false,
         }
     }
 
@@ -92,6 +100,7 @@ impl Caller {
             Caller::Key { project: own, .. } | Caller::Function { project: own, .. } => {
                 own == project
             }
+            Caller::User(identity) => &identity.project == project,
         }
     }
 
@@ -101,6 +110,7 @@ impl Caller {
         match self {
             Caller::Admin => ProjectId::default_project(),
             Caller::Key { project, .. } | Caller::Function { project, .. } => project.clone(),
+            Caller::User(identity) => identity.project.clone(),
         }
     }
 
@@ -110,6 +120,9 @@ impl Caller {
             Caller::Admin => ADMIN_S3_ACCESS_KEY.to_owned(),
             Caller::Key { project, kind, id } => format!("wok_{}_{project}_{id}", kind.tag()),
             Caller::Function { project, id, .. } => format!("{FUNCTION_PREFIX}{project}_{id}"),
+            // No S3 pair: app users reach objects through REST and
+            // presigned URLs.
+            Caller::User(identity) => format!("wok_user_{}_{}", identity.project, identity.user_id),
         }
     }
 }
@@ -172,6 +185,16 @@ pub enum AuthError {
     /// A function's credentials past their end.
     #[error("the function credentials have expired")]
     Expired,
+    /// Shaped like an access token, but not a valid one of a project
+    /// (signature, key, algorithm, issuer, audience).
+    #[error("invalid JWT: unable to parse or verify signature")]
+    InvalidToken,
+    #[error("the access token has expired")]
+    TokenExpired,
+    /// The token's session was ended (logout, ban, delete, a new
+    /// password).
+    #[error("the session of this access token has ended")]
+    SessionEnded,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -519,6 +542,10 @@ impl Auth {
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .contains_key(&(project.clone(), id.clone())),
+            // Whether its session is live is for `Accounts::still_live`.
+            Caller::User(identity) => {
+                identity.expires_at * 1000 > now_millis() && self.project_known(&identity.project)
+            }
         }
     }
 

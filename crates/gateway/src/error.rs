@@ -379,6 +379,11 @@ impl From<auth::AuthError> for ApiError {
                 "these function credentials have expired (they last an hour, the function's timeout and a minute from their instance's start)"
                     .to_owned(),
             ),
+            auth::AuthError::InvalidToken
+            | auth::AuthError::TokenExpired
+            | auth::AuthError::SessionEnded => ApiError::NotAllowedUnauthenticated(format!(
+                "{error}: sign in again (or refresh the session) for a new access token"
+            )),
             auth::AuthError::Store(error) => error.into(),
         }
     }

@@ -9,7 +9,8 @@
 //! [`app`] (`s3::App`: a full disk, S3 or not), the project scope and
 //! authentication (`projects.rs`), then the routes, one file per area
 //! (`invoke_route.rs`, `control.rs`, `kv.rs`, `docs.rs`, `objects.rs`,
-//! `events.rs`, `realtime.rs`). `/metrics` takes the metrics token or the
+//! `events.rs`, `realtime.rs`). The auth routes (`gotrue.rs`, GoTrue's
+//! protocol and error shape) are apart, under `/auth/v1`. `/metrics` takes the metrics token or the
 //! admin's, unless the server makes it public.
 
 mod aws_chunked;
@@ -18,6 +19,7 @@ mod convert;
 mod docs;
 mod error;
 mod events;
+mod gotrue;
 mod http_util;
 mod invoke_route;
 mod kv;
@@ -64,6 +66,8 @@ pub struct Gateway {
     pub objects: Arc<::objects::Objects>,
     /// Checks the admin credential and project keys.
     pub auth: Arc<auth::Auth>,
+    /// App users, their sessions and access tokens.
+    pub accounts: Arc<auth::Accounts>,
     /// Topics, change streams, subscriptions and dead letters.
     pub events: Arc<dyn store::EventStore>,
     /// The trigger workers (for replays).
@@ -278,6 +282,8 @@ pub fn router(gateway: SharedGateway) -> Router {
                 .layer(axum::middleware::map_response(projects::json_errors))
                 .with_state(gateway.clone()),
         )
+        .nest("/auth/v1", gotrue::routes(gateway.clone()))
+        .nest("/p/{project}/auth/v1", gotrue::routes(gateway.clone()))
         .merge(control_router(gateway))
         .fallback(control::not_found)
 }

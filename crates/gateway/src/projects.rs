@@ -35,6 +35,10 @@ pub struct Scope(pub ProjectId);
 
 fn bearer(request: &Request) -> Option<String> {
     let Some(header) = request.headers().get(http::header::AUTHORIZATION) else {
+        // supabase-js's shape without a user: the project's key as `apikey`.
+        if let Some(key) = request.headers().get("apikey") {
+            return key.to_str().ok().map(|key| key.trim().to_owned());
+        }
         // Browsers cannot set headers on a WebSocket: the realtime
         // endpoint takes the key as `?access_token=` too.
         if request.uri().path().ends_with("/realtime") {
@@ -81,10 +85,18 @@ pub async fn authenticate(
             Err(error) => error.into_response(),
         };
     };
-    // Every live key is in memory: no store read, whatever the token.
-    let caller = match gateway.auth.authenticate(&token) {
-        Ok(caller) => caller,
-        Err(error) => return ApiError::from(error).into_response(),
+    // Every live key and signing key is in memory: no store read,
+    // whatever the token.
+    let caller = if looks_like_a_jwt(&token) {
+        match app_user(&gateway, &request, &token) {
+            Ok(caller) => caller,
+            Err(error) => return error.into_response(),
+        }
+    } else {
+        match gateway.auth.authenticate(&token) {
+            Ok(caller) => caller,
+            Err(error) => return ApiError::from(error).into_response(),
+        }
     };
     match request.extensions().get::<Scope>() {
         // Only the admin learns whether a project exists: a key of another
@@ -110,6 +122,31 @@ pub async fn authenticate(
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// Whether a bearer token is shaped like a JWT (an app user's access
+/// token) rather than a wok key.
+fn looks_like_a_jwt(token: &str) -> bool {
+    token.starts_with("eyJ") && token.bytes().filter(|&b| b == b'.').count() == 2
+}
+
+/// The app user an access token is. With an `apikey` beside it (the
+/// supabase-js shape), the key must be a live key of the token's project.
+fn app_user(gateway: &SharedGateway, request: &Request, token: &str) -> Result<Caller, ApiError> {
+    let identity = gateway.accounts.verify(token, gateway.clock.now())?;
+    if let Some(key) = request.headers().get("apikey") {
+        let key = key.to_str().unwrap_or_default().trim();
+        match gateway.auth.authenticate(key) {
+            Ok(caller) if caller.member_of(&identity.project) => {}
+            Ok(_) => {
+                return Err(ApiError::NotAllowed(
+                    "the apikey and the access token belong to different projects".to_owned(),
+                ));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(Caller::User(identity))
 }
 
 /// The query parameters of a presigned URL.

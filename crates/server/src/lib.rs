@@ -367,6 +367,15 @@ pub async fn run_with(
         .await
         .context("loading the project keys")?,
     );
+    let accounts = Arc::new(
+        auth::Accounts::open(
+            stores.accounts.clone(),
+            server_key(&config.data_dir)?,
+            clock.now(),
+        )
+        .await
+        .context("loading the signing keys of app users' tokens")?,
+    );
     // Connections native functions open to wok's API from inside their
     // sandboxes, served with the listener's.
     let (inside, inside_connections) = tokio::sync::mpsc::channel(INSIDE_BACKLOG);
@@ -426,6 +435,7 @@ pub async fn run_with(
         docs: documents,
         objects: objects.clone(),
         auth,
+        accounts,
         hub: Arc::new(events::Hub::new(
             stores.events.clone(),
             dispatcher.streams(),
@@ -495,6 +505,7 @@ pub async fn run_with(
         tokio::spawn(follow_other_nodes(
             store,
             gateway.auth.clone(),
+            gateway.accounts.clone(),
             functions.clone(),
         ))
     });
@@ -665,6 +676,7 @@ pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 async fn follow_other_nodes(
     store: Arc<store_postgres::PgStore>,
     auth: Arc<auth::Auth>,
+    accounts: Arc<auth::Accounts>,
     functions: Arc<Functions>,
 ) {
     let mut seen: Option<i64> = None;
@@ -684,6 +696,7 @@ async fn follow_other_nodes(
         }
         let reloaded = async {
             auth.reload().await?;
+            accounts.reload(domain::now_millis()).await?;
             functions
                 .sync()
                 .await

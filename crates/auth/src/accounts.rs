@@ -1,0 +1,1329 @@
+//! App users of a project: sign-up and sign-in, sessions, and the access
+//! tokens that carry them.
+//!
+//! An access token is an ES256 JWT (`typ` `JWT`, a `kid`) signed by its
+//! project's own key, so a token of one project never verifies on
+//! another. Verification pins the algorithm, refuses headers that point
+//! elsewhere for a key (`jku`, `jwk`, `x5u`, `x5c`, `crit`), and checks
+//! `iss`, `aud` and `exp` against the caller's clock. Every key is held in
+//! memory (loaded at start, kept in step by rotation, and by
+//! [`Accounts::reload`] with several nodes); a project gets its first key
+//! on first use, and a rotated-out key is honoured until it is retired.
+//!
+//! A session ends at once: logout, ban, delete, a password change and a
+//! replayed refresh token record its end, and every access token naming
+//! an ended session is refused from then on, whatever its `exp`. Ended
+//! sessions are remembered in memory for [`MAX_ACCESS_LIFETIME_MS`]
+//! (longer than any token lives). Verified tokens are cached (bounded),
+//! and the ended check runs on every use, cached or not.
+//!
+//! Refresh tokens are 256-bit random strings, stored as their SHA-256,
+//! each used once: the store turns the newest into the next, answers a
+//! reuse within [`REFRESH_GRACE_MS`] again (a client that lost the
+//! answer), and ends the whole session on a later reuse (a replay).
+//!
+//! Passwords are hashed with argon2id at OWASP's parameters (19 MiB, two
+//! passes), never truncated, at most [`MAX_PASSWORD_BYTES`]. Hashing runs
+//! off the async threads, at most one per core at once and at most
+//! [`PASSWORD_QUEUE`] waiting: a login flood gets [`AccountError::Busy`]
+//! rather than the other routes' threads. A sign-in for an unknown email
+//! does the work of a wrong password, so timing tells nothing.
+use crate::AuthError;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use domain::{ProjectId, UnixMillis};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use store::accounts::{Ending, Refreshed, Session, SigningKey, User};
+use store::{AccountStore, StoreError};
+
+/// How long an access token lives, in seconds.
+pub const ACCESS_LIFETIME_S: i64 = 3600;
+/// How long an ended session is remembered: longer than any access
+/// token lives.
+pub const MAX_ACCESS_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+/// How long a used refresh token may be used again without being taken
+/// for a replay.
+pub const REFRESH_GRACE_MS: i64 = 10_000;
+/// Shortest password accepted, in characters (ASVS 5.0 6.2.1).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest password accepted, in bytes: bounds the hashing work.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Password hashes that may wait for a core; more are refused.
+pub const PASSWORD_QUEUE: usize = 64;
+/// Verified tokens kept.
+const VERIFIED_CACHE: usize = 16_384;
+/// The audience of every access token (GoTrue's).
+pub const AUDIENCE: &str = "authenticated";
+
+/// The issuer of a project's access tokens.
+pub fn issuer(project: &ProjectId) -> String {
+    format!("urn:wok:{project}")
+}
+
+/// A verified app user's request: who, in which session, and the token's
+/// claims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub project: ProjectId,
+    pub user_id: String,
+    pub session_id: String,
+    /// `authenticated` (anonymous users too, as in GoTrue).
+    pub role: String,
+    /// Authenticator assurance level: 1, or 2 after a second factor.
+    pub aal: u8,
+    pub anonymous: bool,
+    /// The token's `exp`, in seconds.
+    pub expires_at: i64,
+    /// Every claim of the token.
+    pub claims: serde_json::Value,
+}
+
+/// A way of signing in, as the token's `amr` says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Amr {
+    method: String,
+    timestamp: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    aud: String,
+    exp: i64,
+    iat: i64,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    phone: String,
+    #[serde(default)]
+    app_metadata: serde_json::Value,
+    #[serde(default)]
+    user_metadata: serde_json::Value,
+    role: String,
+    aal: String,
+    #[serde(default)]
+    amr: Vec<Amr>,
+    session_id: String,
+    #[serde(default)]
+    is_anonymous: bool,
+}
+
+/// A session just opened or refreshed: what the client keeps.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub access_token: String,
+    /// Seconds.
+    pub expires_in: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub refresh_token: String,
+    pub session_id: String,
+    pub user: User,
+}
+
+/// What a user may change of itself.
+#[derive(Debug, Default)]
+pub struct UserChange {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    /// Merged into `user_metadata`, key by key.
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Which of a user's sessions a logout ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutScope {
+    /// Every one.
+    Global,
+    /// The caller's.
+    Local,
+    /// Every one but the caller's.
+    Others,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("invalid login credentials")]
+    InvalidCredentials,
+    #[error("a user with this email address has already been registered")]
+    EmailTaken,
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("sign-ups are disabled for this project")]
+    SignupDisabled,
+    #[error("anonymous sign-ins are disabled for this project")]
+    AnonymousDisabled,
+    #[error("the user is banned")]
+    Banned,
+    #[error("invalid refresh token: refresh token not found")]
+    RefreshNotFound,
+    #[error("invalid refresh token: already used")]
+    RefreshReused,
+    #[error("the user does not exist")]
+    UserNotFound,
+    #[error("too many password checks at once; try again shortly")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A key that verifies tokens.
+struct Verifier {
+    project: ProjectId,
+    key: DecodingKey,
+    /// Its public JWK, as the JWKS endpoint publishes it.
+    jwk: serde_json::Value,
+}
+
+/// Every project's signing keys.
+#[derive(Default)]
+struct Keys {
+    /// Honoured keys, by `kid`.
+    by_kid: HashMap<String, Verifier>,
+    /// The newest honoured key of each project: what signs.
+    signing: HashMap<ProjectId, (String, Arc<EncodingKey>)>,
+}
+
+/// The accounts of every project.
+pub struct Accounts {
+    store: Arc<dyn AccountStore>,
+    /// Seals signing keys at rest (a key derived from the server key).
+    sealer: LessSafeKey,
+    keys: RwLock<Keys>,
+    /// Sessions ended in the last [`MAX_ACCESS_LIFETIME_MS`], and when.
+    ended: RwLock<HashMap<String, UnixMillis>>,
+    verified: Mutex<HashMap<String, Arc<Identity>>>,
+    /// One permit per core: password hashes at once.
+    hashing: Arc<tokio::sync::Semaphore>,
+    waiting: AtomicUsize,
+    /// One first key per project, even when requests race.
+    key_creation: tokio::sync::Mutex<()>,
+    /// What an unknown email's sign-in verifies against.
+    decoy_hash: String,
+    /// Moves whenever a session ends: long-lived connections check again.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Accounts {
+    /// Every signing key and recently ended session, from the store.
+    pub async fn open(
+        store: Arc<dyn AccountStore>,
+        server_key: [u8; 32],
+        now: UnixMillis,
+    ) -> Result<Self, StoreError> {
+        let sealing = {
+            use hmac::Mac;
+            let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(&server_key)
+                .expect("HMAC takes keys of any length");
+            mac.update(b"wok-signing-keys");
+            mac.finalize().into_bytes()
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let accounts = Self {
+            store,
+            sealer: LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, &sealing).expect("a 256-bit key"),
+            ),
+            keys: RwLock::default(),
+            ended: RwLock::default(),
+            verified: Mutex::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
+            waiting: AtomicUsize::new(0),
+            key_creation: tokio::sync::Mutex::new(()),
+            decoy_hash: argon2::Argon2::default()
+                .hash_password(b"a password nobody has")
+                .expect("hashing a password")
+                .to_string(),
+            changes: tokio::sync::watch::Sender::new(0),
+        };
+        accounts.reload(now).await?;
+        Ok(accounts)
+    }
+
+    /// Reads the signing keys and the sessions ended lately again: what
+    /// another node sharing the store changed.
+    pub async fn reload(&self, now: UnixMillis) -> Result<(), StoreError> {
+        let mut keys = Keys::default();
+        for stored in self.store.signing_keys().await? {
+            if stored.retired_at.is_some() {
+                continue;
+            }
+            let Some(pair) = self.unseal(&stored) else {
+                return Err(StoreError::Corrupt(format!(
+                    "the signing key {:?} of project {:?} does not open with the server key",
+                    stored.kid,
+                    stored.project.as_str()
+                )));
+            };
+            keys.add(&stored, &pair);
+        }
+        let ended = self
+            .store
+            .ended_sessions(now - MAX_ACCESS_LIFETIME_MS)
+            .await?;
+        let grew = {
+            let mut memory = self.ended.write().unwrap_or_else(|p| p.into_inner());
+            let before = memory.len();
+            memory.retain(|_, at| *at >= now - MAX_ACCESS_LIFETIME_MS);
+            let kept = memory.len();
+            memory.extend(ended.into_iter().map(|(_, id, at)| (id, at)));
+            memory.len() > kept || kept < before
+        };
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        if grew {
+            self.changes.send_modify(|count| *count += 1);
+        }
+        Ok(())
+    }
+
+    /// Moves whenever a session ends.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether a verified identity's session is still live.
+    pub fn still_live(&self, identity: &Identity, now: UnixMillis) -> bool {
+        identity.expires_at * 1000 > now
+            && !self
+                .ended
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&identity.session_id)
+    }
+
+    /// The public keys that verify `project`'s tokens, as a JWKS.
+    pub fn jwks(&self, project: &ProjectId) -> serde_json::Value {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let mut jwks: Vec<_> = keys
+            .by_kid
+            .values()
+            .filter(|verifier| &verifier.project == project)
+            .map(|verifier| verifier.jwk.clone())
+            .collect();
+        jwks.sort_by(|a, b| a["kid"].as_str().cmp(&b["kid"].as_str()));
+        serde_json::json!({ "keys": jwks })
+    }
+
+    /// Makes a new signing key for `project`, which signs from now on;
+    /// the older ones are honoured until retired. Its `kid`.
+    pub async fn rotate_key(
+        &self,
+        project: &ProjectId,
+        now: UnixMillis,
+    ) -> Result<String, StoreError> {
+        let document = EcdsaKeyPair::generate_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &ring::rand::SystemRandom::new(),
+        )
+        .map_err(|_| StoreError::backend("the system random number generator failed", true))?;
+        let kid = uuid::Uuid::new_v4().simple().to_string();
+        let mut key = SigningKey {
+            project: project.clone(),
+            kid: kid.clone(),
+            sealed_private: Vec::new(),
+            created_at: now,
+            retired_at: None,
+        };
+        key.sealed_private = self.seal(&key, document.as_ref());
+        self.store.add_signing_key(&key).await?;
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(&key, document.as_ref());
+        Ok(kid)
+    }
+
+    /// Stops honouring a key: its tokens are refused from now on. Whether
+    /// it was honoured.
+    pub async fn retire_key(
+        &self,
+        project: &ProjectId,
+        kid: &str,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let retired = self.store.retire_signing_key(project, kid, now).await?;
+        self.reload(now).await?;
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(retired)
+    }
+
+    /// The key that signs `project`'s tokens, made on first use.
+    async fn signer(
+        &self,
+        project: &ProjectId,
+        now: UnixMillis,
+    ) -> Result<(String, Arc<EncodingKey>), StoreError> {
+        if let Some(signing) = self.signing(project) {
+            return Ok(signing);
+        }
+        let _one = self.key_creation.lock().await;
+        if let Some(signing) = self.signing(project) {
+            return Ok(signing);
+        }
+        self.rotate_key(project, now).await?;
+        Ok(self.signing(project).expect("the key just made"))
+    }
+
+    fn signing(&self, project: &ProjectId) -> Option<(String, Arc<EncodingKey>)> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .signing
+            .get(project)
+            .cloned()
+    }
+
+    fn seal(&self, key: &SigningKey, private: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator");
+        let mut sealed = private.to_vec();
+        self.sealer
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(sealing_context(key)),
+                &mut sealed,
+            )
+            .expect("sealing a short key");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    fn unseal(&self, key: &SigningKey) -> Option<Vec<u8>> {
+        let (nonce, sealed) = key.sealed_private.split_at_checked(NONCE_LEN)?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buffer = sealed.to_vec();
+        let opened = self
+            .sealer
+            .open_in_place(nonce, Aad::from(sealing_context(key)), &mut buffer)
+            .ok()?;
+        Some(opened.to_vec())
+    }
+
+    /// Who an access token is, if it is a live one of its project.
+    pub fn verify(&self, token: &str, now: UnixMillis) -> Result<Arc<Identity>, AuthError> {
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned();
+        let identity = match cached {
+            Some(identity) => identity,
+            None => {
+                let identity = Arc::new(self.verify_uncached(token)?);
+                let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= VERIFIED_CACHE {
+                    cache.clear();
+                }
+                cache.insert(token.to_owned(), identity.clone());
+                identity
+            }
+        };
+        if identity.expires_at * 1000 <= now {
+            return Err(AuthError::TokenExpired);
+        }
+        if self
+            .ended
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&identity.session_id)
+        {
+            return Err(AuthError::SessionEnded);
+        }
+        Ok(identity)
+    }
+
+    /// The signature and claims of a token (not its expiry, nor its
+    /// session).
+    fn verify_uncached(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
+        let pointed_elsewhere = header.jku.is_some()
+            || header.jwk.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+            || header.crit.is_some();
+        if header.alg != Algorithm::ES256
+            || header.typ.as_deref() != Some("JWT")
+            || pointed_elsewhere
+        {
+            return Err(AuthError::InvalidToken);
+        }
+        let kid = header.kid.ok_or(AuthError::InvalidToken)?;
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let verifier = keys.by_kid.get(&kid).ok_or(AuthError::InvalidToken)?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[issuer(&verifier.project)]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // Expiry is checked against the server's clock, on every use.
+        validation.validate_exp = false;
+        let claims = jsonwebtoken::decode::<serde_json::Value>(token, &verifier.key, &validation)
+            .map_err(|_| AuthError::InvalidToken)?
+            .claims;
+        let parsed: Claims =
+            serde_json::from_value(claims.clone()).map_err(|_| AuthError::InvalidToken)?;
+        Ok(Identity {
+            project: verifier.project.clone(),
+            user_id: parsed.sub,
+            session_id: parsed.session_id,
+            role: parsed.role,
+            aal: if parsed.aal == "aal2" { 2 } else { 1 },
+            anonymous: parsed.is_anonymous,
+            expires_at: parsed.exp,
+            claims,
+        })
+    }
+
+    /// Signs an access token for `user` in `session`.
+    async fn issue(
+        &self,
+        user: &User,
+        session: &Session,
+        refresh_token: String,
+        method: &str,
+        now: UnixMillis,
+    ) -> Result<Issued, StoreError> {
+        let (kid, key) = self.signer(&user.project, now).await?;
+        let iat = now.div_euclid(1000);
+        let claims = Claims {
+            iss: issuer(&user.project),
+            sub: user.id.clone(),
+            aud: AUDIENCE.to_owned(),
+            exp: iat + ACCESS_LIFETIME_S,
+            iat,
+            email: user.email.clone().unwrap_or_default(),
+            phone: user.phone.clone().unwrap_or_default(),
+            app_metadata: user.app_metadata.clone(),
+            user_metadata: user.user_metadata.clone(),
+            role: AUDIENCE.to_owned(),
+            aal: format!("aal{}", session.aal),
+            amr: vec![Amr {
+                method: method.to_owned(),
+                timestamp: session.created_at.div_euclid(1000),
+            }],
+            session_id: session.id.clone(),
+            is_anonymous: user.anonymous,
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid);
+        header.typ = Some("JWT".to_owned());
+        let access_token = jsonwebtoken::encode(&header, &claims, &key)
+            .map_err(|error| StoreError::backend(format!("signing a token: {error}"), false))?;
+        Ok(Issued {
+            access_token,
+            expires_in: ACCESS_LIFETIME_S,
+            expires_at: claims.exp,
+            refresh_token,
+            session_id: session.id.clone(),
+            user: user.clone(),
+        })
+    }
+
+    /// Opens a session for `user`.
+    async fn open_session(
+        &self,
+        user: &User,
+        method: &str,
+        now: UnixMillis,
+    ) -> Result<Issued, StoreError> {
+        let session = Session {
+            project: user.project.clone(),
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id: user.id.clone(),
+            created_at: now,
+            refreshed_at: now,
+            aal: 1,
+            ended_at: None,
+        };
+        let (refresh_token, hash) = new_refresh_token();
+        self.store.create_session(&session, &hash).await?;
+        self.issue(user, &session, refresh_token, method, now).await
+    }
+
+    /// Hashes a password off the async threads, within the cap.
+    async fn hash(&self, password: String) -> Result<String, AccountError> {
+        self.hashing_work(move || {
+            argon2::Argon2::default()
+                .hash_password(password.as_bytes())
+                .map(|hash| hash.to_string())
+                .map_err(|error| {
+                    AccountError::Store(StoreError::backend(format!("hashing: {error}"), false))
+                })
+        })
+        .await?
+    }
+
+    /// Whether `password` has `hash` (a PHC string), off the async
+    /// threads, within the cap.
+    async fn check(&self, password: String, hash: String) -> Result<bool, AccountError> {
+        self.hashing_work(move || {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), hash.as_str())
+                .is_ok()
+        })
+        .await
+    }
+
+    async fn hashing_work<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AccountError> {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= PASSWORD_QUEUE {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(AccountError::Busy);
+        }
+        let waiting = Waiting(&self.waiting);
+        let permit = self
+            .hashing
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        drop(waiting);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|error| {
+            AccountError::Store(StoreError::backend(
+                format!("a hashing task failed: {error}"),
+                false,
+            ))
+        })
+    }
+
+    /// A new user with an email and a password, signed in (emails are
+    /// taken as confirmed: there is no mail to confirm them with yet).
+    pub async fn sign_up(
+        &self,
+        project: &ProjectId,
+        email: &str,
+        password: &str,
+        data: serde_json::Map<String, serde_json::Value>,
+        now: UnixMillis,
+    ) -> Result<Issued, AccountError> {
+        let email = valid_email(email)?;
+        valid_password(password)?;
+        let password_hash = self.hash(password.to_owned()).await?;
+        let user = User {
+            project: project.clone(),
+            id: uuid::Uuid::new_v4().to_string(),
+            email: Some(email),
+            phone: None,
+            password_hash: Some(password_hash),
+            email_confirmed_at: Some(now),
+            anonymous: false,
+            banned_until: None,
+            app_metadata: serde_json::json!({"provider": "email", "providers": ["email"]}),
+            user_metadata: serde_json::Value::Object(data),
+            created_at: now,
+            updated_at: now,
+            last_sign_in_at: Some(now),
+        };
+        match self.store.create_user(&user).await {
+            Err(StoreError::EmailTaken) => return Err(AccountError::EmailTaken),
+            other => other?,
+        }
+        Ok(self.open_session(&user, "password", now).await?)
+    }
+
+    /// A new anonymous user, signed in.
+    pub async fn sign_in_anonymously(
+        &self,
+        project: &ProjectId,
+        data: serde_json::Map<String, serde_json::Value>,
+        now: UnixMillis,
+    ) -> Result<Issued, AccountError> {
+        let user = User {
+            project: project.clone(),
+            id: uuid::Uuid::new_v4().to_string(),
+            email: None,
+            phone: None,
+            password_hash: None,
+            email_confirmed_at: None,
+            anonymous: true,
+            banned_until: None,
+            app_metadata: serde_json::json!({}),
+            user_metadata: serde_json::Value::Object(data),
+            created_at: now,
+            updated_at: now,
+            last_sign_in_at: Some(now),
+        };
+        self.store.create_user(&user).await?;
+        Ok(self.open_session(&user, "anonymous", now).await?)
+    }
+
+    /// Signs in with an email and a password.
+    pub async fn sign_in_with_password(
+        &self,
+        project: &ProjectId,
+        email: &str,
+        password: &str,
+        now: UnixMillis,
+    ) -> Result<Issued, AccountError> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(AccountError::InvalidCredentials);
+        }
+        let user = self
+            .store
+            .user_by_email(project, &email.trim().to_lowercase())
+            .await?;
+        let hash = user
+            .as_ref()
+            .and_then(|user| user.password_hash.clone())
+            .unwrap_or_else(|| self.decoy_hash.clone());
+        let matches = self.check(password.to_owned(), hash).await?;
+        let Some(mut user) = user.filter(|user| matches && user.password_hash.is_some()) else {
+            return Err(AccountError::InvalidCredentials);
+        };
+        if user.banned_until.is_some_and(|until| until > now) {
+            return Err(AccountError::Banned);
+        }
+        user.last_sign_in_at = Some(now);
+        self.store.update_user(&user).await?;
+        Ok(self.open_session(&user, "password", now).await?)
+    }
+
+    /// Turns a refresh token into a new access token and refresh token.
+    pub async fn refresh(
+        &self,
+        project: &ProjectId,
+        refresh_token: &str,
+        now: UnixMillis,
+    ) -> Result<Issued, AccountError> {
+        let used: [u8; 32] = Sha256::digest(refresh_token.as_bytes()).into();
+        let (next_token, next) = new_refresh_token();
+        let session = match self
+            .store
+            .refresh(project, &used, &next, now, REFRESH_GRACE_MS)
+            .await?
+        {
+            Refreshed::Rotated(session) | Refreshed::Again(session) => session,
+            Refreshed::Replayed { session_id } => {
+                self.ended_now(&[session_id], now);
+                return Err(AccountError::RefreshReused);
+            }
+            Refreshed::Refused => return Err(AccountError::RefreshNotFound),
+        };
+        let user = self.store.user(project, &session.user_id).await?;
+        let Some(user) = user else {
+            return Err(AccountError::RefreshNotFound);
+        };
+        if user.banned_until.is_some_and(|until| until > now) {
+            self.end(project, &user.id, Ending::One(&session.id), now)
+                .await?;
+            return Err(AccountError::Banned);
+        }
+        let method = if user.anonymous {
+            "anonymous"
+        } else {
+            "password"
+        };
+        Ok(self.issue(&user, &session, next_token, method, now).await?)
+    }
+
+    /// The user an identity is.
+    pub async fn user(&self, identity: &Identity) -> Result<User, AccountError> {
+        self.store
+            .user(&identity.project, &identity.user_id)
+            .await?
+            .ok_or(AccountError::UserNotFound)
+    }
+
+    /// Changes a user's email, password or data. A new password ends the
+    /// user's other sessions. An anonymous user given an email becomes a
+    /// permanent one, keeping its id.
+    pub async fn update_user(
+        &self,
+        identity: &Identity,
+        change: UserChange,
+        now: UnixMillis,
+    ) -> Result<User, AccountError> {
+        let mut user = self.user(identity).await?;
+        if let Some(email) = &change.email {
+            user.email = Some(valid_email(email)?);
+            user.email_confirmed_at = Some(now);
+            if user.anonymous {
+                user.anonymous = false;
+                user.app_metadata =
+                    serde_json::json!({"provider": "email", "providers": ["email"]});
+            }
+        }
+        if let Some(password) = &change.password {
+            valid_password(password)?;
+            user.password_hash = Some(self.hash(password.clone()).await?);
+        }
+        if let Some(data) = change.data {
+            let mut merged = match user.user_metadata {
+                serde_json::Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            };
+            merged.extend(data);
+            user.user_metadata = serde_json::Value::Object(merged);
+        }
+        user.updated_at = now;
+        match self.store.update_user(&user).await {
+            Ok(true) => {}
+            Ok(false) => return Err(AccountError::UserNotFound),
+            Err(StoreError::EmailTaken) => return Err(AccountError::EmailTaken),
+            Err(error) => return Err(error.into()),
+        }
+        if change.password.is_some() {
+            self.end(
+                &identity.project,
+                &user.id,
+                Ending::Others(&identity.session_id),
+                now,
+            )
+            .await?;
+        }
+        Ok(user)
+    }
+
+    /// Ends the caller's session, the others, or all of the user's.
+    pub async fn logout(
+        &self,
+        identity: &Identity,
+        scope: LogoutScope,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let which = match scope {
+            LogoutScope::Global => Ending::All,
+            LogoutScope::Local => Ending::One(&identity.session_id),
+            LogoutScope::Others => Ending::Others(&identity.session_id),
+        };
+        self.end(&identity.project, &identity.user_id, which, now)
+            .await
+    }
+
+    /// Ends sessions, and refuses their tokens on this node at once.
+    async fn end(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        which: Ending<'_>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let ended = self
+            .store
+            .end_sessions(project, user_id, which, now)
+            .await?;
+        self.ended_now(&ended, now);
+        Ok(())
+    }
+
+    fn ended_now(&self, sessions: &[String], now: UnixMillis) {
+        if sessions.is_empty() {
+            return;
+        }
+        self.ended
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(sessions.iter().map(|id| (id.clone(), now)));
+        self.changes.send_modify(|count| *count += 1);
+    }
+}
+
+impl Keys {
+    /// Adds a key (PKCS#8); the newest of its project signs.
+    fn add(&mut self, key: &SigningKey, private: &[u8]) {
+        let Ok(pair) = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            private,
+            &ring::rand::SystemRandom::new(),
+        ) else {
+            return;
+        };
+        // An uncompressed point: 0x04, then x and y.
+        let point = pair.public_key().as_ref();
+        let (x, y) = (
+            URL_SAFE_NO_PAD.encode(&point[1..33]),
+            URL_SAFE_NO_PAD.encode(&point[33..65]),
+        );
+        let Ok(decoding) = DecodingKey::from_ec_components(&x, &y) else {
+            return;
+        };
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "x": x, "y": y,
+            "kid": key.kid, "alg": "ES256", "use": "sig", "key_ops": ["verify"],
+        });
+        self.by_kid.insert(
+            key.kid.clone(),
+            Verifier {
+                project: key.project.clone(),
+                key: decoding,
+                jwk,
+            },
+        );
+        // Keys come oldest first: the last one added signs.
+        self.signing.insert(
+            key.project.clone(),
+            (key.kid.clone(), Arc::new(EncodingKey::from_ec_der(private))),
+        );
+    }
+}
+
+/// What a sealed signing key is bound to: its project and `kid`.
+fn sealing_context(key: &SigningKey) -> Vec<u8> {
+    format!("wok-signing-key:{}:{}", key.project, key.kid).into_bytes()
+}
+
+/// A new refresh token and its SHA-256.
+fn new_refresh_token() -> (String, [u8; 32]) {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).expect("the OS random number generator");
+    let token = URL_SAFE_NO_PAD.encode(secret);
+    let hash = Sha256::digest(token.as_bytes()).into();
+    (token, hash)
+}
+
+/// An email address, trimmed and lowercased, if it is shaped like one.
+fn valid_email(email: &str) -> Result<String, AccountError> {
+    let email = email.trim().to_lowercase();
+    let shaped = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !shaped {
+        return Err(AccountError::Invalid(
+            "the email address is not valid".to_owned(),
+        ));
+    }
+    Ok(email)
+}
+
+/// Refuses a password too short, too long or too common.
+fn valid_password(password: &str) -> Result<(), AccountError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(AccountError::WeakPassword(format!(
+            "the password must be at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(AccountError::WeakPassword(format!(
+            "the password must be at most {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    if crate::common_passwords::is_common(password) {
+        return Err(AccountError::WeakPassword(
+            "the password is one of the most common passwords".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::ProjectStore;
+    use store_sqlite::SqliteStore;
+
+    async fn accounts() -> (tempfile::TempDir, Arc<SqliteStore>, Accounts) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("wok.db")).unwrap());
+        for name in ["shop", "blog"] {
+            store
+                .create_project(&ProjectId::new(name).unwrap())
+                .await
+                .unwrap();
+        }
+        let accounts = Accounts::open(store.clone(), [3; 32], NOW).await.unwrap();
+        (dir, store, accounts)
+    }
+
+    const NOW: UnixMillis = 1_800_000_000_000;
+
+    fn shop() -> ProjectId {
+        ProjectId::new("shop").unwrap()
+    }
+
+    /// A token signed by `project`'s own key, with a header and claims
+    /// of the test's choosing.
+    fn signed(accounts: &Accounts, project: &ProjectId, header: Header, claims: &Value) -> String {
+        let (_, key) = accounts.signing(project).unwrap();
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    use serde_json::Value;
+
+    fn claims_of(token: &str) -> Value {
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn tokens_verify_only_as_issued_by_their_project() {
+        let (_dir, _store, accounts) = accounts().await;
+        let (shop, blog) = (shop(), ProjectId::new("blog").unwrap());
+        let issued = accounts
+            .sign_up(
+                &shop,
+                "Ann@Example.com",
+                "a long passphrase",
+                Default::default(),
+                NOW,
+            )
+            .await
+            .unwrap();
+        assert_eq!(issued.user.email.as_deref(), Some("ann@example.com"));
+        let identity = accounts.verify(&issued.access_token, NOW).unwrap();
+        assert_eq!(
+            (identity.project.as_str(), identity.user_id.as_str()),
+            ("shop", issued.user.id.as_str())
+        );
+        let header = jsonwebtoken::decode_header(&issued.access_token).unwrap();
+        assert_eq!(header.alg, Algorithm::ES256);
+        assert_eq!(header.typ.as_deref(), Some("JWT"));
+        let kid = header.kid.clone().unwrap();
+        let claims = claims_of(&issued.access_token);
+        assert_eq!(claims["iss"], "urn:wok:shop");
+        assert_eq!(claims["aud"], "authenticated");
+        assert_eq!(claims["exp"], claims["iat"].as_i64().unwrap() + 3600);
+
+        // Another project's key signs another project's tokens; neither
+        // verifies as the other.
+        let blogger = accounts
+            .sign_up(
+                &blog,
+                "ann@example.com",
+                "a long passphrase",
+                Default::default(),
+                NOW,
+            )
+            .await
+            .unwrap();
+        assert_ne!(
+            jsonwebtoken::decode_header(&blogger.access_token)
+                .unwrap()
+                .kid,
+            Some(kid.clone())
+        );
+        let mut claiming_blog = claims.clone();
+        claiming_blog["iss"] = "urn:wok:blog".into();
+        let mut with_kid = Header::new(Algorithm::ES256);
+        with_kid.kid = Some(kid.clone());
+        with_kid.typ = Some("JWT".to_owned());
+        let forged = signed(&accounts, &shop, with_kid.clone(), &claiming_blog);
+        assert!(matches!(
+            accounts.verify(&forged, NOW),
+            Err(AuthError::InvalidToken)
+        ));
+
+        // Refused: another audience, a missing exp, alg none, HS256 keyed
+        // with the public key, keys pointed at elsewhere, no typ, an
+        // unknown kid, a changed payload.
+        let mut other_audience = claims.clone();
+        other_audience["aud"] = "somebody-else".into();
+        let mut no_exp = claims.clone();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        for refused in [&other_audience, &no_exp] {
+            let token = signed(&accounts, &shop, with_kid.clone(), refused);
+            assert!(matches!(
+                accounts.verify(&token, NOW),
+                Err(AuthError::InvalidToken)
+            ));
+        }
+        let encode = |value: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap());
+        let none = format!(
+            "{}.{}.",
+            encode(&serde_json::json!({"alg": "none", "typ": "JWT", "kid": kid})),
+            encode(&claims)
+        );
+        assert!(matches!(
+            accounts.verify(&none, NOW),
+            Err(AuthError::InvalidToken)
+        ));
+        let jwk = accounts.jwks(&shop)["keys"][0].clone();
+        let public = [
+            &[4u8][..],
+            &URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap(),
+            &URL_SAFE_NO_PAD.decode(jwk["y"].as_str().unwrap()).unwrap(),
+        ]
+        .concat();
+        for secret in [public.clone(), serde_json::to_vec(&jwk).unwrap()] {
+            let mut hs256 = Header::new(Algorithm::HS256);
+            hs256.kid = Some(kid.clone());
+            hs256.typ = Some("JWT".to_owned());
+            let token =
+                jsonwebtoken::encode(&hs256, &claims, &EncodingKey::from_secret(&secret).unwrap())
+                    .unwrap();
+            assert!(matches!(
+                accounts.verify(&token, NOW),
+                Err(AuthError::InvalidToken)
+            ));
+        }
+        let mut jku = with_kid.clone();
+        jku.jku = Some("https://attacker.example/jwks.json".to_owned());
+        let mut no_typ = with_kid.clone();
+        no_typ.typ = None;
+        let mut unknown_kid = with_kid.clone();
+        unknown_kid.kid = Some("nobody".to_owned());
+        for header in [jku, no_typ, unknown_kid] {
+            let token = signed(&accounts, &shop, header, &claims);
+            assert!(matches!(
+                accounts.verify(&token, NOW),
+                Err(AuthError::InvalidToken)
+            ));
+        }
+        let mut parts: Vec<&str> = issued.access_token.split('.').collect();
+        let mut richer = claims.clone();
+        richer["app_metadata"] = serde_json::json!({"roles": ["admin"]});
+        let richer = encode(&richer);
+        parts[1] = &richer;
+        assert!(matches!(
+            accounts.verify(&parts.join("."), NOW),
+            Err(AuthError::InvalidToken)
+        ));
+        // The same token, verified again (from the cache), is still checked
+        // for expiry.
+        assert!(
+            accounts
+                .verify(&issued.access_token, NOW + 3_599_000)
+                .is_ok()
+        );
+        assert!(matches!(
+            accounts.verify(&issued.access_token, NOW + 3_600_000),
+            Err(AuthError::TokenExpired)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_honoured_until_retired_and_survives_a_restart() {
+        let (_dir, store, accounts) = accounts().await;
+        let shop = shop();
+        let old = accounts
+            .sign_in_anonymously(&shop, Default::default(), NOW)
+            .await
+            .unwrap();
+        let old_kid = jsonwebtoken::decode_header(&old.access_token)
+            .unwrap()
+            .kid
+            .unwrap();
+        let new_kid = accounts.rotate_key(&shop, NOW).await.unwrap();
+        let new = accounts
+            .sign_in_anonymously(&shop, Default::default(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&new.access_token).unwrap().kid,
+            Some(new_kid.clone())
+        );
+        assert_eq!(accounts.jwks(&shop)["keys"].as_array().unwrap().len(), 2);
+        assert!(accounts.verify(&old.access_token, NOW).is_ok());
+        // Another node (or a restart) reads the same keys.
+        let reopened = Accounts::open(store.clone(), [3; 32], NOW).await.unwrap();
+        assert!(reopened.verify(&old.access_token, NOW).is_ok());
+        assert!(reopened.verify(&new.access_token, NOW).is_ok());
+        assert!(accounts.retire_key(&shop, &old_kid, NOW).await.unwrap());
+        assert!(matches!(
+            accounts.verify(&old.access_token, NOW),
+            Err(AuthError::InvalidToken)
+        ));
+        assert!(accounts.verify(&new.access_token, NOW).is_ok());
+        assert_eq!(accounts.jwks(&shop)["keys"][0]["kid"], new_kid.as_str());
+        // Without the server key, the stored keys do not open.
+        assert!(Accounts::open(store, [4; 32], NOW).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn sessions_end_at_once_and_a_replayed_refresh_token_ends_its_session() {
+        let (_dir, store, accounts) = accounts().await;
+        let shop = shop();
+        let password = "a long passphrase";
+        let first = accounts
+            .sign_up(&shop, "ann@example.com", password, Default::default(), NOW)
+            .await
+            .unwrap();
+        let second = accounts
+            .sign_in_with_password(&shop, "ANN@example.com", password, NOW)
+            .await
+            .unwrap();
+        assert_eq!(first.user.id, second.user.id);
+        assert!(matches!(
+            accounts
+                .sign_in_with_password(&shop, "ann@example.com", "a wrong passphrase", NOW)
+                .await,
+            Err(AccountError::InvalidCredentials)
+        ));
+        assert!(matches!(
+            accounts
+                .sign_in_with_password(&shop, "nobody@example.com", password, NOW)
+                .await,
+            Err(AccountError::InvalidCredentials)
+        ));
+        assert!(matches!(
+            accounts
+                .sign_up(&shop, "ann@example.com", password, Default::default(), NOW)
+                .await,
+            Err(AccountError::EmailTaken)
+        ));
+        for weak in ["short", "password123", "Iloveyou1"] {
+            assert!(
+                matches!(
+                    accounts
+                        .sign_up(&shop, "bob@example.com", weak, Default::default(), NOW)
+                        .await,
+                    Err(AccountError::WeakPassword(_))
+                ),
+                "{weak}"
+            );
+        }
+
+        // Refresh: the token turns; a reuse within the grace is answered;
+        // a reuse after it ends the session, and its access tokens with it.
+        let turned = accounts
+            .refresh(&shop, &first.refresh_token, NOW + 1000)
+            .await
+            .unwrap();
+        assert_eq!(turned.session_id, first.session_id);
+        assert_ne!(turned.refresh_token, first.refresh_token);
+        assert!(
+            accounts
+                .refresh(&shop, &first.refresh_token, NOW + 2000)
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            accounts
+                .refresh(
+                    &shop,
+                    &first.refresh_token,
+                    NOW + 1000 + REFRESH_GRACE_MS + 1
+                )
+                .await,
+            Err(AccountError::RefreshReused)
+        ));
+        for token in [&first.access_token, &turned.access_token] {
+            assert!(matches!(
+                accounts.verify(token, NOW + 20_000),
+                Err(AuthError::SessionEnded)
+            ));
+        }
+        assert!(matches!(
+            accounts
+                .refresh(&shop, &turned.refresh_token, NOW + 20_000)
+                .await,
+            Err(AccountError::RefreshNotFound)
+        ));
+        // The other session lives on; another node learns of the ended one.
+        let identity = accounts.verify(&second.access_token, NOW + 20_000).unwrap();
+        let other_node = Accounts::open(store.clone(), [3; 32], NOW + 20_000)
+            .await
+            .unwrap();
+        assert!(matches!(
+            other_node.verify(&turned.access_token, NOW + 20_000),
+            Err(AuthError::SessionEnded)
+        ));
+        assert!(
+            other_node
+                .verify(&second.access_token, NOW + 20_000)
+                .is_ok()
+        );
+
+        // A new password ends the other sessions, not the caller's.
+        let third = accounts
+            .sign_in_with_password(&shop, "ann@example.com", password, NOW + 21_000)
+            .await
+            .unwrap();
+        accounts
+            .update_user(
+                &identity,
+                UserChange {
+                    password: Some("another long passphrase".to_owned()),
+                    ..Default::default()
+                },
+                NOW + 22_000,
+            )
+            .await
+            .unwrap();
+        assert!(accounts.verify(&second.access_token, NOW + 23_000).is_ok());
+        assert!(matches!(
+            accounts.verify(&third.access_token, NOW + 23_000),
+            Err(AuthError::SessionEnded)
+        ));
+        assert!(
+            accounts
+                .sign_in_with_password(
+                    &shop,
+                    "ann@example.com",
+                    "another long passphrase",
+                    NOW + 24_000
+                )
+                .await
+                .is_ok()
+        );
+        // A global logout ends every session.
+        accounts
+            .logout(&identity, LogoutScope::Global, NOW + 25_000)
+            .await
+            .unwrap();
+        assert!(matches!(
+            accounts.verify(&second.access_token, NOW + 25_000),
+            Err(AuthError::SessionEnded)
+        ));
+        assert!(
+            store
+                .live_sessions(&shop, &identity.user_id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_anonymous_user_becomes_permanent_keeping_its_id() {
+        let (_dir, _store, accounts) = accounts().await;
+        let shop = shop();
+        let anonymous = accounts
+            .sign_in_anonymously(&shop, Default::default(), NOW)
+            .await
+            .unwrap();
+        let identity = accounts.verify(&anonymous.access_token, NOW).unwrap();
+        assert!(identity.anonymous);
+        assert_eq!(identity.claims["is_anonymous"], true);
+        let user = accounts
+            .update_user(
+                &identity,
+                UserChange {
+                    email: Some("carl@example.com".to_owned()),
+                    password: Some("a long passphrase".to_owned()),
+                    ..Default::default()
+                },
+                NOW,
+            )
+            .await
+            .unwrap();
+        assert!(!user.anonymous);
+        let signed_in = accounts
+            .sign_in_with_password(&shop, "carl@example.com", "a long passphrase", NOW)
+            .await
+            .unwrap();
+        assert_eq!(signed_in.user.id, anonymous.user.id);
+    }
+}
