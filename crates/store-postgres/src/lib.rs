@@ -7,9 +7,11 @@
 //! that `scripts/start-postgres.sh` starts); knows nothing of HTTP or
 //! runtimes. One file per area: `functions.rs`, `projects.rs` (projects,
 //! keys, access rules), `records.rs` (invocation records, logs), `kv.rs`
-//! (with `kv/writer.rs`, the node's group commit of writes), `docs.rs`, `objects.rs`, `events.rs`; `outbox.rs` numbers and writes
-//! the events a transaction logs, `notify.rs` tells the other nodes,
-//! `schema.rs` holds the numbered migrations.
+//! (with `kv/writer.rs`, the node's group commit of writes), `docs.rs`,
+//! `objects.rs`, `events.rs`, `accounts.rs` (app users, sessions, signing
+//! keys); `outbox.rs` numbers and writes the events a transaction logs,
+//! `notify.rs` tells the other nodes, `schema.rs` holds the numbered
+//! migrations.
 //!
 //! Every write is one transaction, answered once committed. Versions of
 //! key-value entries and documents come from global sequences, never from
@@ -17,6 +19,7 @@
 //! per stream in commit order (see `outbox.rs`), so a reader never passes
 //! an event that commits late.
 
+mod accounts;
 mod docs;
 mod events;
 mod functions;
@@ -244,8 +247,9 @@ impl PgStore {
     }
 
     /// A number that changes with every committed change of what nodes
-    /// keep in memory (projects, keys, access rules, live versions): a
-    /// node that polls it learns of other nodes' changes.
+    /// keep in memory (projects, keys, access rules, live versions, ended
+    /// sessions, signing keys): a node that polls it learns of other
+    /// nodes' changes.
     pub async fn control_version(&self) -> std::result::Result<i64, StoreError> {
         let client = self.client().await?;
         let statement = client

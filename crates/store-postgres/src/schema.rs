@@ -11,7 +11,13 @@ use store::StoreError;
 
 /// Every migration, in order: the first is number 1. Each is SQL run as
 /// one batch.
-const MIGRATIONS: &[(&str, &str)] = &[("the first schema", FIRST)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("the first schema", FIRST),
+    (
+        "app users, sessions, refresh tokens and signing keys",
+        ACCOUNTS,
+    ),
+];
 
 /// The number of the newest migration.
 pub(crate) const CURRENT: u32 = MIGRATIONS.len() as u32;
@@ -331,4 +337,59 @@ CREATE UNIQUE INDEX async_by_idempotency_key
 CREATE INDEX async_pending
     ON async_invocations (project, function, bytes)
     WHERE NOT succeeded AND NOT failed;
+"#;
+
+/// Migration 2: the accounts of projects' app users (accounts.rs).
+const ACCOUNTS: &str = r#"
+-- An email is one user's per project (the index's name tells the refusal
+-- apart: accounts.rs).
+CREATE TABLE users (
+    project TEXT NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    email TEXT,
+    phone TEXT,
+    password_hash TEXT,
+    email_confirmed_at BIGINT,
+    anonymous BOOLEAN NOT NULL,
+    banned_until BIGINT,
+    app_metadata TEXT NOT NULL,
+    user_metadata TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    last_sign_in_at BIGINT,
+    PRIMARY KEY (project, id)
+);
+CREATE UNIQUE INDEX users_by_email ON users (project, email) WHERE email IS NOT NULL;
+-- Ended sessions are kept, with their end, so that every node refuses
+-- their access tokens until those expire.
+CREATE TABLE sessions (
+    project TEXT NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    user_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    refreshed_at BIGINT NOT NULL,
+    aal BIGINT NOT NULL,
+    ended_at BIGINT,
+    PRIMARY KEY (project, id)
+);
+CREATE INDEX sessions_of_user ON sessions (project, user_id);
+CREATE INDEX sessions_by_end ON sessions (ended_at) WHERE ended_at IS NOT NULL;
+-- The SHA-256 of each refresh token, with when it was used.
+CREATE TABLE refresh_tokens (
+    project TEXT NOT NULL,
+    sha256 BYTEA NOT NULL,
+    session_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    used_at BIGINT,
+    PRIMARY KEY (project, sha256)
+);
+CREATE INDEX refresh_tokens_of_session ON refresh_tokens (project, session_id);
+CREATE TABLE signing_keys (
+    project TEXT NOT NULL,
+    kid TEXT NOT NULL,
+    sealed_private BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    retired_at BIGINT,
+    PRIMARY KEY (project, kid)
+);
 "#;

@@ -305,3 +305,107 @@ async fn a_key_value_write_the_database_refuses_fails_alone_not_its_batch() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_refreshing_one_token_at_once_rotate_it_once() {
+    use store::AccountStore;
+    use store::accounts::{Refreshed, Session};
+    let database = Database::new().await;
+    let (first, second) = tokio::join!(database.store(), database.store());
+    let project = ProjectId::default_project();
+    let session = Session {
+        project: project.clone(),
+        id: "s1".to_owned(),
+        user_id: "u1".to_owned(),
+        created_at: 100,
+        refreshed_at: 100,
+        aal: 1,
+        ended_at: None,
+    };
+    first.create_session(&session, &[1; 32]).await.unwrap();
+    // Connections open on both nodes first, so that the refreshes below
+    // do run at once.
+    let warm = (0..8).map(|i| {
+        let node = if i % 2 == 0 { &first } else { &second };
+        node.session(&project, "s1")
+    });
+    futures::future::join_all(warm).await;
+    // The same token, eight times at once, half on each node; each call
+    // would turn it into a token of its own.
+    let refresh_all = async |now: i64, next: u8| {
+        let calls = (0..8u8).map(|i| {
+            let node = if i % 2 == 0 { &first } else { &second };
+            let project = project.clone();
+            async move {
+                node.refresh(&project, &[1; 32], &[next + i; 32], now, 0)
+                    .await
+                    .unwrap()
+            }
+        });
+        futures::future::join_all(calls).await
+    };
+    let version = first.control_version().await.unwrap();
+
+    // In one millisecond: one call rotates it, every other finds it used
+    // within the grace (a client that lost the answer).
+    let answers = refresh_all(200, 10).await;
+    let rotated = answers
+        .iter()
+        .filter(|answer| matches!(answer, Refreshed::Rotated(_)))
+        .count();
+    assert_eq!(rotated, 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|answer| matches!(answer, Refreshed::Rotated(_) | Refreshed::Again(_))),
+        "{answers:?}"
+    );
+    assert_eq!(
+        second.control_version().await.unwrap(),
+        version,
+        "a rotation told the other nodes"
+    );
+
+    // After the grace: one call finds it replayed and ends the session,
+    // the others find it dead.
+    let answers = refresh_all(201, 30).await;
+    let replayed = answers
+        .iter()
+        .filter(|answer| {
+            **answer
+                == Refreshed::Replayed {
+                    session_id: "s1".to_owned(),
+                }
+        })
+        .count();
+    assert_eq!(replayed, 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|answer| matches!(answer, Refreshed::Replayed { .. } | Refreshed::Refused)),
+        "{answers:?}"
+    );
+    assert_eq!(
+        second
+            .session(&project, "s1")
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_at,
+        Some(201)
+    );
+    assert!(
+        second.control_version().await.unwrap() > version,
+        "the other nodes were not told of the ended session"
+    );
+    // Every token the first round handed out is dead too.
+    for i in 0..8u8 {
+        assert_eq!(
+            first
+                .refresh(&project, &[10 + i; 32], &[99; 32], 202, 0)
+                .await
+                .unwrap(),
+            Refreshed::Refused
+        );
+    }
+}

@@ -1,0 +1,657 @@
+//! App users, sessions, refresh tokens and signing keys on PostgreSQL:
+//! `users` (an email is unique per project through the partial unique
+//! index `users_by_email`), `sessions` (ended ones kept, with their end),
+//! `refresh_tokens` (the SHA-256 of each, with when it was used) and
+//! `signing_keys`.
+//!
+//! A refresh is one transaction that locks its token's row first (`FOR
+//! UPDATE`): two nodes refreshing one token at once take turns, and the
+//! second finds it used. Locks are taken in one order, so that no two
+//! of these transactions deadlock: a token row, then a session row; ending
+//! sessions locks the sessions, then deletes their tokens but those a
+//! refresh holds at that moment (`SKIP LOCKED`: that refresh then finds its
+//! session ended, and the token is dead anyway); `control_changes` last.
+//!
+//! Every node keeps the ended sessions and the signing keys in memory, so
+//! what changes them (a session ended, a user deleted, a replay, a key
+//! added or retired) bumps `control_changes` in its transaction, and the
+//! other nodes read them again. Signing up, signing in and a rotation do
+//! not: they are the hot paths, and no node keeps them.
+use crate::{Db, Error, PgStore, Result, number, stored};
+use deadpool_postgres::GenericClient;
+use domain::{ProjectId, UnixMillis};
+use store::accounts::{Ending, Refreshed, Session, SigningKey, User};
+use store::{AccountStore, StoreError};
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+/// The unique index that holds an email to one user per project.
+const EMAIL_INDEX: &str = "users_by_email";
+
+const USER_COLUMNS: &str = "project, id, email, phone, password_hash, email_confirmed_at, \
+     anonymous, banned_until, app_metadata, user_metadata, created_at, updated_at, last_sign_in_at";
+
+fn user_from_row(row: &Row) -> Result<User> {
+    let app: String = row.get(8);
+    let own: String = row.get(9);
+    Ok(User {
+        project: stored(ProjectId::new(row.get::<_, String>(0)))?,
+        id: row.get(1),
+        email: row.get(2),
+        phone: row.get(3),
+        password_hash: row.get(4),
+        email_confirmed_at: row.get(5),
+        anonymous: row.get(6),
+        banned_until: row.get(7),
+        app_metadata: stored(serde_json::from_str(&app))?,
+        user_metadata: stored(serde_json::from_str(&own))?,
+        created_at: row.get(10),
+        updated_at: row.get(11),
+        last_sign_in_at: row.get(12),
+    })
+}
+
+/// A user's metadata as stored: JSON text (which, unlike `jsonb`, keeps
+/// any string, `\u0000` included, and gives back what it was given).
+fn metadata(user: &User) -> Result<(String, String), StoreError> {
+    let text = |value| {
+        serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
+    };
+    Ok((text(&user.app_metadata)?, text(&user.user_metadata)?))
+}
+
+/// A write the email index refused as [`StoreError::EmailTaken`].
+fn email_taken(error: tokio_postgres::Error) -> StoreError {
+    let taken = error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+        && error
+            .as_db_error()
+            .and_then(|error| error.constraint())
+            .is_some_and(|constraint| constraint == EMAIL_INDEX);
+    if taken {
+        StoreError::EmailTaken
+    } else {
+        Error::from(error).0
+    }
+}
+
+const SESSION_COLUMNS: &str = "project, id, user_id, created_at, refreshed_at, aal, ended_at";
+
+fn session_from_row(row: &Row) -> Result<Session> {
+    Ok(Session {
+        project: stored(ProjectId::new(row.get::<_, String>(0)))?,
+        id: row.get(1),
+        user_id: row.get(2),
+        created_at: row.get(3),
+        refreshed_at: row.get(4),
+        aal: number(row.get(5))?,
+        ended_at: row.get(6),
+    })
+}
+
+async fn one_user(
+    client: &impl GenericClient,
+    filter: &str,
+    params: [&str; 2],
+) -> Result<Option<User>> {
+    let statement = client
+        .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE {filter}"))
+        .await?;
+    client
+        .query_opt(&statement, &[&params[0], &params[1]])
+        .await?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+}
+
+/// Tells every node that ended sessions or signing keys changed: the last
+/// statement of its transaction, so that the row's lock is held only
+/// while committing.
+async fn changed(client: &impl GenericClient) -> Result<()> {
+    let statement = client
+        .prepare_cached("UPDATE control_changes SET version = version + 1")
+        .await?;
+    client.execute(&statement, &[]).await?;
+    Ok(())
+}
+
+/// Ends the live sessions of `user_id` that `which` names and forgets
+/// their refresh tokens; their ids, sorted. The session rows are locked
+/// first; a token that a refresh holds meanwhile is left (that refresh
+/// finds the session ended).
+async fn end(
+    client: &impl GenericClient,
+    project: &ProjectId,
+    user_id: &str,
+    which: Ending<'_>,
+    now: UnixMillis,
+) -> Result<Vec<String>> {
+    let (filter, session) = match which {
+        Ending::One(id) => ("AND id = $4", Some(id)),
+        Ending::All => ("", None),
+        Ending::Others(id) => ("AND id <> $4", Some(id)),
+    };
+    let statement = client
+        .prepare_cached(&format!(
+            "UPDATE sessions SET ended_at = $3
+             WHERE project = $1 AND user_id = $2 AND ended_at IS NULL {filter} RETURNING id"
+        ))
+        .await?;
+    let project = project.as_str();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&project, &user_id, &now];
+    if let Some(session) = &session {
+        params.push(session);
+    }
+    let mut ended = client
+        .query(&statement, &params)
+        .await?
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect::<Vec<_>>();
+    ended.sort();
+    if !ended.is_empty() {
+        let forget = client
+            .prepare_cached(
+                "DELETE FROM refresh_tokens WHERE (project, sha256) IN (
+                     SELECT project, sha256 FROM refresh_tokens
+                     WHERE project = $1 AND session_id = ANY($2)
+                     FOR UPDATE SKIP LOCKED)",
+            )
+            .await?;
+        client.execute(&forget, &[&project, &ended]).await?;
+    }
+    Ok(ended)
+}
+
+#[store::async_trait]
+impl AccountStore for PgStore {
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let (app, own) = metadata(user)?;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "INSERT INTO users ({USER_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            ))
+            .await
+            .db()?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &user.project.as_str(),
+                    &user.id,
+                    &user.email,
+                    &user.phone,
+                    &user.password_hash,
+                    &user.email_confirmed_at,
+                    &user.anonymous,
+                    &user.banned_until,
+                    &app,
+                    &own,
+                    &user.created_at,
+                    &user.updated_at,
+                    &user.last_sign_in_at,
+                ],
+            )
+            .await
+            .map_err(email_taken)?;
+        Ok(())
+    }
+
+    async fn user(&self, project: &ProjectId, id: &str) -> Result<Option<User>, StoreError> {
+        let client = self.client().await?;
+        one_user(&client, "project = $1 AND id = $2", [project.as_str(), id])
+            .await
+            .db()
+    }
+
+    async fn user_by_email(
+        &self,
+        project: &ProjectId,
+        email: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let client = self.client().await?;
+        one_user(
+            &client,
+            "project = $1 AND email = $2",
+            [project.as_str(), email],
+        )
+        .await
+        .db()
+    }
+
+    async fn update_user(&self, user: &User) -> Result<bool, StoreError> {
+        let (app, own) = metadata(user)?;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE users SET email = $3, phone = $4, password_hash = $5,
+                   email_confirmed_at = $6, anonymous = $7, banned_until = $8,
+                   app_metadata = $9, user_metadata = $10, created_at = $11,
+                   updated_at = $12, last_sign_in_at = $13
+                 WHERE project = $1 AND id = $2",
+            )
+            .await
+            .db()?;
+        let changed = client
+            .execute(
+                &statement,
+                &[
+                    &user.project.as_str(),
+                    &user.id,
+                    &user.email,
+                    &user.phone,
+                    &user.password_hash,
+                    &user.email_confirmed_at,
+                    &user.anonymous,
+                    &user.banned_until,
+                    &app,
+                    &own,
+                    &user.created_at,
+                    &user.updated_at,
+                    &user.last_sign_in_at,
+                ],
+            )
+            .await
+            .map_err(email_taken)?;
+        Ok(changed == 1)
+    }
+
+    async fn delete_user(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let deleted = transaction
+            .execute(
+                "DELETE FROM users WHERE project = $1 AND id = $2",
+                &[&project.as_str(), &id],
+            )
+            .await
+            .db()?;
+        if deleted == 0 {
+            return Ok(None);
+        }
+        let ended = end(&transaction, project, id, Ending::All, now)
+            .await
+            .db()?;
+        changed(&transaction).await.db()?;
+        transaction.commit().await.db()?;
+        Ok(Some(ended))
+    }
+
+    async fn users(
+        &self,
+        project: &ProjectId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE project = $1 AND id > $2
+                 ORDER BY id LIMIT $3"
+            ))
+            .await
+            .db()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        client
+            .query(
+                &statement,
+                &[&project.as_str(), &after.unwrap_or(""), &limit],
+            )
+            .await
+            .db()?
+            .iter()
+            .map(user_from_row)
+            .collect::<Result<_>>()
+            .db()
+    }
+
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let statement = transaction
+            .prepare_cached(&format!(
+                "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            ))
+            .await
+            .db()?;
+        transaction
+            .execute(
+                &statement,
+                &[
+                    &session.project.as_str(),
+                    &session.id,
+                    &session.user_id,
+                    &session.created_at,
+                    &session.refreshed_at,
+                    &i64::from(session.aal),
+                    &session.ended_at,
+                ],
+            )
+            .await
+            .db()?;
+        let statement = transaction
+            .prepare_cached(
+                "INSERT INTO refresh_tokens (project, sha256, session_id, created_at)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .await
+            .db()?;
+        transaction
+            .execute(
+                &statement,
+                &[
+                    &session.project.as_str(),
+                    &refresh.as_slice(),
+                    &session.id,
+                    &session.created_at,
+                ],
+            )
+            .await
+            .db()?;
+        transaction.commit().await.db()?;
+        Ok(())
+    }
+
+    async fn session(&self, project: &ProjectId, id: &str) -> Result<Option<Session>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE project = $1 AND id = $2"
+            ))
+            .await
+            .db()?;
+        client
+            .query_opt(&statement, &[&project.as_str(), &id])
+            .await
+            .db()?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+            .db()
+    }
+
+    async fn live_sessions(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+    ) -> Result<Vec<Session>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions
+                 WHERE project = $1 AND user_id = $2 AND ended_at IS NULL
+                 ORDER BY created_at, id"
+            ))
+            .await
+            .db()?;
+        client
+            .query(&statement, &[&project.as_str(), &user_id])
+            .await
+            .db()?
+            .iter()
+            .map(session_from_row)
+            .collect::<Result<_>>()
+            .db()
+    }
+
+    async fn refresh(
+        &self,
+        project: &ProjectId,
+        used: &[u8; 32],
+        next: &[u8; 32],
+        now: UnixMillis,
+        grace_ms: i64,
+    ) -> Result<Refreshed, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        // The token's row, locked: another refresh of it (from any node)
+        // waits for this one's commit, then finds it used (or gone).
+        let statement = transaction
+            .prepare_cached(
+                "SELECT session_id, used_at FROM refresh_tokens
+                 WHERE project = $1 AND sha256 = $2 FOR UPDATE",
+            )
+            .await
+            .db()?;
+        let Some(token) = transaction
+            .query_opt(&statement, &[&project.as_str(), &used.as_slice()])
+            .await
+            .db()?
+        else {
+            return Ok(Refreshed::Refused);
+        };
+        let (session_id, used_at): (String, Option<UnixMillis>) = (token.get(0), token.get(1));
+
+        if used_at.is_some_and(|at| now - at > grace_ms) {
+            // A replay: the whole session ends, if it is still live.
+            let statement = transaction
+                .prepare_cached(
+                    "SELECT user_id FROM sessions
+                     WHERE project = $1 AND id = $2 AND ended_at IS NULL",
+                )
+                .await
+                .db()?;
+            let Some(session) = transaction
+                .query_opt(&statement, &[&project.as_str(), &session_id])
+                .await
+                .db()?
+            else {
+                return Ok(Refreshed::Refused);
+            };
+            let user_id: String = session.get(0);
+            let ended = end(
+                &transaction,
+                project,
+                &user_id,
+                Ending::One(&session_id),
+                now,
+            )
+            .await
+            .db()?;
+            if ended.is_empty() {
+                // Ended meanwhile, by another transaction.
+                return Ok(Refreshed::Refused);
+            }
+            changed(&transaction).await.db()?;
+            transaction.commit().await.db()?;
+            return Ok(Refreshed::Replayed { session_id });
+        }
+
+        // The session turns, if it is live (checked on its newest row:
+        // one ended while this waited for it is not refreshed).
+        let statement = transaction
+            .prepare_cached(&format!(
+                "UPDATE sessions SET refreshed_at = $3
+                 WHERE project = $1 AND id = $2 AND ended_at IS NULL
+                 RETURNING {SESSION_COLUMNS}"
+            ))
+            .await
+            .db()?;
+        let Some(session) = transaction
+            .query_opt(&statement, &[&project.as_str(), &session_id, &now])
+            .await
+            .db()?
+        else {
+            return Ok(Refreshed::Refused);
+        };
+        let session = session_from_row(&session).db()?;
+        if used_at.is_none() {
+            let statement = transaction
+                .prepare_cached(
+                    "UPDATE refresh_tokens SET used_at = $3 WHERE project = $1 AND sha256 = $2",
+                )
+                .await
+                .db()?;
+            transaction
+                .execute(&statement, &[&project.as_str(), &used.as_slice(), &now])
+                .await
+                .db()?;
+        }
+        let statement = transaction
+            .prepare_cached(
+                "INSERT INTO refresh_tokens (project, sha256, session_id, created_at)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .await
+            .db()?;
+        transaction
+            .execute(
+                &statement,
+                &[&project.as_str(), &next.as_slice(), &session_id, &now],
+            )
+            .await
+            .db()?;
+        transaction.commit().await.db()?;
+        Ok(match used_at {
+            None => Refreshed::Rotated(session),
+            Some(_) => Refreshed::Again(session),
+        })
+    }
+
+    async fn set_session_aal(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        aal: u8,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE sessions SET aal = $3 WHERE project = $1 AND id = $2 AND ended_at IS NULL",
+            )
+            .await
+            .db()?;
+        let changed = client
+            .execute(&statement, &[&project.as_str(), &id, &i64::from(aal)])
+            .await
+            .db()?;
+        Ok(changed == 1)
+    }
+
+    async fn end_sessions(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        which: Ending<'_>,
+        now: UnixMillis,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let ended = end(&transaction, project, user_id, which, now).await.db()?;
+        if !ended.is_empty() {
+            changed(&transaction).await.db()?;
+        }
+        transaction.commit().await.db()?;
+        Ok(ended)
+    }
+
+    async fn ended_sessions(
+        &self,
+        since: UnixMillis,
+    ) -> Result<Vec<(ProjectId, String, UnixMillis)>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT project, id, ended_at FROM sessions WHERE ended_at >= $1")
+            .await
+            .db()?;
+        client
+            .query(&statement, &[&since])
+            .await
+            .db()?
+            .iter()
+            .map(|row| {
+                Ok((
+                    stored(ProjectId::new(row.get::<_, String>(0)))?,
+                    row.get(1),
+                    row.get(2),
+                ))
+            })
+            .collect::<Result<_>>()
+            .db()
+    }
+
+    async fn add_signing_key(&self, key: &SigningKey) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        transaction
+            .execute(
+                "INSERT INTO signing_keys (project, kid, sealed_private, created_at, retired_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &key.project.as_str(),
+                    &key.kid,
+                    &key.sealed_private,
+                    &key.created_at,
+                    &key.retired_at,
+                ],
+            )
+            .await
+            .db()?;
+        changed(&transaction).await.db()?;
+        transaction.commit().await.db()?;
+        Ok(())
+    }
+
+    async fn retire_signing_key(
+        &self,
+        project: &ProjectId,
+        kid: &str,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let retired = transaction
+            .execute(
+                "UPDATE signing_keys SET retired_at = $3
+                 WHERE project = $1 AND kid = $2 AND retired_at IS NULL",
+                &[&project.as_str(), &kid, &now],
+            )
+            .await
+            .db()?;
+        if retired == 0 {
+            return Ok(false);
+        }
+        changed(&transaction).await.db()?;
+        transaction.commit().await.db()?;
+        Ok(true)
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT project, kid, sealed_private, created_at, retired_at FROM signing_keys
+                 ORDER BY created_at, project COLLATE \"C\", kid COLLATE \"C\"",
+            )
+            .await
+            .db()?;
+        client
+            .query(&statement, &[])
+            .await
+            .db()?
+            .iter()
+            .map(|row| {
+                Ok(SigningKey {
+                    project: stored(ProjectId::new(row.get::<_, String>(0)))?,
+                    kid: row.get(1),
+                    sealed_private: row.get(2),
+                    created_at: row.get(3),
+                    retired_at: row.get(4),
+                })
+            })
+            .collect::<Result<_>>()
+            .db()
+    }
+}
