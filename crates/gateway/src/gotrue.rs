@@ -52,9 +52,10 @@ impl IntoResponse for GoTrueError {
             Json(json!({ "code": self.code, "error_code": self.code, "msg": self.message })),
         )
             .into_response();
-        response
-            .headers_mut()
-            .insert("x-supabase-api-version", HeaderValue::from_static(API_VERSION));
+        response.headers_mut().insert(
+            "x-supabase-api-version",
+            HeaderValue::from_static(API_VERSION),
+        );
         response
     }
 }
@@ -68,13 +69,12 @@ impl From<AccountError> for GoTrueError {
             AccountError::WeakPassword(_) => (StatusCode::UNPROCESSABLE_ENTITY, "weak_password"),
             AccountError::Invalid(_) => (StatusCode::BAD_REQUEST, "validation_failed"),
             AccountError::SignupDisabled => (StatusCode::UNPROCESSABLE_ENTITY, "signup_disabled"),
-            AccountError::AnonymousDisabled => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "anonymous_provider_disabled")
-            }
+            AccountError::AnonymousDisabled => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "anonymous_provider_disabled",
+            ),
             AccountError::Banned => (StatusCode::BAD_REQUEST, "user_banned"),
-            AccountError::RefreshNotFound => {
-                (StatusCode::BAD_REQUEST, "refresh_token_not_found")
-            }
+            AccountError::RefreshNotFound => (StatusCode::BAD_REQUEST, "refresh_token_not_found"),
             AccountError::RefreshReused => (StatusCode::BAD_REQUEST, "refresh_token_already_used"),
             AccountError::UserNotFound => (StatusCode::NOT_FOUND, "user_not_found"),
             AccountError::Busy => (StatusCode::TOO_MANY_REQUESTS, "over_request_rate_limit"),
@@ -132,7 +132,10 @@ async fn find_project(
     let from_path = request
         .extensions()
         .get::<axum::extract::OriginalUri>()
-        .map_or_else(|| request.uri().path().to_owned(), |uri| uri.path().to_owned())
+        .map_or_else(
+            || request.uri().path().to_owned(),
+            |uri| uri.path().to_owned(),
+        )
         .strip_prefix("/p/")
         .and_then(|rest| rest.split('/').next().map(str::to_owned));
     let key = request
@@ -186,7 +189,12 @@ async fn find_project(
 }
 
 fn no_project() -> Response {
-    GoTrueError::new(StatusCode::NOT_FOUND, "project_not_found", "no such project").into_response()
+    GoTrueError::new(
+        StatusCode::NOT_FOUND,
+        "project_not_found",
+        "no such project",
+    )
+    .into_response()
 }
 
 /// The body of a request, parsed, or GoTrue's error.

@@ -4,6 +4,7 @@
 // The tests run `wok`, Python suites and shell lines: processes (ARCHITECTURE.md lets cli's tests).
 #![allow(clippy::disallowed_methods)]
 
+mod accounts;
 mod cluster;
 mod connections;
 mod deploy;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the clients the auth tests drive, unmodified: supabase-js from
+# npm (pinned by crates/cli/tests/auth/package-lock.json). Prints the
+# directory whose node_modules holds them. Idempotent: a second run with
+# the same lock file does nothing.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SOURCE="$ROOT/crates/cli/tests/auth"
+DIR="${WOK_AUTH_TOOLS:-$ROOT/target/auth-tools}"
+command -v npm >/dev/null || { echo "npm is required (Node 20 or later)" >&2; exit 1; }
+# Tests may run this from several processes at once: one installs, the
+# others wait for it.
+mkdir -p "$(dirname "$DIR")"
+exec 9>"$DIR.lock"
+flock 9
+STAMP="$(sha256sum "$SOURCE/package-lock.json" | cut -d' ' -f1)"
+if [ -f "$DIR/installed" ] && [ "$(cat "$DIR/installed")" = "$STAMP" ]; then
+  echo "$DIR"
+  exit 0
+fi
+rm -rf "$DIR"
+mkdir -p "$DIR"
+cp "$SOURCE/package.json" "$SOURCE/package-lock.json" "$DIR/"
+(cd "$DIR" && npm ci --no-audit --no-fund --loglevel=error >&2)
+echo "$STAMP" >"$DIR/installed"
+echo "$DIR"
