@@ -55,6 +55,13 @@ pub struct FunctionInfo {
     /// A native bundle's base image: `FUNCTION@VERSION`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// Who may call it over HTTP: `none` (anyone), `any` or `user`.
+    #[serde(default = "anyone")]
+    pub require_auth: String,
+}
+
+fn anyone() -> String {
+    "none".to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -9,8 +9,8 @@
 //! [`from_config`]: DeploySettings::from_config
 
 use domain::{
-    ByteSize, Destination, FunctionConfig, Isolation, ProcessProtocol, ReuseLimits, RuntimeKind,
-    TriggerSpec,
+    ByteSize, Destination, FunctionConfig, Isolation, ProcessProtocol, RequireAuth, ReuseLimits,
+    RuntimeKind, TriggerSpec,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -97,6 +97,11 @@ pub struct DeploySettings {
     pub async_retry_delay: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub async_max_age: Option<String>,
+    /// Who may call it over HTTP: `none` (anyone, the default), `any` (a
+    /// key of the project or a signed-in app user) or `user` (a signed-in
+    /// app user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_auth: Option<String>,
 }
 
 /// A trigger: its line (`queue=jobs;max_attempts=2`), or (in `wok.toml`)
@@ -240,6 +245,7 @@ impl DeploySettings {
                 "async_max_attempts" => settings.async_max_attempts = Some(number(key, value)?),
                 "async_retry_delay" => settings.async_retry_delay = owned(),
                 "async_max_age" => settings.async_max_age = owned(),
+                "require_auth" => settings.require_auth = owned(),
                 _ => return Err(format!("unknown deploy setting {key:?}")),
             }
         }
@@ -289,6 +295,7 @@ impl DeploySettings {
         );
         optional("async_retry_delay", self.async_retry_delay.clone());
         optional("async_max_age", self.async_max_age.clone());
+        optional("require_auth", self.require_auth.clone());
         for (name, value) in &self.env {
             pairs.push(("env", format!("{name}={value}")));
         }
@@ -409,6 +416,10 @@ impl DeploySettings {
         }
         process.base = self.base.clone();
         process.base_artifact = self.base_artifact.clone().filter(|_| self.base.is_some());
+        if let Some(require) = &self.require_auth {
+            config.require_auth = RequireAuth::parse(require)
+                .ok_or_else(|| format!("require_auth={require:?} must be none, any or user"))?;
+        }
         Ok(config)
     }
 
@@ -466,6 +477,10 @@ impl DeploySettings {
             async_max_attempts: Some(asynchronous.retry.max_attempts),
             async_retry_delay: Some(text_duration(asynchronous.retry.delay)),
             async_max_age: Some(text_duration(asynchronous.retry.max_age)),
+            // Written out only when set: versions from before it stay as
+            // they were shown.
+            require_auth: (config.require_auth != RequireAuth::None)
+                .then(|| config.require_auth.as_str().to_owned()),
         }
     }
 }

@@ -296,6 +296,37 @@ impl Default for ProcessSpec {
     }
 }
 
+/// Who may call a function over HTTP, checked before it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RequireAuth {
+    /// Anyone (the default); the function sees who called, if anyone.
+    #[default]
+    None,
+    /// A key of the function's project, the admin, or one of its app users.
+    Any,
+    /// A signed-in app user of the function's project.
+    User,
+}
+
+impl RequireAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequireAuth::None => "none",
+            RequireAuth::Any => "any",
+            RequireAuth::User => "user",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "none" => Some(RequireAuth::None),
+            "any" => Some(RequireAuth::Any),
+            "user" => Some(RequireAuth::User),
+            _ => None,
+        }
+    }
+}
+
 /// Everything a deploy sets besides the code.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FunctionConfig {
@@ -311,6 +342,8 @@ pub struct FunctionConfig {
     pub async_invocation: AsyncConfig,
     /// How a native function runs (ignored by wasm).
     pub process: ProcessSpec,
+    /// Who may call it over HTTP.
+    pub require_auth: RequireAuth,
 }
 
 impl FunctionConfig {

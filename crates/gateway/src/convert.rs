@@ -27,6 +27,7 @@ pub fn function_info(version: &FunctionVersion) -> api_types::FunctionInfo {
         url_path: function_path(&version.project, &version.function),
         triggers: config.triggers.iter().map(|t| t.to_text()).collect(),
         base: config.process.base.clone(),
+        require_auth: config.require_auth.as_str().to_owned(),
     }
 }
 

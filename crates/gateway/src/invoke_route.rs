@@ -1,13 +1,14 @@
 //! `ANY /fn/NAME/...`: the request hot path.
 use crate::{ApiError, SharedGateway};
 use api_types::ErrorCode;
+use auth::Caller;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use domain::{FunctionName, ProjectId};
+use domain::{FunctionName, KeyKind, ProjectId, RequireAuth};
 use functions::{InvokeError, Invoked};
 use http::{HeaderValue, Uri};
 use http_body_util::BodyExt;
-use invoke::BoxError;
+use invoke::{AuthKind, BoxError, CallerIdentity};
 
 /// Header carrying the invocation id on every function response.
 pub const INVOCATION_ID_HEADER: &str = "x-wok-invocation-id";
@@ -78,6 +79,30 @@ async fn run(gateway: SharedGateway, request: Request) -> Result<Response, ApiEr
         .ok_or_else(not_found)?;
     let limits = &deployed.version.config.limits;
 
+    // The function sees who called, as wok verified it, never as the
+    // client says: before it is queued or run.
+    let identity = identify(&gateway, &project, &parts.headers);
+    let required = deployed.version.config.require_auth;
+    let refused = match required {
+        RequireAuth::None => false,
+        RequireAuth::Any => identity.auth == AuthKind::None,
+        RequireAuth::User => identity.auth != AuthKind::User,
+    };
+    if refused {
+        crate::drain_in_background(body);
+        return Err(ApiError::NotAllowedUnauthenticated(match required {
+            RequireAuth::User => format!(
+                "function {name:?} requires a signed-in user of project {:?}: send `Authorization: Bearer ACCESS_TOKEN`",
+                project.as_str()
+            ),
+            _ => format!(
+                "function {name:?} requires a credential of project {:?}: a key or a signed-in user's access token",
+                project.as_str()
+            ),
+        }));
+    }
+    identity.set_on(&mut parts.headers);
+
     if wants_async(&parts.headers) {
         return crate::events::invoke_async(&gateway, project, function, parts, body, guest_path)
             .await;
@@ -141,6 +166,61 @@ async fn run(gateway: SharedGateway, request: Request) -> Result<Response, ApiEr
         HeaderValue::from_str(&id.0).expect("invocation ids are ASCII"),
     );
     Ok(response)
+}
+
+/// Who calls a function of `project`: a credential of wok in
+/// `Authorization` (or `apikey`), verified, of that project. Anything else
+/// is nobody: another project's credential, an ended session, or a token
+/// of a scheme of the function's own (which it still receives).
+fn identify(
+    gateway: &SharedGateway,
+    project: &ProjectId,
+    headers: &http::HeaderMap,
+) -> CallerIdentity {
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .or_else(|| headers.get("apikey"))
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.strip_prefix("Bearer ").unwrap_or(value).trim());
+    let Some(token) = token else {
+        return CallerIdentity::default();
+    };
+    if crate::projects::looks_like_a_jwt(token) {
+        return match gateway.accounts.verify(token, gateway.clock.now()) {
+            Ok(user) if &user.project == project => CallerIdentity {
+                auth: AuthKind::User,
+                user_id: Some(user.user_id.clone()),
+                session_id: Some(user.session_id.clone()),
+                claims: Some(user.claims.to_string()),
+                aal: Some(user.aal),
+                key_id: None,
+            },
+            _ => CallerIdentity::default(),
+        };
+    }
+    let (auth, key_id) = match gateway.auth.authenticate(token) {
+        Ok(Caller::Admin) => (AuthKind::Admin, None),
+        Ok(Caller::Key {
+            project: own,
+            kind,
+            id,
+        }) if &own == project => (
+            match kind {
+                KeyKind::Public => AuthKind::PublicKey,
+                KeyKind::Service => AuthKind::ServiceKey,
+            },
+            Some(id),
+        ),
+        Ok(Caller::Function {
+            project: own, id, ..
+        }) if &own == project => (AuthKind::Function, Some(id)),
+        _ => return CallerIdentity::default(),
+    };
+    CallerIdentity {
+        auth,
+        key_id,
+        ..CallerIdentity::default()
+    }
 }
 
 #[cfg(test)]

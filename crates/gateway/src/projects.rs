@@ -126,7 +126,7 @@ pub async fn authenticate(
 
 /// Whether a bearer token is shaped like a JWT (an app user's access
 /// token) rather than a wok key.
-fn looks_like_a_jwt(token: &str) -> bool {
+pub(crate) fn looks_like_a_jwt(token: &str) -> bool {
     token.starts_with("eyJ") && token.bytes().filter(|&b| b == b'.').count() == 2
 }
 

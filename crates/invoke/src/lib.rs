@@ -8,6 +8,7 @@
 
 mod admission;
 mod body;
+pub mod caller;
 mod meter;
 mod services;
 
@@ -15,6 +16,7 @@ pub use admission::{Admission, AdmissionError, Permit};
 pub use body::{
     Body, BodyTooLarge, BoxError, CountingBody, empty_body, full_body, metered_response,
 };
+pub use caller::{AuthKind, CallerIdentity};
 pub use domain::Outcome;
 pub use meter::{LogSink, Meter, MeterInit, RecordSink};
 pub use services::{

@@ -37,6 +37,8 @@ pub struct HostState {
     pub objects: Arc<dyn invoke::GuestObjects>,
     /// The function's project's topics (`wok:messaging`).
     pub messaging: Arc<dyn invoke::GuestMessaging>,
+    /// Who called the invocation this store serves now (`wok:auth`).
+    pub caller: invoke::CallerIdentity,
 }
 
 impl WasiView for HostState {

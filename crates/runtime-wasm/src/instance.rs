@@ -230,6 +230,7 @@ impl FunctionInner {
             documents: self.spec.documents.clone(),
             messaging: self.spec.messaging.clone(),
             objects: self.spec.objects.clone(),
+            caller: invoke::CallerIdentity::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -406,6 +407,7 @@ impl FunctionInner {
         let Invocation { id, request, meter } = invocation;
 
         let (mut instance, cold) = self.instance(deadline, &id, &meter).await?;
+        instance.store.data_mut().caller = invoke::CallerIdentity::from_headers(request.headers());
         let head_request = request.method() == http::Method::HEAD;
         let request = self.wrap_request(request, &meter);
         let prepared = (|| -> wasmtime::Result<_> {
@@ -499,6 +501,7 @@ impl FunctionInner {
         let deadline = Instant::now() + self.spec.config.limits.timeout;
         let Invocation { id, request, meter } = invocation;
         let (mut instance, cold) = self.instance(deadline, &id, &meter).await?;
+        instance.store.data_mut().caller = invoke::CallerIdentity::from_headers(request.headers());
         let head_request = request.method() == http::Method::HEAD;
         let request = self.wrap_request(request, &meter);
         let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(

@@ -15,9 +15,9 @@
 //! model's async for p3) and one `Linker` for every function: `wasi:cli`
 //! and `wasi:http` in their p2 and p3 versions, `wasi:config` (the
 //! function's env), and the project's services: `wasi:keyvalue`
-//! (`keyvalue.rs`), `wok:documents`, `wok:objects` and `wok:messaging`
-//! (`documents.rs`, `objects.rs`, `messaging.rs`), each bound from its WIT
-//! under `wit/`.
+//! (`keyvalue.rs`), `wok:documents`, `wok:objects`, `wok:messaging` and
+//! `wok:auth` (`documents.rs`, `objects.rs`, `messaging.rs`, `caller.rs`),
+//! each bound from its WIT under `wit/`.
 //!
 //! Deploy refuses, in words a user can act on: an empty upload, bytes
 //! that are not wasm, a core module, an invalid component, one that
@@ -32,6 +32,7 @@
 //! pool (`max_instances`) makes a request wait for a free slot, up to its
 //! deadline, instead of failing.
 
+mod caller;
 mod documents;
 mod host;
 mod instance;
@@ -176,6 +177,7 @@ impl WasmRuntime {
         documents::add_to_linker(&mut linker).map_err(host_error)?;
         messaging::add_to_linker(&mut linker).map_err(host_error)?;
         objects::add_to_linker(&mut linker).map_err(host_error)?;
+        caller::add_to_linker(&mut linker).map_err(host_error)?;
         let watchdog = Arc::new(watchdog::Watchdog::default());
         let ticker = EpochTicker::start(engine.clone(), watchdog.clone());
         Ok(Self {

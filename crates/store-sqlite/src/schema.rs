@@ -587,5 +587,6 @@ pub(crate) fn legacy_config(text: &str) -> Result<FunctionConfig, String> {
         isolation,
         // Versions of the old format were all wasm.
         process: Default::default(),
+        require_auth: Default::default(),
     })
 }

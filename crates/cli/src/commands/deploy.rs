@@ -99,6 +99,10 @@ pub struct Deploy {
     /// Oldest an asynchronous invocation is tried (default 6h).
     #[arg(long)]
     async_max_age: Option<String>,
+    /// Who may call it over HTTP: none (anyone, the default), any (a key
+    /// of the project or a signed-in app user) or user (a signed-in app user).
+    #[arg(long, value_name = "WHO")]
+    require_auth: Option<String>,
     /// The settings a manifest gave, instead of the flags.
     #[arg(skip)]
     manifest_settings: Option<DeploySettings>,
@@ -148,6 +152,7 @@ impl Deploy {
             on_failure: self.on_failure.clone(),
             async_max_attempts: self.async_max_attempts,
             async_retry_delay: self.async_retry_delay.clone(),
+            require_auth: self.require_auth.clone(),
             async_max_age: self.async_max_age.clone(),
         })
     }

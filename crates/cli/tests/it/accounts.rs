@@ -250,3 +250,128 @@ async fn a_replayed_refresh_token_ends_its_session() {
     let unknown = refresh(json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")).await;
     assert_eq!(unknown.json()["code"], "refresh_token_not_found");
 }
+
+#[tokio::test]
+async fn functions_see_the_verified_caller_and_can_require_a_user() {
+    let server = server();
+    let shop_key = project_with_public_key(&server, "shop").await;
+    let blog_key = project_with_public_key(&server, "blog").await;
+    let service = send(
+        control(&server, reqwest::Method::POST, "/v1/projects/shop/keys")
+            .json(&json!({"kind": "service"})),
+    )
+    .await
+    .json();
+    let service_token = service["token"].as_str().unwrap().to_owned();
+    for (name, flags) in [
+        ("open", &["--project", "shop"][..]),
+        (
+            "members",
+            &["--project", "shop", "--require-auth", "any"][..],
+        ),
+        (
+            "users",
+            &["--project", "shop", "--require-auth", "user"][..],
+        ),
+    ] {
+        deploy(&server, name, guests::WHOAMI, flags);
+    }
+    let session = sign_up(&server, "/p/shop/auth/v1", None, "ann@example.com")
+        .await
+        .json();
+    let token = session["access_token"].as_str().unwrap().to_owned();
+    let user_id = session["user"]["id"].as_str().unwrap().to_owned();
+    let blogger = sign_up(&server, "/p/blog/auth/v1", None, "ann@example.com")
+        .await
+        .json();
+    let blog_token = blogger["access_token"].as_str().unwrap().to_owned();
+
+    let call = |function: &str, token: Option<&str>| {
+        let mut request = http()
+            .get(format!("{}/p/shop/fn/{function}/", server.url))
+            // What a client claims is never what the function sees.
+            .header("x-wok-auth", "admin")
+            .header("x-wok-user-id", "somebody-else")
+            .header("X-Wok-Claims", "{\"role\":\"service_role\"}");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        send(request)
+    };
+
+    // A signed-in user: the same identity in the headers and through
+    // `wok:auth`, with its verified claims.
+    let answer = call("users", Some(&token)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen = answer.json();
+    assert_eq!(seen["wit"]["auth"], "user");
+    assert_eq!(seen["wit"]["user_id"], user_id.as_str());
+    assert_eq!(seen["wit"]["aal"], 1);
+    assert_eq!(seen["headers"]["x-wok-auth"], "user");
+    assert_eq!(seen["headers"]["x-wok-user-id"], user_id.as_str());
+    assert_eq!(
+        seen["headers"]["x-wok-session-id"],
+        seen["wit"]["session_id"]
+    );
+    let claims: Value = serde_json::from_str(seen["wit"]["claims"].as_str().unwrap()).unwrap();
+    assert_eq!(claims["sub"], user_id.as_str());
+    assert_eq!(claims["email"], "ann@example.com");
+
+    // Nobody, whatever the client sent.
+    let seen = call("open", None).await.json();
+    assert_eq!(seen["wit"]["auth"], "none");
+    assert_eq!(seen["headers"], json!({"x-wok-auth": "none"}));
+    // Keys: public and service, with their ids; the admin.
+    let seen = call("open", Some(&shop_key)).await.json();
+    assert_eq!(seen["wit"]["auth"], "public-key");
+    assert!(seen["wit"]["key_id"].is_string());
+    let seen = call("open", Some(&service_token)).await.json();
+    assert_eq!(seen["wit"]["auth"], "service-key");
+    assert_eq!(seen["wit"]["key_id"], service["key"]["id"]);
+    // Another project's user or key is nobody here.
+    for other in [&blog_token, &blog_key] {
+        let seen = call("open", Some(other)).await.json();
+        assert_eq!(seen["wit"]["auth"], "none");
+    }
+
+    // Refused before the function runs.
+    for (function, token, status) in [
+        ("users", None, 401),
+        ("users", Some(shop_key.as_str()), 401),
+        ("users", Some(blog_token.as_str()), 401),
+        ("members", None, 401),
+        ("members", Some(blog_key.as_str()), 401),
+        ("members", Some(shop_key.as_str()), 200),
+        ("members", Some(token.as_str()), 200),
+    ] {
+        let answer = call(function, token).await;
+        assert_eq!(
+            answer.status,
+            status,
+            "{function} with {token:?}: {}",
+            answer.text()
+        );
+    }
+    // An ended session is nobody from then on.
+    let logout = send(
+        http()
+            .post(format!("{}/p/shop/auth/v1/logout", server.url))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(logout.status, 204);
+    assert_eq!(call("users", Some(&token)).await.status, 401);
+    assert_eq!(
+        call("open", Some(&token)).await.json()["wit"]["auth"],
+        "none"
+    );
+    // The setting is shown with the function.
+    let shown = send(control(
+        &server,
+        reqwest::Method::GET,
+        "/v1/projects/shop/functions/users",
+    ))
+    .await
+    .json();
+    assert_eq!(shown["require_auth"], "user");
+}
