@@ -63,6 +63,67 @@ const VERIFIED_CACHE: usize = 16_384;
 /// The audience of every access token (GoTrue's).
 pub const AUDIENCE: &str = "authenticated";
 
+/// A project's auth settings (`GET/PUT .../auth/v1/admin/config`, `wok
+/// auth config`). Every field has a default; a project never given any
+/// has them all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// New users may sign up with an email and a password.
+    pub signup: bool,
+    /// Anonymous users may sign in.
+    pub anonymous: bool,
+    /// How long an access token lives, in seconds (60 to 86,400).
+    pub access_token_lifetime_s: i64,
+    /// Shortest password, in characters (8 to 128).
+    pub password_min_length: usize,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            signup: true,
+            anonymous: true,
+            access_token_lifetime_s: ACCESS_LIFETIME_S,
+            password_min_length: MIN_PASSWORD_CHARS,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Why these settings cannot be, if they cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(60..=MAX_ACCESS_LIFETIME_MS / 1000).contains(&self.access_token_lifetime_s) {
+            return Err(format!(
+                "access_token_lifetime_s must be from 60 to {}",
+                MAX_ACCESS_LIFETIME_MS / 1000
+            ));
+        }
+        if !(MIN_PASSWORD_CHARS..=128).contains(&self.password_min_length) {
+            return Err(format!(
+                "password_min_length must be from {MIN_PASSWORD_CHARS} to 128"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the service side sets of a user (GoTrue's admin fields).
+#[derive(Debug, Default)]
+pub struct AdminChange {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    /// Whether the email counts as confirmed.
+    pub email_confirm: Option<bool>,
+    /// Merged into `user_metadata`, key by key.
+    pub user_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Merged into `app_metadata`, key by key.
+    pub app_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `Some(None)`: unban; `Some(Some(d))`: banned for `d` from now,
+    /// which ends every session.
+    pub ban: Option<Option<std::time::Duration>>,
+}
+
 /// The issuer of a project's access tokens.
 pub fn issuer(project: &ProjectId) -> String {
     format!("urn:wok:{project}")
@@ -213,6 +274,8 @@ pub struct Accounts {
     decoy_hash: String,
     /// Moves whenever a session ends: long-lived connections check again.
     changes: tokio::sync::watch::Sender<u64>,
+    /// The settings of projects that have any.
+    settings: RwLock<HashMap<ProjectId, AuthSettings>>,
 }
 
 impl Accounts {
@@ -246,6 +309,7 @@ impl Accounts {
                 .expect("hashing a password")
                 .to_string(),
             changes: tokio::sync::watch::Sender::new(0),
+            settings: RwLock::default(),
         };
         accounts.reload(now).await?;
         Ok(accounts)
@@ -280,10 +344,48 @@ impl Accounts {
             memory.extend(ended.into_iter().map(|(_, id, at)| (id, at)));
             memory.len() > kept || kept < before
         };
+        let mut settings = HashMap::new();
+        for (project, stored) in self.store.auth_settings().await? {
+            let parsed = serde_json::from_value::<AuthSettings>(stored).map_err(|error| {
+                StoreError::Corrupt(format!(
+                    "the auth settings of project {:?}: {error}",
+                    project.as_str()
+                ))
+            })?;
+            settings.insert(project, parsed);
+        }
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         if grew {
             self.changes.send_modify(|count| *count += 1);
         }
+        Ok(())
+    }
+
+    /// A project's auth settings.
+    pub fn settings(&self, project: &ProjectId) -> AuthSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(project)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces a project's auth settings; they apply from the moment this
+    /// returns.
+    pub async fn set_settings(
+        &self,
+        project: &ProjectId,
+        settings: AuthSettings,
+    ) -> Result<(), AccountError> {
+        settings.validate().map_err(AccountError::Invalid)?;
+        let stored = serde_json::to_value(&settings).expect("settings serialize");
+        self.store.set_auth_settings(project, &stored).await?;
+        self.settings
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(project.clone(), settings);
         Ok(())
     }
 
@@ -499,12 +601,13 @@ impl Accounts {
         now: UnixMillis,
     ) -> Result<Issued, StoreError> {
         let (kid, key) = self.signer(&user.project, now).await?;
+        let lifetime = self.settings(&user.project).access_token_lifetime_s;
         let iat = now.div_euclid(1000);
         let claims = Claims {
             iss: issuer(&user.project),
             sub: user.id.clone(),
             aud: AUDIENCE.to_owned(),
-            exp: iat + ACCESS_LIFETIME_S,
+            exp: iat + lifetime,
             iat,
             email: user.email.clone().unwrap_or_default(),
             phone: user.phone.clone().unwrap_or_default(),
@@ -526,7 +629,7 @@ impl Accounts {
             .map_err(|error| StoreError::backend(format!("signing a token: {error}"), false))?;
         Ok(Issued {
             access_token,
-            expires_in: ACCESS_LIFETIME_S,
+            expires_in: lifetime,
             expires_at: claims.exp,
             refresh_token,
             session_id: session.id.clone(),
@@ -624,8 +727,12 @@ impl Accounts {
         data: serde_json::Map<String, serde_json::Value>,
         now: UnixMillis,
     ) -> Result<Issued, AccountError> {
+        let settings = self.settings(project);
+        if !settings.signup {
+            return Err(AccountError::SignupDisabled);
+        }
         let email = valid_email(email)?;
-        valid_password(password)?;
+        valid_password(password, &settings)?;
         let password_hash = self.hash(password.to_owned()).await?;
         let user = User {
             project: project.clone(),
@@ -656,6 +763,9 @@ impl Accounts {
         data: serde_json::Map<String, serde_json::Value>,
         now: UnixMillis,
     ) -> Result<Issued, AccountError> {
+        if !self.settings(project).anonymous {
+            return Err(AccountError::AnonymousDisabled);
+        }
         let user = User {
             project: project.clone(),
             id: uuid::Uuid::new_v4().to_string(),
@@ -772,7 +882,7 @@ impl Accounts {
             }
         }
         if let Some(password) = &change.password {
-            valid_password(password)?;
+            valid_password(password, &self.settings(&identity.project))?;
             user.password_hash = Some(self.hash(password.clone()).await?);
         }
         if let Some(data) = change.data {
@@ -800,6 +910,176 @@ impl Accounts {
             .await?;
         }
         Ok(user)
+    }
+
+    /// A project's users, ordered by id: a page of them and how many
+    /// there are.
+    pub async fn list_users(
+        &self,
+        project: &ProjectId,
+        offset: u64,
+        limit: usize,
+    ) -> Result<(Vec<User>, u64), StoreError> {
+        let users = self.store.users(project, offset, limit).await?;
+        let total = self.store.count_users(project).await?;
+        Ok((users, total))
+    }
+
+    /// One user of a project.
+    pub async fn find_user(&self, project: &ProjectId, id: &str) -> Result<User, AccountError> {
+        self.store
+            .user(project, id)
+            .await?
+            .ok_or(AccountError::UserNotFound)
+    }
+
+    /// A user made by the service side: with an email (and a password, or
+    /// none: it signs in by other ways), confirmed or not.
+    pub async fn admin_create_user(
+        &self,
+        project: &ProjectId,
+        email: &str,
+        change: AdminChange,
+        now: UnixMillis,
+    ) -> Result<User, AccountError> {
+        let email = valid_email(email)?;
+        let mut user = User {
+            project: project.clone(),
+            id: uuid::Uuid::new_v4().to_string(),
+            email: Some(email),
+            phone: None,
+            password_hash: None,
+            email_confirmed_at: None,
+            anonymous: false,
+            banned_until: None,
+            app_metadata: serde_json::json!({"provider": "email", "providers": ["email"]}),
+            user_metadata: serde_json::json!({}),
+            created_at: now,
+            updated_at: now,
+            last_sign_in_at: None,
+        };
+        self.apply_admin_change(&mut user, &change, now).await?;
+        match self.store.create_user(&user).await {
+            Err(StoreError::EmailTaken) => Err(AccountError::EmailTaken),
+            other => Ok(other.map(|()| user)?),
+        }
+    }
+
+    /// Changes a user as the service side may. A new password or a ban
+    /// ends every session of the user.
+    pub async fn admin_update_user(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        change: AdminChange,
+        now: UnixMillis,
+    ) -> Result<User, AccountError> {
+        let mut user = self.find_user(project, id).await?;
+        if let Some(email) = &change.email {
+            user.email = Some(valid_email(email)?);
+            user.anonymous = false;
+        }
+        self.apply_admin_change(&mut user, &change, now).await?;
+        user.updated_at = now;
+        match self.store.update_user(&user).await {
+            Ok(true) => {}
+            Ok(false) => return Err(AccountError::UserNotFound),
+            Err(StoreError::EmailTaken) => return Err(AccountError::EmailTaken),
+            Err(error) => return Err(error.into()),
+        }
+        if change.password.is_some() || matches!(change.ban, Some(Some(_))) {
+            self.end(project, id, Ending::All, now).await?;
+        }
+        Ok(user)
+    }
+
+    async fn apply_admin_change(
+        &self,
+        user: &mut User,
+        change: &AdminChange,
+        now: UnixMillis,
+    ) -> Result<(), AccountError> {
+        if let Some(password) = &change.password {
+            valid_password(password, &self.settings(&user.project))?;
+            user.password_hash = Some(self.hash(password.clone()).await?);
+        }
+        match change.email_confirm {
+            Some(true) if user.email_confirmed_at.is_none() => user.email_confirmed_at = Some(now),
+            Some(false) => user.email_confirmed_at = None,
+            _ => {}
+        }
+        for (metadata, merged) in [
+            (&mut user.user_metadata, &change.user_metadata),
+            (&mut user.app_metadata, &change.app_metadata),
+        ] {
+            if let Some(merged) = merged {
+                let mut map = match std::mem::take(metadata) {
+                    serde_json::Value::Object(map) => map,
+                    _ => serde_json::Map::new(),
+                };
+                map.extend(merged.clone());
+                *metadata = serde_json::Value::Object(map);
+            }
+        }
+        match change.ban {
+            Some(Some(duration)) => {
+                let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+                user.banned_until = Some(now.saturating_add(millis));
+            }
+            Some(None) => user.banned_until = None,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Deletes a user and ends its sessions; whether there was one.
+    pub async fn admin_delete_user(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        match self.store.delete_user(project, id, now).await? {
+            Some(ended) => {
+                self.ended_now(&ended, now);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// A user's live sessions.
+    pub async fn sessions_of(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.store.live_sessions(project, user_id).await
+    }
+
+    /// Ends every session of a user; how many.
+    pub async fn end_sessions_of(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        now: UnixMillis,
+    ) -> Result<usize, StoreError> {
+        let ended = self
+            .store
+            .end_sessions(project, user_id, Ending::All, now)
+            .await?;
+        self.ended_now(&ended, now);
+        Ok(ended.len())
+    }
+
+    /// A project's signing keys, retired ones included, oldest first.
+    pub async fn signing_keys(&self, project: &ProjectId) -> Result<Vec<SigningKey>, StoreError> {
+        let mut keys = self.store.signing_keys().await?;
+        keys.retain(|key| &key.project == project);
+        for key in &mut keys {
+            key.sealed_private.clear();
+        }
+        Ok(keys)
     }
 
     /// Ends the caller's session, the others, or all of the user's.
@@ -919,10 +1199,11 @@ fn valid_email(email: &str) -> Result<String, AccountError> {
 }
 
 /// Refuses a password too short, too long or too common.
-fn valid_password(password: &str) -> Result<(), AccountError> {
-    if password.chars().count() < MIN_PASSWORD_CHARS {
+fn valid_password(password: &str, settings: &AuthSettings) -> Result<(), AccountError> {
+    let shortest = settings.password_min_length;
+    if password.chars().count() < shortest {
         return Err(AccountError::WeakPassword(format!(
-            "the password must be at least {MIN_PASSWORD_CHARS} characters"
+            "the password must be at least {shortest} characters"
         )));
     }
     if password.len() > MAX_PASSWORD_BYTES {

@@ -78,6 +78,19 @@ impl Client {
         }
     }
 
+    /// A request to the chosen project's auth routes
+    /// (`/p/PROJECT/auth/v1{path}`) with the credential.
+    pub fn auth(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let project = self.project.as_deref().unwrap_or("default");
+        let request = self
+            .http
+            .request(method, self.url(&format!("/p/{project}/auth/v1{path}")));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
     /// Sends, and turns a non-2xx answer into an error naming the server's message.
     pub async fn send(
         &self,
@@ -113,6 +126,12 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
+#[derive(serde::Deserialize)]
+struct GoTrueError {
+    code: String,
+    msg: String,
+}
+
 pub async fn error_from(response: reqwest::Response) -> anyhow::Error {
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
@@ -123,6 +142,10 @@ pub async fn error_from(response: reqwest::Response) -> anyhow::Error {
             body.error.code,
             status.as_u16()
         ),
+        // The auth routes answer in GoTrue's shape.
+        Err(_) if let Ok(body) = serde_json::from_str::<GoTrueError>(&text) => {
+            anyhow::anyhow!("{} ({}, HTTP {})", body.msg, body.code, status.as_u16())
+        }
         Err(_) if text.trim().is_empty() => anyhow::anyhow!("the server answered HTTP {status}"),
         Err(_) => anyhow::anyhow!("the server answered HTTP {status}: {}", text.trim()),
     }

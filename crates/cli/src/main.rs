@@ -60,6 +60,8 @@ enum Command {
     Publish(commands::publish::Publish),
     #[command(subcommand)]
     Events(commands::events::Events),
+    #[command(subcommand)]
+    Auth(commands::auth::Auth),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
             Command::Usage(command) => command.run(connection.client()?).await,
             Command::Project(command) => command.run(connection.client()?).await,
             Command::Keys(command) => command.run(connection.client()?).await,
+            Command::Auth(command) => command.run(connection.client()?).await,
             Command::Kv(command) => command.run(connection.client()?).await,
             Command::Docs(command) => command.run(connection.client()?).await,
             Command::Objects(command) => command.run(connection.client()?).await,

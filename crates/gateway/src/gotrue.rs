@@ -12,7 +12,7 @@
 use crate::SharedGateway;
 use auth::accounts::{Issued, LogoutScope, UserChange};
 use auth::{AccountError, AuthError, Caller, Identity};
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,6 +20,7 @@ use axum::{Extension, Json, Router};
 use domain::ProjectId;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use store::accounts::User;
 
@@ -112,6 +113,23 @@ pub(crate) fn routes(gateway: SharedGateway) -> Router {
         .route("/logout", post(logout))
         .route("/settings", get(settings))
         .route("/.well-known/jwks.json", get(jwks))
+        .route(
+            "/admin/users",
+            get(admin_list_users).post(admin_create_user),
+        )
+        .route(
+            "/admin/users/{id}",
+            get(admin_get_user)
+                .put(admin_update_user)
+                .delete(admin_delete_user),
+        )
+        .route(
+            "/admin/users/{id}/sessions",
+            get(admin_sessions).delete(admin_end_sessions),
+        )
+        .route("/admin/config", get(admin_config).put(admin_set_config))
+        .route("/admin/keys", get(admin_keys).post(admin_rotate_key))
+        .route("/admin/keys/{kid}", axum::routing::delete(admin_retire_key))
         .fallback(|| async {
             GoTrueError::new(StatusCode::NOT_FOUND, "not_found", "no such auth route")
         })
@@ -512,10 +530,14 @@ async fn logout(
 }
 
 /// `GET /settings`: what this project's auth offers.
-async fn settings() -> Json<Value> {
+async fn settings(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+) -> Json<Value> {
+    let settings = gateway.accounts.settings(&project);
     Json(json!({
-        "external": {"email": true, "phone": false, "anonymous_users": true},
-        "disable_signup": false,
+        "external": {"email": true, "phone": false, "anonymous_users": settings.anonymous},
+        "disable_signup": !settings.signup,
         "mailer_autoconfirm": true,
         "phone_autoconfirm": false,
         "sms_provider": "",
@@ -534,4 +556,355 @@ async fn jwks(
         HeaderValue::from_static("public, max-age=600"),
     );
     response
+}
+
+/// The service side of a project: its service keys, the admin, and its
+/// functions' credentials, as `Authorization: Bearer`.
+fn require_service(
+    gateway: &SharedGateway,
+    project: &ProjectId,
+    request: &Request,
+) -> Result<(), GoTrueError> {
+    let token = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            GoTrueError::new(
+                StatusCode::UNAUTHORIZED,
+                "no_authorization",
+                "the admin routes need a service key of the project: send `Authorization: Bearer SERVICE_KEY`",
+            )
+        })?;
+    match gateway.auth.authenticate(token) {
+        Ok(caller) if caller.serves(project) => Ok(()),
+        _ => Err(GoTrueError::new(
+            StatusCode::FORBIDDEN,
+            "not_admin",
+            "the admin routes need a service key of the project or the admin credential",
+        )),
+    }
+}
+
+/// The page asked for; supabase-js sends empty values for "unset".
+#[derive(Deserialize)]
+struct Page {
+    page: Option<String>,
+    per_page: Option<String>,
+}
+
+impl Page {
+    fn number(text: &Option<String>, name: &str) -> Result<Option<u64>, GoTrueError> {
+        match text.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(text) => text.parse().map(Some).map_err(|_| {
+                GoTrueError::new(
+                    StatusCode::BAD_REQUEST,
+                    "validation_failed",
+                    format!("{name} must be a positive number"),
+                )
+            }),
+        }
+    }
+}
+
+/// Most users in one page of the admin listing.
+const MAX_PER_PAGE: usize = 1000;
+
+/// `GET /admin/users?page=N&per_page=M`: users by id, with their total in
+/// `x-total-count` (as GoTrue).
+async fn admin_list_users(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Query(page): Query<Page>,
+    request: Request,
+) -> Result<Response, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let per_page = Page::number(&page.per_page, "per_page")?
+        .unwrap_or(50)
+        .clamp(1, MAX_PER_PAGE as u64);
+    let number = Page::number(&page.page, "page")?.unwrap_or(1).max(1);
+    let (users, total) = gateway
+        .accounts
+        .list_users(
+            &project,
+            (number - 1).saturating_mul(per_page),
+            per_page as usize,
+        )
+        .await?;
+    let users: Vec<Value> = users.iter().map(user_json).collect();
+    let mut response =
+        Json(json!({ "users": users, "aud": auth::accounts::AUDIENCE })).into_response();
+    // GoTrue's pagination: the total, and links to the next and last pages.
+    let last = total.div_ceil(per_page).max(1);
+    let mut links = Vec::new();
+    if number < last {
+        links.push(format!(
+            "</admin/users?page={}&per_page={per_page}>; rel=\"next\"",
+            number + 1
+        ));
+    }
+    links.push(format!(
+        "</admin/users?page={last}&per_page={per_page}>; rel=\"last\""
+    ));
+    let headers = response.headers_mut();
+    headers.insert("x-total-count", HeaderValue::from(total));
+    if let Ok(link) = HeaderValue::from_str(&links.join(", ")) {
+        headers.insert(http::header::LINK, link);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AdminUser {
+    email: Option<String>,
+    password: Option<String>,
+    email_confirm: Option<bool>,
+    user_metadata: Option<serde_json::Map<String, Value>>,
+    app_metadata: Option<serde_json::Map<String, Value>>,
+    /// `none` to lift a ban, else a duration (`24h`, `30m`).
+    ban_duration: Option<String>,
+    phone: Option<String>,
+}
+
+impl AdminUser {
+    fn change(self) -> Result<auth::accounts::AdminChange, GoTrueError> {
+        if self.phone.is_some() {
+            return Err(GoTrueError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "phone_provider_disabled",
+                "phone numbers are not supported",
+            ));
+        }
+        let ban = match self.ban_duration.as_deref() {
+            None => None,
+            Some("none") => Some(None),
+            Some(text) => Some(Some(humantime::parse_duration(text).map_err(|_| {
+                GoTrueError::new(
+                    StatusCode::BAD_REQUEST,
+                    "validation_failed",
+                    format!("ban_duration {text:?} is not a duration (like 24h) nor `none`"),
+                )
+            })?)),
+        };
+        Ok(auth::accounts::AdminChange {
+            email: self.email,
+            password: self.password,
+            email_confirm: self.email_confirm,
+            user_metadata: self.user_metadata,
+            app_metadata: self.app_metadata,
+            ban,
+        })
+    }
+}
+
+/// `POST /admin/users`: a user made by the service side.
+async fn admin_create_user(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let body: AdminUser = body(request).await?;
+    let Some(email) = body.email.clone() else {
+        return Err(GoTrueError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "a user needs an email",
+        ));
+    };
+    let user = gateway
+        .accounts
+        .admin_create_user(&project, &email, body.change()?, gateway.clock.now())
+        .await?;
+    Ok(Json(user_json(&user)))
+}
+
+/// `GET /admin/users/ID`.
+async fn admin_get_user(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let id = params.get("id").cloned().unwrap_or_default();
+    let user = gateway.accounts.find_user(&project, &id).await?;
+    Ok(Json(user_json(&user)))
+}
+
+/// `PUT /admin/users/ID`: email, password, confirmation, metadata, ban.
+async fn admin_update_user(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let id = params.get("id").cloned().unwrap_or_default();
+    let body: AdminUser = body(request).await?;
+    let user = gateway
+        .accounts
+        .admin_update_user(&project, &id, body.change()?, gateway.clock.now())
+        .await?;
+    Ok(Json(user_json(&user)))
+}
+
+/// `DELETE /admin/users/ID`: the user goes, its sessions end.
+async fn admin_delete_user(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let id = params.get("id").cloned().unwrap_or_default();
+    if !gateway
+        .accounts
+        .admin_delete_user(&project, &id, gateway.clock.now())
+        .await?
+    {
+        return Err(AccountError::UserNotFound.into());
+    }
+    Ok(Json(json!({})))
+}
+
+/// `GET /admin/users/ID/sessions`: the user's live sessions.
+async fn admin_sessions(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let id = params.get("id").cloned().unwrap_or_default();
+    gateway.accounts.find_user(&project, &id).await?;
+    let sessions: Vec<Value> = gateway
+        .accounts
+        .sessions_of(&project, &id)
+        .await?
+        .iter()
+        .map(|session| {
+            json!({
+                "id": session.id,
+                "user_id": session.user_id,
+                "created_at": time(session.created_at),
+                "refreshed_at": time(session.refreshed_at),
+                "aal": format!("aal{}", session.aal),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
+/// `DELETE /admin/users/ID/sessions`: ends every session of the user at
+/// once.
+async fn admin_end_sessions(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let id = params.get("id").cloned().unwrap_or_default();
+    gateway.accounts.find_user(&project, &id).await?;
+    let ended = gateway
+        .accounts
+        .end_sessions_of(&project, &id, gateway.clock.now())
+        .await?;
+    Ok(Json(json!({ "ended": ended })))
+}
+
+/// `GET /admin/config`: the project's auth settings.
+async fn admin_config(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    request: Request,
+) -> Result<Json<auth::accounts::AuthSettings>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    Ok(Json(gateway.accounts.settings(&project)))
+}
+
+/// `PUT /admin/config`: new auth settings (fields left out keep their
+/// defaults).
+async fn admin_set_config(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    request: Request,
+) -> Result<Json<auth::accounts::AuthSettings>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let settings: auth::accounts::AuthSettings = body(request).await?;
+    gateway
+        .accounts
+        .set_settings(&project, settings.clone())
+        .await?;
+    Ok(Json(settings))
+}
+
+fn key_json(key: &store::accounts::SigningKey) -> Value {
+    json!({
+        "kid": key.kid,
+        "created_at": time(key.created_at),
+        "retired_at": key.retired_at.map(time),
+    })
+}
+
+/// `GET /admin/keys`: the project's token signing keys (public facts
+/// only), oldest first; the newest honoured one signs.
+async fn admin_keys(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let keys: Vec<Value> = gateway
+        .accounts
+        .signing_keys(&project)
+        .await?
+        .iter()
+        .map(key_json)
+        .collect();
+    Ok(Json(json!({ "keys": keys })))
+}
+
+/// `POST /admin/keys`: a new signing key, which signs from now on; older
+/// ones are honoured until retired.
+async fn admin_rotate_key(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let kid = gateway
+        .accounts
+        .rotate_key(&project, gateway.clock.now())
+        .await?;
+    Ok(Json(json!({ "kid": kid })))
+}
+
+/// `DELETE /admin/keys/KID`: the key's tokens are refused from now on.
+async fn admin_retire_key(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<StatusCode, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let kid = params.get("kid").cloned().unwrap_or_default();
+    if gateway
+        .accounts
+        .retire_key(&project, &kid, gateway.clock.now())
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(GoTrueError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            format!("no honoured signing key {kid:?} in this project"),
+        ))
+    }
 }

@@ -288,29 +288,39 @@ impl AccountStore for PgStore {
     async fn users(
         &self,
         project: &ProjectId,
-        after: Option<&str>,
+        offset: u64,
         limit: usize,
     ) -> Result<Vec<User>, StoreError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE project = $1 AND id > $2
-                 ORDER BY id LIMIT $3"
+                "SELECT {USER_COLUMNS} FROM users WHERE project = $1
+                 ORDER BY id LIMIT $2 OFFSET $3"
             ))
             .await
             .db()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         client
-            .query(
-                &statement,
-                &[&project.as_str(), &after.unwrap_or(""), &limit],
-            )
+            .query(&statement, &[&project.as_str(), &limit, &offset])
             .await
             .db()?
             .iter()
             .map(user_from_row)
             .collect::<Result<_>>()
             .db()
+    }
+
+    async fn count_users(&self, project: &ProjectId) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM users WHERE project = $1",
+                &[&project.as_str()],
+            )
+            .await
+            .db()?;
+        Ok(row.get::<_, i64>(0) as u64)
     }
 
     async fn create_session(
@@ -650,6 +660,43 @@ impl AccountStore for PgStore {
                     created_at: row.get(3),
                     retired_at: row.get(4),
                 })
+            })
+            .collect::<Result<_>>()
+            .db()
+    }
+
+    async fn set_auth_settings(
+        &self,
+        project: &ProjectId,
+        settings: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        transaction
+            .execute(
+                "INSERT INTO auth_settings (project, settings) VALUES ($1, $2)
+                 ON CONFLICT (project) DO UPDATE SET settings = excluded.settings",
+                &[&project.as_str(), &settings.to_string()],
+            )
+            .await
+            .db()?;
+        changed(&transaction).await.db()?;
+        transaction.commit().await.db()?;
+        Ok(())
+    }
+
+    async fn auth_settings(&self) -> Result<Vec<(ProjectId, serde_json::Value)>, StoreError> {
+        let client = self.client().await?;
+        client
+            .query("SELECT project, settings FROM auth_settings", &[])
+            .await
+            .db()?
+            .iter()
+            .map(|row| {
+                Ok((
+                    stored(ProjectId::new(row.get::<_, String>(0)))?,
+                    stored(serde_json::from_str::<serde_json::Value>(row.get(1)))?,
+                ))
             })
             .collect::<Result<_>>()
             .db()

@@ -392,4 +392,8 @@ CREATE TABLE signing_keys (
     retired_at BIGINT,
     PRIMARY KEY (project, kid)
 );
+CREATE TABLE auth_settings (
+    project TEXT PRIMARY KEY,
+    settings TEXT NOT NULL
+);
 "#;

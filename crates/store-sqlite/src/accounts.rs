@@ -236,21 +236,31 @@ impl AccountStore for SqliteStore {
     async fn users(
         &self,
         project: &ProjectId,
-        after: Option<&str>,
+        offset: u64,
         limit: usize,
     ) -> Result<Vec<User>, StoreError> {
-        let (project, after) = (project.clone(), after.unwrap_or("").to_owned());
+        let project = project.clone();
         self.read(move |connection| {
             let mut statement = connection.prepare_cached(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE project = ? AND id > ? ORDER BY id LIMIT ?"
+                "SELECT {USER_COLUMNS} FROM users WHERE project = ? ORDER BY id LIMIT ? OFFSET ?"
             ))?;
             statement
                 .query_map(
-                    params![project.as_str(), after, limit as i64],
+                    params![project.as_str(), limit as i64, offset as i64],
                     user_from_row,
                 )?
                 .map(|row| row?)
                 .collect()
+        })
+        .await
+    }
+
+    async fn count_users(&self, project: &ProjectId) -> Result<u64, StoreError> {
+        let project = project.clone();
+        self.read(move |connection| {
+            Ok(connection
+                .prepare_cached("SELECT count(*) FROM users WHERE project = ?")?
+                .query_row([project.as_str()], |row| row.get::<_, i64>(0))? as u64)
         })
         .await
     }
@@ -524,6 +534,42 @@ impl AccountStore for SqliteStore {
                     created_at,
                     retired_at,
                 })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn set_auth_settings(
+        &self,
+        project: &ProjectId,
+        settings: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let (project, settings) = (project.clone(), settings.to_string());
+        self.meta(move |connection| {
+            connection.execute(
+                "INSERT INTO auth_settings (project, settings) VALUES (?, ?)
+                 ON CONFLICT (project) DO UPDATE SET settings = excluded.settings",
+                params![project.as_str(), settings],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn auth_settings(&self) -> Result<Vec<(ProjectId, serde_json::Value)>, StoreError> {
+        self.read(|connection| {
+            let mut statement =
+                connection.prepare_cached("SELECT project, settings FROM auth_settings")?;
+            let rows = statement.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            rows.map(|row| {
+                let (project, settings) = row?;
+                Ok((
+                    stored(ProjectId::new(project))?,
+                    stored(serde_json::from_str(&settings))?,
+                ))
             })
             .collect()
         })

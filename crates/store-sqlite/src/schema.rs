@@ -109,6 +109,10 @@ CREATE TABLE signing_keys (
     retired_at INTEGER,
     PRIMARY KEY (project, kid)
 );
+CREATE TABLE auth_settings (
+    project TEXT PRIMARY KEY,
+    settings TEXT NOT NULL
+);
 ";
 
 fn records_init_time(connection: &Connection) -> Result<()> {

@@ -115,13 +115,16 @@ pub trait AccountStore: Send + Sync + 'static {
         id: &str,
         now: UnixMillis,
     ) -> Result<Option<Vec<String>>, StoreError>;
-    /// The project's users ordered by id, after `after`, at most `limit`.
+    /// The project's users ordered by id, skipping `offset`, at most
+    /// `limit`.
     async fn users(
         &self,
         project: &ProjectId,
-        after: Option<&str>,
+        offset: u64,
         limit: usize,
     ) -> Result<Vec<User>, StoreError>;
+    /// How many users the project has.
+    async fn count_users(&self, project: &ProjectId) -> Result<u64, StoreError>;
 
     /// Stores a new live session with its first refresh token (its
     /// SHA-256).
@@ -178,4 +181,14 @@ pub trait AccountStore: Send + Sync + 'static {
     /// The signing keys of every project, retired ones included, oldest
     /// first.
     async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError>;
+
+    /// Replaces a project's auth settings (a JSON document the accounts
+    /// service defines).
+    async fn set_auth_settings(
+        &self,
+        project: &ProjectId,
+        settings: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+    /// The auth settings of every project that has any.
+    async fn auth_settings(&self) -> Result<Vec<(ProjectId, serde_json::Value)>, StoreError>;
 }

@@ -1,3 +1,4 @@
+pub mod auth;
 pub mod deploy;
 pub mod docs;
 pub mod events;

@@ -5,13 +5,15 @@
 // on the first failure.
 //
 // Environment: WOK_URL (the server), WOK_PUBLIC_KEY (a public key of the
-// project), WOK_OTHER_PUBLIC_KEY (a public key of another project).
+// project), WOK_OTHER_PUBLIC_KEY (a public key of another project),
+// WOK_SERVICE_KEY (a service key of the project, for the admin API).
 import assert from 'node:assert/strict';
 import { createClient } from '@supabase/supabase-js';
 
 const url = process.env.WOK_URL;
 const key = process.env.WOK_PUBLIC_KEY;
 const otherKey = process.env.WOK_OTHER_PUBLIC_KEY;
+const serviceKey = process.env.WOK_SERVICE_KEY;
 
 // Every request a client sends, to tell a local check from a round trip.
 const sent = [];
@@ -136,5 +138,35 @@ error = (await annAgain.auth.refreshSession()).error;
 assert.ok(error, 'an ended session does not refresh');
 data = ok(await client().auth.signInWithPassword({ email, password }));
 assert.equal(data.user.id, annId, 'the user signs in again');
+
+step('the admin API with a service key');
+const service = client(serviceKey);
+error = (await client().auth.admin.listUsers()).error;
+assert.equal(error?.status, 403, 'a public key is no admin');
+data = ok(await service.auth.admin.listUsers({ page: 1, perPage: 1 }));
+assert.equal(data.users.length, 1);
+assert.equal(data.total, 2);
+data = ok(await service.auth.admin.createUser({
+  email: `dora-${process.pid}@example.com`, password, email_confirm: true,
+  app_metadata: { roles: ['editor'] }, user_metadata: { name: 'Dora' },
+}));
+const doraId = data.user.id;
+assert.deepEqual(data.user.app_metadata.roles, ['editor']);
+const dora = client();
+data = ok(await dora.auth.signInWithPassword({ email: `dora-${process.pid}@example.com`, password }));
+data = ok(await dora.auth.getClaims());
+assert.deepEqual(data.claims.app_metadata.roles, ['editor'], 'app_metadata travels in the token');
+error = (await dora.auth.updateUser({ data: { roles: ['admin'] } })).error;
+assert.equal(error, null);
+data = ok(await service.auth.admin.getUserById(doraId));
+assert.deepEqual(data.user.app_metadata.roles, ['editor'], 'a user cannot change its app_metadata');
+const doraToken = ok(await dora.auth.getSession()).session.access_token;
+ok(await service.auth.admin.updateUserById(doraId, { ban_duration: '24h' }));
+assert.equal((await raw('/auth/v1/user', doraToken)).status, 403, 'a ban ends the sessions at once');
+error = (await client().auth.signInWithPassword({ email: `dora-${process.pid}@example.com`, password })).error;
+assert.equal(error?.code, 'user_banned');
+ok(await service.auth.admin.deleteUser(doraId));
+error = (await service.auth.admin.getUserById(doraId)).error;
+assert.equal(error?.status, 404);
 
 console.log('ok');

@@ -35,6 +35,15 @@ async fn supabase_js_signs_up_signs_in_refreshes_and_signs_out() {
     let server = server();
     let key = project_with_public_key(&server, "shop").await;
     let other_key = project_with_public_key(&server, "blog").await;
+    let service_key = send(
+        control(&server, reqwest::Method::POST, "/v1/projects/shop/keys")
+            .json(&json!({"kind": "service"})),
+    )
+    .await
+    .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let tools = auth_tools();
     // Node resolves the package from the script's own directory.
     let script = tools.join(format!("supabase-{}.mjs", std::process::id()));
@@ -51,6 +60,7 @@ async fn supabase_js_signs_up_signs_in_refreshes_and_signs_out() {
             .env("WOK_URL", url)
             .env("WOK_PUBLIC_KEY", key)
             .env("WOK_OTHER_PUBLIC_KEY", other_key)
+            .env("WOK_SERVICE_KEY", service_key)
             .output();
         let _ = std::fs::remove_file(&script);
         output
@@ -374,4 +384,158 @@ async fn functions_see_the_verified_caller_and_can_require_a_user() {
     .await
     .json();
     assert_eq!(shown["require_auth"], "user");
+}
+
+#[tokio::test]
+async fn the_cli_manages_users_sessions_settings_and_signing_keys() {
+    let server = server();
+    project_with_public_key(&server, "shop").await;
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--project", "shop", "auth"];
+        all.extend_from_slice(args);
+        server.cli(&all)
+    };
+    let ok = |args: &[&str]| {
+        let output = cli(args);
+        assert!(output.success(), "{args:?}: {}", output.stderr());
+        output.stdout()
+    };
+    // A user made by the service side signs in with the password it was
+    // given (from standard input, never the command line).
+    let mut create = server.command(&[
+        "--project",
+        "shop",
+        "auth",
+        "users",
+        "create",
+        "bob@example.com",
+        "--password-stdin",
+        "--confirmed",
+        "--app-data",
+        r#"{"plan":"pro"}"#,
+    ]);
+    create.stdin(std::process::Stdio::piped());
+    create.stdout(std::process::Stdio::piped());
+    create.stderr(std::process::Stdio::piped());
+    let mut child = create.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long passphrase\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let user: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let id = user["id"].as_str().unwrap().to_owned();
+    assert_eq!(user["app_metadata"]["plan"], "pro");
+    assert!(user["email_confirmed_at"].is_string());
+    let sign_in = || {
+        send(
+            http()
+                .post(format!(
+                    "{}/p/shop/auth/v1/token?grant_type=password",
+                    server.url
+                ))
+                .json(&json!({"email": "bob@example.com", "password": "a long passphrase"})),
+        )
+    };
+    let session = sign_in().await;
+    assert_eq!(session.status, 200, "{}", session.text());
+    let token = session.json()["access_token"].as_str().unwrap().to_owned();
+    assert!(ok(&["users", "ls"]).contains("bob@example.com"));
+    assert!(ok(&["sessions", "ls", &id]).lines().count() == 2);
+
+    // A ban ends its sessions at once and refuses sign-ins until lifted.
+    ok(&["users", "ban", &id, "--for", "1h"]);
+    let user_answer = |token: String| {
+        send(
+            http()
+                .get(format!("{}/p/shop/auth/v1/user", server.url))
+                .bearer_auth(token),
+        )
+    };
+    assert_eq!(user_answer(token.clone()).await.status, 403);
+    let refused = sign_in().await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.json()["code"], "user_banned");
+    ok(&["users", "unban", &id]);
+    let token = sign_in().await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(ok(&["sessions", "end", &id]).contains("ended 1 sessions"));
+    assert_eq!(user_answer(token).await.status, 403);
+
+    // Settings: sign-ups off, shorter tokens; a wrong name or value is a
+    // one-line error.
+    ok(&[
+        "config",
+        "set",
+        "signup=false",
+        "access_token_lifetime_s=600",
+    ]);
+    let config: Value = serde_json::from_str(&ok(&["config", "get"])).unwrap();
+    assert_eq!(config["signup"], false);
+    assert_eq!(config["access_token_lifetime_s"], 600);
+    let refused = sign_up(&server, "/p/shop/auth/v1", None, "carl@example.com").await;
+    assert_eq!(refused.status, 422);
+    assert_eq!(refused.json()["code"], "signup_disabled");
+    let session = sign_in().await.json();
+    assert_eq!(session["expires_in"], 600);
+    for bad in [
+        &["config", "set", "nonsense=1"][..],
+        &["config", "set", "access_token_lifetime_s=5"],
+    ] {
+        let output = cli(bad);
+        assert!(!output.success());
+        assert_eq!(
+            output.stderr().trim().lines().count(),
+            1,
+            "{}",
+            output.stderr()
+        );
+    }
+
+    // Keys: a rotation signs with the new key and honours the old one
+    // until it is retired.
+    let old_token = session["access_token"].as_str().unwrap().to_owned();
+    let old_kid = jwt_kid(&old_token);
+    ok(&["keys", "rotate"]);
+    let new_token = sign_in().await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(jwt_kid(&new_token), old_kid);
+    assert_eq!(user_answer(old_token.clone()).await.status, 200);
+    assert!(ok(&["keys", "ls"]).contains(&old_kid));
+    ok(&["keys", "retire", &old_kid]);
+    assert_eq!(user_answer(old_token).await.status, 401);
+    assert_eq!(user_answer(new_token).await.status, 200);
+
+    // Deleting the user ends it all.
+    ok(&["users", "rm", &id]);
+    assert_eq!(sign_in().await.status, 400);
+    let missing = cli(&["users", "get", &id]);
+    assert!(!missing.success());
+    assert!(
+        missing.stderr().contains("user_not_found"),
+        "{}",
+        missing.stderr()
+    );
+}
+
+fn jwt_kid(token: &str) -> String {
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_owned()
 }

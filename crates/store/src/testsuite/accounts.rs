@@ -123,18 +123,14 @@ pub async fn users_contract<S: AccountStore + ProjectStore>(store: &S) {
     // Listing: by id, in pages, one project's only.
     let ids = |users: Vec<User>| users.into_iter().map(|user| user.id).collect::<Vec<_>>();
     assert_eq!(
-        ids(store.users(&shop, None, 10).await.unwrap()),
+        ids(store.users(&shop, 0, 10).await.unwrap()),
         ["a1", "a2", "a3", "a4"]
     );
-    assert_eq!(
-        ids(store.users(&shop, None, 2).await.unwrap()),
-        ["a1", "a2"]
-    );
-    assert_eq!(
-        ids(store.users(&shop, Some("a2"), 2).await.unwrap()),
-        ["a3", "a4"]
-    );
-    assert_eq!(ids(store.users(&blog, None, 10).await.unwrap()), ["b1"]);
+    assert_eq!(ids(store.users(&shop, 0, 2).await.unwrap()), ["a1", "a2"]);
+    assert_eq!(ids(store.users(&shop, 2, 2).await.unwrap()), ["a3", "a4"]);
+    assert_eq!(ids(store.users(&blog, 0, 10).await.unwrap()), ["b1"]);
+    assert_eq!(store.count_users(&shop).await.unwrap(), 4);
+    assert_eq!(store.count_users(&blog).await.unwrap(), 1);
 
     // Deleting a user ends its sessions and frees its email.
     store
@@ -332,6 +328,34 @@ pub async fn sessions_contract<S: AccountStore + ProjectStore>(store: &S) {
         ]
     );
     assert_eq!(store.ended_sessions(121).await.unwrap().len(), 4);
+}
+
+/// Auth settings: per project, replaced whole.
+pub async fn auth_settings_contract<S: AccountStore + ProjectStore>(store: &S) {
+    let shop = ProjectId::new("shop").unwrap();
+    store.create_project(&shop).await.unwrap();
+    assert!(store.auth_settings().await.unwrap().is_empty());
+    store
+        .set_auth_settings(&shop, &serde_json::json!({"signup": false, "lifetime": 60}))
+        .await
+        .unwrap();
+    store
+        .set_auth_settings(&ProjectId::default_project(), &serde_json::json!({}))
+        .await
+        .unwrap();
+    store
+        .set_auth_settings(&shop, &serde_json::json!({"signup": true}))
+        .await
+        .unwrap();
+    let mut all = store.auth_settings().await.unwrap();
+    all.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    assert_eq!(
+        all,
+        [
+            (ProjectId::default_project(), serde_json::json!({})),
+            (shop, serde_json::json!({"signup": true})),
+        ]
+    );
 }
 
 /// Signing keys: per project, in order, retired with a time.

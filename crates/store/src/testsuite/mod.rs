@@ -83,6 +83,12 @@ macro_rules! contract_tests {
         }
 
         #[tokio::test]
+        async fn keeps_the_auth_settings_contract() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::accounts::auth_settings_contract(&store).await;
+        }
+
+        #[tokio::test]
         async fn keeps_the_signing_keys_contract() {
             let (_guard, store) = $new.await;
             $crate::testsuite::accounts::signing_keys_contract(&store).await;
