@@ -104,7 +104,7 @@ up)
       if [ -n "${WOK_NODE_CPU:-}" ]; then echo "$BASHPID" >"$CGROUP/node-$n/cgroup.procs"; fi
       # shellcheck disable=SC2086
       exec setsid "$WOK" up --data "$node" --listen "${NODES[$((n - 1))]}" \
-        --database "$database" --blobs "$blobs" ${WOK_NODE_FLAGS:-} \
+        --database "$database" --blobs "$blobs" --trust-forwarded-for ${WOK_NODE_FLAGS:-} \
         >"$node/out.log" 2>"$node/err.log" </dev/null
     ) &
     echo $! >"$node/pid"

@@ -29,6 +29,7 @@
 //! rather than the other routes' threads. A sign-in for an unknown email
 //! does the work of a wrong password, so timing tells nothing.
 use crate::AuthError;
+use crate::limits::{Limits, Quotas};
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -39,6 +40,7 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use store::accounts::{Ending, Refreshed, Session, SigningKey, User};
@@ -77,6 +79,13 @@ pub struct AuthSettings {
     pub access_token_lifetime_s: i64,
     /// Shortest password, in characters (8 to 128).
     pub password_min_length: usize,
+    /// Password sign-ins and refreshes per client address, a minute.
+    pub sign_ins_per_address_per_minute: u32,
+    /// Password sign-ins per account and client address, an hour.
+    pub sign_ins_per_account_per_hour: u32,
+    /// New users (sign-ups, anonymous sign-ins) per client address, an
+    /// hour.
+    pub new_users_per_address_per_hour: u32,
 }
 
 impl Default for AuthSettings {
@@ -86,6 +95,9 @@ impl Default for AuthSettings {
             anonymous: true,
             access_token_lifetime_s: ACCESS_LIFETIME_S,
             password_min_length: MIN_PASSWORD_CHARS,
+            sign_ins_per_address_per_minute: 60,
+            sign_ins_per_account_per_hour: 30,
+            new_users_per_address_per_hour: 30,
         }
     }
 }
@@ -104,7 +116,33 @@ impl AuthSettings {
                 "password_min_length must be from {MIN_PASSWORD_CHARS} to 128"
             ));
         }
+        for (name, value) in [
+            (
+                "sign_ins_per_address_per_minute",
+                self.sign_ins_per_address_per_minute,
+            ),
+            (
+                "sign_ins_per_account_per_hour",
+                self.sign_ins_per_account_per_hour,
+            ),
+            (
+                "new_users_per_address_per_hour",
+                self.new_users_per_address_per_hour,
+            ),
+        ] {
+            if !(1..=100_000).contains(&value) {
+                return Err(format!("{name} must be from 1 to 100000"));
+            }
+        }
         Ok(())
+    }
+
+    fn quotas(&self) -> Quotas {
+        Quotas {
+            sign_ins_per_address_per_minute: self.sign_ins_per_address_per_minute,
+            sign_ins_per_account_per_hour: self.sign_ins_per_account_per_hour,
+            new_users_per_address_per_hour: self.new_users_per_address_per_hour,
+        }
     }
 }
 
@@ -235,6 +273,9 @@ pub enum AccountError {
     UserNotFound,
     #[error("too many password checks at once; try again shortly")]
     Busy,
+    /// A rate limit of the project: try again after this long.
+    #[error("too many requests from this address or for this account; try again later")]
+    RateLimited(std::time::Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -276,6 +317,18 @@ pub struct Accounts {
     changes: tokio::sync::watch::Sender<u64>,
     /// The settings of projects that have any.
     settings: RwLock<HashMap<ProjectId, AuthSettings>>,
+    /// Each project's rate limiters, made on first use after its settings.
+    limits: RwLock<HashMap<ProjectId, Arc<Limits>>>,
+}
+
+/// Something a client does that a rate limit counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Attempt<'a> {
+    /// A password sign-in for this email.
+    SignIn(&'a str),
+    Refresh,
+    /// A sign-up, or an anonymous sign-in.
+    NewUser,
 }
 
 impl Accounts {
@@ -310,6 +363,7 @@ impl Accounts {
                 .to_string(),
             changes: tokio::sync::watch::Sender::new(0),
             settings: RwLock::default(),
+            limits: RwLock::default(),
         };
         accounts.reload(now).await?;
         Ok(accounts)
@@ -387,6 +441,44 @@ impl Accounts {
             .unwrap_or_else(|p| p.into_inner())
             .insert(project.clone(), settings);
         Ok(())
+    }
+
+    /// Counts `attempt` from `address` against the project's limits, or
+    /// says how long to wait. (`None`: a native function's connection from
+    /// inside its sandbox, counted as one address.)
+    pub fn admit(
+        &self,
+        project: &ProjectId,
+        attempt: Attempt<'_>,
+        address: Option<IpAddr>,
+    ) -> Result<(), AccountError> {
+        let address = address.unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        let limits = self.limits_of(project);
+        match attempt {
+            Attempt::SignIn(email) => limits.sign_in(&email.trim().to_lowercase(), address),
+            Attempt::Refresh => limits.refresh(address),
+            Attempt::NewUser => limits.new_user(address),
+        }
+        .map_err(AccountError::RateLimited)
+    }
+
+    fn limits_of(&self, project: &ProjectId) -> Arc<Limits> {
+        let quotas = self.settings(project).quotas();
+        if let Some(limits) = self
+            .limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(project)
+            .filter(|limits| limits.quotas == quotas)
+        {
+            return limits.clone();
+        }
+        let limits = Arc::new(Limits::new(quotas));
+        self.limits
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(project.clone(), limits.clone());
+        limits
     }
 
     /// Moves whenever a session ends.

@@ -30,6 +30,7 @@
 
 pub mod accounts;
 mod common_passwords;
+pub mod limits;
 
 pub use accounts::{AccountError, Accounts, Identity};
 

@@ -10,7 +10,7 @@
 //! `x-supabase-api-version` header, which tells the client to read the
 //! code from `code`. Every other route keeps wok's JSON error.
 use crate::SharedGateway;
-use auth::accounts::{Issued, LogoutScope, UserChange};
+use auth::accounts::{Attempt, Issued, LogoutScope, UserChange};
 use auth::{AccountError, AuthError, Caller, Identity};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -34,6 +34,8 @@ pub(crate) struct GoTrueError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds, for a 429.
+    retry_after: Option<u64>,
 }
 
 impl GoTrueError {
@@ -42,6 +44,7 @@ impl GoTrueError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -53,10 +56,14 @@ impl IntoResponse for GoTrueError {
             Json(json!({ "code": self.code, "error_code": self.code, "msg": self.message })),
         )
             .into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             "x-supabase-api-version",
             HeaderValue::from_static(API_VERSION),
         );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -78,7 +85,24 @@ impl From<AccountError> for GoTrueError {
             AccountError::RefreshNotFound => (StatusCode::BAD_REQUEST, "refresh_token_not_found"),
             AccountError::RefreshReused => (StatusCode::BAD_REQUEST, "refresh_token_already_used"),
             AccountError::UserNotFound => (StatusCode::NOT_FOUND, "user_not_found"),
-            AccountError::Busy => (StatusCode::TOO_MANY_REQUESTS, "over_request_rate_limit"),
+            AccountError::Busy => {
+                let mut error = GoTrueError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "over_request_rate_limit",
+                    message,
+                );
+                error.retry_after = Some(1);
+                return error;
+            }
+            AccountError::RateLimited(wait) => {
+                let mut error = GoTrueError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "over_request_rate_limit",
+                    message,
+                );
+                error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+                return error;
+            }
             AccountError::Store(error) => return store_failure(&error),
         };
         GoTrueError::new(status, code, message)
@@ -213,6 +237,28 @@ fn no_project() -> Response {
         "no such project",
     )
     .into_response()
+}
+
+/// The address a request came from: the connection's peer, or with
+/// `--trust-forwarded-for` the last `X-Forwarded-For` entry (the one the
+/// load balancer added).
+fn client_address(gateway: &SharedGateway, request: &Request) -> Option<std::net::IpAddr> {
+    if gateway.trust_forwarded_for
+        && let Some(forwarded) = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .next_back()
+            .and_then(|last| last.trim().parse().ok())
+    {
+        return Some(forwarded);
+    }
+    request
+        .extensions()
+        .get::<crate::ClientAddr>()
+        .and_then(|addr| addr.0)
 }
 
 /// The body of a request, parsed, or GoTrue's error.
@@ -350,6 +396,10 @@ async fn sign_up(
     Extension(AuthProject(project)): Extension<AuthProject>,
     request: Request,
 ) -> Result<Json<Value>, GoTrueError> {
+    let address = client_address(&gateway, &request);
+    gateway
+        .accounts
+        .admit(&project, Attempt::NewUser, address)?;
     let body: SignUp = body(request).await?;
     let data = body.data.unwrap_or_default();
     let now = gateway.clock.now();
@@ -409,6 +459,7 @@ async fn token(
     request: Request,
 ) -> Result<Json<Value>, GoTrueError> {
     let now = gateway.clock.now();
+    let address = client_address(&gateway, &request);
     let issued = match grant.grant_type.as_deref() {
         Some("password") => {
             let body: PasswordGrant = body(request).await?;
@@ -422,10 +473,16 @@ async fn token(
             };
             gateway
                 .accounts
+                .admit(&project, Attempt::SignIn(&email), address)?;
+            gateway
+                .accounts
                 .sign_in_with_password(&project, &email, &password, now)
                 .await?
         }
         Some("refresh_token") => {
+            gateway
+                .accounts
+                .admit(&project, Attempt::Refresh, address)?;
             let body: RefreshGrant = body(request).await?;
             let Some(refresh_token) = body.refresh_token.filter(|token| !token.is_empty()) else {
                 return Err(GoTrueError::new(

@@ -32,7 +32,7 @@ mod serve;
 pub use error::ApiError;
 pub use http_util::{JSON_BODY_BUDGET_MIB, JsonBudget};
 pub use realtime::Budget as RealtimeBudget;
-pub use serve::{BODY_GRACE, ConnectionLimits, InsideConnection, serve};
+pub use serve::{BODY_GRACE, ClientAddr, ConnectionLimits, InsideConnection, serve};
 
 use axum::Router;
 use axum::routing::{any, delete, get, post, put};
@@ -68,6 +68,8 @@ pub struct Gateway {
     pub auth: Arc<auth::Auth>,
     /// App users, their sessions and access tokens.
     pub accounts: Arc<auth::Accounts>,
+    /// Whether a client's address is the last `X-Forwarded-For` entry.
+    pub trust_forwarded_for: bool,
     /// Topics, change streams, subscriptions and dead letters.
     pub events: Arc<dyn store::EventStore>,
     /// The trigger workers (for replays).

@@ -651,12 +651,18 @@ impl http_body::Body for EndOfRequest {
     }
 }
 
+/// The address a request came from (in its extensions): `None` for a
+/// native function's connection from inside its sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
 /// The service of one connection: the app, with each request's body
 /// rate-limited and its lifetime tracked.
 #[derive(Clone)]
 struct ConnectionService {
     app: crate::s3::App,
     connection: Arc<Connection>,
+    peer: ClientAddr,
     min_body_rate: u64,
     metrics: Arc<Metrics>,
 }
@@ -671,7 +677,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let connection = self.connection.clone();
         connection.begin_request();
-        let request = request.map(|inner| {
+        let mut request = request.map(|inner| {
             Body::new(RateLimitedBody {
                 inner,
                 connection: connection.clone(),
@@ -682,6 +688,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
                 timer: None,
             })
         });
+        request.extensions_mut().insert(self.peer);
         let mut app = self.app.clone();
         let min_body_rate = self.min_body_rate;
         let metrics = self.metrics.clone();
@@ -747,15 +754,15 @@ pub async fn serve(
     let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, hold) = tokio::select! {
+        let (stream, peer, hold) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => (stream, None),
+                Ok((stream, peer)) => (stream, Some(peer.ip()), None),
                 Err(error) => {
                     accept_failed(&error).await;
                     continue;
                 }
             },
-            Some((stream, hold)) = inside.recv() => (stream, Some(hold)),
+            Some((stream, hold)) = inside.recv() => (stream, None, Some(hold)),
             Some(_) = connections.join_next() => continue,
             _ = &mut shutdown => break,
         };
@@ -785,6 +792,7 @@ pub async fn serve(
             ConnectionService {
                 app: app.clone(),
                 connection,
+                peer: ClientAddr(peer),
                 min_body_rate: limits.min_body_rate,
                 metrics: metrics.clone(),
             },

@@ -79,6 +79,9 @@ pub struct ServerConfig {
     pub async_queue: AsyncQueueLimit,
     /// `/metrics` without a credential.
     pub public_metrics: bool,
+    /// Take a client's address from the last `X-Forwarded-For` entry (the
+    /// load balancer's), for per-address limits.
+    pub trust_forwarded_for: bool,
     /// Room kept on the data directory's disk for deletes once it fills.
     pub disk_reserve: ByteSize,
     /// Bytes all realtime clients together may have unread.
@@ -436,6 +439,7 @@ pub async fn run_with(
         objects: objects.clone(),
         auth,
         accounts,
+        trust_forwarded_for: config.trust_forwarded_for,
         hub: Arc::new(events::Hub::new(
             stores.events.clone(),
             dispatcher.streams(),

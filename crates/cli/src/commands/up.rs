@@ -101,6 +101,11 @@ pub struct Up {
     /// `metrics-token` in the data directory, or the admin token).
     #[arg(long)]
     public_metrics: bool,
+    /// Behind a load balancer: take each client's address from the last
+    /// `X-Forwarded-For` entry (which the balancer must set), for the
+    /// per-address limits of sign-ins and sign-ups.
+    #[arg(long, env = "WOK_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
     /// Room kept on the data directory's disk (a file of zeros) and
     /// released when the disk fills, so that deletes still work; writes get
     /// 507 until twice this is free again. 0 keeps none.
@@ -210,6 +215,7 @@ impl Up {
             upload_expiry: self.upload_expiry,
             event_retention: self.event_retention,
             public_metrics: self.public_metrics,
+            trust_forwarded_for: self.trust_forwarded_for,
             disk_reserve: self.disk_reserve,
             realtime_buffer: self.realtime_buffer,
             async_queue: server::AsyncQueueLimit {

@@ -539,3 +539,83 @@ fn jwt_kid(token: &str) -> String {
     .unwrap();
     header["kid"].as_str().unwrap().to_owned()
 }
+
+#[tokio::test]
+async fn sign_in_limits_stop_a_guesser_without_locking_the_owner_out() {
+    let server = server();
+    project_with_public_key(&server, "shop").await;
+    let config = |settings: Value| {
+        send(
+            control(
+                &server,
+                reqwest::Method::PUT,
+                "/p/shop/auth/v1/admin/config",
+            )
+            .json(&settings),
+        )
+    };
+    let answer = config(json!({
+        "sign_ins_per_account_per_hour": 3,
+        "new_users_per_address_per_hour": 2,
+    }))
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        sign_up(&server, "/p/shop/auth/v1", None, "ann@example.com")
+            .await
+            .status,
+        200
+    );
+
+    // The guesser comes from another loopback address, and claims yet
+    // others in X-Forwarded-For, which this server does not trust.
+    let guesser = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let sign_in = |client: &reqwest::Client, password: &str, forwarded: usize| {
+        send(
+            client
+                .post(format!(
+                    "{}/p/shop/auth/v1/token?grant_type=password",
+                    server.url
+                ))
+                .header("x-forwarded-for", format!("10.0.0.{forwarded}"))
+                .json(&json!({"email": "ann@example.com", "password": password})),
+        )
+    };
+    for n in 0..3 {
+        let answer = sign_in(&guesser, "a wrong guess!", n).await;
+        assert_eq!(answer.status, 400, "{}", answer.text());
+    }
+    let limited = sign_in(&guesser, "a long passphrase", 9).await;
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    assert_eq!(limited.json()["code"], "over_request_rate_limit");
+    let wait: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1200).contains(&wait), "{wait}");
+    // The owner, from its own address, signs in.
+    let owner = sign_in(&http(), "a long passphrase", 0).await;
+    assert_eq!(owner.status, 200, "{}", owner.text());
+
+    // New users: two from one address an hour, then 429.
+    let anonymous = |client: &reqwest::Client| {
+        send(
+            client
+                .post(format!("{}/p/shop/auth/v1/signup", server.url))
+                .json(&json!({})),
+        )
+    };
+    for _ in 0..2 {
+        assert_eq!(anonymous(&guesser).await.status, 200);
+    }
+    assert_eq!(anonymous(&guesser).await.status, 429);
+    assert_eq!(
+        anonymous(&http()).await.status,
+        200,
+        "another address is not limited"
+    );
+}
