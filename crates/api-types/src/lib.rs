@@ -261,14 +261,25 @@ pub struct DocCount {
 /// How a query runs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DocExplain {
-    /// `index` (a range of `index`), `by-id` (the primary key) or `scan`
-    /// (every document of the collection).
+    /// `index` (a range of `index`), `by-id` (the primary key), `scan`
+    /// (every document of the collection) or `union` (a range per branch
+    /// of an `or`, in `branches`).
     pub strategy: String,
     pub index: Option<String>,
     pub index_terms: Vec<String>,
+    /// The ranges of a `union`; empty otherwise.
+    #[serde(default)]
+    pub branches: Vec<DocExplainBranch>,
     pub residual_terms: Vec<String>,
     pub sorts_in_memory: bool,
     pub collection_documents: u64,
+}
+
+/// One range of a union: an index, and the terms that bound the range.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DocExplainBranch {
+    pub index: String,
+    pub index_terms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -263,6 +263,14 @@ pub async fn explain(
         strategy: plan.strategy.to_owned(),
         index: plan.index,
         index_terms: plan.index_terms,
+        branches: plan
+            .branches
+            .into_iter()
+            .map(|branch| api_types::DocExplainBranch {
+                index: branch.index,
+                index_terms: branch.index_terms,
+            })
+            .collect(),
         residual_terms: plan.residual_terms,
         sorts_in_memory: plan.sorts_in_memory,
         collection_documents: plan.collection_documents,

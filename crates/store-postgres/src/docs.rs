@@ -61,10 +61,12 @@ use std::collections::HashMap;
 use store::StoreError;
 use store::docs::shared::{PageBuilder, Position, change_event, check_condition, decode_cursor};
 use store::docs::{
-    Bounds, CollectionInfo, DocCondition, DocStore, DocWrite, DocWritten, Document, Explain, Index,
-    IndexField, MAX_INDEXES, MAX_QUERY_LIMIT, MAX_SNAPSHOT_BYTES, Order, Plan, Query, QueryPage,
-    SCAN_LIMIT, encode_part, matches, parse_index_fields, plan, validate_document, validate_id,
+    Bounds, Branch, CollectionInfo, DocCondition, DocStore, DocWrite, DocWritten, Document,
+    Explain, Filter, Index, IndexField, MAX_INDEXES, MAX_QUERY_LIMIT, MAX_SNAPSHOT_BYTES, Order,
+    Plan, Query, QueryPage, SCAN_LIMIT, encode_part, index_key, matches, parse_index_fields, plan,
+    validate_document, validate_id,
 };
+use tokio_postgres::types::ToSql;
 
 use tokio_postgres::IsolationLevel;
 
@@ -86,6 +88,15 @@ struct Collection {
 }
 
 impl Collection {
+    /// The number of an index (one being filled too: plans are made of
+    /// ready ones).
+    fn ino(&self, index: &Index) -> Option<i64> {
+        self.indexes
+            .iter()
+            .find(|(_, found)| found.name == index.name)
+            .map(|(ino, _)| *ino)
+    }
+
     /// The indexes queries may use.
     fn ready(&self) -> impl Iterator<Item = &(i64, Index)> {
         self.indexes
@@ -243,14 +254,6 @@ async fn collection_for_writing(
             .map(|(ino, index, _)| (ino, index))
             .collect(),
     })
-}
-
-fn index_key(index: &Index, data: &Map<String, Value>) -> Vec<u8> {
-    let mut key = Vec::new();
-    for field in &index.fields {
-        encode_part(field.field.get(data), field.descending, &mut key);
-    }
-    key
 }
 
 fn parse_body(body: &str) -> Result<Map<String, Value>> {
@@ -1011,62 +1014,64 @@ async fn walk(
             residual,
             ..
         } => {
-            let Some(ino) = collection
-                .indexes
+            let Some(ino) = collection.ino(index) else {
+                return Ok(());
+            };
+            let range = Range {
+                cid,
+                ino,
+                bounds,
+                residual: residual.as_ref(),
+            };
+            walk_range(client, &range, chunk, after, |_| false, &mut visit)
+                .await
+                .map(|_| ())
+        }
+        Plan::Union {
+            branches,
+            residual,
+            order: Order::Ignored,
+        } => {
+            // A count (no cursor): range after range, each document from
+            // the first range that holds it.
+            for (at, branch) in branches.iter().enumerate() {
+                let Some(ino) = collection.ino(&branch.index) else {
+                    return Ok(());
+                };
+                let range = Range {
+                    cid,
+                    ino,
+                    bounds: &branch.bounds,
+                    residual: residual.as_ref(),
+                };
+                let earlier = &branches[..at];
+                let seen = |document: &Document| earlier.iter().any(|b| b.holds(&document.data));
+                if !walk_range(client, &range, chunk, None, seen, &mut visit).await? {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+        Plan::Union {
+            branches,
+            residual,
+            order: Order::Matters,
+        } => {
+            let Some(inos) = branches
                 .iter()
-                .find(|(_, found)| found.name == index.name)
-                .map(|(ino, _)| *ino)
+                .map(|branch| collection.ino(&branch.index))
+                .collect::<Option<Vec<i64>>>()
             else {
                 return Ok(());
             };
-            let Bounds { lower, upper } = bounds;
+            let statement = client.prepare_cached(&union_sql(branches.len())).await?;
             loop {
-                // From the cursor on, so that a deep page seeks instead of
-                // reading everything before it.
-                let rows = match &after {
-                    None => {
-                        let statement = client
-                            .prepare_cached(
-                                "SELECT e.key, e.id, d.version, d.body FROM doc_index_entries e
-                                   JOIN docs d ON d.cid = e.cid AND d.id = e.id
-                                 WHERE e.cid = $1 AND e.ino = $2 AND e.key >= $3 AND e.key < $4
-                                 ORDER BY e.key, e.id LIMIT $5",
-                            )
-                            .await?;
-                        client
-                            .query(&statement, &[&cid, &ino, lower, upper, &(chunk as i64)])
-                            .await?
-                    }
-                    Some((after_key, after_id)) => {
-                        let statement = client
-                            .prepare_cached(
-                                "SELECT e.key, e.id, d.version, d.body FROM doc_index_entries e
-                                   JOIN docs d ON d.cid = e.cid AND d.id = e.id
-                                 WHERE e.cid = $1 AND e.ino = $2 AND e.key >= $3 AND e.key < $4
-                                   AND (e.key, e.id) > ($5, $6)
-                                 ORDER BY e.key, e.id LIMIT $7",
-                            )
-                            .await?;
-                        client
-                            .query(
-                                &statement,
-                                &[
-                                    &cid,
-                                    &ino,
-                                    lower,
-                                    upper,
-                                    after_key,
-                                    after_id,
-                                    &(chunk as i64),
-                                ],
-                            )
-                            .await?
-                    }
-                };
+                let params = UnionParams::new(cid, branches, &inos, after.as_ref(), chunk);
+                let rows = client.query(&statement, &params.refs()).await?;
                 for row in &rows {
-                    let key: Vec<u8> = row.get(0);
+                    let suffix: Vec<u8> = row.get(0);
                     let (document, bytes) = document_from(row.get(1), row.get(2), row.get(3))?;
-                    let position = (key, document.id.clone());
+                    let position = (suffix, document.id.clone());
                     after = Some(position.clone());
                     if residual
                         .as_ref()
@@ -1078,12 +1083,202 @@ async fn walk(
                         return Ok(());
                     }
                 }
+                // Fewer than asked: every range ran out (a range that had
+                // a chunk's worth would have filled it).
                 if rows.len() < chunk {
                     return Ok(());
                 }
                 chunk = MAX_CHUNK;
             }
         }
+    }
+}
+
+/// One range of one index, and the terms checked on its documents.
+struct Range<'a> {
+    cid: i64,
+    ino: i64,
+    bounds: &'a Bounds,
+    residual: Option<&'a Filter>,
+}
+
+/// Reads a range in key order after `after`, a chunk at a time (the first
+/// `chunk` long), and hands each document that is not `seen` and passes
+/// the residual terms to `visit`; `false` when `visit` said stop.
+async fn walk_range(
+    client: &impl GenericClient,
+    range: &Range<'_>,
+    mut chunk: usize,
+    mut after: Option<Position>,
+    seen: impl Fn(&Document) -> bool + Send,
+    visit: &mut (impl FnMut(Position, Document, usize) -> bool + Send),
+) -> Result<bool> {
+    const MAX_CHUNK: usize = 256;
+    let Bounds { lower, upper } = range.bounds;
+    let (cid, ino) = (range.cid, range.ino);
+    loop {
+        // From the cursor on, so that a deep page seeks instead of
+        // reading everything before it.
+        let rows = match &after {
+            None => {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT e.key, e.id, d.version, d.body FROM doc_index_entries e
+                           JOIN docs d ON d.cid = e.cid AND d.id = e.id
+                         WHERE e.cid = $1 AND e.ino = $2 AND e.key >= $3 AND e.key < $4
+                         ORDER BY e.key, e.id LIMIT $5",
+                    )
+                    .await?;
+                client
+                    .query(&statement, &[&cid, &ino, lower, upper, &(chunk as i64)])
+                    .await?
+            }
+            Some((after_key, after_id)) => {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT e.key, e.id, d.version, d.body FROM doc_index_entries e
+                           JOIN docs d ON d.cid = e.cid AND d.id = e.id
+                         WHERE e.cid = $1 AND e.ino = $2 AND e.key >= $3 AND e.key < $4
+                           AND (e.key, e.id) > ($5, $6)
+                         ORDER BY e.key, e.id LIMIT $7",
+                    )
+                    .await?;
+                client
+                    .query(
+                        &statement,
+                        &[
+                            &cid,
+                            &ino,
+                            lower,
+                            upper,
+                            after_key,
+                            after_id,
+                            &(chunk as i64),
+                        ],
+                    )
+                    .await?
+            }
+        };
+        for row in &rows {
+            let key: Vec<u8> = row.get(0);
+            let (document, bytes) = document_from(row.get(1), row.get(2), row.get(3))?;
+            let position = (key, document.id.clone());
+            after = Some(position.clone());
+            if seen(&document)
+                || range
+                    .residual
+                    .is_some_and(|filter| !matches(filter, &document.data))
+            {
+                continue;
+            }
+            if !visit(position, document, bytes) {
+                return Ok(false);
+            }
+        }
+        if rows.len() < chunk {
+            return Ok(true);
+        }
+        chunk = MAX_CHUNK;
+    }
+}
+
+/// The statement reading a chunk of a union of `branches` ranges in the
+/// query's order, each document once: each range's next chunk from the
+/// cursor on (a seek of the primary key), with its keys cut to the sort
+/// suffix; `UNION` keeps one row of a document that two ranges hold (the
+/// same suffix and id), and the first chunk of what is left is the
+/// union's next chunk. Parameters: `$1` the collection, `$2` the chunk,
+/// `$3` the cursor's id, then five per range (see [`UnionParams`]).
+fn union_sql(branches: usize) -> String {
+    let ranges: Vec<String> = (0..branches)
+        .map(|at| {
+            let n = 4 + 5 * at;
+            format!(
+                "(SELECT substr(key, ${start}) AS suffix, id FROM doc_index_entries
+                   WHERE cid = $1 AND ino = ${ino} AND key >= ${lower} AND key < ${upper}
+                     AND (key, id) > (${after}, $3)
+                   ORDER BY key, id LIMIT $2)",
+                ino = n,
+                start = n + 1,
+                lower = n + 2,
+                upper = n + 3,
+                after = n + 4,
+            )
+        })
+        .collect();
+    format!(
+        "SELECT u.suffix, u.id, d.version, d.body FROM ({}) AS u
+           JOIN docs d ON d.cid = $1 AND d.id = u.id
+         ORDER BY u.suffix, u.id LIMIT $2",
+        ranges.join(" UNION ")
+    )
+}
+
+/// The parameters of [`union_sql`].
+struct UnionParams {
+    cid: i64,
+    chunk: i64,
+    after_id: String,
+    ranges: Vec<RangeParams>,
+}
+
+/// The parameters of one range of [`union_sql`].
+struct RangeParams {
+    ino: i64,
+    /// Where the sort suffix of a key starts (1-based).
+    start: i32,
+    /// The range's lower bound, raised to the cursor (a seek).
+    lower: Vec<u8>,
+    upper: Vec<u8>,
+    /// The cursor's key in this range: the prefix, then the cursor's
+    /// suffix (no cursor: empty, below every key).
+    after_key: Vec<u8>,
+}
+
+impl UnionParams {
+    fn new(
+        cid: i64,
+        branches: &[Branch],
+        inos: &[i64],
+        after: Option<&Position>,
+        chunk: usize,
+    ) -> Self {
+        let ranges = branches
+            .iter()
+            .zip(inos)
+            .map(|(branch, ino)| {
+                let after_key = after
+                    .map(|(suffix, _)| branch.key_at(suffix))
+                    .unwrap_or_default();
+                RangeParams {
+                    ino: *ino,
+                    start: i32::try_from(branch.prefix.len() + 1).unwrap_or(i32::MAX),
+                    lower: branch.bounds.lower.clone().max(after_key.clone()),
+                    upper: branch.bounds.upper.clone(),
+                    after_key,
+                }
+            })
+            .collect();
+        Self {
+            cid,
+            chunk: chunk as i64,
+            after_id: after.map(|(_, id)| id.clone()).unwrap_or_default(),
+            ranges,
+        }
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut refs: Vec<&(dyn ToSql + Sync)> = vec![&self.cid, &self.chunk, &self.after_id];
+        for range in &self.ranges {
+            refs.extend([
+                &range.ino as &(dyn ToSql + Sync),
+                &range.start,
+                &range.lower,
+                &range.upper,
+                &range.after_key,
+            ]);
+        }
+        refs
     }
 }
 
@@ -1103,7 +1298,7 @@ async fn planned(
         return Ok(None);
     };
     let indexes: Vec<Index> = found.ready().map(|(_, index)| index.clone()).collect();
-    if let served @ (Plan::Index { .. } | Plan::ById { residual: None }) =
+    if let served @ (Plan::Index { .. } | Plan::Union { .. } | Plan::ById { residual: None }) =
         plan(query, &indexes, 0, name.as_str(), order)?
     {
         return Ok(Some((found, served)));
@@ -1180,6 +1375,46 @@ async fn count(
                     .query_one(&statement, &[&found.cid, ino, &bounds.lower, &bounds.upper])
                     .await?
                     .get(0);
+                return number(total);
+            }
+        }
+        Plan::Union {
+            branches,
+            residual: None,
+            ..
+        } => {
+            // Every entry in a range matches: the ids of all, once each.
+            if let Some(inos) = branches
+                .iter()
+                .map(|branch| found.ino(&branch.index))
+                .collect::<Option<Vec<i64>>>()
+            {
+                let ranges: Vec<String> = (0..branches.len())
+                    .map(|at| {
+                        let n = 2 + 3 * at;
+                        format!(
+                            "SELECT id FROM doc_index_entries
+                             WHERE cid = $1 AND ino = ${} AND key >= ${} AND key < ${}",
+                            n,
+                            n + 1,
+                            n + 2
+                        )
+                    })
+                    .collect();
+                let sql = format!(
+                    "SELECT count(*) FROM ({}) AS matched",
+                    ranges.join(" UNION ")
+                );
+                let statement = client.prepare_cached(&sql).await?;
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&found.cid];
+                for (branch, ino) in branches.iter().zip(&inos) {
+                    params.extend([
+                        ino as &(dyn ToSql + Sync),
+                        &branch.bounds.lower,
+                        &branch.bounds.upper,
+                    ]);
+                }
+                let total: i64 = client.query_one(&statement, &params).await?.get(0);
                 return number(total);
             }
         }

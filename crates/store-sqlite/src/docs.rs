@@ -10,9 +10,9 @@ use serde_json::{Map, Value};
 use store::StoreError;
 use store::docs::shared::{PageBuilder, Position, change_event, check_condition, decode_cursor};
 use store::docs::{
-    Bounds, CollectionInfo, DocCondition, DocStore, DocWrite, DocWritten, Document, Explain, Index,
-    IndexField, MAX_INDEXES, Order, Plan, Query, QueryPage, encode_part, matches,
-    parse_index_fields, plan, validate_document, validate_id,
+    Bounds, Branch, CollectionInfo, DocCondition, DocStore, DocWrite, DocWritten, Document,
+    Explain, Filter, Index, IndexField, MAX_INDEXES, Order, Plan, Query, QueryPage, encode_part,
+    index_key, matches, parse_index_fields, plan, validate_document, validate_id,
 };
 
 /// A collection as stored: its number, size and indexes (with numbers).
@@ -26,6 +26,15 @@ struct Collection {
 }
 
 impl Collection {
+    /// The number of an index (one being built too: plans are made of
+    /// ready ones).
+    fn ino(&self, index: &Index) -> Option<i64> {
+        self.indexes
+            .iter()
+            .find(|(_, found)| found.name == index.name)
+            .map(|(ino, _)| *ino)
+    }
+
     /// The indexes queries may use.
     fn ready(&self) -> impl Iterator<Item = &(i64, Index)> {
         self.indexes
@@ -111,14 +120,6 @@ fn ensure_collection(
         .execute(params![project.as_str(), name.as_str()])?;
     collection(transaction, project, name)?
         .ok_or_else(|| corrupt(format!("collection {name} vanished while being written")))
-}
-
-fn index_key(index: &Index, data: &Map<String, Value>) -> Vec<u8> {
-    let mut key = Vec::new();
-    for field in &index.fields {
-        encode_part(field.field.get(data), field.descending, &mut key);
-    }
-    key
 }
 
 fn parse_body(body: &str) -> Result<Map<String, Value>> {
@@ -579,47 +580,65 @@ fn walk(
             residual,
             ..
         } => {
-            let Some(ino) = collection
-                .indexes
+            let Some(ino) = collection.ino(index) else {
+                return Ok(());
+            };
+            let range = Range {
+                cid,
+                ino,
+                bounds,
+                residual: residual.as_ref(),
+            };
+            walk_range(connection, &range, chunk, after, |_| false, &mut visit).map(|_| ())
+        }
+        Plan::Union {
+            branches,
+            residual,
+            order: Order::Ignored,
+        } => {
+            // A count (no cursor): range after range, each document from
+            // the first range that holds it.
+            for (at, branch) in branches.iter().enumerate() {
+                let Some(ino) = collection.ino(&branch.index) else {
+                    return Ok(());
+                };
+                let range = Range {
+                    cid,
+                    ino,
+                    bounds: &branch.bounds,
+                    residual: residual.as_ref(),
+                };
+                let earlier = &branches[..at];
+                let seen = |document: &Document| earlier.iter().any(|b| b.holds(&document.data));
+                if !walk_range(connection, &range, chunk, None, seen, &mut visit)? {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+        Plan::Union {
+            branches,
+            residual,
+            order: Order::Matters,
+        } => {
+            let Some(inos) = branches
                 .iter()
-                .find(|(_, found)| found.name == index.name)
-                .map(|(ino, _)| *ino)
+                .map(|branch| collection.ino(&branch.index))
+                .collect::<Option<Vec<i64>>>()
             else {
                 return Ok(());
             };
+            let sql = union_sql(branches.len());
             loop {
-                let Bounds { lower, upper } = bounds.clone();
-                let sql = "SELECT e.key, e.id, d.version, d.body FROM doc_index_entries e
-                       JOIN docs d ON d.cid = e.cid AND d.id = e.id
-                     WHERE e.cid = ?1 AND e.ino = ?2 AND e.key >= ?3 AND e.key < ?4
-                       AND (?5 IS NULL OR e.key > ?5 OR (e.key = ?5 AND e.id > ?6))
-                     ORDER BY e.key, e.id LIMIT ?7";
-                // Start the range at the cursor, so a deep page seeks
-                // instead of reading everything before it.
-                let lower = match &after {
-                    Some((key, _)) if *key > lower => key.clone(),
-                    _ => lower,
-                };
-                let mut statement = connection.prepare_cached(sql)?;
-                let (after_key, after_id) = match &after {
-                    Some((key, id)) => (Some(key.clone()), id.clone()),
-                    None => (None, String::new()),
-                };
-                let mut rows = statement.query(params![
-                    cid,
-                    ino,
-                    lower,
-                    upper,
-                    after_key,
-                    after_id,
-                    chunk as i64
-                ])?;
+                let mut statement = connection.prepare_cached(&sql)?;
+                let values = union_params(cid, branches, &inos, after.as_ref(), chunk);
+                let mut rows = statement.query(rusqlite::params_from_iter(values))?;
                 let mut read = 0;
                 while let Some(row) = rows.next()? {
                     read += 1;
-                    let key: Vec<u8> = row.get(0)?;
+                    let suffix: Vec<u8> = row.get(0)?;
                     let (document, bytes) = document_from(row.get(1)?, row.get(2)?, row.get(3)?)?;
-                    let position = (key, document.id.clone());
+                    let position = (suffix, document.id.clone());
                     after = Some(position.clone());
                     if residual
                         .as_ref()
@@ -631,6 +650,8 @@ fn walk(
                         return Ok(());
                     }
                 }
+                // Fewer than asked: every range ran out (a range that had
+                // a chunk's worth would have filled it).
                 if read < chunk {
                     return Ok(());
                 }
@@ -638,6 +659,144 @@ fn walk(
             }
         }
     }
+}
+
+/// One range of one index, and the terms checked on its documents.
+struct Range<'a> {
+    cid: i64,
+    ino: i64,
+    bounds: &'a Bounds,
+    residual: Option<&'a Filter>,
+}
+
+/// Reads a range in key order after `after`, a chunk at a time (the first
+/// `chunk` long), and hands each document that is not `seen` and passes
+/// the residual terms to `visit`; `false` when `visit` said stop.
+fn walk_range(
+    connection: &Connection,
+    range: &Range<'_>,
+    mut chunk: usize,
+    mut after: Option<Position>,
+    seen: impl Fn(&Document) -> bool,
+    visit: &mut impl FnMut(Position, Document, usize) -> bool,
+) -> Result<bool> {
+    const MAX_CHUNK: usize = 256;
+    loop {
+        let Bounds { lower, upper } = range.bounds.clone();
+        let sql = "SELECT e.key, e.id, d.version, d.body FROM doc_index_entries e
+               JOIN docs d ON d.cid = e.cid AND d.id = e.id
+             WHERE e.cid = ?1 AND e.ino = ?2 AND e.key >= ?3 AND e.key < ?4
+               AND (?5 IS NULL OR e.key > ?5 OR (e.key = ?5 AND e.id > ?6))
+             ORDER BY e.key, e.id LIMIT ?7";
+        // Start the range at the cursor, so a deep page seeks instead of
+        // reading everything before it.
+        let lower = match &after {
+            Some((key, _)) if *key > lower => key.clone(),
+            _ => lower,
+        };
+        let mut statement = connection.prepare_cached(sql)?;
+        let (after_key, after_id) = match &after {
+            Some((key, id)) => (Some(key.clone()), id.clone()),
+            None => (None, String::new()),
+        };
+        let mut rows = statement.query(params![
+            range.cid,
+            range.ino,
+            lower,
+            upper,
+            after_key,
+            after_id,
+            chunk as i64
+        ])?;
+        let mut read = 0;
+        while let Some(row) = rows.next()? {
+            read += 1;
+            let key: Vec<u8> = row.get(0)?;
+            let (document, bytes) = document_from(row.get(1)?, row.get(2)?, row.get(3)?)?;
+            let position = (key, document.id.clone());
+            after = Some(position.clone());
+            if seen(&document)
+                || range
+                    .residual
+                    .is_some_and(|filter| !matches(filter, &document.data))
+            {
+                continue;
+            }
+            if !visit(position, document, bytes) {
+                return Ok(false);
+            }
+        }
+        if read < chunk {
+            return Ok(true);
+        }
+        chunk = MAX_CHUNK;
+    }
+}
+
+/// The statement reading a chunk of a union of `branches` ranges in the
+/// query's order, each document once: each range's next chunk from the
+/// cursor on (a seek of the primary key), with its keys cut to the sort
+/// suffix; `UNION` keeps one row of a document that two ranges hold (the
+/// same suffix and id), and the first chunk of what is left is the
+/// union's next chunk. Parameters: `?1` the collection, `?2` the chunk,
+/// `?3` the cursor's id, then five per range (see [`union_params`]).
+fn union_sql(branches: usize) -> String {
+    let ranges: Vec<String> = (0..branches)
+        .map(|at| {
+            let n = 4 + 5 * at;
+            format!(
+                "SELECT * FROM (SELECT substr(key, ?{start}) AS suffix, id FROM doc_index_entries
+                   WHERE cid = ?1 AND ino = ?{ino} AND key >= ?{lower} AND key < ?{upper}
+                     AND (key > ?{after} OR (key = ?{after} AND id > ?3))
+                   ORDER BY key, id LIMIT ?2)",
+                ino = n,
+                start = n + 1,
+                lower = n + 2,
+                upper = n + 3,
+                after = n + 4,
+            )
+        })
+        .collect();
+    format!(
+        "SELECT u.suffix, u.id, d.version, d.body FROM ({}) AS u
+           JOIN docs d ON d.cid = ?1 AND d.id = u.id
+         ORDER BY u.suffix, u.id LIMIT ?2",
+        ranges.join(" UNION ")
+    )
+}
+
+/// The parameters of [`union_sql`]. Per range: its index, where its
+/// suffix starts (1-based), its lower bound raised to the cursor (a seek),
+/// its upper bound, and the cursor's key in it (the prefix, then the
+/// cursor's suffix; no cursor: empty, below every key).
+fn union_params(
+    cid: i64,
+    branches: &[Branch],
+    inos: &[i64],
+    after: Option<&Position>,
+    chunk: usize,
+) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value as Sql;
+    let after_id = after.map(|(_, id)| id.clone()).unwrap_or_default();
+    let mut values = vec![
+        Sql::Integer(cid),
+        Sql::Integer(chunk as i64),
+        Sql::Text(after_id),
+    ];
+    for (branch, ino) in branches.iter().zip(inos) {
+        let after_key = after
+            .map(|(suffix, _)| branch.key_at(suffix))
+            .unwrap_or_default();
+        let lower = branch.bounds.lower.clone().max(after_key.clone());
+        values.extend([
+            Sql::Integer(*ino),
+            Sql::Integer(branch.prefix.len() as i64 + 1),
+            Sql::Blob(lower),
+            Sql::Blob(branch.bounds.upper.clone()),
+            Sql::Blob(after_key),
+        ]);
+    }
+    values
 }
 
 /// A stored document, and the size of its stored body.
@@ -723,6 +882,44 @@ pub(crate) fn count(
                     .query_row(params![found.cid, ino, bounds.lower, bounds.upper], |row| {
                         row.get(0)
                     })?;
+                return Ok(total as u64);
+            }
+        }
+        Plan::Union {
+            branches,
+            residual: None,
+            ..
+        } => {
+            // Every entry in a range matches: the ids of all, once each.
+            if let Some(inos) = branches
+                .iter()
+                .map(|branch| found.ino(&branch.index))
+                .collect::<Option<Vec<i64>>>()
+            {
+                let ranges: Vec<String> = (0..branches.len())
+                    .map(|at| {
+                        let n = 2 + 3 * at;
+                        format!(
+                            "SELECT id FROM doc_index_entries
+                             WHERE cid = ?1 AND ino = ?{} AND key >= ?{} AND key < ?{}",
+                            n,
+                            n + 1,
+                            n + 2
+                        )
+                    })
+                    .collect();
+                let sql = format!("SELECT count(*) FROM ({})", ranges.join(" UNION "));
+                let mut values = vec![rusqlite::types::Value::Integer(found.cid)];
+                for (branch, ino) in branches.iter().zip(inos) {
+                    values.extend([
+                        rusqlite::types::Value::Integer(ino),
+                        rusqlite::types::Value::Blob(branch.bounds.lower.clone()),
+                        rusqlite::types::Value::Blob(branch.bounds.upper.clone()),
+                    ]);
+                }
+                let total: i64 = connection
+                    .prepare_cached(&sql)?
+                    .query_row(rusqlite::params_from_iter(values), |row| row.get(0))?;
                 return Ok(total as u64);
             }
         }

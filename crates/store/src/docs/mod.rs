@@ -14,7 +14,7 @@ mod sortkey;
 
 pub use filter::matches;
 pub use parse::{parse_index_fields, parse_query};
-pub use plan::{Bounds, KEY_MAX, Order, Plan, plan};
+pub use plan::{Bounds, Branch, KEY_MAX, MAX_UNION_BRANCHES, Order, Plan, plan};
 pub use sortkey::{encode, encode_part, encode_str_open, encoded, prefix_end};
 
 use crate::StoreError;
@@ -205,17 +205,39 @@ pub struct QueryPage {
 /// How a query runs, for `explain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explain {
-    /// `index`, `by-id` or `scan`.
+    /// `index`, `by-id`, `scan` or `union` (ranges of several indexes,
+    /// one per branch of an `or`).
     pub strategy: &'static str,
     pub index: Option<String>,
     /// Terms that bound the index range.
     pub index_terms: Vec<String>,
+    /// The ranges of a union, in the order of the `or`'s branches.
+    pub branches: Vec<ExplainBranch>,
     /// Terms checked on each document read.
     pub residual_terms: Vec<String>,
     /// Whether results are sorted in memory after reading every match.
     pub sorts_in_memory: bool,
     /// Documents in the collection.
     pub collection_documents: u64,
+}
+
+/// One range of a union, for `explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExplainBranch {
+    pub index: String,
+    /// Terms that bound the range.
+    pub index_terms: Vec<String>,
+}
+
+/// The key of a document's entry in `index`: its fields' encodings, in
+/// the index's order and directions (the document id follows it in the
+/// entry).
+pub fn index_key(index: &Index, data: &Map<String, Value>) -> Vec<u8> {
+    let mut key = Vec::new();
+    for field in &index.fields {
+        encode_part(field.field.get(data), field.descending, &mut key);
+    }
+    key
 }
 
 /// What a write requires of the live document.

@@ -12,12 +12,30 @@
 //! as a read sorted in memory does, so adding an index never changes a
 //! page (Firestore asks for exact indexes for the same reason). Every other
 //! term is checked on each document read.
+//!
+//! An `or` (the whole filter, or one of its AND-ed terms) is served by a
+//! union of index ranges when each of its branches, with the other AND-ed
+//! terms, is served by an index by the rules above, in the query's order,
+//! and every branch reads a narrower range than the best single index
+//! does. Each branch's range fixes an equality prefix; what follows it in
+//! a key is the order-by fields' encoding, the same bytes in every branch
+//! (and the same as a read sorted in memory sorts by), so the ranges merge
+//! by (that suffix, id), and a document in two ranges comes up twice in a
+//! row, once kept. A union has at most [`MAX_UNION_BRANCHES`] branches.
 use super::sortkey::{
     TAG_FALSE, TAG_STRING, TAG_TRUE, encode_part, encode_str_open, prefix_end, type_class,
 };
-use super::{CompareOp, Explain, FieldPath, Filter, Index, OrderBy, Query, SCAN_LIMIT};
+use super::{
+    CompareOp, Explain, ExplainBranch, FieldPath, Filter, Index, OrderBy, Query, SCAN_LIMIT,
+    index_key,
+};
 use crate::StoreError;
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// Most branches of an `or` that a union of index ranges serves: each is
+/// a range read again for every chunk of a page, so a longer `or` is
+/// checked on each document read instead.
+pub const MAX_UNION_BRANCHES: usize = 8;
 
 /// A key range of an index: `lower <= key < upper`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +47,35 @@ pub struct Bounds {
 /// Above every key: a key starts with a type tag, inverted or not, and no
 /// tag is 0x00 or 0xFF.
 pub const KEY_MAX: &[u8] = &[0xFF];
+
+/// One range of a [`Plan::Union`]: the documents that one branch of the
+/// `or` may match.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    pub index: Index,
+    pub bounds: Bounds,
+    /// The encoding of the index's leading fields that equality terms fix:
+    /// every key of the range starts with it, and the rest of a key is the
+    /// document's sort position (its order-by fields, encoded).
+    pub prefix: Vec<u8>,
+    pub index_terms: Vec<String>,
+}
+
+impl Branch {
+    /// Where the range goes on after a document at sort position `suffix`
+    /// (with the document's id as the tie-break): that document's key.
+    pub fn key_at(&self, suffix: &[u8]) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(suffix);
+        key
+    }
+
+    /// Whether the document's entry in this branch's index is in its range.
+    pub fn holds(&self, data: &Map<String, Value>) -> bool {
+        let key = index_key(&self.index, data);
+        self.bounds.lower <= key && key < self.bounds.upper
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum Plan {
@@ -46,6 +93,17 @@ pub enum Plan {
         residual: Option<Filter>,
         order_by: Vec<OrderBy>,
     },
+    /// Several ranges (one per branch of an `or`) read as one, each
+    /// document once. `Order::Matters`: merged in the query's order, by
+    /// the keys' suffix after each branch's prefix, then id; a position is
+    /// (that suffix, id). `Order::Ignored` (a count, which takes no
+    /// cursor): one range after the other, a document taken from the
+    /// first range that holds it ([`Branch::holds`]).
+    Union {
+        branches: Vec<Branch>,
+        residual: Option<Filter>,
+        order: Order,
+    },
 }
 
 impl Plan {
@@ -53,7 +111,8 @@ impl Plan {
         match self {
             Plan::ById { residual }
             | Plan::Index { residual, .. }
-            | Plan::Scan { residual, .. } => residual.as_ref(),
+            | Plan::Scan { residual, .. }
+            | Plan::Union { residual, .. } => residual.as_ref(),
         }
     }
 
@@ -63,6 +122,7 @@ impl Plan {
             Plan::ById { .. } => 1,
             Plan::Index { .. } => 2,
             Plan::Scan { .. } => 4,
+            Plan::Union { .. } => 8,
         }
     }
 
@@ -78,11 +138,23 @@ impl Plan {
                 false,
             ),
             Plan::Scan { order_by, .. } => ("scan", None, Vec::new(), !order_by.is_empty()),
+            Plan::Union { .. } => ("union", None, Vec::new(), false),
+        };
+        let branches = match self {
+            Plan::Union { branches, .. } => branches
+                .iter()
+                .map(|branch| ExplainBranch {
+                    index: branch.index.name.clone(),
+                    index_terms: branch.index_terms.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
         };
         Explain {
             strategy,
             index,
             index_terms,
+            branches,
             residual_terms: self.residual().map(terms_of).unwrap_or_default(),
             sorts_in_memory,
             collection_documents,
@@ -173,6 +245,15 @@ struct Candidate {
     equalities: usize,
     ranged: bool,
     bounds: Bounds,
+    /// The encoding of the fields fixed by equality terms.
+    prefix: Vec<u8>,
+}
+
+impl Candidate {
+    /// How narrow a read it is: more fixed fields, then a range.
+    fn narrowness(&self) -> (usize, bool) {
+        (self.equalities, self.ranged)
+    }
 }
 
 /// Whether the results' order matters to a plan: a count takes any index
@@ -301,7 +382,97 @@ fn candidate(
         equalities,
         ranged,
         bounds,
+        prefix,
     })
+}
+
+fn best_candidate(
+    indexes: &[Index],
+    terms: &[Filter],
+    order_by: &[OrderBy],
+    order: Order,
+) -> Option<Candidate> {
+    indexes
+        .iter()
+        .filter_map(|index| candidate(index, terms, order_by, order))
+        .max_by_key(Candidate::narrowness)
+}
+
+/// A union of index ranges for the first `or` among `terms` that has one:
+/// each branch's terms with the other terms served by an index, in
+/// `order_by`, more narrowly than `single` (the best single index, which
+/// reads one range with no merge and serves as well otherwise).
+fn union(
+    terms: &[Filter],
+    indexes: &[Index],
+    order_by: &[OrderBy],
+    order: Order,
+    single: Option<(usize, bool)>,
+) -> Option<Plan> {
+    'ors: for (at, term) in terms.iter().enumerate() {
+        let Filter::Or(alternatives) = term else {
+            continue;
+        };
+        if alternatives.is_empty() || alternatives.len() > MAX_UNION_BRANCHES {
+            continue;
+        }
+        // The other terms first, so that their positions are the same in
+        // every branch's list.
+        let others: Vec<Filter> = terms
+            .iter()
+            .enumerate()
+            .filter(|(position, _)| *position != at)
+            .map(|(_, term)| term.clone())
+            .collect();
+        let mut chosen = Vec::with_capacity(alternatives.len());
+        for alternative in alternatives {
+            let mut branch_terms = others.clone();
+            conjuncts(Some(alternative), &mut branch_terms);
+            match best_candidate(indexes, &branch_terms, order_by, order) {
+                Some(best) if single.is_none_or(|single| best.narrowness() > single) => {
+                    chosen.push((best, branch_terms));
+                }
+                _ => continue 'ors,
+            }
+        }
+        // A term outside the `or` that bounds every range holds for every
+        // document read; the `or` itself, when every branch's terms all
+        // bound its range.
+        let bounds_every_range =
+            |position: usize| chosen.iter().all(|(best, _)| best.used.contains(&position));
+        let or_covered = chosen.iter().all(|(best, branch_terms)| {
+            (others.len()..branch_terms.len()).all(|position| best.used.contains(&position))
+        });
+        let residual = terms
+            .iter()
+            .enumerate()
+            .filter(|&(position, _)| match position.cmp(&at) {
+                std::cmp::Ordering::Less => !bounds_every_range(position),
+                std::cmp::Ordering::Equal => !or_covered,
+                std::cmp::Ordering::Greater => !bounds_every_range(position - 1),
+            })
+            .map(|(_, term)| term.clone())
+            .collect();
+        let branches = chosen
+            .into_iter()
+            .map(|(best, branch_terms)| Branch {
+                index_terms: best
+                    .used
+                    .iter()
+                    .map(|&position| describe(&branch_terms[position]))
+                    .collect(),
+                index: best.index,
+                bounds: best.bounds,
+                prefix: best.prefix,
+            })
+            .collect();
+        return Some(Plan::Union {
+            branches,
+            residual: residual_of(residual),
+            order,
+        });
+    }
+    None
 }
 
 /// Plans `query` over a collection with these indexes and this many
@@ -344,10 +515,16 @@ pub fn plan(
         });
     }
 
-    let best = indexes
-        .iter()
-        .filter_map(|index| candidate(index, &terms, &order_by, order))
-        .max_by_key(|candidate| (candidate.equalities, candidate.ranged));
+    let best = best_candidate(indexes, &terms, &order_by, order);
+    if let Some(union) = union(
+        &terms,
+        indexes,
+        &order_by,
+        order,
+        best.as_ref().map(Candidate::narrowness),
+    ) {
+        return Ok(union);
+    }
     if let Some(best) = best {
         let index_terms = best.used.iter().map(|&at| describe(&terms[at])).collect();
         let residual = terms
@@ -412,7 +589,7 @@ fn unindexed_message(
         }
     }
     let advice = if fields.is_empty() {
-        "or, in, not-in, !=, array-contains and exists are checked on each document read: add an equality or range filter that an index serves".to_owned()
+        "in, not-in, !=, array-contains and exists are checked on each document read, and so is an or unless indexes serve each of its branches: add an equality or range filter that an index serves".to_owned()
     } else {
         format!(
             "declare an index on [{}] (see `wok docs index create`)",
@@ -426,4 +603,230 @@ fn unindexed_message(
     format!(
         "no index serves this query, and reading all {documents} documents of collection {collection:?} is refused above {SCAN_LIMIT}: {advice}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docs::{encode_part, parse_index_fields, parse_query};
+    use serde_json::json;
+
+    fn index(name: &str, fields: Value) -> Index {
+        Index {
+            name: name.to_owned(),
+            fields: parse_index_fields(&fields).unwrap(),
+        }
+    }
+
+    /// The plan of `query` over a collection too large to read whole.
+    fn check(query: Value, indexes: &[Index], order: Order) -> Result<Plan, StoreError> {
+        plan(
+            &parse_query(&query).unwrap(),
+            indexes,
+            SCAN_LIMIT + 1,
+            "posts",
+            order,
+        )
+    }
+
+    fn by_visibility_and_owner() -> Vec<Index> {
+        vec![
+            index("by-visibility", json!(["visibility", "created"])),
+            index("by-owner", json!(["owner", "created"])),
+        ]
+    }
+
+    fn public_or_mine() -> Value {
+        json!({"or": [["visibility", "==", "public"], ["owner", "==", "u1"]]})
+    }
+
+    /// Branch by branch: the index and the terms bounding its range.
+    fn branches(plan: &Plan) -> Vec<(String, Vec<String>)> {
+        match plan {
+            Plan::Union { branches, .. } => branches
+                .iter()
+                .map(|branch| (branch.index.name.clone(), branch.index_terms.clone()))
+                .collect(),
+            other => panic!("expected a union, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_or_whose_every_branch_has_an_index_is_a_union_of_their_ranges() {
+        let chosen = check(
+            json!({"where": public_or_mine(), "order_by": ["created"]}),
+            &by_visibility_and_owner(),
+            Order::Matters,
+        )
+        .unwrap();
+        assert_eq!(
+            branches(&chosen),
+            [
+                (
+                    "by-visibility".to_owned(),
+                    vec!["visibility == \"public\"".to_owned()]
+                ),
+                ("by-owner".to_owned(), vec!["owner == \"u1\"".to_owned()]),
+            ]
+        );
+        // Each range holds just its branch's documents, so nothing is
+        // left to check on a document read.
+        assert!(chosen.residual().is_none());
+        let Plan::Union { branches, .. } = &chosen else {
+            unreachable!()
+        };
+        let mut public = Vec::new();
+        encode_part(Some(&json!("public")), false, &mut public);
+        assert_eq!(branches[0].prefix, public);
+        assert_eq!(branches[0].bounds.lower, public);
+        let explained = chosen.explain(5000);
+        assert_eq!(explained.strategy, "union");
+        assert_eq!(explained.branches[1].index, "by-owner");
+    }
+
+    #[test]
+    fn a_branch_with_no_index_leaves_the_query_as_it_was() {
+        let query = json!({
+            "where": {"or": [["visibility", "==", "public"], ["tags", "array-contains", "x"]]},
+            "order_by": ["created"],
+        });
+        assert!(matches!(
+            check(query, &by_visibility_and_owner(), Order::Matters),
+            Err(StoreError::UnindexedQuery(_))
+        ));
+        // Nor an `or` of more branches than a union takes.
+        let owners = |count: usize| {
+            let owners: Vec<Value> = (0..count)
+                .map(|n| json!(["owner", "==", format!("u{n}")]))
+                .collect();
+            json!({"where": {"or": owners}, "order_by": ["created"]})
+        };
+        let most = check(
+            owners(MAX_UNION_BRANCHES),
+            &by_visibility_and_owner(),
+            Order::Matters,
+        );
+        assert_eq!(branches(&most.unwrap()).len(), MAX_UNION_BRANCHES);
+        assert!(
+            check(
+                owners(MAX_UNION_BRANCHES + 1),
+                &by_visibility_and_owner(),
+                Order::Matters
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn every_branch_must_give_the_query_order() {
+        // The indexes order by `created` ascending: not a descending page,
+        // nor one by id.
+        for order_by in [json!(["-created"]), json!([])] {
+            let query = json!({"where": public_or_mine(), "order_by": order_by});
+            assert!(check(query, &by_visibility_and_owner(), Order::Matters).is_err());
+        }
+        let descending = [
+            index("by-visibility", json!(["visibility", "-created"])),
+            index("by-owner", json!(["owner", "-created"])),
+        ];
+        let query = json!({"where": public_or_mine(), "order_by": ["-created"]});
+        assert_eq!(
+            branches(&check(query, &descending, Order::Matters).unwrap()).len(),
+            2
+        );
+        // A count takes any index narrowing each branch.
+        let count = check(
+            json!({"where": public_or_mine()}),
+            &by_visibility_and_owner(),
+            Order::Ignored,
+        )
+        .unwrap();
+        assert!(matches!(
+            count,
+            Plan::Union {
+                order: Order::Ignored,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn other_terms_bound_the_ranges_they_can_and_are_checked_otherwise() {
+        let query = json!({
+            "where": {"and": [["status", "==", "open"], public_or_mine(), ["tags", "array-contains", "x"]]},
+            "order_by": ["created"],
+        });
+        let mut indexes = by_visibility_and_owner();
+        indexes.push(index(
+            "by-status-visibility",
+            json!(["status", "visibility", "created"]),
+        ));
+        let chosen = check(query.clone(), &indexes, Order::Matters).unwrap();
+        assert_eq!(
+            branches(&chosen),
+            [
+                (
+                    "by-status-visibility".to_owned(),
+                    vec![
+                        "status == \"open\"".to_owned(),
+                        "visibility == \"public\"".to_owned()
+                    ]
+                ),
+                ("by-owner".to_owned(), vec!["owner == \"u1\"".to_owned()]),
+            ]
+        );
+        // `status` bounds one range only, so it is checked; the `or` is
+        // whole in the ranges; `tags` bounds none.
+        assert_eq!(
+            chosen.explain(0).residual_terms,
+            ["status == \"open\"", "tags array-contains \"x\""]
+        );
+
+        // A single index as narrow as a branch's range: it is read alone.
+        indexes.push(index("by-status", json!(["status", "created"])));
+        let single = check(query.clone(), &indexes, Order::Matters).unwrap();
+        assert!(matches!(&single, Plan::Index { index, .. } if index.name == "by-status"));
+        // Until every branch has a narrower one.
+        indexes.push(index(
+            "by-status-owner",
+            json!(["status", "owner", "created"]),
+        ));
+        let chosen = check(query, &indexes, Order::Matters).unwrap();
+        assert_eq!(
+            chosen.explain(0).residual_terms,
+            ["tags array-contains \"x\""]
+        );
+
+        // A branch with a term no index covers: the `or` is checked too.
+        let query = json!({
+            "where": {"or": [
+                {"and": [["visibility", "==", "public"], ["draft", "==", false]]},
+                ["owner", "==", "u1"],
+            ]},
+            "order_by": ["created"],
+        });
+        let chosen = check(query, &by_visibility_and_owner(), Order::Matters).unwrap();
+        assert_eq!(chosen.explain(0).residual_terms.len(), 1);
+        assert!(chosen.explain(0).residual_terms[0].starts_with("or("));
+    }
+
+    #[test]
+    fn a_branch_holds_the_documents_of_its_range() {
+        let chosen = check(
+            json!({"where": public_or_mine(), "order_by": ["created"]}),
+            &by_visibility_and_owner(),
+            Order::Matters,
+        )
+        .unwrap();
+        let Plan::Union { branches, .. } = chosen else {
+            unreachable!()
+        };
+        let data = |value: Value| value.as_object().unwrap().clone();
+        let document = data(json!({"visibility": "public", "owner": "u2", "created": 5}));
+        assert!(branches[0].holds(&document));
+        assert!(!branches[1].holds(&document));
+        // A position's key in a branch: its prefix, then the suffix.
+        let key = index_key(&branches[0].index, &document);
+        assert_eq!(branches[0].key_at(&key[branches[0].prefix.len()..]), key);
+    }
 }

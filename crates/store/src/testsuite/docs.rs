@@ -977,3 +977,293 @@ where
         );
     }
 }
+
+/// Post `n` of the `or` contract's collection: public, private or
+/// friends in turn, owned by u0..u4 in turn (so some are public and u1's),
+/// with a `created` many posts share and a few lack; ids out of that order.
+fn post(n: u64, total: u64) -> (String, Value) {
+    let visibility = ["public", "private", "friends"][(n % 3) as usize];
+    let mut data = json!({
+        "visibility": visibility,
+        "owner": format!("u{}", n % 5),
+        "kind": if n.is_multiple_of(2) { "note" } else { "photo" },
+        "created": (n * 7) % 97,
+    });
+    if n.is_multiple_of(11) {
+        data.as_object_mut().unwrap().remove("created");
+    }
+    (format!("x{:04}", (n * 389) % total), data)
+}
+
+/// Ids of the posts that pass `keep`, by `created` (missing first; or
+/// descending, missing last), then id.
+fn posts_by_created(
+    posts: &[(String, Value)],
+    keep: impl Fn(&Value) -> bool,
+    descending: bool,
+) -> Vec<String> {
+    let mut kept: Vec<(Option<u64>, &String)> = posts
+        .iter()
+        .filter(|(_, data)| keep(data))
+        .map(|(id, data)| (data["created"].as_u64(), id))
+        .collect();
+    kept.sort_by(|(left, left_id), (right, right_id)| {
+        let by_created = if descending {
+            right.cmp(left)
+        } else {
+            left.cmp(right)
+        };
+        by_created.then(left_id.cmp(right_id))
+    });
+    kept.into_iter().map(|(_, id)| id.clone()).collect()
+}
+
+/// Every page of the query, following cursors: the ids of each page. A
+/// cursor that does not move on fails the test (rather than page forever).
+async fn pages(
+    store: &dyn DocStore,
+    project: &ProjectId,
+    coll: &str,
+    q: Value,
+) -> Vec<Vec<String>> {
+    let mut q = query(q);
+    let mut pages: Vec<Vec<String>> = Vec::new();
+    loop {
+        assert!(pages.len() < 300, "still paging after 300 pages: {pages:?}");
+        let page = store
+            .doc_query(project, &collection(coll), &q)
+            .await
+            .unwrap();
+        pages.push(
+            page.documents
+                .into_iter()
+                .map(|document| document.id)
+                .collect(),
+        );
+        match page.next_cursor {
+            Some(cursor) => q.cursor = Some(cursor),
+            None => return pages,
+        }
+    }
+}
+
+/// An `or` whose every branch an index serves (with the other terms, in
+/// the query's order) is read as a union of those ranges: on a collection
+/// too large to read whole, "public or mine" pages in the order a sorted
+/// read gives, each post once (those both public and mine too), whatever
+/// the page size, and counts each once; `_explain` names the ranges. On a
+/// small collection the pages are the very pages of a read sorted in
+/// memory. An `or` with a branch no index serves is refused as before.
+pub async fn or_union_contract(store: &dyn DocStore) {
+    let project = ProjectId::new("docs-or").unwrap();
+    let posts_name = collection("posts");
+    let total = SCAN_LIMIT + 200;
+    let posts: Vec<(String, Value)> = (0..total).map(|n| post(n, total)).collect();
+    let writes = posts
+        .iter()
+        .map(|(id, data)| DocWrite::Set {
+            collection: posts_name.clone(),
+            id: Some(id.clone()),
+            data: object(data.clone()),
+            condition: DocCondition::Always,
+        })
+        .collect();
+    store.doc_write(&project, None, writes).await.unwrap();
+    let public_or_mine = json!({"or": [["visibility", "==", "public"], ["owner", "==", "u1"]]});
+    let is_public_or_mine = |data: &Value| data["visibility"] == "public" || data["owner"] == "u1";
+    let by_created = json!({"where": public_or_mine, "order_by": ["created"], "limit": 7});
+
+    // No index serves a branch yet: refused, as before.
+    assert!(matches!(
+        store
+            .doc_query(&project, &posts_name, &query(by_created.clone()))
+            .await,
+        Err(StoreError::UnindexedQuery(_))
+    ));
+    for (name, fields) in [
+        ("by-visibility", json!(["visibility", "created"])),
+        ("by-owner", json!(["owner", "created"])),
+    ] {
+        store
+            .doc_create_index(&project, &posts_name, index(name, fields))
+            .await
+            .unwrap();
+    }
+
+    let want = posts_by_created(&posts, is_public_or_mine, false);
+    let both = posts
+        .iter()
+        .filter(|(_, data)| data["visibility"] == "public" && data["owner"] == "u1")
+        .count();
+    assert!(both > 0 && want.len() < 1000, "the data has what it should");
+    let paged = pages(store, &project, "posts", by_created.clone())
+        .await
+        .concat();
+    assert_eq!(paged, want, "pages of 7");
+    let mut whole = by_created.clone();
+    whole["limit"] = json!(1000);
+    let one_page = store
+        .doc_query(&project, &posts_name, &query(whole))
+        .await
+        .unwrap();
+    let one_page_ids: Vec<String> = one_page.documents.into_iter().map(|d| d.id).collect();
+    assert_eq!(one_page_ids, want, "one page");
+    assert_eq!(one_page.next_cursor, None);
+    assert_eq!(
+        store
+            .doc_count(&project, &posts_name, &query(by_created.clone()))
+            .await
+            .unwrap(),
+        want.len() as u64
+    );
+    let plan = store
+        .doc_explain(&project, &posts_name, &query(by_created.clone()))
+        .await
+        .unwrap();
+    assert_eq!(plan.strategy, "union");
+    let ranges: Vec<(&str, &[String])> = plan
+        .branches
+        .iter()
+        .map(|branch| (branch.index.as_str(), branch.index_terms.as_slice()))
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            (
+                "by-visibility",
+                &["visibility == \"public\"".to_owned()][..]
+            ),
+            ("by-owner", &["owner == \"u1\"".to_owned()][..]),
+        ]
+    );
+    assert!(plan.residual_terms.is_empty(), "{plan:?}");
+
+    // With the query's own terms beside the `or`: checked on each read.
+    let notes = json!({
+        "where": {"and": [["kind", "==", "note"], public_or_mine]},
+        "order_by": ["created"],
+        "limit": 5,
+    });
+    let want_notes = posts_by_created(
+        &posts,
+        |data| data["kind"] == "note" && is_public_or_mine(data),
+        false,
+    );
+    assert_eq!(
+        pages(store, &project, "posts", notes.clone())
+            .await
+            .concat(),
+        want_notes
+    );
+    assert_eq!(
+        store
+            .doc_count(&project, &posts_name, &query(notes.clone()))
+            .await
+            .unwrap(),
+        want_notes.len() as u64
+    );
+    let plan = store
+        .doc_explain(&project, &posts_name, &query(notes))
+        .await
+        .unwrap();
+    assert_eq!(
+        (plan.strategy, plan.residual_terms),
+        ("union", vec!["kind == \"note\"".to_owned()])
+    );
+
+    // Descending, through descending indexes.
+    for (name, fields) in [
+        ("by-visibility-newest", json!(["visibility", "-created"])),
+        ("by-owner-newest", json!(["owner", "-created"])),
+    ] {
+        store
+            .doc_create_index(&project, &posts_name, index(name, fields))
+            .await
+            .unwrap();
+    }
+    let newest = json!({"where": public_or_mine, "order_by": ["-created"], "limit": 9});
+    assert_eq!(
+        pages(store, &project, "posts", newest.clone())
+            .await
+            .concat(),
+        posts_by_created(&posts, is_public_or_mine, true)
+    );
+    let plan = store
+        .doc_explain(&project, &posts_name, &query(newest))
+        .await
+        .unwrap();
+    assert_eq!(plan.branches[0].index, "by-visibility-newest");
+
+    // A branch no index serves: refused, as before.
+    let unserved = json!({
+        "where": {"or": [["visibility", "==", "public"], ["tags", "array-contains", "x"]]},
+        "order_by": ["created"],
+    });
+    assert!(matches!(
+        store
+            .doc_query(&project, &posts_name, &query(unserved))
+            .await,
+        Err(StoreError::UnindexedQuery(_))
+    ));
+
+    // On a small collection, read whole without indexes: the same pages.
+    let cities = ["Oslo", "Bergen", "Lima"];
+    let writes = (0..60)
+        .map(|n: i64| DocWrite::Set {
+            collection: collection("ties"),
+            id: Some(format!("t{:02}", (n * 37) % 60)),
+            data: object(json!({
+                "city": cities[(n % 3) as usize],
+                "age": 30 + (n % 4) * 10,
+                "name": format!("n{}", n % 7),
+            })),
+            condition: DocCondition::Always,
+        })
+        .collect();
+    store.doc_write(&project, None, writes).await.unwrap();
+    let queries = [
+        json!({"where": {"or": [["city", "==", "Oslo"], ["name", "==", "n3"]]}, "order_by": ["age"], "limit": 3}),
+        json!({"where": {"or": [["city", "==", "Oslo"], ["name", "==", "n3"]]}, "order_by": ["-age"], "limit": 4}),
+        json!({"where": {"or": [["city", "==", "Oslo"], ["city", "==", "Lima"], ["name", "==", "n1"]]}, "order_by": ["age"], "limit": 5}),
+        json!({"where": {"or": [{"and": [["city", "==", "Bergen"], ["age", ">=", 40]]}, ["name", "==", "n5"]]}, "order_by": ["age"], "limit": 2}),
+        json!({"where": {"or": [["age", "<", 50], ["city", "==", "Lima"]]}, "order_by": ["age"], "limit": 6}),
+        json!({"where": {"and": [["age", ">", 30], {"or": [["city", "==", "Lima"], ["name", "==", "n2"]]}]}, "limit": 4}),
+    ];
+    let mut scanned = Vec::new();
+    for q in &queries {
+        scanned.push(pages(store, &project, "ties", q.clone()).await);
+    }
+    for (name, fields) in [
+        ("by-city", json!(["city", "age"])),
+        ("by-name", json!(["name", "age"])),
+        ("by-city-oldest", json!(["city", "-age"])),
+        ("by-name-oldest", json!(["name", "-age"])),
+        ("by-age", json!(["age"])),
+    ] {
+        store
+            .doc_create_index(&project, &collection("ties"), index(name, fields))
+            .await
+            .unwrap();
+    }
+    for (q, scanned) in queries.iter().zip(&scanned) {
+        let plan = store
+            .doc_explain(&project, &collection("ties"), &query(q.clone()))
+            .await
+            .unwrap();
+        assert_eq!(plan.strategy, "union", "{q}");
+        assert_eq!(
+            pages(store, &project, "ties", q.clone()).await,
+            *scanned,
+            "{q}"
+        );
+        let matched: usize = scanned.iter().map(Vec::len).sum();
+        assert_eq!(
+            store
+                .doc_count(&project, &collection("ties"), &query(q.clone()))
+                .await
+                .unwrap(),
+            matched as u64,
+            "{q}"
+        );
+    }
+}

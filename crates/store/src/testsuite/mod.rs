@@ -127,6 +127,12 @@ macro_rules! contract_tests {
         }
 
         #[tokio::test]
+        async fn serves_an_or_with_a_union_of_index_ranges() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::docs::or_union_contract(&store).await;
+        }
+
+        #[tokio::test]
         async fn keeps_the_large_collection_contract() {
             let (_guard, store) = $new.await;
             $crate::testsuite::docs::large_collection_contract(&store).await;
