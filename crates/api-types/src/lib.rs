@@ -338,11 +338,16 @@ pub struct DocBatchResult {
 }
 
 /// The access rule of a collection or bucket: `private` (service keys
-/// only), `public-read` or `public-read-write`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// only), `public-read` or `public-read-write`; or, for a collection,
+/// per-user `rules` (`access` is then `rules`): a CEL expression per
+/// operation (`read`, `list`, `create`, `update`, `delete`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AccessSetting {
+    #[serde(default)]
     pub access: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<serde_json::Value>,
 }
 
 /// A bucket and its limits.

@@ -31,6 +31,7 @@
 pub mod accounts;
 mod common_passwords;
 pub mod limits;
+pub mod rules;
 
 pub use accounts::{AccountError, Accounts, Identity};
 
@@ -131,24 +132,74 @@ impl Caller {
 /// One collection or bucket of one project.
 type Resource = (ProjectId, ResourceKind, String);
 
+/// What a caller may do with a resource ([`Auth::decide`]).
+#[derive(Debug, Clone)]
+pub enum Decision {
+    All,
+    Nothing,
+    /// What the resource's per-user rules allow this caller, asked per
+    /// document (and as a filter for queries).
+    Rules(Arc<rules::RuleSet>, rules::Subject),
+}
+
+/// The caller, as per-user rules see it.
+pub fn subject(caller: &Caller) -> rules::Subject {
+    match caller {
+        Caller::User(identity) => rules::Subject {
+            uid: Some(identity.user_id.clone()),
+            session: Some(identity.session_id.clone()),
+            aal: identity.aal,
+            anonymous: identity.anonymous,
+            claims: identity.claims.clone(),
+        },
+        _ => rules::Subject::default(),
+    }
+}
+
 /// Every access rule set, and per project and kind of resource how many
 /// of them let public keys write (absent: none), kept together.
 #[derive(Default)]
 struct Rules {
     by_name: HashMap<Resource, AccessRule>,
+    /// The per-user rules among them, parsed.
+    compiled: HashMap<Resource, Arc<rules::RuleSet>>,
     public_writers: HashMap<(ProjectId, ResourceKind), usize>,
 }
 
 impl Rules {
     fn set(&mut self, resource: Resource, rule: AccessRule) {
         let owner = (resource.0.clone(), resource.1);
-        let before = self.by_name.insert(resource, rule);
+        match &rule {
+            AccessRule::Custom(text) => {
+                // Checked when set; a stored one that no longer parses
+                // refuses everything (no entry: nothing is allowed).
+                match rules::RuleSet::from_text(text) {
+                    Ok(compiled) => {
+                        self.compiled.insert(resource.clone(), Arc::new(compiled));
+                    }
+                    Err(error) => {
+                        self.compiled.remove(&resource);
+                        tracing::warn!(
+                            "the rules of {} {:?} of project {:?} do not parse, so they refuse everything: {error}",
+                            resource.1.as_str(),
+                            resource.2,
+                            resource.0.as_str()
+                        );
+                    }
+                }
+            }
+            _ => {
+                self.compiled.remove(&resource);
+            }
+        }
+        let before = self.by_name.insert(resource, rule.clone());
         self.count(owner, before, Some(rule));
     }
 
     fn remove(&mut self, resource: &Resource) {
         let owner = (resource.0.clone(), resource.1);
         let before = self.by_name.remove(resource);
+        self.compiled.remove(resource);
         self.count(owner, before, None);
     }
 
@@ -503,6 +554,38 @@ impl Auth {
         caller.member_of(project) && self.rule(project, kind, name).lets_public(access)
     }
 
+    /// What `caller` may do of `access` on a collection (bucket, topic) of
+    /// `project`: everything, nothing, or what its per-user rules say,
+    /// request by request. Never reads the store.
+    pub fn decide(
+        &self,
+        caller: &Caller,
+        project: &ProjectId,
+        kind: ResourceKind,
+        name: &str,
+        access: Access,
+    ) -> Decision {
+        if caller.serves(project) {
+            return Decision::All;
+        }
+        if !caller.member_of(project) {
+            return Decision::Nothing;
+        }
+        let rules = self
+            .rules
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let resource = (project.clone(), kind, name.to_owned());
+        match rules.by_name.get(&resource) {
+            Some(AccessRule::Custom(_)) => match rules.compiled.get(&resource) {
+                Some(compiled) => Decision::Rules(compiled.clone(), subject(caller)),
+                None => Decision::Nothing,
+            },
+            Some(rule) if rule.lets_public(access) => Decision::All,
+            _ => Decision::Nothing,
+        }
+    }
+
     /// Whether `caller` may write to some collection (bucket, topic) of
     /// `project`: what a request naming its resources only in its body
     /// (a batch) is checked for before the body is read.
@@ -558,7 +641,7 @@ impl Auth {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .by_name
             .get(&(project.clone(), kind, name.to_owned()))
-            .copied()
+            .cloned()
             .unwrap_or_default()
     }
 
@@ -585,7 +668,7 @@ impl Auth {
         to_the_end(async move {
             let _serial = this.serial.lock().await;
             this.store
-                .set_access_rule(&project, kind, &name, rule)
+                .set_access_rule(&project, kind, &name, rule.clone())
                 .await?;
             this.rules
                 .write()

@@ -62,6 +62,8 @@ enum Command {
     Events(commands::events::Events),
     #[command(subcommand)]
     Auth(commands::auth::Auth),
+    #[command(subcommand)]
+    Rules(commands::rules::Rules),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
             Command::Project(command) => command.run(connection.client()?).await,
             Command::Keys(command) => command.run(connection.client()?).await,
             Command::Auth(command) => command.run(connection.client()?).await,
+            Command::Rules(command) => command.run(connection.client()?).await,
             Command::Kv(command) => command.run(connection.client()?).await,
             Command::Docs(command) => command.run(connection.client()?).await,
             Command::Objects(command) => command.run(connection.client()?).await,

@@ -66,10 +66,11 @@ pub struct ApiKey {
     pub s3_secret: Option<Vec<u8>>,
 }
 
-/// What a project's public keys may do with one collection or bucket.
-/// Service keys and the admin credential may always do everything in
-/// their project; rules only ever narrow what public keys do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// What a project's public keys (and app users) may do with one
+/// collection or bucket. Service keys and the admin credential may always
+/// do everything in their project; rules only ever narrow what public keys
+/// and users do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum AccessRule {
     /// Service keys only (the default).
     #[default]
@@ -78,30 +79,39 @@ pub enum AccessRule {
     PublicRead,
     /// Public keys may read and write.
     PublicReadWrite,
+    /// Per-user rules: a JSON object of CEL expressions by operation, as
+    /// written (`auth::rules` checks and applies them).
+    Custom(std::sync::Arc<str>),
 }
 
 impl AccessRule {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             AccessRule::Private => "private",
             AccessRule::PublicRead => "public-read",
             AccessRule::PublicReadWrite => "public-read-write",
+            AccessRule::Custom(rules) => rules,
         }
     }
 
+    /// A preset by name, or per-user rules (a JSON object, not checked
+    /// here).
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "private" => Some(AccessRule::Private),
             "public-read" => Some(AccessRule::PublicRead),
             "public-read-write" => Some(AccessRule::PublicReadWrite),
+            rules if rules.trim_start().starts_with('{') => Some(AccessRule::Custom(rules.into())),
             _ => None,
         }
     }
 
-    /// Whether a public key may do `access` under this rule.
-    pub fn lets_public(self, access: Access) -> bool {
+    /// Whether a public key may do `access` under this rule, whatever the
+    /// data. Per-user rules decide per request, so they answer no here:
+    /// a path that does not apply them refuses.
+    pub fn lets_public(&self, access: Access) -> bool {
         match (self, access) {
-            (AccessRule::Private, _) => false,
+            (AccessRule::Private | AccessRule::Custom(_), _) => false,
             (AccessRule::PublicRead, Access::Read) => true,
             (AccessRule::PublicRead, Access::Write) => false,
             (AccessRule::PublicReadWrite, _) => true,

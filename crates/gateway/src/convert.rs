@@ -102,10 +102,12 @@ pub fn log_line(stored: &StoredLogLine) -> api_types::LogLine {
 
 /// An access rule by its public name.
 pub fn access_rule(name: &str) -> Result<domain::AccessRule, ApiError> {
-    domain::AccessRule::parse(name).ok_or_else(|| {
-        ApiError::bad_request(
-            ErrorCode::InvalidAccess,
-            format!("access {name:?} is not one of private, public-read, public-read-write"),
-        )
-    })
+    domain::AccessRule::parse(name)
+        .filter(|rule| !matches!(rule, domain::AccessRule::Custom(_)))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                ErrorCode::InvalidAccess,
+                format!("access {name:?} is not one of private, public-read, public-read-write"),
+            )
+        })
 }

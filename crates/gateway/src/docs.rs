@@ -9,7 +9,8 @@ use crate::http_util::{Precondition, etag, precondition, read_json_body};
 use crate::projects::{Scope, authorize, read_rule, require_service, write_rule};
 use crate::{ApiError, SharedGateway};
 use api_types::ErrorCode;
-use auth::Caller;
+use auth::rules::{Operation, Resource, RuleSet, Subject};
+use auth::{Caller, Decision};
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,7 @@ use data::Documents;
 use domain::{Access, CollectionName, ResourceKind};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 use store::docs::{DocCondition, DocWrite, Index, MAX_DOCUMENT_BYTES};
 
 /// Largest body of a single-document request: the document limit plus room
@@ -33,25 +35,175 @@ fn collection_name(name: &str) -> Result<CollectionName, ApiError> {
     Ok(Documents::collection_name(name)?)
 }
 
-/// The collection a request names, if the caller may `access` it.
+/// What a caller may do with a collection: everything its access allows,
+/// or what the collection's per-user rules allow, asked per document.
+enum Grant {
+    All,
+    Rules(Arc<RuleSet>, Subject),
+}
+
+/// The collection a request names, if the caller may `access` it (some of
+/// it, under per-user rules).
 async fn collection_for(
     gateway: &SharedGateway,
     caller: &Caller,
     project: &domain::ProjectId,
     name: &str,
     access: Access,
-) -> Result<CollectionName, ApiError> {
+) -> Result<(CollectionName, Grant), ApiError> {
     let collection = collection_name(name)?;
-    authorize(
-        gateway,
+    match gateway.auth.decide(
         caller,
         project,
         ResourceKind::Collection,
         collection.as_str(),
         access,
-    )
-    .await?;
-    Ok(collection)
+    ) {
+        Decision::All => Ok((collection, Grant::All)),
+        Decision::Rules(rules, subject) => Ok((collection, Grant::Rules(rules, subject))),
+        Decision::Nothing => {
+            let verb = match access {
+                Access::Read => "read",
+                Access::Write => "write",
+            };
+            Err(ApiError::NotAllowed(format!(
+                "this key may not {verb} collection {name:?}"
+            )))
+        }
+    }
+}
+
+/// A query with the `list` rule's filter ANDed into its `where`.
+fn ruled_query(grant: &Grant, now: domain::UnixMillis, mut query: Value) -> Value {
+    let Grant::Rules(rules, subject) = grant else {
+        return query;
+    };
+    let Some(filter) = rules.list_filter(subject, now) else {
+        return query;
+    };
+    if let Value::Object(object) = &mut query {
+        let combined = match object.remove("where") {
+            Some(asked) => serde_json::json!({ "and": [asked, filter] }),
+            None => filter,
+        };
+        object.insert("where".to_owned(), combined);
+    }
+    query
+}
+
+fn resource(document: &store::docs::Document) -> Option<Resource<'_>> {
+    Some(Resource {
+        id: &document.id,
+        data: &document.data,
+        version: document.version,
+    })
+}
+
+fn refused(operation: Operation) -> ApiError {
+    ApiError::NotAllowed(format!(
+        "the collection's rules do not allow this {}",
+        operation.as_str()
+    ))
+}
+
+/// Writes under per-user rules retry this often when the document
+/// changes between the read the rule saw and the write.
+const RULED_WRITE_TRIES: usize = 5;
+
+/// A write under per-user rules: the rule sees the document as stored
+/// and as the write would leave it, and the write happens only if the
+/// document is still the one the rule saw (its version), else it is read
+/// again. `after`: the document the write leaves from the stored one
+/// (`None`: a delete).
+async fn ruled_write(
+    gateway: &SharedGateway,
+    project: &domain::ProjectId,
+    collection: &CollectionName,
+    id: &str,
+    asked: DocCondition,
+    (rules, subject): (&RuleSet, &Subject),
+    after: impl Fn(Option<&store::docs::Document>) -> Result<Option<Map<String, Value>>, ApiError>,
+) -> Result<store::docs::DocWritten, ApiError> {
+    for _ in 0..RULED_WRITE_TRIES {
+        let now = gateway.clock.now();
+        let stored = gateway.docs.get(project, collection, id).await?;
+        // What the client asked for is checked against what the rule saw.
+        let held = match (&asked, &stored) {
+            (DocCondition::Always, _) => true,
+            (DocCondition::Version(version), Some(document)) => document.version == *version,
+            (DocCondition::Version(_) | DocCondition::Exists, None) => false,
+            (DocCondition::Exists, Some(_)) => true,
+            (DocCondition::Absent, stored) => stored.is_none(),
+        };
+        if !held {
+            return Err(ApiError::PreconditionFailed(
+                "the document is not as If-Match / If-None-Match requires".to_owned(),
+            ));
+        }
+        let data = after(stored.as_ref())?;
+        let (operation, allowed) = match (&stored, &data) {
+            (None, Some(data)) => (
+                Operation::Create,
+                rules.allows(Operation::Create, subject, None, Some(data), now),
+            ),
+            (Some(document), Some(data)) => (
+                Operation::Update,
+                rules.allows(
+                    Operation::Update,
+                    subject,
+                    resource(document),
+                    Some(data),
+                    now,
+                ),
+            ),
+            (stored, None) => (
+                Operation::Delete,
+                rules.allows(
+                    Operation::Delete,
+                    subject,
+                    stored.as_ref().and_then(resource),
+                    None,
+                    now,
+                ),
+            ),
+        };
+        if !allowed {
+            return Err(refused(operation));
+        }
+        let condition = match &stored {
+            Some(document) => DocCondition::Version(document.version),
+            None => DocCondition::Absent,
+        };
+        let write = match data {
+            Some(data) => DocWrite::Set {
+                collection: collection.clone(),
+                id: Some(id.to_owned()),
+                data,
+                condition,
+            },
+            None => DocWrite::Delete {
+                collection: collection.clone(),
+                id: id.to_owned(),
+                condition: if stored.is_some() {
+                    condition
+                } else {
+                    DocCondition::Always
+                },
+            },
+        };
+        match write_one(gateway, project, write).await {
+            // Changed since the rule saw it: read it again.
+            Err(ApiError::PreconditionFailed(_))
+            | Err(ApiError::Conflict {
+                code: ErrorCode::DocumentExists,
+                ..
+            }) => continue,
+            other => return other,
+        }
+    }
+    Err(ApiError::PreconditionFailed(format!(
+        "document {id:?} kept changing while its rules were checked; try again"
+    )))
 }
 
 /// A JSON body (`{}` when empty); see [`read_json_body`] for the permit.
@@ -180,7 +332,8 @@ pub async fn list_documents(
     Path(collection): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<api_types::DocPage>, ApiError> {
-    let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
+    let (collection, grant) =
+        collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
     let mut query = serde_json::Map::new();
     for (key, value) in params {
         match key.as_str() {
@@ -204,7 +357,8 @@ pub async fn list_documents(
             }
         }
     }
-    run_query(gateway, project, collection, Value::Object(query)).await
+    let query = ruled_query(&grant, gateway.clock.now(), Value::Object(query));
+    run_query(gateway, project, collection, query).await
 }
 
 async fn run_query(
@@ -228,8 +382,10 @@ pub async fn query(
     Path(collection): Path<String>,
     request: Request,
 ) -> Result<Json<api_types::DocPage>, ApiError> {
-    let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
+    let (collection, grant) =
+        collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
     let (body, _permit) = read_json(&gateway, request, MAX_QUERY_BODY).await?;
+    let body = ruled_query(&grant, gateway.clock.now(), body);
     run_query(gateway, project, collection, body).await
 }
 
@@ -241,8 +397,10 @@ pub async fn count(
     Path(collection): Path<String>,
     request: Request,
 ) -> Result<Json<api_types::DocCount>, ApiError> {
-    let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
+    let (collection, grant) =
+        collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
     let query = read_json(&gateway, request, MAX_QUERY_BODY).await?.0;
+    let query = ruled_query(&grant, gateway.clock.now(), query);
     let count = gateway.docs.count(&project, &collection, &query).await?;
     Ok(Json(api_types::DocCount { count }))
 }
@@ -285,10 +443,21 @@ pub async fn create(
     Path(collection): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let collection =
+    let (collection, grant) =
         collection_for(&gateway, &caller, &project, &collection, Access::Write).await?;
     let (data, _permit) = read_json(&gateway, request, MAX_DOCUMENT_BODY).await?;
     let data = document_object(data)?;
+    if let Grant::Rules(rules, subject) = &grant
+        && !rules.allows(
+            Operation::Create,
+            subject,
+            None,
+            Some(&data),
+            gateway.clock.now(),
+        )
+    {
+        return Err(refused(Operation::Create));
+    }
     let write = DocWrite::Set {
         collection,
         id: None,
@@ -305,14 +474,27 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let collection = collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
+    let (collection, grant) =
+        collection_for(&gateway, &caller, &project, &collection, Access::Read).await?;
+    let not_found = || ApiError::DocumentNotFound(format!("no document {id:?} in this collection"));
     let document = gateway
         .docs
         .get(&project, &collection, &id)
         .await?
-        .ok_or_else(|| {
-            ApiError::DocumentNotFound(format!("no document {id:?} in this collection"))
-        })?;
+        .ok_or_else(not_found)?;
+    // A document the rules hide does not exist, as far as the caller can
+    // tell.
+    if let Grant::Rules(rules, subject) = &grant
+        && !rules.allows(
+            Operation::Read,
+            subject,
+            resource(&document),
+            None,
+            gateway.clock.now(),
+        )
+    {
+        return Err(not_found());
+    }
     let version = document.version;
     let mut response = Json(document_out(document)).into_response();
     response
@@ -329,18 +511,35 @@ pub async fn put(
     Path((collection, id)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let collection =
+    let (collection, grant) =
         collection_for(&gateway, &caller, &project, &collection, Access::Write).await?;
     let condition = condition(request.headers())?;
     let (data, _permit) = read_json(&gateway, request, MAX_DOCUMENT_BODY).await?;
     let data = document_object(data)?;
-    let write = DocWrite::Set {
-        collection,
-        id: Some(id),
-        data,
-        condition,
+    let written = match &grant {
+        Grant::Rules(rules, subject) => {
+            ruled_write(
+                &gateway,
+                &project,
+                &collection,
+                &id,
+                condition,
+                (rules, subject),
+                |_| Ok(Some(data.clone())),
+            )
+            .await
+        }
+        Grant::All => {
+            let write = DocWrite::Set {
+                collection,
+                id: Some(id),
+                data,
+                condition,
+            };
+            write_one(&gateway, &project, write).await
+        }
     };
-    let written = match write_one(&gateway, &project, write).await {
+    let written = match written {
         // HTTP says a failed If-None-Match is a failed precondition.
         Err(ApiError::Conflict {
             code: ErrorCode::DocumentExists,
@@ -364,7 +563,7 @@ pub async fn patch(
     Path((collection, id)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let collection =
+    let (collection, grant) =
         collection_for(&gateway, &caller, &project, &collection, Access::Write).await?;
     let condition = condition(request.headers())?;
     let (patch, _permit) = read_json(&gateway, request, MAX_DOCUMENT_BODY).await?;
@@ -374,13 +573,42 @@ pub async fn patch(
             format!("a merge patch is a JSON object, not {}", kind_of(&patch)),
         ));
     }
-    let write = DocWrite::Patch {
-        collection,
-        id,
-        patch,
-        condition,
+    let written = match &grant {
+        Grant::Rules(rules, subject) => {
+            let not_found =
+                || ApiError::DocumentNotFound(format!("no document {id:?} in this collection"));
+            let now = gateway.clock.now();
+            ruled_write(
+                &gateway,
+                &project,
+                &collection,
+                &id,
+                condition,
+                (rules, subject),
+                |stored| {
+                    // A document the caller may not read does not exist.
+                    let document = stored
+                        .filter(|document| {
+                            rules.allows(Operation::Read, subject, resource(document), None, now)
+                        })
+                        .ok_or_else(not_found)?;
+                    let mut merged = Value::Object(document.data.clone());
+                    json_patch::merge(&mut merged, &patch);
+                    document_object(merged).map(Some)
+                },
+            )
+            .await?
+        }
+        Grant::All => {
+            let write = DocWrite::Patch {
+                collection,
+                id,
+                patch,
+                condition,
+            };
+            write_one(&gateway, &project, write).await?
+        }
     };
-    let written = write_one(&gateway, &project, write).await?;
     Ok(written_response(http::StatusCode::OK, written))
 }
 
@@ -393,14 +621,31 @@ pub async fn delete(
     Path((collection, id)): Path<(String, String)>,
     headers: http::HeaderMap,
 ) -> Result<http::StatusCode, ApiError> {
-    let collection =
+    let (collection, grant) =
         collection_for(&gateway, &caller, &project, &collection, Access::Write).await?;
-    let write = DocWrite::Delete {
-        collection,
-        id,
-        condition: condition(&headers)?,
-    };
-    write_one(&gateway, &project, write).await?;
+    let condition = condition(&headers)?;
+    match &grant {
+        Grant::Rules(rules, subject) => {
+            ruled_write(
+                &gateway,
+                &project,
+                &collection,
+                &id,
+                condition,
+                (rules, subject),
+                |_| Ok(None),
+            )
+            .await?;
+        }
+        Grant::All => {
+            let write = DocWrite::Delete {
+                collection,
+                id,
+                condition,
+            };
+            write_one(&gateway, &project, write).await?;
+        }
+    }
     Ok(http::StatusCode::NO_CONTENT)
 }
 

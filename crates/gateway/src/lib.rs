@@ -26,6 +26,7 @@ mod kv;
 mod objects;
 mod projects;
 mod realtime;
+mod rules;
 mod s3;
 mod serve;
 
@@ -197,6 +198,7 @@ fn control_router(gateway: SharedGateway) -> Router {
             "/v1/topics/{topic}/_access",
             get(events::get_access).put(events::set_access),
         )
+        .route("/v1/rules/_test", post(rules::test))
         .route("/v1/docs", get(docs::list_collections))
         .route("/v1/docs/_batch", post(docs::batch))
         .route(

@@ -399,9 +399,15 @@ pub async fn read_rule(
     name: String,
 ) -> Result<Json<api_types::AccessSetting>, ApiError> {
     require_service(caller, &project)?;
-    let rule = gateway.auth.rule(&project, kind, &name);
-    Ok(Json(api_types::AccessSetting {
-        access: rule.as_str().to_owned(),
+    Ok(Json(match gateway.auth.rule(&project, kind, &name) {
+        domain::AccessRule::Custom(text) => api_types::AccessSetting {
+            access: "rules".to_owned(),
+            rules: serde_json::from_str(&text).ok(),
+        },
+        preset => api_types::AccessSetting {
+            access: preset.as_str().to_owned(),
+            rules: None,
+        },
     }))
 }
 
@@ -418,7 +424,31 @@ pub async fn write_rule(
     require_manager(caller, &project)?;
     let setting: api_types::AccessSetting = serde_json::from_slice(body)
         .map_err(|error| ApiError::bad_request(ErrorCode::InvalidAccess, error.to_string()))?;
-    let rule = convert::access_rule(&setting.access)?;
+    let invalid = |message: String| ApiError::bad_request(ErrorCode::InvalidAccess, message);
+    let rule = match (&setting.rules, setting.access.as_str()) {
+        (Some(rules), "" | "rules") if kind == ResourceKind::Collection => {
+            let source: auth::rules::RuleSource = serde_json::from_value(rules.clone())
+                .map_err(|error| {
+                    invalid(format!(
+                        "rules are an object of CEL expressions by operation (read, list, create, update, delete): {error}"
+                    ))
+                })?;
+            let compiled = auth::rules::RuleSet::compile(source).map_err(invalid)?;
+            domain::AccessRule::Custom(compiled.to_text().into())
+        }
+        (Some(_), "" | "rules") => {
+            return Err(invalid(format!(
+                "per-user rules are for collections; a {} takes private, public-read or public-read-write",
+                kind.as_str()
+            )));
+        }
+        (Some(_), _) => {
+            return Err(invalid(
+                "give either a preset as \"access\" or per-user \"rules\", not both".to_owned(),
+            ));
+        }
+        (None, name) => convert::access_rule(name)?,
+    };
     gateway.auth.set_rule(&project, kind, &name, rule).await?;
     Ok(Json(setting))
 }

@@ -327,21 +327,34 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
         gateway.metrics.clone(),
     ));
     let mut changes = gateway.auth.changes();
-    // A key revoked between the upgrade request and now.
-    if !gateway.auth.still_valid(&caller) {
+    let mut sessions = gateway.accounts.changes();
+    // A key revoked (or a session ended) between the upgrade request and
+    // now.
+    let live = |caller: &auth::Caller| {
+        gateway.auth.still_valid(caller)
+            && match caller {
+                auth::Caller::User(identity) => {
+                    gateway.accounts.still_live(identity, gateway.clock.now())
+                }
+                _ => true,
+            }
+    };
+    if !live(&caller) {
         out.close(POLICY_VIOLATION, "the key was revoked".to_owned());
     }
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut writer_done = false;
-    // A function's credentials end at their expiry, and the connection
-    // with them.
-    let expiry = match &caller {
-        auth::Caller::Function { expires, .. } => {
-            let left = u64::try_from(expires.saturating_sub(domain::now_millis())).unwrap_or(0);
-            Some(tokio::time::Instant::now() + std::time::Duration::from_millis(left))
-        }
+    // A function's credentials, and an app user's access token, end at
+    // their expiry, and the connection with them.
+    let expires = match &caller {
+        auth::Caller::Function { expires, .. } => Some(*expires),
+        auth::Caller::User(identity) => Some(identity.expires_at.saturating_mul(1000)),
         _ => None,
     };
+    let expiry = expires.map(|expires| {
+        let left = u64::try_from(expires.saturating_sub(domain::now_millis())).unwrap_or(0);
+        tokio::time::Instant::now() + std::time::Duration::from_millis(left)
+    });
     let expired = tokio::time::sleep_until(expiry.unwrap_or_else(tokio::time::Instant::now));
     tokio::pin!(expired);
     let mut expiry_sent = false;
@@ -350,7 +363,7 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
             message = incoming.next() => message,
             () = &mut expired, if expiry.is_some() && !expiry_sent => {
                 expiry_sent = true;
-                out.close(POLICY_VIOLATION, "the function credentials expired".to_owned());
+                out.close(POLICY_VIOLATION, "the credentials (function credentials or access token) expired".to_owned());
                 continue;
             }
             _ = &mut writer => {
@@ -359,8 +372,15 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
             }
             // A revoked key (or a removed project) ends the connection at once.
             Ok(()) = changes.changed() => {
-                if !gateway.auth.still_valid(&caller) {
+                if !live(&caller) {
                     out.close(POLICY_VIOLATION, "the key was revoked".to_owned());
+                }
+                continue;
+            }
+            // So does the end of an app user's session.
+            Ok(()) = sessions.changed() => {
+                if !live(&caller) {
+                    out.close(POLICY_VIOLATION, "the session has ended".to_owned());
                 }
                 continue;
             }
@@ -505,17 +525,35 @@ fn target(request: &Value) -> Result<Target, ApiError> {
     }
 }
 
-/// Whether the caller may read the topic or collection (now).
-async fn may_read(
+/// Whether the caller may read the topic or collection (now): all of it,
+/// or what per-user rules let it (`Some` of them).
+fn may_read(
     gateway: &SharedGateway,
     caller: &Caller,
     project: &ProjectId,
     kind: ResourceKind,
     name: &str,
+) -> Option<Option<std::sync::Arc<auth::rules::RuleSet>>> {
+    match gateway
+        .auth
+        .decide(caller, project, kind, name, Access::Read)
+    {
+        auth::Decision::All => Some(None),
+        auth::Decision::Rules(rules, _) => Some(Some(rules)),
+        auth::Decision::Nothing => None,
+    }
+}
+
+/// Whether two answers of [`may_read`] are the same access.
+fn same_access(
+    before: &Option<std::sync::Arc<auth::rules::RuleSet>>,
+    now: &Option<std::sync::Arc<auth::rules::RuleSet>>,
 ) -> bool {
-    crate::projects::authorize(gateway, caller, project, kind, name, Access::Read)
-        .await
-        .is_ok()
+    match (before, now) {
+        (None, None) => true,
+        (Some(before), Some(now)) => std::sync::Arc::ptr_eq(before, now),
+        _ => false,
+    }
 }
 
 fn document_json(id: &str, version: u64, data: &Value) -> Value {
@@ -551,14 +589,42 @@ async fn subscription(
             domain::documents_stream(collection),
         ),
     };
-    if !may_read(&gateway, &caller, &project, kind, &name).await {
+    let Some(access) = may_read(&gateway, &caller, &project, kind, &name) else {
         out.error(
             Some(&id),
             ErrorCode::Forbidden,
             format!("this key may not read {} {name:?}", kind.as_str()),
         );
         return;
-    }
+    };
+    // Under per-user rules, a live query is the asked query ANDed with the
+    // list rule's filter: the snapshot and every change are only what the
+    // caller may see.
+    let target = match (&access, target) {
+        (Some(rules), Target::Query { collection, .. }) => {
+            let asked = request.get("query").cloned().unwrap_or_else(|| json!({}));
+            let mut asked = match asked {
+                Value::Object(object) => object,
+                _ => serde_json::Map::new(),
+            };
+            if let Some(filter) = rules.list_filter(&auth::subject(&caller), gateway.clock.now()) {
+                let combined = match asked.remove("where") {
+                    Some(asked) => json!({ "and": [asked, filter] }),
+                    None => filter,
+                };
+                asked.insert("where".to_owned(), combined);
+            }
+            match store::docs::parse_query(&Value::Object(asked)) {
+                Ok(query) => Target::Query { collection, query },
+                Err(error) => {
+                    let (code, message) = ApiError::from(error).code_and_message();
+                    out.error(Some(&id), code, message);
+                    return;
+                }
+            }
+        }
+        (_, target) => target,
+    };
     // A live query: its changes are logged from now on; then the snapshot
     // and the position it was read at, together.
     let mut start = after;
@@ -624,7 +690,8 @@ async fn subscription(
             // A rule that no longer lets the key read ends the subscription
             // at once, not at its next event.
             Ok(()) = changes.changed() => {
-                if !may_read(&gateway, &caller, &project, kind, &name).await {
+                let still = may_read(&gateway, &caller, &project, kind, &name);
+                if !still.as_ref().is_some_and(|still| same_access(&access, still)) {
                     out.error(
                         Some(&id),
                         ErrorCode::Forbidden,
@@ -652,7 +719,11 @@ async fn subscription(
         };
         // Rules can change while a subscription lasts (checked again here
         // too: the change may not have been seen yet).
-        if !may_read(&gateway, &caller, &project, kind, &name).await {
+        let still = may_read(&gateway, &caller, &project, kind, &name);
+        if !still
+            .as_ref()
+            .is_some_and(|still| same_access(&access, still))
+        {
             out.error(
                 Some(&id),
                 ErrorCode::Forbidden,

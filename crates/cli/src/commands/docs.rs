@@ -1,4 +1,5 @@
 use crate::client::Client;
+use anyhow::Context;
 use api_types::{
     AccessSetting, DocBatchResult, DocCollectionList, DocCount, DocExplain, DocIndex, DocPage,
     DocWritten, Document,
@@ -69,11 +70,16 @@ pub enum Docs {
     /// Write several documents atomically: a JSON file (or `-`) of
     /// `{"writes": [{"op": "set", "collection": "c", "id": "x", "data": {...}}, ...]}`.
     Batch { file: String },
-    /// Show or set what public keys may do with a collection: `private`
-    /// (service keys only, the default), `public-read`, `public-read-write`.
+    /// Show or set what public keys and app users may do with a
+    /// collection: `private` (service keys only, the default),
+    /// `public-read`, `public-read-write`, or per-user `--rules FILE`.
     Access {
         collection: String,
         rule: Option<String>,
+        /// Per-user rules instead of a preset: a JSON file of CEL
+        /// expressions by operation (read, list, create, update, delete).
+        #[arg(long, value_name = "FILE", conflicts_with = "rule")]
+        rules: Option<std::path::PathBuf>,
     },
     /// Declared indexes.
     #[command(subcommand)]
@@ -303,16 +309,50 @@ impl Docs {
                     }
                 }
             }
-            Docs::Access { collection, rule } => {
+            Docs::Access {
+                collection,
+                rule,
+                rules,
+            } => {
                 let path = format!("/v1/docs/{collection}/_access");
-                let request = match rule {
-                    Some(rule) => client
-                        .control(reqwest::Method::PUT, &path)
-                        .json(&AccessSetting { access: rule }),
-                    None => client.control(reqwest::Method::GET, &path),
+                let rules = match rules {
+                    Some(file) => {
+                        let text = std::fs::read_to_string(&file)
+                            .with_context(|| format!("reading {}", file.display()))?;
+                        Some(
+                            serde_json::from_str::<serde_json::Value>(&text)
+                                .with_context(|| format!("{} is not JSON", file.display()))?,
+                        )
+                    }
+                    None => None,
+                };
+                let request = match (rule, rules) {
+                    (Some(rule), _) => {
+                        client
+                            .control(reqwest::Method::PUT, &path)
+                            .json(&AccessSetting {
+                                access: rule,
+                                rules: None,
+                            })
+                    }
+                    (None, Some(rules)) => {
+                        client
+                            .control(reqwest::Method::PUT, &path)
+                            .json(&AccessSetting {
+                                access: "rules".to_owned(),
+                                rules: Some(rules),
+                            })
+                    }
+                    (None, None) => client.control(reqwest::Method::GET, &path),
                 };
                 let setting: AccessSetting = client.json(request).await?;
-                println!("{collection}\t{}", setting.access);
+                match setting.rules {
+                    Some(rules) => {
+                        println!("{collection}\trules");
+                        println!("{}", serde_json::to_string_pretty(&rules)?);
+                    }
+                    None => println!("{collection}\t{}", setting.access),
+                }
             }
             Docs::Index(IndexCommand::Create {
                 collection,

@@ -12,6 +12,7 @@ pub mod project;
 pub mod publish;
 pub mod rm;
 pub mod rollback;
+pub mod rules;
 pub mod up;
 pub mod usage;
 pub mod versions;

@@ -237,9 +237,14 @@ impl Objects {
             Objects::Access { bucket, rule } => {
                 let path = format!("/v1/buckets/{bucket}/_access");
                 let request = match rule {
-                    Some(rule) => client
-                        .control(reqwest::Method::PUT, &path)
-                        .json(&AccessSetting { access: rule }),
+                    Some(rule) => {
+                        client
+                            .control(reqwest::Method::PUT, &path)
+                            .json(&AccessSetting {
+                                access: rule,
+                                rules: None,
+                            })
+                    }
                     None => client.control(reqwest::Method::GET, &path),
                 };
                 let setting: AccessSetting = client.json(request).await?;

@@ -23,6 +23,7 @@ mod projects;
 mod readme;
 mod realtime;
 mod records;
+mod rules;
 mod s3;
 
 pub use std::time::Duration;
