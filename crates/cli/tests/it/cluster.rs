@@ -155,6 +155,63 @@ async fn a_key_revoked_on_one_node_is_refused_by_every_node_within_a_second() {
 }
 
 #[tokio::test]
+async fn app_users_sessions_and_signing_keys_hold_on_every_node() {
+    let cluster = Cluster::new();
+    let first = cluster.node();
+    let second = cluster.node();
+    first.cli_ok(&["project", "create", "shop"]);
+    let auth = |server: &WokServer, path: &str| format!("{}/p/shop/auth/v1{path}", server.url);
+    // Signed up on the first node: the second verifies its token (the
+    // signing key made on the first is followed) and refreshes it.
+    let session =
+        send(http().post(auth(&first, "/signup")).json(
+            &serde_json::json!({"email": "ann@example.com", "password": "a long passphrase"}),
+        ))
+        .await;
+    assert_eq!(session.status, 200, "{}", session.text());
+    let session = session.json();
+    let token = session["access_token"].as_str().unwrap().to_owned();
+    let user = async |server: &WokServer, token: &str| {
+        send(http().get(auth(server, "/user")).bearer_auth(token))
+            .await
+            .status
+    };
+    let taken = until("the second node verifies the token", async || {
+        user(&second, &token).await == 200
+    })
+    .await;
+    assert!(taken < Duration::from_secs(1), "took {taken:?}");
+    let refreshed = send(
+        http()
+            .post(auth(&second, "/token?grant_type=refresh_token"))
+            .json(&serde_json::json!({"refresh_token": session["refresh_token"]})),
+    )
+    .await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    let second_token = refreshed.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A global logout on the second node: the first refuses both tokens
+    // within a second.
+    let logout = send(
+        http()
+            .post(auth(&second, "/logout"))
+            .bearer_auth(&second_token),
+    )
+    .await;
+    assert_eq!(logout.status, 204);
+    let ended = Instant::now();
+    until("the first node refuses the ended session", async || {
+        user(&first, &token).await == 403 && user(&first, &second_token).await == 403
+    })
+    .await;
+    let refused = ended.elapsed();
+    assert!(refused < Duration::from_secs(1), "took {refused:?}");
+}
+
+#[tokio::test]
 async fn a_deploy_on_one_node_is_served_by_every_node_within_two_seconds() {
     let cluster = Cluster::new();
     let first = cluster.node();
