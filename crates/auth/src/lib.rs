@@ -31,6 +31,7 @@
 pub mod accounts;
 mod common_passwords;
 pub mod limits;
+pub mod mail;
 
 pub use accounts::{AccountError, Accounts, Identity};
 
