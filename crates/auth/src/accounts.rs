@@ -209,8 +209,7 @@ impl AuthSettings {
             ));
         }
         if let Some(site_url) = &self.site_url {
-            redirect_url(site_url, false)
-                .map_err(|why| format!("site_url {site_url:?} {why}"))?;
+            redirect_url(site_url, false).map_err(|why| format!("site_url {site_url:?} {why}"))?;
         }
         if self.redirect_urls.len() > 100 {
             return Err("redirect_urls may hold at most 100 URLs".to_owned());
@@ -632,10 +631,9 @@ impl Accounts {
                 .and_then(|smtp| smtp.sealed_password);
             smtp.sealed_password = match smtp.password.take() {
                 Some(password) if password.is_empty() => None,
-                Some(password) => Some(self.seal_secret(
-                    &smtp_sealing_context(project),
-                    password.as_bytes(),
-                )),
+                Some(password) => {
+                    Some(self.seal_secret(&smtp_sealing_context(project), password.as_bytes()))
+                }
                 None => before,
             };
             smtp.password_set = smtp.sealed_password.is_some();
@@ -1044,8 +1042,9 @@ impl Accounts {
         })
     }
 
-    /// A new user with an email and a password, signed in (emails are
-    /// taken as confirmed: there is no mail to confirm them with yet).
+    /// A new user with an email and a password, signed in, its email
+    /// taken as confirmed (with `email_confirmation` on, the gateway signs
+    /// up through [`Accounts::sign_up_by_email`] instead).
     pub async fn sign_up(
         &self,
         project: &ProjectId,
@@ -1911,6 +1910,142 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// Takes every mail and never finishes sending it.
+    struct Stuck(tokio::sync::mpsc::UnboundedSender<crate::mail::Mail>);
+
+    #[store::async_trait]
+    impl crate::mail::Mailer for Stuck {
+        async fn send(
+            &self,
+            _server: &crate::mail::SmtpServer,
+            mail: &crate::mail::Mail,
+        ) -> Result<(), String> {
+            let _ = self.0.send(mail.clone());
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_refuses_every_address_alike_and_nobody_is_mailed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("wok.db")).unwrap());
+        store.create_project(&shop()).await.unwrap();
+        let (sent, mut mails) = tokio::sync::mpsc::unbounded_channel();
+        let accounts =
+            Accounts::open_with_mailer(store.clone(), [3; 32], NOW, Arc::new(Stuck(sent)), 1)
+                .await
+                .unwrap();
+        let settings = AuthSettings {
+            smtp: Some(SmtpSettings {
+                host: "127.0.0.1".to_owned(),
+                port: 25,
+                username: None,
+                password: None,
+                sealed_password: None,
+                password_set: false,
+                from: "no-reply@shop.example".to_owned(),
+                tls: crate::mail::SmtpTls::None,
+            }),
+            ..AuthSettings::default()
+        };
+        accounts.set_settings(&shop(), settings).await.unwrap();
+        accounts
+            .sign_up(
+                &shop(),
+                "ann@example.com",
+                "a long passphrase",
+                Default::default(),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let links = Links {
+            auth_url: "http://wok.test/p/shop/auth/v1".to_owned(),
+            redirect_to: None,
+        };
+        // The outbox holds one mail, the worker a few more being sent:
+        // then every request is refused, whoever it is for.
+        let mut accepted = 0;
+        loop {
+            match accounts
+                .request_recovery(&shop(), "ann@example.com", &links, NOW)
+                .await
+            {
+                Ok(()) => accepted += 1,
+                Err(AccountError::EmailRateLimited(_)) => break,
+                Err(other) => panic!("{other}"),
+            }
+            assert!(accepted <= 8, "the outbox grows");
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            accounts
+                .request_recovery(&shop(), "nobody@example.com", &links, NOW)
+                .await,
+            Err(AccountError::EmailRateLimited(_))
+        ));
+        let mail = mails.recv().await.unwrap();
+        assert_eq!(mail.to, "ann@example.com");
+        assert!(
+            mail.body
+                .contains("http://wok.test/p/shop/auth/v1/verify?token=")
+        );
+        while let Ok(mail) = mails.try_recv() {
+            assert_eq!(mail.to, "ann@example.com", "nobody is mailed");
+        }
+    }
+
+    #[test]
+    fn redirects_land_only_where_allowed() {
+        let settings = AuthSettings {
+            site_url: Some("https://app.example.com/".to_owned()),
+            redirect_urls: vec![
+                "https://app.example.com/welcome/*".to_owned(),
+                "myapp://callback".to_owned(),
+            ],
+            ..AuthSettings::default()
+        };
+        settings.validate().unwrap();
+        for allowed in [
+            "https://app.example.com/",
+            "https://app.example.com/welcome/",
+            "https://app.example.com/welcome/a?b=c",
+            "myapp://callback",
+        ] {
+            assert!(settings.allows_redirect(allowed), "{allowed}");
+        }
+        for refused in [
+            "https://app.example.com",
+            "https://app.example.com/other",
+            "https://app.example.com.evil.com/welcome/",
+            "https://evil.com/?https://app.example.com/welcome/",
+            "myapp://callback/x",
+        ] {
+            assert!(!settings.allows_redirect(refused), "{refused}");
+        }
+        for invalid in [
+            "https://app.example.com*",
+            "/welcome/*",
+            "https://*.example.com/",
+            "x",
+        ] {
+            let settings = AuthSettings {
+                redirect_urls: vec![invalid.to_owned()],
+                ..AuthSettings::default()
+            };
+            assert!(settings.validate().is_err(), "{invalid}");
+        }
+        // Settings stored before mail existed still read.
+        let old: AuthSettings = serde_json::from_value(serde_json::json!({
+            "signup": false, "anonymous": true, "access_token_lifetime_s": 600,
+            "password_min_length": 8, "sign_ins_per_address_per_minute": 60,
+            "sign_ins_per_account_per_hour": 30, "new_users_per_address_per_hour": 30,
+        }))
+        .unwrap();
+        assert_eq!(old.email_code_lifetime_s, 600);
+        assert!(old.smtp.is_none() && !old.email_confirmation);
     }
 
     #[tokio::test]

@@ -61,7 +61,10 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
 
     /// One more for `key`, or how long to wait.
     fn check(&self, key: K) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
             || self.limiter.len() >= MAX_KEYS
         {
             self.limiter.retain_recent();

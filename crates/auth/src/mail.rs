@@ -105,10 +105,8 @@ impl Mailer for Smtp {
             SmtpTls::None => {
                 AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server.host.as_str())
             }
-            SmtpTls::Starttls => {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&server.host)
-                    .map_err(|error| error.to_string())?
-            }
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&server.host)
+                .map_err(|error| error.to_string())?,
             SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&server.host)
                 .map_err(|error| error.to_string())?,
         };

@@ -942,7 +942,9 @@ async fn admin_set_config(
 ) -> Result<Json<auth::accounts::AuthSettings>, GoTrueError> {
     require_service(&gateway, &project, &request)?;
     let settings: auth::accounts::AuthSettings = body(request).await?;
-    Ok(Json(gateway.accounts.set_settings(&project, settings).await?))
+    Ok(Json(
+        gateway.accounts.set_settings(&project, settings).await?,
+    ))
 }
 
 fn key_json(key: &store::accounts::SigningKey) -> Value {
@@ -1215,9 +1217,7 @@ async fn verify(
     request: Request,
 ) -> Result<Json<Value>, GoTrueError> {
     let address = client_address(&gateway, &request);
-    gateway
-        .accounts
-        .admit(&project, Attempt::Verify, address)?;
+    gateway.accounts.admit(&project, Attempt::Verify, address)?;
     let body: Verify = body(request).await?;
     let kind = verify_kind(body.kind.as_deref())?;
     let now = gateway.clock.now();
@@ -1281,9 +1281,7 @@ async fn verify_link(
         .to_owned();
     let kind = link.kind.clone().unwrap_or_default();
     let fragment = match async {
-        gateway
-            .accounts
-            .admit(&project, Attempt::Verify, address)?;
+        gateway.accounts.admit(&project, Attempt::Verify, address)?;
         let verify_kind = verify_kind(link.kind.as_deref())?;
         let token = link.token.as_deref().unwrap_or_default();
         Ok::<_, GoTrueError>(
@@ -1329,8 +1327,14 @@ async fn verify_link(
             )
         })?,
     );
-    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(http::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        http::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     Ok(response)
 }
 

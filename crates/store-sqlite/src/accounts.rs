@@ -657,8 +657,12 @@ impl AccountStore for SqliteStore {
         now: UnixMillis,
         max_failures: u32,
     ) -> Result<CodeUse, StoreError> {
-        let (project, email, flows, code_hash) =
-            (project.clone(), email.to_owned(), flows.to_vec(), *code_hash);
+        let (project, email, flows, code_hash) = (
+            project.clone(),
+            email.to_owned(),
+            flows.to_vec(),
+            *code_hash,
+        );
         self.meta(move |connection| {
             let transaction = connection.transaction()?;
             let names = flow_names(&flows);

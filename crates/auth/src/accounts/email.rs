@@ -431,7 +431,15 @@ impl Accounts {
             }
         };
         let made = self
-            .new_code(project, &settings, flow, &address, Some(&user.id), links, now)
+            .new_code(
+                project,
+                &settings,
+                flow,
+                &address,
+                Some(&user.id),
+                links,
+                now,
+            )
             .await?;
         Ok((user, made))
     }
@@ -527,9 +535,9 @@ impl Accounts {
 
     /// A place in the outbox, or the answer for everyone while it is full.
     fn place(&self) -> Result<Place, AccountError> {
-        self.outbox
-            .reserve()
-            .ok_or(AccountError::EmailRateLimited(std::time::Duration::from_secs(60)))
+        self.outbox.reserve().ok_or(AccountError::EmailRateLimited(
+            std::time::Duration::from_secs(60),
+        ))
     }
 
     async fn create(&self, user: &User) -> Result<(), AccountError> {
@@ -606,6 +614,7 @@ impl Accounts {
     }
 
     /// Makes and stores a code: its secrets and link.
+    #[allow(clippy::too_many_arguments)]
     async fn new_code(
         &self,
         project: &ProjectId,
@@ -629,7 +638,11 @@ impl Accounts {
                 code_hash: self.code_hash(project, email, &code),
                 link_hash: Sha256::digest(token.as_bytes()).into(),
                 created_at: now,
-                expires_at: now + settings.email_code_lifetime_s.clamp(1, MAX_EMAIL_CODE_LIFETIME_S) * 1000,
+                expires_at: now
+                    + settings
+                        .email_code_lifetime_s
+                        .clamp(1, MAX_EMAIL_CODE_LIFETIME_S)
+                        * 1000,
             })
             .await?;
         let mut action_link = format!(

@@ -666,10 +666,14 @@ impl SmtpSink {
 
     /// The `n`th message to `to` (from 0), once it has come.
     async fn mail(&self, to: &str, n: usize) -> Value {
-        wait_for(&format!("mail {n} to {to}"), Duration::from_secs(10), || {
-            let found = self.mails_to(to).get(n).cloned();
-            async move { found }
-        })
+        wait_for(
+            &format!("mail {n} to {to}"),
+            Duration::from_secs(10),
+            || {
+                let found = self.mails_to(to).get(n).cloned();
+                async move { found }
+            },
+        )
         .await
     }
 
@@ -817,7 +821,12 @@ async fn a_code_dies_after_five_wrong_tries_and_at_its_expiry() {
             json!({"type": "email", "email": ann, "token": token}),
         )
     };
-    assert_eq!(post(&server, "shop", "/otp", json!({"email": ann})).await.status, 200);
+    assert_eq!(
+        post(&server, "shop", "/otp", json!({"email": ann}))
+            .await
+            .status,
+        200
+    );
     let right = code_of(&sink.mail(ann, 0).await);
     let wrong = format!("{:06}", (right.parse::<u32>().unwrap() + 1) % 1_000_000);
     for _ in 0..5 {
@@ -880,7 +889,10 @@ async fn unknown_addresses_are_answered_like_known_ones_before_any_mail_goes() {
     )
     .await;
     assert_eq!(signed_up.status, 200, "{}", signed_up.text());
-    assert!(signed_up.json()["access_token"].is_null(), "no session before confirmation");
+    assert!(
+        signed_up.json()["access_token"].is_null(),
+        "no session before confirmation"
+    );
     // Its confirmation is as good as unconfirmed and confirmed users go:
     // confirm it through the service side.
     let id = signed_up.json()["id"].as_str().unwrap().to_owned();
@@ -914,13 +926,25 @@ async fn unknown_addresses_are_answered_like_known_ones_before_any_mail_goes() {
             known_answer
         }
     };
-    assert_eq!(alike("/recover", |email| json!({"email": email})).await.status, 200);
     assert_eq!(
-        alike("/otp", |email| json!({"email": email, "create_user": false})).await.status,
+        alike("/recover", |email| json!({"email": email}))
+            .await
+            .status,
         200
     );
     assert_eq!(
-        alike("/resend", |email| json!({"email": email, "type": "signup"})).await.status,
+        alike(
+            "/otp",
+            |email| json!({"email": email, "create_user": false})
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        alike("/resend", |email| json!({"email": email, "type": "signup"}))
+            .await
+            .status,
         200
     );
     // A sign-up for a taken address: the same shape as a new user's.
@@ -949,7 +973,10 @@ async fn unknown_addresses_are_answered_like_known_ones_before_any_mail_goes() {
     // The owner's password did not change.
     let sign_in = send(
         http()
-            .post(format!("{}/p/shop/auth/v1/token?grant_type=password", server.url))
+            .post(format!(
+                "{}/p/shop/auth/v1/token?grant_type=password",
+                server.url
+            ))
             .json(&json!({"email": known, "password": "a long passphrase"})),
     )
     .await;
@@ -966,7 +993,12 @@ async fn unknown_addresses_are_answered_like_known_ones_before_any_mail_goes() {
     .await;
     for email in [known, unknown] {
         for _ in 0..2 {
-            assert_eq!(post(&server, "shop", "/recover", json!({"email": email})).await.status, 200);
+            assert_eq!(
+                post(&server, "shop", "/recover", json!({"email": email}))
+                    .await
+                    .status,
+                200
+            );
         }
         let limited = post(&server, "shop", "/recover", json!({"email": email})).await;
         assert_eq!(limited.status, 429, "{}", limited.text());
@@ -997,9 +1029,13 @@ async fn the_smtp_password_is_sealed_and_never_shown() {
         assert_eq!(shown["smtp"]["port"], 587);
     };
     check(&shown);
-    let got = send(control(&server, reqwest::Method::GET, "/p/shop/auth/v1/admin/config"))
-        .await
-        .json();
+    let got = send(control(
+        &server,
+        reqwest::Method::GET,
+        "/p/shop/auth/v1/admin/config",
+    ))
+    .await
+    .json();
     check(&got);
     // Put back as shown (as `wok auth config set` does), the password stays.
     let mut again = got.clone();
@@ -1011,7 +1047,9 @@ async fn the_smtp_password_is_sealed_and_never_shown() {
     let wal = std::fs::read(database.with_extension("db-wal")).unwrap_or_default();
     for stored in [&bytes, &wal] {
         assert!(
-            !stored.windows(password.len()).any(|window| window == password.as_bytes()),
+            !stored
+                .windows(password.len())
+                .any(|window| window == password.as_bytes()),
             "the SMTP password is stored in the clear"
         );
     }
@@ -1024,7 +1062,12 @@ async fn the_smtp_password_is_sealed_and_never_shown() {
         json!({"email_code_lifetime_s": 601}),
     ] {
         let answer = send(
-            control(&server, reqwest::Method::PUT, "/p/shop/auth/v1/admin/config").json(&bad),
+            control(
+                &server,
+                reqwest::Method::PUT,
+                "/p/shop/auth/v1/admin/config",
+            )
+            .json(&bad),
         )
         .await;
         assert_eq!(answer.status, 400, "{bad}: {}", answer.text());
@@ -1032,5 +1075,8 @@ async fn the_smtp_password_is_sealed_and_never_shown() {
     // Removed with an empty password.
     let mut cleared = got;
     cleared["smtp"]["password"] = json!("");
-    assert_eq!(configure(&server, "shop", cleared).await["smtp"]["password_set"], false);
+    assert_eq!(
+        configure(&server, "shop", cleared).await["smtp"]["password_set"],
+        false
+    );
 }
