@@ -44,6 +44,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use store::accounts::{Ending, Refreshed, Session, SigningKey, User};
+
+mod email;
+pub use email::{Links, NewCode, SignedUp, VerifyKind};
 use store::{AccountStore, StoreError};
 
 /// How long an access token lives, in seconds.
@@ -64,6 +67,10 @@ pub const PASSWORD_QUEUE: usize = 64;
 const VERIFIED_CACHE: usize = 16_384;
 /// The audience of every access token (GoTrue's).
 pub const AUDIENCE: &str = "authenticated";
+/// Longest a mailed code or link lives, in seconds.
+pub const MAX_EMAIL_CODE_LIFETIME_S: i64 = 600;
+/// Wrong codes for an address and flow that kill its outstanding code.
+pub const MAX_CODE_FAILURES: u32 = 5;
 
 /// A project's auth settings (`GET/PUT .../auth/v1/admin/config`, `wok
 /// auth config`). Every field has a default; a project never given any
@@ -86,6 +93,53 @@ pub struct AuthSettings {
     /// New users (sign-ups, anonymous sign-ins) per client address, an
     /// hour.
     pub new_users_per_address_per_hour: u32,
+    /// Where links in mails land when a request names no `redirect_to`.
+    pub site_url: Option<String>,
+    /// Where else links may land: exact URLs, or a prefix ending in `*`
+    /// (which must reach into the path: `https://app.example.com/*`).
+    pub redirect_urls: Vec<String>,
+    /// New users and new emails must be confirmed with a mailed code
+    /// before they count.
+    pub email_confirmation: bool,
+    /// How long a mailed code or link works, in seconds (1 to 600).
+    pub email_code_lifetime_s: i64,
+    /// Requests that mail a code, per client address, an hour.
+    pub emails_per_address_per_hour: u32,
+    /// Requests that mail a code, per recipient, an hour.
+    pub emails_per_recipient_per_hour: u32,
+    /// The SMTP server the project's mail goes out through; without one,
+    /// nothing is mailed (the service side can make links itself).
+    pub smtp: Option<SmtpSettings>,
+}
+
+/// A project's SMTP server, as stored: its password sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Given in a request only: sealed before it is stored, never shown.
+    /// Left out, the password set before stays; `""` removes it.
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+    /// The password, sealed under a key derived from the server key
+    /// (base64 of the nonce and the sealed bytes); never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_password: Option<String>,
+    /// Whether a password is set (shown; ignored in a request).
+    #[serde(default)]
+    pub password_set: bool,
+    /// The sender: `Name <address>` or an address.
+    pub from: String,
+    #[serde(default)]
+    pub tls: crate::mail::SmtpTls,
+}
+
+fn default_smtp_port() -> u16 {
+    587
 }
 
 impl Default for AuthSettings {
@@ -98,6 +152,13 @@ impl Default for AuthSettings {
             sign_ins_per_address_per_minute: 60,
             sign_ins_per_account_per_hour: 30,
             new_users_per_address_per_hour: 30,
+            site_url: None,
+            redirect_urls: Vec::new(),
+            email_confirmation: false,
+            email_code_lifetime_s: MAX_EMAIL_CODE_LIFETIME_S,
+            emails_per_address_per_hour: 30,
+            emails_per_recipient_per_hour: 5,
+            smtp: None,
         }
     }
 }
@@ -129,12 +190,69 @@ impl AuthSettings {
                 "new_users_per_address_per_hour",
                 self.new_users_per_address_per_hour,
             ),
+            (
+                "emails_per_address_per_hour",
+                self.emails_per_address_per_hour,
+            ),
+            (
+                "emails_per_recipient_per_hour",
+                self.emails_per_recipient_per_hour,
+            ),
         ] {
             if !(1..=100_000).contains(&value) {
                 return Err(format!("{name} must be from 1 to 100000"));
             }
         }
+        if !(1..=MAX_EMAIL_CODE_LIFETIME_S).contains(&self.email_code_lifetime_s) {
+            return Err(format!(
+                "email_code_lifetime_s must be from 1 to {MAX_EMAIL_CODE_LIFETIME_S}"
+            ));
+        }
+        if let Some(site_url) = &self.site_url {
+            redirect_url(site_url, false).map_err(|why| format!("site_url {site_url:?} {why}"))?;
+        }
+        if self.redirect_urls.len() > 100 {
+            return Err("redirect_urls may hold at most 100 URLs".to_owned());
+        }
+        for url in &self.redirect_urls {
+            redirect_url(url, true).map_err(|why| format!("redirect_urls: {url:?} {why}"))?;
+        }
+        if let Some(smtp) = &self.smtp {
+            if smtp.host.trim().is_empty() || smtp.host.chars().any(char::is_whitespace) {
+                return Err("smtp.host must be a host name or address".to_owned());
+            }
+            if smtp.port == 0 {
+                return Err("smtp.port must be from 1 to 65535".to_owned());
+            }
+            smtp.from
+                .parse::<lettre::message::Mailbox>()
+                .map_err(|error| format!("smtp.from {:?} is not a sender: {error}", smtp.from))?;
+        }
         Ok(())
+    }
+
+    /// Whether a link may land on `url`: the site URL, or one the
+    /// allow-list names.
+    pub fn allows_redirect(&self, url: &str) -> bool {
+        self.site_url.as_deref() == Some(url)
+            || self
+                .redirect_urls
+                .iter()
+                .any(|allowed| match allowed.strip_suffix('*') {
+                    Some(prefix) => url.starts_with(prefix),
+                    None => allowed == url,
+                })
+    }
+
+    /// The settings as shown: no sealed password, whether one is set.
+    pub fn shown(&self) -> AuthSettings {
+        let mut shown = self.clone();
+        if let Some(smtp) = &mut shown.smtp {
+            smtp.password_set = smtp.sealed_password.is_some();
+            smtp.sealed_password = None;
+            smtp.password = None;
+        }
+        shown
     }
 
     fn quotas(&self) -> Quotas {
@@ -142,8 +260,38 @@ impl AuthSettings {
             sign_ins_per_address_per_minute: self.sign_ins_per_address_per_minute,
             sign_ins_per_account_per_hour: self.sign_ins_per_account_per_hour,
             new_users_per_address_per_hour: self.new_users_per_address_per_hour,
+            emails_per_address_per_hour: self.emails_per_address_per_hour,
+            emails_per_recipient_per_hour: self.emails_per_recipient_per_hour,
         }
     }
+}
+
+/// Why `url` cannot be a site URL or an allowed redirect (`wildcard`: it
+/// may end in `*`), if it cannot.
+fn redirect_url(url: &str, wildcard: bool) -> Result<(), String> {
+    let exact = match url.strip_suffix('*') {
+        Some(prefix) if wildcard => prefix,
+        _ => url,
+    };
+    let Some((scheme, rest)) = exact.split_once("://") else {
+        return Err("is not an absolute URL (scheme://host/...)".to_owned());
+    };
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if !scheme_ok || host.is_empty() || url.len() > 2048 {
+        return Err("is not an absolute URL (scheme://host/...)".to_owned());
+    }
+    if exact.contains('*') || exact.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("may hold `*` only at its end, and no spaces".to_owned());
+    }
+    if exact.len() != url.len() && rest.len() == host.len() {
+        // `https://app.example.com*` would let `https://app.example.com.evil.com` in.
+        return Err("must reach into the path before its `*` (https://host/*)".to_owned());
+    }
+    Ok(())
 }
 
 /// What the service side sets of a user (GoTrue's admin fields).
@@ -273,6 +421,14 @@ pub enum AccountError {
     UserNotFound,
     #[error("too many password checks at once; try again shortly")]
     Busy,
+    #[error("the email address is not confirmed")]
+    EmailNotConfirmed,
+    #[error("the code or link has expired or is invalid")]
+    CodeInvalid,
+    /// Too many mails asked for from this address or to this recipient,
+    /// or the outbox is full: try again after this long.
+    #[error("too many emails asked for; try again later")]
+    EmailRateLimited(std::time::Duration),
     /// A rate limit of the project: try again after this long.
     #[error("too many requests from this address or for this account; try again later")]
     RateLimited(std::time::Duration),
@@ -319,6 +475,11 @@ pub struct Accounts {
     settings: RwLock<HashMap<ProjectId, AuthSettings>>,
     /// Each project's rate limiters, made on first use after its settings.
     limits: RwLock<HashMap<ProjectId, Arc<Limits>>>,
+    /// Keys the hashes of mailed codes (derived from the server key), so
+    /// that a copy of the store does not give the codes away.
+    code_key: [u8; 32],
+    /// Mail waiting to go out.
+    outbox: crate::mail::Outbox,
 }
 
 /// Something a client does that a rate limit counts.
@@ -329,22 +490,47 @@ pub enum Attempt<'a> {
     Refresh,
     /// A sign-up, or an anonymous sign-in.
     NewUser,
+    /// A request that mails a code to this address.
+    Email(&'a str),
+    /// A code or link given back.
+    Verify,
 }
 
 impl Accounts {
-    /// Every signing key and recently ended session, from the store.
+    /// Every signing key and recently ended session, from the store;
+    /// mail goes out over SMTP.
     pub async fn open(
         store: Arc<dyn AccountStore>,
         server_key: [u8; 32],
         now: UnixMillis,
     ) -> Result<Self, StoreError> {
-        let sealing = {
+        Self::open_with_mailer(
+            store,
+            server_key,
+            now,
+            Arc::new(crate::mail::Smtp),
+            crate::mail::OUTBOX,
+        )
+        .await
+    }
+
+    /// [`Accounts::open`], with mail sent by `mailer` through an outbox of
+    /// `outbox` places.
+    pub async fn open_with_mailer(
+        store: Arc<dyn AccountStore>,
+        server_key: [u8; 32],
+        now: UnixMillis,
+        mailer: Arc<dyn crate::mail::Mailer>,
+        outbox: usize,
+    ) -> Result<Self, StoreError> {
+        let derived = |purpose: &[u8]| -> [u8; 32] {
             use hmac::Mac;
             let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(&server_key)
                 .expect("HMAC takes keys of any length");
-            mac.update(b"wok-signing-keys");
-            mac.finalize().into_bytes()
+            mac.update(purpose);
+            mac.finalize().into_bytes().into()
         };
+        let sealing = derived(b"wok-signing-keys");
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let accounts = Self {
             store,
@@ -364,6 +550,8 @@ impl Accounts {
             changes: tokio::sync::watch::Sender::new(0),
             settings: RwLock::default(),
             limits: RwLock::default(),
+            code_key: derived(b"wok-email-codes"),
+            outbox: crate::mail::Outbox::start(mailer, outbox),
         };
         accounts.reload(now).await?;
         Ok(accounts)
@@ -428,19 +616,35 @@ impl Accounts {
 
     /// Replaces a project's auth settings; they apply from the moment this
     /// returns.
+    /// An SMTP password given in them is sealed; one left out stays as it
+    /// was. Their shown form.
     pub async fn set_settings(
         &self,
         project: &ProjectId,
-        settings: AuthSettings,
-    ) -> Result<(), AccountError> {
+        mut settings: AuthSettings,
+    ) -> Result<AuthSettings, AccountError> {
         settings.validate().map_err(AccountError::Invalid)?;
+        if let Some(smtp) = &mut settings.smtp {
+            let before = self
+                .settings(project)
+                .smtp
+                .and_then(|smtp| smtp.sealed_password);
+            smtp.sealed_password = match smtp.password.take() {
+                Some(password) if password.is_empty() => None,
+                Some(password) => {
+                    Some(self.seal_secret(&smtp_sealing_context(project), password.as_bytes()))
+                }
+                None => before,
+            };
+            smtp.password_set = smtp.sealed_password.is_some();
+        }
         let stored = serde_json::to_value(&settings).expect("settings serialize");
         self.store.set_auth_settings(project, &stored).await?;
         self.settings
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(project.clone(), settings);
-        Ok(())
+            .insert(project.clone(), settings.clone());
+        Ok(settings.shown())
     }
 
     /// Counts `attempt` from `address` against the project's limits, or
@@ -458,6 +662,12 @@ impl Accounts {
             Attempt::SignIn(email) => limits.sign_in(&email.trim().to_lowercase(), address),
             Attempt::Refresh => limits.refresh(address),
             Attempt::NewUser => limits.new_user(address),
+            Attempt::Verify => limits.refresh(address),
+            Attempt::Email(email) => {
+                return limits
+                    .email(&email.trim().to_lowercase(), address)
+                    .map_err(AccountError::EmailRateLimited);
+            }
         }
         .map_err(AccountError::RateLimited)
     }
@@ -582,30 +792,53 @@ impl Accounts {
     }
 
     fn seal(&self, key: &SigningKey, private: &[u8]) -> Vec<u8> {
+        self.seal_bytes(&sealing_context(key), private)
+    }
+
+    fn unseal(&self, key: &SigningKey) -> Option<Vec<u8>> {
+        self.open_bytes(&sealing_context(key), &key.sealed_private)
+    }
+
+    /// `secret` sealed (AES-256-GCM) and bound to `context`: the nonce,
+    /// then the sealed bytes.
+    fn seal_bytes(&self, context: &[u8], secret: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random number generator");
-        let mut sealed = private.to_vec();
+        let mut sealed = secret.to_vec();
         self.sealer
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(sealing_context(key)),
+                Aad::from(context),
                 &mut sealed,
             )
-            .expect("sealing a short key");
+            .expect("sealing a short secret");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         out
     }
 
-    fn unseal(&self, key: &SigningKey) -> Option<Vec<u8>> {
-        let (nonce, sealed) = key.sealed_private.split_at_checked(NONCE_LEN)?;
+    fn open_bytes(&self, context: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        let (nonce, sealed) = sealed.split_at_checked(NONCE_LEN)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buffer = sealed.to_vec();
         let opened = self
             .sealer
-            .open_in_place(nonce, Aad::from(sealing_context(key)), &mut buffer)
+            .open_in_place(nonce, Aad::from(context), &mut buffer)
             .ok()?;
         Some(opened.to_vec())
+    }
+
+    /// A secret sealed for a JSON document (base64).
+    fn seal_secret(&self, context: &[u8], secret: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.seal_bytes(context, secret))
+    }
+
+    /// A secret [`Accounts::seal_secret`] sealed, if it opens.
+    fn open_secret(&self, context: &[u8], sealed: &str) -> Option<Vec<u8>> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .ok()?;
+        self.open_bytes(context, &bytes)
     }
 
     /// Who an access token is, if it is a live one of its project.
@@ -809,8 +1042,9 @@ impl Accounts {
         })
     }
 
-    /// A new user with an email and a password, signed in (emails are
-    /// taken as confirmed: there is no mail to confirm them with yet).
+    /// A new user with an email and a password, signed in, its email
+    /// taken as confirmed (with `email_confirmation` on, the gateway signs
+    /// up through [`Accounts::sign_up_by_email`] instead).
     pub async fn sign_up(
         &self,
         project: &ProjectId,
@@ -902,6 +1136,10 @@ impl Accounts {
         };
         if user.banned_until.is_some_and(|until| until > now) {
             return Err(AccountError::Banned);
+        }
+        // Told only to whoever knows the password.
+        if user.email_confirmed_at.is_none() && self.settings(project).email_confirmation {
+            return Err(AccountError::EmailNotConfirmed);
         }
         user.last_sign_in_at = Some(now);
         self.store.update_user(&user).await?;
@@ -1260,6 +1498,11 @@ impl Keys {
 /// What a sealed signing key is bound to: its project and `kid`.
 fn sealing_context(key: &SigningKey) -> Vec<u8> {
     format!("wok-signing-key:{}:{}", key.project, key.kid).into_bytes()
+}
+
+/// What a project's sealed SMTP password is bound to.
+fn smtp_sealing_context(project: &ProjectId) -> Vec<u8> {
+    format!("wok-smtp-password:{project}").into_bytes()
 }
 
 /// A new refresh token and its SHA-256.
@@ -1667,6 +1910,142 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// Takes every mail and never finishes sending it.
+    struct Stuck(tokio::sync::mpsc::UnboundedSender<crate::mail::Mail>);
+
+    #[store::async_trait]
+    impl crate::mail::Mailer for Stuck {
+        async fn send(
+            &self,
+            _server: &crate::mail::SmtpServer,
+            mail: &crate::mail::Mail,
+        ) -> Result<(), String> {
+            let _ = self.0.send(mail.clone());
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_refuses_every_address_alike_and_nobody_is_mailed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("wok.db")).unwrap());
+        store.create_project(&shop()).await.unwrap();
+        let (sent, mut mails) = tokio::sync::mpsc::unbounded_channel();
+        let accounts =
+            Accounts::open_with_mailer(store.clone(), [3; 32], NOW, Arc::new(Stuck(sent)), 1)
+                .await
+                .unwrap();
+        let settings = AuthSettings {
+            smtp: Some(SmtpSettings {
+                host: "127.0.0.1".to_owned(),
+                port: 25,
+                username: None,
+                password: None,
+                sealed_password: None,
+                password_set: false,
+                from: "no-reply@shop.example".to_owned(),
+                tls: crate::mail::SmtpTls::None,
+            }),
+            ..AuthSettings::default()
+        };
+        accounts.set_settings(&shop(), settings).await.unwrap();
+        accounts
+            .sign_up(
+                &shop(),
+                "ann@example.com",
+                "a long passphrase",
+                Default::default(),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let links = Links {
+            auth_url: "http://wok.test/p/shop/auth/v1".to_owned(),
+            redirect_to: None,
+        };
+        // The outbox holds one mail, the worker a few more being sent:
+        // then every request is refused, whoever it is for.
+        let mut accepted = 0;
+        loop {
+            match accounts
+                .request_recovery(&shop(), "ann@example.com", &links, NOW)
+                .await
+            {
+                Ok(()) => accepted += 1,
+                Err(AccountError::EmailRateLimited(_)) => break,
+                Err(other) => panic!("{other}"),
+            }
+            assert!(accepted <= 8, "the outbox grows");
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            accounts
+                .request_recovery(&shop(), "nobody@example.com", &links, NOW)
+                .await,
+            Err(AccountError::EmailRateLimited(_))
+        ));
+        let mail = mails.recv().await.unwrap();
+        assert_eq!(mail.to, "ann@example.com");
+        assert!(
+            mail.body
+                .contains("http://wok.test/p/shop/auth/v1/verify?token=")
+        );
+        while let Ok(mail) = mails.try_recv() {
+            assert_eq!(mail.to, "ann@example.com", "nobody is mailed");
+        }
+    }
+
+    #[test]
+    fn redirects_land_only_where_allowed() {
+        let settings = AuthSettings {
+            site_url: Some("https://app.example.com/".to_owned()),
+            redirect_urls: vec![
+                "https://app.example.com/welcome/*".to_owned(),
+                "myapp://callback".to_owned(),
+            ],
+            ..AuthSettings::default()
+        };
+        settings.validate().unwrap();
+        for allowed in [
+            "https://app.example.com/",
+            "https://app.example.com/welcome/",
+            "https://app.example.com/welcome/a?b=c",
+            "myapp://callback",
+        ] {
+            assert!(settings.allows_redirect(allowed), "{allowed}");
+        }
+        for refused in [
+            "https://app.example.com",
+            "https://app.example.com/other",
+            "https://app.example.com.evil.com/welcome/",
+            "https://evil.com/?https://app.example.com/welcome/",
+            "myapp://callback/x",
+        ] {
+            assert!(!settings.allows_redirect(refused), "{refused}");
+        }
+        for invalid in [
+            "https://app.example.com*",
+            "/welcome/*",
+            "https://*.example.com/",
+            "x",
+        ] {
+            let settings = AuthSettings {
+                redirect_urls: vec![invalid.to_owned()],
+                ..AuthSettings::default()
+            };
+            assert!(settings.validate().is_err(), "{invalid}");
+        }
+        // Settings stored before mail existed still read.
+        let old: AuthSettings = serde_json::from_value(serde_json::json!({
+            "signup": false, "anonymous": true, "access_token_lifetime_s": 600,
+            "password_min_length": 8, "sign_ins_per_address_per_minute": 60,
+            "sign_ins_per_account_per_hour": 30, "new_users_per_address_per_hour": 30,
+        }))
+        .unwrap();
+        assert_eq!(old.email_code_lifetime_s, 600);
+        assert!(old.smtp.is_none() && !old.email_confirmation);
     }
 
     #[tokio::test]

@@ -27,10 +27,16 @@
 //! batch) can be refused before it is read. [`Auth::changes`] moves on
 //! every revocation, project removal and rule change: holders of
 //! long-lived connections (realtime) check their caller again.
+//!
+//! App users live in [`accounts`] (sign-up, sessions, access tokens, and
+//! in `accounts/email.rs` the codes and links mailed to them); [`mail`]
+//! sends their mail over each project's SMTP server through a bounded
+//! outbox, off the request path.
 
 pub mod accounts;
 mod common_passwords;
 pub mod limits;
+pub mod mail;
 pub mod rules;
 
 pub use accounts::{AccountError, Accounts, Identity};

@@ -4,7 +4,10 @@
 //! sign-ins for one email). The account limit is keyed by address too, so
 //! that an attacker's tries never lock the owner out of its own address;
 //! guessing from many addresses is bounded by the per-address limit of
-//! each and by the cost of a hash.
+//! each and by the cost of a hash. Mail (one-time codes, links) is limited
+//! per client address and per recipient, so that nobody can bomb an inbox
+//! through wok; both count a request whether the recipient has a user or
+//! not, so a refusal tells nothing about who has an account.
 //!
 //! Each limiter remembers the keys it saw (addresses, emails): at most
 //! [`MAX_KEYS`] each; a limiter that is full forgets the keys that are
@@ -33,6 +36,10 @@ pub struct Quotas {
     pub sign_ins_per_account_per_hour: u32,
     /// New users (sign-ups, anonymous sign-ins) per address, an hour.
     pub new_users_per_address_per_hour: u32,
+    /// Requests that mail a code, per client address, an hour.
+    pub emails_per_address_per_hour: u32,
+    /// Requests that mail a code, per recipient, an hour.
+    pub emails_per_recipient_per_hour: u32,
 }
 
 struct Keyed<K: Hash + Eq + Clone> {
@@ -54,7 +61,10 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
 
     /// One more for `key`, or how long to wait.
     fn check(&self, key: K) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
             || self.limiter.len() >= MAX_KEYS
         {
             self.limiter.retain_recent();
@@ -75,6 +85,8 @@ pub(crate) struct Limits {
     sign_ins: Keyed<IpAddr>,
     accounts: Keyed<(String, IpAddr)>,
     new_users: Keyed<IpAddr>,
+    emails: Keyed<IpAddr>,
+    recipients: Keyed<String>,
 }
 
 impl Limits {
@@ -93,6 +105,14 @@ impl Limits {
                 Duration::from_secs(3600),
                 quotas.new_users_per_address_per_hour,
             ),
+            emails: Keyed::new(
+                Duration::from_secs(3600),
+                quotas.emails_per_address_per_hour,
+            ),
+            recipients: Keyed::new(
+                Duration::from_secs(3600),
+                quotas.emails_per_recipient_per_hour,
+            ),
         }
     }
 
@@ -110,5 +130,11 @@ impl Limits {
     /// A new user from `address`.
     pub fn new_user(&self, address: IpAddr) -> Result<(), Duration> {
         self.new_users.check(address)
+    }
+
+    /// A request that mails `recipient` a code, from `address`.
+    pub fn email(&self, recipient: &str, address: IpAddr) -> Result<(), Duration> {
+        self.emails.check(address)?;
+        self.recipients.check(recipient.to_owned())
     }
 }

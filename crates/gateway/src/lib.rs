@@ -71,6 +71,9 @@ pub struct Gateway {
     pub accounts: Arc<auth::Accounts>,
     /// Whether a client's address is the last `X-Forwarded-For` entry.
     pub trust_forwarded_for: bool,
+    /// The URL clients reach this server at (`--public-url`): the links
+    /// in mails point there, never at a `Host` a client sent.
+    pub public_url: String,
     /// Topics, change streams, subscriptions and dead letters.
     pub events: Arc<dyn store::EventStore>,
     /// The trigger workers (for replays).

@@ -82,6 +82,9 @@ pub struct ServerConfig {
     /// Take a client's address from the last `X-Forwarded-For` entry (the
     /// load balancer's), for per-address limits.
     pub trust_forwarded_for: bool,
+    /// The URL clients reach this server at, for links in mails (default:
+    /// `http://` and the address it listens on).
+    pub public_url: Option<String>,
     /// Room kept on the data directory's disk for deletes once it fills.
     pub disk_reserve: ByteSize,
     /// Bytes all realtime clients together may have unread.
@@ -428,6 +431,8 @@ pub async fn run_with(
         metrics.clone(),
     );
 
+    let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
     let gateway = Arc::new(Gateway {
         functions: functions.clone(),
         projects: stores.projects.clone(),
@@ -455,9 +460,11 @@ pub async fn run_with(
         disk: disk.clone(),
         json_bodies: gateway::JsonBudget::new(gateway::JSON_BODY_BUDGET_MIB),
         clock,
+        public_url: config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}")),
     });
-    let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
-    let address = listener.local_addr()?;
     std::fs::write(
         config.data_dir.join(ENDPOINT_FILE),
         format!("http://{address}\n"),

@@ -17,10 +17,16 @@
 //! added or retired) bumps `control_changes` in its transaction, and the
 //! other nodes read them again. Signing up, signing in and a rotation do
 //! not: they are the hot paths, and no node keeps them.
+//!
+//! `email_codes` holds one live one-time code per project, flow and
+//! address (its primary key). Each use is one statement (`DELETE ...
+//! RETURNING`, `UPDATE ... failures + 1`): two nodes using one code at once
+//! find one of them winning, and a code at its failure limit is never used
+//! whatever the order of the statements.
 use crate::{Db, Error, PgStore, Result, number, stored};
 use deadpool_postgres::GenericClient;
 use domain::{ProjectId, UnixMillis};
-use store::accounts::{Ending, Refreshed, Session, SigningKey, User};
+use store::accounts::{CodeUse, EmailCode, Ending, Flow, Refreshed, Session, SigningKey, User};
 use store::{AccountStore, StoreError};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -162,6 +168,30 @@ async fn end(
         client.execute(&forget, &[&project, &ended]).await?;
     }
     Ok(ended)
+}
+
+const CODE_COLUMNS: &str =
+    "project, flow, email, user_id, code_hash, link_hash, created_at, expires_at";
+
+fn code_from_row(row: &Row) -> Result<EmailCode> {
+    let corrupt = |what: &str| Error(StoreError::Corrupt(format!("an email code's {what}")));
+    let flow: String = row.get(1);
+    let code_hash: Vec<u8> = row.get(4);
+    let link_hash: Vec<u8> = row.get(5);
+    Ok(EmailCode {
+        project: stored(ProjectId::new(row.get::<_, String>(0)))?,
+        flow: Flow::from_stored(&flow).ok_or_else(|| corrupt("flow"))?,
+        email: row.get(2),
+        user_id: row.get(3),
+        code_hash: code_hash.try_into().map_err(|_| corrupt("code hash"))?,
+        link_hash: link_hash.try_into().map_err(|_| corrupt("link hash"))?,
+        created_at: row.get(6),
+        expires_at: row.get(7),
+    })
+}
+
+fn flow_names(flows: &[Flow]) -> Vec<&'static str> {
+    flows.iter().map(|flow| flow.as_str()).collect()
 }
 
 #[store::async_trait]
@@ -699,6 +729,168 @@ impl AccountStore for PgStore {
                 ))
             })
             .collect::<Result<_>>()
+            .db()
+    }
+
+    async fn put_email_code(&self, code: &EmailCode) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let forget = transaction
+            .prepare_cached("DELETE FROM email_codes WHERE project = $1 AND expires_at <= $2")
+            .await
+            .db()?;
+        transaction
+            .execute(&forget, &[&code.project.as_str(), &code.created_at])
+            .await
+            .db()?;
+        let statement = transaction
+            .prepare_cached(&format!(
+                "INSERT INTO email_codes ({CODE_COLUMNS}, failures)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)
+                 ON CONFLICT (project, flow, email) DO UPDATE SET
+                   user_id = excluded.user_id, code_hash = excluded.code_hash,
+                   link_hash = excluded.link_hash, created_at = excluded.created_at,
+                   expires_at = excluded.expires_at, failures = 0"
+            ))
+            .await
+            .db()?;
+        transaction
+            .execute(
+                &statement,
+                &[
+                    &code.project.as_str(),
+                    &code.flow.as_str(),
+                    &code.email,
+                    &code.user_id,
+                    &code.code_hash.as_slice(),
+                    &code.link_hash.as_slice(),
+                    &code.created_at,
+                    &code.expires_at,
+                ],
+            )
+            .await
+            .db()?;
+        transaction.commit().await.db()?;
+        Ok(())
+    }
+
+    async fn use_email_code(
+        &self,
+        project: &ProjectId,
+        email: &str,
+        flows: &[Flow],
+        code_hash: &[u8; 32],
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<CodeUse, StoreError> {
+        let client = self.client().await?;
+        let flows = flow_names(flows);
+        let max_failures = i64::from(max_failures);
+        let live = "project = $1 AND email = $2 AND flow = ANY($3) AND expires_at > $4 \
+                    AND failures < $5";
+        let used = client
+            .prepare_cached(&format!(
+                "DELETE FROM email_codes WHERE {live} AND code_hash = $6 RETURNING {CODE_COLUMNS}"
+            ))
+            .await
+            .db()?;
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &project.as_str(),
+            &email,
+            &flows,
+            &now,
+            &max_failures,
+            &code_hash.as_slice(),
+        ];
+        if let Some(row) = client.query_opt(&used, &params).await.db()? {
+            return Ok(CodeUse::Used(code_from_row(&row).db()?));
+        }
+        let count = client
+            .prepare_cached(&format!(
+                "UPDATE email_codes SET failures = failures + 1 WHERE {live} AND code_hash <> $6"
+            ))
+            .await
+            .db()?;
+        let counted = client.execute(&count, &params).await.db()?;
+        if counted == 0 {
+            return Ok(CodeUse::None);
+        }
+        let dead = client
+            .prepare_cached(
+                "DELETE FROM email_codes
+                 WHERE project = $1 AND email = $2 AND flow = ANY($3) AND failures >= $4",
+            )
+            .await
+            .db()?;
+        client
+            .execute(&dead, &[&project.as_str(), &email, &flows, &max_failures])
+            .await
+            .db()?;
+        Ok(CodeUse::Wrong)
+    }
+
+    async fn use_email_link(
+        &self,
+        project: &ProjectId,
+        flows: &[Flow],
+        link_hash: &[u8; 32],
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<Option<EmailCode>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "DELETE FROM email_codes
+                 WHERE project = $1 AND link_hash = $2 AND flow = ANY($3) AND expires_at > $4
+                   AND failures < $5
+                 RETURNING {CODE_COLUMNS}"
+            ))
+            .await
+            .db()?;
+        client
+            .query_opt(
+                &statement,
+                &[
+                    &project.as_str(),
+                    &link_hash.as_slice(),
+                    &flow_names(flows),
+                    &now,
+                    &i64::from(max_failures),
+                ],
+            )
+            .await
+            .db()?
+            .as_ref()
+            .map(code_from_row)
+            .transpose()
+            .db()
+    }
+
+    async fn email_code(
+        &self,
+        project: &ProjectId,
+        flow: Flow,
+        email: &str,
+        now: UnixMillis,
+    ) -> Result<Option<EmailCode>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {CODE_COLUMNS} FROM email_codes
+                 WHERE project = $1 AND flow = $2 AND email = $3 AND expires_at > $4"
+            ))
+            .await
+            .db()?;
+        client
+            .query_opt(
+                &statement,
+                &[&project.as_str(), &flow.as_str(), &email, &now],
+            )
+            .await
+            .db()?
+            .as_ref()
+            .map(code_from_row)
+            .transpose()
             .db()
     }
 }

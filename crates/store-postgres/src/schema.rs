@@ -17,7 +17,25 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "app users, sessions, refresh tokens and signing keys",
         ACCOUNTS,
     ),
+    ("one-time email codes of app users", EMAIL_CODES),
 ];
+
+const EMAIL_CODES: &str = r"
+CREATE TABLE email_codes (
+    project TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    email TEXT NOT NULL,
+    user_id TEXT,
+    code_hash BYTEA NOT NULL,
+    link_hash BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    failures BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (project, flow, email)
+);
+CREATE UNIQUE INDEX email_codes_by_link ON email_codes (project, link_hash);
+CREATE INDEX email_codes_by_expiry ON email_codes (project, expires_at);
+";
 
 /// The number of the newest migration.
 pub(crate) const CURRENT: u32 = MIGRATIONS.len() as u32;

@@ -3,11 +3,13 @@
 //! `sessions` (ended ones kept, with their end), `refresh_tokens` (the
 //! SHA-256 of each, with when it was used) and `signing_keys`. Every
 //! write goes through the metadata connection, so one refresh is one
-//! transaction.
+//! transaction. `email_codes` holds one live one-time code per project,
+//! flow and address (its primary key), with its failures; a use is one
+//! transaction on that connection too.
 use crate::{Error, Result, SqliteStore, stored};
 use domain::{ProjectId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-use store::accounts::{Ending, Refreshed, Session, SigningKey, User};
+use store::accounts::{CodeUse, EmailCode, Ending, Flow, Refreshed, Session, SigningKey, User};
 use store::{AccountStore, StoreError};
 
 const USER_COLUMNS: &str = "project, id, email, phone, password_hash, email_confirmed_at, \
@@ -144,6 +146,48 @@ fn end(
         forget.execute(params![project, id])?;
     }
     Ok(ended)
+}
+
+const CODE_COLUMNS: &str =
+    "project, flow, email, user_id, code_hash, link_hash, created_at, expires_at";
+
+fn code_from_row(row: &Row<'_>) -> rusqlite::Result<Result<EmailCode>> {
+    let project: String = row.get(0)?;
+    let flow: String = row.get(1)?;
+    let code_hash: Vec<u8> = row.get(4)?;
+    let link_hash: Vec<u8> = row.get(5)?;
+    let (email, user_id, created_at, expires_at) =
+        (row.get(2)?, row.get(3)?, row.get(6)?, row.get(7)?);
+    Ok((|| {
+        let corrupt = |what: &str| Error(StoreError::Corrupt(format!("an email code's {what}")));
+        Ok(EmailCode {
+            project: stored(ProjectId::new(project))?,
+            flow: Flow::from_stored(&flow).ok_or_else(|| corrupt("flow"))?,
+            email,
+            user_id,
+            code_hash: code_hash.try_into().map_err(|_| corrupt("code hash"))?,
+            link_hash: link_hash.try_into().map_err(|_| corrupt("link hash"))?,
+            created_at,
+            expires_at,
+        })
+    })())
+}
+
+/// `flow IN (?N, ?N+1, ...)` for `flows`, numbered from `first`.
+fn flows_in(flows: &[Flow], first: usize) -> String {
+    let marks: Vec<String> = (0..flows.len().max(1))
+        .map(|n| format!("?{}", first + n))
+        .collect();
+    format!("flow IN ({})", marks.join(", "))
+}
+
+/// The flows' stored names, at least one (an empty list matches none).
+fn flow_names(flows: &[Flow]) -> Vec<&'static str> {
+    if flows.is_empty() {
+        vec![""]
+    } else {
+        flows.iter().map(|flow| flow.as_str()).collect()
+    }
 }
 
 #[store::async_trait]
@@ -572,6 +616,164 @@ impl AccountStore for SqliteStore {
                 ))
             })
             .collect()
+        })
+        .await
+    }
+
+    async fn put_email_code(&self, code: &EmailCode) -> Result<(), StoreError> {
+        let code = code.clone();
+        self.meta(move |connection| {
+            let transaction = connection.transaction()?;
+            transaction
+                .prepare_cached("DELETE FROM email_codes WHERE project = ? AND expires_at <= ?")?
+                .execute(params![code.project.as_str(), code.created_at])?;
+            transaction
+                .prepare_cached(&format!(
+                    "INSERT OR REPLACE INTO email_codes ({CODE_COLUMNS}, failures)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)"
+                ))?
+                .execute(params![
+                    code.project.as_str(),
+                    code.flow.as_str(),
+                    code.email,
+                    code.user_id,
+                    &code.code_hash[..],
+                    &code.link_hash[..],
+                    code.created_at,
+                    code.expires_at
+                ])?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn use_email_code(
+        &self,
+        project: &ProjectId,
+        email: &str,
+        flows: &[Flow],
+        code_hash: &[u8; 32],
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<CodeUse, StoreError> {
+        let (project, email, flows, code_hash) = (
+            project.clone(),
+            email.to_owned(),
+            flows.to_vec(),
+            *code_hash,
+        );
+        self.meta(move |connection| {
+            let transaction = connection.transaction()?;
+            let names = flow_names(&flows);
+            let mut values: Vec<Box<dyn rusqlite::ToSql>> = vec![
+                Box::new(project.as_str().to_owned()),
+                Box::new(email),
+                Box::new(now),
+                Box::new(max_failures),
+                Box::new(code_hash.to_vec()),
+            ];
+            values.extend(
+                names
+                    .iter()
+                    .map(|name| Box::new(*name) as Box<dyn rusqlite::ToSql>),
+            );
+            let live = format!(
+                "project = ?1 AND email = ?2 AND expires_at > ?3 AND failures < ?4 AND {}",
+                flows_in(&flows, 6)
+            );
+            let used = transaction
+                .prepare(&format!(
+                    "DELETE FROM email_codes WHERE {live} AND code_hash = ?5 RETURNING {CODE_COLUMNS}"
+                ))?
+                .query_row(rusqlite::params_from_iter(values.iter()), code_from_row)
+                .optional()?
+                .transpose()?;
+            if let Some(used) = used {
+                transaction.commit()?;
+                return Ok(CodeUse::Used(used));
+            }
+            let counted = transaction
+                .prepare(&format!(
+                    "UPDATE email_codes SET failures = failures + 1
+                     WHERE {live} AND code_hash <> ?5"
+                ))?
+                .execute(rusqlite::params_from_iter(values.iter()))?;
+            transaction
+                .prepare(&format!(
+                    "DELETE FROM email_codes
+                     WHERE project = ?1 AND email = ?2 AND failures >= ?4 AND {}",
+                    flows_in(&flows, 6)
+                ))?
+                // (Binds ?3 and ?5 too, unused: numbered parameters are
+                // bound up to the highest.)
+                .execute(rusqlite::params_from_iter(values.iter()))?;
+            transaction.commit()?;
+            Ok(if counted > 0 {
+                CodeUse::Wrong
+            } else {
+                CodeUse::None
+            })
+        })
+        .await
+    }
+
+    async fn use_email_link(
+        &self,
+        project: &ProjectId,
+        flows: &[Flow],
+        link_hash: &[u8; 32],
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<Option<EmailCode>, StoreError> {
+        let (project, flows, link_hash) = (project.clone(), flows.to_vec(), *link_hash);
+        self.meta(move |connection| {
+            let mut values: Vec<Box<dyn rusqlite::ToSql>> = vec![
+                Box::new(project.as_str().to_owned()),
+                Box::new(link_hash.to_vec()),
+                Box::new(now),
+                Box::new(max_failures),
+            ];
+            values.extend(
+                flow_names(&flows)
+                    .into_iter()
+                    .map(|name| Box::new(name) as Box<dyn rusqlite::ToSql>),
+            );
+            connection
+                .prepare(&format!(
+                    "DELETE FROM email_codes
+                     WHERE project = ?1 AND link_hash = ?2 AND expires_at > ?3
+                       AND failures < ?4 AND {}
+                     RETURNING {CODE_COLUMNS}",
+                    flows_in(&flows, 5)
+                ))?
+                .query_row(rusqlite::params_from_iter(values.iter()), code_from_row)
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn email_code(
+        &self,
+        project: &ProjectId,
+        flow: Flow,
+        email: &str,
+        now: UnixMillis,
+    ) -> Result<Option<EmailCode>, StoreError> {
+        let (project, email) = (project.clone(), email.to_owned());
+        self.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {CODE_COLUMNS} FROM email_codes
+                     WHERE project = ? AND flow = ? AND email = ? AND expires_at > ?"
+                ))?
+                .query_row(
+                    params![project.as_str(), flow.as_str(), email, now],
+                    code_from_row,
+                )
+                .optional()?
+                .transpose()
         })
         .await
     }

@@ -55,7 +55,33 @@ const MIGRATIONS: &[Migration] = &[
         what: "app users, their sessions and refresh tokens, and token signing keys",
         apply: accounts,
     },
+    Migration {
+        what: "one-time email codes of app users",
+        apply: email_codes,
+    },
 ];
+
+fn email_codes(connection: &Connection) -> Result<()> {
+    connection.execute_batch(EMAIL_CODES)?;
+    Ok(())
+}
+
+const EMAIL_CODES: &str = r"
+CREATE TABLE email_codes (
+    project TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    email TEXT NOT NULL,
+    user_id TEXT,
+    code_hash BLOB NOT NULL,
+    link_hash BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (project, flow, email)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX email_codes_by_link ON email_codes (project, link_hash);
+CREATE INDEX email_codes_by_expiry ON email_codes (project, expires_at);
+";
 
 fn accounts(connection: &Connection) -> Result<()> {
     connection.execute_batch(ACCOUNTS)?;

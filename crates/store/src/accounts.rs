@@ -9,6 +9,14 @@
 //! ([`AccountStore::ended_sessions`]). Refresh tokens are stored as their
 //! SHA-256 only, and each is used once: [`AccountStore::refresh`] is the
 //! whole rotation, in one transaction.
+//!
+//! One-time email codes ([`EmailCode`]) prove that someone reads an inbox:
+//! each holds only hashes of its two secrets (a short code to type, a long
+//! token for a link), is bound to its project, flow and address, is used
+//! once ([`AccountStore::use_email_code`] and
+//! [`AccountStore::use_email_link`] take it in one statement), and dies
+//! after a few wrong codes for its address and flow. A project has at most
+//! one outstanding code per flow and address: a new one replaces it.
 use crate::StoreError;
 use domain::{ProjectId, UnixMillis};
 
@@ -89,6 +97,73 @@ pub struct SigningKey {
     pub created_at: UnixMillis,
     /// When it stopped being honoured (its tokens refused).
     pub retired_at: Option<UnixMillis>,
+}
+
+/// What a one-time email code is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flow {
+    /// Confirms a new user's email.
+    Signup,
+    /// Signs in (a magic link, or an email one-time code).
+    MagicLink,
+    /// Signs in to set a new password.
+    Recovery,
+    /// Confirms a user's new email, which becomes its email.
+    EmailChange,
+}
+
+impl Flow {
+    pub const ALL: [Flow; 4] = [
+        Flow::Signup,
+        Flow::MagicLink,
+        Flow::Recovery,
+        Flow::EmailChange,
+    ];
+
+    /// Its stored name (GoTrue's verification type).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flow::Signup => "signup",
+            Flow::MagicLink => "magiclink",
+            Flow::Recovery => "recovery",
+            Flow::EmailChange => "email_change",
+        }
+    }
+
+    pub fn from_stored(text: &str) -> Option<Flow> {
+        Flow::ALL.into_iter().find(|flow| flow.as_str() == text)
+    }
+}
+
+/// A one-time email code: what was mailed, as hashes only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailCode {
+    pub project: ProjectId,
+    pub flow: Flow,
+    /// The (lowercased) address it was sent to: the user's email, or its
+    /// new one for [`Flow::EmailChange`].
+    pub email: String,
+    /// The user it is for; `None` for a code made for an address nobody
+    /// has (the same work as for one somebody has, and never usable).
+    pub user_id: Option<String>,
+    /// A keyed hash of the short code.
+    pub code_hash: [u8; 32],
+    /// The SHA-256 of the link's token.
+    pub link_hash: [u8; 32],
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
+/// What [`AccountStore::use_email_code`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeUse {
+    /// The code was right: it is used up.
+    Used(EmailCode),
+    /// The code was wrong: one more failure for the outstanding codes of
+    /// the address and flows, which die at the limit.
+    Wrong,
+    /// No live code for the address and flows.
+    None,
 }
 
 #[async_trait::async_trait]
@@ -191,4 +266,39 @@ pub trait AccountStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The auth settings of every project that has any.
     async fn auth_settings(&self) -> Result<Vec<(ProjectId, serde_json::Value)>, StoreError>;
+
+    /// Stores a new one-time code, replacing the outstanding one of its
+    /// project, flow and address; forgets the project's expired codes.
+    async fn put_email_code(&self, code: &EmailCode) -> Result<(), StoreError>;
+    /// Uses the live code of `email` in one of `flows` whose code hash is
+    /// `code_hash`, at once (two uses of one code: one wins). A wrong code
+    /// counts a failure against every live code of the address in those
+    /// flows; one with `max_failures` is dead.
+    async fn use_email_code(
+        &self,
+        project: &ProjectId,
+        email: &str,
+        flows: &[Flow],
+        code_hash: &[u8; 32],
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<CodeUse, StoreError>;
+    /// Uses the live code of one of `flows` whose link token hashes to
+    /// `link_hash`, at once, if it has not died of failures.
+    async fn use_email_link(
+        &self,
+        project: &ProjectId,
+        flows: &[Flow],
+        link_hash: &[u8; 32],
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<Option<EmailCode>, StoreError>;
+    /// The live code of a project, flow and address, if there is one.
+    async fn email_code(
+        &self,
+        project: &ProjectId,
+        flow: Flow,
+        email: &str,
+        now: UnixMillis,
+    ) -> Result<Option<EmailCode>, StoreError>;
 }

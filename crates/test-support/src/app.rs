@@ -31,6 +31,7 @@ pub fn test_config(data_dir: &Path) -> server::ServerConfig {
         upload_expiry: Duration::from_secs(7 * 24 * 3600),
         event_retention: Duration::from_secs(7 * 24 * 3600),
         trust_forwarded_for: false,
+        public_url: None,
         public_metrics: false,
         disk_reserve: domain::ByteSize(0),
         realtime_buffer: domain::ByteSize(1 << 30),

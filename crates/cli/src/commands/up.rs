@@ -106,6 +106,11 @@ pub struct Up {
     /// per-address limits of sign-ins and sign-ups.
     #[arg(long, env = "WOK_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
+    /// The URL clients reach this server at (e.g. behind a load balancer,
+    /// https://api.example.com): the links in app users' mails point
+    /// there. Default: http:// and the address it listens on.
+    #[arg(long, env = "WOK_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
     /// Room kept on the data directory's disk (a file of zeros) and
     /// released when the disk fills, so that deletes still work; writes get
     /// 507 until twice this is free again. 0 keeps none.
@@ -151,6 +156,11 @@ impl Up {
             .init();
         if self.max_instances == 0 {
             anyhow::bail!("--max-instances must be at least 1");
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            anyhow::bail!("--public-url {url:?} must start with http:// or https://");
         }
         if self.max_process_instances == 0 || self.max_process_instances_per_project == Some(0) {
             anyhow::bail!("--max-process-instances and its per-project share must be at least 1");
@@ -216,6 +226,7 @@ impl Up {
             event_retention: self.event_retention,
             public_metrics: self.public_metrics,
             trust_forwarded_for: self.trust_forwarded_for,
+            public_url: self.public_url.clone(),
             disk_reserve: self.disk_reserve,
             realtime_buffer: self.realtime_buffer,
             async_queue: server::AsyncQueueLimit {

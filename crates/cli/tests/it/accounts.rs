@@ -619,3 +619,464 @@ async fn sign_in_limits_stop_a_guesser_without_locking_the_owner_out() {
         "another address is not limited"
     );
 }
+
+/// The SMTP sink (`tests/auth/smtp_sink.py`, aiosmtpd from the auth
+/// tools' virtualenv) on 127.0.0.1: every message it receives is a JSON
+/// line in its file. Stopped when dropped.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    file: tempfile::NamedTempFile,
+}
+
+impl SmtpSink {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut child = std::process::Command::new(auth_tools().join("venv/bin/python"))
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auth/smtp_sink.py"))
+            .arg("0")
+            .arg(file.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting the SMTP sink");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("the sink prints its port");
+        Self { child, port, file }
+    }
+
+    /// Every message so far.
+    fn mails(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.file.path())
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    fn mails_to(&self, to: &str) -> Vec<Value> {
+        self.mails()
+            .into_iter()
+            .filter(|mail| mail["to"].as_array().unwrap().iter().any(|t| t == to))
+            .collect()
+    }
+
+    /// The `n`th message to `to` (from 0), once it has come.
+    async fn mail(&self, to: &str, n: usize) -> Value {
+        wait_for(
+            &format!("mail {n} to {to}"),
+            Duration::from_secs(10),
+            || {
+                let found = self.mails_to(to).get(n).cloned();
+                async move { found }
+            },
+        )
+        .await
+    }
+
+    /// The project settings that mail through this sink.
+    fn smtp(&self) -> Value {
+        json!({"host": "127.0.0.1", "port": self.port, "tls": "none",
+               "from": "Shop <no-reply@shop.example>"})
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The six-digit code in a mail.
+fn code_of(mail: &Value) -> String {
+    let body = mail["body"].as_str().unwrap();
+    body.split(|c: char| !c.is_ascii_digit())
+        .find(|word| word.len() == 6)
+        .unwrap_or_else(|| panic!("no code in {body}"))
+        .to_owned()
+}
+
+/// A key of `kind` for `project`: its token.
+async fn key(server: &WokServer, project: &str, kind: &str) -> String {
+    let issued = send(
+        control(
+            server,
+            reqwest::Method::POST,
+            &format!("/v1/projects/{project}/keys"),
+        )
+        .json(&json!({ "kind": kind })),
+    )
+    .await;
+    assert_eq!(issued.status, 201, "{}", issued.text());
+    issued.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// Replaces a project's auth settings.
+async fn configure(server: &WokServer, project: &str, settings: Value) -> Value {
+    let answer = send(
+        control(
+            server,
+            reqwest::Method::PUT,
+            &format!("/p/{project}/auth/v1/admin/config"),
+        )
+        .json(&settings),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()
+}
+
+/// A POST to a project's auth route, without a key.
+async fn post(server: &WokServer, project: &str, route: &str, body: Value) -> Answer {
+    send(
+        http()
+            .post(format!("{}/p/{project}/auth/v1{route}", server.url))
+            .json(&body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn supabase_js_signs_in_by_email_code_magic_link_and_recovery() {
+    let server = server();
+    let sink = SmtpSink::start();
+    let shop_key = project_with_public_key(&server, "shop").await;
+    let confirm_key = project_with_public_key(&server, "club").await;
+    server.cli_ok(&["project", "create", "bare"]);
+    let bare_service_key = key(&server, "bare", "service").await;
+    configure(
+        &server,
+        "shop",
+        json!({"smtp": sink.smtp(), "site_url": "http://app.test/",
+               "redirect_urls": ["http://app.test/welcome/*"],
+               "emails_per_recipient_per_hour": 100}),
+    )
+    .await;
+    configure(
+        &server,
+        "club",
+        json!({"smtp": sink.smtp(), "email_confirmation": true,
+               "emails_per_recipient_per_hour": 100}),
+    )
+    .await;
+    let tools = auth_tools();
+    let script = tools.join(format!("email-{}.mjs", std::process::id()));
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auth/email.mjs"),
+        &script,
+    )
+    .unwrap();
+    let (url, mails) = (server.url.clone(), sink.file.path().to_owned());
+    let output = tokio::task::spawn_blocking(move || {
+        let output = std::process::Command::new("node")
+            .arg("--experimental-websocket")
+            .arg(&script)
+            .env("WOK_URL", url)
+            .env("WOK_MAILS", mails)
+            .env("WOK_PUBLIC_KEY", shop_key)
+            .env("WOK_CONFIRM_KEY", confirm_key)
+            .env("WOK_NO_SMTP_SERVICE_KEY", bare_service_key)
+            .output();
+        let _ = std::fs::remove_file(&script);
+        output
+    })
+    .await
+    .unwrap()
+    .expect("running node");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "the email suite failed:\n{report}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .ends_with("\nok"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn a_code_dies_after_five_wrong_tries_and_at_its_expiry() {
+    let server = server();
+    let sink = SmtpSink::start();
+    project_with_public_key(&server, "shop").await;
+    configure(
+        &server,
+        "shop",
+        json!({"smtp": sink.smtp(), "emails_per_recipient_per_hour": 100}),
+    )
+    .await;
+    let ann = "ann@example.com";
+    let verify = |token: String| {
+        post(
+            &server,
+            "shop",
+            "/verify",
+            json!({"type": "email", "email": ann, "token": token}),
+        )
+    };
+    assert_eq!(
+        post(&server, "shop", "/otp", json!({"email": ann}))
+            .await
+            .status,
+        200
+    );
+    let right = code_of(&sink.mail(ann, 0).await);
+    let wrong = format!("{:06}", (right.parse::<u32>().unwrap() + 1) % 1_000_000);
+    for _ in 0..5 {
+        let answer = verify(wrong.clone()).await;
+        assert_eq!(answer.status, 403, "{}", answer.text());
+        assert_eq!(answer.json()["code"], "otp_expired");
+    }
+    let answer = verify(right).await;
+    assert_eq!(answer.status, 403, "five wrong codes killed the right one");
+
+    // Four wrong ones leave it working, once.
+    post(&server, "shop", "/otp", json!({"email": ann})).await;
+    let right = code_of(&sink.mail(ann, 1).await);
+    for _ in 0..4 {
+        assert_eq!(verify(wrong.clone()).await.status, 403);
+    }
+    let answer = verify(right.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(answer.json()["access_token"].is_string());
+    assert_eq!(verify(right).await.status, 403, "a code works once");
+
+    // Expired: a lifetime of one second.
+    configure(
+        &server,
+        "shop",
+        json!({"smtp": sink.smtp(), "emails_per_recipient_per_hour": 100,
+               "email_code_lifetime_s": 1}),
+    )
+    .await;
+    post(&server, "shop", "/otp", json!({"email": ann})).await;
+    let mail = sink.mail(ann, 2).await;
+    assert!(mail["body"].as_str().unwrap().contains("for 1 minute."));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(verify(code_of(&mail)).await.status, 403, "an expired code");
+}
+
+#[tokio::test]
+async fn unknown_addresses_are_answered_like_known_ones_before_any_mail_goes() {
+    let server = server();
+    project_with_public_key(&server, "shop").await;
+    // An SMTP server that accepts connections and never answers: a mail
+    // to it takes the send timeout, which no request waits for.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    configure(
+        &server,
+        "shop",
+        json!({"smtp": {"host": "127.0.0.1", "port": silent_port, "tls": "none",
+                        "from": "no-reply@shop.example"},
+               "email_confirmation": true, "emails_per_recipient_per_hour": 100}),
+    )
+    .await;
+    let known = "ann@example.com";
+    let unknown = "nobody@example.com";
+    let signed_up = post(
+        &server,
+        "shop",
+        "/signup",
+        json!({"email": known, "password": "a long passphrase"}),
+    )
+    .await;
+    assert_eq!(signed_up.status, 200, "{}", signed_up.text());
+    assert!(
+        signed_up.json()["access_token"].is_null(),
+        "no session before confirmation"
+    );
+    // Its confirmation is as good as unconfirmed and confirmed users go:
+    // confirm it through the service side.
+    let id = signed_up.json()["id"].as_str().unwrap().to_owned();
+    let confirmed = send(
+        control(
+            &server,
+            reqwest::Method::PUT,
+            &format!("/p/shop/auth/v1/admin/users/{id}"),
+        )
+        .json(&json!({"email_confirm": true})),
+    )
+    .await;
+    assert_eq!(confirmed.status, 200);
+
+    let alike = |route: &'static str, body: fn(&str) -> Value| {
+        let server = &server;
+        async move {
+            let started = std::time::Instant::now();
+            let known_answer = post(server, "shop", route, body(known)).await;
+            let unknown_answer = post(server, "shop", route, body(unknown)).await;
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{route} waited for the mail"
+            );
+            assert_eq!(known_answer.status, unknown_answer.status, "{route}");
+            assert_eq!(known_answer.text(), unknown_answer.text(), "{route}");
+            assert_eq!(
+                known_answer.headers.get("content-type"),
+                unknown_answer.headers.get("content-type")
+            );
+            known_answer
+        }
+    };
+    assert_eq!(
+        alike("/recover", |email| json!({"email": email}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        alike(
+            "/otp",
+            |email| json!({"email": email, "create_user": false})
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        alike("/resend", |email| json!({"email": email, "type": "signup"}))
+            .await
+            .status,
+        200
+    );
+    // A sign-up for a taken address: the same shape as a new user's.
+    let taken = post(
+        &server,
+        "shop",
+        "/signup",
+        json!({"email": known, "password": "another long passphrase"}),
+    )
+    .await;
+    let fresh = post(
+        &server,
+        "shop",
+        "/signup",
+        json!({"email": "someone-new@example.com", "password": "another long passphrase"}),
+    )
+    .await;
+    assert_eq!((taken.status, fresh.status), (200, 200), "{}", taken.text());
+    let keys = |answer: &Answer| {
+        let mut keys: Vec<String> = answer.json().as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&taken), keys(&fresh));
+    assert_ne!(taken.json()["id"], json!(id), "not the owner's id");
+    // The owner's password did not change.
+    let sign_in = send(
+        http()
+            .post(format!(
+                "{}/p/shop/auth/v1/token?grant_type=password",
+                server.url
+            ))
+            .json(&json!({"email": known, "password": "a long passphrase"})),
+    )
+    .await;
+    assert_eq!(sign_in.status, 200, "{}", sign_in.text());
+
+    // Mail limits: per recipient, known or not alike.
+    configure(
+        &server,
+        "shop",
+        json!({"smtp": {"host": "127.0.0.1", "port": silent_port, "tls": "none",
+                        "from": "no-reply@shop.example"},
+               "emails_per_recipient_per_hour": 2}),
+    )
+    .await;
+    for email in [known, unknown] {
+        for _ in 0..2 {
+            assert_eq!(
+                post(&server, "shop", "/recover", json!({"email": email}))
+                    .await
+                    .status,
+                200
+            );
+        }
+        let limited = post(&server, "shop", "/recover", json!({"email": email})).await;
+        assert_eq!(limited.status, 429, "{}", limited.text());
+        assert_eq!(limited.json()["code"], "over_email_send_rate_limit");
+    }
+    drop(silent);
+}
+
+#[tokio::test]
+async fn the_smtp_password_is_sealed_and_never_shown() {
+    let server = server();
+    project_with_public_key(&server, "shop").await;
+    let password = "smtp-secret-8f3a2c91";
+    let shown = configure(
+        &server,
+        "shop",
+        json!({"smtp": {"host": "smtp.example.com", "username": "shop", "password": password,
+                        "from": "Shop <no-reply@shop.example>"},
+               "site_url": "https://shop.example/"}),
+    )
+    .await;
+    let check = |shown: &Value| {
+        let text = shown.to_string();
+        assert!(!text.contains(password), "{text}");
+        assert!(!text.contains("sealed"), "{text}");
+        assert_eq!(shown["smtp"]["password_set"], true, "{text}");
+        assert_eq!(shown["smtp"]["tls"], "starttls");
+        assert_eq!(shown["smtp"]["port"], 587);
+    };
+    check(&shown);
+    let got = send(control(
+        &server,
+        reqwest::Method::GET,
+        "/p/shop/auth/v1/admin/config",
+    ))
+    .await
+    .json();
+    check(&got);
+    // Put back as shown (as `wok auth config set` does), the password stays.
+    let mut again = got.clone();
+    again["site_url"] = json!("https://shop.example/app/");
+    check(&configure(&server, "shop", again).await);
+    // In the database, only sealed.
+    let database = server.data_dir().join("wok.db");
+    let bytes = std::fs::read(&database).unwrap();
+    let wal = std::fs::read(database.with_extension("db-wal")).unwrap_or_default();
+    for stored in [&bytes, &wal] {
+        assert!(
+            !stored
+                .windows(password.len())
+                .any(|window| window == password.as_bytes()),
+            "the SMTP password is stored in the clear"
+        );
+    }
+    // Refused: redirects that could reach elsewhere, a bad sender.
+    for bad in [
+        json!({"redirect_urls": ["https://app.example.com*"]}),
+        json!({"redirect_urls": ["/relative"]}),
+        json!({"site_url": "javascript:alert(1)"}),
+        json!({"smtp": {"host": "smtp.example.com", "from": "not an address"}}),
+        json!({"email_code_lifetime_s": 601}),
+    ] {
+        let answer = send(
+            control(
+                &server,
+                reqwest::Method::PUT,
+                "/p/shop/auth/v1/admin/config",
+            )
+            .json(&bad),
+        )
+        .await;
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.text());
+    }
+    // Removed with an empty password.
+    let mut cleared = got;
+    cleared["smtp"]["password"] = json!("");
+    assert_eq!(
+        configure(&server, "shop", cleared).await["smtp"]["password_set"],
+        false
+    );
+}

@@ -1,5 +1,5 @@
 //! The accounts contract: users, sessions, refresh rotation, signing keys.
-use crate::accounts::{Ending, Refreshed, Session, SigningKey, User};
+use crate::accounts::{CodeUse, EmailCode, Ending, Flow, Refreshed, Session, SigningKey, User};
 use crate::{AccountStore, ProjectStore, StoreError};
 use domain::ProjectId;
 
@@ -391,5 +391,271 @@ pub async fn signing_keys_contract<S: AccountStore + ProjectStore>(store: &S) {
             retired,
             key(&shop, "k3", 3),
         ]
+    );
+}
+
+fn code(project: &ProjectId, flow: Flow, email: &str, n: u8, at: i64) -> EmailCode {
+    EmailCode {
+        project: project.clone(),
+        flow,
+        email: email.to_owned(),
+        user_id: Some(format!("user-of-{email}")),
+        code_hash: [n; 32],
+        link_hash: [n + 100; 32],
+        created_at: at,
+        expires_at: at + 600_000,
+    }
+}
+
+/// One-time email codes: bound to project, flow and address; used once,
+/// by code or by link; dead after a few failures or their expiry; a new
+/// one replaces the outstanding one.
+pub async fn email_codes_contract<S: AccountStore + ProjectStore>(store: &S) {
+    let shop = ProjectId::new("shop").unwrap();
+    let blog = ProjectId::new("blog").unwrap();
+    store.create_project(&shop).await.unwrap();
+    store.create_project(&blog).await.unwrap();
+    let ann = "ann@example.com";
+    let now = 1_000;
+    let both = [Flow::Signup, Flow::MagicLink];
+
+    // Used once, by its code, in its flows and project only.
+    let first = code(&shop, Flow::MagicLink, ann, 1, now);
+    store.put_email_code(&first).await.unwrap();
+    assert_eq!(
+        store
+            .email_code(&shop, Flow::MagicLink, ann, now)
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store
+            .email_code(&shop, Flow::Recovery, ann, now)
+            .await
+            .unwrap(),
+        None
+    );
+    for (project, flows) in [(&blog, &both[..]), (&shop, &[Flow::Recovery][..])] {
+        assert_eq!(
+            store
+                .use_email_code(project, ann, flows, &[1; 32], now + 1, 5)
+                .await
+                .unwrap(),
+            CodeUse::None
+        );
+    }
+    assert_eq!(
+        store
+            .use_email_code(&shop, "bob@example.com", &both, &[1; 32], now + 1, 5)
+            .await
+            .unwrap(),
+        CodeUse::None
+    );
+    assert_eq!(
+        store
+            .use_email_code(&shop, ann, &both, &[1; 32], now + 1, 5)
+            .await
+            .unwrap(),
+        CodeUse::Used(first.clone())
+    );
+    assert_eq!(
+        store
+            .use_email_code(&shop, ann, &both, &[1; 32], now + 2, 5)
+            .await
+            .unwrap(),
+        CodeUse::None,
+        "a code is used once"
+    );
+    assert_eq!(
+        store
+            .use_email_link(&shop, &both, &[101; 32], now + 2, 5)
+            .await
+            .unwrap(),
+        None,
+        "its link died with it"
+    );
+
+    // Used once, by its link, in its flows and project only.
+    let linked = code(&shop, Flow::Recovery, ann, 2, now);
+    store.put_email_code(&linked).await.unwrap();
+    assert_eq!(
+        store
+            .use_email_link(&blog, &[Flow::Recovery], &[102; 32], now + 1, 5)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .use_email_link(&shop, &both, &[102; 32], now + 1, 5)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .use_email_link(&shop, &[Flow::Recovery], &[102; 32], now + 1, 5)
+            .await
+            .unwrap(),
+        Some(linked.clone())
+    );
+    assert_eq!(
+        store
+            .use_email_link(&shop, &[Flow::Recovery], &[102; 32], now + 1, 5)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .use_email_code(&shop, ann, &[Flow::Recovery], &[2; 32], now + 1, 5)
+            .await
+            .unwrap(),
+        CodeUse::None
+    );
+
+    // A new code replaces the outstanding one of its flow and address.
+    store
+        .put_email_code(&code(&shop, Flow::Signup, ann, 3, now))
+        .await
+        .unwrap();
+    store
+        .put_email_code(&code(&shop, Flow::Signup, ann, 4, now + 5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .use_email_code(&shop, ann, &both, &[3; 32], now + 6, 5)
+            .await
+            .unwrap(),
+        CodeUse::Wrong
+    );
+    assert!(matches!(
+        store.use_email_code(&shop, ann, &both, &[4; 32], now + 6, 5).await.unwrap(),
+        CodeUse::Used(used) if used.created_at == now + 5
+    ));
+
+    // Expired: neither the code nor the link works.
+    let expiring = code(&shop, Flow::MagicLink, ann, 5, now);
+    store.put_email_code(&expiring).await.unwrap();
+    let after = expiring.expires_at;
+    assert_eq!(
+        store
+            .use_email_code(&shop, ann, &both, &[5; 32], after, 5)
+            .await
+            .unwrap(),
+        CodeUse::None
+    );
+    assert_eq!(
+        store
+            .use_email_link(&shop, &both, &[105; 32], after, 5)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .email_code(&shop, Flow::MagicLink, ann, after)
+            .await
+            .unwrap(),
+        None
+    );
+    // Putting a code forgets the project's expired ones.
+    store
+        .put_email_code(&code(&shop, Flow::Recovery, "bob@example.com", 6, after))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .use_email_code(&shop, ann, &both, &[5; 32], now + 1, 5)
+            .await
+            .unwrap(),
+        CodeUse::None,
+        "an expired code is gone for good"
+    );
+
+    // Wrong codes: each counts; at the limit the right one is dead too,
+    // by code and by link. Another address or flow is not touched.
+    store
+        .put_email_code(&code(&shop, Flow::MagicLink, ann, 7, now))
+        .await
+        .unwrap();
+    store
+        .put_email_code(&code(&shop, Flow::Recovery, ann, 8, now))
+        .await
+        .unwrap();
+    store
+        .put_email_code(&code(&shop, Flow::MagicLink, "carl@example.com", 9, now))
+        .await
+        .unwrap();
+    for wrong in 0..4 {
+        assert_eq!(
+            store
+                .use_email_code(&shop, ann, &both, &[wrong + 200; 32], now + 1, 5)
+                .await
+                .unwrap(),
+            CodeUse::Wrong
+        );
+    }
+    assert!(
+        store
+            .email_code(&shop, Flow::MagicLink, ann, now + 1)
+            .await
+            .unwrap()
+            .is_some(),
+        "four failures leave it live"
+    );
+    assert_eq!(
+        store
+            .use_email_code(&shop, ann, &both, &[250; 32], now + 1, 5)
+            .await
+            .unwrap(),
+        CodeUse::Wrong
+    );
+    assert_eq!(
+        store
+            .use_email_code(&shop, ann, &both, &[7; 32], now + 1, 5)
+            .await
+            .unwrap(),
+        CodeUse::None,
+        "five failures kill the right code"
+    );
+    assert_eq!(
+        store
+            .use_email_link(&shop, &both, &[107; 32], now + 1, 5)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        store.use_email_code(&shop, ann, &[Flow::Recovery], &[8; 32], now + 1, 5).await.unwrap(),
+        CodeUse::Used(used) if used.flow == Flow::Recovery
+    ));
+    assert!(matches!(
+        store
+            .use_email_link(&shop, &both, &[109; 32], now + 1, 5)
+            .await
+            .unwrap(),
+        Some(used) if used.email == "carl@example.com"
+    ));
+
+    // A code for nobody is kept like any other (its user is none).
+    let mut nobody = code(&blog, Flow::Recovery, "nobody@example.com", 10, now);
+    nobody.user_id = None;
+    store.put_email_code(&nobody).await.unwrap();
+    assert_eq!(
+        store
+            .use_email_code(
+                &blog,
+                "nobody@example.com",
+                &[Flow::Recovery],
+                &[10; 32],
+                now + 1,
+                5
+            )
+            .await
+            .unwrap(),
+        CodeUse::Used(nobody)
     );
 }

@@ -95,6 +95,12 @@ macro_rules! contract_tests {
         }
 
         #[tokio::test]
+        async fn keeps_the_email_codes_contract() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::accounts::email_codes_contract(&store).await;
+        }
+
+        #[tokio::test]
         async fn keeps_the_projects_contract() {
             let (_guard, store) = $new.await;
             $crate::testsuite::projects::contract(&store).await;
