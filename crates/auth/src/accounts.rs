@@ -1061,19 +1061,10 @@ impl Accounts {
         valid_password(password, &settings)?;
         let password_hash = self.hash(password.to_owned()).await?;
         let user = User {
-            project: project.clone(),
-            id: uuid::Uuid::new_v4().to_string(),
-            email: Some(email),
-            phone: None,
             password_hash: Some(password_hash),
             email_confirmed_at: Some(now),
-            anonymous: false,
-            banned_until: None,
-            app_metadata: serde_json::json!({"provider": "email", "providers": ["email"]}),
-            user_metadata: serde_json::Value::Object(data),
-            created_at: now,
-            updated_at: now,
             last_sign_in_at: Some(now),
+            ..new_user(project, Some(email), data, now)
         };
         match self.store.create_user(&user).await {
             Err(StoreError::EmailTaken) => return Err(AccountError::EmailTaken),
@@ -1093,19 +1084,10 @@ impl Accounts {
             return Err(AccountError::AnonymousDisabled);
         }
         let user = User {
-            project: project.clone(),
-            id: uuid::Uuid::new_v4().to_string(),
-            email: None,
-            phone: None,
-            password_hash: None,
-            email_confirmed_at: None,
             anonymous: true,
-            banned_until: None,
             app_metadata: serde_json::json!({}),
-            user_metadata: serde_json::Value::Object(data),
-            created_at: now,
-            updated_at: now,
             last_sign_in_at: Some(now),
+            ..new_user(project, None, data, now)
         };
         self.store.create_user(&user).await?;
         Ok(self.open_session(&user, "anonymous", now).await?)
@@ -1273,21 +1255,7 @@ impl Accounts {
         now: UnixMillis,
     ) -> Result<User, AccountError> {
         let email = valid_email(email)?;
-        let mut user = User {
-            project: project.clone(),
-            id: uuid::Uuid::new_v4().to_string(),
-            email: Some(email),
-            phone: None,
-            password_hash: None,
-            email_confirmed_at: None,
-            anonymous: false,
-            banned_until: None,
-            app_metadata: serde_json::json!({"provider": "email", "providers": ["email"]}),
-            user_metadata: serde_json::json!({}),
-            created_at: now,
-            updated_at: now,
-            last_sign_in_at: None,
-        };
+        let mut user = new_user(project, Some(email), serde_json::Map::new(), now);
         self.apply_admin_change(&mut user, &change, now).await?;
         match self.store.create_user(&user).await {
             Err(StoreError::EmailTaken) => Err(AccountError::EmailTaken),
@@ -1492,6 +1460,31 @@ impl Keys {
             key.project.clone(),
             (key.kid.clone(), Arc::new(EncodingKey::from_ec_der(private))),
         );
+    }
+}
+
+/// A new user of `project`: an id of its own, the email (if any) as the
+/// way it signs in, nothing confirmed, no password, never signed in.
+pub(crate) fn new_user(
+    project: &ProjectId,
+    email: Option<String>,
+    user_metadata: serde_json::Map<String, serde_json::Value>,
+    now: UnixMillis,
+) -> User {
+    User {
+        project: project.clone(),
+        id: uuid::Uuid::new_v4().to_string(),
+        email,
+        phone: None,
+        password_hash: None,
+        email_confirmed_at: None,
+        anonymous: false,
+        banned_until: None,
+        app_metadata: serde_json::json!({"provider": "email", "providers": ["email"]}),
+        user_metadata: serde_json::Value::Object(user_metadata),
+        created_at: now,
+        updated_at: now,
+        last_sign_in_at: None,
     }
 }
 

@@ -49,6 +49,14 @@ impl GoTrueError {
     }
 }
 
+impl GoTrueError {
+    /// A request the auth routes cannot take as it is (400
+    /// `validation_failed`).
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "validation_failed", message)
+    }
+}
+
 impl IntoResponse for GoTrueError {
     fn into_response(self) -> Response {
         let mut response = (
@@ -293,13 +301,8 @@ async fn body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T, GoT
     } else {
         &bytes[..]
     };
-    serde_json::from_slice(bytes).map_err(|error| {
-        GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            format!("the body is not valid: {error}"),
-        )
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|error| GoTrueError::invalid(format!("the body is not valid: {error}")))
 }
 
 /// The signed-in user of a request: its `Authorization` bearer token, an
@@ -454,9 +457,7 @@ async fn sign_up(
             ));
         }
         _ => {
-            return Err(GoTrueError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
+            return Err(GoTrueError::invalid(
                 "sign-up needs an email and a password (or neither, for an anonymous user)",
             ));
         }
@@ -495,9 +496,7 @@ async fn token(
             let body: PasswordGrant = body(request).await?;
             let (Some(email), None, Some(password)) = (body.email, body.phone, body.password)
             else {
-                return Err(GoTrueError::new(
-                    StatusCode::BAD_REQUEST,
-                    "validation_failed",
+                return Err(GoTrueError::invalid(
                     "a password sign-in needs an email and a password",
                 ));
             };
@@ -515,11 +514,7 @@ async fn token(
                 .admit(&project, Attempt::Refresh, address)?;
             let body: RefreshGrant = body(request).await?;
             let Some(refresh_token) = body.refresh_token.filter(|token| !token.is_empty()) else {
-                return Err(GoTrueError::new(
-                    StatusCode::BAD_REQUEST,
-                    "validation_failed",
-                    "refresh_token is required",
-                ));
+                return Err(GoTrueError::invalid("refresh_token is required"));
             };
             gateway
                 .accounts
@@ -527,11 +522,10 @@ async fn token(
                 .await?
         }
         other => {
-            return Err(GoTrueError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
-                format!("unsupported grant_type {:?}", other.unwrap_or("")),
-            ));
+            return Err(GoTrueError::invalid(format!(
+                "unsupported grant_type {:?}",
+                other.unwrap_or("")
+            )));
         }
     };
     Ok(Json(session_json(&issued)))
@@ -619,11 +613,9 @@ async fn logout(
         Some("local") => LogoutScope::Local,
         Some("others") => LogoutScope::Others,
         Some(other) => {
-            return Err(GoTrueError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
-                format!("unsupported logout scope {other:?}: global, local or others"),
-            ));
+            return Err(GoTrueError::invalid(format!(
+                "unsupported logout scope {other:?}: global, local or others"
+            )));
         }
     };
     let identity = identity(&gateway, &project, &request)?;
@@ -704,13 +696,10 @@ impl Page {
     fn number(text: &Option<String>, name: &str) -> Result<Option<u64>, GoTrueError> {
         match text.as_deref().map(str::trim) {
             None | Some("") => Ok(None),
-            Some(text) => text.parse().map(Some).map_err(|_| {
-                GoTrueError::new(
-                    StatusCode::BAD_REQUEST,
-                    "validation_failed",
-                    format!("{name} must be a positive number"),
-                )
-            }),
+            Some(text) => text
+                .parse()
+                .map(Some)
+                .map_err(|_| GoTrueError::invalid(format!("{name} must be a positive number"))),
         }
     }
 }
@@ -788,11 +777,9 @@ impl AdminUser {
             None => None,
             Some("none") => Some(None),
             Some(text) => Some(Some(humantime::parse_duration(text).map_err(|_| {
-                GoTrueError::new(
-                    StatusCode::BAD_REQUEST,
-                    "validation_failed",
-                    format!("ban_duration {text:?} is not a duration (like 24h) nor `none`"),
-                )
+                GoTrueError::invalid(format!(
+                    "ban_duration {text:?} is not a duration (like 24h) nor `none`"
+                ))
             })?)),
         };
         Ok(auth::accounts::AdminChange {
@@ -815,11 +802,7 @@ async fn admin_create_user(
     require_service(&gateway, &project, &request)?;
     let body: AdminUser = body(request).await?;
     let Some(email) = body.email.clone() else {
-        return Err(GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "a user needs an email",
-        ));
+        return Err(GoTrueError::invalid("a user needs an email"));
     };
     let user = gateway
         .accounts
@@ -1039,9 +1022,7 @@ fn links(
 /// answers the implicit flow only.
 fn implicit_only(code_challenge: &Option<String>) -> Result<(), GoTrueError> {
     match code_challenge {
-        Some(challenge) if !challenge.is_empty() => Err(GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
+        Some(challenge) if !challenge.is_empty() => Err(GoTrueError::invalid(
             "the PKCE flow is not supported: create the client with flowType 'implicit'",
         )),
         _ => Ok(()),
@@ -1115,11 +1096,7 @@ async fn recover(
     let body: Recover = body(request).await?;
     implicit_only(&body.code_challenge)?;
     let Some(email) = body.email else {
-        return Err(GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "password recovery needs an email",
-        ));
+        return Err(GoTrueError::invalid("password recovery needs an email"));
     };
     gateway
         .accounts
@@ -1158,14 +1135,10 @@ async fn resend(
         Some("signup") => store::accounts::Flow::Signup,
         Some("email_change") => store::accounts::Flow::EmailChange,
         other => {
-            return Err(GoTrueError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
-                format!(
-                    "unsupported resend type {:?}: signup or email_change",
-                    other.unwrap_or("")
-                ),
-            ));
+            return Err(GoTrueError::invalid(format!(
+                "unsupported resend type {:?}: signup or email_change",
+                other.unwrap_or("")
+            )));
         }
     };
     let (Some(email), None) = (body.email, body.phone) else {
@@ -1197,14 +1170,10 @@ struct Verify {
 
 fn verify_kind(kind: Option<&str>) -> Result<VerifyKind, GoTrueError> {
     kind.and_then(VerifyKind::parse).ok_or_else(|| {
-        GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            format!(
+        GoTrueError::invalid(format!(
                 "unsupported verification type {:?}: email, magiclink, signup, recovery or email_change",
                 kind.unwrap_or("")
-            ),
-        )
+            ))
     })
 }
 
@@ -1235,9 +1204,7 @@ async fn verify(
                 .await?
         }
         _ => {
-            return Err(GoTrueError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
+            return Err(GoTrueError::invalid(
                 "verification needs an email and its token, or a token_hash",
             ));
         }
@@ -1269,9 +1236,7 @@ async fn verify_link(
         .accounts
         .redirect_target(&project, link.redirect_to.as_deref())?
     else {
-        return Err(GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
+        return Err(GoTrueError::invalid(
             "the link names no redirect_to and the project has no site_url to land on",
         ));
     };
@@ -1319,13 +1284,8 @@ async fn verify_link(
     let headers = response.headers_mut();
     headers.insert(
         http::header::LOCATION,
-        HeaderValue::from_str(&location).map_err(|_| {
-            GoTrueError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
-                "the redirect target is not a valid header value",
-            )
-        })?,
+        HeaderValue::from_str(&location)
+            .map_err(|_| GoTrueError::invalid("the redirect target is not a valid header value"))?,
     );
     headers.insert(
         http::header::CACHE_CONTROL,
@@ -1390,11 +1350,7 @@ async fn admin_generate_link(
         .or(body.redirect_to_camel);
     let links = links(&gateway, &project, redirect_to.as_deref())?;
     let (Some(kind), Some(email)) = (body.kind, body.email) else {
-        return Err(GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "a link needs a type and an email",
-        ));
+        return Err(GoTrueError::invalid("a link needs a type and an email"));
     };
     let (user, made) = gateway
         .accounts

@@ -739,21 +739,26 @@ fn walk_range(
 /// suffix; `UNION` keeps one row of a document that two ranges hold (the
 /// same suffix and id), and the first chunk of what is left is the
 /// union's next chunk. Parameters: `?1` the collection, `?2` the chunk,
-/// `?3` the cursor's id, then five per range (see [`union_params`]).
+/// `?3` unused, then six per range (see [`union_params`]).
 fn union_sql(branches: usize) -> String {
     let ranges: Vec<String> = (0..branches)
         .map(|at| {
-            let n = 4 + 5 * at;
+            let n = 4 + 6 * at;
+            // The range's start is given as the position to resume after
+            // (never below the range): with the range's own lower bound
+            // beside an `OR`, SQLite seeks from the position, and a
+            // position below the range would read every key before it.
             format!(
                 "SELECT * FROM (SELECT substr(key, ?{start}) AS suffix, id FROM doc_index_entries
                    WHERE cid = ?1 AND ino = ?{ino} AND key >= ?{lower} AND key < ?{upper}
-                     AND (key > ?{after} OR (key = ?{after} AND id > ?3))
+                     AND (key > ?{after} OR (key = ?{after} AND id > ?{after_id}))
                    ORDER BY key, id LIMIT ?2)",
                 ino = n,
                 start = n + 1,
                 lower = n + 2,
                 upper = n + 3,
                 after = n + 4,
+                after_id = n + 5,
             )
         })
         .collect();
@@ -766,9 +771,10 @@ fn union_sql(branches: usize) -> String {
 }
 
 /// The parameters of [`union_sql`]. Per range: its index, where its
-/// suffix starts (1-based), its lower bound raised to the cursor (a seek),
-/// its upper bound, and the cursor's key in it (the prefix, then the
-/// cursor's suffix; no cursor: empty, below every key).
+/// suffix starts (1-based), its lower bound, its upper bound, and where to
+/// resume: the cursor's key in it (the prefix, then the cursor's suffix)
+/// and id, or, when the cursor is below the range (or there is none), the
+/// range's lower bound and an empty id (below every id).
 fn union_params(
     cid: i64,
     branches: &[Branch],
@@ -777,23 +783,31 @@ fn union_params(
     chunk: usize,
 ) -> Vec<rusqlite::types::Value> {
     use rusqlite::types::Value as Sql;
-    let after_id = after.map(|(_, id)| id.clone()).unwrap_or_default();
     let mut values = vec![
         Sql::Integer(cid),
         Sql::Integer(chunk as i64),
-        Sql::Text(after_id),
+        // Unused (each range has its own); kept so numbering stays put.
+        Sql::Text(String::new()),
     ];
     for (branch, ino) in branches.iter().zip(inos) {
-        let after_key = after
-            .map(|(suffix, _)| branch.key_at(suffix))
-            .unwrap_or_default();
-        let lower = branch.bounds.lower.clone().max(after_key.clone());
+        let (after_key, after_id) = match after {
+            Some((suffix, id)) => {
+                let key = branch.key_at(suffix);
+                if key >= branch.bounds.lower {
+                    (key, id.clone())
+                } else {
+                    (branch.bounds.lower.clone(), String::new())
+                }
+            }
+            None => (branch.bounds.lower.clone(), String::new()),
+        };
         values.extend([
             Sql::Integer(*ino),
             Sql::Integer(branch.prefix.len() as i64 + 1),
-            Sql::Blob(lower),
+            Sql::Blob(branch.bounds.lower.clone()),
             Sql::Blob(branch.bounds.upper.clone()),
             Sql::Blob(after_key),
+            Sql::Text(after_id),
         ]);
     }
     values

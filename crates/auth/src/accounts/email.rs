@@ -127,19 +127,8 @@ impl Accounts {
         let password_hash = self.hash(password.to_owned()).await?;
         let place = self.place()?;
         let mut user = User {
-            project: project.clone(),
-            id: uuid::Uuid::new_v4().to_string(),
-            email: Some(email.clone()),
-            phone: None,
             password_hash: Some(password_hash),
-            email_confirmed_at: None,
-            anonymous: false,
-            banned_until: None,
-            app_metadata: serde_json::json!({"provider": "email", "providers": ["email"]}),
-            user_metadata: serde_json::Value::Object(data),
-            created_at: now,
-            updated_at: now,
-            last_sign_in_at: None,
+            ..new_user(project, Some(email.clone()), data, now)
         };
         let mailed_to = match self.store.create_user(&user).await {
             Ok(()) => Some(user.id.clone()),
@@ -191,21 +180,7 @@ impl Accounts {
             if !settings.signup {
                 return Err(AccountError::SignupDisabled);
             }
-            let new = User {
-                project: project.clone(),
-                id: uuid::Uuid::new_v4().to_string(),
-                email: Some(email.clone()),
-                phone: None,
-                password_hash: None,
-                email_confirmed_at: None,
-                anonymous: false,
-                banned_until: None,
-                app_metadata: serde_json::json!({"provider": "email", "providers": ["email"]}),
-                user_metadata: serde_json::Value::Object(data),
-                created_at: now,
-                updated_at: now,
-                last_sign_in_at: None,
-            };
+            let new = new_user(project, Some(email.clone()), data, now);
             user = match self.store.create_user(&new).await {
                 Ok(()) => Some(new),
                 // Made meanwhile by another request.
@@ -373,19 +348,8 @@ impl Accounts {
         let email = valid_email(email)?;
         let existing = self.store.user_by_email(project, &email).await?;
         let fresh = |password_hash: Option<String>, data| User {
-            project: project.clone(),
-            id: uuid::Uuid::new_v4().to_string(),
-            email: Some(email.clone()),
-            phone: None,
             password_hash,
-            email_confirmed_at: None,
-            anonymous: false,
-            banned_until: None,
-            app_metadata: serde_json::json!({"provider": "email", "providers": ["email"]}),
-            user_metadata: serde_json::Value::Object(data),
-            created_at: now,
-            updated_at: now,
-            last_sign_in_at: None,
+            ..new_user(project, Some(email.clone()), data, now)
         };
         let (user, flow, address) = match kind {
             "signup" => {

@@ -344,6 +344,41 @@ async fn functions_see_the_verified_caller_and_can_require_a_user() {
         assert_eq!(seen["wit"]["auth"], "none");
     }
 
+    // An asynchronous call keeps the identity of the request that queued
+    // it, and what the client forged is gone.
+    let accepted = send(
+        http()
+            .post(format!("{}/p/shop/fn/open/", server.url))
+            .header("prefer", "respond-async")
+            .header("x-wok-user-id", "somebody-else")
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    let id = accepted.json()["id"].as_str().unwrap().to_owned();
+    let done = wait_for(
+        "the asynchronous call to finish",
+        Duration::from_secs(30),
+        || {
+            let id = id.clone();
+            let server = &server;
+            async move {
+                let answer = send(control(
+                    server,
+                    reqwest::Method::GET,
+                    &format!("/v1/projects/shop/invocations/{id}"),
+                ))
+                .await
+                .json();
+                (answer["status"] == "succeeded").then_some(answer)
+            }
+        },
+    )
+    .await;
+    let seen: Value = serde_json::from_str(done["response"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(seen["wit"]["auth"], "user");
+    assert_eq!(seen["headers"]["x-wok-user-id"], user_id.as_str());
+
     // Refused before the function runs.
     for (function, token, status) in [
         ("users", None, 401),
