@@ -2140,7 +2140,11 @@ mod tests {
             .enroll_totp(&identity, Some("phone".to_owned()), None, NOW)
             .await
             .unwrap();
-        assert!(enrolled.uri.starts_with("otpauth://totp/shop:ann%40example.com?secret="));
+        assert!(
+            enrolled
+                .uri
+                .starts_with("otpauth://totp/shop:ann%40example.com?secret=")
+        );
         assert!(
             !store.factors(&shop, &identity.user_id).await.unwrap()[0]
                 .sealed_secret
@@ -2265,7 +2269,10 @@ mod tests {
             accounts.unenroll(&other, &factor_id).await,
             Err(AccountError::InsufficientAal)
         ));
-        accounts.unenroll(&raised_identity, &factor_id).await.unwrap();
+        accounts
+            .unenroll(&raised_identity, &factor_id)
+            .await
+            .unwrap();
         assert!(matches!(
             accounts.unenroll(&raised_identity, &factor_id).await,
             Err(AccountError::FactorNotFound)
@@ -2287,7 +2294,10 @@ mod tests {
             accounts
                 .mint_ticket(
                     &shop,
-                    TicketFor::Email { email: "dan@example.com", create: false },
+                    TicketFor::Email {
+                        email: "dan@example.com",
+                        create: false
+                    },
                     None,
                     NOW
                 )
@@ -2297,7 +2307,10 @@ mod tests {
         let minted = accounts
             .mint_ticket(
                 &shop,
-                TicketFor::Email { email: "Dan@example.com", create: true },
+                TicketFor::Email {
+                    email: "Dan@example.com",
+                    create: true,
+                },
                 None,
                 NOW,
             )
@@ -2307,7 +2320,9 @@ mod tests {
         assert_eq!(minted.expires_at, NOW + 300_000);
         assert!(minted.user.email_confirmed_at.is_some());
         assert!(matches!(
-            accounts.sign_in_with_ticket(&blog, &minted.ticket, NOW).await,
+            accounts
+                .sign_in_with_ticket(&blog, &minted.ticket, NOW)
+                .await,
             Err(AccountError::TicketInvalid)
         ));
         let issued = accounts
@@ -2315,9 +2330,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(issued.user.id, minted.user.id);
-        assert_eq!(claims_of(&issued.access_token)["amr"][0]["method"], "ticket");
+        assert_eq!(
+            claims_of(&issued.access_token)["amr"][0]["method"],
+            "ticket"
+        );
         assert!(matches!(
-            accounts.sign_in_with_ticket(&shop, &minted.ticket, NOW + 2000).await,
+            accounts
+                .sign_in_with_ticket(&shop, &minted.ticket, NOW + 2000)
+                .await,
             Err(AccountError::TicketInvalid)
         ));
         // Expired; too long-lived; a banned user's.
@@ -2326,7 +2346,9 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            accounts.sign_in_with_ticket(&shop, &short.ticket, NOW + 1000).await,
+            accounts
+                .sign_in_with_ticket(&shop, &short.ticket, NOW + 1000)
+                .await,
             Err(AccountError::TicketInvalid)
         ));
         assert!(matches!(
@@ -2352,7 +2374,9 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            accounts.sign_in_with_ticket(&shop, &banned.ticket, NOW + 1000).await,
+            accounts
+                .sign_in_with_ticket(&shop, &banned.ticket, NOW + 1000)
+                .await,
             Err(AccountError::Banned)
         ));
     }

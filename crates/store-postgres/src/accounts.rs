@@ -1033,11 +1033,7 @@ impl AccountStore for PgStore {
         Ok(())
     }
 
-    async fn factors(
-        &self,
-        project: &ProjectId,
-        user_id: &str,
-    ) -> Result<Vec<Factor>, StoreError> {
+    async fn factors(&self, project: &ProjectId, user_id: &str) -> Result<Vec<Factor>, StoreError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&format!(
@@ -1093,7 +1089,10 @@ impl AccountStore for PgStore {
             .await
             .db()?;
         transaction
-            .execute(&forget, &[&challenge.project.as_str(), &challenge.created_at])
+            .execute(
+                &forget,
+                &[&challenge.project.as_str(), &challenge.created_at],
+            )
             .await
             .db()?;
         let statement = transaction

@@ -253,7 +253,9 @@ fn count_failure(
         )?
         .execute(params![project, id, now, max_failures])?;
     transaction
-        .prepare_cached("DELETE FROM mfa_challenges WHERE project = ?1 AND id = ?2 AND failures >= ?3")?
+        .prepare_cached(
+            "DELETE FROM mfa_challenges WHERE project = ?1 AND id = ?2 AND failures >= ?3",
+        )?
         .execute(params![project, id, max_failures])?;
     Ok(counted == 1)
 }
@@ -915,11 +917,7 @@ impl AccountStore for SqliteStore {
         .await
     }
 
-    async fn factors(
-        &self,
-        project: &ProjectId,
-        user_id: &str,
-    ) -> Result<Vec<Factor>, StoreError> {
+    async fn factors(&self, project: &ProjectId, user_id: &str) -> Result<Vec<Factor>, StoreError> {
         let (project, user_id) = (project.clone(), user_id.to_owned());
         self.read(move |connection| {
             connection
@@ -1036,8 +1034,11 @@ impl AccountStore for SqliteStore {
         now: UnixMillis,
         max_failures: u32,
     ) -> Result<StepUse, StoreError> {
-        let (project, factor_id, challenge_id) =
-            (project.clone(), factor_id.to_owned(), challenge_id.to_owned());
+        let (project, factor_id, challenge_id) = (
+            project.clone(),
+            factor_id.to_owned(),
+            challenge_id.to_owned(),
+        );
         self.meta(move |connection| {
             let transaction = connection.transaction()?;
             let project = project.as_str();

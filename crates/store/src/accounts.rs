@@ -406,8 +406,7 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Stores a new factor.
     async fn create_factor(&self, factor: &Factor) -> Result<(), StoreError>;
     /// A user's factors, oldest first.
-    async fn factors(&self, project: &ProjectId, user_id: &str)
-    -> Result<Vec<Factor>, StoreError>;
+    async fn factors(&self, project: &ProjectId, user_id: &str) -> Result<Vec<Factor>, StoreError>;
     /// Deletes a user's factor and its challenges; whether it was there.
     async fn delete_factor(
         &self,

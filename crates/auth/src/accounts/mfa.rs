@@ -162,7 +162,9 @@ impl Accounts {
                 .unwrap_or(project.as_str())
                 .to_owned(),
         };
-        if issuer.contains(':') || issuer.chars().count() > 256 || issuer.chars().any(char::is_control)
+        if issuer.contains(':')
+            || issuer.chars().count() > 256
+            || issuer.chars().any(char::is_control)
         {
             return Err(AccountError::Invalid(
                 "issuer must be at most 256 characters, without `:`".to_owned(),
@@ -428,7 +430,10 @@ mod tests {
 
     #[test]
     fn secrets_are_base32_as_authenticators_read_them() {
-        assert_eq!(base32(b"12345678901234567890"), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
+        assert_eq!(
+            base32(b"12345678901234567890"),
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+        );
         assert_eq!(base32(b"f"), "MY");
         assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
         let svg = qr_svg("otpauth://totp/shop:ann@example.com?secret=MZXW6YTBOI").unwrap();

@@ -301,7 +301,10 @@ impl Auth {
                     println!("{}", serde_json::to_string_pretty(&list)?);
                     return Ok(ExitCode::SUCCESS);
                 }
-                println!("{:<36}  {:<5} {:<10} {:<25} NAME", "ID", "TYPE", "STATUS", "CREATED");
+                println!(
+                    "{:<36}  {:<5} {:<10} {:<25} NAME",
+                    "ID", "TYPE", "STATUS", "CREATED"
+                );
                 for factor in list.as_array().into_iter().flatten() {
                     println!(
                         "{:<36}  {:<5} {:<10} {:<25} {}",

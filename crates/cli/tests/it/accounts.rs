@@ -1254,7 +1254,10 @@ async fn rules_requiring_aal2_take_a_raised_session_and_its_refreshes() {
     )
     .await;
     assert_eq!(refreshed.status, 200, "{}", refreshed.text());
-    let refreshed_token = refreshed.json()["access_token"].as_str().unwrap().to_owned();
+    let refreshed_token = refreshed.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(claims(&refreshed_token)["aal"], "aal2");
     let written = write_to_vault(refreshed_token).await;
     assert!((200..300).contains(&written.status), "{}", written.text());
@@ -1267,9 +1270,18 @@ async fn rules_requiring_aal2_take_a_raised_session_and_its_refreshes() {
     // The service side lists and removes the factor (a lost phone), with
     // the CLI too.
     let listed = server.cli_ok(&[
-        "--project", "shop", "auth", "users", "factors", "ls", &user_id,
+        "--project",
+        "shop",
+        "auth",
+        "users",
+        "factors",
+        "ls",
+        &user_id,
     ]);
-    assert!(listed.contains(&factor_id) && listed.contains("verified"), "{listed}");
+    assert!(
+        listed.contains(&factor_id) && listed.contains("verified"),
+        "{listed}"
+    );
     let refused = send(
         http()
             .delete(format!(
@@ -1282,7 +1294,14 @@ async fn rules_requiring_aal2_take_a_raised_session_and_its_refreshes() {
     .await;
     assert_eq!(refused.status, 403, "a public key is no admin");
     server.cli_ok(&[
-        "--project", "shop", "auth", "users", "factors", "rm", &user_id, &factor_id,
+        "--project",
+        "shop",
+        "auth",
+        "users",
+        "factors",
+        "rm",
+        &user_id,
+        &factor_id,
     ]);
     let listed = send(
         http()
@@ -1296,7 +1315,9 @@ async fn rules_requiring_aal2_take_a_raised_session_and_its_refreshes() {
     .await;
     assert_eq!(listed.status, 200, "{}", listed.text());
     assert_eq!(listed.json(), json!([]));
-    let user = send(auth(reqwest::Method::GET, "/user", &token)).await.json();
+    let user = send(auth(reqwest::Method::GET, "/user", &token))
+        .await
+        .json();
     assert!(user.get("factors").is_none(), "{user}");
 }
 
@@ -1374,9 +1395,15 @@ async fn a_login_ticket_from_the_service_side_signs_a_user_in_once() {
 
     // Refused: an expired ticket, one minted with a public key, one for
     // nobody, one made up, a banned user's.
-    let short = mint(json!({"user_id": user_id, "expires_in": 1})).await.json();
+    let short = mint(json!({"user_id": user_id, "expires_in": 1}))
+        .await
+        .json();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let expired = exchange(public_key.clone(), short["ticket"].as_str().unwrap().to_owned()).await;
+    let expired = exchange(
+        public_key.clone(),
+        short["ticket"].as_str().unwrap().to_owned(),
+    )
+    .await;
     assert_eq!(expired.status, 403, "{}", expired.text());
     let public = send(admin("/tickets", &public_key).json(&json!({"user_id": user_id}))).await;
     assert_eq!(public.status, 403, "{}", public.text());
@@ -1397,8 +1424,21 @@ async fn a_login_ticket_from_the_service_side_signs_a_user_in_once() {
     let made_up = exchange(public_key.clone(), "wok_tk_made-up".to_owned()).await;
     assert_eq!(made_up.status, 403);
     let banned = mint(json!({"user_id": user_id})).await.json();
-    server.cli_ok(&["--project", "shop", "auth", "users", "ban", &user_id, "--for", "1h"]);
-    let refused = exchange(public_key.clone(), banned["ticket"].as_str().unwrap().to_owned()).await;
+    server.cli_ok(&[
+        "--project",
+        "shop",
+        "auth",
+        "users",
+        "ban",
+        &user_id,
+        "--for",
+        "1h",
+    ]);
+    let refused = exchange(
+        public_key.clone(),
+        banned["ticket"].as_str().unwrap().to_owned(),
+    )
+    .await;
     assert_eq!(refused.status, 400, "{}", refused.text());
     assert_eq!(refused.json()["code"], "user_banned");
     server.cli_ok(&["--project", "shop", "auth", "users", "unban", &user_id]);
@@ -1407,9 +1447,12 @@ async fn a_login_ticket_from_the_service_side_signs_a_user_in_once() {
     let created = mint(json!({"email": "Bob@example.com", "create": true})).await;
     assert_eq!(created.status, 200, "{}", created.text());
     let created = created.json();
-    let session = exchange(public_key.clone(), created["ticket"].as_str().unwrap().to_owned())
-        .await
-        .json();
+    let session = exchange(
+        public_key.clone(),
+        created["ticket"].as_str().unwrap().to_owned(),
+    )
+    .await
+    .json();
     assert_eq!(session["user"]["email"], "bob@example.com");
     assert!(session["user"]["email_confirmed_at"].is_string());
     assert_eq!(session["user"]["id"], created["user_id"]);

@@ -731,7 +731,10 @@ pub async fn factors_contract<S: AccountStore + ProjectStore>(store: &S) {
         store.challenge(&shop, "c1", now + 1, 5).await.unwrap(),
         Some(challenge(&shop, "c1", &phone, now))
     );
-    assert_eq!(store.challenge(&blog, "c1", now + 1, 5).await.unwrap(), None);
+    assert_eq!(
+        store.challenge(&blog, "c1", now + 1, 5).await.unwrap(),
+        None
+    );
     assert_eq!(
         store
             .use_totp_step(&shop, "f2", "c1", 100, now + 1, 5)
@@ -758,7 +761,10 @@ pub async fn factors_contract<S: AccountStore + ProjectStore>(store: &S) {
     assert_eq!(used.last_used_step, Some(100));
     assert_eq!(used.updated_at, now + 2);
     assert_eq!(store.factors(&shop, "u1").await.unwrap()[0], used);
-    assert_eq!(store.challenge(&shop, "c1", now + 3, 5).await.unwrap(), None);
+    assert_eq!(
+        store.challenge(&shop, "c1", now + 3, 5).await.unwrap(),
+        None
+    );
     assert_eq!(
         store
             .use_totp_step(&shop, "f1", "c1", 101, now + 3, 5)
@@ -783,7 +789,13 @@ pub async fn factors_contract<S: AccountStore + ProjectStore>(store: &S) {
             StepUse::Replayed
         );
     }
-    assert!(store.challenge(&shop, "c2", now + 11, 5).await.unwrap().is_some());
+    assert!(
+        store
+            .challenge(&shop, "c2", now + 11, 5)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(
         store.challenge(&shop, "c2", now + 11, 2).await.unwrap(),
         None,
@@ -801,12 +813,36 @@ pub async fn factors_contract<S: AccountStore + ProjectStore>(store: &S) {
         .await
         .unwrap();
     for _ in 0..4 {
-        assert!(store.fail_challenge(&shop, "c3", now + 21, 5).await.unwrap());
+        assert!(
+            store
+                .fail_challenge(&shop, "c3", now + 21, 5)
+                .await
+                .unwrap()
+        );
     }
-    assert!(store.challenge(&shop, "c3", now + 21, 5).await.unwrap().is_some());
-    assert!(store.fail_challenge(&shop, "c3", now + 21, 5).await.unwrap());
-    assert!(!store.fail_challenge(&shop, "c3", now + 21, 5).await.unwrap());
-    assert_eq!(store.challenge(&shop, "c3", now + 21, 5).await.unwrap(), None);
+    assert!(
+        store
+            .challenge(&shop, "c3", now + 21, 5)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .fail_challenge(&shop, "c3", now + 21, 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .fail_challenge(&shop, "c3", now + 21, 5)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.challenge(&shop, "c3", now + 21, 5).await.unwrap(),
+        None
+    );
     assert_eq!(
         store
             .use_totp_step(&shop, "f1", "c3", 102, now + 22, 5)
@@ -869,9 +905,16 @@ pub async fn factors_contract<S: AccountStore + ProjectStore>(store: &S) {
         .create_challenge(&challenge(&shop, "c6", &phone, after))
         .await
         .unwrap();
-    store.delete_user(&shop, "u1", after).await.unwrap().unwrap();
+    store
+        .delete_user(&shop, "u1", after)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(store.factors(&shop, "u1").await.unwrap().is_empty());
-    assert_eq!(store.challenge(&shop, "c6", after + 1, 5).await.unwrap(), None);
+    assert_eq!(
+        store.challenge(&shop, "c6", after + 1, 5).await.unwrap(),
+        None
+    );
     assert_eq!(store.factors(&shop, "u2").await.unwrap().len(), 1);
     // A user made again with the same id starts with no factor.
     store
@@ -936,24 +979,39 @@ pub async fn login_tickets_contract<S: AccountStore + ProjectStore>(store: &S) {
     store.put_login_ticket(&ticket(1, "u1", now)).await.unwrap();
     store.put_login_ticket(&ticket(2, "u1", now)).await.unwrap();
     assert_eq!(
-        store.use_login_ticket(&blog, &[1; 32], now + 1).await.unwrap(),
+        store
+            .use_login_ticket(&blog, &[1; 32], now + 1)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        store.use_login_ticket(&shop, &[9; 32], now + 1).await.unwrap(),
+        store
+            .use_login_ticket(&shop, &[9; 32], now + 1)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        store.use_login_ticket(&shop, &[1; 32], now + 1).await.unwrap(),
+        store
+            .use_login_ticket(&shop, &[1; 32], now + 1)
+            .await
+            .unwrap(),
         Some(ticket(1, "u1", now))
     );
     assert_eq!(
-        store.use_login_ticket(&shop, &[1; 32], now + 2).await.unwrap(),
+        store
+            .use_login_ticket(&shop, &[1; 32], now + 2)
+            .await
+            .unwrap(),
         None,
         "a ticket is used once"
     );
     assert_eq!(
-        store.use_login_ticket(&shop, &[2; 32], now + 2).await.unwrap(),
+        store
+            .use_login_ticket(&shop, &[2; 32], now + 2)
+            .await
+            .unwrap(),
         Some(ticket(2, "u1", now)),
         "two tickets of one user are each good"
     );
@@ -972,7 +1030,10 @@ pub async fn login_tickets_contract<S: AccountStore + ProjectStore>(store: &S) {
         .await
         .unwrap();
     assert_eq!(
-        store.use_login_ticket(&shop, &[3; 32], now + 3).await.unwrap(),
+        store
+            .use_login_ticket(&shop, &[3; 32], now + 3)
+            .await
+            .unwrap(),
         None,
         "an expired ticket is gone for good"
     );
@@ -981,9 +1042,16 @@ pub async fn login_tickets_contract<S: AccountStore + ProjectStore>(store: &S) {
         .create_user(&user(&shop, "u2", Some("u2@example.com")))
         .await
         .unwrap();
-    store.delete_user(&shop, "u2", now + 4).await.unwrap().unwrap();
+    store
+        .delete_user(&shop, "u2", now + 4)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        store.use_login_ticket(&shop, &[4; 32], now + 5).await.unwrap(),
+        store
+            .use_login_ticket(&shop, &[4; 32], now + 5)
+            .await
+            .unwrap(),
         None
     );
 }
