@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs the clients and peers the auth tests drive, unmodified:
 # supabase-js from npm (pinned by crates/cli/tests/auth/package-lock.json),
-# and in a Python virtualenv under it (venv/) the SMTP sink's aiosmtpd from
-# PyPI. Prints the directory whose node_modules holds supabase-js.
+# and in a Python virtualenv under it (venv/) the SMTP sink's aiosmtpd and
+# the TOTP peer pyotp (an authenticator's codes) from PyPI. Prints the directory whose node_modules holds supabase-js.
 # Idempotent: a second run with the same lock file and versions does
 # nothing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SOURCE="$ROOT/crates/cli/tests/auth"
 DIR="${WOK_AUTH_TOOLS:-$ROOT/target/auth-tools}"
-PYTHON_VERSIONS="aiosmtpd==1.4.6"
+PYTHON_VERSIONS="aiosmtpd==1.4.6 pyotp==2.12.1"
 command -v npm >/dev/null || { echo "npm is required (Node 20 or later)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is required (with venv)" >&2; exit 1; }
 # Tests may run this from several processes at once: one installs, the

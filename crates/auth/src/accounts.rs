@@ -43,9 +43,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use store::accounts::{Ending, Refreshed, Session, SigningKey, User};
+use store::accounts::{Ending, Factor, Refreshed, Session, SigningKey, User};
 
 mod email;
+pub mod mfa;
+pub mod tickets;
 pub use email::{Links, NewCode, SignedUp, VerifyKind};
 use store::{AccountStore, StoreError};
 
@@ -110,6 +112,11 @@ pub struct AuthSettings {
     /// The SMTP server the project's mail goes out through; without one,
     /// nothing is mailed (the service side can make links itself).
     pub smtp: Option<SmtpSettings>,
+    /// How long a second factor's challenge takes codes, in seconds (1 to
+    /// 300).
+    pub mfa_challenge_lifetime_s: i64,
+    /// Codes tried for one second factor, an hour.
+    pub mfa_verifications_per_factor_per_hour: u32,
 }
 
 /// A project's SMTP server, as stored: its password sealed.
@@ -159,6 +166,8 @@ impl Default for AuthSettings {
             emails_per_address_per_hour: 30,
             emails_per_recipient_per_hour: 5,
             smtp: None,
+            mfa_challenge_lifetime_s: mfa::MAX_CHALLENGE_LIFETIME_S,
+            mfa_verifications_per_factor_per_hour: 30,
         }
     }
 }
@@ -198,6 +207,10 @@ impl AuthSettings {
                 "emails_per_recipient_per_hour",
                 self.emails_per_recipient_per_hour,
             ),
+            (
+                "mfa_verifications_per_factor_per_hour",
+                self.mfa_verifications_per_factor_per_hour,
+            ),
         ] {
             if !(1..=100_000).contains(&value) {
                 return Err(format!("{name} must be from 1 to 100000"));
@@ -206,6 +219,12 @@ impl AuthSettings {
         if !(1..=MAX_EMAIL_CODE_LIFETIME_S).contains(&self.email_code_lifetime_s) {
             return Err(format!(
                 "email_code_lifetime_s must be from 1 to {MAX_EMAIL_CODE_LIFETIME_S}"
+            ));
+        }
+        if !(1..=mfa::MAX_CHALLENGE_LIFETIME_S).contains(&self.mfa_challenge_lifetime_s) {
+            return Err(format!(
+                "mfa_challenge_lifetime_s must be from 1 to {}",
+                mfa::MAX_CHALLENGE_LIFETIME_S
             ));
         }
         if let Some(site_url) = &self.site_url {
@@ -262,6 +281,7 @@ impl AuthSettings {
             new_users_per_address_per_hour: self.new_users_per_address_per_hour,
             emails_per_address_per_hour: self.emails_per_address_per_hour,
             emails_per_recipient_per_hour: self.emails_per_recipient_per_hour,
+            mfa_verifications_per_factor_per_hour: self.mfa_verifications_per_factor_per_hour,
         }
     }
 }
@@ -375,6 +395,8 @@ pub struct Issued {
     pub refresh_token: String,
     pub session_id: String,
     pub user: User,
+    /// The user's second factors.
+    pub factors: Vec<Factor>,
 }
 
 /// What a user may change of itself.
@@ -425,6 +447,20 @@ pub enum AccountError {
     EmailNotConfirmed,
     #[error("the code or link has expired or is invalid")]
     CodeInvalid,
+    #[error("the user has no such factor")]
+    FactorNotFound,
+    #[error("the challenge has expired, was used, or had too many wrong codes: ask for a new one")]
+    ChallengeExpired,
+    #[error("invalid TOTP code entered")]
+    MfaCodeInvalid,
+    #[error("a session at aal2 is needed: verify a factor first")]
+    InsufficientAal,
+    #[error("the user has {0} factors already: unenroll one first")]
+    TooManyFactors(usize),
+    #[error("the user has a factor with this friendly name already")]
+    FactorNameTaken,
+    #[error("the ticket has expired, was used, or is invalid")]
+    TicketInvalid,
     /// Too many mails asked for from this address or to this recipient,
     /// or the outbox is full: try again after this long.
     #[error("too many emails asked for; try again later")]
@@ -492,8 +528,10 @@ pub enum Attempt<'a> {
     NewUser,
     /// A request that mails a code to this address.
     Email(&'a str),
-    /// A code or link given back.
+    /// A code or link given back, or a login ticket.
     Verify,
+    /// A code tried for this second factor.
+    MfaVerify(&'a str),
 }
 
 impl Accounts {
@@ -663,6 +701,7 @@ impl Accounts {
             Attempt::Refresh => limits.refresh(address),
             Attempt::NewUser => limits.new_user(address),
             Attempt::Verify => limits.refresh(address),
+            Attempt::MfaVerify(factor_id) => limits.mfa_verify(factor_id, address),
             Attempt::Email(email) => {
                 return limits
                     .email(&email.trim().to_lowercase(), address)
@@ -916,13 +955,16 @@ impl Accounts {
         })
     }
 
-    /// Signs an access token for `user` in `session`.
+    /// Signs an access token for `user` in `session`, which `method`
+    /// began; a session at `aal2` names its second factor too, proven at
+    /// `mfa_at` (else when the session began).
     async fn issue(
         &self,
         user: &User,
         session: &Session,
         refresh_token: String,
         method: &str,
+        mfa_at: Option<UnixMillis>,
         now: UnixMillis,
     ) -> Result<Issued, StoreError> {
         let (kid, key) = self.signer(&user.project, now).await?;
@@ -940,10 +982,7 @@ impl Accounts {
             user_metadata: user.user_metadata.clone(),
             role: AUDIENCE.to_owned(),
             aal: format!("aal{}", session.aal),
-            amr: vec![Amr {
-                method: method.to_owned(),
-                timestamp: session.created_at.div_euclid(1000),
-            }],
+            amr: amr(session, method, mfa_at),
             session_id: session.id.clone(),
             is_anonymous: user.anonymous,
         };
@@ -959,6 +998,7 @@ impl Accounts {
             refresh_token,
             session_id: session.id.clone(),
             user: user.clone(),
+            factors: self.store.factors(&user.project, &user.id).await?,
         })
     }
 
@@ -980,7 +1020,8 @@ impl Accounts {
         };
         let (refresh_token, hash) = new_refresh_token();
         self.store.create_session(&session, &hash).await?;
-        self.issue(user, &session, refresh_token, method, now).await
+        self.issue(user, &session, refresh_token, method, None, now)
+            .await
     }
 
     /// Hashes a password off the async threads, within the cap.
@@ -1163,7 +1204,9 @@ impl Accounts {
         } else {
             "password"
         };
-        Ok(self.issue(&user, &session, next_token, method, now).await?)
+        Ok(self
+            .issue(&user, &session, next_token, method, None, now)
+            .await?)
     }
 
     /// The user an identity is.
@@ -1488,6 +1531,24 @@ pub(crate) fn new_user(
     }
 }
 
+/// The methods a session was proven by, newest first (as GoTrue): its
+/// second factor (at `aal2`), then how it began.
+fn amr(session: &Session, method: &str, mfa_at: Option<UnixMillis>) -> Vec<Amr> {
+    let began = session.created_at.div_euclid(1000);
+    let mut amr = Vec::with_capacity(2);
+    if session.aal >= 2 {
+        amr.push(Amr {
+            method: "totp".to_owned(),
+            timestamp: mfa_at.map_or(began, |at| at.div_euclid(1000)),
+        });
+    }
+    amr.push(Amr {
+        method: method.to_owned(),
+        timestamp: began,
+    });
+    amr
+}
+
 /// What a sealed signing key is bound to: its project and `kid`.
 fn sealing_context(key: &SigningKey) -> Vec<u8> {
     format!("wok-signing-key:{}:{}", key.project, key.kid).into_bytes()
@@ -1551,6 +1612,7 @@ fn valid_password(password: &str, settings: &AuthSettings) -> Result<(), Account
 mod tests {
     use super::*;
     use store::ProjectStore;
+    use store::accounts::FactorStatus;
     use store_sqlite::SqliteStore;
 
     async fn accounts() -> (tempfile::TempDir, Arc<SqliteStore>, Accounts) {
@@ -2039,6 +2101,277 @@ mod tests {
         .unwrap();
         assert_eq!(old.email_code_lifetime_s, 600);
         assert!(old.smtp.is_none() && !old.email_confirmation);
+    }
+
+    /// The code of `enrolled`'s factor for `now`, shifted by `steps`.
+    fn code(enrolled: &mfa::Enrolled, now: UnixMillis, steps: i64) -> String {
+        let secret = totp_rs::Secret::try_from_base32(&enrolled.secret).unwrap();
+        let totp = totp_rs::Builder::new()
+            .with_secret(secret.to_vec())
+            .build()
+            .unwrap();
+        let at = (now / 1000 + steps * mfa::TOTP_STEP_S as i64) as u64;
+        totp.generate(at).to_string()
+    }
+
+    #[tokio::test]
+    async fn a_totp_code_raises_its_session_once_and_refreshes_keep_aal2() {
+        let (_dir, store, accounts) = accounts().await;
+        let shop = shop();
+        let signed_in = accounts
+            .sign_up(
+                &shop,
+                "ann@example.com",
+                "a long passphrase",
+                Default::default(),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let identity = accounts.verify(&signed_in.access_token, NOW).unwrap();
+        let enrolled = accounts
+            .enroll_totp(&identity, Some("phone".to_owned()), None, NOW)
+            .await
+            .unwrap();
+        assert!(
+            enrolled
+                .uri
+                .starts_with("otpauth://totp/shop:ann%40example.com?secret=")
+        );
+        assert!(
+            !store.factors(&shop, &identity.user_id).await.unwrap()[0]
+                .sealed_secret
+                .windows(enrolled.secret.len())
+                .any(|window| window == enrolled.secret.as_bytes()),
+            "the secret is sealed"
+        );
+        let factor_id = enrolled.factor.id.clone();
+        assert!(matches!(
+            accounts
+                .enroll_totp(&identity, Some("phone".to_owned()), None, NOW)
+                .await,
+            Err(AccountError::FactorNameTaken)
+        ));
+
+        // A wrong code, then the right one: aal2, its factor verified.
+        let challenge = accounts
+            .challenge_factor(&identity, &factor_id, NOW)
+            .await
+            .unwrap();
+        let wrong = format!(
+            "{:06}",
+            (code(&enrolled, NOW, 0).parse::<u32>().unwrap() + 1) % 1_000_000
+        );
+        assert!(matches!(
+            accounts
+                .verify_factor(&identity, &factor_id, &challenge.id, &wrong, NOW)
+                .await,
+            Err(AccountError::MfaCodeInvalid)
+        ));
+        let raised = accounts
+            .verify_factor(
+                &identity,
+                &factor_id,
+                &challenge.id,
+                &code(&enrolled, NOW, 0),
+                NOW + 1000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(raised.session_id, identity.session_id);
+        let claims = claims_of(&raised.access_token);
+        assert_eq!(claims["aal"], "aal2");
+        assert_eq!(claims["amr"][0]["method"], "totp");
+        assert_eq!(claims["amr"][1]["method"], "password");
+        assert_eq!(raised.factors[0].status, FactorStatus::Verified);
+        let raised_identity = accounts.verify(&raised.access_token, NOW + 1000).unwrap();
+        assert_eq!(raised_identity.aal, 2);
+
+        // The same code, through a new challenge: refused, even a step
+        // later (the skew still takes it).
+        let again = accounts
+            .challenge_factor(&identity, &factor_id, NOW + 2000)
+            .await
+            .unwrap();
+        for at in [NOW + 2000, NOW + 31_000] {
+            assert!(matches!(
+                accounts
+                    .verify_factor(
+                        &identity,
+                        &factor_id,
+                        &again.id,
+                        &code(&enrolled, NOW, 0),
+                        at
+                    )
+                    .await,
+                Err(AccountError::MfaCodeInvalid)
+            ));
+        }
+        // A used challenge takes no other code.
+        assert!(matches!(
+            accounts
+                .verify_factor(
+                    &identity,
+                    &factor_id,
+                    &challenge.id,
+                    &code(&enrolled, NOW, 1),
+                    NOW + 3000
+                )
+                .await,
+            Err(AccountError::ChallengeExpired)
+        ));
+        // An expired challenge takes none either.
+        let expiring = accounts
+            .challenge_factor(&identity, &factor_id, NOW + 4000)
+            .await
+            .unwrap();
+        assert!(matches!(
+            accounts
+                .verify_factor(
+                    &identity,
+                    &factor_id,
+                    &expiring.id,
+                    &code(&enrolled, NOW + 4000 + 300_000, 0),
+                    NOW + 4000 + 300_000
+                )
+                .await,
+            Err(AccountError::ChallengeExpired)
+        ));
+
+        // Both the old refresh token and the new one refresh at aal2.
+        for refresh_token in [&signed_in.refresh_token, &raised.refresh_token] {
+            let refreshed = accounts
+                .refresh(&shop, refresh_token, NOW + 5000)
+                .await
+                .unwrap();
+            assert_eq!(claims_of(&refreshed.access_token)["aal"], "aal2");
+        }
+        // Another session of the user is at aal1: it neither enrolls nor
+        // unenrolls; the raised one does.
+        let other = accounts
+            .sign_in_with_password(&shop, "ann@example.com", "a long passphrase", NOW + 6000)
+            .await
+            .unwrap();
+        let other = accounts.verify(&other.access_token, NOW + 6000).unwrap();
+        assert_eq!(other.aal, 1);
+        assert!(matches!(
+            accounts.enroll_totp(&other, None, None, NOW + 6000).await,
+            Err(AccountError::InsufficientAal)
+        ));
+        assert!(matches!(
+            accounts.unenroll(&other, &factor_id).await,
+            Err(AccountError::InsufficientAal)
+        ));
+        accounts
+            .unenroll(&raised_identity, &factor_id)
+            .await
+            .unwrap();
+        assert!(matches!(
+            accounts.unenroll(&raised_identity, &factor_id).await,
+            Err(AccountError::FactorNotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_login_ticket_signs_in_once_within_its_lifetime() {
+        let (_dir, _store, accounts) = accounts().await;
+        let (shop, blog) = (shop(), ProjectId::new("blog").unwrap());
+        use tickets::TicketFor;
+        assert!(matches!(
+            accounts
+                .mint_ticket(&shop, TicketFor::User("nobody"), None, NOW)
+                .await,
+            Err(AccountError::UserNotFound)
+        ));
+        assert!(matches!(
+            accounts
+                .mint_ticket(
+                    &shop,
+                    TicketFor::Email {
+                        email: "dan@example.com",
+                        create: false
+                    },
+                    None,
+                    NOW
+                )
+                .await,
+            Err(AccountError::UserNotFound)
+        ));
+        let minted = accounts
+            .mint_ticket(
+                &shop,
+                TicketFor::Email {
+                    email: "Dan@example.com",
+                    create: true,
+                },
+                None,
+                NOW,
+            )
+            .await
+            .unwrap();
+        assert!(minted.ticket.starts_with(tickets::TICKET_PREFIX));
+        assert_eq!(minted.expires_at, NOW + 300_000);
+        assert!(minted.user.email_confirmed_at.is_some());
+        assert!(matches!(
+            accounts
+                .sign_in_with_ticket(&blog, &minted.ticket, NOW)
+                .await,
+            Err(AccountError::TicketInvalid)
+        ));
+        let issued = accounts
+            .sign_in_with_ticket(&shop, &minted.ticket, NOW + 1000)
+            .await
+            .unwrap();
+        assert_eq!(issued.user.id, minted.user.id);
+        assert_eq!(
+            claims_of(&issued.access_token)["amr"][0]["method"],
+            "ticket"
+        );
+        assert!(matches!(
+            accounts
+                .sign_in_with_ticket(&shop, &minted.ticket, NOW + 2000)
+                .await,
+            Err(AccountError::TicketInvalid)
+        ));
+        // Expired; too long-lived; a banned user's.
+        let short = accounts
+            .mint_ticket(&shop, TicketFor::User(&minted.user.id), Some(1), NOW)
+            .await
+            .unwrap();
+        assert!(matches!(
+            accounts
+                .sign_in_with_ticket(&shop, &short.ticket, NOW + 1000)
+                .await,
+            Err(AccountError::TicketInvalid)
+        ));
+        assert!(matches!(
+            accounts
+                .mint_ticket(&shop, TicketFor::User(&minted.user.id), Some(601), NOW)
+                .await,
+            Err(AccountError::Invalid(_))
+        ));
+        let banned = accounts
+            .mint_ticket(&shop, TicketFor::User(&minted.user.id), None, NOW)
+            .await
+            .unwrap();
+        accounts
+            .admin_update_user(
+                &shop,
+                &minted.user.id,
+                AdminChange {
+                    ban: Some(Some(std::time::Duration::from_secs(3600))),
+                    ..AdminChange::default()
+                },
+                NOW,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            accounts
+                .sign_in_with_ticket(&shop, &banned.ticket, NOW + 1000)
+                .await,
+            Err(AccountError::Banned)
+        ));
     }
 
     #[tokio::test]

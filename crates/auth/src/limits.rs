@@ -7,7 +7,9 @@
 //! each and by the cost of a hash. Mail (one-time codes, links) is limited
 //! per client address and per recipient, so that nobody can bomb an inbox
 //! through wok; both count a request whether the recipient has a user or
-//! not, so a refusal tells nothing about who has an account.
+//! not, so a refusal tells nothing about who has an account. Codes of a
+//! second factor are limited per factor (whoever tries them holds a
+//! session of its user already), on top of the per-address limit.
 //!
 //! Each limiter remembers the keys it saw (addresses, emails): at most
 //! [`MAX_KEYS`] each; a limiter that is full forgets the keys that are
@@ -40,6 +42,8 @@ pub struct Quotas {
     pub emails_per_address_per_hour: u32,
     /// Requests that mail a code, per recipient, an hour.
     pub emails_per_recipient_per_hour: u32,
+    /// Codes tried for one second factor, an hour.
+    pub mfa_verifications_per_factor_per_hour: u32,
 }
 
 struct Keyed<K: Hash + Eq + Clone> {
@@ -87,6 +91,7 @@ pub(crate) struct Limits {
     new_users: Keyed<IpAddr>,
     emails: Keyed<IpAddr>,
     recipients: Keyed<String>,
+    factors: Keyed<String>,
 }
 
 impl Limits {
@@ -113,6 +118,10 @@ impl Limits {
                 Duration::from_secs(3600),
                 quotas.emails_per_recipient_per_hour,
             ),
+            factors: Keyed::new(
+                Duration::from_secs(3600),
+                quotas.mfa_verifications_per_factor_per_hour,
+            ),
         }
     }
 
@@ -130,6 +139,12 @@ impl Limits {
     /// A new user from `address`.
     pub fn new_user(&self, address: IpAddr) -> Result<(), Duration> {
         self.new_users.check(address)
+    }
+
+    /// A code tried for the second factor `factor_id`, from `address`.
+    pub fn mfa_verify(&self, factor_id: &str, address: IpAddr) -> Result<(), Duration> {
+        self.sign_ins.check(address)?;
+        self.factors.check(factor_id.to_owned())
     }
 
     /// A request that mails `recipient` a code, from `address`.

@@ -9,6 +9,10 @@
 //! and errors as `{"code": "...", "msg": "..."}` with the
 //! `x-supabase-api-version` header, which tells the client to read the
 //! code from `code`. Every other route keeps wok's JSON error.
+//!
+//! Second factors are GoTrue's `/factors` routes (supabase-js's
+//! `auth.mfa`), and a user lists its factors in `factors`; login tickets
+//! are wok's own (`/admin/tickets`, `grant_type=ticket`).
 use crate::SharedGateway;
 use auth::accounts::{Attempt, Issued, Links, LogoutScope, SignedUp, UserChange, VerifyKind};
 use auth::{AccountError, AuthError, Caller, Identity};
@@ -22,7 +26,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use store::accounts::User;
+use store::accounts::{Factor, User};
 
 /// The API version GoTrue's clients read error codes by.
 const API_VERSION: &str = "2024-01-01";
@@ -95,6 +99,22 @@ impl From<AccountError> for GoTrueError {
             AccountError::UserNotFound => (StatusCode::NOT_FOUND, "user_not_found"),
             AccountError::EmailNotConfirmed => (StatusCode::BAD_REQUEST, "email_not_confirmed"),
             AccountError::CodeInvalid => (StatusCode::FORBIDDEN, "otp_expired"),
+            AccountError::FactorNotFound => (StatusCode::NOT_FOUND, "mfa_factor_not_found"),
+            AccountError::ChallengeExpired => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "mfa_challenge_expired")
+            }
+            AccountError::MfaCodeInvalid => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "mfa_verification_failed")
+            }
+            AccountError::InsufficientAal => (StatusCode::FORBIDDEN, "insufficient_aal"),
+            AccountError::TooManyFactors(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too_many_enrolled_mfa_factors",
+            ),
+            AccountError::FactorNameTaken => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "mfa_factor_name_conflict")
+            }
+            AccountError::TicketInvalid => (StatusCode::FORBIDDEN, "invalid_ticket"),
             AccountError::EmailRateLimited(wait) => {
                 let mut error = GoTrueError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -159,6 +179,10 @@ pub(crate) fn routes(gateway: SharedGateway) -> Router {
         .route("/token", post(token))
         .route("/user", get(get_user).put(update_user))
         .route("/logout", post(logout))
+        .route("/factors", post(enroll_factor))
+        .route("/factors/{id}", axum::routing::delete(unenroll_factor))
+        .route("/factors/{id}/challenge", post(challenge_factor))
+        .route("/factors/{id}/verify", post(verify_factor))
         .route("/settings", get(settings))
         .route("/.well-known/jwks.json", get(jwks))
         .route(
@@ -175,6 +199,12 @@ pub(crate) fn routes(gateway: SharedGateway) -> Router {
             "/admin/users/{id}/sessions",
             get(admin_sessions).delete(admin_end_sessions),
         )
+        .route("/admin/users/{id}/factors", get(admin_factors))
+        .route(
+            "/admin/users/{id}/factors/{factor_id}",
+            axum::routing::delete(admin_delete_factor),
+        )
+        .route("/admin/tickets", post(admin_mint_ticket))
         .route("/admin/config", get(admin_config).put(admin_set_config))
         .route("/admin/keys", get(admin_keys).post(admin_rotate_key))
         .route("/admin/keys/{kid}", axum::routing::delete(admin_retire_key))
@@ -388,6 +418,28 @@ pub(crate) fn user_json(user: &User) -> Value {
     })
 }
 
+/// A second factor as GoTrue shows it.
+fn factor_json(factor: &Factor) -> Value {
+    json!({
+        "id": factor.id,
+        "friendly_name": factor.friendly_name.clone().unwrap_or_default(),
+        "factor_type": factor.factor_type,
+        "status": factor.status.as_str(),
+        "created_at": time(factor.created_at),
+        "updated_at": time(factor.updated_at),
+    })
+}
+
+/// A user with its second factors (left out when it has none, as GoTrue
+/// does).
+fn user_with_factors(user: &User, factors: &[Factor]) -> Value {
+    let mut shown = user_json(user);
+    if !factors.is_empty() {
+        shown["factors"] = factors.iter().map(factor_json).collect();
+    }
+    shown
+}
+
 fn session_json(issued: &Issued) -> Value {
     json!({
         "access_token": issued.access_token,
@@ -395,7 +447,7 @@ fn session_json(issued: &Issued) -> Value {
         "expires_in": issued.expires_in,
         "expires_at": issued.expires_at,
         "refresh_token": issued.refresh_token,
-        "user": user_json(&issued.user),
+        "user": user_with_factors(&issued.user, &issued.factors),
     })
 }
 
@@ -482,7 +534,12 @@ struct RefreshGrant {
     refresh_token: Option<String>,
 }
 
-/// `POST /token?grant_type=password|refresh_token`.
+#[derive(Deserialize)]
+struct TicketGrant {
+    ticket: Option<String>,
+}
+
+/// `POST /token?grant_type=password|refresh_token|ticket`.
 async fn token(
     State(gateway): State<SharedGateway>,
     Extension(AuthProject(project)): Extension<AuthProject>,
@@ -521,6 +578,21 @@ async fn token(
                 .refresh(&project, &refresh_token, now)
                 .await?
         }
+        Some("ticket") => {
+            gateway.accounts.admit(&project, Attempt::Verify, address)?;
+            let body: TicketGrant = body(request).await?;
+            let Some(ticket) = body.ticket.filter(|ticket| !ticket.is_empty()) else {
+                return Err(GoTrueError::new(
+                    StatusCode::BAD_REQUEST,
+                    "validation_failed",
+                    "ticket is required",
+                ));
+            };
+            gateway
+                .accounts
+                .sign_in_with_ticket(&project, &ticket, now)
+                .await?
+        }
         other => {
             return Err(GoTrueError::invalid(format!(
                 "unsupported grant_type {:?}",
@@ -539,7 +611,130 @@ async fn get_user(
 ) -> Result<Json<Value>, GoTrueError> {
     let identity = identity(&gateway, &project, &request)?;
     let user = gateway.accounts.user(&identity).await?;
-    Ok(Json(user_json(&user)))
+    let factors = gateway
+        .accounts
+        .factors_of(&project, &identity.user_id)
+        .await?;
+    Ok(Json(user_with_factors(&user, &factors)))
+}
+
+#[derive(Deserialize)]
+struct Enroll {
+    factor_type: Option<String>,
+    friendly_name: Option<String>,
+    issuer: Option<String>,
+}
+
+/// `POST /factors`: a new, unverified TOTP factor of the signed-in user,
+/// with its secret, `otpauth` URI and QR code (SVG), shown this once.
+async fn enroll_factor(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    let identity = identity(&gateway, &project, &request)?;
+    let body: Enroll = body(request).await?;
+    if body.factor_type.as_deref() != Some("totp") {
+        return Err(GoTrueError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "mfa_factor_type_unsupported",
+            format!(
+                "unsupported factor_type {:?}: totp",
+                body.factor_type.unwrap_or_default()
+            ),
+        ));
+    }
+    let enrolled = gateway
+        .accounts
+        .enroll_totp(
+            &identity,
+            body.friendly_name,
+            body.issuer,
+            gateway.clock.now(),
+        )
+        .await?;
+    Ok(Json(json!({
+        "id": enrolled.factor.id,
+        "type": "totp",
+        "friendly_name": enrolled.factor.friendly_name.unwrap_or_default(),
+        "totp": {
+            "qr_code": enrolled.qr_code,
+            "secret": enrolled.secret,
+            "uri": enrolled.uri,
+        },
+    })))
+}
+
+/// `POST /factors/ID/challenge`: a challenge of the user's factor, which
+/// takes codes until `expires_at` (Unix seconds).
+async fn challenge_factor(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    let identity = identity(&gateway, &project, &request)?;
+    let address = client_address(&gateway, &request);
+    gateway.accounts.admit(&project, Attempt::Verify, address)?;
+    let id = params.get("id").cloned().unwrap_or_default();
+    let challenge = gateway
+        .accounts
+        .challenge_factor(&identity, &id, gateway.clock.now())
+        .await?;
+    Ok(Json(json!({
+        "id": challenge.id,
+        "type": "totp",
+        "expires_at": challenge.expires_at.div_euclid(1000),
+    })))
+}
+
+#[derive(Deserialize)]
+struct VerifyFactor {
+    challenge_id: Option<String>,
+    code: Option<String>,
+}
+
+/// `POST /factors/ID/verify`: a code for a challenge. Accepted, the
+/// factor is verified and the session is at `aal2`: a new session bundle.
+async fn verify_factor(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    let identity = identity(&gateway, &project, &request)?;
+    let address = client_address(&gateway, &request);
+    let id = params.get("id").cloned().unwrap_or_default();
+    gateway
+        .accounts
+        .admit(&project, Attempt::MfaVerify(&id), address)?;
+    let body: VerifyFactor = body(request).await?;
+    let (Some(challenge_id), Some(code)) = (body.challenge_id, body.code) else {
+        return Err(GoTrueError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "verification needs a challenge_id and a code",
+        ));
+    };
+    let issued = gateway
+        .accounts
+        .verify_factor(&identity, &id, &challenge_id, &code, gateway.clock.now())
+        .await?;
+    Ok(Json(session_json(&issued)))
+}
+
+/// `DELETE /factors/ID`: the user's factor goes (from an `aal2` session
+/// if the user has a verified factor).
+async fn unenroll_factor(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    let identity = identity(&gateway, &project, &request)?;
+    let id = params.get("id").cloned().unwrap_or_default();
+    gateway.accounts.unenroll(&identity, &id).await?;
+    Ok(Json(json!({ "id": id })))
 }
 
 #[derive(Deserialize)]
@@ -904,6 +1099,87 @@ async fn admin_end_sessions(
         .end_sessions_of(&project, &id, gateway.clock.now())
         .await?;
     Ok(Json(json!({ "ended": ended })))
+}
+
+/// `GET /admin/users/ID/factors`: the user's second factors.
+async fn admin_factors(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let id = params.get("id").cloned().unwrap_or_default();
+    gateway.accounts.find_user(&project, &id).await?;
+    let factors = gateway.accounts.factors_of(&project, &id).await?;
+    Ok(Json(factors.iter().map(factor_json).collect()))
+}
+
+/// `DELETE /admin/users/ID/factors/FACTOR`: the user's factor goes.
+async fn admin_delete_factor(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let id = params.get("id").cloned().unwrap_or_default();
+    let factor_id = params.get("factor_id").cloned().unwrap_or_default();
+    if !gateway
+        .accounts
+        .admin_delete_factor(&project, &id, &factor_id)
+        .await?
+    {
+        return Err(AccountError::FactorNotFound.into());
+    }
+    Ok(Json(json!({ "id": factor_id })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintTicket {
+    user_id: Option<String>,
+    email: Option<String>,
+    #[serde(default)]
+    create: bool,
+    /// Seconds (default 300, at most 600).
+    expires_in: Option<i64>,
+}
+
+/// `POST /admin/tickets`: a single-use login ticket for a user (by
+/// `user_id`, or `email`; with `create`, a confirmed user is made for an
+/// email that has none), which `POST /token?grant_type=ticket` trades for
+/// a session.
+async fn admin_mint_ticket(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    require_service(&gateway, &project, &request)?;
+    let body: MintTicket = body(request).await?;
+    let whom = match (&body.user_id, &body.email) {
+        (Some(id), None) if !body.create => auth::accounts::tickets::TicketFor::User(id),
+        (None, Some(email)) => auth::accounts::tickets::TicketFor::Email {
+            email,
+            create: body.create,
+        },
+        _ => {
+            return Err(GoTrueError::new(
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                "a ticket is for a user_id, or for an email (with create: true to make its user)",
+            ));
+        }
+    };
+    let minted = gateway
+        .accounts
+        .mint_ticket(&project, whom, body.expires_in, gateway.clock.now())
+        .await?;
+    Ok(Json(json!({
+        "ticket": minted.ticket,
+        "expires_at": minted.expires_at.div_euclid(1000),
+        "user_id": minted.user.id,
+    })))
 }
 
 /// `GET /admin/config`: the project's auth settings.

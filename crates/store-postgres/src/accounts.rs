@@ -23,10 +23,21 @@
 //! RETURNING`, `UPDATE ... failures + 1`): two nodes using one code at once
 //! find one of them winning, and a code at its failure limit is never used
 //! whatever the order of the statements.
+//!
+//! `mfa_factors` holds each factor with the last time step a code was
+//! accepted for. Accepting a step is one transaction: an `UPDATE` of the
+//! factor that holds only for a later step (it locks the factor's row, and
+//! a second one waiting on it re-reads the step once the first commits, so
+//! two nodes never both accept one step), then the `DELETE` of the
+//! challenge. Locks go factor, then challenge, everywhere. `login_tickets`
+//! holds the SHA-256 of each ticket, used by one `DELETE ... RETURNING`.
 use crate::{Db, Error, PgStore, Result, number, stored};
 use deadpool_postgres::GenericClient;
 use domain::{ProjectId, UnixMillis};
-use store::accounts::{CodeUse, EmailCode, Ending, Flow, Refreshed, Session, SigningKey, User};
+use store::accounts::{
+    Challenge, CodeUse, EmailCode, Ending, Factor, FactorStatus, Flow, LoginTicket, Refreshed,
+    Session, SigningKey, StepUse, User,
+};
 use store::{AccountStore, StoreError};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -190,6 +201,69 @@ fn code_from_row(row: &Row) -> Result<EmailCode> {
     })
 }
 
+const FACTOR_COLUMNS: &str = "project, id, user_id, factor_type, friendly_name, sealed_secret, \
+     status, last_used_step, created_at, updated_at";
+
+fn factor_from_row(row: &Row) -> Result<Factor> {
+    let status: String = row.get(6);
+    Ok(Factor {
+        project: stored(ProjectId::new(row.get::<_, String>(0)))?,
+        id: row.get(1),
+        user_id: row.get(2),
+        factor_type: row.get(3),
+        friendly_name: row.get(4),
+        sealed_secret: row.get(5),
+        status: FactorStatus::from_stored(&status)
+            .ok_or_else(|| Error(StoreError::Corrupt(format!("a factor's status {status:?}"))))?,
+        last_used_step: row.get(7),
+        created_at: row.get(8),
+        updated_at: row.get(9),
+    })
+}
+
+const CHALLENGE_COLUMNS: &str = "project, id, factor_id, user_id, created_at, expires_at";
+
+fn challenge_from_row(row: &Row) -> Result<Challenge> {
+    Ok(Challenge {
+        project: stored(ProjectId::new(row.get::<_, String>(0)))?,
+        id: row.get(1),
+        factor_id: row.get(2),
+        user_id: row.get(3),
+        created_at: row.get(4),
+        expires_at: row.get(5),
+    })
+}
+
+/// Counts a wrong code against a live challenge and forgets it at the
+/// limit; whether it was live.
+async fn count_failure(
+    client: &impl GenericClient,
+    project: &ProjectId,
+    id: &str,
+    now: UnixMillis,
+    max_failures: u32,
+) -> Result<bool> {
+    let max_failures = i64::from(max_failures);
+    let count = client
+        .prepare_cached(
+            "UPDATE mfa_challenges SET failures = failures + 1
+             WHERE project = $1 AND id = $2 AND expires_at > $3 AND failures < $4",
+        )
+        .await?;
+    let counted = client
+        .execute(&count, &[&project.as_str(), &id, &now, &max_failures])
+        .await?;
+    let dead = client
+        .prepare_cached(
+            "DELETE FROM mfa_challenges WHERE project = $1 AND id = $2 AND failures >= $3",
+        )
+        .await?;
+    client
+        .execute(&dead, &[&project.as_str(), &id, &max_failures])
+        .await?;
+    Ok(counted == 1)
+}
+
 fn flow_names(flows: &[Flow]) -> Vec<&'static str> {
     flows.iter().map(|flow| flow.as_str()).collect()
 }
@@ -306,6 +380,15 @@ impl AccountStore for PgStore {
             .db()?;
         if deleted == 0 {
             return Ok(None);
+        }
+        for table in ["mfa_factors", "mfa_challenges", "login_tickets"] {
+            transaction
+                .execute(
+                    &format!("DELETE FROM {table} WHERE project = $1 AND user_id = $2"),
+                    &[&project.as_str(), &id],
+                )
+                .await
+                .db()?;
         }
         let ended = end(&transaction, project, id, Ending::All, now)
             .await
@@ -558,6 +641,32 @@ impl AccountStore for PgStore {
             None => Refreshed::Rotated(session),
             Some(_) => Refreshed::Again(session),
         })
+    }
+
+    async fn add_refresh_token(
+        &self,
+        project: &ProjectId,
+        session_id: &str,
+        refresh: &[u8; 32],
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO refresh_tokens (project, sha256, session_id, created_at)
+                 SELECT project, $3, id, $4 FROM sessions
+                 WHERE project = $1 AND id = $2 AND ended_at IS NULL",
+            )
+            .await
+            .db()?;
+        let added = client
+            .execute(
+                &statement,
+                &[&project.as_str(), &session_id, &refresh.as_slice(), &now],
+            )
+            .await
+            .db()?;
+        Ok(added == 1)
     }
 
     async fn set_session_aal(
@@ -892,5 +1001,316 @@ impl AccountStore for PgStore {
             .map(code_from_row)
             .transpose()
             .db()
+    }
+
+    async fn create_factor(&self, factor: &Factor) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "INSERT INTO mfa_factors ({FACTOR_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ))
+            .await
+            .db()?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &factor.project.as_str(),
+                    &factor.id,
+                    &factor.user_id,
+                    &factor.factor_type,
+                    &factor.friendly_name,
+                    &factor.sealed_secret,
+                    &factor.status.as_str(),
+                    &factor.last_used_step,
+                    &factor.created_at,
+                    &factor.updated_at,
+                ],
+            )
+            .await
+            .db()?;
+        Ok(())
+    }
+
+    async fn factors(&self, project: &ProjectId, user_id: &str) -> Result<Vec<Factor>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {FACTOR_COLUMNS} FROM mfa_factors WHERE project = $1 AND user_id = $2
+                 ORDER BY created_at, id COLLATE \"C\""
+            ))
+            .await
+            .db()?;
+        client
+            .query(&statement, &[&project.as_str(), &user_id])
+            .await
+            .db()?
+            .iter()
+            .map(factor_from_row)
+            .collect::<Result<_>>()
+            .db()
+    }
+
+    async fn delete_factor(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let deleted = transaction
+            .execute(
+                "DELETE FROM mfa_factors WHERE project = $1 AND user_id = $2 AND id = $3",
+                &[&project.as_str(), &user_id, &id],
+            )
+            .await
+            .db()?;
+        if deleted == 0 {
+            return Ok(false);
+        }
+        transaction
+            .execute(
+                "DELETE FROM mfa_challenges WHERE project = $1 AND factor_id = $2",
+                &[&project.as_str(), &id],
+            )
+            .await
+            .db()?;
+        transaction.commit().await.db()?;
+        Ok(true)
+    }
+
+    async fn create_challenge(&self, challenge: &Challenge) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let forget = transaction
+            .prepare_cached("DELETE FROM mfa_challenges WHERE project = $1 AND expires_at <= $2")
+            .await
+            .db()?;
+        transaction
+            .execute(
+                &forget,
+                &[&challenge.project.as_str(), &challenge.created_at],
+            )
+            .await
+            .db()?;
+        let statement = transaction
+            .prepare_cached(&format!(
+                "INSERT INTO mfa_challenges ({CHALLENGE_COLUMNS}, failures)
+                 VALUES ($1, $2, $3, $4, $5, $6, 0)"
+            ))
+            .await
+            .db()?;
+        transaction
+            .execute(
+                &statement,
+                &[
+                    &challenge.project.as_str(),
+                    &challenge.id,
+                    &challenge.factor_id,
+                    &challenge.user_id,
+                    &challenge.created_at,
+                    &challenge.expires_at,
+                ],
+            )
+            .await
+            .db()?;
+        transaction.commit().await.db()?;
+        Ok(())
+    }
+
+    async fn challenge(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<Option<Challenge>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {CHALLENGE_COLUMNS} FROM mfa_challenges
+                 WHERE project = $1 AND id = $2 AND expires_at > $3 AND failures < $4"
+            ))
+            .await
+            .db()?;
+        client
+            .query_opt(
+                &statement,
+                &[&project.as_str(), &id, &now, &i64::from(max_failures)],
+            )
+            .await
+            .db()?
+            .as_ref()
+            .map(challenge_from_row)
+            .transpose()
+            .db()
+    }
+
+    async fn fail_challenge(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let live = count_failure(&transaction, project, id, now, max_failures)
+            .await
+            .db()?;
+        transaction.commit().await.db()?;
+        Ok(live)
+    }
+
+    async fn use_totp_step(
+        &self,
+        project: &ProjectId,
+        factor_id: &str,
+        challenge_id: &str,
+        step: i64,
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<StepUse, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let live = transaction
+            .prepare_cached(
+                "SELECT 1 FROM mfa_challenges
+                 WHERE project = $1 AND id = $2 AND factor_id = $3 AND expires_at > $4
+                   AND failures < $5",
+            )
+            .await
+            .db()?;
+        if transaction
+            .query_opt(
+                &live,
+                &[
+                    &project.as_str(),
+                    &challenge_id,
+                    &factor_id,
+                    &now,
+                    &i64::from(max_failures),
+                ],
+            )
+            .await
+            .db()?
+            .is_none()
+        {
+            return Ok(StepUse::NoChallenge);
+        }
+        // Holds only for a step later than every one accepted before; a
+        // second use of the step waits for the first one's row lock, then
+        // finds the step taken.
+        let accept = transaction
+            .prepare_cached(&format!(
+                "UPDATE mfa_factors SET last_used_step = $3, status = 'verified', updated_at = $4
+                 WHERE project = $1 AND id = $2
+                   AND (last_used_step IS NULL OR last_used_step < $3)
+                 RETURNING {FACTOR_COLUMNS}"
+            ))
+            .await
+            .db()?;
+        let Some(row) = transaction
+            .query_opt(&accept, &[&project.as_str(), &factor_id, &step, &now])
+            .await
+            .db()?
+        else {
+            count_failure(&transaction, project, challenge_id, now, max_failures)
+                .await
+                .db()?;
+            transaction.commit().await.db()?;
+            return Ok(StepUse::Replayed);
+        };
+        let factor = factor_from_row(&row).db()?;
+        let used = transaction
+            .prepare_cached(
+                "DELETE FROM mfa_challenges
+                 WHERE project = $1 AND id = $2 AND expires_at > $3 AND failures < $4",
+            )
+            .await
+            .db()?;
+        let deleted = transaction
+            .execute(
+                &used,
+                &[
+                    &project.as_str(),
+                    &challenge_id,
+                    &now,
+                    &i64::from(max_failures),
+                ],
+            )
+            .await
+            .db()?;
+        if deleted == 0 {
+            // Used or killed meanwhile by another transaction: this one
+            // takes nothing (its step is not spent).
+            return Ok(StepUse::NoChallenge);
+        }
+        transaction.commit().await.db()?;
+        Ok(StepUse::Used(factor))
+    }
+
+    async fn put_login_ticket(&self, ticket: &LoginTicket) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let forget = transaction
+            .prepare_cached("DELETE FROM login_tickets WHERE project = $1 AND expires_at <= $2")
+            .await
+            .db()?;
+        transaction
+            .execute(&forget, &[&ticket.project.as_str(), &ticket.created_at])
+            .await
+            .db()?;
+        let statement = transaction
+            .prepare_cached(
+                "INSERT INTO login_tickets (project, sha256, user_id, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await
+            .db()?;
+        transaction
+            .execute(
+                &statement,
+                &[
+                    &ticket.project.as_str(),
+                    &ticket.hash.as_slice(),
+                    &ticket.user_id,
+                    &ticket.created_at,
+                    &ticket.expires_at,
+                ],
+            )
+            .await
+            .db()?;
+        transaction.commit().await.db()?;
+        Ok(())
+    }
+
+    async fn use_login_ticket(
+        &self,
+        project: &ProjectId,
+        hash: &[u8; 32],
+        now: UnixMillis,
+    ) -> Result<Option<LoginTicket>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "DELETE FROM login_tickets WHERE project = $1 AND sha256 = $2 AND expires_at > $3
+                 RETURNING user_id, created_at, expires_at",
+            )
+            .await
+            .db()?;
+        Ok(client
+            .query_opt(&statement, &[&project.as_str(), &hash.as_slice(), &now])
+            .await
+            .db()?
+            .map(|row| LoginTicket {
+                project: project.clone(),
+                hash: *hash,
+                user_id: row.get(0),
+                created_at: row.get(1),
+                expires_at: row.get(2),
+            }))
     }
 }

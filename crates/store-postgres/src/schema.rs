@@ -18,7 +18,51 @@ const MIGRATIONS: &[(&str, &str)] = &[
         ACCOUNTS,
     ),
     ("one-time email codes of app users", EMAIL_CODES),
+    (
+        "second factors (TOTP) of app users, their challenges, and login tickets",
+        FACTORS_AND_TICKETS,
+    ),
 ];
+
+const FACTORS_AND_TICKETS: &str = r"
+CREATE TABLE mfa_factors (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    factor_type TEXT NOT NULL,
+    friendly_name TEXT,
+    sealed_secret BYTEA NOT NULL,
+    status TEXT NOT NULL,
+    last_used_step BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (project, id)
+);
+CREATE INDEX mfa_factors_of_user ON mfa_factors (project, user_id);
+CREATE TABLE mfa_challenges (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    factor_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    failures BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (project, id)
+);
+CREATE INDEX mfa_challenges_of_factor ON mfa_challenges (project, factor_id);
+CREATE INDEX mfa_challenges_of_user ON mfa_challenges (project, user_id);
+CREATE INDEX mfa_challenges_by_expiry ON mfa_challenges (project, expires_at);
+CREATE TABLE login_tickets (
+    project TEXT NOT NULL,
+    sha256 BYTEA NOT NULL,
+    user_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (project, sha256)
+);
+CREATE INDEX login_tickets_of_user ON login_tickets (project, user_id);
+CREATE INDEX login_tickets_by_expiry ON login_tickets (project, expires_at);
+";
 
 const EMAIL_CODES: &str = r"
 CREATE TABLE email_codes (

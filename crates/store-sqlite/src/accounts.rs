@@ -6,10 +6,21 @@
 //! transaction. `email_codes` holds one live one-time code per project,
 //! flow and address (its primary key), with its failures; a use is one
 //! transaction on that connection too.
+//!
+//! `mfa_factors` holds each factor with the last time step a code was
+//! accepted for, and `mfa_challenges` its live challenges with their
+//! failures: accepting a step is one transaction (an `UPDATE` that holds
+//! only for a later step, then the challenge's `DELETE`), on the one
+//! metadata connection, so two uses of one step never both win.
+//! `login_tickets` holds the SHA-256 of each ticket, used by one `DELETE
+//! ... RETURNING`.
 use crate::{Error, Result, SqliteStore, stored};
 use domain::{ProjectId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-use store::accounts::{CodeUse, EmailCode, Ending, Flow, Refreshed, Session, SigningKey, User};
+use store::accounts::{
+    Challenge, CodeUse, EmailCode, Ending, Factor, FactorStatus, Flow, LoginTicket, Refreshed,
+    Session, SigningKey, StepUse, User,
+};
 use store::{AccountStore, StoreError};
 
 const USER_COLUMNS: &str = "project, id, email, phone, password_hash, email_confirmed_at, \
@@ -173,6 +184,82 @@ fn code_from_row(row: &Row<'_>) -> rusqlite::Result<Result<EmailCode>> {
     })())
 }
 
+const FACTOR_COLUMNS: &str = "project, id, user_id, factor_type, friendly_name, sealed_secret, \
+     status, last_used_step, created_at, updated_at";
+
+fn factor_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Factor>> {
+    let project: String = row.get(0)?;
+    let status: String = row.get(6)?;
+    let (id, user_id, factor_type, friendly_name, sealed_secret) = (
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    );
+    let (last_used_step, created_at, updated_at) = (row.get(7)?, row.get(8)?, row.get(9)?);
+    Ok((|| {
+        Ok(Factor {
+            project: stored(ProjectId::new(project))?,
+            id,
+            user_id,
+            factor_type,
+            friendly_name,
+            sealed_secret,
+            status: FactorStatus::from_stored(&status).ok_or_else(|| {
+                Error(StoreError::Corrupt(format!("a factor's status {status:?}")))
+            })?,
+            last_used_step,
+            created_at,
+            updated_at,
+        })
+    })())
+}
+
+const CHALLENGE_COLUMNS: &str = "project, id, factor_id, user_id, created_at, expires_at";
+
+fn challenge_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Challenge>> {
+    let project: String = row.get(0)?;
+    let (id, factor_id, user_id, created_at, expires_at) = (
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    );
+    Ok(stored(ProjectId::new(project)).map(|project| Challenge {
+        project,
+        id,
+        factor_id,
+        user_id,
+        created_at,
+        expires_at,
+    }))
+}
+
+/// Counts a wrong code against a live challenge and forgets it at the
+/// limit; whether it was live.
+fn count_failure(
+    transaction: &Transaction<'_>,
+    project: &str,
+    id: &str,
+    now: UnixMillis,
+    max_failures: u32,
+) -> Result<bool> {
+    let counted = transaction
+        .prepare_cached(
+            "UPDATE mfa_challenges SET failures = failures + 1
+             WHERE project = ?1 AND id = ?2 AND expires_at > ?3 AND failures < ?4",
+        )?
+        .execute(params![project, id, now, max_failures])?;
+    transaction
+        .prepare_cached(
+            "DELETE FROM mfa_challenges WHERE project = ?1 AND id = ?2 AND failures >= ?3",
+        )?
+        .execute(params![project, id, max_failures])?;
+    Ok(counted == 1)
+}
+
 /// `flow IN (?N, ?N+1, ...)` for `flows`, numbered from `first`.
 fn flows_in(flows: &[Flow], first: usize) -> String {
     let marks: Vec<String> = (0..flows.len().max(1))
@@ -269,6 +356,13 @@ impl AccountStore for SqliteStore {
             )?;
             if deleted == 0 {
                 return Ok(None);
+            }
+            for table in ["mfa_factors", "mfa_challenges", "login_tickets"] {
+                transaction
+                    .prepare_cached(&format!(
+                        "DELETE FROM {table} WHERE project = ? AND user_id = ?"
+                    ))?
+                    .execute(params![project.as_str(), id])?;
             }
             let ended = end(&transaction, project.as_str(), &id, Ending::All, now)?;
             transaction.commit()?;
@@ -448,6 +542,27 @@ impl AccountStore for SqliteStore {
                 None => Refreshed::Rotated(session),
                 Some(_) => Refreshed::Again(session),
             })
+        })
+        .await
+    }
+
+    async fn add_refresh_token(
+        &self,
+        project: &ProjectId,
+        session_id: &str,
+        refresh: &[u8; 32],
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let (project, session_id, refresh) = (project.clone(), session_id.to_owned(), *refresh);
+        self.meta(move |connection| {
+            Ok(connection
+                .prepare_cached(
+                    "INSERT INTO refresh_tokens (project, sha256, session_id, created_at)
+                     SELECT project, ?3, id, ?4 FROM sessions
+                     WHERE project = ?1 AND id = ?2 AND ended_at IS NULL",
+                )?
+                .execute(params![project.as_str(), session_id, &refresh[..], now])?
+                == 1)
         })
         .await
     }
@@ -774,6 +889,243 @@ impl AccountStore for SqliteStore {
                 )
                 .optional()?
                 .transpose()
+        })
+        .await
+    }
+
+    async fn create_factor(&self, factor: &Factor) -> Result<(), StoreError> {
+        let factor = factor.clone();
+        self.meta(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "INSERT INTO mfa_factors ({FACTOR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ))?
+                .execute(params![
+                    factor.project.as_str(),
+                    factor.id,
+                    factor.user_id,
+                    factor.factor_type,
+                    factor.friendly_name,
+                    factor.sealed_secret,
+                    factor.status.as_str(),
+                    factor.last_used_step,
+                    factor.created_at,
+                    factor.updated_at
+                ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn factors(&self, project: &ProjectId, user_id: &str) -> Result<Vec<Factor>, StoreError> {
+        let (project, user_id) = (project.clone(), user_id.to_owned());
+        self.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {FACTOR_COLUMNS} FROM mfa_factors WHERE project = ? AND user_id = ?
+                     ORDER BY created_at, id"
+                ))?
+                .query_map(params![project.as_str(), user_id], factor_from_row)?
+                .map(|row| row?)
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_factor(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let (project, user_id, id) = (project.clone(), user_id.to_owned(), id.to_owned());
+        self.meta(move |connection| {
+            let transaction = connection.transaction()?;
+            let deleted = transaction.execute(
+                "DELETE FROM mfa_factors WHERE project = ? AND user_id = ? AND id = ?",
+                params![project.as_str(), user_id, id],
+            )?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            transaction.execute(
+                "DELETE FROM mfa_challenges WHERE project = ? AND factor_id = ?",
+                params![project.as_str(), id],
+            )?;
+            transaction.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn create_challenge(&self, challenge: &Challenge) -> Result<(), StoreError> {
+        let challenge = challenge.clone();
+        self.meta(move |connection| {
+            let transaction = connection.transaction()?;
+            transaction
+                .prepare_cached("DELETE FROM mfa_challenges WHERE project = ? AND expires_at <= ?")?
+                .execute(params![challenge.project.as_str(), challenge.created_at])?;
+            transaction
+                .prepare_cached(&format!(
+                    "INSERT INTO mfa_challenges ({CHALLENGE_COLUMNS}, failures)
+                     VALUES (?, ?, ?, ?, ?, ?, 0)"
+                ))?
+                .execute(params![
+                    challenge.project.as_str(),
+                    challenge.id,
+                    challenge.factor_id,
+                    challenge.user_id,
+                    challenge.created_at,
+                    challenge.expires_at
+                ])?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn challenge(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<Option<Challenge>, StoreError> {
+        let (project, id) = (project.clone(), id.to_owned());
+        self.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {CHALLENGE_COLUMNS} FROM mfa_challenges
+                     WHERE project = ? AND id = ? AND expires_at > ? AND failures < ?"
+                ))?
+                .query_row(
+                    params![project.as_str(), id, now, max_failures],
+                    challenge_from_row,
+                )
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn fail_challenge(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<bool, StoreError> {
+        let (project, id) = (project.clone(), id.to_owned());
+        self.meta(move |connection| {
+            let transaction = connection.transaction()?;
+            let live = count_failure(&transaction, project.as_str(), &id, now, max_failures)?;
+            transaction.commit()?;
+            Ok(live)
+        })
+        .await
+    }
+
+    async fn use_totp_step(
+        &self,
+        project: &ProjectId,
+        factor_id: &str,
+        challenge_id: &str,
+        step: i64,
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<StepUse, StoreError> {
+        let (project, factor_id, challenge_id) = (
+            project.clone(),
+            factor_id.to_owned(),
+            challenge_id.to_owned(),
+        );
+        self.meta(move |connection| {
+            let transaction = connection.transaction()?;
+            let project = project.as_str();
+            let live = transaction
+                .prepare_cached(
+                    "SELECT 1 FROM mfa_challenges
+                     WHERE project = ?1 AND id = ?2 AND factor_id = ?3 AND expires_at > ?4
+                       AND failures < ?5",
+                )?
+                .exists(params![project, challenge_id, factor_id, now, max_failures])?;
+            if !live {
+                return Ok(StepUse::NoChallenge);
+            }
+            // Holds only for a step later than every one accepted before.
+            let factor = transaction
+                .prepare_cached(&format!(
+                    "UPDATE mfa_factors SET last_used_step = ?3, status = 'verified', updated_at = ?4
+                     WHERE project = ?1 AND id = ?2
+                       AND (last_used_step IS NULL OR last_used_step < ?3)
+                     RETURNING {FACTOR_COLUMNS}"
+                ))?
+                .query_row(params![project, factor_id, step, now], factor_from_row)
+                .optional()?
+                .transpose()?;
+            let Some(factor) = factor else {
+                count_failure(&transaction, project, &challenge_id, now, max_failures)?;
+                transaction.commit()?;
+                return Ok(StepUse::Replayed);
+            };
+            transaction
+                .prepare_cached("DELETE FROM mfa_challenges WHERE project = ? AND id = ?")?
+                .execute(params![project, challenge_id])?;
+            transaction.commit()?;
+            Ok(StepUse::Used(factor))
+        })
+        .await
+    }
+
+    async fn put_login_ticket(&self, ticket: &LoginTicket) -> Result<(), StoreError> {
+        let ticket = ticket.clone();
+        self.meta(move |connection| {
+            let transaction = connection.transaction()?;
+            transaction
+                .prepare_cached("DELETE FROM login_tickets WHERE project = ? AND expires_at <= ?")?
+                .execute(params![ticket.project.as_str(), ticket.created_at])?;
+            transaction
+                .prepare_cached(
+                    "INSERT INTO login_tickets (project, sha256, user_id, created_at, expires_at)
+                     VALUES (?, ?, ?, ?, ?)",
+                )?
+                .execute(params![
+                    ticket.project.as_str(),
+                    &ticket.hash[..],
+                    ticket.user_id,
+                    ticket.created_at,
+                    ticket.expires_at
+                ])?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn use_login_ticket(
+        &self,
+        project: &ProjectId,
+        hash: &[u8; 32],
+        now: UnixMillis,
+    ) -> Result<Option<LoginTicket>, StoreError> {
+        let (project, hash) = (project.clone(), *hash);
+        self.meta(move |connection| {
+            let used: Option<(String, UnixMillis, UnixMillis)> = connection
+                .prepare_cached(
+                    "DELETE FROM login_tickets WHERE project = ? AND sha256 = ? AND expires_at > ?
+                     RETURNING user_id, created_at, expires_at",
+                )?
+                .query_row(params![project.as_str(), &hash[..], now], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()?;
+            Ok(used.map(|(user_id, created_at, expires_at)| LoginTicket {
+                project,
+                hash,
+                user_id,
+                created_at,
+                expires_at,
+            }))
         })
         .await
     }

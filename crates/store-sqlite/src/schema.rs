@@ -59,7 +59,56 @@ const MIGRATIONS: &[Migration] = &[
         what: "one-time email codes of app users",
         apply: email_codes,
     },
+    Migration {
+        what: "second factors (TOTP) of app users, their challenges, and login tickets",
+        apply: factors_and_tickets,
+    },
 ];
+
+fn factors_and_tickets(connection: &Connection) -> Result<()> {
+    connection.execute_batch(FACTORS_AND_TICKETS)?;
+    Ok(())
+}
+
+const FACTORS_AND_TICKETS: &str = r"
+CREATE TABLE mfa_factors (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    factor_type TEXT NOT NULL,
+    friendly_name TEXT,
+    sealed_secret BLOB NOT NULL,
+    status TEXT NOT NULL,
+    last_used_step INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (project, id)
+) WITHOUT ROWID;
+CREATE INDEX mfa_factors_of_user ON mfa_factors (project, user_id);
+CREATE TABLE mfa_challenges (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    factor_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (project, id)
+) WITHOUT ROWID;
+CREATE INDEX mfa_challenges_of_factor ON mfa_challenges (project, factor_id);
+CREATE INDEX mfa_challenges_of_user ON mfa_challenges (project, user_id);
+CREATE INDEX mfa_challenges_by_expiry ON mfa_challenges (project, expires_at);
+CREATE TABLE login_tickets (
+    project TEXT NOT NULL,
+    sha256 BLOB NOT NULL,
+    user_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (project, sha256)
+) WITHOUT ROWID;
+CREATE INDEX login_tickets_of_user ON login_tickets (project, user_id);
+CREATE INDEX login_tickets_by_expiry ON login_tickets (project, expires_at);
+";
 
 fn email_codes(connection: &Connection) -> Result<()> {
     connection.execute_batch(EMAIL_CODES)?;

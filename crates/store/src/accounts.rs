@@ -17,6 +17,17 @@
 //! [`AccountStore::use_email_link`] take it in one statement), and dies
 //! after a few wrong codes for its address and flow. A project has at most
 //! one outstanding code per flow and address: a new one replaces it.
+//!
+//! Second factors ([`Factor`], TOTP) hold their secret sealed by the
+//! caller, and the last time step a code was accepted for: a code is
+//! accepted only for a later step ([`AccountStore::use_totp_step`], one
+//! transaction that also uses up its [`Challenge`]), so no code is ever
+//! accepted twice, whichever node sees it. A challenge lives a few minutes
+//! and dies after a few wrong codes.
+//!
+//! Login tickets ([`LoginTicket`]) are minted by the service side for a
+//! user it already knows; only their SHA-256 is kept, and each is used once
+//! ([`AccountStore::use_login_ticket`] takes it in one statement).
 use crate::StoreError;
 use domain::{ProjectId, UnixMillis};
 
@@ -166,6 +177,86 @@ pub enum CodeUse {
     None,
 }
 
+/// Whether a second factor has been proven yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorStatus {
+    /// Enrolled, no code accepted yet: it does not count.
+    Unverified,
+    /// A code was accepted once: it raises sessions to `aal2`.
+    Verified,
+}
+
+impl FactorStatus {
+    /// Its stored name (GoTrue's).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FactorStatus::Unverified => "unverified",
+            FactorStatus::Verified => "verified",
+        }
+    }
+
+    pub fn from_stored(text: &str) -> Option<FactorStatus> {
+        [FactorStatus::Unverified, FactorStatus::Verified]
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+}
+
+/// A user's second factor (a TOTP authenticator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Factor {
+    pub project: ProjectId,
+    /// A UUID, given by the caller.
+    pub id: String,
+    pub user_id: String,
+    /// `totp`.
+    pub factor_type: String,
+    pub friendly_name: Option<String>,
+    /// The shared secret, sealed by the caller.
+    pub sealed_secret: Vec<u8>,
+    pub status: FactorStatus,
+    /// The time step a code was last accepted for: only later ones are.
+    pub last_used_step: Option<i64>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+/// A challenge of a factor: what a code is checked against, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub project: ProjectId,
+    /// A UUID, given by the caller.
+    pub id: String,
+    pub factor_id: String,
+    pub user_id: String,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
+/// What [`AccountStore::use_totp_step`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepUse {
+    /// The step was later than any accepted before: the factor (verified
+    /// now) remembers it, and the challenge is used up.
+    Used(Factor),
+    /// The step was accepted before (a replayed code): refused, and one
+    /// more failure for the challenge.
+    Replayed,
+    /// No live challenge of that id for that factor.
+    NoChallenge,
+}
+
+/// A login ticket the service side minted for a user: its hash only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginTicket {
+    pub project: ProjectId,
+    /// The SHA-256 of the ticket.
+    pub hash: [u8; 32],
+    pub user_id: String,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
 #[async_trait::async_trait]
 pub trait AccountStore: Send + Sync + 'static {
     /// Stores a new user. An email already taken in the project is
@@ -182,8 +273,9 @@ pub trait AccountStore: Send + Sync + 'static {
     /// was one. An email taken by another user is refused with
     /// [`StoreError::EmailTaken`].
     async fn update_user(&self, user: &User) -> Result<bool, StoreError>;
-    /// Deletes a user, ending its live sessions; the ids of the sessions
-    /// it ended, or `None` if there was no such user.
+    /// Deletes a user, ending its live sessions and forgetting its
+    /// factors, their challenges and its login tickets; the ids of the
+    /// sessions it ended, or `None` if there was no such user.
     async fn delete_user(
         &self,
         project: &ProjectId,
@@ -222,6 +314,15 @@ pub trait AccountStore: Send + Sync + 'static {
         now: UnixMillis,
         grace_ms: i64,
     ) -> Result<Refreshed, StoreError>;
+    /// Adds a refresh token (its SHA-256) to a live session, beside those
+    /// it has; whether it was live.
+    async fn add_refresh_token(
+        &self,
+        project: &ProjectId,
+        session_id: &str,
+        refresh: &[u8; 32],
+        now: UnixMillis,
+    ) -> Result<bool, StoreError>;
     /// Sets a live session's assurance level; whether it was live.
     async fn set_session_aal(
         &self,
@@ -301,4 +402,61 @@ pub trait AccountStore: Send + Sync + 'static {
         email: &str,
         now: UnixMillis,
     ) -> Result<Option<EmailCode>, StoreError>;
+
+    /// Stores a new factor.
+    async fn create_factor(&self, factor: &Factor) -> Result<(), StoreError>;
+    /// A user's factors, oldest first.
+    async fn factors(&self, project: &ProjectId, user_id: &str) -> Result<Vec<Factor>, StoreError>;
+    /// Deletes a user's factor and its challenges; whether it was there.
+    async fn delete_factor(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError>;
+    /// Stores a new challenge; forgets the project's expired ones.
+    async fn create_challenge(&self, challenge: &Challenge) -> Result<(), StoreError>;
+    /// A live challenge: unexpired, used by no code, and short of
+    /// `max_failures` wrong ones.
+    async fn challenge(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<Option<Challenge>, StoreError>;
+    /// Counts a wrong code against a live challenge, which dies at
+    /// `max_failures`; whether it was live.
+    async fn fail_challenge(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<bool, StoreError>;
+    /// Accepts a code of time step `step` for a factor through one of its
+    /// live challenges, in one transaction: only if `step` is later than
+    /// the factor's last used step (see [`StepUse`]). Two uses of one step
+    /// at once: one wins.
+    #[allow(clippy::too_many_arguments)]
+    async fn use_totp_step(
+        &self,
+        project: &ProjectId,
+        factor_id: &str,
+        challenge_id: &str,
+        step: i64,
+        now: UnixMillis,
+        max_failures: u32,
+    ) -> Result<StepUse, StoreError>;
+
+    /// Stores a new login ticket; forgets the project's expired ones.
+    async fn put_login_ticket(&self, ticket: &LoginTicket) -> Result<(), StoreError>;
+    /// Uses the live ticket of the project with this hash, at once (two
+    /// uses of one ticket: one wins).
+    async fn use_login_ticket(
+        &self,
+        project: &ProjectId,
+        hash: &[u8; 32],
+        now: UnixMillis,
+    ) -> Result<Option<LoginTicket>, StoreError>;
 }

@@ -654,7 +654,7 @@ fn six_digits() -> String {
 }
 
 /// `text` for a query value: all but unreserved characters escaped.
-fn percent_encode(text: &str) -> String {
+pub(super) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

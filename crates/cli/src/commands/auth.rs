@@ -83,6 +83,30 @@ pub enum Users {
     Unban { id: String },
     /// Delete a user; its sessions end at once.
     Rm { id: String },
+    /// A user's second factors (TOTP).
+    #[command(subcommand)]
+    Factors(Factors),
+    /// Mint a single-use login ticket for a user and print it; the user's
+    /// client trades it for a session (POST /auth/v1/token?grant_type=ticket).
+    Ticket {
+        id: String,
+        /// How long the ticket works, in seconds (at most 600).
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        expires_in: i64,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum Factors {
+    /// A user's second factors.
+    Ls {
+        user: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user's factor (when its authenticator is lost).
+    Rm { user: String, factor: String },
 }
 
 #[derive(clap::Subcommand)]
@@ -265,6 +289,54 @@ impl Auth {
                     .send(admin(reqwest::Method::DELETE, &format!("/users/{id}")))
                     .await?;
                 println!("deleted user {id}; its sessions ended");
+            }
+            Auth::Users(Users::Factors(Factors::Ls { user, json })) => {
+                let list: Value = client
+                    .json(admin(
+                        reqwest::Method::GET,
+                        &format!("/users/{user}/factors"),
+                    ))
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                println!(
+                    "{:<36}  {:<5} {:<10} {:<25} NAME",
+                    "ID", "TYPE", "STATUS", "CREATED"
+                );
+                for factor in list.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<36}  {:<5} {:<10} {:<25} {}",
+                        factor["id"].as_str().unwrap_or(""),
+                        factor["factor_type"].as_str().unwrap_or(""),
+                        factor["status"].as_str().unwrap_or(""),
+                        factor["created_at"].as_str().unwrap_or(""),
+                        factor["friendly_name"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Auth::Users(Users::Factors(Factors::Rm { user, factor })) => {
+                client
+                    .send(admin(
+                        reqwest::Method::DELETE,
+                        &format!("/users/{user}/factors/{factor}"),
+                    ))
+                    .await?;
+                println!("removed factor {factor} of user {user}");
+            }
+            Auth::Users(Users::Ticket { id, expires_in }) => {
+                let minted: Value = client
+                    .json(
+                        admin(reqwest::Method::POST, "/tickets")
+                            .json(&json!({ "user_id": id, "expires_in": expires_in })),
+                    )
+                    .await?;
+                eprintln!(
+                    "a ticket for user {id}, good once until {} (Unix seconds)",
+                    minted["expires_at"]
+                );
+                println!("{}", minted["ticket"].as_str().unwrap_or(""));
             }
             Auth::Sessions(Sessions::Ls { user, json }) => {
                 let list: Value = client

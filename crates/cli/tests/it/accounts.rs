@@ -1115,3 +1115,386 @@ async fn the_smtp_password_is_sealed_and_never_shown() {
         false
     );
 }
+
+/// Runs `tests/auth/NAME` with node from the auth tools' directory (where
+/// supabase-js resolves), with `env`; fails the test unless it ends `ok`.
+async fn run_auth_script(name: &str, env: Vec<(&'static str, String)>) {
+    let tools = auth_tools();
+    let script = tools.join(format!("{}-{}", std::process::id(), name));
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/auth")
+            .join(name),
+        &script,
+    )
+    .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        let output = std::process::Command::new("node")
+            .arg("--experimental-websocket")
+            .arg(&script)
+            .envs(env)
+            .output();
+        let _ = std::fs::remove_file(&script);
+        output
+    })
+    .await
+    .unwrap()
+    .expect("running node");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{name} failed:\n{report}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .ends_with("\nok"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn supabase_js_enrolls_and_verifies_a_totp_factor_with_pyotp_codes() {
+    let server = server();
+    let public_key = project_with_public_key(&server, "shop").await;
+    let service_key = key(&server, "shop", "service").await;
+    let python = auth_tools().join("venv/bin/python");
+    run_auth_script(
+        "mfa.mjs",
+        vec![
+            ("WOK_URL", server.url.clone()),
+            ("WOK_PUBLIC_KEY", public_key),
+            ("WOK_SERVICE_KEY", service_key),
+            ("WOK_PYTHON", python.display().to_string()),
+        ],
+    )
+    .await;
+}
+
+/// The access token's claims.
+fn claims(token: &str) -> Value {
+    serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn rules_requiring_aal2_take_a_raised_session_and_its_refreshes() {
+    let server = server();
+    let public_key = project_with_public_key(&server, "shop").await;
+    let service_key = key(&server, "shop", "service").await;
+    let auth = |method: reqwest::Method, route: &str, token: &str| {
+        http()
+            .request(method, format!("{}/auth/v1{route}", server.url))
+            .header("apikey", &public_key)
+            .bearer_auth(token)
+    };
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        rules.path(),
+        r#"{"create": "auth.aal >= 2", "read": "auth.aal >= 2"}"#,
+    )
+    .unwrap();
+    server.cli_ok(&[
+        "--project",
+        "shop",
+        "docs",
+        "access",
+        "vault",
+        "--rules",
+        rules.path().to_str().unwrap(),
+    ]);
+    let write_to_vault = |token: String| {
+        send(
+            http()
+                .post(format!("{}/v1/docs/vault", server.url))
+                .header("apikey", &public_key)
+                .bearer_auth(token)
+                .json(&json!({"secret": 42})),
+        )
+    };
+    let session = sign_up(&server, "/p/shop/auth/v1", None, "ann@example.com")
+        .await
+        .json();
+    let token = session["access_token"].as_str().unwrap().to_owned();
+    let user_id = session["user"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(write_to_vault(token.clone()).await.status, 403, "aal1");
+    let enrolled = send(
+        auth(reqwest::Method::POST, "/factors", &token)
+            .json(&json!({"factor_type": "totp", "friendly_name": "phone"})),
+    )
+    .await;
+    assert_eq!(enrolled.status, 200, "{}", enrolled.text());
+    let enrolled = enrolled.json();
+    let factor_id = enrolled["id"].as_str().unwrap().to_owned();
+    let secret = enrolled["totp"]["secret"].as_str().unwrap().to_owned();
+    let code = |offset: i64| {
+        succeed(
+            std::process::Command::new(auth_tools().join("venv/bin/python"))
+                .arg("-c")
+                .arg("import pyotp, sys, time; print(pyotp.TOTP(sys.argv[1]).at(time.time() + int(sys.argv[2])))")
+                .arg(&secret)
+                .arg(offset.to_string()),
+        )
+        .trim()
+        .to_owned()
+    };
+    let verify = |code: String| {
+        let auth = &auth;
+        let token = token.clone();
+        let factor_id = factor_id.clone();
+        async move {
+            let challenge = send(auth(
+                reqwest::Method::POST,
+                &format!("/factors/{factor_id}/challenge"),
+                &token,
+            ))
+            .await
+            .json();
+            send(
+                auth(
+                    reqwest::Method::POST,
+                    &format!("/factors/{factor_id}/verify"),
+                    &token,
+                )
+                .json(&json!({"challenge_id": challenge["id"], "code": code})),
+            )
+            .await
+        }
+    };
+    let raised = verify(code(0)).await;
+    assert_eq!(raised.status, 200, "{}", raised.text());
+    let raised = raised.json();
+    let raised_token = raised["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims(&raised_token)["aal"], "aal2");
+    let written = write_to_vault(raised_token.clone()).await;
+    assert!((200..300).contains(&written.status), "{}", written.text());
+    let replayed = verify(code(0)).await;
+    assert_eq!(replayed.status, 422, "{}", replayed.text());
+    assert_eq!(replayed.json()["code"], "mfa_verification_failed");
+
+    // The refreshed token is at aal2 too, and the rule takes it.
+    let refreshed = send(
+        http()
+            .post(format!(
+                "{}/auth/v1/token?grant_type=refresh_token",
+                server.url
+            ))
+            .header("apikey", &public_key)
+            .json(&json!({"refresh_token": raised["refresh_token"]})),
+    )
+    .await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    let refreshed_token = refreshed.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(claims(&refreshed_token)["aal"], "aal2");
+    let written = write_to_vault(refreshed_token).await;
+    assert!((200..300).contains(&written.status), "{}", written.text());
+    let user = send(auth(reqwest::Method::GET, "/user", &raised_token))
+        .await
+        .json();
+    assert_eq!(user["factors"][0]["status"], "verified");
+    assert_eq!(user["factors"][0]["friendly_name"], "phone");
+
+    // The service side lists and removes the factor (a lost phone), with
+    // the CLI too.
+    let listed = server.cli_ok(&[
+        "--project",
+        "shop",
+        "auth",
+        "users",
+        "factors",
+        "ls",
+        &user_id,
+    ]);
+    assert!(
+        listed.contains(&factor_id) && listed.contains("verified"),
+        "{listed}"
+    );
+    let refused = send(
+        http()
+            .delete(format!(
+                "{}/auth/v1/admin/users/{user_id}/factors/{factor_id}",
+                server.url
+            ))
+            .header("apikey", &public_key)
+            .bearer_auth(&public_key),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "a public key is no admin");
+    server.cli_ok(&[
+        "--project",
+        "shop",
+        "auth",
+        "users",
+        "factors",
+        "rm",
+        &user_id,
+        &factor_id,
+    ]);
+    let listed = send(
+        http()
+            .get(format!(
+                "{}/auth/v1/admin/users/{user_id}/factors",
+                server.url
+            ))
+            .header("apikey", &service_key)
+            .bearer_auth(&service_key),
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json(), json!([]));
+    let user = send(auth(reqwest::Method::GET, "/user", &token))
+        .await
+        .json();
+    assert!(user.get("factors").is_none(), "{user}");
+}
+
+#[tokio::test]
+async fn a_login_ticket_from_the_service_side_signs_a_user_in_once() {
+    let server = server();
+    let public_key = project_with_public_key(&server, "shop").await;
+    let blog_key = project_with_public_key(&server, "blog").await;
+    let service_key = key(&server, "shop", "service").await;
+    let admin = |route: &str, credential: &str| {
+        http()
+            .post(format!("{}/auth/v1/admin{route}", server.url))
+            .header("apikey", credential)
+            .bearer_auth(credential)
+    };
+    let user = send(admin("/users", &service_key).json(&json!({"email": "ann@example.com"})))
+        .await
+        .json();
+    let user_id = user["id"].as_str().unwrap().to_owned();
+    let mint = |body: Value| send(admin("/tickets", &service_key).json(&body));
+    let exchange = |apikey: String, ticket: String| {
+        send(
+            http()
+                .post(format!("{}/auth/v1/token?grant_type=ticket", server.url))
+                .header("apikey", apikey)
+                .json(&json!({ "ticket": ticket })),
+        )
+    };
+
+    let minted = mint(json!({"user_id": user_id})).await;
+    assert_eq!(minted.status, 200, "{}", minted.text());
+    let minted = minted.json();
+    let ticket = minted["ticket"].as_str().unwrap().to_owned();
+    let expires_at = minted["expires_at"].as_i64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now + 290..=now + 301).contains(&expires_at), "{minted}");
+    // Another project's key does not take it.
+    let elsewhere = exchange(blog_key.clone(), ticket.clone()).await;
+    assert_eq!(elsewhere.status, 403, "{}", elsewhere.text());
+    assert_eq!(elsewhere.json()["code"], "invalid_ticket");
+    let session = exchange(public_key.clone(), ticket.clone()).await;
+    assert_eq!(session.status, 200, "{}", session.text());
+    let session = session.json();
+    let access_token = session["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(session["user"]["id"], user_id.as_str());
+    assert_eq!(claims(&access_token)["amr"][0]["method"], "ticket");
+    let me = send(
+        http()
+            .get(format!("{}/auth/v1/user", server.url))
+            .header("apikey", &public_key)
+            .bearer_auth(&access_token),
+    )
+    .await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(me.json()["id"], user_id.as_str());
+    let again = exchange(public_key.clone(), ticket.clone()).await;
+    assert_eq!(again.status, 403, "a ticket works once");
+    run_auth_script(
+        "ticket.mjs",
+        vec![
+            ("WOK_URL", server.url.clone()),
+            ("WOK_PUBLIC_KEY", public_key.clone()),
+            ("WOK_ACCESS_TOKEN", access_token),
+            (
+                "WOK_REFRESH_TOKEN",
+                session["refresh_token"].as_str().unwrap().to_owned(),
+            ),
+            ("WOK_USER_ID", user_id.clone()),
+        ],
+    )
+    .await;
+
+    // Refused: an expired ticket, one minted with a public key, one for
+    // nobody, one made up, a banned user's.
+    let short = mint(json!({"user_id": user_id, "expires_in": 1}))
+        .await
+        .json();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let expired = exchange(
+        public_key.clone(),
+        short["ticket"].as_str().unwrap().to_owned(),
+    )
+    .await;
+    assert_eq!(expired.status, 403, "{}", expired.text());
+    let public = send(admin("/tickets", &public_key).json(&json!({"user_id": user_id}))).await;
+    assert_eq!(public.status, 403, "{}", public.text());
+    assert_eq!(public.json()["code"], "not_admin");
+    for refused in [
+        json!({"user_id": "00000000-0000-4000-8000-000000000000"}),
+        json!({"email": "nobody@example.com"}),
+    ] {
+        assert_eq!(mint(refused).await.status, 404);
+    }
+    for invalid in [
+        json!({"user_id": user_id, "expires_in": 601}),
+        json!({"user_id": user_id, "create": true}),
+        json!({}),
+    ] {
+        assert_eq!(mint(invalid).await.status, 400);
+    }
+    let made_up = exchange(public_key.clone(), "wok_tk_made-up".to_owned()).await;
+    assert_eq!(made_up.status, 403);
+    let banned = mint(json!({"user_id": user_id})).await.json();
+    server.cli_ok(&[
+        "--project",
+        "shop",
+        "auth",
+        "users",
+        "ban",
+        &user_id,
+        "--for",
+        "1h",
+    ]);
+    let refused = exchange(
+        public_key.clone(),
+        banned["ticket"].as_str().unwrap().to_owned(),
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert_eq!(refused.json()["code"], "user_banned");
+    server.cli_ok(&["--project", "shop", "auth", "users", "unban", &user_id]);
+
+    // With create, an email that has no user gets a confirmed one.
+    let created = mint(json!({"email": "Bob@example.com", "create": true})).await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let created = created.json();
+    let session = exchange(
+        public_key.clone(),
+        created["ticket"].as_str().unwrap().to_owned(),
+    )
+    .await
+    .json();
+    assert_eq!(session["user"]["email"], "bob@example.com");
+    assert!(session["user"]["email_confirmed_at"].is_string());
+    assert_eq!(session["user"]["id"], created["user_id"]);
+
+    // The CLI prints a ticket, which signs in.
+    let printed = server.cli_ok(&["--project", "shop", "auth", "users", "ticket", &user_id]);
+    let session = exchange(public_key, printed.trim().to_owned()).await;
+    assert_eq!(session.status, 200, "{}", session.text());
+    assert_eq!(session.json()["user"]["id"], user_id.as_str());
+}

@@ -1,5 +1,9 @@
-//! The accounts contract: users, sessions, refresh rotation, signing keys.
-use crate::accounts::{CodeUse, EmailCode, Ending, Flow, Refreshed, Session, SigningKey, User};
+//! The accounts contract: users, sessions, refresh rotation, signing keys,
+//! one-time email codes, second factors and login tickets.
+use crate::accounts::{
+    Challenge, CodeUse, EmailCode, Ending, Factor, FactorStatus, Flow, LoginTicket, Refreshed,
+    Session, SigningKey, StepUse, User,
+};
 use crate::{AccountStore, ProjectStore, StoreError};
 use domain::ProjectId;
 
@@ -657,5 +661,450 @@ pub async fn email_codes_contract<S: AccountStore + ProjectStore>(store: &S) {
             .await
             .unwrap(),
         CodeUse::Used(nobody)
+    );
+}
+
+fn factor(project: &ProjectId, id: &str, user_id: &str, at: i64) -> Factor {
+    Factor {
+        project: project.clone(),
+        id: id.to_owned(),
+        user_id: user_id.to_owned(),
+        factor_type: "totp".to_owned(),
+        friendly_name: Some(format!("phone of {user_id}")),
+        sealed_secret: vec![7; 48],
+        status: FactorStatus::Unverified,
+        last_used_step: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn challenge(project: &ProjectId, id: &str, factor: &Factor, at: i64) -> Challenge {
+    Challenge {
+        project: project.clone(),
+        id: id.to_owned(),
+        factor_id: factor.id.clone(),
+        user_id: factor.user_id.clone(),
+        created_at: at,
+        expires_at: at + 300_000,
+    }
+}
+
+/// Second factors: per user and project; a code's time step is accepted
+/// once, through a live challenge, which is then used up; wrong codes and
+/// expiry kill a challenge; deleting a factor or its user forgets both.
+pub async fn factors_contract<S: AccountStore + ProjectStore>(store: &S) {
+    let shop = ProjectId::new("shop").unwrap();
+    let blog = ProjectId::new("blog").unwrap();
+    store.create_project(&shop).await.unwrap();
+    store.create_project(&blog).await.unwrap();
+    for (project, id) in [(&shop, "u1"), (&shop, "u2"), (&blog, "u1")] {
+        store
+            .create_user(&user(project, id, Some(&format!("{id}@example.com"))))
+            .await
+            .unwrap();
+    }
+    let now = 1_000_000;
+    let phone = factor(&shop, "f1", "u1", now);
+    let mut tablet = factor(&shop, "f2", "u1", now + 1);
+    tablet.friendly_name = None;
+    store.create_factor(&phone).await.unwrap();
+    store.create_factor(&tablet).await.unwrap();
+    store
+        .create_factor(&factor(&shop, "f3", "u2", now))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.factors(&shop, "u1").await.unwrap(),
+        [phone.clone(), tablet.clone()]
+    );
+    assert!(store.factors(&blog, "u1").await.unwrap().is_empty());
+
+    // A code's step is accepted through a live challenge of its factor
+    // only; then the factor is verified and remembers the step, and the
+    // challenge is used up.
+    store
+        .create_challenge(&challenge(&shop, "c1", &phone, now))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.challenge(&shop, "c1", now + 1, 5).await.unwrap(),
+        Some(challenge(&shop, "c1", &phone, now))
+    );
+    assert_eq!(
+        store.challenge(&blog, "c1", now + 1, 5).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .use_totp_step(&shop, "f2", "c1", 100, now + 1, 5)
+            .await
+            .unwrap(),
+        StepUse::NoChallenge,
+        "a challenge of another factor"
+    );
+    assert_eq!(
+        store
+            .use_totp_step(&blog, "f1", "c1", 100, now + 1, 5)
+            .await
+            .unwrap(),
+        StepUse::NoChallenge
+    );
+    let StepUse::Used(used) = store
+        .use_totp_step(&shop, "f1", "c1", 100, now + 2, 5)
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh step was refused");
+    };
+    assert_eq!(used.status, FactorStatus::Verified);
+    assert_eq!(used.last_used_step, Some(100));
+    assert_eq!(used.updated_at, now + 2);
+    assert_eq!(store.factors(&shop, "u1").await.unwrap()[0], used);
+    assert_eq!(
+        store.challenge(&shop, "c1", now + 3, 5).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .use_totp_step(&shop, "f1", "c1", 101, now + 3, 5)
+            .await
+            .unwrap(),
+        StepUse::NoChallenge,
+        "a challenge is used once"
+    );
+
+    // No step is accepted twice, nor an earlier one; each such try is a
+    // failure of its challenge. A later step is accepted.
+    store
+        .create_challenge(&challenge(&shop, "c2", &phone, now + 10))
+        .await
+        .unwrap();
+    for replayed in [100, 99] {
+        assert_eq!(
+            store
+                .use_totp_step(&shop, "f1", "c2", replayed, now + 11, 5)
+                .await
+                .unwrap(),
+            StepUse::Replayed
+        );
+    }
+    assert!(
+        store
+            .challenge(&shop, "c2", now + 11, 5)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.challenge(&shop, "c2", now + 11, 2).await.unwrap(),
+        None,
+        "two failures count against a limit of two"
+    );
+    assert!(matches!(
+        store.use_totp_step(&shop, "f1", "c2", 101, now + 12, 5).await.unwrap(),
+        StepUse::Used(factor) if factor.last_used_step == Some(101)
+    ));
+
+    // Wrong codes: at the limit, the challenge is dead, even for a good
+    // step, which stays unused.
+    store
+        .create_challenge(&challenge(&shop, "c3", &phone, now + 20))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        assert!(
+            store
+                .fail_challenge(&shop, "c3", now + 21, 5)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        store
+            .challenge(&shop, "c3", now + 21, 5)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .fail_challenge(&shop, "c3", now + 21, 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .fail_challenge(&shop, "c3", now + 21, 5)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.challenge(&shop, "c3", now + 21, 5).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .use_totp_step(&shop, "f1", "c3", 102, now + 22, 5)
+            .await
+            .unwrap(),
+        StepUse::NoChallenge
+    );
+    assert_eq!(
+        store.factors(&shop, "u1").await.unwrap()[0].last_used_step,
+        Some(101),
+        "a dead challenge uses no step"
+    );
+
+    // Expired: neither read nor used; creating a challenge forgets them.
+    let expiring = challenge(&shop, "c4", &tablet, now + 30);
+    store.create_challenge(&expiring).await.unwrap();
+    let after = expiring.expires_at;
+    assert_eq!(store.challenge(&shop, "c4", after, 5).await.unwrap(), None);
+    assert!(!store.fail_challenge(&shop, "c4", after, 5).await.unwrap());
+    assert_eq!(
+        store
+            .use_totp_step(&shop, "f2", "c4", 500, after, 5)
+            .await
+            .unwrap(),
+        StepUse::NoChallenge
+    );
+    store
+        .create_challenge(&challenge(&shop, "c5", &tablet, after))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.challenge(&shop, "c4", now + 31, 5).await.unwrap(),
+        None,
+        "an expired challenge is gone for good"
+    );
+    assert_eq!(
+        store.factors(&shop, "u1").await.unwrap()[1].status,
+        FactorStatus::Unverified
+    );
+
+    // Deleting a factor forgets its challenges; only its user's.
+    assert!(!store.delete_factor(&shop, "u2", "f2").await.unwrap());
+    assert!(!store.delete_factor(&blog, "u1", "f2").await.unwrap());
+    assert!(store.delete_factor(&shop, "u1", "f2").await.unwrap());
+    assert!(!store.delete_factor(&shop, "u1", "f2").await.unwrap());
+    assert_eq!(store.challenge(&shop, "c5", after, 5).await.unwrap(), None);
+    assert_eq!(
+        store
+            .factors(&shop, "u1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|factor| factor.id)
+            .collect::<Vec<_>>(),
+        ["f1"]
+    );
+
+    // Deleting a user forgets its factors and their challenges.
+    store
+        .create_challenge(&challenge(&shop, "c6", &phone, after))
+        .await
+        .unwrap();
+    store
+        .delete_user(&shop, "u1", after)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.factors(&shop, "u1").await.unwrap().is_empty());
+    assert_eq!(
+        store.challenge(&shop, "c6", after + 1, 5).await.unwrap(),
+        None
+    );
+    assert_eq!(store.factors(&shop, "u2").await.unwrap().len(), 1);
+    // A user made again with the same id starts with no factor.
+    store
+        .create_user(&user(&shop, "u1", Some("u1@example.com")))
+        .await
+        .unwrap();
+    assert!(store.factors(&shop, "u1").await.unwrap().is_empty());
+}
+
+/// Concurrent uses of one step through two challenges: one wins.
+pub async fn one_step_wins_once_contract<S: AccountStore + ProjectStore>(store: std::sync::Arc<S>) {
+    let shop = ProjectId::new("shop").unwrap();
+    store.create_project(&shop).await.unwrap();
+    store
+        .create_user(&user(&shop, "u1", Some("u1@example.com")))
+        .await
+        .unwrap();
+    let phone = factor(&shop, "f1", "u1", 1);
+    store.create_factor(&phone).await.unwrap();
+    for round in 0..10i64 {
+        let mut tasks = Vec::new();
+        for n in 0..4 {
+            let id = format!("c{round}-{n}");
+            store
+                .create_challenge(&challenge(&shop, &id, &phone, 10))
+                .await
+                .unwrap();
+            let (store, shop) = (store.clone(), shop.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .use_totp_step(&shop, "f1", &id, 1000 + round, 20, 5)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut used = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                StepUse::Used(_) => used += 1,
+                StepUse::Replayed => {}
+                StepUse::NoChallenge => panic!("a live challenge was not found"),
+            }
+        }
+        assert_eq!(used, 1, "round {round}: one use of a step wins");
+    }
+}
+
+/// Login tickets: bound to their project, used once, dead at expiry.
+pub async fn login_tickets_contract<S: AccountStore + ProjectStore>(store: &S) {
+    let shop = ProjectId::new("shop").unwrap();
+    let blog = ProjectId::new("blog").unwrap();
+    store.create_project(&shop).await.unwrap();
+    store.create_project(&blog).await.unwrap();
+    let now = 5_000;
+    let ticket = |n: u8, user_id: &str, at: i64| LoginTicket {
+        project: shop.clone(),
+        hash: [n; 32],
+        user_id: user_id.to_owned(),
+        created_at: at,
+        expires_at: at + 300_000,
+    };
+    store.put_login_ticket(&ticket(1, "u1", now)).await.unwrap();
+    store.put_login_ticket(&ticket(2, "u1", now)).await.unwrap();
+    assert_eq!(
+        store
+            .use_login_ticket(&blog, &[1; 32], now + 1)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .use_login_ticket(&shop, &[9; 32], now + 1)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .use_login_ticket(&shop, &[1; 32], now + 1)
+            .await
+            .unwrap(),
+        Some(ticket(1, "u1", now))
+    );
+    assert_eq!(
+        store
+            .use_login_ticket(&shop, &[1; 32], now + 2)
+            .await
+            .unwrap(),
+        None,
+        "a ticket is used once"
+    );
+    assert_eq!(
+        store
+            .use_login_ticket(&shop, &[2; 32], now + 2)
+            .await
+            .unwrap(),
+        Some(ticket(2, "u1", now)),
+        "two tickets of one user are each good"
+    );
+    // Expired: not used; putting a ticket forgets them.
+    let expiring = ticket(3, "u2", now);
+    store.put_login_ticket(&expiring).await.unwrap();
+    assert_eq!(
+        store
+            .use_login_ticket(&shop, &[3; 32], expiring.expires_at)
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .put_login_ticket(&ticket(4, "u2", expiring.expires_at))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .use_login_ticket(&shop, &[3; 32], now + 3)
+            .await
+            .unwrap(),
+        None,
+        "an expired ticket is gone for good"
+    );
+    // Deleting a user forgets its tickets.
+    store
+        .create_user(&user(&shop, "u2", Some("u2@example.com")))
+        .await
+        .unwrap();
+    store
+        .delete_user(&shop, "u2", now + 4)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .use_login_ticket(&shop, &[4; 32], now + 5)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// A refresh token added to a live session turns like its first one.
+pub async fn added_refresh_tokens_contract<S: AccountStore + ProjectStore>(store: &S) {
+    let shop = ProjectId::new("shop").unwrap();
+    store.create_project(&shop).await.unwrap();
+    store
+        .create_user(&user(&shop, "u1", Some("u1@example.com")))
+        .await
+        .unwrap();
+    store
+        .create_session(&session(&shop, "s1", "u1", 100), &token(1))
+        .await
+        .unwrap();
+    assert!(store.set_session_aal(&shop, "s1", 2).await.unwrap());
+    assert!(
+        store
+            .add_refresh_token(&shop, "s1", &token(2), 110)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .add_refresh_token(&shop, "nobody", &token(3), 110)
+            .await
+            .unwrap()
+    );
+    let Refreshed::Rotated(turned) = store
+        .refresh(&shop, &token(2), &token(4), 120, 10)
+        .await
+        .unwrap()
+    else {
+        panic!("the added token did not turn");
+    };
+    assert_eq!((turned.id.as_str(), turned.aal), ("s1", 2), "aal2 stays");
+    store
+        .end_sessions(&shop, "u1", Ending::All, 130)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .add_refresh_token(&shop, "s1", &token(5), 140)
+            .await
+            .unwrap(),
+        "an ended session takes no token"
+    );
+    assert_eq!(
+        store
+            .refresh(&shop, &token(1), &token(6), 141, 10)
+            .await
+            .unwrap(),
+        Refreshed::Refused
     );
 }

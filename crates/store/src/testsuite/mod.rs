@@ -101,6 +101,31 @@ macro_rules! contract_tests {
         }
 
         #[tokio::test]
+        async fn keeps_the_second_factors_contract() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::accounts::factors_contract(&store).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn one_use_of_a_totp_step_wins() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::accounts::one_step_wins_once_contract(::std::sync::Arc::new(store))
+                .await;
+        }
+
+        #[tokio::test]
+        async fn keeps_the_login_tickets_contract() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::accounts::login_tickets_contract(&store).await;
+        }
+
+        #[tokio::test]
+        async fn keeps_the_added_refresh_tokens_contract() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::accounts::added_refresh_tokens_contract(&store).await;
+        }
+
+        #[tokio::test]
         async fn keeps_the_projects_contract() {
             let (_guard, store) = $new.await;
             $crate::testsuite::projects::contract(&store).await;
