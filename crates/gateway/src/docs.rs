@@ -91,12 +91,12 @@ fn ruled_query(grant: &Grant, now: domain::UnixMillis, mut query: Value) -> Valu
     query
 }
 
-fn resource(document: &store::docs::Document) -> Option<Resource<'_>> {
-    Some(Resource {
+fn resource(document: &store::docs::Document) -> Resource<'_> {
+    Resource {
         id: &document.id,
         data: &document.data,
         version: document.version,
-    })
+    }
 }
 
 fn refused(operation: Operation) -> ApiError {
@@ -151,7 +151,7 @@ async fn ruled_write(
                 rules.allows(
                     Operation::Update,
                     subject,
-                    resource(document),
+                    Some(resource(document)),
                     Some(data),
                     now,
                 ),
@@ -161,7 +161,7 @@ async fn ruled_write(
                 rules.allows(
                     Operation::Delete,
                     subject,
-                    stored.as_ref().and_then(resource),
+                    stored.as_ref().map(resource),
                     None,
                     now,
                 ),
@@ -488,7 +488,7 @@ pub async fn get(
         && !rules.allows(
             Operation::Read,
             subject,
-            resource(&document),
+            Some(resource(&document)),
             None,
             gateway.clock.now(),
         )
@@ -589,7 +589,13 @@ pub async fn patch(
                     // A document the caller may not read does not exist.
                     let document = stored
                         .filter(|document| {
-                            rules.allows(Operation::Read, subject, resource(document), None, now)
+                            rules.allows(
+                                Operation::Read,
+                                subject,
+                                Some(resource(document)),
+                                None,
+                                now,
+                            )
                         })
                         .ok_or_else(not_found)?;
                     let mut merged = Value::Object(document.data.clone());
