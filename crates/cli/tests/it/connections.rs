@@ -164,17 +164,30 @@ async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_refuse()
     assert!(closed, "the oldest idle connection was closed to make room");
     drop(idle);
 
-    // Twenty busy connections: a new one is refused with a 503.
+    // Twenty busy connections: a new one is refused with a 503. Nineteen
+    // are seen running (the metrics take a connection, so they are read
+    // before the cap is reached), then the twentieth; a busy machine must
+    // not make them look idle.
     let mut busy = Vec::new();
-    for _ in 0..20 {
+    let open_busy = async || {
         let mut stream = TcpStream::connect(&address).await.unwrap();
         stream
-            .write_all(b"GET /fn/slow?ms=3000 HTTP/1.1\r\nHost: wok\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET /fn/slow?ms=8000 HTTP/1.1\r\nHost: wok\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
-        busy.push(stream);
+        stream
+    };
+    for _ in 0..19 {
+        busy.push(open_busy().await);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for(
+        "nineteen requests running",
+        Duration::from_secs(20),
+        || async { (metric(&server, "wok_instances_in_flight").await >= 19.0).then_some(()) },
+    )
+    .await;
+    busy.push(open_busy().await);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut refused = TcpStream::connect(&address).await.unwrap();
     let (answer, closed) = read_until_closed(&mut refused, Duration::from_secs(5)).await;
     let answer = String::from_utf8_lossy(&answer);
@@ -187,7 +200,7 @@ async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_refuse()
         let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(20)).await;
         let answer = String::from_utf8_lossy(&answer).to_string();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        assert!(answer.contains("slept 3000\n"), "{answer}");
+        assert!(answer.contains("slept 8000\n"), "{answer}");
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(metric(&server, "wok_connections_shed_total{how=\"closed_idle\"}").await >= 1.0);
