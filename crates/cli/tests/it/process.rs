@@ -1690,3 +1690,30 @@ async fn a_project_runs_at_most_its_share_of_the_servers_instances() {
     );
     assert_eq!(running_instances(&server), 3);
 }
+
+#[tokio::test]
+async fn a_native_function_sees_the_verified_caller_in_its_headers() {
+    let server = server();
+    deploy_probe(&server, "members", &["--require-auth", "any"]);
+    let public = server
+        .cli_ok(&["keys", "create", "--kind", "public"])
+        .trim()
+        .to_owned();
+    let info = |token: Option<&str>| {
+        let mut request = http()
+            .get(format!("{}/fn/members/info", server.url))
+            .header("x-wok-user-id", "forged")
+            .header("x-wok-auth", "admin");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        send(request)
+    };
+    assert_eq!(info(None).await.status, 401);
+    let answer = info(Some(&public)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let caller = answer.json()["caller"].clone();
+    assert_eq!(caller["x-wok-auth"], "public-key", "{caller}");
+    assert!(caller["x-wok-key-id"].is_string(), "{caller}");
+    assert!(caller.get("x-wok-user-id").is_none(), "{caller}");
+}

@@ -200,6 +200,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "path": self.path,
                 "host": self.headers.get("host"),
                 "tmp": sorted(os.listdir("/tmp")),
+                # Who called, as wok verified it.
+                "caller": {name.lower(): value for name, value in self.headers.items()
+                           if name.lower().startswith("x-wok-")},
             })
         elif url.path == "/probe":
             self.answer(200, probes(query))
