@@ -739,11 +739,11 @@ fn walk_range(
 /// suffix; `UNION` keeps one row of a document that two ranges hold (the
 /// same suffix and id), and the first chunk of what is left is the
 /// union's next chunk. Parameters: `?1` the collection, `?2` the chunk,
-/// `?3` unused, then six per range (see [`union_params`]).
+/// then six per range (see [`union_params`]).
 fn union_sql(branches: usize) -> String {
     let ranges: Vec<String> = (0..branches)
         .map(|at| {
-            let n = 4 + 6 * at;
+            let n = 3 + 6 * at;
             // The range's start is given as the position to resume after
             // (never below the range): with the range's own lower bound
             // beside an `OR`, SQLite seeks from the position, and a
@@ -783,12 +783,7 @@ fn union_params(
     chunk: usize,
 ) -> Vec<rusqlite::types::Value> {
     use rusqlite::types::Value as Sql;
-    let mut values = vec![
-        Sql::Integer(cid),
-        Sql::Integer(chunk as i64),
-        // Unused (each range has its own); kept so numbering stays put.
-        Sql::Text(String::new()),
-    ];
+    let mut values = vec![Sql::Integer(cid), Sql::Integer(chunk as i64)];
     for (branch, ino) in branches.iter().zip(inos) {
         let (after_key, after_id) = match after {
             Some((suffix, id)) => {
