@@ -56,6 +56,10 @@ pub const ACCESS_LIFETIME_S: i64 = 3600;
 /// How long an ended session is remembered: longer than any access
 /// token lives.
 pub const MAX_ACCESS_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+/// How far back a reload reads ended sessions before its previous read:
+/// a session end committed late, or stamped by a node whose clock is
+/// behind, by less than this is still seen.
+const ENDED_OVERLAP_MS: i64 = 60_000;
 /// How long a used refresh token may be used again without being taken
 /// for a replay.
 pub const REFRESH_GRACE_MS: i64 = 10_000;
@@ -509,6 +513,8 @@ pub struct Accounts {
     changes: tokio::sync::watch::Sender<u64>,
     /// The settings of projects that have any.
     settings: RwLock<HashMap<ProjectId, AuthSettings>>,
+    /// When [`Accounts::reload`] last read the ended sessions.
+    ended_read: Mutex<Option<UnixMillis>>,
     /// Each project's rate limiters, made on first use after its settings.
     limits: RwLock<HashMap<ProjectId, Arc<Limits>>>,
     /// Keys the hashes of mailed codes (derived from the server key), so
@@ -587,6 +593,7 @@ impl Accounts {
                 .to_string(),
             changes: tokio::sync::watch::Sender::new(0),
             settings: RwLock::default(),
+            ended_read: Mutex::default(),
             limits: RwLock::default(),
             code_key: derived(b"wok-email-codes"),
             outbox: crate::mail::Outbox::start(mailer, outbox),
@@ -612,10 +619,17 @@ impl Accounts {
             };
             keys.add(&stored, &pair);
         }
-        let ended = self
-            .store
-            .ended_sessions(now - MAX_ACCESS_LIFETIME_MS)
-            .await?;
+        // Only what ended since the last read (with an overlap for commits
+        // that land late and clocks that differ between nodes): every
+        // session end of the cluster moves the change counter, and a
+        // reload must not read a day of them each time.
+        let oldest = now - MAX_ACCESS_LIFETIME_MS;
+        let since = match *self.ended_read.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(read) => (read - ENDED_OVERLAP_MS).max(oldest),
+            None => oldest,
+        };
+        let ended = self.store.ended_sessions(since).await?;
+        *self.ended_read.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
         let grew = {
             let mut memory = self.ended.write().unwrap_or_else(|p| p.into_inner());
             let before = memory.len();

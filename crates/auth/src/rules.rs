@@ -29,7 +29,6 @@ use cel::parser::Expression;
 use cel::{Context, Program};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
-use std::sync::Arc;
 
 /// Longest expression, in bytes.
 pub const MAX_RULE_BYTES: usize = 4096;
@@ -482,9 +481,6 @@ fn reads_resource(expr: &Expression) -> bool {
         Expr::Struct(_) | Expr::Literal(_) | Expr::Unspecified => false,
     }
 }
-
-/// A shared, parsed rule set.
-pub type Shared = Arc<RuleSet>;
 
 #[cfg(test)]
 mod tests {
