@@ -71,6 +71,10 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 pub const PASSWORD_QUEUE: usize = 64;
 /// Verified tokens kept.
 const VERIFIED_CACHE: usize = 16_384;
+/// Longest token kept in that cache: claims carry `user_metadata`, which
+/// users set, so a cache of long tokens would hold a lot; longer ones are
+/// verified at every use. (At most 16,384 × (4 KiB + its claims).)
+const MAX_CACHED_TOKEN_BYTES: usize = 4096;
 /// The audience of every access token (GoTrue's).
 pub const AUDIENCE: &str = "authenticated";
 /// Longest a mailed code or link lives, in seconds.
@@ -906,11 +910,13 @@ impl Accounts {
             Some(identity) => identity,
             None => {
                 let identity = Arc::new(self.verify_uncached(token)?);
-                let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-                if cache.len() >= VERIFIED_CACHE {
-                    cache.clear();
+                if token.len() <= MAX_CACHED_TOKEN_BYTES {
+                    let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                    if cache.len() >= VERIFIED_CACHE {
+                        cache.clear();
+                    }
+                    cache.insert(token.to_owned(), identity.clone());
                 }
-                cache.insert(token.to_owned(), identity.clone());
                 identity
             }
         };
