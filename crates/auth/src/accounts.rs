@@ -392,6 +392,29 @@ struct Claims {
     is_anonymous: bool,
 }
 
+impl Claims {
+    /// What a token of `user` in `session` says, issued at `iat` until
+    /// `exp` (seconds).
+    fn of(user: &User, session: &Session, amr: Vec<Amr>, iat: i64, exp: i64) -> Self {
+        Claims {
+            iss: issuer(&user.project),
+            sub: user.id.clone(),
+            aud: AUDIENCE.to_owned(),
+            exp,
+            iat,
+            email: user.email.clone().unwrap_or_default(),
+            phone: user.phone.clone().unwrap_or_default(),
+            app_metadata: user.app_metadata.clone(),
+            user_metadata: user.user_metadata.clone(),
+            role: AUDIENCE.to_owned(),
+            aal: format!("aal{}", session.aal),
+            amr,
+            session_id: session.id.clone(),
+            is_anonymous: user.anonymous,
+        }
+    }
+}
+
 /// A session just opened or refreshed: what the client keeps.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -934,6 +957,58 @@ impl Accounts {
         Ok(identity)
     }
 
+    /// Who signed a presigned URL that names `user_id` and `session_id`
+    /// (its signature checked by the caller), as of now: the session must
+    /// still be live and the user neither banned nor gone. The identity
+    /// carries what a fresh token of the session would say, and lasts
+    /// until `expires_at` (seconds), the URL's end. Reads the store.
+    pub async fn presigned_identity(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        session_id: &str,
+        expires_at: i64,
+        now: UnixMillis,
+    ) -> Result<Arc<Identity>, AuthError> {
+        if self
+            .ended
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(session_id)
+        {
+            return Err(AuthError::SessionEnded);
+        }
+        let session = self
+            .store
+            .session(project, session_id)
+            .await?
+            .filter(|session| session.user_id == user_id && session.ended_at.is_none())
+            .ok_or(AuthError::SessionEnded)?;
+        let user = self
+            .store
+            .user(project, user_id)
+            .await?
+            .filter(|user| !user.banned_until.is_some_and(|until| until > now))
+            .ok_or(AuthError::SessionEnded)?;
+        let claims = Claims::of(
+            &user,
+            &session,
+            Vec::new(),
+            now.div_euclid(1000),
+            expires_at,
+        );
+        Ok(Arc::new(Identity {
+            project: project.clone(),
+            user_id: user.id,
+            session_id: session.id,
+            role: AUDIENCE.to_owned(),
+            aal: session.aal,
+            anonymous: user.anonymous,
+            expires_at,
+            claims: serde_json::to_value(claims).unwrap_or_default(),
+        }))
+    }
+
     /// The signature and claims of a token (not its expiry, nor its
     /// session).
     fn verify_uncached(&self, token: &str) -> Result<Identity, AuthError> {
@@ -990,22 +1065,13 @@ impl Accounts {
         let (kid, key) = self.signer(&user.project, now).await?;
         let lifetime = self.settings(&user.project).access_token_lifetime_s;
         let iat = now.div_euclid(1000);
-        let claims = Claims {
-            iss: issuer(&user.project),
-            sub: user.id.clone(),
-            aud: AUDIENCE.to_owned(),
-            exp: iat + lifetime,
+        let claims = Claims::of(
+            user,
+            session,
+            amr(session, method, mfa_at),
             iat,
-            email: user.email.clone().unwrap_or_default(),
-            phone: user.phone.clone().unwrap_or_default(),
-            app_metadata: user.app_metadata.clone(),
-            user_metadata: user.user_metadata.clone(),
-            role: AUDIENCE.to_owned(),
-            aal: format!("aal{}", session.aal),
-            amr: amr(session, method, mfa_at),
-            session_id: session.id.clone(),
-            is_anonymous: user.anonymous,
-        };
+            iat + lifetime,
+        );
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(kid);
         header.typ = Some("JWT".to_owned());

@@ -129,8 +129,11 @@ impl Caller {
             Caller::Key { project, kind, id } => format!("wok_{}_{project}_{id}", kind.tag()),
             Caller::Function { project, id, .. } => format!("{FUNCTION_PREFIX}{project}_{id}"),
             // No S3 pair: app users reach objects through REST and
-            // presigned URLs.
-            Caller::User(identity) => format!("wok_user_{}_{}", identity.project, identity.user_id),
+            // presigned URLs, which name the user and its session.
+            Caller::User(identity) => format!(
+                "{USER_PREFIX}{}_{}_{}",
+                identity.project, identity.user_id, identity.session_id
+            ),
         }
     }
 }
@@ -144,8 +147,11 @@ pub enum Decision {
     All,
     Nothing,
     /// What the resource's per-user rules allow this caller, asked per
-    /// document (and as a filter for queries).
+    /// document or event (and as a filter for queries).
     Rules(Arc<rules::RuleSet>, rules::Subject),
+    /// What a bucket's or key-value store's per-user rules allow this
+    /// caller, asked per key (and per listed prefix).
+    Paths(Arc<rules::PathRules>, rules::Subject),
 }
 
 /// The caller, as per-user rules see it.
@@ -168,7 +174,7 @@ pub fn subject(caller: &Caller) -> rules::Subject {
 struct Rules {
     by_name: HashMap<Resource, AccessRule>,
     /// The per-user rules among them, parsed.
-    compiled: HashMap<Resource, Arc<rules::RuleSet>>,
+    compiled: HashMap<Resource, rules::Compiled>,
     public_writers: HashMap<(ProjectId, ResourceKind), usize>,
 }
 
@@ -179,9 +185,9 @@ impl Rules {
             AccessRule::Custom(text) => {
                 // Checked when set; a stored one that no longer parses
                 // refuses everything (no entry: nothing is allowed).
-                match rules::RuleSet::from_text(text) {
+                match rules::Compiled::parse(resource.1, text) {
                     Ok(compiled) => {
-                        self.compiled.insert(resource.clone(), Arc::new(compiled));
+                        self.compiled.insert(resource.clone(), compiled);
                     }
                     Err(error) => {
                         self.compiled.remove(&resource);
@@ -284,6 +290,37 @@ pub struct FunctionCredentials {
 /// How function credentials begin (`wok_fn_<project>_<id>`), beside the
 /// keys' `wok_sk_` and `wok_pk_`.
 const FUNCTION_PREFIX: &str = "wok_fn_";
+/// What a presigned URL of an app user is signed as:
+/// `wok_user_<project>_<user id>_<session id>`.
+const USER_PREFIX: &str = "wok_user_";
+
+/// Who signed a presigned URL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signer {
+    /// A key, a function's credentials or the admin: a caller as it is.
+    Caller(Caller),
+    /// An app user in a session, which must still be live
+    /// ([`Accounts::presigned_identity`] says who it is now).
+    User {
+        project: ProjectId,
+        user_id: String,
+        session_id: String,
+    },
+}
+
+/// The parts of a user's presigned access key.
+fn parse_user_key(access_key: &str) -> Option<(ProjectId, &str, &str)> {
+    let rest = access_key.strip_prefix(USER_PREFIX)?;
+    let (rest, session) = rest.rsplit_once('_')?;
+    let (project, user) = rest.rsplit_once('_')?;
+    let id = |text: &str| {
+        !text.is_empty()
+            && text.len() <= 64
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    (id(user) && id(session)).then_some(())?;
+    Some((ProjectId::new(project).ok()?, user, session))
+}
 
 pub struct Auth {
     store: Arc<dyn ProjectStore>,
@@ -363,6 +400,9 @@ pub fn project_of_access_key(access_key: &str) -> Option<ProjectId> {
     }
     if let Some(rest) = access_key.strip_prefix(FUNCTION_PREFIX) {
         return ProjectId::new(rest.split_once('_')?.0).ok();
+    }
+    if let Some((project, _, _)) = parse_user_key(access_key) {
+        return Some(project);
     }
     parse_access_key(access_key).map(|(_, project, _)| project)
 }
@@ -584,7 +624,12 @@ impl Auth {
         let resource = (project.clone(), kind, name.to_owned());
         match rules.by_name.get(&resource) {
             Some(AccessRule::Custom(_)) => match rules.compiled.get(&resource) {
-                Some(compiled) => Decision::Rules(compiled.clone(), subject(caller)),
+                Some(rules::Compiled::Set(compiled)) => {
+                    Decision::Rules(compiled.clone(), subject(caller))
+                }
+                Some(rules::Compiled::Paths(compiled)) => {
+                    Decision::Paths(compiled.clone(), subject(caller))
+                }
                 None => Decision::Nothing,
             },
             Some(rule) if rule.lets_public(access) => Decision::All,
@@ -826,7 +871,12 @@ impl Auth {
         path: &str,
         expires: i64,
     ) -> Option<String> {
-        let secret = self.s3_secret(access_key)?;
+        // A user has no S3 secret: its URLs are keyed with one derived
+        // from the server key, for it and its session alone.
+        let secret = match parse_user_key(access_key) {
+            Some(_) => self.function_mac("user-presign", access_key),
+            None => self.s3_secret(access_key)?,
+        };
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
             .expect("HMAC takes keys of any length");
         mac.update(format!("wok-presign\n{method}\n{project}\n{path}\n{expires}").as_bytes());
@@ -842,14 +892,24 @@ impl Auth {
         path: &str,
         expires: i64,
         signature: &str,
-    ) -> Result<Caller, AuthError> {
+    ) -> Result<Signer, AuthError> {
         let expected = self
             .presign_signature(access_key, method, project, path, expires)
             .ok_or(AuthError::InvalidKey)?;
         if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
             return Err(AuthError::InvalidKey);
         }
-        self.s3_caller(access_key)
+        if let Some((own, user_id, session_id)) = parse_user_key(access_key) {
+            if &own != project || !self.project_known(project) {
+                return Err(AuthError::InvalidKey);
+            }
+            return Ok(Signer::User {
+                project: own,
+                user_id: user_id.to_owned(),
+                session_id: session_id.to_owned(),
+            });
+        }
+        self.s3_caller(access_key).map(Signer::Caller)
     }
 
     /// Who an S3 access key id is: the admin, or a live key (from memory).

@@ -67,6 +67,58 @@ impl Operation {
     }
 }
 
+mod paths;
+
+pub use paths::{MAX_PATTERNS, PathRules};
+
+/// The per-user rules of one collection, topic, bucket or key-value
+/// store, parsed.
+#[derive(Debug, Clone)]
+pub enum Compiled {
+    /// A collection's or topic's: one rule set.
+    Set(std::sync::Arc<RuleSet>),
+    /// A bucket's or key-value store's: a rule set per key pattern.
+    Paths(std::sync::Arc<PathRules>),
+}
+
+impl Compiled {
+    /// Parses the rules of a `kind` of resource, as written or stored.
+    pub fn parse(kind: domain::ResourceKind, text: &str) -> Result<Self, String> {
+        use domain::ResourceKind;
+        Ok(match kind {
+            ResourceKind::Collection => Compiled::Set(RuleSet::from_text(text)?.into()),
+            ResourceKind::Topic => {
+                Compiled::Set(RuleSet::from_text_for(text, Shape::Events)?.into())
+            }
+            ResourceKind::Bucket | ResourceKind::KvStore => {
+                Compiled::Paths(PathRules::from_text(text)?.into())
+            }
+        })
+    }
+
+    /// The text the rules are stored as.
+    pub fn to_text(&self) -> String {
+        match self {
+            Compiled::Set(rules) => rules.to_text(),
+            Compiled::Paths(rules) => rules.to_text(),
+        }
+    }
+}
+
+/// What a rule set guards, which decides what its expressions may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A collection's documents: all five operations; the `list` rule
+    /// must turn into a query filter.
+    Documents,
+    /// A topic's events: `read` (who receives an event, decided per
+    /// event) and `create` (who publishes one).
+    Events,
+    /// The keys of a bucket or key-value store under one key pattern:
+    /// the `list` rule decides on the listed prefix only.
+    Keys,
+}
+
 /// A rule set as written: an expression per operation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,8 +184,14 @@ pub struct Resource<'a> {
 }
 
 impl RuleSet {
-    /// Parses a rule set; the error says which expression is wrong and why.
+    /// Parses a collection's rule set; the error says which expression is
+    /// wrong and why.
     pub fn compile(source: RuleSource) -> Result<Self, String> {
+        Self::compile_for(source, Shape::Documents)
+    }
+
+    /// Parses a rule set for what `shape` guards.
+    pub fn compile_for(source: RuleSource, shape: Shape) -> Result<Self, String> {
         let parse = |op: Operation, text: &Option<String>| -> Result<Option<Program>, String> {
             let Some(text) = text else {
                 return Ok(None);
@@ -156,6 +214,29 @@ impl RuleSet {
             delete: parse(Operation::Delete, &source.delete)?,
             source,
         };
+        match shape {
+            Shape::Documents => {}
+            Shape::Events => {
+                if rules.list.is_some() || rules.update.is_some() || rules.delete.is_some() {
+                    return Err(
+                        "a topic takes a read rule (who receives an event) and a create rule (who publishes one)"
+                            .to_owned(),
+                    );
+                }
+                return Ok(rules);
+            }
+            Shape::Keys => {
+                if let Some(list) = &rules.list
+                    && reads_resource(list.expression())
+                {
+                    return Err(
+                        "a list rule decides on the listed prefix (path, auth, now), not on resource or request"
+                            .to_owned(),
+                    );
+                }
+                return Ok(rules);
+            }
+        }
         if let Some(list) = &rules.list {
             // With any caller, a list rule must turn into a filter.
             for subject in [
@@ -175,9 +256,14 @@ impl RuleSet {
 
     /// The rule set of a stored rule's text.
     pub fn from_text(text: &str) -> Result<Self, String> {
-        let source: RuleSource = serde_json::from_str(text)
-            .map_err(|error| format!("rules are a JSON object of CEL expressions: {error}"))?;
-        Self::compile(source)
+        Self::from_text_for(text, Shape::Documents)
+    }
+
+    fn from_text_for(text: &str, shape: Shape) -> Result<Self, String> {
+        let source: RuleSource = serde_json::from_str(text).map_err(|error| {
+            format!("rules are a JSON object of CEL expressions by operation: {error}")
+        })?;
+        Self::compile_for(source, shape)
     }
 
     pub fn source(&self) -> &RuleSource {
@@ -187,6 +273,53 @@ impl RuleSet {
     /// The text a rule set is stored as.
     pub fn to_text(&self) -> String {
         serde_json::to_string(&self.source).expect("strings serialize")
+    }
+
+    fn program(&self, op: Operation) -> Option<&Program> {
+        match op {
+            Operation::Read => self.read.as_ref(),
+            Operation::List => self.list.as_ref(),
+            Operation::Create => self.create.as_ref(),
+            Operation::Update => self.update.as_ref(),
+            Operation::Delete => self.delete.as_ref(),
+        }
+    }
+
+    /// Whether `subject` may do `op`, with `resource` and `request` (and
+    /// `path`, for key rules) as given: only a boolean `true` allows.
+    pub fn allows_with(
+        &self,
+        op: Operation,
+        subject: &Subject,
+        resource: &Json,
+        request: &Json,
+        path: Option<&Json>,
+        now: domain::UnixMillis,
+    ) -> bool {
+        let Some(program) = self.program(op) else {
+            return false;
+        };
+        let (Ok(resource), Ok(request)) = (
+            cel::to_value(resource.clone()),
+            cel::to_value(request.clone()),
+        ) else {
+            return false;
+        };
+        let path = match path.map(|path| cel::to_value(path.clone())) {
+            None => None,
+            Some(Ok(path)) => Some(path),
+            Some(Err(_)) => return false,
+        };
+        BASE.with(|base| {
+            let mut context = base.new_inner_scope();
+            add_constants(&mut context, subject, now);
+            context.add_variable_from_value("resource", resource);
+            context.add_variable_from_value("request", request);
+            if let Some(path) = path {
+                context.add_variable_from_value("path", path);
+            }
+            matches!(program.execute(&context), Ok(Value::Bool(true)))
+        })
     }
 
     /// Whether `subject` may do `op` on `resource` (with `request`: the

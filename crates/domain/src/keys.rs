@@ -133,14 +133,30 @@ pub enum ResourceKind {
     Bucket,
     /// A topic: public keys may subscribe to it (read) as its rule says.
     Topic,
+    /// A key-value store: service keys only, unless per-user rules open
+    /// some of its keys.
+    KvStore,
 }
 
 impl ResourceKind {
+    pub const ALL: [ResourceKind; 4] = [
+        ResourceKind::Collection,
+        ResourceKind::Bucket,
+        ResourceKind::Topic,
+        ResourceKind::KvStore,
+    ];
+
+    /// The kind [`ResourceKind::as_str`] names.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Collection => "collection",
             ResourceKind::Bucket => "bucket",
             ResourceKind::Topic => "topic",
+            ResourceKind::KvStore => "kv",
         }
     }
 }

@@ -61,7 +61,7 @@ async fn collection_for(
     ) {
         Decision::All => Ok((collection, Grant::All)),
         Decision::Rules(rules, subject) => Ok((collection, Grant::Rules(rules, subject))),
-        Decision::Nothing => {
+        Decision::Paths(..) | Decision::Nothing => {
             let verb = match access {
                 Access::Read => "read",
                 Access::Write => "write",

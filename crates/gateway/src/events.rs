@@ -80,9 +80,30 @@ fn published(events: Vec<Event>) -> Vec<Published> {
 
 /// `POST /v1/topics/TOPIC[?key=K&subject=S]`: the body is the message, its
 /// `Content-Type` the message's.
+/// A topic's event as per-user rules see it: `resource` of a `read` rule
+/// (who receives it), `request` of a `create` rule (who publishes it).
+/// `data` is the payload's JSON (null when it is not JSON).
+pub(crate) fn event_json(
+    key: Option<&str>,
+    subject: Option<&str>,
+    content_type: Option<&str>,
+    data: &[u8],
+) -> serde_json::Value {
+    serde_json::json!({
+        "key": key,
+        "subject": subject,
+        "content_type": content_type,
+        "data": serde_json::from_slice::<serde_json::Value>(data).unwrap_or_default(),
+    })
+}
+
+/// `POST /v1/topics/TOPIC`: one message. Service keys publish to every
+/// topic; public keys and app users as the topic's rule says
+/// (`public-read-write`, or per-user `create` rules).
 pub async fn publish(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
+    Extension(caller): Extension<auth::Caller>,
     Path(topic): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: http::HeaderMap,
@@ -90,6 +111,32 @@ pub async fn publish(
 ) -> Result<(http::StatusCode, Json<Published>), ApiError> {
     let topic = topic_name(&topic)?;
     only_params(&query, &["key", "subject"])?;
+    let refused = || ApiError::NotAllowed(format!("this key may not publish to topic {topic:?}"));
+    match gateway.auth.decide(
+        &caller,
+        &project,
+        domain::ResourceKind::Topic,
+        topic.as_str(),
+        domain::Access::Write,
+    ) {
+        auth::Decision::All => {}
+        auth::Decision::Rules(rules, subject) => {
+            let request = event_json(
+                query.get("key").map(String::as_str),
+                query.get("subject").map(String::as_str),
+                headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|value| value.to_str().ok()),
+                &body,
+            );
+            let now = gateway.clock.now();
+            let (null, op) = (serde_json::Value::Null, auth::rules::Operation::Create);
+            if !rules.allows_with(op, &subject, &null, &request, None, now) {
+                return Err(refused());
+            }
+        }
+        auth::Decision::Paths(..) | auth::Decision::Nothing => return Err(refused()),
+    }
     let key = query.get("key").cloned();
     let subject = query.get("subject").cloned();
     let content_type = headers

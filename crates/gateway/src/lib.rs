@@ -150,12 +150,6 @@ fn control_router(gateway: SharedGateway) -> Router {
             post(events::replay),
         )
         .route("/v1/triggers", get(events::list_triggers))
-        .route(
-            "/v1/topics/{topic}",
-            post(events::publish).layer(axum::extract::DefaultBodyLimit::max(
-                store::events::MAX_EVENT_BYTES,
-            )),
-        )
         .route("/v1/topics/{topic}/_batch", post(events::publish_batch))
         .route("/v1/topics/{topic}/events", get(events::read_topic))
         .route(
@@ -167,14 +161,6 @@ fn control_router(gateway: SharedGateway) -> Router {
         .route("/v1/invocations", get(control::invocations))
         .route("/v1/invocations/{id}", get(events::async_invocation))
         .route("/v1/kv", get(kv::list_stores))
-        .route("/v1/kv/{store}", get(kv::list_keys).delete(kv::drop_store))
-        .route(
-            "/v1/kv/{store}/{*key}",
-            get(kv::get)
-                .put(kv::put)
-                .delete(kv::delete)
-                .post(kv::increment),
-        )
         .route_layer(axum::middleware::from_fn(projects::require_project_access));
     // Data routes: public keys too, each handler asking `authorize`.
     let data_routes = Router::new()
@@ -188,6 +174,20 @@ fn control_router(gateway: SharedGateway) -> Router {
             "/v1/buckets/{bucket}/_access",
             get(objects::get_access).put(objects::set_access),
         )
+        .route("/v1/kv/{store}", get(kv::list_keys).delete(kv::drop_store))
+        // `_access` is a store's rule, not a key (as `_query` is no
+        // document).
+        .route(
+            "/v1/kv/{store}/_access",
+            get(kv::get_access).put(kv::set_access),
+        )
+        .route(
+            "/v1/kv/{store}/{*key}",
+            get(kv::get)
+                .put(kv::put)
+                .delete(kv::delete)
+                .post(kv::increment),
+        )
         .route("/v1/objects/{bucket}", get(objects::list_objects))
         .route(
             "/v1/objects/{bucket}/{*key}",
@@ -195,6 +195,12 @@ fn control_router(gateway: SharedGateway) -> Router {
                 .put(objects::put_object)
                 .delete(objects::delete_object)
                 .post(objects::presign),
+        )
+        .route(
+            "/v1/topics/{topic}",
+            post(events::publish).layer(axum::extract::DefaultBodyLimit::max(
+                store::events::MAX_EVENT_BYTES,
+            )),
         )
         .route("/v1/realtime", get(realtime::realtime))
         .route(

@@ -13,12 +13,13 @@
 //! caller, and its access is checked as for any request.
 use crate::http_util::only_params;
 use crate::projects::{
-    PRESIGN_EXPIRES, PRESIGN_KEY, PRESIGN_SIGNATURE, Scope, authorize, read_rule, require_service,
+    Gate, PRESIGN_EXPIRES, PRESIGN_KEY, PRESIGN_SIGNATURE, Scope, gate, read_rule, require_service,
     write_rule,
 };
 use crate::{ApiError, SharedGateway};
 use api_types::ErrorCode;
 use auth::Caller;
+use auth::rules::Operation;
 use axum::Json;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -83,25 +84,82 @@ fn bucket_name(name: &str) -> Result<BucketName, ApiError> {
         .map_err(|error| ApiError::bad_request(ErrorCode::InvalidName, error.to_string()))
 }
 
-/// The bucket a request names, if the caller may `access` it.
-async fn bucket_for(
+/// The bucket a request names, if the caller may `access` it (some of
+/// its keys, under per-user rules).
+fn bucket_for(
     gateway: &SharedGateway,
     caller: &Caller,
     project: &ProjectId,
     name: &str,
     access: Access,
-) -> Result<BucketName, ApiError> {
+) -> Result<(BucketName, Gate), ApiError> {
     let bucket = bucket_name(name)?;
-    authorize(
+    let gate = gate(
         gateway,
         caller,
         project,
         ResourceKind::Bucket,
         bucket.as_str(),
         access,
-    )
-    .await?;
-    Ok(bucket)
+    )?;
+    Ok((bucket, gate))
+}
+
+/// An object as per-user rules see it (`resource`).
+fn object_json(object: &ObjectMeta) -> serde_json::Value {
+    serde_json::json!({
+        "key": object.key,
+        "size": object.size,
+        "content_type": object.content_type,
+        "etag": object.etag,
+        "metadata": metadata_json(&object.metadata),
+        "last_modified": object.last_modified,
+    })
+}
+
+fn metadata_json(pairs: &[(String, String)]) -> serde_json::Value {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.clone(), serde_json::Value::String(value.clone())))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// The answer to a read the rules refuse: the one a missing object gets,
+/// so that a refusal never tells that the object exists.
+fn hidden(key: &str) -> ApiError {
+    ObjectError::NoSuchKey(key.to_owned()).into()
+}
+
+/// The object a ruled write replaces (`None`: there is none), with the
+/// write's own condition checked against it; the write is then made on
+/// the condition that the object is still the one the rules saw.
+async fn ruled_target(
+    gateway: &SharedGateway,
+    project: &ProjectId,
+    bucket: &BucketName,
+    key: &str,
+    asked: &ObjectCondition,
+) -> Result<(Option<ObjectMeta>, ObjectCondition), ApiError> {
+    let current = match gateway.objects.head(project, bucket, key).await {
+        Ok(object) => Some(object),
+        Err(ObjectError::NoSuchKey(_)) => None,
+        Err(error) => return Err(error.into()),
+    };
+    let holds = match (asked, &current) {
+        (ObjectCondition::Always, _) => true,
+        (ObjectCondition::Absent, current) => current.is_none(),
+        (ObjectCondition::ETag(etag), Some(object)) => *etag == object.etag,
+        (ObjectCondition::ETag(_), None) => false,
+    };
+    if !holds {
+        return Err(ObjectError::PreconditionFailed.into());
+    }
+    let condition = match &current {
+        Some(object) => ObjectCondition::ETag(object.etag.clone()),
+        None => ObjectCondition::Absent,
+    };
+    Ok((current, condition))
 }
 
 fn bucket_info(bucket: Bucket) -> api_types::BucketInfo {
@@ -245,8 +303,12 @@ pub async fn list_objects(
     Path(name): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<api_types::ObjectList>, ApiError> {
-    let name = bucket_for(&gateway, &caller, &project, &name, Access::Read).await?;
+    let (name, gate) = bucket_for(&gateway, &caller, &project, &name, Access::Read)?;
     only_params(&params, &["prefix", "delimiter", "cursor", "limit"])?;
+    gate.allows_listing(
+        params.get("prefix").map_or("", String::as_str),
+        gateway.clock.now(),
+    )?;
     let limit = crate::http_util::page_limit(&params, MAX_LIST, MAX_LIST)?;
     let listing = gateway
         .objects
@@ -314,9 +376,9 @@ pub async fn put_object(
     Path((name, key)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let name = bucket_for(&gateway, &caller, &project, &name, Access::Write).await?;
+    let (name, gate) = bucket_for(&gateway, &caller, &project, &name, Access::Write)?;
     let headers = request.headers();
-    let options = PutOptions {
+    let mut options = PutOptions {
         content_type: headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
@@ -339,6 +401,26 @@ pub async fn put_object(
         condition: write_condition(headers),
         ..PutOptions::default()
     };
+    if let Gate::Paths(..) = gate {
+        let (current, condition) =
+            ruled_target(&gateway, &project, &name, &key, &options.condition).await?;
+        let write = serde_json::json!({
+            "key": key,
+            "size": options.length,
+            "content_type": options.content_type,
+            "metadata": metadata_json(&options.metadata),
+        });
+        let (op, resource) = match &current {
+            Some(object) => (Operation::Update, object_json(object)),
+            None => (Operation::Create, serde_json::Value::Null),
+        };
+        if !gate.allows(op, &key, &resource, &write, gateway.clock.now()) {
+            return Err(ApiError::NotAllowed(format!(
+                "the rules of bucket {name} do not allow this write of {key:?}"
+            )));
+        }
+        options.condition = condition;
+    }
     let body = request.into_body().into_data_stream();
     let object = gateway
         .objects
@@ -433,8 +515,17 @@ pub async fn get_object(
     Path((name, key)): Path<(String, String)>,
     headers: http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    let name = bucket_for(&gateway, &caller, &project, &name, Access::Read).await?;
+    let (name, gate) = bucket_for(&gateway, &caller, &project, &name, Access::Read)?;
     let object = gateway.objects.head(&project, &name, &key).await?;
+    if !gate.allows(
+        Operation::Read,
+        &key,
+        &object_json(&object),
+        &serde_json::Value::Null,
+        gateway.clock.now(),
+    ) {
+        return Err(hidden(&key));
+    }
     let mut response_headers = http::HeaderMap::new();
     object_headers(&object, &mut response_headers);
     let not_modified = headers
@@ -491,10 +582,40 @@ pub async fn delete_object(
     Path((name, key)): Path<(String, String)>,
     headers: http::HeaderMap,
 ) -> Result<http::StatusCode, ApiError> {
-    let name = bucket_for(&gateway, &caller, &project, &name, Access::Write).await?;
+    let (name, gate) = bucket_for(&gateway, &caller, &project, &name, Access::Write)?;
+    let mut condition = write_condition(&headers);
+    if let Gate::Paths(..) = gate {
+        let (current, exact) = ruled_target(&gateway, &project, &name, &key, &condition).await?;
+        let Some(object) = current else {
+            return Err(hidden(&key));
+        };
+        let (resource, now) = (object_json(&object), gateway.clock.now());
+        if !gate.allows(
+            Operation::Delete,
+            &key,
+            &resource,
+            &serde_json::Value::Null,
+            now,
+        ) {
+            // Unless it may read it, the caller learns nothing of it.
+            if !gate.allows(
+                Operation::Read,
+                &key,
+                &resource,
+                &serde_json::Value::Null,
+                now,
+            ) {
+                return Err(hidden(&key));
+            }
+            return Err(ApiError::NotAllowed(format!(
+                "the rules of bucket {name} do not allow deleting {key:?}"
+            )));
+        }
+        condition = exact;
+    }
     gateway
         .objects
-        .delete(&project, &name, &key, write_condition(&headers))
+        .delete(&project, &name, &key, condition)
         .await?;
     Ok(http::StatusCode::NO_CONTENT)
 }
@@ -506,7 +627,7 @@ pub async fn presign(
     State(gateway): State<SharedGateway>,
     Extension(Scope(project)): Extension<Scope>,
     Extension(caller): Extension<Caller>,
-    Path((name, _key)): Path<(String, String)>,
+    Path((name, key)): Path<(String, String)>,
     request: Request,
 ) -> Result<Json<api_types::PresignedUrl>, ApiError> {
     let bucket = bucket_name(&name)?;
@@ -538,15 +659,31 @@ pub async fn presign(
             ));
         }
     };
-    authorize(
+    let gate = gate(
         &gateway,
         &caller,
         &project,
         ResourceKind::Bucket,
         bucket.as_str(),
         access,
-    )
-    .await?;
+    )?;
+    // Under rules, a URL to read is made only for an object the caller
+    // may read now; each use asks the rules again (a write's too, with
+    // what it brings).
+    if let (Gate::Paths(..), Access::Read) = (&gate, access) {
+        let object = gateway.objects.head(&project, &bucket, &key).await?;
+        let resource = object_json(&object);
+        let now = gateway.clock.now();
+        if !gate.allows(
+            Operation::Read,
+            &key,
+            &resource,
+            &serde_json::Value::Null,
+            now,
+        ) {
+            return Err(hidden(&key));
+        }
+    }
     let lifetime = match wanted.expires_in.as_deref() {
         Some(text) => humantime::parse_duration(text)
             .ok()

@@ -212,7 +212,7 @@ fn presigned(request: &Request, now: domain::UnixMillis) -> Option<Result<Presig
 
 /// The signer of a presigned request, if its signature holds.
 async fn presigned_signer(gateway: &SharedGateway, claim: Presigned) -> Result<Caller, ApiError> {
-    gateway
+    let signer = gateway
         .auth
         .verify_presigned(
             &claim.access_key,
@@ -226,7 +226,33 @@ async fn presigned_signer(gateway: &SharedGateway, claim: Presigned) -> Result<C
             ApiError::NotAllowed(
                 "the presigned URL's signature does not match, or its key was revoked".to_owned(),
             )
-        })
+        })?;
+    match signer {
+        auth::Signer::Caller(caller) => Ok(caller),
+        // An app user's URL works while its session does, and the user's
+        // rules are asked again at each use.
+        auth::Signer::User {
+            project,
+            user_id,
+            session_id,
+        } => match gateway
+            .accounts
+            .presigned_identity(
+                &project,
+                &user_id,
+                &session_id,
+                claim.expires,
+                gateway.clock.now(),
+            )
+            .await
+        {
+            Ok(identity) => Ok(Caller::User(identity)),
+            Err(auth::AuthError::Store(error)) => Err(error.into()),
+            Err(_) => Err(ApiError::NotAllowed(
+                "the presigned URL's session has ended".to_owned(),
+            )),
+        },
+    }
 }
 
 /// Rewrites `/v1/projects/NAME/REST` to `/v1/REST` with a [`Scope`] of
@@ -322,6 +348,73 @@ pub async fn authorize(
             "this key may not {verb} {} {name:?}",
             kind.as_str()
         )))
+    }
+}
+
+/// What a caller may do in a bucket or key-value store: everything, or
+/// what its per-user rules allow key by key ([`gate`]).
+pub enum Gate {
+    All,
+    Paths(std::sync::Arc<auth::rules::PathRules>, auth::rules::Subject),
+}
+
+impl Gate {
+    /// Whether the rules (if any) let the caller do `op` on `key`.
+    pub fn allows(
+        &self,
+        op: auth::rules::Operation,
+        key: &str,
+        resource: &serde_json::Value,
+        request: &serde_json::Value,
+        now: domain::UnixMillis,
+    ) -> bool {
+        match self {
+            Gate::All => true,
+            Gate::Paths(rules, subject) => rules.allows(op, subject, key, resource, request, now),
+        }
+    }
+
+    /// Whether the rules (if any) let the caller list the keys under
+    /// `prefix`; the error says what a listing may name.
+    pub fn allows_listing(&self, prefix: &str, now: domain::UnixMillis) -> Result<(), ApiError> {
+        match self {
+            Gate::All => Ok(()),
+            Gate::Paths(rules, subject) => {
+                if rules.allows_listing(subject, prefix, now) {
+                    Ok(())
+                } else {
+                    Err(ApiError::NotAllowed(format!(
+                        "the rules allow no listing of the prefix {prefix:?}: list within a key pattern they cover, like users/UID/"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// Whether `caller` may `access` a bucket or key-value store: all of it,
+/// some keys (per-user rules), or none (an error).
+pub fn gate(
+    gateway: &SharedGateway,
+    caller: &Caller,
+    project: &ProjectId,
+    kind: ResourceKind,
+    name: &str,
+    access: Access,
+) -> Result<Gate, ApiError> {
+    match gateway.auth.decide(caller, project, kind, name, access) {
+        auth::Decision::All => Ok(Gate::All),
+        auth::Decision::Paths(rules, subject) => Ok(Gate::Paths(rules, subject)),
+        auth::Decision::Rules(..) | auth::Decision::Nothing => {
+            let verb = match access {
+                Access::Read => "read",
+                Access::Write => "write",
+            };
+            Err(ApiError::NotAllowed(format!(
+                "this key may not {verb} {} {name:?}",
+                kind.as_str()
+            )))
+        }
     }
 }
 
@@ -426,21 +519,16 @@ pub async fn write_rule(
         .map_err(|error| ApiError::bad_request(ErrorCode::InvalidAccess, error.to_string()))?;
     let invalid = |message: String| ApiError::bad_request(ErrorCode::InvalidAccess, message);
     let rule = match (&setting.rules, setting.access.as_str()) {
-        (Some(rules), "" | "rules") if kind == ResourceKind::Collection => {
-            let source: auth::rules::RuleSource = serde_json::from_value(rules.clone())
-                .map_err(|error| {
-                    invalid(format!(
-                        "rules are an object of CEL expressions by operation (read, list, create, update, delete): {error}"
-                    ))
-                })?;
-            let compiled = auth::rules::RuleSet::compile(source).map_err(invalid)?;
+        (Some(rules), "" | "rules") => {
+            if !rules.is_object() {
+                return Err(invalid(match kind {
+                    ResourceKind::Bucket | ResourceKind::KvStore => "rules are an object of key patterns (like \"users/{uid}/**\"), each an object of CEL expressions by operation (read, list, create, update, delete)".to_owned(),
+                    _ => "rules are an object of CEL expressions by operation (read, list, create, update, delete)".to_owned(),
+                }));
+            }
+            let compiled =
+                auth::rules::Compiled::parse(kind, &rules.to_string()).map_err(invalid)?;
             domain::AccessRule::Custom(compiled.to_text().into())
-        }
-        (Some(_), "" | "rules") => {
-            return Err(invalid(format!(
-                "per-user rules are for collections; a {} takes private, public-read or public-read-write",
-                kind.as_str()
-            )));
         }
         (Some(_), _) => {
             return Err(invalid(

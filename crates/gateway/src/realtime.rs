@@ -540,7 +540,7 @@ fn may_read(
     {
         auth::Decision::All => Some(None),
         auth::Decision::Rules(rules, _) => Some(Some(rules)),
-        auth::Decision::Nothing => None,
+        auth::Decision::Paths(..) | auth::Decision::Nothing => None,
     }
 }
 
@@ -684,6 +684,7 @@ async fn subscription(
         return;
     }
     let mut changes = gateway.auth.changes();
+    let subject = auth::subject(&caller);
     loop {
         let next = tokio::select! {
             next = follower.next() => next,
@@ -735,6 +736,23 @@ async fn subscription(
             return;
         }
         let message = match &target {
+            // Under per-user rules, an event goes to whom its `read` rule
+            // lets receive it.
+            Target::Topic(_)
+                if access.as_ref().is_some_and(|rules| {
+                    let resource = crate::events::event_json(
+                        event.key.as_deref(),
+                        event.subject.as_deref(),
+                        event.content_type.as_deref(),
+                        &event.data,
+                    );
+                    let (null, op) = (Value::Null, auth::rules::Operation::Read);
+                    let now = gateway.clock.now();
+                    !rules.allows_with(op, &subject, &resource, &null, None, now)
+                }) =>
+            {
+                continue;
+            }
             Target::Topic(_) => json!({
                 "type": "event",
                 "id": id,

@@ -29,12 +29,6 @@ fn key_from_row(row: &Row) -> Result<ApiKey> {
     })
 }
 
-const RESOURCE_KINDS: [ResourceKind; 3] = [
-    ResourceKind::Collection,
-    ResourceKind::Bucket,
-    ResourceKind::Topic,
-];
-
 #[store::async_trait]
 impl ProjectStore for PgStore {
     async fn create_project(&self, project: &ProjectId) -> Result<Project, StoreError> {
@@ -208,9 +202,7 @@ impl ProjectStore for PgStore {
                 (row.get(0), row.get(1), row.get(2), row.get(3));
             let parsed = (
                 ProjectId::new(&project).ok(),
-                RESOURCE_KINDS
-                    .into_iter()
-                    .find(|known| known.as_str() == kind),
+                ResourceKind::parse(&kind),
                 AccessRule::parse(&rule),
             );
             let (Some(project), Some(kind), Some(rule)) = parsed else {

@@ -190,13 +190,7 @@ impl ProjectStore for SqliteStore {
                 let (project, kind, name, rule) = row?;
                 let parsed = (
                     ProjectId::new(&project).ok(),
-                    [
-                        ResourceKind::Collection,
-                        ResourceKind::Bucket,
-                        ResourceKind::Topic,
-                    ]
-                    .into_iter()
-                    .find(|known| known.as_str() == kind),
+                    ResourceKind::parse(&kind),
                     AccessRule::parse(&rule),
                 );
                 let (Some(project), Some(kind), Some(rule)) = parsed else {

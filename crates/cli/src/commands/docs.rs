@@ -1,8 +1,7 @@
 use crate::client::Client;
-use anyhow::Context;
 use api_types::{
-    AccessSetting, DocBatchResult, DocCollectionList, DocCount, DocExplain, DocIndex, DocPage,
-    DocWritten, Document,
+    DocBatchResult, DocCollectionList, DocCount, DocExplain, DocIndex, DocPage, DocWritten,
+    Document,
 };
 use serde_json::Value;
 use std::io::Read;
@@ -315,44 +314,7 @@ impl Docs {
                 rules,
             } => {
                 let path = format!("/v1/docs/{collection}/_access");
-                let rules = match rules {
-                    Some(file) => {
-                        let text = std::fs::read_to_string(&file)
-                            .with_context(|| format!("reading {}", file.display()))?;
-                        Some(
-                            serde_json::from_str::<serde_json::Value>(&text)
-                                .with_context(|| format!("{} is not JSON", file.display()))?,
-                        )
-                    }
-                    None => None,
-                };
-                let request = match (rule, rules) {
-                    (Some(rule), _) => {
-                        client
-                            .control(reqwest::Method::PUT, &path)
-                            .json(&AccessSetting {
-                                access: rule,
-                                rules: None,
-                            })
-                    }
-                    (None, Some(rules)) => {
-                        client
-                            .control(reqwest::Method::PUT, &path)
-                            .json(&AccessSetting {
-                                access: "rules".to_owned(),
-                                rules: Some(rules),
-                            })
-                    }
-                    (None, None) => client.control(reqwest::Method::GET, &path),
-                };
-                let setting: AccessSetting = client.json(request).await?;
-                match setting.rules {
-                    Some(rules) => {
-                        println!("{collection}\trules");
-                        println!("{}", serde_json::to_string_pretty(&rules)?);
-                    }
-                    None => println!("{collection}\t{}", setting.access),
-                }
+                super::access::show_or_set(&client, &path, &collection, rule, rules).await?;
             }
             Docs::Index(IndexCommand::Create {
                 collection,

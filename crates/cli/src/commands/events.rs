@@ -57,6 +57,18 @@ pub enum Events {
         #[arg(long)]
         from: String,
     },
+    /// Show or set who besides service keys may use a topic: `private`
+    /// (the default), `public-read` (subscribe), `public-read-write`
+    /// (subscribe and publish), or per-user `--rules FILE`.
+    Access {
+        topic: String,
+        rule: Option<String>,
+        /// Per-user rules instead of a preset: a JSON file with a `read`
+        /// (who receives an event) and a `create` (who publishes) CEL
+        /// expression.
+        #[arg(long, value_name = "FILE", conflicts_with = "rule")]
+        rules: Option<std::path::PathBuf>,
+    },
 }
 
 fn filter_query(function: &Option<String>, trigger: &Option<String>, seq: Option<i64>) -> String {
@@ -76,6 +88,10 @@ fn filter_query(function: &Option<String>, trigger: &Option<String>, seq: Option
 impl Events {
     pub async fn run(self, client: Client) -> anyhow::Result<ExitCode> {
         match self {
+            Events::Access { topic, rule, rules } => {
+                let path = format!("/v1/topics/{topic}/_access");
+                super::access::show_or_set(&client, &path, &topic, rule, rules).await?;
+            }
             Events::Read {
                 topic,
                 since,

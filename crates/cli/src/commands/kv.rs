@@ -42,6 +42,18 @@ pub enum Kv {
         #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
         by: i64,
     },
+    /// Show or set what public keys and app users may do with a store:
+    /// `private` (service keys only, the default), `public-read`,
+    /// `public-read-write`, or per-user `--rules FILE`.
+    Access {
+        store: String,
+        rule: Option<String>,
+        /// Per-user rules instead of a preset: a JSON file of key patterns
+        /// (`users/{uid}/**`), each an object of CEL expressions by
+        /// operation (read, list, create, update, delete).
+        #[arg(long, value_name = "FILE", conflicts_with = "rule")]
+        rules: Option<std::path::PathBuf>,
+    },
 }
 
 fn key_path(store: &str, key: &str) -> String {
@@ -129,6 +141,10 @@ impl Kv {
                     .json(client.control(reqwest::Method::POST, &path))
                     .await?;
                 println!("{}", counter.value);
+            }
+            Kv::Access { store, rule, rules } => {
+                let path = format!("/v1/kv/{store}/_access");
+                super::access::show_or_set(&client, &path, &store, rule, rules).await?;
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 use crate::client::Client;
 use api_types::{
-    AccessSetting, BucketInfo, BucketList, CreateBucket, ObjectInfo, ObjectList, Presign,
-    PresignedUrl, S3Credentials,
+    BucketInfo, BucketList, CreateBucket, ObjectInfo, ObjectList, Presign, PresignedUrl,
+    S3Credentials,
 };
 use futures::StreamExt;
 use std::io::Write;
@@ -59,11 +59,17 @@ pub enum Objects {
         #[arg(long)]
         expires_in: Option<String>,
     },
-    /// Show or set what public keys may do with a bucket: `private`,
-    /// `public-read`, `public-read-write`.
+    /// Show or set what public keys and app users may do with a bucket:
+    /// `private` (service keys only, the default), `public-read`,
+    /// `public-read-write`, or per-user `--rules FILE`.
     Access {
         bucket: String,
         rule: Option<String>,
+        /// Per-user rules instead of a preset: a JSON file of key patterns
+        /// (`users/{uid}/**`), each an object of CEL expressions by
+        /// operation (read, list, create, update, delete).
+        #[arg(long, value_name = "FILE", conflicts_with = "rule")]
+        rules: Option<std::path::PathBuf>,
     },
     /// Print the S3 access key pair of the credential in use, as
     /// environment variables for aws-cli and the AWS SDKs.
@@ -234,21 +240,13 @@ impl Objects {
                 let presigned: PresignedUrl = client.json(request).await?;
                 println!("{}", client.url(&presigned.path));
             }
-            Objects::Access { bucket, rule } => {
+            Objects::Access {
+                bucket,
+                rule,
+                rules,
+            } => {
                 let path = format!("/v1/buckets/{bucket}/_access");
-                let request = match rule {
-                    Some(rule) => {
-                        client
-                            .control(reqwest::Method::PUT, &path)
-                            .json(&AccessSetting {
-                                access: rule,
-                                rules: None,
-                            })
-                    }
-                    None => client.control(reqwest::Method::GET, &path),
-                };
-                let setting: AccessSetting = client.json(request).await?;
-                println!("{bucket}\t{}", setting.access);
+                super::access::show_or_set(&client, &path, &bucket, rule, rules).await?;
             }
             Objects::Credentials => {
                 let credentials: S3Credentials = client

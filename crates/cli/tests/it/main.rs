@@ -15,6 +15,7 @@ mod events;
 mod foreign;
 mod history;
 mod invoke;
+mod key_rules;
 mod kv;
 mod lifecycle;
 mod objects;

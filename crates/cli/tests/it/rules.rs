@@ -13,14 +13,14 @@ const RULES: &str = r#"{
   "delete": "resource.data.owner == auth.uid"
 }"#;
 
-struct App<'a> {
-    server: &'a WokServer,
-    key: String,
+pub(crate) struct App<'a> {
+    pub server: &'a WokServer,
+    pub key: String,
 }
 
 impl App<'_> {
     /// A new user's access token and id.
-    async fn user(&self, email: &str) -> (String, String) {
+    pub async fn user(&self, email: &str) -> (String, String) {
         let session = send(
             http()
                 .post(format!("{}/auth/v1/signup", self.server.url))
@@ -37,7 +37,7 @@ impl App<'_> {
     }
 
     /// A request as supabase-js sends it: the key, and the user's token.
-    fn request(
+    pub fn request(
         &self,
         token: Option<&str>,
         method: reqwest::Method,
