@@ -115,6 +115,13 @@ pub struct InvocationRecord {
     pub init_us: Option<u64>,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// How the caller proved who it is: `none`, `public-key`,
+    /// `service-key`, `admin`, `function` or `user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// The app user that called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -184,6 +184,7 @@ async fn measure(label: &str, function: &Arc<dyn invoke::PreparedFunction>, iter
                 version: 1,
                 trigger: "http",
                 memory_mib: 128,
+                caller: Default::default(),
             },
             None,
             sink.clone(),

@@ -90,6 +90,12 @@ pub struct InvocationRecord {
     pub init_us: Option<u64>,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// How the caller proved who it is (`none`, `public-key`,
+    /// `service-key`, `admin`, `function`, `user`), as the gateway
+    /// verified it; `None` in records from before it was kept.
+    pub auth: Option<String>,
+    /// The signed-in app user that called, if one did.
+    pub user_id: Option<String>,
 }
 
 impl InvocationRecord {

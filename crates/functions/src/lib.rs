@@ -296,6 +296,9 @@ impl Functions {
                 version: deployed.version.version,
                 trigger,
                 memory_mib: deployed.version.config.limits.memory_mib(),
+                // Set by the gateway (or kept by the queue) after every
+                // client-sent `x-wok-*` header was removed.
+                caller: invoke::CallerIdentity::from_headers(request.headers()),
             },
             Some(permit),
             self.records.clone(),

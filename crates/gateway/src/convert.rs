@@ -84,6 +84,8 @@ pub fn record(record: &domain::InvocationRecord) -> api_types::InvocationRecord 
         outcome: record.outcome.code().to_owned(),
         cold: record.cold,
         init_us: record.init_us,
+        auth: record.auth.clone(),
+        user_id: record.user_id.clone(),
         bytes_in: record.bytes_in,
         bytes_out: record.bytes_out,
     }

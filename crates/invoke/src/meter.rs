@@ -48,6 +48,7 @@ pub struct Meter {
     // once the invocation is entirely over.
     permit: Mutex<Option<Permit>>,
     sink: std::sync::Arc<dyn RecordSink>,
+    caller: crate::CallerIdentity,
 }
 
 pub struct MeterInit {
@@ -57,6 +58,8 @@ pub struct MeterInit {
     pub version: u32,
     pub trigger: &'static str,
     pub memory_mib: u64,
+    /// Who called (its record keeps how it proved it and the user id).
+    pub caller: crate::CallerIdentity,
 }
 
 impl Meter {
@@ -83,6 +86,7 @@ impl Meter {
             finish: Mutex::new(None),
             permit: Mutex::new(permit),
             sink,
+            caller: init.caller,
         }
     }
 
@@ -204,6 +208,8 @@ impl Drop for Meter {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            auth: Some(self.caller.auth.as_str().to_owned()),
+            user_id: self.caller.user_id.take(),
         };
         self.sink.record(record);
         drop(self.permit.get_mut().map(Option::take));

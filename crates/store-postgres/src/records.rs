@@ -19,7 +19,8 @@ use tokio_postgres::types::ToSql;
 
 const RECORD_COLUMNS: &str =
     "id, project, function, version, trigger, start, duration_us, billed_ms,
-    memory_mib, peak_memory_bytes, outcome, cold, bytes_in, bytes_out, cpu_us, init_us";
+    memory_mib, peak_memory_bytes, outcome, cold, bytes_in, bytes_out, cpu_us, init_us,
+    auth, user_id";
 
 fn record_from_row(row: &Row) -> Result<InvocationRecord> {
     let outcome: String = row.get(10);
@@ -42,6 +43,8 @@ fn record_from_row(row: &Row) -> Result<InvocationRecord> {
         bytes_out: unsigned(13),
         cpu_us: row.get::<_, Option<i64>>(14).map(|cpu| cpu as u64),
         init_us: row.get::<_, Option<i64>>(15).map(|init| init as u64),
+        auth: row.get(16),
+        user_id: row.get(17),
     })
 }
 
@@ -90,7 +93,8 @@ async fn insert_records(client: &impl GenericClient, records: &[InvocationRecord
             "INSERT INTO invocations ({RECORD_COLUMNS})
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
                  $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[],
-                 $12::bool[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[])
+                 $12::bool[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[],
+                 $17::text[], $18::text[])
              ON CONFLICT (id) DO NOTHING"
         ))
         .await?;
@@ -114,6 +118,14 @@ async fn insert_records(client: &impl GenericClient, records: &[InvocationRecord
                 &column(|record| record.bytes_out as i64),
                 &optional(|record| record.cpu_us.map(|cpu| cpu as i64)),
                 &optional(|record| record.init_us.map(|init| init as i64)),
+                &records
+                    .iter()
+                    .map(|record| record.auth.clone())
+                    .collect::<Vec<_>>(),
+                &records
+                    .iter()
+                    .map(|record| record.user_id.clone())
+                    .collect::<Vec<_>>(),
             ],
         )
         .await?;

@@ -22,6 +22,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "second factors (TOTP) of app users, their challenges, and login tickets",
         FACTORS_AND_TICKETS,
     ),
+    (
+        "invocation records name how the caller proved who it is, and its app user",
+        "ALTER TABLE invocations ADD COLUMN auth TEXT, ADD COLUMN user_id TEXT;",
+    ),
 ];
 
 const FACTORS_AND_TICKETS: &str = r"

@@ -34,6 +34,8 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InvocationRecord>> 
             init_us: row.get::<_, Option<i64>>(15)?.map(|init| init as u64),
             bytes_in: row.get::<_, i64>(12)? as u64,
             bytes_out: row.get::<_, i64>(13)? as u64,
+            auth: row.get(16)?,
+            user_id: row.get(17)?,
         })
     })();
     Ok(record)
@@ -70,8 +72,9 @@ fn filter_clause(
 fn insert_records(connection: &Connection, records: &[InvocationRecord]) -> Result<()> {
     let mut statement = connection.prepare_cached(
         "INSERT OR IGNORE INTO invocations (id, project, function, version, trigger, start, duration_us,
-           billed_ms, memory_mib, peak_memory_bytes, outcome, cold, bytes_in, bytes_out, cpu_us, init_us)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+           billed_ms, memory_mib, peak_memory_bytes, outcome, cold, bytes_in, bytes_out, cpu_us, init_us,
+           auth, user_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     for record in records {
         statement.execute(params![
@@ -91,6 +94,8 @@ fn insert_records(connection: &Connection, records: &[InvocationRecord]) -> Resu
             record.bytes_out as i64,
             record.cpu_us.map(|cpu| cpu as i64),
             record.init_us.map(|init| init as i64),
+            record.auth,
+            record.user_id,
         ])?;
     }
     Ok(())
@@ -134,7 +139,8 @@ impl RecordStore for SqliteStore {
         self.read(move |connection| {
             let mut statement = connection.prepare(&format!(
                 "SELECT id, project, function, version, trigger, start, duration_us, billed_ms, memory_mib,
-                        peak_memory_bytes, outcome, cold, bytes_in, bytes_out, cpu_us, init_us
+                        peak_memory_bytes, outcome, cold, bytes_in, bytes_out, cpu_us, init_us,
+                        auth, user_id
                  FROM invocations WHERE {clause} ORDER BY start DESC, id DESC LIMIT ?"
             ))?;
             let rows =

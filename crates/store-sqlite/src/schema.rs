@@ -63,6 +63,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "second factors (TOTP) of app users, their challenges, and login tickets",
         apply: factors_and_tickets,
     },
+    Migration {
+        what: "invocation records name how the caller proved who it is, and its app user",
+        apply: records_caller,
+    },
 ];
 
 fn factors_and_tickets(connection: &Connection) -> Result<()> {
@@ -197,6 +201,14 @@ fn records_init_time(connection: &Connection) -> Result<()> {
 
 fn logs_instance(connection: &Connection) -> Result<()> {
     connection.execute_batch("ALTER TABLE logs ADD COLUMN instance TEXT")?;
+    Ok(())
+}
+
+fn records_caller(connection: &Connection) -> Result<()> {
+    connection.execute_batch(
+        "ALTER TABLE invocations ADD COLUMN auth TEXT;
+         ALTER TABLE invocations ADD COLUMN user_id TEXT;",
+    )?;
     Ok(())
 }
 

@@ -379,6 +379,58 @@ async fn functions_see_the_verified_caller_and_can_require_a_user() {
     assert_eq!(seen["wit"]["auth"], "user");
     assert_eq!(seen["headers"]["x-wok-user-id"], user_id.as_str());
 
+    // Invocation records keep who called: the user of the synchronous
+    // call to `users`, the key of the calls to `open`.
+    let records = |function: &'static str| {
+        let server = &server;
+        async move {
+            let answer = send(control(
+                server,
+                reqwest::Method::GET,
+                &format!("/v1/projects/shop/invocations?function={function}"),
+            ))
+            .await
+            .json();
+            answer["invocations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    let by_user = wait_for(
+        "the record of the user's call",
+        Duration::from_secs(30),
+        || async {
+            let found = records("users").await;
+            (!found.is_empty()).then_some(found)
+        },
+    )
+    .await;
+    assert_eq!(by_user[0]["auth"], "user", "{by_user:?}");
+    assert_eq!(by_user[0]["user_id"], user_id.as_str());
+    let open = wait_for(
+        "the records of the open calls",
+        Duration::from_secs(30),
+        || async {
+            let found = records("open").await;
+            (found.len() >= 6).then_some(found)
+        },
+    )
+    .await;
+    let kinds: std::collections::BTreeSet<&str> = open
+        .iter()
+        .map(|record| record["auth"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["none", "public-key", "service-key", "user"]
+    );
+    assert!(
+        open.iter()
+            .all(|record| (record["auth"] == "user") == record["user_id"].is_string()),
+        "{open:?}"
+    );
+
     // Refused before the function runs.
     for (function, token, status) in [
         ("users", None, 401),

@@ -55,6 +55,8 @@ pub(crate) fn record(
         init_us: Some(billed_ms * 100),
         bytes_in: 0,
         bytes_out: 0,
+        auth: Some("user".to_owned()),
+        user_id: Some(format!("user-of-{id}")),
     }
 }
 
