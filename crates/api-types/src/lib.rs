@@ -480,6 +480,13 @@ pub struct EventInfo {
     pub data: Option<String>,
     /// ...else base64.
     pub data_base64: Option<String>,
+    /// Who made the write the event logs: `user`, `service-key`,
+    /// `public-key`, `admin`, `function` or `none`...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authtype: Option<String>,
+    /// ...and the user's or key's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authid: Option<String>,
 }
 
 /// A page of a topic's events; `next` (a position) fetches the next.

@@ -122,6 +122,26 @@ impl Caller {
         }
     }
 
+    /// Who the writes this caller makes are for, as change events name
+    /// it (the kinds are those of `invoke::AuthKind`).
+    pub fn actor(&self) -> domain::Actor {
+        let (kind, id) = match self {
+            Caller::Admin => ("admin", None),
+            Caller::Key {
+                kind: KeyKind::Service,
+                id,
+                ..
+            } => ("service-key", Some(id.clone())),
+            Caller::Key { id, .. } => ("public-key", Some(id.clone())),
+            Caller::Function { id, .. } => ("function", Some(id.clone())),
+            Caller::User(identity) => ("user", Some(identity.user_id.clone())),
+        };
+        domain::Actor {
+            kind: kind.to_owned(),
+            id,
+        }
+    }
+
     /// The S3 access key id of this credential.
     pub fn s3_access_key(&self) -> String {
         match self {

@@ -4,6 +4,7 @@
 //! depends on nothing of ours. Types here do not derive serde: the public wire
 //! shapes live in `api-types` and the gateway converts.
 
+pub mod actor;
 mod keys;
 mod names;
 mod records;
@@ -11,6 +12,7 @@ mod size;
 mod spec;
 mod triggers;
 
+pub use actor::Actor;
 pub use keys::{Access, AccessRule, ApiKey, KeyKind, Project, ResourceKind};
 pub use names::{
     BucketName, CollectionName, FunctionName, InvocationId, NameError, ProjectId, StoreName,

@@ -64,6 +64,8 @@ pub(crate) fn event_info(event: &Event) -> EventInfo {
         content_type: event.content_type.clone(),
         data,
         data_base64,
+        authtype: event.actor.as_ref().map(|actor| actor.kind.clone()),
+        authid: event.actor.as_ref().and_then(|actor| actor.id.clone()),
     }
 }
 

@@ -79,8 +79,9 @@ pub async fn authenticate(
                 if request.extensions().get::<Scope>().is_none() {
                     request.extensions_mut().insert(Scope(caller.own_project()));
                 }
+                let actor = caller.actor();
                 request.extensions_mut().insert(caller);
-                next.run(request).await
+                domain::actor::with_actor(actor, next.run(request)).await
             }
             Err(error) => error.into_response(),
         };
@@ -120,8 +121,11 @@ pub async fn authenticate(
             request.extensions_mut().insert(Scope(caller.own_project()));
         }
     }
+    // The writes made for the request name its caller in the change
+    // events they log.
+    let actor = caller.actor();
     request.extensions_mut().insert(caller);
-    next.run(request).await
+    domain::actor::with_actor(actor, next.run(request)).await
 }
 
 /// Whether a bearer token is shaped like a JWT (an app user's access

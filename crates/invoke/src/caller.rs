@@ -106,6 +106,15 @@ impl CallerIdentity {
         }
     }
 
+    /// Who the writes of this caller's invocation are for, as change
+    /// events name it.
+    pub fn actor(&self) -> domain::Actor {
+        domain::Actor {
+            kind: self.auth.as_str().to_owned(),
+            id: self.user_id.clone().or_else(|| self.key_id.clone()),
+        }
+    }
+
     /// The identity the gateway set on a request (none if it set none).
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let text = |name: &str| {

@@ -431,7 +431,9 @@ impl FunctionInner {
 
         let this = self.clone();
         let task_meter = meter.clone();
-        let call: GuestCall = Box::pin(async move {
+        // The guest's writes name its caller in the change events they log.
+        let actor = instance.store.data().caller.actor();
+        let call: GuestCall = Box::pin(domain::actor::with_actor(actor, async move {
             this.metrics.instances_in_flight(1);
             let Handler::P2(proxy) = &instance.handler else {
                 unreachable!("a p2 function has p2 instances")
@@ -461,7 +463,7 @@ impl FunctionInner {
                 this.give_back(instance);
             }
             failure
-        });
+        }));
 
         // The call runs in the caller's task, not a task of its own: most
         // guests answer and return within one poll, and a spawn would cost
@@ -512,7 +514,8 @@ impl FunctionInner {
 
         let this = self.clone();
         let task_meter = meter.clone();
-        let task = tokio::spawn(async move {
+        let actor = instance.store.data().caller.actor();
+        let task = tokio::spawn(domain::actor::with_actor(actor, async move {
             let Handler::P3(service) = &instance.handler else {
                 unreachable!("a p3 function has p3 instances")
             };
@@ -567,7 +570,7 @@ impl FunctionInner {
             }
             drop(task_meter);
             failure
-        });
+        }));
 
         match receiver.await {
             Ok(result) => result,

@@ -33,7 +33,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 const EVENT_COLUMNS: &str =
-    "seq, project, stream, id, type, subject, key, time, content_type, data, origin";
+    "seq, project, stream, id, type, subject, key, time, content_type, data, origin, actor";
 
 /// What a scheduled event's failure row says until it is delivered.
 const SCHEDULED: &str = "scheduled";
@@ -53,11 +53,14 @@ fn event_from_row(row: &Row, at: usize) -> Result<Event> {
         content_type: row.get(at + 8),
         data: row.get(at + 9),
         origin: stored(origin.map(FunctionName::new).transpose())?,
+        actor: row
+            .get::<_, Option<String>>(at + 11)
+            .map(|text| domain::Actor::from_text(&text)),
     })
 }
 
 const FAILURE_COLUMNS: &str = "function, trigger, dead, attempts, next_at, first_failed_at, error, \
-    seq, project, stream, id, type, subject, key, time, content_type, data, origin";
+    seq, project, stream, id, type, subject, key, time, content_type, data, origin, actor";
 
 fn failure_from_row(row: &Row) -> Result<FailedEvent> {
     Ok(FailedEvent {
@@ -85,14 +88,14 @@ async fn insert_failures(
     let statement = client
         .prepare_cached(&format!(
             "INSERT INTO event_failures ({FAILURE_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
              ON CONFLICT (project, function, trigger, seq) DO UPDATE SET
                  dead = excluded.dead, attempts = excluded.attempts, next_at = excluded.next_at,
                  first_failed_at = excluded.first_failed_at, error = excluded.error,
                  stream = excluded.stream, id = excluded.id, type = excluded.type,
                  subject = excluded.subject, key = excluded.key, time = excluded.time,
                  content_type = excluded.content_type, data = excluded.data,
-                 origin = excluded.origin"
+                 origin = excluded.origin, actor = excluded.actor"
         ))
         .await?;
     let statement = &statement;
@@ -120,6 +123,7 @@ async fn insert_failures(
                     &event.content_type,
                     &event.data,
                     &event.origin.as_ref().map(FunctionName::as_str),
+                    &event.actor.as_ref().map(domain::Actor::to_text),
                 ],
             )
             .await

@@ -26,7 +26,7 @@ pub(crate) const WATCHER: &str = "_realtime";
 /// The events a transaction will log, numbered at [`Outbox::write`].
 #[derive(Default)]
 pub(crate) struct Outbox {
-    events: Vec<(ProjectId, NewEvent, UnixMillis)>,
+    events: Vec<(ProjectId, NewEvent, UnixMillis, Option<domain::Actor>)>,
 }
 
 impl Outbox {
@@ -38,7 +38,9 @@ impl Outbox {
     /// Logs `event` with the transaction, with `time` as its time (a
     /// scheduled event's is when it is due).
     pub(crate) fn push_at(&mut self, project: &ProjectId, event: NewEvent, time: UnixMillis) {
-        self.events.push((project.clone(), event, time));
+        // Pushed where the write is asked for: the actor is its caller's.
+        self.events
+            .push((project.clone(), event, time, domain::actor::current_actor()));
     }
 
     /// Logs a change (the outbox pattern): with the transaction of the
@@ -64,7 +66,7 @@ impl Outbox {
         let mut streams: Vec<String> = self
             .events
             .iter()
-            .map(|(project, event, _)| lock_name(project, &event.stream))
+            .map(|(project, event, _, _)| lock_name(project, &event.stream))
             .collect();
         streams.sort();
         streams.dedup();
@@ -92,7 +94,7 @@ impl Outbox {
             .events
             .into_iter()
             .zip(seqs)
-            .map(|((project, event, time), seq)| Event {
+            .map(|((project, event, time, actor), seq)| Event {
                 seq,
                 project,
                 stream: event.stream,
@@ -104,6 +106,7 @@ impl Outbox {
                 content_type: event.content_type,
                 data: event.data,
                 origin: event.origin,
+                actor,
             })
             .collect();
         let column = |field: fn(&Event) -> Option<&str>| -> Vec<Option<&str>> {
@@ -111,10 +114,10 @@ impl Outbox {
         };
         let insert = transaction
             .prepare_cached(
-                "INSERT INTO events (seq, project, stream, id, type, subject, key, time, content_type, data, origin)
+                "INSERT INTO events (seq, project, stream, id, type, subject, key, time, content_type, data, origin, actor)
                  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
                                       $6::text[], $7::text[], $8::bigint[], $9::text[], $10::bytea[],
-                                      $11::text[])",
+                                      $11::text[], $12::text[])",
             )
             .await?;
         transaction
@@ -135,6 +138,10 @@ impl Outbox {
                         .map(|event| event.data.as_slice())
                         .collect::<Vec<_>>(),
                     &column(|event| event.origin.as_ref().map(FunctionName::as_str)),
+                    &written
+                        .iter()
+                        .map(|event| event.actor.as_ref().map(domain::Actor::to_text))
+                        .collect::<Vec<_>>(),
                 ],
             )
             .await?;

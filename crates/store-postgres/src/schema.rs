@@ -26,6 +26,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "invocation records name how the caller proved who it is, and its app user",
         "ALTER TABLE invocations ADD COLUMN auth TEXT, ADD COLUMN user_id TEXT;",
     ),
+    (
+        "events name who the write that logged them was made for",
+        "ALTER TABLE events ADD COLUMN actor TEXT; ALTER TABLE event_failures ADD COLUMN actor TEXT;",
+    ),
 ];
 
 const FACTORS_AND_TICKETS: &str = r"

@@ -34,7 +34,7 @@ pub(crate) fn take_logged() -> Vec<(ProjectId, String)> {
 }
 
 const EVENT_COLUMNS: &str =
-    "seq, project, stream, id, type, subject, key, time, content_type, data, origin";
+    "seq, project, stream, id, type, subject, key, time, content_type, data, origin, actor";
 
 fn corrupt(error: impl std::fmt::Display) -> crate::Error {
     crate::Error(StoreError::Corrupt(error.to_string()))
@@ -57,6 +57,9 @@ fn event_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<Result<Event>> {
             content_type: row.get(at + 8)?,
             data: row.get(at + 9)?,
             origin: origin.map(FunctionName::new).transpose().map_err(corrupt)?,
+            actor: row
+                .get::<_, Option<String>>(at + 11)?
+                .map(|text| domain::Actor::from_text(&text)),
         })
     })();
     Ok(event)
@@ -69,10 +72,13 @@ fn insert_event(
     time: UnixMillis,
 ) -> Result<Event> {
     let id = uuid::Uuid::now_v7().to_string();
+    // The writer runs the write with the actor of whoever asked for it
+    // (`domain::actor::Captured`).
+    let actor = domain::actor::current_actor();
     connection
         .prepare_cached(
-            "INSERT INTO events (project, stream, id, type, subject, key, time, content_type, data, origin)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (project, stream, id, type, subject, key, time, content_type, data, origin, actor)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?
         .execute(params![
             project.as_str(),
@@ -85,6 +91,7 @@ fn insert_event(
             event.content_type,
             event.data,
             event.origin.as_ref().map(FunctionName::as_str),
+            actor.as_ref().map(domain::Actor::to_text),
         ])?;
     touched(project, &event.stream);
     Ok(Event {
@@ -99,6 +106,7 @@ fn insert_event(
         content_type: event.content_type,
         data: event.data,
         origin: event.origin,
+        actor,
     })
 }
 
@@ -276,7 +284,7 @@ pub(crate) fn subscriptions(
 }
 
 const FAILURE_COLUMNS: &str = "function, trigger, dead, attempts, next_at, first_failed_at, error, \
-    seq, project, stream, id, type, subject, key, time, content_type, data, origin";
+    seq, project, stream, id, type, subject, key, time, content_type, data, origin, actor";
 
 fn failure_from_row(row: &Row<'_>) -> rusqlite::Result<Result<FailedEvent>> {
     let function: String = row.get(0)?;
@@ -305,7 +313,7 @@ fn insert_failure(
     connection
         .prepare_cached(&format!(
             "INSERT OR REPLACE INTO event_failures ({FAILURE_COLUMNS})
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))?
         .execute(params![
             failed.function.as_str(),
@@ -326,6 +334,7 @@ fn insert_failure(
             event.content_type,
             event.data,
             event.origin.as_ref().map(FunctionName::as_str),
+            event.actor.as_ref().map(domain::Actor::to_text),
         ])?;
     Ok(())
 }

@@ -67,6 +67,10 @@ const MIGRATIONS: &[Migration] = &[
         what: "invocation records name how the caller proved who it is, and its app user",
         apply: records_caller,
     },
+    Migration {
+        what: "events name who the write that logged them was made for",
+        apply: events_actor,
+    },
 ];
 
 fn factors_and_tickets(connection: &Connection) -> Result<()> {
@@ -208,6 +212,14 @@ fn records_caller(connection: &Connection) -> Result<()> {
     connection.execute_batch(
         "ALTER TABLE invocations ADD COLUMN auth TEXT;
          ALTER TABLE invocations ADD COLUMN user_id TEXT;",
+    )?;
+    Ok(())
+}
+
+fn events_actor(connection: &Connection) -> Result<()> {
+    connection.execute_batch(
+        "ALTER TABLE events ADD COLUMN actor TEXT;
+         ALTER TABLE event_failures ADD COLUMN actor TEXT;",
     )?;
     Ok(())
 }

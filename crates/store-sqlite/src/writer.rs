@@ -266,6 +266,10 @@ impl Writer {
         F: FnOnce(&mut Transaction<'_>) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = futures_channel::oneshot::channel();
+        // The change events the work logs name the actor of the caller
+        // that asked for it, not of the writer thread.
+        let actor = domain::actor::Captured::now();
+        let work = move |transaction: &mut Transaction<'_>| actor.enter(|| work(transaction));
         let job = Box::new(TransactionWrite(Typed {
             stage: Stage::Transaction,
             work: Some(work),

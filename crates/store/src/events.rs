@@ -102,6 +102,8 @@ pub struct Event {
     pub content_type: Option<String>,
     pub data: Vec<u8>,
     pub origin: Option<FunctionName>,
+    /// Who the write that logged it was made for (`domain::actor`).
+    pub actor: Option<domain::Actor>,
 }
 
 /// A function trigger reading a stream.

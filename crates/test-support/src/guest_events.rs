@@ -15,6 +15,10 @@ pub struct Received {
     pub content_type: String,
     /// CloudEvents' `time`.
     pub time: String,
+    /// Who made the write the event logs (`ce-authtype`, `ce-authid`;
+    /// empty when the event names nobody).
+    pub auth_type: String,
+    pub auth_id: String,
     pub body: String,
 }
 
@@ -31,7 +35,7 @@ pub async fn received(server: &impl Endpoint, id: &str) -> Option<Received> {
     }
     assert_eq!(answer.status, 200, "{}", answer.text());
     let text = answer.text();
-    let mut lines = text.splitn(8, '\n');
+    let mut lines = text.splitn(10, '\n');
     let mut next = || lines.next().unwrap_or_default().to_owned();
     Some(Received {
         attempt: next().parse().expect("an attempt number"),
@@ -41,6 +45,8 @@ pub async fn received(server: &impl Endpoint, id: &str) -> Option<Received> {
         key: next(),
         content_type: next(),
         time: next(),
+        auth_type: next(),
+        auth_id: next(),
         body: next(),
     })
 }

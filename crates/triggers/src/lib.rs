@@ -148,6 +148,13 @@ fn rfc3339(millis: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The CloudEvents extension attributes that say who made the write an
+/// event logs (as Firebase's `authtype` and `authid`): how it proved who
+/// it is (`user`, `service-key`, `public-key`, `admin`, `function`,
+/// `none`), and the user's or key's id.
+const AUTH_TYPE: &str = "authtype";
+const AUTH_ID: &str = "authid";
+
 /// An event in CloudEvents' JSON format (for batches).
 fn structured(event: &Event) -> serde_json::Value {
     let mut json = serde_json::json!({
@@ -165,6 +172,12 @@ fn structured(event: &Event) -> serde_json::Value {
     }
     if let Some(content_type) = &event.content_type {
         json["datacontenttype"] = content_type.clone().into();
+    }
+    if let Some(actor) = &event.actor {
+        json[AUTH_TYPE] = actor.kind.clone().into();
+        if let Some(id) = &actor.id {
+            json[AUTH_ID] = id.clone().into();
+        }
     }
     let is_json = event
         .content_type
@@ -209,6 +222,12 @@ fn request(
             }
             if let Some(key) = &event.key {
                 builder = builder.header("ce-partitionkey", key);
+            }
+            if let Some(actor) = &event.actor {
+                builder = builder.header(format!("ce-{AUTH_TYPE}"), &actor.kind);
+                if let Some(id) = &actor.id {
+                    builder = builder.header(format!("ce-{AUTH_ID}"), id);
+                }
             }
             if let Some(content_type) = &event.content_type {
                 builder = builder.header(http::header::CONTENT_TYPE, content_type);

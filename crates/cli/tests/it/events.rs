@@ -639,3 +639,63 @@ async fn asynchronous_requests_are_bounded_and_idempotency_keys_belong_to_their_
         changed.text()
     );
 }
+
+#[tokio::test]
+async fn change_events_name_who_made_the_write() {
+    let server = server();
+    let key = server
+        .cli_ok(&["keys", "create", "--kind", "public"])
+        .trim()
+        .to_owned();
+    let app = crate::rules::App {
+        server: &server,
+        key,
+    };
+    let rules = send(
+        control(&server, reqwest::Method::PUT, "/v1/docs/notes/_access")
+            .json(&json!({"rules": {"create": "auth.uid != null"}})),
+    )
+    .await;
+    assert_eq!(rules.status, 200, "{}", rules.text());
+    deploy(
+        &server,
+        "watcher",
+        guests::EVENTS,
+        &["--trigger", "docs=notes"],
+    );
+    deploy(&server, "writer", guests::DOCS, &[]);
+    let (ann, ann_id) = app.user("ann@example.com").await;
+
+    // Ann writes over REST, then through a function she calls; the
+    // service side writes too.
+    let rest = app
+        .request(Some(&ann), reqwest::Method::POST, "/v1/docs/notes")
+        .json(&json!({"by": "rest"}));
+    assert_eq!(send(rest).await.status, 201);
+    let through = send(
+        http()
+            .post(format!("{}/fn/writer/notes", server.url))
+            .bearer_auth(&ann)
+            .body(r#"{"by": "function"}"#),
+    )
+    .await;
+    assert_eq!(through.status, 200, "{}", through.text());
+    let service = send(
+        control(&server, reqwest::Method::POST, "/v1/docs/notes").json(&json!({"by": "admin"})),
+    )
+    .await;
+    assert_eq!(service.status, 201);
+
+    deliveries(&server, 3).await;
+    let mut seen = std::collections::BTreeMap::new();
+    for (id, _, _) in delivery_log(&server).await {
+        let received = delivered(&server, &id).await;
+        let change: Value = serde_json::from_str(&received.body).unwrap();
+        let by = change["after"]["by"].as_str().unwrap().to_owned();
+        seen.insert(by, (received.auth_type, received.auth_id));
+    }
+    let user = ("user".to_owned(), ann_id.clone());
+    assert_eq!(seen["rest"], user);
+    assert_eq!(seen["function"], user);
+    assert_eq!(seen["admin"], ("admin".to_owned(), String::new()));
+}

@@ -2,7 +2,8 @@
 //! key-value store `received`, so tests can check what arrived, how often
 //! and in which order:
 //! - `received/<ce-id>`: `attempt`, `type`, `source`, `subject`,
-//!   `partitionkey`, `content-type`, `time` and the body, one a line;
+//!   `partitionkey`, `content-type`, `time`, `authtype`, `authid` and the
+//!   body, one a line;
 //! - `received/log-<n>` (n counts deliveries from 1, zero-padded):
 //!   `<ce-id> <partitionkey> <body>`; `received/count` is n.
 //!
@@ -78,6 +79,8 @@ async fn main(mut request: Request<Body>) -> wstd::http::Result<Response<Body>> 
     let key = header("ce-partitionkey");
     let content_type = header("content-type");
     let time = header("ce-time");
+    let auth_type = header("ce-authtype");
+    let auth_id = header("ce-authid");
     let attempt: u64 = header("ce-wokattempt").parse().unwrap_or(0);
     let body = request.body_mut().contents().await?.to_vec();
     let text = String::from_utf8_lossy(&body).into_owned();
@@ -150,7 +153,7 @@ async fn main(mut request: Request<Body>) -> wstd::http::Result<Response<Body>> 
     };
     let name = if id.is_empty() { "batch".to_owned() } else { id.clone() };
     let record =
-        format!("{attempt}\n{kind}\n{source}\n{subject}\n{key}\n{content_type}\n{time}\n{text}");
+        format!("{attempt}\n{kind}\n{source}\n{subject}\n{key}\n{content_type}\n{time}\n{auth_type}\n{auth_id}\n{text}");
     let logged = received
         .set(&name, record.as_bytes())
         .and_then(|()| atomics::increment(&received, "count", 1))
