@@ -950,6 +950,87 @@ async fn a_code_dies_after_five_wrong_tries_and_at_its_expiry() {
     assert_eq!(verify(code_of(&mail)).await.status, 403, "an expired code");
 }
 
+/// The median of some durations.
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+#[tokio::test]
+async fn known_and_unknown_addresses_take_the_same_time() {
+    let server = server();
+    project_with_public_key(&server, "shop").await;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    configure(
+        &server,
+        "shop",
+        json!({"smtp": {"host": "127.0.0.1", "port": silent_port, "tls": "none",
+                        "from": "no-reply@shop.example"},
+               "email_confirmation": true, "emails_per_recipient_per_hour": 1000,
+               "emails_per_address_per_hour": 1000, "new_users_per_address_per_hour": 1000}),
+    )
+    .await;
+    let known = "ann@example.com";
+    let signed_up = post(
+        &server,
+        "shop",
+        "/signup",
+        json!({"email": known, "password": "a long passphrase"}),
+    )
+    .await;
+    assert_eq!(signed_up.status, 200, "{}", signed_up.text());
+
+    // Known and unknown addresses, one after the other, many times: the
+    // medians differ by less than what a password hash, a store write or a
+    // mail would add to one side only (an argon2 hash here takes tens of
+    // milliseconds).
+    let timed = |route: &'static str, body: Value| {
+        let server = &server;
+        async move {
+            let started = std::time::Instant::now();
+            let answer = post(server, "shop", route, body).await;
+            assert_eq!(answer.status, 200, "{route}: {}", answer.text());
+            started.elapsed()
+        }
+    };
+    for (route, known_body, unknown_body) in [
+        (
+            "/recover",
+            json!({"email": known}),
+            json!({"email": "nobody@example.com"}),
+        ),
+        (
+            "/otp",
+            json!({"email": known, "create_user": false}),
+            json!({"email": "nobody@example.com", "create_user": false}),
+        ),
+        (
+            "/signup",
+            json!({"email": known, "password": "another long passphrase"}),
+            Value::Null,
+        ),
+    ] {
+        let (mut on_known, mut on_unknown) = (Vec::new(), Vec::new());
+        for round in 0..15 {
+            let unknown_body = if unknown_body.is_null() {
+                json!({"email": format!("new-{round}@example.com"), "password": "another long passphrase"})
+            } else {
+                unknown_body.clone()
+            };
+            on_known.push(timed(route, known_body.clone()).await);
+            on_unknown.push(timed(route, unknown_body).await);
+        }
+        let (known_time, unknown_time) = (median(on_known), median(on_unknown));
+        let gap = known_time.abs_diff(unknown_time);
+        let allowed = Duration::from_millis(5).max(known_time.max(unknown_time) / 2);
+        assert!(
+            gap <= allowed,
+            "{route}: a known address takes {known_time:?}, an unknown one {unknown_time:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn unknown_addresses_are_answered_like_known_ones_before_any_mail_goes() {
     let server = server();
