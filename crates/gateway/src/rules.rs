@@ -1,19 +1,23 @@
 //! `POST /v1/rules/_test`: a per-user rule set tried on sample requests,
 //! without touching any data (service key or admin; `wok rules test`).
-//! Each case names an operation, the caller (`auth`: `uid`, `aal`,
-//! `anonymous`, `claims`; null or absent: a public key without a user),
-//! the stored document (`resource`: `{id, data}`), the written one
-//! (`request`: `{data}`) and optionally the time (`now`, RFC 3339). For
-//! `list`, the answer also gives the filter the rule adds to queries for
-//! that caller, and whether the sample document passes it, which must be
-//! what the rule says of it.
+//! `kind` says what the rules are for: `collection` (the default),
+//! `bucket`, `kv` or `topic`. Each case names an operation, the caller
+//! (`auth`: `uid`, `aal`, `anonymous`, `claims`; null or absent: a public
+//! key without a user), what is stored (`resource`: for a collection
+//! `{id, data}`), what a write brings (`request`: for a collection
+//! `{data}`), for a bucket or store the `key` (or, for `list`, the
+//! `prefix`), and optionally the time (`now`, RFC 3339). For a
+//! collection's `list`, the answer also gives the filter the rule adds to
+//! queries for that caller, and whether the sample document passes it,
+//! which must be what the rule says of it.
 use crate::projects::{Scope, require_service};
 use crate::{ApiError, SharedGateway};
 use api_types::ErrorCode;
 use auth::Caller;
-use auth::rules::{Operation, Resource, RuleSet, RuleSource, Subject};
+use auth::rules::{Compiled, Operation, Resource, Subject};
 use axum::Json;
 use axum::extract::{Extension, State};
+use domain::ResourceKind;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -23,7 +27,9 @@ const MAX_CASES: usize = 1000;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleTest {
-    rules: RuleSource,
+    #[serde(default)]
+    kind: Option<String>,
+    rules: Value,
     cases: Vec<Case>,
 }
 
@@ -36,9 +42,13 @@ struct Case {
     #[serde(default)]
     auth: Option<CaseAuth>,
     #[serde(default)]
-    resource: Option<CaseDocument>,
+    resource: Option<Value>,
     #[serde(default)]
-    request: Option<CaseRequest>,
+    request: Option<Value>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    prefix: Option<String>,
     #[serde(default)]
     now: Option<String>,
     #[serde(default)]
@@ -93,7 +103,21 @@ pub async fn test(
     if test.cases.len() > MAX_CASES {
         return Err(invalid(format!("at most {MAX_CASES} cases at once")));
     }
-    let rules = RuleSet::compile(test.rules).map_err(invalid)?;
+    let kind = match test.kind.as_deref().unwrap_or("collection") {
+        "collection" => ResourceKind::Collection,
+        "bucket" => ResourceKind::Bucket,
+        "kv" => ResourceKind::KvStore,
+        "topic" => ResourceKind::Topic,
+        other => {
+            return Err(invalid(format!(
+                "kind {other:?} is not collection, bucket, kv or topic"
+            )));
+        }
+    };
+    if !test.rules.is_object() {
+        return Err(invalid("rules are a JSON object".to_owned()));
+    }
+    let compiled = Compiled::parse(kind, &test.rules.to_string()).map_err(invalid)?;
     let mut results = Vec::with_capacity(test.cases.len());
     let mut failed = 0;
     for (n, case) in test.cases.into_iter().enumerate() {
@@ -117,23 +141,56 @@ pub async fn test(
             anonymous: auth.anonymous,
             claims: auth.claims,
         });
-        let resource = case.resource.as_ref().map(|document| Resource {
-            id: &document.id,
-            data: &document.data,
-            version: document.version,
-        });
+        let (resource, request) = (
+            case.resource.unwrap_or(Value::Null),
+            case.request.unwrap_or(Value::Null),
+        );
+        let rules = match &compiled {
+            Compiled::Paths(rules) => {
+                let allowed = if op == Operation::List {
+                    rules.allows_listing(&subject, case.prefix.as_deref().unwrap_or(""), now)
+                } else {
+                    let key = case.key.as_deref().ok_or_else(|| {
+                        invalid(format!(
+                            "case {n}: a bucket's or store's case names its key"
+                        ))
+                    })?;
+                    rules.allows(op, &subject, key, &resource, &request, now)
+                };
+                results.push(verdict(case.name, op, allowed, case.expect, &mut failed));
+                continue;
+            }
+            Compiled::Set(rules) if kind == ResourceKind::Topic => {
+                let allowed = rules.allows_with(op, &subject, &resource, &request, None, now);
+                results.push(verdict(case.name, op, allowed, case.expect, &mut failed));
+                continue;
+            }
+            Compiled::Set(rules) => rules,
+        };
+        let resource: Option<CaseDocument> = (!resource.is_null())
+            .then(|| serde_json::from_value(resource))
+            .transpose()
+            .map_err(|error| invalid(format!("case {n}: resource is {{id, data}}: {error}")))?;
+        let request: Option<CaseRequest> = (!request.is_null())
+            .then(|| serde_json::from_value(request))
+            .transpose()
+            .map_err(|error| invalid(format!("case {n}: request is {{data}}: {error}")))?;
         let allowed = rules.allows(
             op,
             &subject,
-            resource,
-            case.request.as_ref().map(|request| &request.data),
+            resource.as_ref().map(|document| Resource {
+                id: &document.id,
+                data: &document.data,
+                version: document.version,
+            }),
+            request.as_ref().map(|request| &request.data),
             now,
         );
         let mut result = json!({ "name": case.name, "op": op.as_str(), "allowed": allowed });
         let mut ok = case.expect.is_none_or(|expected| expected == allowed);
         if op == Operation::List {
             let filter = rules.list_filter(&subject, now);
-            if let Some(document) = &case.resource {
+            if let Some(document) = &resource {
                 let passes = match &filter {
                     None => true,
                     Some(filter) => store::docs::parse_query(&json!({ "where": filter }))
@@ -153,4 +210,21 @@ pub async fn test(
         results.push(result);
     }
     Ok(Json(json!({ "results": results, "failed": failed })))
+}
+
+/// A case's result, without a list filter.
+fn verdict(
+    name: Option<String>,
+    op: Operation,
+    allowed: bool,
+    expect: Option<bool>,
+    failed: &mut usize,
+) -> Value {
+    let ok = expect.is_none_or(|expected| expected == allowed);
+    *failed += usize::from(!ok);
+    let mut result = json!({ "name": name, "op": op.as_str(), "allowed": allowed, "ok": ok });
+    if let Some(expected) = expect {
+        result["expected"] = expected.into();
+    }
+    result
 }

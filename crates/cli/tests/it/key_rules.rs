@@ -405,6 +405,70 @@ async fn app_users_reach_only_their_own_keys_under_store_rules() {
 }
 
 #[tokio::test]
+async fn bucket_and_topic_rules_are_tried_on_samples() {
+    let server = server();
+    let own = "auth.uid == path.uid";
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let run = |test: Value| {
+        std::fs::write(file.path(), test.to_string()).unwrap();
+        server.cli(&["rules", "test", file.path().to_str().unwrap()])
+    };
+    let bucket = json!({
+        "kind": "bucket",
+        "rules": {"users/{uid}/**": {"read": own, "list": own,
+                                     "create": format!("{own} && request.size <= 10")}},
+        "cases": [
+            {"name": "owner reads", "op": "read", "auth": {"uid": "u1"},
+             "key": "users/u1/a.png", "resource": {"size": 1}, "expect": true},
+            {"name": "stranger reads", "op": "read", "auth": {"uid": "u2"},
+             "key": "users/u1/a.png", "resource": {"size": 1}, "expect": false},
+            {"name": "too large", "op": "create", "auth": {"uid": "u1"},
+             "key": "users/u1/b.png", "request": {"size": 11}, "expect": false},
+            {"name": "owner lists", "op": "list", "auth": {"uid": "u1"},
+             "prefix": "users/u1/", "expect": true},
+            {"name": "lists everyone", "op": "list", "auth": {"uid": "u1"},
+             "prefix": "users/", "expect": false},
+        ],
+    });
+    let output = run(bucket.clone());
+    assert!(output.success(), "{}", output.stdout());
+    assert_eq!(
+        output
+            .stdout()
+            .lines()
+            .filter(|line| line.starts_with("ok"))
+            .count(),
+        5
+    );
+    let mut wrong = bucket;
+    wrong["cases"][4]["expect"] = json!(true);
+    let failed = run(wrong);
+    assert!(!failed.success());
+    assert!(
+        failed.stdout().contains("FAIL lists everyone"),
+        "{}",
+        failed.stdout()
+    );
+    let topic = run(json!({
+        "kind": "topic",
+        "rules": {"read": "resource.data.to == auth.uid"},
+        "cases": [
+            {"op": "read", "auth": {"uid": "u1"}, "resource": {"data": {"to": "u1"}}, "expect": true},
+            {"op": "read", "auth": {"uid": "u2"}, "resource": {"data": {"to": "u1"}}, "expect": false},
+        ],
+    }));
+    assert!(topic.success(), "{}", topic.stdout());
+    // A topic takes no list rule; a bucket case names its key.
+    let refused = run(json!({"kind": "topic", "rules": {"list": "true"}, "cases": []}));
+    assert!(!refused.success());
+    let keyless = run(
+        json!({"kind": "bucket", "rules": {"a/**": {"read": "true"}},
+                             "cases": [{"op": "read"}]}),
+    );
+    assert!(!keyless.success());
+}
+
+#[tokio::test]
 async fn topic_rules_decide_who_publishes_and_who_receives_each_event() {
     let server = server();
     let app = shop(&server);
