@@ -61,15 +61,11 @@ async fn collection_for(
     ) {
         Decision::All => Ok((collection, Grant::All)),
         Decision::Rules(rules, subject) => Ok((collection, Grant::Rules(rules, subject))),
-        Decision::Paths(..) | Decision::Nothing => {
-            let verb = match access {
-                Access::Read => "read",
-                Access::Write => "write",
-            };
-            Err(ApiError::NotAllowed(format!(
-                "this key may not {verb} collection {name:?}"
-            )))
-        }
+        Decision::Paths(..) | Decision::Nothing => Err(crate::projects::not_allowed(
+            ResourceKind::Collection,
+            name,
+            access,
+        )),
     }
 }
 

@@ -188,14 +188,7 @@ pub async fn get(
         .get(&project, &store, &key)
         .await?
         .ok_or_else(|| missing(&key))?;
-    let now = gateway.clock.now();
-    if !gate.allows(
-        Operation::Read,
-        &key,
-        &entry_json(&key, &entry),
-        &Value::Null,
-        now,
-    ) {
+    if !gate.may_read(&key, &entry_json(&key, &entry), gateway.clock.now()) {
         return Err(missing(&key));
     }
     let mut response = entry.value.into_response();
@@ -289,7 +282,7 @@ pub async fn delete(
         let entry = current.ok_or_else(|| missing(&key))?;
         let (resource, now) = (entry_json(&key, &entry), gateway.clock.now());
         if !gate.allows(Operation::Delete, &key, &resource, &Value::Null, now) {
-            if !gate.allows(Operation::Read, &key, &resource, &Value::Null, now) {
+            if !gate.may_read(&key, &resource, now) {
                 return Err(missing(&key));
             }
             return Err(ApiError::NotAllowed(format!(

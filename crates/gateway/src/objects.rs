@@ -517,13 +517,7 @@ pub async fn get_object(
 ) -> Result<Response, ApiError> {
     let (name, gate) = bucket_for(&gateway, &caller, &project, &name, Access::Read)?;
     let object = gateway.objects.head(&project, &name, &key).await?;
-    if !gate.allows(
-        Operation::Read,
-        &key,
-        &object_json(&object),
-        &serde_json::Value::Null,
-        gateway.clock.now(),
-    ) {
+    if !gate.may_read(&key, &object_json(&object), gateway.clock.now()) {
         return Err(hidden(&key));
     }
     let mut response_headers = http::HeaderMap::new();
@@ -598,13 +592,7 @@ pub async fn delete_object(
             now,
         ) {
             // Unless it may read it, the caller learns nothing of it.
-            if !gate.allows(
-                Operation::Read,
-                &key,
-                &resource,
-                &serde_json::Value::Null,
-                now,
-            ) {
+            if !gate.may_read(&key, &resource, now) {
                 return Err(hidden(&key));
             }
             return Err(ApiError::NotAllowed(format!(
@@ -672,15 +660,7 @@ pub async fn presign(
     // what it brings).
     if let (Gate::Paths(..), Access::Read) = (&gate, access) {
         let object = gateway.objects.head(&project, &bucket, &key).await?;
-        let resource = object_json(&object);
-        let now = gateway.clock.now();
-        if !gate.allows(
-            Operation::Read,
-            &key,
-            &resource,
-            &serde_json::Value::Null,
-            now,
-        ) {
+        if !gate.may_read(&key, &object_json(&object), gateway.clock.now()) {
             return Err(hidden(&key));
         }
     }

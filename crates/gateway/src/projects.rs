@@ -344,15 +344,20 @@ pub async fn authorize(
     if gateway.auth.allows(caller, project, kind, name, access) {
         Ok(())
     } else {
-        let verb = match access {
-            Access::Read => "read",
-            Access::Write => "write",
-        };
-        Err(ApiError::NotAllowed(format!(
-            "this key may not {verb} {} {name:?}",
-            kind.as_str()
-        )))
+        Err(not_allowed(kind, name, access))
     }
+}
+
+/// The refusal of `access` to a resource.
+pub fn not_allowed(kind: ResourceKind, name: &str, access: Access) -> ApiError {
+    let verb = match access {
+        Access::Read => "read",
+        Access::Write => "write",
+    };
+    ApiError::NotAllowed(format!(
+        "this key may not {verb} {} {name:?}",
+        kind.as_str()
+    ))
 }
 
 /// What a caller may do in a bucket or key-value store: everything, or
@@ -376,6 +381,23 @@ impl Gate {
             Gate::All => true,
             Gate::Paths(rules, subject) => rules.allows(op, subject, key, resource, request, now),
         }
+    }
+
+    /// Whether the rules (if any) let the caller read `key`, stored as
+    /// `resource`.
+    pub fn may_read(
+        &self,
+        key: &str,
+        resource: &serde_json::Value,
+        now: domain::UnixMillis,
+    ) -> bool {
+        self.allows(
+            auth::rules::Operation::Read,
+            key,
+            resource,
+            &serde_json::Value::Null,
+            now,
+        )
     }
 
     /// Whether the rules (if any) let the caller list the keys under
@@ -409,16 +431,7 @@ pub fn gate(
     match gateway.auth.decide(caller, project, kind, name, access) {
         auth::Decision::All => Ok(Gate::All),
         auth::Decision::Paths(rules, subject) => Ok(Gate::Paths(rules, subject)),
-        auth::Decision::Rules(..) | auth::Decision::Nothing => {
-            let verb = match access {
-                Access::Read => "read",
-                Access::Write => "write",
-            };
-            Err(ApiError::NotAllowed(format!(
-                "this key may not {verb} {} {name:?}",
-                kind.as_str()
-            )))
-        }
+        auth::Decision::Rules(..) | auth::Decision::Nothing => Err(not_allowed(kind, name, access)),
     }
 }
 
