@@ -13,8 +13,16 @@
 //! Second factors are GoTrue's `/factors` routes (supabase-js's
 //! `auth.mfa`), and a user lists its factors in `factors`; login tickets
 //! are wok's own (`/admin/tickets`, `grant_type=ticket`).
+//!
+//! Sign-in with an OpenID Connect provider is GoTrue's `/authorize`
+//! (which answers 302 to the provider), `/callback` (the provider's
+//! answer: 302 to the client's `redirect_to` with `?code=`, or with the
+//! session in the fragment for the implicit flow, or with `error`,
+//! `error_code` and `error_description`) and `grant_type=pkce`.
 use crate::SharedGateway;
-use auth::accounts::{Attempt, Issued, Links, LogoutScope, SignedUp, UserChange, VerifyKind};
+use auth::accounts::{
+    Attempt, Issued, Links, LogoutScope, ProviderOutcome, SignedUp, UserChange, VerifyKind,
+};
 use auth::{AccountError, AuthError, Caller, Identity};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -26,7 +34,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use store::accounts::{Factor, User};
+use store::accounts::{Factor, LinkedIdentity, User};
 
 /// The API version GoTrue's clients read error codes by.
 const API_VERSION: &str = "2024-01-01";
@@ -115,6 +123,13 @@ impl From<AccountError> for GoTrueError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "mfa_factor_name_conflict")
             }
             AccountError::TicketInvalid => (StatusCode::FORBIDDEN, "invalid_ticket"),
+            AccountError::ProviderUnknown(_) => (StatusCode::BAD_REQUEST, "validation_failed"),
+            AccountError::Provider(_) => (StatusCode::BAD_GATEWAY, "unexpected_failure"),
+            AccountError::ProviderRefused(_) => (StatusCode::BAD_REQUEST, "bad_oauth_callback"),
+            AccountError::IdTokenInvalid(_) => (StatusCode::BAD_REQUEST, "bad_oauth_callback"),
+            AccountError::AccountExists(_) => (StatusCode::UNPROCESSABLE_ENTITY, "email_exists"),
+            AccountError::FlowStateInvalid => (StatusCode::BAD_REQUEST, "flow_state_not_found"),
+            AccountError::BadCodeVerifier => (StatusCode::BAD_REQUEST, "bad_code_verifier"),
             AccountError::EmailRateLimited(wait) => {
                 let mut error = GoTrueError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -173,6 +188,8 @@ pub(crate) fn routes(gateway: SharedGateway) -> Router {
         .route("/signup", post(sign_up))
         .route("/otp", post(otp))
         .route("/verify", get(verify_link).post(verify))
+        .route("/authorize", get(authorize))
+        .route("/callback", get(callback))
         .route("/recover", post(recover))
         .route("/resend", post(resend))
         .route("/admin/generate_link", post(admin_generate_link))
@@ -385,6 +402,35 @@ fn time(millis: i64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// A user as GoTrue shows it, with its identities at providers (and its
+/// email identity if it signs in by email too).
+fn user_with_identities(user: &User, linked: &[LinkedIdentity]) -> Value {
+    let mut shown = user_json(user);
+    if linked.is_empty() {
+        return shown;
+    }
+    let mut identities: Vec<Value> = if user.password_hash.is_some() {
+        shown["identities"].as_array().cloned().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    identities.extend(linked.iter().map(|identity| {
+        json!({
+            "identity_id": identity.id,
+            "id": identity.subject,
+            "user_id": identity.user_id,
+            "provider": identity.provider,
+            "identity_data": identity.data,
+            "email": identity.email,
+            "last_sign_in_at": identity.last_sign_in_at.map(time),
+            "created_at": time(identity.created_at),
+            "updated_at": time(identity.updated_at),
+        })
+    }));
+    shown["identities"] = Value::Array(identities);
+    shown
+}
+
 /// A user as GoTrue shows it.
 pub(crate) fn user_json(user: &User) -> Value {
     let identities: Vec<Value> = match &user.email {
@@ -431,9 +477,9 @@ fn factor_json(factor: &Factor) -> Value {
 }
 
 /// A user with its second factors (left out when it has none, as GoTrue
-/// does).
-fn user_with_factors(user: &User, factors: &[Factor]) -> Value {
-    let mut shown = user_json(user);
+/// does) and its identities.
+fn user_with_factors(user: &User, factors: &[Factor], linked: &[LinkedIdentity]) -> Value {
+    let mut shown = user_with_identities(user, linked);
     if !factors.is_empty() {
         shown["factors"] = factors.iter().map(factor_json).collect();
     }
@@ -447,7 +493,7 @@ fn session_json(issued: &Issued) -> Value {
         "expires_in": issued.expires_in,
         "expires_at": issued.expires_at,
         "refresh_token": issued.refresh_token,
-        "user": user_with_factors(&issued.user, &issued.factors),
+        "user": user_with_factors(&issued.user, &issued.factors, &issued.identities),
     })
 }
 
@@ -535,11 +581,17 @@ struct RefreshGrant {
 }
 
 #[derive(Deserialize)]
+struct PkceGrant {
+    auth_code: Option<String>,
+    code_verifier: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct TicketGrant {
     ticket: Option<String>,
 }
 
-/// `POST /token?grant_type=password|refresh_token|ticket`.
+/// `POST /token?grant_type=password|refresh_token|pkce|ticket`.
 async fn token(
     State(gateway): State<SharedGateway>,
     Extension(AuthProject(project)): Extension<AuthProject>,
@@ -576,6 +628,22 @@ async fn token(
             gateway
                 .accounts
                 .refresh(&project, &refresh_token, now)
+                .await?
+        }
+        Some("pkce") => {
+            gateway.accounts.admit(&project, Attempt::Verify, address)?;
+            let body: PkceGrant = body(request).await?;
+            let (Some(auth_code), Some(code_verifier)) = (
+                body.auth_code.filter(|code| !code.is_empty()),
+                body.code_verifier.filter(|verifier| !verifier.is_empty()),
+            ) else {
+                return Err(GoTrueError::invalid(
+                    "a pkce grant needs an auth_code and a code_verifier",
+                ));
+            };
+            gateway
+                .accounts
+                .exchange_auth_code(&project, &auth_code, &code_verifier, now)
                 .await?
         }
         Some("ticket") => {
@@ -615,7 +683,11 @@ async fn get_user(
         .accounts
         .factors_of(&project, &identity.user_id)
         .await?;
-    Ok(Json(user_with_factors(&user, &factors)))
+    let linked = gateway
+        .accounts
+        .identities_of(&project, &identity.user_id)
+        .await?;
+    Ok(Json(user_with_factors(&user, &factors, &linked)))
 }
 
 #[derive(Deserialize)]
@@ -827,8 +899,13 @@ async fn settings(
     Extension(AuthProject(project)): Extension<AuthProject>,
 ) -> Json<Value> {
     let settings = gateway.accounts.settings(&project);
+    let mut external =
+        json!({"email": true, "phone": false, "anonymous_users": settings.anonymous});
+    for provider in &settings.providers {
+        external[provider.name.as_str()] = json!(true);
+    }
     Json(json!({
-        "external": {"email": true, "phone": false, "anonymous_users": settings.anonymous},
+        "external": external,
         "disable_signup": !settings.signup,
         "mailer_autoconfirm": !settings.email_confirmation,
         "phone_autoconfirm": false,
@@ -1016,7 +1093,8 @@ async fn admin_get_user(
     require_service(&gateway, &project, &request)?;
     let id = params.get("id").cloned().unwrap_or_default();
     let user = gateway.accounts.find_user(&project, &id).await?;
-    Ok(Json(user_json(&user)))
+    let linked = gateway.accounts.identities_of(&project, &id).await?;
+    Ok(Json(user_with_identities(&user, &linked)))
 }
 
 /// `PUT /admin/users/ID`: email, password, confirmation, metadata, ban.
@@ -1286,10 +1364,7 @@ fn links(
     redirect_to: Option<&str>,
 ) -> Result<Links, GoTrueError> {
     Ok(Links {
-        auth_url: format!(
-            "{}/p/{project}/auth/v1",
-            gateway.public_url.trim_end_matches('/')
-        ),
+        auth_url: auth_url(gateway, project),
         redirect_to: gateway.accounts.redirect_target(project, redirect_to)?,
     })
 }
@@ -1648,4 +1723,187 @@ async fn admin_generate_link(
     answer["verification_type"] = json!(made.flow.as_str());
     answer["redirect_to"] = json!(made.redirect_to.unwrap_or_default());
     Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+struct Authorize {
+    provider: Option<String>,
+    redirect_to: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+}
+
+/// `GET /authorize?provider=&redirect_to=&code_challenge=&code_challenge_method=s256`
+/// (supabase-js's `signInWithOAuth`): 302 to the provider, once the
+/// `redirect_to` is known to be allowed (else 400, and no redirect).
+async fn authorize(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Query(query): Query<Authorize>,
+    request: Request,
+) -> Result<Response, GoTrueError> {
+    let address = client_address(&gateway, &request);
+    gateway
+        .accounts
+        .admit(&project, Attempt::ProviderSignIn, address)?;
+    let Some(provider) = query.provider.filter(|name| !name.is_empty()) else {
+        return Err(GoTrueError::invalid("provider is required"));
+    };
+    let challenge = match (&query.code_challenge, &query.code_challenge_method) {
+        (Some(challenge), method) if !challenge.is_empty() => {
+            Some((challenge.as_str(), method.as_deref().unwrap_or("plain")))
+        }
+        _ => None,
+    };
+    let location = gateway
+        .accounts
+        .start_provider_sign_in(
+            &project,
+            &provider,
+            query.redirect_to.as_deref(),
+            challenge,
+            &format!("{}/callback", auth_url(&gateway, &project)),
+            gateway.clock.now(),
+        )
+        .await?;
+    redirect(&location)
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// `GET /callback?state=&code=` (or `error=`): a provider's answer. An
+/// unknown, used or expired `state` is a 400 (nowhere known to land);
+/// past it, 302 to the client's `redirect_to` with `?code=` (the PKCE
+/// flow), the session in the fragment (the implicit flow), or `error`,
+/// `error_code` and `error_description` (in the query for PKCE, the
+/// fragment for implicit, as GoTrue).
+async fn callback(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Query(query): Query<Callback>,
+    request: Request,
+) -> Result<Response, GoTrueError> {
+    let address = client_address(&gateway, &request);
+    gateway.accounts.admit(&project, Attempt::Verify, address)?;
+    let Some(state) = query.state.filter(|state| !state.is_empty()) else {
+        return Err(GoTrueError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_oauth_callback",
+            "the provider's callback holds no state",
+        ));
+    };
+    let provider_error = query.error.map(|error| {
+        let error: String = error.chars().take(200).collect();
+        match query.error_description {
+            Some(description) => format!(
+                "the provider refused the sign-in: {error}: {}",
+                description.chars().take(500).collect::<String>()
+            ),
+            None => format!("the provider refused the sign-in: {error}"),
+        }
+    });
+    let landing = gateway
+        .accounts
+        .finish_provider_sign_in(
+            &project,
+            &state,
+            query.code.as_deref(),
+            provider_error,
+            gateway.clock.now(),
+        )
+        .await
+        .map_err(|error| match error {
+            AccountError::FlowStateInvalid => GoTrueError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_oauth_state",
+                "the sign-in's state has expired, was used, or is invalid: start again",
+            ),
+            other => other.into(),
+        })?;
+    let (target, fragment) = landing
+        .redirect_to
+        .split_once('#')
+        .map_or((landing.redirect_to.as_str(), None), |(before, after)| {
+            (before, Some(after))
+        });
+    let location = match landing.outcome {
+        Ok(ProviderOutcome::Code(code)) => {
+            let joiner = if target.contains('?') { '&' } else { '?' };
+            let mut location = format!("{target}{joiner}{}", form(&[("code", &code)]));
+            if let Some(fragment) = fragment {
+                location.push('#');
+                location.push_str(fragment);
+            }
+            location
+        }
+        Ok(ProviderOutcome::Session(issued)) => format!(
+            "{target}#{}",
+            form(&[
+                ("access_token", issued.access_token.as_str()),
+                ("expires_at", &issued.expires_at.to_string()),
+                ("expires_in", &issued.expires_in.to_string()),
+                ("provider_token", ""),
+                ("refresh_token", &issued.refresh_token),
+                ("token_type", "bearer"),
+            ])
+        ),
+        Err(error) => {
+            let error = GoTrueError::from(error);
+            if error.status.is_server_error() {
+                tracing::warn!(project = %project, "a sign-in with a provider failed: {}", error.message);
+            }
+            let kind = if error.status.is_server_error() {
+                "server_error"
+            } else {
+                "access_denied"
+            };
+            let pairs = form(&[
+                ("error", kind),
+                ("error_code", error.code),
+                ("error_description", &error.message),
+            ]);
+            if landing.pkce {
+                let joiner = if target.contains('?') { '&' } else { '?' };
+                format!("{target}{joiner}{pairs}")
+            } else {
+                format!("{target}#{pairs}")
+            }
+        }
+    };
+    redirect(&location)
+}
+
+/// The project's auth routes as clients reach them:
+/// `https://wok.example.com/p/PROJECT/auth/v1`.
+fn auth_url(gateway: &SharedGateway, project: &ProjectId) -> String {
+    format!(
+        "{}/p/{project}/auth/v1",
+        gateway.public_url.trim_end_matches('/')
+    )
+}
+
+/// 302 to `location`, kept by no cache and sent to no one as a referrer.
+fn redirect(location: &str) -> Result<Response, GoTrueError> {
+    let mut response = StatusCode::FOUND.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::LOCATION,
+        HeaderValue::from_str(location)
+            .map_err(|_| GoTrueError::invalid("the redirect target is not a valid header value"))?,
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        http::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    Ok(response)
 }

@@ -1,0 +1,813 @@
+//! Sign-in with an external OpenID Connect provider: the authorization
+//! code flow with PKCE and a nonce toward the provider, and GoTrue's PKCE
+//! (or implicit) flow toward the app's client.
+//!
+//! `start_provider_sign_in` (`GET /authorize`) checks the client's
+//! `redirect_to` against the project's allow-list first (an unlisted one is
+//! refused, never redirected to), discovers the provider (its metadata and
+//! JWKS cached for [`DISCOVERY_TTL_MS`]), and stores a single-use
+//! [`PendingKind::ProviderState`] keyed by the SHA-256 of a fresh `state`,
+//! holding the nonce and the PKCE verifier toward the provider (sealed),
+//! for [`PROVIDER_FLOW_LIFETIME_MS`]. `finish_provider_sign_in`
+//! (`GET /callback`) takes that state once, trades the code with the
+//! verifier, and has `openidconnect` verify the ID token: its signature by
+//! the provider's JWKS (asymmetric algorithms only), issuer, audience (the
+//! client id, no other), nonce and expiry against wok's clock. One user per
+//! issuer and subject: a known pair signs its user in; a new one makes a
+//! user, unless the provider's verified email is some user's already, which
+//! is refused ([`AccountError::AccountExists`]): an email never merges two
+//! accounts silently. An unverified email is kept on the identity only.
+//! With a client `code_challenge` the client gets a single-use
+//! [`PendingKind::AuthCode`] (its SHA-256 kept, for
+//! [`AUTH_CODE_LIFETIME_MS`]) that `exchange_auth_code`
+//! (`POST /token?grant_type=pkce`) trades for a session with the matching
+//! verifier; without one, a session at once (the implicit flow).
+//!
+//! Every call to a provider goes through [`IdpClient`]: https only (http
+//! with the server's explicit flag), no redirects followed, a timeout and a
+//! size bound on each answer.
+use super::*;
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+use store::accounts::{LinkedIdentity, PendingFlow, PendingKind};
+
+/// How long a sign-in sent to a provider waits for its callback.
+pub const PROVIDER_FLOW_LIFETIME_MS: i64 = 10 * 60 * 1000;
+/// How long an authorization code given to a client waits to be traded.
+pub const AUTH_CODE_LIFETIME_MS: i64 = 5 * 60 * 1000;
+/// How long a provider's discovered metadata and JWKS are used.
+pub const DISCOVERY_TTL_MS: i64 = 10 * 60 * 1000;
+/// Providers whose discovery is kept at once (beyond: forgotten).
+const DISCOVERY_CACHE: usize = 256;
+/// Longest a provider takes to answer one request.
+pub const IDP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Largest answer read from a provider.
+pub const IDP_MAX_BYTES: usize = 1 << 20;
+/// Most providers of a project.
+pub const MAX_PROVIDERS: usize = 20;
+/// Names a provider may not take: GoTrue's own ways of signing in.
+const RESERVED_PROVIDER_NAMES: [&str; 4] = ["email", "phone", "anonymous", "sso"];
+
+/// One OpenID Connect provider of a project, as stored: its client secret
+/// sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// What clients name it by (`signInWithOAuth({ provider })`):
+    /// lowercase letters, digits, `-` and `_`.
+    pub name: String,
+    /// Its issuer URL (discovery is at `ISSUER/.well-known/openid-configuration`).
+    pub issuer: String,
+    pub client_id: String,
+    /// Given in a request only: sealed before it is stored, never shown.
+    /// Left out, the secret set before for this name stays; `""` removes it.
+    #[serde(default, skip_serializing)]
+    pub client_secret: Option<String>,
+    /// The secret, sealed under a key derived from the server key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_client_secret: Option<String>,
+    /// Whether a secret is set (shown; ignored in a request).
+    #[serde(default)]
+    pub client_secret_set: bool,
+    /// Scopes asked for beside `openid`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["email".to_owned(), "profile".to_owned()]
+}
+
+impl ProviderSettings {
+    /// Why this provider cannot be, if it cannot (whether its issuer may
+    /// be plain http is the server's to say).
+    pub(super) fn validate(&self) -> Result<(), String> {
+        let name = &self.name;
+        if name.is_empty()
+            || name.len() > 32
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "providers: name {name:?} must be 1 to 32 lowercase letters, digits, `-` or `_`"
+            ));
+        }
+        if RESERVED_PROVIDER_NAMES.contains(&name.as_str()) {
+            return Err(format!("providers: name {name:?} is reserved"));
+        }
+        let issuer = openidconnect::url::Url::parse(&self.issuer).map_err(|error| {
+            format!(
+                "providers: {name}: issuer {:?} is not a URL: {error}",
+                self.issuer
+            )
+        })?;
+        if !matches!(issuer.scheme(), "https" | "http")
+            || issuer.host_str().is_none()
+            || issuer.query().is_some()
+            || issuer.fragment().is_some()
+            || !issuer.username().is_empty()
+            || self.issuer.len() > 2048
+        {
+            return Err(format!(
+                "providers: {name}: issuer {:?} must be an https URL with no query, fragment or user",
+                self.issuer
+            ));
+        }
+        if self.client_id.trim().is_empty()
+            || self.client_id.len() > 512
+            || self.client_id.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "providers: {name}: client_id must be 1 to 512 characters"
+            ));
+        }
+        if let Some(secret) = &self.client_secret
+            && secret.len() > 1024
+        {
+            return Err(format!(
+                "providers: {name}: client_secret must be at most 1024 bytes"
+            ));
+        }
+        if self.scopes.len() > 20
+            || self.scopes.iter().any(|scope| {
+                scope.is_empty()
+                    || scope.len() > 128
+                    || scope
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+            })
+        {
+            return Err(format!(
+                "providers: {name}: scopes must be at most 20 words without spaces"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a provider's callback gives the client.
+#[derive(Debug)]
+pub enum ProviderOutcome {
+    /// An authorization code for `POST /token?grant_type=pkce`.
+    Code(String),
+    /// A session at once (the client sent no `code_challenge`).
+    Session(Box<Issued>),
+}
+
+/// Where a provider's callback sends the browser, and with what.
+#[derive(Debug)]
+pub struct ProviderLanding {
+    /// The client's allowed `redirect_to` (or the site URL).
+    pub redirect_to: String,
+    /// Whether the client asked for the PKCE flow (its answers go in the
+    /// query; the implicit flow's in the fragment).
+    pub pkce: bool,
+    pub outcome: Result<ProviderOutcome, AccountError>,
+}
+
+/// What a provider flow keeps between `/authorize` and `/callback`.
+#[derive(Debug, Serialize, Deserialize)]
+struct StateData {
+    provider: String,
+    issuer: String,
+    nonce: String,
+    /// The PKCE verifier toward the provider, sealed.
+    sealed_verifier: String,
+    redirect_to: String,
+    /// The client's own PKCE challenge (S256), if it asked for a code.
+    code_challenge: Option<String>,
+    /// wok's callback, the `redirect_uri` sent to the provider.
+    callback: String,
+}
+
+/// What an authorization code keeps until it is traded.
+#[derive(Debug, Serialize, Deserialize)]
+struct CodeData {
+    user_id: String,
+    code_challenge: String,
+    provider: String,
+}
+
+/// The HTTP client of calls to identity providers.
+pub(super) struct IdpClient {
+    client: reqwest::Client,
+    allow_http: bool,
+}
+
+/// A call to a provider that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct IdpHttpError(String);
+
+impl IdpClient {
+    pub(super) fn new() -> Result<Self, StoreError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(IDP_TIMEOUT)
+            .connect_timeout(IDP_TIMEOUT)
+            .build()
+            .map_err(|error| {
+                StoreError::backend(format!("the identity providers' client: {error}"), false)
+            })?;
+        Ok(Self {
+            client,
+            allow_http: false,
+        })
+    }
+
+    /// One request to a provider: https only (unless allowed), no
+    /// redirect followed, at most [`IDP_MAX_BYTES`] read.
+    async fn fetch(
+        &self,
+        request: openidconnect::HttpRequest,
+    ) -> Result<openidconnect::HttpResponse, IdpHttpError> {
+        let (parts, body) = request.into_parts();
+        let url = parts.uri.to_string();
+        if !(url.starts_with("https://") || self.allow_http && url.starts_with("http://")) {
+            return Err(IdpHttpError(format!(
+                "{url} is not an https URL (the server allows only https identity providers)"
+            )));
+        }
+        let mut response = self
+            .client
+            .request(parts.method, &url)
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| IdpHttpError(format!("{url}: {error}")))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| IdpHttpError(format!("{url}: {error}")))?
+        {
+            if bytes.len() + chunk.len() > IDP_MAX_BYTES {
+                return Err(IdpHttpError(format!(
+                    "{url} answered more than {IDP_MAX_BYTES} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let mut answer = openidconnect::http::Response::new(bytes);
+        *answer.status_mut() = status;
+        *answer.headers_mut() = headers;
+        Ok(answer)
+    }
+}
+
+/// The future of one call: boxed and `Send`, so that the request
+/// handlers that await it are `Send` too.
+type IdpCall<'c> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<openidconnect::HttpResponse, IdpHttpError>>
+            + Send
+            + 'c,
+    >,
+>;
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for IdpClient {
+    type Error = IdpHttpError;
+    type Future = IdpCall<'c>;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(self.fetch(request))
+    }
+}
+
+/// Algorithms an ID token may be signed with: asymmetric ones only (never
+/// HMAC keyed with the client secret, never `none`).
+fn allowed_algorithms() -> Vec<CoreJwsSigningAlgorithm> {
+    use CoreJwsSigningAlgorithm::*;
+    vec![
+        RsaSsaPkcs1V15Sha256,
+        RsaSsaPkcs1V15Sha384,
+        RsaSsaPkcs1V15Sha512,
+        RsaSsaPssSha256,
+        RsaSsaPssSha384,
+        RsaSsaPssSha512,
+        EcdsaP256Sha256,
+        EcdsaP384Sha384,
+        EdDsa,
+    ]
+}
+
+/// 256 random bits, base64url.
+fn random_token() -> String {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).expect("the OS random number generator");
+    URL_SAFE_NO_PAD.encode(secret)
+}
+
+/// Whether `text` is a PKCE verifier or S256 challenge: 43 to 128
+/// unreserved characters (RFC 7636).
+fn pkce_shaped(text: &str) -> bool {
+    (43..=128).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+/// Equality that takes the same time wherever the bytes differ.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// What a project's sealed provider secret is bound to.
+pub(super) fn provider_sealing_context(project: &ProjectId, name: &str) -> Vec<u8> {
+    format!("wok-provider-secret:{project}:{name}").into_bytes()
+}
+
+fn flow_sealing_context(project: &ProjectId) -> Vec<u8> {
+    format!("wok-provider-flow:{project}").into_bytes()
+}
+
+impl Accounts {
+    /// Lets providers' issuers (and endpoints) be plain http: for tests
+    /// on loopback, never in production.
+    pub fn allow_http_issuers(mut self, allow: bool) -> Self {
+        self.idp.allow_http = allow;
+        self
+    }
+
+    /// Why `providers` cannot be the project's, beyond their own shape.
+    pub(super) fn check_providers(&self, providers: &[ProviderSettings]) -> Result<(), String> {
+        if providers.len() > MAX_PROVIDERS {
+            return Err(format!(
+                "providers may hold at most {MAX_PROVIDERS} providers"
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for provider in providers {
+            provider.validate()?;
+            if !names.insert(provider.name.as_str()) {
+                return Err(format!(
+                    "providers: name {:?} is given twice",
+                    provider.name
+                ));
+            }
+            if provider.issuer.starts_with("http://") && !self.idp.allow_http {
+                return Err(format!(
+                    "providers: {}: issuer {:?} must be https (the server allows http issuers only with --allow-http-issuers)",
+                    provider.name, provider.issuer
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the secrets given in `providers`; a provider given none keeps
+    /// the one its name had.
+    pub(super) fn seal_provider_secrets(
+        &self,
+        project: &ProjectId,
+        providers: &mut [ProviderSettings],
+    ) {
+        let before = self.settings(project).providers;
+        for provider in providers {
+            let kept = before
+                .iter()
+                .find(|old| old.name == provider.name)
+                .and_then(|old| old.sealed_client_secret.clone());
+            let context = provider_sealing_context(project, &provider.name);
+            provider.sealed_client_secret = match provider.client_secret.take() {
+                Some(secret) if secret.is_empty() => None,
+                Some(secret) => Some(self.seal_secret(&context, secret.as_bytes())),
+                None => kept,
+            };
+            provider.client_secret_set = provider.sealed_client_secret.is_some();
+        }
+    }
+
+    /// The provider's metadata and keys: discovered, or from the cache
+    /// while younger than [`DISCOVERY_TTL_MS`].
+    async fn discovered(
+        &self,
+        issuer: &str,
+        now: UnixMillis,
+    ) -> Result<Arc<CoreProviderMetadata>, AccountError> {
+        if let Some((at, metadata)) = self
+            .discoveries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(issuer)
+            && now - at < DISCOVERY_TTL_MS
+            && *at <= now
+        {
+            return Ok(metadata.clone());
+        }
+        let issuer_url = IssuerUrl::new(issuer.to_owned())
+            .map_err(|error| AccountError::Provider(format!("issuer {issuer:?}: {error}")))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer_url, &self.idp)
+            .await
+            .map_err(|error| {
+                AccountError::Provider(format!("discovering {issuer}: {}", error_chain(&error)))
+            })?;
+        let metadata = Arc::new(metadata);
+        let mut cache = self.discoveries.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= DISCOVERY_CACHE {
+            cache.clear();
+        }
+        cache.insert(issuer.to_owned(), (now, metadata.clone()));
+        Ok(metadata)
+    }
+
+    /// `GET /authorize?provider=`: where to send the browser (the
+    /// provider's authorization endpoint), after storing the flow.
+    /// `callback` is wok's `/callback` of the project as clients reach it.
+    pub async fn start_provider_sign_in(
+        &self,
+        project: &ProjectId,
+        provider: &str,
+        redirect_to: Option<&str>,
+        code_challenge: Option<(&str, &str)>,
+        callback: &str,
+        now: UnixMillis,
+    ) -> Result<String, AccountError> {
+        let settings = self.settings(project);
+        let Some(provider) = settings
+            .providers
+            .iter()
+            .find(|known| known.name == provider)
+        else {
+            return Err(AccountError::ProviderUnknown(provider.to_owned()));
+        };
+        let Some(redirect_to) = self.redirect_target(project, redirect_to)? else {
+            return Err(AccountError::Invalid(
+                "redirect_to is required: the project has no site_url to land on".to_owned(),
+            ));
+        };
+        let code_challenge = match code_challenge {
+            None => None,
+            Some((challenge, method)) => {
+                if !method.eq_ignore_ascii_case("s256") {
+                    return Err(AccountError::Invalid(format!(
+                        "code_challenge_method {method:?} is not supported: s256"
+                    )));
+                }
+                if !pkce_shaped(challenge) {
+                    return Err(AccountError::Invalid(
+                        "code_challenge must be 43 to 128 base64url characters".to_owned(),
+                    ));
+                }
+                Some(challenge.to_owned())
+            }
+        };
+        let metadata = self.discovered(&provider.issuer, now).await?;
+        let client = CoreClient::from_provider_metadata(
+            (*metadata).clone(),
+            ClientId::new(provider.client_id.clone()),
+            None,
+        )
+        .set_redirect_uri(
+            RedirectUrl::new(callback.to_owned())
+                .map_err(|error| AccountError::Provider(format!("the callback URL: {error}")))?,
+        );
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (state, nonce) = (random_token(), random_token());
+        let mut request = client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            {
+                let state = state.clone();
+                move || CsrfToken::new(state)
+            },
+            {
+                let nonce = nonce.clone();
+                move || Nonce::new(nonce)
+            },
+        );
+        for scope in provider.scopes.iter().filter(|scope| *scope != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, _, _) = request.set_pkce_challenge(challenge).url();
+        let data = StateData {
+            provider: provider.name.clone(),
+            issuer: provider.issuer.clone(),
+            nonce,
+            sealed_verifier: self
+                .seal_secret(&flow_sealing_context(project), verifier.secret().as_bytes()),
+            redirect_to,
+            code_challenge,
+            callback: callback.to_owned(),
+        };
+        self.store
+            .put_pending_flow(&PendingFlow {
+                project: project.clone(),
+                kind: PendingKind::ProviderState,
+                hash: Sha256::digest(state.as_bytes()).into(),
+                data: serde_json::to_value(&data).expect("flow data serializes"),
+                created_at: now,
+                expires_at: now + PROVIDER_FLOW_LIFETIME_MS,
+            })
+            .await?;
+        Ok(url.to_string())
+    }
+
+    /// `GET /callback?state=&code=` (or `error=`): the provider's answer.
+    /// An unknown, used or expired `state` is an error (nowhere known to
+    /// land); past it, where to land and with what.
+    pub async fn finish_provider_sign_in(
+        &self,
+        project: &ProjectId,
+        state: &str,
+        code: Option<&str>,
+        provider_error: Option<String>,
+        now: UnixMillis,
+    ) -> Result<ProviderLanding, AccountError> {
+        let hash: [u8; 32] = Sha256::digest(state.as_bytes()).into();
+        let Some(flow) = self
+            .store
+            .take_pending_flow(project, PendingKind::ProviderState, &hash, now)
+            .await?
+        else {
+            return Err(AccountError::FlowStateInvalid);
+        };
+        let data: StateData = serde_json::from_value(flow.data)
+            .map_err(|error| StoreError::Corrupt(format!("a provider flow: {error}")))?;
+        let outcome = match (provider_error, code) {
+            (Some(error), _) => Err(AccountError::ProviderRefused(error)),
+            (None, None) => Err(AccountError::ProviderRefused(
+                "the provider's callback holds no code".to_owned(),
+            )),
+            (None, Some(code)) => self.sign_in_with_provider(project, &data, code, now).await,
+        };
+        Ok(ProviderLanding {
+            redirect_to: data.redirect_to,
+            pkce: data.code_challenge.is_some(),
+            outcome,
+        })
+    }
+
+    /// The code traded, the ID token verified, the user found or made;
+    /// then a code for the client, or a session.
+    async fn sign_in_with_provider(
+        &self,
+        project: &ProjectId,
+        data: &StateData,
+        code: &str,
+        now: UnixMillis,
+    ) -> Result<ProviderOutcome, AccountError> {
+        let settings = self.settings(project);
+        let Some(provider) = settings
+            .providers
+            .iter()
+            .find(|known| known.name == data.provider && known.issuer == data.issuer)
+        else {
+            return Err(AccountError::ProviderUnknown(data.provider.clone()));
+        };
+        let secret = provider.sealed_client_secret.as_ref().and_then(|sealed| {
+            self.open_secret(&provider_sealing_context(project, &provider.name), sealed)
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+        });
+        let verifier = self
+            .open_secret(&flow_sealing_context(project), &data.sealed_verifier)
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| StoreError::Corrupt("a provider flow's verifier".to_owned()))?;
+        let metadata = self.discovered(&provider.issuer, now).await?;
+        let client = CoreClient::from_provider_metadata(
+            (*metadata).clone(),
+            ClientId::new(provider.client_id.clone()),
+            secret.map(ClientSecret::new),
+        )
+        .set_redirect_uri(
+            RedirectUrl::new(data.callback.clone())
+                .map_err(|error| AccountError::Provider(format!("the callback URL: {error}")))?,
+        );
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|error| AccountError::Provider(error.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier))
+            .request_async(&self.idp)
+            .await
+            .map_err(|error| {
+                AccountError::ProviderRefused(format!(
+                    "the provider did not trade the code: {}",
+                    error_chain(&error)
+                ))
+            })?;
+        let Some(id_token) = tokens.id_token() else {
+            return Err(AccountError::ProviderRefused(
+                "the provider gave no ID token".to_owned(),
+            ));
+        };
+        let checks = client
+            .id_token_verifier()
+            .set_allowed_algs(allowed_algorithms())
+            .set_time_fn(move || chrono::DateTime::from_timestamp_millis(now).unwrap_or_default());
+        let claims = id_token
+            .claims(&checks, &Nonce::new(data.nonce.clone()))
+            .map_err(|error| AccountError::IdTokenInvalid(error.to_string()))?;
+        let subject = claims.subject().as_str().to_owned();
+        let email = claims
+            .email()
+            .map(|email| email.as_str().trim().to_lowercase());
+        let email_verified = claims.email_verified() == Some(true);
+        let mut identity_data = serde_json::json!({
+            "iss": provider.issuer,
+            "sub": subject,
+            "provider_id": subject,
+            "email_verified": email_verified,
+        });
+        if let Some(email) = &email {
+            identity_data["email"] = serde_json::json!(email);
+        }
+        if let Some(name) = claims.name().and_then(|name| name.get(None)) {
+            identity_data["name"] = serde_json::json!(name.as_str());
+            identity_data["full_name"] = serde_json::json!(name.as_str());
+        }
+        if let Some(username) = claims.preferred_username() {
+            identity_data["preferred_username"] = serde_json::json!(username.as_str());
+        }
+        if let Some(picture) = claims.picture().and_then(|picture| picture.get(None)) {
+            identity_data["picture"] = serde_json::json!(picture.as_str());
+            identity_data["avatar_url"] = serde_json::json!(picture.as_str());
+        }
+        let user = self
+            .provider_user(
+                project,
+                provider,
+                &subject,
+                email,
+                email_verified,
+                identity_data,
+                &settings,
+                now,
+            )
+            .await?;
+        match &data.code_challenge {
+            None => Ok(ProviderOutcome::Session(Box::new(
+                self.open_session(&user, "oauth", now).await?,
+            ))),
+            Some(challenge) => {
+                let code = random_token();
+                let code_data = CodeData {
+                    user_id: user.id.clone(),
+                    code_challenge: challenge.clone(),
+                    provider: provider.name.clone(),
+                };
+                self.store
+                    .put_pending_flow(&PendingFlow {
+                        project: project.clone(),
+                        kind: PendingKind::AuthCode,
+                        hash: Sha256::digest(code.as_bytes()).into(),
+                        data: serde_json::to_value(&code_data).expect("code data serializes"),
+                        created_at: now,
+                        expires_at: now + AUTH_CODE_LIFETIME_MS,
+                    })
+                    .await?;
+                Ok(ProviderOutcome::Code(code))
+            }
+        }
+    }
+
+    /// The user of an issuer and subject, signed in now: found, or made
+    /// (unless its verified email is another user's).
+    #[allow(clippy::too_many_arguments)]
+    async fn provider_user(
+        &self,
+        project: &ProjectId,
+        provider: &ProviderSettings,
+        subject: &str,
+        email: Option<String>,
+        email_verified: bool,
+        identity_data: serde_json::Value,
+        settings: &AuthSettings,
+        now: UnixMillis,
+    ) -> Result<User, AccountError> {
+        // Twice at most: a new identity made meanwhile by another request
+        // is found the second time.
+        for _ in 0..2 {
+            if let Some(mut identity) = self
+                .store
+                .linked_identity(project, &provider.issuer, subject)
+                .await?
+            {
+                let Some(mut user) = self.store.user(project, &identity.user_id).await? else {
+                    return Err(AccountError::UserNotFound);
+                };
+                if user.banned_until.is_some_and(|until| until > now) {
+                    return Err(AccountError::Banned);
+                }
+                identity.email = email.clone();
+                identity.data = identity_data.clone();
+                identity.updated_at = now;
+                identity.last_sign_in_at = Some(now);
+                self.store.update_linked_identity(&identity).await?;
+                user.last_sign_in_at = Some(now);
+                self.store.update_user(&user).await?;
+                return Ok(user);
+            }
+            // Only a verified email becomes the user's; one some user has
+            // already is never merged into that account.
+            let user_email = email.clone().filter(|_| email_verified);
+            if let Some(email) = &user_email
+                && self.store.user_by_email(project, email).await?.is_some()
+            {
+                return Err(AccountError::AccountExists(provider.name.clone()));
+            }
+            if !settings.signup {
+                return Err(AccountError::SignupDisabled);
+            }
+            let metadata = match &identity_data {
+                serde_json::Value::Object(map) => map.clone(),
+                _ => serde_json::Map::new(),
+            };
+            let user = User {
+                email_confirmed_at: user_email.as_ref().map(|_| now),
+                last_sign_in_at: Some(now),
+                app_metadata: serde_json::json!({
+                    "provider": provider.name,
+                    "providers": [provider.name],
+                }),
+                ..new_user(project, user_email, metadata, now)
+            };
+            let identity = LinkedIdentity {
+                project: project.clone(),
+                id: uuid::Uuid::new_v4().to_string(),
+                user_id: user.id.clone(),
+                provider: provider.name.clone(),
+                issuer: provider.issuer.clone(),
+                subject: subject.to_owned(),
+                email: email.clone(),
+                data: identity_data.clone(),
+                created_at: now,
+                updated_at: now,
+                last_sign_in_at: Some(now),
+            };
+            match self.store.create_user_with_identity(&user, &identity).await {
+                Ok(true) => return Ok(user),
+                Ok(false) => continue,
+                Err(StoreError::EmailTaken) => {
+                    return Err(AccountError::AccountExists(provider.name.clone()));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(AccountError::Provider(
+            "the identity was linked and unlinked meanwhile; try again".to_owned(),
+        ))
+    }
+
+    /// `POST /token?grant_type=pkce`: the code a provider's callback gave,
+    /// traded once for a session, with the verifier of its challenge.
+    pub async fn exchange_auth_code(
+        &self,
+        project: &ProjectId,
+        auth_code: &str,
+        code_verifier: &str,
+        now: UnixMillis,
+    ) -> Result<Issued, AccountError> {
+        let hash: [u8; 32] = Sha256::digest(auth_code.trim().as_bytes()).into();
+        let Some(flow) = self
+            .store
+            .take_pending_flow(project, PendingKind::AuthCode, &hash, now)
+            .await?
+        else {
+            return Err(AccountError::FlowStateInvalid);
+        };
+        let data: CodeData = serde_json::from_value(flow.data)
+            .map_err(|error| StoreError::Corrupt(format!("an authorization code: {error}")))?;
+        let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(code_verifier.as_bytes()));
+        if !pkce_shaped(code_verifier)
+            || !same_bytes(computed.as_bytes(), data.code_challenge.as_bytes())
+        {
+            return Err(AccountError::BadCodeVerifier);
+        }
+        let Some(user) = self.store.user(project, &data.user_id).await? else {
+            return Err(AccountError::FlowStateInvalid);
+        };
+        if user.banned_until.is_some_and(|until| until > now) {
+            return Err(AccountError::Banned);
+        }
+        Ok(self.open_session(&user, "oauth", now).await?)
+    }
+
+    /// A user's identities at providers, oldest first.
+    pub async fn identities_of(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+    ) -> Result<Vec<LinkedIdentity>, StoreError> {
+        self.store.linked_identities(project, user_id).await
+    }
+}
+
+/// An error and its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
