@@ -28,11 +28,13 @@
 //! size bound on each answer.
 use super::*;
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenClaims, CoreIdTokenVerifier,
+    CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
+    Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError,
+    TokenResponse,
 };
 use store::accounts::{LinkedIdentity, PendingFlow, PendingKind};
 
@@ -42,6 +44,9 @@ pub const PROVIDER_FLOW_LIFETIME_MS: i64 = 10 * 60 * 1000;
 pub const AUTH_CODE_LIFETIME_MS: i64 = 5 * 60 * 1000;
 /// How long a provider's discovered metadata and JWKS are used.
 pub const DISCOVERY_TTL_MS: i64 = 10 * 60 * 1000;
+/// A provider's keys are fetched again for an ID token signed by a key
+/// they lack (a rotation), if they are older than this.
+const KEYS_REFETCH_AFTER_MS: i64 = 60_000;
 /// Providers whose discovery is kept at once (beyond: forgotten).
 const DISCOVERY_CACHE: usize = 256;
 /// Longest a provider takes to answer one request.
@@ -420,6 +425,19 @@ impl Accounts {
         Ok(metadata)
     }
 
+    /// Forgets a provider's discovery if it is older than
+    /// [`KEYS_REFETCH_AFTER_MS`]; whether it did.
+    fn forget_discovery(&self, issuer: &str, now: UnixMillis) -> bool {
+        let mut cache = self.discoveries.write().unwrap_or_else(|p| p.into_inner());
+        match cache.get(issuer) {
+            Some((at, _)) if now - at >= KEYS_REFETCH_AFTER_MS || *at > now => {
+                cache.remove(issuer);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// `GET /authorize?provider=`: where to send the browser (the
     /// provider's authorization endpoint), after storing the flow.
     /// `callback` is wok's `/callback` of the project as clients reach it.
@@ -598,13 +616,19 @@ impl Accounts {
                 "the provider gave no ID token".to_owned(),
             ));
         };
-        let checks = client
-            .id_token_verifier()
-            .set_allowed_algs(allowed_algorithms())
-            .set_time_fn(move || chrono::DateTime::from_timestamp_millis(now).unwrap_or_default());
-        let claims = id_token
-            .claims(&checks, &Nonce::new(data.nonce.clone()))
-            .map_err(|error| AccountError::IdTokenInvalid(error.to_string()))?;
+        let nonce = Nonce::new(data.nonce.clone());
+        let claims = match id_token_claims(id_token, &metadata, provider, &nonce, now) {
+            // Signed by a key the cached set lacks: the provider rotated
+            // its keys; fetch them again (not more than once a minute).
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) if self.forget_discovery(&provider.issuer, now) => {
+                let fresh = self.discovered(&provider.issuer, now).await?;
+                id_token_claims(id_token, &fresh, provider, &nonce, now)
+            }
+            other => other,
+        }
+        .map_err(|error| AccountError::IdTokenInvalid(error_chain(&error)))?;
         let subject = claims.subject().as_str().to_owned();
         let email = claims
             .email()
@@ -800,6 +824,26 @@ impl Accounts {
     }
 }
 
+/// The claims of a provider's ID token, verified: its signature by the
+/// provider's keys (asymmetric algorithms only), issuer, audience (the
+/// client id and no other), nonce, and expiry at `now`.
+fn id_token_claims(
+    id_token: &CoreIdToken,
+    metadata: &CoreProviderMetadata,
+    provider: &ProviderSettings,
+    nonce: &Nonce,
+    now: UnixMillis,
+) -> Result<CoreIdTokenClaims, ClaimsVerificationError> {
+    let checks = CoreIdTokenVerifier::new_public_client(
+        ClientId::new(provider.client_id.clone()),
+        metadata.issuer().clone(),
+        metadata.jwks().clone(),
+    )
+    .set_allowed_algs(allowed_algorithms())
+    .set_time_fn(move || chrono::DateTime::from_timestamp_millis(now).unwrap_or_default());
+    id_token.claims(&checks, nonce).cloned()
+}
+
 /// An error and its causes, on one line.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -810,4 +854,234 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::ProjectStore;
+    use store_sqlite::SqliteStore;
+
+    const NOW: UnixMillis = 1_800_000_000_000;
+
+    async fn accounts() -> (tempfile::TempDir, Accounts, ProjectId) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("wok.db")).unwrap());
+        let shop = ProjectId::new("shop").unwrap();
+        store.create_project(&shop).await.unwrap();
+        let accounts = Accounts::open(store, [5; 32], NOW).await.unwrap();
+        (dir, accounts, shop)
+    }
+
+    fn provider(issuer: &str) -> ProviderSettings {
+        ProviderSettings {
+            name: "corp".to_owned(),
+            issuer: issuer.to_owned(),
+            client_id: "wok".to_owned(),
+            client_secret: Some("s3cret".to_owned()),
+            sealed_client_secret: None,
+            client_secret_set: false,
+            scopes: default_scopes(),
+        }
+    }
+
+    /// A code for `user`, bound to the challenge of `verifier`, as a
+    /// provider's callback leaves it.
+    async fn code_for(
+        accounts: &Accounts,
+        project: &ProjectId,
+        user: &User,
+        verifier: &str,
+    ) -> String {
+        let code = random_token();
+        let data = CodeData {
+            user_id: user.id.clone(),
+            code_challenge: URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
+            provider: "corp".to_owned(),
+        };
+        accounts
+            .store
+            .put_pending_flow(&PendingFlow {
+                project: project.clone(),
+                kind: PendingKind::AuthCode,
+                hash: Sha256::digest(code.as_bytes()).into(),
+                data: serde_json::to_value(&data).unwrap(),
+                created_at: NOW,
+                expires_at: NOW + AUTH_CODE_LIFETIME_MS,
+            })
+            .await
+            .unwrap();
+        code
+    }
+
+    #[tokio::test]
+    async fn a_code_is_traded_once_with_its_verifier_before_it_expires() {
+        let (_dir, accounts, shop) = accounts().await;
+        let user = new_user(&shop, None, Default::default(), NOW);
+        accounts.store.create_user(&user).await.unwrap();
+        let verifier = random_token();
+
+        let code = code_for(&accounts, &shop, &user, &verifier).await;
+        let issued = accounts
+            .exchange_auth_code(&shop, &code, &verifier, NOW + 1)
+            .await
+            .unwrap();
+        assert_eq!(issued.user.id, user.id);
+        assert!(matches!(
+            accounts
+                .exchange_auth_code(&shop, &code, &verifier, NOW + 2)
+                .await,
+            Err(AccountError::FlowStateInvalid)
+        ));
+
+        // A wrong verifier, or none shaped like one, uses the code up.
+        for wrong in [random_token(), "short".to_owned()] {
+            let code = code_for(&accounts, &shop, &user, &verifier).await;
+            assert!(matches!(
+                accounts
+                    .exchange_auth_code(&shop, &code, &wrong, NOW + 1)
+                    .await,
+                Err(AccountError::BadCodeVerifier)
+            ));
+            assert!(matches!(
+                accounts
+                    .exchange_auth_code(&shop, &code, &verifier, NOW + 1)
+                    .await,
+                Err(AccountError::FlowStateInvalid)
+            ));
+        }
+
+        // Expired at its lifetime; of its project only.
+        let code = code_for(&accounts, &shop, &user, &verifier).await;
+        assert!(matches!(
+            accounts
+                .exchange_auth_code(&shop, &code, &verifier, NOW + AUTH_CODE_LIFETIME_MS)
+                .await,
+            Err(AccountError::FlowStateInvalid)
+        ));
+        let code = code_for(&accounts, &shop, &user, &verifier).await;
+        let blog = ProjectId::new("blog").unwrap();
+        assert!(matches!(
+            accounts
+                .exchange_auth_code(&blog, &code, &verifier, NOW + 1)
+                .await,
+            Err(AccountError::FlowStateInvalid)
+        ));
+
+        // A banned user's code gives no session.
+        let mut banned = user.clone();
+        banned.banned_until = Some(NOW + 3_600_000);
+        accounts.store.update_user(&banned).await.unwrap();
+        let code = code_for(&accounts, &shop, &user, &verifier).await;
+        assert!(matches!(
+            accounts
+                .exchange_auth_code(&shop, &code, &verifier, NOW + 1)
+                .await,
+            Err(AccountError::Banned)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_provider_callback_is_refused_once_its_state_expired() {
+        let (_dir, accounts, shop) = accounts().await;
+        let state = random_token();
+        let data = StateData {
+            provider: "corp".to_owned(),
+            issuer: "https://idp.example".to_owned(),
+            nonce: random_token(),
+            sealed_verifier: accounts.seal_secret(&flow_sealing_context(&shop), b"verifier"),
+            redirect_to: "https://app.example/done".to_owned(),
+            code_challenge: None,
+            callback: "https://wok.example/p/shop/auth/v1/callback".to_owned(),
+        };
+        accounts
+            .store
+            .put_pending_flow(&PendingFlow {
+                project: shop.clone(),
+                kind: PendingKind::ProviderState,
+                hash: Sha256::digest(state.as_bytes()).into(),
+                data: serde_json::to_value(&data).unwrap(),
+                created_at: NOW,
+                expires_at: NOW + PROVIDER_FLOW_LIFETIME_MS,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(
+            accounts
+                .finish_provider_sign_in(
+                    &shop,
+                    &state,
+                    Some("code"),
+                    None,
+                    NOW + PROVIDER_FLOW_LIFETIME_MS
+                )
+                .await,
+            Err(AccountError::FlowStateInvalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_is_refused_before_any_call_to_the_provider() {
+        let (_dir, accounts, shop) = accounts().await;
+        // Only https issuers, unless the server allows http.
+        let mut settings = AuthSettings {
+            site_url: Some("https://app.example/".to_owned()),
+            redirect_urls: vec!["https://app.example/*".to_owned()],
+            providers: vec![provider("http://127.0.0.1:9")],
+            ..AuthSettings::default()
+        };
+        assert!(matches!(
+            accounts.set_settings(&shop, settings.clone()).await,
+            Err(AccountError::Invalid(why)) if why.contains("https")
+        ));
+        // An unreachable issuer: nothing below may get as far as calling it.
+        settings.providers = vec![provider("https://127.0.0.1:9")];
+        let shown = accounts.set_settings(&shop, settings).await.unwrap();
+        assert!(shown.providers[0].client_secret_set);
+        assert_eq!(shown.providers[0].sealed_client_secret, None);
+        let start = |provider: &'static str, redirect_to: &'static str, challenge| {
+            let (accounts, shop) = (&accounts, &shop);
+            async move {
+                accounts
+                    .start_provider_sign_in(
+                        shop,
+                        provider,
+                        Some(redirect_to),
+                        challenge,
+                        "https://wok.example/p/shop/auth/v1/callback",
+                        NOW,
+                    )
+                    .await
+            }
+        };
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(b"a verifier"));
+        assert!(matches!(
+            start("nobody", "https://app.example/done", None).await,
+            Err(AccountError::ProviderUnknown(_))
+        ));
+        for unlisted in ["https://evil.example/", "https://app.example.evil.example/"] {
+            assert!(matches!(
+                start("corp", unlisted, None).await,
+                Err(AccountError::Invalid(why)) if why.contains("redirect_to")
+            ));
+        }
+        assert!(matches!(
+            start("corp", "https://app.example/done", Some((challenge.as_str(), "plain"))).await,
+            Err(AccountError::Invalid(why)) if why.contains("s256")
+        ));
+        assert!(matches!(
+            start("corp", "https://app.example/done", Some(("short", "s256"))).await,
+            Err(AccountError::Invalid(why)) if why.contains("code_challenge")
+        ));
+        // Past the checks, the unreachable provider fails the sign-in.
+        assert!(matches!(
+            start(
+                "corp",
+                "https://app.example/done",
+                Some((challenge.as_str(), "S256"))
+            )
+            .await,
+            Err(AccountError::Provider(_))
+        ));
+    }
 }
