@@ -50,7 +50,7 @@ pub mod mfa;
 pub mod providers;
 pub mod tickets;
 pub use email::{Links, NewCode, SignedUp, VerifyKind};
-pub use providers::{ProviderLanding, ProviderOutcome, ProviderSettings};
+pub use providers::{ProviderLanding, ProviderSettings, RedirectOutcome, client_code_challenge};
 use store::{AccountStore, StoreError};
 
 /// How long an access token lives, in seconds.
@@ -2101,6 +2101,7 @@ mod tests {
         let links = Links {
             auth_url: "http://wok.test/p/shop/auth/v1".to_owned(),
             redirect_to: None,
+            code_challenge: None,
         };
         // The outbox holds one mail, the worker a few more being sent:
         // then every request is refused, whoever it is for.

@@ -14,14 +14,17 @@
 //! `auth.mfa`), and a user lists its factors in `factors`; login tickets
 //! are wok's own (`/admin/tickets`, `grant_type=ticket`).
 //!
-//! Sign-in with an OpenID Connect provider is GoTrue's `/authorize`
+//! A client's PKCE challenge (`flowType: 'pkce'`) with a request that
+//! mails a link makes that link land with `?code=`, traded by
+//! `grant_type=pkce`. Sign-in with an OpenID Connect provider is GoTrue's
+//! `/authorize`
 //! (which answers 302 to the provider), `/callback` (the provider's
 //! answer: 302 to the client's `redirect_to` with `?code=`, or with the
 //! session in the fragment for the implicit flow, or with `error`,
 //! `error_code` and `error_description`) and `grant_type=pkce`.
 use crate::SharedGateway;
 use auth::accounts::{
-    Attempt, Issued, Links, LogoutScope, ProviderOutcome, SignedUp, UserChange, VerifyKind,
+    Attempt, Issued, Links, LogoutScope, RedirectOutcome, SignedUp, UserChange, VerifyKind,
 };
 use auth::{AccountError, AuthError, Caller, Identity};
 use axum::extract::{Path, Query, Request, State};
@@ -504,6 +507,8 @@ struct SignUp {
     password: Option<String>,
     #[serde(default)]
     data: Option<serde_json::Map<String, Value>>,
+    #[serde(flatten)]
+    challenge: Challenge,
 }
 
 /// `POST /signup?redirect_to=`: with an email and a password, a new user
@@ -522,6 +527,7 @@ async fn sign_up(
         .admit(&project, Attempt::NewUser, address)?;
     let links = links(&gateway, &project, redirect.redirect_to.as_deref())?;
     let body: SignUp = body(request).await?;
+    let links = body.challenge.bind(links)?;
     let data = body.data.unwrap_or_default();
     let now = gateway.clock.now();
     let issued = match (body.email, body.phone, body.password) {
@@ -815,6 +821,8 @@ struct UpdateUser {
     password: Option<String>,
     data: Option<serde_json::Map<String, Value>>,
     phone: Option<String>,
+    #[serde(flatten)]
+    challenge: Challenge,
 }
 
 /// `PUT /user?redirect_to=`: a new email, password or data for the
@@ -830,6 +838,7 @@ async fn update_user(
     let links = links(&gateway, &project, redirect.redirect_to.as_deref())?;
     let address = client_address(&gateway, &request);
     let body: UpdateUser = body(request).await?;
+    let links = body.challenge.bind(links)?;
     if body.phone.is_some() {
         return Err(GoTrueError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -1366,17 +1375,26 @@ fn links(
     Ok(Links {
         auth_url: auth_url(gateway, project),
         redirect_to: gateway.accounts.redirect_target(project, redirect_to)?,
+        code_challenge: None,
     })
 }
 
-/// Refuses the PKCE flow (which needs `/token?grant_type=pkce`): wok
-/// answers the implicit flow only.
-fn implicit_only(code_challenge: &Option<String>) -> Result<(), GoTrueError> {
-    match code_challenge {
-        Some(challenge) if !challenge.is_empty() => Err(GoTrueError::invalid(
-            "the PKCE flow is not supported: create the client with flowType 'implicit'",
-        )),
-        _ => Ok(()),
+/// A client's PKCE challenge for the link of a mail (supabase-js's
+/// `flowType: 'pkce'`): following the link then gives it a code.
+#[derive(Deserialize, Default)]
+struct Challenge {
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+}
+
+impl Challenge {
+    /// `links` with this challenge (S256 only), or 400.
+    fn bind(self, mut links: Links) -> Result<Links, GoTrueError> {
+        links.code_challenge = auth::accounts::client_code_challenge(
+            self.code_challenge.as_deref(),
+            self.code_challenge_method.as_deref(),
+        )?;
+        Ok(links)
     }
 }
 
@@ -1387,7 +1405,8 @@ struct Otp {
     #[serde(default)]
     data: Option<serde_json::Map<String, Value>>,
     create_user: Option<bool>,
-    code_challenge: Option<String>,
+    #[serde(flatten)]
+    challenge: Challenge,
 }
 
 /// `POST /otp?redirect_to=`: mails a sign-in code and magic link
@@ -1402,7 +1421,7 @@ async fn otp(
     let address = client_address(&gateway, &request);
     let links = links(&gateway, &project, redirect.redirect_to.as_deref())?;
     let body: Otp = body(request).await?;
-    implicit_only(&body.code_challenge)?;
+    let links = body.challenge.bind(links)?;
     let (Some(email), None) = (body.email, body.phone) else {
         return Err(GoTrueError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -1430,7 +1449,8 @@ async fn otp(
 #[derive(Deserialize)]
 struct Recover {
     email: Option<String>,
-    code_challenge: Option<String>,
+    #[serde(flatten)]
+    challenge: Challenge,
 }
 
 /// `POST /recover?redirect_to=`: mails a code and link that sign in to
@@ -1445,7 +1465,7 @@ async fn recover(
     let address = client_address(&gateway, &request);
     let links = links(&gateway, &project, redirect.redirect_to.as_deref())?;
     let body: Recover = body(request).await?;
-    implicit_only(&body.code_challenge)?;
+    let links = body.challenge.bind(links)?;
     let Some(email) = body.email else {
         return Err(GoTrueError::invalid("password recovery needs an email"));
     };
@@ -1465,7 +1485,8 @@ struct Resend {
     phone: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
-    code_challenge: Option<String>,
+    #[serde(flatten)]
+    challenge: Challenge,
 }
 
 /// `POST /resend?redirect_to=`: a new confirmation code for an
@@ -1481,7 +1502,7 @@ async fn resend(
     let address = client_address(&gateway, &request);
     let links = links(&gateway, &project, redirect.redirect_to.as_deref())?;
     let body: Resend = body(request).await?;
-    implicit_only(&body.code_challenge)?;
+    let links = body.challenge.bind(links)?;
     let flow = match body.kind.as_deref() {
         Some("signup") => store::accounts::Flow::Signup,
         Some("email_change") => store::accounts::Flow::EmailChange,
@@ -1603,13 +1624,22 @@ async fn verify_link(
         Ok::<_, GoTrueError>(
             gateway
                 .accounts
-                .verify_link(&project, token, verify_kind, gateway.clock.now())
+                .follow_link(&project, token, verify_kind, gateway.clock.now())
                 .await?,
         )
     }
     .await
     {
-        Ok(issued) => form(&[
+        // The client that asked for the link with a PKCE challenge: a
+        // code in the query, for `grant_type=pkce`.
+        Ok(RedirectOutcome::Code(code)) => {
+            let joiner = if target.contains('?') { '&' } else { '?' };
+            return redirect_with(
+                StatusCode::SEE_OTHER,
+                &format!("{target}{joiner}{}", form(&[("code", &code)])),
+            );
+        }
+        Ok(RedirectOutcome::Session(issued)) => form(&[
             ("access_token", issued.access_token.as_str()),
             ("expires_at", &issued.expires_at.to_string()),
             ("expires_in", &issued.expires_in.to_string()),
@@ -1630,23 +1660,7 @@ async fn verify_link(
             ])
         }
     };
-    let location = format!("{target}#{fragment}");
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::LOCATION,
-        HeaderValue::from_str(&location)
-            .map_err(|_| GoTrueError::invalid("the redirect target is not a valid header value"))?,
-    );
-    headers.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    headers.insert(
-        http::header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    Ok(response)
+    redirect_with(StatusCode::SEE_OTHER, &format!("{target}#{fragment}"))
 }
 
 /// `name=value&...`, form-encoded.
@@ -1833,7 +1847,7 @@ async fn callback(
             (before, Some(after))
         });
     let location = match landing.outcome {
-        Ok(ProviderOutcome::Code(code)) => {
+        Ok(RedirectOutcome::Code(code)) => {
             let joiner = if target.contains('?') { '&' } else { '?' };
             let mut location = format!("{target}{joiner}{}", form(&[("code", &code)]));
             if let Some(fragment) = fragment {
@@ -1842,7 +1856,7 @@ async fn callback(
             }
             location
         }
-        Ok(ProviderOutcome::Session(issued)) => format!(
+        Ok(RedirectOutcome::Session(issued)) => format!(
             "{target}#{}",
             form(&[
                 ("access_token", issued.access_token.as_str()),
@@ -1890,7 +1904,13 @@ fn auth_url(gateway: &SharedGateway, project: &ProjectId) -> String {
 
 /// 302 to `location`, kept by no cache and sent to no one as a referrer.
 fn redirect(location: &str) -> Result<Response, GoTrueError> {
-    let mut response = StatusCode::FOUND.into_response();
+    redirect_with(StatusCode::FOUND, location)
+}
+
+/// A redirect to `location` with `status`, kept by no cache and sent to
+/// no one as a referrer.
+fn redirect_with(status: StatusCode, location: &str) -> Result<Response, GoTrueError> {
+    let mut response = status.into_response();
     let headers = response.headers_mut();
     headers.insert(
         http::header::LOCATION,

@@ -297,6 +297,9 @@ pub enum PendingKind {
     /// An authorization code given to a client, waiting to be traded for
     /// a session with its PKCE verifier.
     AuthCode,
+    /// The PKCE challenge of a client that asked for a mailed link (keyed
+    /// by the link's token): following the link gives that client a code.
+    LinkChallenge,
 }
 
 impl PendingKind {
@@ -305,13 +308,18 @@ impl PendingKind {
         match self {
             PendingKind::ProviderState => "provider_state",
             PendingKind::AuthCode => "auth_code",
+            PendingKind::LinkChallenge => "link_challenge",
         }
     }
 
     pub fn from_stored(text: &str) -> Option<PendingKind> {
-        [PendingKind::ProviderState, PendingKind::AuthCode]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+        [
+            PendingKind::ProviderState,
+            PendingKind::AuthCode,
+            PendingKind::LinkChallenge,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
     }
 }
 

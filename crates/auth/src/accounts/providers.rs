@@ -156,13 +156,37 @@ impl ProviderSettings {
     }
 }
 
-/// What a provider's callback gives the client.
+/// What a redirect (a provider's callback, a mailed link followed) gives
+/// the client.
 #[derive(Debug)]
-pub enum ProviderOutcome {
+pub enum RedirectOutcome {
     /// An authorization code for `POST /token?grant_type=pkce`.
     Code(String),
     /// A session at once (the client sent no `code_challenge`).
     Session(Box<Issued>),
+}
+
+/// A client's PKCE challenge, if it sent one: S256 only, 43 to 128
+/// base64url characters.
+pub fn client_code_challenge(
+    challenge: Option<&str>,
+    method: Option<&str>,
+) -> Result<Option<String>, AccountError> {
+    let Some(challenge) = challenge.filter(|challenge| !challenge.is_empty()) else {
+        return Ok(None);
+    };
+    let method = method.unwrap_or("plain");
+    if !method.eq_ignore_ascii_case("s256") {
+        return Err(AccountError::Invalid(format!(
+            "code_challenge_method {method:?} is not supported: s256"
+        )));
+    }
+    if !pkce_shaped(challenge) {
+        return Err(AccountError::Invalid(
+            "code_challenge must be 43 to 128 base64url characters".to_owned(),
+        ));
+    }
+    Ok(Some(challenge.to_owned()))
 }
 
 /// Where a provider's callback sends the browser, and with what.
@@ -173,7 +197,7 @@ pub struct ProviderLanding {
     /// Whether the client asked for the PKCE flow (its answers go in the
     /// query; the implicit flow's in the fragment).
     pub pkce: bool,
-    pub outcome: Result<ProviderOutcome, AccountError>,
+    pub outcome: Result<RedirectOutcome, AccountError>,
 }
 
 /// What a provider flow keeps between `/authorize` and `/callback`.
@@ -196,7 +220,9 @@ struct StateData {
 struct CodeData {
     user_id: String,
     code_challenge: String,
-    provider: String,
+    /// How the user signed in (the session's `amr`): `oauth`,
+    /// `magiclink`, `recovery`...
+    method: String,
 }
 
 /// The HTTP client of calls to identity providers.
@@ -463,22 +489,10 @@ impl Accounts {
                 "redirect_to is required: the project has no site_url to land on".to_owned(),
             ));
         };
-        let code_challenge = match code_challenge {
-            None => None,
-            Some((challenge, method)) => {
-                if !method.eq_ignore_ascii_case("s256") {
-                    return Err(AccountError::Invalid(format!(
-                        "code_challenge_method {method:?} is not supported: s256"
-                    )));
-                }
-                if !pkce_shaped(challenge) {
-                    return Err(AccountError::Invalid(
-                        "code_challenge must be 43 to 128 base64url characters".to_owned(),
-                    ));
-                }
-                Some(challenge.to_owned())
-            }
-        };
+        let code_challenge = client_code_challenge(
+            code_challenge.map(|(challenge, _)| challenge),
+            code_challenge.map(|(_, method)| method),
+        )?;
         let metadata = self.discovered(&provider.issuer, now).await?;
         let client = CoreClient::from_provider_metadata(
             (*metadata).clone(),
@@ -572,7 +586,7 @@ impl Accounts {
         data: &StateData,
         code: &str,
         now: UnixMillis,
-    ) -> Result<ProviderOutcome, AccountError> {
+    ) -> Result<RedirectOutcome, AccountError> {
         let settings = self.settings(project);
         let Some(provider) = settings
             .providers
@@ -667,29 +681,44 @@ impl Accounts {
             )
             .await?;
         match &data.code_challenge {
-            None => Ok(ProviderOutcome::Session(Box::new(
+            None => Ok(RedirectOutcome::Session(Box::new(
                 self.open_session(&user, "oauth", now).await?,
             ))),
-            Some(challenge) => {
-                let code = random_token();
-                let code_data = CodeData {
-                    user_id: user.id.clone(),
-                    code_challenge: challenge.clone(),
-                    provider: provider.name.clone(),
-                };
-                self.store
-                    .put_pending_flow(&PendingFlow {
-                        project: project.clone(),
-                        kind: PendingKind::AuthCode,
-                        hash: Sha256::digest(code.as_bytes()).into(),
-                        data: serde_json::to_value(&code_data).expect("code data serializes"),
-                        created_at: now,
-                        expires_at: now + AUTH_CODE_LIFETIME_MS,
-                    })
-                    .await?;
-                Ok(ProviderOutcome::Code(code))
-            }
+            Some(challenge) => Ok(RedirectOutcome::Code(
+                self.mint_auth_code(project, &user, challenge, "oauth", now)
+                    .await?,
+            )),
         }
+    }
+
+    /// A single-use authorization code for `user`, bound to the client's
+    /// PKCE `challenge`, living [`AUTH_CODE_LIFETIME_MS`]; only its
+    /// SHA-256 is kept.
+    pub(super) async fn mint_auth_code(
+        &self,
+        project: &ProjectId,
+        user: &User,
+        challenge: &str,
+        method: &str,
+        now: UnixMillis,
+    ) -> Result<String, StoreError> {
+        let code = random_token();
+        let data = CodeData {
+            user_id: user.id.clone(),
+            code_challenge: challenge.to_owned(),
+            method: method.to_owned(),
+        };
+        self.store
+            .put_pending_flow(&PendingFlow {
+                project: project.clone(),
+                kind: PendingKind::AuthCode,
+                hash: Sha256::digest(code.as_bytes()).into(),
+                data: serde_json::to_value(&data).expect("code data serializes"),
+                created_at: now,
+                expires_at: now + AUTH_CODE_LIFETIME_MS,
+            })
+            .await?;
+        Ok(code)
     }
 
     /// The user of an issuer and subject, signed in now: found, or made
@@ -811,7 +840,7 @@ impl Accounts {
         if user.banned_until.is_some_and(|until| until > now) {
             return Err(AccountError::Banned);
         }
-        Ok(self.open_session(&user, "oauth", now).await?)
+        Ok(self.open_session(&user, &data.method, now).await?)
     }
 
     /// A user's identities at providers, oldest first.
@@ -897,7 +926,7 @@ mod tests {
         let data = CodeData {
             user_id: user.id.clone(),
             code_challenge: URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
-            provider: "corp".to_owned(),
+            method: "oauth".to_owned(),
         };
         accounts
             .store
