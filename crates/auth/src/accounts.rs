@@ -129,6 +129,9 @@ pub struct AuthSettings {
     pub mfa_verifications_per_factor_per_hour: u32,
     /// The OpenID Connect providers users may sign in with.
     pub providers: Vec<ProviderSettings>,
+    /// Signed-in users may link a provider's identity to themselves
+    /// (`linkIdentity`) and unlink one.
+    pub manual_linking: bool,
     /// Sign-ins with a provider begun (`/authorize`) per client address,
     /// an hour.
     pub provider_sign_ins_per_address_per_hour: u32,
@@ -184,6 +187,7 @@ impl Default for AuthSettings {
             mfa_challenge_lifetime_s: mfa::MAX_CHALLENGE_LIFETIME_S,
             mfa_verifications_per_factor_per_hour: 30,
             providers: Vec::new(),
+            manual_linking: false,
             provider_sign_ins_per_address_per_hour: 60,
         }
     }
@@ -514,6 +518,14 @@ pub enum AccountError {
     FlowStateInvalid,
     #[error("the code verifier does not match the code challenge")]
     BadCodeVerifier,
+    #[error("linking identities is disabled for this project")]
+    ManualLinkingDisabled,
+    #[error("this identity is linked to another user already")]
+    IdentityTaken,
+    #[error("the user has no such identity")]
+    IdentityNotFound,
+    #[error("the user's only way of signing in cannot be unlinked")]
+    SingleIdentity,
     /// Too many mails asked for from this address or to this recipient,
     /// or the outbox is full: try again after this long.
     #[error("too many emails asked for; try again later")]

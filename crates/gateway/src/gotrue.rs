@@ -133,6 +133,17 @@ impl From<AccountError> for GoTrueError {
             AccountError::AccountExists(_) => (StatusCode::UNPROCESSABLE_ENTITY, "email_exists"),
             AccountError::FlowStateInvalid => (StatusCode::BAD_REQUEST, "flow_state_not_found"),
             AccountError::BadCodeVerifier => (StatusCode::BAD_REQUEST, "bad_code_verifier"),
+            AccountError::ManualLinkingDisabled => {
+                (StatusCode::NOT_FOUND, "manual_linking_disabled")
+            }
+            AccountError::IdentityTaken => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "identity_already_exists")
+            }
+            AccountError::IdentityNotFound => (StatusCode::NOT_FOUND, "identity_not_found"),
+            AccountError::SingleIdentity => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "single_identity_not_deletable",
+            ),
             AccountError::EmailRateLimited(wait) => {
                 let mut error = GoTrueError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -193,6 +204,11 @@ pub(crate) fn routes(gateway: SharedGateway) -> Router {
         .route("/verify", get(verify_link).post(verify))
         .route("/authorize", get(authorize))
         .route("/callback", get(callback))
+        .route("/user/identities/authorize", get(link_identity))
+        .route(
+            "/user/identities/{id}",
+            axum::routing::delete(unlink_identity),
+        )
         .route("/recover", post(recover))
         .route("/resend", post(resend))
         .route("/admin/generate_link", post(admin_generate_link))
@@ -1781,6 +1797,76 @@ async fn authorize(
         )
         .await?;
     redirect(&location)
+}
+
+#[derive(Deserialize)]
+struct LinkIdentity {
+    #[serde(flatten)]
+    authorize: Authorize,
+    skip_http_redirect: Option<String>,
+}
+
+/// `GET /user/identities/authorize?provider=&redirect_to=&...`
+/// (supabase-js's `linkIdentity`, with the user's bearer token): the
+/// provider's URL, whose callback links the identity to the signed-in
+/// user; as JSON `{"url"}` with `skip_http_redirect=true` (what
+/// supabase-js asks), else a 302.
+async fn link_identity(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Query(query): Query<LinkIdentity>,
+    request: Request,
+) -> Result<Response, GoTrueError> {
+    let identity = identity(&gateway, &project, &request)?;
+    let address = client_address(&gateway, &request);
+    gateway
+        .accounts
+        .admit(&project, Attempt::ProviderSignIn, address)?;
+    let query_authorize = query.authorize;
+    let Some(provider) = query_authorize.provider.filter(|name| !name.is_empty()) else {
+        return Err(GoTrueError::invalid("provider is required"));
+    };
+    let challenge = match (
+        &query_authorize.code_challenge,
+        &query_authorize.code_challenge_method,
+    ) {
+        (Some(challenge), method) if !challenge.is_empty() => {
+            Some((challenge.as_str(), method.as_deref().unwrap_or("plain")))
+        }
+        _ => None,
+    };
+    let location = gateway
+        .accounts
+        .start_provider_link(
+            &identity,
+            &provider,
+            query_authorize.redirect_to.as_deref(),
+            challenge,
+            &format!("{}/callback", auth_url(&gateway, &project)),
+            gateway.clock.now(),
+        )
+        .await?;
+    if query.skip_http_redirect.as_deref() == Some("true") {
+        return Ok(Json(json!({ "url": location })).into_response());
+    }
+    redirect(&location)
+}
+
+/// `DELETE /user/identities/ID` (`unlinkIdentity`): the signed-in user's
+/// identity goes, unless it is its only way of signing in.
+async fn unlink_identity(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    let identity = identity(&gateway, &project, &request)?;
+    let id = params.get("id").cloned().unwrap_or_default();
+    gateway
+        .accounts
+        .unlink_identity(&identity, &id, gateway.clock.now())
+        .await?;
+    Ok(Json(json!({})))
 }
 
 #[derive(Deserialize)]

@@ -1466,6 +1466,59 @@ impl AccountStore for PgStore {
             .db()
     }
 
+    async fn create_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError> {
+        let data = json_text(&identity.data)?;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "INSERT INTO linked_identities ({IDENTITY_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (project, issuer, subject) DO NOTHING"
+            ))
+            .await
+            .db()?;
+        let inserted = client
+            .execute(
+                &statement,
+                &[
+                    &identity.project.as_str(),
+                    &identity.id,
+                    &identity.user_id,
+                    &identity.provider,
+                    &identity.issuer,
+                    &identity.subject,
+                    &identity.email,
+                    &data,
+                    &identity.created_at,
+                    &identity.updated_at,
+                    &identity.last_sign_in_at,
+                ],
+            )
+            .await
+            .db()?;
+        Ok(inserted > 0)
+    }
+
+    async fn delete_linked_identity(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "DELETE FROM linked_identities WHERE project = $1 AND user_id = $2 AND id = $3",
+            )
+            .await
+            .db()?;
+        let deleted = client
+            .execute(&statement, &[&project.as_str(), &user_id, &id])
+            .await
+            .db()?;
+        Ok(deleted > 0)
+    }
+
     async fn update_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError> {
         let data = json_text(&identity.data)?;
         let client = self.client().await?;

@@ -1264,6 +1264,52 @@ impl AccountStore for SqliteStore {
         .await
     }
 
+    async fn create_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError> {
+        let identity = identity.clone();
+        self.meta(move |connection| {
+            let data = serde_json::to_string(&identity.data).map_err(invalid)?;
+            let inserted = connection
+                .prepare_cached(&format!(
+                    "INSERT INTO linked_identities ({IDENTITY_COLUMNS})
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (project, issuer, subject) DO NOTHING"
+                ))?
+                .execute(params![
+                    identity.project.as_str(),
+                    identity.id,
+                    identity.user_id,
+                    identity.provider,
+                    identity.issuer,
+                    identity.subject,
+                    identity.email,
+                    data,
+                    identity.created_at,
+                    identity.updated_at,
+                    identity.last_sign_in_at
+                ])?;
+            Ok(inserted > 0)
+        })
+        .await
+    }
+
+    async fn delete_linked_identity(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let (project, user_id, id) = (project.clone(), user_id.to_owned(), id.to_owned());
+        self.meta(move |connection| {
+            let deleted = connection
+                .prepare_cached(
+                    "DELETE FROM linked_identities WHERE project = ? AND user_id = ? AND id = ?",
+                )?
+                .execute(params![project.as_str(), user_id, id])?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
     async fn update_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError> {
         let identity = identity.clone();
         self.meta(move |connection| {

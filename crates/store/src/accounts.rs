@@ -562,6 +562,17 @@ pub trait AccountStore: Send + Sync + 'static {
         project: &ProjectId,
         user_id: &str,
     ) -> Result<Vec<LinkedIdentity>, StoreError>;
+    /// Links an identity to an existing user. `Ok(false)`, and nothing
+    /// stored, if its issuer and subject are linked already in the
+    /// project (to this user or another).
+    async fn create_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError>;
+    /// Unlinks one of a user's identities; whether it was there.
+    async fn delete_linked_identity(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError>;
     /// Replaces an identity's email, data, `updated_at` and
     /// `last_sign_in_at` (found by project and id); whether there was one.
     async fn update_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError>;

@@ -211,6 +211,9 @@ struct StateData {
     redirect_to: String,
     /// The client's own PKCE challenge (S256), if it asked for a code.
     code_challenge: Option<String>,
+    /// The signed-in user that asked to link the identity to itself.
+    #[serde(default)]
+    link_to: Option<String>,
     /// wok's callback, the `redirect_uri` sent to the provider.
     callback: String,
 }
@@ -476,6 +479,74 @@ impl Accounts {
         callback: &str,
         now: UnixMillis,
     ) -> Result<String, AccountError> {
+        self.start_provider_flow(
+            project,
+            provider,
+            redirect_to,
+            code_challenge,
+            callback,
+            None,
+            now,
+        )
+        .await
+    }
+
+    /// `GET /user/identities/authorize?provider=` (`linkIdentity`): as
+    /// [`Accounts::start_provider_sign_in`], but the callback links the
+    /// provider's identity to the signed-in user (if the project allows
+    /// it, and from an `aal2` session if the user has a verified factor).
+    pub async fn start_provider_link(
+        &self,
+        identity: &Identity,
+        provider: &str,
+        redirect_to: Option<&str>,
+        code_challenge: Option<(&str, &str)>,
+        callback: &str,
+        now: UnixMillis,
+    ) -> Result<String, AccountError> {
+        self.linking_allowed(identity).await?;
+        self.start_provider_flow(
+            &identity.project,
+            provider,
+            redirect_to,
+            code_challenge,
+            callback,
+            Some(&identity.user_id),
+            now,
+        )
+        .await
+    }
+
+    /// Whether the signed-in user may link or unlink identities now.
+    async fn linking_allowed(&self, identity: &Identity) -> Result<(), AccountError> {
+        if !self.settings(&identity.project).manual_linking {
+            return Err(AccountError::ManualLinkingDisabled);
+        }
+        let factors = self
+            .store
+            .factors(&identity.project, &identity.user_id)
+            .await?;
+        if identity.aal < 2
+            && factors
+                .iter()
+                .any(|factor| factor.status == store::accounts::FactorStatus::Verified)
+        {
+            return Err(AccountError::InsufficientAal);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_provider_flow(
+        &self,
+        project: &ProjectId,
+        provider: &str,
+        redirect_to: Option<&str>,
+        code_challenge: Option<(&str, &str)>,
+        callback: &str,
+        link_to: Option<&str>,
+        now: UnixMillis,
+    ) -> Result<String, AccountError> {
         let settings = self.settings(project);
         let Some(provider) = settings
             .providers
@@ -529,6 +600,7 @@ impl Accounts {
             redirect_to,
             code_challenge,
             callback: callback.to_owned(),
+            link_to: link_to.map(str::to_owned),
         };
         self.store
             .put_pending_flow(&PendingFlow {
@@ -668,18 +740,33 @@ impl Accounts {
             identity_data["picture"] = serde_json::json!(picture.as_str());
             identity_data["avatar_url"] = serde_json::json!(picture.as_str());
         }
-        let user = self
-            .provider_user(
-                project,
-                provider,
-                &subject,
-                email,
-                email_verified,
-                identity_data,
-                &settings,
-                now,
-            )
-            .await?;
+        let user = match &data.link_to {
+            Some(user_id) => {
+                self.link_identity(
+                    project,
+                    user_id,
+                    provider,
+                    &subject,
+                    email,
+                    identity_data,
+                    now,
+                )
+                .await?
+            }
+            None => {
+                self.provider_user(
+                    project,
+                    provider,
+                    &subject,
+                    email,
+                    email_verified,
+                    identity_data,
+                    &settings,
+                    now,
+                )
+                .await?
+            }
+        };
         match &data.code_challenge {
             None => Ok(RedirectOutcome::Session(Box::new(
                 self.open_session(&user, "oauth", now).await?,
@@ -809,6 +896,103 @@ impl Accounts {
         ))
     }
 
+    /// Links the identity of an issuer and subject to the user that asked
+    /// for it (it signs in as that user from then on), unless it is
+    /// another user's; the user, signed in now.
+    #[allow(clippy::too_many_arguments)]
+    async fn link_identity(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        provider: &ProviderSettings,
+        subject: &str,
+        email: Option<String>,
+        identity_data: serde_json::Value,
+        now: UnixMillis,
+    ) -> Result<User, AccountError> {
+        let Some(mut user) = self.store.user(project, user_id).await? else {
+            return Err(AccountError::UserNotFound);
+        };
+        if user.banned_until.is_some_and(|until| until > now) {
+            return Err(AccountError::Banned);
+        }
+        match self
+            .store
+            .linked_identity(project, &provider.issuer, subject)
+            .await?
+        {
+            Some(mut linked) if linked.user_id == user.id => {
+                linked.email = email;
+                linked.data = identity_data;
+                linked.updated_at = now;
+                linked.last_sign_in_at = Some(now);
+                self.store.update_linked_identity(&linked).await?;
+            }
+            Some(_) => return Err(AccountError::IdentityTaken),
+            None => {
+                let linked = LinkedIdentity {
+                    project: project.clone(),
+                    id: uuid::Uuid::new_v4().to_string(),
+                    user_id: user.id.clone(),
+                    provider: provider.name.clone(),
+                    issuer: provider.issuer.clone(),
+                    subject: subject.to_owned(),
+                    email,
+                    data: identity_data,
+                    created_at: now,
+                    updated_at: now,
+                    last_sign_in_at: Some(now),
+                };
+                if !self.store.create_linked_identity(&linked).await? {
+                    return Err(AccountError::IdentityTaken);
+                }
+            }
+        }
+        let linked = self.store.linked_identities(project, &user.id).await?;
+        user.app_metadata = with_providers(&user, &linked);
+        user.last_sign_in_at = Some(now);
+        user.updated_at = now;
+        self.store.update_user(&user).await?;
+        Ok(user)
+    }
+
+    /// `DELETE /user/identities/ID` (`unlinkIdentity`): the signed-in
+    /// user's identity goes, unless it is its only way of signing in.
+    pub async fn unlink_identity(
+        &self,
+        identity: &Identity,
+        identity_id: &str,
+        now: UnixMillis,
+    ) -> Result<(), AccountError> {
+        self.linking_allowed(identity).await?;
+        let mut user = self.user(identity).await?;
+        let linked = self
+            .store
+            .linked_identities(&identity.project, &user.id)
+            .await?;
+        if !linked.iter().any(|linked| linked.id == identity_id) {
+            return Err(AccountError::IdentityNotFound);
+        }
+        if user.password_hash.is_none() && linked.len() == 1 {
+            return Err(AccountError::SingleIdentity);
+        }
+        if !self
+            .store
+            .delete_linked_identity(&identity.project, &user.id, identity_id)
+            .await?
+        {
+            return Err(AccountError::IdentityNotFound);
+        }
+        let left: Vec<_> = linked
+            .into_iter()
+            .filter(|linked| linked.id != identity_id)
+            .collect();
+        user.app_metadata = with_providers(&user, &left);
+        user.updated_at = now;
+        self.store.update_user(&user).await?;
+        Ok(())
+    }
+
     /// `POST /token?grant_type=pkce`: the code a provider's callback gave,
     /// traded once for a session, with the verifier of its challenge.
     pub async fn exchange_auth_code(
@@ -851,6 +1035,34 @@ impl Accounts {
     ) -> Result<Vec<LinkedIdentity>, StoreError> {
         self.store.linked_identities(project, user_id).await
     }
+}
+
+/// A user's `app_metadata` naming the ways it signs in (GoTrue's
+/// `provider` and `providers`): `email` if it has a password, then its
+/// identities' providers; the rest of it kept.
+fn with_providers(user: &User, linked: &[LinkedIdentity]) -> serde_json::Value {
+    let mut providers: Vec<String> = Vec::new();
+    if user.password_hash.is_some() {
+        providers.push("email".to_owned());
+    }
+    for identity in linked {
+        if !providers.contains(&identity.provider) {
+            providers.push(identity.provider.clone());
+        }
+    }
+    let mut metadata = match &user.app_metadata {
+        serde_json::Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let current = metadata
+        .get("provider")
+        .and_then(serde_json::Value::as_str)
+        .filter(|current| providers.iter().any(|known| known == current))
+        .map(str::to_owned);
+    let provider = current.or_else(|| providers.first().cloned());
+    metadata.insert("provider".to_owned(), serde_json::json!(provider));
+    metadata.insert("providers".to_owned(), serde_json::json!(providers));
+    serde_json::Value::Object(metadata)
 }
 
 /// The claims of a provider's ID token, verified: its signature by the
@@ -1022,6 +1234,7 @@ mod tests {
             redirect_to: "https://app.example/done".to_owned(),
             code_challenge: None,
             callback: "https://wok.example/p/shop/auth/v1/callback".to_owned(),
+            link_to: None,
         };
         accounts
             .store

@@ -82,15 +82,18 @@ try {
   // wok's callback, the callback to the app. The last Location, and the
   // callback URL (to replay it).
   const browse = async (authorizeUrl) => {
-    let answer = await fetch(authorizeUrl, { redirect: 'manual' });
+    const answer = await fetch(authorizeUrl, { redirect: 'manual' });
     assert.equal(answer.status, 302, `authorize: ${answer.status} ${await answer.text()}`);
-    const toIdp = new URL(answer.headers.get('location'));
+    return atIdp(new URL(answer.headers.get('location')));
+  };
+  // From the provider's authorization endpoint on.
+  const atIdp = async (toIdp) => {
     assert.equal(toIdp.origin, issuer);
     assert.equal(toIdp.searchParams.get('code_challenge_method'), 'S256', 'PKCE toward the provider');
     assert.ok(toIdp.searchParams.get('nonce'), 'a nonce toward the provider');
     assert.equal(toIdp.searchParams.get('client_id'), 'wok-test-client');
     assert.equal(toIdp.searchParams.get('redirect_uri'), `${projectUrl}/auth/v1/callback`);
-    answer = await fetch(toIdp, { redirect: 'manual' });
+    let answer = await fetch(toIdp, { redirect: 'manual' });
     assert.equal(answer.status, 302);
     const callback = answer.headers.get('location');
     assert.ok(callback.startsWith(`${projectUrl}/auth/v1/callback?`), callback);
@@ -169,6 +172,7 @@ try {
   data = ok(await supabase.auth.exchangeCodeForSession(location.searchParams.get('code')));
   assert.notEqual(data.user.id, annId);
   assert.equal(data.user.email, 'bob.idp@example.com');
+  const bob = supabase;
 
   step('an unverified email stays on the identity');
   ({ supabase, location } = await signIn({ sub: 'dan-sub', email: 'dan@example.com', email_verified: false }));
@@ -212,6 +216,45 @@ try {
     ['email'],
     'no identity was linked to the password account',
   );
+
+  step('linking is off unless the project allows it');
+  let error = (await carol.auth.linkIdentity({ provider: 'corp', options: { redirectTo: landing } })).error;
+  assert.equal(error?.code, 'manual_linking_disabled');
+  answer = await admin('PUT', { ...settings, manual_linking: true });
+  assert.equal(answer.status, 200, await answer.text());
+
+  step('a signed-in user links a provider identity to itself, explicitly');
+  const carolAtIdp = { sub: 'carol-sub', email: 'carol@example.com', email_verified: true };
+  data = ok(await carol.auth.linkIdentity({ provider: 'corp', options: { redirectTo: landing } }));
+  nextToken(() => carolAtIdp);
+  ({ location } = await atIdp(new URL(data.url)));
+  data = ok(await carol.auth.exchangeCodeForSession(location.searchParams.get('code')));
+  assert.equal(data.user.id, carolId);
+  assert.deepEqual(data.user.identities.map((identity) => identity.provider), ['email', 'corp']);
+  assert.deepEqual(data.user.app_metadata.providers, ['email', 'corp']);
+  ({ supabase, location } = await signIn(carolAtIdp));
+  data = ok(await supabase.auth.exchangeCodeForSession(location.searchParams.get('code')));
+  assert.equal(data.user.id, carolId, 'the provider signs into the linked account');
+
+  step("another user's identity is not linked");
+  data = ok(await carol.auth.linkIdentity({ provider: 'corp', options: { redirectTo: landing } }));
+  nextToken(() => ann);
+  ({ location } = await atIdp(new URL(data.url)));
+  assert.equal(location.searchParams.get('code'), null);
+  assert.equal(location.searchParams.get('error_code'), 'identity_already_exists', location.href);
+  error = (await client().auth.linkIdentity({ provider: 'corp', options: { redirectTo: landing } })).error;
+  assert.ok(error, 'linking needs a session');
+
+  step('unlinking');
+  const { identities } = ok(await carol.auth.getUserIdentities());
+  ok(await carol.auth.unlinkIdentity(identities.find((identity) => identity.provider === 'corp')));
+  data = ok(await carol.auth.getUser());
+  assert.deepEqual(data.user.identities.map((identity) => identity.provider), ['email']);
+  assert.deepEqual(data.user.app_metadata.providers, ['email']);
+  await refused('an unlinked identity with the email of a password account', carolAtIdp, () => ({}), 'email_exists');
+  const bobIdentities = ok(await bob.auth.getUserIdentities()).identities;
+  error = (await bob.auth.unlinkIdentity(bobIdentities[0])).error;
+  assert.equal(error?.code, 'single_identity_not_deletable');
 
   step('an unlisted redirect_to is refused, and not redirected to');
   for (const redirectTo of ['https://evil.example/done', 'https://app.example.evil.example/']) {

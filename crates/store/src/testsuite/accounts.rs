@@ -1222,6 +1222,57 @@ pub async fn linked_identities_contract<S: AccountStore + ProjectStore>(store: &
     let mut nobody = seen_again.clone();
     nobody.id = "i9".to_owned();
     assert!(!store.update_linked_identity(&nobody).await.unwrap());
+    // Linked to an existing user: a second identity of it; a pair linked
+    // already (to it or another) is refused.
+    let bob_at_other = linked(&shop, "i5", "u2", "https://other.example", "s5");
+    assert!(store.create_linked_identity(&bob_at_other).await.unwrap());
+    assert!(
+        !store
+            .create_linked_identity(&linked(&shop, "i6", "u2", issuer, "s1"))
+            .await
+            .unwrap(),
+        "ann's pair is hers"
+    );
+    assert!(
+        !store
+            .create_linked_identity(&linked(&shop, "i7", "u2", "https://other.example", "s5"))
+            .await
+            .unwrap()
+    );
+    let bobs: Vec<String> = store
+        .linked_identities(&shop, "u2")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|identity| identity.id)
+        .collect();
+    assert_eq!(bobs, ["i2", "i5"]);
+    // Unlinked: by its user only, once.
+    assert!(
+        !store
+            .delete_linked_identity(&shop, "u1", "i5")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_linked_identity(&shop, "u2", "i5")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_linked_identity(&shop, "u2", "i5")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .linked_identity(&shop, "https://other.example", "s5")
+            .await
+            .unwrap(),
+        None
+    );
     // Deleting the user forgets its identities; the pair is free again.
     store.delete_user(&shop, "u1", 40).await.unwrap().unwrap();
     assert_eq!(
