@@ -86,7 +86,8 @@ pub struct ServerConfig {
     /// `http://` and the address it listens on).
     pub public_url: Option<String>,
     /// Let app users sign in with OpenID Connect providers whose issuer
-    /// (and endpoints) are plain http: for tests on loopback only.
+    /// (and endpoints) are plain http or at a loopback or private address:
+    /// for tests on loopback only.
     pub allow_http_issuers: bool,
     /// Room kept on the data directory's disk for deletes once it fills.
     pub disk_reserve: ByteSize,

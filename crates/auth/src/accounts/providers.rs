@@ -23,9 +23,11 @@
 //! (`POST /token?grant_type=pkce`) trades for a session with the matching
 //! verifier; without one, a session at once (the implicit flow).
 //!
-//! Every call to a provider goes through [`IdpClient`]: https only (http
-//! with the server's explicit flag), no redirects followed, a timeout and a
-//! size bound on each answer.
+//! Every call to a provider goes through [`IdpClient`]: https only, to
+//! public addresses only (a name that resolves to a loopback, private or
+//! link-local address, a cloud's metadata service among them, is refused;
+//! the server's explicit flag allows http and such addresses, for tests),
+//! no redirects followed, a timeout and a size bound on each answer.
 use super::*;
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenClaims, CoreIdTokenVerifier,
@@ -230,8 +232,63 @@ struct CodeData {
 
 /// The HTTP client of calls to identity providers.
 pub(super) struct IdpClient {
+    /// Resolves names to public addresses only.
     client: reqwest::Client,
+    /// Resolves names to any address (with `allow_http`).
+    any_address: reqwest::Client,
+    /// Plain http and non-public addresses allowed (tests on loopback).
     allow_http: bool,
+}
+
+/// Resolves a provider's name to its public addresses only, so that a
+/// project's settings cannot make the server call what only it can
+/// reach.
+struct PublicAddresses;
+
+impl reqwest::dns::Resolve for PublicAddresses {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|address| is_public(address.ip()))
+                .collect();
+            if addresses.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether `address` is on the public internet: not loopback, private,
+/// link-local (169.254.169.254, the metadata services), shared (CGNAT),
+/// unspecified, multicast or for documentation.
+fn is_public(address: std::net::IpAddr) -> bool {
+    match address {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(std::net::IpAddr::V4(v4)),
+            None => {
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || v6.is_unique_local()
+                    || v6.is_unicast_link_local())
+            }
+        },
+    }
 }
 
 /// A call to a provider that failed.
@@ -241,16 +298,20 @@ pub struct IdpHttpError(String);
 
 impl IdpClient {
     pub(super) fn new() -> Result<Self, StoreError> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(IDP_TIMEOUT)
-            .connect_timeout(IDP_TIMEOUT)
-            .build()
-            .map_err(|error| {
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(IDP_TIMEOUT)
+                .connect_timeout(IDP_TIMEOUT)
+        };
+        let built = |built: reqwest::Result<reqwest::Client>| {
+            built.map_err(|error| {
                 StoreError::backend(format!("the identity providers' client: {error}"), false)
-            })?;
+            })
+        };
         Ok(Self {
-            client,
+            client: built(builder().dns_resolver(Arc::new(PublicAddresses)).build())?,
+            any_address: built(builder().build())?,
             allow_http: false,
         })
     }
@@ -268,21 +329,39 @@ impl IdpClient {
                 "{url} is not an https URL (the server allows only https identity providers)"
             )));
         }
-        let mut response = self
-            .client
+        // An address given as such is never resolved: checked here.
+        let literal = parts
+            .uri
+            .host()
+            .map(|host| host.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|host| host.parse::<std::net::IpAddr>().ok());
+        if !self.allow_http
+            && let Some(address) = literal
+            && !is_public(address)
+        {
+            return Err(IdpHttpError(format!(
+                "{url} is not a public address (the server calls only public identity providers)"
+            )));
+        }
+        let client = if self.allow_http {
+            &self.any_address
+        } else {
+            &self.client
+        };
+        let mut response = client
             .request(parts.method, &url)
             .headers(parts.headers)
             .body(body)
             .send()
             .await
-            .map_err(|error| IdpHttpError(format!("{url}: {error}")))?;
+            .map_err(|error| IdpHttpError(format!("{url}: {}", error_chain(&error))))?;
         let status = response.status();
         let headers = response.headers().clone();
         let mut bytes = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|error| IdpHttpError(format!("{url}: {error}")))?
+            .map_err(|error| IdpHttpError(format!("{url}: {}", error_chain(&error))))?
         {
             if bytes.len() + chunk.len() > IDP_MAX_BYTES {
                 return Err(IdpHttpError(format!(
@@ -365,8 +444,9 @@ fn flow_sealing_context(project: &ProjectId) -> Vec<u8> {
 }
 
 impl Accounts {
-    /// Lets providers' issuers (and endpoints) be plain http: for tests
-    /// on loopback, never in production.
+    /// Lets providers' issuers (and endpoints) be plain http, and at
+    /// loopback or private addresses: for tests on loopback, never in
+    /// production.
     pub fn allow_http_issuers(mut self, allow: bool) -> Self {
         self.idp.allow_http = allow;
         self
@@ -1276,7 +1356,8 @@ mod tests {
             accounts.set_settings(&shop, settings.clone()).await,
             Err(AccountError::Invalid(why)) if why.contains("https")
         ));
-        // An unreachable issuer: nothing below may get as far as calling it.
+        // An issuer at a loopback address: nothing below may get as far
+        // as calling it, and past the checks, it is refused.
         settings.providers = vec![provider("https://127.0.0.1:9")];
         let shown = accounts.set_settings(&shop, settings).await.unwrap();
         assert!(shown.providers[0].client_secret_set);
@@ -1315,15 +1396,47 @@ mod tests {
             start("corp", "https://app.example/done", Some(("short", "s256"))).await,
             Err(AccountError::Invalid(why)) if why.contains("code_challenge")
         ));
-        // Past the checks, the unreachable provider fails the sign-in.
+        // Past the checks, a provider at an address that is not public is
+        // never called, given as such or by a name.
         assert!(matches!(
-            start(
-                "corp",
-                "https://app.example/done",
-                Some((challenge.as_str(), "S256"))
-            )
-            .await,
-            Err(AccountError::Provider(_))
+            start("corp", "https://app.example/done", Some((challenge.as_str(), "S256"))).await,
+            Err(AccountError::Provider(why)) if why.contains("not a public address")
         ));
+        let mut settings = accounts.settings(&shop);
+        settings.providers = vec![provider("https://localhost:9")];
+        accounts.set_settings(&shop, settings).await.unwrap();
+        assert!(matches!(
+            start("corp", "https://app.example/done", None).await,
+            Err(AccountError::Provider(why)) if why.contains("no public address")
+        ));
+    }
+
+    #[test]
+    fn only_public_addresses_are_called() {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2001:4860:4860::8888",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+        for inside in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(!is_public(inside.parse().unwrap()), "{inside}");
+        }
     }
 }

@@ -112,9 +112,9 @@ pub struct Up {
     #[arg(long, env = "WOK_PUBLIC_URL", value_name = "URL")]
     public_url: Option<String>,
     /// Let app users sign in with OpenID Connect providers whose issuer is
-    /// plain http (by default only https issuers, and https endpoints,
-    /// are called). For tests against a provider on loopback; never in
-    /// production.
+    /// plain http or at a loopback or private address (by default only
+    /// https issuers and endpoints at public addresses are called). For
+    /// tests against a provider on loopback; never in production.
     #[arg(long, env = "WOK_ALLOW_HTTP_ISSUERS")]
     allow_http_issuers: bool,
     /// Room kept on the data directory's disk (a file of zeros) and
