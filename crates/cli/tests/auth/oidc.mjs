@@ -198,6 +198,18 @@ try {
   assert.equal(location.searchParams.get('code'), null);
   assert.equal(location.searchParams.get('error_code'), 'bad_oauth_callback', location.href);
 
+  step('refused: the user says no at the provider');
+  idp.service.once(Events.BeforeAuthorizeRedirect, (redirect) => {
+    redirect.url.searchParams.delete('code');
+    redirect.url.searchParams.set('error', 'access_denied');
+    redirect.url.searchParams.set('error_description', 'the user said no');
+  });
+  ({ location } = await signIn(ann));
+  nextToken(null);
+  assert.equal(location.searchParams.get('code'), null);
+  assert.equal(location.searchParams.get('error_code'), 'bad_oauth_callback', location.href);
+  assert.match(location.searchParams.get('error_description'), /the user said no/);
+
   step('an email of a password account never signs into it');
   const carol = client();
   data = ok(await carol.auth.signUp({ email: 'carol@example.com', password: 'correct horse battery staple' }));
