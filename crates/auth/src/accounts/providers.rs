@@ -21,7 +21,15 @@
 //! [`PendingKind::AuthCode`] (its SHA-256 kept, for
 //! [`AUTH_CODE_LIFETIME_MS`]) that `exchange_auth_code`
 //! (`POST /token?grant_type=pkce`) trades for a session with the matching
-//! verifier; without one, a session at once (the implicit flow).
+//! verifier; without one, a session at once (the implicit flow). A mailed
+//! link followed by a client that asked for it with a challenge gets the
+//! same kind of code (`email.rs`).
+//!
+//! Linking is explicit: with the project's `manual_linking`, a signed-in
+//! user (at `aal2` if it has a verified factor) starts the same flow with
+//! `start_provider_link`, and the callback links the identity to it,
+//! unless the pair is another user's; `unlink_identity` never removes a
+//! user's only way of signing in.
 //!
 //! Every call to a provider goes through [`IdpClient`]: https only, to
 //! public addresses only (a name that resolves to a loopback, private or
