@@ -433,6 +433,16 @@ pub struct Issued {
     pub factors: Vec<Factor>,
     /// The user's identities at providers.
     pub identities: Vec<store::accounts::LinkedIdentity>,
+    /// After a sign-in with a provider: the provider's own tokens (GoTrue's
+    /// `provider_token` and `provider_refresh_token`), given this once.
+    pub provider_tokens: Option<ProviderTokens>,
+}
+
+/// A provider's access and refresh tokens, from its code exchange.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderTokens {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
 }
 
 /// What a user may change of itself.
@@ -1093,6 +1103,7 @@ impl Accounts {
                 .store
                 .linked_identities(&user.project, &user.id)
                 .await?,
+            provider_tokens: None,
         })
     }
 

@@ -506,14 +506,22 @@ fn user_with_factors(user: &User, factors: &[Factor], linked: &[LinkedIdentity])
 }
 
 fn session_json(issued: &Issued) -> Value {
-    json!({
+    let mut session = json!({
         "access_token": issued.access_token,
         "token_type": "bearer",
         "expires_in": issued.expires_in,
         "expires_at": issued.expires_at,
         "refresh_token": issued.refresh_token,
         "user": user_with_factors(&issued.user, &issued.factors, &issued.identities),
-    })
+    });
+    // After a sign-in with a provider, its own tokens, this once.
+    if let Some(tokens) = &issued.provider_tokens {
+        session["provider_token"] = json!(tokens.access_token);
+        if let Some(refresh_token) = &tokens.refresh_token {
+            session["provider_refresh_token"] = json!(refresh_token);
+        }
+    }
+    session
 }
 
 #[derive(Deserialize)]
@@ -1942,17 +1950,29 @@ async fn callback(
             }
             location
         }
-        Ok(RedirectOutcome::Session(issued)) => format!(
-            "{target}#{}",
-            form(&[
-                ("access_token", issued.access_token.as_str()),
-                ("expires_at", &issued.expires_at.to_string()),
-                ("expires_in", &issued.expires_in.to_string()),
-                ("provider_token", ""),
-                ("refresh_token", &issued.refresh_token),
-                ("token_type", "bearer"),
-            ])
-        ),
+        Ok(RedirectOutcome::Session(issued)) => {
+            let provider_tokens = issued.provider_tokens.clone();
+            let (provider_token, provider_refresh_token) = provider_tokens
+                .map(|tokens| {
+                    (
+                        tokens.access_token,
+                        tokens.refresh_token.unwrap_or_default(),
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "{target}#{}",
+                form(&[
+                    ("access_token", issued.access_token.as_str()),
+                    ("expires_at", &issued.expires_at.to_string()),
+                    ("expires_in", &issued.expires_in.to_string()),
+                    ("provider_refresh_token", &provider_refresh_token),
+                    ("provider_token", &provider_token),
+                    ("refresh_token", &issued.refresh_token),
+                    ("token_type", "bearer"),
+                ])
+            )
+        }
         Err(error) => {
             let error = GoTrueError::from(error);
             if error.status.is_server_error() {

@@ -464,7 +464,7 @@ impl Accounts {
                     .and_then(serde_json::Value::as_str)
                     .ok_or_else(|| StoreError::Corrupt("a link's challenge".to_owned()))?;
                 Ok(RedirectOutcome::Code(
-                    self.mint_auth_code(project, &user, challenge, method, now)
+                    self.mint_auth_code(project, &user, challenge, method, None, now)
                         .await?,
                 ))
             }

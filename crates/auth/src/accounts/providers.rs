@@ -43,8 +43,8 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
-    Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError,
-    TokenResponse,
+    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    SignatureVerificationError, TokenResponse,
 };
 use store::accounts::{LinkedIdentity, PendingFlow, PendingKind};
 
@@ -233,6 +233,9 @@ struct StateData {
 struct CodeData {
     user_id: String,
     code_challenge: String,
+    /// The provider's tokens ([`ProviderTokens`] as JSON), sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed_provider_tokens: Option<String>,
     /// How the user signed in (the session's `amr`): `oauth`,
     /// `magiclink`, `recovery`...
     method: String,
@@ -449,6 +452,10 @@ pub(super) fn provider_sealing_context(project: &ProjectId, name: &str) -> Vec<u
 
 fn flow_sealing_context(project: &ProjectId) -> Vec<u8> {
     format!("wok-provider-flow:{project}").into_bytes()
+}
+
+fn code_sealing_context(project: &ProjectId) -> Vec<u8> {
+    format!("wok-auth-code:{project}").into_bytes()
 }
 
 impl Accounts {
@@ -785,6 +792,10 @@ impl Accounts {
                     error_chain(&error)
                 ))
             })?;
+        let provider_tokens = ProviderTokens {
+            access_token: tokens.access_token().secret().clone(),
+            refresh_token: tokens.refresh_token().map(|token| token.secret().clone()),
+        };
         let Some(id_token) = tokens.id_token() else {
             return Err(AccountError::ProviderRefused(
                 "the provider gave no ID token".to_owned(),
@@ -856,12 +867,21 @@ impl Accounts {
             }
         };
         match &data.code_challenge {
-            None => Ok(RedirectOutcome::Session(Box::new(
-                self.open_session(&user, "oauth", now).await?,
-            ))),
+            None => {
+                let mut issued = self.open_session(&user, "oauth", now).await?;
+                issued.provider_tokens = Some(provider_tokens);
+                Ok(RedirectOutcome::Session(Box::new(issued)))
+            }
             Some(challenge) => Ok(RedirectOutcome::Code(
-                self.mint_auth_code(project, &user, challenge, "oauth", now)
-                    .await?,
+                self.mint_auth_code(
+                    project,
+                    &user,
+                    challenge,
+                    "oauth",
+                    Some(&provider_tokens),
+                    now,
+                )
+                .await?,
             )),
         }
     }
@@ -875,12 +895,19 @@ impl Accounts {
         user: &User,
         challenge: &str,
         method: &str,
+        provider_tokens: Option<&ProviderTokens>,
         now: UnixMillis,
     ) -> Result<String, StoreError> {
         let code = random_token();
         let data = CodeData {
             user_id: user.id.clone(),
             code_challenge: challenge.to_owned(),
+            sealed_provider_tokens: provider_tokens.map(|tokens| {
+                self.seal_secret(
+                    &code_sealing_context(project),
+                    &serde_json::to_vec(tokens).expect("tokens serialize"),
+                )
+            }),
             method: method.to_owned(),
         };
         self.store
@@ -1112,7 +1139,12 @@ impl Accounts {
         if user.banned_until.is_some_and(|until| until > now) {
             return Err(AccountError::Banned);
         }
-        Ok(self.open_session(&user, &data.method, now).await?)
+        let mut issued = self.open_session(&user, &data.method, now).await?;
+        issued.provider_tokens = data.sealed_provider_tokens.and_then(|sealed| {
+            self.open_secret(&code_sealing_context(project), &sealed)
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        });
+        Ok(issued)
     }
 
     /// A user's identities at providers, oldest first.
@@ -1226,6 +1258,7 @@ mod tests {
         let data = CodeData {
             user_id: user.id.clone(),
             code_challenge: URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
+            sealed_provider_tokens: None,
             method: "oauth".to_owned(),
         };
         accounts

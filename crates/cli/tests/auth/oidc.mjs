@@ -131,6 +131,8 @@ try {
   assert.ok(code, `a code: ${location.href}`);
   let data = ok(await supabase.auth.exchangeCodeForSession(code));
   assert.ok(data.session.access_token);
+  assert.ok(data.session.provider_token, "the provider's own tokens, this once");
+  assert.ok(data.session.provider_refresh_token);
   assert.equal(data.user.email, ann.email);
   assert.equal(data.user.app_metadata.provider, 'corp');
   assert.deepEqual(data.user.app_metadata.providers, ['corp']);
@@ -339,6 +341,7 @@ try {
   ({ location } = await browse(`${projectUrl}/auth/v1/authorize?provider=corp&redirect_to=${encodeURIComponent(landing)}`));
   const fragment = new URLSearchParams(location.hash.slice(1));
   assert.ok(fragment.get('access_token'), location.href);
+  assert.ok(fragment.get('provider_token'), location.href);
   const implicit = createClient(projectUrl, key, {
     auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
   });
