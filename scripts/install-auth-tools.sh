@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the clients and peers the auth tests drive, unmodified:
-# supabase-js from npm (pinned by crates/cli/tests/auth/package-lock.json),
+# supabase-js and the OpenID Connect provider oauth2-mock-server from npm
+# (pinned by crates/cli/tests/auth/package-lock.json),
 # and in a Python virtualenv under it (venv/) the SMTP sink's aiosmtpd and
 # the TOTP peer pyotp (an authenticator's codes) from PyPI. Prints the directory whose node_modules holds supabase-js.
 # Idempotent: a second run with the same lock file and versions does

@@ -47,8 +47,10 @@ use store::accounts::{Ending, Factor, Refreshed, Session, SigningKey, User};
 
 mod email;
 pub mod mfa;
+pub mod providers;
 pub mod tickets;
 pub use email::{Links, NewCode, SignedUp, VerifyKind};
+pub use providers::{ProviderLanding, ProviderSettings, RedirectOutcome, client_code_challenge};
 use store::{AccountStore, StoreError};
 
 /// How long an access token lives, in seconds.
@@ -125,6 +127,14 @@ pub struct AuthSettings {
     pub mfa_challenge_lifetime_s: i64,
     /// Codes tried for one second factor, an hour.
     pub mfa_verifications_per_factor_per_hour: u32,
+    /// The OpenID Connect providers users may sign in with.
+    pub providers: Vec<ProviderSettings>,
+    /// Signed-in users may link a provider's identity to themselves
+    /// (`linkIdentity`) and unlink one.
+    pub manual_linking: bool,
+    /// Sign-ins with a provider begun (`/authorize`) per client address,
+    /// an hour.
+    pub provider_sign_ins_per_address_per_hour: u32,
 }
 
 /// A project's SMTP server, as stored: its password sealed.
@@ -176,6 +186,9 @@ impl Default for AuthSettings {
             smtp: None,
             mfa_challenge_lifetime_s: mfa::MAX_CHALLENGE_LIFETIME_S,
             mfa_verifications_per_factor_per_hour: 30,
+            providers: Vec::new(),
+            manual_linking: false,
+            provider_sign_ins_per_address_per_hour: 60,
         }
     }
 }
@@ -219,6 +232,10 @@ impl AuthSettings {
                 "mfa_verifications_per_factor_per_hour",
                 self.mfa_verifications_per_factor_per_hour,
             ),
+            (
+                "provider_sign_ins_per_address_per_hour",
+                self.provider_sign_ins_per_address_per_hour,
+            ),
         ] {
             if !(1..=100_000).contains(&value) {
                 return Err(format!("{name} must be from 1 to 100000"));
@@ -255,6 +272,9 @@ impl AuthSettings {
                 .parse::<lettre::message::Mailbox>()
                 .map_err(|error| format!("smtp.from {:?} is not a sender: {error}", smtp.from))?;
         }
+        for provider in &self.providers {
+            provider.validate()?;
+        }
         Ok(())
     }
 
@@ -279,6 +299,11 @@ impl AuthSettings {
             smtp.sealed_password = None;
             smtp.password = None;
         }
+        for provider in &mut shown.providers {
+            provider.client_secret_set = provider.sealed_client_secret.is_some();
+            provider.sealed_client_secret = None;
+            provider.client_secret = None;
+        }
         shown
     }
 
@@ -290,6 +315,7 @@ impl AuthSettings {
             emails_per_address_per_hour: self.emails_per_address_per_hour,
             emails_per_recipient_per_hour: self.emails_per_recipient_per_hour,
             mfa_verifications_per_factor_per_hour: self.mfa_verifications_per_factor_per_hour,
+            provider_sign_ins_per_address_per_hour: self.provider_sign_ins_per_address_per_hour,
         }
     }
 }
@@ -428,6 +454,18 @@ pub struct Issued {
     pub user: User,
     /// The user's second factors.
     pub factors: Vec<Factor>,
+    /// The user's identities at providers.
+    pub identities: Vec<store::accounts::LinkedIdentity>,
+    /// After a sign-in with a provider: the provider's own tokens (GoTrue's
+    /// `provider_token` and `provider_refresh_token`), given this once.
+    pub provider_tokens: Option<ProviderTokens>,
+}
+
+/// A provider's access and refresh tokens, from its code exchange.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderTokens {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
 }
 
 /// What a user may change of itself.
@@ -492,6 +530,35 @@ pub enum AccountError {
     FactorNameTaken,
     #[error("the ticket has expired, was used, or is invalid")]
     TicketInvalid,
+    #[error("provider {0:?} is not enabled for this project")]
+    ProviderUnknown(String),
+    /// The provider could not be reached or understood (wok's side of
+    /// the sign-in failed).
+    #[error("the identity provider failed: {0}")]
+    Provider(String),
+    /// The provider refused the sign-in, or gave nothing to go on.
+    #[error("{0}")]
+    ProviderRefused(String),
+    #[error("the provider's ID token is not valid: {0}")]
+    IdTokenInvalid(String),
+    /// The provider's (verified) email is another user's, who signs in
+    /// another way: never merged silently.
+    #[error(
+        "an account with this email exists and signs in another way: sign in to it as before (the {0} identity is not linked to it automatically)"
+    )]
+    AccountExists(String),
+    #[error("the sign-in flow has expired, was used, or is invalid")]
+    FlowStateInvalid,
+    #[error("the code verifier does not match the code challenge")]
+    BadCodeVerifier,
+    #[error("linking identities is disabled for this project")]
+    ManualLinkingDisabled,
+    #[error("this identity is linked to another user already")]
+    IdentityTaken,
+    #[error("the user has no such identity")]
+    IdentityNotFound,
+    #[error("the user's only way of signing in cannot be unlinked")]
+    SingleIdentity,
     /// Too many mails asked for from this address or to this recipient,
     /// or the outbox is full: try again after this long.
     #[error("too many emails asked for; try again later")]
@@ -549,6 +616,11 @@ pub struct Accounts {
     code_key: [u8; 32],
     /// Mail waiting to go out.
     outbox: crate::mail::Outbox,
+    /// Calls to identity providers.
+    idp: providers::IdpClient,
+    /// Providers' discovered metadata and keys, by issuer, and when.
+    discoveries:
+        RwLock<HashMap<String, (UnixMillis, Arc<openidconnect::core::CoreProviderMetadata>)>>,
 }
 
 /// Something a client does that a rate limit counts.
@@ -565,6 +637,8 @@ pub enum Attempt<'a> {
     Verify,
     /// A code tried for this second factor.
     MfaVerify(&'a str),
+    /// A sign-in with a provider begun.
+    ProviderSignIn,
 }
 
 impl Accounts {
@@ -624,6 +698,8 @@ impl Accounts {
             limits: RwLock::default(),
             code_key: derived(b"wok-email-codes"),
             outbox: crate::mail::Outbox::start(mailer, outbox),
+            idp: providers::IdpClient::new()?,
+            discoveries: RwLock::default(),
         };
         accounts.reload(now).await?;
         Ok(accounts)
@@ -703,6 +779,9 @@ impl Accounts {
         mut settings: AuthSettings,
     ) -> Result<AuthSettings, AccountError> {
         settings.validate().map_err(AccountError::Invalid)?;
+        self.check_providers(&settings.providers)
+            .map_err(AccountError::Invalid)?;
+        self.seal_provider_secrets(project, &mut settings.providers);
         if let Some(smtp) = &mut settings.smtp {
             let before = self
                 .settings(project)
@@ -743,6 +822,7 @@ impl Accounts {
             Attempt::NewUser => limits.new_user(address),
             Attempt::Verify => limits.refresh(address),
             Attempt::MfaVerify(factor_id) => limits.mfa_verify(factor_id, address),
+            Attempt::ProviderSignIn => limits.provider_sign_in(address),
             Attempt::Email(email) => {
                 return limits
                     .email(&email.trim().to_lowercase(), address)
@@ -1085,6 +1165,11 @@ impl Accounts {
             session_id: session.id.clone(),
             user: user.clone(),
             factors: self.store.factors(&user.project, &user.id).await?,
+            identities: self
+                .store
+                .linked_identities(&user.project, &user.id)
+                .await?,
+            provider_tokens: None,
         })
     }
 
@@ -2105,6 +2190,7 @@ mod tests {
         let links = Links {
             auth_url: "http://wok.test/p/shop/auth/v1".to_owned(),
             redirect_to: None,
+            code_challenge: None,
         };
         // The outbox holds one mail, the worker a few more being sent:
         // then every request is refused, whoever it is for.

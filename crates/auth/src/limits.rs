@@ -44,6 +44,8 @@ pub struct Quotas {
     pub emails_per_recipient_per_hour: u32,
     /// Codes tried for one second factor, an hour.
     pub mfa_verifications_per_factor_per_hour: u32,
+    /// Sign-ins with a provider begun per address, an hour.
+    pub provider_sign_ins_per_address_per_hour: u32,
 }
 
 struct Keyed<K: Hash + Eq + Clone> {
@@ -92,6 +94,7 @@ pub(crate) struct Limits {
     emails: Keyed<IpAddr>,
     recipients: Keyed<String>,
     factors: Keyed<String>,
+    provider_sign_ins: Keyed<IpAddr>,
 }
 
 impl Limits {
@@ -122,6 +125,10 @@ impl Limits {
                 Duration::from_secs(3600),
                 quotas.mfa_verifications_per_factor_per_hour,
             ),
+            provider_sign_ins: Keyed::new(
+                Duration::from_secs(3600),
+                quotas.provider_sign_ins_per_address_per_hour,
+            ),
         }
     }
 
@@ -145,6 +152,11 @@ impl Limits {
     pub fn mfa_verify(&self, factor_id: &str, address: IpAddr) -> Result<(), Duration> {
         self.sign_ins.check(address)?;
         self.factors.check(factor_id.to_owned())
+    }
+
+    /// A sign-in with a provider begun from `address`.
+    pub fn provider_sign_in(&self, address: IpAddr) -> Result<(), Duration> {
+        self.provider_sign_ins.check(address)
     }
 
     /// A request that mails `recipient` a code, from `address`.

@@ -13,8 +13,19 @@
 //! Second factors are GoTrue's `/factors` routes (supabase-js's
 //! `auth.mfa`), and a user lists its factors in `factors`; login tickets
 //! are wok's own (`/admin/tickets`, `grant_type=ticket`).
+//!
+//! A client's PKCE challenge (`flowType: 'pkce'`) with a request that
+//! mails a link makes that link land with `?code=`, traded by
+//! `grant_type=pkce`. Sign-in with an OpenID Connect provider is GoTrue's
+//! `/authorize`
+//! (which answers 302 to the provider), `/callback` (the provider's
+//! answer: 302 to the client's `redirect_to` with `?code=`, or with the
+//! session in the fragment for the implicit flow, or with `error`,
+//! `error_code` and `error_description`) and `grant_type=pkce`.
 use crate::SharedGateway;
-use auth::accounts::{Attempt, Issued, Links, LogoutScope, SignedUp, UserChange, VerifyKind};
+use auth::accounts::{
+    Attempt, Issued, Links, LogoutScope, RedirectOutcome, SignedUp, UserChange, VerifyKind,
+};
 use auth::{AccountError, AuthError, Caller, Identity};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -26,7 +37,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use store::accounts::{Factor, User};
+use store::accounts::{Factor, LinkedIdentity, User};
 
 /// The API version GoTrue's clients read error codes by.
 const API_VERSION: &str = "2024-01-01";
@@ -115,6 +126,24 @@ impl From<AccountError> for GoTrueError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "mfa_factor_name_conflict")
             }
             AccountError::TicketInvalid => (StatusCode::FORBIDDEN, "invalid_ticket"),
+            AccountError::ProviderUnknown(_) => (StatusCode::BAD_REQUEST, "validation_failed"),
+            AccountError::Provider(_) => (StatusCode::BAD_GATEWAY, "unexpected_failure"),
+            AccountError::ProviderRefused(_) => (StatusCode::BAD_REQUEST, "bad_oauth_callback"),
+            AccountError::IdTokenInvalid(_) => (StatusCode::BAD_REQUEST, "bad_oauth_callback"),
+            AccountError::AccountExists(_) => (StatusCode::UNPROCESSABLE_ENTITY, "email_exists"),
+            AccountError::FlowStateInvalid => (StatusCode::BAD_REQUEST, "flow_state_not_found"),
+            AccountError::BadCodeVerifier => (StatusCode::BAD_REQUEST, "bad_code_verifier"),
+            AccountError::ManualLinkingDisabled => {
+                (StatusCode::NOT_FOUND, "manual_linking_disabled")
+            }
+            AccountError::IdentityTaken => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "identity_already_exists")
+            }
+            AccountError::IdentityNotFound => (StatusCode::NOT_FOUND, "identity_not_found"),
+            AccountError::SingleIdentity => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "single_identity_not_deletable",
+            ),
             AccountError::EmailRateLimited(wait) => {
                 let mut error = GoTrueError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -173,6 +202,13 @@ pub(crate) fn routes(gateway: SharedGateway) -> Router {
         .route("/signup", post(sign_up))
         .route("/otp", post(otp))
         .route("/verify", get(verify_link).post(verify))
+        .route("/authorize", get(authorize))
+        .route("/callback", get(callback))
+        .route("/user/identities/authorize", get(link_identity))
+        .route(
+            "/user/identities/{id}",
+            axum::routing::delete(unlink_identity),
+        )
         .route("/recover", post(recover))
         .route("/resend", post(resend))
         .route("/admin/generate_link", post(admin_generate_link))
@@ -385,6 +421,35 @@ fn time(millis: i64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// A user as GoTrue shows it, with its identities at providers (and its
+/// email identity if it signs in by email too).
+fn user_with_identities(user: &User, linked: &[LinkedIdentity]) -> Value {
+    let mut shown = user_json(user);
+    if linked.is_empty() {
+        return shown;
+    }
+    let mut identities: Vec<Value> = if user.password_hash.is_some() {
+        shown["identities"].as_array().cloned().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    identities.extend(linked.iter().map(|identity| {
+        json!({
+            "identity_id": identity.id,
+            "id": identity.subject,
+            "user_id": identity.user_id,
+            "provider": identity.provider,
+            "identity_data": identity.data,
+            "email": identity.email,
+            "last_sign_in_at": identity.last_sign_in_at.map(time),
+            "created_at": time(identity.created_at),
+            "updated_at": time(identity.updated_at),
+        })
+    }));
+    shown["identities"] = Value::Array(identities);
+    shown
+}
+
 /// A user as GoTrue shows it.
 pub(crate) fn user_json(user: &User) -> Value {
     let identities: Vec<Value> = match &user.email {
@@ -431,9 +496,9 @@ fn factor_json(factor: &Factor) -> Value {
 }
 
 /// A user with its second factors (left out when it has none, as GoTrue
-/// does).
-fn user_with_factors(user: &User, factors: &[Factor]) -> Value {
-    let mut shown = user_json(user);
+/// does) and its identities.
+fn user_with_factors(user: &User, factors: &[Factor], linked: &[LinkedIdentity]) -> Value {
+    let mut shown = user_with_identities(user, linked);
     if !factors.is_empty() {
         shown["factors"] = factors.iter().map(factor_json).collect();
     }
@@ -441,14 +506,22 @@ fn user_with_factors(user: &User, factors: &[Factor]) -> Value {
 }
 
 fn session_json(issued: &Issued) -> Value {
-    json!({
+    let mut session = json!({
         "access_token": issued.access_token,
         "token_type": "bearer",
         "expires_in": issued.expires_in,
         "expires_at": issued.expires_at,
         "refresh_token": issued.refresh_token,
-        "user": user_with_factors(&issued.user, &issued.factors),
-    })
+        "user": user_with_factors(&issued.user, &issued.factors, &issued.identities),
+    });
+    // After a sign-in with a provider, its own tokens, this once.
+    if let Some(tokens) = &issued.provider_tokens {
+        session["provider_token"] = json!(tokens.access_token);
+        if let Some(refresh_token) = &tokens.refresh_token {
+            session["provider_refresh_token"] = json!(refresh_token);
+        }
+    }
+    session
 }
 
 #[derive(Deserialize)]
@@ -458,6 +531,8 @@ struct SignUp {
     password: Option<String>,
     #[serde(default)]
     data: Option<serde_json::Map<String, Value>>,
+    #[serde(flatten)]
+    challenge: Challenge,
 }
 
 /// `POST /signup?redirect_to=`: with an email and a password, a new user
@@ -476,6 +551,7 @@ async fn sign_up(
         .admit(&project, Attempt::NewUser, address)?;
     let links = links(&gateway, &project, redirect.redirect_to.as_deref())?;
     let body: SignUp = body(request).await?;
+    let links = body.challenge.bind(links)?;
     let data = body.data.unwrap_or_default();
     let now = gateway.clock.now();
     let issued = match (body.email, body.phone, body.password) {
@@ -535,11 +611,17 @@ struct RefreshGrant {
 }
 
 #[derive(Deserialize)]
+struct PkceGrant {
+    auth_code: Option<String>,
+    code_verifier: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct TicketGrant {
     ticket: Option<String>,
 }
 
-/// `POST /token?grant_type=password|refresh_token|ticket`.
+/// `POST /token?grant_type=password|refresh_token|pkce|ticket`.
 async fn token(
     State(gateway): State<SharedGateway>,
     Extension(AuthProject(project)): Extension<AuthProject>,
@@ -576,6 +658,22 @@ async fn token(
             gateway
                 .accounts
                 .refresh(&project, &refresh_token, now)
+                .await?
+        }
+        Some("pkce") => {
+            gateway.accounts.admit(&project, Attempt::Verify, address)?;
+            let body: PkceGrant = body(request).await?;
+            let (Some(auth_code), Some(code_verifier)) = (
+                body.auth_code.filter(|code| !code.is_empty()),
+                body.code_verifier.filter(|verifier| !verifier.is_empty()),
+            ) else {
+                return Err(GoTrueError::invalid(
+                    "a pkce grant needs an auth_code and a code_verifier",
+                ));
+            };
+            gateway
+                .accounts
+                .exchange_auth_code(&project, &auth_code, &code_verifier, now)
                 .await?
         }
         Some("ticket") => {
@@ -615,7 +713,11 @@ async fn get_user(
         .accounts
         .factors_of(&project, &identity.user_id)
         .await?;
-    Ok(Json(user_with_factors(&user, &factors)))
+    let linked = gateway
+        .accounts
+        .identities_of(&project, &identity.user_id)
+        .await?;
+    Ok(Json(user_with_factors(&user, &factors, &linked)))
 }
 
 #[derive(Deserialize)]
@@ -743,6 +845,8 @@ struct UpdateUser {
     password: Option<String>,
     data: Option<serde_json::Map<String, Value>>,
     phone: Option<String>,
+    #[serde(flatten)]
+    challenge: Challenge,
 }
 
 /// `PUT /user?redirect_to=`: a new email, password or data for the
@@ -758,6 +862,7 @@ async fn update_user(
     let links = links(&gateway, &project, redirect.redirect_to.as_deref())?;
     let address = client_address(&gateway, &request);
     let body: UpdateUser = body(request).await?;
+    let links = body.challenge.bind(links)?;
     if body.phone.is_some() {
         return Err(GoTrueError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -827,8 +932,13 @@ async fn settings(
     Extension(AuthProject(project)): Extension<AuthProject>,
 ) -> Json<Value> {
     let settings = gateway.accounts.settings(&project);
+    let mut external =
+        json!({"email": true, "phone": false, "anonymous_users": settings.anonymous});
+    for provider in &settings.providers {
+        external[provider.name.as_str()] = json!(true);
+    }
     Json(json!({
-        "external": {"email": true, "phone": false, "anonymous_users": settings.anonymous},
+        "external": external,
         "disable_signup": !settings.signup,
         "mailer_autoconfirm": !settings.email_confirmation,
         "phone_autoconfirm": false,
@@ -1016,7 +1126,8 @@ async fn admin_get_user(
     require_service(&gateway, &project, &request)?;
     let id = params.get("id").cloned().unwrap_or_default();
     let user = gateway.accounts.find_user(&project, &id).await?;
-    Ok(Json(user_json(&user)))
+    let linked = gateway.accounts.identities_of(&project, &id).await?;
+    Ok(Json(user_with_identities(&user, &linked)))
 }
 
 /// `PUT /admin/users/ID`: email, password, confirmation, metadata, ban.
@@ -1286,22 +1397,28 @@ fn links(
     redirect_to: Option<&str>,
 ) -> Result<Links, GoTrueError> {
     Ok(Links {
-        auth_url: format!(
-            "{}/p/{project}/auth/v1",
-            gateway.public_url.trim_end_matches('/')
-        ),
+        auth_url: auth_url(gateway, project),
         redirect_to: gateway.accounts.redirect_target(project, redirect_to)?,
+        code_challenge: None,
     })
 }
 
-/// Refuses the PKCE flow (which needs `/token?grant_type=pkce`): wok
-/// answers the implicit flow only.
-fn implicit_only(code_challenge: &Option<String>) -> Result<(), GoTrueError> {
-    match code_challenge {
-        Some(challenge) if !challenge.is_empty() => Err(GoTrueError::invalid(
-            "the PKCE flow is not supported: create the client with flowType 'implicit'",
-        )),
-        _ => Ok(()),
+/// A client's PKCE challenge for the link of a mail (supabase-js's
+/// `flowType: 'pkce'`): following the link then gives it a code.
+#[derive(Deserialize, Default)]
+struct Challenge {
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+}
+
+impl Challenge {
+    /// `links` with this challenge (S256 only), or 400.
+    fn bind(self, mut links: Links) -> Result<Links, GoTrueError> {
+        links.code_challenge = auth::accounts::client_code_challenge(
+            self.code_challenge.as_deref(),
+            self.code_challenge_method.as_deref(),
+        )?;
+        Ok(links)
     }
 }
 
@@ -1312,7 +1429,8 @@ struct Otp {
     #[serde(default)]
     data: Option<serde_json::Map<String, Value>>,
     create_user: Option<bool>,
-    code_challenge: Option<String>,
+    #[serde(flatten)]
+    challenge: Challenge,
 }
 
 /// `POST /otp?redirect_to=`: mails a sign-in code and magic link
@@ -1327,7 +1445,7 @@ async fn otp(
     let address = client_address(&gateway, &request);
     let links = links(&gateway, &project, redirect.redirect_to.as_deref())?;
     let body: Otp = body(request).await?;
-    implicit_only(&body.code_challenge)?;
+    let links = body.challenge.bind(links)?;
     let (Some(email), None) = (body.email, body.phone) else {
         return Err(GoTrueError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -1355,7 +1473,8 @@ async fn otp(
 #[derive(Deserialize)]
 struct Recover {
     email: Option<String>,
-    code_challenge: Option<String>,
+    #[serde(flatten)]
+    challenge: Challenge,
 }
 
 /// `POST /recover?redirect_to=`: mails a code and link that sign in to
@@ -1370,7 +1489,7 @@ async fn recover(
     let address = client_address(&gateway, &request);
     let links = links(&gateway, &project, redirect.redirect_to.as_deref())?;
     let body: Recover = body(request).await?;
-    implicit_only(&body.code_challenge)?;
+    let links = body.challenge.bind(links)?;
     let Some(email) = body.email else {
         return Err(GoTrueError::invalid("password recovery needs an email"));
     };
@@ -1390,7 +1509,8 @@ struct Resend {
     phone: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
-    code_challenge: Option<String>,
+    #[serde(flatten)]
+    challenge: Challenge,
 }
 
 /// `POST /resend?redirect_to=`: a new confirmation code for an
@@ -1406,7 +1526,7 @@ async fn resend(
     let address = client_address(&gateway, &request);
     let links = links(&gateway, &project, redirect.redirect_to.as_deref())?;
     let body: Resend = body(request).await?;
-    implicit_only(&body.code_challenge)?;
+    let links = body.challenge.bind(links)?;
     let flow = match body.kind.as_deref() {
         Some("signup") => store::accounts::Flow::Signup,
         Some("email_change") => store::accounts::Flow::EmailChange,
@@ -1528,13 +1648,22 @@ async fn verify_link(
         Ok::<_, GoTrueError>(
             gateway
                 .accounts
-                .verify_link(&project, token, verify_kind, gateway.clock.now())
+                .follow_link(&project, token, verify_kind, gateway.clock.now())
                 .await?,
         )
     }
     .await
     {
-        Ok(issued) => form(&[
+        // The client that asked for the link with a PKCE challenge: a
+        // code in the query, for `grant_type=pkce`.
+        Ok(RedirectOutcome::Code(code)) => {
+            let joiner = if target.contains('?') { '&' } else { '?' };
+            return redirect_with(
+                StatusCode::SEE_OTHER,
+                &format!("{target}{joiner}{}", form(&[("code", &code)])),
+            );
+        }
+        Ok(RedirectOutcome::Session(issued)) => form(&[
             ("access_token", issued.access_token.as_str()),
             ("expires_at", &issued.expires_at.to_string()),
             ("expires_in", &issued.expires_in.to_string()),
@@ -1555,23 +1684,7 @@ async fn verify_link(
             ])
         }
     };
-    let location = format!("{target}#{fragment}");
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::LOCATION,
-        HeaderValue::from_str(&location)
-            .map_err(|_| GoTrueError::invalid("the redirect target is not a valid header value"))?,
-    );
-    headers.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    headers.insert(
-        http::header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    Ok(response)
+    redirect_with(StatusCode::SEE_OTHER, &format!("{target}#{fragment}"))
 }
 
 /// `name=value&...`, form-encoded.
@@ -1648,4 +1761,275 @@ async fn admin_generate_link(
     answer["verification_type"] = json!(made.flow.as_str());
     answer["redirect_to"] = json!(made.redirect_to.unwrap_or_default());
     Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+struct Authorize {
+    provider: Option<String>,
+    redirect_to: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+}
+
+/// `GET /authorize?provider=&redirect_to=&code_challenge=&code_challenge_method=s256`
+/// (supabase-js's `signInWithOAuth`): 302 to the provider, once the
+/// `redirect_to` is known to be allowed (else 400, and no redirect).
+async fn authorize(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Query(query): Query<Authorize>,
+    request: Request,
+) -> Result<Response, GoTrueError> {
+    let address = client_address(&gateway, &request);
+    gateway
+        .accounts
+        .admit(&project, Attempt::ProviderSignIn, address)?;
+    let Some(provider) = query.provider.filter(|name| !name.is_empty()) else {
+        return Err(GoTrueError::invalid("provider is required"));
+    };
+    let challenge = match (&query.code_challenge, &query.code_challenge_method) {
+        (Some(challenge), method) if !challenge.is_empty() => {
+            Some((challenge.as_str(), method.as_deref().unwrap_or("plain")))
+        }
+        _ => None,
+    };
+    let location = gateway
+        .accounts
+        .start_provider_sign_in(
+            &project,
+            &provider,
+            query.redirect_to.as_deref(),
+            challenge,
+            &format!("{}/callback", auth_url(&gateway, &project)),
+            gateway.clock.now(),
+        )
+        .await?;
+    redirect(&location)
+}
+
+#[derive(Deserialize)]
+struct LinkIdentity {
+    #[serde(flatten)]
+    authorize: Authorize,
+    skip_http_redirect: Option<String>,
+}
+
+/// `GET /user/identities/authorize?provider=&redirect_to=&...`
+/// (supabase-js's `linkIdentity`, with the user's bearer token): the
+/// provider's URL, whose callback links the identity to the signed-in
+/// user; as JSON `{"url"}` with `skip_http_redirect=true` (what
+/// supabase-js asks), else a 302.
+async fn link_identity(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Query(query): Query<LinkIdentity>,
+    request: Request,
+) -> Result<Response, GoTrueError> {
+    let identity = identity(&gateway, &project, &request)?;
+    let address = client_address(&gateway, &request);
+    gateway
+        .accounts
+        .admit(&project, Attempt::ProviderSignIn, address)?;
+    let query_authorize = query.authorize;
+    let Some(provider) = query_authorize.provider.filter(|name| !name.is_empty()) else {
+        return Err(GoTrueError::invalid("provider is required"));
+    };
+    let challenge = match (
+        &query_authorize.code_challenge,
+        &query_authorize.code_challenge_method,
+    ) {
+        (Some(challenge), method) if !challenge.is_empty() => {
+            Some((challenge.as_str(), method.as_deref().unwrap_or("plain")))
+        }
+        _ => None,
+    };
+    let location = gateway
+        .accounts
+        .start_provider_link(
+            &identity,
+            &provider,
+            query_authorize.redirect_to.as_deref(),
+            challenge,
+            &format!("{}/callback", auth_url(&gateway, &project)),
+            gateway.clock.now(),
+        )
+        .await?;
+    if query.skip_http_redirect.as_deref() == Some("true") {
+        return Ok(Json(json!({ "url": location })).into_response());
+    }
+    redirect(&location)
+}
+
+/// `DELETE /user/identities/ID` (`unlinkIdentity`): the signed-in user's
+/// identity goes, unless it is its only way of signing in.
+async fn unlink_identity(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Json<Value>, GoTrueError> {
+    let identity = identity(&gateway, &project, &request)?;
+    let id = params.get("id").cloned().unwrap_or_default();
+    gateway
+        .accounts
+        .unlink_identity(&identity, &id, gateway.clock.now())
+        .await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// `GET /callback?state=&code=` (or `error=`): a provider's answer. An
+/// unknown, used or expired `state` is a 400 (nowhere known to land);
+/// past it, 302 to the client's `redirect_to` with `?code=` (the PKCE
+/// flow), the session in the fragment (the implicit flow), or `error`,
+/// `error_code` and `error_description` (in the query for PKCE, the
+/// fragment for implicit, as GoTrue).
+async fn callback(
+    State(gateway): State<SharedGateway>,
+    Extension(AuthProject(project)): Extension<AuthProject>,
+    Query(query): Query<Callback>,
+    request: Request,
+) -> Result<Response, GoTrueError> {
+    let address = client_address(&gateway, &request);
+    gateway.accounts.admit(&project, Attempt::Verify, address)?;
+    let Some(state) = query.state.filter(|state| !state.is_empty()) else {
+        return Err(GoTrueError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_oauth_callback",
+            "the provider's callback holds no state",
+        ));
+    };
+    let provider_error = query.error.map(|error| {
+        let error: String = error.chars().take(200).collect();
+        match query.error_description {
+            Some(description) => format!(
+                "the provider refused the sign-in: {error}: {}",
+                description.chars().take(500).collect::<String>()
+            ),
+            None => format!("the provider refused the sign-in: {error}"),
+        }
+    });
+    let landing = gateway
+        .accounts
+        .finish_provider_sign_in(
+            &project,
+            &state,
+            query.code.as_deref(),
+            provider_error,
+            gateway.clock.now(),
+        )
+        .await
+        .map_err(|error| match error {
+            AccountError::FlowStateInvalid => GoTrueError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_oauth_state",
+                "the sign-in's state has expired, was used, or is invalid: start again",
+            ),
+            other => other.into(),
+        })?;
+    let (target, fragment) = landing
+        .redirect_to
+        .split_once('#')
+        .map_or((landing.redirect_to.as_str(), None), |(before, after)| {
+            (before, Some(after))
+        });
+    let location = match landing.outcome {
+        Ok(RedirectOutcome::Code(code)) => {
+            let joiner = if target.contains('?') { '&' } else { '?' };
+            let mut location = format!("{target}{joiner}{}", form(&[("code", &code)]));
+            if let Some(fragment) = fragment {
+                location.push('#');
+                location.push_str(fragment);
+            }
+            location
+        }
+        Ok(RedirectOutcome::Session(issued)) => {
+            let provider_tokens = issued.provider_tokens.clone();
+            let (provider_token, provider_refresh_token) = provider_tokens
+                .map(|tokens| {
+                    (
+                        tokens.access_token,
+                        tokens.refresh_token.unwrap_or_default(),
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "{target}#{}",
+                form(&[
+                    ("access_token", issued.access_token.as_str()),
+                    ("expires_at", &issued.expires_at.to_string()),
+                    ("expires_in", &issued.expires_in.to_string()),
+                    ("provider_refresh_token", &provider_refresh_token),
+                    ("provider_token", &provider_token),
+                    ("refresh_token", &issued.refresh_token),
+                    ("token_type", "bearer"),
+                ])
+            )
+        }
+        Err(error) => {
+            let error = GoTrueError::from(error);
+            if error.status.is_server_error() {
+                tracing::warn!(project = %project, "a sign-in with a provider failed: {}", error.message);
+            }
+            let kind = if error.status.is_server_error() {
+                "server_error"
+            } else {
+                "access_denied"
+            };
+            let pairs = form(&[
+                ("error", kind),
+                ("error_code", error.code),
+                ("error_description", &error.message),
+            ]);
+            if landing.pkce {
+                let joiner = if target.contains('?') { '&' } else { '?' };
+                format!("{target}{joiner}{pairs}")
+            } else {
+                format!("{target}#{pairs}")
+            }
+        }
+    };
+    redirect(&location)
+}
+
+/// The project's auth routes as clients reach them:
+/// `https://wok.example.com/p/PROJECT/auth/v1`.
+fn auth_url(gateway: &SharedGateway, project: &ProjectId) -> String {
+    format!(
+        "{}/p/{project}/auth/v1",
+        gateway.public_url.trim_end_matches('/')
+    )
+}
+
+/// 302 to `location`, kept by no cache and sent to no one as a referrer.
+fn redirect(location: &str) -> Result<Response, GoTrueError> {
+    redirect_with(StatusCode::FOUND, location)
+}
+
+/// A redirect to `location` with `status`, kept by no cache and sent to
+/// no one as a referrer.
+fn redirect_with(status: StatusCode, location: &str) -> Result<Response, GoTrueError> {
+    let mut response = status.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::LOCATION,
+        HeaderValue::from_str(location)
+            .map_err(|_| GoTrueError::invalid("the redirect target is not a valid header value"))?,
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        http::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    Ok(response)
 }

@@ -85,6 +85,10 @@ pub struct ServerConfig {
     /// The URL clients reach this server at, for links in mails (default:
     /// `http://` and the address it listens on).
     pub public_url: Option<String>,
+    /// Let app users sign in with OpenID Connect providers whose issuer
+    /// (and endpoints) are plain http or at a loopback or private address:
+    /// for tests on loopback only.
+    pub allow_http_issuers: bool,
     /// Room kept on the data directory's disk for deletes once it fills.
     pub disk_reserve: ByteSize,
     /// Bytes all realtime clients together may have unread.
@@ -380,7 +384,8 @@ pub async fn run_with(
             clock.now(),
         )
         .await
-        .context("loading the signing keys of app users' tokens")?,
+        .context("loading the signing keys of app users' tokens")?
+        .allow_http_issuers(config.allow_http_issuers),
     );
     // Connections native functions open to wok's API from inside their
     // sandboxes, served with the listener's.

@@ -30,13 +30,18 @@
 //! a second one waiting on it re-reads the step once the first commits, so
 //! two nodes never both accept one step), then the `DELETE` of the
 //! challenge. Locks go factor, then challenge, everywhere. `login_tickets`
-//! holds the SHA-256 of each ticket, used by one `DELETE ... RETURNING`.
+//! holds the SHA-256 of each ticket, used by one `DELETE ... RETURNING`,
+//! and `pending_flows` the same for the steps of a provider sign-in.
+//! `linked_identities` is unique per project, issuer and subject (an
+//! index); a new user with its identity is one transaction that inserts
+//! the identity first (`ON CONFLICT DO NOTHING`: a second node making the
+//! same one waits on the index, then makes nothing).
 use crate::{Db, Error, PgStore, Result, number, stored};
 use deadpool_postgres::GenericClient;
 use domain::{ProjectId, UnixMillis};
 use store::accounts::{
-    Challenge, CodeUse, EmailCode, Ending, Factor, FactorStatus, Flow, LoginTicket, Refreshed,
-    Session, SigningKey, StepUse, User,
+    Challenge, CodeUse, EmailCode, Ending, Factor, FactorStatus, Flow, LinkedIdentity, LoginTicket,
+    PendingFlow, PendingKind, Refreshed, Session, SigningKey, StepUse, User,
 };
 use store::{AccountStore, StoreError};
 use tokio_postgres::Row;
@@ -90,6 +95,30 @@ fn email_taken(error: tokio_postgres::Error) -> StoreError {
     } else {
         Error::from(error).0
     }
+}
+
+const IDENTITY_COLUMNS: &str = "project, id, user_id, provider, issuer, subject, email, data, \
+     created_at, updated_at, last_sign_in_at";
+
+fn identity_from_row(row: &Row) -> Result<LinkedIdentity> {
+    let data: String = row.get(7);
+    Ok(LinkedIdentity {
+        project: stored(ProjectId::new(row.get::<_, String>(0)))?,
+        id: row.get(1),
+        user_id: row.get(2),
+        provider: row.get(3),
+        issuer: row.get(4),
+        subject: row.get(5),
+        email: row.get(6),
+        data: stored(serde_json::from_str(&data))?,
+        created_at: row.get(8),
+        updated_at: row.get(9),
+        last_sign_in_at: row.get(10),
+    })
+}
+
+fn json_text(value: &serde_json::Value) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
 const SESSION_COLUMNS: &str = "project, id, user_id, created_at, refreshed_at, aal, ended_at";
@@ -381,7 +410,12 @@ impl AccountStore for PgStore {
         if deleted == 0 {
             return Ok(None);
         }
-        for table in ["mfa_factors", "mfa_challenges", "login_tickets"] {
+        for table in [
+            "mfa_factors",
+            "mfa_challenges",
+            "login_tickets",
+            "linked_identities",
+        ] {
             transaction
                 .execute(
                     &format!("DELETE FROM {table} WHERE project = $1 AND user_id = $2"),
@@ -1312,5 +1346,277 @@ impl AccountStore for PgStore {
                 created_at: row.get(1),
                 expires_at: row.get(2),
             }))
+    }
+
+    async fn create_user_with_identity(
+        &self,
+        user: &User,
+        identity: &LinkedIdentity,
+    ) -> Result<bool, StoreError> {
+        let (app, own) = metadata(user)?;
+        let data = json_text(&identity.data)?;
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let statement = transaction
+            .prepare_cached(&format!(
+                "INSERT INTO linked_identities ({IDENTITY_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (project, issuer, subject) DO NOTHING"
+            ))
+            .await
+            .db()?;
+        let inserted = transaction
+            .execute(
+                &statement,
+                &[
+                    &identity.project.as_str(),
+                    &identity.id,
+                    &identity.user_id,
+                    &identity.provider,
+                    &identity.issuer,
+                    &identity.subject,
+                    &identity.email,
+                    &data,
+                    &identity.created_at,
+                    &identity.updated_at,
+                    &identity.last_sign_in_at,
+                ],
+            )
+            .await
+            .db()?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        let statement = transaction
+            .prepare_cached(&format!(
+                "INSERT INTO users ({USER_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            ))
+            .await
+            .db()?;
+        transaction
+            .execute(
+                &statement,
+                &[
+                    &user.project.as_str(),
+                    &user.id,
+                    &user.email,
+                    &user.phone,
+                    &user.password_hash,
+                    &user.email_confirmed_at,
+                    &user.anonymous,
+                    &user.banned_until,
+                    &app,
+                    &own,
+                    &user.created_at,
+                    &user.updated_at,
+                    &user.last_sign_in_at,
+                ],
+            )
+            .await
+            .map_err(email_taken)?;
+        transaction.commit().await.db()?;
+        Ok(true)
+    }
+
+    async fn linked_identity(
+        &self,
+        project: &ProjectId,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<LinkedIdentity>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {IDENTITY_COLUMNS} FROM linked_identities
+                 WHERE project = $1 AND issuer = $2 AND subject = $3"
+            ))
+            .await
+            .db()?;
+        client
+            .query_opt(&statement, &[&project.as_str(), &issuer, &subject])
+            .await
+            .db()?
+            .as_ref()
+            .map(identity_from_row)
+            .transpose()
+            .db()
+    }
+
+    async fn linked_identities(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+    ) -> Result<Vec<LinkedIdentity>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {IDENTITY_COLUMNS} FROM linked_identities
+                 WHERE project = $1 AND user_id = $2 ORDER BY created_at, id"
+            ))
+            .await
+            .db()?;
+        client
+            .query(&statement, &[&project.as_str(), &user_id])
+            .await
+            .db()?
+            .iter()
+            .map(identity_from_row)
+            .collect::<Result<_>>()
+            .db()
+    }
+
+    async fn create_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError> {
+        let data = json_text(&identity.data)?;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "INSERT INTO linked_identities ({IDENTITY_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (project, issuer, subject) DO NOTHING"
+            ))
+            .await
+            .db()?;
+        let inserted = client
+            .execute(
+                &statement,
+                &[
+                    &identity.project.as_str(),
+                    &identity.id,
+                    &identity.user_id,
+                    &identity.provider,
+                    &identity.issuer,
+                    &identity.subject,
+                    &identity.email,
+                    &data,
+                    &identity.created_at,
+                    &identity.updated_at,
+                    &identity.last_sign_in_at,
+                ],
+            )
+            .await
+            .db()?;
+        Ok(inserted > 0)
+    }
+
+    async fn delete_linked_identity(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "DELETE FROM linked_identities WHERE project = $1 AND user_id = $2 AND id = $3",
+            )
+            .await
+            .db()?;
+        let deleted = client
+            .execute(&statement, &[&project.as_str(), &user_id, &id])
+            .await
+            .db()?;
+        Ok(deleted > 0)
+    }
+
+    async fn update_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError> {
+        let data = json_text(&identity.data)?;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE linked_identities SET email = $1, data = $2, updated_at = $3,
+                 last_sign_in_at = $4 WHERE project = $5 AND id = $6",
+            )
+            .await
+            .db()?;
+        let updated = client
+            .execute(
+                &statement,
+                &[
+                    &identity.email,
+                    &data,
+                    &identity.updated_at,
+                    &identity.last_sign_in_at,
+                    &identity.project.as_str(),
+                    &identity.id,
+                ],
+            )
+            .await
+            .db()?;
+        Ok(updated > 0)
+    }
+
+    async fn put_pending_flow(&self, flow: &PendingFlow) -> Result<(), StoreError> {
+        let data = json_text(&flow.data)?;
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let forget = transaction
+            .prepare_cached("DELETE FROM pending_flows WHERE project = $1 AND expires_at <= $2")
+            .await
+            .db()?;
+        transaction
+            .execute(&forget, &[&flow.project.as_str(), &flow.created_at])
+            .await
+            .db()?;
+        let statement = transaction
+            .prepare_cached(
+                "INSERT INTO pending_flows (project, kind, sha256, data, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .await
+            .db()?;
+        transaction
+            .execute(
+                &statement,
+                &[
+                    &flow.project.as_str(),
+                    &flow.kind.as_str(),
+                    &flow.hash.as_slice(),
+                    &data,
+                    &flow.created_at,
+                    &flow.expires_at,
+                ],
+            )
+            .await
+            .db()?;
+        transaction.commit().await.db()?;
+        Ok(())
+    }
+
+    async fn take_pending_flow(
+        &self,
+        project: &ProjectId,
+        kind: PendingKind,
+        hash: &[u8; 32],
+        now: UnixMillis,
+    ) -> Result<Option<PendingFlow>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "DELETE FROM pending_flows
+                 WHERE project = $1 AND kind = $2 AND sha256 = $3 AND expires_at > $4
+                 RETURNING data, created_at, expires_at",
+            )
+            .await
+            .db()?;
+        let Some(row) = client
+            .query_opt(
+                &statement,
+                &[&project.as_str(), &kind.as_str(), &hash.as_slice(), &now],
+            )
+            .await
+            .db()?
+        else {
+            return Ok(None);
+        };
+        let data: String = row.get(0);
+        Ok(Some(PendingFlow {
+            project: project.clone(),
+            kind,
+            hash: *hash,
+            data: stored(serde_json::from_str(&data)).db()?,
+            created_at: row.get(1),
+            expires_at: row.get(2),
+        }))
     }
 }

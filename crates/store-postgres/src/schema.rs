@@ -30,7 +30,40 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "events name who the write that logged them was made for",
         "ALTER TABLE events ADD COLUMN actor TEXT; ALTER TABLE event_failures ADD COLUMN actor TEXT;",
     ),
+    (
+        "app users' identities at OpenID Connect providers, and pending sign-in flows",
+        IDENTITIES_AND_FLOWS,
+    ),
 ];
+
+const IDENTITIES_AND_FLOWS: &str = r"
+CREATE TABLE linked_identities (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    email TEXT,
+    data TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    last_sign_in_at BIGINT,
+    PRIMARY KEY (project, id)
+);
+CREATE UNIQUE INDEX linked_identities_by_subject ON linked_identities (project, issuer, subject);
+CREATE INDEX linked_identities_of_user ON linked_identities (project, user_id);
+CREATE TABLE pending_flows (
+    project TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sha256 BYTEA NOT NULL,
+    data TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (project, kind, sha256)
+);
+CREATE INDEX pending_flows_by_expiry ON pending_flows (project, expires_at);
+";
 
 const FACTORS_AND_TICKETS: &str = r"
 CREATE TABLE mfa_factors (

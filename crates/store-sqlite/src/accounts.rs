@@ -13,13 +13,16 @@
 //! only for a later step, then the challenge's `DELETE`), on the one
 //! metadata connection, so two uses of one step never both win.
 //! `login_tickets` holds the SHA-256 of each ticket, used by one `DELETE
-//! ... RETURNING`.
+//! ... RETURNING`; `pending_flows` the same for the steps of a provider
+//! sign-in. `linked_identities` is unique per project, issuer and
+//! subject (an index), and a new user with its identity is one
+//! transaction.
 use crate::{Error, Result, SqliteStore, stored};
 use domain::{ProjectId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use store::accounts::{
-    Challenge, CodeUse, EmailCode, Ending, Factor, FactorStatus, Flow, LoginTicket, Refreshed,
-    Session, SigningKey, StepUse, User,
+    Challenge, CodeUse, EmailCode, Ending, Factor, FactorStatus, Flow, LinkedIdentity, LoginTicket,
+    PendingFlow, PendingKind, Refreshed, Session, SigningKey, StepUse, User,
 };
 use store::{AccountStore, StoreError};
 
@@ -112,6 +115,38 @@ fn user_params(user: &User) -> Result<[Box<dyn rusqlite::ToSql + '_>; 13]> {
         Box::new(user.updated_at),
         Box::new(user.last_sign_in_at),
     ])
+}
+
+const IDENTITY_COLUMNS: &str = "project, id, user_id, provider, issuer, subject, email, data, \
+     created_at, updated_at, last_sign_in_at";
+
+fn identity_from_row(row: &Row<'_>) -> rusqlite::Result<Result<LinkedIdentity>> {
+    let project: String = row.get(0)?;
+    let data: String = row.get(7)?;
+    let (id, user_id, provider, issuer, subject, email) = (
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    );
+    let (created_at, updated_at, last_sign_in_at) = (row.get(8)?, row.get(9)?, row.get(10)?);
+    Ok((|| {
+        Ok(LinkedIdentity {
+            project: stored(ProjectId::new(project))?,
+            id,
+            user_id,
+            provider,
+            issuer,
+            subject,
+            email,
+            data: serde_json::from_str(&data).map_err(invalid)?,
+            created_at,
+            updated_at,
+            last_sign_in_at,
+        })
+    })())
 }
 
 fn invalid(error: serde_json::Error) -> Error {
@@ -357,7 +392,12 @@ impl AccountStore for SqliteStore {
             if deleted == 0 {
                 return Ok(None);
             }
-            for table in ["mfa_factors", "mfa_challenges", "login_tickets"] {
+            for table in [
+                "mfa_factors",
+                "mfa_challenges",
+                "login_tickets",
+                "linked_identities",
+            ] {
                 transaction
                     .prepare_cached(&format!(
                         "DELETE FROM {table} WHERE project = ? AND user_id = ?"
@@ -1123,6 +1163,230 @@ impl AccountStore for SqliteStore {
                 project,
                 hash,
                 user_id,
+                created_at,
+                expires_at,
+            }))
+        })
+        .await
+    }
+
+    async fn create_user_with_identity(
+        &self,
+        user: &User,
+        identity: &LinkedIdentity,
+    ) -> Result<bool, StoreError> {
+        let (user, identity) = (user.clone(), identity.clone());
+        self.meta(move |connection| {
+            let transaction = connection.transaction()?;
+            let taken = transaction
+                .prepare_cached(
+                    "SELECT 1 FROM linked_identities WHERE project = ? AND issuer = ? AND subject = ?",
+                )?
+                .exists(params![
+                    identity.project.as_str(),
+                    identity.issuer,
+                    identity.subject
+                ])?;
+            if taken {
+                return Ok(false);
+            }
+            let params = user_params(&user)?;
+            transaction
+                .prepare_cached(&format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ))?
+                .execute(rusqlite::params_from_iter(params.iter()))
+                .map_err(email_taken)?;
+            let data = serde_json::to_string(&identity.data).map_err(invalid)?;
+            transaction
+                .prepare_cached(&format!(
+                    "INSERT INTO linked_identities ({IDENTITY_COLUMNS})
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ))?
+                .execute(params![
+                    identity.project.as_str(),
+                    identity.id,
+                    identity.user_id,
+                    identity.provider,
+                    identity.issuer,
+                    identity.subject,
+                    identity.email,
+                    data,
+                    identity.created_at,
+                    identity.updated_at,
+                    identity.last_sign_in_at
+                ])?;
+            transaction.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn linked_identity(
+        &self,
+        project: &ProjectId,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<LinkedIdentity>, StoreError> {
+        let (project, issuer, subject) = (project.clone(), issuer.to_owned(), subject.to_owned());
+        self.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {IDENTITY_COLUMNS} FROM linked_identities
+                     WHERE project = ? AND issuer = ? AND subject = ?"
+                ))?
+                .query_row(
+                    params![project.as_str(), issuer, subject],
+                    identity_from_row,
+                )
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn linked_identities(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+    ) -> Result<Vec<LinkedIdentity>, StoreError> {
+        let (project, user_id) = (project.clone(), user_id.to_owned());
+        self.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {IDENTITY_COLUMNS} FROM linked_identities
+                     WHERE project = ? AND user_id = ? ORDER BY created_at, id"
+                ))?
+                .query_map(params![project.as_str(), user_id], identity_from_row)?
+                .map(|row| row?)
+                .collect()
+        })
+        .await
+    }
+
+    async fn create_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError> {
+        let identity = identity.clone();
+        self.meta(move |connection| {
+            let data = serde_json::to_string(&identity.data).map_err(invalid)?;
+            let inserted = connection
+                .prepare_cached(&format!(
+                    "INSERT INTO linked_identities ({IDENTITY_COLUMNS})
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (project, issuer, subject) DO NOTHING"
+                ))?
+                .execute(params![
+                    identity.project.as_str(),
+                    identity.id,
+                    identity.user_id,
+                    identity.provider,
+                    identity.issuer,
+                    identity.subject,
+                    identity.email,
+                    data,
+                    identity.created_at,
+                    identity.updated_at,
+                    identity.last_sign_in_at
+                ])?;
+            Ok(inserted > 0)
+        })
+        .await
+    }
+
+    async fn delete_linked_identity(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let (project, user_id, id) = (project.clone(), user_id.to_owned(), id.to_owned());
+        self.meta(move |connection| {
+            let deleted = connection
+                .prepare_cached(
+                    "DELETE FROM linked_identities WHERE project = ? AND user_id = ? AND id = ?",
+                )?
+                .execute(params![project.as_str(), user_id, id])?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn update_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError> {
+        let identity = identity.clone();
+        self.meta(move |connection| {
+            let data = serde_json::to_string(&identity.data).map_err(invalid)?;
+            let updated = connection
+                .prepare_cached(
+                    "UPDATE linked_identities SET email = ?, data = ?, updated_at = ?,
+                     last_sign_in_at = ? WHERE project = ? AND id = ?",
+                )?
+                .execute(params![
+                    identity.email,
+                    data,
+                    identity.updated_at,
+                    identity.last_sign_in_at,
+                    identity.project.as_str(),
+                    identity.id
+                ])?;
+            Ok(updated > 0)
+        })
+        .await
+    }
+
+    async fn put_pending_flow(&self, flow: &PendingFlow) -> Result<(), StoreError> {
+        let flow = flow.clone();
+        self.meta(move |connection| {
+            let data = serde_json::to_string(&flow.data).map_err(invalid)?;
+            let transaction = connection.transaction()?;
+            transaction
+                .prepare_cached("DELETE FROM pending_flows WHERE project = ? AND expires_at <= ?")?
+                .execute(params![flow.project.as_str(), flow.created_at])?;
+            transaction
+                .prepare_cached(
+                    "INSERT INTO pending_flows (project, kind, sha256, data, created_at, expires_at)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )?
+                .execute(params![
+                    flow.project.as_str(),
+                    flow.kind.as_str(),
+                    &flow.hash[..],
+                    data,
+                    flow.created_at,
+                    flow.expires_at
+                ])?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_pending_flow(
+        &self,
+        project: &ProjectId,
+        kind: PendingKind,
+        hash: &[u8; 32],
+        now: UnixMillis,
+    ) -> Result<Option<PendingFlow>, StoreError> {
+        let (project, hash) = (project.clone(), *hash);
+        self.meta(move |connection| {
+            let taken: Option<(String, UnixMillis, UnixMillis)> = connection
+                .prepare_cached(
+                    "DELETE FROM pending_flows
+                     WHERE project = ? AND kind = ? AND sha256 = ? AND expires_at > ?
+                     RETURNING data, created_at, expires_at",
+                )?
+                .query_row(
+                    params![project.as_str(), kind.as_str(), &hash[..], now],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()?;
+            let Some((data, created_at, expires_at)) = taken else {
+                return Ok(None);
+            };
+            Ok(Some(PendingFlow {
+                project,
+                kind,
+                hash,
+                data: serde_json::from_str(&data).map_err(invalid)?,
                 created_at,
                 expires_at,
             }))

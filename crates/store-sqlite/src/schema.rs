@@ -71,7 +71,45 @@ const MIGRATIONS: &[Migration] = &[
         what: "events name who the write that logged them was made for",
         apply: events_actor,
     },
+    Migration {
+        what: "app users' identities at OpenID Connect providers, and pending sign-in flows",
+        apply: identities_and_flows,
+    },
 ];
+
+fn identities_and_flows(connection: &Connection) -> Result<()> {
+    connection.execute_batch(IDENTITIES_AND_FLOWS)?;
+    Ok(())
+}
+
+const IDENTITIES_AND_FLOWS: &str = r"
+CREATE TABLE linked_identities (
+    project TEXT NOT NULL,
+    id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    email TEXT,
+    data TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_sign_in_at INTEGER,
+    PRIMARY KEY (project, id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX linked_identities_by_subject ON linked_identities (project, issuer, subject);
+CREATE INDEX linked_identities_of_user ON linked_identities (project, user_id);
+CREATE TABLE pending_flows (
+    project TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sha256 BLOB NOT NULL,
+    data TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (project, kind, sha256)
+) WITHOUT ROWID;
+CREATE INDEX pending_flows_by_expiry ON pending_flows (project, expires_at);
+";
 
 fn factors_and_tickets(connection: &Connection) -> Result<()> {
     connection.execute_batch(FACTORS_AND_TICKETS)?;

@@ -28,6 +28,15 @@
 //! Login tickets ([`LoginTicket`]) are minted by the service side for a
 //! user it already knows; only their SHA-256 is kept, and each is used once
 //! ([`AccountStore::use_login_ticket`] takes it in one statement).
+//!
+//! Linked identities ([`LinkedIdentity`]) are a user's accounts at external
+//! OpenID Connect providers: one user per issuer and subject in a project
+//! (a second link of the same pair is refused). Pending flows
+//! ([`PendingFlow`]) are the short-lived, single-use steps of a sign-in
+//! that crosses a redirect (a provider's `state`, an authorization code
+//! bound to a PKCE challenge): kept by the SHA-256 of their secret with a
+//! JSON document the accounts service defines, taken once in one
+//! statement, and forgotten at expiry.
 use crate::StoreError;
 use domain::{ProjectId, UnixMillis};
 
@@ -257,6 +266,76 @@ pub struct LoginTicket {
     pub expires_at: UnixMillis,
 }
 
+/// A user's account at an external OpenID Connect provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkedIdentity {
+    pub project: ProjectId,
+    /// A UUID, given by the caller.
+    pub id: String,
+    pub user_id: String,
+    /// The project's name for the provider (`google`, `corp`).
+    pub provider: String,
+    /// The provider's issuer URL; with `subject`, unique in the project.
+    pub issuer: String,
+    /// The `sub` of the provider's ID tokens.
+    pub subject: String,
+    /// The email the provider said, lowercased (not necessarily the user's).
+    pub email: Option<String>,
+    /// The claims shown as GoTrue's `identity_data`.
+    pub data: serde_json::Value,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    pub last_sign_in_at: Option<UnixMillis>,
+}
+
+/// What a [`PendingFlow`] is a step of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PendingKind {
+    /// A sign-in sent to an external provider, waiting for its callback
+    /// (keyed by the `state` it carries).
+    ProviderState,
+    /// An authorization code given to a client, waiting to be traded for
+    /// a session with its PKCE verifier.
+    AuthCode,
+    /// The PKCE challenge of a client that asked for a mailed link (keyed
+    /// by the link's token): following the link gives that client a code.
+    LinkChallenge,
+}
+
+impl PendingKind {
+    /// Its stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PendingKind::ProviderState => "provider_state",
+            PendingKind::AuthCode => "auth_code",
+            PendingKind::LinkChallenge => "link_challenge",
+        }
+    }
+
+    pub fn from_stored(text: &str) -> Option<PendingKind> {
+        [
+            PendingKind::ProviderState,
+            PendingKind::AuthCode,
+            PendingKind::LinkChallenge,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// A single-use step of a sign-in that crosses a redirect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingFlow {
+    pub project: ProjectId,
+    pub kind: PendingKind,
+    /// The SHA-256 of its secret (the `state`, the code).
+    pub hash: [u8; 32],
+    /// What the accounts service keeps for the next step.
+    pub data: serde_json::Value,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
 #[async_trait::async_trait]
 pub trait AccountStore: Send + Sync + 'static {
     /// Stores a new user. An email already taken in the project is
@@ -274,7 +353,8 @@ pub trait AccountStore: Send + Sync + 'static {
     /// [`StoreError::EmailTaken`].
     async fn update_user(&self, user: &User) -> Result<bool, StoreError>;
     /// Deletes a user, ending its live sessions and forgetting its
-    /// factors, their challenges and its login tickets; the ids of the
+    /// factors, their challenges, its login tickets and its linked
+    /// identities; the ids of the
     /// sessions it ended, or `None` if there was no such user.
     async fn delete_user(
         &self,
@@ -459,4 +539,53 @@ pub trait AccountStore: Send + Sync + 'static {
         hash: &[u8; 32],
         now: UnixMillis,
     ) -> Result<Option<LoginTicket>, StoreError>;
+
+    /// Stores a new user and its first linked identity, in one
+    /// transaction. `Ok(false)`, and nothing stored, if the identity's
+    /// issuer and subject are linked already in the project; an email
+    /// already taken is refused with [`StoreError::EmailTaken`].
+    async fn create_user_with_identity(
+        &self,
+        user: &User,
+        identity: &LinkedIdentity,
+    ) -> Result<bool, StoreError>;
+    /// The identity of an issuer and subject in a project.
+    async fn linked_identity(
+        &self,
+        project: &ProjectId,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<LinkedIdentity>, StoreError>;
+    /// A user's linked identities, oldest first.
+    async fn linked_identities(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+    ) -> Result<Vec<LinkedIdentity>, StoreError>;
+    /// Links an identity to an existing user. `Ok(false)`, and nothing
+    /// stored, if its issuer and subject are linked already in the
+    /// project (to this user or another).
+    async fn create_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError>;
+    /// Unlinks one of a user's identities; whether it was there.
+    async fn delete_linked_identity(
+        &self,
+        project: &ProjectId,
+        user_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError>;
+    /// Replaces an identity's email, data, `updated_at` and
+    /// `last_sign_in_at` (found by project and id); whether there was one.
+    async fn update_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError>;
+
+    /// Stores a pending flow; forgets the project's expired ones.
+    async fn put_pending_flow(&self, flow: &PendingFlow) -> Result<(), StoreError>;
+    /// Takes the live pending flow of a project, kind and hash, at once
+    /// (two takes of one: one wins); an expired one is never given.
+    async fn take_pending_flow(
+        &self,
+        project: &ProjectId,
+        kind: PendingKind,
+        hash: &[u8; 32],
+        now: UnixMillis,
+    ) -> Result<Option<PendingFlow>, StoreError>;
 }

@@ -32,6 +32,7 @@ pub fn test_config(data_dir: &Path) -> server::ServerConfig {
         event_retention: Duration::from_secs(7 * 24 * 3600),
         trust_forwarded_for: false,
         public_url: None,
+        allow_http_issuers: false,
         public_metrics: false,
         disk_reserve: domain::ByteSize(0),
         realtime_buffer: domain::ByteSize(1 << 30),

@@ -17,9 +17,10 @@
 //! is sent. A sign-up for a taken address, with confirmation on, answers a
 //! made-up user shaped like a real one after hashing the password all the
 //! same.
+use super::providers::RedirectOutcome;
 use super::*;
 use crate::mail::{Mail, Place, SmtpServer};
-use store::accounts::{CodeUse, EmailCode, Flow};
+use store::accounts::{CodeUse, EmailCode, Flow, PendingFlow, PendingKind};
 
 /// Where the links in mails point: the project's auth routes as clients
 /// reach them, and where the link lands after (already allowed).
@@ -29,6 +30,9 @@ pub struct Links {
     pub auth_url: String,
     /// An allowed redirect target ([`Accounts::redirect_target`]).
     pub redirect_to: Option<String>,
+    /// The client's PKCE challenge (S256, [`client_code_challenge`]):
+    /// following the link then gives it a code, not a session.
+    pub code_challenge: Option<String>,
 }
 
 /// A code just made, for the service side to send itself.
@@ -430,6 +434,46 @@ impl Accounts {
         }
     }
 
+    /// A mailed link followed (`GET /verify`): a code for the client that
+    /// asked for the link with a PKCE challenge, else a session.
+    pub async fn follow_link(
+        &self,
+        project: &ProjectId,
+        token: &str,
+        kind: VerifyKind,
+        now: UnixMillis,
+    ) -> Result<RedirectOutcome, AccountError> {
+        let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        let Some(used) = self
+            .store
+            .use_email_link(project, kind.flows(), &hash, now, MAX_CODE_FAILURES)
+            .await?
+        else {
+            return Err(AccountError::CodeInvalid);
+        };
+        let (user, method) = self.confirm(used, "magiclink", now).await?;
+        match self
+            .store
+            .take_pending_flow(project, PendingKind::LinkChallenge, &hash, now)
+            .await?
+        {
+            Some(flow) => {
+                let challenge = flow
+                    .data
+                    .get("code_challenge")
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| StoreError::Corrupt("a link's challenge".to_owned()))?;
+                Ok(RedirectOutcome::Code(
+                    self.mint_auth_code(project, &user, challenge, method, None, now)
+                        .await?,
+                ))
+            }
+            None => Ok(RedirectOutcome::Session(Box::new(
+                self.open_session(&user, method, now).await?,
+            ))),
+        }
+    }
+
     /// Signs in with a link's token (`token_hash`, or `GET /verify`).
     pub async fn verify_link(
         &self,
@@ -454,9 +498,21 @@ impl Accounts {
     async fn complete(
         &self,
         used: EmailCode,
-        method: &str,
+        method: &'static str,
         now: UnixMillis,
     ) -> Result<Issued, AccountError> {
+        let (user, method) = self.confirm(used, method, now).await?;
+        Ok(self.open_session(&user, method, now).await?)
+    }
+
+    /// The user a used code proves, its email confirmed, and how it signed
+    /// in.
+    async fn confirm(
+        &self,
+        used: EmailCode,
+        method: &'static str,
+        now: UnixMillis,
+    ) -> Result<(User, &'static str), AccountError> {
         let Some(user_id) = &used.user_id else {
             return Err(AccountError::CodeInvalid);
         };
@@ -494,7 +550,7 @@ impl Accounts {
             Err(StoreError::EmailTaken) => return Err(AccountError::EmailTaken),
             Err(error) => return Err(error.into()),
         }
-        Ok(self.open_session(&user, method, now).await?)
+        Ok((user, method))
     }
 
     /// A place in the outbox, or the answer for everyone while it is full.
@@ -593,6 +649,24 @@ impl Accounts {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).expect("the OS random number generator");
         let token = hex::encode(secret);
+        let expires_at = now
+            + settings
+                .email_code_lifetime_s
+                .clamp(1, MAX_EMAIL_CODE_LIFETIME_S)
+                * 1000;
+        if let Some(challenge) = &links.code_challenge {
+            // Stored whether or not the address has a user: the same work.
+            self.store
+                .put_pending_flow(&PendingFlow {
+                    project: project.clone(),
+                    kind: PendingKind::LinkChallenge,
+                    hash: Sha256::digest(token.as_bytes()).into(),
+                    data: serde_json::json!({ "code_challenge": challenge }),
+                    created_at: now,
+                    expires_at,
+                })
+                .await?;
+        }
         self.store
             .put_email_code(&EmailCode {
                 project: project.clone(),
@@ -602,11 +676,7 @@ impl Accounts {
                 code_hash: self.code_hash(project, email, &code),
                 link_hash: Sha256::digest(token.as_bytes()).into(),
                 created_at: now,
-                expires_at: now
-                    + settings
-                        .email_code_lifetime_s
-                        .clamp(1, MAX_EMAIL_CODE_LIFETIME_S)
-                        * 1000,
+                expires_at,
             })
             .await?;
         let mut action_link = format!(

@@ -111,6 +111,12 @@ pub struct Up {
     /// there. Default: http:// and the address it listens on.
     #[arg(long, env = "WOK_PUBLIC_URL", value_name = "URL")]
     public_url: Option<String>,
+    /// Let app users sign in with OpenID Connect providers whose issuer is
+    /// plain http or at a loopback or private address (by default only
+    /// https issuers and endpoints at public addresses are called). For
+    /// tests against a provider on loopback; never in production.
+    #[arg(long, env = "WOK_ALLOW_HTTP_ISSUERS")]
+    allow_http_issuers: bool,
     /// Room kept on the data directory's disk (a file of zeros) and
     /// released when the disk fills, so that deletes still work; writes get
     /// 507 until twice this is free again. 0 keeps none.
@@ -227,6 +233,7 @@ impl Up {
             public_metrics: self.public_metrics,
             trust_forwarded_for: self.trust_forwarded_for,
             public_url: self.public_url.clone(),
+            allow_http_issuers: self.allow_http_issuers,
             disk_reserve: self.disk_reserve,
             realtime_buffer: self.realtime_buffer,
             async_queue: server::AsyncQueueLimit {

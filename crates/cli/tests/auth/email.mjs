@@ -188,4 +188,69 @@ error = (await service.auth.admin.generateLink({ type: 'recovery', email: `nobod
 assert.equal(error?.status, 404, 'the service side is told');
 assert.equal(mailsTo(hana), 0);
 
+// flowType 'pkce': the link gives the client that asked for it a code,
+// which only its verifier trades for a session; no tokens in a URL.
+const pkceClient = () =>
+  createClient(url, process.env.WOK_PUBLIC_KEY, {
+    auth: { flowType: 'pkce', persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+  });
+const followed = async (mail, landing) => {
+  const response = await fetch(linkOf(mail), { redirect: 'manual' });
+  assert.equal(response.status, 303);
+  const location = new URL(response.headers.get('location'));
+  assert.equal(`${location.origin}${location.pathname}`, landing);
+  assert.equal(location.hash, '', 'no tokens in the URL');
+  const code = location.searchParams.get('code');
+  assert.ok(code, location.href);
+  return code;
+};
+const trade = (authCode, verifier) =>
+  fetch(`${url}/auth/v1/token?grant_type=pkce`, {
+    method: 'POST',
+    headers: { apikey: process.env.WOK_PUBLIC_KEY, 'content-type': 'application/json' },
+    body: JSON.stringify({ auth_code: authCode, code_verifier: verifier }),
+  });
+
+step('PKCE: a magic link gives a code, exchangeCodeForSession a session');
+const ivy = pkceClient();
+ok(await ivy.auth.signInWithOtp({ email, options: { shouldCreateUser: false, emailRedirectTo: 'http://app.test/welcome/pkce' } }));
+mail = await nextMail(email, seen++);
+const magicCode = await followed(mail, 'http://app.test/welcome/pkce');
+response = await trade(magicCode, 'a'.repeat(43));
+assert.equal(response.status, 400, 'another verifier is refused');
+assert.equal((await response.json()).code, 'bad_code_verifier');
+error = (await ivy.auth.exchangeCodeForSession(magicCode)).error;
+assert.equal(error?.code, 'flow_state_not_found', 'and the code is used up');
+ok(await ivy.auth.signInWithOtp({ email, options: { shouldCreateUser: false, emailRedirectTo: 'http://app.test/welcome/pkce' } }));
+mail = await nextMail(email, seen++);
+const secondCode = await followed(mail, 'http://app.test/welcome/pkce');
+data = ok(await ivy.auth.exchangeCodeForSession(secondCode));
+assert.equal(data.user.email, email);
+assert.equal(ok(await ivy.auth.getClaims()).claims.amr[0].method, 'magiclink');
+response = await trade(secondCode, 'a'.repeat(43));
+assert.equal((await response.json()).code, 'flow_state_not_found', 'a code is traded once');
+// The typed code of a PKCE request still signs in at once.
+ok(await pkceClient().auth.signInWithOtp({ email, options: { shouldCreateUser: false } }));
+mail = await nextMail(email, seen++);
+ok(await client(process.env.WOK_PUBLIC_KEY).auth.verifyOtp({ email, token: codeOf(mail), type: 'email' }));
+
+step('PKCE: recovery');
+const resetting = pkceClient();
+ok(await resetting.auth.resetPasswordForEmail(email, { redirectTo: 'http://app.test/welcome/reset' }));
+mail = await nextMail(email, seen++);
+data = ok(await resetting.auth.exchangeCodeForSession(await followed(mail, 'http://app.test/welcome/reset')));
+assert.equal(data.redirectType, 'recovery');
+assert.equal(ok(await resetting.auth.getClaims()).claims.amr[0].method, 'recovery');
+ok(await resetting.auth.updateUser({ password: 'yet another passphrase' }));
+ok(await client(process.env.WOK_PUBLIC_KEY).auth.signInWithPassword({ email, password: 'yet another passphrase' }));
+
+step('PKCE: only S256');
+response = await fetch(`${url}/auth/v1/otp`, {
+  method: 'POST',
+  headers: { apikey: process.env.WOK_PUBLIC_KEY, 'content-type': 'application/json' },
+  body: JSON.stringify({ email, code_challenge: 'a'.repeat(43), code_challenge_method: 'plain' }),
+});
+assert.equal(response.status, 400);
+assert.equal(mailsTo(email), seen, 'nothing mailed for a refused challenge');
+
 console.log('ok');

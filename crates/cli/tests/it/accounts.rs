@@ -1631,3 +1631,94 @@ async fn a_login_ticket_from_the_service_side_signs_a_user_in_once() {
     assert_eq!(session.status, 200, "{}", session.text());
     assert_eq!(session.json()["user"]["id"], user_id.as_str());
 }
+
+#[tokio::test]
+async fn supabase_js_signs_in_with_an_openid_connect_provider() {
+    // The provider (oauth2-mock-server) listens on plain http on loopback.
+    let server = WokServer::start_with(WOK, &["--allow-http-issuers"]);
+    let public_key = project_with_public_key(&server, "shop").await;
+    let service_key = key(&server, "shop", "service").await;
+    run_auth_script(
+        "oidc.mjs",
+        vec![
+            ("WOK_URL", server.url.clone()),
+            ("WOK_PROJECT", "shop".to_owned()),
+            ("WOK_PUBLIC_KEY", public_key),
+            ("WOK_SERVICE_KEY", service_key),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn provider_settings_are_checked_and_their_secret_is_never_shown() {
+    let server = server();
+    server.cli_ok(&["project", "create", "shop"]);
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--project", "shop", "auth", "config"];
+        all.extend_from_slice(args);
+        server.cli(&all)
+    };
+    let provider = |fields: &str| {
+        format!(
+            r#"providers=[{{"name":"corp","client_id":"wok","issuer":"https://idp.example"{fields}}}]"#
+        )
+    };
+    // Refused, each with a one-line error: an http issuer without
+    // --allow-http-issuers, a bad name, a reserved one, no client id.
+    for (bad, says) in [
+        (
+            r#"providers=[{"name":"corp","client_id":"wok","issuer":"http://127.0.0.1:9"}]"#
+                .to_owned(),
+            "must be https",
+        ),
+        (
+            r#"providers=[{"name":"Corp","client_id":"wok","issuer":"https://idp.example"}]"#
+                .to_owned(),
+            "lowercase",
+        ),
+        (
+            r#"providers=[{"name":"email","client_id":"wok","issuer":"https://idp.example"}]"#
+                .to_owned(),
+            "reserved",
+        ),
+        (
+            r#"providers=[{"name":"corp","client_id":"","issuer":"https://idp.example"}]"#
+                .to_owned(),
+            "client_id",
+        ),
+        (
+            r#"providers=[{"name":"corp","client_id":"wok","issuer":"https://idp.example/?x=1"}]"#
+                .to_owned(),
+            "no query",
+        ),
+    ] {
+        let output = cli(&["set", &bad]);
+        assert!(!output.success(), "{bad}");
+        assert!(output.stderr().contains(says), "{bad}: {}", output.stderr());
+        assert_eq!(
+            output.stderr().trim().lines().count(),
+            1,
+            "{}",
+            output.stderr()
+        );
+    }
+    // The secret is sealed, shown only as set, and kept when the settings
+    // come back without it.
+    let output = cli(&["set", &provider(r#","client_secret":"s3cret-value""#)]);
+    assert!(output.success(), "{}", output.stderr());
+    let shown = cli(&["get"]).stdout();
+    assert!(!shown.contains("s3cret-value"), "{shown}");
+    let config: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(config["providers"][0]["client_secret_set"], true);
+    assert_eq!(
+        config["providers"][0]["scopes"],
+        json!(["email", "profile"])
+    );
+    assert!(cli(&["set", &provider("")]).success());
+    let config: Value = serde_json::from_str(&cli(&["get"]).stdout()).unwrap();
+    assert_eq!(config["providers"][0]["client_secret_set"], true);
+    assert!(cli(&["set", &provider(r#","client_secret":"""#)]).success());
+    let config: Value = serde_json::from_str(&cli(&["get"]).stdout()).unwrap();
+    assert_eq!(config["providers"][0]["client_secret_set"], false);
+}

@@ -1,8 +1,9 @@
 //! The accounts contract: users, sessions, refresh rotation, signing keys,
-//! one-time email codes, second factors and login tickets.
+//! one-time email codes, second factors, login tickets, linked identities
+//! and pending flows.
 use crate::accounts::{
-    Challenge, CodeUse, EmailCode, Ending, Factor, FactorStatus, Flow, LoginTicket, Refreshed,
-    Session, SigningKey, StepUse, User,
+    Challenge, CodeUse, EmailCode, Ending, Factor, FactorStatus, Flow, LinkedIdentity, LoginTicket,
+    PendingFlow, PendingKind, Refreshed, Session, SigningKey, StepUse, User,
 };
 use crate::{AccountStore, ProjectStore, StoreError};
 use domain::ProjectId;
@@ -1106,5 +1107,272 @@ pub async fn added_refresh_tokens_contract<S: AccountStore + ProjectStore>(store
             .await
             .unwrap(),
         Refreshed::Refused
+    );
+}
+
+fn linked(
+    project: &ProjectId,
+    id: &str,
+    user_id: &str,
+    issuer: &str,
+    subject: &str,
+) -> LinkedIdentity {
+    LinkedIdentity {
+        project: project.clone(),
+        id: id.to_owned(),
+        user_id: user_id.to_owned(),
+        provider: "corp".to_owned(),
+        issuer: issuer.to_owned(),
+        subject: subject.to_owned(),
+        email: Some(format!("{subject}@corp.example")),
+        data: serde_json::json!({"sub": subject, "name": "Ann"}),
+        created_at: 20,
+        updated_at: 20,
+        last_sign_in_at: Some(20),
+    }
+}
+
+/// Linked identities: one user per issuer and subject in a project, made
+/// with their user in one transaction, listed, updated, gone with it.
+pub async fn linked_identities_contract<S: AccountStore + ProjectStore>(store: &S) {
+    let shop = ProjectId::new("shop").unwrap();
+    let blog = ProjectId::new("blog").unwrap();
+    store.create_project(&shop).await.unwrap();
+    store.create_project(&blog).await.unwrap();
+    let issuer = "https://idp.example";
+    let ann = user(&shop, "u1", Some("ann@example.com"));
+    let ann_at_idp = linked(&shop, "i1", "u1", issuer, "s1");
+    assert!(
+        store
+            .create_user_with_identity(&ann, &ann_at_idp)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.user(&shop, "u1").await.unwrap(), Some(ann.clone()));
+    assert_eq!(
+        store.linked_identity(&shop, issuer, "s1").await.unwrap(),
+        Some(ann_at_idp.clone())
+    );
+    assert_eq!(
+        store.linked_identity(&blog, issuer, "s1").await.unwrap(),
+        None,
+        "an identity belongs to its project"
+    );
+    assert_eq!(
+        store
+            .linked_identity(&shop, "https://other.example", "s1")
+            .await
+            .unwrap(),
+        None,
+        "a subject is of its issuer"
+    );
+    // The same issuer and subject again: refused, and no user is made.
+    let bob = user(&shop, "u2", Some("bob@example.com"));
+    assert!(
+        !store
+            .create_user_with_identity(&bob, &linked(&shop, "i2", "u2", issuer, "s1"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.user(&shop, "u2").await.unwrap(), None);
+    // A taken email: refused, and no identity is made.
+    let taken = user(&shop, "u3", Some("ann@example.com"));
+    assert!(matches!(
+        store
+            .create_user_with_identity(&taken, &linked(&shop, "i3", "u3", issuer, "s3"))
+            .await,
+        Err(StoreError::EmailTaken)
+    ));
+    assert_eq!(
+        store.linked_identity(&shop, issuer, "s3").await.unwrap(),
+        None
+    );
+    assert_eq!(store.user(&shop, "u3").await.unwrap(), None);
+    // The same subject in another project, and another subject: each its own user.
+    assert!(
+        store
+            .create_user_with_identity(
+                &user(&blog, "u1", None),
+                &linked(&blog, "i1", "u1", issuer, "s1")
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .create_user_with_identity(&bob, &linked(&shop, "i2", "u2", issuer, "s2"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.linked_identities(&shop, "u1").await.unwrap(),
+        vec![ann_at_idp.clone()]
+    );
+    // Updated: email, data and times.
+    let mut seen_again = ann_at_idp.clone();
+    seen_again.email = Some("ann@new.example".to_owned());
+    seen_again.data = serde_json::json!({"sub": "s1", "name": "Ann B."});
+    seen_again.updated_at = 30;
+    seen_again.last_sign_in_at = Some(30);
+    assert!(store.update_linked_identity(&seen_again).await.unwrap());
+    assert_eq!(
+        store.linked_identity(&shop, issuer, "s1").await.unwrap(),
+        Some(seen_again.clone())
+    );
+    let mut nobody = seen_again.clone();
+    nobody.id = "i9".to_owned();
+    assert!(!store.update_linked_identity(&nobody).await.unwrap());
+    // Linked to an existing user: a second identity of it; a pair linked
+    // already (to it or another) is refused.
+    let bob_at_other = linked(&shop, "i5", "u2", "https://other.example", "s5");
+    assert!(store.create_linked_identity(&bob_at_other).await.unwrap());
+    assert!(
+        !store
+            .create_linked_identity(&linked(&shop, "i6", "u2", issuer, "s1"))
+            .await
+            .unwrap(),
+        "ann's pair is hers"
+    );
+    assert!(
+        !store
+            .create_linked_identity(&linked(&shop, "i7", "u2", "https://other.example", "s5"))
+            .await
+            .unwrap()
+    );
+    let bobs: Vec<String> = store
+        .linked_identities(&shop, "u2")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|identity| identity.id)
+        .collect();
+    assert_eq!(bobs, ["i2", "i5"]);
+    // Unlinked: by its user only, once.
+    assert!(
+        !store
+            .delete_linked_identity(&shop, "u1", "i5")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_linked_identity(&shop, "u2", "i5")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_linked_identity(&shop, "u2", "i5")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .linked_identity(&shop, "https://other.example", "s5")
+            .await
+            .unwrap(),
+        None
+    );
+    // Deleting the user forgets its identities; the pair is free again.
+    store.delete_user(&shop, "u1", 40).await.unwrap().unwrap();
+    assert_eq!(
+        store.linked_identity(&shop, issuer, "s1").await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .linked_identities(&shop, "u1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .linked_identity(&blog, issuer, "s1")
+            .await
+            .unwrap()
+            .is_some(),
+        "another project's identity stays"
+    );
+    assert!(
+        store
+            .create_user_with_identity(
+                &user(&shop, "u4", None),
+                &linked(&shop, "i4", "u4", issuer, "s1")
+            )
+            .await
+            .unwrap()
+    );
+}
+
+/// Pending flows: bound to their project and kind, taken once, dead at
+/// expiry.
+pub async fn pending_flows_contract<S: AccountStore + ProjectStore>(store: &S) {
+    let shop = ProjectId::new("shop").unwrap();
+    let blog = ProjectId::new("blog").unwrap();
+    store.create_project(&shop).await.unwrap();
+    store.create_project(&blog).await.unwrap();
+    let now = 5_000;
+    let flow = |n: u8, kind: PendingKind, at: i64| PendingFlow {
+        project: shop.clone(),
+        kind,
+        hash: [n; 32],
+        data: serde_json::json!({"n": n, "redirect_to": "https://app.example/done"}),
+        created_at: at,
+        expires_at: at + 600_000,
+    };
+    store
+        .put_pending_flow(&flow(1, PendingKind::ProviderState, now))
+        .await
+        .unwrap();
+    store
+        .put_pending_flow(&flow(2, PendingKind::AuthCode, now))
+        .await
+        .unwrap();
+    let take = |project: &ProjectId, kind, n: u8, at| {
+        let project = project.clone();
+        async move {
+            store
+                .take_pending_flow(&project, kind, &[n; 32], at)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        take(&blog, PendingKind::ProviderState, 1, now + 1).await,
+        None
+    );
+    assert_eq!(
+        take(&shop, PendingKind::AuthCode, 1, now + 1).await,
+        None,
+        "a flow is taken only as its kind"
+    );
+    assert_eq!(
+        take(&shop, PendingKind::ProviderState, 1, now + 1).await,
+        Some(flow(1, PendingKind::ProviderState, now))
+    );
+    assert_eq!(
+        take(&shop, PendingKind::ProviderState, 1, now + 2).await,
+        None,
+        "a flow is taken once"
+    );
+    // Expired: never given; putting a flow forgets them.
+    let expires_at = flow(2, PendingKind::AuthCode, now).expires_at;
+    assert_eq!(
+        take(&shop, PendingKind::AuthCode, 2, expires_at).await,
+        None
+    );
+    store
+        .put_pending_flow(&flow(3, PendingKind::AuthCode, expires_at))
+        .await
+        .unwrap();
+    assert_eq!(
+        take(&shop, PendingKind::AuthCode, 2, now + 3).await,
+        None,
+        "an expired flow is gone for good"
+    );
+    assert_eq!(
+        take(&shop, PendingKind::AuthCode, 3, expires_at + 1).await,
+        Some(flow(3, PendingKind::AuthCode, expires_at))
     );
 }

@@ -122,6 +122,18 @@ macro_rules! contract_tests {
         }
 
         #[tokio::test]
+        async fn keeps_the_linked_identities_contract() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::accounts::linked_identities_contract(&store).await;
+        }
+
+        #[tokio::test]
+        async fn keeps_the_pending_flows_contract() {
+            let (_guard, store) = $new.await;
+            $crate::testsuite::accounts::pending_flows_contract(&store).await;
+        }
+
+        #[tokio::test]
         async fn keeps_the_added_refresh_tokens_contract() {
             let (_guard, store) = $new.await;
             $crate::testsuite::accounts::added_refresh_tokens_contract(&store).await;
