@@ -1717,3 +1717,56 @@ async fn a_native_function_sees_the_verified_caller_in_its_headers() {
     assert!(caller["x-wok-key-id"].is_string(), "{caller}");
     assert!(caller.get("x-wok-user-id").is_none(), "{caller}");
 }
+
+/// A native function acts under its caller's rules by calling wok's API
+/// with the caller's own token, and under its project's service access
+/// with its own credentials: the choice is the function's, call by call.
+#[tokio::test]
+async fn a_native_function_acts_under_its_callers_rules_with_the_callers_token() {
+    let server = server();
+    let key = server
+        .cli_ok(&["keys", "create", "--kind", "public"])
+        .trim()
+        .to_owned();
+    let app = crate::rules::App {
+        server: &server,
+        key,
+    };
+    let rules = send(
+        control(&server, reqwest::Method::PUT, "/v1/docs/notes/_access").json(&serde_json::json!(
+            {"rules": {"read": "resource.data.owner == auth.uid",
+                       "create": "request.data.owner == auth.uid"}}
+        )),
+    )
+    .await;
+    assert_eq!(rules.status, 200, "{}", rules.text());
+    deploy_probe(&server, "reader", &[]);
+    let (ann, ann_id) = app.user("ann@example.com").await;
+    let (bob, _) = app.user("bob@example.com").await;
+    let note = send(
+        app.request(Some(&ann), reqwest::Method::POST, "/v1/docs/notes")
+            .json(&serde_json::json!({"owner": ann_id})),
+    )
+    .await;
+    assert_eq!(note.status, 201, "{}", note.text());
+    let path = format!("/v1/docs/notes/{}", note.json()["id"].as_str().unwrap());
+    let read = |token: &str, as_function: bool| {
+        let mut url = format!(
+            "{}/fn/reader/as-caller?path={}",
+            server.url,
+            urlencoding::encode(&path)
+        );
+        if as_function {
+            url.push_str("&as=function");
+        }
+        let request = http().get(url).bearer_auth(token);
+        async move {
+            let answer = send(request).await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            answer.json()["status"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(read(&ann, false).await, 200);
+    assert_eq!(read(&bob, false).await, 404, "Bob's rules hide Ann's note");
+    assert_eq!(read(&bob, true).await, 200, "the function's own access");
+}

@@ -204,6 +204,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "caller": {name.lower(): value for name, value in self.headers.items()
                            if name.lower().startswith("x-wok-")},
             })
+        elif url.path == "/as-caller":
+            # Reads `?path=` of wok's API with the caller's own token (the
+            # `Authorization` it sent), so the caller's rules apply; with
+            # `?as=function`, with the function's credentials instead.
+            api = os.environ["WOK_API"]
+            if query.get("as") == ["function"]:
+                token = os.environ["WOK_TOKEN"]
+            else:
+                sent = self.headers.get("authorization") or ""
+                token = sent[len("Bearer "):] if sent.startswith("Bearer ") else None
+            self.answer(200, call("GET", api + query["path"][0], token))
         elif url.path == "/probe":
             self.answer(200, probes(query))
         elif url.path == "/platform":
