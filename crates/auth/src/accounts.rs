@@ -1068,7 +1068,7 @@ impl Accounts {
             .store
             .user(project, user_id)
             .await?
-            .filter(|user| !user.banned_until.is_some_and(|until| until > now))
+            .filter(|user| user.banned_until.is_none_or(|until| until <= now))
             .ok_or(AuthError::SessionEnded)?;
         let claims = Claims::of(
             &user,
