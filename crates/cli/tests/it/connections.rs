@@ -149,6 +149,7 @@ async fn slow_and_idle_connections_are_closed_while_a_healthy_client_is_served()
 async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_refuse() {
     let server = WokServer::start_with(WOK, &["--max-connections", "20"]);
     deploy(&server, "slow", guests::SLEEP, &[]);
+    deploy(&server, "stream", guests::STREAM, &[]);
     let address = address(&server);
 
     // Twenty idle connections do not keep a new client out: the oldest
@@ -186,8 +187,22 @@ async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_refuse()
         || async { (metric(&server, "wok_instances_in_flight").await >= 19.0).then_some(()) },
     )
     .await;
-    busy.push(open_busy().await);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The twentieth: a response larger than the socket's buffers, unread
+    // once its status line is in, so it is seen being served (a request
+    // the server has not read yet would look idle on a loaded machine).
+    let mut streaming = TcpStream::connect(&address).await.unwrap();
+    streaming
+        .write_all(
+            b"GET /fn/stream?bytes=67108864 HTTP/1.1\r\nHost: wok\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(20), streaming.read_exact(&mut head))
+        .await
+        .expect("the streamed response starts")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
     let mut refused = TcpStream::connect(&address).await.unwrap();
     let (answer, closed) = read_until_closed(&mut refused, Duration::from_secs(5)).await;
     let answer = String::from_utf8_lossy(&answer);
@@ -202,6 +217,7 @@ async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_refuse()
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains("slept 8000\n"), "{answer}");
     }
+    drop(streaming);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(metric(&server, "wok_connections_shed_total{how=\"closed_idle\"}").await >= 1.0);
     assert!(metric(&server, "wok_connections_shed_total{how=\"refused\"}").await >= 1.0);
