@@ -1771,6 +1771,28 @@ struct Authorize {
     code_challenge_method: Option<String>,
 }
 
+/// A client's PKCE challenge and its method.
+type PkceChallenge<'a> = Option<(&'a str, &'a str)>;
+
+impl Authorize {
+    /// The provider named, and the client's PKCE challenge with its
+    /// method (`plain` unless said), if it sent one.
+    fn provider_and_challenge(&self) -> Result<(&str, PkceChallenge<'_>), GoTrueError> {
+        let provider = self
+            .provider
+            .as_deref()
+            .filter(|name| !name.is_empty())
+            .ok_or_else(|| GoTrueError::invalid("provider is required"))?;
+        let challenge = match (&self.code_challenge, &self.code_challenge_method) {
+            (Some(challenge), method) if !challenge.is_empty() => {
+                Some((challenge.as_str(), method.as_deref().unwrap_or("plain")))
+            }
+            _ => None,
+        };
+        Ok((provider, challenge))
+    }
+}
+
 /// `GET /authorize?provider=&redirect_to=&code_challenge=&code_challenge_method=s256`
 /// (supabase-js's `signInWithOAuth`): 302 to the provider, once the
 /// `redirect_to` is known to be allowed (else 400, and no redirect).
@@ -1784,20 +1806,12 @@ async fn authorize(
     gateway
         .accounts
         .admit(&project, Attempt::ProviderSignIn, address)?;
-    let Some(provider) = query.provider.filter(|name| !name.is_empty()) else {
-        return Err(GoTrueError::invalid("provider is required"));
-    };
-    let challenge = match (&query.code_challenge, &query.code_challenge_method) {
-        (Some(challenge), method) if !challenge.is_empty() => {
-            Some((challenge.as_str(), method.as_deref().unwrap_or("plain")))
-        }
-        _ => None,
-    };
+    let (provider, challenge) = query.provider_and_challenge()?;
     let location = gateway
         .accounts
         .start_provider_sign_in(
             &project,
-            &provider,
+            provider,
             query.redirect_to.as_deref(),
             challenge,
             &format!("{}/callback", auth_url(&gateway, &project)),
@@ -1830,25 +1844,13 @@ async fn link_identity(
     gateway
         .accounts
         .admit(&project, Attempt::ProviderSignIn, address)?;
-    let query_authorize = query.authorize;
-    let Some(provider) = query_authorize.provider.filter(|name| !name.is_empty()) else {
-        return Err(GoTrueError::invalid("provider is required"));
-    };
-    let challenge = match (
-        &query_authorize.code_challenge,
-        &query_authorize.code_challenge_method,
-    ) {
-        (Some(challenge), method) if !challenge.is_empty() => {
-            Some((challenge.as_str(), method.as_deref().unwrap_or("plain")))
-        }
-        _ => None,
-    };
+    let (provider, challenge) = query.authorize.provider_and_challenge()?;
     let location = gateway
         .accounts
         .start_provider_link(
             &identity,
-            &provider,
-            query_authorize.redirect_to.as_deref(),
+            provider,
+            query.authorize.redirect_to.as_deref(),
             challenge,
             &format!("{}/callback", auth_url(&gateway, &project)),
             gateway.clock.now(),

@@ -297,40 +297,80 @@ fn flow_names(flows: &[Flow]) -> Vec<&'static str> {
     flows.iter().map(|flow| flow.as_str()).collect()
 }
 
+/// Inserts a user; a taken email is [`StoreError::EmailTaken`].
+async fn insert_user(client: &impl GenericClient, user: &User) -> Result<(), StoreError> {
+    let (app, own) = metadata(user)?;
+    let statement = client
+        .prepare_cached(&format!(
+            "INSERT INTO users ({USER_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ))
+        .await
+        .db()?;
+    client
+        .execute(
+            &statement,
+            &[
+                &user.project.as_str(),
+                &user.id,
+                &user.email,
+                &user.phone,
+                &user.password_hash,
+                &user.email_confirmed_at,
+                &user.anonymous,
+                &user.banned_until,
+                &app,
+                &own,
+                &user.created_at,
+                &user.updated_at,
+                &user.last_sign_in_at,
+            ],
+        )
+        .await
+        .map_err(email_taken)?;
+    Ok(())
+}
+
+/// Inserts a linked identity unless its issuer and subject are linked
+/// already; how many rows it inserted.
+async fn insert_identity(
+    client: &impl GenericClient,
+    identity: &LinkedIdentity,
+) -> Result<u64, StoreError> {
+    let data = json_text(&identity.data)?;
+    let statement = client
+        .prepare_cached(&format!(
+            "INSERT INTO linked_identities ({IDENTITY_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (project, issuer, subject) DO NOTHING"
+        ))
+        .await
+        .db()?;
+    client
+        .execute(
+            &statement,
+            &[
+                &identity.project.as_str(),
+                &identity.id,
+                &identity.user_id,
+                &identity.provider,
+                &identity.issuer,
+                &identity.subject,
+                &identity.email,
+                &data,
+                &identity.created_at,
+                &identity.updated_at,
+                &identity.last_sign_in_at,
+            ],
+        )
+        .await
+        .db()
+}
+
 #[store::async_trait]
 impl AccountStore for PgStore {
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
-        let (app, own) = metadata(user)?;
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "INSERT INTO users ({USER_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-            ))
-            .await
-            .db()?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &user.project.as_str(),
-                    &user.id,
-                    &user.email,
-                    &user.phone,
-                    &user.password_hash,
-                    &user.email_confirmed_at,
-                    &user.anonymous,
-                    &user.banned_until,
-                    &app,
-                    &own,
-                    &user.created_at,
-                    &user.updated_at,
-                    &user.last_sign_in_at,
-                ],
-            )
-            .await
-            .map_err(email_taken)?;
-        Ok(())
+        insert_user(&self.client().await?, user).await
     }
 
     async fn user(&self, project: &ProjectId, id: &str) -> Result<Option<User>, StoreError> {
@@ -1353,68 +1393,13 @@ impl AccountStore for PgStore {
         user: &User,
         identity: &LinkedIdentity,
     ) -> Result<bool, StoreError> {
-        let (app, own) = metadata(user)?;
-        let data = json_text(&identity.data)?;
         let mut client = self.client().await?;
         let transaction = client.transaction().await.db()?;
-        let statement = transaction
-            .prepare_cached(&format!(
-                "INSERT INTO linked_identities ({IDENTITY_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 ON CONFLICT (project, issuer, subject) DO NOTHING"
-            ))
-            .await
-            .db()?;
-        let inserted = transaction
-            .execute(
-                &statement,
-                &[
-                    &identity.project.as_str(),
-                    &identity.id,
-                    &identity.user_id,
-                    &identity.provider,
-                    &identity.issuer,
-                    &identity.subject,
-                    &identity.email,
-                    &data,
-                    &identity.created_at,
-                    &identity.updated_at,
-                    &identity.last_sign_in_at,
-                ],
-            )
-            .await
-            .db()?;
+        let inserted = insert_identity(&transaction, identity).await?;
         if inserted == 0 {
             return Ok(false);
         }
-        let statement = transaction
-            .prepare_cached(&format!(
-                "INSERT INTO users ({USER_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-            ))
-            .await
-            .db()?;
-        transaction
-            .execute(
-                &statement,
-                &[
-                    &user.project.as_str(),
-                    &user.id,
-                    &user.email,
-                    &user.phone,
-                    &user.password_hash,
-                    &user.email_confirmed_at,
-                    &user.anonymous,
-                    &user.banned_until,
-                    &app,
-                    &own,
-                    &user.created_at,
-                    &user.updated_at,
-                    &user.last_sign_in_at,
-                ],
-            )
-            .await
-            .map_err(email_taken)?;
+        insert_user(&transaction, user).await?;
         transaction.commit().await.db()?;
         Ok(true)
     }
@@ -1467,36 +1452,7 @@ impl AccountStore for PgStore {
     }
 
     async fn create_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError> {
-        let data = json_text(&identity.data)?;
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "INSERT INTO linked_identities ({IDENTITY_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 ON CONFLICT (project, issuer, subject) DO NOTHING"
-            ))
-            .await
-            .db()?;
-        let inserted = client
-            .execute(
-                &statement,
-                &[
-                    &identity.project.as_str(),
-                    &identity.id,
-                    &identity.user_id,
-                    &identity.provider,
-                    &identity.issuer,
-                    &identity.subject,
-                    &identity.email,
-                    &data,
-                    &identity.created_at,
-                    &identity.updated_at,
-                    &identity.last_sign_in_at,
-                ],
-            )
-            .await
-            .db()?;
-        Ok(inserted > 0)
+        Ok(insert_identity(&self.client().await?, identity).await? > 0)
     }
 
     async fn delete_linked_identity(

@@ -312,6 +312,31 @@ fn flow_names(flows: &[Flow]) -> Vec<&'static str> {
     }
 }
 
+/// Inserts a linked identity unless its issuer and subject are linked
+/// already; how many rows it inserted.
+fn insert_identity(connection: &rusqlite::Connection, identity: &LinkedIdentity) -> Result<usize> {
+    let data = serde_json::to_string(&identity.data).map_err(invalid)?;
+    Ok(connection
+        .prepare_cached(&format!(
+            "INSERT INTO linked_identities ({IDENTITY_COLUMNS})
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (project, issuer, subject) DO NOTHING"
+        ))?
+        .execute(params![
+            identity.project.as_str(),
+            identity.id,
+            identity.user_id,
+            identity.provider,
+            identity.issuer,
+            identity.subject,
+            identity.email,
+            data,
+            identity.created_at,
+            identity.updated_at,
+            identity.last_sign_in_at
+        ])?)
+}
+
 #[store::async_trait]
 impl AccountStore for SqliteStore {
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
@@ -1197,25 +1222,7 @@ impl AccountStore for SqliteStore {
                 ))?
                 .execute(rusqlite::params_from_iter(params.iter()))
                 .map_err(email_taken)?;
-            let data = serde_json::to_string(&identity.data).map_err(invalid)?;
-            transaction
-                .prepare_cached(&format!(
-                    "INSERT INTO linked_identities ({IDENTITY_COLUMNS})
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                ))?
-                .execute(params![
-                    identity.project.as_str(),
-                    identity.id,
-                    identity.user_id,
-                    identity.provider,
-                    identity.issuer,
-                    identity.subject,
-                    identity.email,
-                    data,
-                    identity.created_at,
-                    identity.updated_at,
-                    identity.last_sign_in_at
-                ])?;
+            insert_identity(&transaction, &identity)?;
             transaction.commit()?;
             Ok(true)
         })
@@ -1266,30 +1273,8 @@ impl AccountStore for SqliteStore {
 
     async fn create_linked_identity(&self, identity: &LinkedIdentity) -> Result<bool, StoreError> {
         let identity = identity.clone();
-        self.meta(move |connection| {
-            let data = serde_json::to_string(&identity.data).map_err(invalid)?;
-            let inserted = connection
-                .prepare_cached(&format!(
-                    "INSERT INTO linked_identities ({IDENTITY_COLUMNS})
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (project, issuer, subject) DO NOTHING"
-                ))?
-                .execute(params![
-                    identity.project.as_str(),
-                    identity.id,
-                    identity.user_id,
-                    identity.provider,
-                    identity.issuer,
-                    identity.subject,
-                    identity.email,
-                    data,
-                    identity.created_at,
-                    identity.updated_at,
-                    identity.last_sign_in_at
-                ])?;
-            Ok(inserted > 0)
-        })
-        .await
+        self.meta(move |connection| Ok(insert_identity(connection, &identity)? > 0))
+            .await
     }
 
     async fn delete_linked_identity(
