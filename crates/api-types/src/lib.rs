@@ -58,10 +58,17 @@ pub struct FunctionInfo {
     /// Who may call it over HTTP: `none` (anyone), `any` or `user`.
     #[serde(default = "anyone")]
     pub require_auth: String,
+    /// With whose access its guest reaches data: `service` or `caller`.
+    #[serde(default = "service")]
+    pub data_access: String,
 }
 
 fn anyone() -> String {
     "none".to_owned()
+}
+
+fn service() -> String {
+    "service".to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -9,8 +9,8 @@
 //! [`from_config`]: DeploySettings::from_config
 
 use domain::{
-    ByteSize, Destination, FunctionConfig, Isolation, ProcessProtocol, RequireAuth, ReuseLimits,
-    RuntimeKind, TriggerSpec,
+    ByteSize, DataAccess, Destination, FunctionConfig, Isolation, ProcessProtocol, RequireAuth,
+    ReuseLimits, RuntimeKind, TriggerSpec,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -102,6 +102,10 @@ pub struct DeploySettings {
     /// app user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_auth: Option<String>,
+    /// With whose access a guest reaches its project's data: `service`
+    /// (the project's, the default) or `caller` (the caller's rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_access: Option<String>,
 }
 
 /// A trigger: its line (`queue=jobs;max_attempts=2`), or (in `wok.toml`)
@@ -246,6 +250,7 @@ impl DeploySettings {
                 "async_retry_delay" => settings.async_retry_delay = owned(),
                 "async_max_age" => settings.async_max_age = owned(),
                 "require_auth" => settings.require_auth = owned(),
+                "data_access" => settings.data_access = owned(),
                 _ => return Err(format!("unknown deploy setting {key:?}")),
             }
         }
@@ -296,6 +301,7 @@ impl DeploySettings {
         optional("async_retry_delay", self.async_retry_delay.clone());
         optional("async_max_age", self.async_max_age.clone());
         optional("require_auth", self.require_auth.clone());
+        optional("data_access", self.data_access.clone());
         for (name, value) in &self.env {
             pairs.push(("env", format!("{name}={value}")));
         }
@@ -420,6 +426,10 @@ impl DeploySettings {
             config.require_auth = RequireAuth::parse(require)
                 .ok_or_else(|| format!("require_auth={require:?} must be none, any or user"))?;
         }
+        if let Some(access) = &self.data_access {
+            config.data_access = DataAccess::parse(access)
+                .ok_or_else(|| format!("data_access={access:?} must be service or caller"))?;
+        }
         Ok(config)
     }
 
@@ -481,6 +491,8 @@ impl DeploySettings {
             // they were shown.
             require_auth: (config.require_auth != RequireAuth::None)
                 .then(|| config.require_auth.as_str().to_owned()),
+            data_access: (config.data_access != DataAccess::Service)
+                .then(|| config.data_access.as_str().to_owned()),
         }
     }
 }

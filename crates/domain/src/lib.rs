@@ -21,8 +21,8 @@ pub use names::{
 pub use records::{InvocationRecord, LogLine, LogStream, Outcome, Usage, UsageFilter};
 pub use size::{ByteSize, SizeError};
 pub use spec::{
-    FunctionConfig, HttpWorld, Isolation, Limits, ProcessProtocol, ProcessSpec, RequireAuth,
-    ReuseLimits, Runtime, RuntimeKind, SpecError,
+    DataAccess, FunctionConfig, HttpWorld, Isolation, Limits, ProcessProtocol, ProcessSpec,
+    RequireAuth, ReuseLimits, Runtime, RuntimeKind, SpecError,
 };
 pub use triggers::{
     ASYNC_TRIGGER, AsyncConfig, Change, ChangeKinds, Destination, MAX_TRIGGERS, RetryPolicy,

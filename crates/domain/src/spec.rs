@@ -327,6 +327,34 @@ impl RequireAuth {
     }
 }
 
+/// With whose access a function's guest reaches its project's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataAccess {
+    /// The project's service access (the default).
+    #[default]
+    Service,
+    /// The caller's: its key's or its user's access rules, as if it
+    /// called the data API itself.
+    Caller,
+}
+
+impl DataAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataAccess::Service => "service",
+            DataAccess::Caller => "caller",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "service" => Some(DataAccess::Service),
+            "caller" => Some(DataAccess::Caller),
+            _ => None,
+        }
+    }
+}
+
 /// Everything a deploy sets besides the code.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FunctionConfig {
@@ -344,6 +372,8 @@ pub struct FunctionConfig {
     pub process: ProcessSpec,
     /// Who may call it over HTTP.
     pub require_auth: RequireAuth,
+    /// With whose access its guest reaches data.
+    pub data_access: DataAccess,
 }
 
 impl FunctionConfig {

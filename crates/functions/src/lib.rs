@@ -13,6 +13,7 @@
 //! (an `Arc` swap under a write lock), after the version is compiled, loaded
 //! and stored; a failed deploy leaves the previous version serving.
 
+mod guest_caller;
 mod guest_docs;
 mod guest_kv;
 mod guest_messaging;
@@ -99,6 +100,9 @@ pub struct GuestServices {
     pub docs: Arc<data::Documents>,
     pub objects: Arc<objects::Objects>,
     pub events: Arc<dyn store::EventStore>,
+    /// The data API in process, for guests acting with their caller's
+    /// access (set once the gateway exists).
+    pub local_api: Arc<invoke::LocalApiSlot>,
 }
 
 /// A call's answer: the invocation's id and the response, whose body
@@ -323,6 +327,22 @@ impl Functions {
         config: &FunctionConfig,
         precompiled: std::path::PathBuf,
     ) -> LoadSpec {
+        if config.data_access == domain::DataAccess::Caller {
+            let caller = Arc::new(guest_caller::CallerServices {
+                project: project.clone(),
+                api: self.services.local_api.clone(),
+            });
+            return LoadSpec {
+                project: project.clone(),
+                function: function.clone(),
+                config: config.clone(),
+                precompiled,
+                key_value: caller.clone(),
+                documents: caller.clone(),
+                objects: caller.clone(),
+                messaging: caller,
+            };
+        }
         LoadSpec {
             project: project.clone(),
             function: function.clone(),

@@ -72,6 +72,7 @@ async fn functions(dir: &std::path::Path) -> (Arc<Functions>, Stores) {
         docs: Arc::new(data::Documents::new(stores.docs.clone())),
         objects,
         events: stores.events.clone(),
+        local_api: Default::default(),
     };
     let functions = Functions::new(
         stores.functions.clone(),

@@ -28,6 +28,7 @@ pub fn function_info(version: &FunctionVersion) -> api_types::FunctionInfo {
         triggers: config.triggers.iter().map(|t| t.to_text()).collect(),
         base: config.process.base.clone(),
         require_auth: config.require_auth.as_str().to_owned(),
+        data_access: config.data_access.as_str().to_owned(),
     }
 }
 

@@ -264,6 +264,46 @@ fn control_router(gateway: SharedGateway) -> Router {
         .with_state(gateway)
 }
 
+/// Largest answer of the data API served in process (an object a guest
+/// reads, a page of documents).
+const LOCAL_ANSWER_LIMIT: usize = 64 << 20;
+
+/// The data API served in process (`invoke::local`), for guests that
+/// reach data with their caller's access: the `/v1` routes, behind the
+/// project-scope rewrite, with every check they make over HTTP. Never a
+/// function's route: a guest cannot call functions through it.
+pub fn local_api(gateway: SharedGateway) -> Arc<dyn invoke::LocalApi> {
+    Arc::new(LocalData {
+        router: control_router(gateway),
+    })
+}
+
+struct LocalData {
+    router: Router,
+}
+
+impl invoke::LocalApi for LocalData {
+    fn call(&self, request: http::Request<bytes::Bytes>) -> invoke::local::ApiFuture {
+        let router = self.router.clone();
+        Box::pin(async move {
+            let request = projects::scope_from_path(request.map(axum::body::Body::from));
+            let response = match tower::ServiceExt::oneshot(router, request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let (mut parts, body) = response.into_parts();
+            match axum::body::to_bytes(body, LOCAL_ANSWER_LIMIT).await {
+                Ok(bytes) => http::Response::from_parts(parts, bytes),
+                Err(_) => {
+                    parts.status = http::StatusCode::PAYLOAD_TOO_LARGE;
+                    parts.headers.clear();
+                    http::Response::from_parts(parts, bytes::Bytes::new())
+                }
+            }
+        })
+    }
+}
+
 /// The whole HTTP service: requests signed for S3 go to the S3 endpoint
 /// (`s3.rs`); the rest to [`router`], behind the rewrite of project-scoped
 /// control paths, which must happen before routing.

@@ -9,6 +9,7 @@
 mod admission;
 mod body;
 pub mod caller;
+pub mod local;
 mod meter;
 mod services;
 
@@ -18,6 +19,7 @@ pub use body::{
 };
 pub use caller::{AuthKind, CallerIdentity};
 pub use domain::Outcome;
+pub use local::{Credential, LocalApi, LocalApiSlot};
 pub use meter::{LogSink, Meter, MeterInit, RecordSink};
 pub use services::{
     GuestDocError, GuestDocOp, GuestDocPage, GuestDocWrite, GuestDocWritten, GuestDocument,

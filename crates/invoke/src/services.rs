@@ -7,6 +7,10 @@ pub enum GuestKvError {
     /// The store name is not a valid store name.
     #[error("no such store: {0}")]
     NoSuchStore(String),
+    /// The caller's access does not allow it (a guest acting with its
+    /// caller's access).
+    #[error("access denied: {0}")]
+    AccessDenied(String),
     #[error("{0}")]
     Other(String),
 }

@@ -408,6 +408,7 @@ impl FunctionInner {
 
         let (mut instance, cold) = self.instance(deadline, &id, &meter).await?;
         instance.store.data_mut().caller = invoke::CallerIdentity::from_headers(request.headers());
+        let credential = invoke::Credential::from_headers(request.headers());
         let head_request = request.method() == http::Method::HEAD;
         let request = self.wrap_request(request, &meter);
         let prepared = (|| -> wasmtime::Result<_> {
@@ -433,37 +434,40 @@ impl FunctionInner {
         let task_meter = meter.clone();
         // The guest's writes name its caller in the change events they log.
         let actor = instance.store.data().caller.actor();
-        let call: GuestCall = Box::pin(domain::actor::with_actor(actor, async move {
-            this.metrics.instances_in_flight(1);
-            let Handler::P2(proxy) = &instance.handler else {
-                unreachable!("a p2 function has p2 instances")
-            };
-            let handler = proxy.wasi_http_incoming_handler();
-            let mut watch = this.watchdog.register(deadline + HOST_TIMEOUT_GRACE);
-            let result = within(
-                &mut watch.expired,
-                handler.call_handle(&mut instance.store, request, outparam),
-            )
-            .await;
-            drop(watch);
-            this.metrics.instances_in_flight(-1);
-            let peak = instance.store.data().limiter.peak as u64;
-            let failure = match result {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(classify(&error, instance.store.data())),
-                Err(_elapsed) => Some(timeout_failure()),
-            };
-            task_meter.finish(
-                failure.as_ref().map_or(Outcome::Success, |f| f.outcome),
-                peak,
-                cold,
-            );
-            drop(task_meter);
-            if failure.is_none() {
-                this.give_back(instance);
-            }
-            failure
-        }));
+        let call: GuestCall = Box::pin(invoke::local::with_credential(
+            credential,
+            domain::actor::with_actor(actor, async move {
+                this.metrics.instances_in_flight(1);
+                let Handler::P2(proxy) = &instance.handler else {
+                    unreachable!("a p2 function has p2 instances")
+                };
+                let handler = proxy.wasi_http_incoming_handler();
+                let mut watch = this.watchdog.register(deadline + HOST_TIMEOUT_GRACE);
+                let result = within(
+                    &mut watch.expired,
+                    handler.call_handle(&mut instance.store, request, outparam),
+                )
+                .await;
+                drop(watch);
+                this.metrics.instances_in_flight(-1);
+                let peak = instance.store.data().limiter.peak as u64;
+                let failure = match result {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(classify(&error, instance.store.data())),
+                    Err(_elapsed) => Some(timeout_failure()),
+                };
+                task_meter.finish(
+                    failure.as_ref().map_or(Outcome::Success, |f| f.outcome),
+                    peak,
+                    cold,
+                );
+                drop(task_meter);
+                if failure.is_none() {
+                    this.give_back(instance);
+                }
+                failure
+            }),
+        ));
 
         // The call runs in the caller's task, not a task of its own: most
         // guests answer and return within one poll, and a spawn would cost
@@ -504,6 +508,7 @@ impl FunctionInner {
         let Invocation { id, request, meter } = invocation;
         let (mut instance, cold) = self.instance(deadline, &id, &meter).await?;
         instance.store.data_mut().caller = invoke::CallerIdentity::from_headers(request.headers());
+        let credential = invoke::Credential::from_headers(request.headers());
         let head_request = request.method() == http::Method::HEAD;
         let request = self.wrap_request(request, &meter);
         let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(
@@ -515,62 +520,68 @@ impl FunctionInner {
         let this = self.clone();
         let task_meter = meter.clone();
         let actor = instance.store.data().caller.actor();
-        let task = tokio::spawn(domain::actor::with_actor(actor, async move {
-            let Handler::P3(service) = &instance.handler else {
-                unreachable!("a p3 function has p3 instances")
-            };
-            this.metrics.instances_in_flight(1);
-            let mut watch = this.watchdog.register(deadline + HOST_TIMEOUT_GRACE);
-            let result = within(
-                &mut watch.expired,
-                instance.store.run_concurrent(async |accessor| {
-                    let response = match service.handle(accessor, request).await? {
-                        Ok(response) => response,
-                        Err(code) => {
-                            let message = format!("the function answered with error code {code:?}");
-                            task_meter.answered_with(Outcome::NoResponse);
-                            let _ = sender.send(Err(Failure::new(Outcome::NoResponse, message)));
-                            return wasmtime::Result::Ok(());
-                        }
-                    };
-                    let response =
-                        accessor.with(|store| response.into_http(store, async { Ok(()) }))?;
-                    // The store's event loop must keep running while the body
-                    // streams: wait until the client side is done with it.
-                    let (done, finished) = oneshot::channel::<()>();
-                    let response = response.map(|body| NotifyOnDrop { body, _done: done });
-                    let response = this.wrap_response(response, task_meter.clone(), head_request);
-                    let _ = sender.send(Ok(response));
-                    let _ = finished.await;
-                    let _ = request_io.await;
-                    Ok(())
-                }),
-            )
-            .await;
-            drop(watch);
-            this.metrics.instances_in_flight(-1);
-            let peak = instance.store.data().limiter.peak as u64;
-            let failure = match result {
-                Ok(Ok(Ok(()))) => None,
-                Ok(Ok(Err(error))) | Ok(Err(error)) => {
-                    Some(classify(&error, instance.store.data()))
+        let task = tokio::spawn(invoke::local::with_credential(
+            credential,
+            domain::actor::with_actor(actor, async move {
+                let Handler::P3(service) = &instance.handler else {
+                    unreachable!("a p3 function has p3 instances")
+                };
+                this.metrics.instances_in_flight(1);
+                let mut watch = this.watchdog.register(deadline + HOST_TIMEOUT_GRACE);
+                let result = within(
+                    &mut watch.expired,
+                    instance.store.run_concurrent(async |accessor| {
+                        let response = match service.handle(accessor, request).await? {
+                            Ok(response) => response,
+                            Err(code) => {
+                                let message =
+                                    format!("the function answered with error code {code:?}");
+                                task_meter.answered_with(Outcome::NoResponse);
+                                let _ =
+                                    sender.send(Err(Failure::new(Outcome::NoResponse, message)));
+                                return wasmtime::Result::Ok(());
+                            }
+                        };
+                        let response =
+                            accessor.with(|store| response.into_http(store, async { Ok(()) }))?;
+                        // The store's event loop must keep running while the body
+                        // streams: wait until the client side is done with it.
+                        let (done, finished) = oneshot::channel::<()>();
+                        let response = response.map(|body| NotifyOnDrop { body, _done: done });
+                        let response =
+                            this.wrap_response(response, task_meter.clone(), head_request);
+                        let _ = sender.send(Ok(response));
+                        let _ = finished.await;
+                        let _ = request_io.await;
+                        Ok(())
+                    }),
+                )
+                .await;
+                drop(watch);
+                this.metrics.instances_in_flight(-1);
+                let peak = instance.store.data().limiter.peak as u64;
+                let failure = match result {
+                    Ok(Ok(Ok(()))) => None,
+                    Ok(Ok(Err(error))) | Ok(Err(error)) => {
+                        Some(classify(&error, instance.store.data()))
+                    }
+                    Err(_elapsed) => Some(timeout_failure()),
+                };
+                task_meter.finish(
+                    failure.as_ref().map_or(Outcome::Success, |f| f.outcome),
+                    peak,
+                    cold,
+                );
+                if failure.is_none() {
+                    this.give_back(instance);
+                } else {
+                    // The store gives its memory back to the pool before the slot frees.
+                    drop(instance);
                 }
-                Err(_elapsed) => Some(timeout_failure()),
-            };
-            task_meter.finish(
-                failure.as_ref().map_or(Outcome::Success, |f| f.outcome),
-                peak,
-                cold,
-            );
-            if failure.is_none() {
-                this.give_back(instance);
-            } else {
-                // The store gives its memory back to the pool before the slot frees.
-                drop(instance);
-            }
-            drop(task_meter);
-            failure
-        }));
+                drop(task_meter);
+                failure
+            }),
+        ));
 
         match receiver.await {
             Ok(result) => result,

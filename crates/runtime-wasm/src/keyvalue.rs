@@ -29,6 +29,7 @@ pub struct Bucket {
 fn guest_error(error: GuestKvError) -> store::Error {
     match error {
         GuestKvError::NoSuchStore(_) => store::Error::NoSuchStore,
+        GuestKvError::AccessDenied(_) => store::Error::AccessDenied,
         GuestKvError::Other(message) => store::Error::Other(message),
     }
 }

@@ -413,6 +413,7 @@ pub async fn run_with(
             Err(error) => tracing::warn!("native (process) functions are off: {error}"),
         }
     }
+    let local_api = Arc::new(invoke::LocalApiSlot::default());
     let functions = Functions::new(
         stores.functions.clone(),
         functions::GuestServices {
@@ -420,6 +421,7 @@ pub async fn run_with(
             docs: documents.clone(),
             objects: objects.clone(),
             events: stores.events.clone(),
+            local_api: local_api.clone(),
         },
         artifacts,
         executors,
@@ -470,6 +472,9 @@ pub async fn run_with(
             .clone()
             .unwrap_or_else(|| format!("http://{address}")),
     });
+    // Guests acting with their caller's access reach data through the
+    // data API, in process.
+    local_api.set(gateway::local_api(gateway.clone()));
     std::fs::write(
         config.data_dir.join(ENDPOINT_FILE),
         format!("http://{address}\n"),

@@ -729,5 +729,6 @@ pub(crate) fn legacy_config(text: &str) -> Result<FunctionConfig, String> {
         // Versions of the old format were all wasm.
         process: Default::default(),
         require_auth: Default::default(),
+        data_access: Default::default(),
     })
 }

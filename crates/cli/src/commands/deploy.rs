@@ -103,6 +103,11 @@ pub struct Deploy {
     /// of the project or a signed-in app user) or user (a signed-in app user).
     #[arg(long, value_name = "WHO")]
     require_auth: Option<String>,
+    /// With whose access a wasm function reaches the project's data:
+    /// service (the project's, the default) or caller (the caller's keys
+    /// and per-user rules, as if it called the data API itself).
+    #[arg(long, value_name = "WHOSE")]
+    data_access: Option<String>,
     /// The settings a manifest gave, instead of the flags.
     #[arg(skip)]
     manifest_settings: Option<DeploySettings>,
@@ -153,6 +158,7 @@ impl Deploy {
             async_max_attempts: self.async_max_attempts,
             async_retry_delay: self.async_retry_delay.clone(),
             require_auth: self.require_auth.clone(),
+            data_access: self.data_access.clone(),
             async_max_age: self.async_max_age.clone(),
         })
     }

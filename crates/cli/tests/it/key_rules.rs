@@ -557,3 +557,128 @@ async fn topic_rules_decide_who_publishes_and_who_receives_each_event() {
     assert_eq!(to_bob.status, 201);
     assert_eq!(text(&next(bob_socket).await), "from the service");
 }
+
+/// A guest deployed with `--data-access caller` reaches data with its
+/// caller's access: the rules its caller would meet calling the data API
+/// itself, for documents and key-value alike; the same guest deployed
+/// with the default keeps the project's service access.
+#[tokio::test]
+async fn a_guest_with_its_callers_access_meets_the_callers_rules() {
+    let server = server();
+    let app = shop(&server);
+    set_rules(
+        &server,
+        &["docs", "access", "notes"],
+        json!({
+            "read": "resource.data.owner == auth.uid",
+            "list": "resource.data.owner == auth.uid",
+            "create": "request.data.owner == auth.uid",
+            "update": "resource.data.owner == auth.uid && request.data.owner == auth.uid",
+        }),
+    );
+    let own = "auth.uid == path.uid";
+    set_rules(
+        &server,
+        &["kv", "access", "prefs"],
+        json!({"users/{uid}/**": {"read": own, "create": own, "update": own, "delete": own}}),
+    );
+    let deploy_in_shop = |name: &str, guest: &str, flags: &[&str]| {
+        let mut args = vec!["--project", "shop", "deploy", name, guest];
+        args.extend_from_slice(flags);
+        server.cli_ok(&args);
+    };
+    deploy_in_shop("notes", guests::DOCS, &["--data-access", "caller"]);
+    deploy_in_shop("notes-admin", guests::DOCS, &[]);
+    deploy_in_shop("prefs", guests::KV, &["--data-access", "caller"]);
+    let shown = send(control(
+        &server,
+        reqwest::Method::GET,
+        "/v1/projects/shop/functions/notes",
+    ))
+    .await
+    .json();
+    assert_eq!(shown["data_access"], "caller");
+    let (ann, ann_id) = app.user("ann@example.com").await;
+    let (bob, bob_id) = app.user("bob@example.com").await;
+    let call = |function: &str, method: reqwest::Method, path: &str, token: Option<&str>| {
+        let request = http().request(
+            method,
+            format!("{}/p/shop/fn/{function}/{path}", server.url),
+        );
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    };
+
+    // Documents: Ann writes hers through the function; Bob can neither
+    // read it nor write as her; queries see one's own only.
+    let created = send(
+        call("notes", reqwest::Method::POST, "notes", Some(&ann))
+            .body(json!({"owner": ann_id, "title": "ann's"}).to_string()),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let id = created.text();
+    let read = |function: &'static str, token: Option<&str>| {
+        send(call(
+            function,
+            reqwest::Method::GET,
+            &format!("notes/{id}"),
+            token,
+        ))
+    };
+    let mine = read("notes", Some(&ann)).await;
+    assert_eq!(mine.status, 200, "{}", mine.text());
+    assert!(mine.text().contains("ann's"));
+    assert_eq!(
+        read("notes", Some(&bob)).await.status,
+        404,
+        "hidden from Bob"
+    );
+    let nobody = read("notes", None).await;
+    assert_ne!(nobody.status, 200, "no credential, no data");
+    assert_eq!(
+        read("notes-admin", Some(&bob)).await.status,
+        200,
+        "the default is the project's own access"
+    );
+    let forged = send(
+        call("notes", reqwest::Method::POST, "notes", Some(&bob))
+            .body(json!({"owner": ann_id, "title": "forged"}).to_string()),
+    )
+    .await;
+    assert_ne!(forged.status, 200, "{}", forged.text());
+    assert!(forged.text().contains("403"), "{}", forged.text());
+    let bobs = send(
+        call("notes", reqwest::Method::POST, "notes", Some(&bob))
+            .body(json!({"owner": bob_id, "title": "bob's"}).to_string()),
+    )
+    .await;
+    assert_eq!(bobs.status, 200, "{}", bobs.text());
+    let listed =
+        send(call("notes", reqwest::Method::POST, "notes?query", Some(&bob)).body("{}")).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.text().lines().collect::<Vec<_>>(), [bobs.text()]);
+    let counted =
+        send(call("notes", reqwest::Method::POST, "notes?count", Some(&ann)).body("{}")).await;
+    assert_eq!(counted.text(), "1");
+
+    // Key-value: each user's own keys.
+    let theme = format!("prefs/users/{ann_id}/theme");
+    let put = send(call("prefs", reqwest::Method::PUT, &theme, Some(&ann)).body("dark")).await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let got = send(call("prefs", reqwest::Method::GET, &theme, Some(&ann))).await;
+    assert_eq!((got.status, got.text().as_str()), (200, "dark"));
+    assert_eq!(
+        send(call("prefs", reqwest::Method::GET, &theme, Some(&bob)))
+            .await
+            .status,
+        404
+    );
+    let denied = send(call("prefs", reqwest::Method::PUT, &theme, Some(&bob)).body("pink")).await;
+    assert_eq!(denied.status, 400, "{}", denied.text());
+    assert!(denied.text().contains("AccessDenied"), "{}", denied.text());
+    let still = send(call("prefs", reqwest::Method::GET, &theme, Some(&ann))).await;
+    assert_eq!(still.text(), "dark");
+}
