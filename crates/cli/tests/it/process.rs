@@ -1769,4 +1769,24 @@ async fn a_native_function_acts_under_its_callers_rules_with_the_callers_token()
     assert_eq!(read(&ann, false).await, 200);
     assert_eq!(read(&bob, false).await, 404, "Bob's rules hide Ann's note");
     assert_eq!(read(&bob, true).await, 200, "the function's own access");
+
+    // With its own credentials, the function is the service side: it
+    // mints a login ticket that the app trades for a session.
+    let minted = send(http().get(format!(
+        "{}/fn/reader/mint?email=carol%40example.com",
+        server.url
+    )))
+    .await
+    .json();
+    assert_eq!(minted["status"], 200, "{minted}");
+    let ticket: serde_json::Value = serde_json::from_str(minted["body"].as_str().unwrap()).unwrap();
+    let session = send(
+        http()
+            .post(format!("{}/auth/v1/token?grant_type=ticket", server.url))
+            .header("apikey", &app.key)
+            .json(&serde_json::json!({"ticket": ticket["ticket"]})),
+    )
+    .await;
+    assert_eq!(session.status, 200, "{}", session.text());
+    assert_eq!(session.json()["user"]["email"], "carol@example.com");
 }
