@@ -466,9 +466,8 @@ impl GuestObjects for CallerServices {
                 .await
                 .map_err(GuestObjectError::Other)?;
             if answer.status == http::StatusCode::NOT_FOUND {
-                // A HEAD has no body to tell a missing bucket apart: ask
-                // the listing's way round is the caller's rules' business,
-                // so a missing object and a missing bucket answer alike.
+                // A HEAD's answer has no body to tell a missing bucket from
+                // a missing (or hidden) object: both are no object.
                 return Ok(None);
             }
             if !answer.ok() {
