@@ -70,7 +70,60 @@ fn query(pairs: &[(&str, Option<&str>)]) -> String {
     }
 }
 
+/// A guest service's error, from an answer of the data API.
+trait FromAnswer: Sized {
+    /// The API could not be asked.
+    fn other(message: String) -> Self;
+    /// The API refused or failed.
+    fn from_answer(answer: &Answer) -> Self;
+}
+
+impl FromAnswer for GuestMessagingError {
+    fn other(message: String) -> Self {
+        GuestMessagingError::Other(message)
+    }
+
+    fn from_answer(answer: &Answer) -> Self {
+        let message = answer.message();
+        match answer.status.as_u16() {
+            400 => GuestMessagingError::Invalid(message),
+            413 => GuestMessagingError::TooLarge(message),
+            status => GuestMessagingError::Other(format!("{status}: {message}")),
+        }
+    }
+}
+
 impl CallerServices {
+    /// A request of the data API ([`CallerServices::send`]); not being
+    /// able to ask it is the service's error.
+    async fn request<E: FromAnswer>(
+        &self,
+        method: http::Method,
+        uri: String,
+        headers: &[(http::HeaderName, String)],
+        body: Vec<u8>,
+    ) -> Result<Answer, E> {
+        self.send(method, uri, headers, body)
+            .await
+            .map_err(E::other)
+    }
+
+    /// A request of the data API that must succeed (2xx).
+    async fn success<E: FromAnswer>(
+        &self,
+        method: http::Method,
+        uri: String,
+        headers: &[(http::HeaderName, String)],
+        body: Vec<u8>,
+    ) -> Result<Answer, E> {
+        let answer = self.request::<E>(method, uri, headers, body).await?;
+        if answer.ok() {
+            Ok(answer)
+        } else {
+            Err(E::from_answer(&answer))
+        }
+    }
+
     /// Sends a request of the data API with the current invocation's
     /// credential (none: the API answers 401).
     async fn send(
@@ -108,10 +161,16 @@ impl CallerServices {
 
 // ---- key-value
 
-fn kv_error(answer: &Answer) -> GuestKvError {
-    match answer.status.as_u16() {
-        401 | 403 => GuestKvError::AccessDenied(answer.message()),
-        _ => GuestKvError::Other(answer.message()),
+impl FromAnswer for GuestKvError {
+    fn other(message: String) -> Self {
+        GuestKvError::Other(message)
+    }
+
+    fn from_answer(answer: &Answer) -> Self {
+        match answer.status.as_u16() {
+            401 | 403 => GuestKvError::AccessDenied(answer.message()),
+            _ => GuestKvError::Other(answer.message()),
+        }
     }
 }
 
@@ -130,13 +189,12 @@ impl GuestKeyValue for CallerServices {
         Box::pin(async move {
             let uri = path(&self.project, &["kv", store, key]);
             let answer = self
-                .send(http::Method::GET, uri, &[], Vec::new())
-                .await
-                .map_err(GuestKvError::Other)?;
+                .request::<GuestKvError>(http::Method::GET, uri, &[], Vec::new())
+                .await?;
             match answer.status.as_u16() {
                 200 => Ok(Some(answer.body.to_vec())),
                 404 => Ok(None),
-                _ => Err(kv_error(&answer)),
+                _ => Err(GuestKvError::from_answer(&answer)),
             }
         })
     }
@@ -149,15 +207,9 @@ impl GuestKeyValue for CallerServices {
     ) -> ServiceFuture<'a, (), GuestKvError> {
         Box::pin(async move {
             let uri = path(&self.project, &["kv", store, key]);
-            let answer = self
-                .send(http::Method::PUT, uri, &[], value)
+            self.success::<GuestKvError>(http::Method::PUT, uri, &[], value)
                 .await
-                .map_err(GuestKvError::Other)?;
-            if answer.ok() {
-                Ok(())
-            } else {
-                Err(kv_error(&answer))
-            }
+                .map(|_| ())
         })
     }
 
@@ -165,15 +217,14 @@ impl GuestKeyValue for CallerServices {
         Box::pin(async move {
             let uri = path(&self.project, &["kv", store, key]);
             let answer = self
-                .send(http::Method::DELETE, uri, &[], Vec::new())
-                .await
-                .map_err(GuestKvError::Other)?;
+                .request::<GuestKvError>(http::Method::DELETE, uri, &[], Vec::new())
+                .await?;
             // Deleting what is not there (or hidden from the caller) is
             // done, as for the project's own access.
             if answer.ok() || answer.status == http::StatusCode::NOT_FOUND {
                 Ok(())
             } else {
-                Err(kv_error(&answer))
+                Err(GuestKvError::from_answer(&answer))
             }
         })
     }
@@ -186,12 +237,8 @@ impl GuestKeyValue for CallerServices {
         Box::pin(async move {
             let uri = path(&self.project, &["kv", store]) + &query(&[("cursor", after)]);
             let answer = self
-                .send(http::Method::GET, uri, &[], Vec::new())
-                .await
-                .map_err(GuestKvError::Other)?;
-            if !answer.ok() {
-                return Err(kv_error(&answer));
-            }
+                .success::<GuestKvError>(http::Method::GET, uri, &[], Vec::new())
+                .await?;
             let page = answer.json();
             Ok(GuestKeyPage {
                 keys: page["keys"]
@@ -214,12 +261,8 @@ impl GuestKeyValue for CallerServices {
         Box::pin(async move {
             let uri = path(&self.project, &["kv", store, key]) + &format!("?increment={delta}");
             let answer = self
-                .send(http::Method::POST, uri, &[], Vec::new())
-                .await
-                .map_err(GuestKvError::Other)?;
-            if !answer.ok() {
-                return Err(kv_error(&answer));
-            }
+                .success::<GuestKvError>(http::Method::POST, uri, &[], Vec::new())
+                .await?;
             answer.json()["value"]
                 .as_i64()
                 .ok_or_else(|| GuestKvError::Other("the counter's answer has no value".to_owned()))
@@ -229,17 +272,23 @@ impl GuestKeyValue for CallerServices {
 
 // ---- documents
 
-fn doc_error(answer: &Answer) -> GuestDocError {
-    let message = answer.message();
-    match answer.status.as_u16() {
-        404 => GuestDocError::NotFound(message),
-        409 => GuestDocError::Exists(message),
-        412 => GuestDocError::PreconditionFailed(message),
-        400 if answer.json()["error"]["code"] == "unindexed_query" => {
-            GuestDocError::Unindexed(message)
+impl FromAnswer for GuestDocError {
+    fn other(message: String) -> Self {
+        GuestDocError::Other(message)
+    }
+
+    fn from_answer(answer: &Answer) -> Self {
+        let message = answer.message();
+        match answer.status.as_u16() {
+            404 => GuestDocError::NotFound(message),
+            409 => GuestDocError::Exists(message),
+            412 => GuestDocError::PreconditionFailed(message),
+            400 if answer.json()["error"]["code"] == "unindexed_query" => {
+                GuestDocError::Unindexed(message)
+            }
+            400 | 413 => GuestDocError::Invalid(message),
+            status => GuestDocError::Other(format!("{status}: {message}")),
         }
-        400 | 413 => GuestDocError::Invalid(message),
-        status => GuestDocError::Other(format!("{status}: {message}")),
     }
 }
 
@@ -289,12 +338,8 @@ impl CallerServices {
             headers.push((http::header::CONTENT_TYPE, "application/json".to_owned()));
         }
         let answer = self
-            .send(method, uri, &headers, body)
-            .await
-            .map_err(GuestDocError::Other)?;
-        if !answer.ok() {
-            return Err(doc_error(&answer));
-        }
+            .success::<GuestDocError>(method, uri, &headers, body)
+            .await?;
         let written = answer.json();
         Ok(GuestDocWritten {
             id: written["id"]
@@ -316,13 +361,12 @@ impl GuestDocuments for CallerServices {
         Box::pin(async move {
             let uri = path(&self.project, &["docs", collection, id]);
             let answer = self
-                .send(http::Method::GET, uri, &[], Vec::new())
-                .await
-                .map_err(GuestDocError::Other)?;
+                .request::<GuestDocError>(http::Method::GET, uri, &[], Vec::new())
+                .await?;
             match answer.status.as_u16() {
                 200 => Ok(document(&answer.json())),
                 404 => Ok(None),
-                _ => Err(doc_error(&answer)),
+                _ => Err(GuestDocError::from_answer(&answer)),
             }
         })
     }
@@ -352,12 +396,13 @@ impl GuestDocuments for CallerServices {
             let uri = path(&self.project, &["docs", collection, "_query"]);
             let headers = [(http::header::CONTENT_TYPE, "application/json".to_owned())];
             let answer = self
-                .send(http::Method::POST, uri, &headers, query.as_bytes().to_vec())
-                .await
-                .map_err(GuestDocError::Other)?;
-            if !answer.ok() {
-                return Err(doc_error(&answer));
-            }
+                .success::<GuestDocError>(
+                    http::Method::POST,
+                    uri,
+                    &headers,
+                    query.as_bytes().to_vec(),
+                )
+                .await?;
             let page = answer.json();
             Ok(GuestDocPage {
                 documents: page["documents"]
@@ -380,12 +425,13 @@ impl GuestDocuments for CallerServices {
             let uri = path(&self.project, &["docs", collection, "_count"]);
             let headers = [(http::header::CONTENT_TYPE, "application/json".to_owned())];
             let answer = self
-                .send(http::Method::POST, uri, &headers, query.as_bytes().to_vec())
-                .await
-                .map_err(GuestDocError::Other)?;
-            if !answer.ok() {
-                return Err(doc_error(&answer));
-            }
+                .success::<GuestDocError>(
+                    http::Method::POST,
+                    uri,
+                    &headers,
+                    query.as_bytes().to_vec(),
+                )
+                .await?;
             answer.json()["count"]
                 .as_u64()
                 .ok_or_else(|| GuestDocError::Other("the count's answer has no count".to_owned()))
@@ -395,14 +441,20 @@ impl GuestDocuments for CallerServices {
 
 // ---- objects
 
-fn object_error(answer: &Answer) -> GuestObjectError {
-    let message = answer.message();
-    match answer.status.as_u16() {
-        404 => GuestObjectError::NoSuchBucket(message),
-        412 => GuestObjectError::PreconditionFailed(message),
-        413 | 507 => GuestObjectError::TooLarge(message),
-        400 | 415 => GuestObjectError::Invalid(message),
-        status => GuestObjectError::Other(format!("{status}: {message}")),
+impl FromAnswer for GuestObjectError {
+    fn other(message: String) -> Self {
+        GuestObjectError::Other(message)
+    }
+
+    fn from_answer(answer: &Answer) -> Self {
+        let message = answer.message();
+        match answer.status.as_u16() {
+            404 => GuestObjectError::NoSuchBucket(message),
+            412 => GuestObjectError::PreconditionFailed(message),
+            413 | 507 => GuestObjectError::TooLarge(message),
+            400 | 415 => GuestObjectError::Invalid(message),
+            status => GuestObjectError::Other(format!("{status}: {message}")),
+        }
     }
 }
 
@@ -441,15 +493,14 @@ impl GuestObjects for CallerServices {
                 headers.push((http::header::RANGE, format!("bytes={offset}-{last}")));
             }
             let answer = self
-                .send(http::Method::GET, uri, &headers, Vec::new())
-                .await
-                .map_err(GuestObjectError::Other)?;
+                .request::<GuestObjectError>(http::Method::GET, uri, &headers, Vec::new())
+                .await?;
             match answer.status.as_u16() {
                 200 | 206 => Ok(Some(answer.body.to_vec())),
                 // A range past the end reads nothing.
                 416 => Ok(Some(Vec::new())),
                 _ if missing_object(&answer) => Ok(None),
-                _ => Err(object_error(&answer)),
+                _ => Err(GuestObjectError::from_answer(&answer)),
             }
         })
     }
@@ -462,16 +513,15 @@ impl GuestObjects for CallerServices {
         Box::pin(async move {
             let uri = path(&self.project, &["objects", bucket, key]);
             let answer = self
-                .send(http::Method::HEAD, uri, &[], Vec::new())
-                .await
-                .map_err(GuestObjectError::Other)?;
+                .request::<GuestObjectError>(http::Method::HEAD, uri, &[], Vec::new())
+                .await?;
             if answer.status == http::StatusCode::NOT_FOUND {
                 // A HEAD's answer has no body to tell a missing bucket from
                 // a missing (or hidden) object: both are no object.
                 return Ok(None);
             }
             if !answer.ok() {
-                return Err(object_error(&answer));
+                return Err(GuestObjectError::from_answer(&answer));
             }
             let header = |name: http::HeaderName| {
                 answer
@@ -512,12 +562,8 @@ impl GuestObjects for CallerServices {
                 headers.push((http::header::CONTENT_TYPE, content_type));
             }
             let answer = self
-                .send(http::Method::PUT, uri, &headers, data)
-                .await
-                .map_err(GuestObjectError::Other)?;
-            if !answer.ok() {
-                return Err(object_error(&answer));
-            }
+                .success::<GuestObjectError>(http::Method::PUT, uri, &headers, data)
+                .await?;
             object_info(&answer.json()).ok_or_else(|| {
                 GuestObjectError::Other("the write's answer names no object".to_owned())
             })
@@ -532,13 +578,12 @@ impl GuestObjects for CallerServices {
         Box::pin(async move {
             let uri = path(&self.project, &["objects", bucket, key]);
             let answer = self
-                .send(http::Method::DELETE, uri, &[], Vec::new())
-                .await
-                .map_err(GuestObjectError::Other)?;
+                .request::<GuestObjectError>(http::Method::DELETE, uri, &[], Vec::new())
+                .await?;
             match answer.status.as_u16() {
                 204 | 200 => Ok(true),
                 _ if missing_object(&answer) => Ok(false),
-                _ => Err(object_error(&answer)),
+                _ => Err(GuestObjectError::from_answer(&answer)),
             }
         })
     }
@@ -561,12 +606,8 @@ impl GuestObjects for CallerServices {
                     ("limit", Some(&limit)),
                 ]);
             let answer = self
-                .send(http::Method::GET, uri, &[], Vec::new())
-                .await
-                .map_err(GuestObjectError::Other)?;
-            if !answer.ok() {
-                return Err(object_error(&answer));
-            }
+                .success::<GuestObjectError>(http::Method::GET, uri, &[], Vec::new())
+                .await?;
             let page = answer.json();
             Ok(GuestObjectPage {
                 objects: page["objects"]
@@ -614,17 +655,8 @@ impl GuestMessaging for CallerServices {
                 headers.push((http::header::CONTENT_TYPE, content_type));
             }
             let answer = self
-                .send(http::Method::POST, uri, &headers, message.data)
-                .await
-                .map_err(GuestMessagingError::Other)?;
-            if !answer.ok() {
-                let message = answer.message();
-                return Err(match answer.status.as_u16() {
-                    400 => GuestMessagingError::Invalid(message),
-                    413 => GuestMessagingError::TooLarge(message),
-                    status => GuestMessagingError::Other(format!("{status}: {message}")),
-                });
-            }
+                .success::<GuestMessagingError>(http::Method::POST, uri, &headers, message.data)
+                .await?;
             Ok(answer.json()["id"]
                 .as_str()
                 .map(str::to_owned)
