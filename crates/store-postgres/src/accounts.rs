@@ -83,6 +83,30 @@ fn metadata(user: &User) -> Result<(String, String), StoreError> {
     Ok((text(&user.app_metadata)?, text(&user.user_metadata)?))
 }
 
+/// A user's columns in [`USER_COLUMNS`] order (`$1` to `$13`), its
+/// metadata as [`metadata`] wrote it.
+fn user_params<'a>(
+    user: &'a User,
+    project: &'a &'a str,
+    (app, own): &'a (String, String),
+) -> [&'a (dyn ToSql + Sync); 13] {
+    [
+        project,
+        &user.id,
+        &user.email,
+        &user.phone,
+        &user.password_hash,
+        &user.email_confirmed_at,
+        &user.anonymous,
+        &user.banned_until,
+        app,
+        own,
+        &user.created_at,
+        &user.updated_at,
+        &user.last_sign_in_at,
+    ]
+}
+
 /// A write the email index refused as [`StoreError::EmailTaken`].
 fn email_taken(error: tokio_postgres::Error) -> StoreError {
     let taken = error.code() == Some(&SqlState::UNIQUE_VIOLATION)
@@ -299,7 +323,7 @@ fn flow_names(flows: &[Flow]) -> Vec<&'static str> {
 
 /// Inserts a user; a taken email is [`StoreError::EmailTaken`].
 async fn insert_user(client: &impl GenericClient, user: &User) -> Result<(), StoreError> {
-    let (app, own) = metadata(user)?;
+    let meta = metadata(user)?;
     let statement = client
         .prepare_cached(&format!(
             "INSERT INTO users ({USER_COLUMNS})
@@ -310,21 +334,7 @@ async fn insert_user(client: &impl GenericClient, user: &User) -> Result<(), Sto
     client
         .execute(
             &statement,
-            &[
-                &user.project.as_str(),
-                &user.id,
-                &user.email,
-                &user.phone,
-                &user.password_hash,
-                &user.email_confirmed_at,
-                &user.anonymous,
-                &user.banned_until,
-                &app,
-                &own,
-                &user.created_at,
-                &user.updated_at,
-                &user.last_sign_in_at,
-            ],
+            &user_params(user, &user.project.as_str(), &meta),
         )
         .await
         .map_err(email_taken)?;
@@ -396,7 +406,7 @@ impl AccountStore for PgStore {
     }
 
     async fn update_user(&self, user: &User) -> Result<bool, StoreError> {
-        let (app, own) = metadata(user)?;
+        let meta = metadata(user)?;
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
@@ -411,21 +421,7 @@ impl AccountStore for PgStore {
         let changed = client
             .execute(
                 &statement,
-                &[
-                    &user.project.as_str(),
-                    &user.id,
-                    &user.email,
-                    &user.phone,
-                    &user.password_hash,
-                    &user.email_confirmed_at,
-                    &user.anonymous,
-                    &user.banned_until,
-                    &app,
-                    &own,
-                    &user.created_at,
-                    &user.updated_at,
-                    &user.last_sign_in_at,
-                ],
+                &user_params(user, &user.project.as_str(), &meta),
             )
             .await
             .map_err(email_taken)?;
