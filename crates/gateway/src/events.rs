@@ -108,20 +108,36 @@ pub async fn publish(
     Extension(caller): Extension<auth::Caller>,
     Path(topic): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    headers: http::HeaderMap,
-    body: axum::body::Bytes,
+    request: axum::extract::Request,
 ) -> Result<(http::StatusCode, Json<Published>), ApiError> {
     let topic = topic_name(&topic)?;
     only_params(&query, &["key", "subject"])?;
     let refused = || ApiError::NotAllowed(format!("this key may not publish to topic {topic:?}"));
-    match gateway.auth.decide(
+    let decision = gateway.auth.decide(
         &caller,
         &project,
         domain::ResourceKind::Topic,
         topic.as_str(),
         domain::Access::Write,
+    );
+    // Access first: the body is read only for a caller who may publish.
+    if matches!(
+        decision,
+        auth::Decision::Paths(..) | auth::Decision::Nothing
     ) {
-        auth::Decision::All => {}
+        return Err(refused());
+    }
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let body = axum::body::to_bytes(body, store::events::MAX_EVENT_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::PayloadTooLarge(format!(
+                "a message is at most {}",
+                domain::ByteSize(store::events::MAX_EVENT_BYTES as u64)
+            ))
+        })?;
+    match decision {
         auth::Decision::Rules(rules, subject) => {
             let request = event_json(
                 query.get("key").map(String::as_str),
@@ -137,7 +153,7 @@ pub async fn publish(
                 return Err(refused());
             }
         }
-        auth::Decision::Paths(..) | auth::Decision::Nothing => return Err(refused()),
+        auth::Decision::All | auth::Decision::Paths(..) | auth::Decision::Nothing => {}
     }
     let key = query.get("key").cloned();
     let subject = query.get("subject").cloned();
