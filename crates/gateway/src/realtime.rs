@@ -15,10 +15,10 @@
 //! every event delivered.
 //!
 //! Bounds: each connection's queue is bounded in messages and bytes, and
-//! all connections' unread bytes by one shared [`Budget`]: past it, a
-//! connection holding more than its floor (1 MiB) is closed with 1013, so
-//! many clients that do not read cannot fill the server's memory and
-//! clients that keep up are not touched. A write may take 10 s plus a
+//! all connections' unread bytes by one shared [`Budget`]: past it, the
+//! connection holding the most unread (if more than its floor, 1 MiB) is
+//! closed with 1013, so many clients that do not read cannot fill the
+//! server's memory and clients that keep up are not touched. A write may take 10 s plus a
 //! second for each 64 KiB of its message; the closing frame waits at most
 //! a few seconds for a client that does not read. A client's own close is
 //! answered. Snapshots are document reads under the store's limit of reads
@@ -70,13 +70,33 @@ pub const SLOW_CONSUMER: u16 = 4008;
 const TRY_AGAIN_LATER: u16 = 1013;
 
 /// The bytes of messages all realtime clients have not read yet (queued,
-/// or being written), against a limit. Beyond it, a connection with more
-/// than `OUT_BUFFER_FLOOR` unread is closed (`TRY_AGAIN_LATER`), so
-/// many clients that do not read cannot fill the server's memory, and
-/// clients that keep up are not touched.
+/// or being written), against a limit. Past it, the connection holding
+/// the most unread is closed (`TRY_AGAIN_LATER`) if that is more than
+/// `OUT_BUFFER_FLOOR`, so many clients that do not read cannot fill the
+/// server's memory, and a client that keeps up is not the one closed
+/// even while a burst of its own is still queued.
 pub struct Budget {
     used: AtomicUsize,
     limit: usize,
+    /// Each open connection's queued bytes and close, by connection.
+    holders: std::sync::Mutex<HashMap<u64, Holder>>,
+    next_holder: std::sync::atomic::AtomicU64,
+}
+
+/// One connection as the [`Budget`] sees it.
+struct Holder {
+    queued: Arc<AtomicUsize>,
+    close: CloseOnce,
+}
+
+/// What [`Budget::relieve`] did for a message past the limit.
+enum Relief {
+    /// The message may be queued: another connection was closed (or is
+    /// closing) and gives its bytes back, or every connection is within
+    /// its floor.
+    Keep,
+    /// The sending connection holds the most: it was closed.
+    CloseMe,
 }
 
 impl Budget {
@@ -84,6 +104,8 @@ impl Budget {
         Self {
             used: AtomicUsize::new(0),
             limit,
+            holders: std::sync::Mutex::default(),
+            next_holder: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -98,6 +120,58 @@ impl Budget {
 
     fn release(&self, length: usize) {
         self.used.fetch_sub(length, Ordering::Relaxed);
+    }
+
+    fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Holder>> {
+        self.holders
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a connection in until the guard drops.
+    fn register(&self, queued: Arc<AtomicUsize>, close: CloseOnce) -> Registered<'_> {
+        let id = self.next_holder.fetch_add(1, Ordering::Relaxed);
+        self.holders().insert(id, Holder { queued, close });
+        Registered { budget: self, id }
+    }
+
+    /// Past the limit: closes the connection holding the most unread if
+    /// that is more than its floor (one closing already gives its bytes
+    /// back soon). `mine` is the sender's queue.
+    fn relieve(&self, mine: &Arc<AtomicUsize>, metrics: &metering::Metrics) -> Relief {
+        let holders = self.holders();
+        let Some(largest) = holders
+            .values()
+            .max_by_key(|holder| holder.queued.load(Ordering::Relaxed))
+        else {
+            return Relief::Keep;
+        };
+        if largest.queued.load(Ordering::Relaxed) <= OUT_BUFFER_FLOOR {
+            return Relief::Keep;
+        }
+        close_once(
+            &largest.close,
+            metrics,
+            TRY_AGAIN_LATER,
+            "server busy: its realtime clients hold all the unread messages it keeps".to_owned(),
+        );
+        if Arc::ptr_eq(&largest.queued, mine) {
+            Relief::CloseMe
+        } else {
+            Relief::Keep
+        }
+    }
+}
+
+/// A connection counted by the [`Budget`]; uncounted on drop.
+struct Registered<'a> {
+    budget: &'a Budget,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.budget.holders().remove(&self.id);
     }
 }
 
@@ -169,17 +243,16 @@ impl Out {
             return false;
         }
         if !self.budget.take(length) {
-            if mine > OUT_BUFFER_FLOOR {
-                self.queued.fetch_sub(length, Ordering::Relaxed);
-                self.close(
-                    TRY_AGAIN_LATER,
-                    "server busy: its realtime clients hold all the unread messages it keeps"
-                        .to_owned(),
-                );
-                return false;
+            match self.budget.relieve(&self.queued, &self.metrics) {
+                Relief::CloseMe => {
+                    self.queued.fetch_sub(length, Ordering::Relaxed);
+                    return false;
+                }
+                // Kept beyond the limit while others give bytes back.
+                Relief::Keep => {
+                    self.budget.used.fetch_add(length, Ordering::Relaxed);
+                }
             }
-            // Within the floor: kept, beyond the budget.
-            self.budget.used.fetch_add(length, Ordering::Relaxed);
         }
         match self.messages.try_send(text) {
             Ok(()) => true,
@@ -198,21 +271,7 @@ impl Out {
     }
 
     fn close(&self, code: u16, reason: String) {
-        let taken = self
-            .close
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(close) = taken {
-            self.metrics.realtime_closed(match code {
-                SLOW_CONSUMER => "slow_consumer",
-                TRY_AGAIN_LATER => "server_busy",
-                NORMAL_CLOSURE => "client_closed",
-                POLICY_VIOLATION => "revoked",
-                _ => "protocol",
-            });
-            let _ = close.send((code, reason));
-        }
+        close_once(&self.close, &self.metrics, code, reason);
     }
 
     fn error(&self, id: Option<&str>, code: ErrorCode, message: impl Into<String>) -> bool {
@@ -223,6 +282,27 @@ impl Out {
             "message": message.into(),
         }))
     }
+}
+
+/// Asks a connection's writer to close with `code`, counted in the
+/// metrics; false if it was asked already.
+fn close_once(close: &CloseOnce, metrics: &metering::Metrics, code: u16, reason: String) -> bool {
+    let taken = close
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    let Some(close) = taken else {
+        return false;
+    };
+    metrics.realtime_closed(match code {
+        SLOW_CONSUMER => "slow_consumer",
+        TRY_AGAIN_LATER => "server_busy",
+        NORMAL_CLOSURE => "client_closed",
+        POLICY_VIOLATION => "revoked",
+        _ => "protocol",
+    });
+    let _ = close.send((code, reason));
+    true
 }
 
 /// Writes queued messages. A close request goes first, even while a write
@@ -318,6 +398,8 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
         close: Arc::new(std::sync::Mutex::new(Some(close))),
         metrics: gateway.metrics.clone(),
     };
+    let budget = gateway.realtime_budget.clone();
+    let _registered = budget.register(queued.clone(), out.close.clone());
     let mut writer = tokio::spawn(write_messages(
         sink,
         outgoing,
