@@ -147,9 +147,16 @@ rate() { # LABEL CONNECTIONS SCRIPT PATH
   printf '%-44s %10s req/s  p99 %8s  non-2xx %s\n' "$1" "$rps" "$p99" "${non2xx:-0}"
   echo "$rps"  >"$WORK/last.rps"
 }
+# A short unmeasured run of each script first: the first seconds of a
+# route (caches, the allocator, the CPU's clock) favour none of the sides.
+warm() { # SCRIPT PATH
+  taskset -c 1 wrk -t1 -c16 -d3s -s "$1" "$URL$2" >/dev/null
+}
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 
 echo "== 1. query under a per-user rule ($DOCUMENTS documents) =="
+warm "$WORK/by-hand.lua" /v1/docs/notes/_query
+warm "$WORK/ruled.lua" /v1/docs/notes/_query
 for round in 1 2; do
   rate "by hand (service key), round $round" 16 "$WORK/by-hand.lua" /v1/docs/notes/_query
   A="$(cat "$WORK/last.rps")"
@@ -159,6 +166,7 @@ for round in 1 2; do
 done
 
 echo "== 2. user token against a key, GET of a document =="
+for script in get-user get-service get-key; do warm "$WORK/$script.lua" /v1/docs/pub/one; done
 # The user's run goes first in odd rounds and last in even ones, so a
 # machine that speeds up or slows down over the run favours neither.
 for round in $(seq 1 "${ROUNDS:-2}"); do

@@ -24,10 +24,11 @@
 //!
 //! Passwords are hashed with argon2id at OWASP's parameters (19 MiB, two
 //! passes), never truncated, at most [`MAX_PASSWORD_BYTES`]. Hashing runs
-//! off the async threads, at most one per core at once and at most
-//! [`PASSWORD_QUEUE`] waiting: a login flood gets [`AccountError::Busy`]
-//! rather than the other routes' threads. A sign-in for an unknown email
-//! does the work of a wrong password, so timing tells nothing.
+//! on threads of its own ([`hashing`]), one per core at a lower OS
+//! priority, and at most [`PASSWORD_QUEUE`] hashes wait: a login flood
+//! gets [`AccountError::Busy`] rather than the other routes' cores. A
+//! sign-in for an unknown email does the work of a wrong password, so
+//! timing tells nothing.
 use crate::AuthError;
 use crate::limits::{Limits, Quotas};
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -41,11 +42,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use store::accounts::{Ending, Factor, Refreshed, Session, SigningKey, User};
 
 mod email;
+mod hashing;
 pub mod mfa;
 pub mod providers;
 pub mod tickets;
@@ -596,9 +597,8 @@ pub struct Accounts {
     /// Sessions ended in the last [`MAX_ACCESS_LIFETIME_MS`], and when.
     ended: RwLock<HashMap<String, UnixMillis>>,
     verified: Mutex<HashMap<String, Arc<Identity>>>,
-    /// One permit per core: password hashes at once.
-    hashing: Arc<tokio::sync::Semaphore>,
-    waiting: AtomicUsize,
+    /// Threads that hash passwords, one per core.
+    hashers: hashing::Hashers,
     /// One first key per project, even when requests race.
     key_creation: tokio::sync::Mutex<()>,
     /// What an unknown email's sign-in verifies against.
@@ -685,8 +685,7 @@ impl Accounts {
             keys: RwLock::default(),
             ended: RwLock::default(),
             verified: Mutex::default(),
-            hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
-            waiting: AtomicUsize::new(0),
+            hashers: hashing::Hashers::start(cores),
             key_creation: tokio::sync::Mutex::new(()),
             decoy_hash: argon2::Argon2::default()
                 .hash_password(b"a password nobody has")
@@ -1223,35 +1222,14 @@ impl Accounts {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, AccountError> {
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        if self.waiting.fetch_add(1, Ordering::Relaxed) >= PASSWORD_QUEUE {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
-            return Err(AccountError::Busy);
-        }
-        let waiting = Waiting(&self.waiting);
-        let permit = self
-            .hashing
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        drop(waiting);
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .map_err(|error| {
-            AccountError::Store(StoreError::backend(
-                format!("a hashing task failed: {error}"),
+        match self.hashers.run(work).await {
+            Ok(Some(done)) => Ok(done),
+            Ok(None) => Err(AccountError::Store(StoreError::backend(
+                "a password hashing task failed",
                 false,
-            ))
-        })
+            ))),
+            Err(hashing::Busy) => Err(AccountError::Busy),
+        }
     }
 
     /// A new user with an email and a password, signed in, its email
