@@ -76,7 +76,7 @@ error_codes! {
     MethodNotAllowed = "method_not_allowed", 405, "a route that does not take this method";
     RequestTimeout = "request_timeout", 408, "a request body that arrived too slowly";
     ProjectExists = "project_exists", 409, "a project name in use, or used before";
-    ProjectNotEmpty = "project_not_empty", 409, "a project that still has functions or data";
+    ProjectNotEmpty = "project_not_empty", 409, "a project that still has functions, data or app users";
     ProjectRequired = "project_required", 409, "the default project, which cannot be removed";
     DocumentExists = "document_exists", 409, "a document id in use";
     IndexExists = "index_exists", 409, "an index name in use";

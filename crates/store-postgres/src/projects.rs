@@ -106,15 +106,16 @@ impl ProjectStore for PgStore {
         if !live {
             return Ok(false);
         }
-        // Functions or data left would be unreachable for good: a removed
-        // project's name is never given out again.
+        // Functions, data or app users left would be unreachable for good:
+        // a removed project's name is never given out again.
         let busy: bool = transaction
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM functions WHERE project = $1 AND current_version IS NOT NULL)
                      OR EXISTS (SELECT 1 FROM kv WHERE project = $1)
                      OR EXISTS (SELECT 1 FROM docs d JOIN doc_collections c ON c.cid = d.cid
                                 WHERE c.project = $1)
-                     OR EXISTS (SELECT 1 FROM buckets WHERE project = $1)",
+                     OR EXISTS (SELECT 1 FROM buckets WHERE project = $1)
+                     OR EXISTS (SELECT 1 FROM users WHERE project = $1)",
                 &[&project.as_str()],
             )
             .await

@@ -98,13 +98,14 @@ impl ProjectStore for SqliteStore {
         self.meta(move |connection| {
             let transaction =
                 connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            // Functions or data left would be unreachable for good: a removed
-            // project's name is never given out again.
+            // Functions, data or app users left would be unreachable for
+            // good: a removed project's name is never given out again.
             let busy: bool = transaction.query_row(
                 "SELECT EXISTS (SELECT 1 FROM functions WHERE project = ?1 AND current_version IS NOT NULL)
                      OR EXISTS (SELECT 1 FROM kv WHERE project = ?1)
                      OR EXISTS (SELECT 1 FROM doc_collections WHERE project = ?1 AND documents > 0)
-                     OR EXISTS (SELECT 1 FROM buckets WHERE project = ?1)",
+                     OR EXISTS (SELECT 1 FROM buckets WHERE project = ?1)
+                     OR EXISTS (SELECT 1 FROM users WHERE project = ?1)",
                 params![project.as_str()],
                 |row| row.get(0),
             )?;

@@ -15,7 +15,7 @@ pub enum StoreError {
     #[error("project {0:?} exists, or existed: project names are never reused")]
     ProjectExists(String),
     #[error(
-        "project {0:?} still has functions, key-value entries, documents or buckets; remove them first"
+        "project {0:?} still has functions, key-value entries, documents, buckets or app users; remove them first"
     )]
     ProjectNotEmpty(String),
     #[error("the entry is not as the condition requires")]

@@ -119,6 +119,16 @@ async fn projects_keep_functions_and_usage_apart() {
         ),
         (&["objects", "mb", "files"], &["objects", "rb", "files"]),
     ];
+    // An app user too: its account would outlive the project unreachable.
+    let user: serde_json::Value = serde_json::from_str(
+        &server.cli_ok(&[&shop[..], &["auth", "users", "create", "ann@example.com"]].concat()),
+    )
+    .unwrap();
+    let user = user["id"].as_str().unwrap().to_owned();
+    let user_rm = ["auth", "users", "rm", user.as_str()];
+    let data = data
+        .into_iter()
+        .chain([(&["auth", "users", "ls"][..], &user_rm[..])]);
     for (create, remove) in data {
         server.cli_ok(&[&shop[..], create].concat());
         let refused = server.cli(&["project", "rm", "shop"]);

@@ -173,6 +173,15 @@ pub async fn users_contract<S: AccountStore + ProjectStore>(store: &S) {
         .await
         .unwrap();
     assert_eq!(store.user(&blog, "b1").await.unwrap().unwrap().id, "b1");
+
+    // A project keeps its users: removing it waits until they are gone
+    // (its name is never given out again, so they would be unreachable).
+    assert!(matches!(
+        store.remove_project(&blog).await,
+        Err(StoreError::ProjectNotEmpty(_))
+    ));
+    store.delete_user(&blog, "b1", 50).await.unwrap();
+    assert!(store.remove_project(&blog).await.unwrap());
 }
 
 /// Sessions: refresh rotation with a grace, replay ending the session,
