@@ -38,8 +38,14 @@ if [ "${1:-}" = stop ]; then
   exit 0
 fi
 
-# A server on the port already (another checkout's, say) is used as it is.
+# A server on the port already (another checkout's, say) is used as it is,
+# and its CA with it (tls/ca.pem here is what the TLS test trusts).
 if [ ! -f "$DATA/postmaster.pid" ] && "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
+  CERT="$("$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -Atc "SHOW ssl_cert_file" 2>/dev/null || true)"
+  if [ -n "$CERT" ] && [ -f "$(dirname "$CERT")/ca.pem" ] && [ "$(dirname "$CERT")" != "$DIR/tls" ]; then
+    mkdir -p "$DIR/tls"
+    cp "$(dirname "$CERT")/ca.pem" "$DIR/tls/ca.pem"
+  fi
   echo "postgres://postgres@127.0.0.1:$PORT/postgres"
   exit 0
 fi
