@@ -70,30 +70,48 @@ pub const SLOW_CONSUMER: u16 = 4008;
 const TRY_AGAIN_LATER: u16 = 1013;
 
 /// The bytes of messages all realtime clients have not read yet (queued,
-/// or being written), against a limit. Past it, the connection holding
-/// the most unread is closed (`TRY_AGAIN_LATER`) if that is more than
-/// `OUT_BUFFER_FLOOR`, so many clients that do not read cannot fill the
-/// server's memory, and a client that keeps up is not the one closed
-/// even while a burst of its own is still queued.
+/// or being written), against a limit. Past it, the open connection
+/// holding the most unread is closed (`TRY_AGAIN_LATER`) if that is more
+/// than `OUT_BUFFER_FLOOR`, so many clients that do not read cannot fill
+/// the server's memory, and a client that keeps up is not the one closed
+/// even while a burst of its own is still queued. The bytes of
+/// connections already closing count as given back: they are, as soon as
+/// their writers stop.
 pub struct Budget {
     used: AtomicUsize,
     limit: usize,
-    /// Each open connection's queued bytes and close, by connection.
+    /// Each open connection's unread bytes and close, by connection.
     holders: std::sync::Mutex<HashMap<u64, Holder>>,
     next_holder: std::sync::atomic::AtomicU64,
 }
 
-/// One connection as the [`Budget`] sees it.
+/// What one connection has not had written yet.
+#[derive(Default)]
+struct Unread {
+    /// Bytes of the messages queued and not yet taken by the writer.
+    queued: AtomicUsize,
+    /// Bytes of the message being written.
+    writing: AtomicUsize,
+}
+
+impl Unread {
+    fn total(&self) -> usize {
+        self.queued.load(Ordering::Relaxed) + self.writing.load(Ordering::Relaxed)
+    }
+}
+
+/// One connection as the [`Budget`] sees it. Its close is weak: once
+/// every sender of the connection is gone, its writer stops (and gives
+/// its queue back) without waiting for the budget.
 struct Holder {
-    queued: Arc<AtomicUsize>,
-    close: CloseOnce,
+    unread: Arc<Unread>,
+    close: std::sync::Weak<std::sync::Mutex<Option<CloseSender>>>,
 }
 
 /// What [`Budget::relieve`] did for a message past the limit.
 enum Relief {
-    /// The message may be queued: another connection was closed (or is
-    /// closing) and gives its bytes back, or every connection is within
-    /// its floor.
+    /// The message may be queued: connections closing give enough back,
+    /// another one was closed, or every open one is within its floor.
     Keep,
     /// The sending connection holds the most: it was closed.
     CloseMe,
@@ -129,33 +147,54 @@ impl Budget {
     }
 
     /// Counts a connection in until the guard drops.
-    fn register(&self, queued: Arc<AtomicUsize>, close: CloseOnce) -> Registered<'_> {
+    fn register(&self, unread: Arc<Unread>, close: &CloseOnce) -> Registered<'_> {
         let id = self.next_holder.fetch_add(1, Ordering::Relaxed);
-        self.holders().insert(id, Holder { queued, close });
+        let close = Arc::downgrade(close);
+        self.holders().insert(id, Holder { unread, close });
         Registered { budget: self, id }
     }
 
-    /// Past the limit: closes the connection holding the most unread if
-    /// that is more than its floor (one closing already gives its bytes
-    /// back soon). `mine` is the sender's queue.
-    fn relieve(&self, mine: &Arc<AtomicUsize>, metrics: &metering::Metrics) -> Relief {
+    /// For a message of `length` bytes past the limit, from the connection
+    /// `mine`: kept if what the connections closing give back makes room;
+    /// else the open connection holding the most unread is closed, if that
+    /// is more than its floor.
+    fn relieve(&self, mine: &Arc<Unread>, length: usize, metrics: &metering::Metrics) -> Relief {
         let holders = self.holders();
-        let Some(largest) = holders
-            .values()
-            .max_by_key(|holder| holder.queued.load(Ordering::Relaxed))
-        else {
+        let mut freeing = 0;
+        let mut largest: Option<(&Holder, usize, CloseOnce)> = None;
+        for holder in holders.values() {
+            let held = holder.unread.total();
+            let open = holder.close.upgrade().filter(|close| {
+                close
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .is_some()
+            });
+            match open {
+                None => freeing += held,
+                Some(close) => {
+                    if largest.as_ref().is_none_or(|(_, most, _)| held > *most) {
+                        largest = Some((holder, held, close));
+                    }
+                }
+            }
+        }
+        if self.used.load(Ordering::Relaxed).saturating_sub(freeing) + length <= self.limit {
+            return Relief::Keep;
+        }
+        let Some((holder, held, close)) = largest else {
             return Relief::Keep;
         };
-        if largest.queued.load(Ordering::Relaxed) <= OUT_BUFFER_FLOOR {
+        if held <= OUT_BUFFER_FLOOR {
             return Relief::Keep;
         }
         close_once(
-            &largest.close,
+            &close,
             metrics,
             TRY_AGAIN_LATER,
             "server busy: its realtime clients hold all the unread messages it keeps".to_owned(),
         );
-        if Arc::ptr_eq(&largest.queued, mine) {
+        if Arc::ptr_eq(&holder.unread, mine) {
             Relief::CloseMe
         } else {
             Relief::Keep
@@ -175,15 +214,29 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// Bytes of one message, given back to the [`Budget`] on drop (written,
-/// or dropped with its connection).
+/// The message being written: its bytes go back to the [`Budget`] on
+/// drop (written, or dropped with its connection).
 struct Held<'a> {
     budget: &'a Budget,
+    unread: &'a Unread,
     length: usize,
+}
+
+impl<'a> Held<'a> {
+    fn new(budget: &'a Budget, unread: &'a Unread, length: usize) -> Self {
+        unread.queued.fetch_sub(length, Ordering::Relaxed);
+        unread.writing.store(length, Ordering::Relaxed);
+        Self {
+            budget,
+            unread,
+            length,
+        }
+    }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
+        self.unread.writing.store(0, Ordering::Relaxed);
         self.budget.release(self.length);
     }
 }
@@ -207,15 +260,17 @@ pub async fn realtime(
         .on_upgrade(move |socket| connection(gateway, project, caller, socket))
 }
 
-/// Asks the writer to close the connection with a code and a reason (once).
-type CloseOnce = Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<(u16, String)>>>>;
+/// Asks the writer to close the connection with a code and a reason.
+type CloseSender = tokio::sync::oneshot::Sender<(u16, String)>;
+/// [`CloseSender`], used once.
+type CloseOnce = Arc<std::sync::Mutex<Option<CloseSender>>>;
 
 /// The sending side shared by a connection's subscriptions.
 #[derive(Clone)]
 struct Out {
     messages: tokio::sync::mpsc::Sender<String>,
-    /// Bytes of the messages queued and not yet taken by the writer.
-    queued: Arc<AtomicUsize>,
+    /// What is not written yet.
+    unread: Arc<Unread>,
     /// What all connections hold (this one's messages until written).
     budget: Arc<Budget>,
     close: CloseOnce,
@@ -233,9 +288,9 @@ impl Out {
     /// [`Out::send`] for a message already written as JSON text.
     fn send_text(&self, text: String) -> bool {
         let length = text.len();
-        let mine = self.queued.fetch_add(length, Ordering::Relaxed) + length;
+        let mine = self.unread.queued.fetch_add(length, Ordering::Relaxed) + length;
         if mine > OUT_BUFFER_BYTES {
-            self.queued.fetch_sub(length, Ordering::Relaxed);
+            self.unread.queued.fetch_sub(length, Ordering::Relaxed);
             self.close(
                 SLOW_CONSUMER,
                 format!("slow consumer: more than {OUT_BUFFER_BYTES} bytes unread"),
@@ -243,9 +298,9 @@ impl Out {
             return false;
         }
         if !self.budget.take(length) {
-            match self.budget.relieve(&self.queued, &self.metrics) {
+            match self.budget.relieve(&self.unread, length, &self.metrics) {
                 Relief::CloseMe => {
-                    self.queued.fetch_sub(length, Ordering::Relaxed);
+                    self.unread.queued.fetch_sub(length, Ordering::Relaxed);
                     return false;
                 }
                 // Kept beyond the limit while others give bytes back.
@@ -257,7 +312,7 @@ impl Out {
         match self.messages.try_send(text) {
             Ok(()) => true,
             Err(error) => {
-                self.queued.fetch_sub(length, Ordering::Relaxed);
+                self.unread.queued.fetch_sub(length, Ordering::Relaxed);
                 self.budget.release(length);
                 if let tokio::sync::mpsc::error::TrySendError::Full(_) = error {
                     self.close(
@@ -314,7 +369,7 @@ async fn write_messages(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut outgoing: tokio::sync::mpsc::Receiver<String>,
     mut closed: tokio::sync::oneshot::Receiver<(u16, String)>,
-    queued: Arc<AtomicUsize>,
+    unread: Arc<Unread>,
     budget: Arc<Budget>,
     metrics: Arc<metering::Metrics>,
 ) {
@@ -327,11 +382,7 @@ async fn write_messages(
                 None => break None,
             },
         };
-        queued.fetch_sub(text.len(), Ordering::Relaxed);
-        let _held = Held {
-            budget: &budget,
-            length: text.len(),
-        };
+        let _held = Held::new(&budget, &unread, text.len());
         let allowed = WRITE_TIMEOUT + Duration::from_secs((text.len() / MIN_WRITE_RATE) as u64);
         let write = tokio::time::timeout(allowed, sink.send(Message::Text(text.into())));
         tokio::select! {
@@ -351,7 +402,7 @@ async fn write_messages(
     // What is still queued is dropped: its bytes go back to the budget.
     outgoing.close();
     while let Ok(text) = outgoing.try_recv() {
-        queued.fetch_sub(text.len(), Ordering::Relaxed);
+        unread.queued.fetch_sub(text.len(), Ordering::Relaxed);
         budget.release(text.len());
     }
     if let Some((code, reason)) = close {
@@ -390,21 +441,21 @@ async fn connection(gateway: SharedGateway, project: ProjectId, caller: Caller, 
     let (sink, mut incoming) = socket.split();
     let (messages, outgoing) = tokio::sync::mpsc::channel::<String>(OUT_BUFFER);
     let (close, closed) = tokio::sync::oneshot::channel::<(u16, String)>();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let unread = Arc::new(Unread::default());
     let out = Out {
         messages,
-        queued: queued.clone(),
+        unread: unread.clone(),
         budget: gateway.realtime_budget.clone(),
         close: Arc::new(std::sync::Mutex::new(Some(close))),
         metrics: gateway.metrics.clone(),
     };
     let budget = gateway.realtime_budget.clone();
-    let _registered = budget.register(queued.clone(), out.close.clone());
+    let _registered = budget.register(unread.clone(), &out.close);
     let mut writer = tokio::spawn(write_messages(
         sink,
         outgoing,
         closed,
-        queued,
+        unread,
         gateway.realtime_budget.clone(),
         gateway.metrics.clone(),
     ));
@@ -888,5 +939,100 @@ fn change(query: &store::docs::Query, data: &[u8]) -> Option<(&'static str, Valu
             ),
         )),
         (false, false) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection with `queued` bytes unread, as the budget sees it.
+    fn connection(
+        queued: usize,
+    ) -> (
+        Arc<Unread>,
+        CloseOnce,
+        tokio::sync::oneshot::Receiver<(u16, String)>,
+    ) {
+        let unread = Arc::new(Unread::default());
+        unread.queued.store(queued, Ordering::Relaxed);
+        let (close, closed) = tokio::sync::oneshot::channel();
+        (unread, Arc::new(std::sync::Mutex::new(Some(close))), closed)
+    }
+
+    #[test]
+    fn past_the_budget_the_largest_open_holder_is_closed_not_the_sender() {
+        let metrics = metering::Metrics::new();
+        let budget = Budget::new(4 << 20);
+        let (reader, reader_close, mut reader_closed) = connection(3 << 19);
+        let (idle, idle_close, mut idle_closed) = connection(3 << 20);
+        let _r = budget.register(reader.clone(), &reader_close);
+        let _i = budget.register(idle.clone(), &idle_close);
+        budget
+            .used
+            .store(reader.total() + idle.total(), Ordering::Relaxed);
+
+        // The reader (1.5 MiB, over its floor) sends past the limit: the
+        // idle one (3 MiB) goes, and the reader's message is kept.
+        assert!(matches!(
+            budget.relieve(&reader, 4000, &metrics),
+            Relief::Keep
+        ));
+        assert_eq!(idle_closed.try_recv().unwrap().0, TRY_AGAIN_LATER);
+        assert!(reader_closed.try_recv().is_err());
+        // While the idle one closes, its bytes count as given back.
+        assert!(matches!(
+            budget.relieve(&reader, 4000, &metrics),
+            Relief::Keep
+        ));
+        assert!(reader_closed.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_sender_holding_the_most_is_closed_and_one_within_its_floor_is_kept() {
+        let metrics = metering::Metrics::new();
+        let budget = Budget::new(1 << 20);
+        let (small, small_close, mut small_closed) = connection(OUT_BUFFER_FLOOR / 2);
+        let (big, big_close, mut big_closed) = connection(OUT_BUFFER_FLOOR * 2);
+        let _s = budget.register(small.clone(), &small_close);
+        let _b = budget.register(big.clone(), &big_close);
+        budget
+            .used
+            .store(small.total() + big.total(), Ordering::Relaxed);
+        assert!(matches!(
+            budget.relieve(&big, 10, &metrics),
+            Relief::CloseMe
+        ));
+        assert_eq!(big_closed.try_recv().unwrap().0, TRY_AGAIN_LATER);
+        // Only the small one is open, within its floor: kept.
+        budget
+            .used
+            .store(small.total() + (2 << 20), Ordering::Relaxed);
+        assert!(matches!(budget.relieve(&small, 10, &metrics), Relief::Keep));
+        assert!(small_closed.try_recv().is_err());
+        // A connection whose senders are gone counts as closing: with its
+        // bytes given back the budget has room.
+        drop(big_close);
+        drop(_b);
+        let (gone, gone_close, _) = connection(4 << 20);
+        let _g = budget.register(gone.clone(), &gone_close);
+        drop(gone_close);
+        budget
+            .used
+            .store(small.total() + gone.total(), Ordering::Relaxed);
+        assert!(matches!(budget.relieve(&small, 10, &metrics), Relief::Keep));
+        // Bytes being written count too: the writer's message is the
+        // connection's.
+        let (writer, writer_close, mut writer_closed) = connection(0);
+        let _w = budget.register(writer.clone(), &writer_close);
+        let held = Held::new(&budget, &writer, 0);
+        writer.writing.store(3 << 20, Ordering::Relaxed);
+        budget
+            .used
+            .store(small.total() + gone.total() + (3 << 20), Ordering::Relaxed);
+        assert!(matches!(budget.relieve(&small, 10, &metrics), Relief::Keep));
+        assert_eq!(writer_closed.try_recv().unwrap().0, TRY_AGAIN_LATER);
+        drop(held);
+        assert_eq!(writer.total(), 0);
     }
 }
