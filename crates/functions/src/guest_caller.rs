@@ -124,6 +124,19 @@ impl CallerServices {
         }
     }
 
+    /// A GET of the data API: the answer (200), None (404: missing, or
+    /// hidden from the caller), or the service's error.
+    async fn found<E: FromAnswer>(&self, uri: String) -> Result<Option<Answer>, E> {
+        let answer = self
+            .request::<E>(http::Method::GET, uri, &[], Vec::new())
+            .await?;
+        match answer.status.as_u16() {
+            200 => Ok(Some(answer)),
+            404 => Ok(None),
+            _ => Err(E::from_answer(&answer)),
+        }
+    }
+
     /// Sends a request of the data API with the current invocation's
     /// credential (none: the API answers 401).
     async fn send(
@@ -188,14 +201,8 @@ impl GuestKeyValue for CallerServices {
     ) -> ServiceFuture<'a, Option<Vec<u8>>, GuestKvError> {
         Box::pin(async move {
             let uri = path(&self.project, &["kv", store, key]);
-            let answer = self
-                .request::<GuestKvError>(http::Method::GET, uri, &[], Vec::new())
-                .await?;
-            match answer.status.as_u16() {
-                200 => Ok(Some(answer.body.to_vec())),
-                404 => Ok(None),
-                _ => Err(GuestKvError::from_answer(&answer)),
-            }
+            let answer = self.found::<GuestKvError>(uri).await?;
+            Ok(answer.map(|answer| answer.body.to_vec()))
         })
     }
 
@@ -352,6 +359,24 @@ impl CallerServices {
     }
 }
 
+impl CallerServices {
+    /// A query (JSON) POSTed to `docs/COLLECTION/ROUTE` (`_query`,
+    /// `_count`): the answer's JSON.
+    async fn doc_query(
+        &self,
+        collection: &str,
+        route: &str,
+        query: &str,
+    ) -> Result<Value, GuestDocError> {
+        let uri = path(&self.project, &["docs", collection, route]);
+        let headers = [(http::header::CONTENT_TYPE, "application/json".to_owned())];
+        let answer = self
+            .success::<GuestDocError>(http::Method::POST, uri, &headers, query.as_bytes().to_vec())
+            .await?;
+        Ok(answer.json())
+    }
+}
+
 impl GuestDocuments for CallerServices {
     fn get<'a>(
         &'a self,
@@ -360,14 +385,8 @@ impl GuestDocuments for CallerServices {
     ) -> ServiceFuture<'a, Option<GuestDocument>, GuestDocError> {
         Box::pin(async move {
             let uri = path(&self.project, &["docs", collection, id]);
-            let answer = self
-                .request::<GuestDocError>(http::Method::GET, uri, &[], Vec::new())
-                .await?;
-            match answer.status.as_u16() {
-                200 => Ok(document(&answer.json())),
-                404 => Ok(None),
-                _ => Err(GuestDocError::from_answer(&answer)),
-            }
+            let answer = self.found::<GuestDocError>(uri).await?;
+            Ok(answer.and_then(|answer| document(&answer.json())))
         })
     }
 
@@ -393,17 +412,7 @@ impl GuestDocuments for CallerServices {
         query: &'a str,
     ) -> ServiceFuture<'a, GuestDocPage, GuestDocError> {
         Box::pin(async move {
-            let uri = path(&self.project, &["docs", collection, "_query"]);
-            let headers = [(http::header::CONTENT_TYPE, "application/json".to_owned())];
-            let answer = self
-                .success::<GuestDocError>(
-                    http::Method::POST,
-                    uri,
-                    &headers,
-                    query.as_bytes().to_vec(),
-                )
-                .await?;
-            let page = answer.json();
+            let page = self.doc_query(collection, "_query", query).await?;
             Ok(GuestDocPage {
                 documents: page["documents"]
                     .as_array()
@@ -422,17 +431,7 @@ impl GuestDocuments for CallerServices {
         query: &'a str,
     ) -> ServiceFuture<'a, u64, GuestDocError> {
         Box::pin(async move {
-            let uri = path(&self.project, &["docs", collection, "_count"]);
-            let headers = [(http::header::CONTENT_TYPE, "application/json".to_owned())];
-            let answer = self
-                .success::<GuestDocError>(
-                    http::Method::POST,
-                    uri,
-                    &headers,
-                    query.as_bytes().to_vec(),
-                )
-                .await?;
-            answer.json()["count"]
+            self.doc_query(collection, "_count", query).await?["count"]
                 .as_u64()
                 .ok_or_else(|| GuestDocError::Other("the count's answer has no count".to_owned()))
         })
