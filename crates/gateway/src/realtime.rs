@@ -18,9 +18,9 @@
 //! all connections' unread bytes by one shared [`Budget`]: past it, the
 //! connection holding the most unread (if more than its floor, 1 MiB) is
 //! closed with 1013, so many clients that do not read cannot fill the
-//! server's memory and clients that keep up are not touched. A write may take 10 s plus a
-//! second for each 64 KiB of its message; the closing frame waits at most
-//! a few seconds for a client that does not read. A client's own close is
+//! server's memory and clients that keep up are not touched. A write may
+//! take 10 s plus a second for each 64 KiB of its message; the closing
+//! frame waits at most a few seconds for a client that does not read. A client's own close is
 //! answered. Snapshots are document reads under the store's limit of reads
 //! at once, like REST's, and their message is serialized off the async
 //! threads.
